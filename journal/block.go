@@ -1,0 +1,174 @@
+package journal
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// Events are stored in blocks: one Badger entry per run of consecutive
+// offsets of one group commit, keyed by the block's last offset so that
+// Seek(blockKey(x)) lands on the block holding x. A block is
+//
+//	[format byte][count uint32 BE] then count × [uvarint length][Event proto]
+//
+// Fewer, larger entries keep Badger's per-key cost off the append path and
+// make catch-up reads sequential.
+const (
+	blockFormat   = 1
+	blockHeader   = 5
+	maxBlockBytes = 256 << 10 // stays inline in Badger's LSM (under ValueThreshold)
+)
+
+func blockKey(last uint64) []byte {
+	k := make([]byte, 2+8)
+	copy(k, prefixEvent)
+	binary.BigEndian.PutUint64(k[2:], last)
+	return k
+}
+
+func lastOffsetOfBlockKey(k []byte) uint64 { return binary.BigEndian.Uint64(k[2:]) }
+
+var (
+	marshalOpts    = proto.MarshalOptions{Deterministic: true}
+	marshalCached  = proto.MarshalOptions{Deterministic: true, UseCachedSize: true}
+	errShortBlock  = fmt.Errorf("%w: truncated block", ErrCorrupt)
+	errBlockFormat = fmt.Errorf("%w: unknown block format", ErrCorrupt)
+)
+
+// blockWriter appends blocks to one buffer and stages each in a transaction.
+type blockWriter struct {
+	buf   []byte
+	start int // start of the open block in buf, -1 if none
+	count uint32
+	last  uint64
+}
+
+func (b *blockWriter) add(txn *badger.Txn, e *streamdv1.Event) (int, error) {
+	if b.start >= 0 && len(b.buf)-b.start >= maxBlockBytes {
+		if err := b.flush(txn); err != nil {
+			return 0, err
+		}
+	}
+	if b.start < 0 {
+		b.start = len(b.buf)
+		b.buf = append(b.buf, blockFormat, 0, 0, 0, 0)
+		b.count = 0
+	}
+	n := marshalOpts.Size(e)
+	b.buf = binary.AppendUvarint(b.buf, uint64(n))
+	var err error
+	if b.buf, err = marshalCached.MarshalAppend(b.buf, e); err != nil {
+		return 0, err
+	}
+	b.count++
+	b.last = e.Offset
+	return n, nil
+}
+
+// flush stages the open block. Badger keeps a reference to the value until
+// commit, so a flushed region of buf is never written again.
+func (b *blockWriter) flush(txn *badger.Txn) error {
+	if b.start < 0 {
+		return nil
+	}
+	binary.BigEndian.PutUint32(b.buf[b.start+1:], b.count)
+	val := b.buf[b.start:len(b.buf):len(b.buf)]
+	b.start = -1
+	return txn.Set(blockKey(b.last), val)
+}
+
+// walkBlock calls fn with the offset and encoding of each event of the block
+// from offset `from` on, until fn returns false.
+func walkBlock(last uint64, val []byte, from uint64, fn func(off uint64, raw []byte) bool) error {
+	if len(val) < blockHeader {
+		return errShortBlock
+	}
+	if val[0] != blockFormat {
+		return errBlockFormat
+	}
+	count := uint64(binary.BigEndian.Uint32(val[1:]))
+	if count == 0 || count > last {
+		return fmt.Errorf("%w: block ending at offset %d claims %d events", ErrCorrupt, last, count)
+	}
+	off, p := last-count+1, val[blockHeader:]
+	for ; off <= last; off++ {
+		n, k := binary.Uvarint(p)
+		if k <= 0 || uint64(len(p)-k) < n {
+			return errShortBlock
+		}
+		raw := p[k : k+int(n)]
+		p = p[k+int(n):]
+		if off >= from && !fn(off, raw) {
+			return nil
+		}
+	}
+	if len(p) != 0 {
+		return fmt.Errorf("%w: block ending at offset %d has trailing bytes", ErrCorrupt, last)
+	}
+	return nil
+}
+
+// blockFirst is the first offset of a block.
+func blockFirst(last uint64, val []byte) (uint64, error) {
+	if len(val) < blockHeader {
+		return 0, errShortBlock
+	}
+	count := uint64(binary.BigEndian.Uint32(val[1:]))
+	if count == 0 || count > last {
+		return 0, fmt.Errorf("%w: block ending at offset %d claims %d events", ErrCorrupt, last, count)
+	}
+	return last - count + 1, nil
+}
+
+// decodeEvent decodes one stored event and checks it is the one expected.
+func decodeEvent(raw []byte, offset uint64, e *streamdv1.Event) error {
+	if err := proto.Unmarshal(raw, e); err != nil {
+		return fmt.Errorf("%w: event at offset %d: %v", ErrCorrupt, offset, err)
+	}
+	if e.Offset != offset {
+		return fmt.Errorf("%w: event stored at offset %d says offset %d", ErrCorrupt, offset, e.Offset)
+	}
+	return nil
+}
+
+// getEvent reads the event at one offset; badger.ErrKeyNotFound if absent.
+func getEvent(txn *badger.Txn, offset uint64) (*streamdv1.Event, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent})
+	defer it.Close()
+	it.Seek(blockKey(offset))
+	if !it.Valid() {
+		return nil, badger.ErrKeyNotFound
+	}
+	var e *streamdv1.Event
+	last := lastOffsetOfBlockKey(it.Item().Key())
+	err := it.Item().Value(func(val []byte) error {
+		return walkBlock(last, val, offset, func(off uint64, raw []byte) bool {
+			e = new(streamdv1.Event)
+			if err := decodeEvent(raw, off, e); err != nil {
+				e = nil
+			}
+			return false
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if e == nil {
+		// The block starts after offset (deleted), or the event is corrupt.
+		if first, ferr := blockFirst(last, valueOf(it.Item())); ferr == nil && offset < first {
+			return nil, badger.ErrKeyNotFound
+		}
+		return nil, fmt.Errorf("%w: event at offset %d does not decode", ErrCorrupt, offset)
+	}
+	return e, nil
+}
+
+func valueOf(item *badger.Item) []byte {
+	v, _ := item.ValueCopy(nil)
+	return v
+}

@@ -1,0 +1,32 @@
+// Package journal is streamd's local, durable event log on Badger.
+//
+// What it guarantees:
+//
+//   - Offsets are journal-wide, strictly increasing and contiguous (1, 2, 3…),
+//     assigned at commit; an offset is the exact position to resume from.
+//   - Each entity (entity type, entity id) has seqNrs 1, 2, 3… with no gaps. An
+//     append may state the seqNr it expects (optimistic concurrency); on a
+//     mismatch it fails with *SeqNrConflictError and writes nothing.
+//   - Append validates everything first: bad input is refused with
+//     ErrInvalidEvent and nothing is written. A failed commit writes nothing.
+//   - Concurrent appends are group-committed: one Badger transaction and one
+//     fsync for all appends waiting at that moment. With DurabilitySync (the
+//     default) Append returns only after the fsync; with DurabilityAsync it
+//     returns after the commit to Badger's memory-mapped log (safe against a
+//     process crash, not against an OS crash).
+//   - Readers never see an event before its commit is durable, so an offset a
+//     reader has seen is never reused after a crash.
+//   - Live readers are served from a bounded in-memory ring; a reader that
+//     falls behind gets ErrFellBehind and reads from Badger, switching back by
+//     offset (Cursor does this), with no gap and no duplicate at the seam.
+//   - Retention by age and by size runs in the background and deletes the
+//     oldest events; reading below the floor is an *OutOfRangeError naming the
+//     first available offset.
+//   - The journal id is a random 128-bit id created with the journal and kept
+//     for its life; positions taken from one journal are meaningless in another.
+//
+// What it does not do: it does not replicate, filter or serve the network
+// (see producer), and the last seqNr of every entity ever written is kept
+// (a few bytes per entity) even after retention removed its events, so that
+// seqNrs are never reused.
+package journal

@@ -1,0 +1,55 @@
+package journal
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrClosed is returned by every call on a closed journal.
+	ErrClosed = errors.New("journal: closed")
+	// ErrInvalidEvent wraps every validation failure of Append.
+	ErrInvalidEvent = errors.New("journal: invalid event")
+	// ErrNotFound: no event at that (entity, seqNr).
+	ErrNotFound = errors.New("journal: event not found")
+	// ErrFellBehind: the live ring no longer holds the requested offset; read
+	// from the journal instead.
+	ErrFellBehind = errors.New("journal: reader fell behind the live ring")
+	// ErrFailed: an fsync failed; the journal refuses further appends because
+	// it can no longer tell what is durable. Reopen it.
+	ErrFailed = errors.New("journal: failed after an fsync error; reopen it")
+	// ErrCorrupt: stored data does not decode.
+	ErrCorrupt = errors.New("journal: corrupt data")
+)
+
+// SeqNrConflictError is returned when an event's expected seqNr is not the
+// entity's next one. Nothing of the append was written.
+type SeqNrConflictError struct {
+	EntityType, EntityID string
+	Expected, Next       uint64
+}
+
+func (e *SeqNrConflictError) Error() string {
+	return fmt.Sprintf("journal: seqNr conflict for entity %s/%s: append expected seqNr %d, next is %d",
+		e.EntityType, e.EntityID, e.Expected, e.Next)
+}
+
+// OutOfRangeError is returned when reading below the retention floor.
+type OutOfRangeError struct {
+	Requested, FirstAvailable uint64
+}
+
+func (e *OutOfRangeError) Error() string {
+	return fmt.Sprintf("journal: offset %d is below the retention floor; first available offset is %d",
+		e.Requested, e.FirstAvailable)
+}
+
+// IsOutOfRange reports whether err is an OutOfRangeError.
+func IsOutOfRange(err error) bool {
+	var oe *OutOfRangeError
+	return errors.As(err, &oe)
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidEvent}, args...)...)
+}

@@ -1,0 +1,603 @@
+package journal
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/streamd/streamd/internal/badgerlog"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// Appended is where one appended event landed.
+type Appended struct {
+	Offset uint64
+	SeqNr  uint64
+}
+
+// Journal is a durable, append-only event log in one Badger directory.
+// All methods are safe for concurrent use.
+type Journal struct {
+	opts Options
+	db   *badger.DB
+	id   []byte
+
+	// Writes go through one writer goroutine: it owns nextOffset, lastSeq,
+	// the stored byte count and every Badger write.
+	writes     chan writeReq
+	writerDone chan struct{}
+
+	mu       sync.RWMutex // guards closed against new appends
+	closed   bool
+	inflight sync.WaitGroup
+
+	failed atomic.Pointer[error]
+
+	// Visible to readers: everything in [floor, durable] may be read.
+	floor   atomic.Uint64
+	durable atomic.Uint64
+	bytes   atomic.Int64
+
+	ring *ring
+
+	retentionMu   sync.Mutex // one retention run at a time
+	stopRetention chan struct{}
+	retentionDone chan struct{}
+	closeOnce     sync.Once
+	closeErr      error
+}
+
+// writeReq is an append (events set) or a retention deletion (del set).
+type writeReq struct {
+	events []*streamdv1.Event
+	size   int
+	del    *deletion
+	done   chan writeResult
+}
+
+type writeResult struct {
+	appended []Appended
+	err      error
+}
+
+// Open opens or creates the journal in dir.
+func Open(dir string, opts Options) (*Journal, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("journal: create %s: %w", dir, err)
+	}
+	bo := badger.DefaultOptions(dir).
+		WithSyncWrites(false). // we fsync once per group with db.Sync
+		WithDetectConflicts(false).
+		WithNumMemtables(3).
+		WithMemTableSize(opts.MemTableSize).
+		WithBlockCacheSize(opts.BlockCacheSize).
+		WithNumCompactors(2).
+		WithChecksumVerificationMode(options.OnBlockRead).
+		WithLogger(badgerlog.Logger{L: opts.Logger})
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("journal: open Badger in %s: %w", dir, err)
+	}
+	j := &Journal{
+		opts:          opts,
+		db:            db,
+		writes:        make(chan writeReq, 1024),
+		writerDone:    make(chan struct{}),
+		ring:          newRing(opts.RingSize),
+		stopRetention: make(chan struct{}),
+		retentionDone: make(chan struct{}),
+	}
+	w, err := j.load()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	j.ring.reset(j.durable.Load() + 1)
+	go j.writeLoop(w)
+	go j.retentionLoop()
+	return j, nil
+}
+
+// load reads or creates the metadata and returns the writer's state.
+func (j *Journal) load() (*writer, error) {
+	w := &writer{j: j, lastSeq: make(map[string]uint64)}
+	err := j.db.Update(func(txn *badger.Txn) error {
+		id, err := getValue(txn, keyID)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			if hasAny(txn, prefixEvent) {
+				return fmt.Errorf("%w: events present but no journal id", ErrCorrupt)
+			}
+			id = make([]byte, 16)
+			if _, err := rand.Read(id); err != nil {
+				return err
+			}
+			if err := txn.Set(keyID, id); err != nil {
+				return err
+			}
+			if err := txn.Set(keyVersion, u64(formatVersion)); err != nil {
+				return err
+			}
+			if err := txn.Set(keyFloor, u64(1)); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		case len(id) != 16:
+			return fmt.Errorf("%w: journal id has %d bytes", ErrCorrupt, len(id))
+		}
+		j.id = id
+		if v, err := getValue(txn, keyVersion); err != nil || readU64(v) != formatVersion {
+			return fmt.Errorf("%w: format version %d, this build reads %d", ErrCorrupt, readU64(v), formatVersion)
+		}
+		floor, err := getValue(txn, keyFloor)
+		if err != nil {
+			return fmt.Errorf("%w: retention floor: %v", ErrCorrupt, err)
+		}
+		j.floor.Store(readU64(floor))
+		if b, err := getValue(txn, keyBytes); err == nil {
+			j.bytes.Store(int64(readU64(b)))
+		}
+		last := j.floor.Load() - 1
+		if k, ok := lastKey(txn, prefixEvent); ok {
+			last = max(last, lastOffsetOfBlockKey(k))
+		}
+		j.durable.Store(last)
+		w.nextOffset = last + 1
+		if last >= j.floor.Load() {
+			e, err := getEvent(txn, last)
+			if err != nil {
+				return err
+			}
+			w.lastTime = e.TimestampUnixNano
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("journal: load metadata: %w", err)
+	}
+	w.bytes, w.floor = j.bytes.Load(), j.floor.Load()
+	w.cacheComplete = j.durable.Load() == 0
+	// Badger's commit+Sync may leave a committed but unsynced write after a
+	// crash; make the recovered state durable before serving it.
+	if err := j.db.Sync(); err != nil {
+		return nil, fmt.Errorf("journal: sync at open: %w", err)
+	}
+	return w, nil
+}
+
+// ID is the journal's random 128-bit identity, created with the journal.
+func (j *Journal) ID() []byte { return bytes.Clone(j.id) }
+
+// Durability is the journal's durability mode.
+func (j *Journal) Durability() Durability { return j.opts.Durability }
+
+// Info describes the journal now.
+type Info struct {
+	JournalID   []byte
+	FirstOffset uint64 // the retention floor: first offset that may be read
+	LastOffset  uint64 // last committed offset; FirstOffset-1 when empty
+	Events      uint64
+	Bytes       int64
+}
+
+// Info returns the journal's bounds and size.
+func (j *Journal) Info() Info {
+	first, last := j.floor.Load(), j.durable.Load()
+	return Info{
+		JournalID:   j.ID(),
+		FirstOffset: first,
+		LastOffset:  last,
+		Events:      last + 1 - first,
+		Bytes:       j.bytes.Load(),
+	}
+}
+
+// LastOffset is the last committed (and, with sync durability, fsync'd)
+// offset, 0 for a journal that never had an event.
+func (j *Journal) LastOffset() uint64 { return j.durable.Load() }
+
+// Append validates and durably appends events, and returns their offsets and
+// seqNrs in order. The journal takes ownership of the events: it sets their
+// offset, seq_nr, slice and timestamp and hands them to live readers, so the
+// caller must not modify them afterwards.
+//
+// An event with seq_nr != 0 is an expectation: the append fails with a
+// *SeqNrConflictError, writing nothing, unless it is the entity's next seqNr.
+// Concurrent appends are committed together in one Badger transaction with
+// one fsync. ctx bounds only the wait to be queued: once queued, Append waits
+// for the commit, so its result is always the truth.
+func (j *Journal) Append(ctx context.Context, events ...*streamdv1.Event) ([]Appended, error) {
+	size, err := j.opts.Limits.validate(events)
+	if err != nil {
+		return nil, err
+	}
+	res, err := j.submit(ctx, writeReq{events: events, size: size})
+	return res.appended, err
+}
+
+func (j *Journal) submit(ctx context.Context, req writeReq) (writeResult, error) {
+	j.mu.RLock()
+	if j.closed {
+		j.mu.RUnlock()
+		return writeResult{}, ErrClosed
+	}
+	j.inflight.Add(1)
+	j.mu.RUnlock()
+	defer j.inflight.Done()
+	if f := j.failed.Load(); f != nil {
+		return writeResult{}, *f
+	}
+	req.done = make(chan writeResult, 1)
+	select {
+	case j.writes <- req:
+	case <-ctx.Done():
+		return writeResult{}, ctx.Err()
+	}
+	res := <-req.done
+	return res, res.err
+}
+
+// Close stops accepting appends, waits for queued appends to commit, and
+// closes Badger. It is idempotent.
+func (j *Journal) Close() error {
+	j.closeOnce.Do(func() {
+		j.mu.Lock()
+		j.closed = true
+		j.mu.Unlock()
+		close(j.stopRetention)
+		<-j.retentionDone
+		j.inflight.Wait()
+		close(j.writes)
+		<-j.writerDone
+		j.ring.close()
+		j.closeErr = j.db.Close()
+	})
+	return j.closeErr
+}
+
+// writer is the state owned by the writer goroutine.
+type writer struct {
+	j          *Journal
+	nextOffset uint64
+	lastTime   int64
+	bytes      int64
+	floor      uint64            // retention floor as of the last committed deletion
+	lastSeq    map[string]uint64 // last seqNr of recently written entities
+	// cacheComplete: lastSeq holds every entity the journal ever had (it was
+	// empty at open and the cache was never cleared), so a miss means 0.
+	cacheComplete bool
+	toSync        chan *group // committed groups, in commit order
+}
+
+// group is one Badger transaction: appends committed together (or one
+// retention deletion), on its way to the fsync and the acknowledgements.
+type group struct {
+	reqs     []writeReq
+	answered []bool
+	results  [][]Appended
+	events   []*streamdv1.Event
+	addBytes int64
+	bytes    int64  // stored bytes once this group is applied
+	last     uint64 // last offset once this group is applied
+	del      *deletion
+	err      error // the commit failed; every unanswered request gets it
+}
+
+func (g *group) answer(i int, res writeResult) {
+	g.reqs[i].done <- res
+	g.answered[i] = true
+}
+
+func (g *group) failAll(err error) {
+	for i := range g.reqs {
+		if !g.answered[i] {
+			g.answer(i, writeResult{err: err})
+		}
+	}
+}
+
+// maxGroupBytes caps one group commit well inside Badger's transaction limit.
+const maxGroupBytes = 8 << 20
+
+// maxCachedEntities bounds the seqNr cache; beyond it the cache restarts.
+const maxCachedEntities = 1 << 20
+
+// writeLoop commits groups; syncLoop fsyncs and acknowledges them. The two
+// overlap, so the next group is built and committed while the previous one is
+// being fsync'd, and appends arriving meanwhile form ever larger groups.
+func (j *Journal) writeLoop(w *writer) {
+	w.toSync = make(chan *group, 64)
+	syncDone := make(chan struct{})
+	go func() {
+		defer close(syncDone)
+		j.syncLoop(w.toSync)
+	}()
+	defer func() {
+		close(w.toSync)
+		<-syncDone
+		close(j.writerDone)
+	}()
+	var pending *writeReq
+	for {
+		var first writeReq
+		if pending != nil {
+			first, pending = *pending, nil
+		} else {
+			r, ok := <-j.writes
+			if !ok {
+				return
+			}
+			first = r
+		}
+		g := &group{reqs: []writeReq{first}}
+		if first.del == nil {
+			size := first.size
+		drain:
+			for size < maxGroupBytes {
+				select {
+				case r, ok := <-j.writes:
+					if !ok {
+						break drain
+					}
+					if r.del != nil || size+r.size > maxGroupBytes {
+						pending = &r
+						break drain
+					}
+					g.reqs = append(g.reqs, r)
+					size += r.size
+				default:
+					break drain
+				}
+			}
+		}
+		g.answered = make([]bool, len(g.reqs))
+		if f := j.failed.Load(); f != nil {
+			g.failAll(*f)
+			continue
+		}
+		if first.del != nil {
+			g.del = first.del
+			g.err = w.delete(g)
+		} else {
+			g.err = w.commit(g)
+		}
+		w.toSync <- g
+	}
+}
+
+// syncLoop makes committed groups durable with one fsync for all groups
+// committed so far, then publishes them to readers and answers the appends.
+func (j *Journal) syncLoop(toSync <-chan *group) {
+	for g := range toSync {
+		batch := []*group{g}
+	drain:
+		for {
+			select {
+			case g, ok := <-toSync:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, g)
+			default:
+				break drain
+			}
+		}
+		var syncDur time.Duration
+		if j.opts.Durability == DurabilitySync && j.failed.Load() == nil {
+			start := time.Now()
+			if err := j.db.Sync(); err != nil {
+				// What is durable is unknown now: refuse everything from here on.
+				err = fmt.Errorf("%w: %v", ErrFailed, err)
+				j.failed.Store(&err)
+				j.opts.Logger.Error("journal fsync failed; refusing appends until reopened", "err", err)
+			}
+			syncDur = time.Since(start)
+		}
+		appends, events, bytes := 0, 0, int64(0)
+		for _, g := range batch {
+			if g.err == nil {
+				if f := j.failed.Load(); f != nil {
+					g.err = *f
+				}
+			}
+			if g.err != nil {
+				g.failAll(fmt.Errorf("journal: commit: %w", g.err))
+				continue
+			}
+			j.bytes.Store(g.bytes)
+			if g.del != nil {
+				j.floor.Store(g.del.upTo)
+				g.answer(0, writeResult{})
+				continue
+			}
+			if len(g.events) > 0 {
+				j.durable.Store(g.last)
+				j.ring.push(g.events)
+			}
+			for i := range g.reqs {
+				if !g.answered[i] {
+					var res []Appended
+					if i < len(g.results) {
+						res = g.results[i]
+					}
+					g.answer(i, writeResult{appended: res})
+					appends++
+				}
+			}
+			events += len(g.events)
+			bytes += g.addBytes
+		}
+		if j.opts.Observer != nil && events > 0 {
+			j.opts.Observer.Committed(appends, events, bytes, syncDur)
+		}
+	}
+}
+
+// undoSeq restores one seqNr assignment of an append that conflicted.
+type undoSeq struct {
+	ek      string
+	prev    uint64
+	hadPrev bool
+	event   *streamdv1.Event
+	origSeq uint64
+}
+
+// commit assigns offsets and seqNrs and writes a group in one transaction. An
+// append whose seqNr expectation fails is answered at once, alone; the others
+// commit together. It returns the commit error, if any.
+func (w *writer) commit(g *group) error {
+	j := w.j
+	ts := max(j.opts.Now().UnixNano(), w.lastTime)
+	txn := j.db.NewTransaction(true)
+	defer txn.Discard()
+
+	groupSeq := make(map[string]uint64) // last seqNr per entity after this group
+	g.results = make([][]Appended, len(g.reqs))
+	offset := w.nextOffset
+	blocks := blockWriter{start: -1}
+	var undo []undoSeq
+	// Last seqNrs of entities not in the cache are read outside the write
+	// transaction, whose iterators would sort every pending write.
+	var rtxn *badger.Txn
+	defer func() {
+		if rtxn != nil {
+			rtxn.Discard()
+		}
+	}()
+	for i := range g.reqs {
+		events := g.reqs[i].events
+		undo = undo[:0]
+		var conflict error
+		for _, e := range events {
+			ek := entityKey(e.EntityType, e.EntityId)
+			last, had := groupSeq[ek]
+			if !had {
+				var err error
+				if rtxn == nil && !w.cacheComplete {
+					rtxn = j.db.NewTransaction(false)
+				}
+				if last, err = w.lastSeqNr(rtxn, ek); err != nil {
+					return err
+				}
+			}
+			if e.SeqNr != 0 && e.SeqNr != last+1 {
+				conflict = &SeqNrConflictError{EntityType: e.EntityType, EntityID: e.EntityId, Expected: e.SeqNr, Next: last + 1}
+				break
+			}
+			undo = append(undo, undoSeq{ek: ek, prev: last, hadPrev: had, event: e, origSeq: e.SeqNr})
+			groupSeq[ek] = last + 1
+			e.SeqNr = last + 1
+		}
+		if conflict != nil {
+			for k := len(undo) - 1; k >= 0; k-- {
+				u := undo[k]
+				if u.hadPrev {
+					groupSeq[u.ek] = u.prev
+				} else {
+					delete(groupSeq, u.ek)
+				}
+				u.event.SeqNr = u.origSeq
+			}
+			g.answer(i, writeResult{err: conflict})
+			continue
+		}
+		app := make([]Appended, len(events))
+		for k, e := range events {
+			e.Offset, e.Slice, e.TimestampUnixNano = offset, SliceOf(e.EntityId), ts
+			n, err := blocks.add(txn, e)
+			if err != nil {
+				return err
+			}
+			if err := txn.Set(indexKey(undo[k].ek, e.SeqNr), u64(offset)); err != nil {
+				return err
+			}
+			g.addBytes += int64(n)
+			app[k] = Appended{Offset: offset, SeqNr: e.SeqNr}
+			g.events = append(g.events, e)
+			offset++
+		}
+		g.results[i] = app
+	}
+	if len(g.events) == 0 {
+		return nil // every append conflicted
+	}
+	if err := blocks.flush(txn); err != nil {
+		return err
+	}
+	g.bytes = w.bytes + g.addBytes
+	if err := txn.Set(keyBytes, u64(uint64(g.bytes))); err != nil {
+		return err
+	}
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	if len(w.lastSeq)+len(groupSeq) > maxCachedEntities {
+		clear(w.lastSeq)
+		w.cacheComplete = false
+	}
+	for ek, seq := range groupSeq {
+		w.lastSeq[ek] = seq
+	}
+	g.last = offset - 1
+	w.nextOffset, w.lastTime, w.bytes = offset, ts, g.bytes
+	return nil
+}
+
+// lastSeqNr is the last committed seqNr of an entity (0 if none): its highest
+// index entry, or what retention kept when it deleted the entity's history.
+func (w *writer) lastSeqNr(txn *badger.Txn, ek string) (uint64, error) {
+	if s, ok := w.lastSeq[ek]; ok || w.cacheComplete {
+		return s, nil
+	}
+	var last uint64
+	if k, ok := lastKey(txn, indexPrefix(ek)); ok {
+		last = binary.BigEndian.Uint64(k[len(k)-8:])
+	}
+	v, err := getValue(txn, seqKey(ek))
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, err
+	}
+	return max(last, readU64(v)), nil
+}
+
+func getValue(txn *badger.Txn, key []byte) ([]byte, error) {
+	item, err := txn.Get(key)
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
+}
+
+func hasAny(txn *badger.Txn, prefix []byte) bool {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	it.Rewind()
+	return it.Valid()
+}
+
+// lastKey returns the greatest key with the prefix.
+func lastKey(txn *badger.Txn, prefix []byte) ([]byte, bool) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true})
+	defer it.Close()
+	seek := append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+	it.Seek(seek)
+	if !it.ValidForPrefix(prefix) {
+		return nil, false
+	}
+	return it.Item().KeyCopy(nil), true
+}

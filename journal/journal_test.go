@@ -1,0 +1,643 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+func TestMain(m *testing.M) {
+	if crashChild() {
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func open(t testing.TB, dir string, opts Options) *Journal {
+	t.Helper()
+	j, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return j
+}
+
+func ev(typ, id string, payload string) *streamdv1.Event {
+	return &streamdv1.Event{EntityType: typ, EntityId: id, EventType: "Happened", Payload: []byte(payload)}
+}
+
+// readAll reads every stored event in offset order.
+func readAll(t testing.TB, j *Journal) []*streamdv1.Event {
+	t.Helper()
+	var all []*streamdv1.Event
+	for from := j.Info().FirstOffset; ; {
+		batch, err := j.Read(from, 1000, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(batch) == 0 {
+			return all
+		}
+		all = append(all, batch...)
+		from = batch[len(batch)-1].Offset + 1
+	}
+}
+
+// checkInvariants asserts contiguous offsets and gap-free seqNrs per entity.
+func checkInvariants(t testing.TB, events []*streamdv1.Event, firstOffset uint64) map[string]uint64 {
+	t.Helper()
+	lastSeq := map[string]uint64{}
+	for i, e := range events {
+		if want := firstOffset + uint64(i); e.Offset != want {
+			t.Fatalf("event %d has offset %d, want %d", i, e.Offset, want)
+		}
+		ek := entityKey(e.EntityType, e.EntityId)
+		if e.SeqNr != lastSeq[ek]+1 {
+			t.Fatalf("entity %q: seqNr %d after %d", ek, e.SeqNr, lastSeq[ek])
+		}
+		lastSeq[ek] = e.SeqNr
+		if e.Slice != SliceOf(e.EntityId) || e.Slice >= Slices {
+			t.Fatalf("event %d slice %d, want %d", i, e.Slice, SliceOf(e.EntityId))
+		}
+		if i > 0 && e.TimestampUnixNano < events[i-1].TimestampUnixNano {
+			t.Fatalf("timestamp decreased at offset %d", e.Offset)
+		}
+	}
+	return lastSeq
+}
+
+func TestConcurrentAppendsAcrossReopen(t *testing.T) {
+	dir := t.TempDir()
+	const writers, perWriter = 16, 50
+	for round := range 2 {
+		j, err := Open(dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for w := range writers {
+			wg.Go(func() {
+				for i := range perWriter {
+					// Two writers share each entity, so seqNrs race.
+					id := fmt.Sprintf("e%d", w/2)
+					events := []*streamdv1.Event{ev("order", id, "a"), ev("order", id, "b")}
+					res, err := j.Append(context.Background(), events...)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if res[1].Offset != res[0].Offset+1 || res[1].SeqNr != res[0].SeqNr+1 {
+						errs <- fmt.Errorf("writer %d append %d: batch not consecutive: %+v", w, i, res)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		info := j.Info()
+		want := uint64((round + 1) * writers * perWriter * 2)
+		if info.LastOffset != want || info.Events != want || info.FirstOffset != 1 {
+			t.Fatalf("round %d: info %+v, want last offset %d", round, info, want)
+		}
+		all := readAll(t, j)
+		seqs := checkInvariants(t, all, 1)
+		for ek, s := range seqs {
+			if s != uint64((round+1)*2*perWriter*2) {
+				t.Fatalf("entity %q ends at seqNr %d", ek, s)
+			}
+		}
+		if err := j.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestJournalIDKept(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{})
+	id := j.ID()
+	if len(id) != 16 {
+		t.Fatalf("id has %d bytes", len(id))
+	}
+	j.Close()
+	j2 := open(t, dir, Options{})
+	if string(j2.ID()) != string(id) {
+		t.Fatal("journal id changed across reopen")
+	}
+	j3 := open(t, t.TempDir(), Options{})
+	if string(j3.ID()) == string(id) {
+		t.Fatal("two journals share an id")
+	}
+}
+
+func TestExpectedSeqNr(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	if _, err := j.Append(ctx, ev("cart", "c1", "x"), ev("cart", "c1", "y")); err != nil {
+		t.Fatal(err)
+	}
+	// Expecting 3 (the next) succeeds.
+	e := ev("cart", "c1", "z")
+	e.SeqNr = 3
+	res, err := j.Append(ctx, e)
+	if err != nil || res[0].SeqNr != 3 {
+		t.Fatalf("expected seqNr 3: %v %v", res, err)
+	}
+	// A stale expectation fails, and the other event of the batch is not written.
+	stale := ev("cart", "c1", "late")
+	stale.SeqNr = 3
+	before := j.Info()
+	_, err = j.Append(ctx, ev("cart", "other", "o"), stale)
+	var conflict *SeqNrConflictError
+	if !errors.As(err, &conflict) || conflict.Expected != 3 || conflict.Next != 4 || conflict.EntityID != "c1" {
+		t.Fatalf("want conflict expected 3 next 4, got %v", err)
+	}
+	if after := j.Info(); after.LastOffset != before.LastOffset || after.Bytes != before.Bytes {
+		t.Fatalf("conflicting append wrote something: %+v -> %+v", before, after)
+	}
+	if _, err := j.Load("cart", "other", 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("event of failed batch is stored: %v", err)
+	}
+	// Expectations inside one batch chain: 4 then 5.
+	a, b := ev("cart", "c1", "4"), ev("cart", "c1", "5")
+	a.SeqNr, b.SeqNr = 4, 5
+	if _, err := j.Append(ctx, a, b); err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, readAll(t, j), 1)
+}
+
+// Concurrent optimistic writers on one entity: exactly one wins each seqNr.
+func TestExpectedSeqNrRace(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	const writers = 8
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins := map[uint64]int{}
+	for range writers {
+		wg.Go(func() {
+			for seq := uint64(1); seq <= 20; seq++ {
+				e := ev("account", "a", "x")
+				e.SeqNr = seq
+				_, err := j.Append(context.Background(), e)
+				var c *SeqNrConflictError
+				switch {
+				case err == nil:
+					mu.Lock()
+					wins[seq]++
+					mu.Unlock()
+				case errors.As(err, &c):
+				default:
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for seq := uint64(1); seq <= 20; seq++ {
+		if wins[seq] != 1 {
+			t.Fatalf("seqNr %d won %d times", seq, wins[seq])
+		}
+	}
+}
+
+func TestBadInputRefused(t *testing.T) {
+	j := open(t, t.TempDir(), Options{Limits: Limits{MaxPayloadBytes: 10, MaxTags: 2, MaxBatchEvents: 3}})
+	if _, err := j.Append(context.Background(), ev("t", "ok", "x")); err != nil {
+		t.Fatal(err)
+	}
+	withOffset := ev("t", "x", "")
+	withOffset.Offset = 9
+	cases := map[string][]*streamdv1.Event{
+		"empty entity id":   {ev("t", "", "x")},
+		"empty entity type": {ev("", "id", "x")},
+		"payload too big":   {ev("t", "id", "01234567890")},
+		"too many tags":     {{EntityType: "t", EntityId: "id", Tags: []string{"a", "b", "c"}}},
+		"nul in id":         {ev("t", "a\x00b", "x")},
+		"bad utf8":          {ev("t", "\xff", "x")},
+		"batch too big":     {ev("t", "a", ""), ev("t", "b", ""), ev("t", "c", ""), ev("t", "d", "")},
+		"no events":         {},
+		"nil event":         {nil},
+		"offset set":        {withOffset},
+		"one bad of two":    {ev("t", "good", "x"), ev("t", "", "x")},
+	}
+	for name, events := range cases {
+		t.Run(name, func(t *testing.T) {
+			before := j.Info()
+			_, err := j.Append(context.Background(), events...)
+			if !errors.Is(err, ErrInvalidEvent) {
+				t.Fatalf("want ErrInvalidEvent, got %v", err)
+			}
+			if after := j.Info(); after.LastOffset != before.LastOffset || after.Bytes != before.Bytes {
+				t.Fatalf("refused append changed the journal: %+v -> %+v", before, after)
+			}
+		})
+	}
+	if _, err := j.Load("t", "good", 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("event of refused batch stored: %v", err)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for name, o := range map[string]Options{
+		"durability":    {Durability: 7},
+		"age":           {RetentionMaxAge: -time.Second},
+		"bytes":         {RetentionMaxBytes: -1},
+		"limits":        {Limits: Limits{MaxTags: -1}},
+		"batch cap":     {Limits: Limits{MaxBatchBytes: 64 << 20}},
+		"memtable tiny": {MemTableSize: 10},
+	} {
+		if _, err := Open(t.TempDir(), o); err == nil {
+			t.Errorf("%s: Open accepted bad options", name)
+		}
+	}
+}
+
+func TestReadsAndLoad(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	for i := range 30 {
+		if _, err := j.Append(ctx, ev("car", fmt.Sprintf("car-%d", i%3), fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := j.ReadEntity("car", "car-1", 4, 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 7 || got[0].SeqNr != 4 || got[6].SeqNr != 10 {
+		t.Fatalf("ReadEntity from 4: %d events, first %v", len(got), got[0])
+	}
+	e, err := j.Load("car", "car-2", 10)
+	if err != nil || string(e.Payload) != "29" {
+		t.Fatalf("Load car-2/10 = %v, %v", e, err)
+	}
+	if _, err := j.Load("car", "car-2", 11); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Load past the end: %v", err)
+	}
+	if _, err := j.Load("bus", "car-2", 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Load of another entity type: %v", err)
+	}
+	batch, err := j.Read(25, 3, nil)
+	if err != nil || len(batch) != 3 || batch[0].Offset != 25 {
+		t.Fatalf("Read(25, 3) = %d events, %v", len(batch), err)
+	}
+	if batch, _ := j.Read(31, 10, nil); len(batch) != 0 {
+		t.Fatalf("Read past the end returned %d events", len(batch))
+	}
+}
+
+func TestOffsetAt(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { return now }
+	j := open(t, t.TempDir(), Options{Now: clock})
+	for i := range 10 {
+		now = time.Unix(1_000_000+int64(i)*10, 0)
+		if _, err := j.Append(context.Background(), ev("t", "a", "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		at   int64
+		want uint64
+	}{{0, 1}, {1_000_000, 1}, {1_000_001, 2}, {1_000_050, 6}, {1_000_090, 10}, {1_000_091, 11}} {
+		got, err := j.OffsetAt(time.Unix(c.at, 0))
+		if err != nil || got != c.want {
+			t.Errorf("OffsetAt(%d) = %d, %v; want %d", c.at, got, err, c.want)
+		}
+	}
+}
+
+func TestRetentionByAge(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	set := func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
+	dir := t.TempDir()
+	j := open(t, dir, Options{Now: clock, RetentionMaxAge: time.Hour, RetentionInterval: time.Hour})
+	ctx := context.Background()
+	for i := range 10 {
+		set(time.Unix(1_000_000+int64(i)*60, 0)) // one a minute
+		if _, err := j.Append(ctx, ev("t", "a", "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(time.Unix(1_000_000+3600+5*60, 0)) // events 1..5 are older than an hour
+	n, err := j.EnforceRetention()
+	if err != nil || n != 5 {
+		t.Fatalf("retention deleted %d, %v; want 5", n, err)
+	}
+	info := j.Info()
+	if info.FirstOffset != 6 || info.Events != 5 || info.LastOffset != 10 {
+		t.Fatalf("after retention: %+v", info)
+	}
+	_, err = j.Read(3, 10, nil)
+	var oor *OutOfRangeError
+	if !errors.As(err, &oor) || oor.FirstAvailable != 6 || oor.Requested != 3 {
+		t.Fatalf("read below floor: %v", err)
+	}
+	if _, err := j.Load("t", "a", 2); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted event still loads: %v", err)
+	}
+	if evs, _ := j.ReadEntity("t", "a", 1, 100, nil); len(evs) != 5 || evs[0].SeqNr != 6 {
+		t.Fatalf("ReadEntity after retention: %d events", len(evs))
+	}
+	// SeqNrs continue after retention and after reopen; the floor is kept.
+	j.Close()
+	j = open(t, dir, Options{Now: clock})
+	res, err := j.Append(ctx, ev("t", "a", "x"))
+	if err != nil || res[0].SeqNr != 11 || res[0].Offset != 11 {
+		t.Fatalf("append after retention+reopen: %+v %v", res, err)
+	}
+	if j.Info().FirstOffset != 6 {
+		t.Fatalf("floor not kept across reopen: %+v", j.Info())
+	}
+}
+
+func TestRetentionBySize(t *testing.T) {
+	j := open(t, t.TempDir(), Options{RetentionMaxBytes: 10_000, RetentionInterval: time.Hour})
+	ctx := context.Background()
+	payload := string(make([]byte, 500))
+	for range 100 {
+		if _, err := j.Append(ctx, ev("t", "a", payload)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if j.Info().Bytes < 50_000 {
+		t.Fatalf("bytes %d: accounting is off", j.Info().Bytes)
+	}
+	if _, err := j.EnforceRetention(); err != nil {
+		t.Fatal(err)
+	}
+	info := j.Info()
+	if info.Bytes > 10_000 || info.Bytes < 9_000 || info.LastOffset != 100 {
+		t.Fatalf("after size retention: %+v", info)
+	}
+	all := readAll(t, j)
+	if uint64(len(all)) != info.Events || all[0].Offset != info.FirstOffset {
+		t.Fatalf("read %d events, info says %d from %d", len(all), info.Events, info.FirstOffset)
+	}
+}
+
+func TestBackgroundRetention(t *testing.T) {
+	j := open(t, t.TempDir(), Options{RetentionMaxBytes: 1, RetentionInterval: 10 * time.Millisecond})
+	if _, err := j.Append(context.Background(), ev("t", "a", "x"), ev("t", "a", "y")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for j.Info().FirstOffset != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("background retention did not run: %+v", j.Info())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A reader that falls out of the ring reads from Badger and comes back,
+// seeing every offset exactly once.
+func TestRingOverflowSeam(t *testing.T) {
+	j := open(t, t.TempDir(), Options{RingSize: 16})
+	ctx := context.Background()
+	c := j.NewCursor(1)
+	var seen []uint64
+	read := func() {
+		for {
+			batch, wait, err := c.Read(7, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range batch {
+				seen = append(seen, e.Offset)
+			}
+			if wait != nil {
+				return
+			}
+		}
+	}
+	fell := false
+	for round := range 20 {
+		n := 3 + round*5 // grows past the ring size
+		events := make([]*streamdv1.Event, n)
+		for i := range events {
+			events[i] = ev("t", fmt.Sprint(i%4), "")
+		}
+		if _, err := j.Append(ctx, events...); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := j.ReadLive(c.Next(), 1, nil); errors.Is(err, ErrFellBehind) {
+			fell = true
+		}
+		read()
+	}
+	if !fell {
+		t.Fatal("test never overflowed the ring")
+	}
+	last := j.LastOffset()
+	if uint64(len(seen)) != last {
+		t.Fatalf("saw %d events, journal has %d", len(seen), last)
+	}
+	for i, o := range seen {
+		if o != uint64(i+1) {
+			t.Fatalf("position %d has offset %d: gap or duplicate at the seam", i, o)
+		}
+	}
+}
+
+func TestCursorWaitsForCommit(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	c := j.NewCursor(1)
+	got := make(chan []*streamdv1.Event)
+	go func() {
+		evs, _ := c.Wait(context.Background(), 10, nil)
+		got <- evs
+	}()
+	if _, err := j.Append(context.Background(), ev("t", "a", "live")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case evs := <-got:
+		if len(evs) != 1 || string(evs[0].Payload) != "live" {
+			t.Fatalf("live read got %v", evs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("cursor did not wake on commit")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Wait(ctx, 10, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait on a cancelled ctx: %v", err)
+	}
+}
+
+func TestClosed(t *testing.T) {
+	j, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := j.Append(context.Background(), ev("t", "a", "")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Append after Close: %v", err)
+	}
+	if _, err := j.Read(1, 1, nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Read after Close: %v", err)
+	}
+}
+
+// Close waits for appends already queued: each either commits or reports
+// ErrClosed; none is acknowledged and then lost.
+func TestCloseWaitsForInflight(t *testing.T) {
+	dir := t.TempDir()
+	j, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := map[uint64]bool{}
+	for w := range 8 {
+		wg.Go(func() {
+			for {
+				res, err := j.Append(context.Background(), ev("t", fmt.Sprint(w), "x"))
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				acked[res[0].Offset] = true
+				mu.Unlock()
+			}
+		})
+	}
+	for j.LastOffset() < 200 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	j2 := open(t, dir, Options{})
+	all := readAll(t, j2)
+	stored := map[uint64]bool{}
+	for _, e := range all {
+		stored[e.Offset] = true
+	}
+	for o := range acked {
+		if !stored[o] {
+			t.Fatalf("acknowledged offset %d lost across Close", o)
+		}
+	}
+	checkInvariants(t, all, 1)
+}
+
+func TestAsyncDurability(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{Durability: DurabilityAsync})
+	for range 10 {
+		if _, err := j.Append(context.Background(), ev("t", "a", "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.Close()
+	j2 := open(t, dir, Options{})
+	if j2.LastOffset() != 10 {
+		t.Fatalf("after clean close: last offset %d", j2.LastOffset())
+	}
+}
+
+func TestEventRoundTrip(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	in := &streamdv1.Event{
+		EntityType: "car", EntityId: "car-1", EventType: "Sample", Payload: []byte{1, 2, 3},
+		Tags: []string{"sports", "red"}, Topic: "car/car-1/speed",
+		Metadata: map[string]string{"k": "v"}, Origin: "eu", OriginSeqNr: 4,
+		OriginTimestampUnixNano: 5, VersionVector: map[string]uint64{"eu": 4, "us": 2},
+	}
+	want := proto.Clone(in).(*streamdv1.Event)
+	if _, err := j.Append(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	got, err := j.Load("car", "car-1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.Offset, want.SeqNr, want.Slice, want.TimestampUnixNano = 1, 1, SliceOf("car-1"), got.TimestampUnixNano
+	if !proto.Equal(got, want) {
+		t.Fatalf("round trip:\n got %v\nwant %v", got, want)
+	}
+}
+
+// SeqNrs continue after retention deleted an entity's whole history, also
+// across reopen (when the seqNr cache is empty).
+func TestSeqNrSurvivesFullRetention(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{RetentionMaxBytes: 1, RetentionInterval: time.Hour})
+	ctx := context.Background()
+	for range 3 {
+		if _, err := j.Append(ctx, ev("t", "gone", "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := j.EnforceRetention(); err != nil || n != 3 {
+		t.Fatalf("retention deleted %d, %v", n, err)
+	}
+	if info := j.Info(); info.Events != 0 || info.FirstOffset != 4 || info.LastOffset != 3 {
+		t.Fatalf("after deleting everything: %+v", info)
+	}
+	j.Close()
+	j = open(t, dir, Options{})
+	res, err := j.Append(ctx, ev("t", "gone", "x"))
+	if err != nil || res[0].SeqNr != 4 || res[0].Offset != 4 {
+		t.Fatalf("append after full retention and reopen: %+v, %v; want seqNr 4 offset 4", res, err)
+	}
+}
+
+// Concurrent retention runs never delete twice or miscount bytes.
+func TestConcurrentRetention(t *testing.T) {
+	j := open(t, t.TempDir(), Options{RetentionMaxBytes: 5_000, RetentionInterval: time.Hour})
+	ctx := context.Background()
+	for range 200 {
+		if _, err := j.Append(ctx, ev("t", "a", string(make([]byte, 100)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if _, err := j.EnforceRetention(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	info := j.Info()
+	all := readAll(t, j)
+	var stored int64
+	for _, e := range all {
+		stored += int64(proto.Size(e))
+	}
+	if stored != info.Bytes || uint64(len(all)) != info.Events || info.Bytes > 5_000 {
+		t.Fatalf("info %+v, but %d events of %d bytes stored", info, len(all), stored)
+	}
+}

@@ -1,0 +1,69 @@
+package journal
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+)
+
+// Key layout (big-endian numbers, so key order is numeric order):
+//
+//	e/<last offset>                -> block of encoded events (block.go)
+//	n/<type>\x00<id>\x00<seqNr>    -> offset (per-entity index)
+//	s/<type>\x00<id>               -> last seqNr of an entity whose newest events retention deleted
+//	m/id                           -> 16-byte journal id
+//	m/version                      -> format version
+//	m/floor                        -> first offset retention has not deleted
+//	m/bytes                        -> encoded bytes of the stored events
+var (
+	prefixEvent   = []byte("e/")
+	prefixIndex   = []byte("n/")
+	prefixSeq     = []byte("s/")
+	keyID         = []byte("m/id")
+	keyVersion    = []byte("m/version")
+	keyFloor      = []byte("m/floor")
+	keyBytes      = []byte("m/bytes")
+	formatVersion = uint64(1)
+)
+
+// Slices is the number of slices entities are hashed into.
+const Slices = 1024
+
+// SliceOf is the slice (0..1023) of an entity id: FNV-1a, stable forever.
+func SliceOf(entityID string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(entityID))
+	return h.Sum32() % Slices
+}
+
+// entityKey identifies an entity inside the journal: type NUL id. Neither
+// part may contain NUL, so the key is unambiguous.
+func entityKey(entityType, entityID string) string {
+	return entityType + "\x00" + entityID
+}
+
+// indexPrefix is the prefix of every index key of one entity.
+func indexPrefix(ek string) []byte {
+	k := make([]byte, 0, 2+len(ek)+1+8)
+	k = append(k, prefixIndex...)
+	k = append(k, ek...)
+	return append(k, 0)
+}
+
+func indexKey(ek string, seqNr uint64) []byte {
+	return binary.BigEndian.AppendUint64(indexPrefix(ek), seqNr)
+}
+
+func seqKey(ek string) []byte {
+	k := make([]byte, 0, 2+len(ek))
+	k = append(k, prefixSeq...)
+	return append(k, ek...)
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func readU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}

@@ -1,0 +1,146 @@
+package journal
+
+import (
+	"context"
+	"sync"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// ring holds the most recent committed events, by offset, for live readers.
+type ring struct {
+	mu     sync.RWMutex
+	buf    []*streamdv1.Event
+	oldest uint64 // smallest offset held
+	next   uint64 // offset the next committed event will have
+	notify chan struct{}
+	closed bool
+}
+
+func newRing(size int) *ring {
+	return &ring{buf: make([]*streamdv1.Event, size), notify: make(chan struct{})}
+}
+
+func (r *ring) reset(next uint64) {
+	r.mu.Lock()
+	r.oldest, r.next = next, next
+	r.mu.Unlock()
+}
+
+// push adds committed events (consecutive offsets from r.next) and wakes
+// every waiting reader.
+func (r *ring) push(events []*streamdv1.Event) {
+	size := uint64(len(r.buf))
+	r.mu.Lock()
+	for _, e := range events {
+		r.buf[e.Offset%size] = e
+	}
+	r.next = events[len(events)-1].Offset + 1
+	if r.next-r.oldest > size {
+		r.oldest = r.next - size
+	}
+	close(r.notify)
+	r.notify = make(chan struct{})
+	r.mu.Unlock()
+}
+
+func (r *ring) close() {
+	r.mu.Lock()
+	if !r.closed {
+		r.closed = true
+		close(r.notify)
+	}
+	r.mu.Unlock()
+}
+
+// read appends up to limit events from offset from. With nothing new it returns
+// a channel closed at the next commit. ErrFellBehind if from is no longer held.
+func (r *ring) read(from uint64, limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, <-chan struct{}, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return dst, nil, ErrClosed
+	}
+	if from < r.oldest {
+		return dst, nil, ErrFellBehind
+	}
+	if from >= r.next {
+		return dst, r.notify, nil
+	}
+	size := uint64(len(r.buf))
+	for o := from; o < r.next && limit > 0; o++ {
+		dst = append(dst, r.buf[o%size])
+		limit--
+	}
+	return dst, nil, nil
+}
+
+// ReadLive appends up to limit committed events from offset from out of the
+// live ring. When none are committed yet it returns a channel that is closed
+// at the next commit. When the ring no longer holds from it returns
+// ErrFellBehind: read from the journal with Read, then return to the ring.
+// Events from the ring are shared: callers must not modify them.
+func (j *Journal) ReadLive(from uint64, limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, <-chan struct{}, error) {
+	return j.ring.read(from, limit, dst)
+}
+
+// Cursor reads the journal in offset order from a position, from the live
+// ring while it keeps up and from Badger when it falls behind. The switch is
+// by offset, so there is never a gap or a duplicate at the seam. A Cursor is
+// not safe for concurrent use.
+type Cursor struct {
+	j    *Journal
+	next uint64
+}
+
+// NewCursor starts a cursor at offset from (the first offset it returns).
+func (j *Journal) NewCursor(from uint64) *Cursor { return &Cursor{j: j, next: from} }
+
+// Next is the offset the cursor reads next.
+func (c *Cursor) Next() uint64 { return c.next }
+
+// Read appends up to limit events without blocking. When there are none it
+// returns a channel that is closed when more may be available.
+func (c *Cursor) Read(limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, <-chan struct{}, error) {
+	if floor := c.j.floor.Load(); c.next < floor {
+		return dst, nil, &OutOfRangeError{Requested: c.next, FirstAvailable: floor}
+	}
+	n := len(dst)
+	dst, wait, err := c.j.ReadLive(c.next, limit, dst)
+	if err == ErrFellBehind {
+		dst, err = c.j.Read(c.next, limit, dst)
+		wait = nil
+		if err == nil && len(dst) == n {
+			// Raced with a commit that outran the ring; the next call reads it.
+			wait = closedChan
+		}
+	}
+	if err != nil {
+		return dst, nil, err
+	}
+	if len(dst) > n {
+		c.next = dst[len(dst)-1].Offset + 1
+	}
+	return dst, wait, nil
+}
+
+// Wait blocks until Read returns at least one event, ctx is done, or an
+// error occurs.
+func (c *Cursor) Wait(ctx context.Context, limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, error) {
+	for {
+		n := len(dst)
+		var wait <-chan struct{}
+		var err error
+		dst, wait, err = c.Read(limit, dst)
+		if err != nil || len(dst) > n {
+			return dst, err
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return dst, ctx.Err()
+		}
+	}
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()

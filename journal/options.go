@@ -1,0 +1,197 @@
+package journal
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Durability says when Append returns.
+type Durability int
+
+const (
+	// DurabilitySync returns from Append only after the events are fsync'd.
+	// Concurrent appends share one fsync (group commit).
+	DurabilitySync Durability = iota
+	// DurabilityAsync returns once the events are committed to Badger's
+	// memory-mapped log, before fsync. A process crash loses nothing; an OS
+	// crash or power loss may lose the most recent acknowledged events.
+	DurabilityAsync
+)
+
+// String returns "sync" or "async".
+func (d Durability) String() string {
+	switch d {
+	case DurabilitySync:
+		return "sync"
+	case DurabilityAsync:
+		return "async"
+	}
+	return fmt.Sprintf("Durability(%d)", int(d))
+}
+
+// ParseDurability reads "sync" or "async".
+func ParseDurability(s string) (Durability, error) {
+	switch s {
+	case "sync":
+		return DurabilitySync, nil
+	case "async":
+		return DurabilityAsync, nil
+	}
+	return 0, fmt.Errorf("journal: durability %q: want sync or async", s)
+}
+
+// Limits bound what one append may carry. Zero fields take the defaults.
+type Limits struct {
+	MaxEntityTypeLen   int // default 256 bytes
+	MaxEntityIDLen     int // default 512 bytes
+	MaxEventTypeLen    int // default 256 bytes
+	MaxTopicLen        int // default 1024 bytes
+	MaxTags            int // default 32
+	MaxTagLen          int // default 256 bytes
+	MaxMetadataEntries int // default 64
+	MaxMetadataBytes   int // default 64 KiB, keys and values together
+	MaxPayloadBytes    int // default 1 MiB
+	MaxBatchEvents     int // default 10,000 events per Append
+	MaxBatchBytes      int // default 4 MiB per Append, encoded
+}
+
+// DefaultLimits are the limits used for zero fields.
+var DefaultLimits = Limits{
+	MaxEntityTypeLen:   256,
+	MaxEntityIDLen:     512,
+	MaxEventTypeLen:    256,
+	MaxTopicLen:        1024,
+	MaxTags:            32,
+	MaxTagLen:          256,
+	MaxMetadataEntries: 64,
+	MaxMetadataBytes:   64 << 10,
+	MaxPayloadBytes:    1 << 20,
+	MaxBatchEvents:     10_000,
+	MaxBatchBytes:      4 << 20,
+}
+
+// maxBatchBytesCap keeps one append inside one Badger transaction.
+const maxBatchBytesCap = 8 << 20
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	pick := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	pick(&l.MaxEntityTypeLen, d.MaxEntityTypeLen)
+	pick(&l.MaxEntityIDLen, d.MaxEntityIDLen)
+	pick(&l.MaxEventTypeLen, d.MaxEventTypeLen)
+	pick(&l.MaxTopicLen, d.MaxTopicLen)
+	pick(&l.MaxTags, d.MaxTags)
+	pick(&l.MaxTagLen, d.MaxTagLen)
+	pick(&l.MaxMetadataEntries, d.MaxMetadataEntries)
+	pick(&l.MaxMetadataBytes, d.MaxMetadataBytes)
+	pick(&l.MaxPayloadBytes, d.MaxPayloadBytes)
+	pick(&l.MaxBatchEvents, d.MaxBatchEvents)
+	pick(&l.MaxBatchBytes, d.MaxBatchBytes)
+	return l
+}
+
+// Observer receives journal activity, for metrics. Methods are called from
+// the journal's writer goroutine and must not block.
+type Observer interface {
+	// Committed reports one group commit: how many appends and events it
+	// held and how long the fsync took (0 with async durability).
+	Committed(appends, events int, bytes int64, fsync time.Duration)
+	// RetentionDeleted reports events removed by retention.
+	RetentionDeleted(events int)
+}
+
+// Options configure a journal. The zero value is a durable journal that keeps
+// everything forever.
+type Options struct {
+	Durability Durability
+	// RetentionMaxAge deletes events committed longer ago than this; 0 keeps
+	// them forever.
+	RetentionMaxAge time.Duration
+	// RetentionMaxBytes deletes the oldest events while the stored events
+	// take more than this many bytes; 0 means no size limit.
+	RetentionMaxBytes int64
+	// RetentionInterval is how often retention runs; default 1 minute.
+	RetentionInterval time.Duration
+	Limits            Limits
+	// RingSize is how many recent events the live ring holds; default 32768.
+	RingSize int
+	// MemTableSize is Badger's memtable size in bytes; default 64 MiB.
+	MemTableSize int64
+	// BlockCacheSize is Badger's block cache in bytes; default 64 MiB.
+	BlockCacheSize int64
+	Logger         *slog.Logger
+	Observer       Observer
+	// Now is the clock for event timestamps and retention; default time.Now.
+	Now func() time.Time
+}
+
+// Validate reports the first nonsensical field.
+func (o Options) Validate() error {
+	var errs []error
+	if o.Durability != DurabilitySync && o.Durability != DurabilityAsync {
+		errs = append(errs, fmt.Errorf("journal: Options.Durability %d is neither sync nor async", o.Durability))
+	}
+	if o.RetentionMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("journal: Options.RetentionMaxAge %v is negative", o.RetentionMaxAge))
+	}
+	if o.RetentionMaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("journal: Options.RetentionMaxBytes %d is negative", o.RetentionMaxBytes))
+	}
+	if o.RetentionInterval < 0 {
+		errs = append(errs, fmt.Errorf("journal: Options.RetentionInterval %v is negative", o.RetentionInterval))
+	}
+	if o.RingSize < 0 {
+		errs = append(errs, fmt.Errorf("journal: Options.RingSize %d is negative", o.RingSize))
+	}
+	if o.MemTableSize < 0 || (o.MemTableSize > 0 && o.MemTableSize < 1<<20) {
+		errs = append(errs, fmt.Errorf("journal: Options.MemTableSize %d: want 0 (default) or at least 1 MiB", o.MemTableSize))
+	}
+	if o.BlockCacheSize < 0 {
+		errs = append(errs, fmt.Errorf("journal: Options.BlockCacheSize %d is negative", o.BlockCacheSize))
+	}
+	l := o.Limits
+	for name, v := range map[string]int{
+		"MaxEntityTypeLen": l.MaxEntityTypeLen, "MaxEntityIDLen": l.MaxEntityIDLen,
+		"MaxEventTypeLen": l.MaxEventTypeLen, "MaxTopicLen": l.MaxTopicLen, "MaxTags": l.MaxTags,
+		"MaxTagLen": l.MaxTagLen, "MaxMetadataEntries": l.MaxMetadataEntries,
+		"MaxMetadataBytes": l.MaxMetadataBytes, "MaxPayloadBytes": l.MaxPayloadBytes,
+		"MaxBatchEvents": l.MaxBatchEvents, "MaxBatchBytes": l.MaxBatchBytes,
+	} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("journal: Options.Limits.%s %d is negative", name, v))
+		}
+	}
+	if l.MaxBatchBytes > maxBatchBytesCap {
+		errs = append(errs, fmt.Errorf("journal: Options.Limits.MaxBatchBytes %d exceeds %d (one Badger transaction)", l.MaxBatchBytes, maxBatchBytesCap))
+	}
+	return errors.Join(errs...)
+}
+
+func (o Options) withDefaults() Options {
+	if o.RetentionInterval == 0 {
+		o.RetentionInterval = time.Minute
+	}
+	if o.RingSize == 0 {
+		o.RingSize = 32768
+	}
+	if o.MemTableSize == 0 {
+		o.MemTableSize = 64 << 20
+	}
+	if o.BlockCacheSize == 0 {
+		o.BlockCacheSize = 64 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	o.Limits = o.Limits.withDefaults()
+	return o
+}

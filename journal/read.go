@@ -1,0 +1,161 @@
+package journal
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// Read appends up to limit committed events with offsets from `from` on, in
+// offset order. It returns fewer (possibly none) when it reaches the last
+// committed offset. Reading below the retention floor is an *OutOfRangeError.
+func (j *Journal) Read(from uint64, limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, error) {
+	if floor := j.floor.Load(); from < floor {
+		return dst, &OutOfRangeError{Requested: from, FirstAvailable: floor}
+	}
+	last := j.durable.Load()
+	n := len(dst)
+	err := j.view(func(txn *badger.Txn) error {
+		if from > last || limit <= 0 {
+			return nil
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent})
+		defer it.Close()
+		want := from
+		for it.Seek(blockKey(from)); it.Valid() && want <= last && limit > 0; it.Next() {
+			item := it.Item()
+			blockLast := lastOffsetOfBlockKey(item.Key())
+			var derr error
+			err := item.Value(func(val []byte) error {
+				return walkBlock(blockLast, val, want, func(off uint64, raw []byte) bool {
+					if off != want || off > last || limit == 0 {
+						return false // a gap means retention deleted it: checked below
+					}
+					e := new(streamdv1.Event)
+					if derr = decodeEvent(raw, off, e); derr != nil {
+						return false
+					}
+					dst = append(dst, e)
+					want++
+					limit--
+					return true
+				})
+			})
+			if err != nil {
+				return err
+			}
+			if derr != nil {
+				return derr
+			}
+			if want <= blockLast {
+				break // stopped inside this block
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return dst[:n], fmt.Errorf("journal: read from offset %d: %w", from, err)
+	}
+	if len(dst) == n {
+		// Offsets are contiguous: finding nothing at from <= last means
+		// retention removed it after the floor check.
+		if floor := j.floor.Load(); from < floor {
+			return dst, &OutOfRangeError{Requested: from, FirstAvailable: floor}
+		}
+	}
+	return dst, nil
+}
+
+// ReadEntity appends up to limit events of one entity from seqNr fromSeqNr on,
+// in seqNr order. Events below the retention floor are not returned.
+func (j *Journal) ReadEntity(entityType, entityID string, fromSeqNr uint64, limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, error) {
+	fromSeqNr = max(fromSeqNr, 1)
+	ek := entityKey(entityType, entityID)
+	prefix := indexPrefix(ek)
+	last := j.durable.Load()
+	n := len(dst)
+	err := j.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Seek(indexKey(ek, fromSeqNr)); it.ValidForPrefix(prefix) && limit > 0; it.Next() {
+			var off uint64
+			if err := it.Item().Value(func(v []byte) error { off = readU64(v); return nil }); err != nil {
+				return err
+			}
+			if off > last {
+				break // committed but not yet durable
+			}
+			e, err := getEvent(txn, off)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue // removed by retention
+			}
+			if err != nil {
+				return err
+			}
+			dst = append(dst, e)
+			limit--
+		}
+		return nil
+	})
+	if err != nil {
+		return dst[:n], fmt.Errorf("journal: read entity %s/%s: %w", entityType, entityID, err)
+	}
+	return dst, nil
+}
+
+// Load returns one event by (entity, seqNr), or ErrNotFound.
+func (j *Journal) Load(entityType, entityID string, seqNr uint64) (*streamdv1.Event, error) {
+	evs, err := j.ReadEntity(entityType, entityID, seqNr, 1, nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 || evs[0].SeqNr != seqNr {
+		return nil, fmt.Errorf("%w: %s/%s seqNr %d", ErrNotFound, entityType, entityID, seqNr)
+	}
+	return evs[0], nil
+}
+
+// OffsetAt returns the first offset committed at or after t, or the next
+// offset to be committed if there is none. Timestamps never decrease along
+// offsets, so this is a binary search.
+func (j *Journal) OffsetAt(t time.Time) (uint64, error) {
+	target := t.UnixNano()
+	lo, hi := j.floor.Load(), j.durable.Load()+1
+	err := j.view(func(txn *badger.Txn) error {
+		for lo < hi {
+			mid := lo + (hi-lo)/2
+			e, err := getEvent(txn, mid)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				lo = mid + 1 // deleted by retention under us: older than anything kept
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if e.TimestampUnixNano >= target {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("journal: offset at %v: %w", t, err)
+	}
+	return lo, nil
+}
+
+// view runs fn in a read transaction, holding off Close until it returns.
+func (j *Journal) view(fn func(txn *badger.Txn) error) error {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	if j.closed {
+		return ErrClosed
+	}
+	return j.db.View(fn)
+}

@@ -1,0 +1,175 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// deletion removes the oldest events: every offset below upTo.
+type deletion struct {
+	from  uint64 // the floor the deletion was planned from
+	upTo  uint64
+	keys  [][]byte // event and index keys
+	bytes int64
+	count int
+	// lastSeq keeps, per entity whose newest event is deleted, its seqNr, so
+	// that seqNrs continue after the history is gone.
+	lastSeq map[string]uint64
+}
+
+// retentionChunk bounds one deletion transaction.
+const retentionChunk = 10_000
+
+func (j *Journal) retentionLoop() {
+	defer close(j.retentionDone)
+	if j.opts.RetentionMaxAge == 0 && j.opts.RetentionMaxBytes == 0 {
+		<-j.stopRetention
+		return
+	}
+	t := time.NewTicker(j.opts.RetentionInterval)
+	defer t.Stop()
+	for {
+		if _, err := j.EnforceRetention(); err != nil && err != ErrClosed {
+			j.opts.Logger.Error("journal retention failed", "err", err)
+		}
+		select {
+		case <-j.stopRetention:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// EnforceRetention deletes what the retention options say must go, now, and
+// returns how many events it deleted. It runs in the background every
+// RetentionInterval; calling it directly is for tests and operators.
+func (j *Journal) EnforceRetention() (int, error) {
+	j.retentionMu.Lock()
+	defer j.retentionMu.Unlock()
+	total := 0
+	for {
+		d, err := j.nextDeletion()
+		if err != nil || d == nil {
+			return total, err
+		}
+		if _, err := j.submit(context.Background(), writeReq{del: d}); err != nil {
+			return total, err
+		}
+		total += d.count
+		if j.opts.Observer != nil {
+			j.opts.Observer.RetentionDeleted(d.count)
+		}
+	}
+}
+
+// nextDeletion picks the next chunk of expired events, oldest first.
+func (j *Journal) nextDeletion() (*deletion, error) {
+	maxAge, maxBytes := j.opts.RetentionMaxAge, j.opts.RetentionMaxBytes
+	cutoff := int64(0)
+	if maxAge > 0 {
+		cutoff = j.opts.Now().Add(-maxAge).UnixNano()
+	}
+	floor, last := j.floor.Load(), j.durable.Load()
+	excess := int64(0)
+	if maxBytes > 0 {
+		excess = j.bytes.Load() - maxBytes
+	}
+	d := &deletion{from: floor, upTo: floor, lastSeq: map[string]uint64{}}
+	err := j.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent})
+		defer it.Close()
+		// Retention deletes whole blocks: a block goes once its newest event
+		// is older than the cutoff, or while the journal is over its size.
+		for it.Seek(blockKey(floor)); it.Valid() && d.count < retentionChunk; it.Next() {
+			item := it.Item()
+			blockLast := lastOffsetOfBlockKey(item.Key())
+			if blockLast > last || d.bytes >= excess && !j.olderThan(txn, blockLast, cutoff) {
+				break
+			}
+			var events []*streamdv1.Event
+			err := item.Value(func(val []byte) error {
+				var derr error
+				werr := walkBlock(blockLast, val, 0, func(off uint64, raw []byte) bool {
+					e := new(streamdv1.Event)
+					derr = decodeEvent(raw, off, e)
+					events = append(events, e)
+					return derr == nil
+				})
+				return errors.Join(werr, derr)
+			})
+			if err != nil {
+				return err
+			}
+			d.keys = append(d.keys, item.KeyCopy(nil))
+			for _, e := range events {
+				ek := entityKey(e.EntityType, e.EntityId)
+				d.keys = append(d.keys, indexKey(ek, e.SeqNr))
+				if _, err := txn.Get(indexKey(ek, e.SeqNr+1)); errors.Is(err, badger.ErrKeyNotFound) {
+					d.lastSeq[ek] = e.SeqNr
+				}
+				d.bytes += int64(proto.Size(e))
+			}
+			d.count += len(events)
+			d.upTo = blockLast + 1
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("journal: retention scan: %w", err)
+	}
+	if d.count == 0 {
+		return nil, nil
+	}
+	return d, nil
+}
+
+// delete applies a deletion in the writer goroutine, so the byte count and
+// the floor stay consistent with concurrent appends; the sync loop publishes
+// the new floor in order.
+func (w *writer) delete(g *group) error {
+	j, d := w.j, g.del
+	if d.from != w.floor {
+		g.bytes, d.count, g.del = w.bytes, 0, nil
+		return nil // planned from a floor that has moved since: stale
+	}
+	txn := j.db.NewTransaction(true)
+	defer txn.Discard()
+	for _, k := range d.keys {
+		if err := txn.Delete(k); err != nil {
+			return fmt.Errorf("journal: retention delete: %w", err)
+		}
+	}
+	for ek, seq := range d.lastSeq {
+		if err := txn.Set(seqKey(ek), u64(seq)); err != nil {
+			return err
+		}
+	}
+	bytes := max(w.bytes-d.bytes, 0)
+	if err := txn.Set(keyFloor, u64(d.upTo)); err != nil {
+		return err
+	}
+	if err := txn.Set(keyBytes, u64(uint64(bytes))); err != nil {
+		return err
+	}
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("journal: retention commit: %w", err)
+	}
+	w.bytes, g.bytes, w.floor = bytes, bytes, d.upTo
+	return nil
+}
+
+// olderThan reports whether the event at offset was committed before cutoff.
+func (j *Journal) olderThan(txn *badger.Txn, offset uint64, cutoff int64) bool {
+	if cutoff == 0 {
+		return false
+	}
+	e, err := getEvent(txn, offset)
+	return err == nil && e.TimestampUnixNano < cutoff
+}

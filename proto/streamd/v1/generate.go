@@ -1,0 +1,6 @@
+// Package streamdv1 holds the wire types and gRPC services of streamd,
+// generated from streamd.proto. Regenerate with `go generate ./...` (needs
+// protoc on PATH; the Go plugins are pinned as tool directives in go.mod).
+package streamdv1
+
+//go:generate sh -c "protoc --plugin=protoc-gen-go=$(go tool -n protoc-gen-go) --plugin=protoc-gen-go-grpc=$(go tool -n protoc-gen-go-grpc) -I . --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative *.proto"
