@@ -1,0 +1,105 @@
+package offsets
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+const benchBatch = 256
+
+// benchApplied returns the batch of save number i: benchBatch entities out of
+// a population of 64k, so that saves both create and raise seqNrs.
+func benchApplied(ids []string, i int) []Applied {
+	applied := make([]Applied, benchBatch)
+	for j := range applied {
+		n := i*benchBatch + j
+		applied[j] = Applied{EntityType: "order", EntityID: ids[n%len(ids)], SeqNr: uint64(n/len(ids) + 1)}
+	}
+	return applied
+}
+
+// BenchmarkSave measures the at-least-once save of a batch: one position and
+// 256 applied seqNrs per Save, durable (fsync per commit) and async. The
+// baseline writes the same keys to Badger blindly in one transaction (no
+// read-for-max, no position logic), in the same run.
+func BenchmarkSave(b *testing.B) {
+	ids := make([]string, 1<<16)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("order-%08d", i)
+	}
+	for _, mode := range []struct {
+		name       string
+		durability Durability
+		baseline   bool
+	}{
+		{"sync", DurabilitySync, false},
+		{"async", DurabilityAsync, false},
+		{"async-baseline-blind-badger", DurabilityAsync, true},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			s, err := Open(b.TempDir(), Options{Logger: quiet, Durability: mode.durability})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			k := Key{Consumer: "bench", JournalID: jid(1), Slices: AllSlices}
+			i := 0
+			for b.Loop() {
+				applied := benchApplied(ids, i)
+				i++
+				if mode.baseline {
+					err = s.DB().Update(func(txn *badger.Txn) error {
+						if err := txn.Set(positionKey(k), encodePosition(Position{Offset: uint64(i)})); err != nil {
+							return err
+						}
+						for _, a := range applied {
+							if err := txn.Set(appliedKey(k.Consumer, k.JournalID, a.EntityType, a.EntityID), encodeSeqNr(a.SeqNr)); err != nil {
+								return err
+							}
+						}
+						return nil
+					})
+				} else {
+					err = s.Save(k, uint64(i), applied)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			secs := b.Elapsed().Seconds()
+			b.ReportMetric(float64(i)/secs, "saves/s")
+			b.ReportMetric(float64(i*benchBatch)/secs, "entities/s")
+		})
+	}
+}
+
+// BenchmarkAppliedSeqNr measures the dedupe lookup: one point read outside a
+// transaction, over 64k stored entities.
+func BenchmarkAppliedSeqNr(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{Logger: quiet, Durability: DurabilityAsync})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ids := make([]string, 1<<16)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("order-%08d", i)
+	}
+	k := Key{Consumer: "bench", JournalID: jid(1), Slices: AllSlices}
+	for i := range len(ids) / benchBatch {
+		if err := s.Save(k, uint64(i), benchApplied(ids, i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	i := 0
+	for b.Loop() {
+		n, err := s.AppliedSeqNr(nil, "bench", k.JournalID, "order", ids[i%len(ids)])
+		if err != nil || n != 1 {
+			b.Fatalf("AppliedSeqNr = %d, %v", n, err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "reads/s")
+}

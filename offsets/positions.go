@@ -1,0 +1,606 @@
+package offsets
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// Key identifies a stored position: a consumer, the journal the offsets
+// belong to, and the slices the consumer instance owns.
+type Key struct {
+	Consumer  string
+	JournalID []byte // JournalIDLen bytes
+	Slices    SliceRange
+}
+
+// Validate reports the first field of k that is unusable.
+func (k Key) Validate() error {
+	if err := validateConsumer(k.Consumer); err != nil {
+		return err
+	}
+	if err := validateJournalID(k.JournalID); err != nil {
+		return err
+	}
+	return k.Slices.Validate()
+}
+
+// String is "consumer/journal-id-hex/first-last".
+func (k Key) String() string {
+	return k.Consumer + "/" + hex.EncodeToString(k.JournalID) + "/" + k.Slices.String()
+}
+
+func validateConsumer(c string) error {
+	switch {
+	case c == "":
+		return invalidf("consumer name is empty")
+	case len(c) > MaxNameLen:
+		return invalidf("consumer name is %d bytes, above %d", len(c), MaxNameLen)
+	}
+	return nil
+}
+
+func validateJournalID(id []byte) error {
+	if len(id) != JournalIDLen {
+		return invalidf("journal id is %d bytes, want %d", len(id), JournalIDLen)
+	}
+	return nil
+}
+
+// Position is what is stored for a Key: either the last offset processed, or
+// a start request an operator left for the consumer's next connection.
+type Position struct {
+	// Offset is the last offset processed (0 = nothing yet, start at the
+	// beginning); meaningful when Start is START_POLICY_UNSPECIFIED.
+	Offset uint64
+	// Start is START_POLICY_UNSPECIFIED when Offset is the position, and
+	// EARLIEST, LATEST or AT_TIME for a pending operator reset, which the
+	// consumer sends as its start policy and then replaces with an offset.
+	Start streamdv1.StartPolicy
+	// StartTime goes with START_POLICY_AT_TIME.
+	StartTime time.Time
+	// UpdatedAt is when the position was written.
+	UpdatedAt time.Time
+}
+
+// Pending reports whether p is an operator reset not yet resolved by the
+// consumer.
+func (p Position) Pending() bool {
+	return p.Start != streamdv1.StartPolicy_START_POLICY_UNSPECIFIED
+}
+
+// Proto returns the wire position to resume from in the journal journalID,
+// or nil when p is a pending reset (send p.Start and p.StartTime instead).
+func (p Position) Proto(journalID []byte) *streamdv1.Position {
+	if p.Pending() {
+		return nil
+	}
+	return &streamdv1.Position{JournalId: journalID, Offset: p.Offset}
+}
+
+// String describes p for logs and the CLI.
+func (p Position) String() string {
+	switch p.Start {
+	case streamdv1.StartPolicy_START_POLICY_UNSPECIFIED:
+		return fmt.Sprintf("offset %d", p.Offset)
+	case streamdv1.StartPolicy_START_POLICY_AT_TIME:
+		return "reset to " + p.StartTime.Format(time.RFC3339Nano)
+	case streamdv1.StartPolicy_START_POLICY_EARLIEST:
+		return "reset to earliest"
+	case streamdv1.StartPolicy_START_POLICY_LATEST:
+		return "reset to latest"
+	}
+	return "reset to " + p.Start.String()
+}
+
+// Entry is a stored position with its key.
+type Entry struct {
+	Key
+	Position
+}
+
+// Applied is the seqNr of an entity's event that the consumer has applied.
+type Applied struct {
+	EntityType string
+	EntityID   string
+	SeqNr      uint64
+}
+
+func validateApplied(consumer string, applied []Applied) error {
+	for i, a := range applied {
+		switch {
+		case a.EntityID == "":
+			return invalidf("applied[%d]: entity id is empty", i)
+		case a.SeqNr == 0:
+			return invalidf("applied[%d] (%s/%s): seqNr is 0 (seqNrs start at 1)", i, a.EntityType, a.EntityID)
+		case appliedKeyLen(consumer, a.EntityType, a.EntityID) > maxKeyLen:
+			return invalidf("applied[%d]: entity type and id are too long (%d bytes)", i, len(a.EntityType)+len(a.EntityID))
+		}
+	}
+	return nil
+}
+
+// SaveTxn stages in txn the position of k (offset = the last offset
+// processed) and the applied seqNrs, so that they commit atomically with the
+// caller's own writes in txn — exactly-once. Nothing is durable until the
+// caller commits txn (Update does, durably); if txn is discarded nothing is
+// stored. The seqNrs are written as Save writes them; an exactly-once
+// consumer reads them for dedupe with AppliedSeqNr(txn, …), which makes the
+// commit conflict if a concurrent transaction changed them.
+//
+// On an error the caller must discard txn: part of the batch may be staged.
+// No iterator of txn may be open during the call.
+func (s *Store) SaveTxn(txn *badger.Txn, k Key, offset uint64, applied []Applied) error {
+	if txn == nil {
+		return invalidf("txn is nil")
+	}
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	if err := validateApplied(k.Consumer, applied); err != nil {
+		return err
+	}
+	if s.isClosed() {
+		return ErrClosed
+	}
+	return s.saveTxn(txn, k, offset, applied)
+}
+
+func (s *Store) saveTxn(txn *badger.Txn, k Key, offset uint64, applied []Applied) error {
+	now := time.Now()
+	err := s.writePosition(txn, k, func(floor uint64, hasFloor bool) Position {
+		return Position{Offset: max(offset, floor), UpdatedAt: now}
+	})
+	if err != nil {
+		return err
+	}
+	// An entity named twice in the batch keeps its highest seqNr.
+	keys := make([][]byte, 0, len(applied))
+	seqNrs := make([]uint64, 0, len(applied))
+	index := make(map[string]int, len(applied))
+	for _, a := range applied {
+		key := appliedKey(k.Consumer, k.JournalID, a.EntityType, a.EntityID)
+		if i, dup := index[string(key)]; dup {
+			seqNrs[i] = max(seqNrs[i], a.SeqNr)
+			continue
+		}
+		index[string(key)] = len(keys)
+		keys = append(keys, key)
+		seqNrs = append(seqNrs, a.SeqNr)
+	}
+	for i, key := range keys {
+		if err := txn.Set(key, encodeSeqNr(seqNrs[i])); err != nil {
+			return fmt.Errorf("offsets: stage applied seqNr %d: %w", seqNrs[i], err)
+		}
+	}
+	return nil
+}
+
+// Save stores the position of k and the applied seqNrs in one durable
+// transaction — the at-least-once save after a batch was handled.
+//
+// Save never lowers the stored offset of k (an older offset arriving late is
+// ignored; only Set moves a position back). It replaces a pending reset with
+// offset: the consumer has resolved it. A Save of a range no entry has
+// exactly takes over those slices from the overlapping entries (see
+// StartFor) and starts no lower than they would.
+//
+// The applied seqNrs are written as given, without reading the stored ones
+// (when an entity appears twice in applied, the higher seqNr is kept). The
+// caller saves only seqNrs it applied after checking AppliedSeqNr, so they
+// grow; a read per entity to enforce it would make a Save about four times
+// as expensive (BenchmarkSave), for a case — two streams of one consumer
+// applying the same entity at once — where at-least-once allows a duplicate.
+func (s *Store) Save(k Key, offset uint64, applied []Applied) error {
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	if err := validateApplied(k.Consumer, applied); err != nil {
+		return err
+	}
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.leave()
+	return s.update(func(txn *badger.Txn) error {
+		return s.saveTxn(txn, k, offset, applied)
+	})
+}
+
+// Set stores offset as the position of k, exactly: an operator's move, which
+// may go backwards. It replaces a pending reset.
+func (s *Store) Set(k Key, offset uint64) error {
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.leave()
+	now := time.Now()
+	return s.update(func(txn *badger.Txn) error {
+		return s.writePosition(txn, k, func(uint64, bool) Position {
+			return Position{Offset: offset, UpdatedAt: now}
+		})
+	})
+}
+
+// Reset leaves an operator's start request for k: START_POLICY_EARLIEST,
+// START_POLICY_LATEST, or START_POLICY_AT_TIME with t (t must be zero for the
+// others). The consumer sends it as its start policy when it next connects
+// and then saves real offsets over it; a consumer still running would save
+// over it sooner, so reset a stopped consumer.
+//
+// Reset keeps the applied seqNrs: an exactly-once consumer replaying from
+// earliest drops every event it already applied, which is what exactly-once
+// means. To have them delivered again, also call ClearApplied.
+func (s *Store) Reset(k Key, policy streamdv1.StartPolicy, t time.Time) error {
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	switch policy {
+	case streamdv1.StartPolicy_START_POLICY_EARLIEST, streamdv1.StartPolicy_START_POLICY_LATEST:
+		if !t.IsZero() {
+			return invalidf("start time %s given with %s (only START_POLICY_AT_TIME takes a time)", t.Format(time.RFC3339Nano), policy)
+		}
+	case streamdv1.StartPolicy_START_POLICY_AT_TIME:
+		if t.IsZero() {
+			return invalidf("start time is zero with START_POLICY_AT_TIME")
+		}
+		if !timeInRange(t) {
+			return invalidf("start time %s is outside the years 1678..2262", t.Format(time.RFC3339Nano))
+		}
+	default:
+		return invalidf("start policy %s is not a reset (EARLIEST, LATEST or AT_TIME)", policy)
+	}
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.leave()
+	now := time.Now()
+	return s.update(func(txn *badger.Txn) error {
+		return s.writePosition(txn, k, func(uint64, bool) Position {
+			return Position{Start: policy, StartTime: t, UpdatedAt: now}
+		})
+	})
+}
+
+// Delete removes the position stored exactly for k; ErrNotFound if there is
+// none. Applied seqNrs are kept (see ClearApplied).
+func (s *Store) Delete(k Key) error {
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.leave()
+	key := positionKey(k)
+	return s.update(func(txn *badger.Txn) error {
+		if _, err := txn.Get(key); err != nil {
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return fmt.Errorf("%w: no position for %s", ErrNotFound, k)
+			}
+			return fmt.Errorf("offsets: read %s: %w", k, err)
+		}
+		return txn.Delete(key)
+	})
+}
+
+// writePosition writes the position of k that next computes. floor is the
+// offset k starts from today (the exact entry's, or the lowest of the entries
+// overlapping k); hasFloor is false when there is no entry or one of them is
+// a pending reset.
+//
+// Invariant: the entries of one (consumer, journal id) never overlap. When k
+// has no exact entry, the overlapping entries are cut: their slices inside k
+// are taken over by k, the parts outside k keep their position. So every
+// slice has at most one position and a stale range never holds a later
+// StartFor back. Concurrent writers stay serialisable through Badger's
+// conflict detection: all writers read the entries they replace, and writers
+// that create an entry also read and write the guard key of (consumer,
+// journal id), so two of them cannot both insert overlapping ranges.
+func (s *Store) writePosition(txn *badger.Txn, k Key, next func(floor uint64, hasFloor bool) Position) error {
+	key := positionKey(k)
+	old, found, err := getPosition(txn, key)
+	if err != nil {
+		return err
+	}
+	if found {
+		if old.Pending() {
+			return setPosition(txn, key, next(0, false))
+		}
+		return setPosition(txn, key, next(old.Offset, true))
+	}
+
+	guard := guardKey(k.Consumer, k.JournalID)
+	if _, err := txn.Get(guard); err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("offsets: read guard of %s: %w", k, err)
+	}
+	if err := txn.Set(guard, []byte{formatVersion}); err != nil {
+		return fmt.Errorf("offsets: stage guard of %s: %w", k, err)
+	}
+	overlapping, err := scanOverlapping(txn, k)
+	if err != nil {
+		return err
+	}
+	var floor uint64
+	hasFloor := len(overlapping) > 0
+	for i, e := range overlapping {
+		if e.Pending() {
+			hasFloor = false
+		}
+		if i == 0 || e.Offset < floor {
+			floor = e.Offset
+		}
+	}
+	for _, e := range overlapping {
+		if err := txn.Delete(e.rawKey); err != nil {
+			return fmt.Errorf("offsets: stage cut of %s: %w", e.Key, err)
+		}
+		rest := e.Key
+		if e.Slices.First < k.Slices.First {
+			rest.Slices = SliceRange{First: e.Slices.First, Last: k.Slices.First - 1}
+			if err := txn.Set(positionKey(rest), e.rawValue); err != nil {
+				return fmt.Errorf("offsets: stage cut of %s: %w", e.Key, err)
+			}
+		}
+		if e.Slices.Last > k.Slices.Last {
+			rest.Slices = SliceRange{First: k.Slices.Last + 1, Last: e.Slices.Last}
+			if err := txn.Set(positionKey(rest), e.rawValue); err != nil {
+				return fmt.Errorf("offsets: stage cut of %s: %w", e.Key, err)
+			}
+		}
+	}
+	if !hasFloor {
+		floor = 0
+	}
+	return setPosition(txn, key, next(floor, hasFloor))
+}
+
+func setPosition(txn *badger.Txn, key []byte, p Position) error {
+	if err := txn.Set(key, encodePosition(p)); err != nil {
+		return fmt.Errorf("offsets: stage position: %w", err)
+	}
+	return nil
+}
+
+func getPosition(txn *badger.Txn, key []byte) (Position, bool, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Position{}, false, nil
+	}
+	if err != nil {
+		return Position{}, false, fmt.Errorf("offsets: read position: %w", err)
+	}
+	var p Position
+	err = item.Value(func(v []byte) error {
+		p, err = decodePosition(v)
+		return err
+	})
+	return p, err == nil, err
+}
+
+type rawEntry struct {
+	Entry
+	rawKey, rawValue []byte
+}
+
+// scanOverlapping returns the entries of (k.Consumer, k.JournalID) whose
+// slices overlap k.Slices, in slice order.
+func scanOverlapping(txn *badger.Txn, k Key) ([]rawEntry, error) {
+	prefix := consumerJournalPrefix(kindPosition, k.Consumer, k.JournalID)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	defer it.Close()
+	var out []rawEntry
+	for it.Seek(prefix); it.Valid(); it.Next() {
+		item := it.Item()
+		ek, err := decodePositionKey(item.Key())
+		if err != nil {
+			return nil, err
+		}
+		if ek.Slices.First > k.Slices.Last {
+			break // keys sort by first slice
+		}
+		if !ek.Slices.Overlaps(k.Slices) {
+			continue
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return nil, fmt.Errorf("offsets: read %s: %w", ek, err)
+		}
+		p, err := decodePosition(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rawEntry{Entry: Entry{Key: ek, Position: p}, rawKey: item.KeyCopy(nil), rawValue: v})
+	}
+	return out, nil
+}
+
+// Get returns the position stored exactly for k.
+func (s *Store) Get(k Key) (Position, bool, error) {
+	if err := k.Validate(); err != nil {
+		return Position{}, false, err
+	}
+	var (
+		p     Position
+		found bool
+	)
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		p, found, err = getPosition(txn, positionKey(k))
+		return err
+	})
+	return p, found, err
+}
+
+// Resolution is where a consumer instance owning k.Slices starts, and why.
+type Resolution struct {
+	// Position is the start; meaningful when Found.
+	Position Position
+	// Found: some stored entry covers at least one slice of the range.
+	Found bool
+	// Exact: the entry of exactly this range was found.
+	Exact bool
+	// Sources are the entries the position was merged from.
+	Sources []Entry
+	// Uncovered are the parts of the range no stored entry covers (after a
+	// re-split onto slices that had never been consumed). The consumer's own
+	// start policy applies to them; if it starts earlier than Position (for
+	// instance EARLIEST), the consumer should start there instead.
+	Uncovered []SliceRange
+}
+
+// StartFor returns where a consumer instance owning k.Slices should start:
+// the entry stored exactly for k if there is one; else the merge of the
+// entries of the same consumer and journal id whose slices overlap k.Slices;
+// else not found.
+//
+// The merge loses nothing: it is the earliest of the overlapping starts, and
+// the duplicates this delivers to slices that were further on are dropped by
+// seqNr. Among offsets that is the lowest; a pending EARLIEST wins over
+// everything; an offset or a time wins over a pending LATEST; two pending
+// times give the earlier. An offset and a pending time cannot be compared
+// and give ErrConflictingPositions. This is what makes re-splitting the
+// slices over more or fewer instances safe.
+func (s *Store) StartFor(k Key) (Position, bool, error) {
+	r, err := s.Resolve(k)
+	return r.Position, r.Found, err
+}
+
+// Resolve is StartFor with its sources and the slices no entry covers.
+func (s *Store) Resolve(k Key) (Resolution, error) {
+	if err := k.Validate(); err != nil {
+		return Resolution{}, err
+	}
+	var r Resolution
+	err := s.view(func(txn *badger.Txn) error {
+		p, found, err := getPosition(txn, positionKey(k))
+		if err != nil {
+			return err
+		}
+		if found {
+			r = Resolution{Position: p, Found: true, Exact: true, Sources: []Entry{{Key: k, Position: p}}}
+			return nil
+		}
+		overlapping, err := scanOverlapping(txn, k)
+		if err != nil {
+			return err
+		}
+		next := k.Slices.First
+		for _, e := range overlapping {
+			r.Sources = append(r.Sources, e.Entry)
+			if e.Slices.First > next {
+				r.Uncovered = append(r.Uncovered, SliceRange{First: next, Last: e.Slices.First - 1})
+			}
+			next = e.Slices.Last + 1
+		}
+		if next <= k.Slices.Last {
+			r.Uncovered = append(r.Uncovered, SliceRange{First: next, Last: k.Slices.Last})
+		}
+		if len(r.Sources) == 0 {
+			r.Uncovered = nil
+			return nil
+		}
+		r.Found = true
+		r.Position, err = merge(k, r.Sources)
+		return err
+	})
+	if err != nil {
+		return Resolution{}, err
+	}
+	return r, nil
+}
+
+func merge(k Key, entries []Entry) (Position, error) {
+	var earliest, offset, atTime, latest *Entry
+	for i := range entries {
+		e := &entries[i]
+		switch e.Start {
+		case streamdv1.StartPolicy_START_POLICY_EARLIEST:
+			if earliest == nil {
+				earliest = e
+			}
+		case streamdv1.StartPolicy_START_POLICY_LATEST:
+			if latest == nil {
+				latest = e
+			}
+		case streamdv1.StartPolicy_START_POLICY_AT_TIME:
+			if atTime == nil || e.StartTime.Before(atTime.StartTime) {
+				atTime = e
+			}
+		default:
+			if offset == nil || e.Offset < offset.Offset {
+				offset = e
+			}
+		}
+	}
+	switch {
+	case earliest != nil:
+		return earliest.Position, nil
+	case offset != nil && atTime != nil:
+		return Position{}, fmt.Errorf("%w: %s overlaps %s (%s) and %s (%s); Set or Reset the position of %s",
+			ErrConflictingPositions, k, offset.Key, offset.Position, atTime.Key, atTime.Position, k)
+	case offset != nil:
+		return offset.Position, nil
+	case atTime != nil:
+		return atTime.Position, nil
+	default:
+		return latest.Position, nil
+	}
+}
+
+// List returns the stored positions of consumer ("" = of every consumer),
+// sorted by consumer, journal id and slice range.
+func (s *Store) List(consumer string) ([]Entry, error) {
+	prefix := keyPrefix(kindPosition, 0)
+	if consumer != "" {
+		if err := validateConsumer(consumer); err != nil {
+			return nil, err
+		}
+		prefix = consumerJournalPrefix(kindPosition, consumer, nil)
+	}
+	var out []Entry
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Seek(prefix); it.Valid(); it.Next() {
+			item := it.Item()
+			k, err := decodePositionKey(item.Key())
+			if err != nil {
+				return err
+			}
+			var p Position
+			if err := item.Value(func(v []byte) error {
+				p, err = decodePosition(v)
+				return err
+			}); err != nil {
+				return err
+			}
+			out = append(out, Entry{Key: k, Position: p})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].Key, out[j].Key
+		if c := strings.Compare(a.Consumer, b.Consumer); c != 0 {
+			return c < 0
+		}
+		if c := bytes.Compare(a.JournalID, b.JournalID); c != 0 {
+			return c < 0
+		}
+		return a.Slices.First < b.Slices.First
+	})
+	return out, nil
+}
