@@ -138,7 +138,7 @@ func decodeEvent(raw []byte, offset uint64, e *streamdv1.Event) error {
 
 // getEvent reads the event at one offset; badger.ErrKeyNotFound if absent.
 func getEvent(txn *badger.Txn, offset uint64) (*streamdv1.Event, error) {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent})
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: false})
 	defer it.Close()
 	it.Seek(blockKey(offset))
 	if !it.Valid() {

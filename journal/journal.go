@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,9 @@ type Journal struct {
 	bytes   atomic.Int64
 
 	ring *ring
+
+	typesMu sync.RWMutex
+	types   map[string]bool // entity types ever appended
 
 	retentionMu   sync.Mutex // one retention run at a time
 	stopRetention chan struct{}
@@ -156,6 +160,12 @@ func (j *Journal) load() (*writer, error) {
 		if k, ok := lastKey(txn, prefixEvent); ok {
 			last = max(last, lastOffsetOfBlockKey(k))
 		}
+		j.types = map[string]bool{}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixType, PrefetchValues: false})
+		for it.Rewind(); it.Valid(); it.Next() {
+			j.types[string(it.Item().Key()[len(prefixType):])] = true
+		}
+		it.Close()
 		j.durable.Store(last)
 		w.nextOffset = last + 1
 		if last >= j.floor.Load() {
@@ -295,7 +305,8 @@ type group struct {
 	bytes    int64  // stored bytes once this group is applied
 	last     uint64 // last offset once this group is applied
 	del      *deletion
-	err      error // the commit failed; every unanswered request gets it
+	newTypes []string // entity types this group adds
+	err      error    // the commit failed; every unanswered request gets it
 }
 
 func (g *group) answer(i int, res writeResult) {
@@ -425,6 +436,13 @@ func (j *Journal) syncLoop(toSync <-chan *group) {
 				g.answer(0, writeResult{})
 				continue
 			}
+			if len(g.newTypes) > 0 {
+				j.typesMu.Lock()
+				for _, t := range g.newTypes {
+					j.types[t] = true
+				}
+				j.typesMu.Unlock()
+			}
 			if len(g.events) > 0 {
 				j.durable.Store(g.last)
 				j.ring.push(g.events)
@@ -446,6 +464,24 @@ func (j *Journal) syncLoop(toSync <-chan *group) {
 			j.opts.Observer.Committed(appends, events, bytes, syncDur)
 		}
 	}
+}
+
+func (w *writer) knownType(t string) bool {
+	w.j.typesMu.RLock()
+	defer w.j.typesMu.RUnlock()
+	return w.j.types[t]
+}
+
+// EntityTypes returns the entity types the journal holds, sorted.
+func (j *Journal) EntityTypes() []string {
+	j.typesMu.RLock()
+	defer j.typesMu.RUnlock()
+	types := make([]string, 0, len(j.types))
+	for t := range j.types {
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	return types
 }
 
 // undoSeq restores one seqNr assignment of an append that conflicted.
@@ -517,6 +553,14 @@ func (w *writer) commit(g *group) error {
 			continue
 		}
 		app := make([]Appended, len(events))
+		for _, e := range events {
+			if !w.knownType(e.EntityType) && !slices.Contains(g.newTypes, e.EntityType) {
+				g.newTypes = append(g.newTypes, e.EntityType)
+				if err := txn.Set(append(bytes.Clone(prefixType), e.EntityType...), nil); err != nil {
+					return err
+				}
+			}
+		}
 		for k, e := range events {
 			e.Offset, e.Slice, e.TimestampUnixNano = offset, SliceOf(e.EntityId), ts
 			n, err := blocks.add(txn, e)

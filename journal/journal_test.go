@@ -641,3 +641,20 @@ func TestConcurrentRetention(t *testing.T) {
 		t.Fatalf("info %+v, but %d events of %d bytes stored", info, len(all), stored)
 	}
 }
+
+func TestEntityTypes(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{})
+	for _, typ := range []string{"car", "bus", "car"} {
+		if _, err := j.Append(context.Background(), ev(typ, "1", "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := fmt.Sprint(j.EntityTypes()); got != "[bus car]" {
+		t.Fatalf("EntityTypes = %s", got)
+	}
+	j.Close()
+	if got := fmt.Sprint(open(t, dir, Options{}).EntityTypes()); got != "[bus car]" {
+		t.Fatalf("EntityTypes after reopen = %s", got)
+	}
+}

@@ -10,6 +10,7 @@ import (
 //	e/<last offset>                -> block of encoded events (block.go)
 //	n/<type>\x00<id>\x00<seqNr>    -> offset (per-entity index)
 //	s/<type>\x00<id>               -> last seqNr of an entity whose newest events retention deleted
+//	t/<type>                       -> (empty) an entity type the journal holds
 //	m/id                           -> 16-byte journal id
 //	m/version                      -> format version
 //	m/floor                        -> first offset retention has not deleted
@@ -18,6 +19,7 @@ var (
 	prefixEvent   = []byte("e/")
 	prefixIndex   = []byte("n/")
 	prefixSeq     = []byte("s/")
+	prefixType    = []byte("t/")
 	keyID         = []byte("m/id")
 	keyVersion    = []byte("m/version")
 	keyFloor      = []byte("m/floor")

@@ -23,7 +23,7 @@ func (j *Journal) Read(from uint64, limit int, dst []*streamdv1.Event) ([]*strea
 		if from > last || limit <= 0 {
 			return nil
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: false})
 		defer it.Close()
 		want := from
 		for it.Seek(blockKey(from)); it.Valid() && want <= last && limit > 0; it.Next() {

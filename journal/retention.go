@@ -83,7 +83,7 @@ func (j *Journal) nextDeletion() (*deletion, error) {
 	}
 	d := &deletion{from: floor, upTo: floor, lastSeq: map[string]uint64{}}
 	err := j.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: false})
 		defer it.Close()
 		// Retention deletes whole blocks: a block goes once its newest event
 		// is older than the cutoff, or while the journal is over its size.

@@ -5,13 +5,20 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/streamd/streamd/journal"
+	"github.com/streamd/streamd/producer"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
 func main() {
@@ -27,6 +34,7 @@ func newApp() *cli.App {
 		Usage: "a brokerless event streaming daemon: a durable local journal served over gRPC",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data-dir", Value: "./data", EnvVars: []string{"STREAMD_DATA_DIR"}, Usage: "journal directory"},
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7070", EnvVars: []string{"STREAMD_LISTEN"}, Usage: "gRPC address (stream, publish, health, reflection)"},
 			&cli.StringFlag{Name: "durability", Value: "sync", EnvVars: []string{"STREAMD_DURABILITY"}, Usage: "sync: fsync before ack; async: ack before fsync"},
 			&cli.DurationFlag{Name: "retention-max-age", EnvVars: []string{"STREAMD_RETENTION_MAX_AGE"}, Usage: "delete events older than this (0 = keep)"},
 			&cli.Int64Flag{Name: "retention-max-bytes", EnvVars: []string{"STREAMD_RETENTION_MAX_BYTES"}, Usage: "delete the oldest events beyond this size (0 = no limit)"},
@@ -44,25 +52,62 @@ func newApp() *cli.App {
 			}
 			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return run(ctx, log, c.String("data-dir"), journal.Options{
-				Durability:        durability,
-				RetentionMaxAge:   c.Duration("retention-max-age"),
-				RetentionMaxBytes: c.Int64("retention-max-bytes"),
-				Logger:            log,
+			return run(ctx, log, config{
+				dataDir: c.String("data-dir"),
+				listen:  c.String("listen"),
+				producer: producer.Options{
+					Journal: journal.Options{
+						Durability:        durability,
+						RetentionMaxAge:   c.Duration("retention-max-age"),
+						RetentionMaxBytes: c.Int64("retention-max-bytes"),
+						Logger:            log,
+					},
+					Server: producer.ServerOptions{Logger: log},
+				},
 			})
 		},
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, dir string, opts journal.Options) error {
-	j, err := journal.Open(dir, opts)
+type config struct {
+	dataDir  string
+	listen   string
+	producer producer.Options
+}
+
+// run serves until ctx is done, then shuts down in order: stop accepting,
+// end streams with Unavailable (consumers resume from their positions),
+// finish in-flight calls, close the journal after its in-flight commits.
+func run(ctx context.Context, log *slog.Logger, cfg config) error {
+	p, err := producer.Open(cfg.dataDir, cfg.producer)
 	if err != nil {
 		return err
 	}
-	info := j.Info()
-	log.Info("journal open", "dir", dir, "journal_id", fmt.Sprintf("%x", info.JournalID),
-		"first_offset", info.FirstOffset, "last_offset", info.LastOffset, "durability", j.Durability())
-	<-ctx.Done()
+	defer p.Close()
+	lis, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", cfg.listen, err)
+	}
+	g := grpc.NewServer(producer.Interceptors(log)...)
+	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
+	health := health.NewServer()
+	healthpb.RegisterHealthServer(g, health)
+	reflection.Register(g)
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(lis) }()
+
+	info := p.Journal().Info()
+	log.Info("streamd serving", "grpc", lis.Addr().String(), "data_dir", cfg.dataDir,
+		"journal_id", fmt.Sprintf("%x", info.JournalID), "first_offset", info.FirstOffset,
+		"last_offset", info.LastOffset, "durability", p.Journal().Durability())
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		return fmt.Errorf("grpc server: %w", err)
+	}
 	log.Info("shutting down")
-	return j.Close()
+	health.Shutdown()
+	p.Server().Shutdown()
+	g.GracefulStop()
+	return p.Close()
 }

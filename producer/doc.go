@@ -1,0 +1,25 @@
+// Package producer is the producing side of streamd: the publish API a Go
+// service embeds, and the gRPC EventStreamService that streams its journal to
+// consumers in other processes and regions.
+//
+// What it guarantees:
+//
+//   - A Subscribe stream delivers the events of its named stream, slice range
+//     and filter in offset order, from the consumer's position: catch-up from
+//     Badger in batches, then live from the journal's ring, switching by offset
+//     (journal.Cursor), so there is no gap and no duplicate at the seam.
+//   - Progress watermarks tell the consumer how far it may store its position
+//     when events were filtered away or the stream is idle.
+//   - A named stream's own selection (entity types, producer-side filter,
+//     transformation) always wins over a consumer's filter.
+//   - Flow control is gRPC's: a stream reads the journal only after its last
+//     batch was handed to gRPC, so a slow or stalled consumer holds at most a
+//     batch and the transport window in memory and never slows other streams
+//     or publishing.
+//   - A position from another journal is refused with FailedPrecondition, and
+//     a position below retention with OutOfRange naming the first available
+//     offset. Errors map to gRPC codes in one place (status.go).
+//
+// It does not store consumer positions (the consumer owns them; see offsets)
+// and does not retry publishes.
+package producer

@@ -1,0 +1,142 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/journal"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// Options configure a producer. Zero values are sensible defaults.
+type Options struct {
+	Journal journal.Options
+	Server  ServerOptions
+}
+
+// ServerOptions configure the EventStreamService.
+type ServerOptions struct {
+	// Streams are the named streams offered; none means one stream, "all",
+	// offering the whole journal.
+	Streams []StreamDef
+	// BatchEvents and BatchBytes bound one EventBatch; defaults 1000 events
+	// and 1 MiB.
+	BatchEvents int
+	BatchBytes  int
+	// ProgressInterval is how often an idle or filtered stream reports its
+	// watermark at most; default 200ms.
+	ProgressInterval time.Duration
+	// MaxReplays is how many entity replays one stream runs at once; more
+	// wait their turn. Default 4.
+	MaxReplays int
+	// PublishInFlight bounds concurrent appends of one PublishStream; default 256.
+	PublishInFlight int
+	FilterLimits    filters.Limits
+	Logger          *slog.Logger
+	// Observer receives per-stream activity, for metrics; may be nil.
+	Observer StreamObserver
+	// Now is the clock used for filter expiry; default time.Now.
+	Now func() time.Time
+}
+
+// StreamObserver receives stream activity. Methods must not block.
+type StreamObserver interface {
+	StreamOpened(stream, consumer string)
+	StreamClosed(stream, consumer string)
+	// Sent reports a batch sent: events, their encoded bytes, and events
+	// read but filtered away.
+	Sent(stream, consumer string, events, bytes, filtered int)
+}
+
+// Validate reports the first nonsensical field.
+func (o ServerOptions) Validate() error {
+	var errs []error
+	if o.BatchEvents < 0 {
+		errs = append(errs, fmt.Errorf("producer: ServerOptions.BatchEvents %d is negative", o.BatchEvents))
+	}
+	if o.BatchBytes < 0 {
+		errs = append(errs, fmt.Errorf("producer: ServerOptions.BatchBytes %d is negative", o.BatchBytes))
+	}
+	if o.ProgressInterval < 0 {
+		errs = append(errs, fmt.Errorf("producer: ServerOptions.ProgressInterval %v is negative", o.ProgressInterval))
+	}
+	if o.MaxReplays < 0 {
+		errs = append(errs, fmt.Errorf("producer: ServerOptions.MaxReplays %d is negative", o.MaxReplays))
+	}
+	if o.PublishInFlight < 0 {
+		errs = append(errs, fmt.Errorf("producer: ServerOptions.PublishInFlight %d is negative", o.PublishInFlight))
+	}
+	return errors.Join(errs...)
+}
+
+func (o ServerOptions) withDefaults() ServerOptions {
+	if o.BatchEvents == 0 {
+		o.BatchEvents = 1000
+	}
+	if o.BatchBytes == 0 {
+		o.BatchBytes = 1 << 20
+	}
+	if o.ProgressInterval == 0 {
+		o.ProgressInterval = 200 * time.Millisecond
+	}
+	if o.MaxReplays == 0 {
+		o.MaxReplays = 4
+	}
+	if o.PublishInFlight == 0 {
+		o.PublishInFlight = 256
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Producer is a journal with its stream server: what a Go service embeds.
+type Producer struct {
+	j   *journal.Journal
+	srv *Server
+}
+
+// Open opens (or creates) the journal in dir and its server.
+func Open(dir string, opts Options) (*Producer, error) {
+	if err := opts.Server.Validate(); err != nil {
+		return nil, err
+	}
+	j, err := journal.Open(dir, opts.Journal)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := NewServer(j, opts.Server)
+	if err != nil {
+		j.Close()
+		return nil, err
+	}
+	return &Producer{j: j, srv: srv}, nil
+}
+
+// Publish durably appends events and returns where they landed. See
+// journal.Journal.Append for ownership and expected seqNrs.
+func (p *Producer) Publish(ctx context.Context, events ...*streamdv1.Event) ([]journal.Appended, error) {
+	return p.j.Append(ctx, events...)
+}
+
+// Journal is the producer's journal.
+func (p *Producer) Journal() *journal.Journal { return p.j }
+
+// Server is the gRPC EventStreamService over the journal; register it with
+// streamdv1.RegisterEventStreamServiceServer.
+func (p *Producer) Server() *Server { return p.srv }
+
+// Close ends the open streams (with Unavailable, so consumers resume
+// elsewhere or later), then closes the journal after in-flight appends.
+func (p *Producer) Close() error {
+	p.srv.Shutdown()
+	return p.j.Close()
+}

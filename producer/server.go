@@ -1,0 +1,188 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/streamd/streamd/journal"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+var errShuttingDown = errors.New("producer: shutting down")
+
+// Server implements streamdv1.EventStreamServiceServer over a journal.
+type Server struct {
+	streamdv1.UnimplementedEventStreamServiceServer
+	j       *journal.Journal
+	opts    ServerOptions
+	streams map[string]*stream
+
+	mu       sync.Mutex
+	shutdown chan struct{}
+	closed   bool
+}
+
+// NewServer serves the journal j. The caller keeps ownership of j.
+func NewServer(j *journal.Journal, opts ServerOptions) (*Server, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	streams, err := compileStreams(opts.Streams, opts.FilterLimits)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{j: j, opts: opts, streams: streams, shutdown: make(chan struct{})}, nil
+}
+
+// StreamNames lists the named streams.
+func (s *Server) StreamNames() []string {
+	names := make([]string, 0, len(s.streams))
+	for n := range s.streams {
+		names = append(names, n)
+	}
+	return names
+}
+
+// Shutdown ends every open Subscribe stream with Unavailable. Unary calls
+// keep working until the journal is closed. Idempotent.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		close(s.shutdown)
+	}
+}
+
+// Publish appends the request's events.
+func (s *Server) Publish(ctx context.Context, req *streamdv1.PublishRequest) (*streamdv1.PublishResponse, error) {
+	res, err := s.j.Append(ctx, req.Events...)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &streamdv1.PublishResponse{Appended: appendedProto(res)}, nil
+}
+
+// PublishStream appends each request as it arrives, many in flight at once
+// (so they share group commits), and answers each in order.
+func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServer) error {
+	type pending struct {
+		done chan *streamdv1.PublishStreamResponse
+	}
+	queue := make(chan pending, s.opts.PublishInFlight)
+	sendErr := make(chan error, 1)
+	go func() {
+		for p := range queue {
+			if err := st.Send(<-p.done); err != nil {
+				sendErr <- err
+				for range queue { // drain so appenders are not left blocked
+				}
+				return
+			}
+		}
+		sendErr <- nil
+	}()
+	var recvErr error
+	for {
+		req, err := st.Recv()
+		if err != nil {
+			if err != io.EOF {
+				recvErr = err
+			}
+			break
+		}
+		p := pending{done: make(chan *streamdv1.PublishStreamResponse, 1)}
+		queue <- p
+		go func() {
+			res, err := s.j.Append(st.Context(), req.Events...)
+			resp := &streamdv1.PublishStreamResponse{Appended: appendedProto(res)}
+			if err != nil {
+				st := status.Convert(toStatus(err))
+				resp.Code, resp.Message = int32(st.Code()), st.Message()
+			}
+			p.done <- resp
+		}()
+	}
+	close(queue)
+	if err := <-sendErr; err != nil {
+		return err
+	}
+	return recvErr
+}
+
+func appendedProto(res []journal.Appended) []*streamdv1.Appended {
+	out := make([]*streamdv1.Appended, len(res))
+	for i, a := range res {
+		out[i] = &streamdv1.Appended{Offset: a.Offset, SeqNr: a.SeqNr}
+	}
+	return out
+}
+
+// LoadEvent returns one event by (entity, seqNr).
+func (s *Server) LoadEvent(ctx context.Context, req *streamdv1.LoadEventRequest) (*streamdv1.LoadEventResponse, error) {
+	if req.EntityType == "" || req.EntityId == "" || req.SeqNr == 0 {
+		return nil, invalidArg("LoadEvent needs entity_type, entity_id and seq_nr > 0")
+	}
+	e, err := s.j.Load(req.EntityType, req.EntityId, req.SeqNr)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &streamdv1.LoadEventResponse{Event: e}, nil
+}
+
+// EntityEvents streams the history of one entity from a seqNr.
+func (s *Server) EntityEvents(req *streamdv1.EntityEventsRequest, st streamdv1.EventStreamService_EntityEventsServer) error {
+	if req.EntityType == "" || req.EntityId == "" {
+		return invalidArg("EntityEvents needs entity_type and entity_id")
+	}
+	from := max(req.FromSeqNr, 1)
+	for {
+		evs, err := s.j.ReadEntity(req.EntityType, req.EntityId, from, s.opts.BatchEvents, nil)
+		if err != nil {
+			return toStatus(err)
+		}
+		if len(evs) == 0 {
+			return nil
+		}
+		if err := st.Send(&streamdv1.EntityEventsResponse{Events: evs}); err != nil {
+			return err
+		}
+		from = evs[len(evs)-1].SeqNr + 1
+	}
+}
+
+// JournalInfo describes the journal.
+func (s *Server) JournalInfo(ctx context.Context, _ *streamdv1.JournalInfoRequest) (*streamdv1.JournalInfoResponse, error) {
+	info := s.j.Info()
+	return &streamdv1.JournalInfoResponse{
+		JournalId:      info.JournalID,
+		FirstOffset:    info.FirstOffset,
+		LastOffset:     info.LastOffset,
+		Events:         info.Events,
+		Bytes:          uint64(info.Bytes),
+		RetentionFloor: info.FirstOffset,
+		Streams:        s.StreamNames(),
+	}, nil
+}
+
+// eventBytes is the encoded size of a batch, for metrics.
+func eventBytes(evs []*streamdv1.Event) int {
+	n := 0
+	for _, e := range evs {
+		n += proto.Size(e)
+	}
+	return n
+}
+
+func journalIDMismatch(got, want []byte) error {
+	return status.Error(codes.FailedPrecondition, fmt.Sprintf(
+		"producer: position is for journal %x, this producer's journal is %x: the journal was replaced; reset the consumer's position to resume", got, want))
+}

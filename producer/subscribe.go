@@ -1,0 +1,355 @@
+package producer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/journal"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// replayChunk bounds one replay read, so replays interleave with live events.
+const replayChunk = 100
+
+// subscription is one open Subscribe stream.
+type subscription struct {
+	s            *Server
+	st           streamdv1.EventStreamService_SubscribeServer
+	stream       *stream
+	consumer     string
+	first, last  uint32 // slice range, inclusive
+	criteria     []*streamdv1.FilterCriterion
+	filter       *filters.Filter
+	cursor       *journal.Cursor
+	replays      []*replay // running, at most MaxReplays
+	queued       []*replay
+	reported     uint64 // highest offset sent or covered by Progress
+	pending      uint64 // highest offset read
+	lastProgress time.Time
+}
+
+// replay sends one entity's history from a seqNr, below the live position.
+type replay struct {
+	entityType, entityID string
+	next                 uint64 // next seqNr
+	upTo                 uint64 // offsets from here on come live
+}
+
+// Subscribe serves one consumer stream. See the package doc for guarantees.
+func (s *Server) Subscribe(st streamdv1.EventStreamService_SubscribeServer) error {
+	first, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	init := first.GetInit()
+	if init == nil {
+		return invalidArg("the first message of Subscribe must be Init")
+	}
+	sub, hello, err := s.open(st, init)
+	if err != nil {
+		return err
+	}
+	if err := st.Send(&streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Hello{Hello: hello}}); err != nil {
+		return err
+	}
+	if o := s.opts.Observer; o != nil {
+		o.StreamOpened(init.Stream, init.ConsumerName)
+		defer o.StreamClosed(init.Stream, init.ConsumerName)
+	}
+	ctx, cancel := context.WithCancel(st.Context())
+	defer cancel()
+	reqs := make(chan *streamdv1.SubscribeRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case reqs <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return sub.run(ctx, reqs, recvErr)
+}
+
+// open validates Init and positions the stream.
+func (s *Server) open(st streamdv1.EventStreamService_SubscribeServer, init *streamdv1.Init) (*subscription, *streamdv1.Hello, error) {
+	str := s.streams[init.Stream]
+	if str == nil {
+		names := s.StreamNames()
+		slices.Sort(names)
+		return nil, nil, status.Errorf(codes.NotFound, "producer: unknown stream %q (this producer offers: %s)",
+			init.Stream, strings.Join(names, ", "))
+	}
+	if init.ConsumerName == "" {
+		return nil, nil, invalidArg("Init.consumer_name is empty")
+	}
+	sub := &subscription{s: s, st: st, stream: str, consumer: init.ConsumerName, first: 0, last: journal.Slices - 1}
+	if r := init.SliceRange; r != nil {
+		if r.First > r.Last || r.Last >= journal.Slices {
+			return nil, nil, invalidArg("Init.slice_range %d-%d: want first <= last <= %d", r.First, r.Last, journal.Slices-1)
+		}
+		sub.first, sub.last = r.First, r.Last
+	}
+	f, err := filters.Compile(init.Filter, s.opts.FilterLimits)
+	if err != nil {
+		return nil, nil, invalidArg("Init.filter: %v", err)
+	}
+	sub.criteria, sub.filter = init.Filter, f
+
+	info := s.j.Info()
+	var start uint64
+	switch {
+	case init.Position != nil:
+		if !bytes.Equal(init.Position.JournalId, info.JournalID) {
+			return nil, nil, journalIDMismatch(init.Position.JournalId, info.JournalID)
+		}
+		start = init.Position.Offset + 1
+		if start < info.FirstOffset {
+			return nil, nil, status.Errorf(codes.OutOfRange,
+				"producer: position %d is below the retention floor; first available offset is %d", init.Position.Offset, info.FirstOffset)
+		}
+	case init.StartPolicy == streamdv1.StartPolicy_START_POLICY_EARLIEST:
+		start = info.FirstOffset
+	case init.StartPolicy == streamdv1.StartPolicy_START_POLICY_LATEST:
+		start = info.LastOffset + 1
+	case init.StartPolicy == streamdv1.StartPolicy_START_POLICY_AT_TIME:
+		if start, err = s.j.OffsetAt(time.Unix(0, init.StartTimeUnixNano)); err != nil {
+			return nil, nil, toStatus(err)
+		}
+	default:
+		return nil, nil, invalidArg("Init needs a position or a start_policy")
+	}
+	sub.cursor = s.j.NewCursor(start)
+	sub.reported, sub.pending = start-1, start-1
+	return sub, &streamdv1.Hello{
+		JournalId: info.JournalID, FirstOffset: info.FirstOffset, LastOffset: info.LastOffset, StartOffset: start,
+	}, nil
+}
+
+func (sub *subscription) run(ctx context.Context, reqs <-chan *streamdv1.SubscribeRequest, recvErr <-chan error) error {
+	opts := sub.s.opts
+	buf := make([]*streamdv1.Event, 0, opts.BatchEvents)
+	for {
+		select {
+		case r := <-reqs:
+			if err := sub.handle(r); err != nil {
+				return err
+			}
+			continue
+		default:
+		}
+		evs, wait, err := sub.cursor.Read(opts.BatchEvents, buf[:0])
+		if err != nil {
+			return toStatus(err)
+		}
+		if len(evs) > 0 {
+			if err := sub.sendLive(evs); err != nil {
+				return err
+			}
+			if err := sub.replayStep(); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(sub.replays) > 0 {
+			if err := sub.replayStep(); err != nil {
+				return err
+			}
+			continue
+		}
+		if sub.pending > sub.reported {
+			if err := sub.sendProgress(); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-wait:
+		case r := <-reqs:
+			if err := sub.handle(r); err != nil {
+				return err
+			}
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil // the consumer closed its side
+			}
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-sub.s.shutdown:
+			return status.Error(codes.Unavailable, "producer: shutting down; resume from your stored position")
+		}
+	}
+}
+
+// sendLive filters a run of journal events and sends what is selected, in
+// batches bounded by BatchBytes.
+func (sub *subscription) sendLive(evs []*streamdv1.Event) error {
+	now := sub.s.opts.Now()
+	var out []*streamdv1.Event
+	size, filtered := 0, 0
+	flush := func() error {
+		if len(out) == 0 {
+			return nil
+		}
+		err := sub.send(&streamdv1.EventBatch{Events: out}, size, filtered)
+		sub.reported = max(sub.reported, out[len(out)-1].Offset)
+		out, size, filtered = nil, 0, 0
+		return err
+	}
+	for _, e := range evs {
+		if !sub.selects(e, now) {
+			filtered++
+			continue
+		}
+		pub := sub.stream.public(e)
+		if pub == nil {
+			filtered++
+			continue
+		}
+		n := proto.Size(pub)
+		if size+n > sub.s.opts.BatchBytes && len(out) > 0 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		out = append(out, pub)
+		size += n
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	sub.pending = evs[len(evs)-1].Offset
+	if filtered > 0 && sub.s.opts.Observer != nil {
+		sub.s.opts.Observer.Sent(sub.stream.def.Name, sub.consumer, 0, 0, filtered)
+	}
+	if sub.pending > sub.reported && time.Since(sub.lastProgress) >= sub.s.opts.ProgressInterval {
+		return sub.sendProgress()
+	}
+	return nil
+}
+
+// selects: slice range, then the stream's selection (which always wins),
+// then the consumer's filter.
+func (sub *subscription) selects(e *streamdv1.Event, now time.Time) bool {
+	return e.Slice >= sub.first && e.Slice <= sub.last && sub.stream.offers(e, now) && sub.filter.Match(e, now)
+}
+
+func (sub *subscription) send(b *streamdv1.EventBatch, size, filtered int) error {
+	if o := sub.s.opts.Observer; o != nil {
+		o.Sent(sub.stream.def.Name, sub.consumer, len(b.Events), size, filtered)
+	}
+	return sub.st.Send(&streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Events{Events: b}})
+}
+
+func (sub *subscription) sendProgress() error {
+	sub.reported, sub.lastProgress = sub.pending, time.Now()
+	return sub.st.Send(&streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Progress{
+		Progress: &streamdv1.Progress{Offset: sub.pending}}})
+}
+
+// handle applies a FilterUpdate or queues a Replay.
+func (sub *subscription) handle(r *streamdv1.SubscribeRequest) error {
+	switch req := r.Request.(type) {
+	case *streamdv1.SubscribeRequest_FilterUpdate:
+		return sub.updateFilter(req.FilterUpdate)
+	case *streamdv1.SubscribeRequest_Replay:
+		rp := req.Replay
+		if rp.EntityType == "" || rp.EntityId == "" {
+			return invalidArg("Replay needs entity_type and entity_id")
+		}
+		sub.startReplay(rp.EntityType, rp.EntityId, rp.FromSeqNr)
+		return nil
+	case *streamdv1.SubscribeRequest_Init:
+		return invalidArg("Init may only be sent once, first")
+	}
+	return invalidArg("empty SubscribeRequest")
+}
+
+// updateFilter swaps the filter from the next event on; a bad update is
+// refused with InvalidArgument in FilterUpdateResult and changes nothing.
+func (sub *subscription) updateFilter(u *streamdv1.FilterUpdate) error {
+	criteria := filters.Apply(sub.criteria, u.Add, u.Remove)
+	f, err := filters.Compile(criteria, sub.s.opts.FilterLimits)
+	result := &streamdv1.FilterUpdateResult{Id: u.Id}
+	if err != nil {
+		result.Code, result.Message = int32(codes.InvalidArgument), err.Error()
+	} else {
+		sub.criteria, sub.filter = criteria, f
+		for _, c := range u.Add {
+			if c.ReplayFromSeqNr > 0 && c.Action == streamdv1.FilterAction_FILTER_ACTION_INCLUDE &&
+				c.Field == streamdv1.FilterField_FILTER_FIELD_ENTITY_ID {
+				for _, t := range sub.stream.entityTypes(sub.s.j.EntityTypes()) {
+					sub.startReplay(t, c.Value, c.ReplayFromSeqNr)
+				}
+			}
+		}
+	}
+	return sub.st.Send(&streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_FilterUpdateResult{
+		FilterUpdateResult: result}})
+}
+
+func (sub *subscription) startReplay(entityType, entityID string, from uint64) {
+	r := &replay{entityType: entityType, entityID: entityID, next: max(from, 1), upTo: sub.cursor.Next()}
+	if len(sub.replays) < sub.s.opts.MaxReplays {
+		sub.replays = append(sub.replays, r)
+	} else {
+		sub.queued = append(sub.queued, r)
+	}
+}
+
+// replayStep sends one chunk of the oldest running replay.
+func (sub *subscription) replayStep() error {
+	if len(sub.replays) == 0 {
+		return nil
+	}
+	r := sub.replays[0]
+	evs, err := sub.s.j.ReadEntity(r.entityType, r.entityID, r.next, replayChunk, nil)
+	if err != nil {
+		return toStatus(err)
+	}
+	now := sub.s.opts.Now()
+	var out []*streamdv1.Event
+	size, done := 0, len(evs) < replayChunk
+	for _, e := range evs {
+		if e.Offset >= r.upTo {
+			done = true
+			break
+		}
+		r.next = e.SeqNr + 1
+		// The consumer asked for this entity; the stream's selection still wins.
+		if e.Slice < sub.first || e.Slice > sub.last || !sub.stream.offers(e, now) {
+			continue
+		}
+		if pub := sub.stream.public(e); pub != nil {
+			out = append(out, pub)
+			size += proto.Size(pub)
+		}
+	}
+	if done {
+		sub.replays = sub.replays[1:]
+		if len(sub.queued) > 0 {
+			sub.replays = append(sub.replays, sub.queued[0])
+			sub.queued = sub.queued[1:]
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return sub.send(&streamdv1.EventBatch{Events: out, Replay: true}, size, 0)
+}
