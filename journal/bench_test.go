@@ -58,6 +58,7 @@ func BenchmarkAppend(b *testing.B) {
 				wg.Wait()
 				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 				b.ReportMetric(float64(obs.events.Load())/float64(max(obs.commits.Load(), 1)), "events/commit")
+				b.ReportMetric(float64(obs.fsyncNanos.Load())/1e3/float64(max(obs.commits.Load(), 1)), "µs/fsync")
 			})
 		}
 	}
@@ -135,10 +136,11 @@ func BenchmarkScan(b *testing.B) {
 	b.ReportMetric(float64(read)/time.Since(start).Seconds(), "events/s")
 }
 
-type countingObserver struct{ commits, events atomic.Int64 }
+type countingObserver struct{ commits, events, fsyncNanos atomic.Int64 }
 
 func (o *countingObserver) Committed(appends, events int, bytes int64, fsync time.Duration) {
 	o.commits.Add(1)
 	o.events.Add(int64(events))
+	o.fsyncNanos.Add(int64(fsync))
 }
 func (o *countingObserver) RetentionDeleted(int) {}

@@ -14,7 +14,7 @@ import (
 // offsets of one group commit, keyed by the block's last offset so that
 // Seek(blockKey(x)) lands on the block holding x. A block is
 //
-//	[format byte][count uint32 BE] then count × [uvarint length][Event proto]
+//	[format byte][count uint32 BE] then count × [length uint32 BE][Event proto]
 //
 // Fewer, larger entries keep Badger's per-key cost off the append path and
 // make catch-up reads sequential.
@@ -35,7 +35,6 @@ func lastOffsetOfBlockKey(k []byte) uint64 { return binary.BigEndian.Uint64(k[2:
 
 var (
 	marshalOpts    = proto.MarshalOptions{Deterministic: true}
-	marshalCached  = proto.MarshalOptions{Deterministic: true, UseCachedSize: true}
 	errShortBlock  = fmt.Errorf("%w: truncated block", ErrCorrupt)
 	errBlockFormat = fmt.Errorf("%w: unknown block format", ErrCorrupt)
 )
@@ -59,12 +58,14 @@ func (b *blockWriter) add(txn *badger.Txn, e *streamdv1.Event) (int, error) {
 		b.buf = append(b.buf, blockFormat, 0, 0, 0, 0)
 		b.count = 0
 	}
-	n := marshalOpts.Size(e)
-	b.buf = binary.AppendUvarint(b.buf, uint64(n))
+	at := len(b.buf)
+	b.buf = append(b.buf, 0, 0, 0, 0)
 	var err error
-	if b.buf, err = marshalCached.MarshalAppend(b.buf, e); err != nil {
+	if b.buf, err = marshalOpts.MarshalAppend(b.buf, e); err != nil {
 		return 0, err
 	}
+	n := len(b.buf) - at - 4
+	binary.BigEndian.PutUint32(b.buf[at:], uint32(n))
 	b.count++
 	b.last = e.Offset
 	return n, nil
@@ -97,12 +98,15 @@ func walkBlock(last uint64, val []byte, from uint64, fn func(off uint64, raw []b
 	}
 	off, p := last-count+1, val[blockHeader:]
 	for ; off <= last; off++ {
-		n, k := binary.Uvarint(p)
-		if k <= 0 || uint64(len(p)-k) < n {
+		if len(p) < 4 {
 			return errShortBlock
 		}
-		raw := p[k : k+int(n)]
-		p = p[k+int(n):]
+		n := int(binary.BigEndian.Uint32(p))
+		if len(p)-4 < n {
+			return errShortBlock
+		}
+		raw := p[4 : 4+n]
+		p = p[4+n:]
 		if off >= from && !fn(off, raw) {
 			return nil
 		}

@@ -394,8 +394,10 @@ func (j *Journal) writeLoop(w *writer) {
 // syncLoop makes committed groups durable with one fsync for all groups
 // committed so far, then publishes them to readers and answers the appends.
 func (j *Journal) syncLoop(toSync <-chan *group) {
+	lastEvents, lastSync := 0, time.Duration(0)
 	for g := range toSync {
-		batch := []*group{g}
+		batch, pending := []*group{g}, len(g.events)
+		more := func(g *group) { batch, pending = append(batch, g), pending+len(g.events) }
 	drain:
 		for {
 			select {
@@ -403,10 +405,30 @@ func (j *Journal) syncLoop(toSync <-chan *group) {
 				if !ok {
 					break drain
 				}
-				batch = append(batch, g)
+				more(g)
 			default:
 				break drain
 			}
+		}
+		// Group-commit wait: the appenders acknowledged by the last fsync are
+		// likely appending again right now. While fewer events are pending
+		// than that fsync carried, wait for them, at most half an fsync, so
+		// one fsync covers them all. A lone appender never waits.
+		if j.opts.Durability == DurabilitySync && pending > 0 && pending < lastEvents {
+			timer := time.NewTimer(lastSync / 2)
+		wait:
+			for pending < lastEvents {
+				select {
+				case g, ok := <-toSync:
+					if !ok {
+						break wait
+					}
+					more(g)
+				case <-timer.C:
+					break wait
+				}
+			}
+			timer.Stop()
 		}
 		var syncDur time.Duration
 		if j.opts.Durability == DurabilitySync && j.failed.Load() == nil {
@@ -463,6 +485,7 @@ func (j *Journal) syncLoop(toSync <-chan *group) {
 		if j.opts.Observer != nil && events > 0 {
 			j.opts.Observer.Committed(appends, events, bytes, syncDur)
 		}
+		lastEvents, lastSync = events, syncDur
 	}
 }
 
@@ -505,7 +528,14 @@ func (w *writer) commit(g *group) error {
 	groupSeq := make(map[string]uint64) // last seqNr per entity after this group
 	g.results = make([][]Appended, len(g.reqs))
 	offset := w.nextOffset
-	blocks := blockWriter{start: -1}
+	size := 0
+	for _, r := range g.reqs {
+		size += r.size
+	}
+	blocks := blockWriter{start: -1, buf: make([]byte, 0, size+size/16+blockHeader)}
+	// Index keys and values come from one slab per group; Badger holds
+	// references to them until the commit.
+	slab := make([]byte, 0, size/2+64)
 	var undo []undoSeq
 	// Last seqNrs of entities not in the cache are read outside the write
 	// transaction, whose iterators would sort every pending write.
@@ -567,7 +597,14 @@ func (w *writer) commit(g *group) error {
 			if err != nil {
 				return err
 			}
-			if err := txn.Set(indexKey(undo[k].ek, e.SeqNr), u64(offset)); err != nil {
+			ik, iv := len(slab), 0
+			slab = append(slab, prefixIndex...)
+			slab = append(slab, undo[k].ek...)
+			slab = append(slab, 0)
+			slab = binary.BigEndian.AppendUint64(slab, e.SeqNr)
+			iv = len(slab)
+			slab = binary.BigEndian.AppendUint64(slab, offset)
+			if err := txn.Set(slab[ik:iv:iv], slab[iv:len(slab):len(slab)]); err != nil {
 				return err
 			}
 			g.addBytes += int64(n)
