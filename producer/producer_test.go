@@ -346,7 +346,6 @@ func TestFilterUpdateAndReplay(t *testing.T) {
 	s.send(&streamdv1.SubscribeRequest{Request: &streamdv1.SubscribeRequest_FilterUpdate{FilterUpdate: &streamdv1.FilterUpdate{
 		Id: 7, Add: []*streamdv1.FilterCriterion{{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE,
 			Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_ID, Value: "f1", ReplayFromSeqNr: 1}}}}})
-	h.publish(t, car("f1", "family"))
 	var replayed, live []*streamdv1.Event
 	gotResult := false
 	for len(replayed) < 2 || len(live) < 1 || !gotResult {
@@ -358,6 +357,8 @@ func TestFilterUpdateAndReplay(t *testing.T) {
 				t.Fatalf("filter update result %v", r)
 			}
 			gotResult = true
+			// The result is sent after the swap: what is published now is live.
+			h.publish(t, car("f1", "family"))
 		case m.GetEvents() != nil && m.GetEvents().Replay:
 			replayed = append(replayed, m.GetEvents().Events...)
 		case m.GetEvents() != nil:
