@@ -515,3 +515,44 @@ func TestShutdownEndsStreams(t *testing.T) {
 		t.Fatalf("after Shutdown: %v", err)
 	}
 }
+
+// An entity's replayed history arrives before any of its newer live events,
+// even when the history is longer than one replay chunk and live events of
+// the entity keep coming.
+func TestReplayPrecedesLiveOfSameEntity(t *testing.T) {
+	h := start(t, Options{})
+	init := earliest()
+	init.Filter = []*streamdv1.FilterCriterion{{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE,
+		Field: streamdv1.FilterField_FILTER_FIELD_TAG, Value: "sports"}}
+	s, err := h.subscribe(t, init)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 500 {
+		h.publish(t, car("f1", "family"))
+	}
+	s.send(&streamdv1.SubscribeRequest{Request: &streamdv1.SubscribeRequest_FilterUpdate{FilterUpdate: &streamdv1.FilterUpdate{
+		Id: 1, Add: []*streamdv1.FilterCriterion{{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE,
+			Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_ID, Value: "f1", ReplayFromSeqNr: 1}}}}})
+	go func() {
+		for range 50 {
+			if _, err := h.p.Publish(context.Background(), car("f1", "family")); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var seqs []uint64
+	for len(seqs) < 550 {
+		if b := s.next().GetEvents(); b != nil {
+			for _, e := range b.Events {
+				seqs = append(seqs, e.SeqNr)
+			}
+		}
+	}
+	for i, seq := range seqs {
+		if seq != uint64(i+1) {
+			t.Fatalf("arrival %d is seqNr %d: the history is out of order (first 5 around it: %v)", i, seq, seqs[max(i-2, 0):min(i+3, len(seqs))])
+		}
+	}
+}

@@ -33,8 +33,9 @@ type subscription struct {
 	cursor       *journal.Cursor
 	replays      []*replay // running, at most MaxReplays
 	queued       []*replay
-	reported     uint64 // highest offset sent or covered by Progress
-	pending      uint64 // highest offset read
+	replaying    map[string]*replay // running or queued, by entity
+	reported     uint64             // highest offset sent or covered by Progress
+	pending      uint64             // highest offset read
 	lastProgress time.Time
 }
 
@@ -89,6 +90,9 @@ func (s *Server) Subscribe(st streamdv1.EventStreamService_SubscribeServer) erro
 
 // open validates Init and positions the stream.
 func (s *Server) open(st streamdv1.EventStreamService_SubscribeServer, init *streamdv1.Init) (*subscription, *streamdv1.Hello, error) {
+	if init.Stream == "" {
+		init.Stream = DefaultStream
+	}
 	str := s.streams[init.Stream]
 	if str == nil {
 		names := s.StreamNames()
@@ -222,6 +226,16 @@ func (sub *subscription) sendLive(evs []*streamdv1.Event) error {
 			filtered++
 			continue
 		}
+		// An entity's replayed history must reach the consumer before its
+		// newer live events, or the consumer's seqNr dedupe would drop it.
+		if r := sub.replaying[e.EntityType+"\x00"+e.EntityId]; r != nil {
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := sub.drainReplay(r); err != nil {
+				return err
+			}
+		}
 		n := proto.Size(pub)
 		if size+n > sub.s.opts.BatchBytes && len(out) > 0 {
 			if err := flush(); err != nil {
@@ -305,7 +319,16 @@ func (sub *subscription) updateFilter(u *streamdv1.FilterUpdate) error {
 }
 
 func (sub *subscription) startReplay(entityType, entityID string, from uint64) {
+	key := entityType + "\x00" + entityID
+	if r := sub.replaying[key]; r != nil {
+		r.next = min(r.next, max(from, 1)) // already pending: widen it
+		return
+	}
 	r := &replay{entityType: entityType, entityID: entityID, next: max(from, 1), upTo: sub.cursor.Next()}
+	if sub.replaying == nil {
+		sub.replaying = map[string]*replay{}
+	}
+	sub.replaying[key] = r
 	if len(sub.replays) < sub.s.opts.MaxReplays {
 		sub.replays = append(sub.replays, r)
 	} else {
@@ -319,13 +342,50 @@ func (sub *subscription) replayStep() error {
 		return nil
 	}
 	r := sub.replays[0]
+	done, err := sub.replayChunk(r)
+	if done {
+		sub.finishReplay(r)
+	}
+	return err
+}
+
+// drainReplay sends the rest of a replay now, queued or running.
+func (sub *subscription) drainReplay(r *replay) error {
+	for {
+		done, err := sub.replayChunk(r)
+		if err != nil {
+			return err
+		}
+		if done {
+			sub.finishReplay(r)
+			return nil
+		}
+	}
+}
+
+func (sub *subscription) finishReplay(r *replay) {
+	delete(sub.replaying, r.entityType+"\x00"+r.entityID)
+	drop := func(rs []*replay) []*replay {
+		return slices.DeleteFunc(rs, func(x *replay) bool { return x == r })
+	}
+	sub.replays, sub.queued = drop(sub.replays), drop(sub.queued)
+	for len(sub.replays) < sub.s.opts.MaxReplays && len(sub.queued) > 0 {
+		sub.replays = append(sub.replays, sub.queued[0])
+		sub.queued = sub.queued[1:]
+	}
+}
+
+// replayChunk sends the next chunk of a replay; done when nothing is left
+// below the offset where the live stream took over.
+func (sub *subscription) replayChunk(r *replay) (done bool, err error) {
 	evs, err := sub.s.j.ReadEntity(r.entityType, r.entityID, r.next, replayChunk, nil)
 	if err != nil {
-		return toStatus(err)
+		return true, toStatus(err)
 	}
 	now := sub.s.opts.Now()
 	var out []*streamdv1.Event
-	size, done := 0, len(evs) < replayChunk
+	size := 0
+	done = len(evs) < replayChunk
 	for _, e := range evs {
 		if e.Offset >= r.upTo {
 			done = true
@@ -341,15 +401,8 @@ func (sub *subscription) replayStep() error {
 			size += proto.Size(pub)
 		}
 	}
-	if done {
-		sub.replays = sub.replays[1:]
-		if len(sub.queued) > 0 {
-			sub.replays = append(sub.replays, sub.queued[0])
-			sub.queued = sub.queued[1:]
-		}
-	}
 	if len(out) == 0 {
-		return nil
+		return done, nil
 	}
-	return sub.send(&streamdv1.EventBatch{Events: out, Replay: true}, size, 0)
+	return done, sub.send(&streamdv1.EventBatch{Events: out, Replay: true}, size, 0)
 }

@@ -653,11 +653,12 @@ func (*SubscribeRequest_Replay) isSubscribeRequest_Request() {}
 // starts; a position whose journal id differs from the producer's is refused
 // with FailedPrecondition.
 type Init struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Stream      string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
-	SliceRange  *SliceRange            `protobuf:"bytes,2,opt,name=slice_range,json=sliceRange,proto3" json:"slice_range,omitempty"`
-	Position    *Position              `protobuf:"bytes,3,opt,name=position,proto3" json:"position,omitempty"`
-	StartPolicy StartPolicy            `protobuf:"varint,4,opt,name=start_policy,json=startPolicy,proto3,enum=streamd.v1.StartPolicy" json:"start_policy,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The named stream; empty means the producer's default stream ("all").
+	Stream      string      `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	SliceRange  *SliceRange `protobuf:"bytes,2,opt,name=slice_range,json=sliceRange,proto3" json:"slice_range,omitempty"`
+	Position    *Position   `protobuf:"bytes,3,opt,name=position,proto3" json:"position,omitempty"`
+	StartPolicy StartPolicy `protobuf:"varint,4,opt,name=start_policy,json=startPolicy,proto3,enum=streamd.v1.StartPolicy" json:"start_policy,omitempty"`
 	// With START_POLICY_AT_TIME: the first event committed at or after this time.
 	StartTimeUnixNano int64 `protobuf:"varint,5,opt,name=start_time_unix_nano,json=startTimeUnixNano,proto3" json:"start_time_unix_nano,omitempty"`
 	// The consumer's current filter; empty means everything the stream offers.

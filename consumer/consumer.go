@@ -1,0 +1,338 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/offsets"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// Consumer follows the streams of one or more producers. Its methods are
+// safe for concurrent use.
+type Consumer struct {
+	opts      Options
+	log       *slog.Logger
+	dial      []grpc.DialOption
+	followers []*follower
+
+	running atomic.Bool
+	nextID  atomic.Uint64 // FilterUpdate ids
+
+	// filterSem serialises UpdateFilter with itself and with the step of a
+	// connect that reads the stored filter and sends Init, so that no stream
+	// opens with a filter an update in flight is about to change.
+	filterSem chan struct{}
+
+	mu     sync.Mutex
+	filter []*streamdv1.FilterCriterion // the stored filter, or Options.Filter
+}
+
+// New checks opts and returns a Consumer; nothing is started before Run.
+// It reads the filter stored for (Name, Stream).
+func New(opts Options) (*Consumer, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	opts.Producers = append([]string(nil), opts.Producers...)
+	opts.Filter = cloneCriteria(opts.Filter)
+	c := &Consumer{
+		opts:      opts,
+		log:       opts.Logger.With("consumer", opts.Name),
+		dial:      append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts.DialOptions...),
+		filterSem: make(chan struct{}, 1),
+	}
+	stored, found, err := c.storedFilter()
+	if err != nil {
+		return nil, err
+	}
+	if found && len(opts.Filter) > 0 {
+		c.log.Info("consumer: the stored filter wins over Options.Filter", "stream", opts.Stream, "stored", len(stored))
+	}
+	c.filter = stored
+	for _, addr := range opts.Producers {
+		c.followers = append(c.followers, newFollower(c, addr))
+	}
+	return c, nil
+}
+
+// Run follows every producer until ctx is done (then it saves what was
+// handled and returns nil) or until an error that retrying cannot cure:
+// a handler error, a journal change (with FailOnJournalChange), a position
+// below retention, an unknown stream, a refused Init, a store failure. Then
+// it stops every stream and returns the error(s). Transport errors and
+// Unavailable are retried with backoff, resuming from the position. Run
+// returns only after everything it started has stopped. It may be called
+// again after it returned, but not concurrently (ErrRunning).
+func (c *Consumer) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer c.running.Store(false)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, f := range c.followers {
+		wg.Go(func() {
+			if err := f.run(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				cancel() // one failure stops every stream
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// ProducerStatus describes the stream of one producer, for metrics.
+type ProducerStatus struct {
+	Addr string
+	// JournalID is the producer's journal id, nil until first known.
+	JournalID []byte
+	// Offset is the last offset processed (handled, dropped or covered by
+	// Progress); it may be ahead of the stored position by one save batch.
+	Offset uint64
+	// Connected: a stream is open and its Hello was received.
+	Connected bool
+	// LastError ended the last stream or connection attempt (nil if none).
+	LastError error
+	// Lag is the producer's last known offset (from Hello, Progress and
+	// events) minus Offset.
+	Lag uint64
+}
+
+// Status returns one entry per producer, in the order of Options.Producers.
+func (c *Consumer) Status() []ProducerStatus {
+	out := make([]ProducerStatus, len(c.followers))
+	for i, f := range c.followers {
+		out[i] = f.status()
+	}
+	return out
+}
+
+// Filter returns a copy of the consumer's current filter: the one stored for
+// (Name, Stream), or Options.Filter while none is stored.
+func (c *Consumer) Filter() []*streamdv1.FilterCriterion {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cloneCriteria(c.filter)
+}
+
+// FilterOption adjusts UpdateFilter.
+type FilterOption func(*filterConfig)
+
+type filterConfig struct {
+	replayType string
+	replay     bool
+}
+
+// ReplayFromLastApplied makes UpdateFilter ask, for every include of an
+// exact entity id in add whose replay_from_seq_nr is 0, a replay from the
+// seqNr after the last one this consumer applied of (entityType, id) — per
+// producer, since each journal has its own seqNrs (1 if none was applied).
+// The criterion is stored as given (replay 0).
+func ReplayFromLastApplied(entityType string) FilterOption {
+	return func(fc *filterConfig) { fc.replay, fc.replayType = true, entityType }
+}
+
+// UpdateFilter adds and removes criteria (identity: action, field, value;
+// see filters.Apply). It validates the result, stores it for (Name, Stream)
+// first — so it survives restarts and every stream opened later carries it
+// in Init — then sends a FilterUpdate on every open stream and waits for
+// each answer. If a producer refuses (a *FilterRefusedError), the previous
+// filter is stored again and the streams that had accepted the update are
+// reopened, so that every stream runs the stored filter. A stream that ends
+// before it answers gets the stored filter when it reconnects. If ctx ends
+// first, the new filter stays stored, the streams that have not answered are
+// reopened with it, and ctx's error is returned.
+//
+// Do not call it from a Handler of the same Consumer: it waits for answers
+// that arrive behind the events the handler is holding up.
+func (c *Consumer) UpdateFilter(ctx context.Context, add, remove []*streamdv1.FilterCriterion, opts ...FilterOption) error {
+	var fc filterConfig
+	for _, o := range opts {
+		o(&fc)
+	}
+	for i, a := range add {
+		if err := filters.Validate(a, filters.Limits{}); err != nil {
+			return invalidf("UpdateFilter: add[%d]: %v", i, err)
+		}
+	}
+	for i, r := range remove {
+		if r == nil {
+			return invalidf("UpdateFilter: remove[%d] is nil", i)
+		}
+	}
+	add, remove = cloneCriteria(add), cloneCriteria(remove)
+	if err := c.lockFilter(ctx); err != nil {
+		return err
+	}
+	defer c.unlockFilter()
+
+	old, wasStored, err := c.storedFilter()
+	if err != nil {
+		return err
+	}
+	next := cloneCriteria(filters.Apply(old, add, remove))
+	if _, err := filters.Compile(next, filters.Limits{}); err != nil {
+		return invalidf("UpdateFilter: %v", err)
+	}
+	if err := c.opts.Store.SetFilters(c.opts.Name, c.opts.Stream, next); err != nil {
+		return fmt.Errorf("consumer: store filter: %w", err)
+	}
+	c.setFilter(next)
+
+	id := c.nextID.Add(1)
+	type pending struct {
+		s      *session
+		answer chan *streamdv1.FilterUpdateResult
+	}
+	var waits []pending
+	for _, f := range c.followers {
+		s := f.openSession()
+		if s == nil {
+			continue // it sends the stored filter in its next Init
+		}
+		u := &streamdv1.FilterUpdate{Id: id, Add: add, Remove: remove}
+		if fc.replay {
+			u.Add = s.replayFromLastApplied(add, fc.replayType)
+		}
+		answer := s.expect(id)
+		if err := s.send(&streamdv1.SubscribeRequest{Request: &streamdv1.SubscribeRequest_FilterUpdate{FilterUpdate: u}}); err != nil {
+			s.forget(id)
+			continue // the stream is ending; it reconnects with the stored filter
+		}
+		waits = append(waits, pending{s, answer})
+	}
+
+	var refused []error
+	var accepted, refusing []*session
+	for i, w := range waits {
+		select {
+		case r := <-w.answer:
+			if r.GetCode() == 0 {
+				accepted = append(accepted, w.s)
+			} else {
+				refusing = append(refusing, w.s)
+				refused = append(refused, &FilterRefusedError{Addr: w.s.f.addr, Code: codeOf(r.GetCode()), Message: r.GetMessage()})
+			}
+		case <-w.s.done:
+			// Ended before answering: it reconnects with the stored filter.
+		case <-ctx.Done():
+			for _, rest := range waits[i:] {
+				rest.s.forget(id)
+				rest.s.restart("filter update not answered before the caller gave up")
+			}
+			for _, s := range refusing {
+				s.restart("filter update refused; the caller gave up before the previous filter was restored")
+			}
+			return fmt.Errorf("consumer: UpdateFilter: %w (the new filter is stored; streams that had not accepted it reconnect with it)", ctx.Err())
+		}
+	}
+	if len(refused) == 0 {
+		return nil
+	}
+	if wasStored {
+		err = c.opts.Store.SetFilters(c.opts.Name, c.opts.Stream, old)
+	} else {
+		err = c.opts.Store.DeleteFilters(c.opts.Name, c.opts.Stream)
+	}
+	if err != nil {
+		refused = append(refused, fmt.Errorf("consumer: restore the previous filter: %w", err))
+	} else {
+		c.setFilter(old)
+	}
+	for _, s := range accepted {
+		s.restart("another producer refused the filter update")
+	}
+	return errors.Join(refused...)
+}
+
+// Replay asks every open stream for the history of (entityType, entityID)
+// from fromSeqNr (1 = all). The events arrive in replay batches, which do
+// not move the position, and go through the seqNr dedupe like any other:
+// only seqNrs above the last applied one reach the handler. A producer
+// without an open stream gets nothing; its error matches ErrNotConnected.
+func (c *Consumer) Replay(ctx context.Context, entityType, entityID string, fromSeqNr uint64) error {
+	switch {
+	case entityType == "":
+		return invalidf("Replay: entity type is empty")
+	case entityID == "":
+		return invalidf("Replay: entity id is empty")
+	}
+	req := &streamdv1.SubscribeRequest{Request: &streamdv1.SubscribeRequest_Replay{Replay: &streamdv1.Replay{
+		EntityType: entityType, EntityId: entityID, FromSeqNr: fromSeqNr,
+	}}}
+	var errs []error
+	for _, f := range c.followers {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s := f.openSession()
+		if s == nil {
+			errs = append(errs, fmt.Errorf("%w to producer %s: Replay of %s/%s not sent", ErrNotConnected, f.addr, entityType, entityID))
+			continue
+		}
+		if err := s.send(req); err != nil {
+			errs = append(errs, fmt.Errorf("%w to producer %s: Replay of %s/%s not sent: %v", ErrNotConnected, f.addr, entityType, entityID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// storedFilter returns the filter stored for (Name, Stream), or
+// Options.Filter and false if none is stored.
+func (c *Consumer) storedFilter() ([]*streamdv1.FilterCriterion, bool, error) {
+	criteria, err := c.opts.Store.Filters(c.opts.Name, c.opts.Stream)
+	switch {
+	case errors.Is(err, offsets.ErrNotFound):
+		return cloneCriteria(c.opts.Filter), false, nil
+	case err != nil:
+		return nil, false, storeErrorf("consumer: read the stored filter: %w", err)
+	}
+	return criteria, true, nil
+}
+
+func (c *Consumer) setFilter(criteria []*streamdv1.FilterCriterion) {
+	c.mu.Lock()
+	c.filter = cloneCriteria(criteria)
+	c.mu.Unlock()
+}
+
+func (c *Consumer) lockFilter(ctx context.Context) error {
+	select {
+	case c.filterSem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Consumer) unlockFilter() { <-c.filterSem }
+
+func cloneCriteria(in []*streamdv1.FilterCriterion) []*streamdv1.FilterCriterion {
+	if in == nil {
+		return nil
+	}
+	out := make([]*streamdv1.FilterCriterion, len(in))
+	for i, c := range in {
+		out[i] = proto.CloneOf(c)
+	}
+	return out
+}

@@ -1,0 +1,1009 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/streamd/streamd/journal"
+	"github.com/streamd/streamd/offsets"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// harness serves fake producers over bufconn and holds a real offsets store.
+type harness struct {
+	t     *testing.T
+	store *offsets.Store
+	fakes map[string]*fakeProducer // by address
+	addrs []string
+	lis   map[string]*bufconn.Listener // by name after "passthrough:///"
+}
+
+func newHarness(t *testing.T, producers int) *harness {
+	t.Helper()
+	store, err := offsets.Open(t.TempDir(), offsets.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, store: store, fakes: map[string]*fakeProducer{}, lis: map[string]*bufconn.Listener{}}
+	t.Cleanup(func() {
+		if err := store.Close(); err != nil {
+			t.Errorf("store Close: %v", err)
+		}
+	})
+	for i := range producers {
+		name := fmt.Sprintf("p%d", i+1)
+		fake := newFakeProducer()
+		lis := bufconn.Listen(1 << 20)
+		srv := grpc.NewServer()
+		streamdv1.RegisterEventStreamServiceServer(srv, fake)
+		go func() { _ = srv.Serve(lis) }()
+		t.Cleanup(srv.Stop)
+		addr := "passthrough:///" + name
+		h.fakes[addr], h.lis[name] = fake, lis
+		h.addrs = append(h.addrs, addr)
+	}
+	return h
+}
+
+func (h *harness) fake(i int) *fakeProducer { return h.fakes[h.addrs[i]] }
+
+func (h *harness) options() Options {
+	return Options{
+		Producers: h.addrs,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			lis := h.lis[addr]
+			if lis == nil {
+				return nil, fmt.Errorf("no fake producer %q", addr)
+			}
+			return lis.DialContext(ctx)
+		})},
+		Name:         "c1",
+		Store:        h.store,
+		SaveInterval: 10 * time.Millisecond,
+		MinBackoff:   time.Millisecond,
+		MaxBackoff:   5 * time.Millisecond,
+		Logger:       quiet,
+	}
+}
+
+func (h *harness) key(jid []byte) offsets.Key {
+	return offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.AllSlices}
+}
+
+// stored returns the stored offset of the whole-range position of jid.
+func (h *harness) stored(jid []byte) uint64 {
+	p, found, err := h.store.Get(h.key(jid))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if !found {
+		return 0
+	}
+	return p.Offset
+}
+
+// running is a Run in the background.
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func runBG(t *testing.T, c *Consumer) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- c.Run(ctx) }()
+	t.Cleanup(func() { r.cancel(); <-r.done })
+	return r
+}
+
+// stop cancels Run and returns its result.
+func (r *running) stop(t *testing.T) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		r.done <- err // for the cleanup
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+		return nil
+	}
+}
+
+// wait returns Run's result once it stops by itself.
+func (r *running) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+		return nil
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// recorder is a Handler that records what it is given.
+type recorder struct {
+	mu     sync.Mutex
+	events []*streamdv1.Event
+	fail   func(e *streamdv1.Event) error
+}
+
+func (r *recorder) handle(_ context.Context, e *streamdv1.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail != nil {
+		if err := r.fail(e); err != nil {
+			return err
+		}
+	}
+	r.events = append(r.events, e)
+	return nil
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.events)
+}
+
+// got returns "type/id#seq" of every handled event, in order.
+func (r *recorder) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, len(r.events))
+	for i, e := range r.events {
+		out[i] = fmt.Sprintf("%s/%s#%d", e.EntityType, e.EntityId, e.SeqNr)
+	}
+	return out
+}
+
+func (r *recorder) offsets() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]uint64, len(r.events))
+	for i, e := range r.events {
+		out[i] = e.Offset
+	}
+	return out
+}
+
+func newConsumer(t *testing.T, o Options) *Consumer {
+	t.Helper()
+	c, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// idInSlices returns an entity id with prefix whose slice is in [lo, hi].
+func idInSlices(prefix string, lo, hi uint32) string {
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("%s%d", prefix, i)
+		if s := journal.SliceOf(id); s >= lo && s <= hi {
+			return id
+		}
+	}
+}
+
+func include(field streamdv1.FilterField, value string) *streamdv1.FilterCriterion {
+	return &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE, Field: field, Value: value}
+}
+
+func exclude(field streamdv1.FilterField, value string) *streamdv1.FilterCriterion {
+	return &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_EXCLUDE, Field: field, Value: value}
+}
+
+func sameCriteria(a, b []*streamdv1.FilterCriterion) bool {
+	return slices.EqualFunc(a, b, func(x, y *streamdv1.FilterCriterion) bool { return proto.Equal(x, y) })
+}
+
+func TestOptionsValidate(t *testing.T) {
+	store, err := offsets.Open("", offsets.Options{InMemory: true, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	handler := func(context.Context, *streamdv1.Event) error { return nil }
+	txHandler := func(context.Context, *badger.Txn, *streamdv1.Event) error { return nil }
+	good := Options{Producers: []string{"localhost:7070"}, Name: "c", Store: store, Handler: handler}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("valid options refused: %v", err)
+	}
+	tests := []struct {
+		name   string
+		change func(o *Options)
+		want   string
+	}{
+		{"no producers", func(o *Options) { o.Producers = nil }, "Options.Producers is empty"},
+		{"empty producer", func(o *Options) { o.Producers = []string{"a:1", ""} }, "Options.Producers[1] is empty"},
+		{"duplicate producer", func(o *Options) { o.Producers = []string{"a:1", "a:1"} }, "Options.Producers[1]"},
+		{"nil dial option", func(o *Options) { o.DialOptions = []grpc.DialOption{nil} }, "Options.DialOptions[0]"},
+		{"no name", func(o *Options) { o.Name = "" }, "Options.Name is empty"},
+		{"long name", func(o *Options) { o.Name = strings.Repeat("n", offsets.MaxNameLen+1) }, "Options.Name"},
+		{"long stream", func(o *Options) { o.Stream = strings.Repeat("s", offsets.MaxNameLen+1) }, "Options.Stream"},
+		{"no store", func(o *Options) { o.Store = nil }, "Options.Store is nil"},
+		{"bad slices", func(o *Options) { o.Slices = offsets.SliceRange{First: 5, Last: 2} }, "Options.Slices"},
+		{"slices above 1023", func(o *Options) { o.Slices = offsets.SliceRange{First: 0, Last: 1024} }, "Options.Slices"},
+		{"bad filter", func(o *Options) {
+			o.Filter = []*streamdv1.FilterCriterion{include(streamdv1.FilterField_FILTER_FIELD_TAG, "")}
+		}, "Options.Filter"},
+		{"no handler", func(o *Options) { o.Handler = nil }, "Options.Handler is nil"},
+		{"tx handler at least once", func(o *Options) { o.TxHandler = txHandler }, "Options.TxHandler is set"},
+		{"no tx handler", func(o *Options) { o.Mode, o.Handler = ExactlyOnce, nil }, "Options.TxHandler is nil"},
+		{"handler exactly once", func(o *Options) { o.Mode, o.TxHandler = ExactlyOnce, txHandler }, "Options.Handler is set"},
+		{"unknown mode", func(o *Options) { o.Mode = 7 }, "Options.Mode"},
+		{"unknown start policy", func(o *Options) { o.StartPolicy = 9 }, "Options.StartPolicy"},
+		{"at time without time", func(o *Options) { o.StartPolicy = streamdv1.StartPolicy_START_POLICY_AT_TIME }, "Options.StartTime is zero"},
+		{"time without at time", func(o *Options) { o.StartTime = time.Now() }, "Options.StartTime is set"},
+		{"unknown journal policy", func(o *Options) { o.OnJournalChange = 3 }, "Options.OnJournalChange"},
+		{"negative save interval", func(o *Options) { o.SaveInterval = -time.Second }, "Options.SaveInterval"},
+		{"negative save every", func(o *Options) { o.SaveEvery = -1 }, "Options.SaveEvery"},
+		{"negative min backoff", func(o *Options) { o.MinBackoff = -time.Second }, "Options.MinBackoff"},
+		{"max below min backoff", func(o *Options) { o.MinBackoff, o.MaxBackoff = time.Second, time.Millisecond }, "Options.MaxBackoff"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := good
+			o.Producers = slices.Clone(good.Producers)
+			tt.change(&o)
+			err := o.Validate()
+			if err == nil {
+				t.Fatalf("Validate accepted %s", tt.name)
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate = %v, want ErrInvalid naming %q", err, tt.want)
+			}
+			if _, err := New(o); err == nil {
+				t.Fatal("New accepted what Validate refuses")
+			}
+		})
+	}
+}
+
+func TestDeliversInOrderAndSavesPosition(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.publish("a", "b", "a", "c", "b", "a")
+	rec := &recorder{}
+	o := h.options()
+	o.Handler = rec.handle
+	c := newConsumer(t, o)
+	r := runBG(t, c)
+	waitFor(t, "6 events", func() bool { return rec.count() == 6 })
+	if got, want := rec.got(), []string{"car/a#1", "car/b#1", "car/a#2", "car/c#1", "car/b#2", "car/a#3"}; !slices.Equal(got, want) {
+		t.Fatalf("handled %v, want %v", got, want)
+	}
+	jid := fake.jid()
+	waitFor(t, "position 6 stored", func() bool { return h.stored(jid) == 6 })
+	fake.publish("d")
+	waitFor(t, "event 7", func() bool { return rec.count() == 7 })
+	waitFor(t, "position 7 stored", func() bool { return h.stored(jid) == 7 })
+
+	st := c.Status()
+	if len(st) != 1 || st[0].Addr != h.addrs[0] || !st[0].Connected || st[0].Offset != 7 || st[0].Lag != 0 ||
+		string(st[0].JournalID) != string(jid) || st[0].LastError != nil {
+		t.Fatalf("Status = %+v", st)
+	}
+	if err := c.Run(context.Background()); !errors.Is(err, ErrRunning) {
+		t.Fatalf("second Run = %v, want ErrRunning", err)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run after cancel = %v, want nil", err)
+	}
+	if st := c.Status(); st[0].Connected {
+		t.Fatalf("Status after Run: still connected: %+v", st[0])
+	}
+	init := fake.initList()[0]
+	if init.Position != nil || init.StartPolicy != streamdv1.StartPolicy_START_POLICY_EARLIEST ||
+		init.ConsumerName != "c1" || init.SliceRange.GetFirst() != 0 || init.SliceRange.GetLast() != 1023 {
+		t.Fatalf("first Init = %v", init)
+	}
+	for _, e := range []string{"a", "b", "c", "d"} {
+		seq, err := h.store.AppliedSeqNr(nil, "c1", jid, "car", e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]uint64{"a": 3, "b": 2, "c": 1, "d": 1}[e]
+		if seq != want {
+			t.Errorf("applied seqNr of %s = %d, want %d", e, seq, want)
+		}
+	}
+	// The journal id of the producer is recorded under the documented key.
+	var rec2 []byte
+	err := h.store.DB().View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte("consumer/journal/2:c1/" + h.addrs[0]))
+		if err != nil {
+			return err
+		}
+		rec2, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil || len(rec2) != 17 || string(rec2[1:]) != string(jid) {
+		t.Fatalf("journal record = %x, %v; want version 1 and %x", rec2, err, jid)
+	}
+}
+
+func TestProgressMovesPositionOverFilteredEvents(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	rec := &recorder{}
+	o := h.options()
+	o.Handler = rec.handle
+	o.Filter = []*streamdv1.FilterCriterion{exclude(streamdv1.FilterField_FILTER_FIELD_ENTITY_TYPE, "noise")}
+	c := newConsumer(t, o)
+	runBG(t, c)
+	waitFor(t, "stream open", func() bool { return fake.openStreams() == 1 })
+	fake.publish("noise/n1", "noise/n2", "noise/n1", "noise/n3", "noise/n1")
+	jid := fake.jid()
+	// Only Progress reaches the consumer, and it moves the stored position.
+	waitFor(t, "position 5 stored", func() bool { return h.stored(jid) == 5 })
+	if rec.count() != 0 {
+		t.Fatalf("handled filtered events: %v", rec.got())
+	}
+	if !sameCriteria(fake.initList()[0].Filter, o.Filter) {
+		t.Fatalf("Init.Filter = %v, want Options.Filter %v", fake.initList()[0].Filter, o.Filter)
+	}
+	fake.publish("a")
+	waitFor(t, "event 6", func() bool { return rec.count() == 1 })
+	waitFor(t, "position 6 stored", func() bool { return h.stored(jid) == 6 })
+	if st := c.Status()[0]; st.Offset != 6 || st.Lag != 0 {
+		t.Fatalf("Status = %+v", st)
+	}
+}
+
+func TestDedupeDuplicatesReplaysAndForeignSlices(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.set(func(p *fakeProducer) { p.dup, p.noSlices, p.batchSize = true, true, 2 })
+	mine := offsets.SliceRange{First: 0, Last: 511}
+	a, b, cc := idInSlices("a", 0, 511), idInSlices("b", 512, 1023), idInSlices("c", 0, 511)
+	jid := fake.jid()
+	// Applied before (e.g. by another path): a#1 and a#2 are duplicates.
+	if err := h.store.Save(offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.SliceRange{First: 600, Last: 700}}, 0,
+		[]offsets.Applied{{EntityType: "car", EntityID: a, SeqNr: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	fake.publish(a, b, a, cc, a, b, a, cc)
+	rec := &recorder{}
+	o := h.options()
+	o.Handler, o.Slices = rec.handle, mine
+	c := newConsumer(t, o)
+	runBG(t, c)
+	want := []string{"car/" + cc + "#1", "car/" + a + "#3", "car/" + a + "#4", "car/" + cc + "#2"}
+	waitFor(t, "4 events", func() bool { return rec.count() >= 4 })
+	waitFor(t, "position 8", func() bool {
+		p, _, _ := h.store.Get(offsets.Key{Consumer: "c1", JournalID: jid, Slices: mine})
+		return p.Offset == 8
+	})
+
+	// A replay of the whole history of a brings only duplicates.
+	if err := c.Replay(context.Background(), "car", a, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the replay request", func() bool { return len(fake.replayList()) == 1 })
+	fake.publish(cc) // behind the replay batch in the stream
+	waitFor(t, "c#3", func() bool { return rec.count() >= 5 })
+	want = append(want, "car/"+cc+"#3")
+	if got := rec.got(); !slices.Equal(got, want) {
+		t.Fatalf("handled %v, want %v", got, want)
+	}
+	if rp := fake.replayList()[0]; rp.EntityType != "car" || rp.EntityId != a || rp.FromSeqNr != 1 {
+		t.Fatalf("Replay sent = %v", rp)
+	}
+	if err := c.Replay(context.Background(), "", a, 1); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Replay without entity type = %v, want ErrInvalid", err)
+	}
+}
+
+func TestReplayWithoutStreamIsNotConnected(t *testing.T) {
+	h := newHarness(t, 1)
+	o := h.options()
+	o.Handler = (&recorder{}).handle
+	c := newConsumer(t, o)
+	err := c.Replay(context.Background(), "car", "a", 1)
+	if !errors.Is(err, ErrNotConnected) || !strings.Contains(err.Error(), h.addrs[0]) {
+		t.Fatalf("Replay before Run = %v, want ErrNotConnected naming the producer", err)
+	}
+}
+
+func TestResumeAfterDisconnectAndRestart(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.set(func(p *fakeProducer) { p.batchSize, p.failAfter[0] = 2, 3 })
+	fake.publish("a", "a", "b", "a", "b", "a")
+	rec := &recorder{}
+	o := h.options()
+	o.Handler = rec.handle
+	c := newConsumer(t, o)
+	r := runBG(t, c)
+	waitFor(t, "6 events", func() bool { return rec.count() == 6 })
+	jid := fake.jid()
+	inits := fake.initList()
+	if len(inits) != 2 {
+		t.Fatalf("%d Inits, want 2 (one reconnect)", len(inits))
+	}
+	if p := inits[1].Position; p == nil || string(p.JournalId) != string(jid) || p.Offset != 3 {
+		t.Fatalf("Init after the disconnect has position %v, want {%x, 3}", p, jid)
+	}
+	if got := rec.offsets(); !slices.Equal(got, []uint64{1, 2, 3, 4, 5, 6}) {
+		t.Fatalf("handled offsets %v", got)
+	}
+	if st := c.Status()[0]; st.LastError == nil || status.Code(st.LastError) != codes.Unavailable {
+		t.Fatalf("Status.LastError = %v, want the Unavailable disconnect", st.LastError)
+	}
+	waitFor(t, "position 6 stored", func() bool { return h.stored(jid) == 6 })
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new process on the same store resumes from the stored position.
+	fake.publish("c", "a")
+	rec2 := &recorder{}
+	o.Handler = rec2.handle
+	c2 := newConsumer(t, o)
+	runBG(t, c2)
+	waitFor(t, "2 new events", func() bool { return rec2.count() == 2 })
+	if p := fake.initList()[2].Position; p == nil || string(p.JournalId) != string(jid) || p.Offset != 6 {
+		t.Fatalf("Init after restart has position %v, want {%x, 6}", p, jid)
+	}
+	if got := rec2.got(); !slices.Equal(got, []string{"car/c#1", "car/a#5"}) {
+		t.Fatalf("after restart handled %v", got)
+	}
+}
+
+func TestOperatorPositionForUnseenJournalIsUsed(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.publish("a", "a", "a", "a", "a", "a")
+	jid := fake.jid()
+	if err := h.store.Set(h.key(jid), 4); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	o := h.options()
+	o.Handler = rec.handle
+	c := newConsumer(t, o)
+	runBG(t, c)
+	waitFor(t, "2 events", func() bool { return rec.count() == 2 })
+	if got := rec.offsets(); !slices.Equal(got, []uint64{5, 6}) {
+		t.Fatalf("handled offsets %v, want 5 and 6", got)
+	}
+	inits := fake.initList()
+	if len(inits) != 2 || inits[0].Position != nil || inits[1].Position.GetOffset() != 4 {
+		t.Fatalf("Inits %v: want a start policy, then position 4", inits)
+	}
+}
+
+var errBoom = errors.New("boom")
+
+func TestExactlyOnceCommitsHandlerWritesWithPosition(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.set(func(p *fakeProducer) { p.batchSize = 2 })
+	fake.publish("a", "a", "a", "a")
+	jid := fake.jid()
+
+	var mu sync.Mutex
+	calls := map[uint64]int{}
+	failAt := uint64(3)
+	txHandler := func(_ context.Context, txn *badger.Txn, e *streamdv1.Event) error {
+		mu.Lock()
+		calls[e.SeqNr]++
+		mu.Unlock()
+		if err := txn.Set([]byte(fmt.Sprintf("state/%s/%d", e.EntityId, e.SeqNr)), []byte("x")); err != nil {
+			return err
+		}
+		if e.SeqNr == failAt {
+			return errBoom
+		}
+		return nil
+	}
+	o := h.options()
+	o.Mode, o.TxHandler = ExactlyOnce, txHandler
+	c := newConsumer(t, o)
+	r := runBG(t, c)
+	err := r.wait(t)
+	var he *HandlerError
+	if !errors.Is(err, errBoom) || !errors.As(err, &he) || he.SeqNr != 3 || he.Offset != 3 || he.EntityID != "a" {
+		t.Fatalf("Run = %v, want the handler error on a#3", err)
+	}
+	has := func(key string) bool {
+		err := h.store.DB().View(func(txn *badger.Txn) error { _, err := txn.Get([]byte(key)); return err })
+		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	applied := func() uint64 {
+		seq, err := h.store.AppliedSeqNr(nil, "c1", jid, "car", "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	// The first batch (a#1, a#2) committed; nothing of the failed one did.
+	if !has("state/a/1") || !has("state/a/2") || has("state/a/3") || has("state/a/4") {
+		t.Fatal("handler writes: want those of a#1 and a#2 only")
+	}
+	if got := h.stored(jid); got != 2 {
+		t.Fatalf("stored position %d, want 2", got)
+	}
+	if got := applied(); got != 2 {
+		t.Fatalf("applied seqNr %d, want 2", got)
+	}
+
+	// Fixed handler, duplicated batches: each event is applied exactly once.
+	failAt = 0
+	fake.set(func(p *fakeProducer) { p.dup = true })
+	mu.Lock()
+	clear(calls)
+	mu.Unlock()
+	c2 := newConsumer(t, o)
+	runBG(t, c2)
+	waitFor(t, "position 4", func() bool { return h.stored(jid) == 4 })
+	if p := fake.initList()[1].Position; p.GetOffset() != 2 {
+		t.Fatalf("resumed from %v, want offset 2", p)
+	}
+	if !has("state/a/3") || !has("state/a/4") || applied() != 4 {
+		t.Fatalf("after the resume: state/a/3 %v, state/a/4 %v, applied %d", has("state/a/3"), has("state/a/4"), applied())
+	}
+	fake.publish("a")
+	waitFor(t, "position 5", func() bool { return h.stored(jid) == 5 })
+	mu.Lock()
+	defer mu.Unlock()
+	if !maps(calls, map[uint64]int{3: 1, 4: 1, 5: 1}) {
+		t.Fatalf("TxHandler calls per seqNr %v, want one each for 3, 4, 5", calls)
+	}
+}
+
+func maps(a, b map[uint64]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestJournalChange(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.publish("a", "a", "a")
+	oldID := fake.jid()
+	rec := &recorder{}
+	o := h.options()
+	o.Handler = rec.handle
+	c := newConsumer(t, o)
+	r := runBG(t, c)
+	waitFor(t, "3 events", func() bool { return rec.count() == 3 })
+	waitFor(t, "position 3", func() bool { return h.stored(oldID) == 3 })
+
+	// The producer's journal is replaced under a running consumer: Fail.
+	newID := fake.replaceJournal()
+	fake.publish("a", "a")
+	err := r.wait(t)
+	var jc *JournalChangedError
+	if !errors.Is(err, ErrJournalChanged) || !errors.As(err, &jc) ||
+		string(jc.Stored) != string(oldID) || string(jc.Current) != string(newID) {
+		t.Fatalf("Run = %v, want a JournalChangedError from %x to %x", err, oldID, newID)
+	}
+	if msg := err.Error(); !strings.Contains(msg, fmt.Sprintf("%x", oldID)) || !strings.Contains(msg, fmt.Sprintf("%x", newID)) {
+		t.Fatalf("error %q does not name both journal ids", msg)
+	}
+	if rec.count() != 3 {
+		t.Fatalf("handled events of the new journal without permission: %v", rec.got())
+	}
+
+	// A restart with the default policy fails the same way, before handling.
+	c2 := newConsumer(t, o)
+	if err := runBG(t, c2).wait(t); !errors.Is(err, ErrJournalChanged) {
+		t.Fatalf("Run after restart = %v, want ErrJournalChanged", err)
+	}
+
+	// RestartFromEarliest starts the new journal from its beginning.
+	o.OnJournalChange = RestartFromEarliest
+	c3 := newConsumer(t, o)
+	runBG(t, c3)
+	waitFor(t, "2 events of the new journal", func() bool { return rec.count() == 5 })
+	if got := rec.got()[3:]; !slices.Equal(got, []string{"car/a#1", "car/a#2"}) {
+		t.Fatalf("new journal: handled %v", got)
+	}
+	last := fake.initList()[len(fake.initList())-1]
+	if last.Position != nil || last.StartPolicy != streamdv1.StartPolicy_START_POLICY_EARLIEST {
+		t.Fatalf("Init after the journal change = %v, want EARLIEST without a position", last)
+	}
+	waitFor(t, "position 2 in the new journal", func() bool { return h.stored(newID) == 2 })
+	if got := h.stored(oldID); got != 3 {
+		t.Fatalf("the old journal's position became %d, want it kept at 3", got)
+	}
+	if st := c3.Status()[0]; string(st.JournalID) != string(newID) {
+		t.Fatalf("Status.JournalID %x, want %x", st.JournalID, newID)
+	}
+}
+
+func TestOutOfRangeNamesFirstAvailableOffset(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.publish("a", "a", "a")
+	jid := fake.jid()
+	rec := &recorder{}
+	o := h.options()
+	o.Handler = rec.handle
+	r := runBG(t, newConsumer(t, o))
+	waitFor(t, "position 3", func() bool { return h.stored(jid) == 3 })
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	fake.publish("b", "b", "b", "b", "b", "b", "b", "b", "b")
+	fake.set(func(p *fakeProducer) { p.first = 10 })
+
+	err := runBG(t, newConsumer(t, o)).wait(t)
+	var oor *OutOfRangeError
+	if !errors.Is(err, ErrOutOfRange) || !errors.As(err, &oor) || oor.FirstAvailable != 10 || oor.Offset != 3 {
+		t.Fatalf("Run = %v, want an OutOfRangeError at 3 with first available 10", err)
+	}
+	if !strings.Contains(err.Error(), "first available offset is 10") {
+		t.Fatalf("error %q does not name the first available offset", err)
+	}
+	if n := len(fake.initList()); n != 2 {
+		t.Fatalf("%d Inits: OutOfRange must not be retried", n)
+	}
+}
+
+func TestNonRetryableErrors(t *testing.T) {
+	h := newHarness(t, 1)
+	o := h.options()
+	o.Handler = (&recorder{}).handle
+	o.Stream = "nope"
+	err := runBG(t, newConsumer(t, o)).wait(t)
+	if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), h.addrs[0]) {
+		t.Fatalf("Run on an unknown stream = %v, want NotFound naming the producer", err)
+	}
+	if n := len(h.fake(0).initList()); n != 1 {
+		t.Fatalf("%d Inits: NotFound must not be retried", n)
+	}
+
+	// A handler error in AtLeastOnce stops Run; what was handled before is saved.
+	fake := h.fake(0)
+	fake.publish("a", "a", "a")
+	rec := &recorder{fail: func(e *streamdv1.Event) error {
+		if e.SeqNr == 3 {
+			return errBoom
+		}
+		return nil
+	}}
+	o.Stream, o.Handler = "", rec.handle
+	err = runBG(t, newConsumer(t, o)).wait(t)
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("Run = %v, want the handler's error", err)
+	}
+	if got := h.stored(fake.jid()); got != 2 {
+		t.Fatalf("stored position %d after a handler error on offset 3, want 2", got)
+	}
+}
+
+func TestUpdateFilter(t *testing.T) {
+	h := newHarness(t, 2)
+	p1, p2 := h.fake(0), h.fake(1)
+	p1.publish("a", "a")
+	rec := &recorder{}
+	o := h.options()
+	o.Handler = rec.handle
+	o.Stream = "orders"
+	initial := []*streamdv1.FilterCriterion{exclude(streamdv1.FilterField_FILTER_FIELD_ENTITY_TYPE, "noise")}
+	o.Filter = initial
+	c := newConsumer(t, o)
+	runBG(t, c)
+	waitFor(t, "both streams open and a#2 handled", func() bool {
+		st := c.Status()
+		return st[0].Connected && st[1].Connected && rec.count() == 2
+	})
+	waitFor(t, "position 2", func() bool { return h.stored(p1.jid()) == 2 })
+	ctx := context.Background()
+
+	// Accepted: stored, sent to both, answered.
+	incX := include(streamdv1.FilterField_FILTER_FIELD_ENTITY_ID, "x")
+	if err := c.UpdateFilter(ctx, []*streamdv1.FilterCriterion{incX}, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := []*streamdv1.FilterCriterion{initial[0], incX}
+	stored, err := h.store.Filters("c1", "orders")
+	if err != nil || !sameCriteria(stored, want) {
+		t.Fatalf("stored filter %v (%v), want %v", stored, err, want)
+	}
+	if !sameCriteria(c.Filter(), want) {
+		t.Fatalf("Filter() = %v, want %v", c.Filter(), want)
+	}
+	for _, p := range []*fakeProducer{p1, p2} {
+		u := p.updateList()
+		if len(u) != 1 || !sameCriteria(u[0].Add, []*streamdv1.FilterCriterion{incX}) || len(u[0].Remove) != 0 {
+			t.Fatalf("FilterUpdates at a producer: %v", u)
+		}
+	}
+
+	// Invalid: refused before anything is stored or sent.
+	if err := c.UpdateFilter(ctx, []*streamdv1.FilterCriterion{include(streamdv1.FilterField_FILTER_FIELD_TOPIC, "a/#/b")}, nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("UpdateFilter with a bad topic = %v, want ErrInvalid", err)
+	}
+	if len(p1.updateList()) != 1 {
+		t.Fatal("an invalid update was sent")
+	}
+
+	// Refused by p2, accepted by p1: the old filter is stored again and p1's
+	// stream is reopened with it.
+	p2.set(func(p *fakeProducer) { p.refuse = "too many criteria for this producer" })
+	p1Inits := len(p1.initList())
+	tag := include(streamdv1.FilterField_FILTER_FIELD_TAG, "sports")
+	err = c.UpdateFilter(ctx, []*streamdv1.FilterCriterion{tag}, []*streamdv1.FilterCriterion{incX})
+	var fr *FilterRefusedError
+	if !errors.Is(err, ErrFilterRefused) || !errors.As(err, &fr) || fr.Addr != h.addrs[1] ||
+		status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "too many criteria") {
+		t.Fatalf("UpdateFilter refused by p2 = %v, want a FilterRefusedError from %s", err, h.addrs[1])
+	}
+	if stored, _ := h.store.Filters("c1", "orders"); !sameCriteria(stored, want) {
+		t.Fatalf("after a refusal the stored filter is %v, want the previous %v", stored, want)
+	}
+	if !sameCriteria(c.Filter(), want) {
+		t.Fatalf("after a refusal Filter() = %v", c.Filter())
+	}
+	waitFor(t, "p1 reopened", func() bool { return len(p1.initList()) == p1Inits+1 })
+	if got := p1.initList()[p1Inits]; !sameCriteria(got.Filter, want) || got.Position.GetOffset() != 2 {
+		t.Fatalf("p1's new Init: filter %v position %v, want %v at 2", got.Filter, got.Position, want)
+	}
+	if n := len(p2.initList()); n != 1 {
+		t.Fatalf("p2, which refused, was reopened (%d Inits)", n)
+	}
+	p2.set(func(p *fakeProducer) { p.refuse = "" })
+
+	// Replay from the last applied seqNr, per producer journal.
+	waitFor(t, "p1 connected again", func() bool { return c.Status()[0].Connected })
+	incA := include(streamdv1.FilterField_FILTER_FIELD_ENTITY_ID, "a")
+	if err := c.UpdateFilter(ctx, []*streamdv1.FilterCriterion{incA}, nil, ReplayFromLastApplied("car")); err != nil {
+		t.Fatal(err)
+	}
+	u1, u2 := p1.updateList(), p2.updateList()
+	if got := u1[len(u1)-1].Add[0].GetReplayFromSeqNr(); got != 3 {
+		t.Fatalf("p1 asked to replay a from %d, want 3 (a#2 applied)", got)
+	}
+	if got := u2[len(u2)-1].Add[0].GetReplayFromSeqNr(); got != 1 {
+		t.Fatalf("p2 asked to replay a from %d, want 1 (nothing applied there)", got)
+	}
+	want = append(want, incA)
+	if stored, _ := h.store.Filters("c1", "orders"); !sameCriteria(stored, want) {
+		t.Fatalf("stored %v, want %v (replay not stored)", stored, want)
+	}
+
+	// A reconnect carries the stored filter.
+	n := len(p2.initList())
+	p2.disconnectAll()
+	waitFor(t, "p2 reconnects", func() bool { return len(p2.initList()) == n+1 })
+	if got := p2.initList()[n].Filter; !sameCriteria(got, want) {
+		t.Fatalf("Init after reconnect carries %v, want %v", got, want)
+	}
+}
+
+func TestStoredFilterWinsOverOptions(t *testing.T) {
+	h := newHarness(t, 1)
+	stored := []*streamdv1.FilterCriterion{include(streamdv1.FilterField_FILTER_FIELD_TAG, "sports")}
+	if err := h.store.SetFilters("c1", "", stored); err != nil {
+		t.Fatal(err)
+	}
+	o := h.options()
+	o.Handler = (&recorder{}).handle
+	o.Filter = []*streamdv1.FilterCriterion{include(streamdv1.FilterField_FILTER_FIELD_TAG, "other")}
+	c := newConsumer(t, o)
+	if !sameCriteria(c.Filter(), stored) {
+		t.Fatalf("Filter() = %v, want the stored %v", c.Filter(), stored)
+	}
+	runBG(t, c)
+	waitFor(t, "Init", func() bool { return len(h.fake(0).initList()) == 1 })
+	if got := h.fake(0).initList()[0].Filter; !sameCriteria(got, stored) {
+		t.Fatalf("Init.Filter = %v, want the stored %v", got, stored)
+	}
+}
+
+func TestUpdateFilterWithoutRunOnlyStores(t *testing.T) {
+	h := newHarness(t, 1)
+	o := h.options()
+	o.Handler = (&recorder{}).handle
+	c := newConsumer(t, o)
+	tag := include(streamdv1.FilterField_FILTER_FIELD_TAG, "sports")
+	if err := c.UpdateFilter(context.Background(), []*streamdv1.FilterCriterion{tag}, nil); err != nil {
+		t.Fatal(err)
+	}
+	runBG(t, c)
+	waitFor(t, "Init", func() bool { return len(h.fake(0).initList()) == 1 })
+	if got := h.fake(0).initList()[0].Filter; !sameCriteria(got, []*streamdv1.FilterCriterion{tag}) {
+		t.Fatalf("Init.Filter = %v", got)
+	}
+}
+
+func TestFollowsSeveralProducers(t *testing.T) {
+	h := newHarness(t, 2)
+	p1, p2 := h.fake(0), h.fake(1)
+	p1.publish("a", "b", "a")
+	p2.publish("a", "a", "a", "a") // same entity id, another journal: its own seqNrs
+	rec := &recorder{}
+	o := h.options()
+	o.Handler = rec.handle
+	c := newConsumer(t, o)
+	runBG(t, c)
+	waitFor(t, "7 events", func() bool { return rec.count() == 7 })
+	waitFor(t, "both positions", func() bool { return h.stored(p1.jid()) == 3 && h.stored(p2.jid()) == 4 })
+	st := c.Status()
+	if string(st[0].JournalID) != string(p1.jid()) || st[0].Offset != 3 ||
+		string(st[1].JournalID) != string(p2.jid()) || st[1].Offset != 4 {
+		t.Fatalf("Status = %+v", st)
+	}
+}
+
+func TestBackoffIsBoundedWithJitter(t *testing.T) {
+	c := &Consumer{opts: Options{MinBackoff: 100 * time.Millisecond, MaxBackoff: 10 * time.Second}}
+	for n := range 100 {
+		ceiling := 100 * time.Millisecond
+		for range n {
+			ceiling = min(2*ceiling, 10*time.Second)
+		}
+		for range 20 {
+			if d := c.backoff(n); d < 0 || d > ceiling {
+				t.Fatalf("backoff(%d) = %s, outside [0, %s]", n, d, ceiling)
+			}
+		}
+	}
+	distinct := map[time.Duration]bool{}
+	for range 20 {
+		distinct[c.backoff(5)] = true
+	}
+	if len(distinct) < 2 {
+		t.Fatal("backoff has no jitter")
+	}
+}
+
+func TestResplitStartsUncoveredSlicesFromEarliest(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.publish("a", "a", "a", "a")
+	jid := fake.jid()
+	// A former instance owned only 0-511 and got to offset 4.
+	if err := h.store.Set(offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.SliceRange{First: 0, Last: 511}}, 4); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	o := h.options()
+	o.Handler = rec.handle
+	r := runBG(t, newConsumer(t, o))
+	// 512-1023 were never consumed: EARLIEST, so every event comes (a is
+	// delivered whatever its slice: nothing was applied).
+	waitFor(t, "4 events", func() bool { return rec.count() == 4 })
+	if init := fake.initList()[0]; init.Position != nil || init.StartPolicy != streamdv1.StartPolicy_START_POLICY_EARLIEST {
+		t.Fatalf("Init = %v, want EARLIEST for the uncovered slices", init)
+	}
+	waitFor(t, "position 4 for 0-1023", func() bool { return h.stored(jid) == 4 })
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	// The same situation against a replaced journal: Hello names another
+	// journal than the one we hold offsets for, and that is a journal change.
+	if err := h.store.Delete(h.key(jid)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.Set(offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.SliceRange{First: 0, Last: 511}}, 4); err != nil {
+		t.Fatal(err)
+	}
+	newID := fake.replaceJournal()
+	err := runBG(t, newConsumer(t, o)).wait(t)
+	var jc *JournalChangedError
+	if !errors.As(err, &jc) || string(jc.Stored) != string(jid) || string(jc.Current) != string(newID) {
+		t.Fatalf("Run = %v, want a JournalChangedError from %x to %x", err, jid, newID)
+	}
+}
+
+func TestExactlyOnceDedupesAgainstTheStore(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.publish("a", "a", "a", "b")
+	jid := fake.jid()
+	// a#1 and a#2 were applied through another slice range (a re-split).
+	if err := h.store.Save(offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.SliceRange{First: 600, Last: 700}}, 0,
+		[]offsets.Applied{{EntityType: "car", EntityID: "a", SeqNr: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []string
+	o := h.options()
+	o.Mode = ExactlyOnce
+	o.TxHandler = func(_ context.Context, _ *badger.Txn, e *streamdv1.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, fmt.Sprintf("%s#%d", e.EntityId, e.SeqNr))
+		return nil
+	}
+	runBG(t, newConsumer(t, o))
+	waitFor(t, "position 4", func() bool { return h.stored(jid) == 4 })
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, []string{"a#3", "b#1"}) {
+		t.Fatalf("TxHandler got %v, want a#3 and b#1", got)
+	}
+}
+
+// Replay batches carry old offsets and must never move the position, in
+// either mode, even when their offsets are above it.
+func TestReplayBatchesDoNotMovePosition(t *testing.T) {
+	for _, mode := range []Mode{AtLeastOnce, ExactlyOnce} {
+		t.Run(mode.String(), func(t *testing.T) {
+			h := newHarness(t, 1)
+			o := h.options()
+			handled := 0
+			if mode == AtLeastOnce {
+				o.Handler = func(context.Context, *streamdv1.Event) error { handled++; return nil }
+			} else {
+				o.Mode = ExactlyOnce
+				o.TxHandler = func(context.Context, *badger.Txn, *streamdv1.Event) error { handled++; return nil }
+			}
+			c := newConsumer(t, o)
+			f := c.followers[0]
+			f.journalID, f.known, f.offset = newJournalID(), true, 5
+			ev := &streamdv1.Event{Offset: 9, EntityType: "car", EntityId: "a", SeqNr: 1, Slice: journal.SliceOf("a")}
+			if err := f.handle(context.Background(), &streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Events{
+				Events: &streamdv1.EventBatch{Events: []*streamdv1.Event{ev}, Replay: true}}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.flush(); err != nil {
+				t.Fatal(err)
+			}
+			if handled != 1 || f.offset != 5 {
+				t.Fatalf("handled %d, offset %d: want the event handled and the offset kept at 5", handled, f.offset)
+			}
+			p, _, err := h.store.Get(h.key(f.journalID))
+			if err != nil || p.Offset > 5 {
+				t.Fatalf("stored position %v (%v), want at most 5", p, err)
+			}
+			if seq, _ := h.store.AppliedSeqNr(nil, "c1", f.journalID, "car", "a"); seq != 1 {
+				t.Fatalf("applied seqNr %d, want 1", seq)
+			}
+		})
+	}
+}

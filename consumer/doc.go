@@ -1,0 +1,82 @@
+// Package consumer is streamd's client side: it opens a Subscribe stream to
+// each producer it follows, resumes from the positions it keeps in an
+// offsets store, drops duplicates by seqNr, calls the application's handler,
+// saves its position, pushes filter changes and reconnects with backoff. It
+// imports offsets and filters (and the wire types); it never talks to a
+// journal directly.
+//
+// # Positions and the journal id rule
+//
+// A position is (consumer name, producer journal id, slice range) → the last
+// offset processed; the stream resumes at offset+1. Offsets mean nothing in
+// another journal, so:
+//
+//   - The consumer remembers, per producer address, the journal id it last
+//     saw there, in Store.DB() under "consumer/journal/<len(name)>:<name>/<addr>"
+//     (the offsets store has no place for it). On connect it sends the
+//     position stored for that journal (offsets.Store.Resolve, so slice
+//     ranges may be re-split) and the producer must serve that journal:
+//     Hello names it, or the producer refuses with FailedPrecondition.
+//   - A journal change is an error (*JournalChangedError, ErrJournalChanged,
+//     naming both ids) unless Options.OnJournalChange is RestartFromEarliest,
+//     which starts the new journal from its earliest offset. It is never a
+//     silent restart.
+//   - With no stored position for a producer's journal (first contact, or the
+//     positions were deleted) the stream starts from Options.StartPolicy, or
+//     from an operator's pending reset (offsets.Store.Reset), and the start
+//     is stored at once with offsets.Store.Set.
+//   - A position below the producer's retention floor is an *OutOfRangeError
+//     (ErrOutOfRange) naming the first available offset: events were lost,
+//     an operator decides.
+//
+// # Delivery guarantees
+//
+// AtLeastOnce (the default): Handler runs first, then the offset and the
+// entity's seqNr are recorded in memory and saved in one transaction every
+// SaveInterval, every SaveEvery handled events, on each Progress and when a
+// stream ends. A crash re-delivers at most what was handled since the last
+// save (minus what the seqNr dedupe drops). A Handler error stops Run; the
+// event is not recorded, so it comes again after a restart.
+//
+// ExactlyOnce: each event batch is applied in one Badger transaction of
+// Store.DB(): TxHandler's writes, the entities' applied seqNrs and the new
+// position commit together, durably, or not at all (a batch too big for one
+// transaction is committed event by event, each atomic). A TxHandler error
+// discards the whole batch and stops Run; nothing of it is stored and the
+// event is never skipped.
+//
+// Dedupe: an event whose seqNr is not above the last applied seqNr of its
+// entity (kept in the store per consumer, journal id and entity, with an
+// in-memory cache in front) is dropped, and so is an event outside the
+// consumer's slice range. This removes the duplicates of reconnects,
+// replays, re-split slices and several paths. Replay batches (answers to
+// Replay or to an include with replay) go through the same dedupe and never
+// move the position. SeqNrs are gap-free per entity, so an event of an
+// entity that arrives after a later one of the same entity is dropped too:
+// the producer must send a replayed entity's older events before its newer
+// live ones.
+//
+// Progress moves the position over events the producer filtered away; it is
+// saved after everything before it has been handled (and saved).
+//
+// # Filters
+//
+// The consumer's filter is stored per (Name, Stream) in the offsets store
+// and sent in every Init, so it survives restarts; Options.Filter applies
+// only while none is stored. UpdateFilter stores first, then updates every
+// open stream and waits for the producers' answers; a refusal restores the
+// previous filter. Criteria expire at the producer.
+//
+// # Reconnects and lifetime
+//
+// Unavailable and transport errors are retried with exponential backoff and
+// full jitter (MinBackoff..MaxBackoff), resuming from the position (in
+// memory: the latest processed). FailedPrecondition, OutOfRange, NotFound,
+// InvalidArgument, Unauthenticated, PermissionDenied and Unimplemented are
+// not retried: Run stops every stream and returns the error. Run owns every
+// goroutine it starts and returns only after all of them have stopped.
+//
+// What it does not do: it does not detect seqNr gaps (an entity filtered out
+// for a while has them legitimately), does not close the Store, and does not
+// order events across producers.
+package consumer

@@ -1,0 +1,145 @@
+package consumer
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+var (
+	// ErrInvalid is matched by every error about bad options or arguments.
+	ErrInvalid = errors.New("consumer: invalid argument")
+	// ErrJournalChanged is matched by a *JournalChangedError: a producer we
+	// hold a position for now serves another journal.
+	ErrJournalChanged = errors.New("consumer: producer journal changed")
+	// ErrOutOfRange is matched by an *OutOfRangeError: the stored position is
+	// below the producer's retention floor, events were lost to retention.
+	ErrOutOfRange = errors.New("consumer: position below the producer's retention floor")
+	// ErrFilterRefused is matched by a *FilterRefusedError.
+	ErrFilterRefused = errors.New("consumer: filter update refused")
+	// ErrNotConnected is returned by Replay for a producer that has no open
+	// stream.
+	ErrNotConnected = errors.New("consumer: no open stream")
+	// ErrRunning is returned by Run while another Run of the same Consumer
+	// is running.
+	ErrRunning = errors.New("consumer: Run is already running")
+	// ErrProtocol is matched by errors about a producer that broke the
+	// stream protocol (no Hello first, a malformed journal id or event).
+	ErrProtocol = errors.New("consumer: protocol violation")
+)
+
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string        { return "consumer: " + e.msg }
+func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalidf(format string, args ...any) error {
+	return &invalidError{msg: fmt.Sprintf(format, args...)}
+}
+
+func protocolf(addr, format string, args ...any) error {
+	return fmt.Errorf("%w: producer %s: "+format, append([]any{ErrProtocol, addr}, args...)...)
+}
+
+// JournalChangedError: the producer at Addr serves journal Current, but the
+// consumer holds a position for journal Stored. Current is nil when the
+// producer did not tell (Message is then its refusal).
+type JournalChangedError struct {
+	Addr            string
+	Stored, Current []byte
+	Message         string
+}
+
+func (e *JournalChangedError) Error() string {
+	current := "an unknown journal"
+	if e.Current != nil {
+		current = fmt.Sprintf("journal %x", e.Current)
+	}
+	s := fmt.Sprintf("consumer: producer %s serves %s, but the position is for journal %x: the journal was replaced; "+
+		"set Options.OnJournalChange to RestartFromEarliest, or delete the positions of journal %x to start from Options.StartPolicy",
+		e.Addr, current, e.Stored, e.Stored)
+	if e.Message != "" {
+		s += " (producer: " + e.Message + ")"
+	}
+	return s
+}
+
+// Is makes a *JournalChangedError match ErrJournalChanged.
+func (e *JournalChangedError) Is(target error) bool { return target == ErrJournalChanged }
+
+// OutOfRangeError: the position Offset (last processed) is below the
+// retention floor of the producer at Addr; FirstAvailable is its first
+// stored offset (0 if it could not be learned; Message then has the
+// producer's words).
+type OutOfRangeError struct {
+	Addr           string
+	JournalID      []byte
+	Offset         uint64
+	FirstAvailable uint64
+	Message        string
+}
+
+func (e *OutOfRangeError) Error() string {
+	first := "unknown"
+	if e.FirstAvailable != 0 {
+		first = fmt.Sprint(e.FirstAvailable)
+	}
+	s := fmt.Sprintf("consumer: producer %s (journal %x): position %d is below the retention floor, first available offset is %s; "+
+		"the events in between are lost to this consumer: set its position (streamctl offsets set) to continue", e.Addr, e.JournalID, e.Offset, first)
+	if e.Message != "" {
+		s += " (producer: " + e.Message + ")"
+	}
+	return s
+}
+
+// Is makes an *OutOfRangeError match ErrOutOfRange.
+func (e *OutOfRangeError) Is(target error) bool { return target == ErrOutOfRange }
+
+// FilterRefusedError is a FilterUpdateResult with a non-OK code from the
+// producer at Addr.
+type FilterRefusedError struct {
+	Addr    string
+	Code    codes.Code
+	Message string
+}
+
+func (e *FilterRefusedError) Error() string {
+	return fmt.Sprintf("consumer: producer %s refused the filter update (%s): %s", e.Addr, e.Code, e.Message)
+}
+
+// Is makes a *FilterRefusedError match ErrFilterRefused.
+func (e *FilterRefusedError) Is(target error) bool { return target == ErrFilterRefused }
+
+// GRPCStatus lets status.Code report the producer's code.
+func (e *FilterRefusedError) GRPCStatus() *status.Status { return status.New(e.Code, e.Error()) }
+
+// HandlerError is a Handler's or TxHandler's error with the event it failed
+// on; Unwrap returns the handler's error.
+type HandlerError struct {
+	Addr       string
+	Offset     uint64
+	EntityType string
+	EntityID   string
+	SeqNr      uint64
+	Err        error
+}
+
+func (e *HandlerError) Error() string {
+	return fmt.Sprintf("consumer: handler failed on event %s/%s seqNr %d (offset %d) from %s: %v",
+		e.EntityType, e.EntityID, e.SeqNr, e.Offset, e.Addr, e.Err)
+}
+
+func (e *HandlerError) Unwrap() error { return e.Err }
+
+// storeError marks a failure of the offsets store, which ends Run even while
+// it is shutting down (a lost save must not look like a clean stop).
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+func storeErrorf(format string, args ...any) error {
+	return &storeError{err: fmt.Errorf(format, args...)}
+}

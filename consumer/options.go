@@ -1,0 +1,250 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/grpc"
+
+	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/offsets"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// Mode is the delivery guarantee of a Consumer.
+type Mode uint8
+
+const (
+	// AtLeastOnce, the default, calls Options.Handler and saves the position
+	// and applied seqNrs afterwards, in batches: after a crash the events
+	// handled since the last save are delivered again.
+	AtLeastOnce Mode = iota
+	// ExactlyOnce calls Options.TxHandler with a transaction of Store.DB()
+	// and commits the handler's writes, the applied seqNrs and the position
+	// in that one durable transaction.
+	ExactlyOnce
+)
+
+func (m Mode) String() string {
+	switch m {
+	case AtLeastOnce:
+		return "AtLeastOnce"
+	case ExactlyOnce:
+		return "ExactlyOnce"
+	}
+	return fmt.Sprintf("Mode(%d)", uint8(m))
+}
+
+// JournalChangePolicy says what a Consumer does when a producer it has a
+// position for now serves another journal (the journal was replaced).
+type JournalChangePolicy uint8
+
+const (
+	// FailOnJournalChange, the default: Run returns a *JournalChangedError
+	// (matching ErrJournalChanged). Positions are never silently dropped.
+	FailOnJournalChange JournalChangePolicy = iota
+	// RestartFromEarliest starts that producer's new journal from its
+	// earliest offset; the positions of the old journal stay in the store.
+	RestartFromEarliest
+)
+
+func (p JournalChangePolicy) String() string {
+	switch p {
+	case FailOnJournalChange:
+		return "FailOnJournalChange"
+	case RestartFromEarliest:
+		return "RestartFromEarliest"
+	}
+	return fmt.Sprintf("JournalChangePolicy(%d)", uint8(p))
+}
+
+// Handler handles one event in AtLeastOnce mode. An error stops Run (the
+// event is not recorded as applied, so it is delivered again after a
+// restart). ctx is cancelled when the stream ends.
+type Handler func(ctx context.Context, e *streamdv1.Event) error
+
+// TxHandler handles one event in ExactlyOnce mode, writing its effects with
+// txn, a transaction of Options.Store.DB(). It must have no effect outside
+// txn: if the commit conflicts with a concurrent transaction the batch is run
+// again in a fresh transaction. Its keys must not begin with the bytes 0x00
+// 'o' (the offsets store's) nor with "consumer/" (this package's). An error
+// discards the whole batch and stops Run.
+type TxHandler func(ctx context.Context, txn *badger.Txn, e *streamdv1.Event) error
+
+// Defaults for zero Options fields.
+const (
+	DefaultSaveInterval = time.Second
+	DefaultSaveEvery    = 1000
+	DefaultMinBackoff   = 100 * time.Millisecond
+	DefaultMaxBackoff   = 10 * time.Second
+)
+
+// Options configures New. Zero values mean the documented defaults.
+type Options struct {
+	// Producers are the addresses (host:port, or any gRPC target) of the
+	// producers to follow. Each gets its own stream, journal id and position.
+	Producers []string
+	// DialOptions are applied after a default of insecure transport
+	// credentials: pass grpc.WithTransportCredentials for TLS.
+	DialOptions []grpc.DialOption
+
+	// Stream is the name of the producers' stream ("" = the default stream).
+	Stream string
+	// Slices this instance owns. The zero value means all slices (0-1023);
+	// the single slice 0 cannot be asked for.
+	Slices offsets.SliceRange
+	// Name identifies the consumer in the store and to the producers.
+	// Required.
+	Name string
+	// Store keeps positions, applied seqNrs, filters and the journal id last
+	// seen per producer. Required. The Consumer does not close it.
+	Store *offsets.Store
+	// Filter is the initial filter, used while the store holds none for
+	// (Name, Stream). A stored filter (written by UpdateFilter) wins, so
+	// filters survive restarts.
+	Filter []*streamdv1.FilterCriterion
+
+	// Mode is AtLeastOnce (default) or ExactlyOnce.
+	Mode Mode
+	// Handler is required with AtLeastOnce.
+	Handler Handler
+	// TxHandler is required with ExactlyOnce.
+	TxHandler TxHandler
+
+	// StartPolicy applies when there is no stored position for a producer's
+	// journal: START_POLICY_EARLIEST (default), _LATEST or _AT_TIME.
+	StartPolicy streamdv1.StartPolicy
+	// StartTime goes with START_POLICY_AT_TIME.
+	StartTime time.Time
+	// OnJournalChange is FailOnJournalChange (default) or
+	// RestartFromEarliest.
+	OnJournalChange JournalChangePolicy
+
+	// SaveInterval and SaveEvery batch the saves of AtLeastOnce positions:
+	// a save happens every SaveInterval (default 1s), after SaveEvery
+	// handled events (default 1000), on Progress and when a stream ends.
+	SaveInterval time.Duration
+	SaveEvery    int
+
+	// MinBackoff and MaxBackoff bound the delay before a reconnect, doubled
+	// per failed attempt with full jitter (defaults 100ms and 10s).
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns o with zero fields set to their defaults.
+func (o Options) withDefaults() Options {
+	if o.Slices == (offsets.SliceRange{}) {
+		o.Slices = offsets.AllSlices
+	}
+	if o.StartPolicy == streamdv1.StartPolicy_START_POLICY_UNSPECIFIED {
+		o.StartPolicy = streamdv1.StartPolicy_START_POLICY_EARLIEST
+	}
+	if o.SaveInterval == 0 {
+		o.SaveInterval = DefaultSaveInterval
+	}
+	if o.SaveEvery == 0 {
+		o.SaveEvery = DefaultSaveEvery
+	}
+	if o.MinBackoff == 0 {
+		o.MinBackoff = DefaultMinBackoff
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = max(DefaultMaxBackoff, o.MinBackoff)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Validate reports the first unusable field of o (zero values are fine: they
+// mean the defaults). The error names the field and matches ErrInvalid.
+func (o Options) Validate() error {
+	o = o.withDefaults()
+	if len(o.Producers) == 0 {
+		return invalidf("Options.Producers is empty (give at least one producer address)")
+	}
+	seen := make(map[string]bool, len(o.Producers))
+	for i, addr := range o.Producers {
+		switch {
+		case addr == "":
+			return invalidf("Options.Producers[%d] is empty", i)
+		case seen[addr]:
+			return invalidf("Options.Producers[%d] %q is listed twice", i, addr)
+		}
+		seen[addr] = true
+	}
+	for i, d := range o.DialOptions {
+		if d == nil {
+			return invalidf("Options.DialOptions[%d] is nil", i)
+		}
+	}
+	if len(o.Stream) > offsets.MaxNameLen {
+		return invalidf("Options.Stream is %d bytes, above %d", len(o.Stream), offsets.MaxNameLen)
+	}
+	if err := o.Slices.Validate(); err != nil {
+		return invalidf("Options.Slices: %v", err)
+	}
+	switch {
+	case o.Name == "":
+		return invalidf("Options.Name is empty (name the consumer: positions and filters are stored under it)")
+	case len(o.Name) > offsets.MaxNameLen:
+		return invalidf("Options.Name is %d bytes, above %d", len(o.Name), offsets.MaxNameLen)
+	case o.Store == nil:
+		return invalidf("Options.Store is nil (open one with offsets.Open)")
+	}
+	if _, err := filters.Compile(o.Filter, filters.Limits{}); err != nil {
+		return invalidf("Options.Filter: %v", err)
+	}
+	switch o.Mode {
+	case AtLeastOnce:
+		if o.Handler == nil {
+			return invalidf("Options.Handler is nil (required with Mode AtLeastOnce)")
+		}
+		if o.TxHandler != nil {
+			return invalidf("Options.TxHandler is set with Mode AtLeastOnce (set Mode: ExactlyOnce, or use Handler)")
+		}
+	case ExactlyOnce:
+		if o.TxHandler == nil {
+			return invalidf("Options.TxHandler is nil (required with Mode ExactlyOnce)")
+		}
+		if o.Handler != nil {
+			return invalidf("Options.Handler is set with Mode ExactlyOnce (use TxHandler)")
+		}
+	default:
+		return invalidf("Options.Mode %d is unknown (AtLeastOnce or ExactlyOnce)", uint8(o.Mode))
+	}
+	switch o.StartPolicy {
+	case streamdv1.StartPolicy_START_POLICY_EARLIEST, streamdv1.StartPolicy_START_POLICY_LATEST:
+		if !o.StartTime.IsZero() {
+			return invalidf("Options.StartTime is set with Options.StartPolicy %s (only START_POLICY_AT_TIME takes a time)", o.StartPolicy)
+		}
+	case streamdv1.StartPolicy_START_POLICY_AT_TIME:
+		if o.StartTime.IsZero() {
+			return invalidf("Options.StartTime is zero with Options.StartPolicy START_POLICY_AT_TIME")
+		}
+	default:
+		return invalidf("Options.StartPolicy %d is unknown (EARLIEST, LATEST or AT_TIME)", int32(o.StartPolicy))
+	}
+	if o.OnJournalChange > RestartFromEarliest {
+		return invalidf("Options.OnJournalChange %d is unknown (FailOnJournalChange or RestartFromEarliest)", uint8(o.OnJournalChange))
+	}
+	switch {
+	case o.SaveInterval < 0:
+		return invalidf("Options.SaveInterval %s is negative", o.SaveInterval)
+	case o.SaveEvery < 0:
+		return invalidf("Options.SaveEvery %d is negative", o.SaveEvery)
+	case o.MinBackoff < 0:
+		return invalidf("Options.MinBackoff %s is negative", o.MinBackoff)
+	case o.MaxBackoff < o.MinBackoff:
+		return invalidf("Options.MaxBackoff %s is below Options.MinBackoff %s", o.MaxBackoff, o.MinBackoff)
+	}
+	return nil
+}
