@@ -47,10 +47,10 @@ type blockWriter struct {
 	last  uint64
 }
 
-func (b *blockWriter) add(txn *badger.Txn, e *streamdv1.Event) (int, error) {
+func (b *blockWriter) add(txn *badger.Txn, e *streamdv1.Event) ([]byte, error) {
 	if b.start >= 0 && len(b.buf)-b.start >= maxBlockBytes {
 		if err := b.flush(txn); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	if b.start < 0 {
@@ -62,13 +62,13 @@ func (b *blockWriter) add(txn *badger.Txn, e *streamdv1.Event) (int, error) {
 	b.buf = append(b.buf, 0, 0, 0, 0)
 	var err error
 	if b.buf, err = marshalOpts.MarshalAppend(b.buf, e); err != nil {
-		return 0, err
+		return nil, err
 	}
 	n := len(b.buf) - at - 4
 	binary.BigEndian.PutUint32(b.buf[at:], uint32(n))
 	b.count++
 	b.last = e.Offset
-	return n, nil
+	return b.buf[at+4 : len(b.buf) : len(b.buf)], nil
 }
 
 // flush stages the open block. Badger keeps a reference to the value until

@@ -300,7 +300,7 @@ type group struct {
 	reqs     []writeReq
 	answered []bool
 	results  [][]Appended
-	events   []*streamdv1.Event
+	records  []Record // committed events, for the live ring
 	addBytes int64
 	bytes    int64  // stored bytes once this group is applied
 	last     uint64 // last offset once this group is applied
@@ -396,8 +396,8 @@ func (j *Journal) writeLoop(w *writer) {
 func (j *Journal) syncLoop(toSync <-chan *group) {
 	lastEvents, lastSync := 0, time.Duration(0)
 	for g := range toSync {
-		batch, pending := []*group{g}, len(g.events)
-		more := func(g *group) { batch, pending = append(batch, g), pending+len(g.events) }
+		batch, pending := []*group{g}, len(g.records)
+		more := func(g *group) { batch, pending = append(batch, g), pending+len(g.records) }
 	drain:
 		for {
 			select {
@@ -465,9 +465,9 @@ func (j *Journal) syncLoop(toSync <-chan *group) {
 				}
 				j.typesMu.Unlock()
 			}
-			if len(g.events) > 0 {
+			if len(g.records) > 0 {
 				j.durable.Store(g.last)
-				j.ring.push(g.events)
+				j.ring.push(g.records)
 			}
 			for i := range g.reqs {
 				if !g.answered[i] {
@@ -479,7 +479,7 @@ func (j *Journal) syncLoop(toSync <-chan *group) {
 					appends++
 				}
 			}
-			events += len(g.events)
+			events += len(g.records)
 			bytes += g.addBytes
 		}
 		if j.opts.Observer != nil && events > 0 {
@@ -593,10 +593,11 @@ func (w *writer) commit(g *group) error {
 		}
 		for k, e := range events {
 			e.Offset, e.Slice, e.TimestampUnixNano = offset, SliceOf(e.EntityId), ts
-			n, err := blocks.add(txn, e)
+			raw, err := blocks.add(txn, e)
 			if err != nil {
 				return err
 			}
+			n := len(raw)
 			ik, iv := len(slab), 0
 			slab = append(slab, prefixIndex...)
 			slab = append(slab, undo[k].ek...)
@@ -609,12 +610,12 @@ func (w *writer) commit(g *group) error {
 			}
 			g.addBytes += int64(n)
 			app[k] = Appended{Offset: offset, SeqNr: e.SeqNr}
-			g.events = append(g.events, e)
+			g.records = append(g.records, Record{Offset: offset, Raw: raw, event: e})
 			offset++
 		}
 		g.results[i] = app
 	}
-	if len(g.events) == 0 {
+	if len(g.records) == 0 {
 		return nil // every append conflicted
 	}
 	if err := blocks.flush(txn); err != nil {

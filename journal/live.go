@@ -3,14 +3,12 @@ package journal
 import (
 	"context"
 	"sync"
-
-	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
 // ring holds the most recent committed events, by offset, for live readers.
 type ring struct {
 	mu     sync.RWMutex
-	buf    []*streamdv1.Event
+	buf    []Record
 	oldest uint64 // smallest offset held
 	next   uint64 // offset the next committed event will have
 	notify chan struct{}
@@ -18,7 +16,7 @@ type ring struct {
 }
 
 func newRing(size int) *ring {
-	return &ring{buf: make([]*streamdv1.Event, size), notify: make(chan struct{})}
+	return &ring{buf: make([]Record, size), notify: make(chan struct{})}
 }
 
 func (r *ring) reset(next uint64) {
@@ -29,13 +27,13 @@ func (r *ring) reset(next uint64) {
 
 // push adds committed events (consecutive offsets from r.next) and wakes
 // every waiting reader.
-func (r *ring) push(events []*streamdv1.Event) {
+func (r *ring) push(records []Record) {
 	size := uint64(len(r.buf))
 	r.mu.Lock()
-	for _, e := range events {
-		r.buf[e.Offset%size] = e
+	for _, rec := range records {
+		r.buf[rec.Offset%size] = rec
 	}
-	r.next = events[len(events)-1].Offset + 1
+	r.next = records[len(records)-1].Offset + 1
 	if r.next-r.oldest > size {
 		r.oldest = r.next - size
 	}
@@ -55,7 +53,7 @@ func (r *ring) close() {
 
 // read appends up to limit events from offset from. With nothing new it returns
 // a channel closed at the next commit. ErrFellBehind if from is no longer held.
-func (r *ring) read(from uint64, limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, <-chan struct{}, error) {
+func (r *ring) read(from uint64, limit int, dst []Record) ([]Record, <-chan struct{}, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed {
@@ -75,12 +73,12 @@ func (r *ring) read(from uint64, limit int, dst []*streamdv1.Event) ([]*streamdv
 	return dst, nil, nil
 }
 
-// ReadLive appends up to limit committed events from offset from out of the
+// ReadLive appends up to limit committed records from offset from out of the
 // live ring. When none are committed yet it returns a channel that is closed
 // at the next commit. When the ring no longer holds from it returns
-// ErrFellBehind: read from the journal with Read, then return to the ring.
-// Events from the ring are shared: callers must not modify them.
-func (j *Journal) ReadLive(from uint64, limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, <-chan struct{}, error) {
+// ErrFellBehind: read from the journal with ReadRecords, then return to the
+// ring. Records from the ring are shared: callers must not modify them.
+func (j *Journal) ReadLive(from uint64, limit int, dst []Record) ([]Record, <-chan struct{}, error) {
 	return j.ring.read(from, limit, dst)
 }
 
@@ -101,14 +99,14 @@ func (c *Cursor) Next() uint64 { return c.next }
 
 // Read appends up to limit events without blocking. When there are none it
 // returns a channel that is closed when more may be available.
-func (c *Cursor) Read(limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, <-chan struct{}, error) {
+func (c *Cursor) Read(limit int, dst []Record) ([]Record, <-chan struct{}, error) {
 	if floor := c.j.floor.Load(); c.next < floor {
 		return dst, nil, &OutOfRangeError{Requested: c.next, FirstAvailable: floor}
 	}
 	n := len(dst)
 	dst, wait, err := c.j.ReadLive(c.next, limit, dst)
 	if err == ErrFellBehind {
-		dst, err = c.j.Read(c.next, limit, dst)
+		dst, err = c.j.ReadRecords(c.next, limit, dst)
 		wait = nil
 		if err == nil && len(dst) == n {
 			// Raced with a commit that outran the ring; the next call reads it.
@@ -126,7 +124,7 @@ func (c *Cursor) Read(limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, <-
 
 // Wait blocks until Read returns at least one event, ctx is done, or an
 // error occurs.
-func (c *Cursor) Wait(ctx context.Context, limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, error) {
+func (c *Cursor) Wait(ctx context.Context, limit int, dst []Record) ([]Record, error) {
 	for {
 		n := len(dst)
 		var wait <-chan struct{}

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -14,6 +15,23 @@ import (
 // offset order. It returns fewer (possibly none) when it reaches the last
 // committed offset. Reading below the retention floor is an *OutOfRangeError.
 func (j *Journal) Read(from uint64, limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, error) {
+	recs, err := j.ReadRecords(from, limit, nil)
+	if err != nil {
+		return dst, err
+	}
+	for i := range recs {
+		e, err := recs[i].Event()
+		if err != nil {
+			return dst, fmt.Errorf("journal: read from offset %d: %w", from, err)
+		}
+		dst = append(dst, e)
+	}
+	return dst, nil
+}
+
+// ReadRecords is Read without decoding: records carry their encoding and
+// decode on demand.
+func (j *Journal) ReadRecords(from uint64, limit int, dst []Record) ([]Record, error) {
 	if floor := j.floor.Load(); from < floor {
 		return dst, &OutOfRangeError{Requested: from, FirstAvailable: floor}
 	}
@@ -29,17 +47,17 @@ func (j *Journal) Read(from uint64, limit int, dst []*streamdv1.Event) ([]*strea
 		for it.Seek(blockKey(from)); it.Valid() && want <= last && limit > 0; it.Next() {
 			item := it.Item()
 			blockLast := lastOffsetOfBlockKey(item.Key())
-			var derr error
 			err := item.Value(func(val []byte) error {
+				// One copy per block: the records' Raw slices share it.
+				var copied []byte
 				return walkBlock(blockLast, val, want, func(off uint64, raw []byte) bool {
 					if off != want || off > last || limit == 0 {
 						return false // a gap means retention deleted it: checked below
 					}
-					e := new(streamdv1.Event)
-					if derr = decodeEvent(raw, off, e); derr != nil {
-						return false
+					if copied == nil {
+						copied = bytes.Clone(val)
 					}
-					dst = append(dst, e)
+					dst = append(dst, Record{Offset: off, Raw: copied[rawOffset(val, raw):][:len(raw):len(raw)]})
 					want++
 					limit--
 					return true
@@ -47,9 +65,6 @@ func (j *Journal) Read(from uint64, limit int, dst []*streamdv1.Event) ([]*strea
 			})
 			if err != nil {
 				return err
-			}
-			if derr != nil {
-				return derr
 			}
 			if want <= blockLast {
 				break // stopped inside this block
@@ -159,3 +174,6 @@ func (j *Journal) view(fn func(txn *badger.Txn) error) error {
 	}
 	return j.db.View(fn)
 }
+
+// rawOffset is where raw, a sub-slice of val, starts in val.
+func rawOffset(val, raw []byte) int { return cap(val) - cap(raw) }

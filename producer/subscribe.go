@@ -148,7 +148,7 @@ func (s *Server) open(st streamdv1.EventStreamService_SubscribeServer, init *str
 
 func (sub *subscription) run(ctx context.Context, reqs <-chan *streamdv1.SubscribeRequest, recvErr <-chan error) error {
 	opts := sub.s.opts
-	buf := make([]*streamdv1.Event, 0, opts.BatchEvents)
+	buf := make([]journal.Record, 0, opts.BatchEvents)
 	for {
 		select {
 		case r := <-reqs:
@@ -201,61 +201,101 @@ func (sub *subscription) run(ctx context.Context, reqs <-chan *streamdv1.Subscri
 	}
 }
 
-// sendLive filters a run of journal events and sends what is selected, in
-// batches bounded by BatchBytes.
-func (sub *subscription) sendLive(evs []*streamdv1.Event) error {
+// sendLive filters a run of journal records and sends what is selected, in
+// batches bounded by BatchBytes. Events go out as they are stored, without
+// being encoded again, unless the stream transforms them; they are decoded
+// only when something must look inside them.
+func (sub *subscription) sendLive(recs []journal.Record) error {
 	now := sub.s.opts.Now()
+	inspect := sub.inspects()
+	transform := sub.stream.def.Transform != nil
+	var raw [][]byte
 	var out []*streamdv1.Event
-	size, filtered := 0, 0
+	size, filtered, last := 0, 0, uint64(0)
 	flush := func() error {
-		if len(out) == 0 {
+		if len(raw)+len(out) == 0 {
 			return nil
 		}
-		err := sub.send(&streamdv1.EventBatch{Events: out}, size, filtered)
-		sub.reported = max(sub.reported, out[len(out)-1].Offset)
-		out, size, filtered = nil, 0, 0
+		var err error
+		if o := sub.s.opts.Observer; o != nil {
+			o.Sent(sub.stream.def.Name, sub.consumer, len(raw)+len(out), size, filtered)
+		}
+		if transform {
+			err = sub.st.Send(&streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Events{
+				Events: &streamdv1.EventBatch{Events: out}}})
+		} else {
+			err = sub.st.SendMsg(&streamdv1.RawSubscribeResponse{Response: &streamdv1.RawSubscribeResponse_Events{
+				Events: &streamdv1.RawEventBatch{Events: raw}}})
+		}
+		sub.reported = max(sub.reported, last)
+		raw, out, size, filtered = nil, nil, 0, 0
 		return err
 	}
-	for _, e := range evs {
-		if !sub.selects(e, now) {
-			filtered++
-			continue
+	for i := range recs {
+		rec := &recs[i]
+		var pub *streamdv1.Event
+		if inspect {
+			e, err := rec.Event()
+			if err != nil {
+				return toStatus(err)
+			}
+			if !sub.selects(e, now) {
+				filtered++
+				continue
+			}
+			if transform {
+				if pub = sub.stream.public(e); pub == nil {
+					filtered++
+					continue
+				}
+			}
+			// An entity's replayed history must reach the consumer before its
+			// newer live events, or the consumer's seqNr dedupe would drop it.
+			if r := sub.replaying[e.EntityType+"\x00"+e.EntityId]; r != nil {
+				if err := flush(); err != nil {
+					return err
+				}
+				if err := sub.drainReplay(r); err != nil {
+					return err
+				}
+			}
 		}
-		pub := sub.stream.public(e)
-		if pub == nil {
-			filtered++
-			continue
+		n := len(rec.Raw)
+		if transform {
+			n = proto.Size(pub)
 		}
-		// An entity's replayed history must reach the consumer before its
-		// newer live events, or the consumer's seqNr dedupe would drop it.
-		if r := sub.replaying[e.EntityType+"\x00"+e.EntityId]; r != nil {
+		if size+n > sub.s.opts.BatchBytes && size > 0 {
 			if err := flush(); err != nil {
 				return err
 			}
-			if err := sub.drainReplay(r); err != nil {
-				return err
-			}
 		}
-		n := proto.Size(pub)
-		if size+n > sub.s.opts.BatchBytes && len(out) > 0 {
-			if err := flush(); err != nil {
-				return err
-			}
+		if transform {
+			out = append(out, pub)
+		} else {
+			raw = append(raw, rec.Raw)
 		}
-		out = append(out, pub)
 		size += n
+		last = rec.Offset
 	}
 	if err := flush(); err != nil {
 		return err
 	}
-	sub.pending = evs[len(evs)-1].Offset
 	if filtered > 0 && sub.s.opts.Observer != nil {
 		sub.s.opts.Observer.Sent(sub.stream.def.Name, sub.consumer, 0, 0, filtered)
 	}
+	sub.pending = recs[len(recs)-1].Offset
 	if sub.pending > sub.reported && time.Since(sub.lastProgress) >= sub.s.opts.ProgressInterval {
 		return sub.sendProgress()
 	}
 	return nil
+}
+
+// inspects reports whether events must be decoded to be selected: a slice
+// range, a selection or filter, a transformation or a pending replay.
+func (sub *subscription) inspects() bool {
+	return sub.first != 0 || sub.last != journal.Slices-1 || sub.stream.types != nil ||
+		len(sub.stream.def.Filter) > 0 || sub.stream.def.Transform != nil ||
+		len(sub.criteria) > 0 || len(sub.replaying) > 0
 }
 
 // selects: slice range, then the stream's selection (which always wins),

@@ -1804,6 +1804,129 @@ func (x *JournalInfoResponse) GetStreams() []string {
 	return nil
 }
 
+// RawEventBatch is EventBatch on the wire, with each event already encoded:
+// the producer sends stored events with it without encoding them again.
+// Consumers read it as EventBatch.
+type RawEventBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        [][]byte               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Replay        bool                   `protobuf:"varint,2,opt,name=replay,proto3" json:"replay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RawEventBatch) Reset() {
+	*x = RawEventBatch{}
+	mi := &file_streamd_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RawEventBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RawEventBatch) ProtoMessage() {}
+
+func (x *RawEventBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RawEventBatch.ProtoReflect.Descriptor instead.
+func (*RawEventBatch) Descriptor() ([]byte, []int) {
+	return file_streamd_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RawEventBatch) GetEvents() [][]byte {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *RawEventBatch) GetReplay() bool {
+	if x != nil {
+		return x.Replay
+	}
+	return false
+}
+
+// RawSubscribeResponse is SubscribeResponse on the wire when it carries a
+// RawEventBatch (field 2, like SubscribeResponse.events).
+type RawSubscribeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Response:
+	//
+	//	*RawSubscribeResponse_Events
+	Response      isRawSubscribeResponse_Response `protobuf_oneof:"response"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RawSubscribeResponse) Reset() {
+	*x = RawSubscribeResponse{}
+	mi := &file_streamd_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RawSubscribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RawSubscribeResponse) ProtoMessage() {}
+
+func (x *RawSubscribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RawSubscribeResponse.ProtoReflect.Descriptor instead.
+func (*RawSubscribeResponse) Descriptor() ([]byte, []int) {
+	return file_streamd_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RawSubscribeResponse) GetResponse() isRawSubscribeResponse_Response {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *RawSubscribeResponse) GetEvents() *RawEventBatch {
+	if x != nil {
+		if x, ok := x.Response.(*RawSubscribeResponse_Events); ok {
+			return x.Events
+		}
+	}
+	return nil
+}
+
+type isRawSubscribeResponse_Response interface {
+	isRawSubscribeResponse_Response()
+}
+
+type RawSubscribeResponse_Events struct {
+	Events *RawEventBatch `protobuf:"bytes,2,opt,name=events,proto3,oneof"`
+}
+
+func (*RawSubscribeResponse_Events) isRawSubscribeResponse_Response() {}
+
 var File_streamd_proto protoreflect.FileDescriptor
 
 const file_streamd_proto_rawDesc = "" +
@@ -1933,7 +2056,14 @@ const file_streamd_proto_rawDesc = "" +
 	"\x06events\x18\x04 \x01(\x04R\x06events\x12\x14\n" +
 	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\x12'\n" +
 	"\x0fretention_floor\x18\x06 \x01(\x04R\x0eretentionFloor\x12\x18\n" +
-	"\astreams\x18\a \x03(\tR\astreams*y\n" +
+	"\astreams\x18\a \x03(\tR\astreams\"?\n" +
+	"\rRawEventBatch\x12\x16\n" +
+	"\x06events\x18\x01 \x03(\fR\x06events\x12\x16\n" +
+	"\x06replay\x18\x02 \x01(\bR\x06replay\"W\n" +
+	"\x14RawSubscribeResponse\x123\n" +
+	"\x06events\x18\x02 \x01(\v2\x19.streamd.v1.RawEventBatchH\x00R\x06eventsB\n" +
+	"\n" +
+	"\bresponse*y\n" +
 	"\vStartPolicy\x12\x1c\n" +
 	"\x18START_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15START_POLICY_EARLIEST\x10\x01\x12\x17\n" +
@@ -1972,7 +2102,7 @@ func file_streamd_proto_rawDescGZIP() []byte {
 }
 
 var file_streamd_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_streamd_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_streamd_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_streamd_proto_goTypes = []any{
 	(StartPolicy)(0),              // 0: streamd.v1.StartPolicy
 	(FilterAction)(0),             // 1: streamd.v1.FilterAction
@@ -2001,12 +2131,14 @@ var file_streamd_proto_goTypes = []any{
 	(*EntityEventsResponse)(nil),  // 24: streamd.v1.EntityEventsResponse
 	(*JournalInfoRequest)(nil),    // 25: streamd.v1.JournalInfoRequest
 	(*JournalInfoResponse)(nil),   // 26: streamd.v1.JournalInfoResponse
-	nil,                           // 27: streamd.v1.Event.MetadataEntry
-	nil,                           // 28: streamd.v1.Event.VersionVectorEntry
+	(*RawEventBatch)(nil),         // 27: streamd.v1.RawEventBatch
+	(*RawSubscribeResponse)(nil),  // 28: streamd.v1.RawSubscribeResponse
+	nil,                           // 29: streamd.v1.Event.MetadataEntry
+	nil,                           // 30: streamd.v1.Event.VersionVectorEntry
 }
 var file_streamd_proto_depIdxs = []int32{
-	27, // 0: streamd.v1.Event.metadata:type_name -> streamd.v1.Event.MetadataEntry
-	28, // 1: streamd.v1.Event.version_vector:type_name -> streamd.v1.Event.VersionVectorEntry
+	29, // 0: streamd.v1.Event.metadata:type_name -> streamd.v1.Event.MetadataEntry
+	30, // 1: streamd.v1.Event.version_vector:type_name -> streamd.v1.Event.VersionVectorEntry
 	1,  // 2: streamd.v1.FilterCriterion.action:type_name -> streamd.v1.FilterAction
 	2,  // 3: streamd.v1.FilterCriterion.field:type_name -> streamd.v1.FilterField
 	8,  // 4: streamd.v1.SubscribeRequest.init:type_name -> streamd.v1.Init
@@ -2029,23 +2161,24 @@ var file_streamd_proto_depIdxs = []int32{
 	17, // 21: streamd.v1.PublishStreamResponse.appended:type_name -> streamd.v1.Appended
 	3,  // 22: streamd.v1.LoadEventResponse.event:type_name -> streamd.v1.Event
 	3,  // 23: streamd.v1.EntityEventsResponse.events:type_name -> streamd.v1.Event
-	7,  // 24: streamd.v1.EventStreamService.Subscribe:input_type -> streamd.v1.SubscribeRequest
-	16, // 25: streamd.v1.EventStreamService.Publish:input_type -> streamd.v1.PublishRequest
-	19, // 26: streamd.v1.EventStreamService.PublishStream:input_type -> streamd.v1.PublishStreamRequest
-	21, // 27: streamd.v1.EventStreamService.LoadEvent:input_type -> streamd.v1.LoadEventRequest
-	23, // 28: streamd.v1.EventStreamService.EntityEvents:input_type -> streamd.v1.EntityEventsRequest
-	25, // 29: streamd.v1.EventStreamService.JournalInfo:input_type -> streamd.v1.JournalInfoRequest
-	11, // 30: streamd.v1.EventStreamService.Subscribe:output_type -> streamd.v1.SubscribeResponse
-	18, // 31: streamd.v1.EventStreamService.Publish:output_type -> streamd.v1.PublishResponse
-	20, // 32: streamd.v1.EventStreamService.PublishStream:output_type -> streamd.v1.PublishStreamResponse
-	22, // 33: streamd.v1.EventStreamService.LoadEvent:output_type -> streamd.v1.LoadEventResponse
-	24, // 34: streamd.v1.EventStreamService.EntityEvents:output_type -> streamd.v1.EntityEventsResponse
-	26, // 35: streamd.v1.EventStreamService.JournalInfo:output_type -> streamd.v1.JournalInfoResponse
-	30, // [30:36] is the sub-list for method output_type
-	24, // [24:30] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	27, // 24: streamd.v1.RawSubscribeResponse.events:type_name -> streamd.v1.RawEventBatch
+	7,  // 25: streamd.v1.EventStreamService.Subscribe:input_type -> streamd.v1.SubscribeRequest
+	16, // 26: streamd.v1.EventStreamService.Publish:input_type -> streamd.v1.PublishRequest
+	19, // 27: streamd.v1.EventStreamService.PublishStream:input_type -> streamd.v1.PublishStreamRequest
+	21, // 28: streamd.v1.EventStreamService.LoadEvent:input_type -> streamd.v1.LoadEventRequest
+	23, // 29: streamd.v1.EventStreamService.EntityEvents:input_type -> streamd.v1.EntityEventsRequest
+	25, // 30: streamd.v1.EventStreamService.JournalInfo:input_type -> streamd.v1.JournalInfoRequest
+	11, // 31: streamd.v1.EventStreamService.Subscribe:output_type -> streamd.v1.SubscribeResponse
+	18, // 32: streamd.v1.EventStreamService.Publish:output_type -> streamd.v1.PublishResponse
+	20, // 33: streamd.v1.EventStreamService.PublishStream:output_type -> streamd.v1.PublishStreamResponse
+	22, // 34: streamd.v1.EventStreamService.LoadEvent:output_type -> streamd.v1.LoadEventResponse
+	24, // 35: streamd.v1.EventStreamService.EntityEvents:output_type -> streamd.v1.EntityEventsResponse
+	26, // 36: streamd.v1.EventStreamService.JournalInfo:output_type -> streamd.v1.JournalInfoResponse
+	31, // [31:37] is the sub-list for method output_type
+	25, // [25:31] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_streamd_proto_init() }
@@ -2064,13 +2197,16 @@ func file_streamd_proto_init() {
 		(*SubscribeResponse_Progress)(nil),
 		(*SubscribeResponse_FilterUpdateResult)(nil),
 	}
+	file_streamd_proto_msgTypes[25].OneofWrappers = []any{
+		(*RawSubscribeResponse_Events)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamd_proto_rawDesc), len(file_streamd_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
