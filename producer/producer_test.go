@@ -232,11 +232,11 @@ func TestBadInit(t *testing.T) {
 		{"slice range reversed", &streamdv1.Init{Stream: "cars", StartPolicy: 1, SliceRange: &streamdv1.SliceRange{First: 9, Last: 3}}, codes.InvalidArgument},
 		{"slice range too big", &streamdv1.Init{Stream: "cars", StartPolicy: 1, SliceRange: &streamdv1.SliceRange{First: 0, Last: 1024}}, codes.InvalidArgument},
 		{"other journal", &streamdv1.Init{Stream: "cars", Position: &streamdv1.Position{JournalId: other, Offset: 1}}, codes.FailedPrecondition},
+		{"position ahead of the journal", &streamdv1.Init{Stream: "cars", Position: &streamdv1.Position{JournalId: id, Offset: 5}}, codes.FailedPrecondition},
 		{"bad filter", &streamdv1.Init{Stream: "cars", StartPolicy: 1, Filter: []*streamdv1.FilterCriterion{{
 			Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_ID_REGEX, Value: "("}}}, codes.InvalidArgument},
 		{"default stream hidden by named ones", &streamdv1.Init{Stream: DefaultStream, StartPolicy: 1}, codes.NotFound},
 	}
-	_ = id
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := h.subscribe(t, c.init)

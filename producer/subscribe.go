@@ -124,6 +124,12 @@ func (s *Server) open(st streamdv1.EventStreamService_SubscribeServer, init *str
 			return nil, nil, journalIDMismatch(init.Position.JournalId, info.JournalID)
 		}
 		start = init.Position.Offset + 1
+		if init.Position.Offset > info.LastOffset {
+			// Offsets past the end would be reused by new events and skipped.
+			return nil, nil, status.Errorf(codes.FailedPrecondition,
+				"producer: position %d is ahead of journal %x, whose last offset is %d: was the journal restored from an older copy? reset the consumer's position",
+				init.Position.Offset, info.JournalID, info.LastOffset)
+		}
 		if start < info.FirstOffset {
 			return nil, nil, status.Errorf(codes.OutOfRange,
 				"producer: position %d is below the retention floor; first available offset is %d", init.Position.Offset, info.FirstOffset)
