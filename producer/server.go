@@ -9,7 +9,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -171,15 +170,6 @@ func (s *Server) JournalInfo(ctx context.Context, _ *streamdv1.JournalInfoReques
 		RetentionFloor: info.FirstOffset,
 		Streams:        s.StreamNames(),
 	}, nil
-}
-
-// eventBytes is the encoded size of a batch, for metrics.
-func eventBytes(evs []*streamdv1.Event) int {
-	n := 0
-	for _, e := range evs {
-		n += proto.Size(e)
-	}
-	return n
 }
 
 func journalIDMismatch(got, want []byte) error {
