@@ -50,6 +50,10 @@ type StreamObserver interface {
 	// Sent reports a batch sent: events, their encoded bytes, and events
 	// read but filtered away.
 	Sent(stream, consumer string, events, bytes, filtered int)
+	// Progressed reports the highest offset sent to a stream's consumer or
+	// covered by a Progress message (its lag is the journal's last offset
+	// minus this).
+	Progressed(stream, consumer string, offset uint64)
 }
 
 // Validate reports the first nonsensical field.

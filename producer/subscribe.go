@@ -233,7 +233,7 @@ func (sub *subscription) sendLive(recs []journal.Record) error {
 			err = sub.st.SendMsg(&streamdv1.RawSubscribeResponse{Response: &streamdv1.RawSubscribeResponse_Events{
 				Events: &streamdv1.RawEventBatch{Events: raw}}})
 		}
-		sub.reported = max(sub.reported, last)
+		sub.report(last)
 		raw, out, size, filtered = nil, nil, 0, 0
 		return err
 	}
@@ -317,8 +317,20 @@ func (sub *subscription) send(b *streamdv1.EventBatch, size, filtered int) error
 	return sub.st.Send(&streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Events{Events: b}})
 }
 
+// report moves the highest offset sent or covered by Progress.
+func (sub *subscription) report(offset uint64) {
+	if offset <= sub.reported {
+		return
+	}
+	sub.reported = offset
+	if o := sub.s.opts.Observer; o != nil {
+		o.Progressed(sub.stream.def.Name, sub.consumer, offset)
+	}
+}
+
 func (sub *subscription) sendProgress() error {
-	sub.reported, sub.lastProgress = sub.pending, time.Now()
+	sub.report(sub.pending)
+	sub.lastProgress = time.Now()
 	return sub.st.Send(&streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Progress{
 		Progress: &streamdv1.Progress{Offset: sub.pending}}})
 }

@@ -1,21 +1,34 @@
 // Command streamd runs a streamd journal as a daemon.
+//
+// It serves the EventStreamService, gRPC health and reflection on --listen,
+// optionally over TLS (--tls-cert, --tls-key) or mTLS (--tls-client-ca), with
+// bearer tokens from --auth-token-file required on the EventStreamService,
+// and Prometheus metrics on --metrics-listen at /metrics. Every flag has a
+// STREAMD_* environment variable; see streamd --help.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/streamd/streamd/internal/metrics"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -38,6 +51,12 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "durability", Value: "sync", EnvVars: []string{"STREAMD_DURABILITY"}, Usage: "sync: fsync before ack; async: ack before fsync"},
 			&cli.DurationFlag{Name: "retention-max-age", EnvVars: []string{"STREAMD_RETENTION_MAX_AGE"}, Usage: "delete events older than this (0 = keep)"},
 			&cli.Int64Flag{Name: "retention-max-bytes", EnvVars: []string{"STREAMD_RETENTION_MAX_BYTES"}, Usage: "delete the oldest events beyond this size (0 = no limit)"},
+			&cli.StringFlag{Name: "metrics-listen", Value: "127.0.0.1:9464", EnvVars: []string{"STREAMD_METRICS_LISTEN"}, Usage: "HTTP address serving Prometheus /metrics (\"\" disables)"},
+			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"STREAMD_TLS_CERT"}, Usage: "PEM server certificate; serves gRPC over TLS (1.2 or later), with --tls-key"},
+			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"STREAMD_TLS_KEY"}, Usage: "PEM private key of --tls-cert"},
+			&cli.StringFlag{Name: "tls-client-ca", EnvVars: []string{"STREAMD_TLS_CLIENT_CA"}, Usage: "PEM CA certificates; clients must present a certificate they signed (mTLS)"},
+			&cli.StringFlag{Name: "auth-token-file", EnvVars: []string{"STREAMD_AUTH_TOKEN_FILE"}, Usage: "require bearer tokens listed in `FILE`, one TOKEN GRANT[,GRANT...] a line, a grant being a stream to subscribe to, \"publish\" (Publish, PublishStream) or \"*\" (everything, including LoadEvent, EntityEvents, JournalInfo); # comments. Health and reflection stay open"},
+			&cli.DurationFlag{Name: "shutdown-grace", Value: 10 * time.Second, EnvVars: []string{"STREAMD_SHUTDOWN_GRACE"}, Usage: "on SIGTERM, how long in-flight calls and streams may take before they are cut"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},
 		Action: func(c *cli.Context) error {
@@ -50,19 +69,36 @@ func newApp() *cli.App {
 			if err != nil {
 				return fmt.Errorf("--durability: %w", err)
 			}
+			tlsConfig, err := tlsFlags{c.String("tls-cert"), c.String("tls-key"), c.String("tls-client-ca")}.config()
+			if err != nil {
+				return err
+			}
+			var toks tokens
+			if path := c.String("auth-token-file"); path != "" {
+				if toks, err = loadTokens(path); err != nil {
+					return err
+				}
+			}
 			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			m := metrics.New()
 			return run(ctx, log, config{
-				dataDir: c.String("data-dir"),
-				listen:  c.String("listen"),
+				dataDir:       c.String("data-dir"),
+				listen:        c.String("listen"),
+				metricsListen: c.String("metrics-listen"),
+				shutdownGrace: c.Duration("shutdown-grace"),
+				metrics:       m,
+				tls:           tlsConfig,
+				tokens:        toks,
 				producer: producer.Options{
 					Journal: journal.Options{
 						Durability:        durability,
 						RetentionMaxAge:   c.Duration("retention-max-age"),
 						RetentionMaxBytes: c.Int64("retention-max-bytes"),
 						Logger:            log,
+						Observer:          m,
 					},
-					Server: producer.ServerOptions{Logger: log},
+					Server: producer.ServerOptions{Logger: log, Observer: m},
 				},
 			})
 		},
@@ -70,9 +106,14 @@ func newApp() *cli.App {
 }
 
 type config struct {
-	dataDir  string
-	listen   string
-	producer producer.Options
+	dataDir       string
+	listen        string
+	metricsListen string // "" serves no metrics
+	shutdownGrace time.Duration
+	metrics       *metrics.Metrics
+	tls           *tls.Config // nil serves plaintext
+	tokens        tokens      // none: no authentication
+	producer      producer.Options
 }
 
 // run serves until ctx is done, then shuts down in order: stop accepting,
@@ -88,26 +129,96 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", cfg.listen, err)
 	}
-	g := grpc.NewServer(producer.Interceptors(log)...)
+	defer lis.Close()
+	cfg.metrics.WatchJournal(p.Journal().Info)
+	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	cfg.metrics.Registry().MustRegister(grpcMetrics)
+	opts := append(producer.Interceptors(log),
+		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()))
+	if cfg.tokens != nil {
+		opts = append(opts, cfg.tokens.serverOptions()...)
+	}
+	if cfg.tls != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.tls)))
+	}
+	g := grpc.NewServer(opts...)
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
 	health := health.NewServer()
 	healthpb.RegisterHealthServer(g, health)
 	reflection.Register(g)
-	served := make(chan error, 1)
-	go func() { served <- g.Serve(lis) }()
+	grpcMetrics.InitializeMetrics(g)
+
+	// Both servers report here; the first to fail stops the daemon.
+	served := make(chan error, 2)
+	metricsAddr := "disabled"
+	var hs *http.Server
+	if cfg.metricsListen != "" {
+		mlis, err := net.Listen("tcp", cfg.metricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen %s: %w", cfg.metricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", cfg.metrics.Handler())
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		metricsAddr = mlis.Addr().String()
+		go func() {
+			if err := hs.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
+				served <- fmt.Errorf("metrics server: %w", err)
+			}
+		}()
+	}
+	go func() {
+		if err := g.Serve(lis); err != nil {
+			served <- fmt.Errorf("grpc server: %w", err)
+		}
+	}()
 
 	info := p.Journal().Info()
-	log.Info("streamd serving", "grpc", lis.Addr().String(), "data_dir", cfg.dataDir,
-		"journal_id", fmt.Sprintf("%x", info.JournalID), "first_offset", info.FirstOffset,
+	log.Info("streamd serving", "grpc", lis.Addr().String(), "metrics", metricsAddr,
+		"tls", tlsMode(cfg.tls), "auth", cfg.tokens != nil, "data_dir", cfg.dataDir, "journal_id", fmt.Sprintf("%x", info.JournalID), "first_offset", info.FirstOffset,
 		"last_offset", info.LastOffset, "durability", p.Journal().Durability())
 	select {
 	case <-ctx.Done():
 	case err := <-served:
-		return fmt.Errorf("grpc server: %w", err)
+		g.Stop()
+		if hs != nil {
+			hs.Close()
+		}
+		return err
 	}
 	log.Info("shutting down")
 	health.Shutdown()
 	p.Server().Shutdown()
-	g.GracefulStop()
+	// In-flight calls finish; a stream blocked sending to a stalled consumer
+	// would hold GracefulStop forever, so after a grace period it is cut.
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(cfg.shutdownGrace):
+		log.Warn("grace period over, closing remaining streams", "grace", cfg.shutdownGrace)
+		g.Stop()
+		<-stopped
+	}
+	if hs != nil {
+		// Scrapes are short; a stuck one must not hold the exit.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := hs.Shutdown(sctx); err != nil {
+			log.Warn("metrics server shutdown", "err", err)
+		}
+	}
 	return p.Close()
+}
+
+// tlsMode names how gRPC is served, for the startup log.
+func tlsMode(cfg *tls.Config) string {
+	switch {
+	case cfg == nil:
+		return "off"
+	case cfg.ClientAuth == tls.RequireAndVerifyClientCert:
+		return "mtls"
+	}
+	return "tls"
 }

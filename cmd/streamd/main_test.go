@@ -41,17 +41,18 @@ func TestMain(m *testing.M) {
 
 // daemon is a running streamd process.
 type daemon struct {
-	cmd  *exec.Cmd
-	addr string
-	conn *grpc.ClientConn
-	done chan error
+	cmd         *exec.Cmd
+	addr        string
+	metricsAddr string
+	conn        *grpc.ClientConn // plaintext, without credentials
+	done        chan error
 }
 
-var listenRE = regexp.MustCompile(`grpc=(127\.0\.0\.1:\d+)`)
+var listenRE = regexp.MustCompile(`grpc=(127\.0\.0\.1:\d+) metrics=(127\.0\.0\.1:\d+)`)
 
 func startDaemon(t *testing.T, dataDir string, args ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"--data-dir", dataDir, "--listen", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(binary, append([]string{"--data-dir", dataDir, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -60,13 +61,13 @@ func startDaemon(t *testing.T, dataDir string, args ...string) *daemon {
 		t.Fatal(err)
 	}
 	d := &daemon{cmd: cmd, done: make(chan error, 1)}
-	found := make(chan string, 1)
+	found := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
 				select {
-				case found <- m[1]:
+				case found <- m[1:]:
 				default:
 				}
 			}
@@ -74,7 +75,8 @@ func startDaemon(t *testing.T, dataDir string, args ...string) *daemon {
 		d.done <- cmd.Wait()
 	}()
 	select {
-	case d.addr = <-found:
+	case m := <-found:
+		d.addr, d.metricsAddr = m[0], m[1]
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
 		t.Fatal("streamd did not say where it listens")
@@ -197,6 +199,7 @@ func TestBadFlags(t *testing.T) {
 		{"--durability", "maybe"},
 		{"--log-level", "loud"},
 		{"--listen", "not-an-address"},
+		{"--metrics-listen", "not-an-address"},
 	} {
 		out, err := exec.Command(binary, append([]string{"--data-dir", t.TempDir()}, args...)...).CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 {
