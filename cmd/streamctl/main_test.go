@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"streamctl": func() { os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr)) },
+	})
+}
+
+// streamdBinary is the real daemon, built once by TestScripts.
+var streamdBinary string
+
+func TestScripts(t *testing.T) {
+	// STREAMD_BIN runs the scripts against a prebuilt daemon.
+	if streamdBinary = os.Getenv("STREAMD_BIN"); streamdBinary == "" {
+		streamdBinary = filepath.Join(t.TempDir(), "streamd")
+		if out, err := exec.Command("go", "build", "-o", streamdBinary, "github.com/streamd/streamd/cmd/streamd").CombinedOutput(); err != nil {
+			t.Fatalf("build streamd: %v\n%s", err, out)
+		}
+	}
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/script",
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"streamd-start": streamdStart,
+			"closed-port":   closedPort,
+		},
+	})
+}
+
+var listenRE = regexp.MustCompile(`grpc=(127\.0\.0\.1:\d+)`)
+
+// streamd-start runs streamd on an ephemeral port with a data directory in
+// $WORK and sets STREAMD_ADDR; the process is killed when the script ends.
+func streamdStart(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! streamd-start")
+	}
+	cmd := exec.Command(streamdBinary, append([]string{"--data-dir", ts.MkAbs("streamd-data"), "--listen", "127.0.0.1:0", "--metrics-listen", ""}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	ts.Check(err)
+	ts.Check(cmd.Start())
+	done := make(chan struct{})
+	ts.Defer(func() {
+		cmd.Process.Kill()
+		<-done
+	})
+	found := make(chan string, 1)
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case found <- m[1]:
+				default:
+				}
+			}
+		}
+		io.Copy(io.Discard, stderr)
+		cmd.Wait()
+	}()
+	select {
+	case addr := <-found:
+		ts.Setenv("STREAMD_ADDR", addr)
+	case <-done:
+		ts.Fatalf("streamd exited before listening")
+	case <-time.After(30 * time.Second):
+		ts.Fatalf("streamd did not say where it listens")
+	}
+}
+
+// closed-port sets STREAMD_ADDR to a local port nothing listens on.
+func closedPort(ts *testscript.TestScript, neg bool, args []string) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	addr := l.Addr().String()
+	ts.Check(l.Close())
+	ts.Setenv("STREAMD_ADDR", addr)
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// withClient runs fn with a connection made from the global flags.
+func withClient(fn func(c *cli.Context, cl *client) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		cl, err := dial(c)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		return fn(c, cl)
+	}
+}
+
+func (cl *client) journalInfo(c *cli.Context) (*streamdv1.JournalInfoResponse, error) {
+	ctx, cancel := unary(c)
+	defer cancel()
+	info, err := cl.api.JournalInfo(ctx, &streamdv1.JournalInfoRequest{})
+	return info, cl.serverError(err)
+}
+
+func journalCommand() *cli.Command {
+	return group("journal", "inspect the server's journal",
+		&cli.Command{
+			Name:  "info",
+			Usage: "show the journal id, first and last offset, size, retention floor and streams",
+			Action: withClient(func(c *cli.Context, cl *client) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				info, err := cl.journalInfo(c)
+				if err != nil {
+					return err
+				}
+				id := hex.EncodeToString(info.JournalId)
+				streams := info.Streams
+				if streams == nil {
+					streams = []string{}
+				}
+				obj := map[string]any{
+					"journal_id": id, "first_offset": info.FirstOffset, "last_offset": info.LastOffset,
+					"events": info.Events, "bytes": info.Bytes, "retention_floor": info.RetentionFloor, "streams": streams,
+				}
+				text := fmt.Sprintf("journal id:       %s\nfirst offset:     %d\nlast offset:      %d\nevents:           %d\nbytes:            %d\nretention floor:  %d\nstreams:          %s",
+					id, info.FirstOffset, info.LastOffset, info.Events, info.Bytes, info.RetentionFloor, strings.Join(streams, ", "))
+				return newPrinter(c).one(obj, text)
+			}),
+		})
+}
+
+func streamsCommand() *cli.Command {
+	return group("streams", "list the named streams the server offers",
+		&cli.Command{
+			Name:  "list",
+			Usage: "list the named streams (subscribe with tail --stream NAME)",
+			Action: withClient(func(c *cli.Context, cl *client) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				info, err := cl.journalInfo(c)
+				if err != nil {
+					return err
+				}
+				t := newPrinter(c).table("STREAM")
+				for _, s := range info.Streams {
+					t.row(map[string]string{"stream": s}, s)
+				}
+				return t.flush()
+			}),
+		})
+}
+
+func publishCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "publish",
+		Usage:     "append one event to the journal and print its offset and seqNr",
+		ArgsUsage: " ",
+		Description: "The payload is --data, or the contents of --file, or else standard input.\n" +
+			"Events always go to the server's journal; named streams are views of it,\n" +
+			"so --stream is accepted for symmetry with tail and otherwise ignored.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "stream", Usage: "ignored: events go to the journal, which every stream reads"},
+			&cli.StringFlag{Name: "entity", Usage: "entity id (required)"},
+			&cli.StringFlag{Name: "type", Usage: "entity type (required)"},
+			&cli.StringFlag{Name: "event-type", Usage: "event type (required)"},
+			&cli.StringSliceFlag{Name: "tag", Usage: "tag of the event (repeatable)"},
+			&cli.StringFlag{Name: "topic", Usage: "slash-separated topic, for example car/17/speed"},
+			&cli.StringFlag{Name: "data", Usage: "payload text"},
+			&cli.StringFlag{Name: "file", Usage: "read the payload from this file"},
+		},
+		OnUsageError: onUsageError,
+		Action: withClient(func(c *cli.Context, cl *client) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			for _, f := range []string{"entity", "type", "event-type"} {
+				if c.String(f) == "" {
+					return usagef("publish needs --%s", f)
+				}
+			}
+			if c.IsSet("data") && c.IsSet("file") {
+				return usagef("publish takes --data or --file, not both")
+			}
+			var payload []byte
+			var err error
+			switch {
+			case c.IsSet("data"):
+				payload = []byte(c.String("data"))
+			case c.IsSet("file"):
+				payload, err = os.ReadFile(c.String("file"))
+			default:
+				payload, err = io.ReadAll(c.App.Reader)
+			}
+			if err != nil {
+				return fmt.Errorf("read payload: %w", err)
+			}
+			ev := &streamdv1.Event{
+				EntityType: c.String("type"), EntityId: c.String("entity"), EventType: c.String("event-type"),
+				Tags: c.StringSlice("tag"), Topic: c.String("topic"), Payload: payload,
+			}
+			ctx, cancel := unary(c)
+			defer cancel()
+			resp, err := cl.api.Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{ev}})
+			if err != nil {
+				return cl.serverError(err)
+			}
+			if len(resp.Appended) != 1 {
+				return fmt.Errorf("server %s answered %d appended events for 1", cl.addr, len(resp.Appended))
+			}
+			a := resp.Appended[0]
+			t := newPrinter(c).table("OFFSET", "SEQNR")
+			t.row(map[string]uint64{"offset": a.Offset, "seq_nr": a.SeqNr}, a.Offset, a.SeqNr)
+			return t.flush()
+		}),
+	}
+}
