@@ -200,7 +200,7 @@ func (sub *subscription) run(ctx context.Context, reqs <-chan *streamdv1.Subscri
 			}
 			return err
 		case <-ctx.Done():
-			return ctx.Err()
+			return toStatus(ctx.Err())
 		case <-sub.s.shutdown:
 			return status.Error(codes.Unavailable, "producer: shutting down; resume from your stored position")
 		}
