@@ -180,6 +180,19 @@ func (c *Consumer) UpdateFilter(ctx context.Context, add, remove []*streamdv1.Fi
 		}
 	}
 	add, remove = cloneCriteria(add), cloneCriteria(remove)
+	stored := add
+	if fc.replay {
+		// Open streams replay from last applied + 1 now; the stored filter
+		// asks for the whole history, so that a replay cut short by a
+		// disconnect is asked again at the next Init (duplicates are dropped).
+		stored = cloneCriteria(add)
+		for _, a := range stored {
+			if a.GetAction() == streamdv1.FilterAction_FILTER_ACTION_INCLUDE &&
+				a.GetField() == streamdv1.FilterField_FILTER_FIELD_ENTITY_ID && a.GetReplayFromSeqNr() == 0 {
+				a.ReplayFromSeqNr = 1
+			}
+		}
+	}
 	if err := c.lockFilter(ctx); err != nil {
 		return err
 	}
@@ -189,7 +202,7 @@ func (c *Consumer) UpdateFilter(ctx context.Context, add, remove []*streamdv1.Fi
 	if err != nil {
 		return err
 	}
-	next := cloneCriteria(filters.Apply(old, add, remove))
+	next := cloneCriteria(filters.Apply(old, stored, remove))
 	if _, err := filters.Compile(next, filters.Limits{}); err != nil {
 		return invalidf("UpdateFilter: %v", err)
 	}

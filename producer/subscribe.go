@@ -147,6 +147,10 @@ func (s *Server) open(st streamdv1.EventStreamService_SubscribeServer, init *str
 	}
 	sub.cursor = s.j.NewCursor(start)
 	sub.reported, sub.pending = start-1, start-1
+	// Includes that ask for history replay it on every (re)connect, so a
+	// replay cut short by a disconnect resumes; the consumer drops what it
+	// already applied.
+	sub.startReplays(init.Filter)
 	return sub, &streamdv1.Hello{
 		JournalId: info.JournalID, FirstOffset: info.FirstOffset, LastOffset: info.LastOffset, StartOffset: start,
 	}, nil
@@ -363,17 +367,22 @@ func (sub *subscription) updateFilter(u *streamdv1.FilterUpdate) error {
 		result.Code, result.Message = int32(codes.InvalidArgument), err.Error()
 	} else {
 		sub.criteria, sub.filter = criteria, f
-		for _, c := range u.Add {
-			if c.ReplayFromSeqNr > 0 && c.Action == streamdv1.FilterAction_FILTER_ACTION_INCLUDE &&
-				c.Field == streamdv1.FilterField_FILTER_FIELD_ENTITY_ID {
-				for _, t := range sub.stream.entityTypes(sub.s.j.EntityTypes()) {
-					sub.startReplay(t, c.Value, c.ReplayFromSeqNr)
-				}
-			}
-		}
+		sub.startReplays(u.Add)
 	}
 	return sub.st.Send(&streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_FilterUpdateResult{
 		FilterUpdateResult: result}})
+}
+
+// startReplays starts the replays that include criteria ask for.
+func (sub *subscription) startReplays(criteria []*streamdv1.FilterCriterion) {
+	for _, c := range criteria {
+		if c.ReplayFromSeqNr > 0 && c.Action == streamdv1.FilterAction_FILTER_ACTION_INCLUDE &&
+			c.Field == streamdv1.FilterField_FILTER_FIELD_ENTITY_ID {
+			for _, t := range sub.stream.entityTypes(sub.s.j.EntityTypes()) {
+				sub.startReplay(t, c.Value, c.ReplayFromSeqNr)
+			}
+		}
+	}
 }
 
 func (sub *subscription) startReplay(entityType, entityID string, from uint64) {
@@ -450,8 +459,9 @@ func (sub *subscription) replayChunk(r *replay) (done bool, err error) {
 			break
 		}
 		r.next = e.SeqNr + 1
-		// The consumer asked for this entity; the stream's selection still wins.
-		if e.Slice < sub.first || e.Slice > sub.last || !sub.stream.offers(e, now) {
+		// Replayed history passes the same selection as live events: slices,
+		// the stream's selection, and the consumer's filter (its excludes win).
+		if !sub.selects(e, now) {
 			continue
 		}
 		if pub := sub.stream.public(e); pub != nil {

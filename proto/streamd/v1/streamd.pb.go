@@ -480,7 +480,10 @@ type FilterCriterion struct {
 	// 0 = never expires. After this time the producer ignores the criterion.
 	ExpiresAtUnixNano int64 `protobuf:"varint,4,opt,name=expires_at_unix_nano,json=expiresAtUnixNano,proto3" json:"expires_at_unix_nano,omitempty"`
 	// For includes of entity ids: replay the entity's history from this seq_nr
-	// (1 = whole history) when the criterion is added. 0 = no replay.
+	// (1 = whole history) when the criterion is added, and again on every Init
+	// that carries it, so a replay cut short by a disconnect completes; the
+	// consumer drops what it already applied. Replayed events pass the same
+	// selection as live ones. 0 = no replay.
 	ReplayFromSeqNr uint64 `protobuf:"varint,5,opt,name=replay_from_seq_nr,json=replayFromSeqNr,proto3" json:"replay_from_seq_nr,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
