@@ -156,15 +156,18 @@ func (o Options) Validate() error {
 		errs = append(errs, fmt.Errorf("journal: Options.BlockCacheSize %d is negative", o.BlockCacheSize))
 	}
 	l := o.Limits
-	for name, v := range map[string]int{
-		"MaxEntityTypeLen": l.MaxEntityTypeLen, "MaxEntityIDLen": l.MaxEntityIDLen,
-		"MaxEventTypeLen": l.MaxEventTypeLen, "MaxTopicLen": l.MaxTopicLen, "MaxTags": l.MaxTags,
-		"MaxTagLen": l.MaxTagLen, "MaxMetadataEntries": l.MaxMetadataEntries,
-		"MaxMetadataBytes": l.MaxMetadataBytes, "MaxPayloadBytes": l.MaxPayloadBytes,
-		"MaxBatchEvents": l.MaxBatchEvents, "MaxBatchBytes": l.MaxBatchBytes,
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"MaxEntityTypeLen", l.MaxEntityTypeLen}, {"MaxEntityIDLen", l.MaxEntityIDLen},
+		{"MaxEventTypeLen", l.MaxEventTypeLen}, {"MaxTopicLen", l.MaxTopicLen}, {"MaxTags", l.MaxTags},
+		{"MaxTagLen", l.MaxTagLen}, {"MaxMetadataEntries", l.MaxMetadataEntries},
+		{"MaxMetadataBytes", l.MaxMetadataBytes}, {"MaxPayloadBytes", l.MaxPayloadBytes},
+		{"MaxBatchEvents", l.MaxBatchEvents}, {"MaxBatchBytes", l.MaxBatchBytes},
 	} {
-		if v < 0 {
-			errs = append(errs, fmt.Errorf("journal: Options.Limits.%s %d is negative", name, v))
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("journal: Options.Limits.%s %d is negative", f.name, f.v))
 		}
 	}
 	if l.MaxBatchBytes > maxBatchBytesCap {
