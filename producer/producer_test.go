@@ -556,3 +556,39 @@ func TestReplayPrecedesLiveOfSameEntity(t *testing.T) {
 		}
 	}
 }
+
+// Shutdown also ends a stream that is busy catching up.
+func TestShutdownDuringCatchUp(t *testing.T) {
+	// 100,000 events (~18 MB) exceed what gRPC can have in flight (a 16 MiB
+	// window at most), so receiving all of them would mean the stream ignored
+	// the shutdown until it caught up.
+	const total = 100_000
+	h := start(t, Options{Journal: journal.Options{Durability: journal.DurabilityAsync}, Server: ServerOptions{BatchEvents: 10}})
+	for range total / 1000 {
+		batch := make([]*streamdv1.Event, 1000)
+		for k := range batch {
+			batch[k] = car(fmt.Sprint("car-", k%50), "x")
+		}
+		h.publish(t, batch...)
+	}
+	s, err := h.subscribe(t, earliest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	received := len(s.events(10)) // catching up
+	h.p.Server().Shutdown()
+	for {
+		m, err := s.stream.Recv()
+		if err == nil {
+			received += len(m.GetEvents().GetEvents()) // batches already in flight
+			continue
+		}
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("after Shutdown: %v, want Unavailable", err)
+		}
+		if received >= total {
+			t.Fatalf("received all %d events before Unavailable: the catch-up ignored the shutdown", received)
+		}
+		return
+	}
+}

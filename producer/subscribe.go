@@ -18,6 +18,9 @@ import (
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
+// errStreamShutdown ends streams when the producer shuts down.
+var errStreamShutdown = status.Error(codes.Unavailable, "producer: shutting down; resume from your stored position")
+
 // replayChunk bounds one replay read, so replays interleave with live events.
 const replayChunk = 100
 
@@ -166,6 +169,10 @@ func (sub *subscription) run(ctx context.Context, reqs <-chan *streamdv1.Subscri
 				return err
 			}
 			continue
+		case <-sub.s.shutdown:
+			return errStreamShutdown
+		case <-ctx.Done():
+			return toStatus(ctx.Err())
 		default:
 		}
 		evs, wait, err := sub.cursor.Read(opts.BatchEvents, buf[:0])
@@ -206,7 +213,7 @@ func (sub *subscription) run(ctx context.Context, reqs <-chan *streamdv1.Subscri
 		case <-ctx.Done():
 			return toStatus(ctx.Err())
 		case <-sub.s.shutdown:
-			return status.Error(codes.Unavailable, "producer: shutting down; resume from your stored position")
+			return errStreamShutdown
 		}
 	}
 }
