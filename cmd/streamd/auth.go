@@ -14,6 +14,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/streamd/streamd/producer"
@@ -122,10 +123,13 @@ var (
 	errAdminDenied   = status.Error(codes.PermissionDenied, `streamd: this call reads the whole journal and needs a token granted "*"`)
 )
 
-// serverOptions authenticate and authorise EventStreamService calls.
+// serverOptions authenticate and authorise every call but health and reflection.
 func (ts tokens) serverOptions() []grpc.ServerOption {
+	// Default deny: every service needs a token except health and reflection,
+	// so a service added later is protected without anyone remembering to.
 	protected := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
-		return c.Service == streamdv1.EventStreamService_ServiceDesc.ServiceName
+		return c.Service != healthpb.Health_ServiceDesc.ServiceName &&
+			!strings.HasPrefix(c.Service, "grpc.reflection.")
 	})
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(

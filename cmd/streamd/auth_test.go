@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -104,6 +105,14 @@ tok-admin  *
 	if h, err := healthpb.NewHealthClient(d.conn).Check(bearer(t, ""), &healthpb.HealthCheckRequest{}); err != nil ||
 		h.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health without a token: %v %v", h, err)
+	}
+	rc, err := reflectionpb.NewServerReflectionClient(d.conn).ServerReflectionInfo(bearer(t, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}})
+	if r, err := rc.Recv(); err != nil || len(r.GetListServicesResponse().GetService()) == 0 {
+		t.Fatalf("reflection without a token: %v %v", r, err)
 	}
 }
 
