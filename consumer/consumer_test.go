@@ -489,6 +489,28 @@ func TestResumeAfterDisconnectAndRestart(t *testing.T) {
 	}
 }
 
+// A producer that accepts the stream but never says Hello is given up on
+// after HelloTimeout and retried; the next connection delivers everything.
+func TestHelloTimeout(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.set(func(p *fakeProducer) { p.silent[0] = true })
+	fake.publish("a", "b")
+	rec := &recorder{}
+	o := h.options()
+	o.Handler = rec.handle
+	o.HelloTimeout = 100 * time.Millisecond
+	c := newConsumer(t, o)
+	runBG(t, c)
+	waitFor(t, "2 events after the silent connection", func() bool { return rec.count() == 2 })
+	if n := len(fake.initList()); n != 2 {
+		t.Fatalf("%d Inits, want 2 (the silent one, then a retry)", n)
+	}
+	if st := c.Status()[0]; st.LastError == nil || !strings.Contains(st.LastError.Error(), "sent no Hello within 100ms") {
+		t.Fatalf("Status.LastError = %v, want the Hello timeout", st.LastError)
+	}
+}
+
 func TestOperatorPositionForUnseenJournalIsUsed(t *testing.T) {
 	h := newHarness(t, 1)
 	fake := h.fake(0)

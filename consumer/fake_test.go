@@ -41,6 +41,7 @@ type fakeProducer struct {
 	dup       bool               // send every event batch twice
 	noSlices  bool               // ignore the slice range (a faulty producer)
 	failAfter map[int]int        // connection number → events it sends before Unavailable
+	silent    map[int]bool       // connection number → never answers Init
 	refuse    string             // non-empty: refuse filter updates with this message
 	inits     []*streamdv1.Init  // every Init received, in order
 	updates   []*streamdv1.FilterUpdate
@@ -56,6 +57,7 @@ func newFakeProducer() *fakeProducer {
 		seqNrs:    map[string]uint64{},
 		changed:   make(chan struct{}),
 		kill:      make(chan struct{}),
+		silent:    map[int]bool{},
 		batchSize: 100,
 		failAfter: map[int]int{},
 	}
@@ -177,7 +179,12 @@ func (p *fakeProducer) Subscribe(st grpc.BidiStreamingServer[streamdv1.Subscribe
 	p.inits = append(p.inits, proto.CloneOf(init))
 	jid, floor, last := p.journalID, p.first, uint64(len(p.events))
 	limit, limited := p.failAfter[conn]
+	silent := p.silent[conn]
 	p.mu.Unlock()
+	if silent {
+		<-st.Context().Done()
+		return st.Context().Err()
+	}
 
 	if !p.streams[init.GetStream()] {
 		return status.Errorf(codes.NotFound, "fake: unknown stream %q", init.GetStream())

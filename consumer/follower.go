@@ -315,10 +315,14 @@ func (f *follower) openSession() *session {
 // serve reads Hello, then events and progress until the stream ends.
 func (f *follower) serve(ctx context.Context, s *session, msgs <-chan *streamdv1.SubscribeResponse, st start) (bool, error) {
 	var first *streamdv1.SubscribeResponse
+	helloTimer := time.NewTimer(f.c.opts.HelloTimeout)
+	defer helloTimer.Stop()
 	select {
 	case first = <-msgs:
 	case <-ctx.Done():
 		return false, context.Cause(ctx)
+	case <-helloTimer.C:
+		return false, status.Errorf(codes.Unavailable, "consumer: producer %s sent no Hello within %v", f.addr, f.c.opts.HelloTimeout)
 	}
 	if first == nil {
 		if ctx.Err() != nil {

@@ -80,6 +80,7 @@ const (
 	DefaultSaveEvery    = 1000
 	DefaultMinBackoff   = 100 * time.Millisecond
 	DefaultMaxBackoff   = 10 * time.Second
+	DefaultHelloTimeout = 30 * time.Second
 )
 
 // Options configures New. Zero values mean the documented defaults.
@@ -133,6 +134,10 @@ type Options struct {
 	// per failed attempt with full jitter (defaults 100ms and 10s).
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
+	// HelloTimeout bounds the wait for a producer's Hello after Init; a
+	// producer that stays silent is treated as unavailable and retried
+	// (default 30s).
+	HelloTimeout time.Duration
 
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -154,6 +159,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MinBackoff == 0 {
 		o.MinBackoff = DefaultMinBackoff
+	}
+	if o.HelloTimeout == 0 {
+		o.HelloTimeout = DefaultHelloTimeout
 	}
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = max(DefaultMaxBackoff, o.MinBackoff)
@@ -243,6 +251,8 @@ func (o Options) Validate() error {
 		return invalidf("Options.SaveEvery %d is negative", o.SaveEvery)
 	case o.MinBackoff < 0:
 		return invalidf("Options.MinBackoff %s is negative", o.MinBackoff)
+	case o.HelloTimeout < 0:
+		return invalidf("Options.HelloTimeout %s is negative", o.HelloTimeout)
 	case o.MaxBackoff < o.MinBackoff:
 		return invalidf("Options.MaxBackoff %s is below Options.MinBackoff %s", o.MaxBackoff, o.MinBackoff)
 	}
