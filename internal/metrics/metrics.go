@@ -143,9 +143,9 @@ func (m *Metrics) Sent(stream, consumer string, events, bytes, filtered int) {
 	}
 }
 
-// Progressed records the last offset sent or reported (Progress) to an open
-// stream's consumer; streamd_stream_lag_events is computed from it. The
-// producer does not call it yet: producer.StreamObserver has no such method.
+// Progressed implements producer.StreamObserver: it records the last offset
+// sent or reported (Progress) to an open stream's consumer, from which
+// streamd_stream_lag_events is computed.
 func (m *Metrics) Progressed(stream, consumer string, offset uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
