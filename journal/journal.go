@@ -550,7 +550,7 @@ func (w *writer) commit(g *group) error {
 		undo = undo[:0]
 		var conflict error
 		for _, e := range events {
-			ek := entityKey(e.EntityType, e.EntityId)
+			ek := EntityKey(e.EntityType, e.EntityId)
 			last, had := groupSeq[ek]
 			if !had {
 				var err error

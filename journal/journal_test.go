@@ -60,7 +60,7 @@ func checkInvariants(t testing.TB, events []*streamdv1.Event, firstOffset uint64
 		if want := firstOffset + uint64(i); e.Offset != want {
 			t.Fatalf("event %d has offset %d, want %d", i, e.Offset, want)
 		}
-		ek := entityKey(e.EntityType, e.EntityId)
+		ek := EntityKey(e.EntityType, e.EntityId)
 		if e.SeqNr != lastSeq[ek]+1 {
 			t.Fatalf("entity %q: seqNr %d after %d", ek, e.SeqNr, lastSeq[ek])
 		}

@@ -37,9 +37,9 @@ func SliceOf(entityID string) uint32 {
 	return h.Sum32() % Slices
 }
 
-// entityKey identifies an entity inside the journal: type NUL id. Neither
-// part may contain NUL, so the key is unambiguous.
-func entityKey(entityType, entityID string) string {
+// EntityKey identifies an entity (type NUL id); neither part may contain
+// NUL, so the key is unambiguous.
+func EntityKey(entityType, entityID string) string {
 	return entityType + "\x00" + entityID
 }
 

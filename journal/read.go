@@ -89,7 +89,7 @@ func (j *Journal) ReadRecords(from uint64, limit int, dst []Record) ([]Record, e
 // in seqNr order. Events below the retention floor are not returned.
 func (j *Journal) ReadEntity(entityType, entityID string, fromSeqNr uint64, limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, error) {
 	fromSeqNr = max(fromSeqNr, 1)
-	ek := entityKey(entityType, entityID)
+	ek := EntityKey(entityType, entityID)
 	prefix := indexPrefix(ek)
 	last := j.durable.Load()
 	n := len(dst)

@@ -109,7 +109,7 @@ func (j *Journal) nextDeletion() (*deletion, error) {
 			}
 			d.keys = append(d.keys, item.KeyCopy(nil))
 			for _, e := range events {
-				ek := entityKey(e.EntityType, e.EntityId)
+				ek := EntityKey(e.EntityType, e.EntityId)
 				d.keys = append(d.keys, indexKey(ek, e.SeqNr))
 				if _, err := txn.Get(indexKey(ek, e.SeqNr+1)); errors.Is(err, badger.ErrKeyNotFound) {
 					d.lastSeq[ek] = e.SeqNr

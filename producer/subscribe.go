@@ -234,15 +234,10 @@ func (sub *subscription) sendLive(recs []journal.Record) error {
 			return nil
 		}
 		var err error
-		if o := sub.s.opts.Observer; o != nil {
-			o.Sent(sub.stream.def.Name, sub.consumer, len(raw)+len(out), size, filtered)
-		}
 		if transform {
-			err = sub.st.Send(&streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Events{
-				Events: &streamdv1.EventBatch{Events: out}}})
+			err = sub.send(&streamdv1.EventBatch{Events: out}, size, filtered)
 		} else {
-			err = sub.st.SendMsg(&streamdv1.RawSubscribeResponse{Response: &streamdv1.RawSubscribeResponse_Events{
-				Events: &streamdv1.RawEventBatch{Events: raw}}})
+			err = sub.sendRaw(raw, size, filtered)
 		}
 		sub.report(last)
 		raw, out, size, filtered = nil, nil, 0, 0
@@ -268,7 +263,7 @@ func (sub *subscription) sendLive(recs []journal.Record) error {
 			}
 			// An entity's replayed history must reach the consumer before its
 			// newer live events, or the consumer's seqNr dedupe would drop it.
-			if r := sub.replaying[e.EntityType+"\x00"+e.EntityId]; r != nil {
+			if r := sub.replaying[journal.EntityKey(e.EntityType, e.EntityId)]; r != nil {
 				if err := flush(); err != nil {
 					return err
 				}
@@ -297,8 +292,8 @@ func (sub *subscription) sendLive(recs []journal.Record) error {
 	if err := flush(); err != nil {
 		return err
 	}
-	if filtered > 0 && sub.s.opts.Observer != nil {
-		sub.s.opts.Observer.Sent(sub.stream.def.Name, sub.consumer, 0, 0, filtered)
+	if filtered > 0 {
+		sub.observeSent(0, 0, filtered)
 	}
 	sub.pending = recs[len(recs)-1].Offset
 	if sub.pending > sub.reported && time.Since(sub.lastProgress) >= sub.s.opts.ProgressInterval {
@@ -322,10 +317,21 @@ func (sub *subscription) selects(e *streamdv1.Event, now time.Time) bool {
 }
 
 func (sub *subscription) send(b *streamdv1.EventBatch, size, filtered int) error {
-	if o := sub.s.opts.Observer; o != nil {
-		o.Sent(sub.stream.def.Name, sub.consumer, len(b.Events), size, filtered)
-	}
+	sub.observeSent(len(b.Events), size, filtered)
 	return sub.st.Send(&streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Events{Events: b}})
+}
+
+// sendRaw sends events in their stored encoding, as a wire-identical batch.
+func (sub *subscription) sendRaw(raw [][]byte, size, filtered int) error {
+	sub.observeSent(len(raw), size, filtered)
+	return sub.st.SendMsg(&streamdv1.RawSubscribeResponse{Response: &streamdv1.RawSubscribeResponse_Events{
+		Events: &streamdv1.RawEventBatch{Events: raw}}})
+}
+
+func (sub *subscription) observeSent(events, size, filtered int) {
+	if o := sub.s.opts.Observer; o != nil {
+		o.Sent(sub.stream.def.Name, sub.consumer, events, size, filtered)
+	}
 }
 
 // report moves the highest offset sent or covered by Progress.
@@ -393,7 +399,7 @@ func (sub *subscription) startReplays(criteria []*streamdv1.FilterCriterion) {
 }
 
 func (sub *subscription) startReplay(entityType, entityID string, from uint64) {
-	key := entityType + "\x00" + entityID
+	key := journal.EntityKey(entityType, entityID)
 	if r := sub.replaying[key]; r != nil {
 		r.next = min(r.next, max(from, 1)) // already pending: widen it
 		return
@@ -438,7 +444,7 @@ func (sub *subscription) drainReplay(r *replay) error {
 }
 
 func (sub *subscription) finishReplay(r *replay) {
-	delete(sub.replaying, r.entityType+"\x00"+r.entityID)
+	delete(sub.replaying, journal.EntityKey(r.entityType, r.entityID))
 	drop := func(rs []*replay) []*replay {
 		return slices.DeleteFunc(rs, func(x *replay) bool { return x == r })
 	}
