@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -41,12 +42,13 @@ func NewServer(j *journal.Journal, opts ServerOptions) (*Server, error) {
 	return &Server{j: j, opts: opts, streams: streams, shutdown: make(chan struct{})}, nil
 }
 
-// StreamNames lists the named streams.
+// StreamNames lists the named streams, sorted.
 func (s *Server) StreamNames() []string {
 	names := make([]string, 0, len(s.streams))
 	for n := range s.streams {
 		names = append(names, n)
 	}
+	slices.Sort(names)
 	return names
 }
 

@@ -98,10 +98,8 @@ func (s *Server) open(st streamdv1.EventStreamService_SubscribeServer, init *str
 	}
 	str := s.streams[init.Stream]
 	if str == nil {
-		names := s.StreamNames()
-		slices.Sort(names)
 		return nil, nil, status.Errorf(codes.NotFound, "producer: unknown stream %q (this producer offers: %s)",
-			init.Stream, strings.Join(names, ", "))
+			init.Stream, strings.Join(s.StreamNames(), ", "))
 	}
 	if init.ConsumerName == "" {
 		return nil, nil, invalidArg("Init.consumer_name is empty")
