@@ -583,32 +583,26 @@ func (w *writer) commit(g *group) error {
 			continue
 		}
 		app := make([]Appended, len(events))
-		for _, e := range events {
+		for k, e := range events {
 			if !w.knownType(e.EntityType) && !slices.Contains(g.newTypes, e.EntityType) {
 				g.newTypes = append(g.newTypes, e.EntityType)
 				if err := txn.Set(append(bytes.Clone(prefixType), e.EntityType...), nil); err != nil {
 					return err
 				}
 			}
-		}
-		for k, e := range events {
 			e.Offset, e.Slice, e.TimestampUnixNano = offset, SliceOf(e.EntityId), ts
 			raw, err := blocks.add(txn, e)
 			if err != nil {
 				return err
 			}
-			n := len(raw)
-			ik, iv := len(slab), 0
-			slab = append(slab, prefixIndex...)
-			slab = append(slab, undo[k].ek...)
-			slab = append(slab, 0)
-			slab = binary.BigEndian.AppendUint64(slab, e.SeqNr)
-			iv = len(slab)
+			key := len(slab)
+			slab = appendIndexKey(slab, undo[k].ek, e.SeqNr)
+			val := len(slab)
 			slab = binary.BigEndian.AppendUint64(slab, offset)
-			if err := txn.Set(slab[ik:iv:iv], slab[iv:len(slab):len(slab)]); err != nil {
+			if err := txn.Set(slab[key:val:val], slab[val:len(slab):len(slab)]); err != nil {
 				return err
 			}
-			g.addBytes += int64(n)
+			g.addBytes += int64(len(raw))
 			app[k] = Appended{Offset: offset, SeqNr: e.SeqNr}
 			g.records = append(g.records, Record{Offset: offset, Raw: raw, event: e})
 			offset++

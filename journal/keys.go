@@ -52,7 +52,15 @@ func indexPrefix(ek string) []byte {
 }
 
 func indexKey(ek string, seqNr uint64) []byte {
-	return binary.BigEndian.AppendUint64(indexPrefix(ek), seqNr)
+	return appendIndexKey(make([]byte, 0, 2+len(ek)+1+8), ek, seqNr)
+}
+
+// appendIndexKey appends the index key of (entity, seqNr) to dst.
+func appendIndexKey(dst []byte, ek string, seqNr uint64) []byte {
+	dst = append(dst, prefixIndex...)
+	dst = append(dst, ek...)
+	dst = append(dst, 0)
+	return binary.BigEndian.AppendUint64(dst, seqNr)
 }
 
 func seqKey(ek string) []byte {
