@@ -68,6 +68,15 @@ func car(id, category string) *streamdv1.Event {
 		Tags: []string{category}, Topic: "car/" + id + "/speed", Payload: make([]byte, 128)}
 }
 
+// cars is n car events spread over the entities car-0 … car-(entities-1).
+func cars(n, entities int, category string) []*streamdv1.Event {
+	batch := make([]*streamdv1.Event, n)
+	for k := range batch {
+		batch[k] = car(fmt.Sprint("car-", k%entities), category)
+	}
+	return batch
+}
+
 // sub is a raw Subscribe client that records what arrives.
 type sub struct {
 	t      *testing.T
@@ -155,13 +164,8 @@ func earliest() *streamdv1.Init {
 // goes live; every offset arrives once, in order, across the seam.
 func TestCatchUpThenLive(t *testing.T) {
 	h := start(t, Options{Journal: journal.Options{RingSize: 64}, Server: ServerOptions{BatchEvents: 50}})
-	for i := range 20 {
-		batch := make([]*streamdv1.Event, 50)
-		for k := range batch {
-			batch[k] = car(fmt.Sprintf("car-%d", k%7), "family")
-		}
-		_ = i
-		h.publish(t, batch...)
+	for range 20 {
+		h.publish(t, cars(50, 7, "family")...)
 	}
 	s, err := h.subscribe(t, earliest())
 	if err != nil {
@@ -174,11 +178,7 @@ func TestCatchUpThenLive(t *testing.T) {
 	go func() {
 		defer close(done)
 		for range 40 {
-			batch := make([]*streamdv1.Event, 25)
-			for k := range batch {
-				batch[k] = car(fmt.Sprintf("car-%d", k%7), "family")
-			}
-			if _, err := h.p.Publish(context.Background(), batch...); err != nil {
+			if _, err := h.p.Publish(context.Background(), cars(25, 7, "family")...); err != nil {
 				t.Error(err)
 				return
 			}
@@ -565,11 +565,7 @@ func TestShutdownDuringCatchUp(t *testing.T) {
 	const total = 100_000
 	h := start(t, Options{Journal: journal.Options{Durability: journal.DurabilityAsync}, Server: ServerOptions{BatchEvents: 10}})
 	for range total / 1000 {
-		batch := make([]*streamdv1.Event, 1000)
-		for k := range batch {
-			batch[k] = car(fmt.Sprint("car-", k%50), "x")
-		}
-		h.publish(t, batch...)
+		h.publish(t, cars(1000, 50, "x")...)
 	}
 	s, err := h.subscribe(t, earliest())
 	if err != nil {
