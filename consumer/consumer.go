@@ -349,3 +349,13 @@ func cloneCriteria(in []*streamdv1.FilterCriterion) []*streamdv1.FilterCriterion
 	}
 	return out
 }
+
+// Options returns the options the consumer runs with, defaults filled in.
+// The slices in it are copies; Store is the consumer's own.
+func (c *Consumer) Options() Options {
+	o := c.opts
+	o.Producers = append([]string(nil), o.Producers...)
+	o.DialOptions = append([]grpc.DialOption(nil), o.DialOptions...)
+	o.Filter = cloneCriteria(o.Filter)
+	return o
+}

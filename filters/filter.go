@@ -232,3 +232,20 @@ func Prune(criteria []*streamdv1.FilterCriterion, now time.Time) []*streamdv1.Fi
 	}
 	return out
 }
+
+// Missing returns the criteria of remove whose identity (action, field,
+// value) no criterion of current has: removing them would change nothing,
+// which an operator usually wants to hear about.
+func Missing(current, remove []*streamdv1.FilterCriterion) []*streamdv1.FilterCriterion {
+	have := make(map[identity]bool, len(current))
+	for _, c := range current {
+		have[identityOf(c)] = true
+	}
+	var out []*streamdv1.FilterCriterion
+	for _, r := range remove {
+		if !have[identityOf(r)] {
+			out = append(out, r)
+		}
+	}
+	return out
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,39 +14,66 @@ import (
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-var storeFlags = []cli.Flag{
-	&cli.StringFlag{Name: "store", Usage: "offsets store directory of the consumer (required; stop the consumer first, it holds a lock)"},
+// consumerAdmin is where the offsets and filters commands act: an offsets
+// store directory (--store), or the AdminService of the process that runs
+// the consumers (--addr).
+type consumerAdmin interface {
+	positions(consumer string) ([]offsets.Entry, error)
+	resolve(sel offsets.Selector) (offsets.Key, offsets.Resolution, error)
+	move(sel offsets.Selector, to offsets.Position, execute bool) ([]offsets.Change, error)
+	// filters lists the filters of consumer ("" = all); stream "" with
+	// anyStream lists every stream's.
+	filters(consumer, stream string, anyStream bool) ([]offsets.FilterEntry, error)
+	editFilter(consumer, stream string, add, remove []*streamdv1.FilterCriterion) (offsets.FilterEntry, error)
+	// when says when a change takes effect.
+	when(consumer string) string
+	Close() error
+}
+
+var adminFlags = []cli.Flag{
+	&cli.StringFlag{Name: "store", Usage: "offsets store directory of a consumer that is stopped (it holds a lock); without it, the consumers the server at --addr runs"},
 	&cli.StringFlag{Name: "consumer", Usage: "consumer name"},
 }
 
-// withStore opens the offsets store of --store for fn.
-func withStore(needConsumer bool, fn func(c *cli.Context, s *offsets.Store) error) cli.ActionFunc {
+// withAdmin opens the consumerAdmin of --store or --addr for fn.
+func withAdmin(needConsumer bool, fn func(c *cli.Context, a consumerAdmin) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		dir := c.String("store")
-		if dir == "" {
-			return usagef("%s needs --store DIR", c.Command.HelpName)
-		}
 		if needConsumer && c.String("consumer") == "" {
 			return usagef("%s needs --consumer NAME", c.Command.HelpName)
 		}
-		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-			return fmt.Errorf("offsets store %s: not a directory", dir)
-		}
-		log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		s, err := offsets.Open(dir, offsets.Options{Logger: log})
+		a, err := openAdmin(c)
 		if err != nil {
-			return fmt.Errorf("open offsets store %s: %w", dir, err)
+			return err
 		}
-		err = fn(c, s)
-		if cerr := s.Close(); err == nil && cerr != nil {
-			return fmt.Errorf("close offsets store %s: %w", dir, cerr)
+		err = fn(c, a)
+		if cerr := a.Close(); err == nil && cerr != nil {
+			return cerr
 		}
 		return err
 	}
 }
 
+func openAdmin(c *cli.Context) (consumerAdmin, error) {
+	dir := c.String("store")
+	if dir == "" {
+		if c.IsSet("stream") {
+			return nil, usagef("--stream goes with --store: a running consumer's filter is for the stream it follows")
+		}
+		return dialAdmin(c)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("offsets store %s: not a directory", dir)
+	}
+	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s, err := offsets.Open(dir, offsets.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("open offsets store %s: %w", dir, err)
+	}
+	return &storeAdmin{dir: dir, s: s}, nil
+}
+
 func offsetsCommand() *cli.Command {
-	keyFlags := append(storeFlags[:2:2],
+	keyFlags := append(adminFlags[:2:2],
 		&cli.StringFlag{Name: "journal", Usage: "journal id in hex (see 'streamctl journal info')"},
 		&cli.StringFlag{Name: "slices", Usage: "slice range first-last, for example 0-1023"},
 	)
@@ -64,24 +90,25 @@ func offsetsCommand() *cli.Command {
 		ArgsUsage: " ",
 		Description: "Changes the positions of --consumer matching --journal and --slices (all of\n" +
 			"its positions when neither is given); with --journal and no stored\n" +
-			"position, creates one. The consumer uses it at its next connect: stop it\n" +
-			"first, a running consumer saves its own position over it.",
+			"position, creates one. A consumer the server runs is stopped, moved and\n" +
+			"started again; with --store, stop the consumer first: a running consumer\n" +
+			"saves its own position over the moved one.",
 		Flags:  moveFlags,
-		Action: withStore(true, movePositions),
+		Action: withAdmin(true, movePositions),
 	}
 	reset := *move
 	reset.Name = "reset"
-	return group("offsets", "inspect and move the positions in a consumer's offsets store",
+	return group("offsets", "inspect and move consumer positions (of a running server's consumers, or in an offsets store with --store)",
 		&cli.Command{
 			Name:      "list",
 			Usage:     "list stored positions (of every consumer unless --consumer)",
 			ArgsUsage: " ",
-			Flags:     storeFlags,
-			Action: withStore(false, func(c *cli.Context, s *offsets.Store) error {
+			Flags:     adminFlags,
+			Action: withAdmin(false, func(c *cli.Context, a consumerAdmin) error {
 				if err := noArgs(c); err != nil {
 					return err
 				}
-				es, err := s.List(c.String("consumer"))
+				es, err := a.positions(c.String("consumer"))
 				if err != nil {
 					return err
 				}
@@ -97,15 +124,15 @@ func offsetsCommand() *cli.Command {
 			Usage:     "show where a consumer would start (merging positions of overlapping slice ranges)",
 			ArgsUsage: " ",
 			Flags:     keyFlags,
-			Action: withStore(true, func(c *cli.Context, s *offsets.Store) error {
+			Action: withAdmin(true, func(c *cli.Context, a consumerAdmin) error {
 				if err := noArgs(c); err != nil {
 					return err
 				}
-				k, err := singleKey(c, s)
+				sel, err := selector(c)
 				if err != nil {
 					return err
 				}
-				r, err := s.Resolve(k)
+				k, r, err := a.resolve(sel)
 				if err != nil {
 					return err
 				}
@@ -134,91 +161,33 @@ func entryJSON(k offsets.Key, p offsets.Position) map[string]any {
 	return obj
 }
 
-// keyFilter reads --journal and --slices; nil means "any".
-func keyFilter(c *cli.Context) (journal []byte, slices *offsets.SliceRange, err error) {
+// selector reads --consumer, --journal and --slices.
+func selector(c *cli.Context) (offsets.Selector, error) {
+	sel := offsets.Selector{Consumer: c.String("consumer")}
 	if j := c.String("journal"); j != "" {
-		if journal, err = hex.DecodeString(j); err != nil || len(journal) != offsets.JournalIDLen {
-			return nil, nil, usagef("--journal %q: want %d bytes in hex", j, offsets.JournalIDLen)
+		id, err := hex.DecodeString(j)
+		if err != nil || len(id) != offsets.JournalIDLen {
+			return sel, usagef("--journal %q: want %d bytes in hex", j, offsets.JournalIDLen)
 		}
+		sel.JournalID = id
 	}
 	if sr := c.String("slices"); sr != "" {
 		r, err := offsets.ParseSliceRange(sr)
 		if err != nil {
-			return nil, nil, usagef("--slices: %v", err)
+			return sel, usagef("--slices: %v", err)
 		}
-		slices = &r
+		sel.Slices = &r
 	}
-	return journal, slices, nil
+	return sel, nil
 }
 
-// targets are the stored keys of --consumer matching --journal and --slices,
-// or the key those flags name when nothing matches and --journal is given.
-func targets(c *cli.Context, s *offsets.Store) ([]offsets.Key, error) {
-	journal, slices, err := keyFilter(c)
-	if err != nil {
-		return nil, err
-	}
-	es, err := s.List(c.String("consumer"))
-	if err != nil {
-		return nil, err
-	}
-	var keys []offsets.Key
-	for _, e := range es {
-		if (journal == nil || string(e.JournalID) == string(journal)) && (slices == nil || e.Slices == *slices) {
-			keys = append(keys, e.Key)
-		}
-	}
-	if len(keys) == 0 {
-		if journal == nil {
-			return nil, fmt.Errorf("no stored position matches consumer %q: give --journal HEX (see 'streamctl journal info') to create one", c.String("consumer"))
-		}
-		k := offsets.Key{Consumer: c.String("consumer"), JournalID: journal, Slices: offsets.AllSlices}
-		if slices != nil {
-			k.Slices = *slices
-		}
-		keys = append(keys, k)
-	}
-	return keys, nil
-}
-
-// singleKey is the key offsets get resolves: --journal, or the one journal
-// the consumer has positions in.
-func singleKey(c *cli.Context, s *offsets.Store) (offsets.Key, error) {
-	journal, slices, err := keyFilter(c)
-	if err != nil {
-		return offsets.Key{}, err
-	}
-	k := offsets.Key{Consumer: c.String("consumer"), JournalID: journal, Slices: offsets.AllSlices}
-	if slices != nil {
-		k.Slices = *slices
-	}
-	if journal != nil {
-		return k, nil
-	}
-	es, err := s.List(k.Consumer)
-	if err != nil {
-		return k, err
-	}
-	for _, e := range es {
-		if k.JournalID != nil && string(k.JournalID) != string(e.JournalID) {
-			return k, usagef("consumer %q has positions in several journals: give --journal", k.Consumer)
-		}
-		k.JournalID = e.JournalID
-	}
-	if k.JournalID == nil {
-		return k, fmt.Errorf("no stored position for consumer %q", k.Consumer)
-	}
-	return k, nil
-}
-
-func movePositions(c *cli.Context, s *offsets.Store) error {
+func movePositions(c *cli.Context, a consumerAdmin) error {
 	if err := noArgs(c); err != nil {
 		return err
 	}
 	var (
-		n      int
-		want   offsets.Position
-		policy streamdv1.StartPolicy
+		n    int
+		want offsets.Position
 	)
 	if c.IsSet("to-offset") {
 		n++
@@ -226,11 +195,11 @@ func movePositions(c *cli.Context, s *offsets.Store) error {
 	}
 	if c.Bool("to-earliest") {
 		n++
-		policy = streamdv1.StartPolicy_START_POLICY_EARLIEST
+		want.Start = streamdv1.StartPolicy_START_POLICY_EARLIEST
 	}
 	if c.Bool("to-latest") {
 		n++
-		policy = streamdv1.StartPolicy_START_POLICY_LATEST
+		want.Start = streamdv1.StartPolicy_START_POLICY_LATEST
 	}
 	if c.IsSet("to-time") {
 		n++
@@ -238,47 +207,36 @@ func movePositions(c *cli.Context, s *offsets.Store) error {
 		if err != nil {
 			return usagef("--to-time %q: want an RFC 3339 time", c.String("to-time"))
 		}
-		policy, want.StartTime = streamdv1.StartPolicy_START_POLICY_AT_TIME, t
+		want.Start, want.StartTime = streamdv1.StartPolicy_START_POLICY_AT_TIME, t
 	}
 	if n != 1 {
 		return usagef("%s needs exactly one of --to-offset, --to-earliest, --to-latest, --to-time", c.Command.HelpName)
 	}
-	want.Start = policy
-	keys, err := targets(c, s)
+	sel, err := selector(c)
+	if err != nil {
+		return err
+	}
+	changes, err := a.move(sel, want, c.Bool("execute"))
 	if err != nil {
 		return err
 	}
 	p := newPrinter(c)
 	t := p.table("CONSUMER", "JOURNAL", "SLICES", "FROM", "TO")
-	for _, k := range keys {
-		cur, found, err := s.Get(k)
-		if err != nil {
-			return err
-		}
+	for _, ch := range changes {
 		from := "(none)"
-		if found {
-			from = cur.String()
+		if ch.Found {
+			from = ch.From.String()
 		}
-		if c.Bool("execute") {
-			if policy == streamdv1.StartPolicy_START_POLICY_UNSPECIFIED {
-				err = s.Set(k, want.Offset)
-			} else {
-				err = s.Reset(k, policy, want.StartTime)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		obj := entryJSON(k, want)
-		obj["from"], obj["to"], obj["executed"] = from, want.String(), c.Bool("execute")
+		obj := entryJSON(ch.Key, ch.To)
+		obj["from"], obj["to"], obj["executed"] = from, ch.To.String(), c.Bool("execute")
 		delete(obj, "position")
-		t.row(obj, k.Consumer, hex.EncodeToString(k.JournalID), k.Slices, from, want.String())
+		t.row(obj, ch.Key.Consumer, hex.EncodeToString(ch.Key.JournalID), ch.Key.Slices, from, ch.To.String())
 	}
 	if err := t.flush(); err != nil {
 		return err
 	}
 	if c.Bool("execute") {
-		p.note("changed %d position(s); the consumer starts there at its next connect", len(keys))
+		p.note("changed %d position(s); %s", len(changes), a.when(sel.Consumer))
 	} else {
 		p.note("dry run: nothing changed; add --execute to apply")
 	}
@@ -286,14 +244,14 @@ func movePositions(c *cli.Context, s *offsets.Store) error {
 }
 
 func filtersCommand() *cli.Command {
-	flags := append(storeFlags[:2:2],
-		&cli.StringFlag{Name: "stream", Usage: "stream the filter applies to (\"\" = the default stream)"},
+	flags := append(adminFlags[:2:2],
+		&cli.StringFlag{Name: "stream", Usage: "with --store: stream the filter applies to (\"\" = the default stream)"},
 	)
 	editFlags := append(flags[:3:3],
 		&cli.DurationFlag{Name: "ttl", Usage: "expire the added criteria after this long (criteria with ttl= or until= keep theirs)"},
 	)
 	edit := func(add bool) cli.ActionFunc {
-		return withStore(true, func(c *cli.Context, s *offsets.Store) error {
+		return withAdmin(true, func(c *cli.Context, a consumerAdmin) error {
 			if !c.Args().Present() {
 				return usagef("%s needs at least one criterion, for example 'include tag=sports'", c.Command.HelpName)
 			}
@@ -312,57 +270,37 @@ func filtersCommand() *cli.Command {
 				}
 				crits = append(crits, crit)
 			}
-			consumer, stream := c.String("consumer"), c.String("stream")
-			cur, err := s.Filters(consumer, stream)
-			if err != nil && !errorsIsNotFound(err) {
-				return err
-			}
-			var next []*streamdv1.FilterCriterion
+			var e offsets.FilterEntry
+			var err error
 			if add {
-				next = filters.Apply(cur, crits, nil)
-				if _, err := filters.Compile(next, filters.Limits{}); err != nil {
-					return err
-				}
+				e, err = a.editFilter(c.String("consumer"), c.String("stream"), crits, nil)
 			} else {
-				next = cur
-				for i := range crits {
-					after := filters.Apply(next, nil, crits[i:i+1])
-					if len(after) == len(next) {
-						return fmt.Errorf("%q is not in the filter of consumer %q on stream %q", c.Args().Get(i), consumer, stream)
-					}
-					next = after
-				}
+				e, err = a.editFilter(c.String("consumer"), c.String("stream"), nil, crits)
 			}
-			if err := s.SetFilters(consumer, stream, next); err != nil {
+			if err != nil {
 				return err
 			}
 			p := newPrinter(c)
-			if err := printFilters(p, []offsets.FilterEntry{{Consumer: consumer, Stream: stream, Criteria: next}}); err != nil {
+			if err := printFilters(p, []offsets.FilterEntry{e}); err != nil {
 				return err
 			}
-			p.note("stored; consumer %q picks the new filter up at its next (re)connect", consumer)
+			p.note("%s", a.when(e.Consumer))
 			return nil
 		})
 	}
-	return group("filters", "edit the filter stored for a consumer in its offsets store",
+	return group("filters", "edit a consumer's filter (of a running server's consumers, or in an offsets store with --store)",
 		&cli.Command{
 			Name:      "list",
-			Usage:     "list stored filters (of every consumer unless --consumer)",
+			Usage:     "list filters (of every consumer unless --consumer)",
 			ArgsUsage: " ",
 			Flags:     flags,
-			Action: withStore(false, func(c *cli.Context, s *offsets.Store) error {
+			Action: withAdmin(false, func(c *cli.Context, a consumerAdmin) error {
 				if err := noArgs(c); err != nil {
 					return err
 				}
-				all, err := s.ListFilters()
+				es, err := a.filters(c.String("consumer"), c.String("stream"), !c.IsSet("stream"))
 				if err != nil {
 					return err
-				}
-				var es []offsets.FilterEntry
-				for _, e := range all {
-					if (c.String("consumer") == "" || e.Consumer == c.String("consumer")) && (!c.IsSet("stream") || e.Stream == c.String("stream")) {
-						es = append(es, e)
-					}
 				}
 				return printFilters(newPrinter(c), es)
 			}),
@@ -386,5 +324,3 @@ func printFilters(p *printer, es []offsets.FilterEntry) error {
 	}
 	return t.flush()
 }
-
-func errorsIsNotFound(err error) bool { return errors.Is(err, offsets.ErrNotFound) }

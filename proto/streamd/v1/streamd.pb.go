@@ -5,7 +5,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: streamd.proto
+// source: streamd/v1/streamd.proto
 
 package streamdv1
 
@@ -61,11 +61,11 @@ func (x StartPolicy) String() string {
 }
 
 func (StartPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_streamd_proto_enumTypes[0].Descriptor()
+	return file_streamd_v1_streamd_proto_enumTypes[0].Descriptor()
 }
 
 func (StartPolicy) Type() protoreflect.EnumType {
-	return &file_streamd_proto_enumTypes[0]
+	return &file_streamd_v1_streamd_proto_enumTypes[0]
 }
 
 func (x StartPolicy) Number() protoreflect.EnumNumber {
@@ -74,7 +74,7 @@ func (x StartPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StartPolicy.Descriptor instead.
 func (StartPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{0}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{0}
 }
 
 // FilterAction: exclusions are evaluated first and always win.
@@ -111,11 +111,11 @@ func (x FilterAction) String() string {
 }
 
 func (FilterAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_streamd_proto_enumTypes[1].Descriptor()
+	return file_streamd_v1_streamd_proto_enumTypes[1].Descriptor()
 }
 
 func (FilterAction) Type() protoreflect.EnumType {
-	return &file_streamd_proto_enumTypes[1]
+	return &file_streamd_v1_streamd_proto_enumTypes[1]
 }
 
 func (x FilterAction) Number() protoreflect.EnumNumber {
@@ -124,7 +124,7 @@ func (x FilterAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FilterAction.Descriptor instead.
 func (FilterAction) EnumDescriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{1}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{1}
 }
 
 // FilterField is what a criterion matches on.
@@ -176,11 +176,11 @@ func (x FilterField) String() string {
 }
 
 func (FilterField) Descriptor() protoreflect.EnumDescriptor {
-	return file_streamd_proto_enumTypes[2].Descriptor()
+	return file_streamd_v1_streamd_proto_enumTypes[2].Descriptor()
 }
 
 func (FilterField) Type() protoreflect.EnumType {
-	return &file_streamd_proto_enumTypes[2]
+	return &file_streamd_v1_streamd_proto_enumTypes[2]
 }
 
 func (x FilterField) Number() protoreflect.EnumNumber {
@@ -189,7 +189,7 @@ func (x FilterField) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FilterField.Descriptor instead.
 func (FilterField) EnumDescriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{2}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{2}
 }
 
 // Event is one record of a journal. The producer fills entity_type, entity_id,
@@ -230,7 +230,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_streamd_proto_msgTypes[0]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -242,7 +242,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[0]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -255,7 +255,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{0}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *Event) GetOffset() uint64 {
@@ -374,7 +374,7 @@ type SliceRange struct {
 
 func (x *SliceRange) Reset() {
 	*x = SliceRange{}
-	mi := &file_streamd_proto_msgTypes[1]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +386,7 @@ func (x *SliceRange) String() string {
 func (*SliceRange) ProtoMessage() {}
 
 func (x *SliceRange) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[1]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +399,7 @@ func (x *SliceRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SliceRange.ProtoReflect.Descriptor instead.
 func (*SliceRange) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{1}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *SliceRange) GetFirst() uint32 {
@@ -428,7 +428,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_streamd_proto_msgTypes[2]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +440,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[2]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +453,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{2}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Position) GetJournalId() []byte {
@@ -491,7 +491,7 @@ type FilterCriterion struct {
 
 func (x *FilterCriterion) Reset() {
 	*x = FilterCriterion{}
-	mi := &file_streamd_proto_msgTypes[3]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +503,7 @@ func (x *FilterCriterion) String() string {
 func (*FilterCriterion) ProtoMessage() {}
 
 func (x *FilterCriterion) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[3]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +516,7 @@ func (x *FilterCriterion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilterCriterion.ProtoReflect.Descriptor instead.
 func (*FilterCriterion) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{3}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FilterCriterion) GetAction() FilterAction {
@@ -568,7 +568,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_streamd_proto_msgTypes[4]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +580,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[4]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +593,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{4}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SubscribeRequest) GetRequest() isSubscribeRequest_Request {
@@ -673,7 +673,7 @@ type Init struct {
 
 func (x *Init) Reset() {
 	*x = Init{}
-	mi := &file_streamd_proto_msgTypes[5]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +685,7 @@ func (x *Init) String() string {
 func (*Init) ProtoMessage() {}
 
 func (x *Init) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[5]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +698,7 @@ func (x *Init) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Init.ProtoReflect.Descriptor instead.
 func (*Init) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{5}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Init) GetStream() string {
@@ -764,7 +764,7 @@ type FilterUpdate struct {
 
 func (x *FilterUpdate) Reset() {
 	*x = FilterUpdate{}
-	mi := &file_streamd_proto_msgTypes[6]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +776,7 @@ func (x *FilterUpdate) String() string {
 func (*FilterUpdate) ProtoMessage() {}
 
 func (x *FilterUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[6]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +789,7 @@ func (x *FilterUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilterUpdate.ProtoReflect.Descriptor instead.
 func (*FilterUpdate) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{6}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FilterUpdate) GetId() uint64 {
@@ -826,7 +826,7 @@ type Replay struct {
 
 func (x *Replay) Reset() {
 	*x = Replay{}
-	mi := &file_streamd_proto_msgTypes[7]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +838,7 @@ func (x *Replay) String() string {
 func (*Replay) ProtoMessage() {}
 
 func (x *Replay) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[7]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +851,7 @@ func (x *Replay) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replay.ProtoReflect.Descriptor instead.
 func (*Replay) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{7}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Replay) GetEntityType() string {
@@ -890,7 +890,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_streamd_proto_msgTypes[8]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +902,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[8]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +915,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{8}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SubscribeResponse) GetResponse() isSubscribeResponse_Response {
@@ -1004,7 +1004,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_streamd_proto_msgTypes[9]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1016,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[9]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1029,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{9}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Hello) GetJournalId() []byte {
@@ -1072,7 +1072,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_streamd_proto_msgTypes[10]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1084,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[10]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1097,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{10}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EventBatch) GetEvents() []*Event {
@@ -1125,7 +1125,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_streamd_proto_msgTypes[11]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1137,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[11]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1150,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{11}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Progress) GetOffset() uint64 {
@@ -1173,7 +1173,7 @@ type FilterUpdateResult struct {
 
 func (x *FilterUpdateResult) Reset() {
 	*x = FilterUpdateResult{}
-	mi := &file_streamd_proto_msgTypes[12]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1185,7 @@ func (x *FilterUpdateResult) String() string {
 func (*FilterUpdateResult) ProtoMessage() {}
 
 func (x *FilterUpdateResult) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[12]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1198,7 @@ func (x *FilterUpdateResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilterUpdateResult.ProtoReflect.Descriptor instead.
 func (*FilterUpdateResult) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{12}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FilterUpdateResult) GetId() uint64 {
@@ -1231,7 +1231,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_streamd_proto_msgTypes[13]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1243,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[13]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1256,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{13}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PublishRequest) GetEvents() []*Event {
@@ -1277,7 +1277,7 @@ type Appended struct {
 
 func (x *Appended) Reset() {
 	*x = Appended{}
-	mi := &file_streamd_proto_msgTypes[14]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1289,7 @@ func (x *Appended) String() string {
 func (*Appended) ProtoMessage() {}
 
 func (x *Appended) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[14]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1302,7 @@ func (x *Appended) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Appended.ProtoReflect.Descriptor instead.
 func (*Appended) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{14}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Appended) GetOffset() uint64 {
@@ -1328,7 +1328,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_streamd_proto_msgTypes[15]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1340,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[15]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1353,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{15}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PublishResponse) GetAppended() []*Appended {
@@ -1372,7 +1372,7 @@ type PublishStreamRequest struct {
 
 func (x *PublishStreamRequest) Reset() {
 	*x = PublishStreamRequest{}
-	mi := &file_streamd_proto_msgTypes[16]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1384,7 @@ func (x *PublishStreamRequest) String() string {
 func (*PublishStreamRequest) ProtoMessage() {}
 
 func (x *PublishStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[16]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1397,7 @@ func (x *PublishStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishStreamRequest.ProtoReflect.Descriptor instead.
 func (*PublishStreamRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{16}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PublishStreamRequest) GetEvents() []*Event {
@@ -1420,7 +1420,7 @@ type PublishStreamResponse struct {
 
 func (x *PublishStreamResponse) Reset() {
 	*x = PublishStreamResponse{}
-	mi := &file_streamd_proto_msgTypes[17]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1432,7 @@ func (x *PublishStreamResponse) String() string {
 func (*PublishStreamResponse) ProtoMessage() {}
 
 func (x *PublishStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[17]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1445,7 @@ func (x *PublishStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishStreamResponse.ProtoReflect.Descriptor instead.
 func (*PublishStreamResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{17}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PublishStreamResponse) GetAppended() []*Appended {
@@ -1480,7 +1480,7 @@ type LoadEventRequest struct {
 
 func (x *LoadEventRequest) Reset() {
 	*x = LoadEventRequest{}
-	mi := &file_streamd_proto_msgTypes[18]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1492,7 @@ func (x *LoadEventRequest) String() string {
 func (*LoadEventRequest) ProtoMessage() {}
 
 func (x *LoadEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[18]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1505,7 @@ func (x *LoadEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadEventRequest.ProtoReflect.Descriptor instead.
 func (*LoadEventRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{18}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LoadEventRequest) GetEntityType() string {
@@ -1538,7 +1538,7 @@ type LoadEventResponse struct {
 
 func (x *LoadEventResponse) Reset() {
 	*x = LoadEventResponse{}
-	mi := &file_streamd_proto_msgTypes[19]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1550,7 @@ func (x *LoadEventResponse) String() string {
 func (*LoadEventResponse) ProtoMessage() {}
 
 func (x *LoadEventResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[19]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1563,7 @@ func (x *LoadEventResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadEventResponse.ProtoReflect.Descriptor instead.
 func (*LoadEventResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{19}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LoadEventResponse) GetEvent() *Event {
@@ -1584,7 +1584,7 @@ type EntityEventsRequest struct {
 
 func (x *EntityEventsRequest) Reset() {
 	*x = EntityEventsRequest{}
-	mi := &file_streamd_proto_msgTypes[20]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1596,7 @@ func (x *EntityEventsRequest) String() string {
 func (*EntityEventsRequest) ProtoMessage() {}
 
 func (x *EntityEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[20]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1609,7 @@ func (x *EntityEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityEventsRequest.ProtoReflect.Descriptor instead.
 func (*EntityEventsRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{20}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EntityEventsRequest) GetEntityType() string {
@@ -1642,7 +1642,7 @@ type EntityEventsResponse struct {
 
 func (x *EntityEventsResponse) Reset() {
 	*x = EntityEventsResponse{}
-	mi := &file_streamd_proto_msgTypes[21]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +1654,7 @@ func (x *EntityEventsResponse) String() string {
 func (*EntityEventsResponse) ProtoMessage() {}
 
 func (x *EntityEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[21]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +1667,7 @@ func (x *EntityEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityEventsResponse.ProtoReflect.Descriptor instead.
 func (*EntityEventsResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{21}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EntityEventsResponse) GetEvents() []*Event {
@@ -1685,7 +1685,7 @@ type JournalInfoRequest struct {
 
 func (x *JournalInfoRequest) Reset() {
 	*x = JournalInfoRequest{}
-	mi := &file_streamd_proto_msgTypes[22]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +1697,7 @@ func (x *JournalInfoRequest) String() string {
 func (*JournalInfoRequest) ProtoMessage() {}
 
 func (x *JournalInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[22]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +1710,7 @@ func (x *JournalInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalInfoRequest.ProtoReflect.Descriptor instead.
 func (*JournalInfoRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{22}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{22}
 }
 
 type JournalInfoResponse struct {
@@ -1730,7 +1730,7 @@ type JournalInfoResponse struct {
 
 func (x *JournalInfoResponse) Reset() {
 	*x = JournalInfoResponse{}
-	mi := &file_streamd_proto_msgTypes[23]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +1742,7 @@ func (x *JournalInfoResponse) String() string {
 func (*JournalInfoResponse) ProtoMessage() {}
 
 func (x *JournalInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[23]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,7 +1755,7 @@ func (x *JournalInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalInfoResponse.ProtoReflect.Descriptor instead.
 func (*JournalInfoResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{23}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JournalInfoResponse) GetJournalId() []byte {
@@ -1820,7 +1820,7 @@ type RawEventBatch struct {
 
 func (x *RawEventBatch) Reset() {
 	*x = RawEventBatch{}
-	mi := &file_streamd_proto_msgTypes[24]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +1832,7 @@ func (x *RawEventBatch) String() string {
 func (*RawEventBatch) ProtoMessage() {}
 
 func (x *RawEventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[24]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +1845,7 @@ func (x *RawEventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RawEventBatch.ProtoReflect.Descriptor instead.
 func (*RawEventBatch) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{24}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RawEventBatch) GetEvents() [][]byte {
@@ -1876,7 +1876,7 @@ type RawSubscribeResponse struct {
 
 func (x *RawSubscribeResponse) Reset() {
 	*x = RawSubscribeResponse{}
-	mi := &file_streamd_proto_msgTypes[25]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +1888,7 @@ func (x *RawSubscribeResponse) String() string {
 func (*RawSubscribeResponse) ProtoMessage() {}
 
 func (x *RawSubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_proto_msgTypes[25]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +1901,7 @@ func (x *RawSubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RawSubscribeResponse.ProtoReflect.Descriptor instead.
 func (*RawSubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_proto_rawDescGZIP(), []int{25}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RawSubscribeResponse) GetResponse() isRawSubscribeResponse_Response {
@@ -1930,11 +1930,11 @@ type RawSubscribeResponse_Events struct {
 
 func (*RawSubscribeResponse_Events) isRawSubscribeResponse_Response() {}
 
-var File_streamd_proto protoreflect.FileDescriptor
+var File_streamd_v1_streamd_proto protoreflect.FileDescriptor
 
-const file_streamd_proto_rawDesc = "" +
+const file_streamd_v1_streamd_proto_rawDesc = "" +
 	"\n" +
-	"\rstreamd.proto\x12\n" +
+	"\x18streamd/v1/streamd.proto\x12\n" +
 	"streamd.v1\"\x9f\x05\n" +
 	"\x05Event\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x1f\n" +
@@ -2093,20 +2093,20 @@ const file_streamd_proto_rawDesc = "" +
 	"\vJournalInfo\x12\x1e.streamd.v1.JournalInfoRequest\x1a\x1f.streamd.v1.JournalInfoResponseB7Z5github.com/streamd/streamd/proto/streamd/v1;streamdv1b\x06proto3"
 
 var (
-	file_streamd_proto_rawDescOnce sync.Once
-	file_streamd_proto_rawDescData []byte
+	file_streamd_v1_streamd_proto_rawDescOnce sync.Once
+	file_streamd_v1_streamd_proto_rawDescData []byte
 )
 
-func file_streamd_proto_rawDescGZIP() []byte {
-	file_streamd_proto_rawDescOnce.Do(func() {
-		file_streamd_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_streamd_proto_rawDesc), len(file_streamd_proto_rawDesc)))
+func file_streamd_v1_streamd_proto_rawDescGZIP() []byte {
+	file_streamd_v1_streamd_proto_rawDescOnce.Do(func() {
+		file_streamd_v1_streamd_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_streamd_v1_streamd_proto_rawDesc), len(file_streamd_v1_streamd_proto_rawDesc)))
 	})
-	return file_streamd_proto_rawDescData
+	return file_streamd_v1_streamd_proto_rawDescData
 }
 
-var file_streamd_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_streamd_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
-var file_streamd_proto_goTypes = []any{
+var file_streamd_v1_streamd_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_streamd_v1_streamd_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_streamd_v1_streamd_proto_goTypes = []any{
 	(StartPolicy)(0),              // 0: streamd.v1.StartPolicy
 	(FilterAction)(0),             // 1: streamd.v1.FilterAction
 	(FilterField)(0),              // 2: streamd.v1.FilterField
@@ -2139,7 +2139,7 @@ var file_streamd_proto_goTypes = []any{
 	nil,                           // 29: streamd.v1.Event.MetadataEntry
 	nil,                           // 30: streamd.v1.Event.VersionVectorEntry
 }
-var file_streamd_proto_depIdxs = []int32{
+var file_streamd_v1_streamd_proto_depIdxs = []int32{
 	29, // 0: streamd.v1.Event.metadata:type_name -> streamd.v1.Event.MetadataEntry
 	30, // 1: streamd.v1.Event.version_vector:type_name -> streamd.v1.Event.VersionVectorEntry
 	1,  // 2: streamd.v1.FilterCriterion.action:type_name -> streamd.v1.FilterAction
@@ -2184,41 +2184,41 @@ var file_streamd_proto_depIdxs = []int32{
 	0,  // [0:25] is the sub-list for field type_name
 }
 
-func init() { file_streamd_proto_init() }
-func file_streamd_proto_init() {
-	if File_streamd_proto != nil {
+func init() { file_streamd_v1_streamd_proto_init() }
+func file_streamd_v1_streamd_proto_init() {
+	if File_streamd_v1_streamd_proto != nil {
 		return
 	}
-	file_streamd_proto_msgTypes[4].OneofWrappers = []any{
+	file_streamd_v1_streamd_proto_msgTypes[4].OneofWrappers = []any{
 		(*SubscribeRequest_Init)(nil),
 		(*SubscribeRequest_FilterUpdate)(nil),
 		(*SubscribeRequest_Replay)(nil),
 	}
-	file_streamd_proto_msgTypes[8].OneofWrappers = []any{
+	file_streamd_v1_streamd_proto_msgTypes[8].OneofWrappers = []any{
 		(*SubscribeResponse_Hello)(nil),
 		(*SubscribeResponse_Events)(nil),
 		(*SubscribeResponse_Progress)(nil),
 		(*SubscribeResponse_FilterUpdateResult)(nil),
 	}
-	file_streamd_proto_msgTypes[25].OneofWrappers = []any{
+	file_streamd_v1_streamd_proto_msgTypes[25].OneofWrappers = []any{
 		(*RawSubscribeResponse_Events)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamd_proto_rawDesc), len(file_streamd_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamd_v1_streamd_proto_rawDesc), len(file_streamd_v1_streamd_proto_rawDesc)),
 			NumEnums:      3,
 			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_streamd_proto_goTypes,
-		DependencyIndexes: file_streamd_proto_depIdxs,
-		EnumInfos:         file_streamd_proto_enumTypes,
-		MessageInfos:      file_streamd_proto_msgTypes,
+		GoTypes:           file_streamd_v1_streamd_proto_goTypes,
+		DependencyIndexes: file_streamd_v1_streamd_proto_depIdxs,
+		EnumInfos:         file_streamd_v1_streamd_proto_enumTypes,
+		MessageInfos:      file_streamd_v1_streamd_proto_msgTypes,
 	}.Build()
-	File_streamd_proto = out.File
-	file_streamd_proto_goTypes = nil
-	file_streamd_proto_depIdxs = nil
+	File_streamd_v1_streamd_proto = out.File
+	file_streamd_v1_streamd_proto_goTypes = nil
+	file_streamd_v1_streamd_proto_depIdxs = nil
 }

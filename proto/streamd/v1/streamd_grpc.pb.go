@@ -5,7 +5,7 @@
 // versions:
 // - protoc-gen-go-grpc v1.6.2
 // - protoc             v3.21.12
-// source: streamd.proto
+// source: streamd/v1/streamd.proto
 
 package streamdv1
 
@@ -318,5 +318,5 @@ var EventStreamService_ServiceDesc = grpc.ServiceDesc{
 			ServerStreams: true,
 		},
 	},
-	Metadata: "streamd.proto",
+	Metadata: "streamd/v1/streamd.proto",
 }

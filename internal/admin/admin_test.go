@@ -1,0 +1,249 @@
+package admin_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/streamd/streamd/consumer"
+	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/internal/admin"
+	"github.com/streamd/streamd/offsets"
+	"github.com/streamd/streamd/producer"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// serveGRPC serves register's services on 127.0.0.1 and returns the address.
+func serveGRPC(t *testing.T, register func(*grpc.Server)) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	register(g)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	return lis.Addr().String()
+}
+
+type fixture struct {
+	p       *producer.Producer
+	store   *offsets.Store
+	admin   streamdv1.AdminServiceClient
+	handled atomic.Int64
+	failing atomic.Bool // the handler fails while set
+	tags    sync.Map    // tags seen
+}
+
+// newFixture runs a producer, one at-least-once consumer "repl" of it
+// through a Registry, and the registry's AdminService, all over TCP.
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{}
+	p, err := producer.Open(t.TempDir(), producer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.p = p
+	prodAddr := serveGRPC(t, func(g *grpc.Server) { streamdv1.RegisterEventStreamServiceServer(g, p.Server()) })
+	t.Cleanup(func() { p.Server().Shutdown(); p.Close() })
+	if f.store, err = offsets.Open(t.TempDir(), offsets.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.store.Close() })
+	c, err := consumer.New(consumer.Options{
+		Producers: []string{prodAddr}, Name: "repl", Store: f.store, SaveEvery: 1,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		Handler: func(_ context.Context, e *streamdv1.Event) error {
+			if f.failing.Load() {
+				return errors.New("handler refuses")
+			}
+			f.handled.Add(1)
+			for _, tag := range e.GetTags() {
+				f.tags.Store(tag, true)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := admin.NewRegistry(nil)
+	if err := reg.Add(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Add(c); err == nil {
+		t.Fatal("a second consumer named repl was added")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	conn, err := grpc.NewClient(serveGRPC(t, reg.Register), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	f.admin = streamdv1.NewAdminServiceClient(conn)
+	return f
+}
+
+func (f *fixture) publish(t *testing.T, n int, tag string) {
+	t.Helper()
+	for i := range n {
+		e := &streamdv1.Event{EntityType: "car", EntityId: tag + "-" + string(rune('a'+i%26)), EventType: "moved", Tags: []string{tag}}
+		if _, err := f.p.Publish(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (f *fixture) status(t *testing.T) *streamdv1.ConsumerStatus {
+	t.Helper()
+	resp, err := f.admin.ListConsumers(context.Background(), &streamdv1.ListConsumersRequest{Consumer: "repl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetConsumers()) != 1 {
+		t.Fatalf("ListConsumers(repl) = %d consumers, want 1", len(resp.GetConsumers()))
+	}
+	return resp.GetConsumers()[0]
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func wantCode(t *testing.T, err error, code codes.Code) {
+	t.Helper()
+	if status.Code(err) != code {
+		t.Fatalf("err = %v, want code %v", err, code)
+	}
+}
+
+func TestStatusAndPositions(t *testing.T) {
+	f := newFixture(t)
+	f.publish(t, 10, "sports")
+	last := f.p.Journal().LastOffset()
+	waitFor(t, "the consumer to reach the end", func() bool {
+		ps := f.status(t).GetProducers()
+		return len(ps) == 1 && ps[0].GetConnected() && ps[0].GetOffset() == last
+	})
+	st := f.status(t)
+	if !st.GetRunning() || st.GetMode() != "AtLeastOnce" || st.GetProducers()[0].GetLag() != 0 {
+		t.Fatalf("status = %v", st)
+	}
+	waitFor(t, "the position to be saved", func() bool {
+		resp, err := f.admin.ListPositions(context.Background(), &streamdv1.ListPositionsRequest{})
+		return err == nil && len(resp.GetPositions()) == 1 && resp.GetPositions()[0].GetOffset() == last
+	})
+	got, err := f.admin.GetPosition(context.Background(), &streamdv1.GetPositionRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}})
+	if err != nil || got.GetPosition().GetOffset() != last || !got.GetExact() {
+		t.Fatalf("GetPosition = %v, %v; want offset %d, exact", got, err, last)
+	}
+	_, err = f.admin.ListConsumers(context.Background(), &streamdv1.ListConsumersRequest{Consumer: "nobody"})
+	wantCode(t, err, codes.NotFound)
+	_, err = f.admin.GetPosition(context.Background(), &streamdv1.GetPositionRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl", JournalId: []byte{1, 2}}})
+	wantCode(t, err, codes.InvalidArgument)
+}
+
+func TestUpdateConsumerFilter(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	include, err := filters.Parse("include tag=family", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := f.admin.UpdateConsumerFilter(ctx, &streamdv1.UpdateConsumerFilterRequest{Consumer: "repl", Add: []*streamdv1.FilterCriterion{include}})
+	if err != nil || len(resp.GetFilter()) != 1 {
+		t.Fatalf("UpdateConsumerFilter = %v, %v", resp, err)
+	}
+	f.publish(t, 5, "sports")
+	f.publish(t, 5, "family")
+	last := f.p.Journal().LastOffset()
+	waitFor(t, "the consumer to pass the end", func() bool { return f.status(t).GetProducers()[0].GetOffset() == last })
+	if _, ok := f.tags.Load("sports"); ok || f.handled.Load() != 5 {
+		t.Fatalf("handled %d events (sports seen: %v), want the 5 family events only", f.handled.Load(), ok)
+	}
+	if got := f.status(t).GetFilter(); len(got) != 1 || filters.Format(got[0]) != "include tag=family" {
+		t.Fatalf("ListConsumers filter = %v", got)
+	}
+	golf, _ := filters.Parse("include tag=golf", time.Now())
+	_, err = f.admin.UpdateConsumerFilter(ctx, &streamdv1.UpdateConsumerFilterRequest{Consumer: "repl", Remove: []*streamdv1.FilterCriterion{golf}})
+	wantCode(t, err, codes.NotFound)
+	bad := &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_ID_REGEX, Value: "("}
+	_, err = f.admin.UpdateConsumerFilter(ctx, &streamdv1.UpdateConsumerFilterRequest{Consumer: "repl", Add: []*streamdv1.FilterCriterion{bad}})
+	wantCode(t, err, codes.InvalidArgument)
+	if got := f.status(t).GetFilter(); len(got) != 1 {
+		t.Fatalf("a refused update changed the filter: %v", got)
+	}
+}
+
+// A consumer stopped on an error stays stopped with the error visible; an
+// operator's MovePositions starts it again. Dry runs change nothing.
+func TestMovePositionsRestartsAStoppedConsumer(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.publish(t, 4, "sports")
+	last := f.p.Journal().LastOffset()
+	waitFor(t, "the position to be saved", func() bool {
+		got, err := f.admin.GetPosition(ctx, &streamdv1.GetPositionRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}})
+		return err == nil && got.GetPosition().GetOffset() == last
+	})
+	f.failing.Store(true)
+	f.publish(t, 1, "truck")
+	waitFor(t, "the consumer to stop on the handler error", func() bool {
+		st := f.status(t)
+		return !st.GetRunning() && st.GetError() != ""
+	})
+
+	dry, err := f.admin.MovePositions(ctx, &streamdv1.MovePositionsRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}, ToOffset: 2})
+	if err != nil || dry.GetExecuted() || len(dry.GetChanges()) != 1 || dry.GetChanges()[0].GetFrom().GetOffset() != last {
+		t.Fatalf("dry run = %v, %v", dry, err)
+	}
+	if got, _ := f.admin.GetPosition(ctx, &streamdv1.GetPositionRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}}); got.GetPosition().GetOffset() != last {
+		t.Fatalf("a dry run moved the position to %d", got.GetPosition().GetOffset())
+	}
+	if f.status(t).GetRunning() {
+		t.Fatal("a dry run restarted the consumer")
+	}
+
+	f.failing.Store(false)
+	moved, err := f.admin.MovePositions(ctx, &streamdv1.MovePositionsRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}, ToStartPolicy: streamdv1.StartPolicy_START_POLICY_LATEST, Execute: true})
+	if err != nil || !moved.GetExecuted() || moved.GetChanges()[0].GetTo().GetStartPolicy() != streamdv1.StartPolicy_START_POLICY_LATEST {
+		t.Fatalf("MovePositions = %v, %v", moved, err)
+	}
+	waitFor(t, "the consumer to run again", func() bool { st := f.status(t); return st.GetRunning() && st.GetError() == "" })
+	f.publish(t, 3, "family")
+	waitFor(t, "the events after latest", func() bool { return f.handled.Load() == 4+3 })
+
+	_, err = f.admin.MovePositions(ctx, &streamdv1.MovePositionsRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}, ToStartPolicy: streamdv1.StartPolicy_START_POLICY_AT_TIME})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = f.admin.MovePositions(ctx, &streamdv1.MovePositionsRequest{Selector: &streamdv1.PositionSelector{Consumer: "nobody"}, Execute: true})
+	wantCode(t, err, codes.NotFound)
+}

@@ -1,0 +1,15 @@
+// Package admin runs the consumers of a process and serves the AdminService
+// over them: their status, stored positions and filters, for streamctl.
+//
+// A Registry runs each consumer in its own loop. A consumer that stops on an
+// error that retrying cannot cure (a changed journal, a position below
+// retention) stays stopped, its error visible in ListConsumers, until an
+// operator moves its positions (MovePositions), which starts it again; the
+// other consumers keep running. MovePositions with execute stops the
+// consumer first, so that the consumer does not save its own position over
+// the moved one, and starts it again after. UpdateConsumerFilter goes
+// through consumer.UpdateFilter: stored, then sent on the open streams.
+//
+// The Registry does not authenticate: the server it is registered on does
+// (streamd requires a token granted "*" for the AdminService).
+package admin

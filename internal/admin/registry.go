@@ -1,0 +1,189 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/streamd/streamd/consumer"
+)
+
+// ErrUnknownConsumer is returned for a consumer name the Registry does not
+// run.
+var ErrUnknownConsumer = errors.New("admin: unknown consumer")
+
+// Registry runs consumers and serves the AdminService over them. Its
+// methods are safe for concurrent use.
+type Registry struct {
+	log *slog.Logger
+
+	mu      sync.Mutex
+	byName  map[string]*entry
+	names   []string // in Add order
+	running bool     // Run is running: pause requests go to the loops
+	stopped chan struct{}
+}
+
+// entry is one consumer and the state of its loop.
+type entry struct {
+	c     *consumer.Consumer
+	pause chan pauseRequest
+
+	mu      sync.Mutex
+	running bool
+	err     error // why it stopped on its own; nil while running
+}
+
+// pauseRequest asks a loop to stop its consumer, run fn and start it again.
+type pauseRequest struct {
+	fn   func() error
+	done chan error
+}
+
+// NewRegistry returns an empty Registry logging to log (nil: slog.Default()).
+func NewRegistry(log *slog.Logger) *Registry {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Registry{log: log, byName: map[string]*entry{}}
+}
+
+// Add registers c under its Options().Name. Names are unique. Consumers
+// added while Run runs are started at its next call only.
+func (r *Registry) Add(c *consumer.Consumer) error {
+	name := c.Options().Name
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running {
+		return fmt.Errorf("admin: add consumer %q: the registry is running", name)
+	}
+	if _, ok := r.byName[name]; ok {
+		return fmt.Errorf("admin: add consumer %q: a consumer of that name is registered", name)
+	}
+	r.byName[name] = &entry{c: c, pause: make(chan pauseRequest)}
+	r.names = append(r.names, name)
+	return nil
+}
+
+// Run runs every registered consumer until ctx is done, then returns after
+// each has stopped (and saved its position). A consumer stopping on an error
+// does not stop the others; Run returns nil.
+func (r *Registry) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.running {
+		r.mu.Unlock()
+		return errors.New("admin: the registry is already running")
+	}
+	r.running, r.stopped = true, make(chan struct{})
+	entries := r.entriesLocked()
+	r.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, e := range entries {
+		wg.Go(func() { e.loop(ctx, r.log) })
+	}
+	wg.Wait()
+	r.mu.Lock()
+	r.running = false
+	close(r.stopped)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *Registry) entriesLocked() []*entry {
+	out := make([]*entry, len(r.names))
+	for i, n := range r.names {
+		out[i] = r.byName[n]
+	}
+	return out
+}
+
+// entries returns the consumer called name, or every consumer for "".
+func (r *Registry) entries(name string) ([]*entry, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if name == "" {
+		return r.entriesLocked(), nil
+	}
+	e, ok := r.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q (running: %v)", ErrUnknownConsumer, name, r.names)
+	}
+	return []*entry{e}, nil
+}
+
+// whileStopped runs fn while e's consumer is not running.
+func (r *Registry) whileStopped(ctx context.Context, e *entry, fn func() error) error {
+	r.mu.Lock()
+	if !r.running {
+		// Holding mu keeps Run from starting the consumer meanwhile.
+		defer r.mu.Unlock()
+		return fn()
+	}
+	stopped := r.stopped
+	r.mu.Unlock()
+	req := pauseRequest{fn: fn, done: make(chan error, 1)}
+	select {
+	case e.pause <- req:
+	case <-stopped:
+		return r.whileStopped(ctx, e, fn)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-req.done
+}
+
+// loop runs e's consumer until ctx is done, stopping it for pause requests.
+// A consumer that stops on its own error waits for a pause request (an
+// operator's fix) before it runs again.
+func (e *entry) loop(ctx context.Context, log *slog.Logger) {
+	for {
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		e.setState(true, nil)
+		go func() { done <- e.c.Run(runCtx) }()
+		var (
+			req    pauseRequest
+			paused bool
+			err    error
+		)
+		select {
+		case err = <-done:
+		case req = <-e.pause:
+			paused = true
+			cancel()
+			err = <-done
+		}
+		cancel()
+		if ctx.Err() != nil {
+			e.setState(false, nil)
+			return
+		}
+		if !paused {
+			e.setState(false, err)
+			log.Error("consumer stopped; it starts again when an operator moves its positions", "consumer", e.c.Options().Name, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case req = <-e.pause:
+			}
+		} else if err != nil {
+			log.Warn("consumer stopped for an operator", "consumer", e.c.Options().Name, "err", err)
+		}
+		req.done <- req.fn()
+	}
+}
+
+func (e *entry) setState(running bool, err error) {
+	e.mu.Lock()
+	e.running, e.err = running, err
+	e.mu.Unlock()
+}
+
+func (e *entry) state() (running bool, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.running, e.err
+}
