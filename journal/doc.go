@@ -22,11 +22,18 @@
 //   - Retention by age and by size runs in the background and deletes the
 //     oldest events; reading below the floor is an *OutOfRangeError naming the
 //     first available offset.
+//   - Origins (Options.Region): events written here get this region as their
+//     origin and the next origin seqNr of the entity from this region.
+//     Replicated events keep theirs; per (origin, entity) the journal applies
+//     origin seqNrs 1, 2, 3… once each, in order: a duplicate (arriving again,
+//     or over a second path) is dropped (Appended.Duplicate) and a gap refuses
+//     the append with *OriginGapError, in the same transaction as the events.
 //   - The journal id is a random 128-bit id created with the journal and kept
 //     for its life; positions taken from one journal are meaningless in another.
 //
-// What it does not do: it does not replicate, filter or serve the network
+// What it does not do: it does not replicate (see topology), filter or serve the network
 // (see producer), and the last seqNr of every entity ever written is kept
 // (a few bytes per entity) even after retention removed its events, so that
-// seqNrs are never reused.
+// seqNrs are never reused; the same holds for the last origin seqNr per
+// (origin, entity).
 package journal

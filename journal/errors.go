@@ -53,3 +53,19 @@ func IsOutOfRange(err error) bool {
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidEvent}, args...)...)
 }
+
+// OriginGapError refuses an append of a replicated event whose origin seqNr
+// is not the next one the journal expects from that origin for the entity:
+// events in between are missing. Nothing of the append was written; the
+// replicator asks its source for a replay from Next.
+type OriginGapError struct {
+	Origin     string
+	EntityType string
+	EntityID   string
+	Next       uint64 // the origin seqNr the journal expects
+	Got        uint64
+}
+
+func (e *OriginGapError) Error() string {
+	return fmt.Sprintf("journal: gap in events of %s/%s from origin %q: got origin seqNr %d, want %d", e.EntityType, e.EntityID, e.Origin, e.Got, e.Next)
+}

@@ -24,6 +24,9 @@ import (
 type Appended struct {
 	Offset uint64
 	SeqNr  uint64
+	// Duplicate: a replicated event whose origin seqNr this journal already
+	// holds; it was not written (Offset and SeqNr are 0).
+	Duplicate bool
 }
 
 // Journal is a durable, append-only event log in one Badger directory.
@@ -507,25 +510,35 @@ func (j *Journal) EntityTypes() []string {
 	return types
 }
 
-// undoSeq restores one seqNr assignment of an append that conflicted.
+// undoSeq restores the seqNr (and origin seqNr) assignment of one event of
+// an append that conflicted.
 type undoSeq struct {
-	ek      string
-	prev    uint64
-	hadPrev bool
-	event   *streamdv1.Event
-	origSeq uint64
+	ek        string
+	prev      uint64
+	hadPrev   bool
+	event     *streamdv1.Event
+	origSeq   uint64
+	duplicate bool // a replicated event already applied: not written
+
+	ok          string // origin cache key; "" when the event has no origin
+	originPrev  uint64
+	originHad   bool
+	origOrigSeq uint64
 }
 
 // commit assigns offsets and seqNrs and writes a group in one transaction. An
-// append whose seqNr expectation fails is answered at once, alone; the others
-// commit together. It returns the commit error, if any.
+// append whose seqNr expectation fails, or whose replicated events leave a gap
+// in their origin's sequence, is answered at once, alone; the others commit
+// together. It returns the commit error, if any.
 func (w *writer) commit(g *group) error {
 	j := w.j
 	ts := max(j.opts.Now().UnixNano(), w.lastTime)
 	txn := j.db.NewTransaction(true)
 	defer txn.Discard()
 
-	groupSeq := make(map[string]uint64) // last seqNr per entity after this group
+	// Last seqNr per entity, and last origin seqNr per (origin, entity)
+	// under originKey, after this group.
+	groupSeq := make(map[string]uint64)
 	g.results = make([][]Appended, len(g.reqs))
 	offset := w.nextOffset
 	size := 0
@@ -545,45 +558,98 @@ func (w *writer) commit(g *group) error {
 			rtxn.Discard()
 		}
 	}()
+	last := func(key string, read func(*badger.Txn, string) (uint64, error)) (uint64, bool, error) {
+		if v, ok := groupSeq[key]; ok {
+			return v, true, nil
+		}
+		if rtxn == nil && !w.cacheComplete {
+			rtxn = j.db.NewTransaction(false)
+		}
+		v, err := read(rtxn, key)
+		return v, false, err
+	}
 	for i := range g.reqs {
 		events := g.reqs[i].events
 		undo = undo[:0]
 		var conflict error
 		for _, e := range events {
+			if e.Origin == "" {
+				e.Origin = j.opts.Region
+			}
 			ek := EntityKey(e.EntityType, e.EntityId)
-			last, had := groupSeq[ek]
-			if !had {
-				var err error
-				if rtxn == nil && !w.cacheComplete {
-					rtxn = j.db.NewTransaction(false)
-				}
-				if last, err = w.lastSeqNr(rtxn, ek); err != nil {
+			u := undoSeq{ek: ek, event: e, origSeq: e.SeqNr, origOrigSeq: e.OriginSeqNr}
+			if e.Origin != "" {
+				u.ok = originKey(e.Origin, ek)
+				prev, had, err := last(u.ok, w.lastOriginSeqNr)
+				if err != nil {
 					return err
 				}
+				u.originPrev, u.originHad = prev, had
+				switch {
+				case e.OriginSeqNr == 0: // written here: the origin's next
+					e.OriginSeqNr = prev + 1
+				case e.OriginSeqNr <= prev:
+					u.duplicate = true
+				case e.OriginSeqNr > prev+1:
+					conflict = &OriginGapError{Origin: e.Origin, EntityType: e.EntityType, EntityID: e.EntityId, Next: prev + 1, Got: e.OriginSeqNr}
+				}
+				if conflict != nil {
+					break
+				}
+				if !u.duplicate {
+					groupSeq[u.ok] = e.OriginSeqNr
+				}
 			}
-			if e.SeqNr != 0 && e.SeqNr != last+1 {
-				conflict = &SeqNrConflictError{EntityType: e.EntityType, EntityID: e.EntityId, Expected: e.SeqNr, Next: last + 1}
+			if !u.duplicate {
+				prev, had, err := last(ek, w.lastSeqNr)
+				if err != nil {
+					return err
+				}
+				if e.SeqNr != 0 && e.SeqNr != prev+1 {
+					conflict = &SeqNrConflictError{EntityType: e.EntityType, EntityID: e.EntityId, Expected: e.SeqNr, Next: prev + 1}
+				}
+				u.prev, u.hadPrev = prev, had
+				groupSeq[ek] = prev + 1
+				e.SeqNr = prev + 1
+			}
+			undo = append(undo, u)
+			if conflict != nil {
 				break
 			}
-			undo = append(undo, undoSeq{ek: ek, prev: last, hadPrev: had, event: e, origSeq: e.SeqNr})
-			groupSeq[ek] = last + 1
-			e.SeqNr = last + 1
 		}
 		if conflict != nil {
 			for k := len(undo) - 1; k >= 0; k-- {
 				u := undo[k]
-				if u.hadPrev {
-					groupSeq[u.ek] = u.prev
-				} else {
-					delete(groupSeq, u.ek)
+				if !u.duplicate {
+					restore(groupSeq, u.ek, u.prev, u.hadPrev)
 				}
-				u.event.SeqNr = u.origSeq
+				if u.ok != "" {
+					restore(groupSeq, u.ok, u.originPrev, u.originHad)
+				}
+				u.event.SeqNr, u.event.OriginSeqNr = u.origSeq, u.origOrigSeq
 			}
 			g.answer(i, writeResult{err: conflict})
 			continue
 		}
 		app := make([]Appended, len(events))
 		for k, e := range events {
+			if undo[k].duplicate {
+				app[k] = Appended{Duplicate: true}
+				continue
+			}
+			if undo[k].ok != "" {
+				key := len(slab)
+				slab = append(slab, prefixOrigin...)
+				slab = append(slab, undo[k].ok[1:]...)
+				val := len(slab)
+				slab = binary.BigEndian.AppendUint64(slab, e.OriginSeqNr)
+				if err := txn.Set(slab[key:val:val], slab[val:len(slab):len(slab)]); err != nil {
+					return err
+				}
+				if e.OriginTimestampUnixNano == 0 {
+					e.OriginTimestampUnixNano = ts
+				}
+			}
 			if !w.knownType(e.EntityType) && !slices.Contains(g.newTypes, e.EntityType) {
 				g.newTypes = append(g.newTypes, e.EntityType)
 				if err := txn.Set(append(bytes.Clone(prefixType), e.EntityType...), nil); err != nil {
@@ -632,6 +698,28 @@ func (w *writer) commit(g *group) error {
 	g.last = offset - 1
 	w.nextOffset, w.lastTime, w.bytes = offset, ts, g.bytes
 	return nil
+}
+
+// restore sets m[key] back to prev, or deletes it when it had no entry.
+func restore(m map[string]uint64, key string, prev uint64, had bool) {
+	if had {
+		m[key] = prev
+	} else {
+		delete(m, key)
+	}
+}
+
+// lastOriginSeqNr is the last origin seqNr committed for an originKey (0 if
+// none).
+func (w *writer) lastOriginSeqNr(txn *badger.Txn, ok string) (uint64, error) {
+	if s, found := w.lastSeq[ok]; found || w.cacheComplete {
+		return s, nil
+	}
+	v, err := getValue(txn, append(bytes.Clone(prefixOrigin), ok[1:]...))
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, err
+	}
+	return readU64(v), nil
 }
 
 // lastSeqNr is the last committed seqNr of an entity (0 if none): its highest

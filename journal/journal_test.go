@@ -579,7 +579,7 @@ func TestEventRoundTrip(t *testing.T) {
 	in := &streamdv1.Event{
 		EntityType: "car", EntityId: "car-1", EventType: "Sample", Payload: []byte{1, 2, 3},
 		Tags: []string{"sports", "red"}, Topic: "car/car-1/speed",
-		Metadata: map[string]string{"k": "v"}, Origin: "eu", OriginSeqNr: 4,
+		Metadata: map[string]string{"k": "v"}, Origin: "eu", OriginSeqNr: 1,
 		OriginTimestampUnixNano: 5, VersionVector: map[string]uint64{"eu": 4, "us": 2},
 	}
 	want := proto.Clone(in).(*streamdv1.Event)

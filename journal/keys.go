@@ -11,6 +11,7 @@ import (
 //	n/<type>\x00<id>\x00<seqNr>    -> offset (per-entity index)
 //	s/<type>\x00<id>               -> last seqNr of an entity whose newest events retention deleted
 //	t/<type>                       -> (empty) an entity type the journal holds
+//	o/<origin>\x00<type>\x00<id>    -> last origin seqNr of an entity from an origin region
 //	m/id                           -> 16-byte journal id
 //	m/version                      -> format version
 //	m/floor                        -> first offset retention has not deleted
@@ -20,6 +21,7 @@ var (
 	prefixIndex   = []byte("n/")
 	prefixSeq     = []byte("s/")
 	prefixType    = []byte("t/")
+	prefixOrigin  = []byte("o/")
 	keyID         = []byte("m/id")
 	keyVersion    = []byte("m/version")
 	keyFloor      = []byte("m/floor")
@@ -76,4 +78,11 @@ func readU64(b []byte) uint64 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(b)
+}
+
+// originKey identifies (origin region, entity) in the writer's seqNr cache,
+// beside entity keys: it starts with NUL, which no entity type does. The key
+// in Badger is prefixOrigin followed by originKey[1:].
+func originKey(origin, ek string) string {
+	return "\x00" + origin + "\x00" + ek
 }

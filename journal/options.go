@@ -110,6 +110,16 @@ type Observer interface {
 // everything forever.
 type Options struct {
 	Durability Durability
+	// Region names the region this journal is in. Events appended without an
+	// origin get it as their origin, with the next origin seqNr of the
+	// entity; "" leaves them without origin.
+	//
+	// Events with an origin (replicated from another region, or written here
+	// with Region set) are tracked per (origin, entity): an event whose
+	// origin seqNr the journal holds already is a duplicate and is not
+	// written (Appended.Duplicate), one that skips origin seqNrs is refused
+	// with an *OriginGapError.
+	Region string
 	// RetentionMaxAge deletes events committed longer ago than this; 0 keeps
 	// them forever.
 	RetentionMaxAge time.Duration
@@ -136,6 +146,9 @@ func (o Options) Validate() error {
 	var errs []error
 	if o.Durability != DurabilitySync && o.Durability != DurabilityAsync {
 		errs = append(errs, fmt.Errorf("journal: Options.Durability %d is neither sync nor async", o.Durability))
+	}
+	if err := checkName("region", o.Region, maxRegionLen, false); err != nil {
+		errs = append(errs, fmt.Errorf("journal: Options.Region %q: %v", o.Region, err))
 	}
 	if o.RetentionMaxAge < 0 {
 		errs = append(errs, fmt.Errorf("journal: Options.RetentionMaxAge %v is negative", o.RetentionMaxAge))

@@ -35,6 +35,9 @@ func (l Limits) validate(events []*streamdv1.Event) (int, error) {
 	return size, nil
 }
 
+// maxRegionLen bounds region names (Options.Region, Event.origin).
+const maxRegionLen = 128
+
 type fieldError string
 
 func (f fieldError) Error() string { return string(f) }
@@ -86,6 +89,12 @@ func (l Limits) validateEvent(e *streamdv1.Event) error {
 	}
 	if len(e.Payload) > l.MaxPayloadBytes {
 		return fieldError("payload of " + strconv.Itoa(len(e.Payload)) + " bytes exceeds the limit of " + strconv.Itoa(l.MaxPayloadBytes))
+	}
+	if err := checkName("origin", e.Origin, maxRegionLen, false); err != nil {
+		return err
+	}
+	if e.Origin == "" && e.OriginSeqNr != 0 {
+		return fieldError("origin seqNr is set without an origin")
 	}
 	if e.Offset != 0 {
 		return fieldError("offset is set; the journal assigns offsets")
