@@ -543,6 +543,9 @@ func (f *follower) handlerError(ctx context.Context, e *streamdv1.Event, err err
 
 func (f *follower) batchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch) error {
 	o := f.c.opts
+	if o.BatchHandler != nil {
+		return f.wholeBatchAtLeastOnce(ctx, b)
+	}
 	for _, e := range b.GetEvents() {
 		if err := f.checkEvent(e); err != nil {
 			return err
@@ -572,6 +575,55 @@ func (f *follower) batchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// wholeBatchAtLeastOnce hands the new events of b to the BatchHandler at
+// once, then records them as applied.
+func (f *follower) wholeBatchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch) error {
+	o := f.c.opts
+	end := f.offset
+	var todo []*streamdv1.Event
+	next := make(map[entityKey]uint64) // applied seqNrs after this batch
+	for _, e := range b.GetEvents() {
+		if err := f.checkEvent(e); err != nil {
+			return err
+		}
+		if !b.GetReplay() {
+			f.lastKnown = max(f.lastKnown, e.GetOffset())
+			end = max(end, e.GetOffset())
+		}
+		if !o.Slices.Contains(e.GetSlice()) {
+			continue
+		}
+		k := entityKey{e.GetEntityType(), e.GetEntityId()}
+		last, ok := next[k]
+		if !ok {
+			var err error
+			if last, err = f.lastApplied(k); err != nil {
+				return err
+			}
+		}
+		if e.GetSeqNr() > last {
+			todo = append(todo, e)
+			next[k] = e.GetSeqNr()
+		}
+	}
+	if len(todo) > 0 {
+		if err := o.BatchHandler(ctx, todo); err != nil {
+			return f.handlerError(ctx, todo[0], err)
+		}
+	}
+	for k, seq := range next {
+		f.cache[k], f.pending[k] = seq, seq
+	}
+	f.sinceSave += len(todo)
+	if end > f.offset {
+		f.offset, f.dirty = end, true
+	}
+	if f.sinceSave >= o.SaveEvery {
+		return f.flush()
 	}
 	return nil
 }

@@ -66,6 +66,13 @@ func (p JournalChangePolicy) String() string {
 // restart). ctx is cancelled when the stream ends.
 type Handler func(ctx context.Context, e *streamdv1.Event) error
 
+// BatchHandler handles the events of one batch from a producer in
+// AtLeastOnce mode, in order, already checked against the applied seqNrs
+// (duplicates removed). It is for handlers that gain from writing many
+// events at once, such as a replicator appending them to a journal. An
+// error stops Run; the batch is delivered again after a restart.
+type BatchHandler func(ctx context.Context, events []*streamdv1.Event) error
+
 // TxHandler handles one event in ExactlyOnce mode, writing its effects with
 // txn, a transaction of Options.Store.DB(). It must have no effect outside
 // txn: if the commit conflicts with a concurrent transaction the batch is run
@@ -110,8 +117,9 @@ type Options struct {
 
 	// Mode is AtLeastOnce (default) or ExactlyOnce.
 	Mode Mode
-	// Handler is required with AtLeastOnce.
-	Handler Handler
+	// Handler or BatchHandler (one of them) is required with AtLeastOnce.
+	Handler      Handler
+	BatchHandler BatchHandler
 	// TxHandler is required with ExactlyOnce.
 	TxHandler TxHandler
 
@@ -213,8 +221,8 @@ func (o Options) Validate() error {
 	}
 	switch o.Mode {
 	case AtLeastOnce:
-		if o.Handler == nil {
-			return invalidf("Options.Handler is nil (required with Mode AtLeastOnce)")
+		if (o.Handler == nil) == (o.BatchHandler == nil) {
+			return invalidf("Options.Handler and Options.BatchHandler: want exactly one with Mode AtLeastOnce")
 		}
 		if o.TxHandler != nil {
 			return invalidf("Options.TxHandler is set with Mode AtLeastOnce (set Mode: ExactlyOnce, or use Handler)")
@@ -223,8 +231,8 @@ func (o Options) Validate() error {
 		if o.TxHandler == nil {
 			return invalidf("Options.TxHandler is nil (required with Mode ExactlyOnce)")
 		}
-		if o.Handler != nil {
-			return invalidf("Options.Handler is set with Mode ExactlyOnce (use TxHandler)")
+		if o.Handler != nil || o.BatchHandler != nil {
+			return invalidf("Options.Handler or BatchHandler is set with Mode ExactlyOnce (use TxHandler)")
 		}
 	default:
 		return invalidf("Options.Mode %d is unknown (AtLeastOnce or ExactlyOnce)", uint8(o.Mode))

@@ -66,10 +66,11 @@
 //	include entity=car-17 replay=1
 //	include type=car
 //	include event=SpeedSampled until=2026-11-22T10:00:00Z
+//	exclude origin=eu
 //
 // ACTION is include or exclude. FIELD= is one of type= (entity type),
-// entity= (exact entity id), entity~ (entity id regex), tag=, topic= and
-// event= (event type). The value runs to the next whitespace; a value that
+// entity= (exact entity id), entity~ (entity id regex), tag=, topic=,
+// event= (event type) and origin= (the region an event was first written in). The value runs to the next whitespace; a value that
 // contains whitespace, or starts with a double quote, is written as a Go
 // double-quoted string: tag="a b", entity~"^a\tb$". ttl is a positive Go
 // duration counted from now; until is an RFC 3339 time after now; they are

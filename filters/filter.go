@@ -25,6 +25,7 @@ type ruleSet struct {
 	entityTypes map[string]int64
 	entityIDs   map[string]int64
 	eventTypes  map[string]int64
+	origins     map[string]int64
 	tags        map[string]int64
 	topics      []topicRule
 	regexes     []regexRule
@@ -75,6 +76,8 @@ func (s *ruleSet) add(c *streamdv1.FilterCriterion, re *regexp.Regexp) {
 		s.entityIDs = addExact(s.entityIDs, v, exp)
 	case streamdv1.FilterField_FILTER_FIELD_EVENT_TYPE:
 		s.eventTypes = addExact(s.eventTypes, v, exp)
+	case streamdv1.FilterField_FILTER_FIELD_ORIGIN:
+		s.origins = addExact(s.origins, v, exp)
 	case streamdv1.FilterField_FILTER_FIELD_TAG:
 		s.tags = addExact(s.tags, v, exp)
 	case streamdv1.FilterField_FILTER_FIELD_TOPIC:
@@ -113,7 +116,8 @@ func (f *Filter) Match(e *streamdv1.Event, now time.Time) bool {
 func (s *ruleSet) match(e *streamdv1.Event, now int64) bool {
 	if hasActive(s.entityTypes, e.GetEntityType(), now) ||
 		hasActive(s.entityIDs, e.GetEntityId(), now) ||
-		hasActive(s.eventTypes, e.GetEventType(), now) {
+		hasActive(s.eventTypes, e.GetEventType(), now) ||
+		hasActive(s.origins, e.GetOrigin(), now) {
 		return true
 	}
 	if len(s.tags) > 0 {

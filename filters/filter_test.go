@@ -12,6 +12,8 @@ import (
 
 func TestMatch(t *testing.T) {
 	car := ev("car", "car-17", "SpeedSampled", "car/17/speed", "sports", "eu")
+	fromEU := ev("car", "car-18", "SpeedSampled", "car/18/speed")
+	fromEU.Origin = "eu"
 	tests := []struct {
 		name     string
 		criteria []string
@@ -38,6 +40,9 @@ func TestMatch(t *testing.T) {
 		{"empty topic never matches", []string{"include topic=#"}, ev("car", "1", "X", ""), false},
 		{"event type match", []string{"include event=SpeedSampled"}, car, true},
 		{"event type miss", []string{"include event=Speed"}, car, false},
+		{"origin excluded", []string{"exclude origin=eu"}, fromEU, false},
+		{"other origin passes", []string{"exclude origin=us"}, fromEU, true},
+		{"no origin passes an origin exclude", []string{"exclude origin=eu"}, car, true},
 
 		{"includes are ORed", []string{"include type=bike", "include tag=sports"}, car, true},
 		{"exclude only rejects match", []string{"exclude tag=sports"}, car, false},

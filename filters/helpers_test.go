@@ -99,6 +99,8 @@ func refMatch(cs []*streamdv1.FilterCriterion, e *streamdv1.Event, now time.Time
 			return refTopicMatch(c.Value, e.Topic)
 		case streamdv1.FilterField_FILTER_FIELD_EVENT_TYPE:
 			return e.EventType == c.Value
+		case streamdv1.FilterField_FILTER_FIELD_ORIGIN:
+			return e.Origin == c.Value
 		}
 		panic("unknown field")
 	}

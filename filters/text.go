@@ -24,6 +24,7 @@ var fieldKeys = []struct {
 	{"tag=", streamdv1.FilterField_FILTER_FIELD_TAG},
 	{"topic=", streamdv1.FilterField_FILTER_FIELD_TOPIC},
 	{"event=", streamdv1.FilterField_FILTER_FIELD_EVENT_TYPE},
+	{"origin=", streamdv1.FilterField_FILTER_FIELD_ORIGIN},
 }
 
 const wantFields = "want type, entity, entity~, tag, topic, event"

@@ -141,6 +141,8 @@ const (
 	// MQTT-style topic pattern: "+" one level, "#" the rest.
 	FilterField_FILTER_FIELD_TOPIC      FilterField = 5
 	FilterField_FILTER_FIELD_EVENT_TYPE FilterField = 6
+	// The region an event was first written in (Event.origin).
+	FilterField_FILTER_FIELD_ORIGIN FilterField = 7
 )
 
 // Enum value maps for FilterField.
@@ -153,6 +155,7 @@ var (
 		4: "FILTER_FIELD_TAG",
 		5: "FILTER_FIELD_TOPIC",
 		6: "FILTER_FIELD_EVENT_TYPE",
+		7: "FILTER_FIELD_ORIGIN",
 	}
 	FilterField_value = map[string]int32{
 		"FILTER_FIELD_UNSPECIFIED":     0,
@@ -162,6 +165,7 @@ var (
 		"FILTER_FIELD_TAG":             4,
 		"FILTER_FIELD_TOPIC":           5,
 		"FILTER_FIELD_EVENT_TYPE":      6,
+		"FILTER_FIELD_ORIGIN":          7,
 	}
 )
 
@@ -2075,7 +2079,7 @@ const file_streamd_v1_streamd_proto_rawDesc = "" +
 	"\fFilterAction\x12\x1d\n" +
 	"\x19FILTER_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15FILTER_ACTION_INCLUDE\x10\x01\x12\x19\n" +
-	"\x15FILTER_ACTION_EXCLUDE\x10\x02*\xd2\x01\n" +
+	"\x15FILTER_ACTION_EXCLUDE\x10\x02*\xeb\x01\n" +
 	"\vFilterField\x12\x1c\n" +
 	"\x18FILTER_FIELD_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18FILTER_FIELD_ENTITY_TYPE\x10\x01\x12\x1a\n" +
@@ -2083,7 +2087,8 @@ const file_streamd_v1_streamd_proto_rawDesc = "" +
 	"\x1cFILTER_FIELD_ENTITY_ID_REGEX\x10\x03\x12\x14\n" +
 	"\x10FILTER_FIELD_TAG\x10\x04\x12\x16\n" +
 	"\x12FILTER_FIELD_TOPIC\x10\x05\x12\x1b\n" +
-	"\x17FILTER_FIELD_EVENT_TYPE\x10\x062\xef\x03\n" +
+	"\x17FILTER_FIELD_EVENT_TYPE\x10\x06\x12\x17\n" +
+	"\x13FILTER_FIELD_ORIGIN\x10\a2\xef\x03\n" +
 	"\x12EventStreamService\x12L\n" +
 	"\tSubscribe\x12\x1c.streamd.v1.SubscribeRequest\x1a\x1d.streamd.v1.SubscribeResponse(\x010\x01\x12B\n" +
 	"\aPublish\x12\x1a.streamd.v1.PublishRequest\x1a\x1b.streamd.v1.PublishResponse\x12X\n" +
