@@ -265,10 +265,13 @@ func TestOptionsValidate(t *testing.T) {
 		{"bad filter", func(o *Options) {
 			o.Filter = []*streamdv1.FilterCriterion{include(streamdv1.FilterField_FILTER_FIELD_TAG, "")}
 		}, "Options.Filter"},
-		{"no handler", func(o *Options) { o.Handler = nil }, "Options.Handler is nil"},
+		{"no handler", func(o *Options) { o.Handler = nil }, "want exactly one with Mode AtLeastOnce"},
+		{"two handlers", func(o *Options) {
+			o.BatchHandler = func(context.Context, []*streamdv1.Event) error { return nil }
+		}, "want exactly one with Mode AtLeastOnce"},
 		{"tx handler at least once", func(o *Options) { o.TxHandler = txHandler }, "Options.TxHandler is set"},
 		{"no tx handler", func(o *Options) { o.Mode, o.Handler = ExactlyOnce, nil }, "Options.TxHandler is nil"},
-		{"handler exactly once", func(o *Options) { o.Mode, o.TxHandler = ExactlyOnce, txHandler }, "Options.Handler is set"},
+		{"handler exactly once", func(o *Options) { o.Mode, o.TxHandler = ExactlyOnce, txHandler }, "Options.Handler or BatchHandler is set"},
 		{"unknown mode", func(o *Options) { o.Mode = 7 }, "Options.Mode"},
 		{"unknown start policy", func(o *Options) { o.StartPolicy = 9 }, "Options.StartPolicy"},
 		{"at time without time", func(o *Options) { o.StartPolicy = streamdv1.StartPolicy_START_POLICY_AT_TIME }, "Options.StartTime is zero"},
@@ -390,6 +393,11 @@ func TestProgressMovesPositionOverFilteredEvents(t *testing.T) {
 }
 
 func TestDedupeDuplicatesReplaysAndForeignSlices(t *testing.T) {
+	t.Run("Handler", func(t *testing.T) { testDedupe(t, false) })
+	t.Run("BatchHandler", func(t *testing.T) { testDedupe(t, true) })
+}
+
+func testDedupe(t *testing.T, batch bool) {
 	h := newHarness(t, 1)
 	fake := h.fake(0)
 	fake.set(func(p *fakeProducer) { p.dup, p.noSlices, p.batchSize = true, true, 2 })
@@ -405,6 +413,16 @@ func TestDedupeDuplicatesReplaysAndForeignSlices(t *testing.T) {
 	rec := &recorder{}
 	o := h.options()
 	o.Handler, o.Slices = rec.handle, mine
+	if batch {
+		o.Handler, o.BatchHandler = nil, func(ctx context.Context, es []*streamdv1.Event) error {
+			for _, e := range es {
+				if err := rec.handle(ctx, e); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
 	c := newConsumer(t, o)
 	runBG(t, c)
 	want := []string{"car/" + cc + "#1", "car/" + a + "#3", "car/" + a + "#4", "car/" + cc + "#2"}

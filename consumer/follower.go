@@ -611,8 +611,10 @@ func (f *follower) wholeBatchAtLeastOnce(ctx context.Context, b *streamdv1.Event
 		}
 	}
 	if len(todo) > 0 {
+		// The handler may take the events over; errors name the first as sent.
+		first := &streamdv1.Event{Offset: todo[0].GetOffset(), EntityType: todo[0].GetEntityType(), EntityId: todo[0].GetEntityId(), SeqNr: todo[0].GetSeqNr()}
 		if err := o.BatchHandler(ctx, todo); err != nil {
-			return f.handlerError(ctx, todo[0], err)
+			return f.handlerError(ctx, first, err)
 		}
 	}
 	for k, seq := range next {

@@ -196,6 +196,9 @@ func (j *Journal) load() (*writer, error) {
 // ID is the journal's random 128-bit identity, created with the journal.
 func (j *Journal) ID() []byte { return bytes.Clone(j.id) }
 
+// Region is Options.Region: the origin of the events written here.
+func (j *Journal) Region() string { return j.opts.Region }
+
 // Durability is the journal's durability mode.
 func (j *Journal) Durability() Durability { return j.opts.Durability }
 

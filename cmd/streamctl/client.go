@@ -2,19 +2,15 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/streamd/streamd/internal/dialopts"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -30,13 +26,12 @@ func dial(c *cli.Context) (*client, error) {
 	if addr == "" {
 		return nil, usagef("--addr is empty")
 	}
-	creds, err := transportCreds(c)
+	opts, err := dialopts.Client{
+		CA: c.String("tls-ca"), Cert: c.String("tls-cert"), Key: c.String("tls-key"), Token: c.String("token"),
+		CAName: "--tls-ca", CertName: "--tls-cert", KeyName: "--tls-key",
+	}.Options()
 	if err != nil {
-		return nil, err
-	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
-	if tok := c.String("token"); tok != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: tok}))
+		return nil, usagef("%v", err)
 	}
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
@@ -46,49 +41,6 @@ func dial(c *cli.Context) (*client, error) {
 }
 
 func (cl *client) Close() error { return cl.conn.Close() }
-
-// transportCreds is TLS when any --tls-* flag is given, plaintext otherwise.
-func transportCreds(c *cli.Context) (credentials.TransportCredentials, error) {
-	ca, cert, key := c.String("tls-ca"), c.String("tls-cert"), c.String("tls-key")
-	if ca == "" && cert == "" && key == "" {
-		return insecure.NewCredentials(), nil
-	}
-	if (cert == "") != (key == "") {
-		return nil, usagef("--tls-cert and --tls-key go together")
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if ca != "" {
-		pem, err := os.ReadFile(ca)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-ca: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it", ca)
-		}
-	}
-	if cert != "" {
-		pair, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	return credentials.NewTLS(cfg), nil
-}
-
-// bearer sends the token as "authorization: Bearer TOKEN" on every call.
-type bearer struct {
-	token string
-}
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + b.token}, nil
-}
-
-// RequireTransportSecurity is false so that a token also works against a
-// plaintext server on localhost; over a network, use TLS.
-func (b bearer) RequireTransportSecurity() bool { return false }
 
 // unary returns a context with the --timeout deadline.
 func unary(c *cli.Context) (context.Context, context.CancelFunc) {

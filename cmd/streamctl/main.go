@@ -86,6 +86,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			streamsCommand(),
 			offsetsCommand(),
 			filtersCommand(),
+			consumersCommand(),
 			{
 				Name:  "version",
 				Usage: "print streamctl's version",

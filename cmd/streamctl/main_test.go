@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,13 +43,21 @@ func TestScripts(t *testing.T) {
 
 var listenRE = regexp.MustCompile(`grpc=(127\.0\.0\.1:\d+)`)
 
-// streamd-start runs streamd on an ephemeral port with a data directory in
-// $WORK and sets STREAMD_ADDR; the process is killed when the script ends.
+// streamd-start [as=NAME] [FLAG...] runs streamd on an ephemeral port with a
+// data directory in $WORK and sets STREAMD_ADDR (and NAME_ADDR with as=NAME,
+// whose data directory is then streamd-data-NAME); the process is killed
+// when the script ends.
 func streamdStart(ts *testscript.TestScript, neg bool, args []string) {
 	if neg {
 		ts.Fatalf("unsupported: ! streamd-start")
 	}
-	cmd := exec.Command(streamdBinary, append([]string{"--data-dir", ts.MkAbs("streamd-data"), "--listen", "127.0.0.1:0", "--metrics-listen", ""}, args...)...)
+	name, dataDir := "", "streamd-data"
+	if len(args) > 0 && strings.HasPrefix(args[0], "as=") {
+		name, args = strings.TrimPrefix(args[0], "as="), args[1:]
+		dataDir += "-" + name
+	}
+	cmd := exec.Command(streamdBinary, append([]string{"--data-dir", ts.MkAbs(dataDir), "--listen", "127.0.0.1:0", "--metrics-listen", ""}, args...)...)
+	cmd.Dir = ts.Getenv("WORK") // relative paths in args are the script's
 	stderr, err := cmd.StderrPipe()
 	ts.Check(err)
 	ts.Check(cmd.Start())
@@ -75,6 +84,9 @@ func streamdStart(ts *testscript.TestScript, neg bool, args []string) {
 	select {
 	case addr := <-found:
 		ts.Setenv("STREAMD_ADDR", addr)
+		if name != "" {
+			ts.Setenv(name+"_ADDR", addr)
+		}
 	case <-done:
 		ts.Fatalf("streamd exited before listening")
 	case <-time.After(30 * time.Second):

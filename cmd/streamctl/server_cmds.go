@@ -146,3 +146,46 @@ func publishCommand() *cli.Command {
 		}),
 	}
 }
+
+func consumersCommand() *cli.Command {
+	return group("consumers", "the consumers the server runs (its replications from other regions)",
+		&cli.Command{
+			Name:      "list",
+			Usage:     "show each consumer's stream from each producer: connected, offset, lag in events, last error",
+			ArgsUsage: " ",
+			Flags:     []cli.Flag{&cli.StringFlag{Name: "consumer", Usage: "only this consumer"}},
+			Action: withClient(func(c *cli.Context, cl *client) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				ctx, cancel := unary(c)
+				defer cancel()
+				resp, err := streamdv1.NewAdminServiceClient(cl.conn).ListConsumers(ctx, &streamdv1.ListConsumersRequest{Consumer: c.String("consumer")})
+				if err != nil {
+					return cl.serverError(err)
+				}
+				t := newPrinter(c).table("CONSUMER", "STREAM", "RUNNING", "PRODUCER", "CONNECTED", "OFFSET", "LAG", "ERROR")
+				for _, cs := range resp.GetConsumers() {
+					stopped, stream := cs.GetError(), cs.GetStream()
+					if stream == "" {
+						stream = "(default)"
+					}
+					for _, p := range cs.GetProducers() {
+						errText := stopped
+						if errText == "" {
+							errText = p.GetLastError()
+						}
+						obj := map[string]any{
+							"consumer": cs.GetName(), "stream": cs.GetStream(), "running": cs.GetRunning(), "producer": p.GetAddr(),
+							"journal_id": hex.EncodeToString(p.GetJournalId()), "connected": p.GetConnected(), "offset": p.GetOffset(), "lag": p.GetLag(), "error": errText,
+						}
+						if errText == "" {
+							errText = "-"
+						}
+						t.row(obj, cs.GetName(), stream, cs.GetRunning(), p.GetAddr(), p.GetConnected(), p.GetOffset(), p.GetLag(), errText)
+					}
+				}
+				return t.flush()
+			}),
+		})
+}

@@ -32,6 +32,7 @@ import (
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+	"github.com/streamd/streamd/topology"
 )
 
 func main() {
@@ -57,6 +58,8 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "tls-client-ca", EnvVars: []string{"STREAMD_TLS_CLIENT_CA"}, Usage: "PEM CA certificates; clients must present a certificate they signed (mTLS)"},
 			&cli.StringFlag{Name: "auth-token-file", EnvVars: []string{"STREAMD_AUTH_TOKEN_FILE"}, Usage: "require bearer tokens listed in `FILE`, one TOKEN GRANT[,GRANT...] a line, a grant being a stream to subscribe to, \"publish\" (Publish, PublishStream) or \"*\" (everything, including LoadEvent, EntityEvents, JournalInfo); # comments. Health and reflection stay open"},
 			&cli.DurationFlag{Name: "shutdown-grace", Value: 10 * time.Second, EnvVars: []string{"STREAMD_SHUTDOWN_GRACE"}, Usage: "on SIGTERM, how long in-flight calls and streams may take before they are cut"},
+			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate)"},
+			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams and replications from other regions (see README)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},
 		Action: func(c *cli.Context) error {
@@ -79,6 +82,23 @@ func newApp() *cli.App {
 					return err
 				}
 			}
+			var (
+				streams []producer.StreamDef
+				repls   []topology.ReplicationOptions
+			)
+			if path := c.String("config"); path != "" {
+				if streams, repls, err = loadConfig(path); err != nil {
+					return err
+				}
+			}
+			if len(repls) > 0 && c.String("region") == "" {
+				return fmt.Errorf("--config %s replicates from other regions: --region must name this one", c.String("config"))
+			}
+			for _, r := range repls {
+				if r.From.Name == c.String("region") {
+					return fmt.Errorf("--config %s: replication %q is from this region (%s)", c.String("config"), r.Name, r.From.Name)
+				}
+			}
 			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			m := metrics.New()
@@ -90,15 +110,17 @@ func newApp() *cli.App {
 				metrics:       m,
 				tls:           tlsConfig,
 				tokens:        toks,
+				replications:  repls,
 				producer: producer.Options{
 					Journal: journal.Options{
+						Region:            c.String("region"),
 						Durability:        durability,
 						RetentionMaxAge:   c.Duration("retention-max-age"),
 						RetentionMaxBytes: c.Int64("retention-max-bytes"),
 						Logger:            log,
 						Observer:          m,
 					},
-					Server: producer.ServerOptions{Logger: log, Observer: m},
+					Server: producer.ServerOptions{Streams: streams, Logger: log, Observer: m},
 				},
 			})
 		},
@@ -114,6 +136,9 @@ type config struct {
 	tls           *tls.Config // nil serves plaintext
 	tokens        tokens      // none: no authentication
 	producer      producer.Options
+	// replications streamd runs, into its journal; positions are kept in
+	// <data dir>/consumers.
+	replications []topology.ReplicationOptions
 }
 
 // run serves until ctx is done, then shuts down in order: stop accepting,
@@ -144,6 +169,12 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	}
 	g := grpc.NewServer(opts...)
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
+	consumers, err := startConsumers(log, cfg, p.Journal())
+	if err != nil {
+		return err
+	}
+	defer consumers.stop()
+	consumers.registry.Register(g)
 	health := health.NewServer()
 	healthpb.RegisterHealthServer(g, health)
 	reflection.Register(g)
@@ -201,6 +232,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		g.Stop()
 		<-stopped
 	}
+	consumers.stop()
 	if hs != nil {
 		// Scrapes are short; a stuck one must not hold the exit.
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc"
+
+	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/internal/dialopts"
+	"github.com/streamd/streamd/producer"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+	"github.com/streamd/streamd/topology"
+)
+
+// fileConfig is the --config file (YAML): the named streams streamd offers
+// and the replications it runs. Unknown keys are errors.
+type fileConfig struct {
+	Streams   []streamConfig    `yaml:"streams"`
+	Replicate []replicateConfig `yaml:"replicate"`
+}
+
+type streamConfig struct {
+	Name        string   `yaml:"name"`
+	EntityTypes []string `yaml:"entity_types"`
+	Filter      []string `yaml:"filter"`
+}
+
+// replicateConfig copies a stream of another region into this journal.
+type replicateConfig struct {
+	// From names the source region; Addrs are its streamd addresses.
+	From   string   `yaml:"from"`
+	Addrs  []string `yaml:"addrs"`
+	Stream string   `yaml:"stream"`
+	Filter []string `yaml:"filter"`
+	// Name of the consumer (default replicate-<from>-<stream>).
+	Name      string  `yaml:"name"`
+	TLS       tlsKeys `yaml:"tls"`
+	TokenFile string  `yaml:"token_file"`
+}
+
+type tlsKeys struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// loadConfig reads and checks the config file at path; errors name the file
+// and the entry.
+func loadConfig(path string) (streams []producer.StreamDef, repls []topology.ReplicationOptions, err error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--config: %w", err)
+	}
+	streams, repls, err = parseConfig(raw, time.Now())
+	if err != nil {
+		return nil, nil, fmt.Errorf("--config %s: %w", path, err)
+	}
+	return streams, repls, nil
+}
+
+func parseConfig(raw []byte, now time.Time) ([]producer.StreamDef, []topology.ReplicationOptions, error) {
+	var fc fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, err
+	}
+	var streams []producer.StreamDef
+	for i, s := range fc.Streams {
+		at := fmt.Sprintf("streams[%d]", i)
+		if s.Name == "" {
+			return nil, nil, fmt.Errorf("%s: name is empty", at)
+		}
+		crits, err := parseFilter(at, s.Filter, now)
+		if err != nil {
+			return nil, nil, err
+		}
+		streams = append(streams, producer.StreamDef{Name: s.Name, EntityTypes: s.EntityTypes, Filter: crits})
+	}
+	var repls []topology.ReplicationOptions
+	names := map[string]bool{}
+	for i, r := range fc.Replicate {
+		at := fmt.Sprintf("replicate[%d]", i)
+		switch {
+		case r.From == "":
+			return nil, nil, fmt.Errorf("%s: from (the source region's name) is empty", at)
+		case len(r.Addrs) == 0:
+			return nil, nil, fmt.Errorf("%s: addrs (the source region's streamd addresses) is empty", at)
+		}
+		crits, err := parseFilter(at, r.Filter, now)
+		if err != nil {
+			return nil, nil, err
+		}
+		dial, err := r.dialOptions(at)
+		if err != nil {
+			return nil, nil, err
+		}
+		name := r.Name
+		if name == "" {
+			stream := r.Stream
+			if stream == "" {
+				stream = producer.DefaultStream
+			}
+			name = "replicate-" + r.From + "-" + stream
+		}
+		if names[name] {
+			return nil, nil, fmt.Errorf("%s: a second replication named %q (give each a name)", at, name)
+		}
+		names[name] = true
+		repls = append(repls, topology.ReplicationOptions{
+			From:        topology.Region{Name: r.From, Addrs: r.Addrs},
+			Stream:      r.Stream,
+			Filter:      crits,
+			Name:        name,
+			DialOptions: dial,
+		})
+	}
+	return streams, repls, nil
+}
+
+func parseFilter(at string, texts []string, now time.Time) ([]*streamdv1.FilterCriterion, error) {
+	var crits []*streamdv1.FilterCriterion
+	for j, text := range texts {
+		c, err := filters.Parse(text, now)
+		if err != nil {
+			return nil, fmt.Errorf("%s.filter[%d]: %w", at, j, err)
+		}
+		crits = append(crits, c)
+	}
+	if _, err := filters.Compile(crits, filters.Limits{}); err != nil {
+		return nil, fmt.Errorf("%s.filter: %w", at, err)
+	}
+	return crits, nil
+}
+
+func (r replicateConfig) dialOptions(at string) ([]grpc.DialOption, error) {
+	c := dialopts.Client{
+		CA: r.TLS.CA, Cert: r.TLS.Cert, Key: r.TLS.Key,
+		CAName: at + ".tls.ca", CertName: at + ".tls.cert", KeyName: at + ".tls.key",
+	}
+	if r.TokenFile != "" {
+		tok, err := os.ReadFile(r.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.token_file: %w", at, err)
+		}
+		if c.Token = strings.TrimSpace(string(tok)); c.Token == "" {
+			return nil, fmt.Errorf("%s.token_file %s is empty", at, r.TokenFile)
+		}
+	}
+	return c.Options()
+}

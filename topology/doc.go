@@ -1,0 +1,29 @@
+// Package topology connects regions. Each region runs its own journal;
+// replication copies another region's stream into the local journal.
+//
+// What a Replication guarantees:
+//
+//   - Every event it copies keeps its origin (the region that first wrote
+//     it, with the origin seqNr and time there); events written in the
+//     source without an origin get the source region's name and their
+//     source seqNr. The local journal (journal.Options.Region must be set)
+//     applies each (origin, entity, origin seqNr) once and in order, in the
+//     same transaction as the events: a copy arriving again — after a
+//     restart, or over a second path through a third region — is dropped.
+//     So with at-least-once delivery from the source, each event is applied
+//     once: exactly-once replication.
+//   - No event goes back to its origin: the replication asks the source to
+//     exclude events whose origin is the local region (filter origin=), and
+//     drops any that arrive anyway.
+//   - Relays: a region's journal holds the events it replicated, with their
+//     origins, so a region that replicates from a third one also receives
+//     the events of an origin it cannot reach directly.
+//   - A gap in an origin's sequence for an entity (events missing before
+//     one that arrived, for example deleted by retention in the source)
+//     stops the replication with an error naming the entity and the origin
+//     seqNrs, rather than applying events out of order. An operator then
+//     decides (see streamctl offsets).
+//
+// The position in the source journal is stored in an offsets store, like
+// any consumer's; streamd shows it through the admin API.
+package topology

@@ -1,0 +1,149 @@
+package topology
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/streamd/streamd/consumer"
+	"github.com/streamd/streamd/journal"
+	"github.com/streamd/streamd/offsets"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// Region is a region by name and the addresses of its streamd (or
+// producer) endpoints.
+type Region struct {
+	Name  string
+	Addrs []string
+}
+
+// ReplicationOptions configure NewReplication.
+type ReplicationOptions struct {
+	// From is the region whose stream is copied. Required.
+	From Region
+	// Stream is the source's stream ("" = its default stream).
+	Stream string
+	// Filter narrows what is copied (for example includes of the entities
+	// this region has interest in). The replication adds an exclude of the
+	// local region's own events.
+	Filter []*streamdv1.FilterCriterion
+	// Name of the consumer in Store and to the source; default
+	// "replicate-<from>-<stream>".
+	Name string
+	// Journal is the local journal; its Region must be set and differ from
+	// From.Name. Required.
+	Journal *journal.Journal
+	// Store keeps the position in the source journal. Required.
+	Store *offsets.Store
+	// DialOptions reach the source (TLS, tokens).
+	DialOptions []grpc.DialOption
+	// MinBackoff and MaxBackoff bound reconnect delays (consumer defaults).
+	MinBackoff, MaxBackoff time.Duration
+	Logger             *slog.Logger
+}
+
+// maxAppendEvents and maxAppendBytes bound one Append of copied events,
+// inside the journal's default limits.
+const (
+	maxAppendEvents = 1000
+	maxAppendBytes  = 2 << 20
+)
+
+// NewReplication returns the consumer that copies opts.From's stream into
+// opts.Journal; run it with Run (or through an admin.Registry).
+func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
+	switch {
+	case opts.From.Name == "":
+		return nil, errors.New("topology: ReplicationOptions.From.Name is empty")
+	case len(opts.From.Addrs) == 0:
+		return nil, fmt.Errorf("topology: region %q has no addresses", opts.From.Name)
+	case opts.Journal == nil:
+		return nil, errors.New("topology: ReplicationOptions.Journal is nil")
+	case opts.Journal.Region() == "":
+		return nil, errors.New("topology: the local journal has no region (journal.Options.Region): replicated events could not be told from local ones")
+	case opts.Journal.Region() == opts.From.Name:
+		return nil, fmt.Errorf("topology: replication from region %q into itself", opts.From.Name)
+	}
+	local := opts.Journal.Region()
+	if opts.Name == "" {
+		stream := opts.Stream
+		if stream == "" {
+			stream = "all"
+		}
+		opts.Name = "replicate-" + opts.From.Name + "-" + stream
+	}
+	filter := append([]*streamdv1.FilterCriterion{{
+		Action: streamdv1.FilterAction_FILTER_ACTION_EXCLUDE,
+		Field:  streamdv1.FilterField_FILTER_FIELD_ORIGIN,
+		Value:  local,
+	}}, opts.Filter...)
+	r := &replication{from: opts.From.Name, local: local, j: opts.Journal}
+	return consumer.New(consumer.Options{
+		Producers:    opts.From.Addrs,
+		DialOptions:  opts.DialOptions,
+		Stream:       opts.Stream,
+		Name:         opts.Name,
+		Store:        opts.Store,
+		Filter:       filter,
+		BatchHandler: r.apply,
+		MinBackoff:   opts.MinBackoff,
+		MaxBackoff:   opts.MaxBackoff,
+		Logger:       opts.Logger,
+	})
+}
+
+type replication struct {
+	from, local string
+	j           *journal.Journal
+}
+
+// apply appends a batch of the source's events to the local journal, in
+// chunks within the journal's limits.
+func (r *replication) apply(ctx context.Context, events []*streamdv1.Event) error {
+	chunk := make([]*streamdv1.Event, 0, min(len(events), maxAppendEvents))
+	size := 0
+	for _, e := range events {
+		if e.GetOrigin() == r.local {
+			continue // already here: it was written here
+		}
+		if n := proto.Size(e); len(chunk) == maxAppendEvents || (len(chunk) > 0 && size+n > maxAppendBytes) {
+			if err := r.append(ctx, chunk); err != nil {
+				return err
+			}
+			chunk, size = nil, 0 // the journal owns the events it took
+		}
+		size += proto.Size(e)
+		chunk = append(chunk, r.copyOf(e))
+	}
+	if len(chunk) == 0 {
+		return nil
+	}
+	return r.append(ctx, chunk)
+}
+
+// copyOf is e as the local journal takes it: the origin kept (or set to the
+// source), the source's offset, seqNr, slice and timestamp cleared.
+func (r *replication) copyOf(e *streamdv1.Event) *streamdv1.Event {
+	if e.GetOrigin() == "" {
+		e.Origin, e.OriginSeqNr, e.OriginTimestampUnixNano = r.from, e.GetSeqNr(), e.GetTimestampUnixNano()
+	}
+	e.Offset, e.SeqNr, e.Slice, e.TimestampUnixNano = 0, 0, 0, 0
+	return e
+}
+
+func (r *replication) append(ctx context.Context, events []*streamdv1.Event) error {
+	if _, err := r.j.Append(ctx, events...); err != nil {
+		var gap *journal.OriginGapError
+		if errors.As(err, &gap) {
+			return fmt.Errorf("topology: replication from %s: %w (events are missing in the source; move this consumer's position to decide)", r.from, err)
+		}
+		return fmt.Errorf("topology: replication from %s: %w", r.from, err)
+	}
+	return nil
+}

@@ -1,0 +1,299 @@
+package topology_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/streamd/streamd/internal/netproxy"
+	"github.com/streamd/streamd/journal"
+	"github.com/streamd/streamd/offsets"
+	"github.com/streamd/streamd/producer"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+	"github.com/streamd/streamd/topology"
+)
+
+// testRegion is one region in the test process: a producer with a journal
+// named after the region, served over TCP, and an offsets store for its
+// replications.
+type testRegion struct {
+	name, dir, addr string
+	p               *producer.Producer
+	g               *grpc.Server
+	store           *offsets.Store
+}
+
+func startRegion(t *testing.T, name, dir, addr string) *testRegion {
+	t.Helper()
+	p, err := producer.Open(dir, producer.Options{Journal: journal.Options{Region: name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
+	go g.Serve(lis)
+	return &testRegion{name: name, dir: dir, addr: lis.Addr().String(), p: p, g: g}
+}
+
+func (r *testRegion) stop() {
+	r.p.Server().Shutdown()
+	r.g.Stop()
+	r.p.Close()
+}
+
+// link is a running replication into region to from region from.
+type link struct {
+	proxy  *netproxy.Proxy
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type world struct {
+	t       *testing.T
+	regions map[string]*testRegion
+	links   map[[2]string]*link // [from, to]
+}
+
+func newWorld(t *testing.T, names ...string) *world {
+	w := &world{t: t, regions: map[string]*testRegion{}, links: map[[2]string]*link{}}
+	for _, n := range names {
+		r := startRegion(t, n, t.TempDir(), "127.0.0.1:0")
+		var err error
+		if r.store, err = offsets.Open(t.TempDir(), offsets.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		w.regions[n] = r
+	}
+	for _, from := range names {
+		for _, to := range names {
+			if from != to {
+				px, err := netproxy.Start(w.regions[from].addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w.links[[2]string{from, to}] = &link{proxy: px}
+			}
+		}
+	}
+	t.Cleanup(func() {
+		for k := range w.links {
+			w.stopLink(k[0], k[1])
+			w.links[k].proxy.Close()
+		}
+		for _, r := range w.regions {
+			r.stop()
+			r.store.Close()
+		}
+	})
+	return w
+}
+
+func (w *world) startLink(from, to string) {
+	w.t.Helper()
+	l := w.links[[2]string{from, to}]
+	c, err := topology.NewReplication(topology.ReplicationOptions{
+		From:       topology.Region{Name: from, Addrs: []string{l.proxy.Addr()}},
+		Journal:    w.regions[to].p.Journal(),
+		Store:      w.regions[to].store,
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancel, l.done = cancel, make(chan error, 1)
+	go func() { l.done <- c.Run(ctx) }()
+}
+
+func (w *world) stopLink(from, to string) {
+	l := w.links[[2]string{from, to}]
+	if l.cancel == nil {
+		return
+	}
+	l.cancel()
+	if err := <-l.done; err != nil {
+		w.t.Errorf("replication %s -> %s: %v", from, to, err)
+	}
+	l.cancel = nil
+}
+
+func (w *world) startAll() {
+	for k := range w.links {
+		w.startLink(k[0], k[1])
+	}
+}
+
+// publish writes n events of each entity in region r, concurrently with
+// whatever else runs.
+func (w *world) publish(r string, entities []string, n int) {
+	w.t.Helper()
+	for i := range n {
+		for _, id := range entities {
+			e := &streamdv1.Event{EntityType: "cart", EntityId: id, EventType: "ItemAdded", Payload: fmt.Appendf(nil, "%s-%d", r, i)}
+			if _, err := w.regions[r].p.Publish(context.Background(), e); err != nil {
+				w.t.Fatal(err)
+			}
+		}
+	}
+}
+
+type originEvent struct {
+	origin, entity string
+	originSeqNr    uint64
+}
+
+// check reads region r's journal and fails on a duplicate or an origin
+// sequence out of order; it returns the set of events held.
+func (w *world) check(r string) map[originEvent]bool {
+	w.t.Helper()
+	held := map[originEvent]bool{}
+	last := map[[2]string]uint64{}
+	recs, err := w.regions[r].p.Journal().Read(1, 1<<20, nil)
+	if err != nil && !errors.Is(err, journal.ErrNotFound) {
+		w.t.Fatal(err)
+	}
+	for _, e := range recs {
+		k := originEvent{e.GetOrigin(), e.GetEntityId(), e.GetOriginSeqNr()}
+		if e.GetOrigin() == "" || e.GetOriginSeqNr() == 0 {
+			w.t.Fatalf("region %s: event at offset %d has no origin", r, e.GetOffset())
+		}
+		if held[k] {
+			w.t.Fatalf("region %s holds %v twice", r, k)
+		}
+		held[k] = true
+		ok := [2]string{k.origin, k.entity}
+		if k.originSeqNr != last[ok]+1 {
+			w.t.Fatalf("region %s: %s/%s origin seqNr %d follows %d", r, k.origin, k.entity, k.originSeqNr, last[ok])
+		}
+		last[ok] = k.originSeqNr
+	}
+	return held
+}
+
+// converge waits until every region holds want events, checking each read.
+func (w *world) converge(want int) {
+	w.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var sets []map[originEvent]bool
+		done := true
+		for name := range w.regions {
+			s := w.check(name)
+			sets = append(sets, s)
+			done = done && len(s) == want
+		}
+		if done {
+			for _, s := range sets[1:] {
+				for k := range s {
+					if !sets[0][k] {
+						w.t.Fatalf("regions differ on %v", k)
+					}
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			counts := map[string]int{}
+			for name := range w.regions {
+				counts[name] = len(w.check(name))
+			}
+			w.t.Fatalf("no convergence to %d events: %v", want, counts)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Three regions replicating to each other converge with every event once,
+// in origin order, also when one direct link is down (relay through the
+// third region), when it comes back, when replications restart and when a
+// region restarts.
+func TestThreeRegionsConverge(t *testing.T) {
+	w := newWorld(t, "eu", "us", "ap")
+	w.links[[2]string{"eu", "ap"}].proxy.Cut() // ap cannot reach eu directly
+	w.startAll()
+
+	var wg sync.WaitGroup
+	for _, r := range []string{"eu", "us", "ap"} {
+		wg.Go(func() { w.publish(r, []string{r + "-cart", "shared-cart"}, 20) })
+	}
+	wg.Wait()
+	w.converge(3 * 2 * 20)
+
+	// eu's events reached ap through us.
+	w.publish("eu", []string{"eu-cart"}, 10)
+	w.converge(3*2*20 + 10)
+
+	// The direct link comes back: what ap now gets twice is dropped.
+	w.links[[2]string{"eu", "ap"}].proxy.Restore()
+	w.publish("eu", []string{"eu-cart", "shared-cart"}, 10)
+	w.converge(3*2*20 + 10 + 20)
+
+	// Replications restart mid-stream, links are cut and restored while
+	// events are written.
+	for k := range w.links {
+		w.stopLink(k[0], k[1])
+	}
+	w.publish("us", []string{"us-cart"}, 10)
+	w.startAll()
+	w.links[[2]string{"us", "eu"}].proxy.Cut()
+	w.publish("ap", []string{"shared-cart"}, 10)
+	w.links[[2]string{"us", "eu"}].proxy.Restore()
+	w.converge(3*2*20 + 10 + 20 + 10 + 10)
+
+	// us restarts (same data, same address): nothing lost, nothing twice.
+	us := w.regions["us"]
+	for k := range w.links {
+		if k[1] == "us" {
+			w.stopLink(k[0], k[1])
+		}
+	}
+	us.stop()
+	restarted := startRegion(t, "us", us.dir, us.addr)
+	restarted.store = us.store
+	w.regions["us"] = restarted
+	for k := range w.links {
+		if k[1] == "us" {
+			w.startLink(k[0], k[1])
+		}
+	}
+	w.publish("us", []string{"us-cart"}, 5)
+	w.converge(3*2*20 + 10 + 20 + 10 + 10 + 5)
+}
+
+func TestReplicationRefusesNonsense(t *testing.T) {
+	r := startRegion(t, "eu", t.TempDir(), "127.0.0.1:0")
+	defer r.stop()
+	store, err := offsets.Open(t.TempDir(), offsets.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for name, opts := range map[string]topology.ReplicationOptions{
+		"into itself": {From: topology.Region{Name: "eu", Addrs: []string{r.addr}}, Journal: r.p.Journal(), Store: store},
+		"no address":  {From: topology.Region{Name: "us"}, Journal: r.p.Journal(), Store: store},
+		"no name":     {From: topology.Region{Addrs: []string{r.addr}}, Journal: r.p.Journal(), Store: store},
+	} {
+		if _, err := topology.NewReplication(opts); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	plain, err := producer.Open(t.TempDir(), producer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	_, err = topology.NewReplication(topology.ReplicationOptions{From: topology.Region{Name: "us", Addrs: []string{r.addr}}, Journal: plain.Journal(), Store: store})
+	if err == nil {
+		t.Error("a journal without region was accepted")
+	}
+}
