@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/streamd/streamd/internal/testpki"
 )
 
 func TestMain(m *testing.M) {
@@ -37,6 +39,7 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"streamd-start": streamdStart,
 			"closed-port":   closedPort,
+			"gen-certs":     genCerts,
 		},
 	})
 }
@@ -101,4 +104,20 @@ func closedPort(ts *testscript.TestScript, neg bool, args []string) {
 	addr := l.Addr().String()
 	ts.Check(l.Close())
 	ts.Setenv("STREAMD_ADDR", addr)
+}
+
+// gen-certs [DIR] writes a test CA, a server certificate for 127.0.0.1 and a
+// client certificate to DIR (default $WORK): ca.pem, server.pem,
+// server-key.pem, client.pem, client-key.pem.
+func genCerts(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) > 1 {
+		ts.Fatalf("usage: gen-certs [DIR]")
+	}
+	dir := ts.Getenv("WORK")
+	if len(args) == 1 {
+		dir = ts.MkAbs(args[0])
+		ts.Check(os.MkdirAll(dir, 0o755))
+	}
+	_, err := testpki.Write(dir)
+	ts.Check(err)
 }

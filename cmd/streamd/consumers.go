@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/streamd/streamd/internal/admin"
+	"github.com/streamd/streamd/internal/metrics"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
 	"github.com/streamd/streamd/topology"
@@ -56,6 +57,19 @@ func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumer
 		cs.registry.Run(ctx)
 	}()
 	return cs, nil
+}
+
+// metrics lists each consumer's streams for the metrics collector.
+func (cs *consumers) metrics() []metrics.ConsumerProducer {
+	states, _ := cs.registry.States("")
+	var out []metrics.ConsumerProducer
+	for _, st := range states {
+		name := st.Consumer.Options().Name
+		for _, p := range st.Consumer.Status() {
+			out = append(out, metrics.ConsumerProducer{Consumer: name, Producer: p.Addr, Lag: p.Lag, Connected: p.Connected, Running: st.Running})
+		}
+	}
+	return out
 }
 
 // stop stops the consumers (they save their positions) and closes the

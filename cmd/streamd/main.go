@@ -175,6 +175,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	}
 	defer consumers.stop()
 	consumers.registry.Register(g)
+	cfg.metrics.WatchConsumers(consumers.metrics)
 	health := health.NewServer()
 	healthpb.RegisterHealthServer(g, health)
 	reflection.Register(g)

@@ -187,3 +187,26 @@ func (e *entry) state() (running bool, err error) {
 	defer e.mu.Unlock()
 	return e.running, e.err
 }
+
+// State is a registered consumer and whether its loop runs it.
+type State struct {
+	Consumer *consumer.Consumer
+	Running  bool
+	// Err is why it stopped on its own (nil while running or never run).
+	Err error
+}
+
+// States returns the consumer called name, or every consumer for "", in
+// the order they were added.
+func (r *Registry) States(name string) ([]State, error) {
+	es, err := r.entries(name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]State, len(es))
+	for i, e := range es {
+		running, err := e.state()
+		out[i] = State{Consumer: e.c, Running: running, Err: err}
+	}
+	return out, nil
+}

@@ -27,25 +27,24 @@ type server struct {
 }
 
 func (s *server) ListConsumers(_ context.Context, req *streamdv1.ListConsumersRequest) (*streamdv1.ListConsumersResponse, error) {
-	es, err := s.r.entries(req.GetConsumer())
+	states, err := s.r.States(req.GetConsumer())
 	if err != nil {
 		return nil, statusOf(err)
 	}
 	resp := &streamdv1.ListConsumersResponse{}
-	for _, e := range es {
-		opts := e.c.Options()
-		running, stopErr := e.state()
+	for _, st := range states {
+		opts := st.Consumer.Options()
 		cs := &streamdv1.ConsumerStatus{
 			Name:    opts.Name,
 			Stream:  opts.Stream,
 			Mode:    opts.Mode.String(),
-			Filter:  e.c.Filter(),
-			Running: running,
+			Filter:  st.Consumer.Filter(),
+			Running: st.Running,
 		}
-		if stopErr != nil {
-			cs.Error = stopErr.Error()
+		if st.Err != nil {
+			cs.Error = st.Err.Error()
 		}
-		for _, p := range e.c.Status() {
+		for _, p := range st.Consumer.Status() {
 			ps := &streamdv1.ProducerStatus{Addr: p.Addr, JournalId: p.JournalID, Offset: p.Offset, Lag: p.Lag, Connected: p.Connected}
 			if p.LastError != nil {
 				ps.LastError = p.LastError.Error()

@@ -92,6 +92,53 @@ func (m *Metrics) WatchJournal(info func() journal.Info) {
 	m.reg.MustRegister(&journalCollector{m: m, info: info})
 }
 
+// ConsumerProducer is the state of one stream of a consumer the process
+// runs (a replication), for WatchConsumers.
+type ConsumerProducer struct {
+	Consumer, Producer string
+	Lag                uint64
+	Connected, Running bool
+}
+
+// WatchConsumers registers gauges of the consumers the process runs, read
+// from states at scrape time: lag in events and whether each stream is
+// connected and its consumer running. Call it once.
+func (m *Metrics) WatchConsumers(states func() []ConsumerProducer) {
+	m.reg.MustRegister(consumersCollector(states))
+}
+
+var (
+	consumerLagDesc = prometheus.NewDesc("streamd_consumer_lag_events",
+		"For the consumers streamd runs (replications): the producer's last known offset minus the consumer's.", []string{"consumer", "producer"}, nil)
+	consumerConnectedDesc = prometheus.NewDesc("streamd_consumer_connected",
+		"1 while the consumer's stream from the producer is open.", []string{"consumer", "producer"}, nil)
+	consumerRunningDesc = prometheus.NewDesc("streamd_consumer_running",
+		"1 while the consumer runs; 0 after it stopped on an error, until an operator moves its positions.", []string{"consumer", "producer"}, nil)
+)
+
+type consumersCollector func() []ConsumerProducer
+
+func (c consumersCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- consumerLagDesc
+	ch <- consumerConnectedDesc
+	ch <- consumerRunningDesc
+}
+
+func (c consumersCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c() {
+		ch <- prometheus.MustNewConstMetric(consumerLagDesc, prometheus.GaugeValue, float64(s.Lag), s.Consumer, s.Producer)
+		ch <- prometheus.MustNewConstMetric(consumerConnectedDesc, prometheus.GaugeValue, boolValue(s.Connected), s.Consumer, s.Producer)
+		ch <- prometheus.MustNewConstMetric(consumerRunningDesc, prometheus.GaugeValue, boolValue(s.Running), s.Consumer, s.Producer)
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // Committed implements journal.Observer.
 func (m *Metrics) Committed(appends, events int, bytes int64, fsync time.Duration) {
 	m.appends.Add(float64(appends))

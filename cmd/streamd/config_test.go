@@ -1,0 +1,123 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamd/streamd/filters"
+)
+
+func TestParseConfig(t *testing.T) {
+	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := `
+streams:
+  - name: all
+  - name: carts
+    entity_types: [cart]
+    filter: ["exclude tag=internal"]
+replicate:
+  - from: us
+    addrs: ["127.0.0.1:7071", "127.0.0.1:7072"]
+    filter: ["include type=cart"]
+    token_file: ` + tokenFile + `
+  - from: ap
+    addrs: ["127.0.0.1:7073"]
+    stream: carts
+`
+	streams, repls, err := parseConfig([]byte(good), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(streams) != 2 || streams[1].Name != "carts" || streams[1].EntityTypes[0] != "cart" || filters.Format(streams[1].Filter[0]) != "exclude tag=internal" {
+		t.Fatalf("streams = %+v", streams)
+	}
+	if len(repls) != 2 || repls[0].Name != "replicate-us-all" || repls[1].Name != "replicate-ap-carts" ||
+		len(repls[0].From.Addrs) != 2 || repls[1].Stream != "carts" || len(repls[0].DialOptions) != 2 {
+		t.Fatalf("replications = %+v", repls)
+	}
+	if _, _, err := parseConfig(nil, now); err != nil {
+		t.Fatalf("an empty file: %v", err)
+	}
+
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown key", "streams:\n  - name: a\n    types: [x]\n", "field types not found"},
+		{"not yaml", "streams: [", "yaml"},
+		{"stream without name", "streams:\n  - entity_types: [x]\n", "streams[0]: name is empty"},
+		{"bad stream filter", "streams:\n  - name: a\n    filter: [\"include colour=red\"]\n", "streams[0].filter[0]"},
+		{"no from", "replicate:\n  - addrs: [\"x:1\"]\n", "replicate[0]: from"},
+		{"no addrs", "replicate:\n  - from: us\n", "replicate[0]: addrs"},
+		{"bad filter", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    filter: [\"include type=a\", \"include entity~(\"]\n", "replicate[0].filter[1]"},
+		{"same name twice", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n  - from: us\n    addrs: [\"y:1\"]\n", `replicate[1]: a second replication named "replicate-us-all"`},
+		{"cert without key", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    tls: {cert: c.pem}\n", "replicate[0].tls.cert and replicate[0].tls.key go together"},
+		{"missing ca", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    tls: {ca: /nonexistent/ca.pem}\n", "replicate[0].tls.ca"},
+		{"missing token file", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    token_file: /nonexistent/token\n", "replicate[0].token_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := parseConfig([]byte(tc.yaml), now)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// The daemon refuses a config it cannot run, before it opens anything.
+func TestConfigRefusedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "streamd.yaml")
+	if err := os.WriteFile(cfg, []byte("replicate:\n  - from: us\n    addrs: [\"127.0.0.1:1\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", cfg}, "--region must name this one"},
+		{[]string{"--config", cfg, "--region", "us"}, "is from this region"},
+		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "--config: open"},
+	} {
+		out, err := exec.Command(binary, append([]string{"--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--metrics-listen", ""}, tc.args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("streamd %v: %v\n%s\nwant an error mentioning %q", tc.args, err, out, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); !os.IsNotExist(err) {
+		t.Errorf("a refused config created the data directory (%v)", err)
+	}
+}
+
+// FuzzParseConfig: any file is either refused with an error or yields
+// named streams and replications with a source and addresses.
+func FuzzParseConfig(f *testing.F) {
+	f.Add("streams:\n  - name: all\n  - name: c\n    entity_types: [cart]\n    filter: [\"exclude tag=x\"]\n")
+	f.Add("replicate:\n  - from: us\n    addrs: [\"127.0.0.1:1\"]\n    stream: s\n    filter: [\"include type=cart ttl=5m\"]\n")
+	f.Add("replicate: [{from: a, addrs: [b], name: n}, {from: a, addrs: [b], name: n}]")
+	f.Add("{streams: 3}")
+	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, raw string) {
+		streams, repls, err := parseConfig([]byte(raw), now)
+		if err != nil {
+			return
+		}
+		for _, s := range streams {
+			if s.Name == "" {
+				t.Fatalf("a stream without a name was accepted: %q", raw)
+			}
+		}
+		names := map[string]bool{}
+		for _, r := range repls {
+			if r.From.Name == "" || len(r.From.Addrs) == 0 || r.Name == "" || names[r.Name] {
+				t.Fatalf("replication %+v accepted from %q", r, raw)
+			}
+			names[r.Name] = true
+		}
+	})
+}
