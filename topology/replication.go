@@ -45,7 +45,7 @@ type ReplicationOptions struct {
 	DialOptions []grpc.DialOption
 	// MinBackoff and MaxBackoff bound reconnect delays (consumer defaults).
 	MinBackoff, MaxBackoff time.Duration
-	Logger             *slog.Logger
+	Logger                 *slog.Logger
 }
 
 // maxAppendEvents and maxAppendBytes bound one Append of copied events,
