@@ -173,6 +173,8 @@ type eventJSON struct {
 	Tags          []string          `json:"tags"`
 	Topic         string            `json:"topic,omitempty"`
 	Metadata      map[string]string `json:"metadata,omitempty"`
+	Origin        string            `json:"origin,omitempty"`
+	OriginSeqNr   uint64            `json:"origin_seq_nr,omitempty"`
 	Payload       *string           `json:"payload,omitempty"`
 	PayloadBase64 *string           `json:"payload_base64,omitempty"`
 }
@@ -183,6 +185,7 @@ func printEvent(t *table, e *streamdv1.Event) {
 		Offset: e.Offset, EntityType: e.EntityType, EntityID: e.EntityId, SeqNr: e.SeqNr, Slice: e.Slice,
 		Timestamp: time.Unix(0, e.TimestampUnixNano).UTC().Format(time.RFC3339Nano),
 		EventType: e.EventType, Tags: e.Tags, Topic: e.Topic, Metadata: e.Metadata,
+		Origin: e.Origin, OriginSeqNr: e.OriginSeqNr,
 	}
 	if j.Tags == nil {
 		j.Tags = []string{}
