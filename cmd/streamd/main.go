@@ -28,6 +28,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/streamd/streamd/filters"
 	"github.com/streamd/streamd/internal/metrics"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/producer"
@@ -58,6 +59,10 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "tls-client-ca", EnvVars: []string{"STREAMD_TLS_CLIENT_CA"}, Usage: "PEM CA certificates; clients must present a certificate they signed (mTLS)"},
 			&cli.StringFlag{Name: "auth-token-file", EnvVars: []string{"STREAMD_AUTH_TOKEN_FILE"}, Usage: "require bearer tokens listed in `FILE`, one TOKEN GRANT[,GRANT...] a line, a grant being a stream to subscribe to, \"publish\" (Publish, PublishStream) or \"*\" (everything, including LoadEvent, EntityEvents, JournalInfo); # comments. Health and reflection stay open"},
 			&cli.DurationFlag{Name: "shutdown-grace", Value: 10 * time.Second, EnvVars: []string{"STREAMD_SHUTDOWN_GRACE"}, Usage: "on SIGTERM, how long in-flight calls and streams may take before they are cut"},
+			&cli.IntFlag{Name: "max-payload-bytes", Value: journal.DefaultLimits.MaxPayloadBytes, EnvVars: []string{"STREAMD_MAX_PAYLOAD_BYTES"}, Usage: "largest event payload accepted"},
+			&cli.IntFlag{Name: "max-batch-events", Value: journal.DefaultLimits.MaxBatchEvents, EnvVars: []string{"STREAMD_MAX_BATCH_EVENTS"}, Usage: "most events in one publish"},
+			&cli.IntFlag{Name: "max-batch-bytes", Value: journal.DefaultLimits.MaxBatchBytes, EnvVars: []string{"STREAMD_MAX_BATCH_BYTES"}, Usage: "largest publish, encoded (at most 8 MiB); gRPC messages may be 1 MiB larger"},
+			&cli.IntFlag{Name: "max-filter-criteria", Value: 256, EnvVars: []string{"STREAMD_MAX_FILTER_CRITERIA"}, Usage: "most criteria in one consumer's filter"},
 			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate)"},
 			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams and replications from other regions (see README)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
@@ -81,6 +86,19 @@ func newApp() *cli.App {
 				if toks, err = loadTokens(path); err != nil {
 					return err
 				}
+			}
+			limits := journal.Limits{
+				MaxPayloadBytes: c.Int("max-payload-bytes"),
+				MaxBatchEvents:  c.Int("max-batch-events"),
+				MaxBatchBytes:   c.Int("max-batch-bytes"),
+			}
+			for _, name := range []string{"max-payload-bytes", "max-batch-events", "max-batch-bytes", "max-filter-criteria"} {
+				if c.Int(name) <= 0 {
+					return fmt.Errorf("--%s %d: want a positive number", name, c.Int(name))
+				}
+			}
+			if err := (journal.Options{Limits: limits}).Validate(); err != nil {
+				return fmt.Errorf("--max-batch-bytes %d: %w", limits.MaxBatchBytes, err)
 			}
 			var (
 				streams []producer.StreamDef
@@ -115,12 +133,13 @@ func newApp() *cli.App {
 					Journal: journal.Options{
 						Region:            c.String("region"),
 						Durability:        durability,
+						Limits:            limits,
 						RetentionMaxAge:   c.Duration("retention-max-age"),
 						RetentionMaxBytes: c.Int64("retention-max-bytes"),
 						Logger:            log,
 						Observer:          m,
 					},
-					Server: producer.ServerOptions{Streams: streams, Logger: log, Observer: m},
+					Server: producer.ServerOptions{Streams: streams, FilterLimits: filters.Limits{MaxCriteria: c.Int("max-filter-criteria")}, Logger: log, Observer: m},
 				},
 			})
 		},
@@ -167,6 +186,8 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	if cfg.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.tls)))
 	}
+	// A publish of the largest batch, with its envelope, must fit a message.
+	opts = append(opts, grpc.MaxRecvMsgSize(cfg.producer.Journal.Limits.MaxBatchBytes+1<<20))
 	g := grpc.NewServer(opts...)
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
 	consumers, err := startConsumers(log, cfg, p.Journal())

@@ -8,15 +8,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -200,6 +203,9 @@ func TestBadFlags(t *testing.T) {
 		{"--log-level", "loud"},
 		{"--listen", "not-an-address"},
 		{"--metrics-listen", "not-an-address"},
+		{"--max-payload-bytes", "0"},
+		{"--max-batch-bytes", "99999999"},
+		{"--max-filter-criteria", "-1"},
 	} {
 		out, err := exec.Command(binary, append([]string{"--data-dir", t.TempDir()}, args...)...).CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 {
@@ -207,6 +213,27 @@ func TestBadFlags(t *testing.T) {
 		}
 		if len(out) == 0 {
 			t.Fatalf("%v: no error message", args)
+		}
+	}
+}
+
+func TestLimitFlags(t *testing.T) {
+	d := startDaemon(t, t.TempDir(), "--max-payload-bytes", "10", "--max-batch-events", "2")
+	client := streamdv1.NewEventStreamServiceClient(d.conn)
+	ctx := context.Background()
+	ev := func(payload string) *streamdv1.Event {
+		return &streamdv1.Event{EntityType: "car", EntityId: "c1", EventType: "Moved", Payload: []byte(payload)}
+	}
+	if _, err := client.Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{ev("0123456789")}}); err != nil {
+		t.Fatalf("a payload at the limit: %v", err)
+	}
+	for name, req := range map[string]*streamdv1.PublishRequest{
+		"payload over the limit": {Events: []*streamdv1.Event{ev("0123456789a")}},
+		"batch over the limit":   {Events: []*streamdv1.Event{ev("a"), ev("b"), ev("c")}},
+	} {
+		_, err := client.Publish(ctx, req)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "limit") {
+			t.Errorf("%s: %v, want InvalidArgument naming the limit", name, err)
 		}
 	}
 }
