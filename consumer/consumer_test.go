@@ -266,6 +266,7 @@ func TestOptionsValidate(t *testing.T) {
 			o.Filter = []*streamdv1.FilterCriterion{include(streamdv1.FilterField_FILTER_FIELD_TAG, "")}
 		}, "Options.Filter"},
 		{"no handler", func(o *Options) { o.Handler = nil }, "want exactly one with Mode AtLeastOnce"},
+		{"no dedupe without batch handler", func(o *Options) { o.NoDedupe = true }, "Options.NoDedupe goes with BatchHandler"},
 		{"two handlers", func(o *Options) {
 			o.BatchHandler = func(context.Context, []*streamdv1.Event) error { return nil }
 		}, "want exactly one with Mode AtLeastOnce"},

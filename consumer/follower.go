@@ -597,6 +597,10 @@ func (f *follower) wholeBatchAtLeastOnce(ctx context.Context, b *streamdv1.Event
 		if !o.Slices.Contains(e.GetSlice()) {
 			continue
 		}
+		if o.NoDedupe {
+			todo = append(todo, e)
+			continue
+		}
 		k := entityKey{e.GetEntityType(), e.GetEntityId()}
 		last, ok := next[k]
 		if !ok {

@@ -120,6 +120,12 @@ type Options struct {
 	// Handler or BatchHandler (one of them) is required with AtLeastOnce.
 	Handler      Handler
 	BatchHandler BatchHandler
+	// NoDedupe hands the BatchHandler every event, also those whose seqNr
+	// was applied before (a replay, a re-delivery after a restart), and
+	// stores no applied seqNrs: for handlers that are idempotent by
+	// themselves, such as a replication (the journal applies each origin
+	// seqNr once). Only with BatchHandler.
+	NoDedupe bool
 	// TxHandler is required with ExactlyOnce.
 	TxHandler TxHandler
 
@@ -224,6 +230,9 @@ func (o Options) Validate() error {
 		if (o.Handler == nil) == (o.BatchHandler == nil) {
 			return invalidf("Options.Handler and Options.BatchHandler: want exactly one with Mode AtLeastOnce")
 		}
+		if o.NoDedupe && o.BatchHandler == nil {
+			return invalidf("Options.NoDedupe goes with BatchHandler")
+		}
 		if o.TxHandler != nil {
 			return invalidf("Options.TxHandler is set with Mode AtLeastOnce (set Mode: ExactlyOnce, or use Handler)")
 		}
@@ -233,6 +242,9 @@ func (o Options) Validate() error {
 		}
 		if o.Handler != nil || o.BatchHandler != nil {
 			return invalidf("Options.Handler or BatchHandler is set with Mode ExactlyOnce (use TxHandler)")
+		}
+		if o.NoDedupe {
+			return invalidf("Options.NoDedupe goes with BatchHandler, not with Mode ExactlyOnce")
 		}
 	default:
 		return invalidf("Options.Mode %d is unknown (AtLeastOnce or ExactlyOnce)", uint8(o.Mode))

@@ -19,10 +19,14 @@
 //     origins, so a region that replicates from a third one also receives
 //     the events of an origin it cannot reach directly.
 //   - A gap in an origin's sequence for an entity (events missing before
-//     one that arrived, for example deleted by retention in the source)
-//     stops the replication with an error naming the entity and the origin
-//     seqNrs, rather than applying events out of order. An operator then
-//     decides (see streamctl offsets).
+//     one that arrived: the entity was filtered out until now, or the
+//     replication started after its first events) holds that entity's
+//     events back and asks the source for the entity's whole history; the
+//     journal drops what it holds and applies the rest in order. Events of
+//     other entities go on. A replay request lost with its stream is asked
+//     again at the entity's next gap. Events deleted by retention at the
+//     source before they were copied cannot come back: that entity then
+//     stays behind at the gap, and the log says so.
 //
 // The position in the source journal is stored in an offsets store, like
 // any consumer's; streamd shows it through the admin API.

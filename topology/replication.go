@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -83,8 +85,11 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 		Field:  streamdv1.FilterField_FILTER_FIELD_ORIGIN,
 		Value:  local,
 	}}, opts.Filter...)
-	r := &replication{from: opts.From.Name, local: local, j: opts.Journal}
-	return consumer.New(consumer.Options{
+	r := &replication{from: opts.From.Name, local: local, j: opts.Journal, log: opts.Logger, replays: map[gapKey]time.Time{}}
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	c, err := consumer.New(consumer.Options{
 		Producers:    opts.From.Addrs,
 		DialOptions:  opts.DialOptions,
 		Stream:       opts.Stream,
@@ -92,15 +97,31 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 		Store:        opts.Store,
 		Filter:       filter,
 		BatchHandler: r.apply,
+		NoDedupe:     true, // the journal applies each origin seqNr once
 		MinBackoff:   opts.MinBackoff,
 		MaxBackoff:   opts.MaxBackoff,
 		Logger:       opts.Logger,
 	})
+	r.c = c
+	return c, err
 }
+
+// gapKey is an entity of an origin whose events arrived with a gap.
+type gapKey struct{ origin, entityType, entityID string }
+
+// replayAgainAfter is how long a requested replay may take before a gap in
+// the same entity asks for it again (the request may have been lost with
+// its stream).
+const replayAgainAfter = 10 * time.Second
 
 type replication struct {
 	from, local string
 	j           *journal.Journal
+	c           *consumer.Consumer
+	log         *slog.Logger
+
+	mu      sync.Mutex
+	replays map[gapKey]time.Time // replays requested, when
 }
 
 // apply appends a batch of the source's events to the local journal, in
@@ -137,13 +158,51 @@ func (r *replication) copyOf(e *streamdv1.Event) *streamdv1.Event {
 	return e
 }
 
+// append appends events; events of an entity whose origin sequence has a
+// gap are held back and the entity's history is asked again from the
+// source (the journal drops what it holds already), so that its events
+// are applied in order once they arrive.
 func (r *replication) append(ctx context.Context, events []*streamdv1.Event) error {
-	if _, err := r.j.Append(ctx, events...); err != nil {
+	for len(events) > 0 {
+		_, err := r.j.Append(ctx, events...)
 		var gap *journal.OriginGapError
-		if errors.As(err, &gap) {
-			return fmt.Errorf("topology: replication from %s: %w (events are missing in the source; move this consumer's position to decide)", r.from, err)
+		if !errors.As(err, &gap) {
+			if err != nil {
+				return fmt.Errorf("topology: replication from %s: %w", r.from, err)
+			}
+			return nil
 		}
-		return fmt.Errorf("topology: replication from %s: %w", r.from, err)
+		k := gapKey{gap.Origin, gap.EntityType, gap.EntityID}
+		events = slices.DeleteFunc(events, func(e *streamdv1.Event) bool {
+			return e.GetOrigin() == k.origin && e.GetEntityType() == k.entityType && e.GetEntityId() == k.entityID
+		})
+		r.replay(ctx, k, gap)
 	}
 	return nil
+}
+
+// replay asks the source for the entity's whole history, unless it was
+// asked recently. Which source seqNr holds the missing origin seqNrs is
+// unknown (other origins' events interleave), so the replay starts at 1.
+func (r *replication) replay(ctx context.Context, k gapKey, gap *journal.OriginGapError) {
+	r.mu.Lock()
+	now := time.Now()
+	if at, ok := r.replays[k]; ok && now.Sub(at) < replayAgainAfter {
+		r.mu.Unlock()
+		return
+	}
+	if len(r.replays) > 1024 {
+		for old, at := range r.replays {
+			if now.Sub(at) >= replayAgainAfter {
+				delete(r.replays, old)
+			}
+		}
+	}
+	r.replays[k] = now
+	r.mu.Unlock()
+	r.log.Warn("replication: gap in an origin's events; asking the source for the entity's history",
+		"from", r.from, "err", gap)
+	if err := r.c.Replay(ctx, k.entityType, k.entityID, 1); err != nil {
+		r.log.Warn("replication: replay request not sent; the next event of the entity asks again", "from", r.from, "err", err)
+	}
 }

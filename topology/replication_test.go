@@ -297,3 +297,69 @@ func TestReplicationRefusesNonsense(t *testing.T) {
 		t.Error("a journal without region was accepted")
 	}
 }
+
+// An entity whose first events were filtered out arrives with a gap in its
+// origin sequence: the replication asks for its history and applies it in
+// order, without holding back other entities.
+func TestGapAsksForHistory(t *testing.T) {
+	src := startRegion(t, "us", t.TempDir(), "127.0.0.1:0")
+	dst := startRegion(t, "eu", t.TempDir(), "127.0.0.1:0")
+	defer src.stop()
+	defer dst.stop()
+	store, err := offsets.Open(t.TempDir(), offsets.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	hidden := &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_EXCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_ID, Value: "late"}
+	c, err := topology.NewReplication(topology.ReplicationOptions{
+		From:    topology.Region{Name: "us", Addrs: []string{src.addr}},
+		Journal: dst.p.Journal(), Store: store, Filter: []*streamdv1.FilterCriterion{hidden},
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	w := &world{t: t, regions: map[string]*testRegion{"us": src, "eu": dst}}
+	w.publish("us", []string{"late"}, 3)
+	w.publish("us", []string{"early"}, 1)
+	waitHeld := func(want map[originEvent]bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			held := w.check("eu") // fails on a duplicate or an origin order violation
+			missing := 0
+			for k := range want {
+				if !held[k] {
+					missing++
+				}
+			}
+			if missing == 0 && len(held) == len(want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("eu holds %v, want %v", held, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitHeld(map[originEvent]bool{{"us", "early", 1}: true})
+
+	if err := c.UpdateFilter(ctx, nil, []*streamdv1.FilterCriterion{hidden}); err != nil {
+		t.Fatal(err)
+	}
+	w.publish("us", []string{"late", "early"}, 1) // late/4 arrives with a gap
+	waitHeld(map[originEvent]bool{
+		{"us", "early", 1}: true, {"us", "early", 2}: true,
+		{"us", "late", 1}: true, {"us", "late", 2}: true, {"us", "late", 3}: true, {"us", "late", 4}: true,
+	})
+}
