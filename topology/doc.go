@@ -28,6 +28,16 @@
 //     source before they were copied cannot come back: that entity then
 //     stays behind at the gap, and the log says so.
 //
+// On-demand replication: Interest steers a replication whose filter is in
+// include mode (summaries always) so that an entity's full history and new
+// events are replicated only while the region has interest in it, and stop
+// after a period without interest (the include expires at the source).
+//
+// Replicated writes: Replicated writes CRDT operations (topology/crdt) as
+// events, and folds an entity's events in the local journal — written here
+// or replicated — into a state that is the same in every region whatever
+// the order the events arrived in.
+//
 // The position in the source journal is stored in an offsets store, like
 // any consumer's; streamd shows it through the admin API.
 package topology

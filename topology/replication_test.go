@@ -148,7 +148,7 @@ func (w *world) publish(r string, entities []string, n int) {
 }
 
 type originEvent struct {
-	origin, entity string
+	origin, entity string // entity: type/id
 	originSeqNr    uint64
 }
 
@@ -163,7 +163,7 @@ func (w *world) check(r string) map[originEvent]bool {
 		w.t.Fatal(err)
 	}
 	for _, e := range recs {
-		k := originEvent{e.GetOrigin(), e.GetEntityId(), e.GetOriginSeqNr()}
+		k := originEvent{e.GetOrigin(), e.GetEntityType() + "/" + e.GetEntityId(), e.GetOriginSeqNr()}
 		if e.GetOrigin() == "" || e.GetOriginSeqNr() == 0 {
 			w.t.Fatalf("region %s: event at offset %d has no origin", r, e.GetOffset())
 		}
@@ -352,14 +352,14 @@ func TestGapAsksForHistory(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	waitHeld(map[originEvent]bool{{"us", "early", 1}: true})
+	waitHeld(map[originEvent]bool{{"us", "cart/early", 1}: true})
 
 	if err := c.UpdateFilter(ctx, nil, []*streamdv1.FilterCriterion{hidden}); err != nil {
 		t.Fatal(err)
 	}
 	w.publish("us", []string{"late", "early"}, 1) // late/4 arrives with a gap
 	waitHeld(map[originEvent]bool{
-		{"us", "early", 1}: true, {"us", "early", 2}: true,
-		{"us", "late", 1}: true, {"us", "late", 2}: true, {"us", "late", 3}: true, {"us", "late", 4}: true,
+		{"us", "cart/early", 1}: true, {"us", "cart/early", 2}: true,
+		{"us", "cart/late", 1}: true, {"us", "cart/late", 2}: true, {"us", "cart/late", 3}: true, {"us", "cart/late", 4}: true,
 	})
 }
