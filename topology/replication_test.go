@@ -17,6 +17,7 @@ import (
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
+	"github.com/streamd/streamd/topology/crdt"
 )
 
 // testRegion is one region in the test process: a producer with a journal
@@ -213,6 +214,55 @@ func (w *world) converge(want int) {
 	}
 }
 
+// editCRDTCart writes n edits of the replicated-write entity crdt-cart/c1
+// in region r.
+func (w *world) editCRDTCart(r string, n int) {
+	rep, err := topology.NewReplicated(w.regions[r].p.Journal(), topology.ReplicatedOptions{Region: r})
+	if err != nil {
+		w.t.Error(err)
+		return
+	}
+	for i := range n {
+		changes := []crdt.Change{crdt.AddElement("items", fmt.Sprintf("%s-%d", r, i)), crdt.Increment("quantity", 1)}
+		if i == n-1 {
+			changes = []crdt.Change{crdt.SetRegister("address", r), crdt.RemoveElement("items", fmt.Sprintf("%s-0", r))}
+		}
+		if _, err := rep.Apply(context.Background(), "crdt-cart", "c1", changes...); err != nil {
+			w.t.Error(err)
+			return
+		}
+	}
+}
+
+// sameCRDTCart checks that every region folds crdt-cart/c1 to one state.
+func (w *world) sameCRDTCart() {
+	w.t.Helper()
+	var first *crdt.State
+	for name, r := range w.regions {
+		rep, err := topology.NewReplicated(r.p.Journal(), topology.ReplicatedOptions{Region: name})
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		st, err := rep.State(context.Background(), "crdt-cart", "c1")
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		if first == nil {
+			first = st
+			continue
+		}
+		if !st.Equal(first) {
+			w.t.Fatalf("region %s folds crdt-cart/c1 to %v, another region to %v", name, st, first)
+		}
+	}
+	if got := first.Counter("quantity"); got != 3*4 {
+		w.t.Fatalf("quantity %d, want 12", got)
+	}
+	if got := len(first.Elements("items")); got != 3*3 {
+		w.t.Fatalf("%d items %v, want 9 (each region added 4 and removed its first)", got, first.Elements("items"))
+	}
+}
+
 // Three regions replicating to each other converge with every event once,
 // in origin order, also when one direct link is down (relay through the
 // third region), when it comes back, when replications restart and when a
@@ -222,21 +272,25 @@ func TestThreeRegionsConverge(t *testing.T) {
 	w.links[[2]string{"eu", "ap"}].proxy.Cut() // ap cannot reach eu directly
 	w.startAll()
 
+	// Besides plain events, every region writes one replicated-write
+	// entity: 3 regions x 5 edits of 2 ops = 30 more events.
 	var wg sync.WaitGroup
 	for _, r := range []string{"eu", "us", "ap"} {
 		wg.Go(func() { w.publish(r, []string{r + "-cart", "shared-cart"}, 20) })
+		wg.Go(func() { w.editCRDTCart(r, 5) })
 	}
 	wg.Wait()
-	w.converge(3 * 2 * 20)
+	w.converge(3*2*20 + 30)
+	w.sameCRDTCart()
 
 	// eu's events reached ap through us.
 	w.publish("eu", []string{"eu-cart"}, 10)
-	w.converge(3*2*20 + 10)
+	w.converge(3*2*20 + 10 + 30)
 
 	// The direct link comes back: what ap now gets twice is dropped.
 	w.links[[2]string{"eu", "ap"}].proxy.Restore()
 	w.publish("eu", []string{"eu-cart", "shared-cart"}, 10)
-	w.converge(3*2*20 + 10 + 20)
+	w.converge(3*2*20 + 10 + 20 + 30)
 
 	// Replications restart mid-stream, links are cut and restored while
 	// events are written.
@@ -248,7 +302,7 @@ func TestThreeRegionsConverge(t *testing.T) {
 	w.links[[2]string{"us", "eu"}].proxy.Cut()
 	w.publish("ap", []string{"shared-cart"}, 10)
 	w.links[[2]string{"us", "eu"}].proxy.Restore()
-	w.converge(3*2*20 + 10 + 20 + 10 + 10)
+	w.converge(3*2*20 + 10 + 20 + 10 + 10 + 30)
 
 	// us restarts (same data, same address): nothing lost, nothing twice.
 	us := w.regions["us"]
@@ -267,7 +321,8 @@ func TestThreeRegionsConverge(t *testing.T) {
 		}
 	}
 	w.publish("us", []string{"us-cart"}, 5)
-	w.converge(3*2*20 + 10 + 20 + 10 + 10 + 5)
+	w.converge(3*2*20 + 10 + 20 + 10 + 10 + 5 + 30)
+	w.sameCRDTCart()
 }
 
 func TestReplicationRefusesNonsense(t *testing.T) {
