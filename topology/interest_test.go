@@ -20,7 +20,7 @@ import (
 // Interest.
 type interestClock struct{ ns atomic.Int64 }
 
-func (c *interestClock) Now() time.Time            { return time.Unix(0, c.ns.Load()) }
+func (c *interestClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *interestClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // Summaries replicate always; an auction's bids only while eu has
