@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -63,6 +64,10 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "max-batch-events", Value: journal.DefaultLimits.MaxBatchEvents, EnvVars: []string{"STREAMD_MAX_BATCH_EVENTS"}, Usage: "most events in one publish"},
 			&cli.IntFlag{Name: "max-batch-bytes", Value: journal.DefaultLimits.MaxBatchBytes, EnvVars: []string{"STREAMD_MAX_BATCH_BYTES"}, Usage: "largest publish, encoded (at most 8 MiB); gRPC messages may be 1 MiB larger"},
 			&cli.IntFlag{Name: "max-filter-criteria", Value: 256, EnvVars: []string{"STREAMD_MAX_FILTER_CRITERIA"}, Usage: "most criteria in one consumer's filter"},
+			&cli.Float64Flag{Name: "rate-limit", EnvVars: []string{"STREAMD_RATE_LIMIT"}, Usage: "calls per second each client (bearer token, or IP address) may make; 0 = unlimited. Health checks are not limited"},
+			&cli.IntFlag{Name: "rate-burst", EnvVars: []string{"STREAMD_RATE_BURST"}, Usage: "calls a client may make at once above --rate-limit (default: the rate, at least 1)"},
+			&cli.IntFlag{Name: "max-streams-per-conn", Value: 64, EnvVars: []string{"STREAMD_MAX_STREAMS_PER_CONN"}, Usage: "streams one connection may have open; more are refused with ResourceExhausted"},
+			&cli.DurationFlag{Name: "handshake-timeout", Value: 10 * time.Second, EnvVars: []string{"STREAMD_HANDSHAKE_TIMEOUT"}, Usage: "a connection that has not completed its TLS and HTTP/2 handshake by then is closed"},
 			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate)"},
 			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams and replications from other regions (see README)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
@@ -92,13 +97,25 @@ func newApp() *cli.App {
 				MaxBatchEvents:  c.Int("max-batch-events"),
 				MaxBatchBytes:   c.Int("max-batch-bytes"),
 			}
-			for _, name := range []string{"max-payload-bytes", "max-batch-events", "max-batch-bytes", "max-filter-criteria"} {
+			for _, name := range []string{"max-payload-bytes", "max-batch-events", "max-batch-bytes", "max-filter-criteria", "max-streams-per-conn"} {
 				if c.Int(name) <= 0 {
 					return fmt.Errorf("--%s %d: want a positive number", name, c.Int(name))
 				}
 			}
 			if err := (journal.Options{Limits: limits}).Validate(); err != nil {
 				return fmt.Errorf("--max-batch-bytes %d: %w", limits.MaxBatchBytes, err)
+			}
+			clients := clientLimits{rate: c.Float64("rate-limit"), burst: c.Int("rate-burst"), streamsPerConn: c.Int("max-streams-per-conn")}
+			switch {
+			case clients.rate < 0:
+				return fmt.Errorf("--rate-limit %g: want 0 (unlimited) or a positive rate", clients.rate)
+			case clients.burst < 0:
+				return fmt.Errorf("--rate-burst %d: want a positive number", clients.burst)
+			case clients.burst == 0:
+				clients.burst = max(1, int(math.Ceil(clients.rate)))
+			}
+			if c.Duration("handshake-timeout") <= 0 {
+				return fmt.Errorf("--handshake-timeout %v: want a positive duration", c.Duration("handshake-timeout"))
 			}
 			var (
 				streams []producer.StreamDef
@@ -128,6 +145,8 @@ func newApp() *cli.App {
 				metrics:       m,
 				tls:           tlsConfig,
 				tokens:        toks,
+				limits:        clients,
+				handshake:     c.Duration("handshake-timeout"),
 				replications:  repls,
 				producer: producer.Options{
 					Journal: journal.Options{
@@ -154,6 +173,8 @@ type config struct {
 	metrics       *metrics.Metrics
 	tls           *tls.Config // nil serves plaintext
 	tokens        tokens      // none: no authentication
+	limits        clientLimits
+	handshake     time.Duration
 	producer      producer.Options
 	// replications streamd runs, into its journal; positions are kept in
 	// <data dir>/consumers.
@@ -183,6 +204,9 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	if cfg.tokens != nil {
 		opts = append(opts, cfg.tokens.serverOptions()...)
 	}
+	// Limits run after authentication, so that a client is its token.
+	opts = append(opts, cfg.limits.serverOptions()...)
+	opts = append(opts, grpc.ConnectionTimeout(cfg.handshake))
 	if cfg.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.tls)))
 	}

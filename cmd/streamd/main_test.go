@@ -206,6 +206,9 @@ func TestBadFlags(t *testing.T) {
 		{"--max-payload-bytes", "0"},
 		{"--max-batch-bytes", "99999999"},
 		{"--max-filter-criteria", "-1"},
+		{"--rate-limit", "-1"},
+		{"--handshake-timeout", "0s"},
+		{"--max-streams-per-conn", "0"},
 	} {
 		out, err := exec.Command(binary, append([]string{"--data-dir", t.TempDir()}, args...)...).CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 {
