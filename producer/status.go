@@ -24,11 +24,15 @@ func toStatus(err error) error {
 	}
 	var conflict *journal.SeqNrConflictError
 	var oor *journal.OutOfRangeError
+	var gap *journal.OriginGapError
 	switch {
 	case errors.Is(err, journal.ErrInvalidEvent):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.As(err, &conflict):
 		return status.Error(codes.Aborted, err.Error())
+	case errors.As(err, &gap):
+		// The origin's earlier events must be published first.
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.As(err, &oor):
 		return status.Error(codes.OutOfRange, err.Error())
 	case errors.Is(err, journal.ErrNotFound):
