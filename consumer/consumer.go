@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
@@ -49,7 +51,15 @@ func New(opts Options) (*Consumer, error) {
 	c := &Consumer{
 		opts:      opts,
 		log:       opts.Logger.With("consumer", opts.Name),
-		dial:      append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts.DialOptions...),
+		dial: append([]grpc.DialOption{
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			// The connection redials on the consumer's backoff, not gRPC's
+			// default (1s growing to 120s), so a link that comes back is used
+			// within MaxBackoff.
+			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
+				BaseDelay: opts.MinBackoff, Multiplier: 2, Jitter: 0.2, MaxDelay: opts.MaxBackoff,
+			}, MinConnectTimeout: 20 * time.Second}),
+		}, opts.DialOptions...),
 		filterSem: make(chan struct{}, 1),
 	}
 	stored, found, err := c.storedFilter()

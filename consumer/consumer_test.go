@@ -1052,3 +1052,44 @@ func TestReplayBatchesDoNotMovePosition(t *testing.T) {
 		})
 	}
 }
+
+func TestCoalesceMergesQueuedLiveBatches(t *testing.T) {
+	batch := func(replay bool, offsets ...uint64) *streamdv1.SubscribeResponse {
+		b := &streamdv1.EventBatch{Replay: replay}
+		for _, o := range offsets {
+			b.Events = append(b.Events, &streamdv1.Event{Offset: o})
+		}
+		return &streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Events{Events: b}}
+	}
+	progress := &streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Progress{Progress: &streamdv1.Progress{Offset: 9}}}
+	offsetsOf := func(m *streamdv1.SubscribeResponse) (out []uint64) {
+		for _, e := range m.GetEvents().GetEvents() {
+			out = append(out, e.GetOffset())
+		}
+		return out
+	}
+
+	msgs := make(chan *streamdv1.SubscribeResponse, 8)
+	msgs <- batch(false, 3, 4)
+	msgs <- batch(false, 5)
+	msgs <- progress
+	msgs <- batch(false, 10)
+	merged, next := coalesce(batch(false, 1, 2), msgs)
+	if got := offsetsOf(merged); !slices.Equal(got, []uint64{1, 2, 3, 4, 5}) || merged.GetEvents().GetReplay() {
+		t.Fatalf("merged %v (replay %v), want live 1..5", got, merged.GetEvents().GetReplay())
+	}
+	if next != progress || len(msgs) != 1 {
+		t.Fatalf("next = %v with %d queued, want the Progress and the later batch left queued", next, len(msgs))
+	}
+
+	// Replay batches are never merged with live ones.
+	msgs = make(chan *streamdv1.SubscribeResponse, 8)
+	msgs <- batch(true, 1)
+	merged, next = coalesce(batch(false, 7), msgs)
+	if got := offsetsOf(merged); !slices.Equal(got, []uint64{7}) || !next.GetEvents().GetReplay() {
+		t.Fatalf("merged %v, next %v: a replay batch was merged", got, next)
+	}
+	if merged, next = coalesce(batch(true, 1), msgs); next != nil || offsetsOf(merged)[0] != 1 {
+		t.Fatalf("a replay batch was coalesced: %v %v", merged, next)
+	}
+}

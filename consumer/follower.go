@@ -243,7 +243,7 @@ func (f *follower) stream(ctx context.Context) (connected bool, err error) {
 	if err := f.sendInit(sctx, s, st); err != nil {
 		return false, err
 	}
-	msgs := make(chan *streamdv1.SubscribeResponse, 4)
+	msgs := make(chan *streamdv1.SubscribeResponse, 16)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.receive(sctx, msgs) })
 	defer func() {
@@ -355,8 +355,17 @@ func (f *follower) serve(ctx context.Context, s *session, msgs <-chan *streamdv1
 				}
 				return true, f.translate(ctx, s.recvErr, st)
 			}
+			var next *streamdv1.SubscribeResponse
+			if f.c.opts.BatchHandler != nil {
+				m, next = coalesce(m, msgs)
+			}
 			if err := f.handle(ctx, m); err != nil {
 				return true, err
+			}
+			if next != nil {
+				if err := f.handle(ctx, next); err != nil {
+					return true, err
+				}
 			}
 		case <-ticker.C:
 			if err := f.flush(); err != nil {
@@ -366,6 +375,49 @@ func (f *follower) serve(ctx context.Context, s *session, msgs <-chan *streamdv1
 			return true, context.Cause(ctx)
 		}
 	}
+}
+
+// coalesceEvents and coalesceBytes bound the batches coalesce makes.
+const (
+	coalesceEvents = 1000
+	coalesceBytes  = 1 << 20
+)
+
+// coalesce merges into m, a live event batch, the live batches already
+// queued behind it, so that a BatchHandler writes them at once (one append,
+// one fsync, for a replication). It stops at the first other message, which
+// it returns as next (nil if none), to be handled after the merged batch.
+func coalesce(m *streamdv1.SubscribeResponse, msgs <-chan *streamdv1.SubscribeResponse) (merged, next *streamdv1.SubscribeResponse) {
+	b := m.GetEvents()
+	if b == nil || b.GetReplay() {
+		return m, nil
+	}
+	var events []*streamdv1.Event
+	size := proto.Size(b)
+	for len(b.GetEvents())+len(events) < coalesceEvents && size < coalesceBytes {
+		var more *streamdv1.SubscribeResponse
+		select {
+		case more = <-msgs:
+		default:
+		}
+		if more == nil {
+			break // nothing queued, or the stream ended (the channel closed)
+		}
+		mb := more.GetEvents()
+		if mb == nil || mb.GetReplay() {
+			next = more
+			break
+		}
+		if events == nil {
+			events = append(events, b.GetEvents()...)
+		}
+		events = append(events, mb.GetEvents()...)
+		size += proto.Size(mb)
+	}
+	if events == nil {
+		return m, next
+	}
+	return &streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Events{Events: &streamdv1.EventBatch{Events: events}}}, next
 }
 
 // hello checks the journal id and settles the position the stream starts
