@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -55,15 +56,20 @@ func loadTokens(path string) (tokens, error) {
 		return nil, fmt.Errorf("--auth-token-file: %w", err)
 	}
 	defer f.Close()
+	return parseTokens(path, f)
+}
+
+// parseTokens reads a token file's content; errors name the file and line,
+// never a token.
+func parseTokens(path string, r io.Reader) (tokens, error) {
 	var ts tokens
 	seen := map[string]bool{}
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		// Messages name the line, never its token.
 		fields := strings.Fields(line)
 		if len(fields) != 2 {
 			return nil, fmt.Errorf("--auth-token-file %s line %d: want TOKEN STREAM[,STREAM...] (or TOKEN *)", path, n)
@@ -75,7 +81,7 @@ func loadTokens(path string) (tokens, error) {
 		g := grants{}
 		for s := range strings.SplitSeq(fields[1], ",") {
 			if s == "" {
-				return nil, fmt.Errorf("--auth-token-file %s line %d: empty stream name in %q", path, n, fields[1])
+				return nil, fmt.Errorf("--auth-token-file %s line %d: empty stream name in the grants", path, n)
 			}
 			g[s] = true
 		}

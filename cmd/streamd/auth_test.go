@@ -139,3 +139,27 @@ func TestBadTokenFile(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseTokens: any token file is refused or yields tokens that each
+// grant something; an error never shows a token.
+func FuzzParseTokens(f *testing.F) {
+	f.Add("# ops\nsecret-a *\nsecret-b cars,publish\n")
+	f.Add("tok a,,b\n")
+	f.Add("tok\n")
+	f.Fuzz(func(t *testing.T, content string) {
+		ts, err := parseTokens("tokens", strings.NewReader(content))
+		if err != nil {
+			for _, field := range strings.Fields(content) {
+				if len(field) >= 8 && !strings.HasPrefix(field, "#") && strings.Contains(err.Error(), field) && !strings.Contains("--auth-token-file tokens line want TOKEN STREAM[,STREAM...] (or TOKEN *) token repeats an earlier line's empty stream name in the grants no tokens, every call would be refused", field) {
+					t.Fatalf("error %q shows %q from the file", err, field)
+				}
+			}
+			return
+		}
+		for _, tg := range ts {
+			if len(tg.token) == 0 || len(tg.grants) == 0 {
+				t.Fatalf("token %q with grants %v accepted from %q", tg.token, tg.grants, content)
+			}
+		}
+	})
+}
