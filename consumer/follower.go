@@ -631,6 +631,20 @@ func (f *follower) batchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch
 	return nil
 }
 
+// admit checks an event of batch b, notes its offset (live batches move
+// *end, the position after the batch) and reports whether it is in this
+// consumer's slices.
+func (f *follower) admit(b *streamdv1.EventBatch, e *streamdv1.Event, end *uint64) (mine bool, err error) {
+	if err := f.checkEvent(e); err != nil {
+		return false, err
+	}
+	if !b.GetReplay() {
+		f.lastKnown = max(f.lastKnown, e.GetOffset())
+		*end = max(*end, e.GetOffset())
+	}
+	return f.c.opts.Slices.Contains(e.GetSlice()), nil
+}
+
 // wholeBatchAtLeastOnce hands the new events of b to the BatchHandler at
 // once, then records them as applied.
 func (f *follower) wholeBatchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch) error {
@@ -639,14 +653,10 @@ func (f *follower) wholeBatchAtLeastOnce(ctx context.Context, b *streamdv1.Event
 	var todo []*streamdv1.Event
 	next := make(map[entityKey]uint64) // applied seqNrs after this batch
 	for _, e := range b.GetEvents() {
-		if err := f.checkEvent(e); err != nil {
-			return err
-		}
-		if !b.GetReplay() {
-			f.lastKnown = max(f.lastKnown, e.GetOffset())
-			end = max(end, e.GetOffset())
-		}
-		if !o.Slices.Contains(e.GetSlice()) {
+		if mine, err := f.admit(b, e, &end); err != nil || !mine {
+			if err != nil {
+				return err
+			}
 			continue
 		}
 		if o.NoDedupe {
@@ -687,18 +697,13 @@ func (f *follower) wholeBatchAtLeastOnce(ctx context.Context, b *streamdv1.Event
 }
 
 func (f *follower) batchExactlyOnce(ctx context.Context, b *streamdv1.EventBatch) error {
-	o := f.c.opts
 	end := f.offset // the position after the batch
 	var todo []*streamdv1.Event
 	for _, e := range b.GetEvents() {
-		if err := f.checkEvent(e); err != nil {
-			return err
-		}
-		if !b.GetReplay() {
-			f.lastKnown = max(f.lastKnown, e.GetOffset())
-			end = max(end, e.GetOffset())
-		}
-		if !o.Slices.Contains(e.GetSlice()) {
+		if mine, err := f.admit(b, e, &end); err != nil || !mine {
+			if err != nil {
+				return err
+			}
 			continue
 		}
 		// Cached seqNrs are committed, so a hit is surely a duplicate; the
