@@ -78,91 +78,100 @@ func newApp() *cli.App {
 				return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			durability, err := journal.ParseDurability(c.String("durability"))
-			if err != nil {
-				return fmt.Errorf("--durability: %w", err)
-			}
-			tlsConfig, err := tlsFlags{c.String("tls-cert"), c.String("tls-key"), c.String("tls-client-ca")}.config()
+			cfg, err := configFrom(c, log, metrics.New())
 			if err != nil {
 				return err
 			}
-			var toks tokens
-			if path := c.String("auth-token-file"); path != "" {
-				if toks, err = loadTokens(path); err != nil {
-					return err
-				}
-			}
-			limits := journal.Limits{
-				MaxPayloadBytes: c.Int("max-payload-bytes"),
-				MaxBatchEvents:  c.Int("max-batch-events"),
-				MaxBatchBytes:   c.Int("max-batch-bytes"),
-			}
-			for _, name := range []string{"max-payload-bytes", "max-batch-events", "max-batch-bytes", "max-filter-criteria", "max-streams-per-conn"} {
-				if c.Int(name) <= 0 {
-					return fmt.Errorf("--%s %d: want a positive number", name, c.Int(name))
-				}
-			}
-			if err := (journal.Options{Limits: limits}).Validate(); err != nil {
-				return fmt.Errorf("--max-batch-bytes %d: %w", limits.MaxBatchBytes, err)
-			}
-			clients := clientLimits{rate: c.Float64("rate-limit"), burst: c.Int("rate-burst"), streamsPerConn: c.Int("max-streams-per-conn")}
-			switch {
-			case clients.rate < 0:
-				return fmt.Errorf("--rate-limit %g: want 0 (unlimited) or a positive rate", clients.rate)
-			case clients.burst < 0:
-				return fmt.Errorf("--rate-burst %d: want a positive number", clients.burst)
-			case clients.burst == 0:
-				clients.burst = max(1, int(math.Ceil(clients.rate)))
-			}
-			if c.Duration("handshake-timeout") <= 0 {
-				return fmt.Errorf("--handshake-timeout %v: want a positive duration", c.Duration("handshake-timeout"))
-			}
-			var (
-				streams []producer.StreamDef
-				repls   []topology.ReplicationOptions
-			)
-			if path := c.String("config"); path != "" {
-				if streams, repls, err = loadConfig(path); err != nil {
-					return err
-				}
-			}
-			if len(repls) > 0 && c.String("region") == "" {
-				return fmt.Errorf("--config %s replicates from other regions: --region must name this one", c.String("config"))
-			}
-			for _, r := range repls {
-				if r.From.Name == c.String("region") {
-					return fmt.Errorf("--config %s: replication %q is from this region (%s)", c.String("config"), r.Name, r.From.Name)
-				}
-			}
 			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			m := metrics.New()
-			return run(ctx, log, config{
-				dataDir:       c.String("data-dir"),
-				listen:        c.String("listen"),
-				metricsListen: c.String("metrics-listen"),
-				shutdownGrace: c.Duration("shutdown-grace"),
-				metrics:       m,
-				tls:           tlsConfig,
-				tokens:        toks,
-				limits:        clients,
-				handshake:     c.Duration("handshake-timeout"),
-				replications:  repls,
-				producer: producer.Options{
-					Journal: journal.Options{
-						Region:            c.String("region"),
-						Durability:        durability,
-						Limits:            limits,
-						RetentionMaxAge:   c.Duration("retention-max-age"),
-						RetentionMaxBytes: c.Int64("retention-max-bytes"),
-						Logger:            log,
-						Observer:          m,
-					},
-					Server: producer.ServerOptions{Streams: streams, FilterLimits: filters.Limits{MaxCriteria: c.Int("max-filter-criteria")}, Logger: log, Observer: m},
-				},
-			})
+			return run(ctx, log, cfg)
 		},
 	}
+}
+
+// configFrom reads and checks the flags (and the files they name); errors
+// name the flag.
+func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, error) {
+	durability, err := journal.ParseDurability(c.String("durability"))
+	if err != nil {
+		return config{}, fmt.Errorf("--durability: %w", err)
+	}
+	tlsConfig, err := tlsFlags{c.String("tls-cert"), c.String("tls-key"), c.String("tls-client-ca")}.config()
+	if err != nil {
+		return config{}, err
+	}
+	var toks tokens
+	if path := c.String("auth-token-file"); path != "" {
+		if toks, err = loadTokens(path); err != nil {
+			return config{}, err
+		}
+	}
+	limits := journal.Limits{
+		MaxPayloadBytes: c.Int("max-payload-bytes"),
+		MaxBatchEvents:  c.Int("max-batch-events"),
+		MaxBatchBytes:   c.Int("max-batch-bytes"),
+	}
+	for _, name := range []string{"max-payload-bytes", "max-batch-events", "max-batch-bytes", "max-filter-criteria", "max-streams-per-conn"} {
+		if c.Int(name) <= 0 {
+			return config{}, fmt.Errorf("--%s %d: want a positive number", name, c.Int(name))
+		}
+	}
+	if err := (journal.Options{Limits: limits}).Validate(); err != nil {
+		return config{}, fmt.Errorf("--max-batch-bytes %d: %w", limits.MaxBatchBytes, err)
+	}
+	clients := clientLimits{rate: c.Float64("rate-limit"), burst: c.Int("rate-burst"), streamsPerConn: c.Int("max-streams-per-conn")}
+	switch {
+	case clients.rate < 0:
+		return config{}, fmt.Errorf("--rate-limit %g: want 0 (unlimited) or a positive rate", clients.rate)
+	case clients.burst < 0:
+		return config{}, fmt.Errorf("--rate-burst %d: want a positive number", clients.burst)
+	case clients.burst == 0:
+		clients.burst = max(1, int(math.Ceil(clients.rate)))
+	}
+	if c.Duration("handshake-timeout") <= 0 {
+		return config{}, fmt.Errorf("--handshake-timeout %v: want a positive duration", c.Duration("handshake-timeout"))
+	}
+	var (
+		streams []producer.StreamDef
+		repls   []topology.ReplicationOptions
+	)
+	if path := c.String("config"); path != "" {
+		if streams, repls, err = loadConfig(path); err != nil {
+			return config{}, err
+		}
+	}
+	if len(repls) > 0 && c.String("region") == "" {
+		return config{}, fmt.Errorf("--config %s replicates from other regions: --region must name this one", c.String("config"))
+	}
+	for _, r := range repls {
+		if r.From.Name == c.String("region") {
+			return config{}, fmt.Errorf("--config %s: replication %q is from this region (%s)", c.String("config"), r.Name, r.From.Name)
+		}
+	}
+	return config{
+		dataDir:       c.String("data-dir"),
+		listen:        c.String("listen"),
+		metricsListen: c.String("metrics-listen"),
+		shutdownGrace: c.Duration("shutdown-grace"),
+		metrics:       m,
+		tls:           tlsConfig,
+		tokens:        toks,
+		limits:        clients,
+		handshake:     c.Duration("handshake-timeout"),
+		replications:  repls,
+		producer: producer.Options{
+			Journal: journal.Options{
+				Region:            c.String("region"),
+				Durability:        durability,
+				Limits:            limits,
+				RetentionMaxAge:   c.Duration("retention-max-age"),
+				RetentionMaxBytes: c.Int64("retention-max-bytes"),
+				Logger:            log,
+				Observer:          m,
+			},
+			Server: producer.ServerOptions{Streams: streams, FilterLimits: filters.Limits{MaxCriteria: c.Int("max-filter-criteria")}, Logger: log, Observer: m},
+		},
+	}, nil
 }
 
 type config struct {
