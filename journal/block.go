@@ -140,36 +140,56 @@ func decodeEvent(raw []byte, offset uint64, e *streamdv1.Event) error {
 	return nil
 }
 
-// getEvent reads the event at one offset; badger.ErrKeyNotFound if absent.
+// getEvent reads the event at one offset: badger.ErrKeyNotFound if
+// retention deleted it (below the floor in txn's snapshot), ErrCorrupt if
+// it should be there and is not, or does not decode.
 func getEvent(txn *badger.Txn, offset uint64) (*streamdv1.Event, error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: false})
 	defer it.Close()
 	it.Seek(blockKey(offset))
 	if !it.Valid() {
-		return nil, badger.ErrKeyNotFound
+		return nil, missingEvent(txn, offset)
 	}
-	var e *streamdv1.Event
+	var (
+		e     *streamdv1.Event
+		found bool
+	)
 	last := lastOffsetOfBlockKey(it.Item().Key())
 	err := it.Item().Value(func(val []byte) error {
 		return walkBlock(last, val, offset, func(off uint64, raw []byte) bool {
-			e = new(streamdv1.Event)
+			if off != offset {
+				return false // the block starts after offset
+			}
+			found, e = true, new(streamdv1.Event)
 			if err := decodeEvent(raw, off, e); err != nil {
 				e = nil
 			}
 			return false
 		})
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if e == nil {
-		// The block starts after offset (deleted), or the event is corrupt.
-		if first, ferr := blockFirst(last, valueOf(it.Item())); ferr == nil && offset < first {
-			return nil, badger.ErrKeyNotFound
-		}
+	case !found:
+		return nil, missingEvent(txn, offset)
+	case e == nil:
 		return nil, fmt.Errorf("%w: event at offset %d does not decode", ErrCorrupt, offset)
 	}
 	return e, nil
+}
+
+// missingEvent explains an offset the journal does not hold: deleted by
+// retention if it is below the floor of txn's snapshot (the floor is written
+// in the deletion's transaction), otherwise lost: the data is corrupt.
+func missingEvent(txn *badger.Txn, offset uint64) error {
+	v, err := getValue(txn, keyFloor)
+	if err != nil {
+		return fmt.Errorf("%w: event at offset %d is missing and the retention floor is unreadable: %v", ErrCorrupt, offset, err)
+	}
+	if floor := readU64(v); offset < floor {
+		return badger.ErrKeyNotFound
+	}
+	return fmt.Errorf("%w: event at offset %d is missing (above the retention floor); a damaged file, or a table Badger could not read", ErrCorrupt, offset)
 }
 
 func valueOf(item *badger.Item) []byte {

@@ -33,6 +33,7 @@ type Appended struct {
 // All methods are safe for concurrent use.
 type Journal struct {
 	opts Options
+	dir  string
 	db   *badger.DB
 	id   []byte
 
@@ -86,6 +87,9 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("journal: create %s: %w", dir, err)
 	}
+	if err := checkTables(dir); err != nil {
+		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
+	}
 	bo := badger.DefaultOptions(dir).
 		WithSyncWrites(false). // we fsync once per group with db.Sync
 		WithDetectConflicts(false).
@@ -109,10 +113,14 @@ func Open(dir string, opts Options) (*Journal, error) {
 		retentionDone: make(chan struct{}),
 	}
 	w, err := j.load()
+	if err == nil {
+		err = j.checkIdentity(dir)
+	}
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
+	j.dir = dir
 	j.ring.reset(j.durable.Load() + 1)
 	go j.writeLoop(w)
 	go j.retentionLoop()
@@ -282,6 +290,10 @@ func (j *Journal) Close() error {
 		<-j.writerDone
 		j.ring.close()
 		j.closeErr = j.db.Close()
+		if j.closeErr == nil && j.failed.Load() == nil {
+			// Only a clean close vouches for the last offset.
+			j.closeErr = writeIdentity(j.dir, identity{id: j.id, last: j.durable.Load()})
+		}
 	})
 	return j.closeErr
 }

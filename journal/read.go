@@ -70,8 +70,15 @@ func (j *Journal) ReadRecords(from uint64, limit int, dst []Record) ([]Record, e
 				break // stopped inside this block
 			}
 		}
+		if want <= last && limit > 0 {
+			// Offsets are contiguous: want is gone, by retention or damage.
+			return missingEvent(txn, want)
+		}
 		return nil
 	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		err = nil // retention deleted it meanwhile: the floor check below
+	}
 	if err != nil {
 		return dst[:n], fmt.Errorf("journal: read from offset %d: %w", from, err)
 	}
