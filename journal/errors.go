@@ -18,6 +18,10 @@ var (
 	// ErrFailed: an fsync failed; the journal refuses further appends because
 	// it can no longer tell what is durable. Reopen it.
 	ErrFailed = errors.New("journal: failed after an fsync error; reopen it")
+	// ErrNoSpace refuses an append while the journal's filesystem has less
+	// free space than Options.MinFreeBytes. Nothing was written; appends
+	// succeed again once space is freed.
+	ErrNoSpace = errors.New("journal: not enough free disk space")
 	// ErrCorrupt: stored data does not decode.
 	ErrCorrupt = errors.New("journal: corrupt data")
 )

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // checkTables refuses to open a directory holding a Badger table whose
@@ -156,6 +157,21 @@ func (j *Journal) checkIdentity(dir string) error {
 	case last < rec.last:
 		return fmt.Errorf("%w: %s: Badger holds offsets up to %d but the journal held %d when it was closed: tables were lost (a damaged MANIFEST?); restore the directory from a backup",
 			ErrCorrupt, dir, last, rec.last)
+	}
+	return nil
+}
+
+// checkSpace refuses a group commit while the filesystem has less free
+// space than Options.MinFreeBytes (one statfs, about a microsecond).
+func (j *Journal) checkSpace() error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(j.dir, &st); err != nil {
+		return nil // unknown: let Badger try; its errors are reported
+	}
+	free := int64(st.Bavail) * st.Bsize
+	if free < j.opts.MinFreeBytes {
+		return fmt.Errorf("%w: %d MiB free on the filesystem of %s, %d MiB kept in reserve; free some space (appends resume by themselves)",
+			ErrNoSpace, free>>20, j.dir, j.opts.MinFreeBytes>>20)
 	}
 	return nil
 }

@@ -402,6 +402,9 @@ func (j *Journal) writeLoop(w *writer) {
 		if first.del != nil {
 			g.del = first.del
 			g.err = w.delete(g)
+		} else if err := j.checkSpace(); err != nil {
+			g.failAll(err)
+			continue
 		} else {
 			g.err = w.commit(g)
 		}

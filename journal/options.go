@@ -133,6 +133,13 @@ type Options struct {
 	RingSize int
 	// MemTableSize is Badger's memtable size in bytes; default 64 MiB.
 	MemTableSize int64
+	// MinFreeBytes is the free space the journal's filesystem must keep:
+	// below it appends are refused with ErrNoSpace, writing nothing, and
+	// accepted again once space is freed. Badger writes its log through
+	// memory maps, where a full disk is a crash (SIGBUS), not an error, so
+	// the journal must stop before. Default: MemTableSize + 16 MiB (a
+	// memtable flush and the largest group commit).
+	MinFreeBytes int64
 	// BlockCacheSize is Badger's block cache in bytes; default 64 MiB.
 	BlockCacheSize int64
 	Logger         *slog.Logger
@@ -164,6 +171,9 @@ func (o Options) Validate() error {
 	}
 	if o.MemTableSize < 0 || (o.MemTableSize > 0 && o.MemTableSize < 1<<20) {
 		errs = append(errs, fmt.Errorf("journal: Options.MemTableSize %d: want 0 (default) or at least 1 MiB", o.MemTableSize))
+	}
+	if o.MinFreeBytes < 0 {
+		errs = append(errs, fmt.Errorf("journal: Options.MinFreeBytes %d is negative", o.MinFreeBytes))
 	}
 	if o.BlockCacheSize < 0 {
 		errs = append(errs, fmt.Errorf("journal: Options.BlockCacheSize %d is negative", o.BlockCacheSize))
@@ -198,6 +208,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MemTableSize == 0 {
 		o.MemTableSize = 64 << 20
+	}
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = o.MemTableSize + 2*maxGroupBytes
 	}
 	if o.BlockCacheSize == 0 {
 		o.BlockCacheSize = 64 << 20

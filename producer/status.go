@@ -30,6 +30,8 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.As(err, &conflict):
 		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, journal.ErrNoSpace):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.As(err, &gap):
 		// The origin's earlier events must be published first.
 		return status.Error(codes.FailedPrecondition, err.Error())

@@ -63,6 +63,7 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "max-payload-bytes", Value: journal.DefaultLimits.MaxPayloadBytes, EnvVars: []string{"STREAMD_MAX_PAYLOAD_BYTES"}, Usage: "largest event payload accepted"},
 			&cli.IntFlag{Name: "max-batch-events", Value: journal.DefaultLimits.MaxBatchEvents, EnvVars: []string{"STREAMD_MAX_BATCH_EVENTS"}, Usage: "most events in one publish"},
 			&cli.IntFlag{Name: "max-batch-bytes", Value: journal.DefaultLimits.MaxBatchBytes, EnvVars: []string{"STREAMD_MAX_BATCH_BYTES"}, Usage: "largest publish, encoded (at most 8 MiB); gRPC messages may be 1 MiB larger"},
+			&cli.Int64Flag{Name: "min-free-bytes", EnvVars: []string{"STREAMD_MIN_FREE_BYTES"}, Usage: "free disk space to keep: below it publishes are refused with ResourceExhausted until space is freed (default: 80 MiB)"},
 			&cli.IntFlag{Name: "max-filter-criteria", Value: 256, EnvVars: []string{"STREAMD_MAX_FILTER_CRITERIA"}, Usage: "most criteria in one consumer's filter"},
 			&cli.Float64Flag{Name: "rate-limit", EnvVars: []string{"STREAMD_RATE_LIMIT"}, Usage: "calls per second each client (bearer token, or IP address) may make; 0 = unlimited. Health checks are not limited"},
 			&cli.IntFlag{Name: "rate-burst", EnvVars: []string{"STREAMD_RATE_BURST"}, Usage: "calls a client may make at once above --rate-limit (default: the rate, at least 1)"},
@@ -116,6 +117,9 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 			return config{}, fmt.Errorf("--%s %d: want a positive number", name, c.Int(name))
 		}
 	}
+	if c.Int64("min-free-bytes") < 0 {
+		return config{}, fmt.Errorf("--min-free-bytes %d: want 0 (the default) or more", c.Int64("min-free-bytes"))
+	}
 	if err := (journal.Options{Limits: limits}).Validate(); err != nil {
 		return config{}, fmt.Errorf("--max-batch-bytes %d: %w", limits.MaxBatchBytes, err)
 	}
@@ -166,6 +170,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 				Limits:            limits,
 				RetentionMaxAge:   c.Duration("retention-max-age"),
 				RetentionMaxBytes: c.Int64("retention-max-bytes"),
+				MinFreeBytes:      c.Int64("min-free-bytes"),
 				Logger:            log,
 				Observer:          m,
 			},

@@ -1,22 +1,30 @@
 // Package netproxy is a TCP proxy for tests that a test controls: it
 // forwards connections to a target until it is cut, which closes every
-// connection and refuses new ones until Restore.
+// connection and refuses new ones until Restore. It can also delay what it
+// forwards (SetLatency), hold it back while keeping connections open (Stall,
+// Resume), reset every connection (Reset) and move to another target
+// (SetTarget), so that tests can give a link the faults of a real network.
 package netproxy
 
 import (
-	"errors"
-	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // Proxy forwards TCP connections from Addr() to a target.
 type Proxy struct {
-	target string
-	lis    net.Listener
+	lis net.Listener
 
-	mu    sync.Mutex
-	cut   bool
+	mu      sync.Mutex
+	target  string
+	cut     bool
+	latency time.Duration
+	// stalled is non-nil while the proxy is stalled; Resume closes it.
+	stalled chan struct{}
+	// kick is closed (and replaced) whenever the proxy closes connections,
+	// so that forwarders holding data back notice at once.
+	kick  chan struct{}
 	conns map[net.Conn]bool
 	wg    sync.WaitGroup
 }
@@ -27,7 +35,7 @@ func Start(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{target: target, lis: lis, conns: map[net.Conn]bool{}}
+	p := &Proxy{target: target, lis: lis, conns: map[net.Conn]bool{}, kick: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -42,9 +50,7 @@ func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cut = true
-	for c := range p.conns {
-		c.Close()
-	}
+	p.closeAllLocked(false)
 }
 
 // Restore lets connections through again.
@@ -54,12 +60,85 @@ func (p *Proxy) Restore() {
 	p.mu.Unlock()
 }
 
+// Reset aborts every open connection with a TCP reset (both sides see
+// "connection reset by peer"); new connections go through as before.
+func (p *Proxy) Reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closeAllLocked(true)
+}
+
+// SetTarget makes new connections go to target (a restarted server on
+// another port); open connections stay where they are.
+func (p *Proxy) SetTarget(target string) {
+	p.mu.Lock()
+	p.target = target
+	p.mu.Unlock()
+}
+
+// SetLatency delays every chunk of bytes, in both directions, by d after the
+// proxy read it (0 forwards at once). Order is kept and throughput is not
+// capped by the delay, as on a long link.
+func (p *Proxy) SetLatency(d time.Duration) {
+	p.mu.Lock()
+	p.latency = d
+	p.mu.Unlock()
+}
+
+// Stall holds back every byte on open and new connections, which stay open,
+// until Resume: a black-holed link, which neither side can tell from a slow
+// peer except by timeouts.
+func (p *Proxy) Stall() {
+	p.mu.Lock()
+	if p.stalled == nil {
+		p.stalled = make(chan struct{})
+	}
+	p.mu.Unlock()
+}
+
+// Resume ends a Stall: what was held back is delivered, in order.
+func (p *Proxy) Resume() {
+	p.mu.Lock()
+	if p.stalled != nil {
+		close(p.stalled)
+		p.stalled = nil
+	}
+	p.mu.Unlock()
+}
+
+// Conns is the number of open connections, client and target sides counted
+// separately.
+func (p *Proxy) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
 // Close stops the proxy and waits for its goroutines.
 func (p *Proxy) Close() error {
 	err := p.lis.Close()
 	p.Cut()
 	p.wg.Wait()
 	return err
+}
+
+// closeAllLocked closes every connection, with a reset if rst, and wakes
+// forwarders that hold data back.
+func (p *Proxy) closeAllLocked(rst bool) {
+	if rst {
+		// Every connection first, so that a forwarder that sees one side
+		// close and closes the other cannot end it with a FIN.
+		for c := range p.conns {
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetLinger(0)
+			}
+		}
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+	close(p.kick)
+	p.kick = make(chan struct{})
 }
 
 func (p *Proxy) accept() {
@@ -76,50 +155,118 @@ func (p *Proxy) accept() {
 			continue
 		}
 		p.conns[in] = true
+		target := p.target
 		p.wg.Add(1)
 		p.mu.Unlock()
-		go p.forward(in)
+		go p.forward(in, target)
 	}
 }
 
-func (p *Proxy) forward(in net.Conn) {
+func (p *Proxy) forward(in net.Conn, target string) {
 	defer p.wg.Done()
-	out, err := net.Dial("tcp", p.target)
+	out, err := net.Dial("tcp", target)
 	if err != nil {
 		p.drop(in)
 		return
 	}
-	if !p.track(out) {
+	kick, ok := p.track(out)
+	if !ok {
 		out.Close()
 		p.drop(in)
 		return
 	}
 	var wg sync.WaitGroup
-	pipe := func(dst, src net.Conn) {
-		defer wg.Done()
-		_, err := io.Copy(dst, src)
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			src.Close()
-		}
-		dst.Close()
-	}
 	wg.Add(2)
-	go pipe(out, in)
-	go pipe(in, out)
+	go func() { defer wg.Done(); p.pipe(out, in, kick) }()
+	go func() { defer wg.Done(); p.pipe(in, out, kick) }()
 	wg.Wait()
 	p.drop(in)
 	p.drop(out)
 }
 
-// track registers c unless the proxy was cut meanwhile.
-func (p *Proxy) track(c net.Conn) bool {
+// track registers c unless the proxy was cut meanwhile, and returns the
+// channel that is closed when the proxy closes c.
+func (p *Proxy) track(c net.Conn) (<-chan struct{}, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cut {
-		return false
+		return nil, false
 	}
 	p.conns[c] = true
-	return true
+	return p.kick, true
+}
+
+type chunk struct {
+	b  []byte
+	at time.Time // when the proxy read it
+}
+
+// pipe copies src to dst, each chunk held back by hold. When either side
+// ends, both are closed, which ends the pipe of the other direction too.
+func (p *Proxy) pipe(dst, src net.Conn, kick <-chan struct{}) {
+	chunks := make(chan chunk, 16)
+	stop := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		defer close(chunks)
+		for {
+			b := make([]byte, 32<<10)
+			n, err := src.Read(b)
+			if n > 0 {
+				select {
+				case chunks <- chunk{b: b[:n], at: time.Now()}:
+				case <-stop:
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for c := range chunks {
+		if !p.hold(c.at, kick) {
+			break
+		}
+		if _, err := dst.Write(c.b); err != nil {
+			break
+		}
+	}
+	close(stop)
+	src.Close()
+	dst.Close()
+	<-readerDone
+}
+
+// hold waits until a chunk read at `at` may be forwarded: not stalled, and
+// the latency has passed. It returns false when the connection was closed
+// by the proxy meanwhile.
+func (p *Proxy) hold(at time.Time, kick <-chan struct{}) bool {
+	for {
+		p.mu.Lock()
+		stalled, latency := p.stalled, p.latency
+		p.mu.Unlock()
+		if stalled != nil {
+			select {
+			case <-stalled:
+				continue
+			case <-kick:
+				return false
+			}
+		}
+		d := time.Until(at.Add(latency))
+		if d <= 0 {
+			return true
+		}
+		timer := time.NewTimer(d)
+		select {
+		case <-timer.C:
+		case <-kick:
+			timer.Stop()
+			return false
+		}
+	}
 }
 
 func (p *Proxy) drop(c net.Conn) {
