@@ -194,8 +194,8 @@ func linkFault(c *cluster, name string, links []*netproxy.Proxy, held time.Durat
 	return r
 }
 
-// schedule is the order of faults: the short run has every fault, the
-// process kills a few times; the long run picks at random.
+// schedule is the order of faults: the short run has every fault once plus
+// 20 kill -9 and 20 partition cycles; the long run picks at random.
 func schedule(rng *rand.Rand) []fault {
 	n := *cyclesArg
 	if n == 0 && longRun() {
@@ -208,13 +208,17 @@ func schedule(rng *rand.Rand) []fault {
 		}
 		return s
 	}
+	// Every fault once, then 20 kill -9 cycles (streamd and each consumer
+	// in turn) and 20 partitions.
 	s := slices.Clone(faults)
-	for _, name := range []string{"kill -9 streamd", "kill -9 streamd", "kill -9 eo consumer", "kill -9 alo consumer"} {
-		for _, f := range faults {
-			if f.name == name {
-				s = append(s, f)
-			}
-		}
+	byName := func(name string) fault {
+		i := slices.IndexFunc(faults, func(f fault) bool { return f.name == name })
+		return faults[i]
+	}
+	kills := []string{"kill -9 streamd", "kill -9 eo consumer", "kill -9 alo consumer"}
+	partitions := []string{"partition all links", "partition consumers"}
+	for i := range 20 {
+		s = append(s, byName(kills[i%len(kills)]), byName(partitions[i%len(partitions)]))
 	}
 	rng.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
 	return s
