@@ -221,7 +221,7 @@ func TestBadFlags(t *testing.T) {
 }
 
 func TestLimitFlags(t *testing.T) {
-	d := startDaemon(t, t.TempDir(), "--max-payload-bytes", "10", "--max-batch-events", "2")
+	d := startDaemon(t, t.TempDir(), "--max-payload-bytes", "10", "--max-batch-events", "2", "--max-filter-criteria", "2")
 	client := streamdv1.NewEventStreamServiceClient(d.conn)
 	ctx := context.Background()
 	ev := func(payload string) *streamdv1.Event {
@@ -238,5 +238,22 @@ func TestLimitFlags(t *testing.T) {
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "limit") {
 			t.Errorf("%s: %v, want InvalidArgument naming the limit", name, err)
 		}
+	}
+
+	// A filter with more criteria than allowed is refused at Init.
+	st, err := client.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crits []*streamdv1.FilterCriterion
+	for _, tag := range []string{"a", "b", "c"} {
+		crits = append(crits, &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_TAG, Value: tag})
+	}
+	if err := st.Send(&streamdv1.SubscribeRequest{Request: &streamdv1.SubscribeRequest_Init{Init: &streamdv1.Init{
+		StartPolicy: streamdv1.StartPolicy_START_POLICY_EARLIEST, ConsumerName: "t", Filter: crits}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "3 criteria, limit is 2") {
+		t.Errorf("a filter of 3 criteria with --max-filter-criteria 2: %v, want InvalidArgument naming the limit", err)
 	}
 }
