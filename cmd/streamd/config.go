@@ -11,6 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/streamd/streamd/filters"
 	"github.com/streamd/streamd/internal/dialopts"
@@ -154,5 +155,11 @@ func (r replicateConfig) dialOptions(at string) ([]grpc.DialOption, error) {
 			return nil, fmt.Errorf("%s.token_file %s is empty", at, r.TokenFile)
 		}
 	}
-	return c.Options()
+	opts, err := c.Options()
+	if err != nil {
+		return nil, err
+	}
+	// A link that drops everything silently is noticed within 40s (streamd
+	// servers allow pings every 10s, see producer.Interceptors).
+	return append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second})), nil
 }

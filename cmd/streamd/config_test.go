@@ -40,7 +40,7 @@ replicate:
 		t.Fatalf("streams = %+v", streams)
 	}
 	if len(repls) != 2 || repls[0].Name != "replicate-us-all" || repls[1].Name != "replicate-ap-carts" ||
-		len(repls[0].From.Addrs) != 2 || repls[1].Stream != "carts" || len(repls[0].DialOptions) != 2 {
+		len(repls[0].From.Addrs) != 2 || repls[1].Stream != "carts" || len(repls[0].DialOptions) != 3 {
 		t.Fatalf("replications = %+v", repls)
 	}
 	if _, _, err := parseConfig(nil, now); err != nil {
