@@ -3,8 +3,11 @@ package journal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
 func TestAppendRefusedWithoutFreeSpace(t *testing.T) {
@@ -18,5 +21,54 @@ func TestAppendRefusedWithoutFreeSpace(t *testing.T) {
 	}
 	if err := (Options{MinFreeBytes: -1}).Validate(); err == nil {
 		t.Fatal("a negative MinFreeBytes was accepted")
+	}
+}
+
+// Concurrent appends as large as the limits allow are grouped within what
+// one Badger transaction can hold: none fails with "Txn is too big".
+func TestLargeConcurrentAppendsFitTransactions(t *testing.T) {
+	// A 16 MiB memtable lets Badger take transactions of 2.4 MiB, less
+	// than a group of these appends would hold.
+	j := open(t, t.TempDir(), Options{MemTableSize: 16 << 20})
+	payload := strings.Repeat("x", 100)
+	const appenders, appends, events = 16, 10, 2_000
+	errs := make(chan error, appenders)
+	for a := range appenders {
+		go func() {
+			for i := range appends {
+				batch := make([]*streamdv1.Event, events)
+				for k := range batch {
+					batch[k] = ev("device", fmt.Sprintf("a%d-%d", a, k%500), payload)
+				}
+				if _, err := j.Append(context.Background(), batch...); err != nil {
+					errs <- fmt.Errorf("appender %d, append %d: %w", a, i, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range appenders {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := j.LastOffset(); got != appenders*appends*events {
+		t.Fatalf("last offset %d, want %d", got, appenders*appends*events)
+	}
+}
+
+func TestAppendBeyondOneTransactionRefused(t *testing.T) {
+	j := open(t, t.TempDir(), Options{MemTableSize: 8 << 20})
+	batch := make([]*streamdv1.Event, 10_000)
+	for k := range batch {
+		batch[k] = ev("device", fmt.Sprintf("d-%d", k), strings.Repeat("x", 100))
+	}
+	_, err := j.Append(context.Background(), batch...)
+	if !errors.Is(err, ErrInvalidEvent) || !strings.Contains(err.Error(), "split the append or raise MemTableSize") {
+		t.Fatalf("Append = %v, want ErrInvalidEvent saying to split the append", err)
+	}
+	if _, err := j.Append(context.Background(), batch[:1000]...); err != nil {
+		t.Fatalf("a smaller append: %v", err)
 	}
 }

@@ -41,6 +41,8 @@ type Journal struct {
 	// the stored byte count and every Badger write.
 	writes     chan writeReq
 	writerDone chan struct{}
+	// groupCost and groupEntries bound one group commit (see txnCost).
+	groupCost, groupEntries int
 
 	mu       sync.RWMutex // guards closed against new appends
 	closed   bool
@@ -68,9 +70,11 @@ type Journal struct {
 // writeReq is an append (events set) or a retention deletion (del set).
 type writeReq struct {
 	events []*streamdv1.Event
-	size   int
-	del    *deletion
-	done   chan writeResult
+	size   int // encoded events
+	// cost and entries bound what the append adds to a Badger transaction.
+	cost, entries int
+	del           *deletion
+	done          chan writeResult
 }
 
 type writeResult struct {
@@ -104,8 +108,12 @@ func Open(dir string, opts Options) (*Journal, error) {
 		return nil, fmt.Errorf("journal: open Badger in %s: %w", dir, err)
 	}
 	j := &Journal{
-		opts:          opts,
-		db:            db,
+		opts: opts,
+		db:   db,
+		// Badger refuses transactions beyond these; keep a margin for
+		// the per-group keys and the estimate.
+		groupCost:     min(maxGroupBytes, int(db.MaxBatchSize()*4/5)),
+		groupEntries:  int(db.MaxBatchCount() * 4 / 5),
 		writes:        make(chan writeReq, 1024),
 		writerDone:    make(chan struct{}),
 		ring:          newRing(opts.RingSize),
@@ -250,8 +258,26 @@ func (j *Journal) Append(ctx context.Context, events ...*streamdv1.Event) ([]App
 	if err != nil {
 		return nil, err
 	}
-	res, err := j.submit(ctx, writeReq{events: events, size: size})
+	req := writeReq{events: events, size: size}
+	req.cost, req.entries = txnCost(events, size)
+	if req.cost > j.groupCost || req.entries > j.groupEntries {
+		return nil, invalid("%d events (about %d bytes and %d entries in Badger) exceed one transaction with MemTableSize %d: split the append or raise MemTableSize",
+			len(events), req.cost, req.entries, j.opts.MemTableSize)
+	}
+	res, err := j.submit(ctx, req)
 	return res.appended, err
+}
+
+// txnCost is an upper bound of what an append of events (size bytes
+// encoded) adds to a Badger transaction: its blocks, and an index entry
+// and perhaps an origin entry per event, each key with Badger's per-entry
+// overhead.
+func txnCost(events []*streamdv1.Event, size int) (cost, entries int) {
+	cost = size
+	for _, e := range events {
+		cost += 2*(len(e.EntityType)+len(e.EntityId)) + len(e.Origin) + 128
+	}
+	return cost, 2*len(events) + size/maxBlockBytes + 4
 }
 
 func (j *Journal) submit(ctx context.Context, req writeReq) (writeResult, error) {
@@ -340,7 +366,8 @@ func (g *group) failAll(err error) {
 	}
 }
 
-// maxGroupBytes caps one group commit well inside Badger's transaction limit.
+// maxGroupBytes caps one group commit; Badger's own transaction limits
+// (which follow MemTableSize) may cap it lower (Journal.groupCost).
 const maxGroupBytes = 8 << 20
 
 // maxCachedEntities bounds the seqNr cache; beyond it the cache restarts.
@@ -375,20 +402,20 @@ func (j *Journal) writeLoop(w *writer) {
 		}
 		g := &group{reqs: []writeReq{first}}
 		if first.del == nil {
-			size := first.size
+			cost, entries := first.cost, first.entries
 		drain:
-			for size < maxGroupBytes {
+			for {
 				select {
 				case r, ok := <-j.writes:
 					if !ok {
 						break drain
 					}
-					if r.del != nil || size+r.size > maxGroupBytes {
+					if r.del != nil || cost+r.cost > j.groupCost || entries+r.entries > j.groupEntries {
 						pending = &r
 						break drain
 					}
 					g.reqs = append(g.reqs, r)
-					size += r.size
+					cost, entries = cost+r.cost, entries+r.entries
 				default:
 					break drain
 				}

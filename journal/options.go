@@ -72,6 +72,10 @@ var DefaultLimits = Limits{
 	MaxBatchBytes:      4 << 20,
 }
 
+// minMemTableSize is the smallest memtable Badger opens with: a transaction
+// (15% of the memtable) must hold its largest inline value (1 MiB).
+const minMemTableSize = 7 << 20
+
 // maxBatchBytesCap keeps one append inside one Badger transaction.
 const maxBatchBytesCap = 8 << 20
 
@@ -131,7 +135,13 @@ type Options struct {
 	Limits            Limits
 	// RingSize is how many recent events the live ring holds; default 32768.
 	RingSize int
-	// MemTableSize is Badger's memtable size in bytes; default 64 MiB.
+	// MemTableSize is Badger's memtable size in bytes; default 64 MiB, at
+	// least 7 MiB. Most of the journal's memory follows from it: up to 5
+	// memtables of 1.3 times it, and Badger's 8 pooled table builders, each
+	// kept as large as the largest table built (a flush builds a whole
+	// memtable, a level-0 merge several; with compression a builder holds
+	// several times its table). Badger caps one transaction, so one group
+	// commit, at 15% of it.
 	MemTableSize int64
 	// MinFreeBytes is the free space the journal's filesystem must keep:
 	// below it appends are refused with ErrNoSpace, writing nothing, and
@@ -169,8 +179,8 @@ func (o Options) Validate() error {
 	if o.RingSize < 0 {
 		errs = append(errs, fmt.Errorf("journal: Options.RingSize %d is negative", o.RingSize))
 	}
-	if o.MemTableSize < 0 || (o.MemTableSize > 0 && o.MemTableSize < 1<<20) {
-		errs = append(errs, fmt.Errorf("journal: Options.MemTableSize %d: want 0 (default) or at least 1 MiB", o.MemTableSize))
+	if o.MemTableSize < 0 || (o.MemTableSize > 0 && o.MemTableSize < minMemTableSize) {
+		errs = append(errs, fmt.Errorf("journal: Options.MemTableSize %d: want 0 (default) or at least %d (7 MiB: Badger's transactions, 15%% of it, must hold a 1 MiB value)", o.MemTableSize, minMemTableSize))
 	}
 	if o.MinFreeBytes < 0 {
 		errs = append(errs, fmt.Errorf("journal: Options.MinFreeBytes %d is negative", o.MinFreeBytes))
