@@ -49,8 +49,8 @@ func New(opts Options) (*Consumer, error) {
 	opts.Producers = append([]string(nil), opts.Producers...)
 	opts.Filter = cloneCriteria(opts.Filter)
 	c := &Consumer{
-		opts:      opts,
-		log:       opts.Logger.With("consumer", opts.Name),
+		opts: opts,
+		log:  opts.Logger.With("consumer", opts.Name),
 		dial: append([]grpc.DialOption{
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			// The connection redials on the consumer's backoff, not gRPC's
