@@ -10,7 +10,7 @@
 // twice, per-entity order violations, gaps and events that differ from what
 // was written. The harness and the faults are in the _test.go files:
 //
-//	go test ./internal/fault                        # short schedule, every fault
+//	go test ./internal/fault                        # every fault, then 20 kill -9 and 20 partitions
 //	go test ./internal/fault -timeout 30m -long     # 150 random faults, more load
 //	STREAMD_FAULT_LONG=1 go test -timeout 30m ./internal/fault   # the same
 //	go test ./internal/fault -run TestFaults -fault-cycles=40 -fault-seed=N
