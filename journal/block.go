@@ -117,18 +117,6 @@ func walkBlock(last uint64, val []byte, from uint64, fn func(off uint64, raw []b
 	return nil
 }
 
-// blockFirst is the first offset of a block.
-func blockFirst(last uint64, val []byte) (uint64, error) {
-	if len(val) < blockHeader {
-		return 0, errShortBlock
-	}
-	count := uint64(binary.BigEndian.Uint32(val[1:]))
-	if count == 0 || count > last {
-		return 0, fmt.Errorf("%w: block ending at offset %d claims %d events", ErrCorrupt, last, count)
-	}
-	return last - count + 1, nil
-}
-
 // decodeEvent decodes one stored event and checks it is the one expected.
 func decodeEvent(raw []byte, offset uint64, e *streamdv1.Event) error {
 	if err := proto.Unmarshal(raw, e); err != nil {
@@ -190,9 +178,4 @@ func missingEvent(txn *badger.Txn, offset uint64) error {
 		return badger.ErrKeyNotFound
 	}
 	return fmt.Errorf("%w: event at offset %d is missing (above the retention floor); a damaged file, or a table Badger could not read", ErrCorrupt, offset)
-}
-
-func valueOf(item *badger.Item) []byte {
-	v, _ := item.ValueCopy(nil)
-	return v
 }
