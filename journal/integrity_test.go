@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -70,5 +72,24 @@ func TestAppendBeyondOneTransactionRefused(t *testing.T) {
 	}
 	if _, err := j.Append(context.Background(), batch[:1000]...); err != nil {
 		t.Fatalf("a smaller append: %v", err)
+	}
+}
+
+// A hole in an entity's index (a lost table) is reported, not skipped.
+func TestEntityIndexHoleIsCorrupt(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	for i := range 5 {
+		if _, err := j.Append(context.Background(), ev("car", "c1", fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.db.Update(func(txn *badger.Txn) error { return txn.Delete(indexKey(EntityKey("car", "c1"), 3)) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.ReadEntity("car", "c1", 1, 10, nil); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "jumps from seqNr 2 to 4") {
+		t.Fatalf("ReadEntity over a hole = %v, want ErrCorrupt naming the jump", err)
+	}
+	if evs, err := j.ReadEntity("car", "c1", 4, 10, nil); err != nil || len(evs) != 2 {
+		t.Fatalf("ReadEntity after the hole = %d events, %v", len(evs), err)
 	}
 }

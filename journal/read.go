@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -103,7 +104,14 @@ func (j *Journal) ReadEntity(entityType, entityID string, fromSeqNr uint64, limi
 	err := j.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
+		var prev uint64 // seqNrs are contiguous: retention removes a prefix, never a hole
 		for it.Seek(indexKey(ek, fromSeqNr)); it.ValidForPrefix(prefix) && limit > 0; it.Next() {
+			key := it.Item().Key()
+			seq := binary.BigEndian.Uint64(key[len(key)-8:])
+			if prev != 0 && seq != prev+1 {
+				return fmt.Errorf("%w: the index of %s/%s jumps from seqNr %d to %d; a damaged file, or a table Badger could not read", ErrCorrupt, entityType, entityID, prev, seq)
+			}
+			prev = seq
 			var off uint64
 			if err := it.Item().Value(func(v []byte) error { off = readU64(v); return nil }); err != nil {
 				return err
