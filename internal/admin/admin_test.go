@@ -238,7 +238,12 @@ func TestMovePositionsRestartsAStoppedConsumer(t *testing.T) {
 	if err != nil || !moved.GetExecuted() || moved.GetChanges()[0].GetTo().GetStartPolicy() != streamdv1.StartPolicy_START_POLICY_LATEST {
 		t.Fatalf("MovePositions = %v, %v", moved, err)
 	}
-	waitFor(t, "the consumer to run again", func() bool { st := f.status(t); return st.GetRunning() && st.GetError() == "" })
+	// Started from latest: what is published once its stream is open
+	// (Hello received) is delivered.
+	waitFor(t, "the consumer's stream to open again", func() bool {
+		st := f.status(t)
+		return st.GetRunning() && st.GetError() == "" && st.GetProducers()[0].GetConnected()
+	})
 	f.publish(t, 3, "family")
 	waitFor(t, "the events after latest", func() bool { return f.handled.Load() == 4+3 })
 
