@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 
 	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/internal/netproxy"
@@ -111,12 +110,6 @@ type link struct {
 	repl     *consumer.Consumer
 }
 
-// reconnect is the replications' gRPC connection backoff.
-var reconnect = grpc.ConnectParams{
-	Backoff:           backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 250 * time.Millisecond},
-	MinConnectTimeout: time.Second,
-}
-
 // world is every region with a replication from each other region, running
 // from openWorld to close.
 type world struct {
@@ -167,13 +160,11 @@ func openWorld(o options) (_ *world, err error) {
 				From:    topology.Region{Name: from.name, Addrs: []string{l.proxy.Addr()}},
 				Journal: to.prod.Journal(),
 				Store:   to.store,
-				// Reconnect soon after a partition heals: the consumer's
-				// backoff spaces its stream attempts, gRPC's (default up
-				// to 120s) its attempts to reconnect the channel.
-				MinBackoff:  10 * time.Millisecond,
-				MaxBackoff:  250 * time.Millisecond,
-				DialOptions: []grpc.DialOption{grpc.WithConnectParams(reconnect)},
-				Logger:      o.log.With("replication", from.name+"→"+to.name),
+				// Reconnect soon after a partition heals: the consumer
+				// redials and reopens its stream on this backoff.
+				MinBackoff: 10 * time.Millisecond,
+				MaxBackoff: 250 * time.Millisecond,
+				Logger:     o.log.With("replication", from.name+"→"+to.name),
 			})
 			if err != nil {
 				return nil, err
