@@ -2,12 +2,9 @@ package topology_test
 
 import (
 	"context"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
 
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
@@ -30,18 +27,8 @@ func (c *interestClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 func TestInterestReplicatesOnDemand(t *testing.T) {
 	clock := &interestClock{}
 	clock.ns.Store(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).UnixNano())
-	us, err := producer.Open(t.TempDir(), producer.Options{Journal: journal.Options{Region: "us"}, Server: producer.ServerOptions{Now: clock.Now}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	streamdv1.RegisterEventStreamServiceServer(g, us.Server())
-	go g.Serve(lis)
-	defer func() { us.Server().Shutdown(); g.Stop(); us.Close() }()
+	us := startRegionWith(t, t.TempDir(), "127.0.0.1:0", producer.Options{Journal: journal.Options{Region: "us"}, Server: producer.ServerOptions{Now: clock.Now}})
+	defer us.stop()
 	eu := startRegion(t, "eu", t.TempDir(), "127.0.0.1:0")
 	defer eu.stop()
 	store, err := offsets.Open(t.TempDir(), offsets.Options{})
@@ -52,7 +39,7 @@ func TestInterestReplicatesOnDemand(t *testing.T) {
 
 	summaries := &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_TYPE, Value: "auction-summary"}
 	repl, err := topology.NewReplication(topology.ReplicationOptions{
-		From: topology.Region{Name: "us", Addrs: []string{lis.Addr().String()}}, Journal: eu.p.Journal(), Store: store,
+		From: topology.Region{Name: "us", Addrs: []string{us.addr}}, Journal: eu.p.Journal(), Store: store,
 		Filter: []*streamdv1.FilterCriterion{summaries}, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 	})
 	if err != nil {
@@ -78,7 +65,7 @@ func TestInterestReplicatesOnDemand(t *testing.T) {
 			{EntityType: "auction", EntityId: auction, EventType: "BidPlaced"},
 			{EntityType: "auction-summary", EntityId: auction, EventType: "HighestBidChanged"},
 		} {
-			if _, err := us.Publish(ctx, e); err != nil {
+			if _, err := us.p.Publish(ctx, e); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -88,7 +75,7 @@ func TestInterestReplicatesOnDemand(t *testing.T) {
 	// not sent).
 	held := func(auction string) (bids, sums int) {
 		t.Helper()
-		last := us.Journal().LastOffset()
+		last := us.p.Journal().LastOffset()
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			if st := repl.Status()[0]; st.Offset >= last {

@@ -32,7 +32,14 @@ type testRegion struct {
 
 func startRegion(t *testing.T, name, dir, addr string) *testRegion {
 	t.Helper()
-	p, err := producer.Open(dir, producer.Options{Journal: journal.Options{Region: name}})
+	return startRegionWith(t, dir, addr, producer.Options{Journal: journal.Options{Region: name}})
+}
+
+// startRegionWith is startRegion with the producer's options; the region is
+// opts.Journal.Region.
+func startRegionWith(t *testing.T, dir, addr string, opts producer.Options) *testRegion {
+	t.Helper()
+	p, err := producer.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +50,7 @@ func startRegion(t *testing.T, name, dir, addr string) *testRegion {
 	g := grpc.NewServer()
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
 	go g.Serve(lis)
-	return &testRegion{name: name, dir: dir, addr: lis.Addr().String(), p: p, g: g}
+	return &testRegion{name: opts.Journal.Region, dir: dir, addr: lis.Addr().String(), p: p, g: g}
 }
 
 func (r *testRegion) stop() {
