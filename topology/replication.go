@@ -133,13 +133,14 @@ func (r *replication) apply(ctx context.Context, events []*streamdv1.Event) erro
 		if e.GetOrigin() == r.local {
 			continue // already here: it was written here
 		}
-		if n := proto.Size(e); len(chunk) == maxAppendEvents || (len(chunk) > 0 && size+n > maxAppendBytes) {
+		n := proto.Size(e)
+		if len(chunk) == maxAppendEvents || (len(chunk) > 0 && size+n > maxAppendBytes) {
 			if err := r.append(ctx, chunk); err != nil {
 				return err
 			}
 			chunk, size = nil, 0 // the journal owns the events it took
 		}
-		size += proto.Size(e)
+		size += n
 		chunk = append(chunk, r.copyOf(e))
 	}
 	if len(chunk) == 0 {

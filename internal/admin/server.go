@@ -132,12 +132,12 @@ func (s *server) MovePositions(ctx context.Context, req *streamdv1.MovePositions
 }
 
 func (s *server) UpdateConsumerFilter(ctx context.Context, req *streamdv1.UpdateConsumerFilterRequest) (*streamdv1.UpdateConsumerFilterResponse, error) {
+	if req.GetConsumer() == "" {
+		return nil, status.Error(codes.InvalidArgument, "admin: consumer is empty")
+	}
 	es, err := s.r.entries(req.GetConsumer())
 	if err != nil {
 		return nil, statusOf(err)
-	}
-	if req.GetConsumer() == "" {
-		return nil, status.Error(codes.InvalidArgument, "admin: consumer is empty")
 	}
 	c := es[0].c
 	if missing := filters.Missing(c.Filter(), req.GetRemove()); len(missing) > 0 {
