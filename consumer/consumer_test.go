@@ -270,8 +270,13 @@ func TestOptionsValidate(t *testing.T) {
 		{"two handlers", func(o *Options) {
 			o.BatchHandler = func(context.Context, []*streamdv1.Event) error { return nil }
 		}, "want exactly one with Mode AtLeastOnce"},
-		{"tx handler at least once", func(o *Options) { o.TxHandler = txHandler }, "Options.TxHandler is set"},
-		{"no tx handler", func(o *Options) { o.Mode, o.Handler = ExactlyOnce, nil }, "Options.TxHandler is nil"},
+		{"tx handler at least once", func(o *Options) { o.TxHandler = txHandler }, "Options.TxHandler or CommitHandler is set"},
+		{"no tx handler", func(o *Options) { o.Mode, o.Handler = ExactlyOnce, nil }, "want exactly one with Mode ExactlyOnce"},
+		{"tx and commit handlers", func(o *Options) {
+			o.Mode, o.Handler, o.TxHandler = ExactlyOnce, nil, txHandler
+			o.CommitHandler = func(context.Context, []*streamdv1.Event, []offsets.Write) error { return nil }
+		}, "want exactly one with Mode ExactlyOnce"},
+		{"no dedupe with tx handler", func(o *Options) { o.Mode, o.Handler, o.TxHandler, o.NoDedupe = ExactlyOnce, nil, txHandler, true }, "Options.NoDedupe goes with BatchHandler or CommitHandler"},
 		{"handler exactly once", func(o *Options) { o.Mode, o.TxHandler = ExactlyOnce, txHandler }, "Options.Handler or BatchHandler is set"},
 		{"unknown mode", func(o *Options) { o.Mode = 7 }, "Options.Mode"},
 		{"unknown start policy", func(o *Options) { o.StartPolicy = 9 }, "Options.StartPolicy"},
@@ -556,6 +561,14 @@ func TestOperatorPositionForUnseenJournalIsUsed(t *testing.T) {
 var errBoom = errors.New("boom")
 
 func TestExactlyOnceCommitsHandlerWritesWithPosition(t *testing.T) {
+	t.Run("TxHandler", func(t *testing.T) { testExactlyOnce(t, false) })
+	t.Run("CommitHandler", func(t *testing.T) { testExactlyOnce(t, true) })
+}
+
+// testExactlyOnce: a failing batch commits nothing, and after a resume with
+// duplicated batches each event is applied once; with a TxHandler, or a
+// CommitHandler that writes the same records and the position itself.
+func testExactlyOnce(t *testing.T, commitHandler bool) {
 	h := newHarness(t, 1)
 	fake := h.fake(0)
 	fake.set(func(p *fakeProducer) { p.batchSize = 2 })
@@ -579,6 +592,28 @@ func TestExactlyOnceCommitsHandlerWritesWithPosition(t *testing.T) {
 	}
 	o := h.options()
 	o.Mode, o.TxHandler = ExactlyOnce, txHandler
+	if commitHandler {
+		o.TxHandler = nil
+		o.CommitHandler = func(ctx context.Context, events []*streamdv1.Event, position []offsets.Write) error {
+			return h.store.DB().Update(func(txn *badger.Txn) error {
+				for _, e := range events {
+					if err := txHandler(ctx, txn, e); err != nil {
+						return err
+					}
+				}
+				for _, w := range position {
+					err := txn.Set(w.Key, w.Value)
+					if w.Delete {
+						err = txn.Delete(w.Key)
+					}
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+	}
 	c := newConsumer(t, o)
 	r := runBG(t, c)
 	err := r.wait(t)

@@ -44,6 +44,10 @@
 // transaction is committed event by event, each atomic). A TxHandler error
 // discards the whole batch and stops Run; nothing of it is stored and the
 // event is never skipped.
+// A CommitHandler instead commits each batch itself, in one atomic write
+// with the position records the consumer gives it
+// (offsets.Store.PositionWrites): a replication appends the events to its
+// journal with journal.AppendWith, over a Store on the journal's DB.
 //
 // Dedupe: an event whose seqNr is not above the last applied seqNr of its
 // entity (kept in the store per consumer, journal id and entity, with an

@@ -719,6 +719,9 @@ func (f *follower) batchExactlyOnce(ctx context.Context, b *streamdv1.EventBatch
 		}
 		return nil
 	}
+	if f.c.opts.CommitHandler != nil {
+		return f.handOver(ctx, todo, end)
+	}
 	err := f.commit(ctx, todo, end)
 	if errors.Is(err, badger.ErrTxnTooBig) && len(todo) > 1 {
 		f.log.Debug("consumer: batch too big for one transaction, committing event by event", "events", len(todo))
@@ -788,6 +791,54 @@ func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos ui
 		clear(f.cache)
 	}
 	for ek, seq := range last {
+		f.cache[ek] = seq
+	}
+	if pos >= f.offset {
+		f.offset, f.dirty = pos, false
+	}
+	return nil
+}
+
+// handOver gives the CommitHandler the events not applied yet (all of them
+// with NoDedupe) and the position records to commit with them.
+func (f *follower) handOver(ctx context.Context, events []*streamdv1.Event, pos uint64) error {
+	o := f.c.opts
+	todo := events
+	applied := make(map[entityKey]uint64)
+	if !o.NoDedupe {
+		todo = nil
+		for _, e := range events {
+			ek := entityKey{e.GetEntityType(), e.GetEntityId()}
+			last, ok := applied[ek]
+			if !ok {
+				var err error
+				if last, err = f.lastApplied(ek); err != nil {
+					return err
+				}
+			}
+			if e.GetSeqNr() > last {
+				todo = append(todo, e)
+				applied[ek] = e.GetSeqNr()
+			}
+		}
+	}
+	list := make([]offsets.Applied, 0, len(applied))
+	for ek, seq := range applied {
+		list = append(list, offsets.Applied{EntityType: ek.typ, EntityID: ek.id, SeqNr: seq})
+	}
+	writes, err := o.Store.PositionWrites(f.key(f.journalID), pos, list)
+	if err != nil {
+		return storeErrorf("consumer: producer %s: position %d: %w", f.addr, pos, err)
+	}
+	// The handler may take the events over; errors name the first as sent.
+	first := &streamdv1.Event{Offset: events[0].GetOffset(), EntityType: events[0].GetEntityType(), EntityId: events[0].GetEntityId(), SeqNr: events[0].GetSeqNr()}
+	if err := o.CommitHandler(ctx, todo, writes); err != nil {
+		return f.handlerError(ctx, first, err)
+	}
+	if len(f.cache) > maxCachedEntities {
+		clear(f.cache)
+	}
+	for ek, seq := range applied {
 		f.cache[ek] = seq
 	}
 	if pos >= f.offset {

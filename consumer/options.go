@@ -81,6 +81,16 @@ type BatchHandler func(ctx context.Context, events []*streamdv1.Event) error
 // discards the whole batch and stops Run.
 type TxHandler func(ctx context.Context, txn *badger.Txn, e *streamdv1.Event) error
 
+// CommitHandler handles the events of one batch in ExactlyOnce mode and
+// commits them itself, in one atomic write together with position: the
+// records of the consumer's position after the batch and of the applied
+// seqNrs (offsets.Store.PositionWrites), which must land in Options.Store's
+// DB. A replication, for one, appends the events to a journal with
+// journal.AppendWith, over a Store made by offsets.Wrap on the journal's DB.
+// If it returns an error nothing of the batch may be committed; Run stops.
+// events may be empty when position alone moves.
+type CommitHandler func(ctx context.Context, events []*streamdv1.Event, position []offsets.Write) error
+
 // Defaults for zero Options fields.
 const (
 	DefaultSaveInterval = time.Second
@@ -120,14 +130,16 @@ type Options struct {
 	// Handler or BatchHandler (one of them) is required with AtLeastOnce.
 	Handler      Handler
 	BatchHandler BatchHandler
-	// NoDedupe hands the BatchHandler every event, also those whose seqNr
-	// was applied before (a replay, a re-delivery after a restart), and
-	// stores no applied seqNrs: for handlers that are idempotent by
-	// themselves, such as a replication (the journal applies each origin
-	// seqNr once). Only with BatchHandler.
+	// NoDedupe hands the BatchHandler or CommitHandler every event, also
+	// those whose seqNr was applied before (a replay, a re-delivery after a
+	// restart), and stores no applied seqNrs: for handlers that are
+	// idempotent by themselves, such as a replication (the journal applies
+	// each origin seqNr once).
 	NoDedupe bool
-	// TxHandler is required with ExactlyOnce.
-	TxHandler TxHandler
+	// TxHandler or CommitHandler (one of them) is required with
+	// ExactlyOnce.
+	TxHandler     TxHandler
+	CommitHandler CommitHandler
 
 	// StartPolicy applies when there is no stored position for a producer's
 	// journal: START_POLICY_EARLIEST (default), _LATEST or _AT_TIME.
@@ -233,18 +245,18 @@ func (o Options) Validate() error {
 		if o.NoDedupe && o.BatchHandler == nil {
 			return invalidf("Options.NoDedupe goes with BatchHandler")
 		}
-		if o.TxHandler != nil {
-			return invalidf("Options.TxHandler is set with Mode AtLeastOnce (set Mode: ExactlyOnce, or use Handler)")
+		if o.TxHandler != nil || o.CommitHandler != nil {
+			return invalidf("Options.TxHandler or CommitHandler is set with Mode AtLeastOnce (set Mode: ExactlyOnce, or use Handler)")
 		}
 	case ExactlyOnce:
-		if o.TxHandler == nil {
-			return invalidf("Options.TxHandler is nil (required with Mode ExactlyOnce)")
+		if (o.TxHandler == nil) == (o.CommitHandler == nil) {
+			return invalidf("Options.TxHandler and Options.CommitHandler: want exactly one with Mode ExactlyOnce")
 		}
 		if o.Handler != nil || o.BatchHandler != nil {
-			return invalidf("Options.Handler or BatchHandler is set with Mode ExactlyOnce (use TxHandler)")
+			return invalidf("Options.Handler or BatchHandler is set with Mode ExactlyOnce (use TxHandler or CommitHandler)")
 		}
-		if o.NoDedupe {
-			return invalidf("Options.NoDedupe goes with BatchHandler, not with Mode ExactlyOnce")
+		if o.NoDedupe && o.CommitHandler == nil {
+			return invalidf("Options.NoDedupe goes with BatchHandler or CommitHandler, not with TxHandler")
 		}
 	default:
 		return invalidf("Options.Mode %d is unknown (AtLeastOnce or ExactlyOnce)", uint8(o.Mode))

@@ -13,13 +13,19 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
 const crashDirEnv = "STREAMD_JOURNAL_CRASH_DIR"
 
+// crashMarkPrefix begins the record each crash batch commits with its events.
+const crashMarkPrefix = "\x00crash/"
+
 // crashChild runs in the child process of TestKill9: it appends batches
-// forever and prints each acknowledged batch, until it is killed.
+// forever, each with a record of its own (AppendWith), and prints each
+// acknowledged batch, until it is killed.
 func crashChild() bool {
 	dir := os.Getenv(crashDirEnv)
 	if dir == "" {
@@ -45,7 +51,8 @@ func crashChild() bool {
 						Metadata: map[string]string{"batch": id, "n": strconv.Itoa(n)},
 					}
 				}
-				res, err := j.Append(context.Background(), events...)
+				mark := Write{Key: []byte(crashMarkPrefix + id), Value: []byte(strconv.Itoa(n))}
+				res, err := j.AppendWith(context.Background(), []Write{mark}, events...)
 				if err != nil {
 					fmt.Fprintln(os.Stderr, "child append:", err)
 					os.Exit(4)
@@ -61,7 +68,8 @@ func crashChild() bool {
 }
 
 // TestKill9 kills a process mid-append several times and checks that every
-// acknowledged batch survives whole and that no batch is half written.
+// acknowledged batch survives whole, that no batch is half written, and that
+// a batch's record (AppendWith) is stored exactly when its events are.
 func TestKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes")
@@ -122,6 +130,32 @@ func TestKill9(t *testing.T) {
 			if e.Offset != evs[0].Offset+uint64(k) {
 				t.Fatalf("batch %s not contiguous", id)
 			}
+		}
+	}
+	marks := map[string]string{}
+	err := j.DB().View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(crashMarkPrefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			marks[strings.TrimPrefix(string(it.Item().Key()), crashMarkPrefix)] = string(v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, evs := range batches {
+		if marks[id] != strconv.Itoa(len(evs)) {
+			t.Fatalf("batch %s: %d events stored but its record is %q", id, len(evs), marks[id])
+		}
+	}
+	for id := range marks {
+		if batches[id] == nil {
+			t.Fatalf("record of batch %s stored without its events", id)
 		}
 	}
 	for id, a := range acked {

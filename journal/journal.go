@@ -70,7 +70,8 @@ type Journal struct {
 // writeReq is an append (events set) or a retention deletion (del set).
 type writeReq struct {
 	events []*streamdv1.Event
-	size   int // encoded events
+	writes []Write // committed with the events (AppendWith)
+	size   int     // encoded events
 	// cost and entries bound what the append adds to a Badger transaction.
 	cost, entries int
 	del           *deletion
@@ -218,6 +219,12 @@ func (j *Journal) Region() string { return j.opts.Region }
 // Durability is the journal's durability mode.
 func (j *Journal) Durability() Durability { return j.opts.Durability }
 
+// DB is the journal's Badger DB, for a store whose records commit with
+// appends (AppendWith): offsets.Wrap(j.DB()) keeps a replication's position
+// beside the events it copied. Such records use keys beginning with the
+// byte 0x00 and never touch the journal's own. Do not use it after Close.
+func (j *Journal) DB() *badger.DB { return j.db }
+
 // Info describes the journal now.
 type Info struct {
 	JournalID   []byte
@@ -254,12 +261,48 @@ func (j *Journal) LastOffset() uint64 { return j.durable.Load() }
 // one fsync. ctx bounds only the wait to be queued: once queued, Append waits
 // for the commit, so its result is always the truth.
 func (j *Journal) Append(ctx context.Context, events ...*streamdv1.Event) ([]Appended, error) {
-	size, err := j.opts.Limits.validate(events)
-	if err != nil {
-		return nil, err
+	return j.AppendWith(ctx, nil, events...)
+}
+
+// Write is a record that AppendWith commits in the same Badger transaction
+// as its events. Its key must begin with the byte 0x00: the journal's own
+// keys never do.
+type Write struct {
+	Key, Value []byte
+	// Delete removes Key instead of setting it (Value must be empty).
+	Delete bool
+}
+
+// AppendWith appends events as Append does and commits writes in the same
+// transaction: all of them or nothing, made durable by the same fsync. A
+// replication keeps its position in the source stream this way
+// (offsets.Store.PositionWrites over DB()), so that copied events and the
+// position that covers them are never stored one without the other. The
+// writes commit also when every event is a Duplicate, and with no events
+// at all. An append refused (a seqNr conflict, an origin gap) writes none
+// of them.
+func (j *Journal) AppendWith(ctx context.Context, writes []Write, events ...*streamdv1.Event) ([]Appended, error) {
+	var size int
+	if len(events) > 0 || len(writes) == 0 {
+		var err error
+		if size, err = j.opts.Limits.validate(events); err != nil {
+			return nil, err
+		}
 	}
-	req := writeReq{events: events, size: size}
+	req := writeReq{events: events, writes: writes, size: size}
 	req.cost, req.entries = txnCost(events, size)
+	for i, w := range writes {
+		switch {
+		case len(w.Key) == 0 || w.Key[0] != 0:
+			return nil, invalid("write %d: key %q does not begin with the byte 0x00 (the journal's own keys are not writable)", i, w.Key)
+		case len(w.Key) > maxWriteKey:
+			return nil, invalid("write %d: key of %d bytes exceeds %d", i, len(w.Key), maxWriteKey)
+		case w.Delete && len(w.Value) > 0:
+			return nil, invalid("write %d: a delete with a value", i)
+		}
+		req.cost += len(w.Key) + len(w.Value) + 64
+		req.entries++
+	}
 	if req.cost > j.groupCost || req.entries > j.groupEntries {
 		return nil, invalid("%d events (about %d bytes and %d entries in Badger) exceed one transaction with MemTableSize %d: split the append or raise MemTableSize",
 			len(events), req.cost, req.entries, j.opts.MemTableSize)
@@ -279,6 +322,9 @@ func txnCost(events []*streamdv1.Event, size int) (cost, entries int) {
 	}
 	return cost, 2*len(events) + size/maxBlockBytes + 4
 }
+
+// maxWriteKey bounds the key of a Write (Badger's limit is 65000 bytes).
+const maxWriteKey = 65000
 
 func (j *Journal) submit(ctx context.Context, req writeReq) (writeResult, error) {
 	j.mu.RLock()
@@ -350,6 +396,7 @@ type group struct {
 	last     uint64 // last offset once this group is applied
 	del      *deletion
 	newTypes []string // entity types this group adds
+	writes   int      // AppendWith records staged
 	err      error    // the commit failed; every unanswered request gets it
 }
 
@@ -585,6 +632,7 @@ func (w *writer) commit(g *group) error {
 	// under originKey, after this group.
 	groupSeq := make(map[string]uint64)
 	g.results = make([][]Appended, len(g.reqs))
+	g.bytes = w.bytes // unchanged unless events commit
 	offset := w.nextOffset
 	size := 0
 	for _, r := range g.reqs {
@@ -676,6 +724,18 @@ func (w *writer) commit(g *group) error {
 			g.answer(i, writeResult{err: conflict})
 			continue
 		}
+		for _, wr := range g.reqs[i].writes {
+			var err error
+			if wr.Delete {
+				err = txn.Delete(wr.Key)
+			} else {
+				err = txn.Set(wr.Key, wr.Value)
+			}
+			if err != nil {
+				return err
+			}
+			g.writes++
+		}
 		app := make([]Appended, len(events))
 		for k, e := range events {
 			if undo[k].duplicate {
@@ -720,8 +780,8 @@ func (w *writer) commit(g *group) error {
 		}
 		g.results[i] = app
 	}
-	if len(g.records) == 0 {
-		return nil // every append conflicted
+	if len(g.records) == 0 && g.writes == 0 {
+		return nil // every append conflicted or was a duplicate
 	}
 	if err := blocks.flush(txn); err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 
@@ -690,5 +691,101 @@ func TestReadRecords(t *testing.T) {
 		if r.Offset != uint64(17+k) || e.Offset != r.Offset || string(e.Payload) != fmt.Sprint("payload-", 16+k) {
 			t.Fatalf("record %d: offset %d, event %v", k, r.Offset, &e)
 		}
+	}
+}
+
+// TestAppendWith checks that AppendWith's records commit with its events,
+// also when there are none or all are duplicates, and not at all when the
+// append is refused.
+func TestAppendWith(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	j := open(t, dir, Options{Region: "eu"})
+	get := func(j *Journal, key string) (string, bool) {
+		t.Helper()
+		var v []byte
+		err := j.DB().View(func(txn *badger.Txn) error {
+			item, err := txn.Get([]byte(key))
+			if err != nil {
+				return err
+			}
+			v, err = item.ValueCopy(nil)
+			return err
+		})
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return "", false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(v), true
+	}
+	set := func(k, v string) []Write { return []Write{{Key: []byte(k), Value: []byte(v)}} }
+
+	if _, err := j.AppendWith(ctx, set("\x00pos", "1"), ev("acct", "a", "x")); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := get(j, "\x00pos"); v != "1" {
+		t.Fatalf("record after append = %q, want 1", v)
+	}
+
+	// Refused appends write nothing: a seqNr conflict, an origin gap.
+	stale := ev("acct", "a", "y")
+	stale.SeqNr = 1
+	if _, err := j.AppendWith(ctx, set("\x00pos", "2"), stale); !errors.As(err, new(*SeqNrConflictError)) {
+		t.Fatalf("conflicting append: %v", err)
+	}
+	gap := ev("acct", "b", "z")
+	gap.Origin, gap.OriginSeqNr = "us", 2
+	if _, err := j.AppendWith(ctx, set("\x00pos", "3"), gap); !errors.As(err, new(*OriginGapError)) {
+		t.Fatalf("append with a gap: %v", err)
+	}
+	if v, _ := get(j, "\x00pos"); v != "1" {
+		t.Fatalf("record after refused appends = %q, want 1", v)
+	}
+
+	// Duplicates only, and no events: the records still commit.
+	copied := ev("acct", "b", "z")
+	copied.Origin, copied.OriginSeqNr = "us", 1
+	if _, err := j.Append(ctx, proto.Clone(copied).(*streamdv1.Event)); err != nil {
+		t.Fatal(err)
+	}
+	last := j.LastOffset()
+	res, err := j.AppendWith(ctx, set("\x00pos", "4"), copied)
+	if err != nil || !res[0].Duplicate {
+		t.Fatalf("duplicate: %v %+v", err, res)
+	}
+	if v, _ := get(j, "\x00pos"); v != "4" || j.LastOffset() != last {
+		t.Fatalf("after a duplicate: record %q, last offset %d (was %d)", v, j.LastOffset(), last)
+	}
+	if _, err := j.AppendWith(ctx, []Write{{Key: []byte("\x00pos"), Delete: true}, {Key: []byte("\x00other"), Value: []byte("5")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := get(j, "\x00pos"); ok {
+		t.Fatal("deleted record still there")
+	}
+
+	// Bad writes are refused before anything is written.
+	for name, w := range map[string]Write{
+		"journal key":         {Key: []byte("m/id"), Value: []byte("x")},
+		"empty key":           {Value: []byte("x")},
+		"delete with value":   {Key: []byte("\x00k"), Value: []byte("x"), Delete: true},
+		"key beyond badger's": {Key: append([]byte{0}, make([]byte, 65000)...)},
+	} {
+		if _, err := j.AppendWith(ctx, []Write{w}, ev("acct", "c", "bad")); !errors.Is(err, ErrInvalidEvent) {
+			t.Fatalf("%s: %v, want ErrInvalidEvent", name, err)
+		}
+	}
+	if _, err := j.AppendWith(ctx, nil); !errors.Is(err, ErrInvalidEvent) {
+		t.Fatalf("nothing to append: %v", err)
+	}
+	if j.LastOffset() != last {
+		t.Fatalf("refused writes appended events: last offset %d, want %d", j.LastOffset(), last)
+	}
+
+	j.Close()
+	j = open(t, dir, Options{Region: "eu"})
+	if v, _ := get(j, "\x00other"); v != "5" {
+		t.Fatalf("record after reopen = %q, want 5", v)
 	}
 }

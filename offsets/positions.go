@@ -153,7 +153,7 @@ func (s *Store) SaveTxn(txn *badger.Txn, k Key, offset uint64, applied []Applied
 	return s.saveTxn(txn, k, offset, applied)
 }
 
-func (s *Store) saveTxn(txn *badger.Txn, k Key, offset uint64, applied []Applied) error {
+func (s *Store) saveTxn(txn stage, k Key, offset uint64, applied []Applied) error {
 	now := time.Now()
 	err := s.writePosition(txn, k, func(floor uint64, hasFloor bool) Position {
 		return Position{Offset: max(offset, floor), UpdatedAt: now}
@@ -180,6 +180,65 @@ func (s *Store) saveTxn(txn *badger.Txn, k Key, offset uint64, applied []Applied
 			return fmt.Errorf("offsets: stage applied seqNr %d: %w", seqNrs[i], err)
 		}
 	}
+	return nil
+}
+
+// Write is a record of a position, as PositionWrites returns it.
+type Write struct {
+	Key, Value []byte
+	// Delete removes Key instead of setting it.
+	Delete bool
+}
+
+// PositionWrites returns the records that SaveTxn would stage for k, offset
+// and applied, for a consumer that commits them itself together with its
+// events: a replication hands them to journal.AppendWith, whose Write they
+// convert to, over a Store made by Wrap on the journal's DB. They are
+// computed from the stored positions now, so they are right as long as no
+// other writer changes k's positions before they commit — the consumer
+// running k is its only writer.
+func (s *Store) PositionWrites(k Key, offset uint64, applied []Applied) ([]Write, error) {
+	if err := k.Validate(); err != nil {
+		return nil, err
+	}
+	if err := validateApplied(k.Consumer, applied); err != nil {
+		return nil, err
+	}
+	if !s.enter() {
+		return nil, ErrClosed
+	}
+	defer s.leave()
+	r := &recorder{Txn: s.db.NewTransaction(false)}
+	defer r.Discard()
+	if err := s.saveTxn(r, k, offset, applied); err != nil {
+		return nil, err
+	}
+	return r.writes, nil
+}
+
+// stage is what writing a position needs of a transaction: a *badger.Txn,
+// or a recorder.
+type stage interface {
+	Get(key []byte) (*badger.Item, error)
+	NewIterator(opt badger.IteratorOptions) *badger.Iterator
+	Set(key, value []byte) error
+	Delete(key []byte) error
+}
+
+// recorder reads through a read-only transaction and records the writes
+// instead of staging them. Position writes never read what they wrote.
+type recorder struct {
+	*badger.Txn
+	writes []Write
+}
+
+func (r *recorder) Set(key, value []byte) error {
+	r.writes = append(r.writes, Write{Key: key, Value: value})
+	return nil
+}
+
+func (r *recorder) Delete(key []byte) error {
+	r.writes = append(r.writes, Write{Key: key, Delete: true})
 	return nil
 }
 
@@ -307,7 +366,7 @@ func (s *Store) Delete(k Key) error {
 // conflict detection: all writers read the entries they replace, and writers
 // that create an entry also read and write the guard key of (consumer,
 // journal id), so two of them cannot both insert overlapping ranges.
-func (s *Store) writePosition(txn *badger.Txn, k Key, next func(floor uint64, hasFloor bool) Position) error {
+func (s *Store) writePosition(txn stage, k Key, next func(floor uint64, hasFloor bool) Position) error {
 	key := positionKey(k)
 	old, found, err := getPosition(txn, key)
 	if err != nil {
@@ -365,14 +424,14 @@ func (s *Store) writePosition(txn *badger.Txn, k Key, next func(floor uint64, ha
 	return setPosition(txn, key, next(floor, hasFloor))
 }
 
-func setPosition(txn *badger.Txn, key []byte, p Position) error {
+func setPosition(txn stage, key []byte, p Position) error {
 	if err := txn.Set(key, encodePosition(p)); err != nil {
 		return fmt.Errorf("offsets: stage position: %w", err)
 	}
 	return nil
 }
 
-func getPosition(txn *badger.Txn, key []byte) (Position, bool, error) {
+func getPosition(txn stage, key []byte) (Position, bool, error) {
 	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Position{}, false, nil
@@ -395,7 +454,7 @@ type rawEntry struct {
 
 // scanOverlapping returns the entries of (k.Consumer, k.JournalID) whose
 // slices overlap k.Slices, in slice order.
-func scanOverlapping(txn *badger.Txn, k Key) ([]rawEntry, error) {
+func scanOverlapping(txn stage, k Key) ([]rawEntry, error) {
 	prefix := consumerJournalPrefix(kindPosition, k.Consumer, k.JournalID)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 	defer it.Close()

@@ -969,3 +969,68 @@ func TestConcurrentOverlappingInserts(t *testing.T) {
 		}
 	}
 }
+
+// TestPositionWritesMatchSave: committing PositionWrites leaves the store
+// exactly as Save would, also when the save cuts overlapping ranges; and
+// until they commit, nothing changes.
+func TestPositionWritesMatchSave(t *testing.T) {
+	saved, written := openStore(t, t.TempDir()), openStore(t, t.TempDir())
+	steps := []struct {
+		key     Key
+		offset  uint64
+		applied []Applied
+	}{
+		{key(t, "c", 1, "0-1023"), 10, []Applied{{"order", "a", 3}}},
+		{key(t, "c", 1, "0-1023"), 20, nil},
+		{key(t, "c", 1, "256-511"), 30, []Applied{{"order", "b", 1}, {"order", "b", 2}}}, // cuts 0-1023
+		{key(t, "c", 2, "0-1023"), 5, nil},
+	}
+	for i, st := range steps {
+		mustSave(t, saved, st.key, st.offset, st.applied...)
+		before, _ := written.List("")
+		writes, err := written.PositionWrites(st.key, st.offset, st.applied)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after, _ := written.List(""); fmt.Sprint(describeAll(after)) != fmt.Sprint(describeAll(before)) {
+			t.Fatalf("step %d: PositionWrites changed the store", i)
+		}
+		if err := written.Update(func(txn *badger.Txn) error {
+			for _, w := range writes {
+				if w.Delete {
+					if err := txn.Delete(w.Key); err != nil {
+						return err
+					}
+				} else if err := txn.Set(w.Key, w.Value); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		want, _ := saved.List("")
+		got, _ := written.List("")
+		if fmt.Sprint(describeAll(want)) != fmt.Sprint(describeAll(got)) {
+			t.Fatalf("step %d: written %v, saved %v", i, describeAll(got), describeAll(want))
+		}
+	}
+	for _, id := range []string{"a", "b"} {
+		w, _ := saved.AppliedSeqNr(nil, "c", jid(1), "order", id)
+		g, _ := written.AppliedSeqNr(nil, "c", jid(1), "order", id)
+		if w != g || w == 0 {
+			t.Errorf("applied seqNr of %s: written %d, saved %d", id, g, w)
+		}
+	}
+	if _, err := written.PositionWrites(Key{Consumer: "", JournalID: jid(1), Slices: AllSlices}, 1, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("PositionWrites with no consumer: %v", err)
+	}
+}
+
+func describeAll(entries []Entry) []string {
+	out := make([]string, len(entries))
+	for i, e := range entries {
+		out[i] = string(e.JournalID[:1]) + describe(e)
+	}
+	return out
+}

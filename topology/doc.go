@@ -38,6 +38,9 @@
 // or replicated — into a state that is the same in every region whatever
 // the order the events arrived in.
 //
-// The position in the source journal is stored in an offsets store, like
-// any consumer's; streamd shows it through the admin API.
+// The position in the source journal is stored in the local journal's
+// Badger DB (an offsets.Store made by offsets.Wrap on journal.DB()) and
+// committed in the same transaction as the batch of events it covers
+// (consumer.CommitHandler, journal.AppendWith): after a crash the copied
+// events and the position agree. streamd shows it through the admin API.
 package topology

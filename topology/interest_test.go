@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/streamd/streamd/journal"
-	"github.com/streamd/streamd/offsets"
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
@@ -31,15 +30,9 @@ func TestInterestReplicatesOnDemand(t *testing.T) {
 	defer us.stop()
 	eu := startRegion(t, "eu", t.TempDir(), "127.0.0.1:0")
 	defer eu.stop()
-	store, err := offsets.Open(t.TempDir(), offsets.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-
 	summaries := &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_TYPE, Value: "auction-summary"}
 	repl, err := topology.NewReplication(topology.ReplicationOptions{
-		From: topology.Region{Name: "us", Addrs: []string{us.addr}}, Journal: eu.p.Journal(), Store: store,
+		From: topology.Region{Name: "us", Addrs: []string{us.addr}}, Journal: eu.p.Journal(),
 		Filter: []*streamdv1.FilterCriterion{summaries}, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 	})
 	if err != nil {

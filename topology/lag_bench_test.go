@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/streamd/streamd/journal"
-	"github.com/streamd/streamd/offsets"
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
@@ -41,14 +40,12 @@ const (
 )
 
 // lagRegion is a region of the benchmark: a producer with default (sync)
-// durability served over TCP on 127.0.0.1, and an offsets store for the
-// replications into it.
+// durability served over TCP on 127.0.0.1.
 type lagRegion struct {
 	commits *lagCommits
 	p       *producer.Producer
 	g       *grpc.Server
 	addr    string
-	store   *offsets.Store
 	served  chan error
 }
 
@@ -59,18 +56,12 @@ func lagStartRegion(b *testing.B, name string) *lagRegion {
 	if err != nil {
 		b.Fatal(err)
 	}
-	store, err := offsets.Open(b.TempDir(), offsets.Options{})
-	if err != nil {
-		p.Close()
-		b.Fatal(err)
-	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		store.Close()
 		p.Close()
 		b.Fatal(err)
 	}
-	r := &lagRegion{commits: commits, p: p, g: grpc.NewServer(), addr: lis.Addr().String(), store: store, served: make(chan error, 1)}
+	r := &lagRegion{commits: commits, p: p, g: grpc.NewServer(), addr: lis.Addr().String(), served: make(chan error, 1)}
 	streamdv1.RegisterEventStreamServiceServer(r.g, p.Server())
 	go func() { r.served <- r.g.Serve(lis) }()
 	b.Cleanup(func() {
@@ -79,7 +70,7 @@ func lagStartRegion(b *testing.B, name string) *lagRegion {
 		if err := <-r.served; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			b.Error(err)
 		}
-		if err := errors.Join(r.store.Close(), r.p.Close()); err != nil {
+		if err := r.p.Close(); err != nil {
 			b.Error(err)
 		}
 	})
@@ -249,7 +240,6 @@ func BenchmarkReplicationLag(b *testing.B) {
 	repl, err := topology.NewReplication(topology.ReplicationOptions{
 		From:    topology.Region{Name: "a", Addrs: []string{ra.addr}},
 		Journal: rb.p.Journal(),
-		Store:   rb.store,
 		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {

@@ -41,7 +41,11 @@ type ReplicationOptions struct {
 	// Journal is the local journal; its Region must be set and differ from
 	// From.Name. Required.
 	Journal *journal.Journal
-	// Store keeps the position in the source journal. Required.
+	// Store keeps the position in the source journal, in the local
+	// journal's Badger DB so that each batch of copied events commits in
+	// one transaction with the position after it (journal.AppendWith).
+	// Default: offsets.Wrap(Journal.DB()); a Store given must be over that
+	// DB.
 	Store *offsets.Store
 	// DialOptions reach the source (TLS, tokens).
 	DialOptions []grpc.DialOption
@@ -72,6 +76,14 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 	case opts.Journal.Region() == opts.From.Name:
 		return nil, fmt.Errorf("topology: replication from region %q into itself", opts.From.Name)
 	}
+	if opts.Store == nil {
+		var err error
+		if opts.Store, err = offsets.Wrap(opts.Journal.DB(), offsets.Options{Logger: opts.Logger}); err != nil {
+			return nil, fmt.Errorf("topology: positions in the local journal: %w", err)
+		}
+	} else if opts.Store.DB() != opts.Journal.DB() {
+		return nil, errors.New("topology: ReplicationOptions.Store is not over the local journal's DB: copied events and the position could not commit together (leave Store nil)")
+	}
 	local := opts.Journal.Region()
 	if opts.Name == "" {
 		stream := opts.Stream
@@ -90,17 +102,18 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 		r.log = slog.Default()
 	}
 	c, err := consumer.New(consumer.Options{
-		Producers:    opts.From.Addrs,
-		DialOptions:  opts.DialOptions,
-		Stream:       opts.Stream,
-		Name:         opts.Name,
-		Store:        opts.Store,
-		Filter:       filter,
-		BatchHandler: r.apply,
-		NoDedupe:     true, // the journal applies each origin seqNr once
-		MinBackoff:   opts.MinBackoff,
-		MaxBackoff:   opts.MaxBackoff,
-		Logger:       opts.Logger,
+		Producers:     opts.From.Addrs,
+		DialOptions:   opts.DialOptions,
+		Stream:        opts.Stream,
+		Name:          opts.Name,
+		Store:         opts.Store,
+		Filter:        filter,
+		Mode:          consumer.ExactlyOnce,
+		CommitHandler: r.apply,
+		NoDedupe:      true, // the journal applies each origin seqNr once
+		MinBackoff:    opts.MinBackoff,
+		MaxBackoff:    opts.MaxBackoff,
+		Logger:        opts.Logger,
 	})
 	r.c = c
 	return c, err
@@ -125,8 +138,15 @@ type replication struct {
 }
 
 // apply appends a batch of the source's events to the local journal, in
-// chunks within the journal's limits.
-func (r *replication) apply(ctx context.Context, events []*streamdv1.Event) error {
+// chunks within the journal's limits; the last chunk carries the position
+// after the batch. (Should a batch need more than one chunk and the process
+// stop between them, the batch comes again and the journal drops the
+// events it holds by their origin seqNr.)
+func (r *replication) apply(ctx context.Context, events []*streamdv1.Event, position []offsets.Write) error {
+	writes := make([]journal.Write, len(position))
+	for i, w := range position {
+		writes[i] = journal.Write(w)
+	}
 	chunk := make([]*streamdv1.Event, 0, min(len(events), maxAppendEvents))
 	size := 0
 	for _, e := range events {
@@ -135,7 +155,7 @@ func (r *replication) apply(ctx context.Context, events []*streamdv1.Event) erro
 		}
 		n := proto.Size(e)
 		if len(chunk) == maxAppendEvents || (len(chunk) > 0 && size+n > maxAppendBytes) {
-			if err := r.append(ctx, chunk); err != nil {
+			if err := r.append(ctx, chunk, nil); err != nil {
 				return err
 			}
 			chunk, size = nil, 0 // the journal owns the events it took
@@ -143,10 +163,7 @@ func (r *replication) apply(ctx context.Context, events []*streamdv1.Event) erro
 		size += n
 		chunk = append(chunk, r.copyOf(e))
 	}
-	if len(chunk) == 0 {
-		return nil
-	}
-	return r.append(ctx, chunk)
+	return r.append(ctx, chunk, writes)
 }
 
 // copyOf is e as the local journal takes it: the origin kept (or set to the
@@ -159,13 +176,13 @@ func (r *replication) copyOf(e *streamdv1.Event) *streamdv1.Event {
 	return e
 }
 
-// append appends events; events of an entity whose origin sequence has a
-// gap are held back and the entity's history is asked again from the
-// source (the journal drops what it holds already), so that its events
-// are applied in order once they arrive.
-func (r *replication) append(ctx context.Context, events []*streamdv1.Event) error {
-	for len(events) > 0 {
-		_, err := r.j.Append(ctx, events...)
+// append appends events with writes in one transaction; events of an
+// entity whose origin sequence has a gap are held back and the entity's
+// history is asked again from the source (the journal drops what it holds
+// already), so that its events are applied in order once they arrive.
+func (r *replication) append(ctx context.Context, events []*streamdv1.Event, writes []journal.Write) error {
+	for len(events) > 0 || len(writes) > 0 {
+		_, err := r.j.AppendWith(ctx, writes, events...)
 		var gap *journal.OriginGapError
 		if !errors.As(err, &gap) {
 			if err != nil {

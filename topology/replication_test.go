@@ -21,13 +21,12 @@ import (
 )
 
 // testRegion is one region in the test process: a producer with a journal
-// named after the region, served over TCP, and an offsets store for its
-// replications.
+// named after the region, served over TCP. Its replications keep their
+// positions in its journal.
 type testRegion struct {
 	name, dir, addr string
 	p               *producer.Producer
 	g               *grpc.Server
-	store           *offsets.Store
 }
 
 func startRegion(t *testing.T, name, dir, addr string) *testRegion {
@@ -75,12 +74,7 @@ type world struct {
 func newWorld(t *testing.T, names ...string) *world {
 	w := &world{t: t, regions: map[string]*testRegion{}, links: map[[2]string]*link{}}
 	for _, n := range names {
-		r := startRegion(t, n, t.TempDir(), "127.0.0.1:0")
-		var err error
-		if r.store, err = offsets.Open(t.TempDir(), offsets.Options{}); err != nil {
-			t.Fatal(err)
-		}
-		w.regions[n] = r
+		w.regions[n] = startRegion(t, n, t.TempDir(), "127.0.0.1:0")
 	}
 	for _, from := range names {
 		for _, to := range names {
@@ -100,7 +94,6 @@ func newWorld(t *testing.T, names ...string) *world {
 		}
 		for _, r := range w.regions {
 			r.stop()
-			r.store.Close()
 		}
 	})
 	return w
@@ -112,7 +105,6 @@ func (w *world) startLink(from, to string) {
 	c, err := topology.NewReplication(topology.ReplicationOptions{
 		From:       topology.Region{Name: from, Addrs: []string{l.proxy.Addr()}},
 		Journal:    w.regions[to].p.Journal(),
-		Store:      w.regions[to].store,
 		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 	})
 	if err != nil {
@@ -319,9 +311,7 @@ func TestThreeRegionsConverge(t *testing.T) {
 		}
 	}
 	us.stop()
-	restarted := startRegion(t, "us", us.dir, us.addr)
-	restarted.store = us.store
-	w.regions["us"] = restarted
+	w.regions["us"] = startRegion(t, "us", us.dir, us.addr)
 	for k := range w.links {
 		if k[1] == "us" {
 			w.startLink(k[0], k[1])
@@ -341,9 +331,10 @@ func TestReplicationRefusesNonsense(t *testing.T) {
 	}
 	defer store.Close()
 	for name, opts := range map[string]topology.ReplicationOptions{
-		"into itself": {From: topology.Region{Name: "eu", Addrs: []string{r.addr}}, Journal: r.p.Journal(), Store: store},
-		"no address":  {From: topology.Region{Name: "us"}, Journal: r.p.Journal(), Store: store},
-		"no name":     {From: topology.Region{Addrs: []string{r.addr}}, Journal: r.p.Journal(), Store: store},
+		"into itself":      {From: topology.Region{Name: "eu", Addrs: []string{r.addr}}, Journal: r.p.Journal()},
+		"no address":       {From: topology.Region{Name: "us"}, Journal: r.p.Journal()},
+		"no name":          {From: topology.Region{Addrs: []string{r.addr}}, Journal: r.p.Journal()},
+		"store of its own": {From: topology.Region{Name: "us", Addrs: []string{r.addr}}, Journal: r.p.Journal(), Store: store},
 	} {
 		if _, err := topology.NewReplication(opts); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -354,7 +345,7 @@ func TestReplicationRefusesNonsense(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	_, err = topology.NewReplication(topology.ReplicationOptions{From: topology.Region{Name: "us", Addrs: []string{r.addr}}, Journal: plain.Journal(), Store: store})
+	_, err = topology.NewReplication(topology.ReplicationOptions{From: topology.Region{Name: "us", Addrs: []string{r.addr}}, Journal: plain.Journal()})
 	if err == nil {
 		t.Error("a journal without region was accepted")
 	}
@@ -368,15 +359,10 @@ func TestGapAsksForHistory(t *testing.T) {
 	dst := startRegion(t, "eu", t.TempDir(), "127.0.0.1:0")
 	defer src.stop()
 	defer dst.stop()
-	store, err := offsets.Open(t.TempDir(), offsets.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	hidden := &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_EXCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_ID, Value: "late"}
 	c, err := topology.NewReplication(topology.ReplicationOptions{
 		From:    topology.Region{Name: "us", Addrs: []string{src.addr}},
-		Journal: dst.p.Journal(), Store: store, Filter: []*streamdv1.FilterCriterion{hidden},
+		Journal: dst.p.Journal(), Filter: []*streamdv1.FilterCriterion{hidden},
 		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 	})
 	if err != nil {

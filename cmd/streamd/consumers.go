@@ -4,28 +4,25 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 
 	"github.com/streamd/streamd/internal/admin"
 	"github.com/streamd/streamd/internal/metrics"
 	"github.com/streamd/streamd/journal"
-	"github.com/streamd/streamd/offsets"
 	"github.com/streamd/streamd/topology"
 )
 
-// consumers are the consumers streamd runs (its replications), their
-// offsets store and the registry the admin API serves.
+// consumers are the consumers streamd runs (its replications) and the
+// registry the admin API serves.
 type consumers struct {
 	log      *slog.Logger
 	registry *admin.Registry
-	store    *offsets.Store
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
 
 // startConsumers starts cfg's replications into j. Their positions live in
-// <data dir>/consumers, beside the journal they were copied into: a new
-// journal starts with new positions.
+// j itself, committed with the events they copied: a new journal starts
+// with new positions.
 func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumers, error) {
 	cs := &consumers{log: log, registry: admin.NewRegistry(log), done: make(chan struct{})}
 	if len(cfg.replications) == 0 {
@@ -33,20 +30,13 @@ func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumer
 		cs.cancel = func() {}
 		return cs, nil
 	}
-	dir := filepath.Join(cfg.dataDir, "consumers")
-	store, err := offsets.Open(dir, offsets.Options{Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("consumers store %s: %w", dir, err)
-	}
-	cs.store = store
 	for _, opts := range cfg.replications {
-		opts.Journal, opts.Store, opts.Logger = j, store, log
+		opts.Journal, opts.Logger = j, log
 		c, err := topology.NewReplication(opts)
 		if err == nil {
 			err = cs.registry.Add(c)
 		}
 		if err != nil {
-			store.Close()
 			return nil, fmt.Errorf("replication %q: %w", opts.Name, err)
 		}
 	}
@@ -72,15 +62,8 @@ func (cs *consumers) metrics() []metrics.ConsumerProducer {
 	return out
 }
 
-// stop stops the consumers (they save their positions) and closes the
-// store. It is idempotent.
+// stop stops the consumers (they save their positions). It is idempotent.
 func (cs *consumers) stop() {
 	cs.cancel()
 	<-cs.done
-	if cs.store != nil {
-		if err := cs.store.Close(); err != nil {
-			cs.log.Warn("closing the consumers store", "err", err)
-		}
-		cs.store = nil
-	}
 }

@@ -191,7 +191,7 @@ type config struct {
 	handshake     time.Duration
 	producer      producer.Options
 	// replications streamd runs, into its journal; positions are kept in
-	// <data dir>/consumers.
+	// the journal, committed with the events they copied.
 	replications []topology.ReplicationOptions
 }
 

@@ -16,7 +16,6 @@ import (
 	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/internal/netproxy"
 	"github.com/streamd/streamd/journal"
-	"github.com/streamd/streamd/offsets"
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
@@ -24,13 +23,12 @@ import (
 )
 
 // region is one region of the example: a producer whose journal is named
-// after the region, served over gRPC on an ephemeral 127.0.0.1 port, the
-// offsets store of the replications into it, and the replicated-writes API
-// through which its users edit carts.
+// after the region, served over gRPC on an ephemeral 127.0.0.1 port (the
+// replications into it keep their positions in the journal), and the
+// replicated-writes API through which its users edit carts.
 type region struct {
 	name   string
 	prod   *producer.Producer
-	store  *offsets.Store
 	carts  *topology.Replicated
 	grpc   *grpc.Server
 	addr   string
@@ -41,23 +39,16 @@ type region struct {
 
 func openRegion(name string, o options) (_ *region, err error) {
 	jopts := journal.Options{Region: name, Durability: o.durability, Logger: o.log}
-	sopts := offsets.Options{Logger: o.log}
-	if o.durability == journal.DurabilityAsync {
-		sopts.Durability = offsets.DurabilityAsync
-	}
 	r := &region{name: name, served: make(chan error, 1), counted: map[string]*cartCount{}}
 	if r.prod, err = producer.Open(filepath.Join(o.dir, name, "journal"), producer.Options{Journal: jopts}); err != nil {
 		return nil, fmt.Errorf("cart: region %s: %w", name, err)
 	}
-	if r.store, err = offsets.Open(filepath.Join(o.dir, name, "offsets"), sopts); err != nil {
-		return nil, errors.Join(fmt.Errorf("cart: region %s: %w", name, err), r.prod.Close())
-	}
 	if r.carts, err = topology.NewReplicated(r.prod.Journal(), topology.ReplicatedOptions{Region: name}); err != nil {
-		return nil, errors.Join(err, r.store.Close(), r.prod.Close())
+		return nil, errors.Join(err, r.prod.Close())
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("cart: region %s: %w", name, err), r.store.Close(), r.prod.Close())
+		return nil, errors.Join(fmt.Errorf("cart: region %s: %w", name, err), r.prod.Close())
 	}
 	r.addr = lis.Addr().String()
 	r.grpc = grpc.NewServer(producer.Interceptors(o.log)...)
@@ -66,7 +57,7 @@ func openRegion(name string, o options) (_ *region, err error) {
 	return r, nil
 }
 
-// close ends the region's streams and closes its server, store and journal.
+// close ends the region's streams and closes its server and journal.
 // Stop the replications into the region first.
 func (r *region) close() error {
 	r.prod.Server().Shutdown()
@@ -75,7 +66,7 @@ func (r *region) close() error {
 	if err := <-r.served; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		errs = append(errs, fmt.Errorf("cart: region %s: grpc server: %w", r.name, err))
 	}
-	return errors.Join(append(errs, r.store.Close(), r.prod.Close())...)
+	return errors.Join(append(errs, r.prod.Close())...)
 }
 
 // state is a cart as the region sees it now.
@@ -159,7 +150,6 @@ func openWorld(o options) (_ *world, err error) {
 			l.repl, err = topology.NewReplication(topology.ReplicationOptions{
 				From:    topology.Region{Name: from.name, Addrs: []string{l.proxy.Addr()}},
 				Journal: to.prod.Journal(),
-				Store:   to.store,
 				// Reconnect soon after a partition heals: the consumer
 				// redials and reopens its stream on this backoff.
 				MinBackoff: 10 * time.Millisecond,
