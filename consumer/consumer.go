@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +26,12 @@ type Consumer struct {
 	opts      Options
 	log       *slog.Logger
 	dial      []grpc.DialOption
-	followers []*follower
+	static    []*follower  // one per address in Options.Producers
+	discovery []*discovery // one per "dns:///" entry
+
+	fmu       sync.Mutex
+	followers []*follower              // static and discovered, in Status order
+	claims    map[string]*journalClaim // by journal id
 
 	running atomic.Bool
 	nextID  atomic.Uint64 // FilterUpdate ids
@@ -70,9 +76,17 @@ func New(opts Options) (*Consumer, error) {
 		c.log.Info("consumer: the stored filter wins over Options.Filter", "stream", opts.Stream, "stored", len(stored))
 	}
 	c.filter = stored
-	for _, addr := range opts.Producers {
-		c.followers = append(c.followers, newFollower(c, addr))
+	c.claims = map[string]*journalClaim{}
+	for i, entry := range opts.Producers {
+		if t, ok, _ := parseProducer(i, entry); ok {
+			c.discovery = append(c.discovery, newDiscovery(c, t))
+			continue
+		}
+		f := newFollower(c, entry)
+		f.index = i
+		c.static = append(c.static, f)
 	}
+	c.followers = slices.Clone(c.static)
 	return c, nil
 }
 
@@ -96,15 +110,21 @@ func (c *Consumer) Run(ctx context.Context) error {
 		mu   sync.Mutex
 		errs []error
 	)
-	for _, f := range c.followers {
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+		cancel() // one failure stops every stream
+	}
+	for _, f := range c.static {
 		wg.Go(func() {
 			if err := f.run(ctx); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-				cancel() // one failure stops every stream
+				fail(err)
 			}
 		})
+	}
+	for _, d := range c.discovery {
+		wg.Go(func() { d.run(ctx, fail) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
@@ -112,7 +132,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 // ProducerStatus describes the stream of one producer, for metrics.
 type ProducerStatus struct {
+	// Addr is the producer's address: the entry of Options.Producers, or
+	// the "ip:port" of an instance found through a "dns:///" entry.
 	Addr string
+	// Target is the entry of Options.Producers that Addr comes from.
+	Target string
 	// JournalID is the producer's journal id, nil until first known.
 	JournalID []byte
 	// Offset is the last offset processed (handled, dropped or covered by
@@ -127,10 +151,13 @@ type ProducerStatus struct {
 	Lag uint64
 }
 
-// Status returns one entry per producer, in the order of Options.Producers.
+// Status returns one entry per producer in the order of Options.Producers,
+// with the instances of a "dns:///" entry, sorted by address, in its place
+// while Run follows them.
 func (c *Consumer) Status() []ProducerStatus {
-	out := make([]ProducerStatus, len(c.followers))
-	for i, f := range c.followers {
+	followers := c.following()
+	out := make([]ProducerStatus, len(followers))
+	for i, f := range followers {
 		out[i] = f.status()
 	}
 	return out
@@ -227,7 +254,7 @@ func (c *Consumer) UpdateFilter(ctx context.Context, add, remove []*streamdv1.Fi
 		answer chan *streamdv1.FilterUpdateResult
 	}
 	var waits []pending
-	for _, f := range c.followers {
+	for _, f := range c.following() {
 		s := f.openSession()
 		if s == nil {
 			continue // it sends the stored filter in its next Init
@@ -303,7 +330,7 @@ func (c *Consumer) Replay(ctx context.Context, entityType, entityID string, from
 		EntityType: entityType, EntityId: entityID, FromSeqNr: fromSeqNr,
 	}}}
 	var errs []error
-	for _, f := range c.followers {
+	for _, f := range c.following() {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

@@ -11,9 +11,10 @@
 // offset processed; the stream resumes at offset+1. Offsets mean nothing in
 // another journal, so:
 //
-//   - The consumer remembers, per producer address, the journal id it last
-//     saw there, in Store.DB() under "consumer/journal/<len(name)>:<name>/<addr>"
-//     (the offsets store has no place for it). On connect it sends the
+//   - The consumer remembers, per producer address given in
+//     Options.Producers, the journal id it last saw there, in Store.DB()
+//     under "consumer/journal/<len(name)>:<name>/<addr>" (the offsets store
+//     has no place for it). Not for addresses found through DNS (below). On connect it sends the
 //     position stored for that journal (offsets.Store.Resolve, so slice
 //     ranges may be re-split) and the producer must serve that journal:
 //     Hello names it, or the producer refuses with FailedPrecondition.
@@ -28,6 +29,32 @@
 //   - A position below the producer's retention floor is an *OutOfRangeError
 //     (ErrOutOfRange) naming the first available offset: events were lost,
 //     an operator decides.
+//
+// # Discovery
+//
+// An entry "dns:///name:port" of Options.Producers follows every address
+// the name resolves to (one A/AAAA record per pod of a headless Kubernetes
+// Service), each as its own instance. The name is resolved with
+// Options.Resolver every ResolveInterval, and sooner after a stream to an
+// instance failed; a new address gets a follower at once, an address
+// missing from the answers for RemoveAfter loses its follower (which saves
+// what it handled first), so a flapping answer does not thrash. A name
+// that does not exist means no instance; a failed lookup changes nothing.
+// gRPC's own DNS resolver is not used: it gives one ClientConn balancing
+// over the addresses, so one stream would reach one instance.
+//
+// An instance is its journal, not its address: a pod may come back with
+// another IP, and its old IP may go to another pod. So a discovered
+// address keeps no journal record; each stream learns the journal from
+// Hello and resumes from the position stored for that journal (one more
+// stream open when the follower did not know it), and a discovered address
+// that serves another journal than before is another instance, never a
+// journal change: Options.OnJournalChange does not apply to it, and a
+// replaced journal (a pod whose volume was lost) starts from StartPolicy.
+// One journal is streamed by one follower at a time (a pod reached through
+// its IPv4 and IPv6 address, or through a static entry and a DNS answer):
+// another follower that reaches it waits and retries, its Status saying
+// why. Status lists discovered instances only while Run follows them.
 //
 // # Delivery guarantees
 //

@@ -38,6 +38,14 @@ type follower struct {
 	c    *Consumer
 	addr string
 	log  *slog.Logger
+	// index is the entry of Options.Producers the follower comes from;
+	// discovered: through "dns:///", so the address may serve another
+	// instance's journal tomorrow (the journal, not the address, is the
+	// instance). failed, if set, is told of every failed stream.
+	index      int
+	discovered bool
+	failed     func()
+	claimed    []byte // the journal claimed (Consumer.claim), guarded by c.fmu
 
 	// Owned by the goroutine of run.
 	client        streamdv1.EventStreamServiceClient
@@ -64,7 +72,7 @@ func newFollower(c *Consumer, addr string) *follower {
 		log:     c.log.With("producer", addr),
 		pending: map[entityKey]uint64{},
 		cache:   map[entityKey]uint64{},
-		st:      ProducerStatus{Addr: addr},
+		st:      ProducerStatus{Addr: addr, Target: addr},
 	}
 }
 
@@ -102,7 +110,14 @@ func (f *follower) run(ctx context.Context) error {
 		case errors.As(err, &changed) && f.c.opts.OnJournalChange == RestartFromEarliest:
 			f.log.Warn("consumer: producer journal changed, restarting from its earliest offset",
 				"stored_journal", fmt.Sprintf("%x", changed.Stored), "error", err)
-			f.forgetJournal()
+			f.forgetJournal(true)
+			attempt = 0
+			continue
+		case errors.As(err, &changed) && f.discovered:
+			// Another instance has the address now (an IP reused by another
+			// pod): follow whatever journal it serves, from its own position.
+			f.log.Info("consumer: the address serves another producer instance now", "error", err)
+			f.forgetJournal(false)
 			attempt = 0
 			continue
 		case !retryable(err):
@@ -111,9 +126,16 @@ func (f *follower) run(ctx context.Context) error {
 		if connected {
 			attempt = 0
 		}
+		if f.failed != nil {
+			f.failed()
+		}
 		delay := f.c.backoff(attempt)
 		attempt++
-		f.log.Warn("consumer: stream ended, reconnecting", "error", err, "delay", delay, "attempt", attempt)
+		level := slog.LevelWarn
+		if errors.Is(err, errJournalFollowed) {
+			level = slog.LevelDebug // the usual lot of a pod's second address
+		}
+		f.log.Log(ctx, level, "consumer: stream ended, reconnecting", "error", err, "delay", delay, "attempt", attempt)
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
@@ -185,7 +207,7 @@ func (f *follower) resolveStart() (start, error) {
 		return st, nil
 	}
 	jid := f.journalID
-	if jid == nil {
+	if jid == nil && !f.discovered { // an address found by DNS says nothing of its journal
 		rec, err := f.loadJournalRecord()
 		if err != nil {
 			return start{}, err
@@ -257,6 +279,7 @@ func (f *follower) stream(ctx context.Context) (connected bool, err error) {
 	if ferr := f.flush(); ferr != nil {
 		err = errors.Join(err, ferr)
 	}
+	f.c.release(f)
 	return connected, err
 }
 
@@ -430,13 +453,24 @@ func (f *follower) hello(h *streamdv1.Hello, st start, s *session) error {
 	if st.expect != nil && !bytes.Equal(jid, st.expect) {
 		return &JournalChangedError{Addr: f.addr, Stored: st.expect, Current: jid}
 	}
+	takeover, err := f.c.claim(f, jid)
+	if err != nil {
+		return err
+	}
+	if takeover { // another follower moved jid on meanwhile
+		f.known = false
+		clear(f.cache)
+		if st.position != nil {
+			return &restartError{reason: fmt.Sprintf("journal %x was followed through another address meanwhile", jid)}
+		}
+	}
 	forced := f.forceEarliest
 	if !bytes.Equal(jid, f.journalID) {
 		f.journalID, f.known, f.dirty, f.sinceSave = jid, false, false, 0
 		clear(f.cache)
 		clear(f.pending)
 	}
-	if !bytes.Equal(jid, f.recorded) {
+	if !f.discovered && !bytes.Equal(jid, f.recorded) {
 		if err := f.saveJournalRecord(jid); err != nil {
 			return err
 		}
@@ -869,11 +903,11 @@ func (f *follower) flush() error {
 
 // forgetJournal drops what the follower knows of the producer's journal so
 // that the next stream starts from the earliest offset of the new one.
-func (f *follower) forgetJournal() {
+func (f *follower) forgetJournal(earliest bool) {
 	f.journalID, f.known, f.offset, f.dirty, f.sinceSave, f.lastKnown = nil, false, 0, false, 0, 0
 	clear(f.cache)
 	clear(f.pending)
-	f.forceEarliest = true
+	f.forceEarliest = earliest
 	f.updateStatus()
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -102,9 +103,27 @@ const (
 
 // Options configures New. Zero values mean the documented defaults.
 type Options struct {
-	// Producers are the addresses (host:port, or any gRPC target) of the
-	// producers to follow. Each gets its own stream, journal id and position.
+	// Producers are the producers to follow. An entry is either the address
+	// of one producer (host:port, or any gRPC target), or "dns:///name:port":
+	// every address the name resolves to (A and AAAA records, such as the
+	// pods of a headless Kubernetes Service), found again every
+	// ResolveInterval, so that instances that come are followed and those
+	// gone for RemoveAfter are not. Each instance gets its own stream,
+	// journal id and position.
 	Producers []string
+	// Resolver resolves the names of "dns:///" entries (default
+	// net.DefaultResolver).
+	Resolver Resolver
+	// ResolveInterval is how often "dns:///" names are resolved again
+	// (default 10s). A failed stream to a discovered instance brings the
+	// next resolution forward, to 1s (at most ResolveInterval) after the
+	// previous one.
+	ResolveInterval time.Duration
+	// RemoveAfter is how long a discovered instance may be missing from the
+	// answers before it is no longer followed (default 1m). Until then its
+	// stream goes on (a terminating pod's last events) or is retried, so a
+	// flapping answer does not stop and restart it.
+	RemoveAfter time.Duration
 	// DialOptions are applied after a default of insecure transport
 	// credentials: pass grpc.WithTransportCredentials for TLS.
 	DialOptions []grpc.DialOption
@@ -195,6 +214,15 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Resolver == nil {
+		o.Resolver = net.DefaultResolver
+	}
+	if o.ResolveInterval == 0 {
+		o.ResolveInterval = DefaultResolveInterval
+	}
+	if o.RemoveAfter == 0 {
+		o.RemoveAfter = DefaultRemoveAfter
+	}
 	return o
 }
 
@@ -203,7 +231,7 @@ func (o Options) withDefaults() Options {
 func (o Options) Validate() error {
 	o = o.withDefaults()
 	if len(o.Producers) == 0 {
-		return invalidf("Options.Producers is empty (give at least one producer address)")
+		return invalidf("Options.Producers is empty (give at least one producer address, or dns:///name:port)")
 	}
 	seen := make(map[string]bool, len(o.Producers))
 	for i, addr := range o.Producers {
@@ -214,6 +242,9 @@ func (o Options) Validate() error {
 			return invalidf("Options.Producers[%d] %q is listed twice", i, addr)
 		}
 		seen[addr] = true
+		if _, _, err := parseProducer(i, addr); err != nil {
+			return err
+		}
 	}
 	for i, d := range o.DialOptions {
 		if d == nil {
@@ -285,6 +316,10 @@ func (o Options) Validate() error {
 		return invalidf("Options.MinBackoff %s is negative", o.MinBackoff)
 	case o.HelloTimeout < 0:
 		return invalidf("Options.HelloTimeout %s is negative", o.HelloTimeout)
+	case o.ResolveInterval < 0:
+		return invalidf("Options.ResolveInterval %s is negative", o.ResolveInterval)
+	case o.RemoveAfter < 0:
+		return invalidf("Options.RemoveAfter %s is negative", o.RemoveAfter)
 	case o.MaxBackoff < o.MinBackoff:
 		return invalidf("Options.MaxBackoff %s is below Options.MinBackoff %s", o.MaxBackoff, o.MinBackoff)
 	}

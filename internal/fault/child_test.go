@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,6 +27,8 @@ const (
 	childStoreEnv = "STREAMD_FAULT_STORE"
 	childLogEnv   = "STREAMD_FAULT_LOG"
 	childRunEnv   = "STREAMD_FAULT_RUN"
+	// childSlicesEnv is the consumer's slice range ("first-last"; unset: all).
+	childSlicesEnv = "STREAMD_FAULT_SLICES"
 )
 
 // Exit codes of a consumer process.
@@ -47,8 +50,9 @@ const (
 // runChild is a consumer process: exactly-once ("eo"), recording each
 // applied event in its store in the applying transaction, or at-least-once
 // ("alo"), appending each delivery to a file with one write (a SIGKILL does
-// not lose what write returned). It prints "offset N" whenever its processed
-// offset moves, and exits 0 on SIGTERM, exitJournalChanged on a journal
+// not lose what write returned). childAddrEnv lists the producers, comma
+// separated. It prints "offset N" whenever its processed offset (the sum
+// over the producers) moves, and exits 0 on SIGTERM, exitJournalChanged on a journal
 // change, exitOtherError on any other error.
 func runChild() int {
 	kind, run := os.Getenv(childKindEnv), os.Getenv(childRunEnv)
@@ -60,8 +64,15 @@ func runChild() int {
 		return exitSetup
 	}
 	defer store.Close()
+	var sliceRange offsets.SliceRange
+	if s := os.Getenv(childSlicesEnv); s != "" {
+		if sliceRange, err = offsets.ParseSliceRange(s); err != nil {
+			fmt.Fprintln(os.Stderr, "consumer slices:", err)
+			return exitSetup
+		}
+	}
 	opts := consumer.Options{
-		Producers: []string{os.Getenv(childAddrEnv)}, Name: "fault-" + kind, Store: store,
+		Producers: strings.Split(os.Getenv(childAddrEnv), ","), Slices: sliceRange, Name: "fault-" + kind, Store: store,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 250 * time.Millisecond, HelloTimeout: 3 * time.Second,
 		Logger: log,
 	}
@@ -116,14 +127,17 @@ func runChild() int {
 		tick := time.NewTicker(2 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			st := c.Status()[0]
-			if st.Offset != last {
-				last = st.Offset
-				fmt.Printf("offset %d\n", last)
+			var offset uint64
+			for _, st := range c.Status() {
+				offset += st.Offset
+				if st.LastError != nil && st.LastError.Error() != lastErr {
+					lastErr = st.LastError.Error()
+					fmt.Fprintf(os.Stderr, "%s stream error: %s: %s\n", time.Now().Format("15:04:05.000"), st.Addr, lastErr)
+				}
 			}
-			if st.LastError != nil && st.LastError.Error() != lastErr {
-				lastErr = st.LastError.Error()
-				fmt.Fprintf(os.Stderr, "%s stream error: %s\n", time.Now().Format("15:04:05.000"), lastErr)
+			if offset != last {
+				last = offset
+				fmt.Printf("offset %d\n", last)
 			}
 			select {
 			case <-tick.C:
@@ -135,7 +149,11 @@ func runChild() int {
 	err = c.Run(ctx)
 	stop()
 	<-reported
-	fmt.Printf("offset %d\n", c.Status()[0].Offset)
+	var offset uint64
+	for _, st := range c.Status() {
+		offset += st.Offset
+	}
+	fmt.Printf("offset %d\n", offset)
 	var jc *consumer.JournalChangedError
 	switch {
 	case err == nil:

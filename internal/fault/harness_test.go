@@ -429,6 +429,8 @@ type publishOptions struct {
 	rate        int
 	payloadSize int
 	timeout     time.Duration
+	// entityPrefix begins every entity id (to tell producers apart).
+	entityPrefix string
 }
 
 func startPublishers(t *testing.T, addr string, o publishOptions) *publishers {
@@ -457,7 +459,7 @@ func startPublishers(t *testing.T, addr string, o publishOptions) *publishers {
 					return
 				}
 				id := fmt.Sprintf("w%d-%d", w, i)
-				e := &streamdv1.Event{EntityType: "acct", EntityId: fmt.Sprintf("w%d-e%d", w, i%o.entitiesPerWorker),
+				e := &streamdv1.Event{EntityType: "acct", EntityId: fmt.Sprintf("%sw%d-e%d", o.entityPrefix, w, i%o.entitiesPerWorker),
 					EventType: "Deposited", Payload: payload(id, o.payloadSize)}
 				p.mu.Lock()
 				p.sent[id] = true
@@ -585,7 +587,8 @@ func (p *publishers) history() ([]Event, map[string]bool) {
 type consumerProc struct {
 	t        *testing.T
 	kind     string // "eo" or "alo"
-	addr     string
+	addr     string // producers, comma separated
+	slices   string // slice range "first-last" ("": all)
 	storeDir string
 	logPath  string // at-least-once deliveries
 	run      int
@@ -605,7 +608,7 @@ func (c *consumerProc) start() {
 	c.run++
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childKindEnv+"="+c.kind, childAddrEnv+"="+c.addr, childStoreEnv+"="+c.storeDir,
-		childLogEnv+"="+c.logPath, childRunEnv+"="+strconv.Itoa(c.run))
+		childLogEnv+"="+c.logPath, childRunEnv+"="+strconv.Itoa(c.run), childSlicesEnv+"="+c.slices)
 	wm := newWatermark()
 	c.offset = wm
 	c.proc = start(c.t, c.name(), cmd, func(line string) {
