@@ -983,23 +983,29 @@ func TestBackoffIsBoundedWithJitter(t *testing.T) {
 func TestResplitStartsUncoveredSlicesFromEarliest(t *testing.T) {
 	h := newHarness(t, 1)
 	fake := h.fake(0)
-	fake.publish("a", "a", "a", "a")
+	covered, uncovered := idInSlices("a", 0, 511), idInSlices("b", 512, 1023)
+	fake.publish(covered, covered, uncovered, uncovered)
 	jid := fake.jid()
-	// A former instance owned only 0-511 and got to offset 4.
-	if err := h.store.Set(offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.SliceRange{First: 0, Last: 511}}, 4); err != nil {
+	// A former instance owned only 0-511 and got to offset 2.
+	if err := h.store.Set(offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.SliceRange{First: 0, Last: 511}}, 2); err != nil {
 		t.Fatal(err)
 	}
 	rec := &recorder{}
 	o := h.options()
 	o.Handler = rec.handle
 	r := runBG(t, newConsumer(t, o))
-	// 512-1023 were never consumed: EARLIEST, so every event comes (a is
-	// delivered whatever its slice: nothing was applied).
-	waitFor(t, "4 events", func() bool { return rec.count() == 4 })
+	// 512-1023 were never consumed: EARLIEST; what the former instance
+	// applied in 0-511 (offsets 1 and 2) is not applied again.
+	waitFor(t, "2 events", func() bool { return rec.count() == 2 })
 	if init := fake.initList()[0]; init.Position != nil || init.StartPolicy != streamdv1.StartPolicy_START_POLICY_EARLIEST {
 		t.Fatalf("Init = %v, want EARLIEST for the uncovered slices", init)
 	}
-	waitFor(t, "position 4 for 0-1023", func() bool { return h.stored(jid) == 4 })
+	fake.publish(covered)
+	waitFor(t, "3 events", func() bool { return rec.count() == 3 })
+	if got, want := rec.got(), []string{"car/" + uncovered + "#1", "car/" + uncovered + "#2", "car/" + covered + "#3"}; !slices.Equal(got, want) {
+		t.Fatalf("handled %v, want %v", got, want)
+	}
+	waitFor(t, "position 5 for 0-1023", func() bool { return h.stored(jid) == 5 })
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
@@ -1009,7 +1015,7 @@ func TestResplitStartsUncoveredSlicesFromEarliest(t *testing.T) {
 	if err := h.store.Delete(h.key(jid)); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.store.Set(offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.SliceRange{First: 0, Last: 511}}, 4); err != nil {
+	if err := h.store.Set(offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.SliceRange{First: 0, Last: 511}}, 2); err != nil {
 		t.Fatal(err)
 	}
 	newID := fake.replaceJournal()
@@ -1127,4 +1133,67 @@ func TestCoalesceMergesQueuedLiveBatches(t *testing.T) {
 	if merged, next = coalesce(batch(true, 1), msgs); next != nil || offsetsOf(merged)[0] != 1 {
 		t.Fatalf("a replay batch was coalesced: %v %v", merged, next)
 	}
+}
+
+// After a re-split onto pieces stored at different offsets, the consumer
+// starts at the lowest and drops what each piece had applied; across a
+// restart before it passes them all; in both modes.
+func TestResplitDropsWhatEachPieceApplied(t *testing.T) {
+	for _, mode := range []Mode{AtLeastOnce, ExactlyOnce} {
+		t.Run(mode.String(), func(t *testing.T) {
+			h := newHarness(t, 1)
+			fake := h.fake(0)
+			low, high := idInSlices("l", 0, 511), idInSlices("h", 512, 1023)
+			fake.publish(low, low, high, high, low) // offsets 1..5
+			jid := fake.jid()
+			piece := func(first, last uint32) offsets.Key {
+				return offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.SliceRange{First: first, Last: last}}
+			}
+			// Two former instances: 0-511 applied up to 2, 512-1023 up to 6
+			// (the event at 6, of high, is still on its way here).
+			if err := h.store.Set(piece(0, 511), 2); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.store.Set(piece(512, 1023), 6); err != nil {
+				t.Fatal(err)
+			}
+			rec := &recorder{}
+			o := h.options()
+			if mode == ExactlyOnce {
+				o.Mode, o.TxHandler = ExactlyOnce, func(ctx context.Context, _ *badger.Txn, e *streamdv1.Event) error { return rec.handle(ctx, e) }
+			} else {
+				o.Handler = rec.handle
+			}
+			r := runBG(t, newConsumer(t, o))
+			waitFor(t, "l#3", func() bool { return rec.count() == 1 })
+			waitFor(t, "piece 0-511 at 5", func() bool { p, _, _ := h.store.Get(piece(0, 511)); return p.Offset == 5 })
+			if err := r.stop(t); err != nil {
+				t.Fatal(err)
+			}
+			if p := mustGetPos(t, h.store, piece(512, 1023)); p.Offset != 6 {
+				t.Fatalf("piece 512-1023 at %d, want 6 (kept while the position is below it)", p.Offset)
+			}
+
+			fake.publish(high, high, low) // offsets 6, 7, 8
+			runBG(t, newConsumer(t, o))
+			waitFor(t, "3 events", func() bool { return rec.count() == 3 })
+			want := []string{"car/" + low + "#3", "car/" + high + "#4", "car/" + low + "#4"}
+			if got := rec.got(); !slices.Equal(got, want) {
+				t.Fatalf("handled %v, want %v", got, want)
+			}
+			waitFor(t, "position 8 for 0-1023", func() bool { return h.stored(jid) == 8 })
+			if entries, err := h.store.List("c1"); err != nil || len(entries) != 1 {
+				t.Fatalf("stored entries %v, %v: want the whole range only", entries, err)
+			}
+		})
+	}
+}
+
+func mustGetPos(t *testing.T, s *offsets.Store, k offsets.Key) offsets.Position {
+	t.Helper()
+	p, found, err := s.Get(k)
+	if err != nil || !found {
+		t.Fatalf("Get(%s) = %v, %v", k, found, err)
+	}
+	return p
 }

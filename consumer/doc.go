@@ -90,6 +90,15 @@
 // Progress moves the position over events the producer filtered away; it is
 // saved after everything before it has been handled (and saved).
 //
+// Re-split: when Options.Slices is stored in pieces (instances that owned
+// parts of it before, each at its own offset), the stream starts at the
+// lowest piece's offset and an event at or below its own piece's offset is
+// dropped as applied — by offset, so that this holds without the former
+// owners' applied seqNrs, which live in their stores. Until the position
+// passes every piece it is saved per piece (never below a piece's offset),
+// so a restart meanwhile drops the same events; then it is saved for the
+// whole range.
+//
 // # Filters
 //
 // The consumer's filter is stored per (Name, Stream) in the offsets store

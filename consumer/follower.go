@@ -59,6 +59,12 @@ type follower struct {
 	cache         map[entityKey]uint64 // last applied seqNr, saved or pending
 	lastKnown     uint64               // the producer's last offset, as far as we know
 	forceEarliest bool                 // after a journal change with RestartFromEarliest
+	// parts, after a re-split, are the pieces of Options.Slices that were
+	// stored apart (each with the offset it had reached, 0 for one never
+	// consumed), while the position is below some of them: events at or
+	// below their piece's offset were applied already, and the position is
+	// saved per piece so that this survives a restart (see savedKeys).
+	parts []offsets.Entry
 
 	mu   sync.Mutex // guards st and sess
 	st   ProducerStatus
@@ -221,6 +227,10 @@ func (f *follower) resolveStart() (start, error) {
 	r, err := o.Store.Resolve(f.key(jid))
 	if err != nil {
 		return start{}, storeErrorf("consumer: producer %s: read the position: %w", f.addr, err)
+	}
+	f.parts = nil
+	if r.Found && !r.Exact && !r.Position.Pending() {
+		f.parts = pieces(o.Slices, r)
 	}
 	switch {
 	case !r.Found:
@@ -500,8 +510,10 @@ func (f *follower) hello(h *streamdv1.Hello, st start, s *session) error {
 	if off > 0 {
 		off--
 	}
-	if err := f.c.opts.Store.Set(f.key(jid), off); err != nil {
-		return storeErrorf("consumer: producer %s: store the start position: %w", f.addr, err)
+	for _, k := range f.startKeys(jid, off) {
+		if err := f.c.opts.Store.Set(k, off); err != nil {
+			return storeErrorf("consumer: producer %s: store the start position: %w", f.addr, err)
+		}
 	}
 	f.offset, f.known, f.dirty, f.forceEarliest = off, true, false, false
 	return nil
@@ -639,7 +651,7 @@ func (f *follower) batchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch
 		if !b.GetReplay() {
 			f.lastKnown = max(f.lastKnown, e.GetOffset())
 		}
-		if o.Slices.Contains(e.GetSlice()) {
+		if f.mine(e) {
 			k := entityKey{e.GetEntityType(), e.GetEntityId()}
 			last, err := f.lastApplied(k)
 			if err != nil {
@@ -676,7 +688,81 @@ func (f *follower) admit(b *streamdv1.EventBatch, e *streamdv1.Event, end *uint6
 		f.lastKnown = max(f.lastKnown, e.GetOffset())
 		*end = max(*end, e.GetOffset())
 	}
-	return f.c.opts.Slices.Contains(e.GetSlice()), nil
+	return f.mine(e), nil
+}
+
+// mine reports whether e is in this consumer's slices and not applied
+// before a re-split (at or below the offset of its slice's piece).
+func (f *follower) mine(e *streamdv1.Event) bool {
+	if !f.c.opts.Slices.Contains(e.GetSlice()) {
+		return false
+	}
+	for _, p := range f.parts {
+		if p.Slices.Contains(e.GetSlice()) {
+			return e.GetOffset() > p.Offset
+		}
+	}
+	return true
+}
+
+// pieces splits own, after a re-split, into the stored entries that cover
+// it (clipped to own) and the parts none covers (offset 0).
+func pieces(own offsets.SliceRange, r offsets.Resolution) []offsets.Entry {
+	var out []offsets.Entry
+	for _, e := range r.Sources {
+		e.Slices = offsets.SliceRange{First: max(e.Slices.First, own.First), Last: min(e.Slices.Last, own.Last)}
+		out = append(out, e)
+	}
+	for _, u := range r.Uncovered {
+		out = append(out, offsets.Entry{Key: offsets.Key{Slices: u}})
+	}
+	return out
+}
+
+// savedKeys are the keys under which the position pos is saved: the
+// consumer's own range, or its pieces while pos is below one of them (the
+// store keeps the higher of pos and a piece's offset). Once pos passes
+// them all, the own range is saved (the store merges the pieces into it)
+// and the pieces are forgotten.
+func (f *follower) savedKeys(pos uint64) []offsets.Key {
+	var keys []offsets.Key
+	for _, p := range f.parts {
+		if p.Offset > pos {
+			keys = make([]offsets.Key, len(f.parts))
+			for i, p := range f.parts {
+				keys[i] = f.key(f.journalID)
+				keys[i].Slices = p.Slices
+			}
+			return keys
+		}
+	}
+	return []offsets.Key{f.key(f.journalID)}
+}
+
+// saved notes that the position was saved under keys.
+func (f *follower) saved(keys []offsets.Key) {
+	if len(keys) == 1 && keys[0].Slices == f.c.opts.Slices {
+		f.parts = nil
+	}
+}
+
+// startKeys are the keys under which a stream started from a policy stores
+// its start off: the own range, or, after a re-split, the pieces no entry
+// covered (the others keep their offsets, which are above off).
+func (f *follower) startKeys(jid []byte, off uint64) []offsets.Key {
+	if f.parts == nil {
+		return []offsets.Key{f.key(jid)}
+	}
+	var keys []offsets.Key
+	for i, p := range f.parts {
+		if p.Offset == 0 {
+			k := f.key(jid)
+			k.Slices = p.Slices
+			keys = append(keys, k)
+			f.parts[i].Offset = off
+		}
+	}
+	return keys
 }
 
 // wholeBatchAtLeastOnce hands the new events of b to the BatchHandler at
@@ -780,7 +866,7 @@ func (f *follower) batchExactlyOnce(ctx context.Context, b *streamdv1.EventBatch
 // their seqNrs and the position pos.
 func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos uint64) error {
 	o := f.c.opts
-	k := f.key(f.journalID)
+	keys := f.savedKeys(pos)
 	var last, applied map[entityKey]uint64 // last: read or applied in txn; applied: to store
 	err := o.Store.Update(func(txn *badger.Txn) error {
 		last = make(map[entityKey]uint64, len(events))
@@ -808,8 +894,11 @@ func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos ui
 		for ek, seq := range applied {
 			list = append(list, offsets.Applied{EntityType: ek.typ, EntityID: ek.id, SeqNr: seq})
 		}
-		if err := o.Store.SaveTxn(txn, k, pos, list); err != nil {
-			return storeErrorf("consumer: producer %s: stage the position: %w", f.addr, err)
+		for _, k := range keys {
+			if err := o.Store.SaveTxn(txn, k, pos, list); err != nil {
+				return storeErrorf("consumer: producer %s: stage the position: %w", f.addr, err)
+			}
+			list = nil
 		}
 		return nil
 	})
@@ -827,6 +916,7 @@ func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos ui
 	for ek, seq := range last {
 		f.cache[ek] = seq
 	}
+	f.saved(keys)
 	if pos >= f.offset {
 		f.offset, f.dirty = pos, false
 	}
@@ -860,9 +950,14 @@ func (f *follower) handOver(ctx context.Context, events []*streamdv1.Event, pos 
 	for ek, seq := range applied {
 		list = append(list, offsets.Applied{EntityType: ek.typ, EntityID: ek.id, SeqNr: seq})
 	}
-	writes, err := o.Store.PositionWrites(f.key(f.journalID), pos, list)
-	if err != nil {
-		return storeErrorf("consumer: producer %s: position %d: %w", f.addr, pos, err)
+	keys := f.savedKeys(pos)
+	var writes []offsets.Write
+	for _, k := range keys {
+		w, err := o.Store.PositionWrites(k, pos, list)
+		if err != nil {
+			return storeErrorf("consumer: producer %s: position %d: %w", f.addr, pos, err)
+		}
+		writes, list = append(writes, w...), nil
 	}
 	// The handler may take the events over; errors name the first as sent.
 	first := &streamdv1.Event{Offset: events[0].GetOffset(), EntityType: events[0].GetEntityType(), EntityId: events[0].GetEntityId(), SeqNr: events[0].GetSeqNr()}
@@ -875,6 +970,7 @@ func (f *follower) handOver(ctx context.Context, events []*streamdv1.Event, pos 
 	for ek, seq := range applied {
 		f.cache[ek] = seq
 	}
+	f.saved(keys)
 	if pos >= f.offset {
 		f.offset, f.dirty = pos, false
 	}
@@ -890,9 +986,14 @@ func (f *follower) flush() error {
 	for k, seq := range f.pending {
 		applied = append(applied, offsets.Applied{EntityType: k.typ, EntityID: k.id, SeqNr: seq})
 	}
-	if err := f.c.opts.Store.Save(f.key(f.journalID), f.offset, applied); err != nil {
-		return storeErrorf("consumer: producer %s: save position %d: %w", f.addr, f.offset, err)
+	keys := f.savedKeys(f.offset)
+	for _, k := range keys {
+		if err := f.c.opts.Store.Save(k, f.offset, applied); err != nil {
+			return storeErrorf("consumer: producer %s: save position %d: %w", f.addr, f.offset, err)
+		}
+		applied = nil
 	}
+	f.saved(keys)
 	f.dirty, f.sinceSave = false, 0
 	clear(f.pending)
 	if len(f.cache) > maxCachedEntities {

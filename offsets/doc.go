@@ -39,7 +39,9 @@
 //     journal never overlap (a write of a new range takes its slices over
 //     from the entries it overlaps, keeping the rest of them), and StartFor
 //     merges the entries overlapping a new range into the earliest of their
-//     starts; the events this re-delivers are dropped by seqNr. An offset
+//     starts; the events this re-delivers are dropped by the consumer,
+//     which knows from Resolve's Sources where each piece was (and by
+//     seqNr). An offset
 //     next to a pending reset to a time cannot be ordered and is refused
 //     (ErrConflictingPositions) rather than guessed.
 //   - Bad input (empty consumer name, journal id not 16 bytes, invalid slice
