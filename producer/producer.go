@@ -41,6 +41,11 @@ type ServerOptions struct {
 	Observer StreamObserver
 	// Now is the clock used for filter expiry; default time.Now.
 	Now func() time.Time
+	// Reserved are entity types that Publish and PublishStream refuse
+	// (FailedPrecondition), each with what writes it instead: the
+	// single-writer types of a topology.Primary, whose events need a
+	// version and the entity's ownership.
+	Reserved map[string]string
 }
 
 // StreamObserver receives stream activity. Methods must not block.

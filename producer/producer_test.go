@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -586,5 +587,32 @@ func TestShutdownDuringCatchUp(t *testing.T) {
 			t.Fatalf("received all %d events before Unavailable: the catch-up ignored the shutdown", received)
 		}
 		return
+	}
+}
+
+// Reserved entity types are refused by Publish and PublishStream, with the
+// way to write them, and nothing is appended.
+func TestReservedTypesRefused(t *testing.T) {
+	h := start(t, Options{Server: ServerOptions{Reserved: map[string]string{"order": "PrimaryService.Write"}}})
+	order := &streamdv1.Event{EntityType: "order", EntityId: "o1", EventType: "Placed"}
+	_, err := h.client.Publish(context.Background(), &streamdv1.PublishRequest{Events: []*streamdv1.Event{car("1", "x"), order}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `event 1: entity type "order" is not published but written through PrimaryService.Write`) {
+		t.Fatalf("Publish = %v", err)
+	}
+	st, err := h.client.PublishStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Send(&streamdv1.PublishStreamRequest{Events: []*streamdv1.Event{order}})
+	st.Send(&streamdv1.PublishStreamRequest{Events: []*streamdv1.Event{car("1", "x")}})
+	st.CloseSend()
+	if r, err := st.Recv(); err != nil || codes.Code(r.Code) != codes.FailedPrecondition || len(r.Appended) != 0 {
+		t.Fatalf("PublishStream of order = %v, %v", r, err)
+	}
+	if r, err := st.Recv(); err != nil || r.Code != 0 || len(r.Appended) != 1 {
+		t.Fatalf("PublishStream of a car = %v, %v", r, err)
+	}
+	if last := h.p.Journal().LastOffset(); last != 1 {
+		t.Fatalf("journal last offset %d, want 1 (the car only)", last)
 	}
 }

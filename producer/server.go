@@ -65,6 +65,9 @@ func (s *Server) Shutdown() {
 
 // Publish appends the request's events.
 func (s *Server) Publish(ctx context.Context, req *streamdv1.PublishRequest) (*streamdv1.PublishResponse, error) {
+	if err := s.reserved(req.Events); err != nil {
+		return nil, err
+	}
 	res, err := s.j.Append(ctx, req.Events...)
 	if err != nil {
 		return nil, toStatus(err)
@@ -103,7 +106,11 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 		p := pending{done: make(chan *streamdv1.PublishStreamResponse, 1)}
 		queue <- p
 		go func() {
-			res, err := s.j.Append(st.Context(), req.Events...)
+			var res []journal.Appended
+			err := s.reserved(req.Events)
+			if err == nil {
+				res, err = s.j.Append(st.Context(), req.Events...)
+			}
 			resp := &streamdv1.PublishStreamResponse{Appended: appendedProto(res)}
 			if err != nil {
 				st := status.Convert(toStatus(err))
@@ -117,6 +124,16 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 		return err
 	}
 	return recvErr
+}
+
+// reserved refuses events of a reserved entity type (ServerOptions.Reserved).
+func (s *Server) reserved(events []*streamdv1.Event) error {
+	for i, e := range events {
+		if how, ok := s.opts.Reserved[e.GetEntityType()]; ok {
+			return status.Errorf(codes.FailedPrecondition, "producer: event %d: entity type %q is not published but written through %s", i, e.GetEntityType(), how)
+		}
+	}
+	return nil
 }
 
 func appendedProto(res []journal.Appended) []*streamdv1.Appended {

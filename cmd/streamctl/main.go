@@ -87,6 +87,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			offsetsCommand(),
 			filtersCommand(),
 			consumersCommand(),
+			primaryCommand(),
 			{
 				Name:  "version",
 				Usage: "print streamctl's version",

@@ -82,6 +82,52 @@ func streamsCommand() *cli.Command {
 		})
 }
 
+// eventFlags describe one event to write (publish, primary write).
+func eventFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "entity", Usage: "entity id (required)"},
+		&cli.StringFlag{Name: "type", Usage: "entity type (required)"},
+		&cli.StringFlag{Name: "event-type", Usage: "event type (required)"},
+		&cli.StringSliceFlag{Name: "tag", Usage: "tag of the event (repeatable)"},
+		&cli.StringFlag{Name: "topic", Usage: "slash-separated topic, for example car/17/speed"},
+		&cli.StringFlag{Name: "data", Usage: "payload text"},
+		&cli.StringFlag{Name: "file", Usage: "read the payload from this file"},
+	}
+}
+
+// eventFromFlags is the event eventFlags describe; the payload is --data,
+// --file or standard input.
+func eventFromFlags(c *cli.Context, cmd string) (*streamdv1.Event, error) {
+	if err := noArgs(c); err != nil {
+		return nil, err
+	}
+	for _, f := range []string{"entity", "type", "event-type"} {
+		if c.String(f) == "" {
+			return nil, usagef("%s needs --%s", cmd, f)
+		}
+	}
+	if c.IsSet("data") && c.IsSet("file") {
+		return nil, usagef("%s takes --data or --file, not both", cmd)
+	}
+	var payload []byte
+	var err error
+	switch {
+	case c.IsSet("data"):
+		payload = []byte(c.String("data"))
+	case c.IsSet("file"):
+		payload, err = os.ReadFile(c.String("file"))
+	default:
+		payload, err = io.ReadAll(c.App.Reader)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read payload: %w", err)
+	}
+	return &streamdv1.Event{
+		EntityType: c.String("type"), EntityId: c.String("entity"), EventType: c.String("event-type"),
+		Tags: c.StringSlice("tag"), Topic: c.String("topic"), Payload: payload,
+	}, nil
+}
+
 func publishCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "publish",
@@ -90,45 +136,14 @@ func publishCommand() *cli.Command {
 		Description: "The payload is --data, or the contents of --file, or else standard input.\n" +
 			"Events always go to the server's journal; named streams are views of it,\n" +
 			"so --stream is accepted for symmetry with tail and otherwise ignored.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "stream", Usage: "ignored: events go to the journal, which every stream reads"},
-			&cli.StringFlag{Name: "entity", Usage: "entity id (required)"},
-			&cli.StringFlag{Name: "type", Usage: "entity type (required)"},
-			&cli.StringFlag{Name: "event-type", Usage: "event type (required)"},
-			&cli.StringSliceFlag{Name: "tag", Usage: "tag of the event (repeatable)"},
-			&cli.StringFlag{Name: "topic", Usage: "slash-separated topic, for example car/17/speed"},
-			&cli.StringFlag{Name: "data", Usage: "payload text"},
-			&cli.StringFlag{Name: "file", Usage: "read the payload from this file"},
-		},
+		}, eventFlags()...),
 		OnUsageError: onUsageError,
 		Action: withClient(func(c *cli.Context, cl *client) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			for _, f := range []string{"entity", "type", "event-type"} {
-				if c.String(f) == "" {
-					return usagef("publish needs --%s", f)
-				}
-			}
-			if c.IsSet("data") && c.IsSet("file") {
-				return usagef("publish takes --data or --file, not both")
-			}
-			var payload []byte
-			var err error
-			switch {
-			case c.IsSet("data"):
-				payload = []byte(c.String("data"))
-			case c.IsSet("file"):
-				payload, err = os.ReadFile(c.String("file"))
-			default:
-				payload, err = io.ReadAll(c.App.Reader)
-			}
+			ev, err := eventFromFlags(c, "publish")
 			if err != nil {
-				return fmt.Errorf("read payload: %w", err)
-			}
-			ev := &streamdv1.Event{
-				EntityType: c.String("type"), EntityId: c.String("entity"), EventType: c.String("event-type"),
-				Tags: c.StringSlice("tag"), Topic: c.String("topic"), Payload: payload,
+				return err
 			}
 			ctx, cancel := unary(c)
 			defer cancel()

@@ -20,11 +20,13 @@ import (
 	"github.com/streamd/streamd/topology"
 )
 
-// fileConfig is the --config file (YAML): the named streams streamd offers
-// and the replications it runs. Unknown keys are errors.
+// fileConfig is the --config file (YAML): the named streams streamd offers,
+// the replications it runs and the modes of entity types (single-writer
+// entities, see topology.Primary). Unknown keys are errors.
 type fileConfig struct {
-	Streams   []streamConfig    `yaml:"streams"`
-	Replicate []replicateConfig `yaml:"replicate"`
+	Streams     []streamConfig        `yaml:"streams"`
+	Replicate   []replicateConfig     `yaml:"replicate"`
+	EntityTypes []topology.EntityType `yaml:"entity_types"`
 }
 
 type streamConfig struct {
@@ -54,16 +56,60 @@ type tlsKeys struct {
 
 // loadConfig reads and checks the config file at path; errors name the file
 // and the entry.
-func loadConfig(path string) (streams []producer.StreamDef, repls []topology.ReplicationOptions, err error) {
+func loadConfig(path string) (streams []producer.StreamDef, repls []topology.ReplicationOptions, types topology.Config, err error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--config: %w", err)
+		return nil, nil, types, fmt.Errorf("--config: %w", err)
 	}
 	streams, repls, err = parseConfig(raw, time.Now())
-	if err != nil {
-		return nil, nil, fmt.Errorf("--config %s: %w", path, err)
+	if err == nil {
+		types, err = parseEntityTypes(raw)
 	}
-	return streams, repls, nil
+	if err != nil {
+		return nil, nil, types, fmt.Errorf("--config %s: %w", path, err)
+	}
+	return streams, repls, types, nil
+}
+
+// parseEntityTypes reads the entity_types of a config (checked by
+// parseConfig already for unknown keys).
+func parseEntityTypes(raw []byte) (topology.Config, error) {
+	var fc fileConfig
+	if err := yaml.Unmarshal(raw, &fc); err != nil {
+		return topology.Config{}, err
+	}
+	types := topology.Config{EntityTypes: fc.EntityTypes}
+	return types, types.Validate()
+}
+
+// reservedTypes are the entity types Publish refuses: the single-writer
+// types and the pins, which the PrimaryService writes.
+func reservedTypes(types topology.Config) map[string]string {
+	if len(types.EntityTypes) == 0 {
+		return nil
+	}
+	reserved := map[string]string{topology.PinEntityType: "PrimaryService.SetPrimary (streamctl primary set)"}
+	for _, t := range types.EntityTypes {
+		if t.Mode != topology.ModeReplicated {
+			reserved[t.Name] = "PrimaryService.Write (a " + t.Mode.String() + " entity type)"
+		}
+	}
+	return reserved
+}
+
+// primaryRegions are the other regions a Primary calls: the sources of the
+// replications (a region replicates from every region whose entities it
+// writes), with their addresses and dial options.
+func primaryRegions(repls []topology.ReplicationOptions) ([]topology.Region, map[string][]grpc.DialOption) {
+	var regions []topology.Region
+	dial := map[string][]grpc.DialOption{}
+	for _, r := range repls {
+		if _, ok := dial[r.From.Name]; !ok {
+			regions = append(regions, r.From)
+			dial[r.From.Name] = r.DialOptions
+		}
+	}
+	return regions, dial
 }
 
 func parseConfig(raw []byte, now time.Time) ([]producer.StreamDef, []topology.ReplicationOptions, error) {

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -64,13 +65,15 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "max-batch-events", Value: journal.DefaultLimits.MaxBatchEvents, EnvVars: []string{"STREAMD_MAX_BATCH_EVENTS"}, Usage: "most events in one publish"},
 			&cli.IntFlag{Name: "max-batch-bytes", Value: journal.DefaultLimits.MaxBatchBytes, EnvVars: []string{"STREAMD_MAX_BATCH_BYTES"}, Usage: "largest publish, encoded (at most 8 MiB); gRPC messages may be 1 MiB larger"},
 			&cli.Int64Flag{Name: "min-free-bytes", EnvVars: []string{"STREAMD_MIN_FREE_BYTES"}, Usage: "free disk space to keep: below it publishes are refused with ResourceExhausted until space is freed (default: 80 MiB)"},
+			&cli.Int64Flag{Name: "memtable-size", EnvVars: []string{"STREAMD_MEMTABLE_SIZE"}, Usage: "Badger memtable size in bytes, at least 7 MiB; the journal's memory follows from it (default: 64 MiB)"},
+			&cli.StringFlag{Name: "compression", Value: "snappy", EnvVars: []string{"STREAMD_COMPRESSION"}, Usage: "journal tables on disk: snappy, or none (more disk; memory then follows from --memtable-size alone)"},
 			&cli.IntFlag{Name: "max-filter-criteria", Value: 256, EnvVars: []string{"STREAMD_MAX_FILTER_CRITERIA"}, Usage: "most criteria in one consumer's filter"},
 			&cli.Float64Flag{Name: "rate-limit", EnvVars: []string{"STREAMD_RATE_LIMIT"}, Usage: "calls per second each client (bearer token, or IP address) may make; 0 = unlimited. Health checks are not limited"},
 			&cli.IntFlag{Name: "rate-burst", EnvVars: []string{"STREAMD_RATE_BURST"}, Usage: "calls a client may make at once above --rate-limit (default: the rate, at least 1)"},
 			&cli.IntFlag{Name: "max-streams-per-conn", Value: 64, EnvVars: []string{"STREAMD_MAX_STREAMS_PER_CONN"}, Usage: "streams one connection may have open; more are refused with ResourceExhausted"},
 			&cli.DurationFlag{Name: "handshake-timeout", Value: 10 * time.Second, EnvVars: []string{"STREAMD_HANDSHAKE_TIMEOUT"}, Usage: "a connection that has not completed its TLS and HTTP/2 handshake by then is closed"},
 			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate)"},
-			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams and replications from other regions (see README)"},
+			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, replications from other regions and entity type modes (see README)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},
 		Action: func(c *cli.Context) error {
@@ -120,6 +123,13 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 	if c.Int64("min-free-bytes") < 0 {
 		return config{}, fmt.Errorf("--min-free-bytes %d: want 0 (the default) or more", c.Int64("min-free-bytes"))
 	}
+	compression, err := journal.ParseCompression(c.String("compression"))
+	if err != nil {
+		return config{}, fmt.Errorf("--compression: %w", err)
+	}
+	if err := (journal.Options{MemTableSize: c.Int64("memtable-size")}).Validate(); err != nil {
+		return config{}, fmt.Errorf("--memtable-size: %w", err)
+	}
 	if err := (journal.Options{Limits: limits}).Validate(); err != nil {
 		return config{}, fmt.Errorf("--max-batch-bytes %d: %w", limits.MaxBatchBytes, err)
 	}
@@ -138,10 +148,22 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 	var (
 		streams []producer.StreamDef
 		repls   []topology.ReplicationOptions
+		types   topology.Config
 	)
 	if path := c.String("config"); path != "" {
-		if streams, repls, err = loadConfig(path); err != nil {
+		if streams, repls, types, err = loadConfig(path); err != nil {
 			return config{}, err
+		}
+	}
+	if len(types.EntityTypes) > 0 && c.String("region") == "" {
+		return config{}, fmt.Errorf("--config %s lists entity_types: --region must name this region", c.String("config"))
+	}
+	regions, _ := primaryRegions(repls)
+	for _, t := range types.EntityTypes {
+		if owner := t.FirstOwner(); t.Mode != topology.ModeReplicated && owner != c.String("region") &&
+			!slices.ContainsFunc(regions, func(r topology.Region) bool { return r.Name == owner }) {
+			return config{}, fmt.Errorf("--config %s: entity type %q: region %q is neither this region (--region %s) nor the source of a replication, so it cannot be reached",
+				c.String("config"), t.Name, owner, c.String("region"))
 		}
 	}
 	if len(repls) > 0 && c.String("region") == "" {
@@ -163,6 +185,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		limits:        clients,
 		handshake:     c.Duration("handshake-timeout"),
 		replications:  repls,
+		entityTypes:   types,
 		producer: producer.Options{
 			Journal: journal.Options{
 				Region:            c.String("region"),
@@ -171,10 +194,13 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 				RetentionMaxAge:   c.Duration("retention-max-age"),
 				RetentionMaxBytes: c.Int64("retention-max-bytes"),
 				MinFreeBytes:      c.Int64("min-free-bytes"),
+				MemTableSize:      c.Int64("memtable-size"),
+				Compression:       compression,
 				Logger:            log,
 				Observer:          m,
 			},
-			Server: producer.ServerOptions{Streams: streams, FilterLimits: filters.Limits{MaxCriteria: c.Int("max-filter-criteria")}, Logger: log, Observer: m},
+			Server: producer.ServerOptions{Streams: streams, FilterLimits: filters.Limits{MaxCriteria: c.Int("max-filter-criteria")}, Logger: log, Observer: m,
+				Reserved: reservedTypes(types)},
 		},
 	}, nil
 }
@@ -193,6 +219,9 @@ type config struct {
 	// replications streamd runs, into its journal; positions are kept in
 	// the journal, committed with the events they copied.
 	replications []topology.ReplicationOptions
+	// entityTypes are served by a topology.Primary (PrimaryService) when
+	// streamd has a region.
+	entityTypes topology.Config
 }
 
 // run serves until ctx is done, then shuts down in order: stop accepting,
@@ -228,6 +257,17 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	opts = append(opts, grpc.MaxRecvMsgSize(cfg.producer.Journal.Limits.MaxBatchBytes+1<<20))
 	g := grpc.NewServer(opts...)
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
+	if cfg.producer.Journal.Region != "" {
+		regions, dial := primaryRegions(cfg.replications)
+		prim, err := topology.NewPrimary(topology.PrimaryOptions{
+			Journal: p.Journal(), Config: cfg.entityTypes, Regions: regions, RegionDialOptions: dial, Logger: log,
+		})
+		if err != nil {
+			return fmt.Errorf("--config entity_types (every primary and home must be this region or the source of a replication): %w", err)
+		}
+		defer prim.Close()
+		streamdv1.RegisterPrimaryServiceServer(g, prim.Server())
+	}
 	consumers, err := startConsumers(log, cfg, p.Journal())
 	if err != nil {
 		return err

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// primaryCommand shows and steers single-writer entity types (pinned-region
+// and request-region primaries) through streamd's PrimaryService.
+func primaryCommand() *cli.Command {
+	typeFlag := func() cli.Flag { return &cli.StringFlag{Name: "type", Usage: "entity type (required)"} }
+	return group("primary", "single-writer entity types: their primary region and the owner of an entity",
+		&cli.Command{
+			Name:      "get",
+			Usage:     "show an entity type's mode and primary as the server knows them; with --entity, also the entity's owner and version",
+			ArgsUsage: " ",
+			Flags:     []cli.Flag{typeFlag(), &cli.StringFlag{Name: "entity", Usage: "entity id"}},
+			Action: withClient(func(c *cli.Context, cl *client) error {
+				if err := needType(c, "get"); err != nil {
+					return err
+				}
+				ctx, cancel := unary(c)
+				defer cancel()
+				resp, err := streamdv1.NewPrimaryServiceClient(cl.conn).GetPrimary(ctx, &streamdv1.GetPrimaryRequest{EntityType: c.String("type"), EntityId: c.String("entity")})
+				if err != nil {
+					return cl.serverError(err)
+				}
+				obj := map[string]any{
+					"entity_type": resp.EntityType, "mode": resp.Mode, "configured": resp.Configured,
+					"primary": resp.Primary, "pinned_in": resp.PinnedIn, "pinned_at_unix_nano": resp.PinnedAtUnixNano,
+				}
+				text := fmt.Sprintf("entity type:  %s\nmode:         %s\nconfigured:   %s", resp.EntityType, resp.Mode, resp.Configured)
+				if resp.Mode == "pinned" {
+					pinned := "- (the configured primary)"
+					if resp.PinnedIn != "" {
+						pinned = fmt.Sprintf("%s in %s", time.Unix(0, resp.PinnedAtUnixNano).UTC().Format(time.RFC3339), resp.PinnedIn)
+					}
+					text += fmt.Sprintf("\nprimary:      %s\npinned:       %s", resp.Primary, pinned)
+				}
+				if e := c.String("entity"); e != "" {
+					obj["entity_id"], obj["owner"], obj["version"] = e, resp.Owner, resp.Version
+					text += fmt.Sprintf("\nentity:       %s\nowner:        %s\nversion:      %d", e, resp.Owner, resp.Version)
+				}
+				return newPrinter(c).one(obj, text)
+			}),
+		},
+		&cli.Command{
+			Name:  "set",
+			Usage: "pin the primary region of a pinned entity type (replicates to every region; entities move on their next write there)",
+			Flags: []cli.Flag{typeFlag(), &cli.StringFlag{Name: "region", Usage: "the new primary region (required)"}},
+			Action: withClient(func(c *cli.Context, cl *client) error {
+				if err := needType(c, "set"); err != nil {
+					return err
+				}
+				if c.String("region") == "" {
+					return usagef("primary set needs --region")
+				}
+				ctx, cancel := unary(c)
+				defer cancel()
+				_, err := streamdv1.NewPrimaryServiceClient(cl.conn).SetPrimary(ctx, &streamdv1.SetPrimaryRequest{EntityType: c.String("type"), Primary: c.String("region")})
+				if err != nil {
+					return cl.serverError(err)
+				}
+				return newPrinter(c).one(map[string]string{"entity_type": c.String("type"), "primary": c.String("region")},
+					fmt.Sprintf("pinned %s to %s", c.String("type"), c.String("region")))
+			}),
+		},
+		&cli.Command{
+			Name:  "write",
+			Usage: "append one event to a single-writer entity at its primary (forwarded there) or, in request-region mode, at the server's region, and print its version",
+			Description: "The payload is --data, or the contents of --file, or else standard input.\n" +
+				"With --expected-version the write fails (Aborted) if the entity moved past it.",
+			Flags: append(eventFlags(), &cli.Uint64Flag{Name: "expected-version", Usage: "the entity's version the write expects"}),
+			Action: withClient(func(c *cli.Context, cl *client) error {
+				ev, err := eventFromFlags(c, "primary write")
+				if err != nil {
+					return err
+				}
+				req := &streamdv1.WriteRequest{EntityType: ev.EntityType, EntityId: ev.EntityId, Events: []*streamdv1.Event{ev}}
+				if c.IsSet("expected-version") {
+					v := c.Uint64("expected-version")
+					req.ExpectedVersion = &v
+				}
+				ctx, cancel := unary(c)
+				defer cancel()
+				resp, err := streamdv1.NewPrimaryServiceClient(cl.conn).Write(ctx, req)
+				if err != nil {
+					return cl.serverError(err)
+				}
+				if len(resp.Versions) != 1 || len(resp.Offsets) != 1 {
+					return fmt.Errorf("server %s answered %d versions for 1 event", cl.addr, len(resp.Versions))
+				}
+				t := newPrinter(c).table("REGION", "VERSION", "OFFSET")
+				t.row(map[string]any{"region": resp.Region, "version": resp.Versions[0], "offset": resp.Offsets[0]}, resp.Region, resp.Versions[0], resp.Offsets[0])
+				return t.flush()
+			}),
+		},
+		&cli.Command{
+			Name:  "takeover",
+			Usage: "make the server's region the owner of an entity, asking the current owner to hand it over",
+			Description: "With --force the region takes the entity without the owner's consent: the operator\n" +
+				"override for an owner that is gone. If that owner is alive and writes, the history\n" +
+				"forks; every region keeps the forced branch and the old owner's later writes are lost.",
+			Flags: []cli.Flag{typeFlag(), &cli.StringFlag{Name: "entity", Usage: "entity id (required)"}, &cli.BoolFlag{Name: "force", Usage: "do not ask the current owner"}},
+			Action: withClient(func(c *cli.Context, cl *client) error {
+				if err := needType(c, "takeover"); err != nil {
+					return err
+				}
+				if c.String("entity") == "" {
+					return usagef("primary takeover needs --entity")
+				}
+				ctx, cancel := unary(c)
+				defer cancel()
+				resp, err := streamdv1.NewPrimaryServiceClient(cl.conn).Takeover(ctx, &streamdv1.TakeoverRequest{EntityType: c.String("type"), EntityId: c.String("entity"), Force: c.Bool("force")})
+				if err != nil {
+					return cl.serverError(err)
+				}
+				return newPrinter(c).one(map[string]any{"entity_type": c.String("type"), "entity_id": c.String("entity"), "version": resp.Version},
+					fmt.Sprintf("%s/%s is owned here at version %d", c.String("type"), c.String("entity"), resp.Version))
+			}),
+		},
+	)
+}
+
+func needType(c *cli.Context, cmd string) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	if c.String("type") == "" {
+		return usagef("primary %s needs --type", cmd)
+	}
+	return nil
+}

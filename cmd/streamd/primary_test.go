@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+	"github.com/streamd/streamd/topology"
+)
+
+func TestParseEntityTypes(t *testing.T) {
+	good := `
+entity_types:
+  - name: order
+    mode: pinned
+    primary: eu
+  - name: account
+    mode: request-region
+    home: us
+  - name: cart
+    mode: replicated
+`
+	if _, _, err := parseConfig([]byte(good), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	types, err := parseEntityTypes([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []topology.EntityType{
+		{Name: "order", Mode: topology.ModePinned, Primary: "eu"},
+		{Name: "account", Mode: topology.ModeRequestRegion, Home: "us"},
+		{Name: "cart", Mode: topology.ModeReplicated},
+	}
+	if len(types.EntityTypes) != 3 || types.EntityTypes[0] != want[0] || types.EntityTypes[1] != want[1] || types.EntityTypes[2] != want[2] {
+		t.Fatalf("entity types = %+v", types.EntityTypes)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown key", "entity_types:\n  - name: a\n    mode: pinned\n    primary_region: eu\n", "field primary_region not found"},
+		{"unknown mode", "entity_types:\n  - name: a\n    mode: primary\n", `unknown mode "primary"`},
+		{"pinned without primary", "entity_types:\n  - name: a\n    mode: pinned\n", `entity_types[0] ("a"): mode pinned needs a primary region`},
+		{"no mode", "entity_types:\n  - name: a\n", "mode is missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := parseConfig([]byte(tc.yaml), time.Now())
+			if err == nil {
+				_, err = parseEntityTypes([]byte(tc.yaml))
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// Entity types need a region, and every primary and home must be reachable.
+func TestEntityTypesRefusedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "streamd.yaml")
+	if err := os.WriteFile(cfg, []byte("entity_types:\n  - name: order\n    mode: pinned\n    primary: us\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", cfg}, "--region must name this region"},
+		{[]string{"--config", cfg, "--region", "eu"}, `entity type "order": region "us" is neither this region (--region eu) nor the source of a replication`},
+	} {
+		out, err := exec.Command(binary, append([]string{"--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--metrics-listen", ""}, tc.args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("streamd %v: %v\n%s\nwant an error mentioning %q", tc.args, err, out, tc.want)
+		}
+	}
+}
+
+// Two streamd processes: a write to a pinned type in us is forwarded to the
+// primary, eu, over streamd's PrimaryService, and replicates back to us. A
+// request-region entity cannot move to us, which eu does not replicate
+// from: eu refuses the handover and says why. (cmd/streamctl's
+// primary.txtar moves one between regions that replicate each other.)
+func TestPrimaryAcrossDaemons(t *testing.T) {
+	types := "entity_types:\n  - {name: order, mode: pinned, primary: eu}\n  - {name: account, mode: request-region, home: eu}\n"
+	euCfg := filepath.Join(t.TempDir(), "eu.yaml")
+	if err := os.WriteFile(euCfg, []byte(types), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eu := startDaemon(t, t.TempDir(), "--region", "eu", "--config", euCfg)
+	usCfg := filepath.Join(t.TempDir(), "us.yaml")
+	if err := os.WriteFile(usCfg, fmt.Appendf(nil, "replicate:\n  - from: eu\n    addrs: [%q]\n%s", eu.addr, types), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	us := startDaemon(t, t.TempDir(), "--region", "us", "--config", usCfg)
+	ctx := context.Background()
+	usPrimary := streamdv1.NewPrimaryServiceClient(us.conn)
+	resp, err := usPrimary.Write(ctx, &streamdv1.WriteRequest{EntityType: "order", EntityId: "o1", Events: []*streamdv1.Event{{EventType: "Placed", Payload: []byte("x")}}})
+	if err != nil || resp.Region != "eu" || fmt.Sprint(resp.Versions) != "[1]" {
+		t.Fatalf("write in us: %v %v; want it forwarded to eu at version 1", resp, err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, err := usPrimary.GetPrimary(ctx, &streamdv1.GetPrimaryRequest{EntityType: "order", EntityId: "o1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Owner == "eu" && got.Version == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("us does not see order/o1 replicated: %v", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, err = usPrimary.Write(ctx, &streamdv1.WriteRequest{EntityType: "account", EntityId: "a1", Events: []*streamdv1.Event{{EventType: "Opened"}}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `configure "us" as a region (a replication source) of "eu"`) {
+		t.Fatalf("request-region write in us, unknown to eu: %v", err)
+	}
+}

@@ -1,0 +1,112 @@
+package topology
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// pinState is the pin of one entity type folded from its pin events.
+type pinState struct {
+	lastSeqNr uint64
+	primary   string // "" until a pin event
+	at        int64  // origin time of the winning pin event
+	in        string // its origin
+}
+
+// PrimaryInfo describes an entity type's mode and primary as this region
+// knows them.
+type PrimaryInfo struct {
+	EntityType EntityType
+	// Primary is the pinned primary now (ModePinned): the last pin, or the
+	// configured one.
+	Primary string
+	// PinnedAtUnixNano and PinnedIn say when and where the last pin was
+	// set; zero without a pin.
+	PinnedAtUnixNano int64
+	PinnedIn         string
+}
+
+// pin folds the pin events of entityType in the local journal; the latest by
+// (origin time, origin) wins.
+func (p *Primary) pin(entityType string) (pinState, error) {
+	p.pinMu.Lock()
+	defer p.pinMu.Unlock()
+	st := p.pins[entityType]
+	if st == nil {
+		st = &pinState{}
+		p.pins[entityType] = st
+	}
+	for {
+		evs, err := p.j.ReadEntity(PinEntityType, entityType, st.lastSeqNr+1, replicatedReadBatch, nil)
+		if err != nil {
+			return pinState{}, fmt.Errorf("topology: reading the pins of %q: %w", entityType, err)
+		}
+		for _, ev := range evs {
+			st.lastSeqNr = ev.SeqNr
+			pin := &streamdv1.PrimaryPin{}
+			if err := proto.Unmarshal(ev.Payload, pin); err != nil || pin.Primary == "" || ev.EventType != PinEventType {
+				p.log.Warn("primary: ignoring a pin event that is not a valid pin", "entity_type", entityType, "origin", ev.Origin, "seq_nr", ev.SeqNr, "err", err)
+				continue
+			}
+			if t := ev.OriginTimestampUnixNano; t > st.at || (t == st.at && ev.Origin > st.in) {
+				st.primary, st.at, st.in = pin.Primary, t, ev.Origin
+			}
+		}
+		if len(evs) < replicatedReadBatch {
+			break
+		}
+	}
+	out := *st
+	if out.primary == "" {
+		t, _ := p.config.Lookup(entityType)
+		out.primary = t.Primary
+	}
+	return out, nil
+}
+
+// SetPrimary pins the primary region of a ModePinned entity type: it appends a
+// pin event to the local journal, which replicates to the other regions.
+// Each entity moves to the new primary on its next write there.
+func (p *Primary) SetPrimary(ctx context.Context, entityType, region string) error {
+	t, ok := p.config.Lookup(entityType)
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: %q (the config lists %s)", ErrUnknownEntityType, entityType, p.typeNames())
+	case t.Mode != ModePinned:
+		return fmt.Errorf("%w: %q is %s; only a pinned entity type has a primary to set", ErrWrongMode, entityType, t.Mode)
+	case region != p.region && p.regions[region] == nil:
+		return fmt.Errorf("%w: region %q is unknown; the regions are %v", ErrInvalidRequest, region, p.regionNames())
+	}
+	payload, err := proto.Marshal(&streamdv1.PrimaryPin{Primary: region})
+	if err != nil {
+		return err
+	}
+	_, err = p.j.Append(ctx, &streamdv1.Event{EntityType: PinEntityType, EntityId: entityType, EventType: PinEventType, Payload: payload})
+	if err != nil {
+		return fmt.Errorf("topology: pinning %q to %q: %w", entityType, region, err)
+	}
+	p.log.Info("primary: pinned", "entity_type", entityType, "primary", region)
+	return nil
+}
+
+// PrimaryOf describes an entity type's mode and primary.
+func (p *Primary) PrimaryOf(entityType string) (PrimaryInfo, error) {
+	t, ok := p.config.Lookup(entityType)
+	if !ok {
+		return PrimaryInfo{}, fmt.Errorf("%w: %q (the config lists %s)", ErrUnknownEntityType, entityType, p.typeNames())
+	}
+	info := PrimaryInfo{EntityType: t}
+	if t.Mode != ModePinned {
+		return info, nil
+	}
+	pin, err := p.pin(entityType)
+	if err != nil {
+		return PrimaryInfo{}, err
+	}
+	info.Primary, info.PinnedAtUnixNano, info.PinnedIn = pin.primary, pin.at, pin.in
+	return info, nil
+}

@@ -1,0 +1,97 @@
+package topology
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/streamd/streamd/journal"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// Server returns the PrimaryService of this region, to register on the
+// region's gRPC server.
+func (p *Primary) Server() streamdv1.PrimaryServiceServer { return primaryServer{p: p} }
+
+type primaryServer struct {
+	streamdv1.UnimplementedPrimaryServiceServer
+	p *Primary
+}
+
+func (s primaryServer) Write(ctx context.Context, req *streamdv1.WriteRequest) (*streamdv1.WriteResponse, error) {
+	expected := AnyVersion
+	if req.ExpectedVersion != nil {
+		expected = *req.ExpectedVersion
+	}
+	w, err := s.p.write(ctx, req.EntityType, req.EntityId, expected, req.Events, req.Hops)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &streamdv1.WriteResponse{Region: w.Region, Versions: w.Versions, Offsets: w.Offsets}, nil
+}
+
+func (s primaryServer) Sync(ctx context.Context, req *streamdv1.SyncRequest) (*streamdv1.SyncResponse, error) {
+	resp, err := s.p.serveSync(ctx, req)
+	return resp, toStatus(err)
+}
+
+func (s primaryServer) Takeover(ctx context.Context, req *streamdv1.TakeoverRequest) (*streamdv1.TakeoverResponse, error) {
+	v, err := s.p.Takeover(ctx, req.EntityType, req.EntityId, req.Force)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &streamdv1.TakeoverResponse{Version: v}, nil
+}
+
+func (s primaryServer) SetPrimary(ctx context.Context, req *streamdv1.SetPrimaryRequest) (*streamdv1.SetPrimaryResponse, error) {
+	if err := s.p.SetPrimary(ctx, req.EntityType, req.Primary); err != nil {
+		return nil, toStatus(err)
+	}
+	return &streamdv1.SetPrimaryResponse{}, nil
+}
+
+func (s primaryServer) GetPrimary(ctx context.Context, req *streamdv1.GetPrimaryRequest) (*streamdv1.GetPrimaryResponse, error) {
+	info, err := s.p.PrimaryOf(req.EntityType)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &streamdv1.GetPrimaryResponse{
+		EntityType: info.EntityType.Name, Mode: info.EntityType.Mode.String(), Configured: info.EntityType.FirstOwner(),
+		Primary: info.Primary, PinnedAtUnixNano: info.PinnedAtUnixNano, PinnedIn: info.PinnedIn,
+	}
+	if req.EntityId != "" {
+		h, err := s.p.Read(ctx, req.EntityType, req.EntityId)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp.Owner, resp.Version = h.Owner, h.Version
+	}
+	return resp, nil
+}
+
+// toStatus chooses the gRPC status of an error of Primary.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, ErrUnavailable), errors.Is(err, journal.ErrClosed):
+		code = codes.Unavailable
+	case errors.Is(err, ErrVersionConflict):
+		code = codes.Aborted
+	case errors.Is(err, ErrInvalidRequest), errors.Is(err, ErrUnknownEntityType), errors.Is(err, ErrWrongMode), errors.Is(err, journal.ErrInvalidEvent):
+		code = codes.InvalidArgument
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	default:
+		if s, ok := status.FromError(err); ok {
+			code = s.Code()
+		}
+	}
+	return status.Error(code, err.Error())
+}
