@@ -1,0 +1,352 @@
+package k8s
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/streamd/streamd/internal/dialopts"
+	"github.com/streamd/streamd/internal/testpki"
+)
+
+var streamdBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "streamd-k8s")
+	if err != nil {
+		panic(err)
+	}
+	streamdBinary = filepath.Join(dir, "streamd")
+	if out, err := exec.Command("go", "build", "-o", streamdBinary, "github.com/streamd/streamd/cmd/streamd").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build streamd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// imageEnv is the environment the streamd image sets (deploy/image).
+var imageEnv = []string{"STREAMD_DATA_DIR=" + imageDataDir, "STREAMD_LISTEN=" + imageListen, "STREAMD_METRICS_LISTEN=" + imageMetricsListen}
+
+// TestStreamdRunsAsThePodSays runs streamd with the arguments and environment
+// of every streamd container in the manifests, with the files its volumes
+// would hold (the ConfigMaps' data, stand-ins for the Secrets), listening on
+// 127.0.0.1: streamd itself checks every flag, the --config file, the TLS
+// files and the token file. Then it answers gRPC health (what the kubelet
+// probes), serves the HTTP probe paths, and stops cleanly on SIGTERM.
+func TestStreamdRunsAsThePodSays(t *testing.T) {
+	for _, root := range roots {
+		objs, err := render(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range objs.workloads() {
+			for _, c := range allContainers(w.pod.Spec) {
+				if c.Name != "streamd" {
+					continue
+				}
+				t.Run(root+"/"+w.name, func(t *testing.T) {
+					d, err := startAsPod(t, w, c, objs)
+					if err != nil {
+						t.Fatal(err)
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					defer cancel()
+					// What the pod asks for is what streamd says it serves.
+					wantTLS, wantAuth := "tls=off", "auth=false"
+					if flagValue(c, "tls-cert", "") != "" {
+						wantTLS = "tls=tls"
+					}
+					if flagValue(c, "auth-token-file", "") != "" {
+						wantAuth = "auth=true"
+					}
+					if !strings.Contains(d.serving, wantTLS) || !strings.Contains(d.serving, wantAuth) {
+						t.Fatalf("streamd serves %q, want %s %s", d.serving, wantTLS, wantAuth)
+					}
+					h, err := healthpb.NewHealthClient(d.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+					if err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+						t.Fatalf("gRPC health: %v %v", h, err)
+					}
+					for _, p := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
+						if p == nil || p.HTTPGet == nil {
+							continue
+						}
+						if p.HTTPGet.Port.String() != "metrics" {
+							t.Fatalf("httpGet probe on port %s: only the metrics port serves HTTP", p.HTTPGet.Port.String())
+						}
+						resp, err := http.Get("http://" + d.metricsAddr + p.HTTPGet.Path)
+						if err != nil {
+							t.Fatal(err)
+						}
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							t.Fatalf("httpGet probe path %s: %s", p.HTTPGet.Path, resp.Status)
+						}
+					}
+					if err := d.stop(); err != nil {
+						t.Fatalf("after SIGTERM: %v\n%s", err, d.log())
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestStreamdRefusesBadPods shows that the run above can fail: a flag or a
+// variable streamd does not have, and a config it cannot read.
+func TestStreamdRefusesBadPods(t *testing.T) {
+	objs, err := render("base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := objs.workloads()[0]
+	for _, tc := range []struct {
+		name   string
+		mutate func(c *corev1.Container, cm *corev1.ConfigMap)
+		want   string
+	}{
+		{"unknown flag", func(c *corev1.Container, _ *corev1.ConfigMap) {
+			c.Args = append(c.Args, "--journal-dir=/var/lib/streamd")
+		}, "flag provided but not defined: -journal-dir"},
+		{"unknown variable", func(c *corev1.Container, _ *corev1.ConfigMap) {
+			c.Env = append(c.Env, corev1.EnvVar{Name: "STREAMD_TLS_CRT", Value: "/etc/streamd/tls/tls.crt"})
+		}, "env STREAMD_TLS_CRT: streamd reads no such variable"},
+		{"bad config", func(_ *corev1.Container, cm *corev1.ConfigMap) { cm.Data["streamd.yaml"] = "stream:\n  - name: all\n" }, "field stream not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := w.pod.Spec.Containers[0].DeepCopy()
+			o := *objs
+			o.configMaps = []*corev1.ConfigMap{objs.configMaps[0].DeepCopy()}
+			tc.mutate(c, o.configMaps[0])
+			_, err := startAsPod(t, w, *c, &o)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want streamd to refuse with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// secretStandIns are what the operator's Secrets hold, for tests.
+func secretStandIns(t *testing.T, pki testpki.Files) map[string]map[string]string {
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	return map[string]map[string]string{
+		"streamd-tls":  {"tls.crt": read(pki.ServerCert), "tls.key": read(pki.ServerKey), "ca.crt": read(pki.CA)},
+		"streamd-auth": {"tokens": "k8s-test-token *\n"},
+	}
+}
+
+type daemon struct {
+	cmd               *exec.Cmd
+	addr, metricsAddr string
+	serving           string // the line streamd logs when it serves
+	conn              *grpc.ClientConn
+	done              chan error
+	lines             chan string
+	output            []string
+}
+
+// streamdEnv returns the STREAMD_* variables streamd reads, from its --help.
+func streamdEnv(t *testing.T) map[string]bool {
+	t.Helper()
+	help, err := exec.Command(streamdBinary, "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("streamd --help: %v\n%s", err, help)
+	}
+	known := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\[\$(STREAMD_[A-Z0-9_]+)\]`).FindAllStringSubmatch(string(help), -1) {
+		known[m[1]] = true
+	}
+	if !known["STREAMD_LISTEN"] {
+		t.Fatalf("no STREAMD_LISTEN in streamd --help:\n%s", help)
+	}
+	return known
+}
+
+var servingRE = regexp.MustCompile(`streamd serving.* grpc=(\S+) metrics=(\S+)`)
+
+// startAsPod starts streamd as container c of w would run, its volumes in a
+// temporary directory. It returns once streamd serves, or streamd's error.
+func startAsPod(t *testing.T, w workload, c corev1.Container, o *objects) (*daemon, error) {
+	t.Helper()
+	dir := t.TempDir()
+	pki, err := testpki.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := secretStandIns(t, pki)
+	for name, keys := range externalSecrets {
+		if got := slices.Sorted(maps.Keys(secrets[name])); !isSubset(keys, got) {
+			t.Fatalf("stand-in for Secret %s has %v, want %v", name, got, keys)
+		}
+	}
+	mounts := map[string]string{} // mountPath -> directory here
+	for _, m := range c.VolumeMounts {
+		host := filepath.Join(dir, m.Name)
+		if err := os.MkdirAll(host, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		mounts[m.MountPath] = host
+		var files map[string]string
+		for _, v := range w.pod.Spec.Volumes {
+			switch {
+			case v.Name != m.Name:
+			case v.ConfigMap != nil:
+				for _, cm := range o.configMaps {
+					if cm.Name == v.ConfigMap.Name {
+						files = cm.Data
+					}
+				}
+			case v.Secret != nil:
+				files = secrets[v.Secret.SecretName]
+			}
+		}
+		for name, data := range files {
+			if err := os.WriteFile(filepath.Join(host, name), []byte(data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A path in the container is the same path under the longest mount.
+	local := func(p string) string {
+		best := ""
+		for mp := range mounts {
+			if (p == mp || strings.HasPrefix(p, mp+"/")) && len(mp) > len(best) {
+				best = mp
+			}
+		}
+		if best == "" {
+			return p
+		}
+		return mounts[best] + p[len(best):]
+	}
+	var args []string
+	for _, a := range c.Args {
+		if flag, val, ok := strings.Cut(a, "="); ok && strings.HasPrefix(flag, "--") {
+			a = flag + "=" + local(val)
+		}
+		args = append(args, a)
+	}
+	args = append(args, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0")
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "STREAMD_") {
+			env = append(env, kv)
+		}
+	}
+	for _, kv := range imageEnv {
+		name, val, _ := strings.Cut(kv, "=")
+		env = append(env, name+"="+local(val))
+	}
+	// streamd ignores variables it does not read: a misspelt one would
+	// silently leave a setting at its default.
+	known := streamdEnv(t)
+	for _, e := range c.Env {
+		if strings.HasPrefix(e.Name, "STREAMD_") && !known[e.Name] {
+			return nil, fmt.Errorf("env %s: streamd reads no such variable", e.Name)
+		}
+		if e.ValueFrom != nil {
+			t.Fatalf("env %s: valueFrom is not run by this test; add it", e.Name)
+		}
+		env = append(env, e.Name+"="+local(e.Value))
+	}
+	cmd := exec.Command(streamdBinary, args...)
+	cmd.Env, cmd.Dir = env, dir
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, done: make(chan error, 1), lines: make(chan string, 1000)}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			d.lines <- sc.Text()
+		}
+		close(d.lines)
+		d.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	deadline := time.After(30 * time.Second)
+	for d.addr == "" {
+		select {
+		case line, ok := <-d.lines:
+			if !ok {
+				return nil, fmt.Errorf("streamd %q exited: %v\n%s", args, <-d.done, d.log())
+			}
+			d.output = append(d.output, line)
+			if m := servingRE.FindStringSubmatch(line); m != nil {
+				d.addr, d.metricsAddr, d.serving = m[1], m[2], line
+			}
+		case <-deadline:
+			return nil, fmt.Errorf("streamd %q did not say where it serves:\n%s", args, d.log())
+		}
+	}
+	creds := dialopts.Client{CAName: "ca", CertName: "cert", KeyName: "key"}
+	if flagValue(c, "tls-cert", "") != "" {
+		creds.CA = pki.CA
+		if flagValue(c, "tls-client-ca", "") != "" {
+			creds.Cert, creds.Key = pki.ClientCert, pki.ClientKey
+		}
+	}
+	opts, err := creds.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.conn, err = grpc.NewClient(d.addr, opts...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.conn.Close() })
+	return d, nil
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemon) stop() error {
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case line, ok := <-d.lines:
+			if !ok {
+				return <-d.done
+			}
+			d.output = append(d.output, line)
+		case <-timeout:
+			return fmt.Errorf("streamd did not exit 30s after SIGTERM")
+		}
+	}
+}
+
+func (d *daemon) log() string { return strings.Join(d.output, "\n") }
+
+func isSubset(want, have []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
