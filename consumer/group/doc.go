@@ -1,0 +1,79 @@
+// Package group splits the 1024 slices of a consumer over the instances of
+// a Kubernetes workload (its pods), moving them as instances come and go,
+// without a broker or a leader: each instance (a Member) runs a
+// consumer.Consumer over the contiguous slice range it owns, with its own
+// offsets store, and the instances coordinate through the Kubernetes API.
+//
+// # Objects
+//
+//   - A coordination.k8s.io/v1 Lease per member, "<group>-<identity>"
+//     (identity: the pod name), labelled LabelGroup=<group>, renewed every
+//     D/3 (D = Options.LeaseDuration, default 15s). Its annotation
+//     AnnotationSlices shows the range the member owns.
+//   - One ConfigMap per group, "<group>-positions": which member owns
+//     which slices ("owner.<identity>": range and Lease UID) and the
+//     handed-off positions ("journal.<id>": per slice range, the offset up
+//     to which every event of those slices was applied, and none after).
+//     Every change of it is a compare-and-swap on its resourceVersion.
+//
+// # Assignment
+//
+// The live members are the Leases of the group that changed within D as
+// this member observed them (its own clock only measures how long it saw
+// a Lease unchanged, so clocks need not agree). Sorted by identity, member
+// k of n should own Assign(k, n) = [k*1024/n, (k+1)*1024/n - 1]; past
+// MaxMembers (512) members stand by. A Lease seen unchanged for D is
+// deleted, with its UID and resourceVersion as preconditions, by whichever
+// member sees it first.
+//
+// # Moving slices
+//
+// Each step (every D/3) a member renews its Lease, lists the members, and:
+//
+//   - releases the owned slices outside its target: it stops its consumer
+//     (consumer.Run returns after saving), shrinks its Lease annotation,
+//     and in one ConfigMap write stores the positions of the released
+//     slices from its offsets store and shrinks its owner entry;
+//   - takes the slices of its target it does not own, in one ConfigMap
+//     write that fails while a member whose Lease is still there owns any
+//     of them (entries of deleted Leases are dropped), then imports their
+//     positions into its store with offsets.Store.Set on each fragment's
+//     own slice range, grows its annotation, and starts the consumer over
+//     the target: it starts at the lowest fragment and skips, per slice,
+//     what that slice's fragment says was applied;
+//   - otherwise writes the stored positions of its slices to the ConfigMap
+//     when they moved (for a crash, below).
+//
+// Owning is decided in the ConfigMap only, so two members that see the
+// membership differently for a moment cannot both take a slice: the
+// second compare-and-swap sees the first's entry. (Claims on each member's
+// own Lease cannot do this: two members could each see a range free and
+// claim it.) A member consumes only slices its entry holds.
+//
+// # Failures
+//
+//   - A member that could not renew its Lease for 2D/3 stops its consumer
+//     (a timer, whatever else it is doing) and hands nothing off. Others
+//     delete its Lease only after seeing it unchanged for D, and take its
+//     slices only after that, so the two never consume a slice at once as
+//     long as stopping takes less than D/3 and clock rates agree. If it
+//     renews again before its Lease is deleted it carries on from its own
+//     store; if the Lease is gone it starts over with a new one.
+//   - A member that crashed leaves positions in the ConfigMap at most one
+//     step (D/3) old: the member taking its slices re-applies the events
+//     it applied since (at-least-once, on a crash only). Scale steps and
+//     graceful shutdown (ctx ended, i.e. SIGTERM) hand off exact positions:
+//     every event is applied exactly once with ExactlyOnce consumers.
+//   - Slices never handed off before (first start) start from the
+//     consumer's StartPolicy.
+//   - A pod restarted under the same name waits until its previous Lease
+//     expired (D) before it joins again.
+//
+// What it does not do: it does not watch (a change is seen at the next
+// step, so a scale step settles in about two steps, a crash in D plus two
+// steps), does not move the consumer's applied seqNrs between stores (the
+// positions make them unnecessary), and does not balance by load.
+//
+// RBAC, in the namespace: get, list, create, update and delete on leases
+// (coordination.k8s.io); get, create and update on configmaps.
+package group

@@ -1,0 +1,740 @@
+package group
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
+
+	"github.com/streamd/streamd/consumer"
+	"github.com/streamd/streamd/offsets"
+)
+
+// Names on the Kubernetes objects.
+const (
+	// LabelGroup is on every member's Lease; its value is the group.
+	LabelGroup = "streamd.io/consumer-group"
+	// AnnotationSlices on a member's Lease is the slice range it owns
+	// ("first-last", "" for none): informational, for kubectl; the
+	// ConfigMap's owner entries are what members go by.
+	AnnotationSlices = "streamd.io/slices"
+)
+
+// DefaultLeaseDuration is the default of Options.LeaseDuration.
+const DefaultLeaseDuration = 15 * time.Second
+
+// ErrInvalid is matched by the errors of Options.Validate.
+var ErrInvalid = errors.New("group: invalid options")
+
+// errLost: the member's claim is gone (its lease was deleted as expired).
+var errLost = errors.New("group: this member's lease or claim was taken away")
+
+// errImport: handed-off positions could not be stored.
+var errImport = errors.New("group: import handed-off positions")
+
+// errBusy: slices to take are still owned by a live member.
+var errBusy = errors.New("group: slices still owned by another member")
+
+// Options configures New.
+type Options struct {
+	// Client reaches the Kubernetes API. Required.
+	Client kubernetes.Interface
+	// Namespace of the Leases and the ConfigMap. Required.
+	Namespace string
+	// Group names the consumer group: Leases "<Group>-<Identity>" labelled
+	// LabelGroup=<Group>, ConfigMap "<Group>-positions". Required; a DNS
+	// label of at most 50 characters.
+	Group string
+	// Identity of this member, unique in the group: the pod name. Required.
+	Identity string
+	// LeaseDuration D (default 15s): a member renews its Lease every D/3,
+	// stops consuming when it could not renew for 2D/3, and others take a
+	// Lease they saw unchanged for D as expired.
+	LeaseDuration time.Duration
+	// Consumer is the consumer each member runs over the slices it owns.
+	// Slices must be zero: the group sets them. Name and Store are
+	// required as for consumer.New; the Store is this member's own.
+	Consumer consumer.Options
+	// Clock defaults to the real clock.
+	Clock clock.WithTickerAndDelayedExecution
+	// Logger defaults to Consumer.Logger, then slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.LeaseDuration == 0 {
+		o.LeaseDuration = DefaultLeaseDuration
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.Logger == nil {
+		o.Logger = o.Consumer.Logger
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Validate reports the first unusable field of o.
+func (o Options) Validate() error {
+	o = o.withDefaults()
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case o.Client == nil:
+		return bad("Options.Client is nil (kubernetes.NewForConfig(rest.InClusterConfig()))")
+	case o.Namespace == "":
+		return bad("Options.Namespace is empty")
+	case o.Group == "":
+		return bad("Options.Group is empty (name the consumer group)")
+	case len(o.Group) > 50:
+		return bad("Options.Group %q is %d characters, above 50", o.Group, len(o.Group))
+	case o.Identity == "":
+		return bad("Options.Identity is empty (give the pod name)")
+	case o.LeaseDuration < 3*time.Second:
+		return bad("Options.LeaseDuration %s is below 3s", o.LeaseDuration)
+	case o.Consumer.Slices != (offsets.SliceRange{}):
+		return bad("Options.Consumer.Slices is %s: the group assigns the slices, leave it zero", o.Consumer.Slices)
+	}
+	if errs := validation.IsDNS1123Label(o.Group); len(errs) > 0 {
+		return bad("Options.Group %q: %s", o.Group, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Subdomain(o.Group + "-" + o.Identity); len(errs) > 0 {
+		return bad("Options.Identity %q: the Lease name %s-%s: %s", o.Identity, o.Group, o.Identity, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsConfigMapKey(ownerKeyPrefix + o.Identity); len(errs) > 0 {
+		return bad("Options.Identity %q: %s", o.Identity, strings.Join(errs, "; "))
+	}
+	c := o.Consumer
+	c.Slices = offsets.AllSlices
+	if err := c.Validate(); err != nil {
+		return bad("Options.Consumer: %v", err)
+	}
+	return nil
+}
+
+// Status is what a member knows and does.
+type Status struct {
+	// Members are the identities of the live members, sorted; the index of
+	// this member in it picks its Target.
+	Members []string
+	// Target is the slice range this member should own (None: nothing).
+	Target offsets.SliceRange
+	// Owned is the slice range this member owns in the group's ConfigMap.
+	Owned offsets.SliceRange
+	// Consuming is the range its consumer runs over now (None: stopped).
+	Consuming offsets.SliceRange
+	// Fenced: it could not renew its Lease for 2/3 of LeaseDuration and
+	// does not consume until it can.
+	Fenced bool
+}
+
+// Member is one consumer instance of a group.
+type Member struct {
+	opts     Options
+	log      *slog.Logger
+	clock    clock.WithTickerAndDelayedExecution
+	leases   string // name of this member's Lease
+	cmName   string
+	interval time.Duration // D/3
+	// consume runs the consumer over slices until ctx ends (a test
+	// replaces it).
+	consume func(ctx context.Context, slices offsets.SliceRange) error
+	// ticked, if set, is called after every tick (tests).
+	ticked func(now time.Time, st Status)
+
+	started atomic.Bool
+	mu      sync.Mutex
+	status  Status
+
+	// Owned by Run's goroutine.
+	lease     *coordinationv1.Lease // as last written; nil: none
+	lastRenew time.Time             // start of the last successful write of it
+	seen      map[types.UID]observed
+	owned     offsets.SliceRange // in the ConfigMap
+	mirror    offsets.SliceRange // the annotation of the Lease
+	run       *run
+	published string // positions last published, encoded
+	watchdog  clock.Timer
+}
+
+type observed struct {
+	resourceVersion string
+	at              time.Time
+}
+
+// run is a consumer running over slices.
+type run struct {
+	slices offsets.SliceRange
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // set before done closes
+}
+
+// New checks o and returns a Member; Run makes it join.
+func New(o Options) (*Member, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	o = o.withDefaults()
+	m := &Member{
+		opts:     o,
+		log:      o.Logger.With("group", o.Group, "member", o.Identity),
+		clock:    o.Clock,
+		leases:   o.Group + "-" + o.Identity,
+		cmName:   o.Group + "-positions",
+		interval: o.LeaseDuration / 3,
+		seen:     map[types.UID]observed{},
+		owned:    None,
+		mirror:   None,
+		status:   Status{Target: None, Owned: None, Consuming: None},
+	}
+	m.consume = m.runConsumer
+	return m, nil
+}
+
+func (m *Member) runConsumer(ctx context.Context, slices offsets.SliceRange) error {
+	o := m.opts.Consumer
+	o.Slices = slices
+	c, err := consumer.New(o)
+	if err != nil {
+		return err
+	}
+	return c.Run(ctx)
+}
+
+// Status returns what the member knows and does, as of its last step.
+func (m *Member) Status() Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.status
+	st.Members = slices.Clone(st.Members)
+	return st
+}
+
+// Run joins the group and consumes the slices assigned to this member,
+// moving them as members come and go, until ctx ends; then it stops the
+// consumer, hands its slices off with their positions and deletes its
+// Lease. It returns nil then, or the consumer's error (after the same
+// hand-off). Run may be called once.
+func (m *Member) Run(ctx context.Context) error {
+	if !m.started.CompareAndSwap(false, true) {
+		return errors.New("group: Run called twice")
+	}
+	ticker := m.clock.NewTicker(m.interval)
+	defer ticker.Stop()
+	err := m.tick(ctx)
+	for err == nil {
+		var done <-chan struct{}
+		if m.run != nil {
+			done = m.run.done
+		}
+		select {
+		case <-ctx.Done():
+			m.leave(ctx, true)
+			return nil
+		case <-ticker.C():
+			err = m.tick(ctx)
+		case <-done:
+			err = m.ended()
+		}
+	}
+	m.leave(ctx, !errors.Is(err, errImport))
+	return err
+}
+
+// ended handles a consumer that returned by itself (an error) or because
+// the watchdog fenced it.
+func (m *Member) ended() error {
+	r := m.run
+	m.run = nil
+	m.setStatus(func(st *Status) { st.Consuming = None })
+	if m.fenced() {
+		m.log.Warn("group: stopped consuming: the lease was not renewed in time", "slices", r.slices.String())
+		return nil
+	}
+	if r.err == nil {
+		r.err = errors.New("consumer.Run returned")
+	}
+	return fmt.Errorf("group: consumer over slices %s: %w", r.slices, r.err)
+}
+
+func (m *Member) fenced() bool {
+	return m.lastRenew.IsZero() || m.clock.Since(m.lastRenew) >= 2*m.opts.LeaseDuration/3
+}
+
+// call bounds one API request.
+func (m *Member) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, m.interval)
+}
+
+// tick is one step: renew, see who is alive, release what is no longer
+// this member's, take what is, publish positions. Its error is fatal.
+func (m *Member) tick(ctx context.Context) error {
+	now := m.clock.Now()
+	defer func() {
+		if m.ticked != nil {
+			m.ticked(now, m.Status())
+		}
+	}()
+	if err := m.renew(ctx, m.mirror); err != nil {
+		m.log.Warn("group: renew the lease", "error", err)
+	}
+	fenced := m.fenced()
+	m.setStatus(func(st *Status) { st.Fenced = fenced })
+	if fenced {
+		m.stop()
+		if m.lease == nil { // still expire the leases of the departed (our own name's too)
+			if _, _, err := m.members(ctx, now); err != nil {
+				m.log.Warn("group: list the members", "error", err)
+			}
+		}
+		return nil
+	}
+	members, alive, err := m.members(ctx, now)
+	if err != nil {
+		m.log.Warn("group: list the members", "error", err)
+		return nil
+	}
+	target := None
+	if i := slices.Index(members, m.opts.Identity); i >= 0 {
+		target = Assign(i, len(members))
+	}
+	m.setStatus(func(st *Status) { st.Members, st.Target = members, target })
+
+	if !within(m.owned, target) {
+		if err := m.release(ctx, intersect(m.owned, target)); err != nil {
+			m.log.Warn("group: release slices", "keep", formatRange(intersect(m.owned, target)), "error", err)
+			return nil
+		}
+	}
+	switch {
+	case !isNone(target) && m.owned != target:
+		err := m.take(ctx, target, alive)
+		switch {
+		case errors.Is(err, errBusy):
+			m.log.Debug("group: waiting for slices to be released", "target", target.String())
+		case errors.Is(err, errImport):
+			return err
+		case err != nil:
+			m.log.Warn("group: take slices", "target", target.String(), "error", err)
+		}
+	case m.run != nil:
+		if err := m.publishPositions(ctx); err != nil {
+			m.log.Warn("group: publish positions", "error", err)
+		}
+	}
+	if m.mirror != m.owned {
+		if err := m.renew(ctx, m.owned); err != nil {
+			m.log.Warn("group: publish the owned slices on the lease", "error", err)
+			return nil
+		}
+	}
+	if !isNone(m.owned) && m.mirror == m.owned && m.run == nil {
+		m.start(m.owned)
+	}
+	return nil
+}
+
+// renew writes this member's Lease with the annotation slices, creating it
+// if it has none. A Lease deleted or replaced by another member means the
+// member lost its claim: it stops consuming and starts over.
+func (m *Member) renew(ctx context.Context, slices offsets.SliceRange) error {
+	start := m.clock.Now()
+	cctx, cancel := m.call(ctx)
+	defer cancel()
+	leases := m.opts.Client.CoordinationV1().Leases(m.opts.Namespace)
+	if m.lease == nil {
+		secs := int32((m.opts.LeaseDuration + time.Second - 1) / time.Second)
+		l := &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: m.leases, Namespace: m.opts.Namespace,
+				Labels:      map[string]string{LabelGroup: m.opts.Group},
+				Annotations: map[string]string{AnnotationSlices: formatRange(slices)},
+			},
+			Spec: coordinationv1.LeaseSpec{
+				HolderIdentity: &m.opts.Identity, LeaseDurationSeconds: &secs,
+				AcquireTime: &metav1.MicroTime{Time: start}, RenewTime: &metav1.MicroTime{Time: start},
+			},
+		}
+		created, err := leases.Create(cctx, l, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("lease %s exists (a previous instance of %s?): waiting for it to expire", m.leases, m.opts.Identity)
+		}
+		if err != nil {
+			return err
+		}
+		m.renewed(created, start)
+		return nil
+	}
+	l := m.lease.DeepCopy()
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations[AnnotationSlices] = formatRange(slices)
+	l.Spec.RenewTime = &metav1.MicroTime{Time: start}
+	updated, err := leases.Update(cctx, l, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) {
+		// Our own write landed but its answer was lost? Same UID: still ours.
+		cur, gerr := leases.Get(cctx, m.leases, metav1.GetOptions{})
+		if gerr == nil && cur.UID == m.lease.UID {
+			m.lease = cur
+			return fmt.Errorf("lease %s changed under us, retrying: %w", m.leases, err)
+		}
+		if gerr != nil && !apierrors.IsNotFound(gerr) {
+			return gerr
+		}
+		err = apierrors.NewNotFound(coordinationv1.Resource("leases"), m.leases)
+	}
+	if apierrors.IsNotFound(err) {
+		m.lose()
+		return fmt.Errorf("lease %s was deleted as expired: %w", m.leases, errLost)
+	}
+	if err != nil {
+		return err
+	}
+	m.renewed(updated, start)
+	return nil
+}
+
+func (m *Member) renewed(l *coordinationv1.Lease, start time.Time) {
+	m.lease = l
+	m.mirror, _ = parseRange(l.Annotations[AnnotationSlices])
+	m.lastRenew = start
+	if m.watchdog != nil {
+		m.watchdog.Stop()
+	}
+	// Fence: stop consuming 2D/3 after this renewal unless another comes.
+	// Others take the slices only after seeing the Lease unchanged for D.
+	if r := m.run; r != nil {
+		m.watchdog = m.clock.AfterFunc(start.Add(2*m.opts.LeaseDuration/3).Sub(m.clock.Now()), r.cancel)
+	}
+}
+
+// lose forgets the member's claim after its Lease was deleted: stop (no
+// hand-off: others take the slices from the positions last published).
+func (m *Member) lose() {
+	m.stop()
+	m.lease, m.owned, m.mirror, m.published = nil, None, None, ""
+	m.lastRenew = time.Time{}
+	m.setStatus(func(st *Status) { st.Owned = None })
+}
+
+// members lists the group's Leases, deletes those seen unchanged for their
+// duration, and returns the identities of the live ones (sorted) and the
+// UIDs of every Lease still there.
+func (m *Member) members(ctx context.Context, now time.Time) ([]string, map[types.UID]bool, error) {
+	cctx, cancel := m.call(ctx)
+	defer cancel()
+	leases := m.opts.Client.CoordinationV1().Leases(m.opts.Namespace)
+	list, err := leases.List(cctx, metav1.ListOptions{LabelSelector: LabelGroup + "=" + m.opts.Group})
+	if err != nil {
+		return nil, nil, err
+	}
+	var members []string
+	alive := map[types.UID]bool{}
+	seen := map[types.UID]observed{}
+	for _, l := range list.Items {
+		o, ok := m.seen[l.UID]
+		if !ok || o.resourceVersion != l.ResourceVersion {
+			o = observed{resourceVersion: l.ResourceVersion, at: now}
+		}
+		seen[l.UID] = o
+		mine := m.lease != nil && l.UID == m.lease.UID
+		d := m.opts.LeaseDuration
+		if l.Spec.LeaseDurationSeconds != nil {
+			d = max(d, time.Duration(*l.Spec.LeaseDurationSeconds)*time.Second)
+		}
+		if !mine && now.Sub(o.at) >= d {
+			// Expired: delete it, unless it changed meanwhile. Once gone,
+			// its holder cannot renew and has fenced itself (after 2D/3).
+			uid, rv := l.UID, l.ResourceVersion
+			err := leases.Delete(cctx, l.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
+			switch {
+			case err == nil || apierrors.IsNotFound(err):
+				m.log.Info("group: deleted an expired lease", "lease", l.Name, "unchanged_for", now.Sub(o.at).String())
+				delete(seen, l.UID)
+				continue
+			case apierrors.IsConflict(err):
+				seen[l.UID] = observed{at: now} // it moved: alive
+			default:
+				m.log.Warn("group: delete an expired lease", "lease", l.Name, "error", err)
+			}
+			alive[l.UID] = true
+			continue // expired or unknown: not a member for the assignment
+		}
+		alive[l.UID] = true
+		if l.Spec.HolderIdentity != nil && (mine || l.Name != m.leases) {
+			members = append(members, *l.Spec.HolderIdentity)
+		}
+	}
+	m.seen = seen
+	slices.Sort(members)
+	return slices.Compact(members), alive, nil
+}
+
+// release stops the consumer and gives up the owned slices outside keep:
+// the Lease annotation shrinks first, then, in one write of the ConfigMap,
+// the positions of the released slices (exact: the consumer has stopped)
+// and the smaller claim.
+func (m *Member) release(ctx context.Context, keep offsets.SliceRange) error {
+	m.stop()
+	if !within(m.mirror, keep) {
+		if err := m.renew(ctx, keep); err != nil {
+			return err
+		}
+	}
+	owned := m.owned
+	err := m.update(ctx, func(s *state) error {
+		if err := m.checkClaim(s); err != nil {
+			return err
+		}
+		for _, r := range subtract(owned, keep) {
+			if err := exportPositions(s, m.opts.Consumer.Store, m.opts.Consumer.Name, r); err != nil {
+				return err
+			}
+		}
+		if isNone(keep) {
+			delete(s.owners, m.opts.Identity)
+		} else {
+			s.owners[m.opts.Identity] = owner{slices: keep, uid: m.lease.UID}
+		}
+		return nil
+	})
+	if errors.Is(err, errLost) {
+		m.lose()
+	}
+	if err != nil {
+		return err
+	}
+	m.log.Info("group: released slices", "released", fmt.Sprint(subtract(owned, keep)), "keep", formatRange(keep))
+	m.owned, m.published = keep, ""
+	m.setStatus(func(st *Status) { st.Owned = keep })
+	return nil
+}
+
+// take claims target in the ConfigMap if no live member owns any of its
+// slices this member does not own yet, and imports their handed-off
+// positions into the member's store.
+func (m *Member) take(ctx context.Context, target offsets.SliceRange, alive map[types.UID]bool) error {
+	want := subtract(target, m.owned)
+	var imported []map[string][]fragment
+	err := m.update(ctx, func(s *state) error {
+		if err := m.checkClaim(s); err != nil {
+			return err
+		}
+		for id, o := range s.owners {
+			switch {
+			case id == m.opts.Identity:
+			case !alive[o.uid]:
+				delete(s.owners, id) // its Lease is gone: void
+			case overlapsAny(o.slices, want):
+				return fmt.Errorf("%w: %s owns %s", errBusy, id, o.slices)
+			}
+		}
+		s.owners[m.opts.Identity] = owner{slices: target, uid: m.lease.UID}
+		imported = imported[:0]
+		for _, r := range want {
+			imported = append(imported, s.within(r))
+		}
+		return nil
+	})
+	if errors.Is(err, errLost) {
+		m.lose()
+	}
+	if err != nil {
+		return err
+	}
+	m.stop()
+	m.owned, m.published = target, ""
+	m.setStatus(func(st *Status) { st.Owned = target })
+	for _, byJournal := range imported {
+		if err := importPositions(m.opts.Consumer.Store, m.opts.Consumer.Name, byJournal); err != nil {
+			// Without them the consumer would start wrong: stop, leave
+			// without handing anything off, and let the others take the
+			// slices from the positions in the ConfigMap.
+			return fmt.Errorf("%w: %w", errImport, err)
+		}
+	}
+	m.log.Info("group: took slices", "target", target.String(), "taken", fmt.Sprint(want))
+	return nil
+}
+
+func overlapsAny(r offsets.SliceRange, rs []offsets.SliceRange) bool {
+	for _, x := range rs {
+		if r.Overlaps(x) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkClaim fails with errLost if the ConfigMap does not hold this
+// member's claim (made under its current Lease) while it owns slices. An
+// entry of an earlier Lease of the same identity is void: that Lease is
+// gone, or this one could not have been created.
+func (m *Member) checkClaim(s *state) error {
+	if m.lease == nil {
+		return errLost
+	}
+	if isNone(m.owned) {
+		return nil
+	}
+	if o, ok := s.owners[m.opts.Identity]; !ok || o.uid != m.lease.UID || !within(m.owned, o.slices) {
+		return fmt.Errorf("%w: the ConfigMap no longer says this member owns %s", errLost, m.owned)
+	}
+	return nil
+}
+
+// publishPositions writes the stored positions of the owned slices to the
+// ConfigMap (when they moved), so that a member taking them after a crash
+// of this one re-applies at most what came after.
+func (m *Member) publishPositions(ctx context.Context) error {
+	probe := &state{positions: map[string][]fragment{}}
+	if err := exportPositions(probe, m.opts.Consumer.Store, m.opts.Consumer.Name, m.owned); err != nil {
+		return err
+	}
+	enc := probe.encode(nil)
+	flat := fmt.Sprint(enc)
+	if flat == m.published {
+		return nil
+	}
+	err := m.update(ctx, func(s *state) error {
+		if err := m.checkClaim(s); err != nil {
+			return err
+		}
+		return exportPositions(s, m.opts.Consumer.Store, m.opts.Consumer.Name, m.owned)
+	})
+	if errors.Is(err, errLost) {
+		m.lose()
+	}
+	if err == nil {
+		m.published = flat
+	}
+	return err
+}
+
+// update applies fn to the group's ConfigMap with compare-and-swap,
+// retrying on conflicts.
+func (m *Member) update(ctx context.Context, fn func(*state) error) error {
+	cms := m.opts.Client.CoreV1().ConfigMaps(m.opts.Namespace)
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		cctx, cancel := m.call(ctx)
+		cm, err := cms.Get(cctx, m.cmName, metav1.GetOptions{})
+		cancel()
+		if apierrors.IsNotFound(err) {
+			cm, err = nil, nil
+		}
+		if err != nil {
+			return err
+		}
+		s, err := decodeState(cm)
+		if err != nil {
+			return err
+		}
+		if err := fn(s); err != nil {
+			return err
+		}
+		cctx, cancel = m.call(ctx)
+		if cm == nil {
+			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: m.cmName, Namespace: m.opts.Namespace, Labels: map[string]string{LabelGroup: m.opts.Group}}}
+			cm.Data = s.encode(nil)
+			_, err = cms.Create(cctx, cm, metav1.CreateOptions{})
+		} else {
+			cm = cm.DeepCopy()
+			cm.Data = s.encode(cm.Data)
+			_, err = cms.Update(cctx, cm, metav1.UpdateOptions{})
+		}
+		cancel()
+		if (apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) && attempt < 20 {
+			continue
+		}
+		return err
+	}
+}
+
+// start runs the consumer over slices.
+func (m *Member) start(slices offsets.SliceRange) {
+	m.stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &run{slices: slices, cancel: cancel, done: make(chan struct{})}
+	m.run = r
+	m.watchdog = m.clock.AfterFunc(m.lastRenew.Add(2*m.opts.LeaseDuration/3).Sub(m.clock.Now()), cancel)
+	go func() {
+		defer close(r.done)
+		r.err = m.consume(ctx, slices)
+	}()
+	m.log.Info("group: consuming", "slices", slices.String())
+	m.setStatus(func(st *Status) { st.Consuming = slices })
+}
+
+// stop stops the consumer and waits until it saved its positions.
+func (m *Member) stop() {
+	r := m.run
+	if r == nil {
+		return
+	}
+	m.run = nil
+	r.cancel()
+	<-r.done
+	if r.err != nil && !errors.Is(r.err, context.Canceled) {
+		m.log.Warn("group: the consumer ended with an error when stopped", "slices", r.slices.String(), "error", r.err)
+	}
+	m.setStatus(func(st *Status) { st.Consuming = None })
+}
+
+// leave hands every owned slice off (if handOff) and deletes the Lease.
+func (m *Member) leave(ctx context.Context, handOff bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.LeaseDuration)
+	defer cancel()
+	m.stop()
+	if m.watchdog != nil {
+		m.watchdog.Stop()
+	}
+	if m.lease == nil {
+		return
+	}
+	if handOff && !isNone(m.owned) {
+		if err := m.release(ctx, None); err != nil {
+			m.log.Warn("group: hand the slices off on leaving (others take them from the positions last published)", "error", err)
+		}
+	}
+	if m.lease == nil {
+		return
+	}
+	uid := m.lease.UID
+	cctx, ccancel := m.call(ctx)
+	defer ccancel()
+	err := m.opts.Client.CoordinationV1().Leases(m.opts.Namespace).Delete(cctx, m.leases, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		m.log.Warn("group: delete the lease on leaving (it expires by itself)", "error", err)
+	}
+	m.lease = nil
+	m.log.Info("group: left")
+}
+
+func (m *Member) setStatus(f func(*Status)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f(&m.status)
+}

@@ -1,0 +1,183 @@
+package group
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/streamd/streamd/consumer"
+	"github.com/streamd/streamd/internal/kubetest"
+	"github.com/streamd/streamd/offsets"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// Every group size splits 0..1023 into contiguous, disjoint ranges, in
+// member order; past MaxMembers the others own nothing.
+func TestAssign(t *testing.T) {
+	for n := 1; n <= 600; n++ {
+		next := uint32(0)
+		for k := range n {
+			r := Assign(k, n)
+			if k >= MaxMembers {
+				if !isNone(r) {
+					t.Fatalf("Assign(%d, %d) = %s, want none", k, n, r)
+				}
+				continue
+			}
+			if err := r.Validate(); err != nil || r.First != next || r == (offsets.SliceRange{}) {
+				t.Fatalf("Assign(%d, %d) = %s (%v), want a range from %d that is not the zero range", k, n, r, err, next)
+			}
+			next = r.Last + 1
+		}
+		if next != offsets.NumSlices {
+			t.Fatalf("%d members: the ranges end at %d", n, next-1)
+		}
+	}
+	for _, c := range []struct{ k, n int }{{-1, 3}, {3, 3}, {0, 0}} {
+		if r := Assign(c.k, c.n); !isNone(r) {
+			t.Errorf("Assign(%d, %d) = %s, want none", c.k, c.n, r)
+		}
+	}
+}
+
+func TestSubtract(t *testing.T) {
+	r := func(a, b uint32) offsets.SliceRange { return offsets.SliceRange{First: a, Last: b} }
+	for _, c := range []struct {
+		a, b offsets.SliceRange
+		want string
+	}{
+		{r(0, 1023), r(256, 511), "[0-255 512-1023]"},
+		{r(0, 511), r(0, 511), "[]"},
+		{r(0, 511), r(512, 1023), "[0-511]"},
+		{r(0, 511), None, "[0-511]"},
+		{None, r(0, 3), "[]"},
+		{r(100, 200), r(0, 150), "[151-200]"},
+	} {
+		if got := fmtRanges(subtract(c.a, c.b)); got != c.want {
+			t.Errorf("%s \\ %s = %s, want %s", formatRange(c.a), formatRange(c.b), got, c.want)
+		}
+	}
+}
+
+func fmtRanges(rs []offsets.SliceRange) string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, r.String())
+	}
+	return "[" + strings.Join(s, " ") + "]"
+}
+
+// The ConfigMap's state survives encoding, and a fragment written over
+// others cuts them.
+func TestStateEncoding(t *testing.T) {
+	s := &state{owners: map[string]owner{"pod-a": {slices: offsets.SliceRange{First: 0, Last: 511}, uid: "u1"}}, positions: map[string][]fragment{}}
+	jid := "6a6f75726e616c2d6f6e652d30303031"
+	s.put(jid, fragment{slices: offsets.AllSlices, position: offsets.Position{Offset: 10}})
+	s.put(jid, fragment{slices: offsets.SliceRange{First: 100, Last: 199}, position: offsets.Position{Offset: 20}})
+	at := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
+	s.put(jid, fragment{slices: offsets.SliceRange{First: 150, Last: 160}, position: offsets.Position{Start: streamdv1.StartPolicy_START_POLICY_AT_TIME, StartTime: at}})
+	data := s.encode(map[string]string{"other": "kept"})
+	if want := "0-99=10,100-149=20,150-160=at:2030-01-02T03:04:05.000000006Z,161-199=20,200-1023=10"; data["journal."+jid] != want {
+		t.Errorf("encoded %q, want %q", data["journal."+jid], want)
+	}
+	if data["other"] != "kept" || data["owner.pod-a"] != "0-511 u1" {
+		t.Errorf("encoded %v", data)
+	}
+	back, err := decodeState(&corev1.ConfigMap{Data: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := back.encode(nil); len(got) != 2 || got["journal."+jid] != data["journal."+jid] || got["owner.pod-a"] != data["owner.pod-a"] {
+		t.Errorf("round trip: %v, want %v", got, data)
+	}
+	for _, bad := range []map[string]string{
+		{"owner.x": "0-511"},
+		{"owner.x": "0-5111 u"},
+		{"journal.zz": "0-1023=1"},
+		{"journal." + jid: "0-1023=x"},
+		{"journal." + jid: "0-511=1,500-1023=2"},
+	} {
+		if _, err := decodeState(&corev1.ConfigMap{Data: bad}); err == nil {
+			t.Errorf("decodeState(%v) took it", bad)
+		}
+	}
+}
+
+// Handed-off positions move through a store: exported from one, imported
+// into another, exactly, pending resets included.
+func TestExportImport(t *testing.T) {
+	open := func() *offsets.Store {
+		st, err := offsets.Open(t.TempDir(), offsets.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	from, to := open(), open()
+	j1, j2 := []byte("journal-one-0001"), []byte("journal-two-0002")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(from.Set(offsets.Key{Consumer: "c", JournalID: j1, Slices: offsets.SliceRange{First: 0, Last: 511}}, 7))
+	must(from.Set(offsets.Key{Consumer: "c", JournalID: j1, Slices: offsets.SliceRange{First: 512, Last: 1023}}, 9))
+	must(from.Reset(offsets.Key{Consumer: "c", JournalID: j2, Slices: offsets.AllSlices}, streamdv1.StartPolicy_START_POLICY_LATEST, time.Time{}))
+	must(from.Set(offsets.Key{Consumer: "other", JournalID: j2, Slices: offsets.AllSlices}, 99))
+	s := &state{owners: map[string]owner{}, positions: map[string][]fragment{}}
+	must(exportPositions(s, from, "c", offsets.SliceRange{First: 256, Last: 767}))
+	must(importPositions(to, "c", s.within(offsets.SliceRange{First: 300, Last: 600})))
+	got, err := to.List("")
+	must(err)
+	want := []string{"c/6a6f75726e616c2d6f6e652d30303031/300-511 offset 7", "c/6a6f75726e616c2d6f6e652d30303031/512-600 offset 9", "c/6a6f75726e616c2d74776f2d30303032/300-600 reset to latest"}
+	if len(got) != len(want) {
+		t.Fatalf("imported %v, want %v", got, want)
+	}
+	for i, e := range got {
+		if s := e.Key.String() + " " + e.Position.String(); s != want[i] {
+			t.Errorf("imported %s, want %s", s, want[i])
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	store, err := offsets.Open(t.TempDir(), offsets.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	good := Options{
+		Client: kubetest.New().Clientset(), Namespace: "ns", Group: "orders", Identity: "orders-7d9f-x2",
+		Consumer: consumer.Options{Producers: []string{"p:1"}, Name: "n", Store: store, Handler: func(context.Context, *streamdv1.Event) error { return nil }},
+	}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("good options: %v", err)
+	}
+	for _, c := range []struct {
+		change func(*Options)
+		want   string
+	}{
+		{func(o *Options) { o.Client = nil }, "Options.Client"},
+		{func(o *Options) { o.Namespace = "" }, "Options.Namespace"},
+		{func(o *Options) { o.Group = "" }, "Options.Group is empty"},
+		{func(o *Options) { o.Group = "Orders" }, "Options.Group \"Orders\""},
+		{func(o *Options) { o.Identity = "" }, "Options.Identity is empty"},
+		{func(o *Options) { o.Identity = "a_b" }, "Options.Identity \"a_b\""},
+		{func(o *Options) { o.LeaseDuration = time.Second }, "Options.LeaseDuration"},
+		{func(o *Options) { o.Consumer.Slices = offsets.SliceRange{First: 0, Last: 9} }, "Options.Consumer.Slices"},
+		{func(o *Options) { o.Consumer.Name = "" }, "Options.Consumer: consumer: Options.Name is empty"},
+	} {
+		o := good
+		c.change(&o)
+		err := o.Validate()
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Validate() = %v, want ErrInvalid naming %q", err, c.want)
+		}
+	}
+}

@@ -1,0 +1,222 @@
+package group
+
+import (
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/streamd/streamd/offsets"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// The keys of the group's ConfigMap "<group>-positions".
+const (
+	ownerKeyPrefix   = "owner."   // owner.<identity>: "<first-last> <lease uid>"
+	journalKeyPrefix = "journal." // journal.<journal id hex>: "<first-last>=<position>,..."
+)
+
+// owner is a member's claim on slices, made by the incarnation whose lease
+// has uid: it is void once that lease is gone.
+type owner struct {
+	slices offsets.SliceRange
+	uid    types.UID
+}
+
+// fragment is a handed-off position: every event of slices at or below
+// position (an offset) was applied, none after it.
+type fragment struct {
+	slices   offsets.SliceRange
+	position offsets.Position
+}
+
+// state is the decoded ConfigMap: who owns which slices, and the positions
+// per producer journal. Both change in one compare-and-swap, so a release
+// writes its positions and gives its slices up atomically, and a member
+// writes positions only for slices it still owns.
+type state struct {
+	owners    map[string]owner      // by identity
+	positions map[string][]fragment // by journal id in hex, sorted, disjoint
+}
+
+func decodeState(cm *corev1.ConfigMap) (*state, error) {
+	s := &state{owners: map[string]owner{}, positions: map[string][]fragment{}}
+	if cm == nil {
+		return s, nil
+	}
+	for k, v := range cm.Data {
+		switch {
+		case strings.HasPrefix(k, ownerKeyPrefix):
+			rs, uid, ok := strings.Cut(v, " ")
+			r, err := parseRange(rs)
+			if !ok || err != nil || isNone(r) || uid == "" {
+				return nil, fmt.Errorf("group: ConfigMap %s: %s is %q, want \"first-last uid\"", cm.Name, k, v)
+			}
+			s.owners[strings.TrimPrefix(k, ownerKeyPrefix)] = owner{slices: r, uid: types.UID(uid)}
+		case strings.HasPrefix(k, journalKeyPrefix):
+			jid := strings.TrimPrefix(k, journalKeyPrefix)
+			if b, err := hex.DecodeString(jid); err != nil || len(b) != offsets.JournalIDLen {
+				return nil, fmt.Errorf("group: ConfigMap %s: key %s does not name a journal id (%d hex bytes)", cm.Name, k, offsets.JournalIDLen)
+			}
+			frags, err := decodeFragments(v)
+			if err != nil {
+				return nil, fmt.Errorf("group: ConfigMap %s: %s: %w", cm.Name, k, err)
+			}
+			s.positions[jid] = frags
+		}
+	}
+	return s, nil
+}
+
+// encode writes s into data (keys of the group's own prefixes only).
+func (s *state) encode(data map[string]string) map[string]string {
+	if data == nil {
+		data = map[string]string{}
+	}
+	for k := range data {
+		if strings.HasPrefix(k, ownerKeyPrefix) || strings.HasPrefix(k, journalKeyPrefix) {
+			delete(data, k)
+		}
+	}
+	for id, o := range s.owners {
+		data[ownerKeyPrefix+id] = o.slices.String() + " " + string(o.uid)
+	}
+	for jid, frags := range s.positions {
+		parts := make([]string, len(frags))
+		for i, f := range frags {
+			parts[i] = f.slices.String() + "=" + formatPosition(f.position)
+		}
+		data[journalKeyPrefix+jid] = strings.Join(parts, ",")
+	}
+	return data
+}
+
+func decodeFragments(v string) ([]fragment, error) {
+	var out []fragment
+	for _, part := range strings.Split(v, ",") {
+		rs, ps, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("fragment %q: want first-last=position", part)
+		}
+		r, err := offsets.ParseSliceRange(rs)
+		if err != nil {
+			return nil, fmt.Errorf("fragment %q: %w", part, err)
+		}
+		p, err := parsePosition(ps)
+		if err != nil {
+			return nil, fmt.Errorf("fragment %q: %w", part, err)
+		}
+		if n := len(out); n > 0 && out[n-1].slices.Last >= r.First {
+			return nil, fmt.Errorf("fragment %q overlaps or precedes %s", part, out[n-1].slices)
+		}
+		out = append(out, fragment{slices: r, position: p})
+	}
+	return out, nil
+}
+
+// formatPosition is an offset in decimal, or a pending operator reset:
+// "earliest", "latest", "at:<RFC3339Nano>".
+func formatPosition(p offsets.Position) string {
+	switch p.Start {
+	case streamdv1.StartPolicy_START_POLICY_EARLIEST:
+		return "earliest"
+	case streamdv1.StartPolicy_START_POLICY_LATEST:
+		return "latest"
+	case streamdv1.StartPolicy_START_POLICY_AT_TIME:
+		return "at:" + p.StartTime.UTC().Format(time.RFC3339Nano)
+	}
+	return strconv.FormatUint(p.Offset, 10)
+}
+
+func parsePosition(s string) (offsets.Position, error) {
+	switch {
+	case s == "earliest":
+		return offsets.Position{Start: streamdv1.StartPolicy_START_POLICY_EARLIEST}, nil
+	case s == "latest":
+		return offsets.Position{Start: streamdv1.StartPolicy_START_POLICY_LATEST}, nil
+	case strings.HasPrefix(s, "at:"):
+		t, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(s, "at:"))
+		if err != nil {
+			return offsets.Position{}, fmt.Errorf("position %q: %w", s, err)
+		}
+		return offsets.Position{Start: streamdv1.StartPolicy_START_POLICY_AT_TIME, StartTime: t}, nil
+	}
+	off, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return offsets.Position{}, fmt.Errorf("position %q: want an offset, earliest, latest or at:<time>", s)
+	}
+	return offsets.Position{Offset: off}, nil
+}
+
+// put writes f for journal jid: the fragments it overlaps keep only their
+// slices outside f.
+func (s *state) put(jid string, f fragment) {
+	var out []fragment
+	for _, old := range s.positions[jid] {
+		for _, rest := range subtract(old.slices, f.slices) {
+			out = append(out, fragment{slices: rest, position: old.position})
+		}
+	}
+	out = append(out, f)
+	sort.Slice(out, func(i, j int) bool { return out[i].slices.First < out[j].slices.First })
+	s.positions[jid] = out
+}
+
+// within returns the fragments of every journal overlapping r, clipped to
+// r, by journal id.
+func (s *state) within(r offsets.SliceRange) map[string][]fragment {
+	out := map[string][]fragment{}
+	for jid, frags := range s.positions {
+		for _, f := range frags {
+			if c := intersect(f.slices, r); !isNone(c) {
+				out[jid] = append(out[jid], fragment{slices: c, position: f.position})
+			}
+		}
+	}
+	return out
+}
+
+// exportPositions puts the positions of consumer stored in store for the
+// slices r into s: what a member hands off (or publishes while it runs).
+func exportPositions(s *state, store *offsets.Store, consumer string, r offsets.SliceRange) error {
+	entries, err := store.List(consumer)
+	if err != nil {
+		return fmt.Errorf("group: read the positions to hand off: %w", err)
+	}
+	for _, e := range entries {
+		if c := intersect(e.Slices, r); !isNone(c) {
+			s.put(hex.EncodeToString(e.JournalID), fragment{slices: c, position: offsets.Position{Offset: e.Offset, Start: e.Start, StartTime: e.StartTime}})
+		}
+	}
+	return nil
+}
+
+// importPositions stores the handed-off fragments as the positions of
+// consumer, each exactly under its own slice range (Set, or Reset for a
+// pending reset), so that a consumer over a larger range starts from the
+// lowest and skips, per fragment, what was applied before.
+func importPositions(store *offsets.Store, consumer string, byJournal map[string][]fragment) error {
+	for jid, frags := range byJournal {
+		id, err := hex.DecodeString(jid)
+		if err != nil {
+			return fmt.Errorf("group: journal id %q: %w", jid, err)
+		}
+		for _, f := range frags {
+			k := offsets.Key{Consumer: consumer, JournalID: id, Slices: f.slices}
+			if f.position.Pending() {
+				err = store.Reset(k, f.position.Start, f.position.StartTime)
+			} else {
+				err = store.Set(k, f.position.Offset)
+			}
+			if err != nil {
+				return fmt.Errorf("group: import the position of %s: %w", k, err)
+			}
+		}
+	}
+	return nil
+}
