@@ -389,7 +389,7 @@ func (f *follower) serve(ctx context.Context, s *session, msgs <-chan *streamdv1
 				return true, f.translate(ctx, s.recvErr, st)
 			}
 			var next *streamdv1.SubscribeResponse
-			if f.c.opts.BatchHandler != nil {
+			if f.c.opts.BatchHandler != nil || f.c.opts.CommitHandler != nil {
 				m, next = coalesce(m, msgs)
 			}
 			if err := f.handle(ctx, m); err != nil {
@@ -417,8 +417,8 @@ const (
 )
 
 // coalesce merges into m, a live event batch, the live batches already
-// queued behind it, so that a BatchHandler writes them at once (one append,
-// one fsync, for a replication). It stops at the first other message, which
+// queued behind it, so that a BatchHandler or CommitHandler writes them at
+// once (one append, one fsync, for a replication). It stops at the first other message, which
 // it returns as next (nil if none), to be handled after the merged batch.
 func coalesce(m *streamdv1.SubscribeResponse, msgs <-chan *streamdv1.SubscribeResponse) (merged, next *streamdv1.SubscribeResponse) {
 	b := m.GetEvents()
