@@ -101,6 +101,9 @@ func Open(dir string, opts Options) (*Journal, error) {
 		WithNumMemtables(3).
 		WithMemTableSize(opts.MemTableSize).
 		WithBlockCacheSize(opts.BlockCacheSize).
+		WithCompression(opts.Compression.badger()).
+		WithNumLevelZeroTables(opts.levelZeroTables()).
+		WithNumLevelZeroTablesStall(3 * opts.levelZeroTables()).
 		WithNumCompactors(2).
 		WithChecksumVerificationMode(options.OnBlockRead).
 		WithLogger(badgerlog.Logger{L: opts.Logger})

@@ -1,8 +1,12 @@
 package journal
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
 // A memtable too small for Badger is refused by Validate with the field's
@@ -33,6 +37,65 @@ func TestMemTableSizeBounds(t *testing.T) {
 			t.Errorf("MemTableSize %d: Open accepted it", tc.size)
 		} else if !strings.Contains(err.Error(), "Options.MemTableSize") {
 			t.Errorf("MemTableSize %d: error does not name the field: %v", tc.size, err)
+		}
+	}
+}
+
+// Compression is checked by Validate and ParseCompression, naming what is
+// wrong.
+func TestCompressionRefused(t *testing.T) {
+	if _, err := Open(t.TempDir(), Options{Compression: 7}); err == nil || !strings.Contains(err.Error(), "Options.Compression") {
+		t.Errorf("Compression 7: got %v, want an error naming Options.Compression", err)
+	}
+	if _, err := ParseCompression("zstd"); err == nil || !strings.Contains(err.Error(), `"zstd"`) {
+		t.Errorf(`ParseCompression("zstd"): got %v, want an error naming it`, err)
+	}
+	for _, c := range []Compression{CompressionSnappy, CompressionNone} {
+		if got, err := ParseCompression(c.String()); err != nil || got != c {
+			t.Errorf("ParseCompression(%q) = %v, %v", c, got, err)
+		}
+	}
+}
+
+// Badger records each table's compression, so a journal reopened with other
+// Compression reads the tables written before.
+func TestCompressionChangeKeepsTables(t *testing.T) {
+	dir := t.TempDir()
+	for i, c := range []Compression{CompressionNone, CompressionSnappy, CompressionNone} {
+		j, err := Open(dir, Options{Compression: c, MemTableSize: minMemTableSize})
+		if err != nil {
+			t.Fatalf("open %d with %v: %v", i, c, err)
+		}
+		if got := len(readAll(t, j)); got != i*3000 {
+			t.Fatalf("open %d with %v: read %d events, want %d", i, c, got, i*3000)
+		}
+		// 3000 events of 1 KiB, flushed to a level-0 table at Close.
+		for k := range 6 {
+			batch := make([]*streamdv1.Event, 500)
+			for n := range batch {
+				batch[n] = ev("t", fmt.Sprintf("e%d", n%50), strings.Repeat(string(rune('a'+k)), 1024))
+			}
+			if _, err := j.Append(context.Background(), batch...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkInvariants(t, readAll(t, j), 1)
+		if err := j.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Level 0 holds as many bytes before compaction whatever the memtable size.
+func TestLevelZeroTables(t *testing.T) {
+	for _, tc := range []struct {
+		memTable int64
+		want     int
+	}{
+		{64 << 20, 5}, {256 << 20, 5}, {32 << 20, 10}, {16 << 20, 20}, {minMemTableSize, 40},
+	} {
+		if got := (Options{MemTableSize: tc.memTable}).levelZeroTables(); got != tc.want {
+			t.Errorf("MemTableSize %d MiB: %d level-0 tables, want %d", tc.memTable>>20, got, tc.want)
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/dgraph-io/badger/v4/options"
 )
 
 // Durability says when Append returns.
@@ -42,6 +44,49 @@ func ParseDurability(s string) (Durability, error) {
 	return 0, fmt.Errorf("journal: durability %q: want sync or async", s)
 }
 
+// Compression is how the journal's Badger tables are compressed on disk.
+type Compression int
+
+const (
+	// CompressionSnappy compresses tables with Snappy. Badger builds a table
+	// in memory uncompressed but cuts it by its compressed size, so the
+	// memory its table builders keep grows with how well events compress
+	// and with the depth of the LSM tree, not only with MemTableSize.
+	CompressionSnappy Compression = iota
+	// CompressionNone stores tables uncompressed: more disk for compressible
+	// events, and a memory ceiling that follows from MemTableSize alone.
+	CompressionNone
+)
+
+// String returns "snappy" or "none".
+func (c Compression) String() string {
+	switch c {
+	case CompressionSnappy:
+		return "snappy"
+	case CompressionNone:
+		return "none"
+	}
+	return fmt.Sprintf("Compression(%d)", int(c))
+}
+
+// ParseCompression reads "snappy" or "none".
+func ParseCompression(s string) (Compression, error) {
+	switch s {
+	case "snappy":
+		return CompressionSnappy, nil
+	case "none":
+		return CompressionNone, nil
+	}
+	return 0, fmt.Errorf("journal: compression %q: want snappy or none", s)
+}
+
+func (c Compression) badger() options.CompressionType {
+	if c == CompressionNone {
+		return options.None
+	}
+	return options.Snappy
+}
+
 // Limits bound what one append may carry. Zero fields take the defaults.
 type Limits struct {
 	MaxEntityTypeLen   int // default 256 bytes
@@ -75,6 +120,16 @@ var DefaultLimits = Limits{
 // minMemTableSize is the smallest memtable Badger opens with: a transaction
 // (15% of the memtable) must hold its largest inline value (1 MiB).
 const minMemTableSize = 7 << 20
+
+// levelZeroTables is how many level-0 tables Badger keeps before compacting
+// them into level 1 (it stalls writes at three times as many): as many bytes
+// as Badger's default of 5 with 64 MiB memtables, so that a smaller
+// MemTableSize saves memory without more compaction work (with 16 MiB
+// memtables and Badger's 5, a publish load wrote 1.7 times the bytes and took
+// 1.35 times the CPU).
+func (o Options) levelZeroTables() int {
+	return int(max(5, min(40, 5*(64<<20)/o.MemTableSize)))
+}
 
 // maxBatchBytesCap keeps one append inside one Badger transaction.
 const maxBatchBytesCap = 8 << 20
@@ -137,12 +192,19 @@ type Options struct {
 	RingSize int
 	// MemTableSize is Badger's memtable size in bytes; default 64 MiB, at
 	// least 7 MiB. Most of the journal's memory follows from it: up to 5
-	// memtables of 1.3 times it, and Badger's 8 pooled table builders, each
-	// kept as large as the largest table built (a flush builds a whole
-	// memtable, a level-0 merge several; with compression a builder holds
-	// several times its table). Badger caps one transaction, so one group
-	// commit, at 15% of it.
+	// memtables of 1.3 times it, and Badger's pool of 8 table builders, each
+	// kept as large as the largest table it built (a flush builds a whole
+	// memtable), 3 times over (a journal block is larger than Badger's 4 KiB
+	// block, so Badger allocates it, then twice it for the block's trailer),
+	// in buffers that double. With CompressionSnappy a compaction's builder
+	// holds more: a table cut at its compressed size, uncompressed (see
+	// Compression). The Go runtime may add as much again as garbage (GOGC).
+	// Badger caps one transaction, so one group commit and one append, at
+	// 15% of it.
 	MemTableSize int64
+	// Compression of the journal's tables on disk; default CompressionSnappy.
+	// Tables written before a change keep theirs and stay readable.
+	Compression Compression
 	// MinFreeBytes is the free space the journal's filesystem must keep:
 	// below it appends are refused with ErrNoSpace, writing nothing, and
 	// accepted again once space is freed. Badger writes its log through
@@ -166,6 +228,9 @@ func (o Options) Validate() error {
 	}
 	if err := checkName("region", o.Region, maxRegionLen, false); err != nil {
 		errs = append(errs, fmt.Errorf("journal: Options.Region %q: %v", o.Region, err))
+	}
+	if o.Compression != CompressionSnappy && o.Compression != CompressionNone {
+		errs = append(errs, fmt.Errorf("journal: Options.Compression %d is neither snappy nor none", o.Compression))
 	}
 	if o.RetentionMaxAge < 0 {
 		errs = append(errs, fmt.Errorf("journal: Options.RetentionMaxAge %v is negative", o.RetentionMaxAge))
