@@ -703,6 +703,9 @@ func (m *Member) stop() {
 	m.setStatus(func(st *Status) { st.Consuming = None })
 }
 
+// leaveAttempts bounds the hand-off attempts on leaving.
+const leaveAttempts = 3
+
 // leave hands every owned slice off (if handOff) and deletes the Lease.
 func (m *Member) leave(ctx context.Context, handOff bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.LeaseDuration)
@@ -714,10 +717,20 @@ func (m *Member) leave(ctx context.Context, handOff bool) {
 	if m.lease == nil {
 		return
 	}
-	if handOff && !isNone(m.owned) {
-		if err := m.release(ctx, None); err != nil {
-			m.log.Warn("group: hand the slices off on leaving (others take them from the positions last published)", "error", err)
+	// A hand-off that fails for a passing reason (an API call timed out)
+	// is tried again, a few times while the Lease is still this member's:
+	// without it the others take the slices from the positions last
+	// published.
+	for attempt := 1; handOff && !isNone(m.owned) && m.lease != nil; attempt++ {
+		err := m.release(ctx, None)
+		if err == nil {
+			break
 		}
+		if attempt == leaveAttempts || m.lease == nil || ctx.Err() != nil {
+			m.log.Warn("group: hand the slices off on leaving (others take them from the positions last published)", "error", err)
+			break
+		}
+		m.log.Info("group: hand-off on leaving failed, trying again", "error", err)
 	}
 	if m.lease == nil {
 		return

@@ -23,7 +23,7 @@ import (
 const (
 	rescaleGroup = "projection"
 	rescaleNS    = "default"
-	rescaleLease = 3 * time.Second
+	rescaleLease = 5 * time.Second // a loaded CI machine delays renewals by seconds
 )
 
 // memberProc is a groupconsumer process, a member of the consumer group.
@@ -210,6 +210,17 @@ func TestRescale(t *testing.T) {
 		t.Logf("%s: %d acknowledged, %d in the journal, %d applied; publish errors %v", p.name, rep.Acked, rep.JournalEvents, rep.ExactlyOnce.Deliveries, p.pubs.errors())
 	}
 	t.Logf("3 producers, consumer group 1→4→2 (lease %v), %d API writes: %v", rescaleLease, writes, time.Since(begin).Round(time.Millisecond))
+	if t.Failed() { // what the members had to say: renewals late, hand-offs failed
+		for _, m := range all {
+			m.proc.stderr.mu.Lock()
+			for _, line := range m.proc.stderr.all {
+				if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || strings.Contains(line, "expired") {
+					t.Logf("%s: %s", m.identity, line)
+				}
+			}
+			m.proc.stderr.mu.Unlock()
+		}
+	}
 }
 
 // leasesDisjoint checks that no two Leases of the group show overlapping
