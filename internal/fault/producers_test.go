@@ -145,6 +145,15 @@ func TestManyProducers(t *testing.T) {
 		}
 		t.Logf("consumer %s: %d events applied over %d processes", r, len(ds), c.run)
 	}
+	checkProducers(t, ps, byProducer)
+	t.Logf("3 producers (one stopped, one killed), 2 consumers (3 kills, 1 stop): %v", time.Since(start).Round(time.Millisecond))
+}
+
+// checkProducers checks each producer's history — acknowledged, sent, in
+// its journal — against the events the consumers applied exactly-once
+// (byProducer, by producer name, in journal order).
+func checkProducers(t *testing.T, ps []*producerProc, byProducer map[string][]Delivery) {
+	t.Helper()
 	for _, p := range ps {
 		acked, sent := p.pubs.history()
 		rep := Check(History{Acked: acked, Sent: sent, Journal: readJournal(t, p.dir), ExactlyOnce: byProducer[p.name]})
@@ -156,5 +165,4 @@ func TestManyProducers(t *testing.T) {
 		}
 		t.Logf("%s: %d acknowledged, %d in the journal, %d applied; publish errors %v", p.name, rep.Acked, rep.JournalEvents, rep.ExactlyOnce.Deliveries, p.pubs.errors())
 	}
-	t.Logf("3 producers (one stopped, one killed), 2 consumers (3 kills, 1 stop): %v", time.Since(start).Round(time.Millisecond))
 }

@@ -198,17 +198,7 @@ func TestRescale(t *testing.T) {
 	for _, ds := range byProducer {
 		sort.SliceStable(ds, func(i, j int) bool { return ds[i].Offset < ds[j].Offset })
 	}
-	for _, p := range ps {
-		acked, sent := p.pubs.history()
-		rep := Check(History{Acked: acked, Sent: sent, Journal: readJournal(t, p.dir), ExactlyOnce: byProducer[p.name]})
-		if f := rep.Failures(); len(f) > 0 {
-			t.Errorf("%s: %s\n%s", p.name, strings.Join(f, ", "), rep)
-		}
-		if rep.ExactlyOnce.Deliveries == 0 {
-			t.Errorf("%s: nothing applied", p.name)
-		}
-		t.Logf("%s: %d acknowledged, %d in the journal, %d applied; publish errors %v", p.name, rep.Acked, rep.JournalEvents, rep.ExactlyOnce.Deliveries, p.pubs.errors())
-	}
+	checkProducers(t, ps, byProducer)
 	t.Logf("3 producers, consumer group 1→4→2 (lease %v), %d API writes: %v", rescaleLease, writes, time.Since(begin).Round(time.Millisecond))
 	if t.Failed() { // what the members had to say: renewals late, hand-offs failed
 		for _, m := range all {
