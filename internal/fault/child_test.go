@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,12 +41,11 @@ const (
 )
 
 // appliedLogPrefix holds, in the exactly-once consumer's store, one record
-// per applied event under a counter, written in the transaction that
-// applies it.
-const (
-	appliedLogPrefix = "fault/applied/"
-	appliedCountKey  = "fault/count"
-)
+// per applied event, written in the transaction that applies it, under the
+// run number and the order in which the process applied it. (Not under a
+// counter kept in the store: the transactions of the streams of several
+// producers would all write it, and conflict until one gives up.)
+const appliedLogPrefix = "fault/applied/"
 
 // runChild is a consumer process: exactly-once ("eo"), recording each
 // applied event in its store in the applying transaction, or at-least-once
@@ -79,23 +79,11 @@ func runChild() int {
 	switch kind {
 	case "eo":
 		opts.Mode = consumer.ExactlyOnce
+		var applied atomic.Uint64
 		opts.TxHandler = func(ctx context.Context, txn *badger.Txn, e *streamdv1.Event) error {
-			var n uint64
-			switch item, err := txn.Get([]byte(appliedCountKey)); {
-			case err == nil:
-				v, err := item.ValueCopy(nil)
-				if err != nil {
-					return err
-				}
-				n = binary.BigEndian.Uint64(v)
-			case !errors.Is(err, badger.ErrKeyNotFound):
-				return err
-			}
-			n++
-			if err := txn.Set([]byte(appliedCountKey), binary.BigEndian.AppendUint64(nil, n)); err != nil {
-				return err
-			}
-			return txn.Set(binary.BigEndian.AppendUint64([]byte(appliedLogPrefix), n), []byte(formatDelivery(runNr, e)))
+			key := binary.BigEndian.AppendUint64([]byte(appliedLogPrefix), uint64(runNr))
+			key = binary.BigEndian.AppendUint64(key, applied.Add(1))
+			return txn.Set(key, []byte(formatDelivery(runNr, e)))
 		}
 	case "alo":
 		f, err := os.OpenFile(os.Getenv(childLogEnv), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
