@@ -638,14 +638,16 @@ func (c *consumerProc) stop() {
 func (c *consumerProc) waitOffset(v uint64, timeout time.Duration) (time.Time, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	// A later start replaces c.proc and c.offset while the goroutine runs.
+	exited, offset := c.proc.done, c.offset
 	go func() { // an exited consumer will not get there
 		select {
-		case <-c.proc.done:
+		case <-exited:
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
-	return c.offset.reached(ctx, v)
+	return offset.reached(ctx, v)
 }
 
 // deliveries reads what the consumer applied (the process has exited).
