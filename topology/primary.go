@@ -371,8 +371,8 @@ func (p *Primary) Takeover(ctx context.Context, entityType, entityID string, for
 func (p *Primary) asOwner(ctx context.Context, e *primaryEntity, force bool, fn func() error) error {
 	e.write.Lock()
 	defer e.write.Unlock()
-	var peerHeld map[string]map[string]uint64 // per region asked, what it said it holds
-	conflicts, round := 0, 0                  // round: calls that brought no events
+	peerHeld := map[string]map[string]uint64{} // per region asked, what it said it holds
+	conflicts, round := 0, 0                   // round: calls that brought no events
 	for {
 		e.mu.Lock()
 		if err := e.fold(p.j); err != nil {
@@ -410,29 +410,37 @@ func (p *Primary) asOwner(ctx context.Context, e *primaryEntity, force bool, fn 
 			continue
 		}
 		owner := e.owner
-		req := &streamdv1.SyncRequest{EntityType: e.entityType, EntityId: e.entityID, HandoverTo: p.region, Held: maps.Clone(e.held)}
-		if h, ok := peerHeld[owner]; ok {
-			req.Events, _ = e.missing(h, maxAppendEvents, maxAppendBytes) // the owner is behind what it granted
-		}
-		e.mu.Unlock()
 		if round >= maxRounds {
+			e.mu.Unlock()
 			return &UnavailableError{Region: owner, Why: "taking the entity over", Err: fmt.Errorf("ownership of %s/%s moved %d times during the write; try again", e.entityType, e.entityID, round)}
 		}
-		resp, err := p.sync(ctx, owner, req, "taking the entity over")
+		req := &streamdv1.SyncRequest{EntityType: e.entityType, EntityId: e.entityID, HandoverTo: p.region, Held: maps.Clone(e.held)}
+		resp, err := p.exchange(ctx, e, owner, req, peerHeld, "taking the entity over")
 		if err != nil {
 			return err
 		}
 		if len(resp.Events) == 0 {
 			round++
 		}
-		if peerHeld == nil {
-			peerHeld = map[string]map[string]uint64{}
-		}
-		peerHeld[owner] = resp.Held
-		if err := p.store(ctx, e, resp.Events); err != nil {
-			return err
-		}
 	}
+}
+
+// exchange is one Sync with owner, for a handover (req.HandoverTo) or a
+// strong read: req goes with the events owner lacks as its last answer
+// said (peerHeld: the owner is behind what it granted), the answer's
+// events are stored, and what owner holds is noted in peerHeld. The caller
+// holds e.mu, which exchange releases.
+func (p *Primary) exchange(ctx context.Context, e *primaryEntity, owner string, req *streamdv1.SyncRequest, peerHeld map[string]map[string]uint64, why string) (*streamdv1.SyncResponse, error) {
+	if h, ok := peerHeld[owner]; ok {
+		req.Events, _ = e.missing(h, maxAppendEvents, maxAppendBytes)
+	}
+	e.mu.Unlock()
+	resp, err := p.sync(ctx, owner, req, why)
+	if err != nil {
+		return nil, err
+	}
+	peerHeld[owner] = resp.Held
+	return resp, p.store(ctx, e, resp.Events)
 }
 
 // appendHandover appends a handover of e to region. Callers hold e.mu
@@ -515,7 +523,7 @@ func (p *Primary) ReadStrong(ctx context.Context, entityType, entityID string) (
 		return History{}, err
 	}
 	e := p.entity(t, entityID)
-	var peerHeld map[string]map[string]uint64
+	peerHeld := map[string]map[string]uint64{}
 	for round := 0; ; {
 		e.mu.Lock()
 		if err := e.fold(p.j); err != nil {
@@ -528,27 +536,17 @@ func (p *Primary) ReadStrong(ctx context.Context, entityType, entityID string) (
 			return h, nil
 		}
 		owner := e.owner
-		req := &streamdv1.SyncRequest{EntityType: e.entityType, EntityId: e.entityID, Held: maps.Clone(e.held)}
-		if h, ok := peerHeld[owner]; ok {
-			req.Events, _ = e.missing(h, maxAppendEvents, maxAppendBytes)
-		}
-		e.mu.Unlock()
 		if round >= maxRounds {
+			e.mu.Unlock()
 			return History{}, &UnavailableError{Region: owner, Why: "reading from the owner", Err: fmt.Errorf("ownership of %s/%s moved %d times during the read; try again", entityType, entityID, round)}
 		}
-		resp, err := p.sync(ctx, owner, req, "reading from the owner")
+		req := &streamdv1.SyncRequest{EntityType: e.entityType, EntityId: e.entityID, Held: maps.Clone(e.held)}
+		resp, err := p.exchange(ctx, e, owner, req, peerHeld, "reading from the owner")
 		if err != nil {
 			return History{}, err
 		}
 		if len(resp.Events) == 0 {
 			round++
-		}
-		if peerHeld == nil {
-			peerHeld = map[string]map[string]uint64{}
-		}
-		peerHeld[owner] = resp.Held
-		if err := p.store(ctx, e, resp.Events); err != nil {
-			return History{}, err
 		}
 		if resp.Owner == owner && !resp.More {
 			e.mu.Lock()
