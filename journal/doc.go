@@ -10,7 +10,10 @@
 //   - Append validates everything first: bad input is refused with
 //     ErrInvalidEvent and nothing is written. A failed commit writes nothing.
 //   - Concurrent appends are group-committed: one Badger transaction and one
-//     fsync for all appends waiting at that moment. With DurabilitySync (the
+//     fsync for all appends waiting at that moment (an fsync waits, at most
+//     half an fsync's time, for appends already queued; never for one not yet
+//     made). Appends are committed in the order they were queued (Submit
+//     queues one without waiting for it). With DurabilitySync (the
 //     default) Append returns only after the fsync; with DurabilityAsync it
 //     returns after the commit to Badger's memory-mapped log (safe against a
 //     process crash, not against an OS crash).

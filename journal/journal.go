@@ -47,6 +47,8 @@ type Journal struct {
 	mu       sync.RWMutex // guards closed against new appends
 	closed   bool
 	inflight sync.WaitGroup
+	// queued counts requests handed to the writer and not yet answered.
+	queued atomic.Int64
 
 	failed atomic.Pointer[error]
 
@@ -285,6 +287,28 @@ type Write struct {
 // at all. An append refused (a seqNr conflict, an origin gap) writes none
 // of them.
 func (j *Journal) AppendWith(ctx context.Context, writes []Write, events ...*streamdv1.Event) ([]Appended, error) {
+	p, err := j.Submit(ctx, writes, events...)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait()
+}
+
+// Pending is an append handed to the journal's writer by Submit.
+type Pending struct{ done chan writeResult }
+
+// Wait blocks until the append is committed (and, with sync durability,
+// fsync'd) or refused, and returns what AppendWith would have. Call it once.
+func (p *Pending) Wait() ([]Appended, error) {
+	res := <-p.done
+	return res.appended, res.err
+}
+
+// Submit checks and queues an append as AppendWith does, without waiting
+// for its commit: a caller with many appends in flight (a publish stream)
+// keeps them in order without a goroutine each. Appends are committed in
+// the order Submit queued them. ctx bounds only the wait to be queued.
+func (j *Journal) Submit(ctx context.Context, writes []Write, events ...*streamdv1.Event) (*Pending, error) {
 	var size int
 	if len(events) > 0 || len(writes) == 0 {
 		var err error
@@ -310,8 +334,7 @@ func (j *Journal) AppendWith(ctx context.Context, writes []Write, events ...*str
 		return nil, invalid("%d events (about %d bytes and %d entries in Badger) exceed one transaction with MemTableSize %d: split the append or raise MemTableSize",
 			len(events), req.cost, req.entries, j.opts.MemTableSize)
 	}
-	res, err := j.submit(ctx, req)
-	return res.appended, err
+	return j.submit(ctx, req)
 }
 
 // txnCost is an upper bound of what an append of events (size bytes
@@ -329,26 +352,29 @@ func txnCost(events []*streamdv1.Event, size int) (cost, entries int) {
 // maxWriteKey bounds the key of a Write (Badger's limit is 65000 bytes).
 const maxWriteKey = 65000
 
-func (j *Journal) submit(ctx context.Context, req writeReq) (writeResult, error) {
+// submit queues req for the writer. Close waits for submits under way;
+// the writer answers every request queued before it stops.
+func (j *Journal) submit(ctx context.Context, req writeReq) (*Pending, error) {
 	j.mu.RLock()
 	if j.closed {
 		j.mu.RUnlock()
-		return writeResult{}, ErrClosed
+		return nil, ErrClosed
 	}
 	j.inflight.Add(1)
 	j.mu.RUnlock()
 	defer j.inflight.Done()
 	if f := j.failed.Load(); f != nil {
-		return writeResult{}, *f
+		return nil, *f
 	}
 	req.done = make(chan writeResult, 1)
+	j.queued.Add(1)
 	select {
 	case j.writes <- req:
 	case <-ctx.Done():
-		return writeResult{}, ctx.Err()
+		j.queued.Add(-1)
+		return nil, ctx.Err()
 	}
-	res := <-req.done
-	return res, res.err
+	return &Pending{done: req.done}, nil
 }
 
 // Close stops accepting appends, waits for queued appends to commit, and
@@ -401,11 +427,22 @@ type group struct {
 	newTypes []string // entity types this group adds
 	writes   int      // AppendWith records staged
 	err      error    // the commit failed; every unanswered request gets it
+	queued   *atomic.Int64
 }
 
 func (g *group) answer(i int, res writeResult) {
-	g.reqs[i].done <- res
 	g.answered[i] = true
+	g.queued.Add(-1)
+	g.reqs[i].done <- res
+}
+
+func (g *group) unanswered() (n int64) {
+	for _, a := range g.answered {
+		if !a {
+			n++
+		}
+	}
+	return n
 }
 
 func (g *group) failAll(err error) {
@@ -450,7 +487,7 @@ func (j *Journal) writeLoop(w *writer) {
 			}
 			first = r
 		}
-		g := &group{reqs: []writeReq{first}}
+		g := &group{reqs: []writeReq{first}, queued: &j.queued}
 		if first.del == nil {
 			cost, entries := first.cost, first.entries
 		drain:
@@ -492,10 +529,13 @@ func (j *Journal) writeLoop(w *writer) {
 // syncLoop makes committed groups durable with one fsync for all groups
 // committed so far, then publishes them to readers and answers the appends.
 func (j *Journal) syncLoop(toSync <-chan *group) {
-	lastEvents, lastSync := 0, time.Duration(0)
+	var lastSync time.Duration
 	for g := range toSync {
-		batch, pending := []*group{g}, len(g.records)
-		more := func(g *group) { batch, pending = append(batch, g), pending+len(g.records) }
+		// reqs: the batch's requests still to be answered.
+		batch, pending, reqs := []*group{g}, len(g.records), g.unanswered()
+		more := func(g *group) {
+			batch, pending, reqs = append(batch, g), pending+len(g.records), reqs+g.unanswered()
+		}
 	drain:
 		for {
 			select {
@@ -508,14 +548,15 @@ func (j *Journal) syncLoop(toSync <-chan *group) {
 				break drain
 			}
 		}
-		// Group-commit wait: the appenders acknowledged by the last fsync are
-		// likely appending again right now. While fewer events are pending
-		// than that fsync carried, wait for them, at most half an fsync, so
-		// one fsync covers them all. A lone appender never waits.
-		if j.opts.Durability == DurabilitySync && pending > 0 && pending < lastEvents {
+		// Group-commit wait: appends already handed to the writer and not in
+		// this batch yet are committed within moments; wait for them, at most
+		// half an fsync, so that this fsync covers them too. An append not yet
+		// made is not waited for: a lone appender, or appends arriving at a
+		// steady rate, never wait for the next one.
+		if j.opts.Durability == DurabilitySync && pending > 0 && j.queued.Load() > reqs {
 			timer := time.NewTimer(lastSync / 2)
 		wait:
-			for pending < lastEvents {
+			for j.queued.Load() > reqs {
 				select {
 				case g, ok := <-toSync:
 					if !ok {
@@ -583,7 +624,7 @@ func (j *Journal) syncLoop(toSync <-chan *group) {
 		if j.opts.Observer != nil && events > 0 {
 			j.opts.Observer.Committed(appends, events, bytes, syncDur)
 		}
-		lastEvents, lastSync = events, syncDur
+		lastSync = syncDur
 	}
 }
 

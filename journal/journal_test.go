@@ -789,3 +789,45 @@ func TestAppendWith(t *testing.T) {
 		t.Fatalf("record after reopen = %q, want 5", v)
 	}
 }
+
+// Submit queues appends without waiting: they commit in the order queued,
+// and Close answers every one queued before it.
+func TestSubmitOrder(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	var pending []*Pending
+	for i := range 200 {
+		p, err := j.Submit(context.Background(), nil, ev("car", fmt.Sprint("c", i%7), "x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, p)
+	}
+	for i, p := range pending {
+		res, err := p.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res[0].Offset != uint64(i+1) {
+			t.Fatalf("append %d got offset %d", i, res[0].Offset)
+		}
+	}
+	pending = pending[:0]
+	for i := range 100 {
+		p, err := j.Submit(context.Background(), nil, ev("car", fmt.Sprint("c", i%7), "y"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, p)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range pending {
+		if res, err := p.Wait(); err != nil || res[0].Offset != uint64(201+i) {
+			t.Fatalf("append %d queued before Close: %v, %v", i, res, err)
+		}
+	}
+	if _, err := j.Submit(context.Background(), nil, ev("car", "c1", "z")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Submit after Close: %v", err)
+	}
+}

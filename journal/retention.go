@@ -59,7 +59,11 @@ func (j *Journal) EnforceRetention() (int, error) {
 		if err != nil || d == nil {
 			return total, err
 		}
-		if _, err := j.submit(context.Background(), writeReq{del: d}); err != nil {
+		p, err := j.submit(context.Background(), writeReq{del: d})
+		if err == nil {
+			_, err = p.Wait()
+		}
+		if err != nil {
 			return total, err
 		}
 		total += d.count
