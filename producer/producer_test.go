@@ -477,7 +477,7 @@ func TestPublishStream(t *testing.T) {
 		}
 		st.CloseSend()
 	}()
-	ok, bad := 0, 0
+	ok, bad, last := 0, 0, uint64(0)
 	for i := range n {
 		r, err := st.Recv()
 		if err != nil {
@@ -493,6 +493,11 @@ func TestPublishStream(t *testing.T) {
 		if r.Code != 0 || len(r.Appended) != 1 {
 			t.Fatalf("response %d: %v", i, r)
 		}
+		// A stream's appends are committed in the order sent.
+		if r.Appended[0].Offset != last+1 {
+			t.Fatalf("response %d: offset %d after %d", i, r.Appended[0].Offset, last)
+		}
+		last = r.Appended[0].Offset
 		ok++
 	}
 	if _, err := st.Recv(); !errors.Is(err, io.EOF) {

@@ -76,18 +76,36 @@ func (s *Server) Publish(ctx context.Context, req *streamdv1.PublishRequest) (*s
 }
 
 // PublishStream appends each request as it arrives, many in flight at once
-// (so they share group commits), and answers each in order.
+// (so they share group commits), commits them in the order sent, and
+// answers each in order.
 func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServer) error {
+	// The receiving loop queues each request's append in the journal (or its
+	// refusal) and the sending loop answers them in order as they commit: up
+	// to PublishInFlight appends in flight, no goroutine per request.
 	type pending struct {
-		done chan *streamdv1.PublishStreamResponse
+		append *journal.Pending
+		err    error // refused before it reached the journal
 	}
 	queue := make(chan pending, s.opts.PublishInFlight)
 	sendErr := make(chan error, 1)
 	go func() {
 		for p := range queue {
-			if err := st.Send(<-p.done); err != nil {
+			var res []journal.Appended
+			err := p.err
+			if err == nil {
+				res, err = p.append.Wait()
+			}
+			resp := &streamdv1.PublishStreamResponse{Appended: appendedProto(res)}
+			if err != nil {
+				st := status.Convert(toStatus(err))
+				resp.Code, resp.Message = int32(st.Code()), st.Message()
+			}
+			if err := st.Send(resp); err != nil {
 				sendErr <- err
-				for range queue { // drain so appenders are not left blocked
+				for p := range queue { // drain so the receiving loop is not left blocked
+					if p.append != nil {
+						p.append.Wait()
+					}
 				}
 				return
 			}
@@ -103,21 +121,11 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 			}
 			break
 		}
-		p := pending{done: make(chan *streamdv1.PublishStreamResponse, 1)}
+		var p pending
+		if p.err = s.reserved(req.Events); p.err == nil {
+			p.append, p.err = s.j.Submit(st.Context(), nil, req.Events...)
+		}
 		queue <- p
-		go func() {
-			var res []journal.Appended
-			err := s.reserved(req.Events)
-			if err == nil {
-				res, err = s.j.Append(st.Context(), req.Events...)
-			}
-			resp := &streamdv1.PublishStreamResponse{Appended: appendedProto(res)}
-			if err != nil {
-				st := status.Convert(toStatus(err))
-				resp.Code, resp.Message = int32(st.Code()), st.Message()
-			}
-			p.done <- resp
-		}()
 	}
 	close(queue)
 	if err := <-sendErr; err != nil {

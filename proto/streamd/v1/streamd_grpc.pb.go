@@ -40,7 +40,8 @@ type EventStreamServiceClient interface {
 	// Publish appends events to the journal, durably unless the journal runs
 	// with async durability.
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
-	// PublishStream appends a stream of publish requests, each answered in order.
+	// PublishStream appends a stream of publish requests, committed in the
+	// order sent (their offsets increase in that order), each answered in order.
 	PublishStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PublishStreamRequest, PublishStreamResponse], error)
 	// LoadEvent returns one event by (entity, seq_nr).
 	LoadEvent(ctx context.Context, in *LoadEventRequest, opts ...grpc.CallOption) (*LoadEventResponse, error)
@@ -143,7 +144,8 @@ type EventStreamServiceServer interface {
 	// Publish appends events to the journal, durably unless the journal runs
 	// with async durability.
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
-	// PublishStream appends a stream of publish requests, each answered in order.
+	// PublishStream appends a stream of publish requests, committed in the
+	// order sent (their offsets increase in that order), each answered in order.
 	PublishStream(grpc.BidiStreamingServer[PublishStreamRequest, PublishStreamResponse]) error
 	// LoadEvent returns one event by (entity, seq_nr).
 	LoadEvent(context.Context, *LoadEventRequest) (*LoadEventResponse, error)
