@@ -97,15 +97,12 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 			}
 			resp := &streamdv1.PublishStreamResponse{Appended: appendedProto(res)}
 			if err != nil {
-				st := status.Convert(toStatus(err))
-				resp.Code, resp.Message = int32(st.Code()), st.Message()
+				refused := status.Convert(toStatus(err))
+				resp.Code, resp.Message = int32(refused.Code()), refused.Message()
 			}
 			if err := st.Send(resp); err != nil {
 				sendErr <- err
-				for p := range queue { // drain so the receiving loop is not left blocked
-					if p.append != nil {
-						p.append.Wait()
-					}
+				for range queue { // drain so the receiving loop is not left blocked
 				}
 				return
 			}
