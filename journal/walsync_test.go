@@ -1,0 +1,70 @@
+package journal
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// newestWAL is the highest memtable WAL fid in dir.
+func newestWAL(t *testing.T, dir string) int {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fid := -1
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".mem"); ok {
+			if n, err := strconv.Atoi(name); err == nil && n > fid {
+				fid = n
+			}
+		}
+	}
+	return fid
+}
+
+// Appends that fill several memtables: the journal follows every memtable
+// Badger starts, so the WAL of a memtable retired between a group's commit
+// and its fsync is fsynced before the group is acknowledged (walSync).
+func TestWALSyncFollowsMemtables(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{MemTableSize: minMemTableSize})
+	first := j.wal.fid
+	if first != newestWAL(t, dir) {
+		t.Fatalf("at open the journal follows WAL %d, the newest is %d", first, newestWAL(t, dir))
+	}
+	payload := strings.Repeat("x", 4096)
+	for i := 0; newestWAL(t, dir) < first+3; i++ {
+		if i > 10_000 {
+			t.Fatal("Badger started no new memtable after 40 MB of appends")
+		}
+		batch := make([]*streamdv1.Event, 100)
+		for k := range batch {
+			batch[k] = ev("car", fmt.Sprint("c", k), payload)
+		}
+		if _, err := j.Append(context.Background(), batch...); err != nil {
+			t.Fatal(err)
+		}
+		// After an acknowledged append every retired WAL has been fsynced
+		// and closed, and the journal follows the newest one.
+		j.wal.mu.Lock()
+		fid, retired := j.wal.fid, len(j.wal.retired)
+		j.wal.mu.Unlock()
+		if newest := newestWAL(t, dir); fid != newest || retired != 0 {
+			t.Fatalf("after append %d: following WAL %d with %d retired unsynced, newest WAL %d", i, fid, retired, newest)
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, dir, Options{MemTableSize: minMemTableSize})
+	if got := j.LastOffset(); got%100 != 0 || got == 0 {
+		t.Fatalf("after reopen: last offset %d", got)
+	}
+}
