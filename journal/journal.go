@@ -531,12 +531,17 @@ func (j *Journal) writeLoop(w *writer) {
 		} else {
 			g.err = w.commit(g)
 		}
-		if err := j.wal.follow(); err != nil {
-			// A memtable retired unnoticed would go unsynced: what is
-			// durable is unknown from here on.
-			err = fmt.Errorf("%w: %v", ErrFailed, err)
-			j.failed.Store(&err)
-			j.opts.Logger.Error("journal cannot follow Badger's memtable WALs; refusing appends until reopened", "err", err)
+		// With sync durability, note the memtables Badger started for the
+		// fsync (async: nothing to follow for; retired WALs kept open would
+		// keep their disk space).
+		if j.opts.Durability == DurabilitySync {
+			if err := j.wal.follow(); err != nil {
+				// A memtable retired unnoticed would go unsynced: what is
+				// durable is unknown from here on.
+				err = fmt.Errorf("%w: %v", ErrFailed, err)
+				j.failed.Store(&err)
+				j.opts.Logger.Error("journal cannot follow Badger's memtable WALs; refusing appends until reopened", "err", err)
+			}
 		}
 		w.toSync <- g
 	}

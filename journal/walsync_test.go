@@ -69,6 +69,32 @@ func TestWALSyncFollowsMemtables(t *testing.T) {
 	}
 }
 
+// With async durability there is no fsync: the journal keeps no retired
+// WAL open (an open deleted file would keep its disk space).
+func TestWALSyncAsyncKeepsNothing(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{MemTableSize: minMemTableSize, Durability: DurabilityAsync})
+	first := newestWAL(t, dir)
+	payload := strings.Repeat("x", 4096)
+	for i := 0; newestWAL(t, dir) < first+3; i++ {
+		if i > 10_000 {
+			t.Fatal("Badger started no new memtable after 40 MB of appends")
+		}
+		batch := make([]*streamdv1.Event, 100)
+		for k := range batch {
+			batch[k] = ev("car", fmt.Sprint("c", k), payload)
+		}
+		if _, err := j.Append(context.Background(), batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.wal.mu.Lock()
+	defer j.wal.mu.Unlock()
+	if len(j.wal.retired) != 0 {
+		t.Fatalf("%d retired WALs kept open with async durability", len(j.wal.retired))
+	}
+}
+
 // An event too large for the LSM tree goes to Badger's value log (which
 // DB.Sync fsyncs) and reads back whole after a reopen.
 func TestWALSyncValueLog(t *testing.T) {
