@@ -29,6 +29,26 @@ func newestWAL(t *testing.T, dir string) int {
 	return fid
 }
 
+// fillMemtables appends batches of 400 KB until Badger's newest memtable
+// WAL in dir is fid, calling check after each.
+func fillMemtables(t *testing.T, j *Journal, dir string, fid int, check func(i int)) {
+	t.Helper()
+	payload := strings.Repeat("x", 4096)
+	for i := 0; newestWAL(t, dir) < fid; i++ {
+		if i > 10_000 {
+			t.Fatal("Badger started no new memtable after 4 GB of appends")
+		}
+		batch := make([]*streamdv1.Event, 100)
+		for k := range batch {
+			batch[k] = ev("car", fmt.Sprint("c", k), payload)
+		}
+		if _, err := j.Append(context.Background(), batch...); err != nil {
+			t.Fatal(err)
+		}
+		check(i)
+	}
+}
+
 // Appends that fill several memtables: the journal follows every memtable
 // Badger starts, so the WAL of a memtable retired between a group's commit
 // and its fsync is fsynced before the group is acknowledged (walSync).
@@ -39,18 +59,7 @@ func TestWALSyncFollowsMemtables(t *testing.T) {
 	if first != newestWAL(t, dir) {
 		t.Fatalf("at open the journal follows WAL %d, the newest is %d", first, newestWAL(t, dir))
 	}
-	payload := strings.Repeat("x", 4096)
-	for i := 0; newestWAL(t, dir) < first+3; i++ {
-		if i > 10_000 {
-			t.Fatal("Badger started no new memtable after 40 MB of appends")
-		}
-		batch := make([]*streamdv1.Event, 100)
-		for k := range batch {
-			batch[k] = ev("car", fmt.Sprint("c", k), payload)
-		}
-		if _, err := j.Append(context.Background(), batch...); err != nil {
-			t.Fatal(err)
-		}
+	fillMemtables(t, j, dir, first+3, func(i int) {
 		// After an acknowledged append every retired WAL has been fsynced
 		// and closed, and the journal follows the newest one.
 		j.wal.mu.Lock()
@@ -59,7 +68,7 @@ func TestWALSyncFollowsMemtables(t *testing.T) {
 		if newest := newestWAL(t, dir); fid != newest || retired != 0 {
 			t.Fatalf("after append %d: following WAL %d with %d retired unsynced, newest WAL %d", i, fid, retired, newest)
 		}
-	}
+	})
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -74,20 +83,7 @@ func TestWALSyncFollowsMemtables(t *testing.T) {
 func TestWALSyncAsyncKeepsNothing(t *testing.T) {
 	dir := t.TempDir()
 	j := open(t, dir, Options{MemTableSize: minMemTableSize, Durability: DurabilityAsync})
-	first := newestWAL(t, dir)
-	payload := strings.Repeat("x", 4096)
-	for i := 0; newestWAL(t, dir) < first+3; i++ {
-		if i > 10_000 {
-			t.Fatal("Badger started no new memtable after 40 MB of appends")
-		}
-		batch := make([]*streamdv1.Event, 100)
-		for k := range batch {
-			batch[k] = ev("car", fmt.Sprint("c", k), payload)
-		}
-		if _, err := j.Append(context.Background(), batch...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fillMemtables(t, j, dir, newestWAL(t, dir)+3, func(int) {})
 	j.wal.mu.Lock()
 	defer j.wal.mu.Unlock()
 	if len(j.wal.retired) != 0 {
