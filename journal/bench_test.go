@@ -58,8 +58,7 @@ func BenchmarkAppend(b *testing.B) {
 				}
 				wg.Wait()
 				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
-				b.ReportMetric(float64(obs.events.Load())/float64(max(obs.commits.Load(), 1)), "events/commit")
-				b.ReportMetric(float64(obs.fsyncNanos.Load())/1e3/float64(max(obs.commits.Load(), 1)), "µs/fsync")
+				obs.report(b)
 			})
 		}
 	}
@@ -106,8 +105,7 @@ func BenchmarkAppendPaced(b *testing.B) {
 			b.ReportMetric(float64(lat[events*99/100].Microseconds()), "p99-µs")
 			b.ReportMetric(float64(lat[events*999/1000].Microseconds()), "p99.9-µs")
 			b.ReportMetric(float64(events)/elapsed.Seconds(), "events/s")
-			b.ReportMetric(float64(obs.events.Load())/float64(max(obs.commits.Load(), 1)), "events/commit")
-			b.ReportMetric(float64(obs.fsyncNanos.Load())/1e3/float64(max(obs.commits.Load(), 1)), "µs/fsync")
+			obs.report(b)
 		})
 	}
 }
@@ -185,6 +183,13 @@ func BenchmarkScan(b *testing.B) {
 }
 
 type countingObserver struct{ commits, events, fsyncNanos atomic.Int64 }
+
+// report adds the events per commit and the time per fsync to b's metrics.
+func (o *countingObserver) report(b *testing.B) {
+	commits := float64(max(o.commits.Load(), 1))
+	b.ReportMetric(float64(o.events.Load())/commits, "events/commit")
+	b.ReportMetric(float64(o.fsyncNanos.Load())/1e3/commits, "µs/fsync")
+}
 
 func (o *countingObserver) Committed(appends, events int, bytes int64, fsync time.Duration) {
 	o.commits.Add(1)

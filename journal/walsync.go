@@ -41,22 +41,29 @@ func walPath(dir string, fid int) string {
 	return filepath.Join(dir, fmt.Sprintf("%05d.mem", fid))
 }
 
-// openWALSync finds the active memtable WAL of the Badger DB just opened in
-// dir: the one with the highest fid.
-func openWALSync(dir string) (*walSync, error) {
+// newestWAL is the highest memtable WAL fid in dir, -1 if there is none.
+func newestWAL(dir string) (int, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
 	fid := -1
 	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".mem")
-		if !ok {
-			continue
+		if name, ok := strings.CutSuffix(e.Name(), ".mem"); ok {
+			if n, err := strconv.Atoi(name); err == nil && n > fid {
+				fid = n
+			}
 		}
-		if n, err := strconv.Atoi(name); err == nil && n > fid {
-			fid = n
-		}
+	}
+	return fid, nil
+}
+
+// openWALSync finds the active memtable WAL of the Badger DB just opened in
+// dir: the newest one.
+func openWALSync(dir string) (*walSync, error) {
+	fid, err := newestWAL(dir)
+	if err != nil {
+		return nil, err
 	}
 	if fid < 0 {
 		return nil, fmt.Errorf("no memtable WAL (*.mem) in %s", dir)

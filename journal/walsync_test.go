@@ -3,28 +3,18 @@ package journal
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-// newestWAL is the highest memtable WAL fid in dir.
-func newestWAL(t *testing.T, dir string) int {
+// newestWALOf is newestWAL for a test.
+func newestWALOf(t *testing.T, dir string) int {
 	t.Helper()
-	entries, err := os.ReadDir(dir)
+	fid, err := newestWAL(dir)
 	if err != nil {
 		t.Fatal(err)
-	}
-	fid := -1
-	for _, e := range entries {
-		if name, ok := strings.CutSuffix(e.Name(), ".mem"); ok {
-			if n, err := strconv.Atoi(name); err == nil && n > fid {
-				fid = n
-			}
-		}
 	}
 	return fid
 }
@@ -34,7 +24,7 @@ func newestWAL(t *testing.T, dir string) int {
 func fillMemtables(t *testing.T, j *Journal, dir string, fid int, check func(i int)) {
 	t.Helper()
 	payload := strings.Repeat("x", 4096)
-	for i := 0; newestWAL(t, dir) < fid; i++ {
+	for i := 0; newestWALOf(t, dir) < fid; i++ {
 		if i > 10_000 {
 			t.Fatal("Badger started no new memtable after 4 GB of appends")
 		}
@@ -56,8 +46,8 @@ func TestWALSyncFollowsMemtables(t *testing.T) {
 	dir := t.TempDir()
 	j := open(t, dir, Options{MemTableSize: minMemTableSize})
 	first := j.wal.fid
-	if first != newestWAL(t, dir) {
-		t.Fatalf("at open the journal follows WAL %d, the newest is %d", first, newestWAL(t, dir))
+	if first != newestWALOf(t, dir) {
+		t.Fatalf("at open the journal follows WAL %d, the newest is %d", first, newestWALOf(t, dir))
 	}
 	fillMemtables(t, j, dir, first+3, func(i int) {
 		// After an acknowledged append every retired WAL has been fsynced
@@ -65,7 +55,7 @@ func TestWALSyncFollowsMemtables(t *testing.T) {
 		j.wal.mu.Lock()
 		fid, retired := j.wal.fid, len(j.wal.retired)
 		j.wal.mu.Unlock()
-		if newest := newestWAL(t, dir); fid != newest || retired != 0 {
+		if newest := newestWALOf(t, dir); fid != newest || retired != 0 {
 			t.Fatalf("after append %d: following WAL %d with %d retired unsynced, newest WAL %d", i, fid, retired, newest)
 		}
 	})
@@ -83,7 +73,7 @@ func TestWALSyncFollowsMemtables(t *testing.T) {
 func TestWALSyncAsyncKeepsNothing(t *testing.T) {
 	dir := t.TempDir()
 	j := open(t, dir, Options{MemTableSize: minMemTableSize, Durability: DurabilityAsync})
-	fillMemtables(t, j, dir, newestWAL(t, dir)+3, func(int) {})
+	fillMemtables(t, j, dir, newestWALOf(t, dir)+3, func(int) {})
 	j.wal.mu.Lock()
 	defer j.wal.mu.Unlock()
 	if len(j.wal.retired) != 0 {
