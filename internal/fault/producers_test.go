@@ -10,6 +10,7 @@ import (
 	"github.com/streamd/streamd/internal/netproxy"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
 // producerProc is one streamd of TestManyProducers, reached through a proxy
@@ -26,6 +27,20 @@ func (p *producerProc) restart(t *testing.T) {
 	t.Helper()
 	p.d = startDaemon(t, p.dir)
 	p.link.SetTarget(p.d.addr)
+}
+
+// finish stops publishing and returns the journal's final last offset. A
+// publish the client gave up on may still be committed by streamd after the
+// publishers stopped; a graceful restart waits for those, so the last offset
+// read after it is final.
+func (p *producerProc) finish(t *testing.T) *streamdv1.JournalInfoResponse {
+	t.Helper()
+	p.pubs.stop()
+	if err := p.d.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("streamd %s after SIGTERM: %v", p.name, err)
+	}
+	p.restart(t)
+	return journalInfo(t, p.d.addr)
 }
 
 // Three streamd processes, each with its own journal, publishers writing to
@@ -113,8 +128,7 @@ func TestManyProducers(t *testing.T) {
 	// The end: every offset of every journal processed by both consumers.
 	var total uint64
 	for _, p := range ps {
-		p.pubs.stop()
-		total += journalInfo(t, p.d.addr).GetLastOffset()
+		total += p.finish(t).GetLastOffset()
 	}
 	for _, c := range cs {
 		if _, ok := c.waitOffset(total, recoveryTimeout); !ok {

@@ -69,11 +69,12 @@ func TestRescale(t *testing.T) {
 	for i := range ps {
 		p := &producerProc{name: fmt.Sprintf("p%d", i+1), dir: t.TempDir()}
 		p.d = startDaemon(t, p.dir)
-		addrs = append(addrs, p.d.addr)
+		p.link = startProxy(t, p.d.addr)
+		addrs = append(addrs, p.link.Addr())
 		ps[i] = p
 	}
 	for _, p := range ps {
-		p.pubs = startPublishers(t, p.d.addr, publishOptions{
+		p.pubs = startPublishers(t, p.link.Addr(), publishOptions{
 			workers: 2, entitiesPerWorker: 32, rate: 300, payloadSize: 32, timeout: 5 * time.Second, entityPrefix: p.name + "-",
 		})
 		t.Cleanup(p.pubs.stop)
@@ -149,8 +150,7 @@ func TestRescale(t *testing.T) {
 	// offset of every journal on every slice, then stop them (they hand off).
 	last := map[string]uint64{}
 	for _, p := range ps {
-		p.pubs.stop()
-		info := journalInfo(t, p.d.addr)
+		info := p.finish(t)
 		last[hex.EncodeToString(info.GetJournalId())] = info.GetLastOffset()
 	}
 	deadline := time.Now().Add(recoveryTimeout)
