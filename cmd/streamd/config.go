@@ -54,32 +54,25 @@ type tlsKeys struct {
 	Key  string `yaml:"key"`
 }
 
-// loadConfig reads and checks the config file at path; errors name the file
-// and the entry.
-func loadConfig(path string) (streams []producer.StreamDef, repls []topology.ReplicationOptions, types topology.Config, err error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, nil, types, fmt.Errorf("--config: %w", err)
-	}
-	streams, repls, err = parseConfig(raw, time.Now())
-	if err == nil {
-		types, err = parseEntityTypes(raw)
-	}
-	if err != nil {
-		return nil, nil, types, fmt.Errorf("--config %s: %w", path, err)
-	}
-	return streams, repls, types, nil
+// fileSettings is what a config file sets.
+type fileSettings struct {
+	streams []producer.StreamDef
+	repls   []topology.ReplicationOptions
+	types   topology.Config
 }
 
-// parseEntityTypes reads the entity_types of a config (checked by
-// parseConfig already for unknown keys).
-func parseEntityTypes(raw []byte) (topology.Config, error) {
-	var fc fileConfig
-	if err := yaml.Unmarshal(raw, &fc); err != nil {
-		return topology.Config{}, err
+// loadConfig reads and checks the config file at path; errors name the file
+// and the entry.
+func loadConfig(path string) (fileSettings, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fileSettings{}, fmt.Errorf("--config: %w", err)
 	}
-	types := topology.Config{EntityTypes: fc.EntityTypes}
-	return types, types.Validate()
+	settings, err := parseConfig(raw, time.Now())
+	if err != nil {
+		return fileSettings{}, fmt.Errorf("--config %s: %w", path, err)
+	}
+	return settings, nil
 }
 
 // reservedTypes are the entity types Publish refuses: the single-writer
@@ -112,22 +105,24 @@ func primaryRegions(repls []topology.ReplicationOptions) ([]topology.Region, map
 	return regions, dial
 }
 
-func parseConfig(raw []byte, now time.Time) ([]producer.StreamDef, []topology.ReplicationOptions, error) {
+// parseConfig reads a config file's content and checks all of it: unknown
+// keys, streams, replications and entity types.
+func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	var fc fileConfig
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, nil, err
+		return fileSettings{}, err
 	}
 	var streams []producer.StreamDef
 	for i, s := range fc.Streams {
 		at := fmt.Sprintf("streams[%d]", i)
 		if s.Name == "" {
-			return nil, nil, fmt.Errorf("%s: name is empty", at)
+			return fileSettings{}, fmt.Errorf("%s: name is empty", at)
 		}
 		crits, err := parseFilter(at, s.Filter, now)
 		if err != nil {
-			return nil, nil, err
+			return fileSettings{}, err
 		}
 		streams = append(streams, producer.StreamDef{Name: s.Name, EntityTypes: s.EntityTypes, Filter: crits})
 	}
@@ -137,17 +132,17 @@ func parseConfig(raw []byte, now time.Time) ([]producer.StreamDef, []topology.Re
 		at := fmt.Sprintf("replicate[%d]", i)
 		switch {
 		case r.From == "":
-			return nil, nil, fmt.Errorf("%s: from (the source region's name) is empty", at)
+			return fileSettings{}, fmt.Errorf("%s: from (the source region's name) is empty", at)
 		case len(r.Addrs) == 0:
-			return nil, nil, fmt.Errorf("%s: addrs (the source region's streamd addresses) is empty", at)
+			return fileSettings{}, fmt.Errorf("%s: addrs (the source region's streamd addresses) is empty", at)
 		}
 		crits, err := parseFilter(at, r.Filter, now)
 		if err != nil {
-			return nil, nil, err
+			return fileSettings{}, err
 		}
 		dial, err := r.dialOptions(at)
 		if err != nil {
-			return nil, nil, err
+			return fileSettings{}, err
 		}
 		name := r.Name
 		if name == "" {
@@ -158,7 +153,7 @@ func parseConfig(raw []byte, now time.Time) ([]producer.StreamDef, []topology.Re
 			name = "replicate-" + r.From + "-" + stream
 		}
 		if names[name] {
-			return nil, nil, fmt.Errorf("%s: a second replication named %q (give each a name)", at, name)
+			return fileSettings{}, fmt.Errorf("%s: a second replication named %q (give each a name)", at, name)
 		}
 		names[name] = true
 		repls = append(repls, topology.ReplicationOptions{
@@ -169,7 +164,11 @@ func parseConfig(raw []byte, now time.Time) ([]producer.StreamDef, []topology.Re
 			DialOptions: dial,
 		})
 	}
-	return streams, repls, nil
+	types := topology.Config{EntityTypes: fc.EntityTypes}
+	if err := types.Validate(); err != nil {
+		return fileSettings{}, err
+	}
+	return fileSettings{streams: streams, repls: repls, types: types}, nil
 }
 
 func parseFilter(at string, texts []string, now time.Time) ([]*streamdv1.FilterCriterion, error) {

@@ -32,10 +32,11 @@ replicate:
     addrs: ["127.0.0.1:7073"]
     stream: carts
 `
-	streams, repls, err := parseConfig([]byte(good), now)
+	settings, err := parseConfig([]byte(good), now)
 	if err != nil {
 		t.Fatal(err)
 	}
+	streams, repls := settings.streams, settings.repls
 	if len(streams) != 2 || streams[1].Name != "carts" || streams[1].EntityTypes[0] != "cart" || filters.Format(streams[1].Filter[0]) != "exclude tag=internal" {
 		t.Fatalf("streams = %+v", streams)
 	}
@@ -43,7 +44,7 @@ replicate:
 		len(repls[0].From.Addrs) != 2 || repls[1].Stream != "carts" || len(repls[0].DialOptions) != 3 {
 		t.Fatalf("replications = %+v", repls)
 	}
-	if _, _, err := parseConfig(nil, now); err != nil {
+	if _, err := parseConfig(nil, now); err != nil {
 		t.Fatalf("an empty file: %v", err)
 	}
 
@@ -61,7 +62,7 @@ replicate:
 		{"missing token file", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    token_file: /nonexistent/token\n", "replicate[0].token_file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := parseConfig([]byte(tc.yaml), now)
+			_, err := parseConfig([]byte(tc.yaml), now)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
@@ -103,17 +104,17 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("{streams: 3}")
 	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, raw string) {
-		streams, repls, err := parseConfig([]byte(raw), now)
+		settings, err := parseConfig([]byte(raw), now)
 		if err != nil {
 			return
 		}
-		for _, s := range streams {
+		for _, s := range settings.streams {
 			if s.Name == "" {
 				t.Fatalf("a stream without a name was accepted: %q", raw)
 			}
 		}
 		names := map[string]bool{}
-		for _, r := range repls {
+		for _, r := range settings.repls {
 			if r.From.Name == "" || len(r.From.Addrs) == 0 || r.Name == "" || names[r.Name] {
 				t.Fatalf("replication %+v accepted from %q", r, raw)
 			}

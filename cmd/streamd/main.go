@@ -145,16 +145,13 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 	if c.Duration("handshake-timeout") <= 0 {
 		return config{}, fmt.Errorf("--handshake-timeout %v: want a positive duration", c.Duration("handshake-timeout"))
 	}
-	var (
-		streams []producer.StreamDef
-		repls   []topology.ReplicationOptions
-		types   topology.Config
-	)
+	var settings fileSettings
 	if path := c.String("config"); path != "" {
-		if streams, repls, types, err = loadConfig(path); err != nil {
+		if settings, err = loadConfig(path); err != nil {
 			return config{}, err
 		}
 	}
+	streams, repls, types := settings.streams, settings.repls, settings.types
 	if len(types.EntityTypes) > 0 && c.String("region") == "" {
 		return config{}, fmt.Errorf("--config %s lists entity_types: --region must name this region", c.String("config"))
 	}

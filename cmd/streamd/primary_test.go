@@ -29,13 +29,11 @@ entity_types:
   - name: cart
     mode: replicated
 `
-	if _, _, err := parseConfig([]byte(good), time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	types, err := parseEntityTypes([]byte(good))
+	settings, err := parseConfig([]byte(good), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
+	types := settings.types
 	want := []topology.EntityType{
 		{Name: "order", Mode: topology.ModePinned, Primary: "eu"},
 		{Name: "account", Mode: topology.ModeRequestRegion, Home: "us"},
@@ -51,10 +49,7 @@ entity_types:
 		{"no mode", "entity_types:\n  - name: a\n", "mode is missing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := parseConfig([]byte(tc.yaml), time.Now())
-			if err == nil {
-				_, err = parseEntityTypes([]byte(tc.yaml))
-			}
+			_, err := parseConfig([]byte(tc.yaml), time.Now())
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
