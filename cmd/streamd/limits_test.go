@@ -57,10 +57,11 @@ func TestStreamsPerConnection(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		// io.EOF: the server has ended the stream already; Recv says why.
 		if err := st.Send(&streamdv1.SubscribeRequest{Request: &streamdv1.SubscribeRequest_Init{Init: &streamdv1.Init{
 			StartPolicy: streamdv1.StartPolicy_START_POLICY_EARLIEST, ConsumerName: "t"}}}); err != nil && err != io.EOF {
 			return err
-		} // io.EOF: the server ended the stream; Recv returns why
+		}
 		_, err = st.Recv() // Hello, or the refusal
 		return err
 	}
