@@ -87,7 +87,7 @@ type TxHandler func(ctx context.Context, txn *badger.Txn, e *streamdv1.Event) er
 // records of the consumer's position after the batch and of the applied
 // seqNrs (offsets.Store.PositionWrites), which must land in Options.Store's
 // DB. A replication, for one, appends the events to a journal with
-// journal.AppendWith, over a Store made by offsets.Wrap on the journal's DB.
+// journal.AppendWith, over a Store made by offsets.Wrap on the journal.
 // If it returns an error nothing of the batch may be committed; Run stops.
 // events may be empty when position alone moves.
 type CommitHandler func(ctx context.Context, events []*streamdv1.Event, position []offsets.Write) error

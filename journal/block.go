@@ -39,7 +39,8 @@ var (
 	errBlockFormat = fmt.Errorf("%w: unknown block format", ErrCorrupt)
 )
 
-// blockWriter appends blocks to one buffer and stages each in a transaction.
+// blockWriter appends blocks to one buffer and adds each to a group's
+// changes.
 type blockWriter struct {
 	buf   []byte
 	start int // start of the open block in buf, -1 if none
@@ -47,11 +48,9 @@ type blockWriter struct {
 	last  uint64
 }
 
-func (b *blockWriter) add(txn *badger.Txn, e *streamdv1.Event) ([]byte, error) {
+func (b *blockWriter) add(c *changes, e *streamdv1.Event) ([]byte, error) {
 	if b.start >= 0 && len(b.buf)-b.start >= maxBlockBytes {
-		if err := b.flush(txn); err != nil {
-			return nil, err
-		}
+		b.flush(c)
 	}
 	if b.start < 0 {
 		b.start = len(b.buf)
@@ -71,16 +70,16 @@ func (b *blockWriter) add(txn *badger.Txn, e *streamdv1.Event) ([]byte, error) {
 	return b.buf[at+4 : len(b.buf) : len(b.buf)], nil
 }
 
-// flush stages the open block. Badger keeps a reference to the value until
-// commit, so a flushed region of buf is never written again.
-func (b *blockWriter) flush(txn *badger.Txn) error {
+// flush adds the open block to c. The change refers to buf until it is
+// applied, so a flushed region of buf is never written again.
+func (b *blockWriter) flush(c *changes) {
 	if b.start < 0 {
-		return nil
+		return
 	}
 	binary.BigEndian.PutUint32(b.buf[b.start+1:], b.count)
 	val := b.buf[b.start:len(b.buf):len(b.buf)]
 	b.start = -1
-	return txn.Set(blockKey(b.last), val)
+	c.set(blockKey(b.last), val)
 }
 
 // walkBlock calls fn with the offset and encoding of each event of the block

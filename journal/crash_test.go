@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -18,7 +19,10 @@ import (
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-const crashDirEnv = "STREAMD_JOURNAL_CRASH_DIR"
+const (
+	crashDirEnv  = "STREAMD_JOURNAL_CRASH_DIR"
+	updateDirEnv = "STREAMD_JOURNAL_UPDATE_DIR"
+)
 
 // crashMarkPrefix begins the record each crash batch commits with its events.
 const crashMarkPrefix = "\x00crash/"
@@ -27,6 +31,10 @@ const crashMarkPrefix = "\x00crash/"
 // forever, each with a record of its own (AppendWith), and prints each
 // acknowledged batch, until it is killed.
 func crashChild() bool {
+	if dir := os.Getenv(updateDirEnv); dir != "" {
+		updateChild(dir)
+		return true
+	}
 	dir := os.Getenv(crashDirEnv)
 	if dir == "" {
 		return false
@@ -81,17 +89,7 @@ func TestKill9(t *testing.T) {
 	}
 	acked := map[string]ack{}
 	for cycle := range 4 {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir)
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		cmd, stdout, stderr := startChild(t, crashDirEnv+"="+dir)
 		killAfter := 100 + rand.IntN(400)
 		sc := bufio.NewScanner(stdout)
 		lines := 0
@@ -165,4 +163,88 @@ func TestKill9(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged batches, %d events stored, all present after 4 SIGKILLs", len(acked), len(all))
+}
+
+// updateChild runs in the child process of TestUpdateSurvivesKill9: appends
+// that set the record \x00pos, an Update that sets it too, then appends
+// that do not touch it, printing each step, until it is killed.
+func updateChild(dir string) {
+	j, err := Open(dir, Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child open:", err)
+		os.Exit(3)
+	}
+	appendWith := func(key string, i int) {
+		w := []Write{{Key: []byte(key), Value: []byte(strconv.Itoa(i))}}
+		if _, err := j.AppendWith(context.Background(), w, &streamdv1.Event{EntityType: "acct", EntityId: "a", Payload: make([]byte, 128)}); err != nil {
+			fmt.Fprintln(os.Stderr, "child append:", err)
+			os.Exit(4)
+		}
+	}
+	for i := range 100 {
+		appendWith("\x00pos", i)
+	}
+	err = j.Update(func(txn *badger.Txn) error { return txn.Set([]byte("\x00pos"), []byte("update")) })
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child update:", err)
+		os.Exit(4)
+	}
+	fmt.Println("updated")
+	for i := 0; ; i++ {
+		appendWith("\x00other", i)
+		fmt.Println("ack")
+	}
+}
+
+// An Update returns once it is durable, and a recovery never replays an
+// append logged before it over it: here a record set by 100 appends and
+// then by an Update keeps the Update's value after a SIGKILL, with appends
+// logged after the Update replayed.
+func TestUpdateSurvivesKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	dir := t.TempDir()
+	cmd, stdout, stderr := startChild(t, updateDirEnv+"="+dir)
+	sc := bufio.NewScanner(stdout)
+	acks := -1
+	for sc.Scan() && acks < 50 {
+		switch sc.Text() {
+		case "updated":
+			acks = 0
+		case "ack":
+			acks++
+		}
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if acks < 50 {
+		t.Fatalf("child stopped: %s", stderr.String())
+	}
+	j := open(t, dir, Options{})
+	s := stateOf(t, j)
+	if got := s.records["\x00pos"]; got != "update" {
+		t.Fatalf("record set by the Update is %q after a SIGKILL and a recovery", got)
+	}
+	if n, _ := strconv.Atoi(s.records["\x00other"]); n < 49 || len(s.events) < 150 {
+		t.Fatalf("appends after the Update lost: record %q, %d events", s.records["\x00other"], len(s.events))
+	}
+}
+
+// startChild starts this test binary as a child with env set, for the
+// child functions above.
+func startChild(t *testing.T, env string) (*exec.Cmd, io.Reader, *strings.Builder) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := new(strings.Builder)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdout, stderr
 }

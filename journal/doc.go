@@ -9,14 +9,19 @@
 //     mismatch it fails with *SeqNrConflictError and writes nothing.
 //   - Append validates everything first: bad input is refused with
 //     ErrInvalidEvent and nothing is written. A failed commit writes nothing.
-//   - Concurrent appends are group-committed: one Badger transaction and one
-//     fsync for all appends waiting at that moment (an fsync waits, at most
+//   - Concurrent appends are group-committed: one write to the journal's
+//     write-ahead log and one fdatasync for all appends waiting at that
+//     moment, then one Badger transaction (an fsync waits, at most
 //     half an fsync's time, for appends already queued; never for one not yet
 //     made). Appends are committed in the order they were queued (Submit
 //     queues one without waiting for it). With DurabilitySync (the
 //     default) Append returns only after the fsync; with DurabilityAsync it
 //     returns after the commit to Badger's memory-mapped log (safe against a
 //     process crash, not against an OS crash).
+//   - With DurabilitySync, Badger runs without fsync: the WAL (wal.go) holds
+//     every change since Badger's last checkpoint and replays it at Open, so
+//     an acknowledged append survives a crash of the machine whatever Badger
+//     kept of its memory-mapped log.
 //   - Readers never see an event before its commit is durable, so an offset a
 //     reader has seen is never reused after a crash.
 //   - Live readers are served from a bounded in-memory ring; a reader that

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -58,7 +57,9 @@ type Journal struct {
 	bytes   atomic.Int64
 
 	ring *ring
-	wal  *walSync // fsyncs Badger's memtable WALs (see walSync)
+	// wal logs every group before it is applied to Badger (sync
+	// durability; nil with async: see wal.go).
+	wal *wal
 
 	typesMu sync.RWMutex
 	types   map[string]bool // entity types ever appended
@@ -70,7 +71,8 @@ type Journal struct {
 	closeErr      error
 }
 
-// writeReq is an append (events set) or a retention deletion (del set).
+// writeReq is an append (events set), a retention deletion (del set) or an
+// Update (update set).
 type writeReq struct {
 	events []*streamdv1.Event
 	writes []Write // committed with the events (AppendWith)
@@ -78,6 +80,7 @@ type writeReq struct {
 	// cost and entries bound what the append adds to a Badger transaction.
 	cost, entries int
 	del           *deletion
+	update        func(*badger.Txn) error
 	done          chan writeResult
 }
 
@@ -99,7 +102,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
 	}
 	bo := badger.DefaultOptions(dir).
-		WithSyncWrites(false). // we fsync once per group (walSync)
+		WithSyncWrites(false). // durable through the WAL and checkpoints (wal.go)
 		WithDetectConflicts(false).
 		WithNumMemtables(3).
 		WithMemTableSize(opts.MemTableSize).
@@ -114,15 +117,20 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal: open Badger in %s: %w", dir, err)
 	}
-	wal, err := openWALSync(dir)
+	nextSegment, err := recoverWAL(db, dir, opts.Logger)
+	var log *wal
+	if err == nil && opts.Durability == DurabilitySync {
+		log, err = openWAL(dir, nextSegment, opts)
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
 	}
 	j := &Journal{
 		opts: opts,
+		dir:  dir,
 		db:   db,
-		wal:  wal,
+		wal:  log,
 		// Badger refuses transactions beyond these; keep a margin for
 		// the per-group keys and the estimate.
 		groupCost:     min(maxGroupBytes, int(db.MaxBatchSize()*4/5)),
@@ -138,11 +146,12 @@ func Open(dir string, opts Options) (*Journal, error) {
 		err = j.checkIdentity(dir)
 	}
 	if err != nil {
-		wal.close()
+		if log != nil {
+			log.close()
+		}
 		db.Close()
 		return nil, err
 	}
-	j.dir = dir
 	j.ring.reset(j.durable.Load() + 1)
 	go j.writeLoop(w)
 	go j.retentionLoop()
@@ -215,9 +224,9 @@ func (j *Journal) load() (*writer, error) {
 	}
 	w.bytes, w.floor = j.bytes.Load(), j.floor.Load()
 	w.cacheComplete = j.durable.Load() == 0
-	// Badger's commit+Sync may leave a committed but unsynced write after a
-	// crash; make the recovered state durable before serving it.
-	if err := j.db.Sync(); err != nil {
+	// Make the recovered state durable before serving it: what Badger
+	// recovered from its memtable logs may not be on disk yet.
+	if err := syncBadger(j.db, j.dir); err != nil {
 		return nil, fmt.Errorf("journal: sync at open: %w", err)
 	}
 	return w, nil
@@ -233,9 +242,12 @@ func (j *Journal) Region() string { return j.opts.Region }
 func (j *Journal) Durability() Durability { return j.opts.Durability }
 
 // DB is the journal's Badger DB, for a store whose records commit with
-// appends (AppendWith): offsets.Wrap(j.DB()) keeps a replication's position
+// appends (AppendWith): offsets.Wrap(j) keeps a replication's position
 // beside the events it copied. Such records use keys beginning with the
-// byte 0x00 and never touch the journal's own. Do not use it after Close.
+// byte 0x00 and never touch the journal's own. Read it directly; write it
+// only with AppendWith or Update, which the journal makes durable (a write
+// made directly is not logged, and a recovery may undo it). Do not use it
+// after Close.
 func (j *Journal) DB() *badger.DB { return j.db }
 
 // Info describes the journal now.
@@ -270,8 +282,8 @@ func (j *Journal) LastOffset() uint64 { return j.durable.Load() }
 //
 // An event with seq_nr != 0 is an expectation: the append fails with a
 // *SeqNrConflictError, writing nothing, unless it is the entity's next seqNr.
-// Concurrent appends are committed together in one Badger transaction with
-// one fsync. ctx bounds only the wait to be queued: once queued, Append waits
+// Concurrent appends are committed together: one fdatasync of the WAL, one
+// Badger transaction. ctx bounds only the wait to be queued: once queued, Append waits
 // for the commit, so its result is always the truth.
 func (j *Journal) Append(ctx context.Context, events ...*streamdv1.Event) ([]Appended, error) {
 	return j.AppendWith(ctx, nil, events...)
@@ -397,9 +409,11 @@ func (j *Journal) Close() error {
 		j.inflight.Wait()
 		close(j.writes)
 		<-j.writerDone
-		j.wal.close()
 		j.ring.close()
-		j.closeErr = j.db.Close()
+		if j.wal != nil {
+			j.closeErr = j.closeWAL()
+		}
+		j.closeErr = errors.Join(j.closeErr, j.db.Close())
 		if j.closeErr == nil && j.failed.Load() == nil {
 			// Only a clean close vouches for the last offset.
 			j.closeErr = writeIdentity(j.dir, identity{id: j.id, last: j.durable.Load()})
@@ -408,245 +422,35 @@ func (j *Journal) Close() error {
 	return j.closeErr
 }
 
-// writer is the state owned by the writer goroutine.
-type writer struct {
-	j          *Journal
-	nextOffset uint64
-	lastTime   int64
-	bytes      int64
-	floor      uint64            // retention floor as of the last committed deletion
-	lastSeq    map[string]uint64 // last seqNr of recently written entities
-	// cacheComplete: lastSeq holds every entity the journal ever had (it was
-	// empty at open and the cache was never cleared), so a miss means 0.
-	cacheComplete bool
-	toSync        chan *group // committed groups, in commit order
-}
-
-// group is one Badger transaction: appends committed together (or one
-// retention deletion), on its way to the fsync and the acknowledgements.
-type group struct {
-	reqs     []writeReq
-	answered []bool
-	results  [][]Appended
-	records  []Record // committed events, for the live ring
-	addBytes int64
-	bytes    int64  // stored bytes once this group is applied
-	last     uint64 // last offset once this group is applied
-	del      *deletion
-	newTypes []string // entity types this group adds
-	writes   int      // AppendWith records staged
-	err      error    // the commit failed; every unanswered request gets it
-	queued   *atomic.Int64
-}
-
-func (g *group) answer(i int, res writeResult) {
-	g.answered[i] = true
-	g.queued.Add(-1)
-	g.reqs[i].done <- res
-}
-
-func (g *group) unanswered() (n int64) {
-	for _, a := range g.answered {
-		if !a {
-			n++
-		}
+// closeWAL ends the WAL at Close: every group is applied, so once Badger
+// is durable no segment is needed. A failed journal keeps them, to be
+// replayed by the next Open.
+func (j *Journal) closeWAL() error {
+	defer j.wal.close()
+	if j.failed.Load() != nil {
+		return nil
 	}
-	return n
+	if err := syncBadger(j.db, j.dir); err != nil {
+		return fmt.Errorf("journal: close: %w", err)
+	}
+	return removeSegments(j.wal.dir, j.wal.id)
 }
 
-func (g *group) failAll(err error) {
-	for i := range g.reqs {
-		if !g.answered[i] {
-			g.answer(i, writeResult{err: err})
-		}
+// Update runs fn in a write transaction of the journal's Badger DB and
+// commits it in order with the appends, for records kept beside the events
+// (an offsets.Store over the journal). With sync durability it returns once
+// the transaction is durable, and a recovery never replays an older append's
+// writes over it. fn's keys must begin with the byte 0x00 (the journal's
+// own keys never do); fn runs in the journal's commit goroutine and must
+// not call the journal. An error from fn discards the transaction and is
+// returned unchanged.
+func (j *Journal) Update(fn func(txn *badger.Txn) error) error {
+	p, err := j.submit(context.Background(), writeReq{update: fn})
+	if err != nil {
+		return err
 	}
-}
-
-// maxGroupBytes caps one group commit; Badger's own transaction limits
-// (which follow MemTableSize) may cap it lower (Journal.groupCost).
-const maxGroupBytes = 8 << 20
-
-// maxCachedEntities bounds the seqNr cache; beyond it the cache restarts.
-const maxCachedEntities = 1 << 20
-
-// writeLoop commits groups; syncLoop fsyncs and acknowledges them. The two
-// overlap, so the next group is built and committed while the previous one is
-// being fsync'd, and appends arriving meanwhile form ever larger groups.
-func (j *Journal) writeLoop(w *writer) {
-	w.toSync = make(chan *group, 64)
-	syncDone := make(chan struct{})
-	go func() {
-		defer close(syncDone)
-		j.syncLoop(w.toSync)
-	}()
-	defer func() {
-		close(w.toSync)
-		<-syncDone
-		close(j.writerDone)
-	}()
-	var pending *writeReq
-	for {
-		var first writeReq
-		if pending != nil {
-			first, pending = *pending, nil
-		} else {
-			r, ok := <-j.writes
-			if !ok {
-				return
-			}
-			first = r
-		}
-		g := &group{reqs: []writeReq{first}, queued: &j.queued}
-		if first.del == nil {
-			cost, entries := first.cost, first.entries
-		drain:
-			for {
-				select {
-				case r, ok := <-j.writes:
-					if !ok {
-						break drain
-					}
-					if r.del != nil || cost+r.cost > j.groupCost || entries+r.entries > j.groupEntries {
-						pending = &r
-						break drain
-					}
-					g.reqs = append(g.reqs, r)
-					cost, entries = cost+r.cost, entries+r.entries
-				default:
-					break drain
-				}
-			}
-		}
-		g.answered = make([]bool, len(g.reqs))
-		if f := j.failed.Load(); f != nil {
-			g.failAll(*f)
-			continue
-		}
-		if first.del != nil {
-			g.del = first.del
-			g.err = w.delete(g)
-		} else if err := j.checkSpace(); err != nil {
-			g.failAll(err)
-			continue
-		} else {
-			g.err = w.commit(g)
-		}
-		// With sync durability, note the memtables Badger started for the
-		// fsync (async: nothing to follow for; retired WALs kept open would
-		// keep their disk space).
-		if j.opts.Durability == DurabilitySync {
-			if err := j.wal.follow(); err != nil {
-				// A memtable retired unnoticed would go unsynced: what is
-				// durable is unknown from here on.
-				err = fmt.Errorf("%w: %v", ErrFailed, err)
-				j.failed.Store(&err)
-				j.opts.Logger.Error("journal cannot follow Badger's memtable WALs; refusing appends until reopened", "err", err)
-			}
-		}
-		w.toSync <- g
-	}
-}
-
-// syncLoop makes committed groups durable with one fsync for all groups
-// committed so far, then publishes them to readers and answers the appends.
-func (j *Journal) syncLoop(toSync <-chan *group) {
-	var lastSync time.Duration
-	for g := range toSync {
-		// reqs: the batch's requests still to be answered.
-		batch, pending, reqs := []*group{g}, len(g.records), g.unanswered()
-		more := func(g *group) {
-			batch, pending, reqs = append(batch, g), pending+len(g.records), reqs+g.unanswered()
-		}
-	drain:
-		for {
-			select {
-			case g, ok := <-toSync:
-				if !ok {
-					break drain
-				}
-				more(g)
-			default:
-				break drain
-			}
-		}
-		// Group-commit wait: appends already handed to the writer and not in
-		// this batch yet are committed within moments; wait for them, at most
-		// half an fsync, so that this fsync covers them too. An append not yet
-		// made is not waited for: a lone appender, or appends arriving at a
-		// steady rate, never wait for the next one.
-		if j.opts.Durability == DurabilitySync && pending > 0 && j.queued.Load() > reqs {
-			timer := time.NewTimer(lastSync / 2)
-		wait:
-			for j.queued.Load() > reqs {
-				select {
-				case g, ok := <-toSync:
-					if !ok {
-						break wait
-					}
-					more(g)
-				case <-timer.C:
-					break wait
-				}
-			}
-			timer.Stop()
-		}
-		var syncDur time.Duration
-		if j.opts.Durability == DurabilitySync && j.failed.Load() == nil {
-			start := time.Now()
-			if err := j.wal.sync(j.db); err != nil {
-				// What is durable is unknown now: refuse everything from here on.
-				err = fmt.Errorf("%w: %v", ErrFailed, err)
-				j.failed.Store(&err)
-				j.opts.Logger.Error("journal fsync failed; refusing appends until reopened", "err", err)
-			}
-			syncDur = time.Since(start)
-		}
-		appends, events, bytes := 0, 0, int64(0)
-		for _, g := range batch {
-			if g.err == nil {
-				if f := j.failed.Load(); f != nil {
-					g.err = *f
-				}
-			}
-			if g.err != nil {
-				g.failAll(fmt.Errorf("journal: commit: %w", g.err))
-				continue
-			}
-			j.bytes.Store(g.bytes)
-			if g.del != nil {
-				j.floor.Store(g.del.upTo)
-				g.answer(0, writeResult{})
-				continue
-			}
-			if len(g.newTypes) > 0 {
-				j.typesMu.Lock()
-				for _, t := range g.newTypes {
-					j.types[t] = true
-				}
-				j.typesMu.Unlock()
-			}
-			if len(g.records) > 0 {
-				j.durable.Store(g.last)
-				j.ring.push(g.records)
-			}
-			for i := range g.reqs {
-				if !g.answered[i] {
-					var res []Appended
-					if i < len(g.results) {
-						res = g.results[i]
-					}
-					g.answer(i, writeResult{appended: res})
-					appends++
-				}
-			}
-			events += len(g.records)
-			bytes += g.addBytes
-		}
-		if j.opts.Observer != nil && events > 0 {
-			j.opts.Observer.Committed(appends, events, bytes, syncDur)
-		}
-		lastSync = syncDur
-	}
+	_, err = p.Wait()
+	return err
 }
 
 func (w *writer) knownType(t string) bool {
@@ -683,15 +487,14 @@ type undoSeq struct {
 	origOrigSeq uint64
 }
 
-// commit assigns offsets and seqNrs and writes a group in one transaction. An
-// append whose seqNr expectation fails, or whose replicated events leave a gap
-// in their origin's sequence, is answered at once, alone; the others commit
-// together. It returns the commit error, if any.
+// commit assigns offsets and seqNrs and builds a group's changes to Badger,
+// taking them as committed: a group that fails later fails the journal. An
+// append whose seqNr expectation fails, or whose replicated events leave a
+// gap in their origin's sequence, is answered at once, alone; the others
+// commit together.
 func (w *writer) commit(g *group) error {
 	j := w.j
 	ts := max(j.opts.Now().UnixNano(), w.lastTime)
-	txn := j.db.NewTransaction(true)
-	defer txn.Discard()
 
 	// Last seqNr per entity, and last origin seqNr per (origin, entity)
 	// under originKey, after this group.
@@ -702,10 +505,11 @@ func (w *writer) commit(g *group) error {
 	size := 0
 	for _, r := range g.reqs {
 		size += r.size
+		g.cost, g.entries = g.cost+r.cost, g.entries+r.entries
 	}
 	blocks := blockWriter{start: -1, buf: make([]byte, 0, size+size/16+blockHeader)}
-	// Index keys and values come from one slab per group; Badger holds
-	// references to them until the commit.
+	// Index keys and values come from one slab per group; the changes
+	// refer to them until they are applied.
 	slab := make([]byte, 0, size/2+64)
 	var undo []undoSeq
 	// Last seqNrs of entities not in the cache are read outside the write
@@ -790,16 +594,11 @@ func (w *writer) commit(g *group) error {
 			continue
 		}
 		for _, wr := range g.reqs[i].writes {
-			var err error
 			if wr.Delete {
-				err = txn.Delete(wr.Key)
+				g.changes.del(wr.Key)
 			} else {
-				err = txn.Set(wr.Key, wr.Value)
+				g.changes.set(wr.Key, wr.Value)
 			}
-			if err != nil {
-				return err
-			}
-			g.writes++
 		}
 		app := make([]Appended, len(events))
 		for k, e := range events {
@@ -813,21 +612,17 @@ func (w *writer) commit(g *group) error {
 				slab = append(slab, undo[k].ok[1:]...)
 				val := len(slab)
 				slab = binary.BigEndian.AppendUint64(slab, e.OriginSeqNr)
-				if err := txn.Set(slab[key:val:val], slab[val:len(slab):len(slab)]); err != nil {
-					return err
-				}
+				g.changes.set(slab[key:val:val], slab[val:len(slab):len(slab)])
 				if e.OriginTimestampUnixNano == 0 {
 					e.OriginTimestampUnixNano = ts
 				}
 			}
 			if !w.knownType(e.EntityType) && !slices.Contains(g.newTypes, e.EntityType) {
 				g.newTypes = append(g.newTypes, e.EntityType)
-				if err := txn.Set(append(bytes.Clone(prefixType), e.EntityType...), nil); err != nil {
-					return err
-				}
+				g.changes.set(append(bytes.Clone(prefixType), e.EntityType...), nil)
 			}
 			e.Offset, e.Slice, e.TimestampUnixNano = offset, SliceOf(e.EntityId), ts
-			raw, err := blocks.add(txn, e)
+			raw, err := blocks.add(&g.changes, e)
 			if err != nil {
 				return err
 			}
@@ -835,9 +630,7 @@ func (w *writer) commit(g *group) error {
 			slab = appendIndexKey(slab, undo[k].ek, e.SeqNr)
 			val := len(slab)
 			slab = binary.BigEndian.AppendUint64(slab, offset)
-			if err := txn.Set(slab[key:val:val], slab[val:len(slab):len(slab)]); err != nil {
-				return err
-			}
+			g.changes.set(slab[key:val:val], slab[val:len(slab):len(slab)])
 			g.addBytes += int64(len(raw))
 			app[k] = Appended{Offset: offset, SeqNr: e.SeqNr}
 			g.records = append(g.records, Record{Offset: offset, Raw: raw, event: e})
@@ -845,20 +638,16 @@ func (w *writer) commit(g *group) error {
 		}
 		g.results[i] = app
 	}
-	if len(g.records) == 0 && g.writes == 0 {
+	if len(g.changes) == 0 {
 		return nil // every append conflicted or was a duplicate
 	}
-	if err := blocks.flush(txn); err != nil {
-		return err
-	}
+	blocks.flush(&g.changes)
 	g.bytes = w.bytes + g.addBytes
-	if err := txn.Set(keyBytes, u64(uint64(g.bytes))); err != nil {
-		return err
-	}
-	if err := txn.Commit(); err != nil {
-		return err
-	}
+	g.changes.set(keyBytes, u64(uint64(g.bytes)))
 	if len(w.lastSeq)+len(groupSeq) > maxCachedEntities {
+		// Entities out of the cache are read from Badger: it must hold
+		// every group built so far.
+		w.awaitApplied()
 		clear(w.lastSeq)
 		w.cacheComplete = false
 	}

@@ -209,8 +209,8 @@ type Options struct {
 	// below it appends are refused with ErrNoSpace, writing nothing, and
 	// accepted again once space is freed. Badger writes its log through
 	// memory maps, where a full disk is a crash (SIGBUS), not an error, so
-	// the journal must stop before. Default: MemTableSize + 16 MiB (a
-	// memtable flush and the largest group commit).
+	// the journal must stop before. Default: MemTableSize + 48 MiB (a
+	// memtable flush, the largest group commit, two WAL segments).
 	MinFreeBytes int64
 	// BlockCacheSize is Badger's block cache in bytes; default 64 MiB.
 	BlockCacheSize int64
@@ -218,6 +218,9 @@ type Options struct {
 	Observer       Observer
 	// Now is the clock for event timestamps and retention; default time.Now.
 	Now func() time.Time
+
+	// segmentBytes is the size of a WAL segment (wal.go); set by tests.
+	segmentBytes int64
 }
 
 // Validate reports the first nonsensical field.
@@ -284,8 +287,11 @@ func (o Options) withDefaults() Options {
 	if o.MemTableSize == 0 {
 		o.MemTableSize = 64 << 20
 	}
+	if o.segmentBytes == 0 {
+		o.segmentBytes = defaultSegmentBytes
+	}
 	if o.MinFreeBytes == 0 {
-		o.MinFreeBytes = o.MemTableSize + 2*maxGroupBytes
+		o.MinFreeBytes = o.MemTableSize + 2*maxGroupBytes + 2*defaultSegmentBytes
 	}
 	if o.BlockCacheSize == 0 {
 		o.BlockCacheSize = 64 << 20

@@ -134,39 +134,29 @@ func (j *Journal) nextDeletion() (*deletion, error) {
 	return d, nil
 }
 
-// delete applies a deletion in the writer goroutine, so the byte count and
-// the floor stay consistent with concurrent appends; the sync loop publishes
-// the new floor in order.
-func (w *writer) delete(g *group) error {
-	j, d := w.j, g.del
+// delete builds a deletion's changes in the writer goroutine, so the byte
+// count and the floor stay consistent with concurrent appends; applyLoop
+// publishes the new floor in order.
+func (w *writer) delete(g *group) {
+	d := g.del
 	if d.from != w.floor {
 		g.bytes, d.count, g.del = w.bytes, 0, nil
-		return nil // planned from a floor that has moved since: stale
+		return // planned from a floor that has moved since: stale
 	}
-	txn := j.db.NewTransaction(true)
-	defer txn.Discard()
 	for _, k := range d.keys {
-		if err := txn.Delete(k); err != nil {
-			return fmt.Errorf("journal: retention delete: %w", err)
-		}
+		g.changes.del(k)
 	}
 	for ek, seq := range d.lastSeq {
-		if err := txn.Set(seqKey(ek), u64(seq)); err != nil {
-			return err
-		}
+		g.changes.set(seqKey(ek), u64(seq))
 	}
 	bytes := max(w.bytes-d.bytes, 0)
-	if err := txn.Set(keyFloor, u64(d.upTo)); err != nil {
-		return err
+	g.changes.set(keyFloor, u64(d.upTo))
+	g.changes.set(keyBytes, u64(uint64(bytes)))
+	for _, c := range g.changes {
+		g.cost += len(c.key) + len(c.value) + 64
 	}
-	if err := txn.Set(keyBytes, u64(uint64(bytes))); err != nil {
-		return err
-	}
-	if err := txn.Commit(); err != nil {
-		return fmt.Errorf("journal: retention commit: %w", err)
-	}
+	g.entries = len(g.changes)
 	w.bytes, g.bytes, w.floor = bytes, bytes, d.upTo
-	return nil
 }
 
 // olderThan reports whether the event at offset was committed before cutoff.

@@ -64,6 +64,7 @@ const maxAttempts = 64
 type Store struct {
 	db     *badger.DB
 	ownsDB bool
+	shared Shared // set by Wrap: it commits the store's transactions
 	log    *slog.Logger
 
 	mu     sync.Mutex // guards closed and active.Add
@@ -110,19 +111,27 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Wrap makes a Store over a Badger DB that the caller owns, so that positions
-// commit atomically with that DB's own records (a replicating journal, for
-// instance). Only opts.Logger is used; durability is the DB's. Close does not
-// close db.
-func Wrap(db *badger.DB, opts Options) (*Store, error) {
-	if db == nil {
-		return nil, invalidf("db is nil")
+// Shared is a Badger DB owned by someone else, who commits the store's
+// transactions in its own order and durability: a *journal.Journal.
+type Shared interface {
+	DB() *badger.DB
+	// Update runs fn in a write transaction and commits it.
+	Update(fn func(txn *badger.Txn) error) error
+}
+
+// Wrap makes a Store over a shared Badger DB, so that positions commit
+// atomically with that DB's own records (a replicating journal, for
+// instance). Only opts.Logger is used; durability is the owner's. Close
+// does not close the DB.
+func Wrap(shared Shared, opts Options) (*Store, error) {
+	if shared == nil || shared.DB() == nil {
+		return nil, invalidf("the shared DB is nil")
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Store{db: db, log: log}
+	s := &Store{db: shared.DB(), shared: shared, log: log}
 	if err := s.initFormat(); err != nil {
 		return nil, err
 	}
@@ -206,6 +215,9 @@ func (s *Store) Update(fn func(txn *badger.Txn) error) error {
 }
 
 func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	if s.shared != nil {
+		return s.shared.Update(fn)
+	}
 	for attempt := 1; ; attempt++ {
 		txn := s.db.NewTransaction(true)
 		if err := fn(txn); err != nil {

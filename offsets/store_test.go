@@ -892,6 +892,12 @@ func TestFormatVersionRefused(t *testing.T) {
 	}
 }
 
+// ownDB is a Shared over a plain Badger DB.
+type ownDB struct{ db *badger.DB }
+
+func (o ownDB) DB() *badger.DB                              { return o.db }
+func (o ownDB) Update(fn func(txn *badger.Txn) error) error { return o.db.Update(fn) }
+
 func TestWrapSharesTheCallersDB(t *testing.T) {
 	db, err := badger.Open(badger.DefaultOptions("").WithInMemory(true).WithLogger(nil))
 	if err != nil {
@@ -903,7 +909,7 @@ func TestWrapSharesTheCallersDB(t *testing.T) {
 	if err := db.Update(func(txn *badger.Txn) error { return txn.Set([]byte("op/x"), []byte("mine")) }); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Wrap(db, Options{Logger: quiet})
+	s, err := Wrap(ownDB{db}, Options{Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@
 // than fork the history when the owner cannot be reached; see Primary.
 //
 // The position in the source journal is stored in the local journal's
-// Badger DB (an offsets.Store made by offsets.Wrap on journal.DB()) and
+// Badger DB (an offsets.Store made by offsets.Wrap on the journal) and
 // committed in the same transaction as the batch of events it covers
 // (consumer.CommitHandler, journal.AppendWith): after a crash the copied
 // events and the position agree. streamd shows it through the admin API.

@@ -44,7 +44,7 @@ type ReplicationOptions struct {
 	// Store keeps the position in the source journal, in the local
 	// journal's Badger DB so that each batch of copied events commits in
 	// one transaction with the position after it (journal.AppendWith).
-	// Default: offsets.Wrap(Journal.DB()); a Store given must be over that
+	// Default: offsets.Wrap(Journal); a Store given must be over that
 	// DB.
 	Store *offsets.Store
 	// DialOptions reach the source (TLS, tokens).
@@ -78,7 +78,7 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 	}
 	if opts.Store == nil {
 		var err error
-		if opts.Store, err = offsets.Wrap(opts.Journal.DB(), offsets.Options{Logger: opts.Logger}); err != nil {
+		if opts.Store, err = offsets.Wrap(opts.Journal, offsets.Options{Logger: opts.Logger}); err != nil {
 			return nil, fmt.Errorf("topology: positions in the local journal: %w", err)
 		}
 	} else if opts.Store.DB() != opts.Journal.DB() {

@@ -1,0 +1,402 @@
+package journal
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// journalState is what a test compares between two journals.
+type journalState struct {
+	info    Info
+	events  []*streamdv1.Event
+	records map[string]string // keys beginning with 0x00
+	types   []string
+}
+
+func stateOf(t *testing.T, j *Journal) journalState {
+	t.Helper()
+	s := journalState{info: j.Info(), events: readAll(t, j), records: map[string]string{}, types: j.EntityTypes()}
+	err := j.DB().View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{0}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			s.records[string(it.Item().Key())] = string(v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s journalState) diff(o journalState) string {
+	switch {
+	case !bytes.Equal(s.info.JournalID, o.info.JournalID) || s.info.FirstOffset != o.info.FirstOffset ||
+		s.info.LastOffset != o.info.LastOffset || s.info.Events != o.info.Events || s.info.Bytes != o.info.Bytes:
+		return fmt.Sprintf("info %+v, want %+v", o.info, s.info)
+	case len(s.events) != len(o.events):
+		return fmt.Sprintf("%d events, want %d", len(o.events), len(s.events))
+	case !slices.Equal(s.types, o.types):
+		return fmt.Sprintf("entity types %v, want %v", o.types, s.types)
+	case len(s.records) != len(o.records):
+		return fmt.Sprintf("%d records, want %d", len(o.records), len(s.records))
+	}
+	for i := range s.events {
+		if !proto.Equal(s.events[i], o.events[i]) {
+			return fmt.Sprintf("event %d is %v, want %v", i, o.events[i], s.events[i])
+		}
+	}
+	for k, v := range s.records {
+		if o.records[k] != v {
+			return fmt.Sprintf("record %q is %q, want %q", k, o.records[k], v)
+		}
+	}
+	return ""
+}
+
+// appendRound appends n events of 1 KiB over 50 entities, each append
+// with records: one rewritten every time, one set per append, one deleted.
+func appendRound(t *testing.T, j *Journal, round, n int) {
+	t.Helper()
+	payload := strings.Repeat("p", 1024)
+	for i := 0; i < n; i += 10 {
+		batch := make([]*streamdv1.Event, 10)
+		for k := range batch {
+			batch[k] = ev(fmt.Sprint("type", k%3), fmt.Sprint("e", (i+k)%50), payload)
+		}
+		writes := []Write{
+			{Key: []byte("\x00last"), Value: fmt.Appendf(nil, "%d/%d", round, i)},
+			{Key: fmt.Appendf(nil, "\x00each/%d/%d", round, i), Value: []byte("v")},
+			{Key: fmt.Appendf(nil, "\x00each/%d/%d", round, i-10), Delete: true},
+		}
+		if _, err := j.AppendWith(context.Background(), writes, batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// walAfterCheckpoint writes a journal in dir, closes it (a checkpoint) and
+// copies it to a snapshot; reopens dir and appends, deletes by retention,
+// rewrites and deletes records. It returns the snapshot, the WAL segments
+// written since the checkpoint (copied from the open journal), and the
+// state of the journal, which it then closes.
+func walAfterCheckpoint(t *testing.T) (snap string, segs map[string][]byte, want journalState) {
+	dir, snap := t.TempDir(), t.TempDir()
+	// 7 MiB memtables: Badger starts new ones, and writes tables, while
+	// the test appends.
+	opts := Options{MemTableSize: minMemTableSize, RetentionInterval: time.Hour}
+	j := open(t, dir, opts)
+	appendRound(t, j, 0, 3000)
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	copyDir(t, dir, snap)
+
+	opts.RetentionMaxBytes = 2 << 20 // the retention run at open deletes
+	// No segment fills up: every change since open stays in the WAL.
+	opts.segmentBytes = 64 << 20
+	j = open(t, dir, opts)
+	appendRound(t, j, 1, 12000)
+	if n, err := j.EnforceRetention(); err != nil || n == 0 {
+		t.Fatalf("retention deleted %d events: %v", n, err)
+	}
+	appendRound(t, j, 2, 500)
+	want = stateOf(t, j)
+	if want.info.FirstOffset == 1 {
+		t.Fatal("retention deleted nothing")
+	}
+	segs = map[string][]byte{}
+	ids, err := segments(j.wal.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		data, err := os.ReadFile(segmentPath(j.wal.dir, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		segs[filepath.Base(segmentPath(j.wal.dir, id))] = data
+	}
+	if len(segs) == 0 {
+		t.Fatal("no WAL segment")
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := segments(filepath.Join(dir, walDirName)); len(left) != 0 {
+		t.Fatalf("segments %v left after Close", left)
+	}
+	reopened := open(t, dir, opts)
+	if d := want.diff(stateOf(t, reopened)); d != "" {
+		t.Fatalf("after a clean Close and Open: %s", d)
+	}
+	return snap, segs, want
+}
+
+func writeSegments(t *testing.T, dir string, segs map[string][]byte) {
+	t.Helper()
+	wdir := filepath.Join(dir, walDirName)
+	if err := os.MkdirAll(wdir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range segs {
+		if err := os.WriteFile(filepath.Join(wdir, name), data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Badger is made durable only at checkpoints: all that was acknowledged
+// after one comes back from the WAL alone. Badger is rolled back to a
+// checkpoint (a copy taken after a clean Close) and given the WAL written
+// since: the journal opened there holds every event, record, deletion and
+// counter of the one that went on — deleted events stay deleted.
+func TestWALRestoresWhatBadgerLost(t *testing.T) {
+	snap, segs, want := walAfterCheckpoint(t)
+	for _, d := range []Durability{DurabilitySync, DurabilityAsync} {
+		dir := t.TempDir()
+		copyDir(t, snap, dir)
+		writeSegments(t, dir, segs)
+		j := open(t, dir, Options{MemTableSize: minMemTableSize, Durability: d})
+		if diff := want.diff(stateOf(t, j)); diff != "" {
+			t.Fatalf("durability %d: Badger at the checkpoint plus the WAL: %s", d, diff)
+		}
+		if left, _ := segments(filepath.Join(dir, walDirName)); len(left) > 1 {
+			t.Fatalf("replayed segments kept: %v", left)
+		}
+		// Replayed once more over what it already holds (a crash right
+		// after the replay, before the segments were removed): the same.
+		if err := j.Close(); err != nil {
+			t.Fatal(err)
+		}
+		writeSegments(t, dir, segs)
+		j = open(t, dir, Options{MemTableSize: minMemTableSize, Durability: d})
+		if diff := want.diff(stateOf(t, j)); diff != "" {
+			t.Fatalf("durability %d: WAL replayed twice: %s", d, diff)
+		}
+	}
+}
+
+// The end of the last segment may hold a frame whose write never finished
+// (never acknowledged): the replay stops there. Damage before the last
+// segment's end would lose acknowledged appends: Open refuses it.
+func TestWALTornEnd(t *testing.T) {
+	snap, segs, want := walAfterCheckpoint(t)
+	// The last segment's frames (then zeros: it was a spare); the last
+	// append is its last frame.
+	names := slices.Sorted(maps.Keys(segs))
+	name := names[len(names)-1]
+	data := segs[name]
+	var frames []int
+	pos := 0
+	for pos < len(data) {
+		p, ok := frameAt(data, pos)
+		if !ok {
+			break
+		}
+		frames = append(frames, pos)
+		pos += frameHeader + len(p)
+	}
+	if len(frames) == 0 || !allZero(data[pos:]) {
+		t.Fatalf("segment %s: %d frames, then %d bytes not all zero", name, len(frames), len(data)-pos)
+	}
+	data = data[:pos]
+	lastFrame := frames[len(frames)-1]
+	with := func(last []byte) map[string][]byte {
+		m := maps.Clone(segs)
+		m[name] = last
+		return m
+	}
+
+	torn := map[string][]byte{
+		"half a header":   append(bytes.Clone(data), 0, 0, 1),
+		"header, no body": append(bytes.Clone(data), 0, 0, 1, 0, 1, 2, 3, 4, 5, 6),
+		"zeros":           append(bytes.Clone(data), make([]byte, 4096)...),
+	}
+	for what, seg := range torn {
+		dir := t.TempDir()
+		copyDir(t, snap, dir)
+		writeSegments(t, dir, with(seg))
+		j := open(t, dir, Options{MemTableSize: minMemTableSize})
+		if diff := want.diff(stateOf(t, j)); diff != "" {
+			t.Fatalf("%s after the last frame: %s", what, diff)
+		}
+	}
+
+	// The last frame damaged: the state before it.
+	dir := t.TempDir()
+	copyDir(t, snap, dir)
+	damaged := bytes.Clone(data)
+	damaged[len(damaged)-1] ^= 1
+	writeSegments(t, dir, with(damaged))
+	j := open(t, dir, Options{MemTableSize: minMemTableSize})
+	got := stateOf(t, j)
+	if got.info.LastOffset >= want.info.LastOffset || got.info.LastOffset < want.info.LastOffset-10 {
+		t.Fatalf("last frame damaged: last offset %d, want the one before the last append of %d", got.info.LastOffset, want.info.LastOffset)
+	}
+	for i, e := range got.events {
+		if !proto.Equal(e, want.events[i]) {
+			t.Fatalf("last frame damaged: event %d is %v, want %v", i, e, want.events[i])
+		}
+	}
+
+	// A frame damaged with another segment after it: refused.
+	dir = t.TempDir()
+	copyDir(t, snap, dir)
+	damaged = bytes.Clone(data)
+	damaged[lastFrame+frameHeader] ^= 1
+	after := with(damaged)
+	after["00000000000000000999.wal"] = data[:lastFrame]
+	writeSegments(t, dir, after)
+	_, err := Open(dir, Options{MemTableSize: minMemTableSize})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), name) {
+		t.Fatalf("Open with a damaged segment before another = %v, want ErrCorrupt naming %s", err, name)
+	}
+}
+
+// Full segments are checkpointed and removed while appends go on, and the
+// journal reopens whole after a Close.
+func TestWALCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{MemTableSize: minMemTableSize, segmentBytes: 256 << 10})
+	first := j.wal.id
+	appendRound(t, j, 0, 10000) // about 12 MB
+	if started := j.wal.id - first; started < 20 {
+		t.Fatalf("%d segments started for 12 MB of 256 KiB segments", started)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ids, err := segments(j.wal.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ids) <= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("segments %v not checkpointed", ids)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	want := stateOf(t, j)
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, dir, Options{MemTableSize: minMemTableSize})
+	if diff := want.diff(stateOf(t, j)); diff != "" {
+		t.Fatal(diff)
+	}
+}
+
+// With async durability nothing is logged: no segment, Update works.
+func TestWALAsyncLogsNothing(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{Durability: DurabilityAsync})
+	appendRound(t, j, 0, 100)
+	if err := j.Update(func(txn *badger.Txn) error { return txn.Set([]byte("\x00u"), []byte("1")) }); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := segments(filepath.Join(dir, walDirName)); len(ids) != 0 || j.wal != nil {
+		t.Fatalf("async journal has WAL segments %v", ids)
+	}
+	if got := stateOf(t, j).records["\x00u"]; got != "1" {
+		t.Fatalf("Update's record = %q", got)
+	}
+}
+
+// An error from Update's function is returned unchanged and writes nothing;
+// the journal goes on.
+func TestUpdateError(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	mine := errors.New("mine")
+	err := j.Update(func(txn *badger.Txn) error {
+		if err := txn.Set([]byte("\x00u"), []byte("1")); err != nil {
+			return err
+		}
+		return mine
+	})
+	if err != mine {
+		t.Fatalf("Update = %v, want the function's error", err)
+	}
+	if _, ok := stateOf(t, j).records["\x00u"]; ok {
+		t.Fatal("a failed Update wrote")
+	}
+	if _, err := j.Append(context.Background(), ev("car", "c1", "x")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The seqNr cache restarts when it holds too many entities: the writer then
+// reads entities from Badger, which must hold every group built before
+// (awaitApplied).
+func TestSeqNrCacheRestart(t *testing.T) {
+	defer func(n int) { maxCachedEntities = n }(maxCachedEntities)
+	maxCachedEntities = 20
+	dir := t.TempDir()
+	// A slow observer holds up applyLoop: the writer builds groups while
+	// earlier ones are not applied yet.
+	j := open(t, dir, Options{Observer: slowObserver{}})
+	var pend []*Pending
+	for i := range 3000 {
+		if i%10 == 0 {
+			time.Sleep(100 * time.Microsecond) // groups of about 10 appends
+		}
+		p, err := j.Submit(context.Background(), nil, ev("car", fmt.Sprint("c", i%200), "x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pend = append(pend, p)
+	}
+	for _, p := range pend {
+		if _, err := p.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkInvariants(t, readAll(t, j), 1)
+}
+
+type slowObserver struct{}
+
+func (slowObserver) Committed(int, int, int64, time.Duration) { time.Sleep(5 * time.Millisecond) }
+func (slowObserver) RetentionDeleted(int)                     {}
+
+// An event too large for the LSM tree goes to Badger's value log and reads
+// back whole after a reopen.
+func TestValueLogEvent(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{})
+	big := ev("car", "c1", strings.Repeat("x", 1<<20))
+	if _, err := j.Append(context.Background(), big, ev("car", "c2", "small")); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, dir, Options{})
+	got, err := j.Read(1, 10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || len(got[0].Payload) != 1<<20 || string(got[1].Payload) != "small" {
+		t.Fatalf("read back %d events", len(got))
+	}
+}
