@@ -2,8 +2,17 @@ package journal
 
 import (
 	"os"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // fdatasync makes f's data durable without its timestamps.
-func fdatasync(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) }
+func fdatasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
+
+// writeBack writes f's dirty pages from off to off+n to disk and waits for
+// them, without the file's metadata: in pieces, a sync of many megabytes
+// does not hold up for as long the small WAL writes queued behind it.
+func writeBack(f *os.File, off, n int64) error {
+	return unix.SyncFileRange(int(f.Fd()), off, n,
+		unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+}

@@ -314,6 +314,7 @@ func openWAL(dir string, id uint64, opts Options) (*wal, error) {
 // for it beyond minFree (when it has not, a segment is begun empty).
 func (w *wal) prepare() {
 	defer close(w.prepared)
+	warned := false
 	for n := 0; ; n++ {
 		path := filepath.Join(w.dir, fmt.Sprintf("%d.spare", n))
 		f, err := w.fill(path)
@@ -322,8 +323,9 @@ func (w *wal) prepare() {
 				f.Close()
 				os.Remove(path)
 			}
-			if !errors.Is(err, errStopped) {
+			if !errors.Is(err, errStopped) && !warned {
 				w.log.Warn("journal: cannot prepare a WAL segment; segments begin empty until it can", "err", err)
+				warned = true
 			}
 			select {
 			case <-w.stop:
@@ -332,6 +334,7 @@ func (w *wal) prepare() {
 				continue
 			}
 		}
+		warned = false
 		select {
 		case w.spares <- f:
 		case <-w.stop:
@@ -357,19 +360,25 @@ func (w *wal) fill(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	zeros := make([]byte, 1<<20)
-	for off := int64(0); off < w.segmentBytes; off += int64(len(zeros)) {
+	zeros := make([]byte, writeBackChunk)
+	for off := int64(0); off < w.segmentBytes; off += writeBackChunk {
 		select {
 		case <-w.stop:
 			return f, errStopped
 		default:
 		}
-		if _, err := f.Write(zeros[:min(int64(len(zeros)), w.segmentBytes-off)]); err != nil {
+		if _, err := f.Write(zeros[:min(writeBackChunk, w.segmentBytes-off)]); err != nil {
+			return f, err
+		}
+		if err := writeBack(f, off, writeBackChunk); err != nil {
 			return f, err
 		}
 	}
 	return f, f.Sync()
 }
+
+// writeBackChunk is the piece of a large sync (see writeBack).
+const writeBackChunk = 1 << 20
 
 // write appends one frame of every group's changes and makes it durable.
 func (w *wal) write(groups []*group) error {
@@ -491,15 +500,20 @@ func syncDir(dir string) error {
 // log); a memtable retired and not yet written to a table has a WAL of its
 // own, which Badger fsyncs only once the table is written: fsync every
 // memtable WAL there is. One that Badger removes meanwhile was written to a
-// table, durably.
+// table, durably. The memtable WALs are written back a piece at a time
+// first, so that appends logged meanwhile wait behind a piece, not behind
+// the megabytes written since the last checkpoint.
 func syncBadger(db *badger.DB, dir string) error {
-	if err := db.Sync(); err != nil {
-		return err
-	}
 	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
 	if err != nil {
 		return err
 	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
 	for _, path := range mems {
 		f, err := os.Open(path)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -508,10 +522,23 @@ func syncBadger(db *badger.DB, dir string) error {
 		if err != nil {
 			return err
 		}
-		err = f.Sync()
-		f.Close()
+		files = append(files, f)
+		fi, err := f.Stat()
 		if err != nil {
-			return fmt.Errorf("fsync memtable WAL %s: %w", path, err)
+			return err
+		}
+		for off := int64(0); off < fi.Size(); off += writeBackChunk {
+			if err := writeBack(f, off, writeBackChunk); err != nil {
+				return fmt.Errorf("write back memtable WAL %s: %w", path, err)
+			}
+		}
+	}
+	if err := db.Sync(); err != nil {
+		return err
+	}
+	for _, f := range files {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("fsync memtable WAL %s: %w", f.Name(), err)
 		}
 	}
 	return nil
