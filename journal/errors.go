@@ -15,9 +15,11 @@ var (
 	// ErrFellBehind: the live ring no longer holds the requested offset; read
 	// from the journal instead.
 	ErrFellBehind = errors.New("journal: reader fell behind the live ring")
-	// ErrFailed: an fsync failed; the journal refuses further appends because
-	// it can no longer tell what is durable. Reopen it.
-	ErrFailed = errors.New("journal: failed after an fsync error; reopen it")
+	// ErrFailed: a write or fsync of the WAL, a commit to Badger or a
+	// checkpoint failed; the journal refuses further appends because it can
+	// no longer tell what is durable. An append answered with it may or may
+	// not be there after a reopen. Reopen it.
+	ErrFailed = errors.New("journal: failed after a write or fsync error; reopen it")
 	// ErrNoSpace refuses an append while the journal's filesystem has less
 	// free space than Options.MinFreeBytes. Nothing was written; appends
 	// succeed again once space is freed.

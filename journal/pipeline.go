@@ -111,6 +111,9 @@ const maxGroupBytes = 8 << 20
 var maxCachedEntities = 1 << 20
 
 func (j *Journal) writeLoop(w *writer) {
+	// Unbuffered: while logLoop fsyncs, the writer builds one group and
+	// waits, and the next one it builds takes every request queued by then
+	// (a buffer let it build a group of ~3 appends per request wave).
 	w.toLog = make(chan *group)
 	toApply := make(chan *logBatch, 4)
 	checkpoints := make(chan checkpoint, 16)
@@ -172,7 +175,7 @@ func (j *Journal) writeLoop(w *writer) {
 			g.del = first.del
 			w.delete(g)
 		case first.update != nil:
-			g.update, g.bytes = first.update, w.bytes
+			g.update = first.update
 		default:
 			if err := j.checkSpace(); err != nil {
 				g.failAll(err)

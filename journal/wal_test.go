@@ -400,3 +400,31 @@ func TestValueLogEvent(t *testing.T) {
 		t.Fatalf("read back %d events", len(got))
 	}
 }
+
+// A WAL write that fails fails the journal: the append is answered with
+// ErrFailed, so is every later one, and the next Open replays what the WAL
+// holds — every append acknowledged before.
+func TestWALWriteFailure(t *testing.T) {
+	dir := t.TempDir()
+	j, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRound(t, j, 0, 100)
+	want := stateOf(t, j)
+	j.wal.f.Close() // the next write fails
+	if _, err := j.Append(context.Background(), ev("car", "c1", "x")); !errors.Is(err, ErrFailed) {
+		t.Fatalf("append after the WAL broke = %v, want ErrFailed", err)
+	}
+	if _, err := j.Append(context.Background(), ev("car", "c2", "x")); !errors.Is(err, ErrFailed) {
+		t.Fatalf("later append = %v, want ErrFailed", err)
+	}
+	j.Close()
+	if ids, _ := segments(filepath.Join(dir, walDirName)); len(ids) == 0 {
+		t.Fatal("a failed journal removed its WAL at Close")
+	}
+	j = open(t, dir, Options{})
+	if diff := want.diff(stateOf(t, j)); diff != "" {
+		t.Fatal(diff)
+	}
+}
