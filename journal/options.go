@@ -209,8 +209,8 @@ type Options struct {
 	// below it appends are refused with ErrNoSpace, writing nothing, and
 	// accepted again once space is freed. Badger writes its log through
 	// memory maps, where a full disk is a crash (SIGBUS), not an error, so
-	// the journal must stop before. Default: MemTableSize + 48 MiB (a
-	// memtable flush, the largest group commit, two WAL segments).
+	// the journal must stop before. Default: MemTableSize + 144 MiB (a
+	// memtable flush, the largest group commit, the WAL's eight segments).
 	MinFreeBytes int64
 	// BlockCacheSize is Badger's block cache in bytes; default 64 MiB.
 	BlockCacheSize int64
@@ -291,7 +291,7 @@ func (o Options) withDefaults() Options {
 		o.segmentBytes = defaultSegmentBytes
 	}
 	if o.MinFreeBytes == 0 {
-		o.MinFreeBytes = o.MemTableSize + 2*maxGroupBytes + 2*defaultSegmentBytes
+		o.MinFreeBytes = o.MemTableSize + 2*maxGroupBytes + (maxWaitingSegments+2)*defaultSegmentBytes
 	}
 	if o.BlockCacheSize == 0 {
 		o.BlockCacheSize = 64 << 20

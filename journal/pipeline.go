@@ -89,14 +89,14 @@ type logBatch struct {
 	groups  []*group
 	err     error // not logged: apply none of it
 	syncDur time.Duration
-	// checkpoint: once the batch is applied, checkpoint the WAL segments
-	// up to through.
+	// checkpoint: once the batch is applied, the WAL segments up to
+	// through go to checkpointLoop.
 	checkpoint bool
 	through    uint64
 }
 
-// checkpoint asks checkpointLoop to make Badger durable and remove the WAL
-// segments up to through, then answer the Updates.
+// checkpoint hands checkpointLoop the closed WAL segments up to through,
+// and the Updates to answer once Badger is durable.
 type checkpoint struct {
 	through uint64
 	updates []*group
@@ -262,8 +262,8 @@ func (j *Journal) logLoop(in <-chan *group, out chan<- *logBatch) {
 
 // log writes the batch's groups to the WAL and closes the segment when it
 // is full, or when the batch has an Update (no change logged before an
-// Update may be replayed after it): the segments up to it are then
-// checkpointed once the batch is applied.
+// Update may be replayed after it): checkpointLoop gets the segments up
+// to it once the batch is applied.
 func (j *Journal) log(b *logBatch) error {
 	var logged []*group
 	updates := false
@@ -278,11 +278,11 @@ func (j *Journal) log(b *logBatch) error {
 			return err
 		}
 	}
-	b.checkpoint = j.wal.full() || updates
-	if b.checkpoint && j.wal.size > 0 || j.wal.spareReady() {
+	if (j.wal.full() || updates) && j.wal.size > 0 || j.wal.spareReady() {
 		if err := j.wal.rotate(); err != nil {
 			return err
 		}
+		b.checkpoint = true
 	}
 	b.through = j.wal.id - 1
 	return nil
@@ -421,36 +421,96 @@ func (j *Journal) runUpdate(fn func(*badger.Txn) error) error {
 	return txn.Commit()
 }
 
-// checkpointLoop makes Badger durable, removes the WAL segments whose
-// changes it now holds, and answers the Updates that waited for it.
+// checkpointLoop removes WAL segments whose changes Badger holds durably,
+// and answers the Updates that wait for a checkpoint. A closed segment's
+// changes are in the memtables Badger had when its last batch was applied;
+// once Badger has written all of them to tables (which it fsyncs) the
+// segment goes, at the cost of an fsync of the value log only. An Update,
+// or more than maxWaitingSegments closed segments, make Badger durable
+// at once (syncBadger), which costs more and holds up Badger's writes to
+// its memtable while it writes it back.
 func (j *Journal) checkpointLoop(in <-chan checkpoint) {
-	for c := range in {
-	drain:
-		for {
-			select {
-			case more, ok := <-in:
-				if !ok {
-					break drain
-				}
-				c.through = max(c.through, more.through)
-				c.updates = append(c.updates, more.updates...)
-			default:
-				break drain
+	type closedSegment struct {
+		id  uint64
+		fid int // the newest memtable once its last batch was applied
+	}
+	var waiting []closedSegment
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var updates []*group
+		select {
+		case c, ok := <-in:
+			if !ok {
+				return
 			}
+			_, newest, err := memtables(j.dir)
+			if err != nil {
+				j.checkpointFailed(err, c.updates)
+				continue
+			}
+			if len(waiting) == 0 || c.through > waiting[len(waiting)-1].id {
+				waiting = append(waiting, closedSegment{c.through, newest})
+			}
+			updates = c.updates
+		case <-tick.C:
+		}
+		if len(waiting) == 0 {
+			continue
 		}
 		start := time.Now()
-		err := syncBadger(j.db, j.dir)
+		if len(updates) > 0 || len(waiting) > maxWaitingSegments {
+			through := waiting[len(waiting)-1].id
+			err := syncBadger(j.db, j.dir)
+			if err == nil {
+				err = removeSegments(j.wal.dir, through)
+			}
+			if err != nil {
+				j.checkpointFailed(err, updates)
+				continue
+			}
+			waiting = nil
+			for _, g := range updates {
+				g.answer(0, writeResult{})
+			}
+			j.opts.Logger.Debug("journal checkpoint: Badger synced", "segments-through", through, "took", time.Since(start))
+			continue
+		}
+		oldest, _, err := memtables(j.dir)
+		if err != nil {
+			j.checkpointFailed(err, nil)
+			continue
+		}
+		n := 0
+		for n < len(waiting) && waiting[n].fid < oldest {
+			n++
+		}
+		if n == 0 {
+			continue
+		}
+		through := waiting[n-1].id
+		err = syncFiles(j.dir, "*.vlog")
 		if err == nil {
-			err = removeSegments(j.wal.dir, c.through)
+			err = removeSegments(j.wal.dir, through)
 		}
 		if err != nil {
-			err = fmt.Errorf("%w: checkpoint: %v", ErrFailed, err)
-			j.failed.Store(&err)
-			j.opts.Logger.Error("journal checkpoint failed; refusing appends until reopened", "err", err)
+			j.checkpointFailed(err, nil)
+			continue
 		}
-		for _, g := range c.updates {
-			g.answer(0, writeResult{err: err})
-		}
-		j.opts.Logger.Debug("journal checkpoint", "segments-through", c.through, "took", time.Since(start))
+		waiting = waiting[n:]
+		j.opts.Logger.Debug("journal checkpoint: memtables in tables", "segments-through", through, "took", time.Since(start))
+	}
+}
+
+// maxWaitingSegments bounds the closed WAL segments kept until Badger
+// writes their memtables to tables.
+const maxWaitingSegments = 6
+
+func (j *Journal) checkpointFailed(err error, updates []*group) {
+	err = fmt.Errorf("%w: checkpoint: %v", ErrFailed, err)
+	j.failed.Store(&err)
+	j.opts.Logger.Error("journal checkpoint failed; refusing appends until reopened", "err", err)
+	for _, g := range updates {
+		g.answer(0, writeResult{err: err})
 	}
 }

@@ -495,6 +495,77 @@ func syncDir(dir string) error {
 	return nil
 }
 
+// memtables returns the lowest and highest fid of Badger's memtable WALs
+// (<fid>.mem) in dir: the oldest memtable not yet written to a table, and
+// the active one.
+func memtables(dir string) (oldest, newest int, err error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	oldest, newest = -1, -1
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".mem")
+		if !ok {
+			continue
+		}
+		fid, err := strconv.Atoi(name)
+		if err != nil {
+			continue
+		}
+		if oldest < 0 || fid < oldest {
+			oldest = fid
+		}
+		newest = max(newest, fid)
+	}
+	if newest < 0 {
+		return 0, 0, fmt.Errorf("no memtable WAL (*.mem) in %s", dir)
+	}
+	return oldest, newest, nil
+}
+
+// openFiles opens the files in dir that match pattern, skipping one
+// removed meanwhile. The caller closes them, also on an error.
+func openFiles(dir, pattern string) ([]*os.File, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, pattern))
+	if err != nil {
+		return nil, err
+	}
+	var files []*os.File
+	for _, path := range paths {
+		f, err := os.Open(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return files, err
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// syncFiles fsyncs the files in dir that match pattern.
+func syncFiles(dir, pattern string) error {
+	files, err := openFiles(dir, pattern)
+	defer closeFiles(files)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("fsync %s: %w", f.Name(), err)
+		}
+	}
+	return nil
+}
+
 // syncBadger makes durable everything committed to Badger before it was
 // called. DB.Sync fsyncs the WAL of the active memtable (and the value
 // log); a memtable retired and not yet written to a table has a WAL of its
@@ -504,32 +575,19 @@ func syncDir(dir string) error {
 // first, so that appends logged meanwhile wait behind a piece, not behind
 // the megabytes written since the last checkpoint.
 func syncBadger(db *badger.DB, dir string) error {
-	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	files, err := openFiles(dir, "*.mem")
+	defer closeFiles(files)
 	if err != nil {
 		return err
 	}
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	for _, path := range mems {
-		f, err := os.Open(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		files = append(files, f)
+	for _, f := range files {
 		fi, err := f.Stat()
 		if err != nil {
 			return err
 		}
 		for off := int64(0); off < fi.Size(); off += writeBackChunk {
 			if err := writeBack(f, off, writeBackChunk); err != nil {
-				return fmt.Errorf("write back memtable WAL %s: %w", path, err)
+				return fmt.Errorf("write back memtable WAL %s: %w", f.Name(), err)
 			}
 		}
 	}

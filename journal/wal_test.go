@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -273,37 +274,59 @@ func TestWALTornEnd(t *testing.T) {
 	}
 }
 
-// Full segments are checkpointed and removed while appends go on, and the
-// journal reopens whole after a Close.
+// Closed segments go once Badger has written their memtables to tables
+// (small memtables: Badger starts new ones often), or, with more than
+// maxWaitingSegments waiting (large memtables), by a checkpoint that syncs
+// Badger; the journal reopens whole after a Close either way.
 func TestWALCheckpoints(t *testing.T) {
-	dir := t.TempDir()
-	j := open(t, dir, Options{MemTableSize: minMemTableSize, segmentBytes: 256 << 10})
-	first := j.wal.id
-	appendRound(t, j, 0, 10000) // about 12 MB
-	if started := j.wal.id - first; started < 20 {
-		t.Fatalf("%d segments started for 12 MB of 256 KiB segments", started)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ids, err := segments(j.wal.dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ids) <= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("segments %v not checkpointed", ids)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	want := stateOf(t, j)
-	if err := j.Close(); err != nil {
-		t.Fatal(err)
-	}
-	j = open(t, dir, Options{MemTableSize: minMemTableSize})
-	if diff := want.diff(stateOf(t, j)); diff != "" {
-		t.Fatal(diff)
+	for _, c := range []struct {
+		name              string
+		memtable, segment int64
+		want              string
+	}{
+		// 7 MiB memtables fill before 6 segments of 2 MiB wait.
+		{"memtables written to tables", minMemTableSize, 2 << 20, "journal checkpoint: memtables in tables"},
+		{"too many segments waiting", 64 << 20, 256 << 10, "journal checkpoint: Badger synced"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			var logs bytes.Buffer
+			opts := Options{
+				MemTableSize: c.memtable, segmentBytes: c.segment,
+				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			}
+			j := open(t, dir, opts)
+			first := j.wal.id
+			appendRound(t, j, 0, 10000) // about 12 MB
+			if started := int64(j.wal.id - first); started < 12<<20/c.segment/2 {
+				t.Fatalf("%d segments of %d bytes started for 12 MB", started, c.segment)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				ids, err := segments(j.wal.dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(ids) <= maxWaitingSegments+2 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("segments %v not checkpointed", ids)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			want := stateOf(t, j)
+			if err := j.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(logs.String(), c.want) {
+				t.Fatalf("no %q in the journal's log", c.want)
+			}
+			j = open(t, dir, Options{MemTableSize: c.memtable})
+			if diff := want.diff(stateOf(t, j)); diff != "" {
+				t.Fatal(diff)
+			}
+		})
 	}
 }
 

@@ -64,7 +64,7 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "max-payload-bytes", Value: journal.DefaultLimits.MaxPayloadBytes, EnvVars: []string{"STREAMD_MAX_PAYLOAD_BYTES"}, Usage: "largest event payload accepted"},
 			&cli.IntFlag{Name: "max-batch-events", Value: journal.DefaultLimits.MaxBatchEvents, EnvVars: []string{"STREAMD_MAX_BATCH_EVENTS"}, Usage: "most events in one publish"},
 			&cli.IntFlag{Name: "max-batch-bytes", Value: journal.DefaultLimits.MaxBatchBytes, EnvVars: []string{"STREAMD_MAX_BATCH_BYTES"}, Usage: "largest publish, encoded (at most 8 MiB); gRPC messages may be 1 MiB larger"},
-			&cli.Int64Flag{Name: "min-free-bytes", EnvVars: []string{"STREAMD_MIN_FREE_BYTES"}, Usage: "free disk space to keep: below it publishes are refused with ResourceExhausted until space is freed (default: 112 MiB)"},
+			&cli.Int64Flag{Name: "min-free-bytes", EnvVars: []string{"STREAMD_MIN_FREE_BYTES"}, Usage: "free disk space to keep: below it publishes are refused with ResourceExhausted until space is freed (default: 208 MiB)"},
 			&cli.Int64Flag{Name: "memtable-size", EnvVars: []string{"STREAMD_MEMTABLE_SIZE"}, Usage: "Badger memtable size in bytes, at least 7 MiB; the journal's memory follows from it (default: 64 MiB)"},
 			&cli.StringFlag{Name: "compression", Value: "snappy", EnvVars: []string{"STREAMD_COMPRESSION"}, Usage: "journal tables on disk: snappy, or none (more disk; memory then follows from --memtable-size alone)"},
 			&cli.IntFlag{Name: "max-filter-criteria", Value: 256, EnvVars: []string{"STREAMD_MAX_FILTER_CRITERIA"}, Usage: "most criteria in one consumer's filter"},

@@ -184,7 +184,7 @@ func TestDiskFull(t *testing.T) {
 
 func testDiskFull(t *testing.T, mnt string) {
 	dataDir := filepath.Join(mnt, "journal")
-	// The reserve must fit the 64 MiB filesystem (the default keeps 112 MiB).
+	// The reserve must fit the 64 MiB filesystem (the default keeps 208 MiB).
 	d := startDaemon(t, dataDir, "--min-free-bytes", "16777216")
 	acked := publishN(t, d.addr, "before", 200, 10)
 	live := subscribe(t, d.addr)
