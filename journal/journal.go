@@ -283,8 +283,8 @@ func (j *Journal) LastOffset() uint64 { return j.durable.Load() }
 // An event with seq_nr != 0 is an expectation: the append fails with a
 // *SeqNrConflictError, writing nothing, unless it is the entity's next seqNr.
 // Concurrent appends are committed together: one fdatasync of the WAL, one
-// Badger transaction. ctx bounds only the wait to be queued: once queued, Append waits
-// for the commit, so its result is always the truth.
+// Badger transaction. ctx bounds only the wait to be queued: once queued,
+// Append waits for the commit, so its result is always the truth.
 func (j *Journal) Append(ctx context.Context, events ...*streamdv1.Event) ([]Appended, error) {
 	return j.AppendWith(ctx, nil, events...)
 }

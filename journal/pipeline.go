@@ -455,6 +455,13 @@ func (j *Journal) checkpointLoop(in <-chan checkpoint) {
 			updates = c.updates
 		case <-tick.C:
 		}
+		if f := j.failed.Load(); f != nil {
+			// What is durable is unknown: the WAL stays for the next Open.
+			for _, g := range updates {
+				g.answer(0, writeResult{err: *f})
+			}
+			continue
+		}
 		if len(waiting) == 0 {
 			continue
 		}
@@ -508,7 +515,7 @@ const maxWaitingSegments = 6
 
 func (j *Journal) checkpointFailed(err error, updates []*group) {
 	err = fmt.Errorf("%w: checkpoint: %v", ErrFailed, err)
-	j.failed.Store(&err)
+	j.failed.CompareAndSwap(nil, &err)
 	j.opts.Logger.Error("journal checkpoint failed; refusing appends until reopened", "err", err)
 	for _, g := range updates {
 		g.answer(0, writeResult{err: err})

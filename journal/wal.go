@@ -19,12 +19,11 @@ import (
 )
 
 // The journal's write-ahead log. With sync durability every group's changes
-// to Badger are written to an append-only segment file under <dir>/wal and
-// fdatasync'd before they are applied to Badger, which runs without
-// SyncWrites and is made durable only at checkpoints. One write and one
-// fdatasync of an append-only file make a batch durable; Badger's own
-// durability (an msync of its memory-mapped memtable log, which the next
-// commits keep dirtying) costs several times as much under load.
+// to Badger are written in sequence into a segment file under <dir>/wal
+// and fdatasync'd before they are applied to Badger, which runs without
+// SyncWrites. One write and one fdatasync make a batch durable; Badger's
+// own durability (an msync of its memory-mapped memtable log, which the
+// next commits keep dirtying) costs several times as much under load.
 //
 // Recovery: Badger holds everything up to the last checkpoint durably, and
 // some arbitrary part of what was applied after it. Everything applied after
@@ -33,10 +32,12 @@ import (
 // logged value, and leaves every other key as the checkpoint had it: the
 // state after the last logged batch, whatever Badger kept of its tail.
 //
-// Checkpoint: once a segment is full and every batch in it is applied,
-// Badger is made durable (syncBadger) and the segment removed. Writes to
-// Badger that are not logged (Update) are checkpointed the same way before
-// they return, so that no older logged change is replayed over them.
+// Checkpoint: a closed segment is removed once Badger holds its changes
+// durably — when Badger has written every memtable holding them to a table,
+// or when the journal makes Badger durable itself (syncBadger; see
+// checkpointLoop). Writes to Badger that are not logged (Update) are
+// followed by the latter before they return, and every segment before them
+// removed, so that no older logged change is replayed over them.
 //
 // A segment is a sequence of frames, one per fsync'd batch:
 //
