@@ -152,7 +152,8 @@ type wal struct {
 	prefilled    bool   // it was a spare
 	buf          []byte
 
-	spares   chan *os.File // filled by prepare
+	spares   chan *os.File // the spare made by prepare, if it is ready
+	taken    chan struct{} // rotate took it: prepare makes the next
 	minFree  int64         // prepare keeps this much space free on the filesystem
 	log      *slog.Logger
 	stop     chan struct{}
@@ -288,7 +289,8 @@ func frameAt(data []byte, pos int) ([]byte, bool) {
 func openWAL(dir string, id uint64, opts Options) (*wal, error) {
 	w := &wal{
 		dir: filepath.Join(dir, walDirName), segmentBytes: opts.segmentBytes, id: id - 1,
-		spares: make(chan *os.File, 1), minFree: opts.MinFreeBytes, log: opts.Logger,
+		spares: make(chan *os.File, 1), taken: make(chan struct{}, 1),
+		minFree: opts.MinFreeBytes, log: opts.Logger,
 		stop: make(chan struct{}), prepared: make(chan struct{}),
 	}
 	if err := os.MkdirAll(w.dir, 0o750); err != nil {
@@ -336,12 +338,11 @@ func (w *wal) prepare() {
 			}
 		}
 		warned = false
+		w.spares <- f // never blocks: the one before was taken
 		select {
-		case w.spares <- f:
+		case <-w.taken:
 		case <-w.stop:
-			f.Close()
-			os.Remove(path)
-			return
+			return // close removes it
 		}
 	}
 }
@@ -423,6 +424,7 @@ func (w *wal) rotate() error {
 	prefilled := false
 	select {
 	case f = <-w.spares:
+		w.taken <- struct{}{}
 		if err = os.Rename(f.Name(), path); err != nil {
 			f.Close()
 			os.Remove(f.Name())
