@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -91,5 +93,25 @@ func TestEntityIndexHoleIsCorrupt(t *testing.T) {
 	}
 	if evs, err := j.ReadEntity("car", "c1", 4, 10, nil); err != nil || len(evs) != 2 {
 		t.Fatalf("ReadEntity after the hole = %d events, %v", len(evs), err)
+	}
+}
+
+// A memtable log left empty by a process killed as Badger created it
+// (internal/badgerdir): the journal opens with everything it held.
+func TestOpenAfterEmptyMemtableLog(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{})
+	if _, err := j.Append(context.Background(), ev("car", "c1", "x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "00099.mem"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, dir, Options{})
+	if got := readAll(t, j); len(got) != 1 {
+		t.Fatalf("%d events after reopen, want 1", len(got))
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 
+	"github.com/streamd/streamd/internal/badgerdir"
 	"github.com/streamd/streamd/internal/badgerlog"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
@@ -99,6 +100,9 @@ func Open(dir string, opts Options) (*Journal, error) {
 		return nil, fmt.Errorf("journal: create %s: %w", dir, err)
 	}
 	if err := checkTables(dir); err != nil {
+		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
+	}
+	if err := badgerdir.RemoveEmptyMemtables(dir); err != nil {
 		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
 	}
 	bo := badger.DefaultOptions(dir).

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/streamd/streamd/internal/badgerdir"
 )
 
 // Durability says when a commit of the store is on disk.
@@ -98,6 +100,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		WithMetricsEnabled(false)
 	if opts.Badger != nil {
 		bo = opts.Badger(bo)
+	}
+	if !opts.InMemory {
+		if err := badgerdir.RemoveEmptyMemtables(dir); err != nil {
+			return nil, fmt.Errorf("offsets: open %q: %w", dir, err)
+		}
 	}
 	db, err := badger.Open(bo)
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -1039,4 +1041,28 @@ func describeAll(entries []Entry) []string {
 		out[i] = string(e.JournalID[:1]) + describe(e)
 	}
 	return out
+}
+
+// A memtable log left empty by a process killed as Badger created it
+// (internal/badgerdir): the store opens with its positions.
+func TestOpenAfterEmptyMemtableLog(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := key(t, "c", 1, "0-1023")
+	if err := s.Save(k, 42, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "00099.mem"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	if p, found, err := s.Get(k); err != nil || !found || p.Offset != 42 {
+		t.Fatalf("Get = %+v, %v, %v; want offset 42", p, found, err)
+	}
 }
