@@ -15,7 +15,9 @@ import (
 // in dir. Badger creates a memtable's log and then sizes it; a process
 // killed in between leaves an empty file, which holds nothing, but which
 // Badger's Open refuses ("while opening fid: N err: Create a new file"), so
-// the directory could never be opened again.
+// the directory could never be opened again: dgraph-io/badger#2207, open
+// in v4.9.6 (a fix, #2331, also skips empty value logs, which Badger
+// creates when one fills or a directory is new; not handled here).
 func RemoveEmptyMemtables(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
