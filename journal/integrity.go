@@ -164,14 +164,22 @@ func (j *Journal) checkIdentity(dir string) error {
 // checkSpace refuses a group commit while the filesystem has less free
 // space than Options.MinFreeBytes (one statfs, about a microsecond).
 func (j *Journal) checkSpace() error {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(j.dir, &st); err != nil {
+	free, err := freeBytes(j.dir)
+	if err != nil {
 		return nil // unknown: let Badger try; its errors are reported
 	}
-	free := int64(st.Bavail) * st.Bsize
 	if free < j.opts.MinFreeBytes {
 		return fmt.Errorf("%w: %d MiB free on the filesystem of %s, %d MiB kept in reserve; free some space (appends resume by themselves)",
 			ErrNoSpace, free>>20, j.dir, j.opts.MinFreeBytes>>20)
 	}
 	return nil
+}
+
+// freeBytes is the space left to unprivileged users on dir's filesystem.
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * st.Bsize, nil
 }

@@ -351,7 +351,7 @@ func (j *Journal) Submit(ctx context.Context, writes []Write, events ...*streamd
 		case w.Delete && len(w.Value) > 0:
 			return nil, invalid("write %d: a delete with a value", i)
 		}
-		req.cost += len(w.Key) + len(w.Value) + 64
+		req.cost += entryCost(w.Key, w.Value)
 		req.entries++
 	}
 	if req.cost > j.groupCost || req.entries > j.groupEntries {
@@ -372,6 +372,10 @@ func txnCost(events []*streamdv1.Event, size int) (cost, entries int) {
 	}
 	return cost, 2*len(events) + size/maxBlockBytes + 4
 }
+
+// entryCost bounds what one key and value add to a Badger transaction,
+// with Badger's per-entry overhead.
+func entryCost(key, value []byte) int { return len(key) + len(value) + 64 }
 
 // maxWriteKey bounds the key of a Write (Badger's limit is 65000 bytes).
 const maxWriteKey = 65000

@@ -126,7 +126,9 @@ func (j *Journal) writeLoop(w *writer) {
 		j.applyLoop(toApply, checkpoints)
 		close(checkpoints)
 	})
-	stages.Go(func() { j.checkpointLoop(checkpoints) })
+	if j.wal != nil { // applyLoop sends no checkpoint without a WAL
+		stages.Go(func() { j.checkpointLoop(checkpoints) })
+	}
 	defer func() {
 		close(w.toLog)
 		stages.Wait()
@@ -438,54 +440,49 @@ func (j *Journal) checkpointLoop(in <-chan checkpoint) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		var updates []*group
+		var c checkpoint
+		received := false
 		select {
-		case c, ok := <-in:
-			if !ok {
+		case c, received = <-in:
+			if !received {
 				return
 			}
-			_, newest, err := memtables(j.dir)
-			if err != nil {
-				j.checkpointFailed(err, c.updates)
+		case <-tick.C:
+			if len(waiting) == 0 {
 				continue
 			}
-			if len(waiting) == 0 || c.through > waiting[len(waiting)-1].id {
-				waiting = append(waiting, closedSegment{c.through, newest})
-			}
-			updates = c.updates
-		case <-tick.C:
 		}
 		if f := j.failed.Load(); f != nil {
 			// What is durable is unknown: the WAL stays for the next Open.
-			for _, g := range updates {
+			for _, g := range c.updates {
 				g.answer(0, writeResult{err: *f})
 			}
 			continue
 		}
-		if len(waiting) == 0 {
+		oldest, newest, err := memtables(j.dir)
+		if err != nil {
+			j.checkpointFailed(err, c.updates)
 			continue
 		}
+		if received && (len(waiting) == 0 || c.through > waiting[len(waiting)-1].id) {
+			waiting = append(waiting, closedSegment{c.through, newest})
+		}
 		start := time.Now()
-		if len(updates) > 0 || len(waiting) > maxWaitingSegments {
+		if len(c.updates) > 0 || len(waiting) > maxWaitingSegments {
 			through := waiting[len(waiting)-1].id
 			err := syncBadger(j.db, j.dir)
 			if err == nil {
 				err = removeSegments(j.wal.dir, through)
 			}
 			if err != nil {
-				j.checkpointFailed(err, updates)
+				j.checkpointFailed(err, c.updates)
 				continue
 			}
 			waiting = nil
-			for _, g := range updates {
+			for _, g := range c.updates {
 				g.answer(0, writeResult{})
 			}
 			j.opts.Logger.Debug("journal checkpoint: Badger synced", "segments-through", through, "took", time.Since(start))
-			continue
-		}
-		oldest, _, err := memtables(j.dir)
-		if err != nil {
-			j.checkpointFailed(err, nil)
 			continue
 		}
 		n := 0

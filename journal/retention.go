@@ -153,7 +153,7 @@ func (w *writer) delete(g *group) {
 	g.changes.set(keyFloor, u64(d.upTo))
 	g.changes.set(keyBytes, u64(uint64(bytes)))
 	for _, c := range g.changes {
-		g.cost += len(c.key) + len(c.value) + 64
+		g.cost += entryCost(c.key, c.value)
 	}
 	g.entries = len(g.changes)
 	w.bytes, g.bytes, w.floor = bytes, bytes, d.upTo

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -75,16 +74,18 @@ type changes []change
 func (c *changes) set(key, value []byte) { *c = append(*c, change{key: key, value: value}) }
 func (c *changes) del(key []byte)        { *c = append(*c, change{key: key, delete: true}) }
 
+// stage adds the change to txn.
+func (ch change) stage(txn *badger.Txn) error {
+	if ch.delete {
+		return txn.Delete(ch.key)
+	}
+	return txn.Set(ch.key, ch.value)
+}
+
 // stage adds the changes to txn.
 func (c changes) stage(txn *badger.Txn) error {
 	for _, ch := range c {
-		var err error
-		if ch.delete {
-			err = txn.Delete(ch.key)
-		} else {
-			err = txn.Set(ch.key, ch.value)
-		}
-		if err != nil {
+		if err := ch.stage(txn); err != nil {
 			return err
 		}
 	}
@@ -201,7 +202,7 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (uint64, error) {
 	txn := db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	apply := func(ch change) error {
-		err := changes{ch}.stage(txn)
+		err := ch.stage(txn)
 		if errors.Is(err, badger.ErrTxnTooBig) {
 			// A replay need not be atomic: a crash during it replays
 			// everything again.
@@ -209,7 +210,7 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (uint64, error) {
 				return err
 			}
 			txn = db.NewTransaction(true)
-			err = changes{ch}.stage(txn)
+			err = ch.stage(txn)
 		}
 		return err
 	}
@@ -351,11 +352,11 @@ var errStopped = errors.New("stopped")
 
 // fill makes a file of segmentBytes zeros at path.
 func (w *wal) fill(path string) (*os.File, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(w.dir, &st); err != nil {
+	free, err := freeBytes(w.dir)
+	if err != nil {
 		return nil, err
 	}
-	if free := int64(st.Bavail) * st.Bsize; free-w.segmentBytes < w.minFree {
+	if free-w.segmentBytes < w.minFree {
 		return nil, fmt.Errorf("%d MiB free, %d MiB kept in reserve", free>>20, w.minFree>>20)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
