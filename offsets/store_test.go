@@ -1052,9 +1052,7 @@ func TestOpenAfterEmptyMemtableLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := key(t, "c", 1, "0-1023")
-	if err := s.Save(k, 42, nil); err != nil {
-		t.Fatal(err)
-	}
+	mustSave(t, s, k, 42)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -1062,7 +1060,7 @@ func TestOpenAfterEmptyMemtableLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openStore(t, dir)
-	if p, found, err := s.Get(k); err != nil || !found || p.Offset != 42 {
-		t.Fatalf("Get = %+v, %v, %v; want offset 42", p, found, err)
+	if p := mustGet(t, s, k); p.Offset != 42 {
+		t.Fatalf("offset %d after reopen, want 42", p.Offset)
 	}
 }
