@@ -102,7 +102,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if err := checkTables(dir); err != nil {
 		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
 	}
-	if err := badgerdir.RemoveEmptyMemtables(dir); err != nil {
+	if err := badgerdir.RemoveEmptyLogs(dir); err != nil {
 		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
 	}
 	bo := badger.DefaultOptions(dir).

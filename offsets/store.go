@@ -102,7 +102,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		bo = opts.Badger(bo)
 	}
 	if !opts.InMemory {
-		if err := badgerdir.RemoveEmptyMemtables(dir); err != nil {
+		if err := badgerdir.RemoveEmptyLogs(dir); err != nil {
 			return nil, fmt.Errorf("offsets: open %q: %w", dir, err)
 		}
 	}

@@ -11,14 +11,14 @@ import (
 	"strings"
 )
 
-// RemoveEmptyMemtables removes the memtable logs (<fid>.mem) of zero bytes
-// in dir. Badger creates a memtable's log and then sizes it; a process
-// killed in between leaves an empty file, which holds nothing, but which
-// Badger's Open refuses ("while opening fid: N err: Create a new file"), so
-// the directory could never be opened again: dgraph-io/badger#2207, open
-// in v4.9.6 (a fix, #2331, also skips empty value logs, which Badger
-// creates when one fills or a directory is new; not handled here).
-func RemoveEmptyMemtables(dir string) error {
+// RemoveEmptyLogs removes the memtable logs (<fid>.mem) and value logs
+// (<fid>.vlog) of zero bytes in dir. Badger creates such a log and then
+// sizes it (a value log at every Open); a process killed in between leaves
+// an empty file, which holds nothing, but which Badger's Open refuses
+// ("while opening fid: N err: Create a new file", "Open existing file: ...
+// Create a new file"), so the directory could never be opened again:
+// dgraph-io/badger#2207, open in v4.9.6.
+func RemoveEmptyLogs(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -27,7 +27,8 @@ func RemoveEmptyMemtables(dir string) error {
 		return err
 	}
 	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".mem") || !e.Type().IsRegular() {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog") || !e.Type().IsRegular() {
 			continue
 		}
 		info, err := e.Info()
@@ -37,8 +38,8 @@ func RemoveEmptyMemtables(dir string) error {
 		if info.Size() != 0 {
 			continue
 		}
-		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-			return fmt.Errorf("remove the empty memtable log a crash left: %w", err)
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("remove the empty Badger log a crash left: %w", err)
 		}
 	}
 	return nil
