@@ -131,7 +131,7 @@ func TestKill9(t *testing.T) {
 		}
 	}
 	marks := map[string]string{}
-	err := j.DB().View(func(txn *badger.Txn) error {
+	err := j.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(crashMarkPrefix)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

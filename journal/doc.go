@@ -23,7 +23,10 @@
 //     an acknowledged append survives a crash of the machine whatever Badger
 //     kept of its memory-mapped log.
 //   - Readers never see an event before its commit is durable, so an offset a
-//     reader has seen is never reused after a crash.
+//     reader has seen is never reused after a crash; they see every append
+//     answered before they began. With DurabilitySync an append is answered
+//     once it is in the WAL and applied to Badger after that; a read of
+//     Badger (Read, ReadEntity, View…) waits for what was answered before it.
 //   - Live readers are served from a bounded in-memory ring; a reader that
 //     falls behind gets ErrFellBehind and reads from Badger, switching back by
 //     offset (Cursor does this), with no gap and no duplicate at the seam.

@@ -56,6 +56,12 @@ type Journal struct {
 	floor   atomic.Uint64
 	durable atomic.Uint64
 	bytes   atomic.Int64
+	// released counts the batches published to readers and answered;
+	// applied, those committed to Badger. With a WAL a batch is released
+	// once it is logged, before it is applied: a read of Badger first waits
+	// for the batches released before it (View).
+	released atomic.Uint64
+	applied  progress
 
 	ring *ring
 	// wal logs every group before it is applied to Badger (sync
@@ -248,10 +254,11 @@ func (j *Journal) Durability() Durability { return j.opts.Durability }
 // DB is the journal's Badger DB, for a store whose records commit with
 // appends (AppendWith): offsets.Wrap(j) keeps a replication's position
 // beside the events it copied. Such records use keys beginning with the
-// byte 0x00 and never touch the journal's own. Read it directly; write it
-// only with AppendWith or Update, which the journal makes durable (a write
-// made directly is not logged, and a recovery may undo it). Do not use it
-// after Close.
+// byte 0x00 and never touch the journal's own. Read it with View, which
+// waits for the writes already answered (a direct read may miss the latest
+// ones); write it only with AppendWith or Update, which the journal makes
+// durable (a write made directly is not logged, and a recovery may undo
+// it). Do not use it after Close.
 func (j *Journal) DB() *badger.DB { return j.db }
 
 // Info describes the journal now.

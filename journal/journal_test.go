@@ -704,7 +704,7 @@ func TestAppendWith(t *testing.T) {
 	get := func(j *Journal, key string) (string, bool) {
 		t.Helper()
 		var v []byte
-		err := j.DB().View(func(txn *badger.Txn) error {
+		err := j.View(func(txn *badger.Txn) error {
 			item, err := txn.Get([]byte(key))
 			if err != nil {
 				return err

@@ -17,8 +17,13 @@ import (
 //   - logLoop takes every group built, writes their changes to the WAL as
 //     one frame and fdatasyncs it (sync durability): appends arriving during
 //     an fsync share the next one;
-//   - applyLoop commits the logged groups to Badger, then publishes them to
-//     readers and answers the appends;
+//   - applyLoop commits the logged groups to Badger.
+//
+// A logged batch is durable: logLoop publishes its events to readers and
+// answers its appends (release) before applyLoop commits it, and a read of
+// Badger waits until the batches released before it are applied (View).
+// Without a WAL (async durability) Badger's own log is all there is, and
+// applyLoop releases each batch once it is committed.
 //   - checkpointLoop makes Badger durable and removes WAL segments that
 //     hold nothing unapplied, and answers Updates once they are durable.
 
@@ -86,6 +91,7 @@ func (g *group) failAll(err error) {
 
 // logBatch is what logLoop made durable with one fsync.
 type logBatch struct {
+	seq     uint64 // 1, 2, 3… in the order logged
 	groups  []*group
 	err     error // not logged: apply none of it
 	syncDur time.Duration
@@ -201,9 +207,11 @@ func (w *writer) awaitApplied() {
 // fdatasync for all groups built so far, and hands them to applyLoop.
 func (j *Journal) logLoop(in <-chan *group, out chan<- *logBatch) {
 	var lastSync time.Duration
+	var seq uint64
 	for g := range in {
+		seq++
 		// reqs: the batch's requests still to be answered.
-		b, pending, reqs := &logBatch{groups: []*group{g}}, len(g.records), g.unanswered()
+		b, pending, reqs := &logBatch{seq: seq, groups: []*group{g}}, len(g.records), g.unanswered()
 		more := func(g *group) {
 			b.groups, pending, reqs = append(b.groups, g), pending+len(g.records), reqs+g.unanswered()
 		}
@@ -257,6 +265,9 @@ func (j *Journal) logLoop(in <-chan *group, out chan<- *logBatch) {
 			j.queued.Add(-g.unanswered())
 			g.logged = true
 		}
+		if j.wal != nil {
+			j.release(b, b.err)
+		}
 		out <- b
 		lastSync = b.syncDur
 	}
@@ -290,8 +301,8 @@ func (j *Journal) log(b *logBatch) error {
 	return nil
 }
 
-// applyLoop commits logged batches to Badger, then publishes and answers
-// them.
+// applyLoop commits logged batches to Badger, then answers the Updates
+// (at the checkpoint with a WAL) and opens the barriers.
 func (j *Journal) applyLoop(in <-chan *logBatch, checkpoints chan<- checkpoint) {
 	var failed error // once a batch is not applied, no later one may be
 	for b := range in {
@@ -307,68 +318,138 @@ func (j *Journal) applyLoop(in <-chan *logBatch, checkpoints chan<- checkpoint) 
 				j.opts.Logger.Error("journal commit to Badger failed; refusing appends until reopened", "err", err)
 			}
 		}
-		var updates []*group
-		appends, events, bytes := 0, 0, int64(0)
-		for _, g := range b.groups {
-			if g.barrier != nil {
-				close(g.barrier)
-				continue
-			}
-			if g.update != nil {
-				switch {
-				case err != nil:
-					g.answer(0, writeResult{err: err})
-				case g.err != nil || j.wal == nil:
-					g.answer(0, writeResult{err: g.err})
-				default: // durable at the checkpoint
-					updates = append(updates, g)
-				}
-				continue
-			}
-			if g.err == nil {
-				g.err = err
-			}
-			if g.err != nil {
-				g.failAll(fmt.Errorf("journal: commit: %w", g.err))
-				continue
-			}
-			j.bytes.Store(g.bytes)
-			if g.del != nil {
-				j.floor.Store(g.del.upTo)
-				g.answer(0, writeResult{})
-				continue
-			}
-			if len(g.newTypes) > 0 {
-				j.typesMu.Lock()
-				for _, t := range g.newTypes {
-					j.types[t] = true
-				}
-				j.typesMu.Unlock()
-			}
-			if len(g.records) > 0 {
-				j.durable.Store(g.last)
-				j.ring.push(g.records)
-			}
-			for i := range g.reqs {
-				if !g.answered[i] {
-					var res []Appended
-					if i < len(g.results) {
-						res = g.results[i]
-					}
-					g.answer(i, writeResult{appended: res})
-					appends++
-				}
-			}
-			events += len(g.records)
-			bytes += g.addBytes
+		if failed != nil {
+			j.applied.fail(failed) // released batches may be missing from Badger
+		} else {
+			j.applied.advance(b.seq) // a batch not logged holds nothing to read
 		}
-		if j.opts.Observer != nil && events > 0 {
-			j.opts.Observer.Committed(appends, events, bytes, b.syncDur)
+		if j.wal == nil {
+			j.release(b, err)
+		}
+		var updates []*group
+		for _, g := range b.groups {
+			switch {
+			case g.barrier != nil:
+				close(g.barrier)
+			case g.update == nil:
+			case err != nil:
+				g.answer(0, writeResult{err: err})
+			case g.err != nil || j.wal == nil:
+				g.answer(0, writeResult{err: g.err})
+			default: // durable at the checkpoint
+				updates = append(updates, g)
+			}
 		}
 		if err == nil && (b.checkpoint || len(updates) > 0) {
 			checkpoints <- checkpoint{through: b.through, updates: updates}
 		}
 	}
+}
+
+// release publishes a batch's events to readers and answers its appends
+// and deletions, or fails them with err. Updates and barriers wait for
+// applyLoop.
+func (j *Journal) release(b *logBatch, err error) {
+	j.released.Store(b.seq) // before durable: see View
+	appends, events, bytes := 0, 0, int64(0)
+	for _, g := range b.groups {
+		if g.barrier != nil || g.update != nil {
+			continue
+		}
+		if g.err == nil {
+			g.err = err
+		}
+		if g.err != nil {
+			g.failAll(fmt.Errorf("journal: commit: %w", g.err))
+			continue
+		}
+		j.bytes.Store(g.bytes)
+		if g.del != nil {
+			j.floor.Store(g.del.upTo)
+			g.answer(0, writeResult{})
+			continue
+		}
+		if len(g.newTypes) > 0 {
+			j.typesMu.Lock()
+			for _, t := range g.newTypes {
+				j.types[t] = true
+			}
+			j.typesMu.Unlock()
+		}
+		if len(g.records) > 0 {
+			j.durable.Store(g.last)
+			j.ring.push(g.records)
+		}
+		for i := range g.reqs {
+			if !g.answered[i] {
+				var res []Appended
+				if i < len(g.results) {
+					res = g.results[i]
+				}
+				g.answer(i, writeResult{appended: res})
+				appends++
+			}
+		}
+		events += len(g.records)
+		bytes += g.addBytes
+	}
+	if j.opts.Observer != nil && events > 0 {
+		j.opts.Observer.Committed(appends, events, bytes, b.syncDur)
+	}
+}
+
+// progress counts the batches applied to Badger, for readers waiting for
+// one.
+type progress struct {
+	applied atomic.Uint64 // changed under mu
+	mu      sync.Mutex
+	err     error         // Badger misses a released batch: readers get it
+	wake    chan struct{} // closed at the next change; nil while no one waits
+}
+
+func (p *progress) advance(seq uint64) {
+	p.mu.Lock()
+	p.applied.Store(seq)
+	p.signal()
+	p.mu.Unlock()
+}
+
+func (p *progress) fail(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+		p.signal()
+	}
+	p.mu.Unlock()
+}
+
+func (p *progress) signal() {
+	if p.wake != nil {
+		close(p.wake)
+		p.wake = nil
+	}
+}
+
+// await returns once batch seq is applied, or the error that stops it.
+func (p *progress) await(seq uint64) error {
+	if p.applied.Load() >= seq {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.applied.Load() < seq {
+		if p.err != nil {
+			return p.err
+		}
+		if p.wake == nil {
+			p.wake = make(chan struct{})
+		}
+		wake := p.wake
+		p.mu.Unlock()
+		<-wake
+		p.mu.Lock()
+	}
+	return nil
 }
 
 // apply commits the groups' changes to Badger in order, in as few

@@ -38,7 +38,7 @@ func (j *Journal) ReadRecords(from uint64, limit int, dst []Record) ([]Record, e
 	}
 	last := j.durable.Load()
 	n := len(dst)
-	err := j.view(func(txn *badger.Txn) error {
+	err := j.View(func(txn *badger.Txn) error {
 		if from > last || limit <= 0 {
 			return nil
 		}
@@ -101,7 +101,7 @@ func (j *Journal) ReadEntity(entityType, entityID string, fromSeqNr uint64, limi
 	prefix := indexPrefix(ek)
 	last := j.durable.Load()
 	n := len(dst)
-	err := j.view(func(txn *badger.Txn) error {
+	err := j.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		var prev uint64 // seqNrs are contiguous: retention removes a prefix, never a hole
@@ -155,7 +155,7 @@ func (j *Journal) Load(entityType, entityID string, seqNr uint64) (*streamdv1.Ev
 func (j *Journal) OffsetAt(t time.Time) (uint64, error) {
 	target := t.UnixNano()
 	lo, hi := j.floor.Load(), j.durable.Load()+1
-	err := j.view(func(txn *badger.Txn) error {
+	err := j.View(func(txn *badger.Txn) error {
 		for lo < hi {
 			mid := lo + (hi-lo)/2
 			e, err := getEvent(txn, mid)
@@ -180,8 +180,14 @@ func (j *Journal) OffsetAt(t time.Time) (uint64, error) {
 	return lo, nil
 }
 
-// view runs fn in a read transaction, holding off Close until it returns.
-func (j *Journal) view(fn func(txn *badger.Txn) error) error {
+// View runs fn in a read transaction of the journal's Badger DB that sees
+// every append, AppendWith and Update answered before View was called
+// (reading DB() directly may not yet). It holds off Close until fn returns.
+// A journal that failed to commit what it acknowledged returns ErrFailed.
+func (j *Journal) View(fn func(txn *badger.Txn) error) error {
+	if err := j.applied.await(j.released.Load()); err != nil {
+		return err
+	}
 	j.mu.RLock()
 	defer j.mu.RUnlock()
 	if j.closed {

@@ -86,7 +86,7 @@ func (j *Journal) nextDeletion() (*deletion, error) {
 		excess = j.bytes.Load() - maxBytes
 	}
 	d := &deletion{from: floor, upTo: floor, lastSeq: map[string]uint64{}}
-	err := j.view(func(txn *badger.Txn) error {
+	err := j.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: false})
 		defer it.Close()
 		// Retention deletes whole blocks: a block goes once its newest event

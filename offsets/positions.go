@@ -204,16 +204,17 @@ func (s *Store) PositionWrites(k Key, offset uint64, applied []Applied) ([]Write
 	if err := validateApplied(k.Consumer, applied); err != nil {
 		return nil, err
 	}
-	if !s.enter() {
-		return nil, ErrClosed
-	}
-	defer s.leave()
-	r := &recorder{Txn: s.db.NewTransaction(false)}
-	defer r.Discard()
-	if err := s.saveTxn(r, k, offset, applied); err != nil {
+	var writes []Write
+	err := s.view(func(txn *badger.Txn) error {
+		r := &recorder{Txn: txn}
+		err := s.saveTxn(r, k, offset, applied)
+		writes = r.writes
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
-	return r.writes, nil
+	return writes, nil
 }
 
 // stage is what writing a position needs of a transaction: a *badger.Txn,

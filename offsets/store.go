@@ -124,12 +124,17 @@ type Shared interface {
 	DB() *badger.DB
 	// Update runs fn in a write transaction and commits it.
 	Update(fn func(txn *badger.Txn) error) error
+	// View runs fn in a read transaction that sees every write the owner
+	// has acknowledged.
+	View(fn func(txn *badger.Txn) error) error
 }
 
 // Wrap makes a Store over a shared Badger DB, so that positions commit
 // atomically with that DB's own records (a replicating journal, for
-// instance). Only opts.Logger is used; durability is the owner's. Close
-// does not close the DB.
+// instance). Only opts.Logger is used; durability is the owner's, and the
+// store reads through the owner's View. Inside an Update function, read
+// through its transaction: the store's own reads would wait for the owner,
+// which waits for the function. Close does not close the DB.
 func Wrap(shared Shared, opts Options) (*Store, error) {
 	if shared == nil || shared.DB() == nil {
 		return nil, invalidf("the shared DB is nil")
@@ -254,6 +259,9 @@ func (s *Store) view(fn func(txn *badger.Txn) error) error {
 		return ErrClosed
 	}
 	defer s.leave()
+	if s.shared != nil {
+		return s.shared.View(fn)
+	}
 	return s.db.View(fn)
 }
 

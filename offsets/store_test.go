@@ -1,6 +1,7 @@
 package offsets
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -899,6 +901,7 @@ type ownDB struct{ db *badger.DB }
 
 func (o ownDB) DB() *badger.DB                              { return o.db }
 func (o ownDB) Update(fn func(txn *badger.Txn) error) error { return o.db.Update(fn) }
+func (o ownDB) View(fn func(txn *badger.Txn) error) error   { return o.db.View(fn) }
 
 func TestWrapSharesTheCallersDB(t *testing.T) {
 	db, err := badger.Open(badger.DefaultOptions("").WithInMemory(true).WithLogger(nil))
@@ -933,6 +936,42 @@ func TestWrapSharesTheCallersDB(t *testing.T) {
 	// The DB is still open.
 	if err := db.View(func(txn *badger.Txn) error { _, err := txn.Get([]byte("e/1")); return err }); err != nil {
 		t.Errorf("db after store Close: %v", err)
+	}
+}
+
+// TestWrapJournalReadsWhatItAnswered: over a journal, which answers an
+// AppendWith once it is logged and applies it to Badger after, the store's
+// reads see every position the journal answered.
+func TestWrapJournalReadsWhatItAnswered(t *testing.T) {
+	j, err := journal.Open(t.TempDir(), journal.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	s, err := Wrap(j, Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := key(t, "replicator", 1, "0-1023")
+	for i := uint64(1); i <= 300; i++ {
+		ws, err := s.PositionWrites(k, i, []Applied{{"order", "a", i}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writes := make([]journal.Write, len(ws))
+		for n, w := range ws {
+			writes[n] = journal.Write{Key: w.Key, Value: w.Value, Delete: w.Delete}
+		}
+		e := &streamdv1.Event{EntityType: "order", EntityId: "a", Payload: []byte("x")}
+		if _, err := j.AppendWith(context.Background(), writes, e); err != nil {
+			t.Fatal(err)
+		}
+		if p := mustGet(t, s, k); p.Offset != i {
+			t.Fatalf("position after append %d = %d", i, p.Offset)
+		}
+		if seq, err := s.AppliedSeqNr(nil, "replicator", jid(1), "order", "a"); err != nil || seq != i {
+			t.Fatalf("applied seqNr after append %d = %d, %v", i, seq, err)
+		}
 	}
 }
 
