@@ -204,7 +204,8 @@ func (w *writer) awaitApplied() {
 }
 
 // logLoop makes the groups built durable in the WAL, one frame and one
-// fdatasync for all groups built so far, and hands them to applyLoop.
+// fdatasync for all groups built so far, releases them (with a WAL) and
+// hands them to applyLoop.
 func (j *Journal) logLoop(in <-chan *group, out chan<- *logBatch) {
 	var lastSync time.Duration
 	var seq uint64

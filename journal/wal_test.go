@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -478,4 +479,33 @@ func TestApplyFailure(t *testing.T) {
 	if _, err := j.Append(context.Background(), ev("car", "c1", "x")); !errors.Is(err, ErrFailed) {
 		t.Fatalf("append after the failed apply = %v, want ErrFailed", err)
 	}
+}
+
+// TestReadYourWrites: appends are answered before Badger holds them; every
+// read made after the answer still finds them, under concurrent appenders.
+func TestReadYourWrites(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			id := fmt.Sprint("e", w)
+			for range 100 {
+				res, err := j.Append(context.Background(), ev("car", id, "x"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got, err := j.Read(res[0].Offset, 1, nil)
+				if err != nil || len(got) != 1 || got[0].EntityId != id {
+					t.Errorf("read of offset %d just answered: %v, %v", res[0].Offset, got, err)
+					return
+				}
+				if _, err := j.Load("car", id, res[0].SeqNr); err != nil {
+					t.Errorf("load of %s seqNr %d just answered: %v", id, res[0].SeqNr, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
