@@ -17,15 +17,15 @@ import (
 //   - logLoop takes every group built, writes their changes to the WAL as
 //     one frame and fdatasyncs it (sync durability): appends arriving during
 //     an fsync share the next one;
-//   - applyLoop commits the logged groups to Badger.
+//   - applyLoop commits the logged groups to Badger;
+//   - checkpointLoop makes Badger durable and removes WAL segments that
+//     hold nothing unapplied, and answers Updates once they are durable.
 //
 // A logged batch is durable: logLoop publishes its events to readers and
 // answers its appends (release) before applyLoop commits it, and a read of
 // Badger waits until the batches released before it are applied (View).
 // Without a WAL (async durability) Badger's own log is all there is, and
 // applyLoop releases each batch once it is committed.
-//   - checkpointLoop makes Badger durable and removes WAL segments that
-//     hold nothing unapplied, and answers Updates once they are durable.
 
 // writer is the state owned by the writer goroutine.
 type writer struct {
