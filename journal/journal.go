@@ -219,6 +219,7 @@ func (j *Journal) load() (*writer, error) {
 		}
 		it.Close()
 		j.durable.Store(last)
+		j.applied.offset.Store(last)
 		w.nextOffset = last + 1
 		if last >= j.floor.Load() {
 			e, err := getEvent(txn, last)

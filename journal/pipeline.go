@@ -101,6 +101,16 @@ type logBatch struct {
 	through    uint64
 }
 
+// last is the last offset of the batch's events, 0 if it has none.
+func (b *logBatch) last() (last uint64) {
+	for _, g := range b.groups {
+		if g.err == nil && len(g.records) > 0 {
+			last = g.last
+		}
+	}
+	return last
+}
+
 // checkpoint hands checkpointLoop the closed WAL segments up to through,
 // and the Updates to answer once Badger is durable.
 type checkpoint struct {
@@ -322,7 +332,7 @@ func (j *Journal) applyLoop(in <-chan *logBatch, checkpoints chan<- checkpoint) 
 		if failed != nil {
 			j.applied.fail(failed) // released batches may be missing from Badger
 		} else {
-			j.applied.advance(b.seq) // a batch not logged holds nothing to read
+			j.applied.advance(b.seq, b.last()) // a batch not logged holds nothing to read
 		}
 		if j.wal == nil {
 			j.release(b, err)
@@ -403,14 +413,20 @@ func (j *Journal) release(b *logBatch, err error) {
 // one.
 type progress struct {
 	applied atomic.Uint64 // changed under mu
+	offset  atomic.Uint64 // every event up to it is applied
 	mu      sync.Mutex
 	err     error         // Badger misses a released batch: readers get it
 	wake    chan struct{} // closed at the next change; nil while no one waits
 }
 
-func (p *progress) advance(seq uint64) {
+// advance records batch seq applied, and its events up to offset (0: it
+// had none).
+func (p *progress) advance(seq, offset uint64) {
 	p.mu.Lock()
 	p.applied.Store(seq)
+	if offset > 0 {
+		p.offset.Store(offset)
+	}
 	p.signal()
 	p.mu.Unlock()
 }

@@ -38,7 +38,13 @@ func (j *Journal) ReadRecords(from uint64, limit int, dst []Record) ([]Record, e
 	}
 	last := j.durable.Load()
 	n := len(dst)
-	err := j.View(func(txn *badger.Txn) error {
+	// Wait for Badger only if the read reaches events it may not hold yet
+	// (a catch-up reads far behind the batches being applied).
+	read := j.View
+	if limit <= 0 || j.applied.offset.Load() >= min(last, from+uint64(limit)-1) {
+		read = j.view
+	}
+	err := read(func(txn *badger.Txn) error {
 		if from > last || limit <= 0 {
 			return nil
 		}
@@ -188,6 +194,11 @@ func (j *Journal) View(fn func(txn *badger.Txn) error) error {
 	if err := j.applied.await(j.released.Load()); err != nil {
 		return err
 	}
+	return j.view(fn)
+}
+
+// view is View without the wait: fn sees what Badger holds now.
+func (j *Journal) view(fn func(txn *badger.Txn) error) error {
 	j.mu.RLock()
 	defer j.mu.RUnlock()
 	if j.closed {

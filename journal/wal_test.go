@@ -377,8 +377,9 @@ func TestSeqNrCacheRestart(t *testing.T) {
 	defer func(n int) { maxCachedEntities = n }(maxCachedEntities)
 	maxCachedEntities = 20
 	dir := t.TempDir()
-	// A slow observer holds up applyLoop: the writer builds groups while
-	// earlier ones are not applied yet.
+	// A slow observer (called as each batch is released, before it is
+	// applied) holds up the stages after the writer: the writer builds
+	// groups while earlier ones are not applied yet.
 	j := open(t, dir, Options{Observer: slowObserver{}})
 	var pend []*Pending
 	for i := range 3000 {
@@ -456,25 +457,36 @@ func TestWALWriteFailure(t *testing.T) {
 
 // TestApplyFailure: an append is answered once logged; if Badger then
 // refuses its batch, reads that must see it fail with ErrFailed instead of
-// missing it, and so does every later append.
+// missing it, and so does every later append. Events Badger holds can
+// still be read.
 func TestApplyFailure(t *testing.T) {
 	j := open(t, t.TempDir(), Options{})
 	appendRound(t, j, 0, 100)
-	// An empty key, which Submit refuses and Badger does too.
-	req := writeReq{writes: []Write{{Value: []byte("v")}}, entries: 1}
-	req.cost = entryCost(nil, req.writes[0].Value)
+	// An event with a write of an empty key, which Submit refuses and
+	// Badger does too.
+	events := []*streamdv1.Event{ev("car", "c1", "x")}
+	size, err := j.opts.Limits.validate(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := writeReq{events: events, writes: []Write{{Value: []byte("v")}}, size: size}
+	req.cost, req.entries = txnCost(events, size)
 	p, err := j.submit(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Wait(); err != nil {
-		t.Fatalf("logged write = %v, want it answered", err)
+	res, err := p.Wait()
+	if err != nil {
+		t.Fatalf("logged append = %v, want it answered", err)
 	}
-	if _, err := j.Read(1, 10, nil); !errors.Is(err, ErrFailed) {
-		t.Fatalf("read after the failed apply = %v, want ErrFailed", err)
+	if _, err := j.Read(res[0].Offset, 1, nil); !errors.Is(err, ErrFailed) {
+		t.Fatalf("read of the event Badger refused = %v, want ErrFailed", err)
 	}
 	if err := j.View(func(*badger.Txn) error { return nil }); !errors.Is(err, ErrFailed) {
 		t.Fatalf("View after the failed apply = %v, want ErrFailed", err)
+	}
+	if got, err := j.Read(1, 10, nil); err != nil || len(got) != 10 {
+		t.Fatalf("read of events Badger holds = %d events, %v", len(got), err)
 	}
 	if _, err := j.Append(context.Background(), ev("car", "c1", "x")); !errors.Is(err, ErrFailed) {
 		t.Fatalf("append after the failed apply = %v, want ErrFailed", err)
@@ -508,4 +520,58 @@ func TestReadYourWrites(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestReadBehindApplyDoesNotWait: a read of events Badger holds does not
+// wait for the batches still being applied (a catch-up behind a busy
+// writer); a read of an event answered but not applied does.
+func TestReadBehindApplyDoesNotWait(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	appendRound(t, j, 0, 100)
+	// An Update's function runs in applyLoop: blocking it holds up the
+	// apply of every later batch, not their logging and answers.
+	hold, entered := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release) // before Close, which waits for the Update
+	updated := make(chan error, 1)
+	go func() {
+		updated <- j.Update(func(*badger.Txn) error { close(entered); <-hold; return nil })
+	}()
+	<-entered
+	res, err := j.Append(context.Background(), ev("car", "late", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(from uint64) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			got, err := j.Read(from, 10, nil)
+			if err == nil && len(got) == 0 {
+				err = fmt.Errorf("read from %d found nothing", from)
+			}
+			done <- err
+		}()
+		return done
+	}
+	select {
+	case err := <-read(1):
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a read of applied events waited for the apply of later batches")
+	}
+	late := read(res[0].Offset)
+	select {
+	case err := <-late:
+		t.Fatalf("a read of an event not applied yet returned before its apply: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	release()
+	if err := <-late; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-updated; err != nil {
+		t.Fatal(err)
+	}
 }
