@@ -26,7 +26,8 @@
 //     reader has seen is never reused after a crash; they see every append
 //     answered before they began. With DurabilitySync an append is answered
 //     once it is in the WAL and applied to Badger after that; a read of
-//     Badger (Read, ReadEntity, View…) waits for what was answered before it.
+//     Badger (ReadEntity, View…) waits until Badger holds what was answered
+//     before it (Read only when it reaches events not applied yet).
 //   - Live readers are served from a bounded in-memory ring; a reader that
 //     falls behind gets ErrFellBehind and reads from Badger, switching back by
 //     offset (Cursor does this), with no gap and no duplicate at the seam.
