@@ -34,7 +34,11 @@ type clientSpec struct {
 	Batch    int     `json:"batch"`     // events per publish request (1 = one event a publish)
 	Rate     float64 `json:"rate"`      // events/s; 0 = as fast as InFlight allows
 	InFlight int     `json:"in_flight"` // publishes awaiting their ack at most
-	Unary    bool    `json:"unary"`     // streamd: concurrent unary Publish calls instead of PublishStream
+	// Via is how streamd is published to: "publisher" (publisher.Publisher,
+	// one event a publish, the publishes in flight sent together), "stream"
+	// (PublishStream, Batch events a request) or "unary" (InFlight goroutines
+	// calling Publish).
+	Via string `json:"via"`
 	// MaxDuration ends a publisher early: it sends nothing after this long.
 	MaxDuration time.Duration `json:"max_duration"`
 

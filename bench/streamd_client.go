@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,11 +20,19 @@ import (
 	"github.com/streamd/streamd/filters"
 	"github.com/streamd/streamd/offsets"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+	"github.com/streamd/streamd/publisher"
 )
 
-// streamStreamWindow is how many requests one PublishStream carries in
+// publishStreamWindow is how many requests one PublishStream carries in
 // flight: the server's default PublishInFlight.
 const publishStreamWindow = 256
+
+// The ways streamd is published to (clientSpec.Via).
+const (
+	viaPublisher = "publisher"
+	viaStream    = "stream"
+	viaUnary     = "unary"
+)
 
 func dialStreamd(addr string, d *countingDialer) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr,
@@ -80,10 +89,10 @@ func (p pacer) wait(r int) (ts time.Time, ok bool) {
 }
 
 // publishStreamd publishes spec.Events events, spec.Batch a request, with
-// spec.InFlight requests awaiting their ack at most: over PublishStream
-// (several streams of publishStreamWindow when InFlight is larger) or with
-// InFlight goroutines calling the unary Publish. Seconds is from the first
-// send to the last ack.
+// spec.InFlight requests awaiting their ack at most, the way spec.Via says:
+// with a publisher.Publisher, over PublishStream (several streams of
+// publishStreamWindow when InFlight is larger) or with InFlight goroutines
+// calling the unary Publish. Seconds is from the first send to the last ack.
 func publishStreamd(ctx context.Context, spec clientSpec) (clientResult, error) {
 	var d countingDialer
 	cc, err := dialStreamd(spec.Addr, &d)
@@ -118,7 +127,17 @@ func publishStreamd(ctx context.Context, spec clientSpec) (clientResult, error) 
 	p := newPacer(spec, batch)
 	begin := p.begin
 	var wg sync.WaitGroup
-	if spec.Unary {
+	switch spec.Via {
+	case viaPublisher:
+		if batch != 1 {
+			return clientResult{}, fmt.Errorf("streamd via %s publishes one event at a time, not %d", spec.Via, batch)
+		}
+		wg.Go(func() {
+			if err := publishWithPublisher(ctx, cc, spec, requests, p, request, ack); err != nil {
+				fail(err)
+			}
+		})
+	case viaUnary:
 		var next atomic.Int64
 		for range max(spec.InFlight, 1) {
 			wg.Go(func() {
@@ -140,7 +159,7 @@ func publishStreamd(ctx context.Context, spec clientSpec) (clientResult, error) 
 				}
 			})
 		}
-	} else {
+	case viaStream:
 		streams := max((spec.InFlight+publishStreamWindow-1)/publishStreamWindow, 1)
 		window := max((spec.InFlight+streams-1)/streams, 1)
 		for k := range streams {
@@ -150,6 +169,8 @@ func publishStreamd(ctx context.Context, spec clientSpec) (clientResult, error) 
 				}
 			})
 		}
+	default:
+		return clientResult{}, fmt.Errorf("streamd: unknown way to publish %q", spec.Via)
 	}
 	wg.Wait()
 	res := clientResult{Events: acked.Load(), Seconds: float64(lastAck.Load()-begin.UnixNano()) / 1e9, BytesIn: d.in.Load()}
@@ -157,6 +178,41 @@ func publishStreamd(ctx context.Context, spec clientSpec) (clientResult, error) 
 		return res, firstEr
 	}
 	return res, nil
+}
+
+// publishWithPublisher publishes events 0..requests-1 one at a time with a
+// publisher.Publisher, at most spec.InFlight awaiting their ack.
+func publishWithPublisher(ctx context.Context, cc *grpc.ClientConn, spec clientSpec, requests int,
+	p pacer, request func(int, time.Time) []*streamdv1.Event, ack func(int)) error {
+	pub, err := publisher.New(ctx, cc, publisher.Options{})
+	if err != nil {
+		return err
+	}
+	slots := make(chan struct{}, max(spec.InFlight, 1))
+	acks := make(chan *publisher.Ack, cap(slots))
+	answered := make(chan error, 1)
+	go func() {
+		var first error
+		for a := range acks {
+			if _, err := a.Result(); err != nil {
+				first = cmp.Or(first, err)
+			} else {
+				ack(1)
+			}
+			<-slots
+		}
+		answered <- first
+	}()
+	for r := range requests {
+		ts, ok := p.wait(r)
+		if !ok || ctx.Err() != nil {
+			break
+		}
+		slots <- struct{}{}
+		acks <- pub.PublishAsync(request(r, ts)[0])
+	}
+	close(acks)
+	return errors.Join(<-answered, pub.Close())
 }
 
 // publishOneStream sends requests k, k+step, … over one PublishStream with

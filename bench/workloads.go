@@ -49,7 +49,7 @@ func withServer(sys system, f func(*server) error) error {
 
 func (h *harness) spec(role string, sys system, srv *server, label string) clientSpec {
 	s := clientSpec{Role: role, System: sys.client, InFlight: h.cfg.inFlight, Batch: 1, Conns: 1,
-		Timeout: 15 * time.Minute}
+		Via: viaPublisher, Timeout: 15 * time.Minute}
 	if srv != nil {
 		s.Addr = srv.addr
 	}
@@ -120,8 +120,14 @@ func (h *harness) live(label string, srv *server, sub, pub clientSpec) (subRes, 
 func (h *harness) publish() error {
 	n, d := h.cfg.publishEvents, h.cfg.publishDuration
 	logf("1. publish throughput: %d events of %d B or %s, %d in flight", n, payloadSize, d, h.cfg.inFlight)
-	stream := h.report.row(fmt.Sprintf("1. Durable publish, 1 event per publish, %d in flight on one connection, %s events or %s (streamd PublishStream, fsync before ack; JetStream PublishAsync)", h.cfg.inFlight, fmtInt(float64(n)), d), "events/s", unitRate)
-	unary := h.report.row(fmt.Sprintf("1. Same, streamd with %d goroutines calling unary Publish (JetStream: the same PublishAsync runs)", h.cfg.inFlight), "events/s", unitRate)
+	main := h.report.row(fmt.Sprintf("1. Durable publish, 1 event per publish, %d in flight on one connection, %s events or %s (streamd publisher.Publisher: one PublishStream, the publishes in flight sent together, each its own append, fsync before ack; JetStream PublishAsync)", h.cfg.inFlight, fmtInt(float64(n)), d), "events/s", unitRate)
+	others := []struct {
+		via string
+		row *row
+	}{
+		{viaStream, h.report.row(fmt.Sprintf("1. Same, streamd PublishStream with one event per request, %d requests in flight (JetStream: the same PublishAsync runs)", h.cfg.inFlight), "events/s", unitRate)},
+		{viaUnary, h.report.row(fmt.Sprintf("1. Same, streamd with %d goroutines calling unary Publish (JetStream: the same PublishAsync runs)", h.cfg.inFlight), "events/s", unitRate)},
+	}
 	var errs []error
 	for _, sys := range h.systems(true) {
 		err := withServer(sys, func(srv *server) error {
@@ -132,19 +138,21 @@ func (h *harness) publish() error {
 			if err != nil {
 				return err
 			}
-			stream.set(sys.col, res.rate())
+			main.set(sys.col, res.rate())
 			h.capacity[sys.col] = res.rate()
-			if sys.col != colStreamd {
-				unary.set(sys.col, res.rate())
-				return nil
+			for _, o := range others {
+				if sys.col != colStreamd {
+					o.row.set(sys.col, res.rate())
+					continue
+				}
+				label = fmt.Sprintf("publish streamd %s x%d", o.via, h.cfg.inFlight)
+				spec = h.spec("publish", sys, srv, label)
+				spec.Events, spec.MaxDuration, spec.Via = n, d, o.via
+				if res, err = h.measure(label, srv, spec); err != nil {
+					return err
+				}
+				o.row.set(colStreamd, res.rate())
 			}
-			label = fmt.Sprintf("publish streamd unary x%d", h.cfg.inFlight)
-			spec = h.spec("publish", sys, srv, label)
-			spec.Events, spec.MaxDuration, spec.Unary = n, d, true
-			if res, err = h.measure(label, srv, spec); err != nil {
-				return err
-			}
-			unary.set(colStreamd, res.rate())
 			return nil
 		})
 		errs = append(errs, err)
@@ -161,7 +169,7 @@ func (h *harness) publish() error {
 	if err == nil {
 		raw := h.report.row(fmt.Sprintf("1. Baseline: raw Badger, SyncWrites, the same events in txns of %d, one writer, in one process (in the streamd column; ratio: streamd PublishStream ÷ raw Badger)", h.cfg.inFlight), "events/s", unitRate)
 		raw.set(colStreamd, res.rate())
-		if s := stream.vals[colStreamd]; s > 0 && res.rate() > 0 {
+		if s := main.vals[colStreamd]; s > 0 && res.rate() > 0 {
 			raw.ratioNote = fmt.Sprintf("%.2f", s/res.rate())
 		}
 	}
@@ -193,7 +201,7 @@ func (h *harness) catchup() error {
 			spec := h.spec("publish", sys, srv, label)
 			spec.Events = n
 			if sys.col == colStreamd {
-				spec.Batch, spec.InFlight = 1000, 16
+				spec.Batch, spec.InFlight, spec.Via = 1000, 16, viaStream
 			} else {
 				spec.InFlight = 4096
 			}

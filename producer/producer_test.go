@@ -508,6 +508,49 @@ func TestPublishStream(t *testing.T) {
 	}
 }
 
+// A request with each set is one append per event: a refused event fails
+// alone; without it the same events are refused together.
+func TestPublishStreamEach(t *testing.T) {
+	h := start(t, Options{Server: ServerOptions{Reserved: map[string]string{"order": "PrimaryService.Write"}}})
+	st, err := h.client.PublishStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := func() []*streamdv1.Event {
+		noID := car("2", "x")
+		noID.EntityId = ""
+		stale := car("3", "x")
+		stale.SeqNr = 5 // car 3 has no events: 1 is expected
+		return []*streamdv1.Event{car("1", "x"), noID, {EntityType: "order", EntityId: "o1", EventType: "Placed"}, stale, car("1", "x")}
+	}
+	st.Send(&streamdv1.PublishStreamRequest{Events: events()})
+	st.Send(&streamdv1.PublishStreamRequest{Events: events(), Each: true})
+	st.CloseSend()
+	r, err := st.Recv()
+	if err != nil || codes.Code(r.Code) != codes.FailedPrecondition || len(r.Appended) != 0 {
+		t.Fatalf("atomic request = %v, %v", r, err)
+	}
+	if r, err = st.Recv(); err != nil || r.Code != 0 || len(r.Appended) != 5 {
+		t.Fatalf("each request = %v, %v", r, err)
+	}
+	want := []struct {
+		code          codes.Code
+		offset, seqNr uint64
+	}{{codes.OK, 1, 1}, {codes.InvalidArgument, 0, 0}, {codes.FailedPrecondition, 0, 0}, {codes.Aborted, 0, 0}, {codes.OK, 2, 2}}
+	for i, w := range want {
+		a := r.Appended[i]
+		if codes.Code(a.Code) != w.code || a.Offset != w.offset || a.SeqNr != w.seqNr || (w.code != codes.OK) != (a.Message != "") {
+			t.Errorf("event %d: %v, want code %v offset %d seq_nr %d", i, a, w.code, w.offset, w.seqNr)
+		}
+	}
+	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the last answer: %v", err)
+	}
+	if last := h.p.Journal().LastOffset(); last != 2 {
+		t.Fatalf("journal last offset %d, want 2", last)
+	}
+}
+
 // Shutdown ends streams with Unavailable, so consumers resume later.
 func TestShutdownEndsStreams(t *testing.T) {
 	h := start(t, Options{})

@@ -77,30 +77,18 @@ func (s *Server) Publish(ctx context.Context, req *streamdv1.PublishRequest) (*s
 
 // PublishStream appends each request as it arrives, many in flight at once
 // (so they share group commits), commits them in the order sent, and
-// answers each in order.
+// answers each in order. A request with each set is one append per event,
+// answered event by event.
 func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServer) error {
-	// The receiving loop queues each request's append in the journal (or its
-	// refusal) and the sending loop answers them in order as they commit: up
-	// to PublishInFlight appends in flight, no goroutine per request.
-	type pending struct {
-		append *journal.Pending
-		err    error // refused before it reached the journal
-	}
-	queue := make(chan pending, s.opts.PublishInFlight)
+	// The receiving loop queues each request's appends in the journal (or
+	// their refusal) and the sending loop answers them in order as they
+	// commit: up to PublishInFlight requests in flight, no goroutine per
+	// request.
+	queue := make(chan publishRequest, s.opts.PublishInFlight)
 	sendErr := make(chan error, 1)
 	go func() {
-		for p := range queue {
-			var res []journal.Appended
-			err := p.err
-			if err == nil {
-				res, err = p.append.Wait()
-			}
-			resp := &streamdv1.PublishStreamResponse{Appended: appendedProto(res)}
-			if err != nil {
-				refused := status.Convert(toStatus(err))
-				resp.Code, resp.Message = int32(refused.Code()), refused.Message()
-			}
-			if err := st.Send(resp); err != nil {
+		for r := range queue {
+			if err := st.Send(r.answer()); err != nil {
 				sendErr <- err
 				for range queue { // drain so the receiving loop is not left blocked
 				}
@@ -118,17 +106,76 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 			}
 			break
 		}
-		var p pending
-		if p.err = s.reserved(req.Events); p.err == nil {
-			p.append, p.err = s.j.Submit(st.Context(), nil, req.Events...)
+		r := publishRequest{each: req.Each}
+		if req.Each {
+			r.appends = make([]publishAppend, len(req.Events))
+			for i, e := range req.Events {
+				r.appends[i] = s.submit(st.Context(), e)
+			}
+		} else {
+			r.appends = []publishAppend{s.submit(st.Context(), req.Events...)}
 		}
-		queue <- p
+		queue <- r
 	}
 	close(queue)
 	if err := <-sendErr; err != nil {
 		return err
 	}
 	return recvErr
+}
+
+// publishRequest is one PublishStreamRequest on its way through the
+// journal: one append, or with each set one per event.
+type publishRequest struct {
+	appends []publishAppend
+	each    bool
+}
+
+// publishAppend is an append queued in the journal, or refused before it
+// reached the journal (err).
+type publishAppend struct {
+	pending *journal.Pending
+	err     error
+}
+
+func (s *Server) submit(ctx context.Context, events ...*streamdv1.Event) publishAppend {
+	if err := s.reserved(events); err != nil {
+		return publishAppend{err: err}
+	}
+	p, err := s.j.Submit(ctx, nil, events...)
+	return publishAppend{pending: p, err: err}
+}
+
+func (a publishAppend) wait() ([]journal.Appended, error) {
+	if a.err != nil {
+		return nil, a.err
+	}
+	return a.pending.Wait()
+}
+
+// answer waits for the request's appends and says what became of them.
+func (r publishRequest) answer() *streamdv1.PublishStreamResponse {
+	resp := &streamdv1.PublishStreamResponse{}
+	if !r.each {
+		res, err := r.appends[0].wait()
+		resp.Appended = appendedProto(res)
+		if err != nil {
+			refused := status.Convert(toStatus(err))
+			resp.Code, resp.Message = int32(refused.Code()), refused.Message()
+		}
+		return resp
+	}
+	resp.Appended = make([]*streamdv1.Appended, len(r.appends))
+	for i, a := range r.appends {
+		res, err := a.wait()
+		if err != nil {
+			refused := status.Convert(toStatus(err))
+			resp.Appended[i] = &streamdv1.Appended{Code: int32(refused.Code()), Message: refused.Message()}
+			continue
+		}
+		resp.Appended[i] = &streamdv1.Appended{Offset: res[0].Offset, SeqNr: res[0].SeqNr}
+	}
+	return resp
 }
 
 // reserved refuses events of a reserved entity type (ServerOptions.Reserved).

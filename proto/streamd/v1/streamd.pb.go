@@ -1270,11 +1270,15 @@ func (x *PublishRequest) GetEvents() []*Event {
 	return nil
 }
 
-// Appended is where one published event landed.
+// Appended is where one published event landed. In the answer to a
+// PublishStreamRequest with each set, a refused event has offset and seq_nr
+// 0 and its own google.rpc.Code and message.
 type Appended struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
 	SeqNr         uint64                 `protobuf:"varint,2,opt,name=seq_nr,json=seqNr,proto3" json:"seq_nr,omitempty"`
+	Code          int32                  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1323,6 +1327,20 @@ func (x *Appended) GetSeqNr() uint64 {
 	return 0
 }
 
+func (x *Appended) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Appended) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type PublishResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Appended      []*Appended            `protobuf:"bytes,1,rep,name=appended,proto3" json:"appended,omitempty"`
@@ -1368,8 +1386,13 @@ func (x *PublishResponse) GetAppended() []*Appended {
 }
 
 type PublishStreamRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// each: every event is an append of its own, committed in the order sent,
+	// so that one refused event (invalid, or not at its expected seq_nr) does
+	// not refuse the others; the answer has one Appended per event. Without
+	// it the request's events are one append: all committed or none.
+	Each          bool `protobuf:"varint,2,opt,name=each,proto3" json:"each,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1411,8 +1434,16 @@ func (x *PublishStreamRequest) GetEvents() []*Event {
 	return nil
 }
 
+func (x *PublishStreamRequest) GetEach() bool {
+	if x != nil {
+		return x.Each
+	}
+	return false
+}
+
 // PublishStreamResponse answers one PublishStreamRequest, in order. A failed
-// request carries a google.rpc.Code and message; the stream goes on.
+// request carries a google.rpc.Code and message; the stream goes on. A
+// request with each set is answered event by event, in appended.
 type PublishStreamResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Appended      []*Appended            `protobuf:"bytes,1,rep,name=appended,proto3" json:"appended,omitempty"`
@@ -2027,14 +2058,17 @@ const file_streamd_v1_streamd_proto_rawDesc = "" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\";\n" +
 	"\x0ePublishRequest\x12)\n" +
-	"\x06events\x18\x01 \x03(\v2\x11.streamd.v1.EventR\x06events\"9\n" +
+	"\x06events\x18\x01 \x03(\v2\x11.streamd.v1.EventR\x06events\"g\n" +
 	"\bAppended\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x15\n" +
-	"\x06seq_nr\x18\x02 \x01(\x04R\x05seqNr\"C\n" +
+	"\x06seq_nr\x18\x02 \x01(\x04R\x05seqNr\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"C\n" +
 	"\x0fPublishResponse\x120\n" +
-	"\bappended\x18\x01 \x03(\v2\x14.streamd.v1.AppendedR\bappended\"A\n" +
+	"\bappended\x18\x01 \x03(\v2\x14.streamd.v1.AppendedR\bappended\"U\n" +
 	"\x14PublishStreamRequest\x12)\n" +
-	"\x06events\x18\x01 \x03(\v2\x11.streamd.v1.EventR\x06events\"w\n" +
+	"\x06events\x18\x01 \x03(\v2\x11.streamd.v1.EventR\x06events\x12\x12\n" +
+	"\x04each\x18\x02 \x01(\bR\x04each\"w\n" +
 	"\x15PublishStreamResponse\x120\n" +
 	"\bappended\x18\x01 \x03(\v2\x14.streamd.v1.AppendedR\bappended\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +

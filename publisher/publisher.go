@@ -1,0 +1,304 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// ErrClosed is the error of a publish made after Close.
+var ErrClosed = errors.New("publisher: closed")
+
+// Options configure a Publisher. Zero fields take the defaults.
+type Options struct {
+	// MaxBatchEvents bounds the events of one request; default 1000.
+	MaxBatchEvents int
+	// MaxBatchBytes bounds the encoded events of one request; default 1 MiB
+	// (an event larger than it goes alone). The server's gRPC message limit
+	// (4 MiB by default) must be above it.
+	MaxBatchBytes int
+	// MaxInFlight is how many requests may await their answer; default 8.
+	MaxInFlight int
+}
+
+// Validate refuses negative bounds.
+func (o Options) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"MaxBatchEvents", o.MaxBatchEvents}, {"MaxBatchBytes", o.MaxBatchBytes}, {"MaxInFlight", o.MaxInFlight}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("publisher: Options.%s is %d, not at least 0", f.name, f.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxBatchEvents == 0 {
+		o.MaxBatchEvents = 1000
+	}
+	if o.MaxBatchBytes == 0 {
+		o.MaxBatchBytes = 1 << 20
+	}
+	if o.MaxInFlight == 0 {
+		o.MaxInFlight = 8
+	}
+	return o
+}
+
+// Appended is where a published event landed in the journal.
+type Appended struct {
+	Offset, SeqNr uint64
+}
+
+// An Ack is the answer to one publish: Done is closed once it is known.
+type Ack struct {
+	event    *streamdv1.Event
+	size     int
+	done     chan struct{}
+	appended Appended
+	err      error
+}
+
+// Done is closed once the publish is answered.
+func (a *Ack) Done() <-chan struct{} { return a.done }
+
+// Result is where the event landed, or why it was not appended (a gRPC
+// status error for a refused event). It blocks until Done.
+func (a *Ack) Result() (Appended, error) {
+	<-a.done
+	return a.appended, a.err
+}
+
+func (a *Ack) resolve(res Appended, err error) {
+	a.appended, a.err = res, err
+	close(a.done)
+}
+
+// Publisher publishes over one PublishStream. Its methods are safe for
+// concurrent use.
+type Publisher struct {
+	opts     Options
+	stream   grpc.BidiStreamingClient[streamdv1.PublishStreamRequest, streamdv1.PublishStreamResponse]
+	cancel   context.CancelFunc
+	queue    chan *Ack     // publishes not sent yet; closed by Close
+	slots    chan struct{} // one per request awaiting its answer
+	inflight chan []*Ack   // the requests awaiting their answer, in order; closed by the sender
+	failed   chan struct{} // closed with err set
+	finished chan struct{} // closed once both loops are done
+
+	mu     sync.RWMutex // held to enqueue; Close takes it to close queue
+	closed bool
+
+	failOnce sync.Once
+	err      error
+}
+
+// New opens a PublishStream on cc. The stream lives until Close, a stream
+// failure, or the end of ctx.
+func New(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (*Publisher, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := streamdv1.NewEventStreamServiceClient(cc).PublishStream(ctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("publisher: opening the publish stream: %w", err)
+	}
+	p := &Publisher{
+		opts:     opts,
+		stream:   stream,
+		cancel:   cancel,
+		queue:    make(chan *Ack, opts.MaxBatchEvents),
+		slots:    make(chan struct{}, opts.MaxInFlight),
+		inflight: make(chan []*Ack, opts.MaxInFlight),
+		failed:   make(chan struct{}),
+		finished: make(chan struct{}),
+	}
+	received := make(chan struct{})
+	go p.send()
+	go func() { p.receive(); close(received) }()
+	go func() {
+		<-received
+		cancel()
+		close(p.finished)
+	}()
+	return p, nil
+}
+
+// PublishAsync queues e and returns its Ack at once (it waits only while
+// MaxBatchEvents publishes are already waiting to be sent). e must not be
+// modified until the Ack is done. The journal assigns its offset, seq_nr
+// (unless set: then it is the expected one), slice and timestamp.
+func (p *Publisher) PublishAsync(e *streamdv1.Event) *Ack {
+	a := &Ack{event: e, size: proto.Size(e), done: make(chan struct{})}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		a.resolve(Appended{}, ErrClosed)
+		return a
+	}
+	p.queue <- a // the sender always takes it, failed or not
+	return a
+}
+
+// Publish publishes e and waits for its answer. If ctx ends first, the
+// publish is not withdrawn: it may still be appended.
+func (p *Publisher) Publish(ctx context.Context, e *streamdv1.Event) (Appended, error) {
+	a := p.PublishAsync(e)
+	select {
+	case <-a.done:
+		return a.appended, a.err
+	case <-ctx.Done():
+		return Appended{}, fmt.Errorf("publisher: stopped waiting for the answer (the event may still be appended): %w", ctx.Err())
+	}
+}
+
+// Close stops taking publishes, waits until every publish made before it is
+// answered, and closes the stream (to stop waiting for a server that does
+// not answer, end the context given to New). It returns the stream's
+// failure, if it failed. Close is idempotent.
+func (p *Publisher) Close() error {
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		close(p.queue)
+	}
+	p.mu.Unlock()
+	<-p.finished
+	if errors.Is(p.err, ErrClosed) {
+		return nil
+	}
+	return p.err
+}
+
+// fail records the stream's failure (the first one counts) and ends it.
+func (p *Publisher) fail(err error) {
+	p.failOnce.Do(func() {
+		p.err = err
+		close(p.failed)
+		p.cancel()
+	})
+}
+
+// send takes the queued publishes, in order, and sends them in requests of
+// what is waiting once a request may be sent.
+func (p *Publisher) send() {
+	defer close(p.inflight)
+	var carry *Ack // taken from the queue but not in the last request
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			var ok bool
+			if first, ok = <-p.queue; !ok {
+				break
+			}
+		}
+		select {
+		case p.slots <- struct{}{}:
+		case <-p.failed:
+			first.resolve(Appended{}, p.failure())
+			continue
+		}
+		batch, size := []*Ack{first}, first.size
+	gather:
+		for len(batch) < p.opts.MaxBatchEvents {
+			select {
+			case a, ok := <-p.queue:
+				if !ok {
+					break gather
+				}
+				if size+a.size > p.opts.MaxBatchBytes {
+					carry = a
+					break gather
+				}
+				batch, size = append(batch, a), size+a.size
+			default:
+				break gather
+			}
+		}
+		req := &streamdv1.PublishStreamRequest{Events: make([]*streamdv1.Event, len(batch)), Each: true}
+		for i, a := range batch {
+			req.Events[i] = a.event
+		}
+		p.inflight <- batch // before Send: its answer may come at once
+		// On io.EOF the server ended the stream: the receiver gets why from
+		// Recv. Either way the receiver answers the batch.
+		if err := p.stream.Send(req); err != nil && !errors.Is(err, io.EOF) {
+			p.fail(fmt.Errorf("publisher: sending: %w", err))
+		}
+	}
+	select {
+	case <-p.failed:
+	default:
+		if err := p.stream.CloseSend(); err != nil {
+			p.fail(fmt.Errorf("publisher: closing the stream: %w", err))
+		}
+	}
+}
+
+// receive answers the requests in flight, in order, and once the stream
+// ends answers whatever is still in flight with the failure.
+func (p *Publisher) receive() {
+	for {
+		resp, err := p.stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = ErrClosed
+			} else {
+				err = fmt.Errorf("publisher: stream failed: %w", err)
+			}
+			p.fail(err)
+			break
+		}
+		batch, ok := <-p.inflight
+		if !ok || len(resp.Appended) != len(batch) && resp.Code == 0 {
+			p.fail(fmt.Errorf("publisher: the server answered a request of %d events with %d results (an older server that does not know PublishStreamRequest.each?)", len(batch), len(resp.Appended)))
+			answerAll(batch, p.failure())
+			break
+		}
+		for i, a := range batch {
+			if resp.Code != 0 {
+				a.resolve(Appended{}, status.Error(codes.Code(resp.Code), resp.Message))
+				continue
+			}
+			r := resp.Appended[i]
+			if r.Code != 0 {
+				a.resolve(Appended{}, status.Error(codes.Code(r.Code), r.Message))
+				continue
+			}
+			a.resolve(Appended{Offset: r.Offset, SeqNr: r.SeqNr}, nil)
+		}
+		<-p.slots
+	}
+	inFlight := fmt.Errorf("publisher: the stream ended with the publish in flight; it may or may not have been appended: %w", p.failure())
+	for batch := range p.inflight {
+		answerAll(batch, inFlight)
+	}
+}
+
+func answerAll(batch []*Ack, err error) {
+	for _, a := range batch {
+		a.resolve(Appended{}, err)
+	}
+}
+
+// failure is the stream's failure; call it only once failed is closed.
+func (p *Publisher) failure() error {
+	<-p.failed
+	return p.err
+}
