@@ -10,7 +10,9 @@
 //   - A publish is answered (Ack.Done) once the journal holds it durably
 //     (fsync'd, unless the journal runs with async durability) or has
 //     refused it. A refused event (invalid, or not at its expected seq_nr)
-//     fails alone: the events sent with it are appended.
+//     fails alone: the events sent with it are appended. An event that
+//     cannot be encoded is refused by PublishAsync itself, which encodes
+//     each event once, in the caller's goroutine.
 //   - Publishes are appended in the order PublishAsync was called: one
 //     stream, requests sent and committed in order, events of a request in
 //     order.
@@ -19,9 +21,9 @@
 //     their answer); while the window is full, publishes gather.
 //   - If the stream fails (the server goes away, ctx ends), the publishes in
 //     flight get an error saying they may or may not have been appended,
-//     later ones fail at once, and the Publisher stays failed: make a new
-//     one. It does not reconnect or resend by itself, so nothing is appended
-//     twice behind the caller's back.
+//     later ones fail at once, and the Publisher stays failed: Close it and
+//     make a new one. It does not reconnect or resend by itself, so nothing
+//     is appended twice behind the caller's back.
 //
 // It imports only the wire types and gRPC.
 package publisher

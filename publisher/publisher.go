@@ -2,6 +2,7 @@ package publisher
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -64,8 +66,7 @@ type Appended struct {
 
 // An Ack is the answer to one publish: Done is closed once it is known.
 type Ack struct {
-	event    *streamdv1.Event
-	size     int
+	raw      []byte // the event, encoded
 	done     chan struct{}
 	appended Appended
 	err      error
@@ -90,7 +91,7 @@ func (a *Ack) resolve(res Appended, err error) {
 // concurrent use.
 type Publisher struct {
 	opts     Options
-	stream   grpc.BidiStreamingClient[streamdv1.PublishStreamRequest, streamdv1.PublishStreamResponse]
+	stream   grpc.ClientStream
 	cancel   context.CancelFunc
 	queue    chan *Ack     // publishes not sent yet; closed by Close
 	slots    chan struct{} // one per request awaiting its answer
@@ -113,7 +114,8 @@ func New(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (*Publi
 	}
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithCancel(ctx)
-	stream, err := streamdv1.NewEventStreamServiceClient(cc).PublishStream(ctx)
+	stream, err := cc.NewStream(ctx, &publishStreamDesc, streamdv1.EventStreamService_PublishStream_FullMethodName,
+		grpc.ForceCodec(frameCodec{}))
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("publisher: opening the publish stream: %w", err)
@@ -139,12 +141,20 @@ func New(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (*Publi
 	return p, nil
 }
 
-// PublishAsync queues e and returns its Ack at once (it waits only while
-// MaxBatchEvents publishes are already waiting to be sent). e must not be
-// modified until the Ack is done. The journal assigns its offset, seq_nr
-// (unless set: then it is the expected one), slice and timestamp.
+// PublishAsync encodes e, queues it and returns its Ack at once (it waits
+// only while MaxBatchEvents publishes are already waiting to be sent); e
+// may be reused once it returns. The journal assigns the event's offset,
+// seq_nr (unless set: then it is the one expected), slice and timestamp. An
+// event that cannot be encoded (a string that is not UTF-8) is refused here
+// with InvalidArgument, and only it.
 func (p *Publisher) PublishAsync(e *streamdv1.Event) *Ack {
-	a := &Ack{event: e, size: proto.Size(e), done: make(chan struct{})}
+	a := &Ack{done: make(chan struct{})}
+	raw, err := proto.Marshal(e)
+	if err != nil {
+		a.resolve(Appended{}, status.Errorf(codes.InvalidArgument, "publisher: the event cannot be encoded: %v", err))
+		return a
+	}
+	a.raw = raw
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
@@ -214,7 +224,7 @@ func (p *Publisher) send() {
 			first.resolve(Appended{}, p.failure())
 			continue
 		}
-		batch, size := []*Ack{first}, first.size
+		batch, size := []*Ack{first}, len(first.raw)
 	gather:
 		for len(batch) < p.opts.MaxBatchEvents {
 			select {
@@ -222,23 +232,19 @@ func (p *Publisher) send() {
 				if !ok {
 					break gather
 				}
-				if size+a.size > p.opts.MaxBatchBytes {
+				if size+len(a.raw) > p.opts.MaxBatchBytes {
 					carry = a
 					break gather
 				}
-				batch, size = append(batch, a), size+a.size
+				batch, size = append(batch, a), size+len(a.raw)
 			default:
 				break gather
 			}
 		}
-		req := &streamdv1.PublishStreamRequest{Events: make([]*streamdv1.Event, len(batch)), Each: true}
-		for i, a := range batch {
-			req.Events[i] = a.event
-		}
 		p.inflight <- batch // before Send: its answer may come at once
 		// On io.EOF the server ended the stream: the receiver gets why from
 		// Recv. Either way the receiver answers the batch.
-		if err := p.stream.Send(req); err != nil && !errors.Is(err, io.EOF) {
+		if err := p.stream.SendMsg(encodeRequest(batch, size)); err != nil && !errors.Is(err, io.EOF) {
 			p.fail(fmt.Errorf("publisher: sending: %w", err))
 		}
 	}
@@ -255,8 +261,8 @@ func (p *Publisher) send() {
 // ends answers whatever is still in flight with the failure.
 func (p *Publisher) receive() {
 	for {
-		resp, err := p.stream.Recv()
-		if err != nil {
+		resp := new(streamdv1.PublishStreamResponse)
+		if err := p.stream.RecvMsg(resp); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = ErrClosed
 			} else {
@@ -302,3 +308,51 @@ func (p *Publisher) failure() error {
 	<-p.failed
 	return p.err
 }
+
+var publishStreamDesc = grpc.StreamDesc{StreamName: "PublishStream", ServerStreams: true, ClientStreams: true}
+
+// Field numbers of PublishStreamRequest (streamd.proto).
+const (
+	fieldEvents protowire.Number = 1
+	fieldEach   protowire.Number = 2
+)
+
+// frame is a message the publisher encoded itself: each event is encoded
+// once, by PublishAsync, and a request is their concatenation.
+type frame []byte
+
+// encodeRequest encodes a PublishStreamRequest with each set carrying the
+// batch's events (size bytes of them).
+func encodeRequest(batch []*Ack, size int) frame {
+	b := make([]byte, 0, size+len(batch)*(1+binary.MaxVarintLen32)+2)
+	for _, a := range batch {
+		b = protowire.AppendTag(b, fieldEvents, protowire.BytesType)
+		b = protowire.AppendBytes(b, a.raw)
+	}
+	b = protowire.AppendTag(b, fieldEach, protowire.VarintType)
+	return protowire.AppendVarint(b, 1)
+}
+
+// frameCodec sends frames as they are and everything else, answers
+// included, as protobuf. The content-subtype stays proto.
+type frameCodec struct{}
+
+func (frameCodec) Marshal(v any) ([]byte, error) {
+	switch m := v.(type) {
+	case frame:
+		return m, nil
+	case proto.Message:
+		return proto.Marshal(m)
+	}
+	return nil, fmt.Errorf("publisher: cannot encode %T", v)
+}
+
+func (frameCodec) Unmarshal(data []byte, v any) error {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return fmt.Errorf("publisher: cannot decode into %T", v)
+	}
+	return proto.Unmarshal(data, m)
+}
+
+func (frameCodec) Name() string { return "proto" }

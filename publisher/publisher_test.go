@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -247,6 +248,55 @@ func TestServerGone(t *testing.T) {
 	}
 	if err := pub.Close(); err == nil || errors.Is(err, ErrClosed) {
 		t.Fatalf("Close after the stream failed: %v", err)
+	}
+}
+
+// An event that cannot be encoded is refused at once, alone: the stream
+// and the other publishes go on.
+func TestUnencodableEventFailsAlone(t *testing.T) {
+	s := serve(t)
+	pub, err := New(context.Background(), s.conn, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := car("\xff")
+	a := pub.PublishAsync(bad)
+	select {
+	case <-a.Done():
+	default:
+		t.Fatal("an unencodable event was queued")
+	}
+	if _, err := a.Result(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "cannot be encoded") {
+		t.Fatalf("unencodable event: %v", err)
+	}
+	if res, err := pub.Publish(context.Background(), car("a")); err != nil || res.Offset != 1 {
+		t.Fatalf("publish after it: %+v, %v", res, err)
+	}
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A request the publisher encodes itself decodes as the PublishStreamRequest
+// it stands for.
+func TestEncodeRequest(t *testing.T) {
+	events := []*streamdv1.Event{car("a"), {EntityType: "car", EntityId: "b", SeqNr: 3, Tags: []string{"x"}}}
+	var batch []*Ack
+	size := 0
+	for _, e := range events {
+		raw, err := proto.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, size = append(batch, &Ack{raw: raw}), size+len(raw)
+	}
+	var got streamdv1.PublishStreamRequest
+	if err := proto.Unmarshal(encodeRequest(batch, size), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := &streamdv1.PublishStreamRequest{Events: events, Each: true}
+	if !proto.Equal(&got, want) {
+		t.Fatalf("decoded %v, want %v", &got, want)
 	}
 }
 
