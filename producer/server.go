@@ -160,8 +160,7 @@ func (r publishRequest) answer() *streamdv1.PublishStreamResponse {
 		res, err := r.appends[0].wait()
 		resp.Appended = appendedProto(res)
 		if err != nil {
-			refused := status.Convert(toStatus(err))
-			resp.Code, resp.Message = int32(refused.Code()), refused.Message()
+			resp.Code, resp.Message = refusal(err)
 		}
 		return resp
 	}
@@ -169,13 +168,19 @@ func (r publishRequest) answer() *streamdv1.PublishStreamResponse {
 	for i, a := range r.appends {
 		res, err := a.wait()
 		if err != nil {
-			refused := status.Convert(toStatus(err))
-			resp.Appended[i] = &streamdv1.Appended{Code: int32(refused.Code()), Message: refused.Message()}
+			resp.Appended[i] = &streamdv1.Appended{}
+			resp.Appended[i].Code, resp.Appended[i].Message = refusal(err)
 			continue
 		}
-		resp.Appended[i] = &streamdv1.Appended{Offset: res[0].Offset, SeqNr: res[0].SeqNr}
+		resp.Appended[i] = appendedProto(res)[0]
 	}
 	return resp
+}
+
+// refusal is the google.rpc.Code and message an answer carries for err.
+func refusal(err error) (int32, string) {
+	st := status.Convert(toStatus(err))
+	return int32(st.Code()), st.Message()
 }
 
 // reserved refuses events of a reserved entity type (ServerOptions.Reserved).

@@ -1,7 +1,6 @@
 package publisher
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -12,10 +11,7 @@ import (
 // producer's BenchmarkPublishStream (one event per request).
 func BenchmarkPublish(b *testing.B) {
 	s := serve(b)
-	pub, err := New(context.Background(), s.conn, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	pub := s.publisher(b, Options{})
 	acks := make(chan *Ack, 256)
 	done := make(chan error, 1)
 	go func() {

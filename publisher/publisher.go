@@ -130,11 +130,9 @@ func New(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (*Publi
 		failed:   make(chan struct{}),
 		finished: make(chan struct{}),
 	}
-	received := make(chan struct{})
 	go p.send()
-	go func() { p.receive(); close(received) }()
 	go func() {
-		<-received
+		p.receive() // returns once the sender is done too
 		cancel()
 		close(p.finished)
 	}()

@@ -74,6 +74,16 @@ func serve(t testing.TB) *server {
 	return s
 }
 
+// publisher opens a Publisher on the server.
+func (s *server) publisher(t testing.TB, opts Options) *Publisher {
+	t.Helper()
+	pub, err := New(context.Background(), s.conn, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
 func car(id string) *streamdv1.Event {
 	return &streamdv1.Event{EntityType: "car", EntityId: id, EventType: "Sampled", Payload: make([]byte, 128)}
 }
@@ -83,10 +93,7 @@ func car(id string) *streamdv1.Event {
 // appended in the order they were made per entity.
 func TestConcurrentPublishesBatch(t *testing.T) {
 	s := serve(t)
-	pub, err := New(context.Background(), s.conn, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := s.publisher(t, Options{})
 	const goroutines, each = 64, 100
 	var wg sync.WaitGroup
 	offsets := make([][]Appended, goroutines)
@@ -128,10 +135,7 @@ func TestConcurrentPublishesBatch(t *testing.T) {
 // (in the same request or not) are appended, in order.
 func TestRefusedPublishFailsAlone(t *testing.T) {
 	s := serve(t)
-	pub, err := New(context.Background(), s.conn, Options{MaxInFlight: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := s.publisher(t, Options{MaxInFlight: 1})
 	defer pub.Close()
 	var acks []*Ack
 	for i := range 10 {
@@ -169,10 +173,7 @@ func TestRefusedPublishFailsAlone(t *testing.T) {
 // ErrClosed; Close is idempotent.
 func TestCloseAnswersEverything(t *testing.T) {
 	s := serve(t)
-	pub, err := New(context.Background(), s.conn, Options{MaxBatchEvents: 7, MaxInFlight: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := s.publisher(t, Options{MaxBatchEvents: 7, MaxInFlight: 2})
 	var acks []*Ack
 	for i := range 500 {
 		acks = append(acks, pub.PublishAsync(car(fmt.Sprint(i%5))))
@@ -204,10 +205,7 @@ func TestCloseAnswersEverything(t *testing.T) {
 // MaxBatchBytes bounds a request; a larger event goes alone.
 func TestBatchBytes(t *testing.T) {
 	s := serve(t)
-	pub, err := New(context.Background(), s.conn, Options{MaxBatchBytes: 1000, MaxInFlight: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := s.publisher(t, Options{MaxBatchBytes: 1000, MaxInFlight: 1})
 	big := car("big")
 	big.Payload = make([]byte, 5000)
 	acks := []*Ack{pub.PublishAsync(big)}
@@ -231,10 +229,7 @@ func TestBatchBytes(t *testing.T) {
 // (none hangs) and Close returns the failure.
 func TestServerGone(t *testing.T) {
 	s := serve(t)
-	pub, err := New(context.Background(), s.conn, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := s.publisher(t, Options{})
 	if _, err := pub.Publish(context.Background(), car("a")); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +237,7 @@ func TestServerGone(t *testing.T) {
 	s.g.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err = pub.Publish(ctx, car("a"))
+	_, err := pub.Publish(ctx, car("a"))
 	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "publisher:") {
 		t.Fatalf("publish after the server stopped: %v", err)
 	}
@@ -255,10 +250,7 @@ func TestServerGone(t *testing.T) {
 // and the other publishes go on.
 func TestUnencodableEventFailsAlone(t *testing.T) {
 	s := serve(t)
-	pub, err := New(context.Background(), s.conn, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := s.publisher(t, Options{})
 	bad := car("\xff")
 	a := pub.PublishAsync(bad)
 	select {
