@@ -15,9 +15,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/streamd/streamd/admin"
 	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/filters"
-	"github.com/streamd/streamd/internal/admin"
 	"github.com/streamd/streamd/offsets"
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
