@@ -1,8 +1,8 @@
 package topology_test
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
