@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -144,17 +145,6 @@ func (r *running) wait(t *testing.T) error {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return")
 		return nil
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -316,15 +306,15 @@ func TestDeliversInOrderAndSavesPosition(t *testing.T) {
 	o.Handler = rec.handle
 	c := newConsumer(t, o)
 	r := runBG(t, c)
-	waitFor(t, "6 events", func() bool { return rec.count() == 6 })
+	testwait.For(t, 10*time.Second, "6 events", func() bool { return rec.count() == 6 })
 	if got, want := rec.got(), []string{"car/a#1", "car/b#1", "car/a#2", "car/c#1", "car/b#2", "car/a#3"}; !slices.Equal(got, want) {
 		t.Fatalf("handled %v, want %v", got, want)
 	}
 	jid := fake.jid()
-	waitFor(t, "position 6 stored", func() bool { return h.stored(jid) == 6 })
+	testwait.For(t, 10*time.Second, "position 6 stored", func() bool { return h.stored(jid) == 6 })
 	fake.publish("d")
-	waitFor(t, "event 7", func() bool { return rec.count() == 7 })
-	waitFor(t, "position 7 stored", func() bool { return h.stored(jid) == 7 })
+	testwait.For(t, 10*time.Second, "event 7", func() bool { return rec.count() == 7 })
+	testwait.For(t, 10*time.Second, "position 7 stored", func() bool { return h.stored(jid) == 7 })
 
 	st := c.Status()
 	if len(st) != 1 || st[0].Addr != h.addrs[0] || !st[0].Connected || st[0].Offset != 7 || st[0].Lag != 0 ||
@@ -379,11 +369,11 @@ func TestProgressMovesPositionOverFilteredEvents(t *testing.T) {
 	o.Filter = []*streamdv1.FilterCriterion{exclude(streamdv1.FilterField_FILTER_FIELD_ENTITY_TYPE, "noise")}
 	c := newConsumer(t, o)
 	runBG(t, c)
-	waitFor(t, "stream open", func() bool { return fake.openStreams() == 1 })
+	testwait.For(t, 10*time.Second, "stream open", func() bool { return fake.openStreams() == 1 })
 	fake.publish("noise/n1", "noise/n2", "noise/n1", "noise/n3", "noise/n1")
 	jid := fake.jid()
 	// Only Progress reaches the consumer, and it moves the stored position.
-	waitFor(t, "position 5 stored", func() bool { return h.stored(jid) == 5 })
+	testwait.For(t, 10*time.Second, "position 5 stored", func() bool { return h.stored(jid) == 5 })
 	if rec.count() != 0 {
 		t.Fatalf("handled filtered events: %v", rec.got())
 	}
@@ -391,8 +381,8 @@ func TestProgressMovesPositionOverFilteredEvents(t *testing.T) {
 		t.Fatalf("Init.Filter = %v, want Options.Filter %v", fake.initList()[0].Filter, o.Filter)
 	}
 	fake.publish("a")
-	waitFor(t, "event 6", func() bool { return rec.count() == 1 })
-	waitFor(t, "position 6 stored", func() bool { return h.stored(jid) == 6 })
+	testwait.For(t, 10*time.Second, "event 6", func() bool { return rec.count() == 1 })
+	testwait.For(t, 10*time.Second, "position 6 stored", func() bool { return h.stored(jid) == 6 })
 	if st := c.Status()[0]; st.Offset != 6 || st.Lag != 0 {
 		t.Fatalf("Status = %+v", st)
 	}
@@ -432,8 +422,8 @@ func testDedupe(t *testing.T, batch bool) {
 	c := newConsumer(t, o)
 	runBG(t, c)
 	want := []string{"car/" + cc + "#1", "car/" + a + "#3", "car/" + a + "#4", "car/" + cc + "#2"}
-	waitFor(t, "4 events", func() bool { return rec.count() >= 4 })
-	waitFor(t, "position 8", func() bool {
+	testwait.For(t, 10*time.Second, "4 events", func() bool { return rec.count() >= 4 })
+	testwait.For(t, 10*time.Second, "position 8", func() bool {
 		p, _, _ := h.store.Get(offsets.Key{Consumer: "c1", JournalID: jid, Slices: mine})
 		return p.Offset == 8
 	})
@@ -442,9 +432,9 @@ func testDedupe(t *testing.T, batch bool) {
 	if err := c.Replay(context.Background(), "car", a, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the replay request", func() bool { return len(fake.replayList()) == 1 })
+	testwait.For(t, 10*time.Second, "the replay request", func() bool { return len(fake.replayList()) == 1 })
 	fake.publish(cc) // behind the replay batch in the stream
-	waitFor(t, "c#3", func() bool { return rec.count() >= 5 })
+	testwait.For(t, 10*time.Second, "c#3", func() bool { return rec.count() >= 5 })
 	want = append(want, "car/"+cc+"#3")
 	if got := rec.got(); !slices.Equal(got, want) {
 		t.Fatalf("handled %v, want %v", got, want)
@@ -478,7 +468,7 @@ func TestResumeAfterDisconnectAndRestart(t *testing.T) {
 	o.Handler = rec.handle
 	c := newConsumer(t, o)
 	r := runBG(t, c)
-	waitFor(t, "6 events", func() bool { return rec.count() == 6 })
+	testwait.For(t, 10*time.Second, "6 events", func() bool { return rec.count() == 6 })
 	jid := fake.jid()
 	inits := fake.initList()
 	if len(inits) != 2 {
@@ -493,7 +483,7 @@ func TestResumeAfterDisconnectAndRestart(t *testing.T) {
 	if st := c.Status()[0]; st.LastError == nil || status.Code(st.LastError) != codes.Unavailable {
 		t.Fatalf("Status.LastError = %v, want the Unavailable disconnect", st.LastError)
 	}
-	waitFor(t, "position 6 stored", func() bool { return h.stored(jid) == 6 })
+	testwait.For(t, 10*time.Second, "position 6 stored", func() bool { return h.stored(jid) == 6 })
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
@@ -504,7 +494,7 @@ func TestResumeAfterDisconnectAndRestart(t *testing.T) {
 	o.Handler = rec2.handle
 	c2 := newConsumer(t, o)
 	runBG(t, c2)
-	waitFor(t, "2 new events", func() bool { return rec2.count() == 2 })
+	testwait.For(t, 10*time.Second, "2 new events", func() bool { return rec2.count() == 2 })
 	if p := fake.initList()[2].Position; p == nil || string(p.JournalId) != string(jid) || p.Offset != 6 {
 		t.Fatalf("Init after restart has position %v, want {%x, 6}", p, jid)
 	}
@@ -526,7 +516,7 @@ func TestHelloTimeout(t *testing.T) {
 	o.HelloTimeout = 100 * time.Millisecond
 	c := newConsumer(t, o)
 	runBG(t, c)
-	waitFor(t, "2 events after the silent connection", func() bool { return rec.count() == 2 })
+	testwait.For(t, 10*time.Second, "2 events after the silent connection", func() bool { return rec.count() == 2 })
 	if n := len(fake.initList()); n != 2 {
 		t.Fatalf("%d Inits, want 2 (the silent one, then a retry)", n)
 	}
@@ -548,7 +538,7 @@ func TestOperatorPositionForUnseenJournalIsUsed(t *testing.T) {
 	o.Handler = rec.handle
 	c := newConsumer(t, o)
 	runBG(t, c)
-	waitFor(t, "2 events", func() bool { return rec.count() == 2 })
+	testwait.For(t, 10*time.Second, "2 events", func() bool { return rec.count() == 2 })
 	if got := rec.offsets(); !slices.Equal(got, []uint64{5, 6}) {
 		t.Fatalf("handled offsets %v, want 5 and 6", got)
 	}
@@ -661,7 +651,7 @@ func testExactlyOnce(t *testing.T, commitHandler bool) {
 	mu.Unlock()
 	c2 := newConsumer(t, o)
 	runBG(t, c2)
-	waitFor(t, "position 4", func() bool { return h.stored(jid) == 4 })
+	testwait.For(t, 10*time.Second, "position 4", func() bool { return h.stored(jid) == 4 })
 	if p := fake.initList()[1].Position; p.GetOffset() != stored {
 		t.Fatalf("resumed from %v, want offset %d", p, stored)
 	}
@@ -669,7 +659,7 @@ func testExactlyOnce(t *testing.T, commitHandler bool) {
 		t.Fatalf("after the resume: state/a/3 %v, state/a/4 %v, applied %d", has("state/a/3"), has("state/a/4"), applied())
 	}
 	fake.publish("a")
-	waitFor(t, "position 5", func() bool { return h.stored(jid) == 5 })
+	testwait.For(t, 10*time.Second, "position 5", func() bool { return h.stored(jid) == 5 })
 	want := map[uint64]int{}
 	for seq := stored + 1; seq <= 5; seq++ {
 		want[seq] = 1
@@ -703,8 +693,8 @@ func TestJournalChange(t *testing.T) {
 	o.Handler = rec.handle
 	c := newConsumer(t, o)
 	r := runBG(t, c)
-	waitFor(t, "3 events", func() bool { return rec.count() == 3 })
-	waitFor(t, "position 3", func() bool { return h.stored(oldID) == 3 })
+	testwait.For(t, 10*time.Second, "3 events", func() bool { return rec.count() == 3 })
+	testwait.For(t, 10*time.Second, "position 3", func() bool { return h.stored(oldID) == 3 })
 
 	// The producer's journal is replaced under a running consumer: Fail.
 	newID := fake.replaceJournal()
@@ -732,7 +722,7 @@ func TestJournalChange(t *testing.T) {
 	o.OnJournalChange = RestartFromEarliest
 	c3 := newConsumer(t, o)
 	runBG(t, c3)
-	waitFor(t, "2 events of the new journal", func() bool { return rec.count() == 5 })
+	testwait.For(t, 10*time.Second, "2 events of the new journal", func() bool { return rec.count() == 5 })
 	if got := rec.got()[3:]; !slices.Equal(got, []string{"car/a#1", "car/a#2"}) {
 		t.Fatalf("new journal: handled %v", got)
 	}
@@ -740,7 +730,7 @@ func TestJournalChange(t *testing.T) {
 	if last.Position != nil || last.StartPolicy != streamdv1.StartPolicy_START_POLICY_EARLIEST {
 		t.Fatalf("Init after the journal change = %v, want EARLIEST without a position", last)
 	}
-	waitFor(t, "position 2 in the new journal", func() bool { return h.stored(newID) == 2 })
+	testwait.For(t, 10*time.Second, "position 2 in the new journal", func() bool { return h.stored(newID) == 2 })
 	if got := h.stored(oldID); got != 3 {
 		t.Fatalf("the old journal's position became %d, want it kept at 3", got)
 	}
@@ -758,7 +748,7 @@ func TestOutOfRangeNamesFirstAvailableOffset(t *testing.T) {
 	o := h.options()
 	o.Handler = rec.handle
 	r := runBG(t, newConsumer(t, o))
-	waitFor(t, "position 3", func() bool { return h.stored(jid) == 3 })
+	testwait.For(t, 10*time.Second, "position 3", func() bool { return h.stored(jid) == 3 })
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
@@ -822,11 +812,12 @@ func TestUpdateFilter(t *testing.T) {
 	o.Filter = initial
 	c := newConsumer(t, o)
 	runBG(t, c)
-	waitFor(t, "both streams open and a#2 handled", func() bool {
+	testwait.For(t, 10*time.Second, "both streams open and a#2 handled", func() bool {
 		st := c.Status()
 		return st[0].Connected && st[1].Connected && rec.count() == 2
 	})
-	waitFor(t, "position 2", func() bool { return h.stored(p1.jid()) == 2 })
+
+	testwait.For(t, 10*time.Second, "position 2", func() bool { return h.stored(p1.jid()) == 2 })
 	ctx := context.Background()
 
 	// Accepted: stored, sent to both, answered.
@@ -874,7 +865,7 @@ func TestUpdateFilter(t *testing.T) {
 	if !sameCriteria(c.Filter(), want) {
 		t.Fatalf("after a refusal Filter() = %v", c.Filter())
 	}
-	waitFor(t, "p1 reopened", func() bool { return len(p1.initList()) == p1Inits+1 })
+	testwait.For(t, 10*time.Second, "p1 reopened", func() bool { return len(p1.initList()) == p1Inits+1 })
 	if got := p1.initList()[p1Inits]; !sameCriteria(got.Filter, want) || got.Position.GetOffset() != 2 {
 		t.Fatalf("p1's new Init: filter %v position %v, want %v at 2", got.Filter, got.Position, want)
 	}
@@ -884,7 +875,7 @@ func TestUpdateFilter(t *testing.T) {
 	p2.set(func(p *fakeProducer) { p.refuse = "" })
 
 	// Replay from the last applied seqNr, per producer journal.
-	waitFor(t, "p1 connected again", func() bool { return c.Status()[0].Connected })
+	testwait.For(t, 10*time.Second, "p1 connected again", func() bool { return c.Status()[0].Connected })
 	incA := include(streamdv1.FilterField_FILTER_FIELD_ENTITY_ID, "a")
 	if err := c.UpdateFilter(ctx, []*streamdv1.FilterCriterion{incA}, nil, ReplayFromLastApplied("car")); err != nil {
 		t.Fatal(err)
@@ -908,7 +899,7 @@ func TestUpdateFilter(t *testing.T) {
 	// A reconnect carries the stored filter.
 	n := len(p2.initList())
 	p2.disconnectAll()
-	waitFor(t, "p2 reconnects", func() bool { return len(p2.initList()) == n+1 })
+	testwait.For(t, 10*time.Second, "p2 reconnects", func() bool { return len(p2.initList()) == n+1 })
 	if got := p2.initList()[n].Filter; !sameCriteria(got, want) {
 		t.Fatalf("Init after reconnect carries %v, want %v", got, want)
 	}
@@ -928,7 +919,7 @@ func TestStoredFilterWinsOverOptions(t *testing.T) {
 		t.Fatalf("Filter() = %v, want the stored %v", c.Filter(), stored)
 	}
 	runBG(t, c)
-	waitFor(t, "Init", func() bool { return len(h.fake(0).initList()) == 1 })
+	testwait.For(t, 10*time.Second, "Init", func() bool { return len(h.fake(0).initList()) == 1 })
 	if got := h.fake(0).initList()[0].Filter; !sameCriteria(got, stored) {
 		t.Fatalf("Init.Filter = %v, want the stored %v", got, stored)
 	}
@@ -944,7 +935,7 @@ func TestUpdateFilterWithoutRunOnlyStores(t *testing.T) {
 		t.Fatal(err)
 	}
 	runBG(t, c)
-	waitFor(t, "Init", func() bool { return len(h.fake(0).initList()) == 1 })
+	testwait.For(t, 10*time.Second, "Init", func() bool { return len(h.fake(0).initList()) == 1 })
 	if got := h.fake(0).initList()[0].Filter; !sameCriteria(got, []*streamdv1.FilterCriterion{tag}) {
 		t.Fatalf("Init.Filter = %v", got)
 	}
@@ -960,8 +951,8 @@ func TestFollowsSeveralProducers(t *testing.T) {
 	o.Handler = rec.handle
 	c := newConsumer(t, o)
 	runBG(t, c)
-	waitFor(t, "7 events", func() bool { return rec.count() == 7 })
-	waitFor(t, "both positions", func() bool { return h.stored(p1.jid()) == 3 && h.stored(p2.jid()) == 4 })
+	testwait.For(t, 10*time.Second, "7 events", func() bool { return rec.count() == 7 })
+	testwait.For(t, 10*time.Second, "both positions", func() bool { return h.stored(p1.jid()) == 3 && h.stored(p2.jid()) == 4 })
 	st := c.Status()
 	if string(st[0].JournalID) != string(p1.jid()) || st[0].Offset != 3 ||
 		string(st[1].JournalID) != string(p2.jid()) || st[1].Offset != 4 {
@@ -1007,16 +998,16 @@ func TestResplitStartsUncoveredSlicesFromEarliest(t *testing.T) {
 	r := runBG(t, newConsumer(t, o))
 	// 512-1023 were never consumed: EARLIEST; what the former instance
 	// applied in 0-511 (offsets 1 and 2) is not applied again.
-	waitFor(t, "2 events", func() bool { return rec.count() == 2 })
+	testwait.For(t, 10*time.Second, "2 events", func() bool { return rec.count() == 2 })
 	if init := fake.initList()[0]; init.Position != nil || init.StartPolicy != streamdv1.StartPolicy_START_POLICY_EARLIEST {
 		t.Fatalf("Init = %v, want EARLIEST for the uncovered slices", init)
 	}
 	fake.publish(covered)
-	waitFor(t, "3 events", func() bool { return rec.count() == 3 })
+	testwait.For(t, 10*time.Second, "3 events", func() bool { return rec.count() == 3 })
 	if got, want := rec.got(), []string{"car/" + uncovered + "#1", "car/" + uncovered + "#2", "car/" + covered + "#3"}; !slices.Equal(got, want) {
 		t.Fatalf("handled %v, want %v", got, want)
 	}
-	waitFor(t, "position 5 for 0-1023", func() bool { return h.stored(jid) == 5 })
+	testwait.For(t, 10*time.Second, "position 5 for 0-1023", func() bool { return h.stored(jid) == 5 })
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
@@ -1058,7 +1049,7 @@ func TestExactlyOnceDedupesAgainstTheStore(t *testing.T) {
 		return nil
 	}
 	runBG(t, newConsumer(t, o))
-	waitFor(t, "position 4", func() bool { return h.stored(jid) == 4 })
+	testwait.For(t, 10*time.Second, "position 4", func() bool { return h.stored(jid) == 4 })
 	mu.Lock()
 	defer mu.Unlock()
 	if !slices.Equal(got, []string{"a#3", "b#1"}) {
@@ -1176,8 +1167,8 @@ func TestResplitDropsWhatEachPieceApplied(t *testing.T) {
 				o.Handler = rec.handle
 			}
 			r := runBG(t, newConsumer(t, o))
-			waitFor(t, "l#3", func() bool { return rec.count() == 1 })
-			waitFor(t, "piece 0-511 at 5", func() bool { p, _, _ := h.store.Get(piece(0, 511)); return p.Offset == 5 })
+			testwait.For(t, 10*time.Second, "l#3", func() bool { return rec.count() == 1 })
+			testwait.For(t, 10*time.Second, "piece 0-511 at 5", func() bool { p, _, _ := h.store.Get(piece(0, 511)); return p.Offset == 5 })
 			if err := r.stop(t); err != nil {
 				t.Fatal(err)
 			}
@@ -1187,12 +1178,12 @@ func TestResplitDropsWhatEachPieceApplied(t *testing.T) {
 
 			fake.publish(high, high, low) // offsets 6, 7, 8
 			runBG(t, newConsumer(t, o))
-			waitFor(t, "3 events", func() bool { return rec.count() == 3 })
+			testwait.For(t, 10*time.Second, "3 events", func() bool { return rec.count() == 3 })
 			want := []string{"car/" + low + "#3", "car/" + high + "#4", "car/" + low + "#4"}
 			if got := rec.got(); !slices.Equal(got, want) {
 				t.Fatalf("handled %v, want %v", got, want)
 			}
-			waitFor(t, "position 8 for 0-1023", func() bool { return h.stored(jid) == 8 })
+			testwait.For(t, 10*time.Second, "position 8 for 0-1023", func() bool { return h.stored(jid) == 8 })
 			if entries, err := h.store.List("c1"); err != nil || len(entries) != 1 {
 				t.Fatalf("stored entries %v, %v: want the whole range only", entries, err)
 			}

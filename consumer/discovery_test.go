@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -236,8 +237,8 @@ func TestDiscoveryFollowsInstancesAsTheyComeAndGo(t *testing.T) {
 		t.Fatalf("Status before Run = %+v, want nothing (no instance is known)", st)
 	}
 	r := runBG(t, c)
-	waitFor(t, "the two instances", following(c, "127.0.1.1:7070", "127.0.1.2:7070"))
-	waitFor(t, "3 events", func() bool { return rec.count() == 3 })
+	testwait.For(t, 10*time.Second, "the two instances", following(c, "127.0.1.1:7070", "127.0.1.2:7070"))
+	testwait.For(t, 10*time.Second, "3 events", func() bool { return rec.count() == 3 })
 	st := c.Status()
 	if st[0].Target != svc || string(st[0].JournalID) != string(p1.jid()) || string(st[1].JournalID) != string(p2.jid()) {
 		t.Fatalf("Status = %+v", st)
@@ -246,13 +247,13 @@ func TestDiscoveryFollowsInstancesAsTheyComeAndGo(t *testing.T) {
 	// A third instance is followed without a restart.
 	w.route("127.0.1.3:7070", h.lis["p3"])
 	w.answer("svc.test", "127.0.1.1", "127.0.1.2", "127.0.1.3")
-	waitFor(t, "p3's event", func() bool { return rec.count() == 4 })
+	testwait.For(t, 10*time.Second, "p3's event", func() bool { return rec.count() == 4 })
 
 	// p2 leaves; its follower is dropped after RemoveAfter. It gets events
 	// meanwhile.
 	w.answer("svc.test", "127.0.1.1", "127.0.1.3")
 	w.route("127.0.1.2:7070", nil)
-	waitFor(t, "p2's follower dropped", following(c, "127.0.1.1:7070", "127.0.1.3:7070"))
+	testwait.For(t, 10*time.Second, "p2's follower dropped", following(c, "127.0.1.1:7070", "127.0.1.3:7070"))
 	p2Before := h.stored(p2.jid())
 	pub(p2, "p2", "a", "b")
 
@@ -260,7 +261,7 @@ func TestDiscoveryFollowsInstancesAsTheyComeAndGo(t *testing.T) {
 	inits := len(p2.initList())
 	w.route("127.0.1.9:7070", h.lis["p2"])
 	w.answer("svc.test", "127.0.1.1", "127.0.1.3", "127.0.1.9")
-	waitFor(t, "p2's events", func() bool { return rec.count() == 6 })
+	testwait.For(t, 10*time.Second, "p2's events", func() bool { return rec.count() == 6 })
 	resumed := false
 	for _, in := range p2.initList()[inits:] {
 		if p := in.GetPosition(); p != nil && string(p.GetJournalId()) == string(p2.jid()) && p.GetOffset() == p2Before {
@@ -273,7 +274,7 @@ func TestDiscoveryFollowsInstancesAsTheyComeAndGo(t *testing.T) {
 
 	// Every instance gone: the name no longer exists.
 	w.answer("svc.test")
-	waitFor(t, "no follower", following(c))
+	testwait.For(t, 10*time.Second, "no follower", following(c))
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
@@ -299,12 +300,12 @@ func TestDiscoveredAddressTakenByAnotherInstance(t *testing.T) {
 	o := dnsOptions(h, w)
 	o.Handler = rec.handle
 	r := runBG(t, newConsumer(t, o))
-	waitFor(t, "p1's events", func() bool { return rec.count() == 3 })
-	waitFor(t, "p1's position", func() bool { return h.stored(p1.jid()) == 3 })
+	testwait.For(t, 10*time.Second, "p1's events", func() bool { return rec.count() == 3 })
+	testwait.For(t, 10*time.Second, "p1's position", func() bool { return h.stored(p1.jid()) == 3 })
 
 	// While the consumer runs: p2 takes p1's address.
 	w.route("127.0.1.1:7070", h.lis["p2"])
-	waitFor(t, "p2's event", func() bool { return rec.count() == 4 })
+	testwait.For(t, 10*time.Second, "p2's event", func() bool { return rec.count() == 4 })
 	if err := r.stop(t); err != nil {
 		t.Fatalf("Run = %v, want nil (another instance at the address is no journal change)", err)
 	}
@@ -313,7 +314,7 @@ func TestDiscoveredAddressTakenByAnotherInstance(t *testing.T) {
 	publishAs(p1, "p1", "d")
 	w.route("127.0.1.1:7070", h.lis["p1"])
 	r = runBG(t, newConsumer(t, o))
-	waitFor(t, "p1's new event", func() bool { return rec.count() == 5 })
+	testwait.For(t, 10*time.Second, "p1's new event", func() bool { return rec.count() == 5 })
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
@@ -324,8 +325,8 @@ func TestDiscoveredAddressTakenByAnotherInstance(t *testing.T) {
 	w.answer("svc.test", "127.0.1.1", "127.0.1.7")
 	c := newConsumer(t, o)
 	r = runBG(t, c)
-	waitFor(t, "7 events", func() bool { return rec.count() == 7 })
-	waitFor(t, "both connected", func() bool {
+	testwait.For(t, 10*time.Second, "7 events", func() bool { return rec.count() == 7 })
+	testwait.For(t, 10*time.Second, "both connected", func() bool {
 		st := c.Status()
 		return len(st) == 2 && st[0].Connected && st[1].Connected &&
 			string(st[0].JournalID) == string(p2.jid()) && string(st[1].JournalID) == string(p1.jid())
@@ -357,9 +358,9 @@ func TestDiscoveryFlappingAnswerKeepsTheStream(t *testing.T) {
 	o.RemoveAfter = time.Hour
 	c := newConsumer(t, o)
 	r := runBG(t, c)
-	waitFor(t, "the event", func() bool { return rec.count() == 1 })
+	testwait.For(t, 10*time.Second, "the event", func() bool { return rec.count() == 1 })
 	from := w.lookupCount()
-	waitFor(t, "40 more lookups", func() bool { return w.lookupCount() >= from+40 })
+	testwait.For(t, 10*time.Second, "40 more lookups", func() bool { return w.lookupCount() >= from+40 })
 	if n := len(p1.initList()); n != 1 {
 		t.Fatalf("%d streams opened, want 1: the flapping answer restarted it", n)
 	}
@@ -371,7 +372,7 @@ func TestDiscoveryFlappingAnswerKeepsTheStream(t *testing.T) {
 	w.flapping, w.err = false, errors.New("server misbehaving")
 	w.mu.Unlock()
 	from = w.lookupCount()
-	waitFor(t, "failed lookups", func() bool { return w.lookupCount() >= from+10 })
+	testwait.For(t, 10*time.Second, "failed lookups", func() bool { return w.lookupCount() >= from+10 })
 	if st := c.Status(); len(st) != 1 || !st[0].Connected || len(p1.initList()) != 1 {
 		t.Fatalf("Status = %+v after failed lookups", st)
 	}
@@ -396,15 +397,15 @@ func TestDiscoverySameJournalTwiceIsStreamedOnce(t *testing.T) {
 	r := runBG(t, c)
 	// Live events while both addresses have been tried: two streams would
 	// each hand them to the handler.
-	waitFor(t, "both addresses tried", func() bool { return len(p1.initList()) >= 2 })
+	testwait.For(t, 10*time.Second, "both addresses tried", func() bool { return len(p1.initList()) >= 2 })
 	var want []string
 	for i := range 50 {
 		want = append(want, publishAs(p1, "p1", fmt.Sprint(i))...)
 		time.Sleep(time.Millisecond) // spread over the second follower's retries, not a synchronisation
 	}
-	waitFor(t, "50 events", func() bool { return rec.count() >= 50 })
+	testwait.For(t, 10*time.Second, "50 events", func() bool { return rec.count() >= 50 })
 	once(t, rec, want)
-	waitFor(t, "the second follower waiting", func() bool {
+	testwait.For(t, 10*time.Second, "the second follower waiting", func() bool {
 		for _, s := range c.Status() {
 			if s.LastError != nil && strings.Contains(s.LastError.Error(), "which this consumer follows through") {
 				return true
@@ -469,7 +470,7 @@ func TestDiscoveryExactlyOnceWhileInstancesMove(t *testing.T) {
 	progress := func(what string) {
 		t.Helper()
 		a, b := h.stored(p1.jid()), h.stored(p2.jid())
-		waitFor(t, what, func() bool { return h.stored(p1.jid()) > a+20 && h.stored(p2.jid()) > b+20 })
+		testwait.For(t, 10*time.Second, what, func() bool { return h.stored(p1.jid()) > a+20 && h.stored(p2.jid()) > b+20 })
 	}
 	progress("both instances consumed")
 
@@ -480,7 +481,7 @@ func TestDiscoveryExactlyOnceWhileInstancesMove(t *testing.T) {
 		{"p2 left and came back at its address", func() {
 			w.answer("svc.test", "127.0.1.1")
 			w.route("127.0.1.2:7070", nil)
-			waitFor(t, "p2 dropped", following(c, "127.0.1.1:7070"))
+			testwait.For(t, 10*time.Second, "p2 dropped", following(c, "127.0.1.1:7070"))
 			w.route("127.0.1.2:7070", h.lis["p2"])
 			w.answer("svc.test", "127.0.1.1", "127.0.1.2")
 		}},
@@ -515,7 +516,7 @@ func TestDiscoveryExactlyOnceWhileInstancesMove(t *testing.T) {
 	}
 	stopPub()
 	pubs.Wait()
-	waitFor(t, "everything applied", func() bool {
+	testwait.For(t, 10*time.Second, "everything applied", func() bool {
 		return h.stored(p1.jid()) == uint64(total[0]) && h.stored(p2.jid()) == uint64(total[1])
 	})
 	if err := r.stop(t); err != nil {
@@ -647,12 +648,12 @@ func TestDiscoveryThroughARealDNSServer(t *testing.T) {
 	}}
 	c := newConsumer(t, o)
 	r := runBG(t, c)
-	waitFor(t, "p1's event", func() bool { return rec.count() == 1 })
+	testwait.For(t, 10*time.Second, "p1's event", func() bool { return rec.count() == 1 })
 	dns.set("127.0.1.1", "127.0.1.2")
-	waitFor(t, "p2's event", func() bool { return rec.count() == 2 })
-	waitFor(t, "both followed", following(c, "127.0.1.1:7070", "127.0.1.2:7070"))
+	testwait.For(t, 10*time.Second, "p2's event", func() bool { return rec.count() == 2 })
+	testwait.For(t, 10*time.Second, "both followed", following(c, "127.0.1.1:7070", "127.0.1.2:7070"))
 	dns.set() // NXDOMAIN: no instance
-	waitFor(t, "none followed", following(c))
+	testwait.For(t, 10*time.Second, "none followed", following(c))
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -399,12 +400,8 @@ func TestBackgroundRetention(t *testing.T) {
 	if _, err := j.Append(context.Background(), ev("t", "a", "x"), ev("t", "a", "y")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for j.Info().FirstOffset != 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("background retention did not run: %+v", j.Info())
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !testwait.Until(10*time.Second, func() bool { return j.Info().FirstOffset == 3 }) {
+		t.Fatalf("background retention did not run: %+v", j.Info())
 	}
 }
 
@@ -539,9 +536,7 @@ func TestCloseWaitsForInflight(t *testing.T) {
 			}
 		})
 	}
-	for j.LastOffset() < 200 {
-		time.Sleep(time.Millisecond)
-	}
+	testwait.For(t, 30*time.Second, "200 events appended", func() bool { return j.LastOffset() >= 200 })
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -303,19 +304,15 @@ func TestWALCheckpoints(t *testing.T) {
 			if started := int64(j.wal.id - first); started < 12<<20/c.segment/2 {
 				t.Fatalf("%d segments of %d bytes started for 12 MB", started, c.segment)
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				ids, err := segments(j.wal.dir)
-				if err != nil {
+			var ids []uint64
+			if !testwait.Until(10*time.Second, func() bool {
+				var err error
+				if ids, err = segments(j.wal.dir); err != nil {
 					t.Fatal(err)
 				}
-				if len(ids) <= maxWaitingSegments+2 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("segments %v not checkpointed", ids)
-				}
-				time.Sleep(10 * time.Millisecond)
+				return len(ids) <= maxWaitingSegments+2
+			}) {
+				t.Fatalf("segments %v not checkpointed", ids)
 			}
 			want := stateOf(t, j)
 			if err := j.Close(); err != nil {

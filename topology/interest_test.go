@@ -2,10 +2,12 @@ package topology_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -69,16 +71,8 @@ func TestInterestReplicatesOnDemand(t *testing.T) {
 	held := func(auction string) (bids, sums int) {
 		t.Helper()
 		last := us.p.Journal().LastOffset()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			if st := repl.Status()[0]; st.Offset >= last {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the replication did not reach us's offset %d", last)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		testwait.For(t, 20*time.Second, fmt.Sprintf("the replication to reach us's offset %d", last),
+			func() bool { return repl.Status()[0].Offset >= last })
 		evs, err := eu.p.Journal().Read(1, 1<<20, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -96,16 +90,9 @@ func TestInterestReplicatesOnDemand(t *testing.T) {
 	}
 	waitBids := func(auction string, want int) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			if bids, _ := held(auction); bids == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				bids, _ := held(auction)
-				t.Fatalf("eu holds %d bids of %s, want %d", bids, auction, want)
-			}
-			time.Sleep(5 * time.Millisecond)
+		var bids int
+		if !testwait.Until(10*time.Second, func() bool { bids, _ = held(auction); return bids == want }) {
+			t.Fatalf("eu holds %d bids of %s, want %d", bids, auction, want)
 		}
 	}
 

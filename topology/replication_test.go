@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/streamd/streamd/internal/netproxy"
+	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
 	"github.com/streamd/streamd/producer"
@@ -183,33 +184,29 @@ func (w *world) check(r string) map[originEvent]bool {
 // converge waits until every region holds want events, checking each read.
 func (w *world) converge(want int) {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var sets []map[originEvent]bool
+	var sets []map[originEvent]bool
+	if !testwait.Until(30*time.Second, func() bool {
+		sets = sets[:0]
 		done := true
 		for name := range w.regions {
 			s := w.check(name)
 			sets = append(sets, s)
 			done = done && len(s) == want
 		}
-		if done {
-			for _, s := range sets[1:] {
-				for k := range s {
-					if !sets[0][k] {
-						w.t.Fatalf("regions differ on %v", k)
-					}
-				}
-			}
-			return
+		return done
+	}) {
+		counts := map[string]int{}
+		for name := range w.regions {
+			counts[name] = len(w.check(name))
 		}
-		if time.Now().After(deadline) {
-			counts := map[string]int{}
-			for name := range w.regions {
-				counts[name] = len(w.check(name))
+		w.t.Fatalf("no convergence to %d events: %v", want, counts)
+	}
+	for _, s := range sets[1:] {
+		for k := range s {
+			if !sets[0][k] {
+				w.t.Fatalf("regions differ on %v", k)
 			}
-			w.t.Fatalf("no convergence to %d events: %v", want, counts)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -382,22 +379,18 @@ func TestGapAsksForHistory(t *testing.T) {
 	w.publish("us", []string{"early"}, 1)
 	waitHeld := func(want map[originEvent]bool) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			held := w.check("eu") // fails on a duplicate or an origin order violation
+		var held map[originEvent]bool
+		if !testwait.Until(20*time.Second, func() bool {
+			held = w.check("eu") // fails on a duplicate or an origin order violation
 			missing := 0
 			for k := range want {
 				if !held[k] {
 					missing++
 				}
 			}
-			if missing == 0 && len(held) == len(want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("eu holds %v, want %v", held, want)
-			}
-			time.Sleep(10 * time.Millisecond)
+			return missing == 0 && len(held) == len(want)
+		}) {
+			t.Fatalf("eu holds %v, want %v", held, want)
 		}
 	}
 	waitHeld(map[originEvent]bool{{"us", "cart/early", 1}: true})

@@ -1,38 +1,28 @@
 package main
 
 import (
-	"bufio"
-	"io"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/streamd/streamd/internal/streamdtest"
 	"github.com/streamd/streamd/internal/testpki"
 )
 
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){
+	testscript.Main(streamdtest.M(m), map[string]func(){
 		"streamctl": func() { os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr)) },
 	})
 }
 
-// streamdBinary is the real daemon, built once by TestScripts.
-var streamdBinary string
-
+// TestScripts runs the scripts against the real daemon (built once, or
+// $STREAMD_BIN).
 func TestScripts(t *testing.T) {
-	// STREAMD_BIN runs the scripts against a prebuilt daemon.
-	if streamdBinary = os.Getenv("STREAMD_BIN"); streamdBinary == "" {
-		streamdBinary = filepath.Join(t.TempDir(), "streamd")
-		if out, err := exec.Command("go", "build", "-o", streamdBinary, "github.com/streamd/streamd/cmd/streamd").CombinedOutput(); err != nil {
-			t.Fatalf("build streamd: %v\n%s", err, out)
-		}
+	if _, err := streamdtest.Binary(); err != nil {
+		t.Fatal(err)
 	}
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
@@ -43,8 +33,6 @@ func TestScripts(t *testing.T) {
 		},
 	})
 }
-
-var listenRE = regexp.MustCompile(`grpc=(127\.0\.0\.1:\d+)`)
 
 // streamd-start [as=NAME] [FLAG...] runs streamd on an ephemeral port with a
 // data directory in $WORK and sets STREAMD_ADDR (and NAME_ADDR with as=NAME,
@@ -59,41 +47,15 @@ func streamdStart(ts *testscript.TestScript, neg bool, args []string) {
 		name, args = strings.TrimPrefix(args[0], "as="), args[1:]
 		dataDir += "-" + name
 	}
-	cmd := exec.Command(streamdBinary, append([]string{"--data-dir", ts.MkAbs(dataDir), "--listen", "127.0.0.1:0", "--metrics-listen", ""}, args...)...)
-	cmd.Dir = ts.Getenv("WORK") // relative paths in args are the script's
-	stderr, err := cmd.StderrPipe()
+	// Relative paths in args are the script's.
+	d, err := streamdtest.Run(streamdtest.Options{DataDir: ts.MkAbs(dataDir), Args: args, Dir: ts.Getenv("WORK")})
+	if d != nil {
+		ts.Defer(d.Kill)
+	}
 	ts.Check(err)
-	ts.Check(cmd.Start())
-	done := make(chan struct{})
-	ts.Defer(func() {
-		cmd.Process.Kill()
-		<-done
-	})
-	found := make(chan string, 1)
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, stderr)
-		cmd.Wait()
-	}()
-	select {
-	case addr := <-found:
-		ts.Setenv("STREAMD_ADDR", addr)
-		if name != "" {
-			ts.Setenv(name+"_ADDR", addr)
-		}
-	case <-done:
-		ts.Fatalf("streamd exited before listening")
-	case <-time.After(30 * time.Second):
-		ts.Fatalf("streamd did not say where it listens")
+	ts.Setenv("STREAMD_ADDR", d.Addr)
+	if name != "" {
+		ts.Setenv(name+"_ADDR", d.Addr)
 	}
 }
 

@@ -134,11 +134,8 @@ func publishCommand() *cli.Command {
 		Usage:     "append one event to the journal and print its offset and seqNr",
 		ArgsUsage: " ",
 		Description: "The payload is --data, or the contents of --file, or else standard input.\n" +
-			"Events always go to the server's journal; named streams are views of it,\n" +
-			"so --stream is accepted for symmetry with tail and otherwise ignored.",
-		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "stream", Usage: "ignored: events go to the journal, which every stream reads"},
-		}, eventFlags()...),
+			"Events go to the server's journal, which every named stream reads.",
+		Flags:        eventFlags(),
 		OnUsageError: onUsageError,
 		Action: withClient(func(c *cli.Context, cl *client) error {
 			ev, err := eventFromFlags(c, "publish")

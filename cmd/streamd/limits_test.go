@@ -71,7 +71,7 @@ func TestStreamsPerConnection(t *testing.T) {
 		}
 	}
 	wantExhausted(t, "third stream on the connection", open(d.conn), "streams are open on this connection")
-	other, err := grpc.NewClient(d.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	other, err := grpc.NewClient(d.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestStreamsPerConnection(t *testing.T) {
 // handshake timeout.
 func TestHandshakeTimeout(t *testing.T) {
 	d := startDaemon(t, t.TempDir(), "--handshake-timeout", "300ms")
-	c, err := net.Dial("tcp", d.addr)
+	c, err := net.Dial("tcp", d.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,6 +74,7 @@ func newApp() *cli.App {
 			&cli.DurationFlag{Name: "handshake-timeout", Value: 10 * time.Second, EnvVars: []string{"STREAMD_HANDSHAKE_TIMEOUT"}, Usage: "a connection that has not completed its TLS and HTTP/2 handshake by then is closed"},
 			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate)"},
 			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, replications from other regions and entity type modes (see README)"},
+			&cli.StringFlag{Name: "ready-file", EnvVars: []string{"STREAMD_READY_FILE"}, Usage: "once every listener is up, write where streamd serves to `FILE` as JSON, {\"grpc\":\"ADDR\",\"metrics\":\"ADDR\"} (metrics absent when disabled), atomically; removed on exit"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},
 		Action: func(c *cli.Context) error {
@@ -175,6 +176,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		dataDir:       c.String("data-dir"),
 		listen:        c.String("listen"),
 		metricsListen: c.String("metrics-listen"),
+		readyFile:     c.String("ready-file"),
 		shutdownGrace: c.Duration("shutdown-grace"),
 		metrics:       m,
 		tls:           tlsConfig,
@@ -206,6 +208,7 @@ type config struct {
 	dataDir       string
 	listen        string
 	metricsListen string // "" serves no metrics
+	readyFile     string // "" writes none
 	shutdownGrace time.Duration
 	metrics       *metrics.Metrics
 	tls           *tls.Config // nil serves plaintext
@@ -302,6 +305,20 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		}
 	}()
 
+	if cfg.readyFile != "" {
+		r := ready{GRPC: lis.Addr().String()}
+		if hs != nil {
+			r.Metrics = metricsAddr
+		}
+		if err := r.write(cfg.readyFile); err != nil {
+			g.Stop()
+			if hs != nil {
+				hs.Close()
+			}
+			return err
+		}
+		defer os.Remove(cfg.readyFile)
+	}
 	info := p.Journal().Info()
 	log.Info("streamd serving", "grpc", lis.Addr().String(), "metrics", metricsAddr,
 		"tls", tlsMode(cfg.tls), "auth", cfg.tokens != nil, "data_dir", cfg.dataDir, "journal_id", fmt.Sprintf("%x", info.JournalID), "first_offset", info.FirstOffset,

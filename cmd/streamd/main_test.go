@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,90 +21,48 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/streamd/streamd/internal/streamdtest"
+	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
+// binary is the streamd the tests run, built once.
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "streamd-bin")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "streamd")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build streamd: %v\n%s", err, out)
+	var err error
+	if binary, err = streamdtest.Binary(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(streamdtest.M(m).Run())
 }
 
-// daemon is a running streamd process.
+// daemon is a running streamd process with a plaintext connection to it,
+// without credentials.
 type daemon struct {
-	cmd         *exec.Cmd
-	addr        string
-	metricsAddr string
-	conn        *grpc.ClientConn // plaintext, without credentials
-	done        chan error
+	*streamdtest.Daemon
+	conn *grpc.ClientConn
 }
 
-var listenRE = regexp.MustCompile(`grpc=(127\.0\.0\.1:\d+) metrics=(127\.0\.0\.1:\d+)`)
-
+// startDaemon runs streamd on dataDir with gRPC and metrics on ephemeral
+// ports; it is killed when the test ends.
 func startDaemon(t *testing.T, dataDir string, args ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"--data-dir", dataDir, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, args...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
+	d := &daemon{Daemon: streamdtest.Start(t, streamdtest.Options{DataDir: dataDir, Args: args, Metrics: true})}
+	var err error
+	if d.conn, err = grpc.NewClient(d.Addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemon{cmd: cmd, done: make(chan error, 1)}
-	found := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m[1:]:
-				default:
-				}
-			}
-		}
-		d.done <- cmd.Wait()
-	}()
-	select {
-	case m := <-found:
-		d.addr, d.metricsAddr = m[0], m[1]
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("streamd did not say where it listens")
-	}
-	d.conn, err = grpc.NewClient(d.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		d.conn.Close()
-		cmd.Process.Kill()
-	})
+	t.Cleanup(func() { d.conn.Close() })
 	return d
 }
 
+// stop signals streamd and waits for its exit.
 func (d *daemon) stop(t *testing.T, sig syscall.Signal) error {
 	t.Helper()
-	d.cmd.Process.Signal(sig)
-	select {
-	case err := <-d.done:
-		return err
-	case <-time.After(30 * time.Second):
-		t.Fatal("streamd did not exit")
-	}
-	return nil
+	return d.Stop(t, sig, 30*time.Second)
 }
 
 func TestHealthAndReflection(t *testing.T) {
@@ -164,19 +122,11 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 			}
 		})
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testwait.For(t, 20*time.Second, "500 publishes acknowledged", func() bool {
 		mu.Lock()
-		n := len(acked)
-		mu.Unlock()
-		if n >= 500 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d publishes acknowledged", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(acked) >= 500
+	})
 	if err := d.stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
@@ -255,5 +205,55 @@ func TestLimitFlags(t *testing.T) {
 	}
 	if _, err := st.Recv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "3 criteria, limit is 2") {
 		t.Errorf("a filter of 3 criteria with --max-filter-criteria 2: %v, want InvalidArgument naming the limit", err)
+	}
+}
+
+// --ready-file holds where streamd serves once it does, and is removed when
+// it exits; a path streamd cannot write stops it, naming the flag.
+func TestReadyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ready.json")
+	cmd := exec.Command(binary, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--ready-file", path)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var exitErr error
+	exited := make(chan struct{})
+	go func() { exitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	var r map[string]string
+	testwait.For(t, 30*time.Second, "the ready file", func() bool {
+		b, err := os.ReadFile(path)
+		return err == nil && json.Unmarshal(b, &r) == nil
+	})
+	conn, err := grpc.NewClient(r["grpc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health at the ready file's grpc address %q: %v %v", r["grpc"], h, err)
+	}
+	res, err := http.Get("http://" + r["metrics"] + "/metrics")
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics at the ready file's metrics address %q: %v %v", r["metrics"], res, err)
+	}
+	res.Body.Close()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if <-exited; exitErr != nil {
+		t.Fatalf("exit after SIGTERM: %v", exitErr)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("the ready file after streamd exited: %v, want it removed", err)
+	}
+
+	out, err := exec.Command(binary, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--metrics-listen", "",
+		"--ready-file", filepath.Join(t.TempDir(), "no-such-dir", "ready.json")).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 || !strings.Contains(string(out), "--ready-file") {
+		t.Fatalf("a ready file in a missing directory: %v %s, want a non-zero exit naming --ready-file", err, out)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -47,20 +48,15 @@ func TestMetrics(t *testing.T) {
 
 	// The stream is open and has been sent everything.
 	var mfs map[string]*dto.MetricFamily
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mfs = scrape(t, d.metricsAddr)
+	if !testwait.Until(10*time.Second, func() bool {
+		mfs = scrape(t, d.MetricsAddr)
 		// The lag series exists once the stream reported its position, and
 		// is 0 when everything was sent.
-		if value(mfs["streamd_stream_events_sent_total"]) == 6 && value(mfs["streamd_streams_open"]) == 1 &&
-			mfs["streamd_stream_lag_events"] != nil && value(mfs["streamd_stream_lag_events"]) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sent %v events, %v streams open, lag family %v; want 6, 1 and a lag of 0",
-				value(mfs["streamd_stream_events_sent_total"]), value(mfs["streamd_streams_open"]), mfs["streamd_stream_lag_events"])
-		}
-		time.Sleep(20 * time.Millisecond)
+		return value(mfs["streamd_stream_events_sent_total"]) == 6 && value(mfs["streamd_streams_open"]) == 1 &&
+			mfs["streamd_stream_lag_events"] != nil && value(mfs["streamd_stream_lag_events"]) == 0
+	}) {
+		t.Fatalf("sent %v events, %v streams open, lag family %v; want 6, 1 and a lag of 0",
+			value(mfs["streamd_stream_events_sent_total"]), value(mfs["streamd_streams_open"]), mfs["streamd_stream_lag_events"])
 	}
 	for _, name := range []string{
 		"streamd_journal_appends_total", "streamd_journal_events_appended_total",

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
 )
@@ -91,7 +92,7 @@ func TestPrimaryAcrossDaemons(t *testing.T) {
 	}
 	eu := startDaemon(t, t.TempDir(), "--region", "eu", "--config", euCfg)
 	usCfg := filepath.Join(t.TempDir(), "us.yaml")
-	if err := os.WriteFile(usCfg, fmt.Appendf(nil, "replicate:\n  - from: eu\n    addrs: [%q]\n%s", eu.addr, types), 0o600); err != nil {
+	if err := os.WriteFile(usCfg, fmt.Appendf(nil, "replicate:\n  - from: eu\n    addrs: [%q]\n%s", eu.Addr, types), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	us := startDaemon(t, t.TempDir(), "--region", "us", "--config", usCfg)
@@ -101,19 +102,14 @@ func TestPrimaryAcrossDaemons(t *testing.T) {
 	if err != nil || resp.Region != "eu" || fmt.Sprint(resp.Versions) != "[1]" {
 		t.Fatalf("write in us: %v %v; want it forwarded to eu at version 1", resp, err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		got, err := usPrimary.GetPrimary(ctx, &streamdv1.GetPrimaryRequest{EntityType: "order", EntityId: "o1"})
-		if err != nil {
+	var got *streamdv1.GetPrimaryResponse
+	if !testwait.Until(20*time.Second, func() bool {
+		if got, err = usPrimary.GetPrimary(ctx, &streamdv1.GetPrimaryRequest{EntityType: "order", EntityId: "o1"}); err != nil {
 			t.Fatal(err)
 		}
-		if got.Owner == "eu" && got.Version == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("us does not see order/o1 replicated: %v", got)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return got.Owner == "eu" && got.Version == 1
+	}) {
+		t.Fatalf("us does not see order/o1 replicated: %v", got)
 	}
 	_, err = usPrimary.Write(ctx, &streamdv1.WriteRequest{EntityType: "account", EntityId: "a1", Events: []*streamdv1.Event{{EventType: "Opened"}}})
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `configure "us" as a region (a replication source) of "eu"`) {

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -40,26 +43,22 @@ func TestReplicationFromConfig(t *testing.T) {
 	us := startDaemon(t, t.TempDir(), "--region", "us")
 	publishN(t, us, 3)
 	cfg := filepath.Join(t.TempDir(), "eu.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, "replicate:\n  - from: us\n    addrs: [%q]\n", us.addr), 0o600); err != nil {
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "replicate:\n  - from: us\n    addrs: [%q]\n", us.Addr), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	euDir := t.TempDir()
 	eu := startDaemon(t, euDir, "--region", "eu", "--config", cfg)
 	waitMetrics := func(d *daemon, events uint64) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			mfs := scrape(t, d.metricsAddr)
-			if journalInfo(t, d).GetEvents() == events && mfs["streamd_consumer_lag_events"] != nil &&
+		var mfs map[string]*dto.MetricFamily
+		if !testwait.Until(20*time.Second, func() bool {
+			mfs = scrape(t, d.MetricsAddr)
+			return journalInfo(t, d).GetEvents() == events && mfs["streamd_consumer_lag_events"] != nil &&
 				value(mfs["streamd_consumer_lag_events"]) == 0 && value(mfs["streamd_consumer_connected"]) == 1 &&
-				value(mfs["streamd_consumer_running"]) == 1 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("eu holds %d events (want %d); consumer metrics: lag %v connected %v", journalInfo(t, d).GetEvents(), events,
-					mfs["streamd_consumer_lag_events"], mfs["streamd_consumer_connected"])
-			}
-			time.Sleep(20 * time.Millisecond)
+				value(mfs["streamd_consumer_running"]) == 1
+		}) {
+			t.Fatalf("eu holds %d events (want %d); consumer metrics: lag %v connected %v", journalInfo(t, d).GetEvents(), events,
+				mfs["streamd_consumer_lag_events"], mfs["streamd_consumer_connected"])
 		}
 	}
 	waitMetrics(eu, 3)

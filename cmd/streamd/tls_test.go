@@ -70,7 +70,7 @@ func publish(conn *grpc.ClientConn, opts ...grpc.CallOption) error {
 func TestTLS(t *testing.T) {
 	p := newPKI(t)
 	d := startDaemon(t, t.TempDir(), "--tls-cert", p.serverCert, "--tls-key", p.serverKey)
-	if err := publish(p.dialTLS(t, d.addr, false)); err != nil {
+	if err := publish(p.dialTLS(t, d.Addr, false)); err != nil {
 		t.Fatalf("TLS client trusting the CA: %v", err)
 	}
 	if err := publish(d.conn); err == nil {
@@ -81,10 +81,10 @@ func TestTLS(t *testing.T) {
 func TestMutualTLS(t *testing.T) {
 	p := newPKI(t)
 	d := startDaemon(t, t.TempDir(), "--tls-cert", p.serverCert, "--tls-key", p.serverKey, "--tls-client-ca", p.caFile)
-	if err := publish(p.dialTLS(t, d.addr, false)); err == nil {
+	if err := publish(p.dialTLS(t, d.Addr, false)); err == nil {
 		t.Fatal("a client without a certificate published to an mTLS server")
 	}
-	if err := publish(p.dialTLS(t, d.addr, true)); err != nil {
+	if err := publish(p.dialTLS(t, d.Addr, true)); err != nil {
 		t.Fatalf("client with a CA-signed certificate: %v", err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/internal/kubetest"
+	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/offsets"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
@@ -266,10 +267,11 @@ func (h *harness) step() {
 func (h *harness) waitTicks() {
 	h.t.Helper()
 	now := h.clock.Now()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var late []string
+	if !testwait.Until(30*time.Second, func() bool {
 		h.mu.Lock()
-		var late []string
+		defer h.mu.Unlock()
+		late = late[:0]
 		for id, tm := range h.members {
 			tm.mu.Lock()
 			if !tm.lastTick.Equal(now) {
@@ -277,14 +279,9 @@ func (h *harness) waitTicks() {
 			}
 			tm.mu.Unlock()
 		}
-		h.mu.Unlock()
-		if len(late) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("members %v did not step at %s", late, now)
-		}
-		time.Sleep(time.Millisecond)
+		return len(late) == 0
+	}) {
+		h.t.Fatalf("members %v did not step at %s", late, now)
 	}
 }
 

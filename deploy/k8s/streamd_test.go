@@ -1,7 +1,6 @@
 package k8s
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"maps"
@@ -21,24 +20,21 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/streamd/streamd/internal/dialopts"
+	"github.com/streamd/streamd/internal/streamdtest"
 	"github.com/streamd/streamd/internal/testpki"
+	"github.com/streamd/streamd/internal/testwait"
 )
 
+// streamdBinary is the streamd the tests run, built once.
 var streamdBinary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "streamd-k8s")
-	if err != nil {
-		panic(err)
-	}
-	streamdBinary = filepath.Join(dir, "streamd")
-	if out, err := exec.Command("go", "build", "-o", streamdBinary, "github.com/streamd/streamd/cmd/streamd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build streamd: %v\n%s", err, out)
+	var err error
+	if streamdBinary, err = streamdtest.Binary(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(streamdtest.M(m).Run())
 }
 
 // imageEnv is the environment the streamd image sets (deploy/image).
@@ -90,7 +86,7 @@ func TestStreamdRunsAsThePodSays(t *testing.T) {
 						if p.HTTPGet.Port.String() != "metrics" {
 							t.Fatalf("httpGet probe on port %s: only the metrics port serves HTTP", p.HTTPGet.Port.String())
 						}
-						resp, err := http.Get("http://" + d.metricsAddr + p.HTTPGet.Path)
+						resp, err := http.Get("http://" + d.MetricsAddr + p.HTTPGet.Path)
 						if err != nil {
 							t.Fatal(err)
 						}
@@ -99,8 +95,8 @@ func TestStreamdRunsAsThePodSays(t *testing.T) {
 							t.Fatalf("httpGet probe path %s: %s", p.HTTPGet.Path, resp.Status)
 						}
 					}
-					if err := d.stop(); err != nil {
-						t.Fatalf("after SIGTERM: %v\n%s", err, d.log())
+					if err := d.Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+						t.Fatalf("after SIGTERM: %v\n%s", err, d.Log())
 					}
 				})
 			}
@@ -158,13 +154,9 @@ func secretStandIns(t *testing.T, pki testpki.Files) map[string]map[string]strin
 }
 
 type daemon struct {
-	cmd               *exec.Cmd
-	addr, metricsAddr string
-	serving           string // the line streamd logs when it serves
-	conn              *grpc.ClientConn
-	done              chan error
-	lines             chan string
-	output            []string
+	*streamdtest.Daemon
+	serving string // the line streamd logs when it serves
+	conn    *grpc.ClientConn
 }
 
 // streamdEnv returns the STREAMD_* variables streamd reads, from its --help.
@@ -183,8 +175,6 @@ func streamdEnv(t *testing.T) map[string]bool {
 	}
 	return known
 }
-
-var servingRE = regexp.MustCompile(`streamd serving.* grpc=(\S+) metrics=(\S+)`)
 
 // startAsPod starts streamd as container c of w would run, its volumes in a
 // temporary directory. It returns once streamd serves, or streamd's error.
@@ -271,39 +261,25 @@ func startAsPod(t *testing.T, w workload, c corev1.Container, o *objects) (*daem
 		}
 		env = append(env, e.Name+"="+local(e.Value))
 	}
-	cmd := exec.Command(streamdBinary, args...)
-	cmd.Env, cmd.Dir = env, dir
-	stderr, err := cmd.StderrPipe()
+	sd, err := streamdtest.Run(streamdtest.Options{Args: args, Metrics: true, Env: env, Dir: dir})
+	if sd != nil {
+		t.Cleanup(sd.Kill)
+	}
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemon{cmd: cmd, done: make(chan error, 1), lines: make(chan string, 1000)}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			d.lines <- sc.Text()
-		}
-		close(d.lines)
-		d.done <- cmd.Wait()
-	}()
-	t.Cleanup(func() { cmd.Process.Kill() })
-	deadline := time.After(30 * time.Second)
-	for d.addr == "" {
-		select {
-		case line, ok := <-d.lines:
-			if !ok {
-				return nil, fmt.Errorf("streamd %q exited: %v\n%s", args, <-d.done, d.log())
+	d := &daemon{Daemon: sd}
+	// streamd logs the line after it wrote its ready file.
+	if !testwait.Until(10*time.Second, func() bool {
+		for line := range strings.Lines(d.Log()) {
+			if strings.Contains(line, "streamd serving") {
+				d.serving = line
+				return true
 			}
-			d.output = append(d.output, line)
-			if m := servingRE.FindStringSubmatch(line); m != nil {
-				d.addr, d.metricsAddr, d.serving = m[1], m[2], line
-			}
-		case <-deadline:
-			return nil, fmt.Errorf("streamd %q did not say where it serves:\n%s", args, d.log())
 		}
+		return false
+	}) {
+		return nil, fmt.Errorf("streamd %q is ready but did not log that it serves:\n%s", args, d.Log())
 	}
 	creds := dialopts.Client{CAName: "ca", CertName: "cert", KeyName: "key"}
 	if flagValue(c, "tls-cert", "") != "" {
@@ -316,31 +292,12 @@ func startAsPod(t *testing.T, w workload, c corev1.Container, o *objects) (*daem
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.conn, err = grpc.NewClient(d.addr, opts...); err != nil {
+	if d.conn, err = grpc.NewClient(d.Addr, opts...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.conn.Close() })
 	return d, nil
 }
-
-// stop sends SIGTERM and waits for a clean exit.
-func (d *daemon) stop() error {
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case line, ok := <-d.lines:
-			if !ok {
-				return <-d.done
-			}
-			d.output = append(d.output, line)
-		case <-timeout:
-			return fmt.Errorf("streamd did not exit 30s after SIGTERM")
-		}
-	}
-}
-
-func (d *daemon) log() string { return strings.Join(d.output, "\n") }
 
 func isSubset(want, have []string) bool {
 	for _, w := range want {

@@ -12,9 +12,9 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/streamd/streamd/admin"
 	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/filters"
-	"github.com/streamd/streamd/internal/admin"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 

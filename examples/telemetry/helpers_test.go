@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
@@ -69,20 +70,6 @@ func background(t *testing.T, fn func(context.Context) error) (stop func() error
 	return stop
 }
 
-// waitFor polls cond until it holds, failing the test after 20s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
 // lastOffsets are the edges' last offsets now.
 func lastOffsets(sys *system) []uint64 {
 	var out []uint64
@@ -96,7 +83,7 @@ func lastOffsets(sys *system) []uint64 {
 // journal up to the offsets given (in the order of sys.edges).
 func waitCloudAt(t *testing.T, sys *system, offsets []uint64) {
 	t.Helper()
-	waitFor(t, "the cloud to reach the edges' offsets", func() bool {
+	testwait.For(t, 20*time.Second, "the cloud to reach the edges' offsets", func() bool {
 		for i, st := range sys.cloud.consumer.Status() {
 			if st.Offset < offsets[i] {
 				return false
@@ -114,7 +101,7 @@ func waitPublished(t *testing.T, sys *system, ticks int64) []uint64 {
 	for _, e := range sys.edges {
 		from = append(from, e.sim.ticks.Load())
 	}
-	waitFor(t, "the simulators to publish", func() bool {
+	testwait.For(t, 20*time.Second, "the simulators to publish", func() bool {
 		for i, e := range sys.edges {
 			if e.sim.ticks.Load() < from[i]+ticks {
 				return false

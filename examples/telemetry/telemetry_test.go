@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
@@ -33,7 +34,7 @@ func TestSummariesAndDetailAcrossTheLink(t *testing.T) {
 	stopSims := background(t, sys.runSims)
 	stopConsumers := background(t, sys.runConsumers)
 
-	waitFor(t, "3 summaries of every region and category in the cloud", func() bool {
+	testwait.For(t, 20*time.Second, "3 summaries of every region and category in the cloud", func() bool {
 		for _, r := range opts.regions {
 			for _, c := range categories {
 				if last, _ := sys.cloud.prod.Journal().ReadEntity(summaryType, r+"/"+c, 3, 1, nil); len(last) == 0 {
@@ -80,7 +81,7 @@ func TestSummariesAndDetailAcrossTheLink(t *testing.T) {
 	if err := stopSims(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the aggregators to catch up", func() bool {
+	testwait.For(t, 20*time.Second, "the aggregators to catch up", func() bool {
 		for _, e := range sys.edges {
 			if e.aggregator.Status()[0].Offset < e.prod.Journal().LastOffset() {
 				return false
@@ -178,7 +179,7 @@ func TestLinkUnderTwoPercentOfRaw(t *testing.T) {
 	start := sys.read()
 	stopSims := background(t, sys.runSims)
 	stopConsumers := background(t, sys.runConsumers)
-	waitFor(t, "two rounds of summaries in the cloud", func() bool {
+	testwait.For(t, 20*time.Second, "two rounds of summaries in the cloud", func() bool {
 		return sys.meter.stats().Summary.Events >= int64(2*len(opts.regions)*len(categories))
 	})
 	end := sys.read()
@@ -246,7 +247,7 @@ func TestAggregatorExactlyOnceAcrossRestarts(t *testing.T) {
 		}
 		written := e.agg.written.Load()
 		stop := background(t, c.Run)
-		waitFor(t, "two more summaries", func() bool { return e.agg.written.Load() >= written+2 })
+		testwait.For(t, 20*time.Second, "two more summaries", func() bool { return e.agg.written.Load() >= written+2 })
 		if err := stop(); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
@@ -259,7 +260,7 @@ func TestAggregatorExactlyOnceAcrossRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := background(t, c.Run)
-	waitFor(t, "the aggregator to catch up", func() bool {
+	testwait.For(t, 20*time.Second, "the aggregator to catch up", func() bool {
 		return c.Status()[0].Offset >= e.prod.Journal().LastOffset()
 	})
 	if err := stop(); err != nil {

@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/streamd/streamd/consumer"
+	"github.com/streamd/streamd/internal/streamdtest"
+	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/offsets"
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -38,7 +40,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childAddrEnv) != "" {
 		os.Exit(runChildConsumer())
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(streamdtest.M(m))
 }
 
 // server is a producer served over TCP on 127.0.0.1.
@@ -56,14 +58,8 @@ func serve(t *testing.T, dir, addr string) *server {
 		t.Fatal(err)
 	}
 	var lis net.Listener
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if lis, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond) // the previous server's port is being released
-	}
-	if err != nil {
+	// The previous server's port may still be being released.
+	if !testwait.Until(10*time.Second, func() bool { lis, err = net.Listen("tcp", addr); return err == nil }) {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer()
@@ -316,11 +312,11 @@ func TestProducerRestartMidStream(t *testing.T) {
 	runDone := make(chan error, 1)
 	go func() { runDone <- c.Run(ctx) }()
 	publish(t, srv.p, 500, 10, "first")
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) >= 200 })
+	testwait.For(t, 30*time.Second, "200 events seen", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) >= 200 })
 	srv.stop()
 	srv = serve(t, dir, addr)
 	publish(t, srv.p, 500, 10, "second")
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 1000 })
+	testwait.For(t, 30*time.Second, "all 1000 events seen", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 1000 })
 	cancel()
 	if err := <-runDone; err != nil {
 		t.Fatal(err)
@@ -359,7 +355,7 @@ func TestResplitOneToFour(t *testing.T) {
 	one := newConsumer(offsets.SliceRange{First: 0, Last: 1023})
 	done := make(chan error, 1)
 	go func() { done <- one.Run(ctx) }()
-	waitFor(t, func() bool { return applied() >= 400 })
+	testwait.For(t, 30*time.Second, "400 events applied", func() bool { return applied() >= 400 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -376,22 +372,11 @@ func TestResplitOneToFour(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, func() bool { return applied() >= 2000 })
+	testwait.For(t, 30*time.Second, "2000 events applied", func() bool { return applied() >= 2000 })
 	cancel()
 	wg.Wait()
 	a, dups, gaps := counters(t, store)
 	if a != 2000 || dups != 0 || gaps != 0 {
 		t.Fatalf("applied %d of 2000, %d duplicates, %d gaps", a, dups, gaps)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

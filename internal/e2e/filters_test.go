@@ -23,6 +23,7 @@ import (
 
 	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
 	"github.com/streamd/streamd/producer"
@@ -100,8 +101,8 @@ func TestFilterExpiryAtProducer(t *testing.T) {
 	published := 0
 	settle := func(phase string, wantSports, wantSummaries int) {
 		t.Helper()
-		waitFor(t, func() bool { return rec.count("summary") == wantSummaries })
-		waitFor(t, func() bool { ev, filtered := obs.totals(); return ev+filtered == published })
+		testwait.For(t, 30*time.Second, "the summaries delivered", func() bool { return rec.count("summary") == wantSummaries })
+		testwait.For(t, 30*time.Second, "every published event sent or filtered", func() bool { ev, filtered := obs.totals(); return ev+filtered == published })
 		ev, filtered := obs.totals()
 		if ev != wantSports+wantSummaries || filtered != published-ev {
 			t.Fatalf("%s: the producer sent %d events and filtered %d, want %d sent (%d sports + %d summaries)",
@@ -214,7 +215,7 @@ func TestFiltersSurviveRestarts(t *testing.T) {
 	}
 	check := func(round string, want []string) {
 		t.Helper()
-		waitFor(t, func() bool { return rec.delivered(want[len(want)-1]) })
+		testwait.For(t, 30*time.Second, "the round's last event delivered", func() bool { return rec.delivered(want[len(want)-1]) })
 		if got := rec.withPrefix(round + "-"); !slices.Equal(got, want) {
 			t.Fatalf("%s: delivered %v, want exactly %v", round, got, want)
 		}
@@ -224,7 +225,7 @@ func TestFiltersSurviveRestarts(t *testing.T) {
 	stop := runConsumer(t, c)
 	// No filter yet: everything arrives.
 	mix("unfiltered")
-	waitFor(t, func() bool { return len(rec.withPrefix("unfiltered-")) == 12 })
+	testwait.For(t, 30*time.Second, "12 unfiltered events delivered", func() bool { return len(rec.withPrefix("unfiltered-")) == 12 })
 
 	filter := []*streamdv1.FilterCriterion{
 		mustParse(t, "include type=order", time.Now()), mustParse(t, "exclude tag=test", time.Now()),
@@ -293,7 +294,7 @@ func TestReplayOnIncludeEachEventOnce(t *testing.T) {
 		// last bike is applied the position is past car-7's events.
 		bikes := publishCars(t, srv.p, "car-7", 1, 600)
 		bikes += publishCars(t, srv.p, "car-8", 1, 30)
-		waitFor(t, func() bool { a, _, _ := counters(t, store); return a == uint64(bikes) })
+		testwait.For(t, 30*time.Second, "every bike applied", func() bool { a, _, _ := counters(t, store); return a == uint64(bikes) })
 		if got := lastApplied(t, store, "car", "car-7"); got != 0 {
 			t.Fatalf("car-7 applied up to %d before it was included", got)
 		}
@@ -314,7 +315,7 @@ func TestReplayOnIncludeEachEventOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitForEntity(t, store, "car-7", 900)
-		waitFor(t, func() bool { a, _, _ := counters(t, store); return a >= uint64(bikes+900) })
+		testwait.For(t, 30*time.Second, "the bikes and 900 events of car-7 applied", func() bool { a, _, _ := counters(t, store); return a >= uint64(bikes+900) })
 		applied, dups, gaps := counters(t, store)
 		if applied != uint64(bikes+900) || dups != 0 || gaps != 0 {
 			t.Fatalf("applied %d (want %d bikes + 900 of car-7), %d duplicates, %d gaps", applied, bikes, dups, gaps)
@@ -332,14 +333,14 @@ func TestReplayOnIncludeEachEventOnce(t *testing.T) {
 		runConsumer(t, c)
 
 		bikes := publishCars(t, srv.p, "car-9", 1, 150)
-		waitFor(t, func() bool { return lastApplied(t, store, "car", "car-9") == 150 })
+		testwait.For(t, 30*time.Second, "car-9 applied up to seqNr 150", func() bool { return lastApplied(t, store, "car", "car-9") == 150 })
 
 		remove := mustParse(t, "include entity=car-9", time.Now())
 		if err := c.UpdateFilter(context.Background(), nil, []*streamdv1.FilterCriterion{remove}); err != nil {
 			t.Fatal(err)
 		}
 		bikes += publishCars(t, srv.p, "car-9", 151, 250)
-		waitFor(t, func() bool { a, _, _ := counters(t, store); return a == uint64(bikes+150) })
+		testwait.For(t, 30*time.Second, "the bikes and 150 events of car-9 applied", func() bool { a, _, _ := counters(t, store); return a == uint64(bikes+150) })
 		if got := lastApplied(t, store, "car", "car-9"); got != 150 {
 			t.Fatalf("car-9 applied up to %d while excluded, want 150", got)
 		}
@@ -361,7 +362,7 @@ func TestReplayOnIncludeEachEventOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitForEntity(t, store, "car-9", 600)
-		waitFor(t, func() bool { a, _, _ := counters(t, store); return a >= uint64(bikes+600) })
+		testwait.For(t, 30*time.Second, "the bikes and 600 events of car-9 applied", func() bool { a, _, _ := counters(t, store); return a >= uint64(bikes+600) })
 		applied, dups, gaps := counters(t, store)
 		if applied != uint64(bikes+600) || dups != 0 || gaps != 0 {
 			t.Fatalf("applied %d (want %d bikes + 600 of car-9), %d duplicates, %d gaps", applied, bikes, dups, gaps)
@@ -549,7 +550,7 @@ func publishCars(t *testing.T, p *producer.Producer, id string, from, n int) (bi
 // once if the exactly-once handler counted a duplicate or a gap on the way.
 func waitForEntity(t *testing.T, store *offsets.Store, id string, last uint64) {
 	t.Helper()
-	waitFor(t, func() bool {
+	testwait.For(t, 30*time.Second, "car/"+id+" applied up to its last seqNr", func() bool {
 		_, dups, gaps := counters(t, store)
 		return dups > 0 || gaps > 0 || lastApplied(t, store, "car", id) == last
 	})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/streamd/streamd/consumer"
+	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -24,17 +25,17 @@ func TestReplayWhileDisconnected(t *testing.T) {
 	c := newExactlyOnce(t, addr, store, "include type=bike")
 	runConsumer(t, c)
 	bikes := publishCars(t, srv.p, "car-7", 1, 50)
-	waitFor(t, func() bool { a, _, _ := counters(t, store); return a == uint64(bikes) })
+	testwait.For(t, 30*time.Second, "every bike applied", func() bool { a, _, _ := counters(t, store); return a == uint64(bikes) })
 	srv.stop()
-	waitFor(t, func() bool { return !c.Status()[0].Connected })
+	testwait.For(t, 30*time.Second, "the consumer disconnected", func() bool { return !c.Status()[0].Connected })
 	inc := mustParse(t, "include entity=car-7 replay=1", time.Now())
 	if err := c.UpdateFilter(context.Background(), []*streamdv1.FilterCriterion{inc}, nil); err != nil {
 		t.Fatal(err) // returns nil: "stored, sent in the next Init"
 	}
 	srv = serve(t, dir, addr)
 	bikes += publishCars(t, srv.p, "car-7", 51, 5)
-	waitFor(t, func() bool { a, _, _ := counters(t, store); return a >= uint64(bikes) })
-	waitFor(t, func() bool { return lastApplied(t, store, "car", "car-7") == 55 })
+	testwait.For(t, 30*time.Second, "every bike applied after the restart", func() bool { a, _, _ := counters(t, store); return a >= uint64(bikes) })
+	testwait.For(t, 30*time.Second, "car-7 replayed up to seqNr 55", func() bool { return lastApplied(t, store, "car", "car-7") == 55 })
 	if a, d, g := counters(t, store); a != uint64(bikes+55) || d != 0 || g != 0 {
 		t.Fatalf("applied %d, want %d bikes + 55 of car-7; %d duplicates, %d gaps", a, bikes, d, g)
 	}
@@ -52,7 +53,7 @@ func TestReplayInterruptedByRestart(t *testing.T) {
 	c := newExactlyOnce(t, addr, store, "include type=bike")
 	runConsumer(t, c)
 	bikes := publishCars(t, srv.p, "car-7", 1, 3000)
-	waitFor(t, func() bool { a, _, _ := counters(t, store); return a == uint64(bikes) })
+	testwait.For(t, 30*time.Second, "every bike applied", func() bool { a, _, _ := counters(t, store); return a == uint64(bikes) })
 	inc := mustParse(t, "include entity=car-7 replay=1", time.Now())
 	if err := c.UpdateFilter(context.Background(), []*streamdv1.FilterCriterion{inc}, nil); err != nil {
 		t.Fatal(err)
@@ -61,8 +62,8 @@ func TestReplayInterruptedByRestart(t *testing.T) {
 	t.Logf("car-7 applied up to %d when the producer stopped", lastApplied(t, store, "car", "car-7"))
 	srv = serve(t, dir, addr)
 	bikes += publishCars(t, srv.p, "car-7", 3001, 5)
-	waitFor(t, func() bool { return lastApplied(t, store, "car", "car-7") == 3005 })
-	waitFor(t, func() bool { a, _, _ := counters(t, store); return a >= uint64(bikes) })
+	testwait.For(t, 30*time.Second, "car-7 replayed up to seqNr 3005", func() bool { return lastApplied(t, store, "car", "car-7") == 3005 })
+	testwait.For(t, 30*time.Second, "every bike applied", func() bool { a, _, _ := counters(t, store); return a >= uint64(bikes) })
 	if a, d, g := counters(t, store); a != uint64(bikes+3005) || d != 0 || g != 0 {
 		t.Fatalf("applied %d, want %d bikes + 3005 of car-7; %d duplicates, %d gaps", a, bikes, d, g)
 	}
@@ -96,7 +97,7 @@ func TestReplayIgnoresExclude(t *testing.T) {
 			EventType: "Moved", Payload: []byte("bike-" + payload)}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, func() bool { return rec.delivered("bike-" + payload) })
+		testwait.For(t, 30*time.Second, "bike-"+payload+" delivered", func() bool { return rec.delivered("bike-" + payload) })
 	}
 	car7("history")
 	inc := mustParse(t, "include entity=car-7 replay=1", time.Now())
@@ -104,7 +105,7 @@ func TestReplayIgnoresExclude(t *testing.T) {
 		t.Fatal(err)
 	}
 	car7("live")
-	waitFor(t, func() bool { return rec.times("history") >= 5 })
+	testwait.For(t, 30*time.Second, "the 5 history events of car-7 replayed", func() bool { return rec.times("history") >= 5 })
 	if n := rec.count("Debug"); n != 0 {
 		t.Fatalf("%d events excluded by exclude event=Debug delivered (history %d of 10, live %d of 10)",
 			n, rec.times("history"), rec.times("live"))

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -11,9 +10,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/streamd/streamd/internal/streamdtest"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -92,7 +90,7 @@ func TestStalledConsumerNotBuffered(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	dial := func() *grpc.ClientConn { // one connection per client, as separate processes would have
-		conn, err := grpc.NewClient(d.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(d.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,7 +151,7 @@ func TestStalledConsumerNotBuffered(t *testing.T) {
 		}
 	}
 	sample := func() int64 {
-		rss, err := procRSS(d.cmd.Process.Pid)
+		rss, err := procRSS(d.PID())
 		if err != nil {
 			t.Errorf("read RSS: %v", err)
 			return 0
@@ -244,7 +242,7 @@ func TestStalledConsumerNotBuffered(t *testing.T) {
 	sample()
 	close(stopSampling)
 	sampling.Wait()
-	endRSS, err := procRSS(d.cmd.Process.Pid)
+	endRSS, err := procRSS(d.PID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +276,7 @@ func TestStalledConsumerNotBuffered(t *testing.T) {
 	t.Logf("streamd RSS: start %.1f MiB, baseline at %d events %.1f MiB, peak %.1f MiB, growth %.1f MiB; at end RssAnon %.1f MiB RssFile %.1f MiB",
 		float64(startRSS)/mib, n/10, float64(baselineRSS)/mib, float64(peak.Load())/mib, float64(growth)/mib,
 		float64(endRSS.rssAnon)/mib, float64(endRSS.rssFile)/mib)
-	disk, err := diskUsage(d.dataDir)
+	disk, err := diskUsage(d.DataDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,8 +307,8 @@ func TestStalledConsumerNotBuffered(t *testing.T) {
 
 	// The stalled stream must not hold up shutdown.
 	stopping := time.Now()
-	if err := d.stop(syscall.SIGTERM, 30*time.Second); err != nil {
-		t.Fatalf("streamd after SIGTERM with a stalled stream open: %v\nstderr tail:\n%s", err, d.tail())
+	if err := d.Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Fatalf("streamd after SIGTERM with a stalled stream open: %v\nstderr tail:\n%s", err, d.Log())
 	}
 	t.Logf("streamd exited 0 %v after SIGTERM", time.Since(stopping).Round(time.Millisecond))
 }
@@ -370,84 +368,13 @@ func diskUsage(dir string) (int64, error) {
 }
 
 // streamdProc is a streamd daemon run as a child process.
-type streamdProc struct {
-	cmd         *exec.Cmd
-	addr        string
-	metricsAddr string
-	dataDir     string
-	exited      chan struct{} // closed once the process has exited
-	err         error         // of Wait, set before exited is closed
+type streamdProc struct{ *streamdtest.Daemon }
 
-	mu    sync.Mutex
-	lines []string // last lines of stderr
-}
-
-var listenAddrsRE = regexp.MustCompile(`grpc=(127\.0\.0\.1:\d+) metrics=(127\.0\.0\.1:\d+)`)
-
-// startStreamd builds streamd and runs it with gRPC and metrics on ephemeral
-// ports and a fresh data directory; it is killed at cleanup if still running.
+// startStreamd runs streamd with gRPC and metrics on ephemeral ports and a
+// fresh data directory; it is killed at cleanup if still running.
 func startStreamd(t *testing.T, args ...string) *streamdProc {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "streamd")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/streamd/streamd/cmd/streamd").CombinedOutput(); err != nil {
-		t.Fatalf("build streamd: %v\n%s", err, out)
-	}
-	dataDir := t.TempDir()
-	cmd := exec.Command(bin, append([]string{"--data-dir", dataDir, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, args...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &streamdProc{cmd: cmd, dataDir: dataDir, exited: make(chan struct{})}
-	found := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			d.mu.Lock()
-			if d.lines = append(d.lines, line); len(d.lines) > 50 {
-				d.lines = d.lines[1:]
-			}
-			d.mu.Unlock()
-			if m := listenAddrsRE.FindStringSubmatch(line); m != nil {
-				select {
-				case found <- m[1:]:
-				default:
-				}
-			}
-		}
-		d.err = cmd.Wait()
-		close(d.exited)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill() // fails harmlessly if it has exited
-		<-d.exited
-	})
-	select {
-	case m := <-found:
-		d.addr, d.metricsAddr = m[0], m[1]
-	case <-d.exited:
-		t.Fatalf("streamd exited before serving: %v\n%s", d.err, d.tail())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("streamd did not say where it listens\n%s", d.tail())
-	}
-	return d
-}
-
-// stop signals streamd and waits up to timeout for it to exit.
-func (d *streamdProc) stop(sig syscall.Signal, timeout time.Duration) error {
-	if err := d.cmd.Process.Signal(sig); err != nil {
-		return err
-	}
-	select {
-	case <-d.exited:
-		return d.err
-	case <-time.After(timeout):
-		return fmt.Errorf("did not exit within %v of %v", timeout, sig)
-	}
+	return &streamdProc{streamdtest.Start(t, streamdtest.Options{DataDir: t.TempDir(), Args: args, Metrics: true})}
 }
 
 // sentBytes scrapes streamd_stream_bytes_sent_total for a consumer of the
@@ -460,7 +387,7 @@ func (d *streamdProc) sentBytes(consumer string) (int64, error) {
 // label (0 when there is none).
 func (d *streamdProc) metric(name, label string) (int64, error) {
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	res, err := hc.Get("http://" + d.metricsAddr + "/metrics")
+	res, err := hc.Get("http://" + d.MetricsAddr + "/metrics")
 	if err != nil {
 		return 0, err
 	}
@@ -477,10 +404,4 @@ func (d *streamdProc) metric(name, label string) (int64, error) {
 		}
 	}
 	return 0, nil // e.g. nothing sent to the consumer yet
-}
-
-func (d *streamdProc) tail() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return strings.Join(d.lines, "\n")
 }

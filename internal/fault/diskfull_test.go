@@ -186,18 +186,18 @@ func testDiskFull(t *testing.T, mnt string) {
 	dataDir := filepath.Join(mnt, "journal")
 	// The reserve must fit the 64 MiB filesystem (the default keeps 208 MiB).
 	d := startDaemon(t, dataDir, "--min-free-bytes", "16777216")
-	acked := publishN(t, d.addr, "before", 200, 10)
-	live := subscribe(t, d.addr)
+	acked := publishN(t, d.Addr, "before", 200, 10)
+	live := subscribe(t, d.Addr)
 	live.check(t, "a stream opened before the disk filled", acked)
 
 	filler := filepath.Join(mnt, "filler")
 	t.Logf("filled the disk with %d MiB", fill(t, filler)>>20)
 
 	// Publish until refused; everything acknowledged on the way counts.
-	conn := dial(t, d.addr)
+	conn := dial(t, d.Addr)
 	client := streamdv1.NewEventStreamServiceClient(conn)
 	var refusal error
-	for i := 0; refusal == nil && i < 100_000 && !d.exited(); i++ {
+	for i := 0; refusal == nil && i < 100_000 && !d.Exited(); i++ {
 		id := fmt.Sprintf("full-%d", i)
 		e := &streamdv1.Event{EntityType: "acct", EntityId: fmt.Sprintf("e%d", i%10), EventType: "Deposited", Payload: payload(id, 16<<10)}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -209,10 +209,10 @@ func testDiskFull(t *testing.T, mnt string) {
 		}
 		acked = append(acked, Event{EntityType: e.EntityType, EntityID: e.EntityId, SeqNr: res.Appended[0].SeqNr, Offset: res.Appended[0].Offset, ID: id})
 	}
-	if d.exited() || status.Code(refusal) == codes.Unavailable {
-		d.wait(t, 10*time.Second)
+	if d.Exited() || status.Code(refusal) == codes.Unavailable {
+		d.Wait(t, 10*time.Second)
 		t.Errorf("streamd died when the disk filled (%v) instead of refusing publishes with ResourceExhausted; "+
-			"last publish error: %v; its crash report begins:\n%s", d.err, refusal, d.stderr.crashReport())
+			"last publish error: %v; its crash report begins:\n%s", d.Err(), refusal, d.CrashReport())
 		diskFullAfterCrash(t, dataDir, filler, acked)
 		return
 	}
@@ -227,13 +227,13 @@ func testDiskFull(t *testing.T, mnt string) {
 			t.Fatal("a publish to a full disk was acknowledged after one was refused")
 		}
 	}
-	if d.exited() {
-		t.Fatalf("streamd exited on the full disk: %v; its stderr:\n%s", d.err, tail(d.stderr.String(), 40))
+	if d.Exited() {
+		t.Fatalf("streamd exited on the full disk: %v; its stderr:\n%s", d.Err(), tail(d.Log(), 40))
 	}
-	info := journalInfo(t, d.addr)
+	info := journalInfo(t, d.Addr)
 	t.Logf("journal while full: offsets %d-%d", info.FirstOffset, info.LastOffset)
 	live.check(t, "the open stream while the disk is full", acked)
-	subscribe(t, d.addr).check(t, "a stream opened while the disk is full", acked)
+	subscribe(t, d.Addr).check(t, "a stream opened while the disk is full", acked)
 
 	// Space freed: publishes are accepted again.
 	if err := os.Remove(filler); err != nil {
@@ -261,7 +261,7 @@ func testDiskFull(t *testing.T, mnt string) {
 		}
 	}
 	live.check(t, "the open stream after space was freed", acked)
-	if err := d.signal(t, syscall.SIGTERM); err != nil {
+	if err := d.Stop(t, syscall.SIGTERM, time.Minute); err != nil {
 		t.Fatalf("streamd after SIGTERM: %v", err)
 	}
 	r := Check(History{Acked: acked, Journal: readJournal(t, dataDir)})
@@ -278,30 +278,30 @@ func diskFullAfterCrash(t *testing.T, dataDir, filler string, acked []Event) {
 	if d, err := tryStartDaemon(t, dataDir); err != nil {
 		t.Logf("restarted on the still full disk: %v", err)
 	} else {
-		subscribe(t, d.addr).check(t, "restarted on the still full disk", acked)
+		subscribe(t, d.Addr).check(t, "restarted on the still full disk", acked)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := streamdv1.NewEventStreamServiceClient(dial(t, d.addr)).Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{
+		_, err := streamdv1.NewEventStreamServiceClient(dial(t, d.Addr)).Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{
 			{EntityType: "acct", EntityId: "e0", Payload: payload("still-full", 16<<10)}}})
 		cancel()
 		if err == nil {
 			t.Fatal("a publish to the still full disk was acknowledged")
 		}
-		if d.exited() || status.Code(err) == codes.Unavailable {
-			d.wait(t, 10*time.Second)
+		if d.Exited() || status.Code(err) == codes.Unavailable {
+			d.Wait(t, 10*time.Second)
 			t.Logf("restarted on the still full disk: streamd starts and serves all %d acknowledged events; the next publish crashes it again (%v): %s",
-				len(acked), d.err, firstLines(d.stderr.crashReport(), 3))
+				len(acked), d.Err(), firstLines(d.CrashReport(), 3))
 		} else {
 			t.Logf("restarted on the still full disk: streamd serves all %d acknowledged events and refuses a publish: %v", len(acked), err)
-			d.signal(t, syscall.SIGKILL)
+			d.Stop(t, syscall.SIGKILL, time.Minute)
 		}
 	}
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
 	d := startDaemon(t, dataDir)
-	acked = append(acked, publishN(t, d.addr, "freed", 10, 10)...)
-	subscribe(t, d.addr).check(t, "restarted with space freed", acked)
-	if err := d.signal(t, syscall.SIGTERM); err != nil {
+	acked = append(acked, publishN(t, d.Addr, "freed", 10, 10)...)
+	subscribe(t, d.Addr).check(t, "restarted with space freed", acked)
+	if err := d.Stop(t, syscall.SIGTERM, time.Minute); err != nil {
 		t.Fatalf("streamd after SIGTERM: %v", err)
 	}
 	r := Check(History{Acked: acked, Journal: readJournal(t, dataDir)})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/streamd/streamd/internal/netproxy"
+	"github.com/streamd/streamd/internal/streamdtest"
 )
 
 // cluster is one streamd, publishers and an exactly-once and an
@@ -18,7 +19,7 @@ import (
 type cluster struct {
 	t                         *testing.T
 	dataDir                   string
-	d                         *daemon
+	d                         *streamdtest.Daemon
 	pubLink, eoLink, aloLink  *netproxy.Proxy
 	pubs                      *publishers
 	eo, alo                   *consumerProc
@@ -30,7 +31,7 @@ func newCluster(t *testing.T, po publishOptions) *cluster {
 	c := &cluster{t: t, dataDir: t.TempDir()}
 	c.d = startDaemon(t, c.dataDir)
 	c.daemonStarts++
-	c.pubLink, c.eoLink, c.aloLink = startProxy(t, c.d.addr), startProxy(t, c.d.addr), startProxy(t, c.d.addr)
+	c.pubLink, c.eoLink, c.aloLink = startProxy(t, c.d.Addr), startProxy(t, c.d.Addr), startProxy(t, c.d.Addr)
 	c.eo, c.alo = newConsumer(t, "eo", c.eoLink.Addr()), newConsumer(t, "alo", c.aloLink.Addr())
 	c.eo.start()
 	c.alo.start()
@@ -43,14 +44,14 @@ func (c *cluster) links() []*netproxy.Proxy { return []*netproxy.Proxy{c.pubLink
 
 func (c *cluster) consumers() []*consumerProc { return []*consumerProc{c.eo, c.alo} }
 
-// restartDaemon starts streamd again on the same data directory and points
-// the links at it.
+// restartDaemon starts the stopped streamd again on the same data directory
+// and points the links at it.
 func (c *cluster) restartDaemon() {
 	c.t.Helper()
-	c.d = startDaemon(c.t, c.dataDir)
+	c.d = c.d.Restart(c.t)
 	c.daemonStarts++
 	for _, l := range c.links() {
-		l.SetTarget(c.d.addr)
+		l.SetTarget(c.d.Addr)
 	}
 }
 
@@ -75,7 +76,7 @@ func (c *cluster) measure(r *recovery, heal time.Time) {
 	ev, ackAt, ok := c.pubs.firstAckSentAfter(heal, recoveryTimeout)
 	if !ok {
 		c.t.Fatalf("%s: no publish acknowledged within %v after the fault was healed; errors %v; streamd stderr:\n%s",
-			r.fault, recoveryTimeout, c.pubs.errors(), c.d.stderr.String())
+			r.fault, recoveryTimeout, c.pubs.errors(), c.d.Log())
 	}
 	r.pub = ackAt.Sub(heal)
 	for _, cons := range c.consumers() {
@@ -112,7 +113,7 @@ var faults = []fault{
 	{"kill -9 streamd", func(c *cluster, rng *rand.Rand) recovery {
 		r := recovery{fault: "kill -9 streamd"}
 		down := time.Now()
-		c.d.signal(c.t, syscall.SIGKILL)
+		c.d.Stop(c.t, syscall.SIGKILL, time.Minute)
 		c.daemonKills++
 		heal := time.Now()
 		r.held = heal.Sub(down)
@@ -123,9 +124,9 @@ var faults = []fault{
 	{"SIGTERM streamd", func(c *cluster, rng *rand.Rand) recovery {
 		r := recovery{fault: "SIGTERM streamd"}
 		down := time.Now()
-		err := c.d.signal(c.t, syscall.SIGTERM)
-		if code := c.d.exitCode(); code != 0 {
-			c.t.Errorf("streamd exited with %v (code %d) after SIGTERM under load, want 0; its stderr:\n%s", err, code, c.d.stderr.String())
+		err := c.d.Stop(c.t, syscall.SIGTERM, time.Minute)
+		if code := c.d.ExitCode(); code != 0 {
+			c.t.Errorf("streamd exited with %v (code %d) after SIGTERM under load, want 0; its stderr:\n%s", err, code, c.d.Log())
 		}
 		heal := time.Now()
 		r.held = heal.Sub(down)
@@ -276,19 +277,19 @@ func (c *cluster) finish() *Report {
 	c.pubs.stop()
 	// A publish the client gave up on may still be committed by streamd; a
 	// graceful restart waits for those, so the last offset is final after.
-	if err := c.d.signal(c.t, syscall.SIGTERM); err != nil {
-		c.t.Errorf("streamd after SIGTERM: %v; its stderr:\n%s", err, c.d.stderr.String())
+	if err := c.d.Stop(c.t, syscall.SIGTERM, time.Minute); err != nil {
+		c.t.Errorf("streamd after SIGTERM: %v; its stderr:\n%s", err, c.d.Log())
 	}
 	c.restartDaemon()
-	last := journalInfo(c.t, c.d.addr).LastOffset
+	last := journalInfo(c.t, c.d.Addr).LastOffset
 	for _, cons := range c.consumers() {
 		if _, ok := cons.waitOffset(last, recoveryTimeout); !ok {
 			c.t.Fatalf("%s did not catch up with offset %d (at %d); its stderr:\n%s", cons.name(), last, cons.offset.get(), cons.proc.stderr.String())
 		}
 		cons.stop()
 	}
-	if err := c.d.signal(c.t, syscall.SIGTERM); err != nil {
-		c.t.Errorf("streamd after SIGTERM: %v; its stderr:\n%s", err, c.d.stderr.String())
+	if err := c.d.Stop(c.t, syscall.SIGTERM, time.Minute); err != nil {
+		c.t.Errorf("streamd after SIGTERM: %v; its stderr:\n%s", err, c.d.Log())
 	}
 	acked, sent := c.pubs.history()
 	return Check(History{

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/streamd/streamd/internal/netproxy"
+	"github.com/streamd/streamd/internal/streamdtest"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -40,56 +40,32 @@ var (
 
 func longRun() bool { return *long || os.Getenv("STREAMD_FAULT_LONG") == "1" }
 
-// streamdBin is the streamd binary TestMain builds once.
-var streamdBin string
-
 func TestMain(m *testing.M) {
 	if os.Getenv(childKindEnv) != "" {
 		os.Exit(runChild())
 	}
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "streamd-fault-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	streamdBin = filepath.Join(dir, "streamd")
-	if !testing.Short() { // -short runs only the checker's tests
-		if out, err := exec.Command("go", "build", "-o", streamdBin, "github.com/streamd/streamd/cmd/streamd").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build streamd: %v\n%s", err, out)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
+	code := streamdtest.M(m).Run()
 	// goleak.Find rather than VerifyTestMain, which exits before the
 	// binary's directory could be removed.
 	if err := goleak.Find(); code == 0 && err != nil {
 		fmt.Fprintln(os.Stderr, "goleak:", err)
 		code = 1
 	}
-	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// lines keeps the last lines a process wrote, for failure messages, and
-// the beginning of a Go crash report (which the goroutine dump after it
-// would push out).
+// lines keeps the last lines a process wrote, for failure messages.
 type lines struct {
-	mu    sync.Mutex
-	all   []string
-	crash []string
+	mu  sync.Mutex
+	all []string
 }
 
-const keptLines, keptCrashLines = 400, 40
+const keptLines = 400
 
 func (l *lines) add(s string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.crash) == 0 && (strings.HasPrefix(s, "fatal error") || strings.HasPrefix(s, "panic:") || strings.HasPrefix(s, "unexpected fault address")) ||
-		len(l.crash) > 0 && len(l.crash) < keptCrashLines {
-		l.crash = append(l.crash, s)
-	}
 	if len(l.all) == keptLines {
 		l.all = append(l.all[:0], l.all[keptLines/2:]...)
 	}
@@ -100,13 +76,6 @@ func (l *lines) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Join(l.all, "\n")
-}
-
-// crashReport is the beginning of the process's Go crash report, if any.
-func (l *lines) crashReport() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.crash, "\n")
 }
 
 // process is a child process whose exit is awaited in the background.
@@ -211,54 +180,22 @@ func start(t *testing.T, name string, cmd *exec.Cmd, onStdout, onStderr func(str
 	return p
 }
 
-// daemon is a running streamd.
-type daemon struct {
-	*process
-	addr string
-}
-
-var listenRE = regexp.MustCompile(`streamd serving.* grpc=(127\.0\.0\.1:\d+)`)
-
 // startDaemon starts streamd on dataDir, listening on an ephemeral port,
-// and waits until it says where.
-func startDaemon(t *testing.T, dataDir string, args ...string) *daemon {
+// and waits until it is ready.
+func startDaemon(t *testing.T, dataDir string, args ...string) *streamdtest.Daemon {
 	t.Helper()
-	d, err := tryStartDaemon(t, dataDir, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return streamdtest.Start(t, streamdtest.Options{DataDir: dataDir, Args: args})
 }
 
 // tryStartDaemon is startDaemon that returns an error when streamd does not
 // come up.
-func tryStartDaemon(t *testing.T, dataDir string, args ...string) (*daemon, error) {
+func tryStartDaemon(t *testing.T, dataDir string, args ...string) (*streamdtest.Daemon, error) {
 	t.Helper()
-	cmd := exec.Command(streamdBin, append([]string{"--data-dir", dataDir, "--listen", "127.0.0.1:0", "--metrics-listen", ""}, args...)...)
-	cmd.Stdout = io.Discard
-	addr := make(chan string, 1)
-	d := &daemon{}
-	d.process = start(t, "streamd", cmd, nil, func(line string) {
-		if m := listenRE.FindStringSubmatch(line); m != nil {
-			select {
-			case addr <- m[1]:
-			default:
-			}
-		}
-	})
-	select {
-	case d.addr = <-addr:
-		return d, nil
-	case <-d.done:
-		if c := d.stderr.crashReport(); c != "" {
-			return d, fmt.Errorf("streamd did not start (%v); its crash report begins:\n%s", d.err, c)
-		}
-		return d, fmt.Errorf("streamd did not start (%v); its stderr:\n%s", d.err, d.stderr.String())
-	case <-time.After(30 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.done
-		return d, fmt.Errorf("streamd did not say where it listens within 30s; its stderr:\n%s", d.stderr.String())
+	d, err := streamdtest.Run(streamdtest.Options{DataDir: dataDir, Args: args})
+	if d != nil {
+		t.Cleanup(d.Kill)
 	}
+	return d, err
 }
 
 // dial is a client connection that reconnects quickly, as the faults want.

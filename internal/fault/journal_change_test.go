@@ -47,7 +47,7 @@ func TestJournalReplaced(t *testing.T) {
 	}
 	dataDir := t.TempDir()
 	d := startDaemon(t, dataDir)
-	link := startProxy(t, d.addr)
+	link := startProxy(t, d.Addr)
 	eo, alo := newConsumer(t, "eo", link.Addr()), newConsumer(t, "alo", link.Addr())
 	eo.start()
 	alo.start()
@@ -61,33 +61,33 @@ func TestJournalReplaced(t *testing.T) {
 			}
 		}
 	}
-	acked := publishN(t, d.addr, "old", 100, 10)
+	acked := publishN(t, d.Addr, "old", 100, 10)
 	caughtUp(acked)
-	oldID := journalInfo(t, d.addr).JournalId
+	oldID := journalInfo(t, d.Addr).JournalId
 
 	// Same data directory: same journal, the consumers carry on.
-	if err := d.signal(t, syscall.SIGTERM); err != nil {
+	if err := d.Stop(t, syscall.SIGTERM, time.Minute); err != nil {
 		t.Fatalf("streamd after SIGTERM: %v", err)
 	}
 	d = startDaemon(t, dataDir)
-	link.SetTarget(d.addr)
-	acked = append(acked, publishN(t, d.addr, "same", 50, 10)...)
+	link.SetTarget(d.Addr)
+	acked = append(acked, publishN(t, d.Addr, "same", 50, 10)...)
 	caughtUp(acked)
-	if id := journalInfo(t, d.addr).JournalId; string(id) != string(oldID) {
+	if id := journalInfo(t, d.Addr).JournalId; string(id) != string(oldID) {
 		t.Fatalf("journal id changed across a restart on the same directory: %x -> %x", oldID, id)
 	}
 
 	// Wiped data directory: a new journal, with more events than the old.
-	if err := d.signal(t, syscall.SIGTERM); err != nil {
+	if err := d.Stop(t, syscall.SIGTERM, time.Minute); err != nil {
 		t.Fatalf("streamd after SIGTERM: %v", err)
 	}
 	if err := os.RemoveAll(dataDir); err != nil {
 		t.Fatal(err)
 	}
 	d = startDaemon(t, dataDir)
-	newID := journalInfo(t, d.addr).JournalId
-	publishN(t, d.addr, "new", 300, 10)
-	link.SetTarget(d.addr)
+	newID := journalInfo(t, d.Addr).JournalId
+	publishN(t, d.Addr, "new", 300, 10)
+	link.SetTarget(d.Addr)
 	for _, c := range consumers {
 		for attempt := 1; attempt <= 2; attempt++ {
 			if attempt == 2 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/streamd/streamd/internal/netproxy"
+	"github.com/streamd/streamd/internal/streamdtest"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -17,7 +18,7 @@ import (
 // so that it keeps its address across restarts (the consumers' static list).
 type producerProc struct {
 	name, dir string
-	d         *daemon
+	d         *streamdtest.Daemon
 	link      *netproxy.Proxy
 	pubs      *publishers
 }
@@ -26,7 +27,7 @@ type producerProc struct {
 func (p *producerProc) restart(t *testing.T) {
 	t.Helper()
 	p.d = startDaemon(t, p.dir)
-	p.link.SetTarget(p.d.addr)
+	p.link.SetTarget(p.d.Addr)
 }
 
 // finish stops publishing and returns the journal's final last offset. A
@@ -36,11 +37,11 @@ func (p *producerProc) restart(t *testing.T) {
 func (p *producerProc) finish(t *testing.T) *streamdv1.JournalInfoResponse {
 	t.Helper()
 	p.pubs.stop()
-	if err := p.d.signal(t, syscall.SIGTERM); err != nil {
+	if err := p.d.Stop(t, syscall.SIGTERM, time.Minute); err != nil {
 		t.Fatalf("streamd %s after SIGTERM: %v", p.name, err)
 	}
 	p.restart(t)
-	return journalInfo(t, p.d.addr)
+	return journalInfo(t, p.d.Addr)
 }
 
 // Three streamd processes, each with its own journal, publishers writing to
@@ -60,7 +61,7 @@ func TestManyProducers(t *testing.T) {
 	for i := range ps {
 		p := &producerProc{name: fmt.Sprintf("p%d", i+1), dir: t.TempDir()}
 		p.d = startDaemon(t, p.dir)
-		p.link = startProxy(t, p.d.addr)
+		p.link = startProxy(t, p.d.Addr)
 		addrs = append(addrs, p.link.Addr())
 		ps[i] = p
 	}
@@ -104,7 +105,7 @@ func TestManyProducers(t *testing.T) {
 
 	// A producer stopped: the consumers go on with the other two; it is
 	// started again on its data directory and followed again.
-	if err := ps[1].d.signal(t, syscall.SIGTERM); err != nil {
+	if err := ps[1].d.Stop(t, syscall.SIGTERM, time.Minute); err != nil {
 		t.Fatalf("streamd %s after SIGTERM: %v", ps[1].name, err)
 	}
 	published(100, ps[0], ps[2])
@@ -115,7 +116,7 @@ func TestManyProducers(t *testing.T) {
 	// A consumer stopped cleanly and started again, while another producer
 	// is killed and restarted and the other consumer killed.
 	cs[1].stop()
-	if err := ps[2].d.signal(t, syscall.SIGKILL); err == nil {
+	if err := ps[2].d.Stop(t, syscall.SIGKILL, time.Minute); err == nil {
 		t.Fatalf("streamd %s exited 0 after SIGKILL", ps[2].name)
 	}
 	cs[0].kill9()
@@ -137,7 +138,7 @@ func TestManyProducers(t *testing.T) {
 		c.stop()
 	}
 	for _, p := range ps {
-		if err := p.d.signal(t, syscall.SIGTERM); err != nil {
+		if err := p.d.Stop(t, syscall.SIGTERM, time.Minute); err != nil {
 			t.Fatalf("streamd %s after SIGTERM: %v", p.name, err)
 		}
 	}

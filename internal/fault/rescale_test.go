@@ -17,6 +17,7 @@ import (
 
 	"github.com/streamd/streamd/consumer/group"
 	"github.com/streamd/streamd/internal/kubetest"
+	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/offsets"
 )
 
@@ -69,7 +70,7 @@ func TestRescale(t *testing.T) {
 	for i := range ps {
 		p := &producerProc{name: fmt.Sprintf("p%d", i+1), dir: t.TempDir()}
 		p.d = startDaemon(t, p.dir)
-		p.link = startProxy(t, p.d.addr)
+		p.link = startProxy(t, p.d.Addr)
 		addrs = append(addrs, p.link.Addr())
 		ps[i] = p
 	}
@@ -114,23 +115,21 @@ func TestRescale(t *testing.T) {
 			ids = append(ids, id)
 		}
 		slices.Sort(ids)
-		deadline := time.Now().Add(recoveryTimeout)
-		for {
-			err := assigned(api.Snapshot(), ids)
-			if err == nil {
-				t.Logf("%s: settled in %v", what, time.Since(from).Round(time.Millisecond))
-				return
+		var err error
+		if !testwait.Until(recoveryTimeout, func() bool {
+			if err = assigned(api.Snapshot(), ids); err == nil {
+				return true
 			}
 			for _, m := range members {
 				if m.proc.exited() {
 					t.Fatalf("%s exited (%v); its stderr:\n%s", m.proc.name, m.proc.err, m.proc.stderr.String())
 				}
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not settled within %v: %v", what, recoveryTimeout, err)
-			}
-			time.Sleep(20 * time.Millisecond)
+			return false
+		}) {
+			t.Fatalf("%s: not settled within %v: %v", what, recoveryTimeout, err)
 		}
+		t.Logf("%s: settled in %v", what, time.Since(from).Round(time.Millisecond))
 	}
 
 	join("c1")
@@ -153,16 +152,9 @@ func TestRescale(t *testing.T) {
 		info := p.finish(t)
 		last[hex.EncodeToString(info.GetJournalId())] = info.GetLastOffset()
 	}
-	deadline := time.Now().Add(recoveryTimeout)
-	for {
-		err := caughtUp(api.Snapshot(), last)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the consumers did not catch up within %v: %v", recoveryTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var err error
+	if !testwait.Until(recoveryTimeout, func() bool { err = caughtUp(api.Snapshot(), last); return err == nil }) {
+		t.Fatalf("the consumers did not catch up within %v: %v", recoveryTimeout, err)
 	}
 	leave("c1")
 	leave("c2")
@@ -173,7 +165,7 @@ func TestRescale(t *testing.T) {
 		t.Errorf("%d leases left after every member left", n)
 	}
 	for _, p := range ps {
-		if err := p.d.signal(t, syscall.SIGTERM); err != nil {
+		if err := p.d.Stop(t, syscall.SIGTERM, time.Minute); err != nil {
 			t.Fatalf("streamd %s after SIGTERM: %v", p.name, err)
 		}
 	}

@@ -1,6 +1,18 @@
 // Package admin runs the consumers of a process and serves the AdminService
 // over them: their status, stored positions and filters, for streamctl.
 //
+// Any service that consumes with package consumer can be steered as streamd
+// is: add its consumers to a Registry, mount it on the service's own gRPC
+// server with one call, and run it:
+//
+//	reg := admin.NewRegistry(log)
+//	reg.Add(c)        // each *consumer.Consumer of the service
+//	reg.Register(srv) // srv is the service's *grpc.Server
+//	go reg.Run(ctx)   // runs the consumers until ctx is done
+//
+// Then `streamctl --addr <service> consumers list`, `offsets list|get|set` and
+// `filters list|add|remove` work against the service.
+//
 // A Registry runs each consumer in its own loop. A consumer that stops on an
 // error that retrying cannot cure (a changed journal, a position below
 // retention) stays stopped, its error visible in ListConsumers, until an

@@ -15,9 +15,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/streamd/streamd/admin"
 	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/filters"
-	"github.com/streamd/streamd/internal/admin"
+	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/offsets"
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -128,17 +129,6 @@ func (f *fixture) status(t *testing.T) *streamdv1.ConsumerStatus {
 	return resp.GetConsumers()[0]
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func wantCode(t *testing.T, err error, code codes.Code) {
 	t.Helper()
 	if status.Code(err) != code {
@@ -150,7 +140,7 @@ func TestStatusAndPositions(t *testing.T) {
 	f := newFixture(t)
 	f.publish(t, 10, "sports")
 	last := f.p.Journal().LastOffset()
-	waitFor(t, "the consumer to reach the end", func() bool {
+	testwait.For(t, 10*time.Second, "the consumer to reach the end", func() bool {
 		ps := f.status(t).GetProducers()
 		return len(ps) == 1 && ps[0].GetConnected() && ps[0].GetOffset() == last
 	})
@@ -158,7 +148,7 @@ func TestStatusAndPositions(t *testing.T) {
 	if !st.GetRunning() || st.GetMode() != "AtLeastOnce" || st.GetProducers()[0].GetLag() != 0 {
 		t.Fatalf("status = %v", st)
 	}
-	waitFor(t, "the position to be saved", func() bool {
+	testwait.For(t, 10*time.Second, "the position to be saved", func() bool {
 		resp, err := f.admin.ListPositions(context.Background(), &streamdv1.ListPositionsRequest{})
 		return err == nil && len(resp.GetPositions()) == 1 && resp.GetPositions()[0].GetOffset() == last
 	})
@@ -186,7 +176,7 @@ func TestUpdateConsumerFilter(t *testing.T) {
 	f.publish(t, 5, "sports")
 	f.publish(t, 5, "family")
 	last := f.p.Journal().LastOffset()
-	waitFor(t, "the consumer to pass the end", func() bool { return f.status(t).GetProducers()[0].GetOffset() == last })
+	testwait.For(t, 10*time.Second, "the consumer to pass the end", func() bool { return f.status(t).GetProducers()[0].GetOffset() == last })
 	if _, ok := f.tags.Load("sports"); ok || f.handled.Load() != 5 {
 		t.Fatalf("handled %d events (sports seen: %v), want the 5 family events only", f.handled.Load(), ok)
 	}
@@ -211,13 +201,13 @@ func TestMovePositionsRestartsAStoppedConsumer(t *testing.T) {
 	ctx := context.Background()
 	f.publish(t, 4, "sports")
 	last := f.p.Journal().LastOffset()
-	waitFor(t, "the position to be saved", func() bool {
+	testwait.For(t, 10*time.Second, "the position to be saved", func() bool {
 		got, err := f.admin.GetPosition(ctx, &streamdv1.GetPositionRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}})
 		return err == nil && got.GetPosition().GetOffset() == last
 	})
 	f.failing.Store(true)
 	f.publish(t, 1, "truck")
-	waitFor(t, "the consumer to stop on the handler error", func() bool {
+	testwait.For(t, 10*time.Second, "the consumer to stop on the handler error", func() bool {
 		st := f.status(t)
 		return !st.GetRunning() && st.GetError() != ""
 	})
@@ -240,12 +230,12 @@ func TestMovePositionsRestartsAStoppedConsumer(t *testing.T) {
 	}
 	// Started from latest: what is published once its stream is open
 	// (Hello received) is delivered.
-	waitFor(t, "the consumer's stream to open again", func() bool {
+	testwait.For(t, 10*time.Second, "the consumer's stream to open again", func() bool {
 		st := f.status(t)
 		return st.GetRunning() && st.GetError() == "" && st.GetProducers()[0].GetConnected()
 	})
 	f.publish(t, 3, "family")
-	waitFor(t, "the events after latest", func() bool { return f.handled.Load() == 4+3 })
+	testwait.For(t, 10*time.Second, "the events after latest", func() bool { return f.handled.Load() == 4+3 })
 
 	_, err = f.admin.MovePositions(ctx, &streamdv1.MovePositionsRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}, ToStartPolicy: streamdv1.StartPolicy_START_POLICY_AT_TIME})
 	wantCode(t, err, codes.InvalidArgument)
