@@ -35,6 +35,10 @@ func crashChild() bool {
 		updateChild(dir)
 		return true
 	}
+	if dir := os.Getenv(damageDirEnv); dir != "" {
+		damageChild(dir)
+		return true
+	}
 	dir := os.Getenv(crashDirEnv)
 	if dir == "" {
 		return false

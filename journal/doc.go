@@ -22,6 +22,13 @@
 //     every change since Badger's last checkpoint and replays it at Open, so
 //     an acknowledged append survives a crash of the machine whatever Badger
 //     kept of its memory-mapped log.
+//   - Open refuses (ErrCorrupt, naming the file and the byte) a WAL damaged
+//     or cut in a way an interrupted write cannot explain — a bad frame
+//     followed by anything but the segment's zero fill, a whole frame whose
+//     checksum fails, a missing segment, a segment shorter than what Badger
+//     applied — rather than lose acknowledged appends and hand their offsets
+//     out again; only the unfinished end of the last segment is dropped.
+//     What it cannot see is listed in wal.go (recovery).
 //   - Readers never see an event before its commit is durable, so an offset a
 //     reader has seen is never reused after a crash; they see every append
 //     answered before they began. With DurabilitySync an append is answered

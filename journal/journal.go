@@ -127,10 +127,10 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal: open Badger in %s: %w", dir, err)
 	}
-	nextSegment, err := recoverWAL(db, dir, opts.Logger)
+	walState, err := recoverWAL(db, dir, opts.Logger)
 	var log *wal
 	if err == nil && opts.Durability == DurabilitySync {
-		log, err = openWAL(dir, nextSegment, opts)
+		log, err = openWAL(dir, walState, opts)
 	}
 	if err != nil {
 		db.Close()
@@ -449,7 +449,7 @@ func (j *Journal) closeWAL() error {
 	if err := syncBadger(j.db, j.dir); err != nil {
 		return fmt.Errorf("journal: close: %w", err)
 	}
-	return removeSegments(j.wal.dir, j.wal.id)
+	return j.wal.state.remove(j.wal.id)
 }
 
 // Update runs fn in a write transaction of the journal's Badger DB and

@@ -16,6 +16,7 @@ import (
 //	m/version                      -> format version
 //	m/floor                        -> first offset retention has not deleted
 //	m/bytes                        -> encoded bytes of the stored events
+//	m/wal                          -> WAL segment and byte the last applied batch's frame ends at (wal.go)
 var (
 	prefixEvent   = []byte("e/")
 	prefixIndex   = []byte("n/")
@@ -26,6 +27,7 @@ var (
 	keyVersion    = []byte("m/version")
 	keyFloor      = []byte("m/floor")
 	keyBytes      = []byte("m/bytes")
+	keyWAL        = []byte("m/wal")
 	formatVersion = uint64(1)
 )
 

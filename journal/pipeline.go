@@ -570,7 +570,7 @@ func (j *Journal) checkpointLoop(in <-chan checkpoint) {
 			through := waiting[len(waiting)-1].id
 			err := syncBadger(j.db, j.dir)
 			if err == nil {
-				err = removeSegments(j.wal.dir, through)
+				err = j.wal.state.remove(through)
 			}
 			if err != nil {
 				j.checkpointFailed(err, c.updates)
@@ -593,7 +593,7 @@ func (j *Journal) checkpointLoop(in <-chan checkpoint) {
 		through := waiting[n-1].id
 		err = syncFiles(j.dir, "*.vlog")
 		if err == nil {
-			err = removeSegments(j.wal.dir, through)
+			err = j.wal.state.remove(through)
 		}
 		if err != nil {
 			j.checkpointFailed(err, nil)

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -31,6 +33,36 @@ import (
 // logged value, and leaves every other key as the checkpoint had it: the
 // state after the last logged batch, whatever Badger kept of its tail.
 //
+// Recovery refuses (ErrCorrupt, naming the file and the byte) whatever it
+// cannot tell from an interrupted write, rather than lose acknowledged
+// appends and hand their offsets out again:
+//
+//   - A torn tail is only what an interrupted write leaves: in the last
+//     segment, after the last whole frame, a frame cut by the end of the
+//     file, or one whose trailer is missing (a write ends with its
+//     trailer), or a header that does not check, each followed by nothing
+//     but the segment's zero fill. It was never acknowledged (an append is
+//     answered after its frame's fdatasync) and is dropped. A whole frame
+//     (trailer in place) whose checksum fails, anything but zeros after a
+//     bad frame, or a bad frame in an earlier segment is damage.
+//   - The WAL state file (STREAMD-WAL) records the segments the journal
+//     needs: the oldest one whose changes Badger may not hold durably, and
+//     the newest one created (recorded before a frame is written to it). A
+//     checkpoint records the new oldest before it removes segments, a clean
+//     Close and a replay record that none is needed. A missing segment in
+//     that range is refused.
+//   - Every batch applied to Badger sets the key m/wal to the segment and
+//     the byte its frame ends at: a WAL shorter than what Badger applied
+//     (cut, or a frame damaged before that point) is refused.
+//
+// Together with the identity file (integrity.go, the last offset at a
+// clean Close) this keeps the next offset above every offset acknowledged,
+// within what a process crash and damage to the WAL can do. What it cannot
+// see: frames acknowledged but not yet applied to Badger (a few batches
+// at most), cut off at a frame boundary or deleted with the state file; and
+// after a power loss that also took Badger's memtable log, a WAL cut at a
+// frame boundary.
+//
 // Checkpoint: a closed segment is removed once Badger holds its changes
 // durably — when Badger has written every memtable holding them to a table,
 // or when the journal makes Badger durable itself (syncBadger; see
@@ -38,12 +70,17 @@ import (
 // followed by the latter before they return, and every segment before them
 // removed, so that no older logged change is replayed over them.
 //
-// A segment is a sequence of frames, one per fsync'd batch:
+// A segment begins with a header, written with its first frame:
 //
-//	length uint32 | crc32c(payload) uint32 | payload
+//	"SDWAL\x00\x00\x02" | segment id uint64 | crc32c(magic, id) uint32
 //
-// and a payload a sequence of changes: a kind byte (0 set, 1 delete), the
-// key (uvarint length, bytes) and for a set the value (the same way).
+// then holds a sequence of frames, one per fsync'd batch:
+//
+//	length uint32 | crc32c(payload) uint32 | hsum uint32 | payload | hsum uint32
+//
+// where hsum is crc32c(length, crc32c(payload)), and a payload a sequence
+// of changes: a kind byte (0 set, 1 delete), the key (uvarint length,
+// bytes) and for a set the value (the same way).
 
 // walDirName is the directory of the segments inside the journal directory.
 const walDirName = "wal"
@@ -58,7 +95,13 @@ const defaultSegmentBytes = 16 << 20
 // machine: 190-210 µs against 290-420 µs for an append to the file's end).
 // Zeros end the replay like the end of a file: no frame has length 0.
 
-const frameHeader = 8
+const (
+	frameHeader  = 12
+	frameTrailer = 4
+	segHeader    = 20
+)
+
+var segMagic = []byte("SDWAL\x00\x00\x02")
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -149,8 +192,9 @@ type wal struct {
 	segmentBytes int64
 	f            *os.File
 	id           uint64 // the current segment
-	size         int64  // bytes written to it
-	prefilled    bool   // it was a spare
+	state        *walState
+	size         int64 // bytes written to it
+	prefilled    bool  // it was a spare
 	buf          []byte
 
 	spares   chan *os.File // the spare made by prepare, if it is ready
@@ -191,12 +235,33 @@ func segments(dir string) ([]uint64, error) {
 }
 
 // recoverWAL replays the segments of the journal in dir into db, makes db
-// durable and removes them. It returns the id the next segment gets.
-func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (uint64, error) {
+// durable and removes them. It returns the WAL state, for the next segment.
+func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) {
 	wdir := filepath.Join(dir, walDirName)
+	st, found, err := readWALState(dir)
+	if err != nil {
+		return nil, err
+	}
+	applied, marked, err := appliedMark(db)
+	if err != nil {
+		return nil, err
+	}
+	if marked && !found {
+		return nil, fmt.Errorf("%w: %s is missing but Badger holds changes logged to WAL segment %d: the WAL directory was removed or replaced; acknowledged appends may be lost; restore the directory from a backup",
+			ErrCorrupt, st.path, applied.segment)
+	}
 	ids, err := segments(wdir)
-	if err != nil || len(ids) == 0 {
-		return 1, err
+	if err != nil {
+		return nil, err
+	}
+	for id := st.first; id <= st.last; id++ {
+		if _, ok := slices.BinarySearch(ids, id); !ok {
+			return nil, fmt.Errorf("%w: WAL segment %s is missing (%s needs segments %d to %d): acknowledged appends may be lost; restore the directory from a backup",
+				ErrCorrupt, segmentPath(wdir, id), st.path, st.first, st.last)
+		}
+	}
+	if len(ids) == 0 {
+		return st, nil
 	}
 	frames, changed := 0, 0
 	txn := db.NewTransaction(true)
@@ -215,20 +280,26 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (uint64, error) {
 		return err
 	}
 	for i, id := range ids {
+		if id < st.first {
+			continue // Badger holds it durably: removed below
+		}
 		path := segmentPath(wdir, id)
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		for pos := 0; pos < len(data); {
-			payload, ok := frameAt(data, pos)
+		end, err := checkSegHeader(data, id, path)
+		if err != nil {
+			return nil, err
+		}
+		for pos := end; pos < len(data); {
+			payload, next, ok := frameAt(data, pos)
 			if !ok {
 				if allZero(data[pos:]) {
 					break // the end of what was written into a spare
 				}
-				if i < len(ids)-1 {
-					return 0, fmt.Errorf("%w: WAL segment %s: no valid frame at byte %d of %d, and later segments follow: acknowledged appends may be lost; restore the directory from a backup",
-						ErrCorrupt, path, pos, len(data))
+				if i < len(ids)-1 || !tornAt(data, pos) {
+					return nil, damaged(path, data, pos, i < len(ids)-1)
 				}
 				// The end of the last segment: a write never acknowledged.
 				log.Warn("journal: dropped the unfinished end of the WAL (never acknowledged)",
@@ -237,28 +308,70 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (uint64, error) {
 			}
 			c, err := decodeChanges(payload)
 			if err != nil {
-				return 0, fmt.Errorf("%w: WAL segment %s: frame at byte %d: %v", ErrCorrupt, path, pos, err)
+				return nil, fmt.Errorf("%w: WAL segment %s: frame at byte %d: %v", ErrCorrupt, path, pos, err)
 			}
 			for _, ch := range c {
 				if err := apply(ch); err != nil {
-					return 0, fmt.Errorf("journal: replay WAL segment %s: %w", path, err)
+					return nil, fmt.Errorf("journal: replay WAL segment %s: %w", path, err)
 				}
 			}
 			frames, changed = frames+1, changed+len(c)
-			pos += frameHeader + len(payload)
+			pos, end = next, next
+		}
+		if marked && applied.segment == id && end < int(applied.end) {
+			return nil, fmt.Errorf("%w: WAL segment %s: valid frames end at byte %d but Badger applied frames up to byte %d: the segment was cut short or damaged; acknowledged appends may be lost; restore the directory from a backup",
+				ErrCorrupt, path, end, applied.end)
+		}
+	}
+	if marked && applied.segment >= st.first {
+		if _, ok := slices.BinarySearch(ids, applied.segment); !ok {
+			return nil, fmt.Errorf("%w: WAL segment %s is missing but Badger applied frames of it: acknowledged appends may be lost; restore the directory from a backup",
+				ErrCorrupt, segmentPath(wdir, applied.segment))
 		}
 	}
 	if err := txn.Commit(); err != nil {
-		return 0, fmt.Errorf("journal: replay WAL: %w", err)
+		return nil, fmt.Errorf("journal: replay WAL: %w", err)
 	}
 	if err := syncBadger(db, dir); err != nil {
-		return 0, fmt.Errorf("journal: sync after WAL replay: %w", err)
+		return nil, fmt.Errorf("journal: sync after WAL replay: %w", err)
 	}
-	if err := removeSegments(wdir, ids[len(ids)-1]); err != nil {
-		return 0, err
+	st.last = max(st.last, ids[len(ids)-1])
+	if err := st.remove(st.last); err != nil {
+		return nil, err
 	}
 	log.Info("journal: replayed the WAL", "segments", len(ids), "batches", frames, "changes", changed)
-	return ids[len(ids)-1] + 1, nil
+	return st, nil
+}
+
+// damaged describes damage at pos of a segment, where no valid frame
+// begins: what follows it, and what to do.
+func damaged(path string, data []byte, pos int, later bool) error {
+	what := "and later segments follow"
+	switch {
+	case later:
+	case validFrameAfter(data, pos):
+		what = "and valid frames follow it"
+	default:
+		if n, hsum, ok := headerAt(data, pos); ok && pos+frameHeader+n+frameTrailer <= len(data) &&
+			binary.BigEndian.Uint32(data[pos+frameHeader+n:]) == hsum {
+			what = fmt.Sprintf("a whole frame of %d bytes whose checksum fails (if the machine lost power while writing it, it was never acknowledged: cut it off with `truncate -s %d %s` to open without it)",
+				frameHeader+n+frameTrailer, pos, path)
+		} else {
+			what = "and data other than the segment's zero fill follows"
+		}
+	}
+	return fmt.Errorf("%w: WAL segment %s: damaged frame at byte %d of %d, %s: acknowledged appends may be lost; restore the directory from a backup",
+		ErrCorrupt, path, pos, len(data), what)
+}
+
+// validFrameAfter reports whether a valid frame begins anywhere after pos.
+func validFrameAfter(data []byte, pos int) bool {
+	for p := pos + 1; p+frameHeader+frameTrailer < len(data); p++ {
+		if _, _, ok := frameAt(data, p); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func allZero(b []byte) bool {
@@ -270,26 +383,240 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// frameAt returns the payload of the frame at pos, if a whole valid one is
-// there.
-func frameAt(data []byte, pos int) ([]byte, bool) {
+// headerAt returns the payload length and hsum of the frame header at pos,
+// if a whole valid one is there.
+func headerAt(data []byte, pos int) (n int, hsum uint32, ok bool) {
 	if len(data)-pos < frameHeader {
-		return nil, false
+		return 0, 0, false
 	}
-	n := int(binary.BigEndian.Uint32(data[pos:]))
-	sum := binary.BigEndian.Uint32(data[pos+4:])
-	if n == 0 || n > len(data)-pos-frameHeader {
-		return nil, false
+	h := data[pos : pos+frameHeader]
+	hsum = binary.BigEndian.Uint32(h[8:])
+	if crc32.Checksum(h[:8], castagnoli) != hsum {
+		return 0, 0, false
 	}
-	payload := data[pos+frameHeader : pos+frameHeader+n]
-	return payload, crc32.Checksum(payload, castagnoli) == sum
+	return int(binary.BigEndian.Uint32(h)), hsum, true
 }
 
-// openWAL starts segment id in the journal directory dir, and the making
-// of spares.
-func openWAL(dir string, id uint64, opts Options) (*wal, error) {
+// frameAt returns the payload of the frame at pos and the position after
+// it, if a whole valid frame is there.
+func frameAt(data []byte, pos int) (payload []byte, next int, ok bool) {
+	n, hsum, ok := headerAt(data, pos)
+	if !ok || n == 0 || n > len(data)-pos-frameHeader-frameTrailer {
+		return nil, 0, false
+	}
+	payload = data[pos+frameHeader : pos+frameHeader+n]
+	next = pos + frameHeader + n + frameTrailer
+	if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(data[pos+4:]) ||
+		binary.BigEndian.Uint32(data[next-frameTrailer:]) != hsum {
+		return nil, 0, false
+	}
+	return payload, next, true
+}
+
+// tornAt reports whether the bytes from pos, where no valid frame begins,
+// are what an interrupted write of one frame leaves: a write fills a frame
+// from its header to its trailer, so a frame that was cut by the end of the
+// file or lacks its trailer, or a header that does not check, each with
+// only zeros after it. A whole frame with a wrong checksum is damage.
+func tornAt(data []byte, pos int) bool {
+	n, hsum, ok := headerAt(data, pos)
+	if !ok {
+		return allZero(data[min(pos+frameHeader, len(data)):])
+	}
+	end := pos + frameHeader + n + frameTrailer
+	if n == 0 || end > len(data) {
+		return n > 0
+	}
+	return binary.BigEndian.Uint32(data[end-frameTrailer:]) != hsum && allZero(data[end:])
+}
+
+// appendSegHeader appends the header of segment id to b.
+func appendSegHeader(b []byte, id uint64) []byte {
+	start := len(b)
+	b = append(b, segMagic...)
+	b = binary.BigEndian.AppendUint64(b, id)
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
+}
+
+// checkSegHeader checks the header of segment id and returns where its
+// frames begin. A segment with no frame yet is empty or all zeros.
+func checkSegHeader(data []byte, id uint64, path string) (int, error) {
+	if allZero(data[:min(segHeader, len(data))]) {
+		if !allZero(data) {
+			return 0, fmt.Errorf("%w: WAL segment %s has no header but holds data: damaged, or written by an older streamd (open it with that version and close it cleanly); acknowledged appends may be lost; restore the directory from a backup",
+				ErrCorrupt, path)
+		}
+		return 0, nil
+	}
+	if len(data) < segHeader || !bytes.Equal(data[:len(segMagic)], segMagic) ||
+		crc32.Checksum(data[:segHeader-4], castagnoli) != binary.BigEndian.Uint32(data[segHeader-4:]) {
+		return 0, fmt.Errorf("%w: WAL segment %s: damaged header at byte 0 (its first %d bytes), or not a segment of this streamd version; acknowledged appends may be lost; restore the directory from a backup",
+			ErrCorrupt, path, segHeader)
+	}
+	if got := binary.BigEndian.Uint64(data[len(segMagic):]); got != id {
+		return 0, fmt.Errorf("%w: WAL segment %s holds segment %d (renamed or copied over?); restore the directory from a backup",
+			ErrCorrupt, path, got)
+	}
+	return segHeader, nil
+}
+
+// walMark is where the last batch applied to Badger was logged: the value
+// of keyWAL.
+type walMark struct {
+	segment uint64
+	end     uint64 // the byte its frame ends at
+}
+
+// markBytes is the size of keyWAL's change in a payload.
+const markBytes = 1 + 1 + 5 + 1 + 16
+
+func (m walMark) change() change {
+	v := binary.BigEndian.AppendUint64(nil, m.segment)
+	return change{key: keyWAL, value: binary.BigEndian.AppendUint64(v, m.end)}
+}
+
+// appliedMark reads keyWAL from db.
+func appliedMark(db *badger.DB) (m walMark, found bool, err error) {
+	err = db.View(func(txn *badger.Txn) error {
+		v, err := getValue(txn, keyWAL)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(v) != 16 {
+			return fmt.Errorf("%w: key %s has %d bytes", ErrCorrupt, keyWAL, len(v))
+		}
+		m, found = walMark{binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])}, true
+		return nil
+	})
+	if err != nil {
+		return walMark{}, false, fmt.Errorf("journal: read the WAL mark: %w", err)
+	}
+	return m, found, nil
+}
+
+// walStateFile, in the journal directory, records the segments the journal
+// needs.
+const walStateFile = "STREAMD-WAL"
+
+// walState is the content of the WAL state file: every segment from first
+// to last is needed (none when first > last). rotate raises last, a
+// checkpoint first.
+type walState struct {
+	mu          sync.Mutex
+	dir         string // <journal>/wal
+	path        string // <journal>/STREAMD-WAL
+	first, last uint64
+}
+
+// readWALState reads the state file of the journal in dir; without one, no
+// segment is needed.
+func readWALState(dir string) (*walState, bool, error) {
+	st := &walState{dir: filepath.Join(dir, walDirName), path: filepath.Join(dir, walStateFile), first: 1}
+	raw, err := os.ReadFile(st.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("journal: %w", err)
+	}
+	var first, last bool
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "first":
+			st.first, err = strconv.ParseUint(v, 10, 64)
+			first = true
+		case "last":
+			st.last, err = strconv.ParseUint(v, 10, 64)
+			last = true
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: %s: line %q: %v; restore the directory from a backup", ErrCorrupt, st.path, line, err)
+		}
+	}
+	if !first || !last {
+		return nil, false, fmt.Errorf("%w: %s lacks first= or last=; restore the directory from a backup", ErrCorrupt, st.path)
+	}
+	return st, true, nil
+}
+
+// save replaces the state file atomically and durably. Called with mu
+// held.
+func (st *walState) save() error {
+	tmp := st.path + ".tmp"
+	content := fmt.Sprintf("# streamd WAL: the segments the journal needs (none when first > last)\nfirst=%d\nlast=%d\n", st.first, st.last)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	if err != nil {
+		return fmt.Errorf("journal: write %s: %w", st.path, err)
+	}
+	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, st.path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(st.path))
+	}
+	if err != nil {
+		return fmt.Errorf("journal: write %s: %w", st.path, err)
+	}
+	return nil
+}
+
+// created records segment id as the newest, once it is durably there and
+// before a frame is written to it.
+func (st *walState) created(id uint64) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.first > st.last { // none needed until now
+		st.first = id
+	}
+	st.last = id
+	return st.save()
+}
+
+// remove records that Badger holds the changes of the segments up to
+// through durably, then removes them and makes that durable: a removed
+// segment that came back after a crash would be replayed over later
+// changes (the recorded state skips it).
+func (st *walState) remove(through uint64) error {
+	st.mu.Lock()
+	if through+1 > st.first {
+		st.first = through + 1
+		if err := st.save(); err != nil {
+			st.mu.Unlock()
+			return err
+		}
+	}
+	st.mu.Unlock()
+	ids, err := segments(st.dir)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if id > through {
+			break
+		}
+		if err := os.Remove(segmentPath(st.dir, id)); err != nil {
+			return fmt.Errorf("journal: remove WAL segment: %w", err)
+		}
+	}
+	return syncDir(st.dir)
+}
+
+// openWAL starts the segment after st.last in the journal directory dir,
+// and the making of spares.
+func openWAL(dir string, st *walState, opts Options) (*wal, error) {
 	w := &wal{
-		dir: filepath.Join(dir, walDirName), segmentBytes: opts.segmentBytes, id: id - 1,
+		dir: filepath.Join(dir, walDirName), segmentBytes: opts.segmentBytes, id: st.last, state: st,
 		spares: make(chan *os.File, 1), taken: make(chan struct{}, 1),
 		minFree: opts.MinFreeBytes, log: opts.Logger,
 		stop: make(chan struct{}), prepared: make(chan struct{}),
@@ -384,17 +711,32 @@ func (w *wal) fill(path string) (*os.File, error) {
 const writeBackChunk = 1 << 20
 
 // write appends one frame of every group's changes and makes it durable.
+// The last group also sets keyWAL to where the frame ends (see walMark).
 func (w *wal) write(groups []*group) error {
-	w.buf = append(w.buf[:0], make([]byte, frameHeader)...)
+	w.buf = w.buf[:0]
+	if w.size == 0 {
+		w.buf = appendSegHeader(w.buf, w.id)
+	}
+	start := len(w.buf)
+	w.buf = append(w.buf, make([]byte, frameHeader)...)
 	for _, g := range groups {
 		w.buf = g.changes.appendTo(w.buf)
 	}
-	n := len(w.buf) - frameHeader
-	if n == 0 {
+	if len(w.buf) == start+frameHeader {
 		return nil
 	}
-	binary.BigEndian.PutUint32(w.buf, uint32(n))
-	binary.BigEndian.PutUint32(w.buf[4:], crc32.Checksum(w.buf[frameHeader:], castagnoli))
+	end := w.size + int64(len(w.buf)+markBytes+frameTrailer)
+	mark := walMark{segment: w.id, end: uint64(end)}.change()
+	g := groups[len(groups)-1]
+	g.changes = append(g.changes, mark)
+	g.cost, g.entries = g.cost+entryCost(mark.key, mark.value), g.entries+1
+	w.buf = changes{mark}.appendTo(w.buf)
+	h := w.buf[start : start+frameHeader]
+	binary.BigEndian.PutUint32(h, uint32(len(w.buf)-start-frameHeader))
+	binary.BigEndian.PutUint32(h[4:], crc32.Checksum(w.buf[start+frameHeader:], castagnoli))
+	hsum := crc32.Checksum(h[:8], castagnoli)
+	binary.BigEndian.PutUint32(h[8:], hsum)
+	w.buf = binary.BigEndian.AppendUint32(w.buf, hsum)
 	if _, err := w.f.WriteAt(w.buf, w.size); err != nil {
 		return fmt.Errorf("write WAL segment %s: %w", w.f.Name(), err)
 	}
@@ -437,11 +779,15 @@ func (w *wal) rotate() error {
 	if err != nil {
 		return fmt.Errorf("start WAL segment: %w", err)
 	}
-	// The segment must be found after a crash before a frame in it is
-	// acknowledged.
+	// The segment, and then the state naming it, must be found after a
+	// crash before a frame in it is acknowledged.
 	if err := syncDir(w.dir); err != nil {
 		f.Close()
 		return err
+	}
+	if err := w.state.created(w.id + 1); err != nil {
+		f.Close()
+		return fmt.Errorf("start WAL segment: %w", err)
 	}
 	if w.f != nil {
 		w.f.Close()
@@ -461,30 +807,6 @@ func (w *wal) close() {
 	default:
 	}
 	w.f.Close()
-}
-
-// removeSegments removes the segments up to id and makes that durable: a
-// removed segment that came back after a crash would be replayed over later
-// changes.
-func removeSegments(dir string, through uint64) error {
-	ids, err := segments(dir)
-	if err != nil {
-		return err
-	}
-	removed := false
-	for _, id := range ids {
-		if id > through {
-			break
-		}
-		if err := os.Remove(segmentPath(dir, id)); err != nil {
-			return fmt.Errorf("journal: remove WAL segment: %w", err)
-		}
-		removed = true
-	}
-	if !removed {
-		return nil
-	}
-	return syncDir(dir)
 }
 
 func syncDir(dir string) error {

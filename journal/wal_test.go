@@ -3,8 +3,10 @@ package journal
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"maps"
 	"os"
@@ -201,8 +203,9 @@ func TestWALRestoresWhatBadgerLost(t *testing.T) {
 }
 
 // The end of the last segment may hold a frame whose write never finished
-// (never acknowledged): the replay stops there. Damage before the last
-// segment's end would lose acknowledged appends: Open refuses it.
+// (never acknowledged): the replay stops there. Damage that an interrupted
+// write cannot leave would lose acknowledged appends: Open refuses it,
+// naming the segment and the byte.
 func TestWALTornEnd(t *testing.T) {
 	snap, segs, want := walAfterCheckpoint(t)
 	// The last segment's frames (then zeros: it was a spare); the last
@@ -211,14 +214,14 @@ func TestWALTornEnd(t *testing.T) {
 	name := names[len(names)-1]
 	data := segs[name]
 	var frames []int
-	pos := 0
+	pos := segHeader
 	for pos < len(data) {
-		p, ok := frameAt(data, pos)
+		_, next, ok := frameAt(data, pos)
 		if !ok {
 			break
 		}
 		frames = append(frames, pos)
-		pos += frameHeader + len(p)
+		pos = next
 	}
 	if len(frames) == 0 || !allZero(data[pos:]) {
 		t.Fatalf("segment %s: %d frames, then %d bytes not all zero", name, len(frames), len(data)-pos)
@@ -230,11 +233,11 @@ func TestWALTornEnd(t *testing.T) {
 		m[name] = last
 		return m
 	}
+	zeros := make([]byte, 4096)
 
 	torn := map[string][]byte{
-		"half a header":   append(bytes.Clone(data), 0, 0, 1),
-		"header, no body": append(bytes.Clone(data), 0, 0, 1, 0, 1, 2, 3, 4, 5, 6),
-		"zeros":           append(bytes.Clone(data), make([]byte, 4096)...),
+		"half a header": append(bytes.Clone(data), 0, 0, 1),
+		"zeros":         append(bytes.Clone(data), zeros...),
 	}
 	for what, seg := range torn {
 		dir := t.TempDir()
@@ -246,34 +249,59 @@ func TestWALTornEnd(t *testing.T) {
 		}
 	}
 
-	// The last frame damaged: the state before it.
-	dir := t.TempDir()
-	copyDir(t, snap, dir)
-	damaged := bytes.Clone(data)
-	damaged[len(damaged)-1] ^= 1
-	writeSegments(t, dir, with(damaged))
-	j := open(t, dir, Options{MemTableSize: minMemTableSize})
-	got := stateOf(t, j)
-	if got.info.LastOffset >= want.info.LastOffset || got.info.LastOffset < want.info.LastOffset-10 {
-		t.Fatalf("last frame damaged: last offset %d, want the one before the last append of %d", got.info.LastOffset, want.info.LastOffset)
-	}
-	for i, e := range got.events {
-		if !proto.Equal(e, want.events[i]) {
-			t.Fatalf("last frame damaged: event %d is %v, want %v", i, e, want.events[i])
+	// The last frame's write interrupted: the state before it.
+	noTrailer := bytes.Clone(data)
+	clear(noTrailer[len(noTrailer)-frameTrailer:])
+	for what, seg := range map[string][]byte{
+		"cut by the end of the file": data[:lastFrame+(len(data)-lastFrame)/2],
+		"without its trailer":        append(noTrailer, zeros...),
+	} {
+		dir := t.TempDir()
+		copyDir(t, snap, dir)
+		writeSegments(t, dir, with(seg))
+		j := open(t, dir, Options{MemTableSize: minMemTableSize})
+		got := stateOf(t, j)
+		if got.info.LastOffset >= want.info.LastOffset || got.info.LastOffset < want.info.LastOffset-10 {
+			t.Fatalf("last frame %s: last offset %d, want the one before the last append of %d", what, got.info.LastOffset, want.info.LastOffset)
+		}
+		for i, e := range got.events {
+			if !proto.Equal(e, want.events[i]) {
+				t.Fatalf("last frame %s: event %d is %v, want %v", what, i, e, want.events[i])
+			}
 		}
 	}
 
-	// A frame damaged with another segment after it: refused.
-	dir = t.TempDir()
-	copyDir(t, snap, dir)
-	damaged = bytes.Clone(data)
-	damaged[lastFrame+frameHeader] ^= 1
-	after := with(damaged)
-	after["00000000000000000999.wal"] = data[:lastFrame]
-	writeSegments(t, dir, after)
-	_, err := Open(dir, Options{MemTableSize: minMemTableSize})
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), name) {
-		t.Fatalf("Open with a damaged segment before another = %v, want ErrCorrupt naming %s", err, name)
+	// Damage no interrupted write leaves: refused, naming the segment and
+	// the byte of the damaged frame.
+	flip := func(seg []byte, at int) []byte {
+		seg = bytes.Clone(seg)
+		for k := range 8 {
+			seg[at+k] ^= 0xff
+		}
+		return seg
+	}
+	before := frames[len(frames)-2]
+	for what, c := range map[string]struct {
+		segs map[string][]byte
+		at   int
+	}{
+		"the last frame whole, its payload damaged": {with(append(flip(data, lastFrame+frameHeader+1), zeros...)), lastFrame},
+		"a frame damaged, valid frames after it":    {with(append(flip(data, before+frameHeader), zeros...)), before},
+		"a frame damaged, another segment after it": {
+			func() map[string][]byte {
+				m := with(flip(data, lastFrame+frameHeader))
+				m["00000000000000000999.wal"] = data[:lastFrame]
+				return m
+			}(), lastFrame,
+		},
+	} {
+		dir := t.TempDir()
+		copyDir(t, snap, dir)
+		writeSegments(t, dir, c.segs)
+		_, err := Open(dir, Options{MemTableSize: minMemTableSize})
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), fmt.Sprintf("byte %d ", c.at)) {
+			t.Fatalf("%s: Open = %v, want ErrCorrupt naming %s and byte %d", what, err, name, c.at)
+		}
 	}
 }
 
@@ -570,5 +598,60 @@ func TestReadBehindApplyDoesNotWait(t *testing.T) {
 	}
 	if err := <-updated; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// tornAt tells what an interrupted write of the last frame leaves from
+// damage, over a segment of three frames and its zero fill.
+func TestTornAt(t *testing.T) {
+	frame := func(payload []byte) []byte {
+		b := binary.BigEndian.AppendUint32(nil, uint32(len(payload)))
+		b = binary.BigEndian.AppendUint32(b, crc32.Checksum(payload, castagnoli))
+		hsum := crc32.Checksum(b, castagnoli)
+		b = binary.BigEndian.AppendUint32(b, hsum)
+		b = append(b, payload...)
+		return binary.BigEndian.AppendUint32(b, hsum)
+	}
+	seg := appendSegHeader(nil, 7)
+	var starts []int
+	for i := range 3 {
+		starts = append(starts, len(seg))
+		seg = append(seg, frame(bytes.Repeat([]byte{byte('a' + i)}, 300))...)
+	}
+	end, last, middle := len(seg), starts[2], starts[1]
+	zeros := make([]byte, 4096)
+	edit := func(data []byte, f func([]byte)) []byte {
+		data = bytes.Clone(data)
+		f(data)
+		return data
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		at   int
+		torn bool
+	}{
+		{"last frame cut by the end of the file", seg[:last+100], last, true},
+		{"last frame without its trailer", append(edit(seg, func(b []byte) { clear(b[end-frameTrailer:]) }), zeros...), last, true},
+		{"half a header", append(append(bytes.Clone(seg), 0, 0, 1), zeros...), end, true},
+		{"last frame's payload damaged, trailer in place", append(edit(seg, func(b []byte) { b[last+frameHeader+5] ^= 1 }), zeros...), last, false},
+		{"last frame's header damaged", append(edit(seg, func(b []byte) { b[last+1] ^= 1 }), zeros...), last, false},
+		{"last frame cut, data after it", append(append(bytes.Clone(seg[:last+100]), make([]byte, 400)...), 1), last, false},
+		{"a frame damaged, valid frames after it", append(edit(seg, func(b []byte) { b[middle+frameHeader+5] ^= 1 }), zeros...), middle, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, _, ok := frameAt(c.data, c.at); ok {
+				t.Fatalf("a valid frame at byte %d", c.at)
+			}
+			if got := tornAt(c.data, c.at); got != c.torn {
+				t.Fatalf("tornAt = %v, want %v", got, c.torn)
+			}
+			if !c.torn {
+				err := damaged("seg.wal", c.data, c.at, false)
+				if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("seg.wal: damaged frame at byte %d ", c.at)) {
+					t.Fatalf("damaged = %v", err)
+				}
+			}
+		})
 	}
 }
