@@ -49,6 +49,25 @@ type daemon struct {
 	metricsAddr string
 	conn        *grpc.ClientConn // plaintext, without credentials
 	done        chan error
+	stderr      stderrLines
+}
+
+// stderrLines keeps what a daemon wrote to stderr.
+type stderrLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// find returns the first line matching re, or "".
+func (s *stderrLines) find(re *regexp.Regexp) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.lines {
+		if re.MatchString(l) {
+			return l
+		}
+	}
+	return ""
 }
 
 var listenRE = regexp.MustCompile(`grpc=(127\.0\.0\.1:\d+) metrics=(127\.0\.0\.1:\d+)`)
@@ -68,6 +87,9 @@ func startDaemon(t *testing.T, dataDir string, args ...string) *daemon {
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			d.stderr.mu.Lock()
+			d.stderr.lines = append(d.stderr.lines, sc.Text())
+			d.stderr.mu.Unlock()
 			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
 				select {
 				case found <- m[1:]:
