@@ -58,6 +58,13 @@ type stderrLines struct {
 	lines []string
 }
 
+// tail returns the last n lines.
+func (s *stderrLines) tail(n int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.lines[max(0, len(s.lines)-n):], "\n")
+}
+
 // find returns the first line matching re, or "".
 func (s *stderrLines) find(re *regexp.Regexp) string {
 	s.mu.Lock()
