@@ -49,10 +49,17 @@
 //     the append with *OriginGapError, in the same transaction as the events.
 //   - The journal id is a random 128-bit id created with the journal and kept
 //     for its life; positions taken from one journal are meaningless in another.
+//   - A full disk is a refusal, not a crash: below Options.MinFreeBytes (at
+//     least LeastMinFreeBytes, what Badger may still write through memory
+//     maps) appends fail with ErrNoSpace. Badger's compactions are not
+//     bounded by it (see MinFreeBytes). Close of a journal that cannot
+//     close cleanly returns why; nothing acknowledged depends on it.
 //
 // What it does not do: it does not replicate (see topology), filter or serve the network
 // (see producer), and the last seqNr of every entity ever written is kept
 // (a few bytes per entity) even after retention removed its events, so that
 // seqNrs are never reused; the same holds for the last origin seqNr per
-// (origin, entity).
+// (origin, entity). It does not bound Close: Badger retries a failed flush
+// forever (its directory removed, a failing disk), so a process bounds its
+// own shutdown and leaves the journal to the next Open's recovery.
 package journal

@@ -414,7 +414,10 @@ func (j *Journal) submit(ctx context.Context, req writeReq) (*Pending, error) {
 }
 
 // Close stops accepting appends, waits for queued appends to commit, and
-// closes Badger. It is idempotent.
+// closes Badger. It is idempotent. A journal that cannot close cleanly (it
+// failed, or making Badger durable fails) says why at Error level and
+// returns it; the next Open recovers from the logs it kept. Badger's close
+// then may not return at all: it retries a failed flush forever.
 func (j *Journal) Close() error {
 	j.closeOnce.Do(func() {
 		j.mu.Lock()
@@ -429,8 +432,16 @@ func (j *Journal) Close() error {
 		if j.wal != nil {
 			j.closeErr = j.closeWAL()
 		}
+		if f := j.failed.Load(); f != nil {
+			j.closeErr = errors.Join(*f, j.closeErr)
+		}
+		if j.closeErr != nil {
+			// Said before Badger's close, which retries a failed flush
+			// forever (a removed directory, a failing disk).
+			j.opts.Logger.Error("journal: cannot close cleanly; the next open recovers from the logs kept on disk", "dir", j.dir, "err", j.closeErr)
+		}
 		j.closeErr = errors.Join(j.closeErr, j.db.Close())
-		if j.closeErr == nil && j.failed.Load() == nil {
+		if j.closeErr == nil {
 			// Only a clean close vouches for the last offset.
 			j.closeErr = writeIdentity(j.dir, identity{id: j.id, last: j.durable.Load()})
 		}
@@ -445,6 +456,11 @@ func (j *Journal) closeWAL() error {
 	defer j.wal.close()
 	if j.failed.Load() != nil {
 		return nil
+	}
+	// Badger's files are found by name: a directory renamed or removed
+	// under the journal would make the sync below vouch for nothing.
+	if err := syncDir(j.dir); err != nil {
+		return fmt.Errorf("journal: close: %w", err)
 	}
 	if err := syncBadger(j.db, j.dir); err != nil {
 		return fmt.Errorf("journal: close: %w", err)

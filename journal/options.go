@@ -210,7 +210,10 @@ type Options struct {
 	// accepted again once space is freed. Badger writes its log through
 	// memory maps, where a full disk is a crash (SIGBUS), not an error, so
 	// the journal must stop before. Default: MemTableSize + 144 MiB (a
-	// memtable flush, the largest group commit, the WAL's eight segments).
+	// memtable flush, the largest group commit, the WAL's eight segments);
+	// at least LeastMinFreeBytes. Badger's compactions write their tables
+	// before removing the ones they replace, beyond this reserve: keep
+	// free space well above it.
 	MinFreeBytes int64
 	// BlockCacheSize is Badger's block cache in bytes; default 64 MiB.
 	BlockCacheSize int64
@@ -250,8 +253,9 @@ func (o Options) Validate() error {
 	if o.MemTableSize < 0 || (o.MemTableSize > 0 && o.MemTableSize < minMemTableSize) {
 		errs = append(errs, fmt.Errorf("journal: Options.MemTableSize %d: want 0 (default) or at least %d (7 MiB: Badger's transactions, 15%% of it, must hold a 1 MiB value)", o.MemTableSize, minMemTableSize))
 	}
-	if o.MinFreeBytes < 0 {
-		errs = append(errs, fmt.Errorf("journal: Options.MinFreeBytes %d is negative", o.MinFreeBytes))
+	if least := o.LeastMinFreeBytes(); o.MinFreeBytes < 0 || (o.MinFreeBytes > 0 && o.MinFreeBytes < least) {
+		errs = append(errs, fmt.Errorf("journal: Options.MinFreeBytes %d: want 0 (default) or at least %d with MemTableSize %d (what Badger may still write through memory maps once appends are refused; a full disk there crashes the process with SIGBUS)",
+			o.MinFreeBytes, least, o.withDefaults().MemTableSize))
 	}
 	if o.BlockCacheSize < 0 {
 		errs = append(errs, fmt.Errorf("journal: Options.BlockCacheSize %d is negative", o.BlockCacheSize))
@@ -276,6 +280,26 @@ func (o Options) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// LeastMinFreeBytes is the smallest MinFreeBytes Validate accepts with o's
+// MemTableSize: what Badger may write through memory maps after the last
+// append the free-space check let through. That is one table of a memtable
+// flush (Badger builds one at a time, and removes the memtable's log once
+// it is written) and the group commits the pipeline may hold past the
+// check, logged into Badger's memtable and value logs: the one being
+// built, the one being logged, four batches waiting and one being
+// applied, counted as eight groups of the largest size.
+func (o Options) LeastMinFreeBytes() int64 {
+	mt := o.withDefaults().MemTableSize
+	// Badger caps a transaction at 15% of the memtable; a group at 4/5 of
+	// that (Journal.groupCost).
+	group := min(maxGroupBytes, mt*15/100*4/5)
+	return mt + 8*group
+}
+
+// EffectiveMinFreeBytes is the free space a journal opened with o keeps:
+// MinFreeBytes, or its default.
+func (o Options) EffectiveMinFreeBytes() int64 { return o.withDefaults().MinFreeBytes }
 
 func (o Options) withDefaults() Options {
 	if o.RetentionInterval == 0 {

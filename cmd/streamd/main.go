@@ -52,7 +52,7 @@ func newApp() *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data-dir", Value: "./data", EnvVars: []string{"STREAMD_DATA_DIR"}, Usage: "journal directory"},
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7070", EnvVars: []string{"STREAMD_LISTEN"}, Usage: "gRPC address (stream, publish, health, reflection)"},
-			&cli.StringFlag{Name: "durability", Value: "sync", EnvVars: []string{"STREAMD_DURABILITY"}, Usage: "sync: fsync before ack; async: ack before fsync"},
+			&cli.StringFlag{Name: "durability", Value: "sync", EnvVars: []string{"STREAMD_DURABILITY"}, Usage: "sync: fsync before ack; async: ack before fsync, so acknowledged events survive a crash of streamd but may be lost on an OS crash or power loss"},
 			&cli.DurationFlag{Name: "retention-max-age", EnvVars: []string{"STREAMD_RETENTION_MAX_AGE"}, Usage: "delete events older than this (0 = keep)"},
 			&cli.Int64Flag{Name: "retention-max-bytes", EnvVars: []string{"STREAMD_RETENTION_MAX_BYTES"}, Usage: "delete the oldest events beyond this size (0 = no limit)"},
 			&cli.StringFlag{Name: "metrics-listen", Value: "127.0.0.1:9464", EnvVars: []string{"STREAMD_METRICS_LISTEN"}, Usage: "HTTP address serving Prometheus /metrics (\"\" disables)"},
@@ -60,11 +60,11 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"STREAMD_TLS_KEY"}, Usage: "PEM private key of --tls-cert"},
 			&cli.StringFlag{Name: "tls-client-ca", EnvVars: []string{"STREAMD_TLS_CLIENT_CA"}, Usage: "PEM CA certificates; clients must present a certificate they signed (mTLS)"},
 			&cli.StringFlag{Name: "auth-token-file", EnvVars: []string{"STREAMD_AUTH_TOKEN_FILE"}, Usage: "require bearer tokens listed in `FILE`, one TOKEN GRANT[,GRANT...] a line, a grant being a stream to subscribe to, \"publish\" (Publish, PublishStream) or \"*\" (everything, including LoadEvent, EntityEvents, JournalInfo); # comments. Health and reflection stay open"},
-			&cli.DurationFlag{Name: "shutdown-grace", Value: 10 * time.Second, EnvVars: []string{"STREAMD_SHUTDOWN_GRACE"}, Usage: "on SIGTERM, how long in-flight calls and streams may take before they are cut"},
+			&cli.DurationFlag{Name: "shutdown-grace", Value: 10 * time.Second, EnvVars: []string{"STREAMD_SHUTDOWN_GRACE"}, Usage: "on SIGTERM, how long in-flight calls and streams may take before they are cut; closing the journal may take " + closeMargin.String() + " more, past which streamd exits with status 1 and the next start recovers the journal from its logs"},
 			&cli.IntFlag{Name: "max-payload-bytes", Value: journal.DefaultLimits.MaxPayloadBytes, EnvVars: []string{"STREAMD_MAX_PAYLOAD_BYTES"}, Usage: "largest event payload accepted"},
 			&cli.IntFlag{Name: "max-batch-events", Value: journal.DefaultLimits.MaxBatchEvents, EnvVars: []string{"STREAMD_MAX_BATCH_EVENTS"}, Usage: "most events in one publish"},
 			&cli.IntFlag{Name: "max-batch-bytes", Value: journal.DefaultLimits.MaxBatchBytes, EnvVars: []string{"STREAMD_MAX_BATCH_BYTES"}, Usage: "largest publish, encoded (at most 8 MiB); gRPC messages may be 1 MiB larger"},
-			&cli.Int64Flag{Name: "min-free-bytes", EnvVars: []string{"STREAMD_MIN_FREE_BYTES"}, Usage: "free disk space to keep: below it publishes are refused with ResourceExhausted until space is freed (default: 208 MiB)"},
+			&cli.Int64Flag{Name: "min-free-bytes", EnvVars: []string{"STREAMD_MIN_FREE_BYTES"}, Usage: "free disk space to keep: below it publishes are refused with ResourceExhausted until space is freed (default: 208 MiB). At least --memtable-size + 8 of the largest group commits (126 MiB with the default --memtable-size): Badger writes through memory maps, where a full disk crashes streamd (SIGBUS)"},
 			&cli.Int64Flag{Name: "memtable-size", EnvVars: []string{"STREAMD_MEMTABLE_SIZE"}, Usage: "Badger memtable size in bytes, at least 7 MiB; the journal's memory follows from it (default: 64 MiB)"},
 			&cli.StringFlag{Name: "compression", Value: "snappy", EnvVars: []string{"STREAMD_COMPRESSION"}, Usage: "journal tables on disk: snappy, or none (more disk; memory then follows from --memtable-size alone)"},
 			&cli.IntFlag{Name: "max-filter-criteria", Value: 256, EnvVars: []string{"STREAMD_MAX_FILTER_CRITERIA"}, Usage: "most criteria in one consumer's filter"},
@@ -89,7 +89,7 @@ func newApp() *cli.App {
 			}
 			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return run(ctx, log, cfg)
+			return runBounded(ctx, log, cfg)
 		},
 	}
 }
@@ -121,15 +121,15 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 			return config{}, fmt.Errorf("--%s %d: want a positive number", name, c.Int(name))
 		}
 	}
-	if c.Int64("min-free-bytes") < 0 {
-		return config{}, fmt.Errorf("--min-free-bytes %d: want 0 (the default) or more", c.Int64("min-free-bytes"))
-	}
 	compression, err := journal.ParseCompression(c.String("compression"))
 	if err != nil {
 		return config{}, fmt.Errorf("--compression: %w", err)
 	}
 	if err := (journal.Options{MemTableSize: c.Int64("memtable-size")}).Validate(); err != nil {
 		return config{}, fmt.Errorf("--memtable-size: %w", err)
+	}
+	if err := minFreeBytesFlag(c.Int64("min-free-bytes"), c.Int64("memtable-size")); err != nil {
+		return config{}, err
 	}
 	if err := (journal.Options{Limits: limits}).Validate(); err != nil {
 		return config{}, fmt.Errorf("--max-batch-bytes %d: %w", limits.MaxBatchBytes, err)
@@ -224,6 +224,33 @@ type config struct {
 	entityTypes topology.Config
 }
 
+// closeMargin is how long, past --shutdown-grace, streamd may take to close
+// the journal and the metrics server after a signal.
+const closeMargin = 15 * time.Second
+
+// runBounded is run, whose shutdown may take at most --shutdown-grace +
+// closeMargin: a journal that cannot close (Badger retries a failed flush
+// forever) is left as a crash leaves it, for the next Open to recover from
+// its logs, and streamd exits with an error.
+func runBounded(ctx context.Context, log *slog.Logger, cfg config) error {
+	ran := make(chan error, 1)
+	go func() { ran <- run(ctx, log, cfg) }()
+	select {
+	case err := <-ran:
+		return err
+	case <-ctx.Done():
+	}
+	bound := cfg.shutdownGrace + closeMargin
+	select {
+	case err := <-ran:
+		return err
+	case <-time.After(bound):
+		log.Error("shutdown did not finish in time: exiting without closing the journal; the next start recovers it from its logs",
+			"limit", bound, "data_dir", cfg.dataDir)
+		return fmt.Errorf("shutdown did not finish within --shutdown-grace %v + %v", cfg.shutdownGrace, closeMargin)
+	}
+}
+
 // run serves until ctx is done, then shuts down in order: stop accepting,
 // end streams with Unavailable (consumers resume from their positions),
 // finish in-flight calls, close the journal after its in-flight commits.
@@ -233,6 +260,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		return err
 	}
 	defer p.Close()
+	checkFreeSpace(log, cfg.dataDir, cfg.producer.Journal)
 	lis, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", cfg.listen, err)

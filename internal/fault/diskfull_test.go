@@ -184,8 +184,9 @@ func TestDiskFull(t *testing.T) {
 
 func testDiskFull(t *testing.T, mnt string) {
 	dataDir := filepath.Join(mnt, "journal")
-	// The reserve must fit the 64 MiB filesystem (the default keeps 208 MiB).
-	d := startDaemon(t, dataDir, "--min-free-bytes", "16777216")
+	// The reserve must fit the 64 MiB filesystem (the default keeps 208 MiB),
+	// and be at least what an 8 MiB memtable needs (streamd refuses less).
+	d := startDaemon(t, dataDir, "--memtable-size", "8388608", "--min-free-bytes", "16777216")
 	acked := publishN(t, d.Addr, "before", 200, 10)
 	live := subscribe(t, d.Addr)
 	live.check(t, "a stream opened before the disk filled", acked)
