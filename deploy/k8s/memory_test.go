@@ -26,8 +26,9 @@ var (
 	memoryCSV    = flag.String("memory-csv", "", "append TestStreamdMemoryWithinPodLimit's RSS curve to this CSV file")
 )
 
-// memoryEnv are the variables that change how much memory streamd takes.
-var memoryEnv = []string{"GOMEMLIMIT", "GOGC", "STREAMD_MEMTABLE_SIZE", "STREAMD_COMPRESSION", "STREAMD_DURABILITY"}
+// memoryEnv are the Go runtime's variables that change how much memory
+// streamd takes (its own STREAMD_* ones are read through flagValue).
+var memoryEnv = []string{"GOMEMLIMIT", "GOGC"}
 
 // TestStreamdMemoryWithinPodLimit runs streamd as each distinct streamd
 // container of the manifests runs it (its arguments and environment, so
@@ -64,11 +65,11 @@ func TestStreamdMemoryWithinPodLimit(t *testing.T) {
 					continue
 				}
 				settings := memorySettings(c)
-				if key := fmt.Sprint(limit, settings); seen[key] {
+				key := fmt.Sprint(limit, settings)
+				if seen[key] {
 					continue
-				} else {
-					seen[key] = true
 				}
+				seen[key] = true
 				t.Run(root+"/"+w.name, func(t *testing.T) {
 					d, err := startAsPod(t, w, c, objs)
 					if err != nil {
@@ -107,7 +108,7 @@ func memorySettings(c corev1.Container) string {
 		}
 	}
 	for _, e := range c.Env {
-		if slices.Contains(memoryEnv, e.Name) && !strings.HasPrefix(e.Name, "STREAMD_") {
+		if slices.Contains(memoryEnv, e.Name) {
 			s = append(s, e.Name+"="+e.Value)
 		}
 	}
@@ -182,6 +183,9 @@ func publishMeasuring(t *testing.T, d *daemon, n int) []memoryPoint {
 	mu.Lock()
 	defer mu.Unlock()
 	measure(n)
+	if len(curve) == 0 || curve[len(curve)-1].events != n {
+		t.Fatalf("no reading of streamd's memory after the last of %d events", n)
+	}
 	info, err := streamdv1.NewEventStreamServiceClient(d.conn).JournalInfo(ctx, &streamdv1.JournalInfoRequest{})
 	if err != nil {
 		t.Fatal(err)
