@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc/metadata"
@@ -76,8 +77,8 @@ func TestStreamdMemoryWithinPodLimit(t *testing.T) {
 						t.Fatal(err)
 					}
 					curve := publishMeasuring(t, d, n)
-					if err := d.stop(); err != nil {
-						t.Fatalf("after SIGTERM: %v\n%s", err, d.log())
+					if err := d.Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+						t.Fatalf("after SIGTERM: %v\n%s", err, d.Log())
 					}
 					peak := curve[len(curve)-1]
 					t.Logf("%s, limit %d MiB: %d events at %.0f/s, VmHWM %d MiB", settings, limit>>20, n, peak.rate, peak.hwm>>20)
@@ -149,7 +150,7 @@ func publishMeasuring(t *testing.T, d *daemon, n int) []memoryPoint {
 	)
 	next.Store(int64(n / 10))
 	measure := func(events int) {
-		s, err := procStatus(d.cmd.Process.Pid)
+		s, err := procStatus(d.PID())
 		if err != nil {
 			t.Error(err)
 			return
@@ -177,7 +178,7 @@ func publishMeasuring(t *testing.T, d *daemon, n int) []memoryPoint {
 	close(errs)
 	for err := range errs {
 		if err != nil {
-			t.Fatalf("publish: %v after %d acknowledged events\n%s", err, acked.Load(), d.log())
+			t.Fatalf("publish: %v after %d acknowledged events\n%s", err, acked.Load(), d.Log())
 		}
 	}
 	mu.Lock()
