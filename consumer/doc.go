@@ -12,9 +12,9 @@
 // another journal, so:
 //
 //   - The consumer remembers, per producer address given in
-//     Options.Producers, the journal id it last saw there, in Store.DB()
-//     under "consumer/journal/<len(name)>:<name>/<addr>" (the offsets store
-//     has no place for it). Not for addresses found through DNS (below). On connect it sends the
+//     Options.Producers, the journal id it last saw there
+//     (offsets.Store.SaveLastJournalID). Not for addresses found through
+//     DNS (below). On connect it sends the
 //     position stored for that journal (offsets.Store.Resolve, so slice
 //     ranges may be re-split) and the producer must serve that journal:
 //     Hello names it, or the producer refuses with FailedPrecondition.

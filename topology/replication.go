@@ -108,7 +108,6 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 		Name:          opts.Name,
 		Store:         opts.Store,
 		Filter:        filter,
-		Mode:          consumer.ExactlyOnce,
 		CommitHandler: r.apply,
 		NoDedupe:      true, // the journal applies each origin seqNr once
 		MinBackoff:    opts.MinBackoff,
