@@ -1234,3 +1234,33 @@ func mustGetPos(t *testing.T, s *offsets.Store, k offsets.Key) offsets.Position 
 	}
 	return p
 }
+
+// A store written by earlier builds keeps the journal id last seen under
+// the consumer's former key; a restart on it still notices that the
+// producer's journal was replaced.
+func TestJournalChangeFromTheFormerRecord(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.publish("a", "a")
+	oldID := newJournalID()
+	if err := h.store.Set(offsets.Key{Consumer: "c1", JournalID: oldID, Slices: offsets.AllSlices}, 7); err != nil {
+		t.Fatal(err)
+	}
+	err := h.store.DB().Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte("consumer/journal/2:c1/"+h.addrs[0]), append([]byte{1}, oldID...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	o := h.options()
+	o.Handler = rec.handle
+	err = runBG(t, newConsumer(t, o)).wait(t)
+	var jc *JournalChangedError
+	if !errors.As(err, &jc) || string(jc.Stored) != string(oldID) {
+		t.Fatalf("Run = %v, want a JournalChangedError from %x", err, oldID)
+	}
+	if rec.count() != 0 {
+		t.Fatalf("handled events of the new journal without permission: %v", rec.got())
+	}
+}

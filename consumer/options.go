@@ -152,16 +152,16 @@ type Options struct {
 	// Exactly one handler is required; it chooses the delivery mode:
 	// Handler or BatchHandler for AtLeastOnce, TxHandler or CommitHandler
 	// for ExactlyOnce.
-	Handler      Handler
-	BatchHandler BatchHandler
+	Handler       Handler
+	BatchHandler  BatchHandler
+	TxHandler     TxHandler
+	CommitHandler CommitHandler
 	// NoDedupe hands the BatchHandler or CommitHandler every event, also
 	// those whose seqNr was applied before (a replay, a re-delivery after a
 	// restart), and stores no applied seqNrs: for handlers that are
 	// idempotent by themselves, such as a replication (the journal applies
 	// each origin seqNr once).
-	NoDedupe      bool
-	TxHandler     TxHandler
-	CommitHandler CommitHandler
+	NoDedupe bool
 
 	// StartPolicy applies when there is no stored position for a producer's
 	// journal: START_POLICY_EARLIEST (default), _LATEST or _AT_TIME.
