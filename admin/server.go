@@ -37,7 +37,7 @@ func (s *server) ListConsumers(_ context.Context, req *streamdv1.ListConsumersRe
 		cs := &streamdv1.ConsumerStatus{
 			Name:    opts.Name,
 			Stream:  opts.Stream,
-			Mode:    opts.Mode.String(),
+			Mode:    opts.Mode().String(),
 			Filter:  st.Consumer.Filter(),
 			Running: st.Running,
 		}

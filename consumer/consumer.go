@@ -183,7 +183,9 @@ type filterConfig struct {
 // exact entity id in add whose replay_from_seq_nr is 0, a replay from the
 // seqNr after the last one this consumer applied of (entityType, id) — per
 // producer, since each journal has its own seqNrs (1 if none was applied).
-// The criterion is stored as given (replay 0).
+// The criterion is stored with replay_from_seq_nr 1 (the whole history), so
+// that a replay cut short by a disconnect is asked again at the next Init;
+// the duplicates this re-delivers are dropped.
 func ReplayFromLastApplied(entityType string) FilterOption {
 	return func(fc *filterConfig) { fc.replay, fc.replayType = true, entityType }
 }

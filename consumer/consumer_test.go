@@ -255,20 +255,17 @@ func TestOptionsValidate(t *testing.T) {
 		{"bad filter", func(o *Options) {
 			o.Filter = []*streamdv1.FilterCriterion{include(streamdv1.FilterField_FILTER_FIELD_TAG, "")}
 		}, "Options.Filter"},
-		{"no handler", func(o *Options) { o.Handler = nil }, "want exactly one with Mode AtLeastOnce"},
+		{"no handler", func(o *Options) { o.Handler = nil }, "Options.Handler, BatchHandler, TxHandler and CommitHandler are all nil"},
 		{"no dedupe without batch handler", func(o *Options) { o.NoDedupe = true }, "Options.NoDedupe goes with BatchHandler"},
 		{"two handlers", func(o *Options) {
 			o.BatchHandler = func(context.Context, []*streamdv1.Event) error { return nil }
-		}, "want exactly one with Mode AtLeastOnce"},
-		{"tx handler at least once", func(o *Options) { o.TxHandler = txHandler }, "Options.TxHandler or CommitHandler is set"},
-		{"no tx handler", func(o *Options) { o.Mode, o.Handler = ExactlyOnce, nil }, "want exactly one with Mode ExactlyOnce"},
+		}, "Options.Handler, Options.BatchHandler are set together"},
+		{"at-least-once and exactly-once handlers", func(o *Options) { o.TxHandler = txHandler }, "Options.Handler, Options.TxHandler are set together"},
 		{"tx and commit handlers", func(o *Options) {
-			o.Mode, o.Handler, o.TxHandler = ExactlyOnce, nil, txHandler
+			o.Handler, o.TxHandler = nil, txHandler
 			o.CommitHandler = func(context.Context, []*streamdv1.Event, []offsets.Write) error { return nil }
-		}, "want exactly one with Mode ExactlyOnce"},
-		{"no dedupe with tx handler", func(o *Options) { o.Mode, o.Handler, o.TxHandler, o.NoDedupe = ExactlyOnce, nil, txHandler, true }, "Options.NoDedupe goes with BatchHandler or CommitHandler"},
-		{"handler exactly once", func(o *Options) { o.Mode, o.TxHandler = ExactlyOnce, txHandler }, "Options.Handler or BatchHandler is set"},
-		{"unknown mode", func(o *Options) { o.Mode = 7 }, "Options.Mode"},
+		}, "Options.TxHandler, Options.CommitHandler are set together"},
+		{"no dedupe with tx handler", func(o *Options) { o.Handler, o.TxHandler, o.NoDedupe = nil, txHandler, true }, "Options.NoDedupe goes with BatchHandler or CommitHandler"},
 		{"unknown start policy", func(o *Options) { o.StartPolicy = 9 }, "Options.StartPolicy"},
 		{"at time without time", func(o *Options) { o.StartPolicy = streamdv1.StartPolicy_START_POLICY_AT_TIME }, "Options.StartTime is zero"},
 		{"time without at time", func(o *Options) { o.StartTime = time.Now() }, "Options.StartTime is set"},
@@ -287,13 +284,52 @@ func TestOptionsValidate(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Validate accepted %s", tt.name)
 			}
-			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("Validate = %v, want ErrInvalid naming %q", err, tt.want)
+			if !errors.Is(err, ErrInvalid) || !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), tt.want) ||
+				!strings.HasPrefix(err.Error(), "consumer: invalid options: ") {
+				t.Fatalf("Validate = %v, want ErrInvalidOptions naming %q", err, tt.want)
 			}
 			if _, err := New(o); err == nil {
 				t.Fatal("New accepted what Validate refuses")
 			}
 		})
+	}
+}
+
+// Validate reports every unusable field, each error on its own and wrapping
+// ErrInvalidOptions.
+func TestOptionsValidateReportsEveryField(t *testing.T) {
+	o := Options{Producers: []string{"a:1", "dns:///svc"}, SaveEvery: -1}
+	err := o.Validate()
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("Validate = %v, want the errors joined", err)
+	}
+	wants := []string{"Options.Producers[1]", "Options.Name is empty", "Options.Store is nil", "are all nil", "Options.SaveEvery -1"}
+	errs := joined.Unwrap()
+	if len(errs) != len(wants) {
+		t.Fatalf("Validate = %d errors %v, want %d", len(errs), err, len(wants))
+	}
+	for i, e := range errs {
+		if !errors.Is(e, ErrInvalidOptions) || !strings.Contains(e.Error(), wants[i]) {
+			t.Errorf("error %d = %v, want ErrInvalidOptions naming %q", i, e, wants[i])
+		}
+	}
+}
+
+// The handler that is set chooses the delivery mode.
+func TestOptionsMode(t *testing.T) {
+	for _, tt := range []struct {
+		o    Options
+		want Mode
+	}{
+		{Options{Handler: func(context.Context, *streamdv1.Event) error { return nil }}, AtLeastOnce},
+		{Options{BatchHandler: func(context.Context, []*streamdv1.Event) error { return nil }}, AtLeastOnce},
+		{Options{TxHandler: func(context.Context, *badger.Txn, *streamdv1.Event) error { return nil }}, ExactlyOnce},
+		{Options{CommitHandler: func(context.Context, []*streamdv1.Event, []offsets.Write) error { return nil }}, ExactlyOnce},
+	} {
+		if got := tt.o.Mode(); got != tt.want {
+			t.Errorf("Mode() of %s = %s, want %s", tt.o.handlersSet(), got, tt.want)
+		}
 	}
 }
 
@@ -345,18 +381,10 @@ func TestDeliversInOrderAndSavesPosition(t *testing.T) {
 			t.Errorf("applied seqNr of %s = %d, want %d", e, seq, want)
 		}
 	}
-	// The journal id of the producer is recorded under the documented key.
-	var rec2 []byte
-	err := h.store.DB().View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte("consumer/journal/2:c1/" + h.addrs[0]))
-		if err != nil {
-			return err
-		}
-		rec2, err = item.ValueCopy(nil)
-		return err
-	})
-	if err != nil || len(rec2) != 17 || string(rec2[1:]) != string(jid) {
-		t.Fatalf("journal record = %x, %v; want version 1 and %x", rec2, err, jid)
+	// The journal id of the producer is recorded in the store.
+	rec2, err := h.store.LastJournalID("c1", h.addrs[0])
+	if err != nil || string(rec2) != string(jid) {
+		t.Fatalf("last journal id = %x, %v; want %x", rec2, err, jid)
 	}
 }
 
@@ -581,7 +609,7 @@ func testExactlyOnce(t *testing.T, commitHandler bool) {
 		return nil
 	}
 	o := h.options()
-	o.Mode, o.TxHandler = ExactlyOnce, txHandler
+	o.TxHandler = txHandler
 	if commitHandler {
 		o.TxHandler = nil
 		o.CommitHandler = func(ctx context.Context, events []*streamdv1.Event, position []offsets.Write) error {
@@ -1041,7 +1069,6 @@ func TestExactlyOnceDedupesAgainstTheStore(t *testing.T) {
 	var mu sync.Mutex
 	var got []string
 	o := h.options()
-	o.Mode = ExactlyOnce
 	o.TxHandler = func(_ context.Context, _ *badger.Txn, e *streamdv1.Event) error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -1068,7 +1095,6 @@ func TestReplayBatchesDoNotMovePosition(t *testing.T) {
 			if mode == AtLeastOnce {
 				o.Handler = func(context.Context, *streamdv1.Event) error { handled++; return nil }
 			} else {
-				o.Mode = ExactlyOnce
 				o.TxHandler = func(context.Context, *badger.Txn, *streamdv1.Event) error { handled++; return nil }
 			}
 			c := newConsumer(t, o)
@@ -1162,7 +1188,7 @@ func TestResplitDropsWhatEachPieceApplied(t *testing.T) {
 			rec := &recorder{}
 			o := h.options()
 			if mode == ExactlyOnce {
-				o.Mode, o.TxHandler = ExactlyOnce, func(ctx context.Context, _ *badger.Txn, e *streamdv1.Event) error { return rec.handle(ctx, e) }
+				o.TxHandler = func(ctx context.Context, _ *badger.Txn, e *streamdv1.Event) error { return rec.handle(ctx, e) }
 			} else {
 				o.Handler = rec.handle
 			}
@@ -1198,4 +1224,34 @@ func mustGetPos(t *testing.T, s *offsets.Store, k offsets.Key) offsets.Position 
 		t.Fatalf("Get(%s) = %v, %v", k, found, err)
 	}
 	return p
+}
+
+// A store written by earlier builds keeps the journal id last seen under
+// the consumer's former key; a restart on it still notices that the
+// producer's journal was replaced.
+func TestJournalChangeFromTheFormerRecord(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.publish("a", "a")
+	oldID := newJournalID()
+	if err := h.store.Set(offsets.Key{Consumer: "c1", JournalID: oldID, Slices: offsets.AllSlices}, 7); err != nil {
+		t.Fatal(err)
+	}
+	err := h.store.DB().Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte("consumer/journal/2:c1/"+h.addrs[0]), append([]byte{1}, oldID...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	o := h.options()
+	o.Handler = rec.handle
+	err = runBG(t, newConsumer(t, o)).wait(t)
+	var jc *JournalChangedError
+	if !errors.As(err, &jc) || string(jc.Stored) != string(oldID) {
+		t.Fatalf("Run = %v, want a JournalChangedError from %x", err, oldID)
+	}
+	if rec.count() != 0 {
+		t.Fatalf("handled events of the new journal without permission: %v", rec.got())
+	}
 }

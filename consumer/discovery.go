@@ -59,20 +59,20 @@ func parseProducer(i int, entry string) (t dnsTarget, ok bool, err error) {
 	name, ok := strings.CutPrefix(rest, "///")
 	if !ok {
 		if strings.HasPrefix(rest, "//") {
-			return dnsTarget{}, false, invalidf("Options.Producers[%d] %q names a DNS server (dns://server/...), which is not supported: write dns:///name:port and set Options.Resolver", i, entry)
+			return dnsTarget{}, false, optionsErrorf("Options.Producers[%d] %q names a DNS server (dns://server/...), which is not supported: write dns:///name:port and set Options.Resolver", i, entry)
 		}
-		return dnsTarget{}, false, invalidf("Options.Producers[%d] %q: want dns:///name:port", i, entry)
+		return dnsTarget{}, false, optionsErrorf("Options.Producers[%d] %q: want dns:///name:port", i, entry)
 	}
 	host, portText, err := net.SplitHostPort(name)
 	if err != nil {
-		return dnsTarget{}, false, invalidf("Options.Producers[%d] %q: want dns:///name:port (the port is required): %v", i, entry, err)
+		return dnsTarget{}, false, optionsErrorf("Options.Producers[%d] %q: want dns:///name:port (the port is required): %v", i, entry, err)
 	}
 	port, err := strconv.ParseUint(portText, 10, 16)
 	switch {
 	case host == "":
-		return dnsTarget{}, false, invalidf("Options.Producers[%d] %q has no name (want dns:///name:port)", i, entry)
+		return dnsTarget{}, false, optionsErrorf("Options.Producers[%d] %q has no name (want dns:///name:port)", i, entry)
 	case err != nil || port == 0:
-		return dnsTarget{}, false, invalidf("Options.Producers[%d] %q: port %q is not a number in 1-65535", i, entry, portText)
+		return dnsTarget{}, false, optionsErrorf("Options.Producers[%d] %q: port %q is not a number in 1-65535", i, entry, portText)
 	}
 	return dnsTarget{index: i, entry: entry, host: host, port: uint16(port)}, true, nil
 }

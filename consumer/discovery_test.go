@@ -440,7 +440,6 @@ func TestDiscoveryExactlyOnceWhileInstancesMove(t *testing.T) {
 	var jmu sync.Mutex
 	journals := map[string][]byte{"p1": p1.jid(), "p2": p2.jid()}
 	o := dnsOptions(h, w)
-	o.Mode = ExactlyOnce
 	o.TxHandler = func(_ context.Context, txn *badger.Txn, e *streamdv1.Event) error {
 		jmu.Lock()
 		jid := journals[strings.SplitN(e.EntityId, "-", 2)[0]]

@@ -12,11 +12,11 @@
 // another journal, so:
 //
 //   - The consumer remembers, per producer address given in
-//     Options.Producers, the journal id it last saw there, in Store.DB()
-//     under "consumer/journal/<len(name)>:<name>/<addr>" (the offsets store
-//     has no place for it). Not for addresses found through DNS (below). On connect it sends the
-//     position stored for that journal (offsets.Store.Resolve, so slice
-//     ranges may be re-split) and the producer must serve that journal:
+//     Options.Producers, the journal id it last saw there
+//     (offsets.Store.SaveLastJournalID). Not for addresses found through
+//     DNS (below). On connect it sends the position stored for that
+//     journal (offsets.Store.Resolve, so slice ranges may be re-split) and
+//     the producer must serve that journal:
 //     Hello names it, or the producer refuses with FailedPrecondition.
 //   - A journal change is an error (*JournalChangedError, ErrJournalChanged,
 //     naming both ids) unless Options.OnJournalChange is RestartFromEarliest,
@@ -58,14 +58,16 @@
 //
 // # Delivery guarantees
 //
-// AtLeastOnce (the default): Handler runs first, then the offset and the
+// The handler set in Options chooses the mode (Options.Mode).
+//
+// AtLeastOnce, with a Handler or BatchHandler: the handler runs first, then the offset and the
 // entity's seqNr are recorded in memory and saved in one transaction every
 // SaveInterval, every SaveEvery handled events, on each Progress and when a
 // stream ends. A crash re-delivers at most what was handled since the last
 // save (minus what the seqNr dedupe drops). A Handler error stops Run; the
 // event is not recorded, so it comes again after a restart.
 //
-// ExactlyOnce: each event batch is applied in one Badger transaction of
+// ExactlyOnce, with a TxHandler: each event batch is applied in one Badger transaction of
 // Store.DB(): TxHandler's writes, the entities' applied seqNrs and the new
 // position commit together, durably, or not at all (a batch too big for one
 // transaction is committed event by event, each atomic). A TxHandler error

@@ -11,6 +11,9 @@ import (
 var (
 	// ErrInvalid is matched by every error about bad options or arguments.
 	ErrInvalid = errors.New("consumer: invalid argument")
+	// ErrInvalidOptions is wrapped by every error of Options.Validate (and
+	// so by New's); it matches ErrInvalid too.
+	ErrInvalidOptions error = &kindError{msg: "consumer: invalid options", kind: ErrInvalid}
 	// ErrJournalChanged is matched by a *JournalChangedError: a producer we
 	// hold a position for now serves another journal.
 	ErrJournalChanged = errors.New("consumer: producer journal changed")
@@ -37,6 +40,20 @@ func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
 
 func invalidf(format string, args ...any) error {
 	return &invalidError{msg: fmt.Sprintf(format, args...)}
+}
+
+// kindError is a sentinel that also matches a broader one.
+type kindError struct {
+	msg  string
+	kind error
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
+
+// optionsErrorf is an error of Options.Validate: it names the field.
+func optionsErrorf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)
 }
 
 func protocolf(addr, format string, args ...any) error {

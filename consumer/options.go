@@ -2,9 +2,11 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -15,17 +17,19 @@ import (
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-// Mode is the delivery guarantee of a Consumer.
+// Mode is the delivery guarantee of a Consumer, chosen by the handler set
+// in its Options (see Options.Mode).
 type Mode uint8
 
 const (
-	// AtLeastOnce, the default, calls Options.Handler and saves the position
-	// and applied seqNrs afterwards, in batches: after a crash the events
-	// handled since the last save are delivered again.
+	// AtLeastOnce, with Options.Handler or BatchHandler: the handler runs
+	// first, then the position and applied seqNrs are saved, in batches:
+	// after a crash the events handled since the last save are delivered
+	// again.
 	AtLeastOnce Mode = iota
-	// ExactlyOnce calls Options.TxHandler with a transaction of Store.DB()
-	// and commits the handler's writes, the applied seqNrs and the position
-	// in that one durable transaction.
+	// ExactlyOnce, with Options.TxHandler or CommitHandler: the handler's
+	// writes, the applied seqNrs and the position commit in one durable
+	// transaction.
 	ExactlyOnce
 )
 
@@ -62,27 +66,28 @@ func (p JournalChangePolicy) String() string {
 	return fmt.Sprintf("JournalChangePolicy(%d)", uint8(p))
 }
 
-// Handler handles one event in AtLeastOnce mode. An error stops Run (the
+// Handler handles one event, delivered at least once. An error stops Run (the
 // event is not recorded as applied, so it is delivered again after a
 // restart). ctx is cancelled when the stream ends.
 type Handler func(ctx context.Context, e *streamdv1.Event) error
 
-// BatchHandler handles the events of one batch from a producer in
-// AtLeastOnce mode, in order, already checked against the applied seqNrs
+// BatchHandler handles the events of one batch from a producer, delivered
+// at least once, in order, already checked against the applied seqNrs
 // (duplicates removed). It is for handlers that gain from writing many
 // events at once, such as a replicator appending them to a journal. An
 // error stops Run; the batch is delivered again after a restart.
 type BatchHandler func(ctx context.Context, events []*streamdv1.Event) error
 
-// TxHandler handles one event in ExactlyOnce mode, writing its effects with
+// TxHandler handles one event exactly once, writing its effects with
 // txn, a transaction of Options.Store.DB(). It must have no effect outside
 // txn: if the commit conflicts with a concurrent transaction the batch is run
 // again in a fresh transaction. Its keys must not begin with the bytes 0x00
-// 'o' (the offsets store's) nor with "consumer/" (this package's). An error
+// 'o' (the offsets store's) nor with "consumer/journal/" (where stores
+// written by earlier builds keep the journal id last seen). An error
 // discards the whole batch and stops Run.
 type TxHandler func(ctx context.Context, txn *badger.Txn, e *streamdv1.Event) error
 
-// CommitHandler handles the events of one batch in ExactlyOnce mode and
+// CommitHandler handles the events of one batch exactly once and
 // commits them itself, in one atomic write together with position: the
 // records of the consumer's position after the batch and of the applied
 // seqNrs (offsets.Store.PositionWrites), which must land in Options.Store's
@@ -144,21 +149,19 @@ type Options struct {
 	// filters survive restarts.
 	Filter []*streamdv1.FilterCriterion
 
-	// Mode is AtLeastOnce (default) or ExactlyOnce.
-	Mode Mode
-	// Handler or BatchHandler (one of them) is required with AtLeastOnce.
-	Handler      Handler
-	BatchHandler BatchHandler
+	// Exactly one handler is required; it chooses the delivery mode:
+	// Handler or BatchHandler for AtLeastOnce, TxHandler or CommitHandler
+	// for ExactlyOnce.
+	Handler       Handler
+	BatchHandler  BatchHandler
+	TxHandler     TxHandler
+	CommitHandler CommitHandler
 	// NoDedupe hands the BatchHandler or CommitHandler every event, also
 	// those whose seqNr was applied before (a replay, a re-delivery after a
 	// restart), and stores no applied seqNrs: for handlers that are
 	// idempotent by themselves, such as a replication (the journal applies
 	// each origin seqNr once).
 	NoDedupe bool
-	// TxHandler or CommitHandler (one of them) is required with
-	// ExactlyOnce.
-	TxHandler     TxHandler
-	CommitHandler CommitHandler
 
 	// StartPolicy applies when there is no stored position for a producer's
 	// journal: START_POLICY_EARLIEST (default), _LATEST or _AT_TIME.
@@ -226,102 +229,125 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Validate reports the first unusable field of o (zero values are fine: they
-// mean the defaults). The error names the field and matches ErrInvalid.
+// Validate reports every unusable field of o (zero values are fine: they
+// mean the defaults), joined. Each error names the field and wraps
+// ErrInvalidOptions (and so matches ErrInvalid).
 func (o Options) Validate() error {
 	o = o.withDefaults()
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, optionsErrorf(format, args...)) }
 	if len(o.Producers) == 0 {
-		return invalidf("Options.Producers is empty (give at least one producer address, or dns:///name:port)")
+		bad("Options.Producers is empty (give at least one producer address, or dns:///name:port)")
 	}
 	seen := make(map[string]bool, len(o.Producers))
 	for i, addr := range o.Producers {
 		switch {
 		case addr == "":
-			return invalidf("Options.Producers[%d] is empty", i)
+			bad("Options.Producers[%d] is empty", i)
 		case seen[addr]:
-			return invalidf("Options.Producers[%d] %q is listed twice", i, addr)
+			bad("Options.Producers[%d] %q is listed twice", i, addr)
 		}
 		seen[addr] = true
 		if _, _, err := parseProducer(i, addr); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
 	for i, d := range o.DialOptions {
 		if d == nil {
-			return invalidf("Options.DialOptions[%d] is nil", i)
+			bad("Options.DialOptions[%d] is nil", i)
 		}
 	}
 	if len(o.Stream) > offsets.MaxNameLen {
-		return invalidf("Options.Stream is %d bytes, above %d", len(o.Stream), offsets.MaxNameLen)
+		bad("Options.Stream is %d bytes, above %d", len(o.Stream), offsets.MaxNameLen)
 	}
 	if err := o.Slices.Validate(); err != nil {
-		return invalidf("Options.Slices: %v", err)
+		bad("Options.Slices: %v", err)
 	}
 	switch {
 	case o.Name == "":
-		return invalidf("Options.Name is empty (name the consumer: positions and filters are stored under it)")
+		bad("Options.Name is empty (name the consumer: positions and filters are stored under it)")
 	case len(o.Name) > offsets.MaxNameLen:
-		return invalidf("Options.Name is %d bytes, above %d", len(o.Name), offsets.MaxNameLen)
-	case o.Store == nil:
-		return invalidf("Options.Store is nil (open one with offsets.Open)")
+		bad("Options.Name is %d bytes, above %d", len(o.Name), offsets.MaxNameLen)
+	}
+	if o.Store == nil {
+		bad("Options.Store is nil (open one with offsets.Open)")
 	}
 	if _, err := filters.Compile(o.Filter, filters.Limits{}); err != nil {
-		return invalidf("Options.Filter: %v", err)
+		bad("Options.Filter: %v", err)
 	}
-	switch o.Mode {
-	case AtLeastOnce:
-		if (o.Handler == nil) == (o.BatchHandler == nil) {
-			return invalidf("Options.Handler and Options.BatchHandler: want exactly one with Mode AtLeastOnce")
-		}
-		if o.NoDedupe && o.BatchHandler == nil {
-			return invalidf("Options.NoDedupe goes with BatchHandler")
-		}
-		if o.TxHandler != nil || o.CommitHandler != nil {
-			return invalidf("Options.TxHandler or CommitHandler is set with Mode AtLeastOnce (set Mode: ExactlyOnce, or use Handler)")
-		}
-	case ExactlyOnce:
-		if (o.TxHandler == nil) == (o.CommitHandler == nil) {
-			return invalidf("Options.TxHandler and Options.CommitHandler: want exactly one with Mode ExactlyOnce")
-		}
-		if o.Handler != nil || o.BatchHandler != nil {
-			return invalidf("Options.Handler or BatchHandler is set with Mode ExactlyOnce (use TxHandler or CommitHandler)")
-		}
-		if o.NoDedupe && o.CommitHandler == nil {
-			return invalidf("Options.NoDedupe goes with BatchHandler or CommitHandler, not with TxHandler")
-		}
+	switch set := o.handlersSet(); len(set) {
+	case 0:
+		bad("Options.Handler, BatchHandler, TxHandler and CommitHandler are all nil: set one (Handler or BatchHandler for at-least-once delivery, TxHandler or CommitHandler for exactly-once)")
+	case 1:
 	default:
-		return invalidf("Options.Mode %d is unknown (AtLeastOnce or ExactlyOnce)", uint8(o.Mode))
+		bad("Options.%s are set together: set one handler only (it chooses the delivery mode)", strings.Join(set, ", Options."))
+	}
+	if o.NoDedupe && o.BatchHandler == nil && o.CommitHandler == nil {
+		bad("Options.NoDedupe goes with BatchHandler or CommitHandler")
 	}
 	switch o.StartPolicy {
 	case streamdv1.StartPolicy_START_POLICY_EARLIEST, streamdv1.StartPolicy_START_POLICY_LATEST:
 		if !o.StartTime.IsZero() {
-			return invalidf("Options.StartTime is set with Options.StartPolicy %s (only START_POLICY_AT_TIME takes a time)", o.StartPolicy)
+			bad("Options.StartTime is set with Options.StartPolicy %s (only START_POLICY_AT_TIME takes a time)", o.StartPolicy)
 		}
 	case streamdv1.StartPolicy_START_POLICY_AT_TIME:
 		if o.StartTime.IsZero() {
-			return invalidf("Options.StartTime is zero with Options.StartPolicy START_POLICY_AT_TIME")
+			bad("Options.StartTime is zero with Options.StartPolicy START_POLICY_AT_TIME")
 		}
 	default:
-		return invalidf("Options.StartPolicy %d is unknown (EARLIEST, LATEST or AT_TIME)", int32(o.StartPolicy))
+		bad("Options.StartPolicy %d is unknown (EARLIEST, LATEST or AT_TIME)", int32(o.StartPolicy))
 	}
 	if o.OnJournalChange > RestartFromEarliest {
-		return invalidf("Options.OnJournalChange %d is unknown (FailOnJournalChange or RestartFromEarliest)", uint8(o.OnJournalChange))
+		bad("Options.OnJournalChange %d is unknown (FailOnJournalChange or RestartFromEarliest)", uint8(o.OnJournalChange))
 	}
-	switch {
-	case o.SaveInterval < 0:
-		return invalidf("Options.SaveInterval %s is negative", o.SaveInterval)
-	case o.SaveEvery < 0:
-		return invalidf("Options.SaveEvery %d is negative", o.SaveEvery)
-	case o.MinBackoff < 0:
-		return invalidf("Options.MinBackoff %s is negative", o.MinBackoff)
-	case o.HelloTimeout < 0:
-		return invalidf("Options.HelloTimeout %s is negative", o.HelloTimeout)
-	case o.ResolveInterval < 0:
-		return invalidf("Options.ResolveInterval %s is negative", o.ResolveInterval)
-	case o.RemoveAfter < 0:
-		return invalidf("Options.RemoveAfter %s is negative", o.RemoveAfter)
-	case o.MaxBackoff < o.MinBackoff:
-		return invalidf("Options.MaxBackoff %s is below Options.MinBackoff %s", o.MaxBackoff, o.MinBackoff)
+	if o.SaveInterval < 0 {
+		bad("Options.SaveInterval %s is negative", o.SaveInterval)
 	}
-	return nil
+	if o.SaveEvery < 0 {
+		bad("Options.SaveEvery %d is negative", o.SaveEvery)
+	}
+	if o.MinBackoff < 0 {
+		bad("Options.MinBackoff %s is negative", o.MinBackoff)
+	}
+	if o.HelloTimeout < 0 {
+		bad("Options.HelloTimeout %s is negative", o.HelloTimeout)
+	}
+	if o.ResolveInterval < 0 {
+		bad("Options.ResolveInterval %s is negative", o.ResolveInterval)
+	}
+	if o.RemoveAfter < 0 {
+		bad("Options.RemoveAfter %s is negative", o.RemoveAfter)
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		bad("Options.MaxBackoff %s is below Options.MinBackoff %s", o.MaxBackoff, o.MinBackoff)
+	}
+	return errors.Join(errs...)
+}
+
+// handlersSet names the handler fields of o that are set.
+func (o Options) handlersSet() []string {
+	var set []string
+	for _, h := range []struct {
+		name string
+		set  bool
+	}{
+		{"Handler", o.Handler != nil},
+		{"BatchHandler", o.BatchHandler != nil},
+		{"TxHandler", o.TxHandler != nil},
+		{"CommitHandler", o.CommitHandler != nil},
+	} {
+		if h.set {
+			set = append(set, h.name)
+		}
+	}
+	return set
+}
+
+// Mode is the delivery guarantee chosen by the handler that is set:
+// ExactlyOnce with TxHandler or CommitHandler, AtLeastOnce otherwise.
+func (o Options) Mode() Mode {
+	if o.TxHandler != nil || o.CommitHandler != nil {
+		return ExactlyOnce
+	}
+	return AtLeastOnce
 }

@@ -473,9 +473,10 @@ func (j *Journal) closeWAL() error {
 // (an offsets.Store over the journal). With sync durability it returns once
 // the transaction is durable, and a recovery never replays an older append's
 // writes over it. fn's keys must begin with the byte 0x00 (the journal's
-// own keys never do); fn runs in the journal's commit goroutine and must
-// not call the journal. An error from fn discards the transaction and is
-// returned unchanged.
+// own keys never do): a transaction that writes another key is refused
+// (ErrInvalidEvent) and nothing of it is committed. fn runs in the
+// journal's commit goroutine and must not call the journal. An error from
+// fn discards the transaction and is returned unchanged.
 func (j *Journal) Update(fn func(txn *badger.Txn) error) error {
 	p, err := j.submit(context.Background(), writeReq{update: fn})
 	if err != nil {

@@ -518,6 +518,9 @@ func (j *Journal) runUpdate(fn func(*badger.Txn) error) error {
 	if err := fn(txn); err != nil {
 		return err
 	}
+	if err := checkUpdateKeys(txn); err != nil {
+		return err
+	}
 	return txn.Commit()
 }
 

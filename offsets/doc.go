@@ -1,8 +1,10 @@
 // Package offsets is the consumer-side store of stream positions: for each
 // consumer, where it stands in each producer journal it follows, the seqNr it
 // last applied for each entity (for dedupe), and the filter it last asked for.
-// It is one Badger DB on disk, owned by the consumer process. It imports only
-// the wire types (proto/streamd/v1) and Badger.
+// It is one Badger DB on disk, owned by the consumer process. It imports
+// the wire types (proto/streamd/v1), Badger, journal (for the number of
+// slices, journal.Slices) and two small helpers for Badger
+// (internal/badgerdir, internal/badgerlog).
 //
 // # What is stored
 //
@@ -15,6 +17,8 @@
 //     the value stays right when the slices are split differently.
 //   - Filter criteria per (consumer, stream), so that a consumer's filter
 //     survives a restart of every process.
+//   - The journal id a consumer last saw per producer address, so that it
+//     notices a journal that was replaced (LastJournalID).
 //
 // # Guarantees
 //

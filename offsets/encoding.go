@@ -19,13 +19,15 @@ import (
 //	0x00 'o' 'a' <consumer> <journal id:16> <entity type> <entity id> → applied seqNr
 //	0x00 'o' 'g' <consumer> <journal id:16>                          → guard (see writePosition)
 //	0x00 'o' 'f' <consumer> <stream>                                 → filter criteria
+//	0x00 'o' 'j' <consumer> <producer address>                       → last journal id seen
 //	0x00 'o' 'm' "format"                                            → format version
 const (
-	kindPosition = 'p'
-	kindApplied  = 'a'
-	kindGuard    = 'g'
-	kindFilters  = 'f'
-	kindMeta     = 'm'
+	kindPosition    = 'p'
+	kindApplied     = 'a'
+	kindGuard       = 'g'
+	kindFilters     = 'f'
+	kindLastJournal = 'j'
+	kindMeta        = 'm'
 )
 
 // formatVersion is the leading byte of every value and the value of the

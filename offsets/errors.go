@@ -15,6 +15,9 @@ var (
 	// name, a journal id that is not 16 bytes, an invalid slice range…).
 	// Nothing is written when it is returned.
 	ErrInvalid = errors.New("offsets: invalid argument")
+	// ErrInvalidOptions is wrapped by every error about unusable Options
+	// (Options.Validate, Open); it matches ErrInvalid too.
+	ErrInvalidOptions error = &kindError{msg: "offsets: invalid options", kind: ErrInvalid}
 	// ErrConflictingPositions is returned by StartFor and Resolve when the
 	// stored positions that overlap a slice range cannot be merged into one
 	// start without losing events (an offset next to a pending reset to a
@@ -33,6 +36,19 @@ func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
 
 func invalidf(format string, args ...any) error {
 	return &invalidError{msg: fmt.Sprintf(format, args...)}
+}
+
+// kindError is a sentinel that also matches a broader one.
+type kindError struct {
+	msg  string
+	kind error
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
+
+func optionsErrorf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)
 }
 
 func corruptf(format string, args ...any) error {

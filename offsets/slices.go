@@ -5,16 +5,13 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-// NumSlices is the fixed number of slices of every journal; an event's slice
-// is a stable hash of its entity id into 0..NumSlices-1.
-const NumSlices = 1024
-
 // AllSlices is the range a single consumer instance owns when the slices are
 // not split.
-var AllSlices = SliceRange{First: 0, Last: NumSlices - 1}
+var AllSlices = SliceRange{First: 0, Last: journal.Slices - 1}
 
 // SliceRange is an inclusive range of slices, First <= Last <= 1023. Its text
 // form is "first-last", for example "0-255".
@@ -24,8 +21,8 @@ type SliceRange struct {
 
 // Validate reports why r is not a usable slice range.
 func (r SliceRange) Validate() error {
-	if r.Last >= NumSlices {
-		return invalidf("slice range %d-%d: last slice is above %d", r.First, r.Last, NumSlices-1)
+	if r.Last >= journal.Slices {
+		return invalidf("slice range %d-%d: last slice is above %d", r.First, r.Last, journal.Slices-1)
 	}
 	if r.First > r.Last {
 		return invalidf("slice range %d-%d: first slice is above the last", r.First, r.Last)
@@ -109,8 +106,8 @@ func parseSlice(s string) (uint32, error) {
 		}
 	}
 	n, err := strconv.ParseUint(s, 10, 32)
-	if err != nil || n >= NumSlices {
-		return 0, fmt.Errorf("%s is above %d", s, NumSlices-1)
+	if err != nil || n >= journal.Slices {
+		return 0, fmt.Errorf("%s is above %d", s, journal.Slices-1)
 	}
 	return uint32(n), nil
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -56,7 +57,7 @@ func TestSliceRange(t *testing.T) {
 	if r.String() != "100-199" || AllSlices.String() != "0-1023" {
 		t.Errorf("String = %q, %q", r.String(), AllSlices.String())
 	}
-	if r.Len() != 100 || AllSlices.Len() != NumSlices {
+	if r.Len() != 100 || AllSlices.Len() != journal.Slices {
 		t.Errorf("Len = %d, %d", r.Len(), AllSlices.Len())
 	}
 	for _, tt := range []struct {

@@ -1,18 +1,17 @@
 package offsets
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/streamd/streamd/internal/badgerdir"
+	"github.com/streamd/streamd/internal/badgerlog"
 )
 
 // Durability says when a commit of the store is on disk.
@@ -45,17 +44,14 @@ type Options struct {
 	Badger func(badger.Options) badger.Options
 }
 
-// Validate reports nonsense in o for a store in dir.
-func (o Options) Validate(dir string) error {
-	switch {
-	case o.Durability > DurabilityAsync:
-		return invalidf("Options.Durability %d is unknown (DurabilitySync or DurabilityAsync)", o.Durability)
-	case o.InMemory && dir != "":
-		return invalidf("dir %q given with Options.InMemory (pass \"\")", dir)
-	case !o.InMemory && dir == "":
-		return invalidf("dir is empty (pass a directory, or set Options.InMemory for tests)")
+// Validate reports every nonsensical field of o, joined; each error wraps
+// ErrInvalidOptions.
+func (o Options) Validate() error {
+	var errs []error
+	if o.Durability > DurabilityAsync {
+		errs = append(errs, optionsErrorf("Options.Durability %d is unknown (DurabilitySync or DurabilityAsync)", o.Durability))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // maxAttempts bounds the retries of a transaction that conflicts with a
@@ -79,7 +75,13 @@ type Store struct {
 
 // Open opens (creating if needed) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
-	if err := opts.Validate(dir); err != nil {
+	switch {
+	case opts.InMemory && dir != "":
+		return nil, optionsErrorf("dir %q given with Options.InMemory (pass \"\")", dir)
+	case !opts.InMemory && dir == "":
+		return nil, optionsErrorf("dir is empty (pass a directory, or set Options.InMemory for tests)")
+	}
+	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
 	log := opts.Logger
@@ -91,7 +93,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	bo := badger.DefaultOptions(dir).
 		WithInMemory(opts.InMemory).
 		WithSyncWrites(opts.Durability == DurabilitySync).
-		WithLogger(badgerLogger{log}).
+		WithLogger(badgerlog.Logger{L: log}).
 		WithMemTableSize(16 << 20).
 		WithNumMemtables(3).
 		WithBlockCacheSize(16 << 20).
@@ -263,20 +265,4 @@ func (s *Store) view(fn func(txn *badger.Txn) error) error {
 		return s.shared.View(fn)
 	}
 	return s.db.View(fn)
-}
-
-// badgerLogger sends Badger's messages to slog; its chatty info messages go
-// to debug.
-type badgerLogger struct{ log *slog.Logger }
-
-func (l badgerLogger) Errorf(f string, a ...any)   { l.emit(slog.LevelError, f, a) }
-func (l badgerLogger) Warningf(f string, a ...any) { l.emit(slog.LevelWarn, f, a) }
-func (l badgerLogger) Infof(f string, a ...any)    { l.emit(slog.LevelDebug, f, a) }
-func (l badgerLogger) Debugf(f string, a ...any)   { l.emit(slog.LevelDebug, f, a) }
-
-func (l badgerLogger) emit(level slog.Level, format string, args []any) {
-	ctx := context.Background()
-	if l.log.Enabled(ctx, level) {
-		l.log.Log(ctx, level, "badger: "+strings.TrimRight(fmt.Sprintf(format, args...), "\n"))
-	}
 }

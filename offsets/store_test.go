@@ -850,8 +850,9 @@ func TestOpenOptions(t *testing.T) {
 			if err == nil {
 				s.Close()
 			}
-			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("Open = %v, want error containing %q", err, tt.want)
+			if !errors.Is(err, ErrInvalid) || !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), tt.want) ||
+				!strings.HasPrefix(err.Error(), "offsets: invalid options: ") {
+				t.Fatalf("Open = %v, want ErrInvalidOptions containing %q", err, tt.want)
 			}
 		})
 	}

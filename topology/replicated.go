@@ -84,17 +84,23 @@ type ReplicatedOptions struct {
 	MaxAttempts int
 }
 
-// Validate reports the first nonsensical field.
+// ErrInvalidOptions is wrapped by every error of ReplicatedOptions.Validate.
+var ErrInvalidOptions = errors.New("topology: invalid options")
+
+// Validate reports every nonsensical field, joined; each error wraps
+// ErrInvalidOptions.
 func (o ReplicatedOptions) Validate() error {
-	switch {
-	case o.Region == "":
-		return errors.New("topology: ReplicatedOptions.Region is empty; name this region")
-	case o.CachedEntities < 0:
-		return fmt.Errorf("topology: ReplicatedOptions.CachedEntities is %d; it must be 0 (default) or more", o.CachedEntities)
-	case o.MaxAttempts < 0:
-		return fmt.Errorf("topology: ReplicatedOptions.MaxAttempts is %d; it must be 0 (default) or more", o.MaxAttempts)
+	var errs []error
+	if o.Region == "" {
+		errs = append(errs, fmt.Errorf("%w: ReplicatedOptions.Region is empty; name this region", ErrInvalidOptions))
 	}
-	return nil
+	if o.CachedEntities < 0 {
+		errs = append(errs, fmt.Errorf("%w: ReplicatedOptions.CachedEntities is %d; it must be 0 (default) or more", ErrInvalidOptions, o.CachedEntities))
+	}
+	if o.MaxAttempts < 0 {
+		errs = append(errs, fmt.Errorf("%w: ReplicatedOptions.MaxAttempts is %d; it must be 0 (default) or more", ErrInvalidOptions, o.MaxAttempts))
+	}
+	return errors.Join(errs...)
 }
 
 // ErrIncompleteHistory: events of an entity are missing from the local

@@ -390,8 +390,16 @@ func TestReplicatedRefuses(t *testing.T) {
 			{topology.ReplicatedOptions{Region: "eu", CachedEntities: -1}, "CachedEntities is -1"},
 			{topology.ReplicatedOptions{Region: "eu", MaxAttempts: -2}, "MaxAttempts is -2"},
 		} {
-			if _, err := topology.NewReplicated(eu.j, tc.opts); err == nil || !strings.Contains(err.Error(), tc.msg) {
-				t.Errorf("NewReplicated(%+v) = %v, want %q", tc.opts, err, tc.msg)
+			if _, err := topology.NewReplicated(eu.j, tc.opts); err == nil || !strings.Contains(err.Error(), tc.msg) ||
+				!errors.Is(err, topology.ErrInvalidOptions) || !strings.HasPrefix(err.Error(), "topology: invalid options: ") {
+				t.Errorf("NewReplicated(%+v) = %v, want ErrInvalidOptions naming %q", tc.opts, err, tc.msg)
+			}
+		}
+		// Every nonsensical field is reported.
+		err := topology.ReplicatedOptions{CachedEntities: -1, MaxAttempts: -2}.Validate()
+		for _, msg := range []string{"Region is empty", "CachedEntities is -1", "MaxAttempts is -2"} {
+			if err == nil || !strings.Contains(err.Error(), msg) {
+				t.Errorf("Validate = %v, want it to name %q", err, msg)
 			}
 		}
 		if _, err := topology.NewReplicated(nil, topology.ReplicatedOptions{Region: "eu"}); err == nil {

@@ -54,6 +54,32 @@ type ReplicationOptions struct {
 	Logger                 *slog.Logger
 }
 
+// Validate reports every nonsensical field, joined; each error wraps
+// ErrInvalidOptions.
+func (o ReplicationOptions) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...))
+	}
+	if o.From.Name == "" {
+		bad("ReplicationOptions.From.Name is empty")
+	}
+	if len(o.From.Addrs) == 0 {
+		bad("ReplicationOptions.From.Addrs: region %q has no addresses", o.From.Name)
+	}
+	switch {
+	case o.Journal == nil:
+		bad("ReplicationOptions.Journal is nil")
+	case o.Journal.Region() == "":
+		bad("ReplicationOptions.Journal has no region (journal.Options.Region): replicated events could not be told from local ones")
+	case o.Journal.Region() == o.From.Name:
+		bad("ReplicationOptions.From.Name: replication from region %q into itself", o.From.Name)
+	case o.Store != nil && o.Store.DB() != o.Journal.DB():
+		bad("ReplicationOptions.Store is not over the local journal's DB: copied events and the position could not commit together (leave Store nil)")
+	}
+	return errors.Join(errs...)
+}
+
 // maxAppendEvents and maxAppendBytes bound one Append of copied events,
 // inside the journal's default limits.
 const (
@@ -64,25 +90,14 @@ const (
 // NewReplication returns the consumer that copies opts.From's stream into
 // opts.Journal; run it with Run (or through an admin.Registry).
 func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
-	switch {
-	case opts.From.Name == "":
-		return nil, errors.New("topology: ReplicationOptions.From.Name is empty")
-	case len(opts.From.Addrs) == 0:
-		return nil, fmt.Errorf("topology: region %q has no addresses", opts.From.Name)
-	case opts.Journal == nil:
-		return nil, errors.New("topology: ReplicationOptions.Journal is nil")
-	case opts.Journal.Region() == "":
-		return nil, errors.New("topology: the local journal has no region (journal.Options.Region): replicated events could not be told from local ones")
-	case opts.Journal.Region() == opts.From.Name:
-		return nil, fmt.Errorf("topology: replication from region %q into itself", opts.From.Name)
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
 	if opts.Store == nil {
 		var err error
 		if opts.Store, err = offsets.Wrap(opts.Journal, offsets.Options{Logger: opts.Logger}); err != nil {
 			return nil, fmt.Errorf("topology: positions in the local journal: %w", err)
 		}
-	} else if opts.Store.DB() != opts.Journal.DB() {
-		return nil, errors.New("topology: ReplicationOptions.Store is not over the local journal's DB: copied events and the position could not commit together (leave Store nil)")
 	}
 	local := opts.Journal.Region()
 	if opts.Name == "" {
@@ -108,7 +123,6 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 		Name:          opts.Name,
 		Store:         opts.Store,
 		Filter:        filter,
-		Mode:          consumer.ExactlyOnce,
 		CommitHandler: r.apply,
 		NoDedupe:      true, // the journal applies each origin seqNr once
 		MinBackoff:    opts.MinBackoff,

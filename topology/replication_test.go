@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -335,6 +336,15 @@ func TestReplicationRefusesNonsense(t *testing.T) {
 	} {
 		if _, err := topology.NewReplication(opts); err == nil {
 			t.Errorf("%s: accepted", name)
+		} else if !errors.Is(err, topology.ErrInvalidOptions) {
+			t.Errorf("%s: %v, want ErrInvalidOptions", name, err)
+		}
+	}
+	// Every nonsensical field is reported.
+	err = topology.ReplicationOptions{}.Validate()
+	for _, msg := range []string{"From.Name is empty", "has no addresses", "Journal is nil"} {
+		if err == nil || !strings.Contains(err.Error(), msg) {
+			t.Errorf("Validate = %v, want it to name %q", err, msg)
 		}
 	}
 	plain, err := producer.Open(t.TempDir(), producer.Options{})

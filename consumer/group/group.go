@@ -37,8 +37,8 @@ const (
 // DefaultLeaseDuration is the default of Options.LeaseDuration.
 const DefaultLeaseDuration = 15 * time.Second
 
-// ErrInvalid is matched by the errors of Options.Validate.
-var ErrInvalid = errors.New("group: invalid options")
+// ErrInvalidOptions is wrapped by every error of Options.Validate.
+var ErrInvalidOptions = errors.New("group: invalid options")
 
 // errLost: the member's claim is gone (its lease was deleted as expired).
 var errLost = errors.New("group: this member's lease or claim was taken away")
@@ -91,43 +91,52 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Validate reports the first unusable field of o.
+// Validate reports every unusable field of o, joined; each error wraps
+// ErrInvalidOptions.
 func (o Options) Validate() error {
 	o = o.withDefaults()
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...))
+	}
+	if o.Client == nil {
+		bad("Options.Client is nil (kubernetes.NewForConfig(rest.InClusterConfig()))")
+	}
+	if o.Namespace == "" {
+		bad("Options.Namespace is empty")
 	}
 	switch {
-	case o.Client == nil:
-		return bad("Options.Client is nil (kubernetes.NewForConfig(rest.InClusterConfig()))")
-	case o.Namespace == "":
-		return bad("Options.Namespace is empty")
 	case o.Group == "":
-		return bad("Options.Group is empty (name the consumer group)")
+		bad("Options.Group is empty (name the consumer group)")
 	case len(o.Group) > 50:
-		return bad("Options.Group %q is %d characters, above 50", o.Group, len(o.Group))
-	case o.Identity == "":
-		return bad("Options.Identity is empty (give the pod name)")
-	case o.LeaseDuration < 3*time.Second:
-		return bad("Options.LeaseDuration %s is below 3s", o.LeaseDuration)
-	case o.Consumer.Slices != (offsets.SliceRange{}):
-		return bad("Options.Consumer.Slices is %s: the group assigns the slices, leave it zero", o.Consumer.Slices)
+		bad("Options.Group %q is %d characters, above 50", o.Group, len(o.Group))
+	default:
+		if errs := validation.IsDNS1123Label(o.Group); len(errs) > 0 {
+			bad("Options.Group %q: %s", o.Group, strings.Join(errs, "; "))
+		}
 	}
-	if errs := validation.IsDNS1123Label(o.Group); len(errs) > 0 {
-		return bad("Options.Group %q: %s", o.Group, strings.Join(errs, "; "))
+	if o.Identity == "" {
+		bad("Options.Identity is empty (give the pod name)")
+	} else {
+		if errs := validation.IsDNS1123Subdomain(o.Group + "-" + o.Identity); o.Group != "" && len(errs) > 0 {
+			bad("Options.Identity %q: the Lease name %s-%s: %s", o.Identity, o.Group, o.Identity, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsConfigMapKey(ownerKeyPrefix + o.Identity); len(errs) > 0 {
+			bad("Options.Identity %q: %s", o.Identity, strings.Join(errs, "; "))
+		}
 	}
-	if errs := validation.IsDNS1123Subdomain(o.Group + "-" + o.Identity); len(errs) > 0 {
-		return bad("Options.Identity %q: the Lease name %s-%s: %s", o.Identity, o.Group, o.Identity, strings.Join(errs, "; "))
+	if o.LeaseDuration < 3*time.Second {
+		bad("Options.LeaseDuration %s is below 3s", o.LeaseDuration)
 	}
-	if errs := validation.IsConfigMapKey(ownerKeyPrefix + o.Identity); len(errs) > 0 {
-		return bad("Options.Identity %q: %s", o.Identity, strings.Join(errs, "; "))
+	if o.Consumer.Slices != (offsets.SliceRange{}) {
+		bad("Options.Consumer.Slices is %s: the group assigns the slices, leave it zero", o.Consumer.Slices)
 	}
 	c := o.Consumer
 	c.Slices = offsets.AllSlices
 	if err := c.Validate(); err != nil {
-		return bad("Options.Consumer: %v", err)
+		bad("Options.Consumer: %w", err)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Status is what a member knows and does.

@@ -23,6 +23,7 @@ import (
 	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/internal/kubetest"
 	"github.com/streamd/streamd/internal/testwait"
+	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
@@ -50,7 +51,7 @@ type harness struct {
 
 	mu        sync.Mutex
 	members   map[string]*tmember
-	consuming [offsets.NumSlices]string
+	consuming [journal.Slices]string
 	runs      []*stubRun
 	writes    int
 }
@@ -344,7 +345,7 @@ func (h *harness) converged() error {
 		}
 		next = want.Last + 1
 	}
-	if next != offsets.NumSlices {
+	if next != journal.Slices {
 		return fmt.Errorf("the ranges end at %d", next-1)
 	}
 	return nil
@@ -399,7 +400,7 @@ func TestScaleSteps(t *testing.T) {
 				t.Errorf("journal %s: handed off %s at %s, want offset %d", j, f.slices, f.position, final)
 			}
 		}
-		if cover := coverage(frags); cover != offsets.NumSlices {
+		if cover := coverage(frags); cover != journal.Slices {
 			t.Errorf("journal %s: the fragments cover %d slices: %v", j, cover, frags)
 		}
 	}
@@ -421,7 +422,7 @@ func (h *harness) checkRuns(final uint64) {
 	defer h.mu.Unlock()
 	exact, crashed := 0, 0
 	for _, j := range h.journals {
-		for s := uint32(0); s < offsets.NumSlices; s++ {
+		for s := uint32(0); s < journal.Slices; s++ {
 			var prev *stubRun
 			for _, r := range h.runs {
 				if !r.slices.Contains(s) {

@@ -3,13 +3,14 @@ package group
 import (
 	"fmt"
 
+	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
 )
 
 // MaxMembers is the most members that own slices; the others (the last in
 // identity order) stand by. With more than 512 members the first would own
 // the single slice 0, which offsets.SliceRange cannot tell from "all".
-const MaxMembers = offsets.NumSlices / 2
+const MaxMembers = journal.Slices / 2
 
 // None is the empty slice range (Len 0): what a member owns before it has
 // taken anything.
@@ -23,7 +24,7 @@ func Assign(k, n int) offsets.SliceRange {
 		return None
 	}
 	n = min(n, MaxMembers)
-	return offsets.SliceRange{First: uint32(k * offsets.NumSlices / n), Last: uint32((k+1)*offsets.NumSlices/n - 1)}
+	return offsets.SliceRange{First: uint32(k * journal.Slices / n), Last: uint32((k+1)*journal.Slices/n - 1)}
 }
 
 func isNone(r offsets.SliceRange) bool { return r.Len() == 0 }

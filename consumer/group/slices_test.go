@@ -11,6 +11,7 @@ import (
 
 	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/internal/kubetest"
+	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
@@ -33,7 +34,7 @@ func TestAssign(t *testing.T) {
 			}
 			next = r.Last + 1
 		}
-		if next != offsets.NumSlices {
+		if next != journal.Slices {
 			t.Fatalf("%d members: the ranges end at %d", n, next-1)
 		}
 	}
@@ -171,13 +172,20 @@ func TestValidate(t *testing.T) {
 		{func(o *Options) { o.Identity = "a_b" }, "Options.Identity \"a_b\""},
 		{func(o *Options) { o.LeaseDuration = time.Second }, "Options.LeaseDuration"},
 		{func(o *Options) { o.Consumer.Slices = offsets.SliceRange{First: 0, Last: 9} }, "Options.Consumer.Slices"},
-		{func(o *Options) { o.Consumer.Name = "" }, "Options.Consumer: consumer: Options.Name is empty"},
+		{func(o *Options) { o.Consumer.Name = "" }, "Options.Consumer: consumer: invalid options: Options.Name is empty"},
 	} {
 		o := good
 		c.change(&o)
 		err := o.Validate()
-		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("Validate() = %v, want ErrInvalid naming %q", err, c.want)
+		if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Validate() = %v, want ErrInvalidOptions naming %q", err, c.want)
+		}
+	}
+	// Every unusable field is reported.
+	err = Options{}.Validate()
+	for _, want := range []string{"Options.Client", "Options.Namespace", "Options.Group is empty", "Options.Identity is empty", "Options.Consumer:"} {
+		if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() of zero options = %v, want it to name %q", err, want)
 		}
 	}
 }

@@ -231,7 +231,7 @@ func newAggregatorConsumer(region, addr string, store *offsets.Store, h consumer
 	}
 	return consumer.New(consumer.Options{
 		Producers: []string{addr}, Name: "aggregator-" + region, Store: store,
-		Filter: []*streamdv1.FilterCriterion{only}, Mode: consumer.ExactlyOnce, TxHandler: h,
+		Filter: []*streamdv1.FilterCriterion{only}, TxHandler: h,
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, Logger: log,
 	})
 }

@@ -47,7 +47,7 @@ func newCloud(r *region, edges []string, meter *linkMeter, now func() time.Time,
 	cl := &cloud{region: r, now: now}
 	cl.consumer, err = consumer.New(consumer.Options{
 		Producers: edges, Name: cloudName, Store: r.store,
-		Filter: []*streamdv1.FilterCriterion{summaries}, Mode: consumer.ExactlyOnce, TxHandler: cl.handle,
+		Filter: []*streamdv1.FilterCriterion{summaries}, TxHandler: cl.handle,
 		DialOptions: meter.dialOptions(), MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, Logger: log,
 	})
 	if err != nil {

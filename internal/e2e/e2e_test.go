@@ -165,7 +165,7 @@ func runChildConsumer() int {
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 	}
 	if os.Getenv(childModeEnv) == consumer.ExactlyOnce.String() {
-		opts.Mode, opts.TxHandler = consumer.ExactlyOnce, exactlyOnceHandler
+		opts.TxHandler = exactlyOnceHandler
 	} else {
 		opts.Handler = atLeastOnceHandler(store)
 	}
@@ -340,7 +340,7 @@ func TestResplitOneToFour(t *testing.T) {
 	newConsumer := func(r offsets.SliceRange) *consumer.Consumer {
 		c, err := consumer.New(consumer.Options{
 			Producers: []string{srv.addr}, Name: "ledger", Store: store, Slices: r,
-			Mode: consumer.ExactlyOnce, TxHandler: exactlyOnceHandler,
+			TxHandler:  exactlyOnceHandler,
 			MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 		})
 		if err != nil {

@@ -515,7 +515,7 @@ func newExactlyOnce(t *testing.T, addr string, store *offsets.Store, filter ...s
 	}
 	c, err := consumer.New(consumer.Options{
 		Producers: []string{addr}, Name: "fleet", Store: store, Filter: criteria,
-		Mode: consumer.ExactlyOnce, TxHandler: exactlyOnceHandler,
+		TxHandler:  exactlyOnceHandler,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 	})
 	if err != nil {

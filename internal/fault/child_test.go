@@ -78,7 +78,6 @@ func runChild() int {
 	}
 	switch kind {
 	case "eo":
-		opts.Mode = consumer.ExactlyOnce
 		var applied atomic.Uint64
 		opts.TxHandler = func(ctx context.Context, txn *badger.Txn, e *streamdv1.Event) error {
 			key := binary.BigEndian.AppendUint64([]byte(appliedLogPrefix), uint64(runNr))

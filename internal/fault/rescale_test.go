@@ -18,6 +18,7 @@ import (
 	"github.com/streamd/streamd/consumer/group"
 	"github.com/streamd/streamd/internal/kubetest"
 	"github.com/streamd/streamd/internal/testwait"
+	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
 )
 
@@ -279,7 +280,7 @@ func caughtUp(s kubetest.State, last map[string]uint64) error {
 			}
 			covered += r.Len()
 		}
-		if covered != offsets.NumSlices {
+		if covered != journal.Slices {
 			return fmt.Errorf("journal %s: positions cover %d slices", jid, covered)
 		}
 	}

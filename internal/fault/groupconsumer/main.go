@@ -65,7 +65,7 @@ func run(producers, storeDir, api, namespace, groupName, identity string, lease 
 		Consumer: consumer.Options{
 			Producers: strings.Split(producers, ","), Name: "fault-group", Store: store,
 			MinBackoff: 10 * time.Millisecond, MaxBackoff: 250 * time.Millisecond, HelloTimeout: 3 * time.Second,
-			Mode: consumer.ExactlyOnce, TxHandler: record,
+			TxHandler: record,
 		},
 	})
 	if err != nil {

@@ -1,0 +1,326 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/streamd/streamd/offsets"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// maxCachedEntities bounds the in-memory seqNr cache of a producer; past it
+// the cache is emptied after a save (everything in it is then in the store).
+const maxCachedEntities = 1 << 17
+
+type entityKey struct{ typ, id string }
+
+// lastApplied is the last applied seqNr of k: the cache, else the store.
+func (f *follower) lastApplied(k entityKey) (uint64, error) {
+	if v, ok := f.cache[k]; ok {
+		return v, nil
+	}
+	v, err := f.c.opts.Store.AppliedSeqNr(nil, f.c.opts.Name, f.journalID, k.typ, k.id)
+	if err != nil {
+		return 0, storeErrorf("consumer: producer %s: read applied seqNr of %s/%s: %w", f.addr, k.typ, k.id, err)
+	}
+	f.cache[k] = v
+	return v, nil
+}
+
+func (f *follower) handlerError(ctx context.Context, e *streamdv1.Event, err error) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx) // the stream is ending; the event comes again
+	}
+	return &HandlerError{Addr: f.addr, Offset: e.GetOffset(), EntityType: e.GetEntityType(), EntityID: e.GetEntityId(), SeqNr: e.GetSeqNr(), Err: err}
+}
+
+func (f *follower) batchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch) error {
+	o := f.c.opts
+	if o.BatchHandler != nil {
+		return f.wholeBatchAtLeastOnce(ctx, b)
+	}
+	for _, e := range b.GetEvents() {
+		if err := f.checkEvent(e); err != nil {
+			return err
+		}
+		if !b.GetReplay() {
+			f.lastKnown = max(f.lastKnown, e.GetOffset())
+		}
+		if f.mine(e) {
+			k := entityKey{e.GetEntityType(), e.GetEntityId()}
+			last, err := f.lastApplied(k)
+			if err != nil {
+				return err
+			}
+			if e.GetSeqNr() > last {
+				if err := o.Handler(ctx, e); err != nil {
+					return f.handlerError(ctx, e, err)
+				}
+				f.cache[k], f.pending[k] = e.GetSeqNr(), e.GetSeqNr()
+				f.sinceSave++
+			}
+		}
+		if !b.GetReplay() && e.GetOffset() > f.offset {
+			f.offset, f.dirty = e.GetOffset(), true
+		}
+		if f.sinceSave >= o.SaveEvery {
+			if err := f.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// admit checks an event of batch b, notes its offset (live batches move
+// *end, the position after the batch) and reports whether it is in this
+// consumer's slices.
+func (f *follower) admit(b *streamdv1.EventBatch, e *streamdv1.Event, end *uint64) (mine bool, err error) {
+	if err := f.checkEvent(e); err != nil {
+		return false, err
+	}
+	if !b.GetReplay() {
+		f.lastKnown = max(f.lastKnown, e.GetOffset())
+		*end = max(*end, e.GetOffset())
+	}
+	return f.mine(e), nil
+}
+
+// wholeBatchAtLeastOnce hands the new events of b to the BatchHandler at
+// once, then records them as applied.
+func (f *follower) wholeBatchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch) error {
+	o := f.c.opts
+	end := f.offset
+	var todo []*streamdv1.Event
+	next := make(map[entityKey]uint64) // applied seqNrs after this batch
+	for _, e := range b.GetEvents() {
+		if mine, err := f.admit(b, e, &end); err != nil || !mine {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if o.NoDedupe {
+			todo = append(todo, e)
+			continue
+		}
+		k := entityKey{e.GetEntityType(), e.GetEntityId()}
+		last, ok := next[k]
+		if !ok {
+			var err error
+			if last, err = f.lastApplied(k); err != nil {
+				return err
+			}
+		}
+		if e.GetSeqNr() > last {
+			todo = append(todo, e)
+			next[k] = e.GetSeqNr()
+		}
+	}
+	if len(todo) > 0 {
+		// The handler may take the events over; errors name the first as sent.
+		first := &streamdv1.Event{Offset: todo[0].GetOffset(), EntityType: todo[0].GetEntityType(), EntityId: todo[0].GetEntityId(), SeqNr: todo[0].GetSeqNr()}
+		if err := o.BatchHandler(ctx, todo); err != nil {
+			return f.handlerError(ctx, first, err)
+		}
+	}
+	for k, seq := range next {
+		f.cache[k], f.pending[k] = seq, seq
+	}
+	f.sinceSave += len(todo)
+	if end > f.offset {
+		f.offset, f.dirty = end, true
+	}
+	if f.sinceSave >= o.SaveEvery {
+		return f.flush()
+	}
+	return nil
+}
+
+func (f *follower) batchExactlyOnce(ctx context.Context, b *streamdv1.EventBatch) error {
+	end := f.offset // the position after the batch
+	var todo []*streamdv1.Event
+	for _, e := range b.GetEvents() {
+		if mine, err := f.admit(b, e, &end); err != nil || !mine {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		// Cached seqNrs are committed, so a hit is surely a duplicate; the
+		// rest is checked inside the transaction.
+		if last, ok := f.cache[entityKey{e.GetEntityType(), e.GetEntityId()}]; ok && e.GetSeqNr() <= last {
+			continue
+		}
+		todo = append(todo, e)
+	}
+	if len(todo) == 0 {
+		if end > f.offset {
+			f.offset, f.dirty = end, true // nothing to apply: saved with the next save
+		}
+		return nil
+	}
+	if f.c.opts.CommitHandler != nil {
+		return f.handOver(ctx, todo, end)
+	}
+	err := f.commit(ctx, todo, end)
+	if errors.Is(err, badger.ErrTxnTooBig) && len(todo) > 1 {
+		f.log.Debug("consumer: batch too big for one transaction, committing event by event", "events", len(todo))
+		for i, e := range todo {
+			pos := f.offset
+			if !b.GetReplay() {
+				pos = max(pos, e.GetOffset())
+			}
+			if i == len(todo)-1 {
+				pos = end
+			}
+			if err := f.commit(ctx, todo[i:i+1], pos); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return err
+}
+
+// commit runs the TxHandler on events in one transaction that also stores
+// their seqNrs and the position pos.
+func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos uint64) error {
+	o := f.c.opts
+	keys := f.savedKeys(pos)
+	var last, applied map[entityKey]uint64 // last: read or applied in txn; applied: to store
+	err := o.Store.Update(func(txn *badger.Txn) error {
+		last = make(map[entityKey]uint64, len(events))
+		applied = make(map[entityKey]uint64, len(events))
+		for _, e := range events {
+			ek := entityKey{e.GetEntityType(), e.GetEntityId()}
+			seq, ok := last[ek]
+			if !ok {
+				var err error
+				seq, err = o.Store.AppliedSeqNr(txn, o.Name, f.journalID, ek.typ, ek.id)
+				if err != nil {
+					return storeErrorf("consumer: producer %s: read applied seqNr of %s/%s: %w", f.addr, ek.typ, ek.id, err)
+				}
+				last[ek] = seq
+			}
+			if e.GetSeqNr() <= seq {
+				continue
+			}
+			if err := o.TxHandler(ctx, txn, e); err != nil {
+				return f.handlerError(ctx, e, err)
+			}
+			last[ek], applied[ek] = e.GetSeqNr(), e.GetSeqNr()
+		}
+		list := make([]offsets.Applied, 0, len(applied))
+		for ek, seq := range applied {
+			list = append(list, offsets.Applied{EntityType: ek.typ, EntityID: ek.id, SeqNr: seq})
+		}
+		for _, k := range keys {
+			if err := o.Store.SaveTxn(txn, k, pos, list); err != nil {
+				return storeErrorf("consumer: producer %s: stage the position: %w", f.addr, err)
+			}
+			list = nil
+		}
+		return nil
+	})
+	if err != nil {
+		var he *HandlerError
+		var se *storeError
+		if errors.As(err, &he) || errors.As(err, &se) || errors.Is(err, badger.ErrTxnTooBig) || ctx.Err() != nil {
+			return err
+		}
+		return storeErrorf("consumer: producer %s: commit: %w", f.addr, err)
+	}
+	if len(f.cache) > maxCachedEntities {
+		clear(f.cache)
+	}
+	for ek, seq := range last {
+		f.cache[ek] = seq
+	}
+	f.saved(keys)
+	if pos >= f.offset {
+		f.offset, f.dirty = pos, false
+	}
+	return nil
+}
+
+// handOver gives the CommitHandler the events not applied yet (all of them
+// with NoDedupe) and the position records to commit with them.
+func (f *follower) handOver(ctx context.Context, events []*streamdv1.Event, pos uint64) error {
+	o := f.c.opts
+	todo := events
+	applied := make(map[entityKey]uint64)
+	if !o.NoDedupe {
+		todo = nil
+		for _, e := range events {
+			ek := entityKey{e.GetEntityType(), e.GetEntityId()}
+			last, ok := applied[ek]
+			if !ok {
+				var err error
+				if last, err = f.lastApplied(ek); err != nil {
+					return err
+				}
+			}
+			if e.GetSeqNr() > last {
+				todo = append(todo, e)
+				applied[ek] = e.GetSeqNr()
+			}
+		}
+	}
+	list := make([]offsets.Applied, 0, len(applied))
+	for ek, seq := range applied {
+		list = append(list, offsets.Applied{EntityType: ek.typ, EntityID: ek.id, SeqNr: seq})
+	}
+	keys := f.savedKeys(pos)
+	var writes []offsets.Write
+	for _, k := range keys {
+		w, err := o.Store.PositionWrites(k, pos, list)
+		if err != nil {
+			return storeErrorf("consumer: producer %s: position %d: %w", f.addr, pos, err)
+		}
+		writes, list = append(writes, w...), nil
+	}
+	// The handler may take the events over; errors name the first as sent.
+	first := &streamdv1.Event{Offset: events[0].GetOffset(), EntityType: events[0].GetEntityType(), EntityId: events[0].GetEntityId(), SeqNr: events[0].GetSeqNr()}
+	if err := o.CommitHandler(ctx, todo, writes); err != nil {
+		return f.handlerError(ctx, first, err)
+	}
+	if len(f.cache) > maxCachedEntities {
+		clear(f.cache)
+	}
+	for ek, seq := range applied {
+		f.cache[ek] = seq
+	}
+	f.saved(keys)
+	if pos >= f.offset {
+		f.offset, f.dirty = pos, false
+	}
+	return nil
+}
+
+// flush saves the position and the pending applied seqNrs, if they moved.
+func (f *follower) flush() error {
+	if !f.known || (!f.dirty && len(f.pending) == 0) {
+		return nil
+	}
+	applied := make([]offsets.Applied, 0, len(f.pending))
+	for k, seq := range f.pending {
+		applied = append(applied, offsets.Applied{EntityType: k.typ, EntityID: k.id, SeqNr: seq})
+	}
+	keys := f.savedKeys(f.offset)
+	for _, k := range keys {
+		if err := f.c.opts.Store.Save(k, f.offset, applied); err != nil {
+			return storeErrorf("consumer: producer %s: save position %d: %w", f.addr, f.offset, err)
+		}
+		applied = nil
+	}
+	f.saved(keys)
+	f.dirty, f.sinceSave = false, 0
+	clear(f.pending)
+	if len(f.cache) > maxCachedEntities {
+		clear(f.cache)
+	}
+	return nil
+}

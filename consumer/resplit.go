@@ -1,0 +1,80 @@
+package consumer
+
+import (
+	"github.com/streamd/streamd/offsets"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// mine reports whether e is in this consumer's slices and not applied
+// before a re-split (at or below the offset of its slice's piece).
+func (f *follower) mine(e *streamdv1.Event) bool {
+	if !f.c.opts.Slices.Contains(e.GetSlice()) {
+		return false
+	}
+	for _, p := range f.parts {
+		if p.Slices.Contains(e.GetSlice()) {
+			return e.GetOffset() > p.Offset
+		}
+	}
+	return true
+}
+
+// pieces splits own, after a re-split, into the stored entries that cover
+// it (clipped to own) and the parts none covers (offset 0).
+func pieces(own offsets.SliceRange, r offsets.Resolution) []offsets.Entry {
+	var out []offsets.Entry
+	for _, e := range r.Sources {
+		e.Slices = offsets.SliceRange{First: max(e.Slices.First, own.First), Last: min(e.Slices.Last, own.Last)}
+		out = append(out, e)
+	}
+	for _, u := range r.Uncovered {
+		out = append(out, offsets.Entry{Key: offsets.Key{Slices: u}})
+	}
+	return out
+}
+
+// savedKeys are the keys under which the position pos is saved: the
+// consumer's own range, or its pieces while pos is below one of them (the
+// store keeps the higher of pos and a piece's offset). Once pos passes
+// them all, the own range is saved (the store merges the pieces into it)
+// and the pieces are forgotten.
+func (f *follower) savedKeys(pos uint64) []offsets.Key {
+	var keys []offsets.Key
+	for _, p := range f.parts {
+		if p.Offset > pos {
+			keys = make([]offsets.Key, len(f.parts))
+			for i, p := range f.parts {
+				keys[i] = f.key(f.journalID)
+				keys[i].Slices = p.Slices
+			}
+			return keys
+		}
+	}
+	return []offsets.Key{f.key(f.journalID)}
+}
+
+// saved notes that the position was saved under keys.
+func (f *follower) saved(keys []offsets.Key) {
+	if len(keys) == 1 && keys[0].Slices == f.c.opts.Slices {
+		f.parts = nil
+	}
+}
+
+// startKeys are the keys under which a stream started from a policy stores
+// its start off: the own range, or, after a re-split, the pieces no entry
+// covered (the others keep their offsets, which are above off).
+func (f *follower) startKeys(jid []byte, off uint64) []offsets.Key {
+	if f.parts == nil {
+		return []offsets.Key{f.key(jid)}
+	}
+	var keys []offsets.Key
+	for i, p := range f.parts {
+		if p.Offset == 0 {
+			k := f.key(jid)
+			k.Slices = p.Slices
+			keys = append(keys, k)
+			f.parts[i].Offset = off
+		}
+	}
+	return keys
+}

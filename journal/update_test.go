@@ -1,0 +1,56 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Update refuses a transaction that writes (or deletes) a key outside the
+// bytes 0x00…, as AppendWith refuses such a Write: nothing of it is
+// committed and the journal goes on.
+func TestUpdateRefusesKeysOutsideZero(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	if _, err := j.Append(context.Background(), ev("car", "c1", "x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name  string
+		write func(txn *badger.Txn) error
+		key   string
+	}{
+		{"set", func(txn *badger.Txn) error { return txn.Set([]byte("consumer/journal/1:c/a:1"), []byte("v")) }, "consumer/journal/1:c/a:1"},
+		{"delete", func(txn *badger.Txn) error { return txn.Delete(keyFloor) }, string(keyFloor)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := j.Update(func(txn *badger.Txn) error {
+				if err := txn.Set([]byte("\x00ok"), []byte(tt.name)); err != nil {
+					return err
+				}
+				return tt.write(txn)
+			})
+			if !errors.Is(err, ErrInvalidEvent) || !strings.Contains(err.Error(), "does not begin with the byte 0x00") {
+				t.Fatalf("Update writing %q = %v, want ErrInvalidEvent naming the key rule", tt.key, err)
+			}
+			st := stateOf(t, j)
+			if _, ok := st.records["\x00ok"]; ok {
+				t.Fatal("a refused Update wrote its other keys")
+			}
+		})
+	}
+	if err := j.Update(func(txn *badger.Txn) error { return txn.Set([]byte("\x00ok"), []byte("1")) }); err != nil {
+		t.Fatalf("Update of a key under 0x00 after refusals: %v", err)
+	}
+	if got := stateOf(t, j).records["\x00ok"]; got != "1" {
+		t.Fatalf("record = %q, want 1", got)
+	}
+	if _, err := j.Append(context.Background(), ev("car", "c1", "y")); err != nil {
+		t.Fatalf("append after refused Updates: %v", err)
+	}
+	if info := j.Info(); info.LastOffset != 2 || info.FirstOffset != 1 {
+		t.Fatalf("journal after refused Updates = %+v, want offsets 1-2", info)
+	}
+}
