@@ -260,6 +260,12 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 				ErrCorrupt, segmentPath(wdir, id), st.path, st.first, st.last)
 		}
 	}
+	if marked && applied.segment >= st.first {
+		if _, ok := slices.BinarySearch(ids, applied.segment); !ok {
+			return nil, fmt.Errorf("%w: WAL segment %s is missing but Badger applied frames of it: acknowledged appends may be lost; restore the directory from a backup",
+				ErrCorrupt, segmentPath(wdir, applied.segment))
+		}
+	}
 	if len(ids) == 0 {
 		return st, nil
 	}
@@ -321,12 +327,6 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 		if marked && applied.segment == id && end < int(applied.end) {
 			return nil, fmt.Errorf("%w: WAL segment %s: valid frames end at byte %d but Badger applied frames up to byte %d: the segment was cut short or damaged; acknowledged appends may be lost; restore the directory from a backup",
 				ErrCorrupt, path, end, applied.end)
-		}
-	}
-	if marked && applied.segment >= st.first {
-		if _, ok := slices.BinarySearch(ids, applied.segment); !ok {
-			return nil, fmt.Errorf("%w: WAL segment %s is missing but Badger applied frames of it: acknowledged appends may be lost; restore the directory from a backup",
-				ErrCorrupt, segmentPath(wdir, applied.segment))
 		}
 	}
 	if err := txn.Commit(); err != nil {
