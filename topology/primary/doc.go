@@ -64,5 +64,7 @@
 // (a fold over a deleted event fails with topology.ErrIncompleteHistory).
 // ReadStrong and writes need the owner reachable. Entity types in
 // ModeReplicated are written with topology.Replicated, not here. Its errors
-// keep the "topology:" prefix the operator knows from the topology config.
+// keep the "topology:" prefix the operator knows from the topology config,
+// but for those of Options.Validate, which are the Go API's ("primary:
+// invalid options: Options.Field ...").
 package primary

@@ -73,40 +73,51 @@ type Options struct {
 	Logger         *slog.Logger
 }
 
-// Validate reports the first nonsensical field.
+// ErrInvalidOptions is wrapped by every error of Options.Validate.
+var ErrInvalidOptions = errors.New("primary: invalid options")
+
+// Validate reports every nonsensical field, the errors joined; each wraps
+// ErrInvalidOptions.
 func (o Options) Validate() error {
-	switch {
-	case o.Journal == nil:
-		return errors.New("topology: Options.Journal is nil")
-	case o.Journal.Region() == "":
-		return errors.New("topology: the journal has no region (journal.Options.Region): Primary needs to know which region it writes as")
-	case o.CallTimeout < 0:
-		return fmt.Errorf("topology: Options.CallTimeout is %v; it must be 0 (default) or more", o.CallTimeout)
-	case o.CachedEntities < 0:
-		return fmt.Errorf("topology: Options.CachedEntities is %d; it must be 0 (default) or more", o.CachedEntities)
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...))
+	}
+	region := ""
+	if o.Journal == nil {
+		bad("Options.Journal is nil")
+	} else if region = o.Journal.Region(); region == "" {
+		bad("Options.Journal has no region (journal.Options.Region): Primary needs to know which region it writes as")
+	}
+	if o.CallTimeout < 0 {
+		bad("Options.CallTimeout is %v; it must be 0 (default) or more", o.CallTimeout)
+	}
+	if o.CachedEntities < 0 {
+		bad("Options.CachedEntities is %d; it must be 0 (default) or more", o.CachedEntities)
 	}
 	if err := o.Config.Validate(); err != nil {
-		return err
+		errs = append(errs, fmt.Errorf("%w: Options.Config: %w", ErrInvalidOptions, err))
 	}
-	known := map[string]bool{o.Journal.Region(): true}
+	known := map[string]bool{region: region != ""}
 	for i, r := range o.Regions {
 		switch {
 		case r.Name == "":
-			return fmt.Errorf("topology: Options.Regions[%d] has no name", i)
+			bad("Options.Regions[%d] has no name", i)
 		case known[r.Name]:
-			return fmt.Errorf("topology: Options.Regions[%d]: region %q is this region or listed twice", i, r.Name)
+			bad("Options.Regions[%d]: region %q is this region or listed twice", i, r.Name)
 		case len(r.Addrs) == 0:
-			return fmt.Errorf("topology: Options.Regions[%d]: region %q has no addresses", i, r.Name)
+			bad("Options.Regions[%d]: region %q has no addresses", i, r.Name)
 		}
-		known[r.Name] = true
+		if r.Name != "" {
+			known[r.Name] = true
+		}
 	}
 	for _, t := range o.Config.EntityTypes {
-		if t.Mode != ModeReplicated && !known[t.FirstOwner()] {
-			return fmt.Errorf("topology: entity type %q: region %q is neither this region (%q) nor in Options.Regions",
-				t.Name, t.FirstOwner(), o.Journal.Region())
+		if region != "" && t.Mode != ModeReplicated && t.FirstOwner() != "" && !known[t.FirstOwner()] {
+			bad("entity type %q: region %q is neither this region (%q) nor in Options.Regions", t.Name, t.FirstOwner(), region)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // New returns the single-writer API of this region.
