@@ -50,12 +50,6 @@ func (e *OutOfRangeError) Error() string {
 		e.Requested, e.FirstAvailable)
 }
 
-// IsOutOfRange reports whether err is an OutOfRangeError.
-func IsOutOfRange(err error) bool {
-	var oe *OutOfRangeError
-	return errors.As(err, &oe)
-}
-
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidEvent}, args...)...)
 }

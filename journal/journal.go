@@ -504,8 +504,8 @@ func (j *Journal) EntityTypes() []string {
 	return types
 }
 
-// undoSeq restores the seqNr (and origin seqNr) assignment of one event of
-// an append that conflicted.
+// undoSeq is what assigning one event's seqNrs changed: enough to take it
+// back when its append conflicts, and the keys stage writes it under.
 type undoSeq struct {
 	ek        string
 	prev      uint64
@@ -520,176 +520,118 @@ type undoSeq struct {
 	origOrigSeq uint64
 }
 
-// commit assigns offsets and seqNrs and builds a group's changes to Badger,
-// taking them as committed: a group that fails later fails the journal. An
-// append whose seqNr expectation fails, or whose replicated events leave a
-// gap in their origin's sequence, is answered at once, alone; the others
-// commit together.
-func (w *writer) commit(g *group) error {
-	j := w.j
-	ts := max(j.opts.Now().UnixNano(), w.lastTime)
+// seqAssigner gives the events of one group their seqNrs and origin seqNrs,
+// append by append, and takes back those of an append that conflicts.
+type seqAssigner struct {
+	w *writer
+	// last is the last seqNr per entity, and the last origin seqNr per
+	// (origin, entity) under originKey, after the appends assigned so far.
+	last map[string]uint64
+	// rtxn reads the last seqNrs of entities not in the cache, outside the
+	// write transaction, whose iterators would sort every pending write.
+	rtxn *badger.Txn
+	// undo holds what the last assign changed, one entry per event it
+	// took (duplicates included).
+	undo []undoSeq
+}
 
-	// Last seqNr per entity, and last origin seqNr per (origin, entity)
-	// under originKey, after this group.
-	groupSeq := make(map[string]uint64)
-	g.results = make([][]Appended, len(g.reqs))
-	g.bytes = w.bytes // unchanged unless events commit
-	offset := w.nextOffset
-	size := 0
-	for _, r := range g.reqs {
-		size += r.size
-		g.cost, g.entries = g.cost+r.cost, g.entries+r.entries
+func (w *writer) newSeqAssigner() *seqAssigner {
+	return &seqAssigner{w: w, last: make(map[string]uint64)}
+}
+
+// close discards the read transaction.
+func (s *seqAssigner) close() {
+	if s.rtxn != nil {
+		s.rtxn.Discard()
 	}
-	blocks := blockWriter{start: -1, buf: make([]byte, 0, size+size/16+blockHeader)}
-	// Index keys and values come from one slab per group; the changes
-	// refer to them until they are applied.
-	slab := make([]byte, 0, size/2+64)
-	var undo []undoSeq
-	// Last seqNrs of entities not in the cache are read outside the write
-	// transaction, whose iterators would sort every pending write.
-	var rtxn *badger.Txn
-	defer func() {
-		if rtxn != nil {
-			rtxn.Discard()
+}
+
+// assign gives each event of one append its seqNr and, when it has an
+// origin, its origin seqNr, and records in s.undo what it changed. An
+// append that conflicts (a seqNr expectation that fails, a gap in its
+// origin's sequence) is undone entirely and its conflict returned; err is a
+// failure to read the journal.
+func (s *seqAssigner) assign(events []*streamdv1.Event) (conflict, err error) {
+	s.undo = s.undo[:0]
+	for _, e := range events {
+		if conflict, err = s.assignEvent(e); conflict != nil || err != nil {
+			break
 		}
-	}()
-	last := func(key string, read func(*badger.Txn, string) (uint64, error)) (uint64, bool, error) {
-		if v, ok := groupSeq[key]; ok {
-			return v, true, nil
-		}
-		if rtxn == nil && !w.cacheComplete {
-			rtxn = j.db.NewTransaction(false)
-		}
-		v, err := read(rtxn, key)
-		return v, false, err
 	}
-	for i := range g.reqs {
-		events := g.reqs[i].events
-		undo = undo[:0]
-		var conflict error
-		for _, e := range events {
-			if e.Origin == "" {
-				e.Origin = j.opts.Region
-			}
-			ek := EntityKey(e.EntityType, e.EntityId)
-			u := undoSeq{ek: ek, event: e, origSeq: e.SeqNr, origOrigSeq: e.OriginSeqNr}
-			if e.Origin != "" {
-				u.ok = originKey(e.Origin, ek)
-				prev, had, err := last(u.ok, w.lastOriginSeqNr)
-				if err != nil {
-					return err
-				}
-				u.originPrev, u.originHad = prev, had
-				switch {
-				case e.OriginSeqNr == 0: // written here: the origin's next
-					e.OriginSeqNr = prev + 1
-				case e.OriginSeqNr <= prev:
-					u.duplicate = true
-				case e.OriginSeqNr > prev+1:
-					conflict = &OriginGapError{Origin: e.Origin, EntityType: e.EntityType, EntityID: e.EntityId, Next: prev + 1, Got: e.OriginSeqNr}
-				}
-				if conflict != nil {
-					break
-				}
-				if !u.duplicate {
-					groupSeq[u.ok] = e.OriginSeqNr
-				}
-			}
-			if !u.duplicate {
-				prev, had, err := last(ek, w.lastSeqNr)
-				if err != nil {
-					return err
-				}
-				if e.SeqNr != 0 && e.SeqNr != prev+1 {
-					conflict = &SeqNrConflictError{EntityType: e.EntityType, EntityID: e.EntityId, Expected: e.SeqNr, Next: prev + 1}
-				}
-				u.prev, u.hadPrev = prev, had
-				groupSeq[ek] = prev + 1
-				e.SeqNr = prev + 1
-			}
-			undo = append(undo, u)
-			if conflict != nil {
-				break
-			}
-		}
-		if conflict != nil {
-			for k := len(undo) - 1; k >= 0; k-- {
-				u := undo[k]
-				if !u.duplicate {
-					restore(groupSeq, u.ek, u.prev, u.hadPrev)
-				}
-				if u.ok != "" {
-					restore(groupSeq, u.ok, u.originPrev, u.originHad)
-				}
-				u.event.SeqNr, u.event.OriginSeqNr = u.origSeq, u.origOrigSeq
-			}
-			g.answer(i, writeResult{err: conflict})
-			continue
-		}
-		for _, wr := range g.reqs[i].writes {
-			if wr.Delete {
-				g.changes.del(wr.Key)
-			} else {
-				g.changes.set(wr.Key, wr.Value)
-			}
-		}
-		app := make([]Appended, len(events))
-		for k, e := range events {
-			if undo[k].duplicate {
-				app[k] = Appended{Duplicate: true}
-				continue
-			}
-			if undo[k].ok != "" {
-				key := len(slab)
-				slab = append(slab, prefixOrigin...)
-				slab = append(slab, undo[k].ok[1:]...)
-				val := len(slab)
-				slab = binary.BigEndian.AppendUint64(slab, e.OriginSeqNr)
-				g.changes.set(slab[key:val:val], slab[val:len(slab):len(slab)])
-				if e.OriginTimestampUnixNano == 0 {
-					e.OriginTimestampUnixNano = ts
-				}
-			}
-			if !w.knownType(e.EntityType) && !slices.Contains(g.newTypes, e.EntityType) {
-				g.newTypes = append(g.newTypes, e.EntityType)
-				g.changes.set(append(bytes.Clone(prefixType), e.EntityType...), nil)
-			}
-			e.Offset, e.Slice, e.TimestampUnixNano = offset, SliceOf(e.EntityId), ts
-			raw, err := blocks.add(&g.changes, e)
-			if err != nil {
-				return err
-			}
-			key := len(slab)
-			slab = appendIndexKey(slab, undo[k].ek, e.SeqNr)
-			val := len(slab)
-			slab = binary.BigEndian.AppendUint64(slab, offset)
-			g.changes.set(slab[key:val:val], slab[val:len(slab):len(slab)])
-			g.addBytes += int64(len(raw))
-			app[k] = Appended{Offset: offset, SeqNr: e.SeqNr}
-			g.records = append(g.records, Record{Offset: offset, Raw: raw, event: e})
-			offset++
-		}
-		g.results[i] = app
+	if conflict != nil {
+		s.rollback()
 	}
-	if len(g.changes) == 0 {
-		return nil // every append conflicted or was a duplicate
+	return conflict, err
+}
+
+// assignEvent assigns one event; it appends to s.undo once it changed
+// something, so a conflict before that leaves nothing to undo.
+func (s *seqAssigner) assignEvent(e *streamdv1.Event) (conflict, err error) {
+	if e.Origin == "" {
+		e.Origin = s.w.j.opts.Region
 	}
-	blocks.flush(&g.changes)
-	g.bytes = w.bytes + g.addBytes
-	g.changes.set(keyBytes, u64(uint64(g.bytes)))
-	if len(w.lastSeq)+len(groupSeq) > maxCachedEntities {
-		// Entities out of the cache are read from Badger: it must hold
-		// every group built so far.
-		w.awaitApplied()
-		clear(w.lastSeq)
-		w.cacheComplete = false
+	ek := EntityKey(e.EntityType, e.EntityId)
+	u := undoSeq{ek: ek, event: e, origSeq: e.SeqNr, origOrigSeq: e.OriginSeqNr}
+	if e.Origin != "" {
+		u.ok = originKey(e.Origin, ek)
+		prev, had, err := s.lastOf(u.ok, s.w.lastOriginSeqNr)
+		if err != nil {
+			return nil, err
+		}
+		u.originPrev, u.originHad = prev, had
+		switch {
+		case e.OriginSeqNr == 0: // written here: the origin's next
+			e.OriginSeqNr = prev + 1
+		case e.OriginSeqNr <= prev:
+			u.duplicate = true
+		case e.OriginSeqNr > prev+1:
+			return &OriginGapError{Origin: e.Origin, EntityType: e.EntityType, EntityID: e.EntityId, Next: prev + 1, Got: e.OriginSeqNr}, nil
+		}
+		if !u.duplicate {
+			s.last[u.ok] = e.OriginSeqNr
+		}
 	}
-	for ek, seq := range groupSeq {
-		w.lastSeq[ek] = seq
+	if !u.duplicate {
+		prev, had, err := s.lastOf(ek, s.w.lastSeqNr)
+		if err != nil {
+			return nil, err
+		}
+		if e.SeqNr != 0 && e.SeqNr != prev+1 {
+			conflict = &SeqNrConflictError{EntityType: e.EntityType, EntityID: e.EntityId, Expected: e.SeqNr, Next: prev + 1}
+		}
+		u.prev, u.hadPrev = prev, had
+		s.last[ek] = prev + 1
+		e.SeqNr = prev + 1
 	}
-	g.last = offset - 1
-	w.nextOffset, w.lastTime, w.bytes = offset, ts, g.bytes
-	return nil
+	s.undo = append(s.undo, u)
+	return conflict, nil
+}
+
+// lastOf is the last seqNr under key: as this group left it (had), or as
+// committed, read by read.
+func (s *seqAssigner) lastOf(key string, read func(*badger.Txn, string) (uint64, error)) (v uint64, had bool, err error) {
+	if v, ok := s.last[key]; ok {
+		return v, true, nil
+	}
+	if s.rtxn == nil && !s.w.cacheComplete {
+		s.rtxn = s.w.j.db.NewTransaction(false)
+	}
+	v, err = read(s.rtxn, key)
+	return v, false, err
+}
+
+// rollback takes back what the last assign changed, newest first.
+func (s *seqAssigner) rollback() {
+	for k := len(s.undo) - 1; k >= 0; k-- {
+		u := s.undo[k]
+		if !u.duplicate {
+			restore(s.last, u.ek, u.prev, u.hadPrev)
+		}
+		if u.ok != "" {
+			restore(s.last, u.ok, u.originPrev, u.originHad)
+		}
+		u.event.SeqNr, u.event.OriginSeqNr = u.origSeq, u.origOrigSeq
+	}
 }
 
 // restore sets m[key] back to prev, or deletes it when it had no entry.
@@ -698,6 +640,125 @@ func restore(m map[string]uint64, key string, prev uint64, had bool) {
 		m[key] = prev
 	} else {
 		delete(m, key)
+	}
+}
+
+// groupBuild is what commit builds a group's changes with.
+type groupBuild struct {
+	blocks blockWriter
+	// slab holds the group's index keys and values; the changes refer to
+	// it until they are applied.
+	slab   []byte
+	offset uint64 // of the next event
+	ts     int64  // the group's timestamp
+}
+
+// commit assigns offsets and seqNrs and builds a group's changes to Badger,
+// taking them as committed: a group that fails later fails the journal. An
+// append whose seqNr expectation fails, or whose replicated events leave a
+// gap in their origin's sequence, is answered at once, alone; the others
+// commit together.
+func (w *writer) commit(g *group) error {
+	g.results = make([][]Appended, len(g.reqs))
+	g.bytes = w.bytes // unchanged unless events commit
+	size := 0
+	for _, r := range g.reqs {
+		size += r.size
+		g.cost, g.entries = g.cost+r.cost, g.entries+r.entries
+	}
+	b := groupBuild{
+		blocks: blockWriter{start: -1, buf: make([]byte, 0, size+size/16+blockHeader)},
+		slab:   make([]byte, 0, size/2+64),
+		offset: w.nextOffset,
+		ts:     max(w.j.opts.Now().UnixNano(), w.lastTime),
+	}
+	seqs := w.newSeqAssigner()
+	defer seqs.close()
+	for i := range g.reqs {
+		conflict, err := seqs.assign(g.reqs[i].events)
+		if err != nil {
+			return err
+		}
+		if conflict != nil {
+			g.answer(i, writeResult{err: conflict})
+			continue
+		}
+		if g.results[i], err = w.stage(g, &b, &g.reqs[i], seqs.undo); err != nil {
+			return err
+		}
+	}
+	if len(g.changes) == 0 {
+		return nil // every append conflicted or was a duplicate
+	}
+	b.blocks.flush(&g.changes)
+	g.bytes = w.bytes + g.addBytes
+	g.changes.set(keyBytes, u64(uint64(g.bytes)))
+	w.cacheSeqNrs(seqs.last)
+	g.last = b.offset - 1
+	w.nextOffset, w.lastTime, w.bytes = b.offset, b.ts, g.bytes
+	return nil
+}
+
+// stage adds one append, its seqNrs assigned (marks: one per event), to the
+// group's changes and records, and returns where its events land.
+func (w *writer) stage(g *group, b *groupBuild, r *writeReq, marks []undoSeq) ([]Appended, error) {
+	for _, wr := range r.writes {
+		if wr.Delete {
+			g.changes.del(wr.Key)
+		} else {
+			g.changes.set(wr.Key, wr.Value)
+		}
+	}
+	app := make([]Appended, len(r.events))
+	for k, e := range r.events {
+		if marks[k].duplicate {
+			app[k] = Appended{Duplicate: true}
+			continue
+		}
+		if marks[k].ok != "" {
+			key := len(b.slab)
+			b.slab = append(b.slab, prefixOrigin...)
+			b.slab = append(b.slab, marks[k].ok[1:]...)
+			val := len(b.slab)
+			b.slab = binary.BigEndian.AppendUint64(b.slab, e.OriginSeqNr)
+			g.changes.set(b.slab[key:val:val], b.slab[val:len(b.slab):len(b.slab)])
+			if e.OriginTimestampUnixNano == 0 {
+				e.OriginTimestampUnixNano = b.ts
+			}
+		}
+		if !w.knownType(e.EntityType) && !slices.Contains(g.newTypes, e.EntityType) {
+			g.newTypes = append(g.newTypes, e.EntityType)
+			g.changes.set(append(bytes.Clone(prefixType), e.EntityType...), nil)
+		}
+		e.Offset, e.Slice, e.TimestampUnixNano = b.offset, SliceOf(e.EntityId), b.ts
+		raw, err := b.blocks.add(&g.changes, e)
+		if err != nil {
+			return nil, err
+		}
+		key := len(b.slab)
+		b.slab = appendIndexKey(b.slab, marks[k].ek, e.SeqNr)
+		val := len(b.slab)
+		b.slab = binary.BigEndian.AppendUint64(b.slab, b.offset)
+		g.changes.set(b.slab[key:val:val], b.slab[val:len(b.slab):len(b.slab)])
+		g.addBytes += int64(len(raw))
+		app[k] = Appended{Offset: b.offset, SeqNr: e.SeqNr}
+		g.records = append(g.records, Record{Offset: b.offset, Raw: raw, event: e})
+		b.offset++
+	}
+	return app, nil
+}
+
+// cacheSeqNrs takes a group's last seqNrs into the writer's cache.
+func (w *writer) cacheSeqNrs(last map[string]uint64) {
+	if len(w.lastSeq)+len(last) > maxCachedEntities {
+		// Entities out of the cache are read from Badger: it must hold
+		// every group built so far.
+		w.awaitApplied()
+		clear(w.lastSeq)
+		w.cacheComplete = false
+	}
+	for ek, seq := range last {
+		w.lastSeq[ek] = seq
 	}
 }
 

@@ -226,39 +226,43 @@ type Options struct {
 	segmentBytes int64
 }
 
-// Validate reports the first nonsensical field.
+// ErrInvalidOptions is wrapped by every error of Options.Validate.
+var ErrInvalidOptions = errors.New("journal: invalid options")
+
+// Validate reports every nonsensical field, the errors joined; each wraps
+// ErrInvalidOptions.
 func (o Options) Validate() error {
 	var errs []error
 	if o.Durability != DurabilitySync && o.Durability != DurabilityAsync {
-		errs = append(errs, fmt.Errorf("journal: Options.Durability %d is neither sync nor async", o.Durability))
+		errs = append(errs, fmt.Errorf("%w: Options.Durability %d is neither sync nor async", ErrInvalidOptions, o.Durability))
 	}
 	if err := checkName("region", o.Region, maxRegionLen, false); err != nil {
-		errs = append(errs, fmt.Errorf("journal: Options.Region %q: %v", o.Region, err))
+		errs = append(errs, fmt.Errorf("%w: Options.Region %q: %v", ErrInvalidOptions, o.Region, err))
 	}
 	if o.Compression != CompressionSnappy && o.Compression != CompressionNone {
-		errs = append(errs, fmt.Errorf("journal: Options.Compression %d is neither snappy nor none", o.Compression))
+		errs = append(errs, fmt.Errorf("%w: Options.Compression %d is neither snappy nor none", ErrInvalidOptions, o.Compression))
 	}
 	if o.RetentionMaxAge < 0 {
-		errs = append(errs, fmt.Errorf("journal: Options.RetentionMaxAge %v is negative", o.RetentionMaxAge))
+		errs = append(errs, fmt.Errorf("%w: Options.RetentionMaxAge %v is negative", ErrInvalidOptions, o.RetentionMaxAge))
 	}
 	if o.RetentionMaxBytes < 0 {
-		errs = append(errs, fmt.Errorf("journal: Options.RetentionMaxBytes %d is negative", o.RetentionMaxBytes))
+		errs = append(errs, fmt.Errorf("%w: Options.RetentionMaxBytes %d is negative", ErrInvalidOptions, o.RetentionMaxBytes))
 	}
 	if o.RetentionInterval < 0 {
-		errs = append(errs, fmt.Errorf("journal: Options.RetentionInterval %v is negative", o.RetentionInterval))
+		errs = append(errs, fmt.Errorf("%w: Options.RetentionInterval %v is negative", ErrInvalidOptions, o.RetentionInterval))
 	}
 	if o.RingSize < 0 {
-		errs = append(errs, fmt.Errorf("journal: Options.RingSize %d is negative", o.RingSize))
+		errs = append(errs, fmt.Errorf("%w: Options.RingSize %d is negative", ErrInvalidOptions, o.RingSize))
 	}
 	if o.MemTableSize < 0 || (o.MemTableSize > 0 && o.MemTableSize < minMemTableSize) {
-		errs = append(errs, fmt.Errorf("journal: Options.MemTableSize %d: want 0 (default) or at least %d (7 MiB: Badger's transactions, 15%% of it, must hold a 1 MiB value)", o.MemTableSize, minMemTableSize))
+		errs = append(errs, fmt.Errorf("%w: Options.MemTableSize %d: want 0 (default) or at least %d (7 MiB: Badger's transactions, 15%% of it, must hold a 1 MiB value)", ErrInvalidOptions, o.MemTableSize, minMemTableSize))
 	}
 	if least := o.LeastMinFreeBytes(); o.MinFreeBytes < 0 || (o.MinFreeBytes > 0 && o.MinFreeBytes < least) {
-		errs = append(errs, fmt.Errorf("journal: Options.MinFreeBytes %d: want 0 (default) or at least %d with MemTableSize %d (what Badger may still write through memory maps once appends are refused; a full disk there crashes the process with SIGBUS)",
-			o.MinFreeBytes, least, o.withDefaults().MemTableSize))
+		errs = append(errs, fmt.Errorf("%w: Options.MinFreeBytes %d: want 0 (default) or at least %d with MemTableSize %d (what Badger may still write through memory maps once appends are refused; a full disk there crashes the process with SIGBUS)",
+			ErrInvalidOptions, o.MinFreeBytes, least, o.withDefaults().MemTableSize))
 	}
 	if o.BlockCacheSize < 0 {
-		errs = append(errs, fmt.Errorf("journal: Options.BlockCacheSize %d is negative", o.BlockCacheSize))
+		errs = append(errs, fmt.Errorf("%w: Options.BlockCacheSize %d is negative", ErrInvalidOptions, o.BlockCacheSize))
 	}
 	l := o.Limits
 	for _, f := range []struct {
@@ -272,11 +276,11 @@ func (o Options) Validate() error {
 		{"MaxBatchEvents", l.MaxBatchEvents}, {"MaxBatchBytes", l.MaxBatchBytes},
 	} {
 		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("journal: Options.Limits.%s %d is negative", f.name, f.v))
+			errs = append(errs, fmt.Errorf("%w: Options.Limits.%s %d is negative", ErrInvalidOptions, f.name, f.v))
 		}
 	}
 	if l.MaxBatchBytes > maxBatchBytesCap {
-		errs = append(errs, fmt.Errorf("journal: Options.Limits.MaxBatchBytes %d exceeds %d (one Badger transaction)", l.MaxBatchBytes, maxBatchBytesCap))
+		errs = append(errs, fmt.Errorf("%w: Options.Limits.MaxBatchBytes %d exceeds %d (one Badger transaction)", ErrInvalidOptions, l.MaxBatchBytes, maxBatchBytesCap))
 	}
 	return errors.Join(errs...)
 }

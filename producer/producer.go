@@ -43,8 +43,8 @@ type ServerOptions struct {
 	Now func() time.Time
 	// Reserved are entity types that Publish and PublishStream refuse
 	// (FailedPrecondition), each with what writes it instead: the
-	// single-writer types of a topology.Primary, whose events need a
-	// version and the entity's ownership.
+	// single-writer types of a primary.Primary (topology/primary), whose
+	// events need a version and the entity's ownership.
 	Reserved map[string]string
 }
 
@@ -61,23 +61,27 @@ type StreamObserver interface {
 	Progressed(stream, consumer string, offset uint64)
 }
 
-// Validate reports the first nonsensical field.
+// ErrInvalidOptions is wrapped by every error of ServerOptions.Validate.
+var ErrInvalidOptions = errors.New("producer: invalid options")
+
+// Validate reports every nonsensical field, the errors joined; each wraps
+// ErrInvalidOptions.
 func (o ServerOptions) Validate() error {
 	var errs []error
 	if o.BatchEvents < 0 {
-		errs = append(errs, fmt.Errorf("producer: ServerOptions.BatchEvents %d is negative", o.BatchEvents))
+		errs = append(errs, fmt.Errorf("%w: ServerOptions.BatchEvents %d is negative", ErrInvalidOptions, o.BatchEvents))
 	}
 	if o.BatchBytes < 0 {
-		errs = append(errs, fmt.Errorf("producer: ServerOptions.BatchBytes %d is negative", o.BatchBytes))
+		errs = append(errs, fmt.Errorf("%w: ServerOptions.BatchBytes %d is negative", ErrInvalidOptions, o.BatchBytes))
 	}
 	if o.ProgressInterval < 0 {
-		errs = append(errs, fmt.Errorf("producer: ServerOptions.ProgressInterval %v is negative", o.ProgressInterval))
+		errs = append(errs, fmt.Errorf("%w: ServerOptions.ProgressInterval %v is negative", ErrInvalidOptions, o.ProgressInterval))
 	}
 	if o.MaxReplays < 0 {
-		errs = append(errs, fmt.Errorf("producer: ServerOptions.MaxReplays %d is negative", o.MaxReplays))
+		errs = append(errs, fmt.Errorf("%w: ServerOptions.MaxReplays %d is negative", ErrInvalidOptions, o.MaxReplays))
 	}
 	if o.PublishInFlight < 0 {
-		errs = append(errs, fmt.Errorf("producer: ServerOptions.PublishInFlight %d is negative", o.PublishInFlight))
+		errs = append(errs, fmt.Errorf("%w: ServerOptions.PublishInFlight %d is negative", ErrInvalidOptions, o.PublishInFlight))
 	}
 	return errors.Join(errs...)
 }

@@ -219,6 +219,28 @@ func TestResumeFromPosition(t *testing.T) {
 	}
 }
 
+// ServerOptions.Validate reports every nonsensical field, each error
+// matching ErrInvalidOptions and naming its field; Open refuses them.
+func TestServerOptionsValidate(t *testing.T) {
+	if err := (ServerOptions{}).Validate(); err != nil {
+		t.Fatalf("zero ServerOptions: %v", err)
+	}
+	err := ServerOptions{BatchEvents: -1, MaxReplays: -2}.Validate()
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok || len(joined.Unwrap()) != 2 {
+		t.Fatalf("Validate = %v, want two errors joined", err)
+	}
+	for i, field := range []string{"ServerOptions.BatchEvents -1", "ServerOptions.MaxReplays -2"} {
+		e := joined.Unwrap()[i]
+		if !errors.Is(e, ErrInvalidOptions) || !strings.HasPrefix(e.Error(), "producer: invalid options: "+field) {
+			t.Errorf("error %d = %q, want one matching ErrInvalidOptions about %s", i, e, field)
+		}
+	}
+	if _, err := Open(t.TempDir(), Options{Server: ServerOptions{PublishInFlight: -1}}); !errors.Is(err, ErrInvalidOptions) {
+		t.Fatalf("Open with PublishInFlight -1: %v, want ErrInvalidOptions", err)
+	}
+}
+
 func TestBadInit(t *testing.T) {
 	h := start(t, Options{Server: ServerOptions{Streams: []StreamDef{{Name: "cars", EntityTypes: []string{"car"}}}}})
 	id := h.p.Journal().ID()

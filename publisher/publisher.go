@@ -32,7 +32,11 @@ type Options struct {
 	MaxInFlight int
 }
 
-// Validate refuses negative bounds.
+// ErrInvalidOptions is wrapped by every error of Options.Validate.
+var ErrInvalidOptions = errors.New("publisher: invalid options")
+
+// Validate refuses negative bounds: every one, the errors joined; each wraps
+// ErrInvalidOptions.
 func (o Options) Validate() error {
 	var errs []error
 	for _, f := range []struct {
@@ -40,7 +44,7 @@ func (o Options) Validate() error {
 		v    int
 	}{{"MaxBatchEvents", o.MaxBatchEvents}, {"MaxBatchBytes", o.MaxBatchBytes}, {"MaxInFlight", o.MaxInFlight}} {
 		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("publisher: Options.%s is %d, not at least 0", f.name, f.v))
+			errs = append(errs, fmt.Errorf("%w: Options.%s is %d, not at least 0", ErrInvalidOptions, f.name, f.v))
 		}
 	}
 	return errors.Join(errs...)

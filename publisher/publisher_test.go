@@ -297,7 +297,19 @@ func TestOptionsValidate(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "Options.MaxBatchEvents is -1") || !strings.Contains(err.Error(), "Options.MaxInFlight is -2") {
 		t.Fatalf("Validate = %v", err)
 	}
-	if _, err := New(context.Background(), nil, Options{MaxBatchBytes: -1}); err == nil {
-		t.Fatal("New accepted MaxBatchBytes -1")
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok || len(joined.Unwrap()) != 2 {
+		t.Fatalf("Validate = %v, want two errors joined", err)
+	}
+	for _, e := range joined.Unwrap() {
+		if !errors.Is(e, ErrInvalidOptions) || !strings.HasPrefix(e.Error(), "publisher: invalid options: Options.") {
+			t.Errorf("error %q does not match ErrInvalidOptions", e)
+		}
+	}
+	if _, err := New(context.Background(), nil, Options{MaxBatchBytes: -1}); !errors.Is(err, ErrInvalidOptions) {
+		t.Fatalf("New with MaxBatchBytes -1: %v, want ErrInvalidOptions", err)
+	}
+	if err := (Options{}).Validate(); err != nil {
+		t.Fatalf("zero Options: %v", err)
 	}
 }

@@ -38,14 +38,9 @@
 // or replicated — into a state that is the same in every region whatever
 // the order the events arrived in.
 //
-// Single-writer entities: Primary writes the entity types whose mode
-// (Config) is pinned-region or request-region primary. Each entity has one
-// linear history (versions 1, 2, 3…, every region folding the same events)
-// and one owner at a time; ownership moves by handover events in the history
-// itself, so it survives restarts and replicates like data. Writes in a
-// region that does not own the entity are forwarded (pinned) or take the
-// entity over first (request-region), and fail with codes.Unavailable rather
-// than fork the history when the owner cannot be reached; see Primary.
+// Single-writer entities are the package topology/primary: one linear
+// history per entity, written by the region that owns it, with ownership
+// moving by handover events that replicate like data.
 //
 // The position in the source journal is stored in the local journal's
 // Badger DB (an offsets.Store made by offsets.Wrap on the journal) and

@@ -18,15 +18,16 @@ import (
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
+	"github.com/streamd/streamd/topology/primary"
 )
 
 // fileConfig is the --config file (YAML): the named streams streamd offers,
 // the replications it runs and the modes of entity types (single-writer
-// entities, see topology.Primary). Unknown keys are errors.
+// entities, see primary.Primary). Unknown keys are errors.
 type fileConfig struct {
-	Streams     []streamConfig        `yaml:"streams"`
-	Replicate   []replicateConfig     `yaml:"replicate"`
-	EntityTypes []topology.EntityType `yaml:"entity_types"`
+	Streams     []streamConfig       `yaml:"streams"`
+	Replicate   []replicateConfig    `yaml:"replicate"`
+	EntityTypes []primary.EntityType `yaml:"entity_types"`
 }
 
 type streamConfig struct {
@@ -58,7 +59,7 @@ type tlsKeys struct {
 type fileSettings struct {
 	streams []producer.StreamDef
 	repls   []topology.ReplicationOptions
-	types   topology.Config
+	types   primary.Config
 }
 
 // loadConfig reads and checks the config file at path; errors name the file
@@ -77,13 +78,13 @@ func loadConfig(path string) (fileSettings, error) {
 
 // reservedTypes are the entity types Publish refuses: the single-writer
 // types and the pins, which the PrimaryService writes.
-func reservedTypes(types topology.Config) map[string]string {
+func reservedTypes(types primary.Config) map[string]string {
 	if len(types.EntityTypes) == 0 {
 		return nil
 	}
-	reserved := map[string]string{topology.PinEntityType: "PrimaryService.SetPrimary (streamctl primary set)"}
+	reserved := map[string]string{primary.PinEntityType: "PrimaryService.SetPrimary (streamctl primary set)"}
 	for _, t := range types.EntityTypes {
-		if t.Mode != topology.ModeReplicated {
+		if t.Mode != primary.ModeReplicated {
 			reserved[t.Name] = "PrimaryService.Write (a " + t.Mode.String() + " entity type)"
 		}
 	}
@@ -164,7 +165,7 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 			DialOptions: dial,
 		})
 	}
-	types := topology.Config{EntityTypes: fc.EntityTypes}
+	types := primary.Config{EntityTypes: fc.EntityTypes}
 	if err := types.Validate(); err != nil {
 		return fileSettings{}, err
 	}

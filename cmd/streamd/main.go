@@ -36,6 +36,7 @@ import (
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
+	"github.com/streamd/streamd/topology/primary"
 )
 
 func main() {
@@ -158,7 +159,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 	}
 	regions, _ := primaryRegions(repls)
 	for _, t := range types.EntityTypes {
-		if owner := t.FirstOwner(); t.Mode != topology.ModeReplicated && owner != c.String("region") &&
+		if owner := t.FirstOwner(); t.Mode != primary.ModeReplicated && owner != c.String("region") &&
 			!slices.ContainsFunc(regions, func(r topology.Region) bool { return r.Name == owner }) {
 			return config{}, fmt.Errorf("--config %s: entity type %q: region %q is neither this region (--region %s) nor the source of a replication, so it cannot be reached",
 				c.String("config"), t.Name, owner, c.String("region"))
@@ -219,9 +220,9 @@ type config struct {
 	// replications streamd runs, into its journal; positions are kept in
 	// the journal, committed with the events they copied.
 	replications []topology.ReplicationOptions
-	// entityTypes are served by a topology.Primary (PrimaryService) when
+	// entityTypes are served by a primary.Primary (PrimaryService) when
 	// streamd has a region.
-	entityTypes topology.Config
+	entityTypes primary.Config
 }
 
 // closeMargin is how long, past --shutdown-grace, streamd may take to close
@@ -287,7 +288,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
 	if cfg.producer.Journal.Region != "" {
 		regions, dial := primaryRegions(cfg.replications)
-		prim, err := topology.NewPrimary(topology.PrimaryOptions{
+		prim, err := primary.New(primary.Options{
 			Journal: p.Journal(), Config: cfg.entityTypes, Regions: regions, RegionDialOptions: dial, Logger: log,
 		})
 		if err != nil {

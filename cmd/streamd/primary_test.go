@@ -15,7 +15,7 @@ import (
 
 	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
-	"github.com/streamd/streamd/topology"
+	"github.com/streamd/streamd/topology/primary"
 )
 
 func TestParseEntityTypes(t *testing.T) {
@@ -35,10 +35,10 @@ entity_types:
 		t.Fatal(err)
 	}
 	types := settings.types
-	want := []topology.EntityType{
-		{Name: "order", Mode: topology.ModePinned, Primary: "eu"},
-		{Name: "account", Mode: topology.ModeRequestRegion, Home: "us"},
-		{Name: "cart", Mode: topology.ModeReplicated},
+	want := []primary.EntityType{
+		{Name: "order", Mode: primary.ModePinned, Primary: "eu"},
+		{Name: "account", Mode: primary.ModeRequestRegion, Home: "us"},
+		{Name: "cart", Mode: primary.ModeReplicated},
 	}
 	if len(types.EntityTypes) != 3 || types.EntityTypes[0] != want[0] || types.EntityTypes[1] != want[1] || types.EntityTypes[2] != want[2] {
 		t.Fatalf("entity types = %+v", types.EntityTypes)

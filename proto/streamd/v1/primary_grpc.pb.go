@@ -31,7 +31,7 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // PrimaryService serves the single-writer entity types of a region (pinned-
-// region and request-region primaries, see topology.Primary): writes
+// region and request-region primaries, see package topology/primary): writes
 // forwarded from other regions, the exchange of an entity's history between
 // regions (a handover of its ownership, or a strong read at its owner), and
 // the operator's view and steering of primaries.
@@ -123,7 +123,7 @@ func (c *primaryServiceClient) GetPrimary(ctx context.Context, in *GetPrimaryReq
 // for forward compatibility.
 //
 // PrimaryService serves the single-writer entity types of a region (pinned-
-// region and request-region primaries, see topology.Primary): writes
+// region and request-region primaries, see package topology/primary): writes
 // forwarded from other regions, the exchange of an entity's history between
 // regions (a handover of its ownership, or a strong read at its owner), and
 // the operator's view and steering of primaries.

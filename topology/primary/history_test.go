@@ -1,4 +1,4 @@
-package topology_test
+package primary_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
-	"github.com/streamd/streamd/topology"
+	"github.com/streamd/streamd/topology/primary"
 )
 
 // A history checker for single-writer entities: clients record every
@@ -55,10 +55,10 @@ type final struct {
 	outside int // events not in the history: a fork
 }
 
-func finalOf(h topology.History) final {
+func finalOf(h primary.History) final {
 	f := final{outside: len(h.Outside)}
 	for _, e := range h.Events {
-		f.events = append(f.events, finalEvent{version: topology.Version(e), value: string(e.Payload), handover: e.EventType == topology.HandoverEventType})
+		f.events = append(f.events, finalEvent{version: primary.Version(e), value: string(e.Payload), handover: e.EventType == primary.HandoverEventType})
 	}
 	return f
 }
@@ -380,12 +380,12 @@ func (pw *primaryWorld) runClient(rec *recorder, id int, region string, entities
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		p := pw.primary(region)
 		o.call = rec.now()
-		var h topology.History
+		var h primary.History
 		switch r := rng.IntN(4); {
 		case r < 2:
 			o.kind, o.value = opWrite, fmt.Sprintf("%s-%d-%d", region, id, n)
-			var w topology.Written
-			if w, o.err = p.Write(ctx, typ, eid, topology.AnyVersion, ev(o.value)); o.err == nil {
+			var w primary.Written
+			if w, o.err = p.Write(ctx, typ, eid, primary.AnyVersion, ev(o.value)); o.err == nil {
 				o.version = w.Versions[0]
 			}
 		case r == 2:

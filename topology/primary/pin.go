@@ -1,4 +1,4 @@
-package topology
+package primary
 
 import (
 	"context"
@@ -17,9 +17,9 @@ type pinState struct {
 	in        string // its origin
 }
 
-// PrimaryInfo describes an entity type's mode and primary as this region
+// TypeInfo describes an entity type's mode and primary as this region
 // knows them.
-type PrimaryInfo struct {
+type TypeInfo struct {
 	EntityType EntityType
 	// Primary is the pinned primary now (ModePinned): the last pin, or the
 	// configured one.
@@ -41,7 +41,7 @@ func (p *Primary) pin(entityType string) (pinState, error) {
 		p.pins[entityType] = st
 	}
 	for {
-		evs, err := p.j.ReadEntity(PinEntityType, entityType, st.lastSeqNr+1, replicatedReadBatch, nil)
+		evs, err := p.j.ReadEntity(PinEntityType, entityType, st.lastSeqNr+1, readBatch, nil)
 		if err != nil {
 			return pinState{}, fmt.Errorf("topology: reading the pins of %q: %w", entityType, err)
 		}
@@ -56,7 +56,7 @@ func (p *Primary) pin(entityType string) (pinState, error) {
 				st.primary, st.at, st.in = pin.Primary, t, ev.Origin
 			}
 		}
-		if len(evs) < replicatedReadBatch {
+		if len(evs) < readBatch {
 			break
 		}
 	}
@@ -94,18 +94,18 @@ func (p *Primary) SetPrimary(ctx context.Context, entityType, region string) err
 }
 
 // PrimaryOf describes an entity type's mode and primary.
-func (p *Primary) PrimaryOf(entityType string) (PrimaryInfo, error) {
+func (p *Primary) PrimaryOf(entityType string) (TypeInfo, error) {
 	t, ok := p.config.Lookup(entityType)
 	if !ok {
-		return PrimaryInfo{}, fmt.Errorf("%w: %q (the config lists %s)", ErrUnknownEntityType, entityType, p.typeNames())
+		return TypeInfo{}, fmt.Errorf("%w: %q (the config lists %s)", ErrUnknownEntityType, entityType, p.typeNames())
 	}
-	info := PrimaryInfo{EntityType: t}
+	info := TypeInfo{EntityType: t}
 	if t.Mode != ModePinned {
 		return info, nil
 	}
 	pin, err := p.pin(entityType)
 	if err != nil {
-		return PrimaryInfo{}, err
+		return TypeInfo{}, err
 	}
 	info.Primary, info.PinnedAtUnixNano, info.PinnedIn = pin.primary, pin.at, pin.in
 	return info, nil

@@ -1,4 +1,4 @@
-package topology
+package primary
 
 import (
 	"container/list"
@@ -20,63 +20,12 @@ import (
 
 	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+	"github.com/streamd/streamd/topology"
 )
 
-// Primary writes and reads single-writer entities: the entity types of the
-// config in mode ModePinned or ModeRequestRegion (ARCHITECTURE.md §7). Each such
-// entity has one linear history, the same in every region.
-//
-// How: every event of the entity carries a version vector, the last event's
-// plus one for the region that writes it, so its version (the vector's sum)
-// is 1, 2, 3…; a region writes an entity only while it owns it and holds
-// every earlier event. Ownership is part of the history: a handover event
-// (HandoverEventType) names the next owner; the first owner is the type's
-// configured primary or home. Replication copies the events like any other,
-// and every region folds the entity's events in its journal into the
-// history: the longest run of versions 1..n that continue each other.
-//
-// Writes (Write):
-//   - ModePinned, and this region is not the pinned primary: forwarded over
-//     gRPC (PrimaryService.Write) to the primary; the caller gets its result.
-//   - This region owns the entity: appended to the local journal with the
-//     next version, expecting the journal's next seqNr of the entity
-//     (optimistic concurrency against every other append).
-//   - Otherwise (ModeRequestRegion, or this region just became the pinned
-//     primary) this region takes the entity over first: it asks the owner it
-//     knows (PrimaryService.Sync with handover_to) to hand it over; the owner
-//     appends a handover event, stops writing the entity, and answers with
-//     every event the asking region lacks. The asking region appends them
-//     (keeping their origins, like replication) and then owns the entity. A
-//     region that no longer owns the entity answers with what it holds and
-//     the owner it knows, and the asking region follows; asked again (the
-//     answer was lost), the old owner answers again. If the owner cannot be
-//     reached, the write fails with codes.Unavailable naming the region
-//     rather than forking the history.
-//   - A region's writes to one entity are serialised; other entities are
-//     unaffected by a switch.
-//
-// Reads: Read folds the local journal: eventually consistent, always a
-// prefix of the one history. ReadStrong asks the owner (following
-// handovers) for its history: linearizable.
-//
-// Operator override: Takeover with force appends a handover to this region
-// without the owner's consent. If the old owner is alive and writes, the
-// history forks: every region then picks the forced branch (deterministic)
-// and reports the old owner's events from the fork on in History.Outside;
-// acknowledged writes of the old owner that this region did not hold are
-// lost. Use it only for an owner that is gone.
-//
-// Pins: the pinned primary of an entity type is the configured one until
-// SetPrimary writes a pin event (PinEntityType), which replicates; the
-// latest pin by (time, region) wins. Changing it is safe while traffic
-// runs: the new primary takes each entity over on its first write, and the
-// old one, fenced by the handover, forwards. While regions disagree on the
-// pin, an entity may move back and forth; its history stays linear.
-//
-// What it does not guarantee: region names must be unique, every region
-// must configure the same mode and first owner for a type, retention must
-// not delete single-writer entities' events, and ReadStrong and writes
-// need the owner reachable.
+// Primary writes and reads the single-writer entities of one region (see
+// the package documentation for what it guarantees). Its methods are safe
+// for concurrent use.
 type Primary struct {
 	j       *journal.Journal
 	region  string
@@ -95,8 +44,15 @@ type Primary struct {
 	pins  map[string]*pinState
 }
 
-// PrimaryOptions configure NewPrimary.
-type PrimaryOptions struct {
+// maxAppendEvents and maxAppendBytes bound one Append of events another
+// region sent, inside the journal's default limits.
+const (
+	maxAppendEvents = 1000
+	maxAppendBytes  = 2 << 20
+)
+
+// Options configure New.
+type Options struct {
 	// Journal is the local journal; its Region names this region. Required.
 	Journal *journal.Journal
 	// Config gives the entity types' modes. Types not in it are refused.
@@ -104,7 +60,7 @@ type PrimaryOptions struct {
 	// Regions are the other regions and the addresses of their
 	// PrimaryService (streamd's gRPC address); every primary and home of
 	// Config must be this region or one of them.
-	Regions []Region
+	Regions []topology.Region
 	// DialOptions reach the other regions (TLS, tokens); default plaintext.
 	DialOptions []grpc.DialOption
 	// RegionDialOptions replace DialOptions for the regions they name.
@@ -117,44 +73,55 @@ type PrimaryOptions struct {
 	Logger         *slog.Logger
 }
 
-// Validate reports the first nonsensical field.
-func (o PrimaryOptions) Validate() error {
-	switch {
-	case o.Journal == nil:
-		return errors.New("topology: PrimaryOptions.Journal is nil")
-	case o.Journal.Region() == "":
-		return errors.New("topology: the journal has no region (journal.Options.Region): Primary needs to know which region it writes as")
-	case o.CallTimeout < 0:
-		return fmt.Errorf("topology: PrimaryOptions.CallTimeout is %v; it must be 0 (default) or more", o.CallTimeout)
-	case o.CachedEntities < 0:
-		return fmt.Errorf("topology: PrimaryOptions.CachedEntities is %d; it must be 0 (default) or more", o.CachedEntities)
+// ErrInvalidOptions is wrapped by every error of Options.Validate.
+var ErrInvalidOptions = errors.New("primary: invalid options")
+
+// Validate reports every nonsensical field, the errors joined; each wraps
+// ErrInvalidOptions.
+func (o Options) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...))
+	}
+	region := ""
+	if o.Journal == nil {
+		bad("Options.Journal is nil")
+	} else if region = o.Journal.Region(); region == "" {
+		bad("Options.Journal has no region (journal.Options.Region): Primary needs to know which region it writes as")
+	}
+	if o.CallTimeout < 0 {
+		bad("Options.CallTimeout is %v; it must be 0 (default) or more", o.CallTimeout)
+	}
+	if o.CachedEntities < 0 {
+		bad("Options.CachedEntities is %d; it must be 0 (default) or more", o.CachedEntities)
 	}
 	if err := o.Config.Validate(); err != nil {
-		return err
+		errs = append(errs, fmt.Errorf("%w: Options.Config: %w", ErrInvalidOptions, err))
 	}
-	known := map[string]bool{o.Journal.Region(): true}
+	known := map[string]bool{region: region != ""}
 	for i, r := range o.Regions {
 		switch {
 		case r.Name == "":
-			return fmt.Errorf("topology: PrimaryOptions.Regions[%d] has no name", i)
+			bad("Options.Regions[%d] has no name", i)
 		case known[r.Name]:
-			return fmt.Errorf("topology: PrimaryOptions.Regions[%d]: region %q is this region or listed twice", i, r.Name)
+			bad("Options.Regions[%d]: region %q is this region or listed twice", i, r.Name)
 		case len(r.Addrs) == 0:
-			return fmt.Errorf("topology: PrimaryOptions.Regions[%d]: region %q has no addresses", i, r.Name)
+			bad("Options.Regions[%d]: region %q has no addresses", i, r.Name)
 		}
-		known[r.Name] = true
+		if r.Name != "" {
+			known[r.Name] = true
+		}
 	}
 	for _, t := range o.Config.EntityTypes {
-		if t.Mode != ModeReplicated && !known[t.FirstOwner()] {
-			return fmt.Errorf("topology: entity type %q: region %q is neither this region (%q) nor in PrimaryOptions.Regions",
-				t.Name, t.FirstOwner(), o.Journal.Region())
+		if region != "" && t.Mode != ModeReplicated && t.FirstOwner() != "" && !known[t.FirstOwner()] {
+			bad("entity type %q: region %q is neither this region (%q) nor in Options.Regions", t.Name, t.FirstOwner(), region)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// NewPrimary returns the single-writer API of this region.
-func NewPrimary(opts PrimaryOptions) (*Primary, error) {
+// New returns the single-writer API of this region.
+func New(opts Options) (*Primary, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package topology
+package primary
 
 import (
 	"cmp"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+	"github.com/streamd/streamd/topology"
 )
 
 const (
@@ -23,6 +24,9 @@ const (
 	// PinEventType is the event type of pin events.
 	PinEventType = "streamd.primary.pin"
 )
+
+// readBatch is how many events a fold reads at a time.
+const readBatch = 256
 
 // Version is an event's version in its single-writer entity's history: the
 // sum of its version vector (1 for the first event, 2 for the second…).
@@ -83,14 +87,14 @@ func (e *primaryEntity) fold(j *journal.Journal) error {
 	rebuild := false
 	for {
 		var err error
-		buf, err = j.ReadEntity(e.entityType, e.entityID, e.lastSeqNr+1, replicatedReadBatch, buf[:0])
+		buf, err = j.ReadEntity(e.entityType, e.entityID, e.lastSeqNr+1, readBatch, buf[:0])
 		if err != nil {
 			return fmt.Errorf("topology: %w", err)
 		}
 		for _, ev := range buf {
 			if ev.SeqNr != e.lastSeqNr+1 {
 				return fmt.Errorf("%w: %s/%s has seqNr %d after %d; keep retention off for single-writer entity types",
-					ErrIncompleteHistory, e.entityType, e.entityID, ev.SeqNr, e.lastSeqNr)
+					topology.ErrIncompleteHistory, e.entityType, e.entityID, ev.SeqNr, e.lastSeqNr)
 			}
 			e.lastSeqNr = ev.SeqNr
 			e.events = append(e.events, ev)
@@ -102,7 +106,7 @@ func (e *primaryEntity) fold(j *journal.Journal) error {
 			e.byVersion[v] = append(e.byVersion[v], ev)
 			rebuild = rebuild || v <= uint64(len(e.chain))
 		}
-		if len(buf) < replicatedReadBatch {
+		if len(buf) < readBatch {
 			break
 		}
 	}

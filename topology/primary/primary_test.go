@@ -1,4 +1,4 @@
-package topology_test
+package primary_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/streamd/streamd/internal/netproxy"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
+	"github.com/streamd/streamd/topology/primary"
 )
 
 // primaryWorld is a world whose regions also run a Primary, served on its
@@ -25,26 +26,26 @@ import (
 // through a proxy, so cut cuts both replication and primary calls.
 type primaryWorld struct {
 	*world
-	cfg      topology.Config
+	cfg      primary.Config
 	paddrs   map[string]string             // region -> its PrimaryService address
 	pproxies map[[2]string]*netproxy.Proxy // [caller, callee]
 
 	mu      sync.RWMutex // guards prims and servers against restarts
-	prims   map[string]*topology.Primary
+	prims   map[string]*primary.Primary
 	servers map[string]*grpc.Server
 }
 
-var testConfig = topology.Config{EntityTypes: []topology.EntityType{
-	{Name: "order", Mode: topology.ModePinned, Primary: "eu"},
-	{Name: "account", Mode: topology.ModeRequestRegion, Home: "eu"},
-	{Name: "cart", Mode: topology.ModeReplicated},
+var testConfig = primary.Config{EntityTypes: []primary.EntityType{
+	{Name: "order", Mode: primary.ModePinned, Primary: "eu"},
+	{Name: "account", Mode: primary.ModeRequestRegion, Home: "eu"},
+	{Name: "cart", Mode: primary.ModeReplicated},
 }}
 
-func newPrimaryWorld(t *testing.T, cfg topology.Config, names ...string) *primaryWorld {
+func newPrimaryWorld(t *testing.T, cfg primary.Config, names ...string) *primaryWorld {
 	pw := &primaryWorld{
 		world: newWorld(t, names...), cfg: cfg,
 		paddrs: map[string]string{}, pproxies: map[[2]string]*netproxy.Proxy{},
-		prims: map[string]*topology.Primary{}, servers: map[string]*grpc.Server{},
+		prims: map[string]*primary.Primary{}, servers: map[string]*grpc.Server{},
 	}
 	listeners := map[string]net.Listener{}
 	for _, n := range names {
@@ -90,7 +91,7 @@ func (pw *primaryWorld) startPrimary(n string, lis net.Listener) {
 			others = append(others, topology.Region{Name: o, Addrs: []string{pw.pproxies[[2]string{n, o}].Addr()}})
 		}
 	}
-	prim, err := topology.NewPrimary(topology.PrimaryOptions{
+	prim, err := primary.New(primary.Options{
 		Journal: pw.regions[n].p.Journal(), Config: pw.cfg, Regions: others, CallTimeout: 2 * time.Second,
 	})
 	if err != nil {
@@ -109,7 +110,7 @@ func (pw *primaryWorld) stopPrimary(n string) {
 	}
 }
 
-func (pw *primaryWorld) primary(n string) *topology.Primary {
+func (pw *primaryWorld) primary(n string) *primary.Primary {
 	pw.mu.RLock()
 	defer pw.mu.RUnlock()
 	return pw.prims[n]
@@ -178,10 +179,10 @@ func ev(payload string) *streamdv1.Event {
 }
 
 // values are the payloads of a history's events other than handovers.
-func values(h topology.History) []string {
+func values(h primary.History) []string {
 	var out []string
 	for _, e := range h.Events {
-		if e.EventType != topology.HandoverEventType {
+		if e.EventType != primary.HandoverEventType {
 			out = append(out, string(e.Payload))
 		}
 	}
@@ -189,32 +190,32 @@ func values(h topology.History) []string {
 }
 
 // describe shows a history as "1:us:payload 2:handover->ap …".
-func describe(h topology.History) string {
+func describe(h primary.History) string {
 	var b strings.Builder
 	for _, e := range h.Events {
-		if e.EventType == topology.HandoverEventType {
-			fmt.Fprintf(&b, "%d:%s:handover ", topology.Version(e), e.Origin)
+		if e.EventType == primary.HandoverEventType {
+			fmt.Fprintf(&b, "%d:%s:handover ", primary.Version(e), e.Origin)
 		} else {
-			fmt.Fprintf(&b, "%d:%s:%s ", topology.Version(e), e.Origin, e.Payload)
+			fmt.Fprintf(&b, "%d:%s:%s ", primary.Version(e), e.Origin, e.Payload)
 		}
 	}
 	return fmt.Sprintf("[%s] owner %s, %d outside", strings.TrimSpace(b.String()), h.Owner, len(h.Outside))
 }
 
-func mustWrite(t *testing.T, p *topology.Primary, entityType, id string, payloads ...string) topology.Written {
+func mustWrite(t *testing.T, p *primary.Primary, entityType, id string, payloads ...string) primary.Written {
 	t.Helper()
 	var events []*streamdv1.Event
 	for _, pl := range payloads {
 		events = append(events, ev(pl))
 	}
-	w, err := p.Write(context.Background(), entityType, id, topology.AnyVersion, events...)
+	w, err := p.Write(context.Background(), entityType, id, primary.AnyVersion, events...)
 	if err != nil {
 		t.Fatalf("write %v to %s/%s in %s: %v", payloads, entityType, id, p.Region(), err)
 	}
 	return w
 }
 
-func mustRead(t *testing.T, p *topology.Primary, entityType, id string, strong bool) topology.History {
+func mustRead(t *testing.T, p *primary.Primary, entityType, id string, strong bool) primary.History {
 	t.Helper()
 	read := p.Read
 	if strong {
@@ -339,31 +340,31 @@ func TestPrimaryUnavailableOwner(t *testing.T) {
 	mustWrite(t, pw.primary("eu"), "account", "a1", "eu1")
 	mustWrite(t, pw.primary("us"), "account", "a2", "us1") // us owns a2
 	pw.cut("eu", "us")
-	_, err := pw.primary("us").Write(context.Background(), "account", "a1", topology.AnyVersion, ev("us1"))
-	var ue *topology.UnavailableError
-	if !errors.As(err, &ue) || ue.Region != "eu" || !errors.Is(err, topology.ErrUnavailable) {
+	_, err := pw.primary("us").Write(context.Background(), "account", "a1", primary.AnyVersion, ev("us1"))
+	var ue *primary.UnavailableError
+	if !errors.As(err, &ue) || ue.Region != "eu" || !errors.Is(err, primary.ErrUnavailable) {
 		t.Fatalf("write with the owner cut off: %v; want an UnavailableError naming eu", err)
 	}
 	_, err = pw.client("us").Write(context.Background(), &streamdv1.WriteRequest{EntityType: "account", EntityId: "a1", Events: []*streamdv1.Event{ev("us1")}})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), `"eu"`) {
 		t.Fatalf("over gRPC: %v; want Unavailable naming eu", err)
 	}
-	if _, err := pw.primary("us").ReadStrong(context.Background(), "account", "a1"); !errors.Is(err, topology.ErrUnavailable) {
+	if _, err := pw.primary("us").ReadStrong(context.Background(), "account", "a1"); !errors.Is(err, primary.ErrUnavailable) {
 		t.Fatalf("strong read with the owner cut off: %v", err)
 	}
 	// Pinned: the forwarding region cannot reach the primary either.
-	if _, err := pw.primary("us").Write(context.Background(), "order", "o1", topology.AnyVersion, ev("x")); !errors.Is(err, topology.ErrUnavailable) {
+	if _, err := pw.primary("us").Write(context.Background(), "order", "o1", primary.AnyVersion, ev("x")); !errors.Is(err, primary.ErrUnavailable) {
 		t.Fatalf("forwarded write with the primary cut off: %v", err)
 	}
 	mustWrite(t, pw.primary("us"), "account", "a2", "us2")
 	pw.restore("eu", "us")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		_, err := pw.primary("us").Write(context.Background(), "account", "a1", topology.AnyVersion, ev("us1"))
+		_, err := pw.primary("us").Write(context.Background(), "account", "a1", primary.AnyVersion, ev("us1"))
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, topology.ErrUnavailable) || time.Now().After(deadline) {
+		if !errors.Is(err, primary.ErrUnavailable) || time.Now().After(deadline) {
 			t.Fatalf("write once the link is back: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -384,7 +385,7 @@ func TestPrimaryForcedTakeover(t *testing.T) {
 	pw.awaitHistory("us", "account", "a1", "[1:eu:eu1] owner eu, 0 outside")
 	pw.cut("eu", "us")
 	pw.cut("eu", "ap")
-	if _, err := pw.primary("us").Takeover(context.Background(), "account", "a1", false); !errors.Is(err, topology.ErrUnavailable) {
+	if _, err := pw.primary("us").Takeover(context.Background(), "account", "a1", false); !errors.Is(err, primary.ErrUnavailable) {
 		t.Fatalf("takeover without force: %v", err)
 	}
 	v, err := pw.primary("us").Takeover(context.Background(), "account", "a1", true)
@@ -402,7 +403,7 @@ func TestPrimaryForcedTakeover(t *testing.T) {
 		pw.awaitHistory(n, "account", "a1", want)
 	}
 	h := mustRead(t, pw.primary("eu"), "account", "a1", false)
-	if o := h.Outside[0]; o.Origin != "eu" || string(o.Payload) != "eu2" || topology.Version(o) != 2 {
+	if o := h.Outside[0]; o.Origin != "eu" || string(o.Payload) != "eu2" || primary.Version(o) != 2 {
 		t.Fatalf("outside: %v", o)
 	}
 	// eu, fenced by the forced handover, now takes the entity over normally.
@@ -460,7 +461,7 @@ func TestPrimaryExpectedVersion(t *testing.T) {
 	}
 	mustWrite(t, pw.primary("us"), "account", "a1", "2")
 	h := mustRead(t, p, "account", "a1", true) // version 3
-	if _, err := p.Write(ctx, "account", "a1", 1, ev("x")); !errors.Is(err, topology.ErrVersionConflict) {
+	if _, err := p.Write(ctx, "account", "a1", 1, ev("x")); !errors.Is(err, primary.ErrVersionConflict) {
 		t.Fatalf("stale expectation: %v", err)
 	}
 	if _, err := pw.primary("us").Write(ctx, "account", "a1", h.Version, ev("3")); err != nil {
@@ -490,15 +491,15 @@ func TestPrimaryRefusesBadInput(t *testing.T) {
 		want           error
 		says           string
 	}{
-		"unknown type":    {"invoice", "i1", []*streamdv1.Event{ev("x")}, topology.ErrUnknownEntityType, `"invoice"`},
-		"replicated type": {"cart", "c1", []*streamdv1.Event{ev("x")}, topology.ErrWrongMode, "replicated"},
-		"no id":           {"order", "", []*streamdv1.Event{ev("x")}, topology.ErrInvalidRequest, "id"},
-		"no events":       {"order", "o1", nil, topology.ErrInvalidRequest, "no events"},
-		"other entity":    {"order", "o1", []*streamdv1.Event{{EntityId: "o2"}}, topology.ErrInvalidRequest, "o2"},
-		"origin set":      {"order", "o1", []*streamdv1.Event{{Origin: "us"}}, topology.ErrInvalidRequest, "origin"},
-		"handover type":   {"order", "o1", []*streamdv1.Event{{EventType: topology.HandoverEventType}}, topology.ErrInvalidRequest, "reserved"},
+		"unknown type":    {"invoice", "i1", []*streamdv1.Event{ev("x")}, primary.ErrUnknownEntityType, `"invoice"`},
+		"replicated type": {"cart", "c1", []*streamdv1.Event{ev("x")}, primary.ErrWrongMode, "replicated"},
+		"no id":           {"order", "", []*streamdv1.Event{ev("x")}, primary.ErrInvalidRequest, "id"},
+		"no events":       {"order", "o1", nil, primary.ErrInvalidRequest, "no events"},
+		"other entity":    {"order", "o1", []*streamdv1.Event{{EntityId: "o2"}}, primary.ErrInvalidRequest, "o2"},
+		"origin set":      {"order", "o1", []*streamdv1.Event{{Origin: "us"}}, primary.ErrInvalidRequest, "origin"},
+		"handover type":   {"order", "o1", []*streamdv1.Event{{EventType: primary.HandoverEventType}}, primary.ErrInvalidRequest, "reserved"},
 	} {
-		_, err := p.Write(ctx, c.entityType, c.id, topology.AnyVersion, c.events...)
+		_, err := p.Write(ctx, c.entityType, c.id, primary.AnyVersion, c.events...)
 		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.says) {
 			t.Errorf("%s: %v; want %v saying %q", name, err, c.want, c.says)
 		}
@@ -507,13 +508,13 @@ func TestPrimaryRefusesBadInput(t *testing.T) {
 			t.Errorf("%s over gRPC: %v; want InvalidArgument", name, err)
 		}
 	}
-	if _, err := p.Read(ctx, "cart", "c1"); !errors.Is(err, topology.ErrWrongMode) {
+	if _, err := p.Read(ctx, "cart", "c1"); !errors.Is(err, primary.ErrWrongMode) {
 		t.Errorf("read of a replicated type: %v", err)
 	}
-	if err := p.SetPrimary(ctx, "account", "us"); !errors.Is(err, topology.ErrWrongMode) {
+	if err := p.SetPrimary(ctx, "account", "us"); !errors.Is(err, primary.ErrWrongMode) {
 		t.Errorf("pin of a request-region type: %v", err)
 	}
-	if err := p.SetPrimary(ctx, "order", "mars"); !errors.Is(err, topology.ErrInvalidRequest) || !strings.Contains(err.Error(), "mars") {
+	if err := p.SetPrimary(ctx, "order", "mars"); !errors.Is(err, primary.ErrInvalidRequest) || !strings.Contains(err.Error(), "mars") {
 		t.Errorf("pin to an unknown region: %v", err)
 	}
 	if _, err := pw.client("eu").Sync(ctx, &streamdv1.SyncRequest{EntityType: "account", EntityId: "a1", HandoverTo: "mars"}); status.Code(err) != codes.InvalidArgument {
@@ -522,28 +523,28 @@ func TestPrimaryRefusesBadInput(t *testing.T) {
 
 	j := pw.regions["eu"].p.Journal()
 	for name, c := range map[string]struct {
-		opts topology.PrimaryOptions
+		opts primary.Options
 		says string
 	}{
-		"no journal":        {topology.PrimaryOptions{}, "Journal"},
-		"unknown primary":   {topology.PrimaryOptions{Journal: j, Config: testConfig}, `"eu"`},
-		"pinned no primary": {topology.PrimaryOptions{Journal: j, Config: topology.Config{EntityTypes: []topology.EntityType{{Name: "x", Mode: topology.ModePinned}}}}, "needs a primary"},
-		"home on pinned":    {topology.PrimaryOptions{Journal: j, Config: topology.Config{EntityTypes: []topology.EntityType{{Name: "x", Mode: topology.ModePinned, Primary: "eu", Home: "eu"}}}}, "not a home"},
-		"no mode":           {topology.PrimaryOptions{Journal: j, Config: topology.Config{EntityTypes: []topology.EntityType{{Name: "x"}}}}, "mode"},
-		"twice": {topology.PrimaryOptions{Journal: j, Config: topology.Config{EntityTypes: []topology.EntityType{
-			{Name: "x", Mode: topology.ModeReplicated}, {Name: "x", Mode: topology.ModeReplicated}}}}, "twice"},
-		"region no address": {topology.PrimaryOptions{Journal: j, Regions: []topology.Region{{Name: "us"}}}, "no addresses"},
+		"no journal":        {primary.Options{}, "Journal"},
+		"unknown primary":   {primary.Options{Journal: j, Config: testConfig}, `"eu"`},
+		"pinned no primary": {primary.Options{Journal: j, Config: primary.Config{EntityTypes: []primary.EntityType{{Name: "x", Mode: primary.ModePinned}}}}, "needs a primary"},
+		"home on pinned":    {primary.Options{Journal: j, Config: primary.Config{EntityTypes: []primary.EntityType{{Name: "x", Mode: primary.ModePinned, Primary: "eu", Home: "eu"}}}}, "not a home"},
+		"no mode":           {primary.Options{Journal: j, Config: primary.Config{EntityTypes: []primary.EntityType{{Name: "x"}}}}, "mode"},
+		"twice": {primary.Options{Journal: j, Config: primary.Config{EntityTypes: []primary.EntityType{
+			{Name: "x", Mode: primary.ModeReplicated}, {Name: "x", Mode: primary.ModeReplicated}}}}, "twice"},
+		"region no address": {primary.Options{Journal: j, Regions: []topology.Region{{Name: "us"}}}, "no addresses"},
 	} {
 		if name == "unknown primary" {
-			c.opts.Config = topology.Config{EntityTypes: []topology.EntityType{{Name: "x", Mode: topology.ModeRequestRegion, Home: "us"}}}
+			c.opts.Config = primary.Config{EntityTypes: []primary.EntityType{{Name: "x", Mode: primary.ModeRequestRegion, Home: "us"}}}
 			c.says = `"us"`
 		}
-		if _, err := topology.NewPrimary(c.opts); err == nil || !strings.Contains(err.Error(), c.says) {
+		if _, err := primary.New(c.opts); err == nil || !strings.Contains(err.Error(), c.says) {
 			t.Errorf("%s: %v; want an error saying %q", name, err, c.says)
 		}
 	}
-	var m topology.Mode
-	if err := m.UnmarshalText([]byte("pinned")); err != nil || m != topology.ModePinned {
+	var m primary.Mode
+	if err := m.UnmarshalText([]byte("pinned")); err != nil || m != primary.ModePinned {
 		t.Errorf("mode pinned: %v %v", m, err)
 	}
 	if err := m.UnmarshalText([]byte("primary")); err == nil || !strings.Contains(err.Error(), "request-region") {

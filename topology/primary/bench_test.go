@@ -1,4 +1,4 @@
-package topology_test
+package primary_test
 
 import (
 	"context"
@@ -13,12 +13,13 @@ import (
 	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
+	"github.com/streamd/streamd/topology/primary"
 )
 
 // benchPrimaries runs a Primary per region, each on its own journal and
 // gRPC listener on loopback (no replication: writes and handovers do not
 // need it).
-func benchPrimaries(b *testing.B, names ...string) map[string]*topology.Primary {
+func benchPrimaries(b *testing.B, names ...string) map[string]*primary.Primary {
 	b.Helper()
 	addrs := map[string]string{}
 	listeners := map[string]net.Listener{}
@@ -29,7 +30,7 @@ func benchPrimaries(b *testing.B, names ...string) map[string]*topology.Primary 
 		}
 		listeners[n], addrs[n] = lis, lis.Addr().String()
 	}
-	prims := map[string]*topology.Primary{}
+	prims := map[string]*primary.Primary{}
 	for _, n := range names {
 		j, err := journal.Open(b.TempDir(), journal.Options{Region: n})
 		if err != nil {
@@ -41,7 +42,7 @@ func benchPrimaries(b *testing.B, names ...string) map[string]*topology.Primary 
 				others = append(others, topology.Region{Name: o, Addrs: []string{addrs[o]}})
 			}
 		}
-		p, err := topology.NewPrimary(topology.PrimaryOptions{Journal: j, Config: testConfig, Regions: others})
+		p, err := primary.New(primary.Options{Journal: j, Config: testConfig, Regions: others})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -70,7 +71,7 @@ func BenchmarkPrimary(b *testing.B) {
 	const samples = 300
 	prims := benchPrimaries(b, "eu", "us")
 	ctx := context.Background()
-	measure := func(b *testing.B, write func(i int) (topology.Written, error)) {
+	measure := func(b *testing.B, write func(i int) (primary.Written, error)) {
 		for b.Loop() {
 			lat := make([]time.Duration, 0, samples)
 			for i := range samples {
@@ -87,33 +88,33 @@ func BenchmarkPrimary(b *testing.B) {
 	}
 	n := 0
 	b.Run("primary-region", func(b *testing.B) {
-		measure(b, func(i int) (topology.Written, error) {
+		measure(b, func(i int) (primary.Written, error) {
 			n++
-			return prims["eu"].Write(ctx, "order", "o1", topology.AnyVersion, ev(fmt.Sprint(n)))
+			return prims["eu"].Write(ctx, "order", "o1", primary.AnyVersion, ev(fmt.Sprint(n)))
 		})
 	})
 	b.Run("forwarded", func(b *testing.B) {
-		measure(b, func(i int) (topology.Written, error) {
+		measure(b, func(i int) (primary.Written, error) {
 			n++
-			return prims["us"].Write(ctx, "order", "o2", topology.AnyVersion, ev(fmt.Sprint(n)))
+			return prims["us"].Write(ctx, "order", "o2", primary.AnyVersion, ev(fmt.Sprint(n)))
 		})
 	})
 	b.Run("owner-region", func(b *testing.B) { // request-region, no switch
-		measure(b, func(i int) (topology.Written, error) {
+		measure(b, func(i int) (primary.Written, error) {
 			n++
-			return prims["us"].Write(ctx, "account", "a0", topology.AnyVersion, ev(fmt.Sprint(n)))
+			return prims["us"].Write(ctx, "account", "a0", primary.AnyVersion, ev(fmt.Sprint(n)))
 		})
 	})
 	b.Run("takeover", func(b *testing.B) { // the switch alone: a2 moves to the other region
-		measure(b, func(i int) (topology.Written, error) {
+		measure(b, func(i int) (primary.Written, error) {
 			_, err := prims[[]string{"us", "eu"}[i%2]].Takeover(ctx, "account", "a2", false)
-			return topology.Written{}, err
+			return primary.Written{}, err
 		})
 	})
 	b.Run("switch", func(b *testing.B) { // every write moves a1 to the other region
-		measure(b, func(i int) (topology.Written, error) {
+		measure(b, func(i int) (primary.Written, error) {
 			n++
-			return prims[[]string{"us", "eu"}[i%2]].Write(ctx, "account", "a1", topology.AnyVersion, ev(fmt.Sprint(n)))
+			return prims[[]string{"us", "eu"}[i%2]].Write(ctx, "account", "a1", primary.AnyVersion, ev(fmt.Sprint(n)))
 		})
 	})
 }

@@ -1,4 +1,4 @@
-package topology
+package primary
 
 import (
 	"errors"
@@ -9,7 +9,8 @@ import (
 type Mode int
 
 const (
-	// ModeReplicated: every region writes; state merges with CRDTs (Replicated).
+	// ModeReplicated: every region writes; state merges with CRDTs
+	// (topology.Replicated).
 	ModeReplicated Mode = iota + 1
 	// ModePinned: one region, the type's primary, writes; the others forward
 	// writes to it (Primary).
