@@ -508,9 +508,9 @@ func TestPublishStream(t *testing.T) {
 	}
 }
 
-// A request with each set is one append per event: a refused event fails
-// alone; without it the same events are refused together.
-func TestPublishStreamEach(t *testing.T) {
+// A request with separate_appends set is one append per event: a refused
+// event fails alone; without it the same events are refused together.
+func TestPublishStreamSeparateAppends(t *testing.T) {
 	h := start(t, Options{Server: ServerOptions{Reserved: map[string]string{"order": "PrimaryService.Write"}}})
 	st, err := h.client.PublishStream(context.Background())
 	if err != nil {
@@ -524,14 +524,14 @@ func TestPublishStreamEach(t *testing.T) {
 		return []*streamdv1.Event{car("1", "x"), noID, {EntityType: "order", EntityId: "o1", EventType: "Placed"}, stale, car("1", "x")}
 	}
 	st.Send(&streamdv1.PublishStreamRequest{Events: events()})
-	st.Send(&streamdv1.PublishStreamRequest{Events: events(), Each: true})
+	st.Send(&streamdv1.PublishStreamRequest{Events: events(), SeparateAppends: true})
 	st.CloseSend()
 	r, err := st.Recv()
 	if err != nil || codes.Code(r.Code) != codes.FailedPrecondition || len(r.Appended) != 0 {
 		t.Fatalf("atomic request = %v, %v", r, err)
 	}
 	if r, err = st.Recv(); err != nil || r.Code != 0 || len(r.Appended) != 5 {
-		t.Fatalf("each request = %v, %v", r, err)
+		t.Fatalf("separate-appends request = %v, %v", r, err)
 	}
 	want := []struct {
 		code          codes.Code

@@ -77,8 +77,8 @@ func (s *Server) Publish(ctx context.Context, req *streamdv1.PublishRequest) (*s
 
 // PublishStream appends each request as it arrives, many in flight at once
 // (so they share group commits), commits them in the order sent, and
-// answers each in order. A request with each set is one append per event,
-// answered event by event.
+// answers each in order. A request with separate_appends set is one append
+// per event, answered event by event.
 func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServer) error {
 	// The receiving loop queues each request's appends in the journal (or
 	// their refusal) and the sending loop answers them in order as they
@@ -106,8 +106,8 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 			}
 			break
 		}
-		r := publishRequest{each: req.Each}
-		if req.Each {
+		r := publishRequest{separate: req.SeparateAppends}
+		if req.SeparateAppends {
 			r.appends = make([]publishAppend, len(req.Events))
 			for i, e := range req.Events {
 				r.appends[i] = s.submit(st.Context(), e)
@@ -125,10 +125,10 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 }
 
 // publishRequest is one PublishStreamRequest on its way through the
-// journal: one append, or with each set one per event.
+// journal: one append, or with separate_appends set one per event.
 type publishRequest struct {
-	appends []publishAppend
-	each    bool
+	appends  []publishAppend
+	separate bool
 }
 
 // publishAppend is an append queued in the journal, or refused before it
@@ -156,7 +156,7 @@ func (a publishAppend) wait() ([]journal.Appended, error) {
 // answer waits for the request's appends and says what became of them.
 func (r publishRequest) answer() *streamdv1.PublishStreamResponse {
 	resp := &streamdv1.PublishStreamResponse{}
-	if !r.each {
+	if !r.separate {
 		res, err := r.appends[0].wait()
 		resp.Appended = appendedProto(res)
 		if err != nil {

@@ -271,7 +271,7 @@ func (p *Publisher) receive() {
 		}
 		batch, ok := <-p.inflight
 		if !ok || len(resp.Appended) != len(batch) && resp.Code == 0 {
-			p.fail(fmt.Errorf("publisher: the server answered a request of %d events with %d results (an older server that does not know PublishStreamRequest.each?)", len(batch), len(resp.Appended)))
+			p.fail(fmt.Errorf("publisher: the server answered a request of %d events with %d results (an older server that does not know PublishStreamRequest.separate_appends?)", len(batch), len(resp.Appended)))
 			answerAll(batch, p.failure())
 			break
 		}
@@ -311,23 +311,23 @@ var publishStreamDesc = grpc.StreamDesc{StreamName: "PublishStream", ServerStrea
 
 // Field numbers of PublishStreamRequest (streamd.proto).
 const (
-	fieldEvents protowire.Number = 1
-	fieldEach   protowire.Number = 2
+	fieldEvents          protowire.Number = 1
+	fieldSeparateAppends protowire.Number = 2
 )
 
 // frame is a message the publisher encoded itself: each event is encoded
 // once, by PublishAsync, and a request is their concatenation.
 type frame []byte
 
-// encodeRequest encodes a PublishStreamRequest with each set carrying the
-// batch's events (size bytes of them).
+// encodeRequest encodes a PublishStreamRequest with separate_appends set,
+// carrying the batch's events (size bytes of them).
 func encodeRequest(batch []*Ack, size int) frame {
 	b := make([]byte, 0, size+len(batch)*(1+binary.MaxVarintLen32)+2)
 	for _, a := range batch {
 		b = protowire.AppendTag(b, fieldEvents, protowire.BytesType)
 		b = protowire.AppendBytes(b, a.raw)
 	}
-	b = protowire.AppendTag(b, fieldEach, protowire.VarintType)
+	b = protowire.AppendTag(b, fieldSeparateAppends, protowire.VarintType)
 	return protowire.AppendVarint(b, 1)
 }
 

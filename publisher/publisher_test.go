@@ -286,7 +286,7 @@ func TestEncodeRequest(t *testing.T) {
 	if err := proto.Unmarshal(encodeRequest(batch, size), &got); err != nil {
 		t.Fatal(err)
 	}
-	want := &streamdv1.PublishStreamRequest{Events: events, Each: true}
+	want := &streamdv1.PublishStreamRequest{Events: events, SeparateAppends: true}
 	if !proto.Equal(&got, want) {
 		t.Fatalf("decoded %v, want %v", &got, want)
 	}
