@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"sync"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/streamd/streamd/journal"
@@ -75,11 +77,41 @@ func (s *Server) Publish(ctx context.Context, req *streamdv1.PublishRequest) (*s
 	return &streamdv1.PublishResponse{Appended: appendedProto(res)}, nil
 }
 
+// messageRoom is what a gRPC message may hold besides the events of the
+// largest publish.
+const messageRoom = 1 << 20
+
+// MaxMessageBytes is the largest gRPC message the server takes: the
+// journal's largest publish (Limits.MaxBatchBytes) and 1 MiB for the rest of
+// the request. A gRPC server serving s must be made with
+// grpc.MaxRecvMsgSize(s.MaxMessageBytes()): PublishStream tells publishers
+// this limit.
+func (s *Server) MaxMessageBytes() int { return s.j.Limits().MaxBatchBytes + messageRoom }
+
+// The keys of PublishStream's response header that carry the server's
+// limits (streamd.proto).
+const (
+	headerMaxPayloadBytes = "streamd-max-payload-bytes"
+	headerMaxEventBytes   = "streamd-max-event-bytes"
+	headerMaxMessageBytes = "streamd-max-message-bytes"
+)
+
 // PublishStream appends each request as it arrives, many in flight at once
 // (so they share group commits), commits them in the order sent, and
 // answers each in order. A request with separate_appends set is one append
-// per event, answered event by event.
+// per event, answered event by event. Its response header says the
+// server's limits, so that a client refuses an event over them itself: gRPC
+// ends the stream at a request over MaxMessageBytes, unanswered requests
+// before it included.
 func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServer) error {
+	lim := s.j.Limits()
+	if err := st.SendHeader(metadata.Pairs(
+		headerMaxPayloadBytes, strconv.Itoa(lim.MaxPayloadBytes),
+		headerMaxEventBytes, strconv.Itoa(lim.MaxEventBytes()),
+		headerMaxMessageBytes, strconv.Itoa(s.MaxMessageBytes()),
+	)); err != nil {
+		return err
+	}
 	// The receiving loop queues each request's appends in the journal (or
 	// their refusal) and the sending loop answers them in order as they
 	// commit: up to PublishInFlight requests in flight, no goroutine per
