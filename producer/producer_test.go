@@ -563,17 +563,6 @@ func TestPublishStreamLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	md, err := st.Header()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := metadata.Pairs(headerMaxPayloadBytes, fmt.Sprint(journal.DefaultLimits.MaxPayloadBytes),
-		headerMaxEventBytes, fmt.Sprint(4096-32), headerMaxMessageBytes, fmt.Sprint(4096+1<<20))
-	for k, v := range want {
-		if got := md.Get(k); len(got) != 1 || got[0] != v[0] {
-			t.Errorf("header %s = %q, want %q", k, got, v)
-		}
-	}
 	sized := func(n int) *streamdv1.Event {
 		e := car("1", "x")
 		for e.Payload = nil; proto.Size(e) < n; {
@@ -586,6 +575,17 @@ func TestPublishStreamLimits(t *testing.T) {
 	}
 	st.Send(&streamdv1.PublishStreamRequest{Events: []*streamdv1.Event{sized(4096 - 32), sized(4096 - 31)}, SeparateAppends: true})
 	st.CloseSend()
+	md, err := st.Header()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := metadata.Pairs(headerMaxPayloadBytes, fmt.Sprint(journal.DefaultLimits.MaxPayloadBytes),
+		headerMaxEventBytes, fmt.Sprint(4096-32), headerMaxMessageBytes, fmt.Sprint(4096+1<<20))
+	for k, v := range want {
+		if got := md.Get(k); len(got) != 1 || got[0] != v[0] {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		}
+	}
 	r, err := st.Recv()
 	if err != nil || len(r.Appended) != 2 || r.Appended[0].Code != 0 || r.Appended[0].Offset != 1 || codes.Code(r.Appended[1].Code) != codes.InvalidArgument {
 		t.Fatalf("events of the largest size and one byte more: %v, %v", r, err)
