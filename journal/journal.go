@@ -252,6 +252,9 @@ func (j *Journal) Region() string { return j.opts.Region }
 // Durability is the journal's durability mode.
 func (j *Journal) Durability() Durability { return j.opts.Durability }
 
+// Limits are the journal's limits, defaults filled in.
+func (j *Journal) Limits() Limits { return j.opts.Limits }
+
 // DB is the journal's Badger DB, for a store whose records commit with
 // appends (AppendWith): offsets.Wrap(j) keeps a replication's position
 // beside the events it copied. Such records use keys beginning with the

@@ -27,13 +27,21 @@ func (l Limits) validate(events []*streamdv1.Event) (int, error) {
 		if err := l.validateEvent(e); err != nil {
 			return 0, invalid("event %d (%s/%s): %v", i, e.GetEntityType(), e.GetEntityId(), err)
 		}
-		size += proto.Size(e) + 32 // room for offset, seqNr, slice, timestamp
+		size += proto.Size(e) + recordRoom
 	}
 	if size > l.MaxBatchBytes {
 		return 0, invalid("append of %d bytes exceeds the limit of %d", size, l.MaxBatchBytes)
 	}
 	return size, nil
 }
+
+// recordRoom is what the journal adds to an event it stores: offset,
+// seqNr, slice, timestamp.
+const recordRoom = 32
+
+// MaxEventBytes is the largest event, encoded as given, that an append of
+// it alone takes (MaxBatchBytes less the room the journal adds).
+func (l Limits) MaxEventBytes() int { return l.MaxBatchBytes - recordRoom }
 
 // maxRegionLen bounds region names (Options.Region, Event.origin).
 const maxRegionLen = 128

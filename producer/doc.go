@@ -16,6 +16,9 @@
 //     batch was handed to gRPC, so a slow or stalled consumer holds at most a
 //     batch and the transport window in memory and never slows other streams
 //     or publishing.
+//   - PublishStream says the server's size limits in its response header,
+//     so that a publisher refuses an event over them itself; the gRPC server
+//     must take messages of Server.MaxMessageBytes.
 //   - A position from another journal is refused with FailedPrecondition, and
 //     a position below retention with OutOfRange naming the first available
 //     offset. Errors map to gRPC codes in one place (status.go).

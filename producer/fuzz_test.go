@@ -102,13 +102,13 @@ func FuzzPublish(f *testing.F) {
 }
 
 // FuzzPublishStream sends one arbitrary decoded request on a publish
-// stream: it is answered (as a whole, or with each set event by event) with
-// codes a client can act on, and an event has an offset exactly when it was
-// appended.
+// stream: it is answered (as a whole, or with separate_appends set event by
+// event) with codes a client can act on, and an event has an offset exactly
+// when it was appended.
 func FuzzPublishStream(f *testing.F) {
 	h := start(f, Options{})
-	f.Add(mustMarshal(f, &streamdv1.PublishStreamRequest{Events: []*streamdv1.Event{car("c1", "sports")}, Each: true}))
-	f.Add(mustMarshal(f, &streamdv1.PublishStreamRequest{Events: []*streamdv1.Event{car("c1", "x"), {EntityType: "car", EntityId: "c1", SeqNr: 9}}, Each: true}))
+	f.Add(mustMarshal(f, &streamdv1.PublishStreamRequest{Events: []*streamdv1.Event{car("c1", "sports")}, SeparateAppends: true}))
+	f.Add(mustMarshal(f, &streamdv1.PublishStreamRequest{Events: []*streamdv1.Event{car("c1", "x"), {EntityType: "car", EntityId: "c1", SeqNr: 9}}, SeparateAppends: true}))
 	f.Add(mustMarshal(f, &streamdv1.PublishStreamRequest{Events: []*streamdv1.Event{{EntityType: "", EntityId: "\x00"}, car("c2", "x")}}))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		req := &streamdv1.PublishStreamRequest{}
@@ -129,15 +129,15 @@ func FuzzPublishStream(f *testing.F) {
 		if err != nil || !refusals[codes.Code(r.Code)] {
 			t.Fatalf("PublishStream(%v): %v, %v", req, r, err)
 		}
-		if !req.Each {
+		if !req.SeparateAppends {
 			return
 		}
 		if r.Code != 0 || len(r.Appended) != len(req.Events) {
-			t.Fatalf("PublishStream(%v) with each: %v", req, r)
+			t.Fatalf("PublishStream(%v) with separate_appends: %v", req, r)
 		}
 		for i, a := range r.Appended {
 			if !refusals[codes.Code(a.Code)] || (a.Code == 0) != (a.Offset > 0) {
-				t.Fatalf("PublishStream(%v) with each, event %d: %v", req, i, a)
+				t.Fatalf("PublishStream(%v) with separate_appends, event %d: %v", req, i, a)
 			}
 		}
 	})

@@ -14,7 +14,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -22,7 +24,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// harness is a producer served over real TCP on 127.0.0.1.
+// harness is a producer served over real TCP on 127.0.0.1, taking messages
+// up to its MaxMessageBytes as cmd/streamd does.
 type harness struct {
 	p      *Producer
 	client streamdv1.EventStreamServiceClient
@@ -39,7 +42,7 @@ func start(t testing.TB, opts Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.MaxRecvMsgSize(p.Server().MaxMessageBytes()))
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
 	go g.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -530,9 +533,9 @@ func TestPublishStream(t *testing.T) {
 	}
 }
 
-// A request with each set is one append per event: a refused event fails
-// alone; without it the same events are refused together.
-func TestPublishStreamEach(t *testing.T) {
+// A request with separate_appends set is one append per event: a refused
+// event fails alone; without it the same events are refused together.
+func TestPublishStreamSeparateAppends(t *testing.T) {
 	h := start(t, Options{Server: ServerOptions{Reserved: map[string]string{"order": "PrimaryService.Write"}}})
 	st, err := h.client.PublishStream(context.Background())
 	if err != nil {
@@ -546,14 +549,14 @@ func TestPublishStreamEach(t *testing.T) {
 		return []*streamdv1.Event{car("1", "x"), noID, {EntityType: "order", EntityId: "o1", EventType: "Placed"}, stale, car("1", "x")}
 	}
 	st.Send(&streamdv1.PublishStreamRequest{Events: events()})
-	st.Send(&streamdv1.PublishStreamRequest{Events: events(), Each: true})
+	st.Send(&streamdv1.PublishStreamRequest{Events: events(), SeparateAppends: true})
 	st.CloseSend()
 	r, err := st.Recv()
 	if err != nil || codes.Code(r.Code) != codes.FailedPrecondition || len(r.Appended) != 0 {
 		t.Fatalf("atomic request = %v, %v", r, err)
 	}
 	if r, err = st.Recv(); err != nil || r.Code != 0 || len(r.Appended) != 5 {
-		t.Fatalf("each request = %v, %v", r, err)
+		t.Fatalf("separate-appends request = %v, %v", r, err)
 	}
 	want := []struct {
 		code          codes.Code
@@ -570,6 +573,44 @@ func TestPublishStreamEach(t *testing.T) {
 	}
 	if last := h.p.Journal().LastOffset(); last != 2 {
 		t.Fatalf("journal last offset %d, want 2", last)
+	}
+}
+
+// PublishStream's header says the server's limits, and they are exact: an
+// event of the largest size it gives is appended, one byte more is refused
+// alone.
+func TestPublishStreamLimits(t *testing.T) {
+	h := start(t, Options{Journal: journal.Options{Limits: journal.Limits{MaxBatchBytes: 4096}}})
+	st, err := h.client.PublishStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sized := func(n int) *streamdv1.Event {
+		e := car("1", "x")
+		for e.Payload = nil; proto.Size(e) < n; {
+			e.Payload = append(e.Payload, 0)
+		}
+		if proto.Size(e) != n {
+			t.Fatalf("no event of %d bytes", n)
+		}
+		return e
+	}
+	st.Send(&streamdv1.PublishStreamRequest{Events: []*streamdv1.Event{sized(4096 - 32), sized(4096 - 31)}, SeparateAppends: true})
+	st.CloseSend()
+	md, err := st.Header()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := metadata.Pairs(headerMaxPayloadBytes, fmt.Sprint(journal.DefaultLimits.MaxPayloadBytes),
+		headerMaxEventBytes, fmt.Sprint(4096-32), headerMaxMessageBytes, fmt.Sprint(4096+1<<20))
+	for k, v := range want {
+		if got := md.Get(k); len(got) != 1 || got[0] != v[0] {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		}
+	}
+	r, err := st.Recv()
+	if err != nil || len(r.Appended) != 2 || r.Appended[0].Code != 0 || r.Appended[0].Offset != 1 || codes.Code(r.Appended[1].Code) != codes.InvalidArgument {
+		t.Fatalf("events of the largest size and one byte more: %v, %v", r, err)
 	}
 }
 

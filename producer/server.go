@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"sync"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/streamd/streamd/journal"
@@ -75,11 +77,41 @@ func (s *Server) Publish(ctx context.Context, req *streamdv1.PublishRequest) (*s
 	return &streamdv1.PublishResponse{Appended: appendedProto(res)}, nil
 }
 
+// messageRoom is what a gRPC message may hold besides the events of the
+// largest publish.
+const messageRoom = 1 << 20
+
+// MaxMessageBytes is the largest gRPC message the server takes: the
+// journal's largest publish (Limits.MaxBatchBytes) and 1 MiB for the rest of
+// the request. A gRPC server serving s must be made with
+// grpc.MaxRecvMsgSize(s.MaxMessageBytes()): PublishStream tells publishers
+// this limit.
+func (s *Server) MaxMessageBytes() int { return s.j.Limits().MaxBatchBytes + messageRoom }
+
+// The keys of PublishStream's response header that carry the server's
+// limits (streamd.proto).
+const (
+	headerMaxPayloadBytes = "streamd-max-payload-bytes"
+	headerMaxEventBytes   = "streamd-max-event-bytes"
+	headerMaxMessageBytes = "streamd-max-message-bytes"
+)
+
 // PublishStream appends each request as it arrives, many in flight at once
 // (so they share group commits), commits them in the order sent, and
-// answers each in order. A request with each set is one append per event,
-// answered event by event.
+// answers each in order. A request with separate_appends set is one append
+// per event, answered event by event. Its response header says the
+// server's limits, so that a client refuses an event over them itself: gRPC
+// ends the stream at a request over MaxMessageBytes, unanswered requests
+// before it included.
 func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServer) error {
+	lim := s.j.Limits()
+	if err := st.SendHeader(metadata.Pairs(
+		headerMaxPayloadBytes, strconv.Itoa(lim.MaxPayloadBytes),
+		headerMaxEventBytes, strconv.Itoa(lim.MaxEventBytes()),
+		headerMaxMessageBytes, strconv.Itoa(s.MaxMessageBytes()),
+	)); err != nil {
+		return err
+	}
 	// The receiving loop queues each request's appends in the journal (or
 	// their refusal) and the sending loop answers them in order as they
 	// commit: up to PublishInFlight requests in flight, no goroutine per
@@ -106,8 +138,8 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 			}
 			break
 		}
-		r := publishRequest{each: req.Each}
-		if req.Each {
+		r := publishRequest{separate: req.SeparateAppends}
+		if req.SeparateAppends {
 			r.appends = make([]publishAppend, len(req.Events))
 			for i, e := range req.Events {
 				r.appends[i] = s.submit(st.Context(), e)
@@ -125,10 +157,10 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 }
 
 // publishRequest is one PublishStreamRequest on its way through the
-// journal: one append, or with each set one per event.
+// journal: one append, or with separate_appends set one per event.
 type publishRequest struct {
-	appends []publishAppend
-	each    bool
+	appends  []publishAppend
+	separate bool
 }
 
 // publishAppend is an append queued in the journal, or refused before it
@@ -156,7 +188,7 @@ func (a publishAppend) wait() ([]journal.Appended, error) {
 // answer waits for the request's appends and says what became of them.
 func (r publishRequest) answer() *streamdv1.PublishStreamResponse {
 	resp := &streamdv1.PublishStreamResponse{}
-	if !r.each {
+	if !r.separate {
 		res, err := r.appends[0].wait()
 		resp.Appended = appendedProto(res)
 		if err != nil {

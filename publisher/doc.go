@@ -13,6 +13,11 @@
 //     fails alone: the events sent with it are appended. An event that
 //     cannot be encoded is refused by PublishAsync itself, which encodes
 //     each event once, in the caller's goroutine.
+//   - The server says its limits when the stream opens (New waits for
+//     them): an event over them (its payload, or the event encoded) is
+//     refused by PublishAsync alone, with ErrTooLarge, and never sent, and
+//     a request never exceeds the server's message limit, which would end
+//     the stream.
 //   - Publishes are appended in the order PublishAsync was called: one
 //     stream, requests sent and committed in order, events of a request in
 //     order.

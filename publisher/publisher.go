@@ -2,10 +2,10 @@ package publisher
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -20,13 +20,27 @@ import (
 // ErrClosed is the error of a publish made after Close.
 var ErrClosed = errors.New("publisher: closed")
 
+// ErrTooLarge is the error of an event over the server's limits, which
+// PublishAsync refuses alone without sending it. Its gRPC code is
+// InvalidArgument, as for an event the server refuses.
+var ErrTooLarge = errors.New("publisher: event over the server's limits")
+
+// invalidEvent is an event PublishAsync refuses: an InvalidArgument status
+// that wraps what is wrong with it.
+type invalidEvent struct{ error }
+
+func (e invalidEvent) GRPCStatus() *status.Status {
+	return status.New(codes.InvalidArgument, e.Error())
+}
+func (e invalidEvent) Unwrap() error { return e.error }
+
 // Options configure a Publisher. Zero fields take the defaults.
 type Options struct {
 	// MaxBatchEvents bounds the events of one request; default 1000.
 	MaxBatchEvents int
-	// MaxBatchBytes bounds the encoded events of one request; default 1 MiB
-	// (an event larger than it goes alone). The server's gRPC message limit
-	// (4 MiB by default) must be above it.
+	// MaxBatchBytes bounds one request, encoded; default 1 MiB (an event
+	// larger than it goes alone). A request also stays within the server's
+	// message limit, whatever this says.
 	MaxBatchBytes int
 	// MaxInFlight is how many requests may await their answer; default 8.
 	MaxInFlight int
@@ -91,10 +105,18 @@ func (a *Ack) resolve(res Appended, err error) {
 	close(a.done)
 }
 
+// limits are the server's, from its PublishStream response header.
+type limits struct {
+	payload int // largest payload
+	event   int // largest event, encoded, that a request may carry
+	request int // largest request, encoded: min(MaxBatchBytes, the server's message limit)
+}
+
 // Publisher publishes over one PublishStream. Its methods are safe for
 // concurrent use.
 type Publisher struct {
 	opts     Options
+	limits   limits
 	stream   grpc.ClientStream
 	cancel   context.CancelFunc
 	queue    chan *Ack     // publishes not sent yet; closed by Close
@@ -110,8 +132,9 @@ type Publisher struct {
 	err      error
 }
 
-// New opens a PublishStream on cc. The stream lives until Close, a stream
-// failure, or the end of ctx.
+// New opens a PublishStream on cc and waits for the server's answer header,
+// which says its limits. The stream lives until Close, a stream failure, or
+// the end of ctx.
 func New(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (*Publisher, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -124,8 +147,14 @@ func New(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (*Publi
 		cancel()
 		return nil, fmt.Errorf("publisher: opening the publish stream: %w", err)
 	}
+	lim, err := serverLimits(stream, opts.MaxBatchBytes)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
 	p := &Publisher{
 		opts:     opts,
+		limits:   lim,
 		stream:   stream,
 		cancel:   cancel,
 		queue:    make(chan *Ack, opts.MaxBatchEvents),
@@ -147,13 +176,19 @@ func New(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (*Publi
 // only while MaxBatchEvents publishes are already waiting to be sent); e
 // may be reused once it returns. The journal assigns the event's offset,
 // seq_nr (unless set: then it is the one expected), slice and timestamp. An
-// event that cannot be encoded (a string that is not UTF-8) is refused here
-// with InvalidArgument, and only it.
+// event that cannot be encoded (a string that is not UTF-8) or is over the
+// server's limits (ErrTooLarge) is refused here with InvalidArgument, and
+// only it: it is not sent.
 func (p *Publisher) PublishAsync(e *streamdv1.Event) *Ack {
 	a := &Ack{done: make(chan struct{})}
 	raw, err := proto.Marshal(e)
 	if err != nil {
-		a.resolve(Appended{}, status.Errorf(codes.InvalidArgument, "publisher: the event cannot be encoded: %v", err))
+		a.resolve(Appended{}, invalidEvent{fmt.Errorf("publisher: the event cannot be encoded: %w", err)})
+		return a
+	}
+	if len(raw) > p.limits.event || len(e.GetPayload()) > p.limits.payload {
+		a.resolve(Appended{}, invalidEvent{fmt.Errorf("%w: %d bytes encoded with a payload of %d bytes; the server takes an event of at most %d bytes encoded, its payload at most %d bytes (streamd --max-batch-bytes, --max-payload-bytes); it was not sent",
+			ErrTooLarge, len(raw), len(e.GetPayload()), p.limits.event, p.limits.payload)})
 		return a
 	}
 	a.raw = raw
@@ -226,7 +261,7 @@ func (p *Publisher) send() {
 			first.resolve(Appended{}, p.failure())
 			continue
 		}
-		batch, size := []*Ack{first}, len(first.raw)
+		batch, size := []*Ack{first}, requestTail+eventSize(first.raw)
 	gather:
 		for len(batch) < p.opts.MaxBatchEvents {
 			select {
@@ -234,11 +269,11 @@ func (p *Publisher) send() {
 				if !ok {
 					break gather
 				}
-				if size+len(a.raw) > p.opts.MaxBatchBytes {
+				if size+eventSize(a.raw) > p.limits.request {
 					carry = a
 					break gather
 				}
-				batch, size = append(batch, a), size+len(a.raw)
+				batch, size = append(batch, a), size+eventSize(a.raw)
 			default:
 				break gather
 			}
@@ -275,7 +310,7 @@ func (p *Publisher) receive() {
 		}
 		batch, ok := <-p.inflight
 		if !ok || len(resp.Appended) != len(batch) && resp.Code == 0 {
-			p.fail(fmt.Errorf("publisher: the server answered a request of %d events with %d results (an older server that does not know PublishStreamRequest.each?)", len(batch), len(resp.Appended)))
+			p.fail(fmt.Errorf("publisher: the server answered a request of %d events with %d results (an older server that does not know PublishStreamRequest.separate_appends?)", len(batch), len(resp.Appended)))
 			answerAll(batch, p.failure())
 			break
 		}
@@ -315,23 +350,70 @@ var publishStreamDesc = grpc.StreamDesc{StreamName: "PublishStream", ServerStrea
 
 // Field numbers of PublishStreamRequest (streamd.proto).
 const (
-	fieldEvents protowire.Number = 1
-	fieldEach   protowire.Number = 2
+	fieldEvents          protowire.Number = 1
+	fieldSeparateAppends protowire.Number = 2
+)
+
+// requestTail is the encoded separate_appends field that ends a request.
+const requestTail = 2
+
+// eventSize is the encoded size of an event in a request.
+func eventSize(raw []byte) int {
+	return protowire.SizeTag(fieldEvents) + protowire.SizeBytes(len(raw))
+}
+
+// serverLimits reads the server's limits from the stream's answer header
+// and bounds a request by them and by maxBatch.
+func serverLimits(stream grpc.ClientStream, maxBatch int) (limits, error) {
+	md, err := stream.Header()
+	if err == nil && md == nil { // the stream ended before its header: RecvMsg says why
+		if err = stream.RecvMsg(new(streamdv1.PublishStreamResponse)); err == nil {
+			err = errors.New("an answer came without a header")
+		}
+	}
+	if err != nil {
+		return limits{}, fmt.Errorf("publisher: opening the publish stream: %w", err)
+	}
+	var vals [3]int
+	for i, key := range []string{headerMaxPayloadBytes, headerMaxEventBytes, headerMaxMessageBytes} {
+		v := md.Get(key)
+		n := 0
+		if len(v) == 1 {
+			n, _ = strconv.Atoi(v[0])
+		}
+		if n <= 0 {
+			return limits{}, fmt.Errorf("publisher: the server's PublishStream header has %s %q, not one positive number: it is not a streamd that says its limits", key, v)
+		}
+		vals[i] = n
+	}
+	msg := vals[2]
+	// An event alone in a request: its tag and length (at most those of a
+	// message-sized one) and requestTail must fit the message too.
+	alone := msg - requestTail - protowire.SizeTag(fieldEvents) - protowire.SizeVarint(uint64(msg))
+	return limits{payload: vals[0], event: min(vals[1], alone), request: min(maxBatch, msg)}, nil
+}
+
+// The keys of PublishStream's answer header that carry the server's limits
+// (streamd.proto).
+const (
+	headerMaxPayloadBytes = "streamd-max-payload-bytes"
+	headerMaxEventBytes   = "streamd-max-event-bytes"
+	headerMaxMessageBytes = "streamd-max-message-bytes"
 )
 
 // frame is a message the publisher encoded itself: each event is encoded
 // once, by PublishAsync, and a request is their concatenation.
 type frame []byte
 
-// encodeRequest encodes a PublishStreamRequest with each set carrying the
-// batch's events (size bytes of them).
+// encodeRequest encodes a PublishStreamRequest with separate_appends set,
+// carrying the batch's events (size bytes in all).
 func encodeRequest(batch []*Ack, size int) frame {
-	b := make([]byte, 0, size+len(batch)*(1+binary.MaxVarintLen32)+2)
+	b := make([]byte, 0, size)
 	for _, a := range batch {
 		b = protowire.AppendTag(b, fieldEvents, protowire.BytesType)
 		b = protowire.AppendBytes(b, a.raw)
 	}
-	b = protowire.AppendTag(b, fieldEach, protowire.VarintType)
+	b = protowire.AppendTag(b, fieldSeparateAppends, protowire.VarintType)
 	return protowire.AppendVarint(b, 1)
 }
 

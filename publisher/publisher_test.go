@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -24,38 +26,51 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// server is a producer served over real TCP on 127.0.0.1, counting the
+// server is a producer served over real TCP on 127.0.0.1 with the gRPC
+// server options of cmd/streamd that bear on publishing, counting the
 // publish requests it receives.
 type server struct {
 	p        *producer.Producer
 	g        *grpc.Server
 	conn     *grpc.ClientConn
 	requests atomic.Int64
+	// gate, if set, holds the server's receiving until it is closed.
+	gate chan struct{}
 }
 
 type countingStream struct {
 	grpc.ServerStream
-	n *atomic.Int64
+	s *server
 }
 
-func (s countingStream) RecvMsg(m any) error {
-	err := s.ServerStream.RecvMsg(m)
+func (cs countingStream) RecvMsg(m any) error {
+	if cs.s.gate != nil {
+		<-cs.s.gate
+	}
+	err := cs.ServerStream.RecvMsg(m)
 	if err == nil {
-		s.n.Add(1)
+		cs.s.requests.Add(1)
 	}
 	return err
 }
 
 func serve(t testing.TB) *server {
+	return serveGated(t, nil)
+}
+
+func serveGated(t testing.TB, gate chan struct{}) *server {
 	t.Helper()
 	p, err := producer.Open(t.TempDir(), producer.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{p: p}
-	s.g = grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		return h(srv, countingStream{ServerStream: ss, n: &s.requests})
-	}))
+	s := &server{p: p, gate: gate}
+	opts := append(producer.Interceptors(slog.New(slog.DiscardHandler)),
+		grpc.MaxRecvMsgSize(p.Server().MaxMessageBytes()),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, countingStream{ServerStream: ss, s: s})
+		}))
+	s.g = grpc.NewServer(opts...)
 	streamdv1.RegisterEventStreamServiceServer(s.g, p.Server())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -270,23 +285,27 @@ func TestUnencodableEventFailsAlone(t *testing.T) {
 }
 
 // A request the publisher encodes itself decodes as the PublishStreamRequest
-// it stands for.
+// it stands for, and is of the size the sender counts.
 func TestEncodeRequest(t *testing.T) {
 	events := []*streamdv1.Event{car("a"), {EntityType: "car", EntityId: "b", SeqNr: 3, Tags: []string{"x"}}}
 	var batch []*Ack
-	size := 0
+	size := requestTail
 	for _, e := range events {
 		raw, err := proto.Marshal(e)
 		if err != nil {
 			t.Fatal(err)
 		}
-		batch, size = append(batch, &Ack{raw: raw}), size+len(raw)
+		batch, size = append(batch, &Ack{raw: raw}), size+eventSize(raw)
+	}
+	req := encodeRequest(batch, size)
+	if len(req) != size {
+		t.Fatalf("request of %d bytes, counted %d", len(req), size)
 	}
 	var got streamdv1.PublishStreamRequest
-	if err := proto.Unmarshal(encodeRequest(batch, size), &got); err != nil {
+	if err := proto.Unmarshal(req, &got); err != nil {
 		t.Fatal(err)
 	}
-	want := &streamdv1.PublishStreamRequest{Events: events, Each: true}
+	want := &streamdv1.PublishStreamRequest{Events: events, SeparateAppends: true}
 	if !proto.Equal(&got, want) {
 		t.Fatalf("decoded %v, want %v", &got, want)
 	}
@@ -311,5 +330,170 @@ func TestOptionsValidate(t *testing.T) {
 	}
 	if err := (Options{}).Validate(); err != nil {
 		t.Fatalf("zero Options: %v", err)
+	}
+}
+
+// Events over the server's limits, among small ones, are refused alone by
+// PublishAsync: a 6 MiB and a 20 MiB event, over both the payload limit
+// (1 MiB) and gRPC's message limit (5 MiB), would otherwise end the stream
+// and fail every publish after them. Every other event is appended, in
+// order, and the Publisher goes on.
+func TestOversizedEventsFailAlone(t *testing.T) {
+	s := serve(t)
+	pub := s.publisher(t, Options{})
+	big := map[int]int{600: 6 << 20, 1400: 20 << 20}
+	var acks []*Ack
+	for i := range 2000 {
+		e := car("a")
+		if n, ok := big[i]; ok {
+			e.Payload = make([]byte, n)
+		}
+		acks = append(acks, pub.PublishAsync(e))
+	}
+	next := uint64(1)
+	for i, a := range acks {
+		res, err := a.Result()
+		if _, ok := big[i]; ok {
+			if !errors.Is(err, ErrTooLarge) || status.Code(err) != codes.InvalidArgument || res != (Appended{}) ||
+				!strings.Contains(err.Error(), "the server takes an event of at most") {
+				t.Errorf("publish %d (%d bytes): %+v, %v; want ErrTooLarge", i, big[i], res, err)
+			}
+			continue
+		}
+		if err != nil || res.Offset != next || res.SeqNr != next {
+			t.Fatalf("publish %d: %+v, %v; want offset and seq_nr %d", i, res, err, next)
+		}
+		next++
+	}
+	if res, err := pub.Publish(context.Background(), car("a")); err != nil || res.Offset != next {
+		t.Fatalf("publish after them: %+v, %v; want offset %d", res, err, next)
+	}
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An event over any of the server's size limits is refused before it is
+// sent, with one message naming the limits: over the payload limit alone,
+// over gRPC's message limit with a small payload, over both.
+func TestTooLargeRefusedUnsent(t *testing.T) {
+	s := serve(t)
+	pub := s.publisher(t, Options{})
+	defer pub.Close()
+	lim := s.p.Journal().Limits()
+	for _, tc := range []struct {
+		name string
+		edit func(*streamdv1.Event)
+	}{
+		{"payload over its limit", func(e *streamdv1.Event) { e.Payload = make([]byte, lim.MaxPayloadBytes+1) }},
+		{"event over the journal's limit", func(e *streamdv1.Event) { e.Tags = []string{strings.Repeat("t", lim.MaxEventBytes())} }},
+		{"event over the message limit", func(e *streamdv1.Event) { e.Tags = []string{strings.Repeat("t", s.p.Server().MaxMessageBytes())} }},
+		{"both", func(e *streamdv1.Event) { e.Payload = make([]byte, 6<<20) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := car("a")
+			tc.edit(e)
+			a := pub.PublishAsync(e)
+			select {
+			case <-a.Done():
+			default:
+				t.Fatal("the event was queued")
+			}
+			_, err := a.Result()
+			if !errors.Is(err, ErrTooLarge) || status.Code(err) != codes.InvalidArgument ||
+				!strings.Contains(err.Error(), fmt.Sprintf("at most %d bytes encoded, its payload at most %d bytes", lim.MaxEventBytes(), lim.MaxPayloadBytes)) {
+				t.Fatalf("PublishAsync = %v", err)
+			}
+		})
+	}
+	if n := s.requests.Load(); n != 0 {
+		t.Fatalf("%d requests sent", n)
+	}
+	if res, err := pub.Publish(context.Background(), car("a")); err != nil || res.Offset != 1 {
+		t.Fatalf("publish after them: %+v, %v", res, err)
+	}
+}
+
+// The publishes that gather while the window is full go in requests within
+// the server's message limit, whatever MaxBatchBytes says.
+func TestRequestsWithinServerLimit(t *testing.T) {
+	gate := make(chan struct{})
+	s := serveGated(t, gate)
+	pub := s.publisher(t, Options{MaxBatchBytes: 64 << 20, MaxInFlight: 1})
+	maxPayload := s.p.Journal().Limits().MaxPayloadBytes
+	var acks []*Ack
+	for i := range 16 { // the first is sent alone; 15 MiB gather behind it
+		e := car(fmt.Sprint(i))
+		e.Payload = make([]byte, maxPayload)
+		acks = append(acks, pub.PublishAsync(e))
+	}
+	close(gate)
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range acks {
+		if res, err := a.Result(); err != nil || res.Offset != uint64(i+1) {
+			t.Fatalf("publish %d: %+v, %v", i, res, err)
+		}
+	}
+	if n, least := s.requests.Load(), 1+15/(s.p.Server().MaxMessageBytes()/maxPayload); n < int64(least) {
+		t.Fatalf("%d requests for 16 events of %d bytes, want at least %d", n, maxPayload, least)
+	}
+}
+
+// noLimits is a PublishStream server that does not say its limits.
+type noLimits struct {
+	streamdv1.UnimplementedEventStreamServiceServer
+}
+
+func (noLimits) PublishStream(st streamdv1.EventStreamService_PublishStreamServer) error {
+	if err := st.SendHeader(metadata.Pairs("streamd-max-payload-bytes", "1000")); err != nil {
+		return err
+	}
+	<-st.Context().Done()
+	return st.Context().Err()
+}
+
+// New fails, saying why, when the server refuses the stream or does not say
+// its limits.
+func TestNewNeedsServerLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		srv  streamdv1.EventStreamServiceServer
+		opts []grpc.ServerOption
+		want func(error) bool
+	}{
+		{"refused", noLimits{}, []grpc.ServerOption{grpc.StreamInterceptor(func(any, grpc.ServerStream, *grpc.StreamServerInfo, grpc.StreamHandler) error {
+			return status.Error(codes.Unauthenticated, "no token")
+		})}, func(err error) bool { return status.Code(err) == codes.Unauthenticated }},
+		{"no limits", noLimits{}, nil, func(err error) bool {
+			return strings.Contains(err.Error(), `streamd-max-event-bytes []`)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := grpc.NewServer(tc.opts...)
+			streamdv1.RegisterEventStreamServiceServer(g, tc.srv)
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go g.Serve(lis)
+			defer g.Stop()
+			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			pub, err := New(ctx, conn, Options{})
+			if err == nil {
+				pub.Close()
+				t.Fatal("New succeeded")
+			}
+			if ctx.Err() != nil || !strings.HasPrefix(err.Error(), "publisher: ") || !tc.want(err) {
+				t.Fatalf("New = %v", err)
+			}
+		})
 	}
 }

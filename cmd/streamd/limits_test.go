@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+	"github.com/streamd/streamd/publisher"
 )
 
 func wantExhausted(t *testing.T, what string, err error, mention string) {
@@ -111,4 +113,35 @@ func TestOversizedMessageRefused(t *testing.T) {
 	_, err := streamdv1.NewEventStreamServiceClient(d.conn).Publish(context.Background(), &streamdv1.PublishRequest{Events: []*streamdv1.Event{
 		{EntityType: "car", EntityId: "c1", EventType: "Moved", Payload: make([]byte, 3<<20)}}})
 	wantExhausted(t, "a 3 MiB publish with a 2 MiB message limit", err, "larger than max")
+}
+
+// A publisher learns streamd's limits from the stream: an event over them is
+// refused alone, before it is sent, and the events around it are appended.
+func TestPublisherRefusesOversizedEvent(t *testing.T) {
+	d := startDaemon(t, t.TempDir(), "--max-batch-bytes", "1048576", "--max-payload-bytes", "1048576")
+	pub, err := publisher.New(context.Background(), d.conn, publisher.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acks []*publisher.Ack
+	for i := range 3 {
+		e := &streamdv1.Event{EntityType: "car", EntityId: "c1", EventType: "Moved", Payload: make([]byte, 100)}
+		if i == 1 {
+			e.Payload = make([]byte, 3<<20) // over the 2 MiB message limit
+		}
+		acks = append(acks, pub.PublishAsync(e))
+	}
+	for i, a := range acks {
+		res, err := a.Result()
+		if i == 1 {
+			if !errors.Is(err, publisher.ErrTooLarge) || !strings.Contains(err.Error(), "its payload at most 1048576 bytes") {
+				t.Errorf("publish of 3 MiB: %v", err)
+			}
+		} else if err != nil || res.SeqNr != uint64(i/2+1) {
+			t.Errorf("publish %d: %+v, %v", i, res, err)
+		}
+	}
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

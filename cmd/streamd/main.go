@@ -282,8 +282,9 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	if cfg.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.tls)))
 	}
-	// A publish of the largest batch, with its envelope, must fit a message.
-	opts = append(opts, grpc.MaxRecvMsgSize(cfg.producer.Journal.Limits.MaxBatchBytes+1<<20))
+	// A publish of the largest batch, with its envelope, must fit a message;
+	// PublishStream tells publishers this limit.
+	opts = append(opts, grpc.MaxRecvMsgSize(p.Server().MaxMessageBytes()))
 	g := grpc.NewServer(opts...)
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
 	if cfg.producer.Journal.Region != "" {

@@ -1271,7 +1271,7 @@ func (x *PublishRequest) GetEvents() []*Event {
 }
 
 // Appended is where one published event landed. In the answer to a
-// PublishStreamRequest with each set, a refused event has offset and seq_nr
+// PublishStreamRequest with separate_appends set, a refused event has offset and seq_nr
 // 0 and its own google.rpc.Code and message.
 type Appended struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1388,13 +1388,14 @@ func (x *PublishResponse) GetAppended() []*Appended {
 type PublishStreamRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Events []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
-	// each: every event is an append of its own, committed in the order sent,
-	// so that one refused event (invalid, or not at its expected seq_nr) does
-	// not refuse the others; the answer has one Appended per event. Without
-	// it the request's events are one append: all committed or none.
-	Each          bool `protobuf:"varint,2,opt,name=each,proto3" json:"each,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// separate_appends: every event is an append of its own, committed in the
+	// order sent and answered on its own, so that one refused event (invalid,
+	// or not at its expected seq_nr) does not refuse the others; the answer
+	// has one Appended per event. Without it the request's events are one
+	// append: all committed or none.
+	SeparateAppends bool `protobuf:"varint,2,opt,name=separate_appends,json=separateAppends,proto3" json:"separate_appends,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PublishStreamRequest) Reset() {
@@ -1434,16 +1435,16 @@ func (x *PublishStreamRequest) GetEvents() []*Event {
 	return nil
 }
 
-func (x *PublishStreamRequest) GetEach() bool {
+func (x *PublishStreamRequest) GetSeparateAppends() bool {
 	if x != nil {
-		return x.Each
+		return x.SeparateAppends
 	}
 	return false
 }
 
 // PublishStreamResponse answers one PublishStreamRequest, in order. A failed
 // request carries a google.rpc.Code and message; the stream goes on. A
-// request with each set is answered event by event, in appended.
+// request with separate_appends set is answered event by event, in appended.
 type PublishStreamResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Appended      []*Appended            `protobuf:"bytes,1,rep,name=appended,proto3" json:"appended,omitempty"`
@@ -2065,10 +2066,10 @@ const file_streamd_v1_streamd_proto_rawDesc = "" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\"C\n" +
 	"\x0fPublishResponse\x120\n" +
-	"\bappended\x18\x01 \x03(\v2\x14.streamd.v1.AppendedR\bappended\"U\n" +
+	"\bappended\x18\x01 \x03(\v2\x14.streamd.v1.AppendedR\bappended\"l\n" +
 	"\x14PublishStreamRequest\x12)\n" +
-	"\x06events\x18\x01 \x03(\v2\x11.streamd.v1.EventR\x06events\x12\x12\n" +
-	"\x04each\x18\x02 \x01(\bR\x04each\"w\n" +
+	"\x06events\x18\x01 \x03(\v2\x11.streamd.v1.EventR\x06events\x12)\n" +
+	"\x10separate_appends\x18\x02 \x01(\bR\x0fseparateAppends\"w\n" +
 	"\x15PublishStreamResponse\x120\n" +
 	"\bappended\x18\x01 \x03(\v2\x14.streamd.v1.AppendedR\bappended\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +

@@ -42,6 +42,12 @@ type EventStreamServiceClient interface {
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
 	// PublishStream appends a stream of publish requests, committed in the
 	// order sent (their offsets increase in that order), each answered in order.
+	// Its response header says the server's limits, each a decimal number of
+	// bytes: streamd-max-payload-bytes (an event's payload),
+	// streamd-max-event-bytes (an event, encoded, appended alone) and
+	// streamd-max-message-bytes (a request, encoded). An event over the first
+	// two is refused alone; a request over the third ends the stream
+	// (ResourceExhausted) without answering the requests before it.
 	PublishStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PublishStreamRequest, PublishStreamResponse], error)
 	// LoadEvent returns one event by (entity, seq_nr).
 	LoadEvent(ctx context.Context, in *LoadEventRequest, opts ...grpc.CallOption) (*LoadEventResponse, error)
@@ -146,6 +152,12 @@ type EventStreamServiceServer interface {
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
 	// PublishStream appends a stream of publish requests, committed in the
 	// order sent (their offsets increase in that order), each answered in order.
+	// Its response header says the server's limits, each a decimal number of
+	// bytes: streamd-max-payload-bytes (an event's payload),
+	// streamd-max-event-bytes (an event, encoded, appended alone) and
+	// streamd-max-message-bytes (a request, encoded). An event over the first
+	// two is refused alone; a request over the third ends the stream
+	// (ResourceExhausted) without answering the requests before it.
 	PublishStream(grpc.BidiStreamingServer[PublishStreamRequest, PublishStreamResponse]) error
 	// LoadEvent returns one event by (entity, seq_nr).
 	LoadEvent(context.Context, *LoadEventRequest) (*LoadEventResponse, error)
