@@ -4,7 +4,12 @@
 // optionally over TLS (--tls-cert, --tls-key) or mTLS (--tls-client-ca), with
 // bearer tokens from --auth-token-file required on the EventStreamService,
 // and Prometheus metrics on --metrics-listen at /metrics. Every flag has a
-// STREAMD_* environment variable; see streamd --help.
+// STREAMD_* environment variable; sizes take units (64MiB); see streamd
+// --help. streamd --version prints the build (internal/buildinfo), which
+// every gRPC response also carries in its header.
+//
+// Exit codes: 0 after a clean shutdown, 1 an error while serving, 2 a usage
+// error (a bad flag or a file it names), printed in one line.
 package main
 
 import (
