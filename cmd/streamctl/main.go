@@ -14,10 +14,9 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-)
 
-// version is set at build time: go build -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+	"github.com/streamd/streamd/internal/buildinfo"
+)
 
 func main() { os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr)) }
 
@@ -50,15 +49,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	cli.VersionPrinter = printVersion
 	app := &cli.App{
 		Name:                 "streamctl",
 		Usage:                "publish, tail and inspect streamd events; edit consumer offsets and filters",
-		Version:              version,
+		Version:              buildinfo.Read().String(),
 		Reader:               stdin,
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		EnableBashCompletion: true,
-		HideVersion:          true,
 		ExitErrHandler:       func(*cli.Context, error) {}, // run maps errors to exit codes
 		OnUsageError:         onUsageError,
 		Flags: []cli.Flag{
@@ -88,19 +87,22 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			filtersCommand(),
 			consumersCommand(),
 			primaryCommand(),
-			{
-				Name:  "version",
-				Usage: "print streamctl's version",
-				Action: func(c *cli.Context) error {
-					if err := noArgs(c); err != nil {
-						return err
-					}
-					return newPrinter(c).one(map[string]any{"version": version}, version)
-				},
-			},
+			versionCommand(),
 		},
 	}
+	setUsageErrors(app.Commands)
 	return app
+}
+
+// setUsageErrors makes every command report a flag error in one line with
+// the usage hint (onUsageError), not with its whole help.
+func setUsageErrors(cmds []*cli.Command) {
+	for _, c := range cmds {
+		if c.OnUsageError == nil {
+			c.OnUsageError = onUsageError
+		}
+		setUsageErrors(c.Subcommands)
+	}
 }
 
 // unknownCommand is the action of commands that only group subcommands.

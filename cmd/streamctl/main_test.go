@@ -1,6 +1,7 @@
 package main
 
 import (
+	debugbuildinfo "debug/buildinfo"
 	"net"
 	"os"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/streamd/streamd/internal/buildinfo"
 	"github.com/streamd/streamd/internal/streamdtest"
 	"github.com/streamd/streamd/internal/testpki"
 )
@@ -30,6 +32,7 @@ func TestScripts(t *testing.T) {
 			"streamd-start": streamdStart,
 			"closed-port":   closedPort,
 			"gen-certs":     genCerts,
+			"build-info":    buildInfo,
 		},
 	})
 }
@@ -82,4 +85,22 @@ func genCerts(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	_, err := testpki.Write(dir)
 	ts.Check(err)
+}
+
+// build-info sets CLIENT_BUILD to what streamctl --version prints after
+// "streamctl " (streamctl runs in this test binary), and SERVER_VERSION and
+// SERVER_REVISION to the build of the streamd binary the scripts run, read
+// from the binary.
+func buildInfo(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) > 0 {
+		ts.Fatalf("usage: build-info")
+	}
+	bin, err := streamdtest.Binary()
+	ts.Check(err)
+	bi, err := debugbuildinfo.ReadFile(bin)
+	ts.Check(err)
+	server := buildinfo.From(bi)
+	ts.Setenv("CLIENT_BUILD", buildinfo.Read().String())
+	ts.Setenv("SERVER_VERSION", server.Version)
+	ts.Setenv("SERVER_REVISION", server.Revision)
 }

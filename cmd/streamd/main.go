@@ -4,7 +4,12 @@
 // optionally over TLS (--tls-cert, --tls-key) or mTLS (--tls-client-ca), with
 // bearer tokens from --auth-token-file required on the EventStreamService,
 // and Prometheus metrics on --metrics-listen at /metrics. Every flag has a
-// STREAMD_* environment variable; see streamd --help.
+// STREAMD_* environment variable; sizes take units (64MiB); see streamd
+// --help. streamd --version prints the build (internal/buildinfo), which
+// every gRPC response also carries in its header.
+//
+// Exit codes: 0 after a clean shutdown, 1 an error while serving, 2 a usage
+// error (a bad flag or a file it names), printed in one line.
 package main
 
 import (
@@ -12,6 +17,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -31,6 +37,8 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/internal/buildinfo"
+	"github.com/streamd/streamd/internal/bytesize"
 	"github.com/streamd/streamd/internal/metrics"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/producer"
@@ -39,38 +47,62 @@ import (
 	"github.com/streamd/streamd/topology/primary"
 )
 
-func main() {
-	if err := newApp().Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "streamd:", err)
-		os.Exit(1)
+func main() { os.Exit(exitCode(newApp().Run(os.Args), os.Stderr)) }
+
+// usageError is a mistake in the command line or in a file it names: exit
+// code 2, like streamctl's.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// exitCode prints err, if any, in one line, with the usage hint after a
+// usage error, and returns the exit code: 0, 1 for an error while serving,
+// 2 for a usage error.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
 	}
+	fmt.Fprintln(stderr, "streamd:", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(stderr, "Run 'streamd --help' for usage.")
+		return 2
+	}
+	return 1
 }
 
 func newApp() *cli.App {
+	cli.VersionPrinter = func(c *cli.Context) { fmt.Fprintf(c.App.Writer, "streamd %s\n", c.App.Version) }
 	return &cli.App{
-		Name:  "streamd",
-		Usage: "a brokerless event streaming daemon: a durable local journal served over gRPC",
+		Name:            "streamd",
+		Usage:           "a brokerless event streaming daemon: a durable local journal served over gRPC",
+		Version:         buildinfo.Read().String(),
+		HideHelpCommand: true,
+		// One line and the usage hint (exitCode), not the whole help.
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return &usageError{err} },
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data-dir", Value: "./data", EnvVars: []string{"STREAMD_DATA_DIR"}, Usage: "journal directory"},
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7070", EnvVars: []string{"STREAMD_LISTEN"}, Usage: "gRPC address (stream, publish, health, reflection)"},
 			&cli.StringFlag{Name: "durability", Value: "sync", EnvVars: []string{"STREAMD_DURABILITY"}, Usage: "sync: fsync before ack; async: ack before fsync, so acknowledged events survive a crash of streamd but may be lost on an OS crash or power loss"},
 			&cli.DurationFlag{Name: "retention-max-age", EnvVars: []string{"STREAMD_RETENTION_MAX_AGE"}, Usage: "delete events older than this (0 = keep)"},
-			&cli.Int64Flag{Name: "retention-max-bytes", EnvVars: []string{"STREAMD_RETENTION_MAX_BYTES"}, Usage: "delete the oldest events beyond this size (0 = no limit)"},
+			bytesize.Flag("retention-max-bytes", 0, "STREAMD_RETENTION_MAX_BYTES", "delete the oldest events beyond this size, in bytes or with a unit (64MiB, 1GiB); 0 = no limit", ""),
 			&cli.StringFlag{Name: "metrics-listen", Value: "127.0.0.1:9464", EnvVars: []string{"STREAMD_METRICS_LISTEN"}, Usage: "HTTP address serving Prometheus /metrics (\"\" disables)"},
 			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"STREAMD_TLS_CERT"}, Usage: "PEM server certificate; serves gRPC over TLS (1.2 or later), with --tls-key"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"STREAMD_TLS_KEY"}, Usage: "PEM private key of --tls-cert"},
 			&cli.StringFlag{Name: "tls-client-ca", EnvVars: []string{"STREAMD_TLS_CLIENT_CA"}, Usage: "PEM CA certificates; clients must present a certificate they signed (mTLS)"},
 			&cli.StringFlag{Name: "auth-token-file", EnvVars: []string{"STREAMD_AUTH_TOKEN_FILE"}, Usage: "require bearer tokens listed in `FILE`, one TOKEN GRANT[,GRANT...] a line, a grant being a stream to subscribe to, \"publish\" (Publish, PublishStream) or \"*\" (everything, including LoadEvent, EntityEvents, JournalInfo); # comments. Health and reflection stay open"},
 			&cli.DurationFlag{Name: "shutdown-grace", Value: 10 * time.Second, EnvVars: []string{"STREAMD_SHUTDOWN_GRACE"}, Usage: "on SIGTERM, how long in-flight calls and streams may take before they are cut; closing the journal may take " + closeMargin.String() + " more, past which streamd exits with status 1 and the next start recovers the journal from its logs"},
-			&cli.IntFlag{Name: "max-payload-bytes", Value: journal.DefaultLimits.MaxPayloadBytes, EnvVars: []string{"STREAMD_MAX_PAYLOAD_BYTES"}, Usage: "largest event payload accepted"},
+			bytesize.Flag("max-payload-bytes", bytesize.Size(journal.DefaultLimits.MaxPayloadBytes), "STREAMD_MAX_PAYLOAD_BYTES", "largest event payload accepted", ""),
 			&cli.IntFlag{Name: "max-batch-events", Value: journal.DefaultLimits.MaxBatchEvents, EnvVars: []string{"STREAMD_MAX_BATCH_EVENTS"}, Usage: "most events in one publish"},
-			&cli.IntFlag{Name: "max-batch-bytes", Value: journal.DefaultLimits.MaxBatchBytes, EnvVars: []string{"STREAMD_MAX_BATCH_BYTES"}, Usage: "largest publish, encoded (at most 8 MiB); gRPC messages may be 1 MiB larger"},
-			&cli.Int64Flag{Name: "min-free-bytes", EnvVars: []string{"STREAMD_MIN_FREE_BYTES"}, Usage: "free disk space to keep: below it publishes are refused with ResourceExhausted until space is freed (default: 208 MiB). At least --memtable-size + 8 of the largest group commits (126 MiB with the default --memtable-size): Badger writes through memory maps, where a full disk crashes streamd (SIGBUS)"},
-			&cli.Int64Flag{Name: "memtable-size", EnvVars: []string{"STREAMD_MEMTABLE_SIZE"}, Usage: "Badger memtable size in bytes, at least 7 MiB; the journal's memory follows from it (default: 64 MiB)"},
+			bytesize.Flag("max-batch-bytes", bytesize.Size(journal.DefaultLimits.MaxBatchBytes), "STREAMD_MAX_BATCH_BYTES", "largest publish, encoded (at most 8MiB); gRPC messages may be 1MiB larger", ""),
+			bytesize.Flag("min-free-bytes", 0, "STREAMD_MIN_FREE_BYTES", "free disk space to keep: below it publishes are refused with ResourceExhausted until space is freed. At least --memtable-size + 8 of the largest group commits (126MiB with the default --memtable-size): Badger writes through memory maps, where a full disk crashes streamd (SIGBUS)",
+				bytesize.Size(journal.Options{}.EffectiveMinFreeBytes()).String()),
+			bytesize.Flag("memtable-size", 0, "STREAMD_MEMTABLE_SIZE", "Badger memtable size, at least 7MiB; the journal's memory follows from it", "64MiB"),
 			&cli.StringFlag{Name: "compression", Value: "snappy", EnvVars: []string{"STREAMD_COMPRESSION"}, Usage: "journal tables on disk: snappy, or none (more disk; memory then follows from --memtable-size alone)"},
 			&cli.IntFlag{Name: "max-filter-criteria", Value: 256, EnvVars: []string{"STREAMD_MAX_FILTER_CRITERIA"}, Usage: "most criteria in one consumer's filter"},
 			&cli.Float64Flag{Name: "rate-limit", EnvVars: []string{"STREAMD_RATE_LIMIT"}, Usage: "calls per second each client (bearer token, or IP address) may make; 0 = unlimited. Health checks are not limited"},
-			&cli.IntFlag{Name: "rate-burst", EnvVars: []string{"STREAMD_RATE_BURST"}, Usage: "calls a client may make at once above --rate-limit (default: the rate, at least 1)"},
+			&cli.IntFlag{Name: "rate-burst", EnvVars: []string{"STREAMD_RATE_BURST"}, Usage: "calls a client may make at once above --rate-limit", DefaultText: "the rate, at least 1"},
 			&cli.IntFlag{Name: "max-streams-per-conn", Value: 64, EnvVars: []string{"STREAMD_MAX_STREAMS_PER_CONN"}, Usage: "streams one connection may have open; more are refused with ResourceExhausted"},
 			&cli.DurationFlag{Name: "handshake-timeout", Value: 10 * time.Second, EnvVars: []string{"STREAMD_HANDSHAKE_TIMEOUT"}, Usage: "a connection that has not completed its TLS and HTTP/2 handshake by then is closed"},
 			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate)"},
@@ -81,12 +113,15 @@ func newApp() *cli.App {
 		Action: func(c *cli.Context) error {
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+				return &usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))}
+			}
+			if c.Args().Present() {
+				return &usageError{fmt.Errorf("unexpected argument %q: streamd takes only flags", c.Args().First())}
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			cfg, err := configFrom(c, log, metrics.New())
 			if err != nil {
-				return err
+				return &usageError{err}
 			}
 			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -112,28 +147,37 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 			return config{}, err
 		}
 	}
-	limits := journal.Limits{
-		MaxPayloadBytes: c.Int("max-payload-bytes"),
-		MaxBatchEvents:  c.Int("max-batch-events"),
-		MaxBatchBytes:   c.Int("max-batch-bytes"),
-	}
-	for _, name := range []string{"max-payload-bytes", "max-batch-events", "max-batch-bytes", "max-filter-criteria", "max-streams-per-conn"} {
+	for _, name := range []string{"max-batch-events", "max-filter-criteria", "max-streams-per-conn"} {
 		if c.Int(name) <= 0 {
 			return config{}, fmt.Errorf("--%s %d: want a positive number", name, c.Int(name))
 		}
 	}
+	sizes := map[string]int{}
+	for _, name := range []string{"max-payload-bytes", "max-batch-bytes"} {
+		n, ok := bytesize.Get(c, name).Int()
+		if !ok || n <= 0 {
+			return config{}, fmt.Errorf("--%s %v: want a positive size", name, bytesize.Get(c, name))
+		}
+		sizes[name] = n
+	}
+	limits := journal.Limits{
+		MaxPayloadBytes: sizes["max-payload-bytes"],
+		MaxBatchEvents:  c.Int("max-batch-events"),
+		MaxBatchBytes:   sizes["max-batch-bytes"],
+	}
+	memTableSize, minFree := int64(bytesize.Get(c, "memtable-size")), int64(bytesize.Get(c, "min-free-bytes"))
 	compression, err := journal.ParseCompression(c.String("compression"))
 	if err != nil {
 		return config{}, fmt.Errorf("--compression: %w", err)
 	}
-	if err := (journal.Options{MemTableSize: c.Int64("memtable-size")}).Validate(); err != nil {
+	if err := (journal.Options{MemTableSize: memTableSize}).Validate(); err != nil {
 		return config{}, fmt.Errorf("--memtable-size: %w", err)
 	}
-	if err := minFreeBytesFlag(c.Int64("min-free-bytes"), c.Int64("memtable-size")); err != nil {
+	if err := minFreeBytesFlag(minFree, memTableSize); err != nil {
 		return config{}, err
 	}
 	if err := (journal.Options{Limits: limits}).Validate(); err != nil {
-		return config{}, fmt.Errorf("--max-batch-bytes %d: %w", limits.MaxBatchBytes, err)
+		return config{}, fmt.Errorf("--max-batch-bytes %v: %w", bytesize.Size(limits.MaxBatchBytes), err)
 	}
 	clients := clientLimits{rate: c.Float64("rate-limit"), burst: c.Int("rate-burst"), streamsPerConn: c.Int("max-streams-per-conn")}
 	switch {
@@ -192,9 +236,9 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 				Durability:        durability,
 				Limits:            limits,
 				RetentionMaxAge:   c.Duration("retention-max-age"),
-				RetentionMaxBytes: c.Int64("retention-max-bytes"),
-				MinFreeBytes:      c.Int64("min-free-bytes"),
-				MemTableSize:      c.Int64("memtable-size"),
+				RetentionMaxBytes: int64(bytesize.Get(c, "retention-max-bytes")),
+				MinFreeBytes:      minFree,
+				MemTableSize:      memTableSize,
 				Compression:       compression,
 				Logger:            log,
 				Observer:          m,
@@ -270,7 +314,8 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	cfg.metrics.WatchJournal(p.Journal().Info)
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	cfg.metrics.Registry().MustRegister(grpcMetrics)
-	opts := append(producer.Interceptors(log),
+	opts := append(buildHeaders(), producer.Interceptors(log)...)
+	opts = append(opts,
 		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()))
 	if cfg.tokens != nil {
@@ -309,6 +354,12 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	healthpb.RegisterHealthServer(g, health)
 	reflection.Register(g)
 	grpcMetrics.InitializeMetrics(g)
+	healthCtx, stopHealth := context.WithCancel(ctx)
+	healthDone := make(chan struct{})
+	services := healthServices(g)
+	setHealth(health, services, healthpb.HealthCheckResponse_SERVING)
+	go func() { watchJournal(healthCtx, log, health, services, p.Journal().Err, healthPoll); close(healthDone) }()
+	defer func() { stopHealth(); <-healthDone }()
 
 	// Both servers report here; the first to fail stops the daemon.
 	served := make(chan error, 2)
@@ -363,6 +414,8 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		return err
 	}
 	log.Info("shutting down")
+	stopHealth()
+	<-healthDone
 	health.Shutdown()
 	p.Server().Shutdown()
 	// In-flight calls finish; a stream blocked sending to a stalled consumer

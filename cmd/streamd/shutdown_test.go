@@ -94,7 +94,7 @@ func TestShutdownBoundedWhenJournalCannotClose(t *testing.T) {
 func TestMinFreeBytesFloor(t *testing.T) {
 	for _, memtable := range []int64{0, 8 << 20} {
 		least := journal.Options{MemTableSize: memtable}.LeastMinFreeBytes()
-		for _, v := range []int64{1, least - 1, -1} {
+		for _, v := range []int64{1, least - 1} { // -1: TestFlagErrors
 			// A value accepted would serve until the timeout.
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			out, err := exec.CommandContext(ctx, binary, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--metrics-listen", "",

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"syscall"
 
+	"github.com/streamd/streamd/internal/bytesize"
 	"github.com/streamd/streamd/journal"
 )
 
@@ -17,10 +18,10 @@ func minFreeBytesFlag(minFree, memTableSize int64) error {
 	}
 	memtable := "the default --memtable-size"
 	if memTableSize != 0 {
-		memtable = fmt.Sprintf("--memtable-size %d", memTableSize)
+		memtable = fmt.Sprintf("--memtable-size %v", bytesize.Size(memTableSize))
 	}
-	return fmt.Errorf("--min-free-bytes %d: want 0 (the default) or at least %d (%s) with %s: Badger writes through memory maps, where a full disk crashes streamd (SIGBUS); raise it, or lower --memtable-size",
-		minFree, least, mib(least), memtable)
+	return fmt.Errorf("--min-free-bytes %v: want 0 (the default) or at least %d (%s) with %s: Badger writes through memory maps, where a full disk crashes streamd (SIGBUS); raise it, or lower --memtable-size",
+		bytesize.Size(minFree), least, mib(least), memtable)
 }
 
 // checkFreeSpace says at Error level when the journal's filesystem starts

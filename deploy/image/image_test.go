@@ -103,10 +103,14 @@ func TestImage(t *testing.T) {
 			t.Errorf("%s: mtime %v, want SOURCE_DATE_EPOCH", name, f.hdr.ModTime)
 		}
 	}
-	checkStreamdBinary(t, bin.data, cf.Config.Env)
+	revision, ok := cf.Config.Labels["org.opencontainers.image.revision"]
+	if !ok {
+		revision = "unknown" // not built from a git clone
+	}
+	checkStreamdBinary(t, bin.data, cf.Config.Env, "1.2.3", revision)
 
 	// Same binary, same options: same image and the same archive bytes.
-	again, err := newImage(bin.data, imageOptions{Arch: runtime.GOARCH, Version: "1.2.3", Created: time.Unix(epoch, 0).UTC()})
+	again, err := newImage(bin.data, imageOptions{Arch: runtime.GOARCH, Version: "1.2.3", Revision: revision, Created: time.Unix(epoch, 0).UTC()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,8 +128,8 @@ func TestImage(t *testing.T) {
 
 // checkStreamdBinary checks that bin is a static Linux executable built from
 // cmd/streamd, and runs it: --help must list every STREAMD_* variable the
-// image sets.
-func checkStreamdBinary(t *testing.T, bin []byte, env []string) {
+// image sets, --version the version and revision of its labels.
+func checkStreamdBinary(t *testing.T, bin []byte, env []string, version, revision string) {
 	t.Helper()
 	f, err := elf.NewFile(bytes.NewReader(bin))
 	if err != nil {
@@ -163,6 +167,10 @@ func checkStreamdBinary(t *testing.T, bin []byte, env []string) {
 	}
 	if !strings.Contains(string(help), "streamd - a brokerless event streaming daemon") {
 		t.Fatalf("--help of the entrypoint is not streamd's:\n%s", help)
+	}
+	printed, err := exec.Command(path, "--version").Output()
+	if want := "streamd " + version + " (revision " + revision + ", " + info.GoVersion + ")\n"; err != nil || string(printed) != want {
+		t.Errorf("streamd --version: %q, %v; want %q (the labels)", printed, err, want)
 	}
 	for _, kv := range env {
 		name, _, _ := strings.Cut(kv, "=")

@@ -6,8 +6,11 @@
 // It compiles cmd/streamd as a static Linux binary (CGO_ENABLED=0, -trimpath)
 // and assembles, with go-containerregistry, an image of one layer on an empty
 // base: /streamd, and /var/lib/streamd (the journal's volume) owned by the
-// non-root user 65532. Timestamps are fixed (SOURCE_DATE_EPOCH, default 0), so
-// the same binary always gives the same image digest.
+// non-root user 65532. The labels org.opencontainers.image.version and
+// .revision carry what the binary's --version prints (-version sets it;
+// the revision is stamped when built from a git clone). Timestamps are
+// fixed (SOURCE_DATE_EPOCH, default 0), so the same binary always gives the
+// same image digest.
 //
 // The output is an OCI image layout in a tar (oci-layout, index.json,
 // blobs/sha256/...) that also carries Docker's manifest.json pointing at the
@@ -20,6 +23,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	debugbuildinfo "debug/buildinfo"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -41,6 +45,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/streamd/streamd/internal/buildinfo"
 )
 
 // What the image holds; the manifests in deploy/k8s use the same paths,
@@ -67,7 +73,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fl.SetOutput(stderr)
 	out := fl.String("o", "streamd.oci.tar", "output `FILE`: an OCI image layout tarball that docker/podman load")
 	tag := fl.String("tag", "streamd:dev", "name the loaded image gets")
-	version := fl.String("version", "dev", "org.opencontainers.image.version label")
+	version := fl.String("version", "", "version streamd --version prints and the org.opencontainers.image.version label carries (default: the module's, from the VCS, or dev)")
 	arch := fl.String("arch", runtime.GOARCH, "GOARCH to build for (the image is linux/ARCH)")
 	if err := fl.Parse(args); err != nil {
 		return err
@@ -88,14 +94,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, "streamd")
-	if err := buildBinary(ctx, bin, *arch); err != nil {
+	if err := buildBinary(ctx, bin, *arch, *version); err != nil {
 		return err
 	}
 	binary, err := os.ReadFile(bin)
 	if err != nil {
 		return err
 	}
-	img, err := newImage(binary, imageOptions{Arch: *arch, Version: *version, Created: created})
+	bi, err := debugbuildinfo.Read(bytes.NewReader(binary))
+	if err != nil {
+		return fmt.Errorf("build info of %s: %w", bin, err)
+	}
+	build := buildinfo.From(bi)
+	if *version != "" {
+		build.Version = *version
+	}
+	img, err := newImage(binary, imageOptions{Arch: *arch, Version: build.Version, Revision: build.Revision, Created: created})
 	if err != nil {
 		return err
 	}
@@ -124,9 +138,15 @@ func sourceDateEpoch() (time.Time, error) {
 	return time.Unix(sec, 0).UTC(), nil
 }
 
-// buildBinary compiles streamd for linux/arch as a static binary at out.
-func buildBinary(ctx context.Context, out, arch string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out, streamdPkg)
+// buildBinary compiles streamd for linux/arch as a static binary at out,
+// stamped with the VCS revision when built from a git clone, and with
+// version ("": the module's) as what --version prints.
+func buildBinary(ctx context.Context, out, arch, version string) error {
+	ldflags := "-s -w"
+	if version != "" {
+		ldflags += " -X " + buildinfo.VersionVar + "=" + version
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=auto", "-ldflags="+ldflags, "-o", out, streamdPkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", streamdPkg, err, msg)
@@ -135,9 +155,11 @@ func buildBinary(ctx context.Context, out, arch string) error {
 }
 
 type imageOptions struct {
-	Arch    string
-	Version string
-	Created time.Time
+	Arch string
+	// Version and Revision are the binary's (internal/buildinfo); an
+	// unknown revision gets no label.
+	Version, Revision string
+	Created           time.Time
 }
 
 // newImage assembles the image around the streamd binary.
@@ -171,6 +193,9 @@ func newImage(binary []byte, o imageOptions) (v1.Image, error) {
 		"org.opencontainers.image.description": "brokerless event streaming daemon: a durable local journal served over gRPC",
 		"org.opencontainers.image.source":      source,
 		"org.opencontainers.image.version":     o.Version,
+	}
+	if o.Revision != buildinfo.UnknownRevision {
+		labels["org.opencontainers.image.revision"] = o.Revision
 	}
 	cf.Config = v1.Config{
 		Entrypoint: []string{binaryPath},

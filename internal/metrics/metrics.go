@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/streamd/streamd/internal/buildinfo"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/producer"
 )
@@ -70,8 +71,13 @@ func New() *Metrics {
 			Name: "streamd_stream_events_filtered_total", Help: "Events read for a consumer but filtered away."}, streamLabels),
 		consumers: map[consumerKey]*position{},
 	}
+	build := buildinfo.Read()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "streamd_build_info", Help: "Always 1; its labels say which build of streamd runs.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "revision": build.Revision, "goversion": build.GoVersion}})
+	buildInfo.Set(1)
 	m.reg.MustRegister(m.appends, m.events, m.fsyncBatches, m.fsync, m.retentionDeleted,
-		m.open, m.sent, m.bytes, m.filtered,
+		m.open, m.sent, m.bytes, m.filtered, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

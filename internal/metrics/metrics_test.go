@@ -1,12 +1,14 @@
 package metrics
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/streamd/streamd/internal/buildinfo"
 	"github.com/streamd/streamd/journal"
 )
 
@@ -96,4 +98,16 @@ func gather(t *testing.T, m *Metrics, name string) float64 {
 	}
 	t.Fatalf("%s not gathered", name)
 	return 0
+}
+
+func TestBuildInfo(t *testing.T) {
+	b := buildinfo.Read()
+	want := fmt.Sprintf(`
+# HELP streamd_build_info Always 1; its labels say which build of streamd runs.
+# TYPE streamd_build_info gauge
+streamd_build_info{goversion=%q,revision=%q,version=%q} 1
+`, b.GoVersion, b.Revision, b.Version)
+	if err := testutil.GatherAndCompare(New().Registry(), strings.NewReader(want), "streamd_build_info"); err != nil {
+		t.Fatal(err)
+	}
 }

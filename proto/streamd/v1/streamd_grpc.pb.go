@@ -33,6 +33,11 @@ const (
 // EventStreamServiceClient is the client API for EventStreamService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// The events of a journal: publish, subscribe, load. streamd sends its build
+// in the response header of every call, on every service (health checks
+// included, which need no token): "streamd-version" (the module version, or
+// "dev") and "streamd-revision" (the VCS commit, or "unknown").
 type EventStreamServiceClient interface {
 	// Subscribe opens a resumable, filterable stream of a named stream of the
 	// producer's journal. The first request must be an Init.
@@ -143,6 +148,11 @@ func (c *eventStreamServiceClient) JournalInfo(ctx context.Context, in *JournalI
 // EventStreamServiceServer is the server API for EventStreamService service.
 // All implementations must embed UnimplementedEventStreamServiceServer
 // for forward compatibility.
+//
+// The events of a journal: publish, subscribe, load. streamd sends its build
+// in the response header of every call, on every service (health checks
+// included, which need no token): "streamd-version" (the module version, or
+// "dev") and "streamd-revision" (the VCS commit, or "unknown").
 type EventStreamServiceServer interface {
 	// Subscribe opens a resumable, filterable stream of a named stream of the
 	// producer's journal. The first request must be an Init.
