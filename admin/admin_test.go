@@ -136,7 +136,7 @@ func wantCode(t *testing.T, err error, code codes.Code) {
 	}
 }
 
-func TestStatusAndPositions(t *testing.T) {
+func TestStatusAndOffsets(t *testing.T) {
 	f := newFixture(t)
 	f.publish(t, 10, "sports")
 	last := f.p.Journal().LastOffset()
@@ -148,17 +148,17 @@ func TestStatusAndPositions(t *testing.T) {
 	if !st.GetRunning() || st.GetMode() != "AtLeastOnce" || st.GetProducers()[0].GetLag() != 0 {
 		t.Fatalf("status = %v", st)
 	}
-	testwait.For(t, 10*time.Second, "the position to be saved", func() bool {
-		resp, err := f.admin.ListPositions(context.Background(), &streamdv1.ListPositionsRequest{})
-		return err == nil && len(resp.GetPositions()) == 1 && resp.GetPositions()[0].GetOffset() == last
+	testwait.For(t, 10*time.Second, "the offset to be saved", func() bool {
+		resp, err := f.admin.ListOffsets(context.Background(), &streamdv1.ListOffsetsRequest{})
+		return err == nil && len(resp.GetOffsets()) == 1 && resp.GetOffsets()[0].GetOffset() == last
 	})
-	got, err := f.admin.GetPosition(context.Background(), &streamdv1.GetPositionRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}})
-	if err != nil || got.GetPosition().GetOffset() != last || !got.GetExact() {
-		t.Fatalf("GetPosition = %v, %v; want offset %d, exact", got, err, last)
+	got, err := f.admin.GetOffset(context.Background(), &streamdv1.GetOffsetRequest{Selector: &streamdv1.OffsetSelector{Consumer: "repl"}})
+	if err != nil || got.GetOffset().GetOffset() != last || !got.GetExact() {
+		t.Fatalf("GetOffset = %v, %v; want offset %d, exact", got, err, last)
 	}
 	_, err = f.admin.ListConsumers(context.Background(), &streamdv1.ListConsumersRequest{Consumer: "nobody"})
 	wantCode(t, err, codes.NotFound)
-	_, err = f.admin.GetPosition(context.Background(), &streamdv1.GetPositionRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl", JournalId: []byte{1, 2}}})
+	_, err = f.admin.GetOffset(context.Background(), &streamdv1.GetOffsetRequest{Selector: &streamdv1.OffsetSelector{Consumer: "repl", JournalId: []byte{1, 2}}})
 	wantCode(t, err, codes.InvalidArgument)
 }
 
@@ -195,15 +195,15 @@ func TestUpdateConsumerFilter(t *testing.T) {
 }
 
 // A consumer stopped on an error stays stopped with the error visible; an
-// operator's MovePositions starts it again. Dry runs change nothing.
-func TestMovePositionsRestartsAStoppedConsumer(t *testing.T) {
+// operator's MoveOffsets starts it again. Dry runs change nothing.
+func TestMoveOffsetsRestartsAStoppedConsumer(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.publish(t, 4, "sports")
 	last := f.p.Journal().LastOffset()
-	testwait.For(t, 10*time.Second, "the position to be saved", func() bool {
-		got, err := f.admin.GetPosition(ctx, &streamdv1.GetPositionRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}})
-		return err == nil && got.GetPosition().GetOffset() == last
+	testwait.For(t, 10*time.Second, "the offset to be saved", func() bool {
+		got, err := f.admin.GetOffset(ctx, &streamdv1.GetOffsetRequest{Selector: &streamdv1.OffsetSelector{Consumer: "repl"}})
+		return err == nil && got.GetOffset().GetOffset() == last
 	})
 	f.failing.Store(true)
 	f.publish(t, 1, "truck")
@@ -212,21 +212,21 @@ func TestMovePositionsRestartsAStoppedConsumer(t *testing.T) {
 		return !st.GetRunning() && st.GetError() != ""
 	})
 
-	dry, err := f.admin.MovePositions(ctx, &streamdv1.MovePositionsRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}, ToOffset: 2})
+	dry, err := f.admin.MoveOffsets(ctx, &streamdv1.MoveOffsetsRequest{Selector: &streamdv1.OffsetSelector{Consumer: "repl"}, ToOffset: 2})
 	if err != nil || dry.GetExecuted() || len(dry.GetChanges()) != 1 || dry.GetChanges()[0].GetFrom().GetOffset() != last {
 		t.Fatalf("dry run = %v, %v", dry, err)
 	}
-	if got, _ := f.admin.GetPosition(ctx, &streamdv1.GetPositionRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}}); got.GetPosition().GetOffset() != last {
-		t.Fatalf("a dry run moved the position to %d", got.GetPosition().GetOffset())
+	if got, _ := f.admin.GetOffset(ctx, &streamdv1.GetOffsetRequest{Selector: &streamdv1.OffsetSelector{Consumer: "repl"}}); got.GetOffset().GetOffset() != last {
+		t.Fatalf("a dry run moved the offset to %d", got.GetOffset().GetOffset())
 	}
 	if f.status(t).GetRunning() {
 		t.Fatal("a dry run restarted the consumer")
 	}
 
 	f.failing.Store(false)
-	moved, err := f.admin.MovePositions(ctx, &streamdv1.MovePositionsRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}, ToStartPolicy: streamdv1.StartPolicy_START_POLICY_LATEST, Execute: true})
+	moved, err := f.admin.MoveOffsets(ctx, &streamdv1.MoveOffsetsRequest{Selector: &streamdv1.OffsetSelector{Consumer: "repl"}, ToStartPolicy: streamdv1.StartPolicy_START_POLICY_LATEST, Execute: true})
 	if err != nil || !moved.GetExecuted() || moved.GetChanges()[0].GetTo().GetStartPolicy() != streamdv1.StartPolicy_START_POLICY_LATEST {
-		t.Fatalf("MovePositions = %v, %v", moved, err)
+		t.Fatalf("MoveOffsets = %v, %v", moved, err)
 	}
 	// Started from latest: what is published once its stream is open
 	// (Hello received) is delivered.
@@ -237,8 +237,8 @@ func TestMovePositionsRestartsAStoppedConsumer(t *testing.T) {
 	f.publish(t, 3, "family")
 	testwait.For(t, 10*time.Second, "the events after latest", func() bool { return f.handled.Load() == 4+3 })
 
-	_, err = f.admin.MovePositions(ctx, &streamdv1.MovePositionsRequest{Selector: &streamdv1.PositionSelector{Consumer: "repl"}, ToStartPolicy: streamdv1.StartPolicy_START_POLICY_AT_TIME})
+	_, err = f.admin.MoveOffsets(ctx, &streamdv1.MoveOffsetsRequest{Selector: &streamdv1.OffsetSelector{Consumer: "repl"}, ToStartPolicy: streamdv1.StartPolicy_START_POLICY_AT_TIME})
 	wantCode(t, err, codes.InvalidArgument)
-	_, err = f.admin.MovePositions(ctx, &streamdv1.MovePositionsRequest{Selector: &streamdv1.PositionSelector{Consumer: "nobody"}, Execute: true})
+	_, err = f.admin.MoveOffsets(ctx, &streamdv1.MoveOffsetsRequest{Selector: &streamdv1.OffsetSelector{Consumer: "nobody"}, Execute: true})
 	wantCode(t, err, codes.NotFound)
 }

@@ -1,5 +1,5 @@
 // Package admin runs the consumers of a process and serves the AdminService
-// over them: their status, stored positions and filters, for streamctl.
+// over them: their status, stored offsets and filters, for streamctl.
 //
 // Any service that consumes with package consumer can be steered as streamd
 // is: add its consumers to a Registry, mount it on the service's own gRPC
@@ -14,11 +14,11 @@
 // `filters list|add|remove` work against the service.
 //
 // A Registry runs each consumer in its own loop. A consumer that stops on an
-// error that retrying cannot cure (a changed journal, a position below
+// error that retrying cannot cure (a changed journal, a offset below
 // retention) stays stopped, its error visible in ListConsumers, until an
-// operator moves its positions (MovePositions), which starts it again; the
-// other consumers keep running. MovePositions with execute stops the
-// consumer first, so that the consumer does not save its own position over
+// operator moves its offsets (MoveOffsets), which starts it again; the
+// other consumers keep running. MoveOffsets with execute stops the
+// consumer first, so that the consumer does not save its own offset over
 // the moved one, and starts it again after. UpdateConsumerFilter goes
 // through consumer.UpdateFilter: stored, then sent on the open streams.
 //

@@ -68,7 +68,7 @@ func (r *Registry) Add(c *consumer.Consumer) error {
 }
 
 // Run runs every registered consumer until ctx is done, then returns after
-// each has stopped (and saved its position). A consumer stopping on an error
+// each has stopped (and saved its offset). A consumer stopping on an error
 // does not stop the others; Run returns nil.
 func (r *Registry) Run(ctx context.Context) error {
 	r.mu.Lock()
@@ -163,7 +163,7 @@ func (e *entry) loop(ctx context.Context, log *slog.Logger) {
 		}
 		if !paused {
 			e.setState(false, err)
-			log.Error("consumer stopped; it starts again when an operator moves its positions", "consumer", e.c.Options().Name, "err", err)
+			log.Error("consumer stopped; it starts again when an operator moves its offsets", "consumer", e.c.Options().Name, "err", err)
 			select {
 			case <-ctx.Done():
 				return

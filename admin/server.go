@@ -56,12 +56,12 @@ func (s *server) ListConsumers(_ context.Context, req *streamdv1.ListConsumersRe
 	return resp, nil
 }
 
-func (s *server) ListPositions(_ context.Context, req *streamdv1.ListPositionsRequest) (*streamdv1.ListPositionsResponse, error) {
+func (s *server) ListOffsets(_ context.Context, req *streamdv1.ListOffsetsRequest) (*streamdv1.ListOffsetsResponse, error) {
 	es, err := s.r.entries(req.GetConsumer())
 	if err != nil {
 		return nil, statusOf(err)
 	}
-	resp := &streamdv1.ListPositionsResponse{}
+	resp := &streamdv1.ListOffsetsResponse{}
 	for _, e := range es {
 		opts := e.c.Options()
 		stored, err := opts.Store.List(opts.Name)
@@ -69,13 +69,13 @@ func (s *server) ListPositions(_ context.Context, req *streamdv1.ListPositionsRe
 			return nil, statusOf(err)
 		}
 		for _, p := range stored {
-			resp.Positions = append(resp.Positions, p.Proto())
+			resp.Offsets = append(resp.Offsets, p.Proto())
 		}
 	}
 	return resp, nil
 }
 
-func (s *server) GetPosition(_ context.Context, req *streamdv1.GetPositionRequest) (*streamdv1.GetPositionResponse, error) {
+func (s *server) GetOffset(_ context.Context, req *streamdv1.GetOffsetRequest) (*streamdv1.GetOffsetResponse, error) {
 	e, sel, err := s.selected(req.GetSelector())
 	if err != nil {
 		return nil, err
@@ -85,17 +85,17 @@ func (s *server) GetPosition(_ context.Context, req *streamdv1.GetPositionReques
 		return nil, statusOf(err)
 	}
 	if !res.Found {
-		return nil, status.Errorf(codes.NotFound, "admin: no stored position for %s: the consumer uses its start policy", k)
+		return nil, status.Errorf(codes.NotFound, "admin: no stored offset for %s: the consumer uses its start policy", k)
 	}
-	return &streamdv1.GetPositionResponse{Position: offsets.Entry{Key: k, Position: res.Position}.Proto(), Exact: res.Exact}, nil
+	return &streamdv1.GetOffsetResponse{Offset: offsets.Entry{Key: k, Offset: res.Offset}.Proto(), Exact: res.Exact}, nil
 }
 
-func (s *server) MovePositions(ctx context.Context, req *streamdv1.MovePositionsRequest) (*streamdv1.MovePositionsResponse, error) {
+func (s *server) MoveOffsets(ctx context.Context, req *streamdv1.MoveOffsetsRequest) (*streamdv1.MoveOffsetsResponse, error) {
 	e, sel, err := s.selected(req.GetSelector())
 	if err != nil {
 		return nil, err
 	}
-	to := offsets.Position{Offset: req.GetToOffset(), Start: req.GetToStartPolicy()}
+	to := offsets.Offset{Offset: req.GetToOffset(), Start: req.GetToStartPolicy()}
 	switch to.Start {
 	case streamdv1.StartPolicy_START_POLICY_UNSPECIFIED, streamdv1.StartPolicy_START_POLICY_EARLIEST, streamdv1.StartPolicy_START_POLICY_LATEST:
 	case streamdv1.StartPolicy_START_POLICY_AT_TIME:
@@ -120,11 +120,11 @@ func (s *server) MovePositions(ctx context.Context, req *streamdv1.MovePositions
 	if err != nil {
 		return nil, statusOf(err)
 	}
-	resp := &streamdv1.MovePositionsResponse{Executed: req.GetExecute()}
+	resp := &streamdv1.MoveOffsetsResponse{Executed: req.GetExecute()}
 	for _, c := range changes {
-		pc := &streamdv1.PositionChange{To: offsets.Entry{Key: c.Key, Position: c.To}.Proto()}
+		pc := &streamdv1.OffsetChange{To: offsets.Entry{Key: c.Key, Offset: c.To}.Proto()}
 		if c.Found {
-			pc.From = offsets.Entry{Key: c.Key, Position: c.From}.Proto()
+			pc.From = offsets.Entry{Key: c.Key, Offset: c.From}.Proto()
 		}
 		resp.Changes = append(resp.Changes, pc)
 	}
@@ -150,7 +150,7 @@ func (s *server) UpdateConsumerFilter(ctx context.Context, req *streamdv1.Update
 }
 
 // selected returns the consumer a selector names and the selector itself.
-func (s *server) selected(p *streamdv1.PositionSelector) (*entry, offsets.Selector, error) {
+func (s *server) selected(p *streamdv1.OffsetSelector) (*entry, offsets.Selector, error) {
 	sel := offsets.Selector{Consumer: p.GetConsumer(), JournalID: p.GetJournalId()}
 	if sel.Consumer == "" {
 		return nil, sel, status.Error(codes.InvalidArgument, "admin: selector.consumer is empty")

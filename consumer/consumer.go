@@ -92,10 +92,10 @@ func New(opts Options) (*Consumer, error) {
 
 // Run follows every producer until ctx is done (then it saves what was
 // handled and returns nil) or until an error that retrying cannot cure:
-// a handler error, a journal change (with FailOnJournalChange), a position
+// a handler error, a journal change (with FailOnJournalChange), an offset
 // below retention, an unknown stream, a refused Init, a store failure. Then
 // it stops every stream and returns the error(s). Transport errors and
-// Unavailable are retried with backoff, resuming from the position. Run
+// Unavailable are retried with backoff, resuming from the offset. Run
 // returns only after everything it started has stopped. It may be called
 // again after it returned, but not concurrently (ErrRunning).
 func (c *Consumer) Run(ctx context.Context) error {
@@ -140,7 +140,7 @@ type ProducerStatus struct {
 	// JournalID is the producer's journal id, nil until first known.
 	JournalID []byte
 	// Offset is the last offset processed (handled, dropped or covered by
-	// Progress); it may be ahead of the stored position by one save batch.
+	// Progress); it may be ahead of the stored offset by one save batch.
 	Offset uint64
 	// Connected: a stream is open and its Hello was received.
 	Connected bool
@@ -318,7 +318,7 @@ func (c *Consumer) UpdateFilter(ctx context.Context, add, remove []*streamdv1.Fi
 
 // Replay asks every open stream for the history of (entityType, entityID)
 // from fromSeqNr (1 = all). The events arrive in replay batches, which do
-// not move the position, and go through the seqNr dedupe like any other:
+// not move the offset, and go through the seqNr dedupe like any other:
 // only seqNrs above the last applied one reach the handler. A producer
 // without an open stream gets nothing; its error matches ErrNotConnected.
 func (c *Consumer) Replay(ctx context.Context, entityType, entityID string, fromSeqNr uint64) error {

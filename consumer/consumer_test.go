@@ -94,7 +94,7 @@ func (h *harness) key(jid []byte) offsets.Key {
 	return offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.AllSlices}
 }
 
-// stored returns the stored offset of the whole-range position of jid.
+// stored returns the stored offset of the whole-range key of jid.
 func (h *harness) stored(jid []byte) uint64 {
 	p, found, err := h.store.Get(h.key(jid))
 	if err != nil {
@@ -333,7 +333,7 @@ func TestOptionsMode(t *testing.T) {
 	}
 }
 
-func TestDeliversInOrderAndSavesPosition(t *testing.T) {
+func TestDeliversInOrderAndSavesOffset(t *testing.T) {
 	h := newHarness(t, 1)
 	fake := h.fake(0)
 	fake.publish("a", "b", "a", "c", "b", "a")
@@ -347,10 +347,10 @@ func TestDeliversInOrderAndSavesPosition(t *testing.T) {
 		t.Fatalf("handled %v, want %v", got, want)
 	}
 	jid := fake.jid()
-	testwait.For(t, 10*time.Second, "position 6 stored", func() bool { return h.stored(jid) == 6 })
+	testwait.For(t, 10*time.Second, "offset 6 stored", func() bool { return h.stored(jid) == 6 })
 	fake.publish("d")
 	testwait.For(t, 10*time.Second, "event 7", func() bool { return rec.count() == 7 })
-	testwait.For(t, 10*time.Second, "position 7 stored", func() bool { return h.stored(jid) == 7 })
+	testwait.For(t, 10*time.Second, "offset 7 stored", func() bool { return h.stored(jid) == 7 })
 
 	st := c.Status()
 	if len(st) != 1 || st[0].Addr != h.addrs[0] || !st[0].Connected || st[0].Offset != 7 || st[0].Lag != 0 ||
@@ -388,7 +388,7 @@ func TestDeliversInOrderAndSavesPosition(t *testing.T) {
 	}
 }
 
-func TestProgressMovesPositionOverFilteredEvents(t *testing.T) {
+func TestProgressMovesOffsetOverFilteredEvents(t *testing.T) {
 	h := newHarness(t, 1)
 	fake := h.fake(0)
 	rec := &recorder{}
@@ -400,8 +400,8 @@ func TestProgressMovesPositionOverFilteredEvents(t *testing.T) {
 	testwait.For(t, 10*time.Second, "stream open", func() bool { return fake.openStreams() == 1 })
 	fake.publish("noise/n1", "noise/n2", "noise/n1", "noise/n3", "noise/n1")
 	jid := fake.jid()
-	// Only Progress reaches the consumer, and it moves the stored position.
-	testwait.For(t, 10*time.Second, "position 5 stored", func() bool { return h.stored(jid) == 5 })
+	// Only Progress reaches the consumer, and it moves the stored offset.
+	testwait.For(t, 10*time.Second, "offset 5 stored", func() bool { return h.stored(jid) == 5 })
 	if rec.count() != 0 {
 		t.Fatalf("handled filtered events: %v", rec.got())
 	}
@@ -410,7 +410,7 @@ func TestProgressMovesPositionOverFilteredEvents(t *testing.T) {
 	}
 	fake.publish("a")
 	testwait.For(t, 10*time.Second, "event 6", func() bool { return rec.count() == 1 })
-	testwait.For(t, 10*time.Second, "position 6 stored", func() bool { return h.stored(jid) == 6 })
+	testwait.For(t, 10*time.Second, "offset 6 stored", func() bool { return h.stored(jid) == 6 })
 	if st := c.Status()[0]; st.Offset != 6 || st.Lag != 0 {
 		t.Fatalf("Status = %+v", st)
 	}
@@ -451,7 +451,7 @@ func testDedupe(t *testing.T, batch bool) {
 	runBG(t, c)
 	want := []string{"car/" + cc + "#1", "car/" + a + "#3", "car/" + a + "#4", "car/" + cc + "#2"}
 	testwait.For(t, 10*time.Second, "4 events", func() bool { return rec.count() >= 4 })
-	testwait.For(t, 10*time.Second, "position 8", func() bool {
+	testwait.For(t, 10*time.Second, "offset 8", func() bool {
 		p, _, _ := h.store.Get(offsets.Key{Consumer: "c1", JournalID: jid, Slices: mine})
 		return p.Offset == 8
 	})
@@ -511,12 +511,12 @@ func TestResumeAfterDisconnectAndRestart(t *testing.T) {
 	if st := c.Status()[0]; st.LastError == nil || status.Code(st.LastError) != codes.Unavailable {
 		t.Fatalf("Status.LastError = %v, want the Unavailable disconnect", st.LastError)
 	}
-	testwait.For(t, 10*time.Second, "position 6 stored", func() bool { return h.stored(jid) == 6 })
+	testwait.For(t, 10*time.Second, "offset 6 stored", func() bool { return h.stored(jid) == 6 })
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
 
-	// A new process on the same store resumes from the stored position.
+	// A new process on the same store resumes from the stored offset.
 	fake.publish("c", "a")
 	rec2 := &recorder{}
 	o.Handler = rec2.handle
@@ -553,7 +553,7 @@ func TestHelloTimeout(t *testing.T) {
 	}
 }
 
-func TestOperatorPositionForUnseenJournalIsUsed(t *testing.T) {
+func TestOperatorOffsetForUnseenJournalIsUsed(t *testing.T) {
 	h := newHarness(t, 1)
 	fake := h.fake(0)
 	fake.publish("a", "a", "a", "a", "a", "a")
@@ -578,14 +578,14 @@ func TestOperatorPositionForUnseenJournalIsUsed(t *testing.T) {
 
 var errBoom = errors.New("boom")
 
-func TestExactlyOnceCommitsHandlerWritesWithPosition(t *testing.T) {
+func TestExactlyOnceCommitsHandlerWritesWithOffset(t *testing.T) {
 	t.Run("TxHandler", func(t *testing.T) { testExactlyOnce(t, false) })
 	t.Run("CommitHandler", func(t *testing.T) { testExactlyOnce(t, true) })
 }
 
 // testExactlyOnce: a failing batch commits nothing, and after a resume with
 // duplicated batches each event is applied once; with a TxHandler, or a
-// CommitHandler that writes the same records and the position itself.
+// CommitHandler that writes the same records and the offset itself.
 func testExactlyOnce(t *testing.T, commitHandler bool) {
 	h := newHarness(t, 1)
 	fake := h.fake(0)
@@ -612,14 +612,14 @@ func testExactlyOnce(t *testing.T, commitHandler bool) {
 	o.TxHandler = txHandler
 	if commitHandler {
 		o.TxHandler = nil
-		o.CommitHandler = func(ctx context.Context, events []*streamdv1.Event, position []offsets.Write) error {
+		o.CommitHandler = func(ctx context.Context, events []*streamdv1.Event, offsetWrites []offsets.Write) error {
 			return h.store.DB().Update(func(txn *badger.Txn) error {
 				for _, e := range events {
 					if err := txHandler(ctx, txn, e); err != nil {
 						return err
 					}
 				}
-				for _, w := range position {
+				for _, w := range offsetWrites {
 					err := txn.Set(w.Key, w.Value)
 					if w.Delete {
 						err = txn.Delete(w.Key)
@@ -656,15 +656,15 @@ func testExactlyOnce(t *testing.T, commitHandler bool) {
 		}
 		return seq
 	}
-	// The batches before the failed one committed, with their position and
+	// The batches before the failed one committed, with their offset and
 	// seqNrs; nothing of the failed one did (offsets equal seqNrs here).
 	stored := h.stored(jid)
 	if stored != 2 && (!commitHandler || stored != 0) {
-		t.Fatalf("stored position %d, want 2 (or 0 after a merged batch)", stored)
+		t.Fatalf("stored offset %d, want 2 (or 0 after a merged batch)", stored)
 	}
 	for seq := uint64(1); seq <= 4; seq++ {
 		if has(fmt.Sprintf("state/a/%d", seq)) != (seq <= stored) {
-			t.Fatalf("handler write of a#%d: want those up to the stored position %d only", seq, stored)
+			t.Fatalf("handler write of a#%d: want those up to the stored offset %d only", seq, stored)
 		}
 	}
 	if got := applied(); got != stored {
@@ -679,7 +679,7 @@ func testExactlyOnce(t *testing.T, commitHandler bool) {
 	mu.Unlock()
 	c2 := newConsumer(t, o)
 	runBG(t, c2)
-	testwait.For(t, 10*time.Second, "position 4", func() bool { return h.stored(jid) == 4 })
+	testwait.For(t, 10*time.Second, "offset 4", func() bool { return h.stored(jid) == 4 })
 	if p := fake.initList()[1].Position; p.GetOffset() != stored {
 		t.Fatalf("resumed from %v, want offset %d", p, stored)
 	}
@@ -687,7 +687,7 @@ func testExactlyOnce(t *testing.T, commitHandler bool) {
 		t.Fatalf("after the resume: state/a/3 %v, state/a/4 %v, applied %d", has("state/a/3"), has("state/a/4"), applied())
 	}
 	fake.publish("a")
-	testwait.For(t, 10*time.Second, "position 5", func() bool { return h.stored(jid) == 5 })
+	testwait.For(t, 10*time.Second, "offset 5", func() bool { return h.stored(jid) == 5 })
 	want := map[uint64]int{}
 	for seq := stored + 1; seq <= 5; seq++ {
 		want[seq] = 1
@@ -722,7 +722,7 @@ func TestJournalChange(t *testing.T) {
 	c := newConsumer(t, o)
 	r := runBG(t, c)
 	testwait.For(t, 10*time.Second, "3 events", func() bool { return rec.count() == 3 })
-	testwait.For(t, 10*time.Second, "position 3", func() bool { return h.stored(oldID) == 3 })
+	testwait.For(t, 10*time.Second, "offset 3", func() bool { return h.stored(oldID) == 3 })
 
 	// The producer's journal is replaced under a running consumer: Fail.
 	newID := fake.replaceJournal()
@@ -758,9 +758,9 @@ func TestJournalChange(t *testing.T) {
 	if last.Position != nil || last.StartPolicy != streamdv1.StartPolicy_START_POLICY_EARLIEST {
 		t.Fatalf("Init after the journal change = %v, want EARLIEST without a position", last)
 	}
-	testwait.For(t, 10*time.Second, "position 2 in the new journal", func() bool { return h.stored(newID) == 2 })
+	testwait.For(t, 10*time.Second, "offset 2 in the new journal", func() bool { return h.stored(newID) == 2 })
 	if got := h.stored(oldID); got != 3 {
-		t.Fatalf("the old journal's position became %d, want it kept at 3", got)
+		t.Fatalf("the old journal's offset became %d, want it kept at 3", got)
 	}
 	if st := c3.Status()[0]; string(st.JournalID) != string(newID) {
 		t.Fatalf("Status.JournalID %x, want %x", st.JournalID, newID)
@@ -776,7 +776,7 @@ func TestOutOfRangeNamesFirstAvailableOffset(t *testing.T) {
 	o := h.options()
 	o.Handler = rec.handle
 	r := runBG(t, newConsumer(t, o))
-	testwait.For(t, 10*time.Second, "position 3", func() bool { return h.stored(jid) == 3 })
+	testwait.For(t, 10*time.Second, "offset 3", func() bool { return h.stored(jid) == 3 })
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
@@ -824,7 +824,7 @@ func TestNonRetryableErrors(t *testing.T) {
 		t.Fatalf("Run = %v, want the handler's error", err)
 	}
 	if got := h.stored(fake.jid()); got != 2 {
-		t.Fatalf("stored position %d after a handler error on offset 3, want 2", got)
+		t.Fatalf("stored offset %d after a handler error on offset 3, want 2", got)
 	}
 }
 
@@ -845,7 +845,7 @@ func TestUpdateFilter(t *testing.T) {
 		return st[0].Connected && st[1].Connected && rec.count() == 2
 	})
 
-	testwait.For(t, 10*time.Second, "position 2", func() bool { return h.stored(p1.jid()) == 2 })
+	testwait.For(t, 10*time.Second, "offset 2", func() bool { return h.stored(p1.jid()) == 2 })
 	ctx := context.Background()
 
 	// Accepted: stored, sent to both, answered.
@@ -980,7 +980,7 @@ func TestFollowsSeveralProducers(t *testing.T) {
 	c := newConsumer(t, o)
 	runBG(t, c)
 	testwait.For(t, 10*time.Second, "7 events", func() bool { return rec.count() == 7 })
-	testwait.For(t, 10*time.Second, "both positions", func() bool { return h.stored(p1.jid()) == 3 && h.stored(p2.jid()) == 4 })
+	testwait.For(t, 10*time.Second, "both offsets", func() bool { return h.stored(p1.jid()) == 3 && h.stored(p2.jid()) == 4 })
 	st := c.Status()
 	if string(st[0].JournalID) != string(p1.jid()) || st[0].Offset != 3 ||
 		string(st[1].JournalID) != string(p2.jid()) || st[1].Offset != 4 {
@@ -1035,7 +1035,7 @@ func TestResplitStartsUncoveredSlicesFromEarliest(t *testing.T) {
 	if got, want := rec.got(), []string{"car/" + uncovered + "#1", "car/" + uncovered + "#2", "car/" + covered + "#3"}; !slices.Equal(got, want) {
 		t.Fatalf("handled %v, want %v", got, want)
 	}
-	testwait.For(t, 10*time.Second, "position 5 for 0-1023", func() bool { return h.stored(jid) == 5 })
+	testwait.For(t, 10*time.Second, "offset 5 for 0-1023", func() bool { return h.stored(jid) == 5 })
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
@@ -1076,7 +1076,7 @@ func TestExactlyOnceDedupesAgainstTheStore(t *testing.T) {
 		return nil
 	}
 	runBG(t, newConsumer(t, o))
-	testwait.For(t, 10*time.Second, "position 4", func() bool { return h.stored(jid) == 4 })
+	testwait.For(t, 10*time.Second, "offset 4", func() bool { return h.stored(jid) == 4 })
 	mu.Lock()
 	defer mu.Unlock()
 	if !slices.Equal(got, []string{"a#3", "b#1"}) {
@@ -1084,9 +1084,9 @@ func TestExactlyOnceDedupesAgainstTheStore(t *testing.T) {
 	}
 }
 
-// Replay batches carry old offsets and must never move the position, in
+// Replay batches carry old offsets and must never move the stored offset, in
 // either mode, even when their offsets are above it.
-func TestReplayBatchesDoNotMovePosition(t *testing.T) {
+func TestReplayBatchesDoNotMoveOffset(t *testing.T) {
 	for _, mode := range []Mode{AtLeastOnce, ExactlyOnce} {
 		t.Run(mode.String(), func(t *testing.T) {
 			h := newHarness(t, 1)
@@ -1113,7 +1113,7 @@ func TestReplayBatchesDoNotMovePosition(t *testing.T) {
 			}
 			p, _, err := h.store.Get(h.key(f.journalID))
 			if err != nil || p.Offset > 5 {
-				t.Fatalf("stored position %v (%v), want at most 5", p, err)
+				t.Fatalf("stored offset %v (%v), want at most 5", p, err)
 			}
 			if seq, _ := h.store.AppliedSeqNr(nil, "c1", f.journalID, "car", "a"); seq != 1 {
 				t.Fatalf("applied seqNr %d, want 1", seq)
@@ -1199,7 +1199,7 @@ func TestResplitDropsWhatEachPieceApplied(t *testing.T) {
 				t.Fatal(err)
 			}
 			if p := mustGetPos(t, h.store, piece(512, 1023)); p.Offset != 6 {
-				t.Fatalf("piece 512-1023 at %d, want 6 (kept while the position is below it)", p.Offset)
+				t.Fatalf("piece 512-1023 at %d, want 6 (kept while the offset is below it)", p.Offset)
 			}
 
 			fake.publish(high, high, low) // offsets 6, 7, 8
@@ -1209,7 +1209,7 @@ func TestResplitDropsWhatEachPieceApplied(t *testing.T) {
 			if got := rec.got(); !slices.Equal(got, want) {
 				t.Fatalf("handled %v, want %v", got, want)
 			}
-			testwait.For(t, 10*time.Second, "position 8 for 0-1023", func() bool { return h.stored(jid) == 8 })
+			testwait.For(t, 10*time.Second, "offset 8 for 0-1023", func() bool { return h.stored(jid) == 8 })
 			if entries, err := h.store.List("c1"); err != nil || len(entries) != 1 {
 				t.Fatalf("stored entries %v, %v: want the whole range only", entries, err)
 			}
@@ -1217,7 +1217,7 @@ func TestResplitDropsWhatEachPieceApplied(t *testing.T) {
 	}
 }
 
-func mustGetPos(t *testing.T, s *offsets.Store, k offsets.Key) offsets.Position {
+func mustGetPos(t *testing.T, s *offsets.Store, k offsets.Key) offsets.Offset {
 	t.Helper()
 	p, found, err := s.Get(k)
 	if err != nil || !found {

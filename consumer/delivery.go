@@ -75,7 +75,7 @@ func (f *follower) batchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch
 }
 
 // admit checks an event of batch b, notes its offset (live batches move
-// *end, the position after the batch) and reports whether it is in this
+// *end, the offset after the batch) and reports whether it is in this
 // consumer's slices.
 func (f *follower) admit(b *streamdv1.EventBatch, e *streamdv1.Event, end *uint64) (mine bool, err error) {
 	if err := f.checkEvent(e); err != nil {
@@ -140,7 +140,7 @@ func (f *follower) wholeBatchAtLeastOnce(ctx context.Context, b *streamdv1.Event
 }
 
 func (f *follower) batchExactlyOnce(ctx context.Context, b *streamdv1.EventBatch) error {
-	end := f.offset // the position after the batch
+	end := f.offset // the offset after the batch
 	var todo []*streamdv1.Event
 	for _, e := range b.GetEvents() {
 		if mine, err := f.admit(b, e, &end); err != nil || !mine {
@@ -186,7 +186,7 @@ func (f *follower) batchExactlyOnce(ctx context.Context, b *streamdv1.EventBatch
 }
 
 // commit runs the TxHandler on events in one transaction that also stores
-// their seqNrs and the position pos.
+// their seqNrs and the offset pos.
 func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos uint64) error {
 	o := f.c.opts
 	keys := f.savedKeys(pos)
@@ -219,7 +219,7 @@ func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos ui
 		}
 		for _, k := range keys {
 			if err := o.Store.SaveTxn(txn, k, pos, list); err != nil {
-				return storeErrorf("consumer: producer %s: stage the position: %w", f.addr, err)
+				return storeErrorf("consumer: producer %s: stage the offset: %w", f.addr, err)
 			}
 			list = nil
 		}
@@ -247,7 +247,7 @@ func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos ui
 }
 
 // handOver gives the CommitHandler the events not applied yet (all of them
-// with NoDedupe) and the position records to commit with them.
+// with NoDedupe) and the offset records to commit with them.
 func (f *follower) handOver(ctx context.Context, events []*streamdv1.Event, pos uint64) error {
 	o := f.c.opts
 	todo := events
@@ -276,9 +276,9 @@ func (f *follower) handOver(ctx context.Context, events []*streamdv1.Event, pos 
 	keys := f.savedKeys(pos)
 	var writes []offsets.Write
 	for _, k := range keys {
-		w, err := o.Store.PositionWrites(k, pos, list)
+		w, err := o.Store.OffsetWrites(k, pos, list)
 		if err != nil {
-			return storeErrorf("consumer: producer %s: position %d: %w", f.addr, pos, err)
+			return storeErrorf("consumer: producer %s: offset %d: %w", f.addr, pos, err)
 		}
 		writes, list = append(writes, w...), nil
 	}
@@ -300,7 +300,7 @@ func (f *follower) handOver(ctx context.Context, events []*streamdv1.Event, pos 
 	return nil
 }
 
-// flush saves the position and the pending applied seqNrs, if they moved.
+// flush saves the offset and the pending applied seqNrs, if they moved.
 func (f *follower) flush() error {
 	if !f.known || (!f.dirty && len(f.pending) == 0) {
 		return nil
@@ -312,7 +312,7 @@ func (f *follower) flush() error {
 	keys := f.savedKeys(f.offset)
 	for _, k := range keys {
 		if err := f.c.opts.Store.Save(k, f.offset, applied); err != nil {
-			return storeErrorf("consumer: producer %s: save position %d: %w", f.addr, f.offset, err)
+			return storeErrorf("consumer: producer %s: save offset %d: %w", f.addr, f.offset, err)
 		}
 		applied = nil
 	}

@@ -16,7 +16,7 @@ import (
 // Producer discovery. An entry "dns:///name:port" of Options.Producers
 // stands for every address name resolves to: the pods of a headless
 // Kubernetes Service, one A or AAAA record each. Each address gets its own
-// follower — its own stream, journal id and position — and the set is kept
+// follower — its own stream, journal id and offset — and the set is kept
 // up to date by resolving the name again.
 //
 // The name is resolved here rather than by gRPC's DNS resolver because that

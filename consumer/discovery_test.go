@@ -214,7 +214,7 @@ func TestValidateDiscoveryEntries(t *testing.T) {
 }
 
 // Instances are picked up and dropped as the answer changes; one that comes
-// back at another address resumes from its stored position; events published
+// back at another address resumes from its stored offset; events published
 // while it was gone come once.
 func TestDiscoveryFollowsInstancesAsTheyComeAndGo(t *testing.T) {
 	h := newHarness(t, 3)
@@ -257,7 +257,7 @@ func TestDiscoveryFollowsInstancesAsTheyComeAndGo(t *testing.T) {
 	p2Before := h.stored(p2.jid())
 	pub(p2, "p2", "a", "b")
 
-	// p2 comes back at a new address and resumes from its position.
+	// p2 comes back at a new address and resumes from its offset.
 	inits := len(p2.initList())
 	w.route("127.0.1.9:7070", h.lis["p2"])
 	w.answer("svc.test", "127.0.1.1", "127.0.1.3", "127.0.1.9")
@@ -269,7 +269,7 @@ func TestDiscoveryFollowsInstancesAsTheyComeAndGo(t *testing.T) {
 		}
 	}
 	if !resumed {
-		t.Fatalf("p2 at its new address was not resumed from position %d: Inits %v", p2Before, p2.initList()[inits:])
+		t.Fatalf("p2 at its new address was not resumed from offset %d: Inits %v", p2Before, p2.initList()[inits:])
 	}
 
 	// Every instance gone: the name no longer exists.
@@ -280,7 +280,7 @@ func TestDiscoveryFollowsInstancesAsTheyComeAndGo(t *testing.T) {
 	}
 	once(t, rec, want)
 	if h.stored(p1.jid()) != 2 || h.stored(p2.jid()) != 3 || h.stored(p3.jid()) != 1 {
-		t.Fatalf("positions %d %d %d, want 2 3 1", h.stored(p1.jid()), h.stored(p2.jid()), h.stored(p3.jid()))
+		t.Fatalf("offsets %d %d %d, want 2 3 1", h.stored(p1.jid()), h.stored(p2.jid()), h.stored(p3.jid()))
 	}
 }
 
@@ -301,7 +301,7 @@ func TestDiscoveredAddressTakenByAnotherInstance(t *testing.T) {
 	o.Handler = rec.handle
 	r := runBG(t, newConsumer(t, o))
 	testwait.For(t, 10*time.Second, "p1's events", func() bool { return rec.count() == 3 })
-	testwait.For(t, 10*time.Second, "p1's position", func() bool { return h.stored(p1.jid()) == 3 })
+	testwait.For(t, 10*time.Second, "p1's offset", func() bool { return h.stored(p1.jid()) == 3 })
 
 	// While the consumer runs: p2 takes p1's address.
 	w.route("127.0.1.1:7070", h.lis["p2"])

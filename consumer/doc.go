@@ -1,20 +1,20 @@
 // Package consumer is streamd's client side: it opens a Subscribe stream to
-// each producer it follows, resumes from the positions it keeps in an
+// each producer it follows, resumes from the offsets it keeps in an
 // offsets store, drops duplicates by seqNr, calls the application's handler,
-// saves its position, pushes filter changes and reconnects with backoff. It
+// saves its offset, pushes filter changes and reconnects with backoff. It
 // imports offsets and filters (and the wire types); it never talks to a
 // journal directly.
 //
-// # Positions and the journal id rule
+// # Offsets and the journal id rule
 //
-// A position is (consumer name, producer journal id, slice range) → the last
-// offset processed; the stream resumes at offset+1. Offsets mean nothing in
+// A stored offset is (consumer name, producer journal id, slice range) → the
+// last offset processed; the stream resumes at offset+1. Offsets mean nothing in
 // another journal, so:
 //
 //   - The consumer remembers, per producer address given in
 //     Options.Producers, the journal id it last saw there
 //     (offsets.Store.SaveLastJournalID). Not for addresses found through
-//     DNS (below). On connect it sends the position stored for that
+//     DNS (below). On connect it sends the offset stored for that
 //     journal (offsets.Store.Resolve, so slice ranges may be re-split) and
 //     the producer must serve that journal:
 //     Hello names it, or the producer refuses with FailedPrecondition.
@@ -22,11 +22,11 @@
 //     naming both ids) unless Options.OnJournalChange is RestartFromEarliest,
 //     which starts the new journal from its earliest offset. It is never a
 //     silent restart.
-//   - With no stored position for a producer's journal (first contact, or the
-//     positions were deleted) the stream starts from Options.StartPolicy, or
+//   - With no stored offset for a producer's journal (first contact, or the
+//     offsets were deleted) the stream starts from Options.StartPolicy, or
 //     from an operator's pending reset (offsets.Store.Reset), and the start
 //     is stored at once with offsets.Store.Set.
-//   - A position below the producer's retention floor is an *OutOfRangeError
+//   - An offset below the producer's retention floor is an *OutOfRangeError
 //     (ErrOutOfRange) naming the first available offset: events were lost,
 //     an operator decides.
 //
@@ -46,7 +46,7 @@
 // An instance is its journal, not its address: a pod may come back with
 // another IP, and its old IP may go to another pod. So a discovered
 // address keeps no journal record; each stream learns the journal from
-// Hello and resumes from the position stored for that journal (one more
+// Hello and resumes from the offset stored for that journal (one more
 // stream open when the follower did not know it), and a discovered address
 // that serves another journal than before is another instance, never a
 // journal change: Options.OnJournalChange does not apply to it, and a
@@ -69,13 +69,13 @@
 //
 // ExactlyOnce, with a TxHandler: each event batch is applied in one Badger transaction of
 // Store.DB(): TxHandler's writes, the entities' applied seqNrs and the new
-// position commit together, durably, or not at all (a batch too big for one
+// offset commit together, durably, or not at all (a batch too big for one
 // transaction is committed event by event, each atomic). A TxHandler error
 // discards the whole batch and stops Run; nothing of it is stored and the
 // event is never skipped.
 // A CommitHandler instead commits each batch itself, in one atomic write
-// with the position records the consumer gives it
-// (offsets.Store.PositionWrites): a replication appends the events to its
+// with the offset records the consumer gives it
+// (offsets.Store.OffsetWrites): a replication appends the events to its
 // journal with journal.AppendWith, over a Store on the journal's DB.
 //
 // Dedupe: an event whose seqNr is not above the last applied seqNr of its
@@ -84,19 +84,19 @@
 // consumer's slice range. This removes the duplicates of reconnects,
 // replays, re-split slices and several paths. Replay batches (answers to
 // Replay or to an include with replay) go through the same dedupe and never
-// move the position. SeqNrs are gap-free per entity, so an event of an
+// move the offset. SeqNrs are gap-free per entity, so an event of an
 // entity that arrives after a later one of the same entity is dropped too:
 // the producer must send a replayed entity's older events before its newer
 // live ones.
 //
-// Progress moves the position over events the producer filtered away; it is
+// Progress moves the offset over events the producer filtered away; it is
 // saved after everything before it has been handled (and saved).
 //
 // Re-split: when Options.Slices is stored in pieces (instances that owned
 // parts of it before, each at its own offset), the stream starts at the
 // lowest piece's offset and an event at or below its own piece's offset is
 // dropped as applied — by offset, so that this holds without the former
-// owners' applied seqNrs, which live in their stores. Until the position
+// owners' applied seqNrs, which live in their stores. Until the offset
 // passes every piece it is saved per piece (never below a piece's offset),
 // so a restart meanwhile drops the same events; then it is saved for the
 // whole range.
@@ -112,7 +112,7 @@
 // # Reconnects and lifetime
 //
 // Unavailable and transport errors are retried with exponential backoff and
-// full jitter (MinBackoff..MaxBackoff), resuming from the position (in
+// full jitter (MinBackoff..MaxBackoff), resuming from the offset (in
 // memory: the latest processed). FailedPrecondition, OutOfRange, NotFound,
 // InvalidArgument, Unauthenticated, PermissionDenied and Unimplemented are
 // not retried: Run stops every stream and returns the error. Run owns every

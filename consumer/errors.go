@@ -15,11 +15,11 @@ var (
 	// so by New's); it matches ErrInvalid too.
 	ErrInvalidOptions error = &kindError{msg: "consumer: invalid options", kind: ErrInvalid}
 	// ErrJournalChanged is matched by a *JournalChangedError: a producer we
-	// hold a position for now serves another journal.
+	// hold an offset for now serves another journal.
 	ErrJournalChanged = errors.New("consumer: producer journal changed")
-	// ErrOutOfRange is matched by an *OutOfRangeError: the stored position is
+	// ErrOutOfRange is matched by an *OutOfRangeError: the stored offset is
 	// below the producer's retention floor, events were lost to retention.
-	ErrOutOfRange = errors.New("consumer: position below the producer's retention floor")
+	ErrOutOfRange = errors.New("consumer: offset below the producer's retention floor")
 	// ErrFilterRefused is matched by a *FilterRefusedError.
 	ErrFilterRefused = errors.New("consumer: filter update refused")
 	// ErrNotConnected is returned by Replay for a producer that has no open
@@ -61,7 +61,7 @@ func protocolf(addr, format string, args ...any) error {
 }
 
 // JournalChangedError: the producer at Addr serves journal Current, but the
-// consumer holds a position for journal Stored. Current is nil when the
+// consumer holds an offset for journal Stored. Current is nil when the
 // producer did not tell (Message is then its refusal).
 type JournalChangedError struct {
 	Addr            string
@@ -74,8 +74,8 @@ func (e *JournalChangedError) Error() string {
 	if e.Current != nil {
 		current = fmt.Sprintf("journal %x", e.Current)
 	}
-	s := fmt.Sprintf("consumer: producer %s serves %s, but the position is for journal %x: the journal was replaced; "+
-		"set Options.OnJournalChange to RestartFromEarliest, or delete the positions of journal %x to start from Options.StartPolicy",
+	s := fmt.Sprintf("consumer: producer %s serves %s, but the stored offset is for journal %x: the journal was replaced; "+
+		"set Options.OnJournalChange to RestartFromEarliest, or delete the offsets of journal %x to start from Options.StartPolicy",
 		e.Addr, current, e.Stored, e.Stored)
 	if e.Message != "" {
 		s += " (producer: " + e.Message + ")"
@@ -86,7 +86,7 @@ func (e *JournalChangedError) Error() string {
 // Is makes a *JournalChangedError match ErrJournalChanged.
 func (e *JournalChangedError) Is(target error) bool { return target == ErrJournalChanged }
 
-// OutOfRangeError: the position Offset (last processed) is below the
+// OutOfRangeError: the stored Offset (last processed) is below the
 // retention floor of the producer at Addr; FirstAvailable is its first
 // stored offset (0 if it could not be learned; Message then has the
 // producer's words).
@@ -103,8 +103,8 @@ func (e *OutOfRangeError) Error() string {
 	if e.FirstAvailable != 0 {
 		first = fmt.Sprint(e.FirstAvailable)
 	}
-	s := fmt.Sprintf("consumer: producer %s (journal %x): position %d is below the retention floor, first available offset is %s; "+
-		"the events in between are lost to this consumer: set its position (streamctl offsets set) to continue", e.Addr, e.JournalID, e.Offset, first)
+	s := fmt.Sprintf("consumer: producer %s (journal %x): offset %d is below the retention floor, first available offset is %s; "+
+		"the events in between are lost to this consumer: set its offset (streamctl offsets set) to continue", e.Addr, e.JournalID, e.Offset, first)
 	if e.Message != "" {
 		s += " (producer: " + e.Message + ")"
 	}

@@ -20,7 +20,7 @@ import (
 )
 
 // follower follows one producer: it connects, resumes, dedupes, calls the
-// handler and saves the position, reconnecting with backoff.
+// handler and saves the offset, reconnecting with backoff.
 type follower struct {
 	c    *Consumer
 	addr string
@@ -48,8 +48,8 @@ type follower struct {
 	forceEarliest bool                 // after a journal change with RestartFromEarliest
 	// parts, after a re-split, are the pieces of Options.Slices that were
 	// stored apart (each with the offset it had reached, 0 for one never
-	// consumed), while the position is below some of them: events at or
-	// below their piece's offset were applied already, and the position is
+	// consumed), while the offset is below some of them: events at or
+	// below their piece's offset were applied already, and the offset is
 	// saved per piece so that this survives a restart (see savedKeys).
 	parts []offsets.Entry
 
@@ -108,7 +108,7 @@ func (f *follower) run(ctx context.Context) error {
 			continue
 		case errors.As(err, &changed) && f.discovered:
 			// Another instance has the address now (an IP reused by another
-			// pod): follow whatever journal it serves, from its own position.
+			// pod): follow whatever journal it serves, from its own offset.
 			f.log.Info("consumer: the address serves another producer instance now", "error", err)
 			f.forgetJournal(false)
 			attempt = 0
@@ -213,32 +213,32 @@ func (f *follower) resolveStart() (start, error) {
 	st.journalID = jid
 	r, err := o.Store.Resolve(f.key(jid))
 	if err != nil {
-		return start{}, storeErrorf("consumer: producer %s: read the position: %w", f.addr, err)
+		return start{}, storeErrorf("consumer: producer %s: read the offset: %w", f.addr, err)
 	}
 	f.parts = nil
-	if r.Found && !r.Exact && !r.Position.Pending() {
+	if r.Found && !r.Exact && !r.Offset.Pending() {
 		f.parts = pieces(o.Slices, r)
 	}
 	switch {
 	case !r.Found:
 		return st, nil
-	case r.Position.Pending():
-		st.policy, st.startTime, st.reset = r.Position.Start, r.Position.StartTime, true
+	case r.Offset.Pending():
+		st.policy, st.startTime, st.reset = r.Offset.Start, r.Offset.StartTime, true
 		return st, nil
 	case len(r.Uncovered) > 0 && o.StartPolicy == streamdv1.StartPolicy_START_POLICY_EARLIEST:
 		// Slices never consumed before: start them (and, duplicates aside,
 		// the others) from the earliest offset.
-		f.log.Info("consumer: part of the slice range has no position, starting from the earliest offset",
+		f.log.Info("consumer: part of the slice range has no offset, starting from the earliest offset",
 			"uncovered", fmt.Sprint(r.Uncovered))
 		st.policy, st.expect = streamdv1.StartPolicy_START_POLICY_EARLIEST, jid
 		return st, nil
 	}
-	off := r.Position.Offset
+	off := r.Offset.Offset
 	if f.known && bytes.Equal(f.journalID, jid) && f.offset > off {
 		off = f.offset // handled in memory, the save failed or is pending
 	}
 	st.position = &streamdv1.Position{JournalId: jid, Offset: off}
-	st.stored, st.expect = r.Position.Offset, jid
+	st.stored, st.expect = r.Offset.Offset, jid
 	return st, nil
 }
 

@@ -23,12 +23,12 @@ type Mode uint8
 
 const (
 	// AtLeastOnce, with Options.Handler or BatchHandler: the handler runs
-	// first, then the position and applied seqNrs are saved, in batches:
+	// first, then the offset and applied seqNrs are saved, in batches:
 	// after a crash the events handled since the last save are delivered
 	// again.
 	AtLeastOnce Mode = iota
 	// ExactlyOnce, with Options.TxHandler or CommitHandler: the handler's
-	// writes, the applied seqNrs and the position commit in one durable
+	// writes, the applied seqNrs and the offset commit in one durable
 	// transaction.
 	ExactlyOnce
 )
@@ -44,15 +44,15 @@ func (m Mode) String() string {
 }
 
 // JournalChangePolicy says what a Consumer does when a producer it has a
-// position for now serves another journal (the journal was replaced).
+// offset for now serves another journal (the journal was replaced).
 type JournalChangePolicy uint8
 
 const (
 	// FailOnJournalChange, the default: Run returns a *JournalChangedError
-	// (matching ErrJournalChanged). Positions are never silently dropped.
+	// (matching ErrJournalChanged). Offsets are never silently dropped.
 	FailOnJournalChange JournalChangePolicy = iota
 	// RestartFromEarliest starts that producer's new journal from its
-	// earliest offset; the positions of the old journal stay in the store.
+	// earliest offset; the offsets of the old journal stay in the store.
 	RestartFromEarliest
 )
 
@@ -88,14 +88,14 @@ type BatchHandler func(ctx context.Context, events []*streamdv1.Event) error
 type TxHandler func(ctx context.Context, txn *badger.Txn, e *streamdv1.Event) error
 
 // CommitHandler handles the events of one batch exactly once and
-// commits them itself, in one atomic write together with position: the
-// records of the consumer's position after the batch and of the applied
-// seqNrs (offsets.Store.PositionWrites), which must land in Options.Store's
+// commits them itself, in one atomic write together with offsetWrites: the
+// records of the consumer's offset after the batch and of the applied
+// seqNrs (offsets.Store.OffsetWrites), which must land in Options.Store's
 // DB. A replication, for one, appends the events to a journal with
 // journal.AppendWith, over a Store made by offsets.Wrap on the journal.
 // If it returns an error nothing of the batch may be committed; Run stops.
-// events may be empty when position alone moves.
-type CommitHandler func(ctx context.Context, events []*streamdv1.Event, position []offsets.Write) error
+// events may be empty when the offset alone moves.
+type CommitHandler func(ctx context.Context, events []*streamdv1.Event, offsetWrites []offsets.Write) error
 
 // Defaults for zero Options fields.
 const (
@@ -114,7 +114,7 @@ type Options struct {
 	// pods of a headless Kubernetes Service), found again every
 	// ResolveInterval, so that instances that come are followed and those
 	// gone for RemoveAfter are not. Each instance gets its own stream,
-	// journal id and position.
+	// journal id and offset.
 	Producers []string
 	// Resolver resolves the names of "dns:///" entries (default
 	// net.DefaultResolver).
@@ -141,7 +141,7 @@ type Options struct {
 	// Name identifies the consumer in the store and to the producers.
 	// Required.
 	Name string
-	// Store keeps positions, applied seqNrs, filters and the journal id last
+	// Store keeps offsets, applied seqNrs, filters and the journal id last
 	// seen per producer. Required. The Consumer does not close it.
 	Store *offsets.Store
 	// Filter is the initial filter, used while the store holds none for
@@ -163,7 +163,7 @@ type Options struct {
 	// each origin seqNr once).
 	NoDedupe bool
 
-	// StartPolicy applies when there is no stored position for a producer's
+	// StartPolicy applies when there is no stored offset for a producer's
 	// journal: START_POLICY_EARLIEST (default), _LATEST or _AT_TIME.
 	StartPolicy streamdv1.StartPolicy
 	// StartTime goes with START_POLICY_AT_TIME.
@@ -172,7 +172,7 @@ type Options struct {
 	// RestartFromEarliest.
 	OnJournalChange JournalChangePolicy
 
-	// SaveInterval and SaveEvery batch the saves of AtLeastOnce positions:
+	// SaveInterval and SaveEvery batch the saves of AtLeastOnce offsets:
 	// a save happens every SaveInterval (default 1s), after SaveEvery
 	// handled events (default 1000), on Progress and when a stream ends.
 	SaveInterval time.Duration
@@ -265,7 +265,7 @@ func (o Options) Validate() error {
 	}
 	switch {
 	case o.Name == "":
-		bad("Options.Name is empty (name the consumer: positions and filters are stored under it)")
+		bad("Options.Name is empty (name the consumer: offsets and filters are stored under it)")
 	case len(o.Name) > offsets.MaxNameLen:
 		bad("Options.Name is %d bytes, above %d", len(o.Name), offsets.MaxNameLen)
 	}

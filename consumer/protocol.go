@@ -170,17 +170,17 @@ func (f *follower) hello(h *streamdv1.Hello, st start, s *session) error {
 		return nil
 	}
 	if !forced && !st.reset && !bytes.Equal(jid, st.journalID) {
-		// We did not know this journal; a position may still be stored for it
+		// We did not know this journal; an offset may still be stored for it
 		// (set by an operator, or the journal record was lost): use it.
 		r, err := f.c.opts.Store.Resolve(f.key(jid))
 		if err != nil {
-			return storeErrorf("consumer: producer %s: read the position: %w", f.addr, err)
+			return storeErrorf("consumer: producer %s: read the offset: %w", f.addr, err)
 		}
 		if r.Found {
-			return &restartError{reason: fmt.Sprintf("a position is stored for journal %x", jid)}
+			return &restartError{reason: fmt.Sprintf("an offset is stored for journal %x", jid)}
 		}
 	}
-	// Started from a policy: the position is just before the start offset.
+	// Started from a policy: the stored offset is the one just before the start offset.
 	// Set (not Save) so that a reset or a re-split is settled exactly.
 	off := h.GetStartOffset()
 	if off > 0 {
@@ -188,7 +188,7 @@ func (f *follower) hello(h *streamdv1.Hello, st start, s *session) error {
 	}
 	for _, k := range f.startKeys(jid, off) {
 		if err := f.c.opts.Store.Set(k, off); err != nil {
-			return storeErrorf("consumer: producer %s: store the start position: %w", f.addr, err)
+			return storeErrorf("consumer: producer %s: store the start offset: %w", f.addr, err)
 		}
 	}
 	f.offset, f.known, f.dirty, f.forceEarliest = off, true, false, false

@@ -13,7 +13,7 @@ func (f *follower) mine(e *streamdv1.Event) bool {
 	}
 	for _, p := range f.parts {
 		if p.Slices.Contains(e.GetSlice()) {
-			return e.GetOffset() > p.Offset
+			return e.GetOffset() > p.Offset.Offset
 		}
 	}
 	return true
@@ -33,7 +33,7 @@ func pieces(own offsets.SliceRange, r offsets.Resolution) []offsets.Entry {
 	return out
 }
 
-// savedKeys are the keys under which the position pos is saved: the
+// savedKeys are the keys under which the offset pos is saved: the
 // consumer's own range, or its pieces while pos is below one of them (the
 // store keeps the higher of pos and a piece's offset). Once pos passes
 // them all, the own range is saved (the store merges the pieces into it)
@@ -41,7 +41,7 @@ func pieces(own offsets.SliceRange, r offsets.Resolution) []offsets.Entry {
 func (f *follower) savedKeys(pos uint64) []offsets.Key {
 	var keys []offsets.Key
 	for _, p := range f.parts {
-		if p.Offset > pos {
+		if p.Offset.Offset > pos {
 			keys = make([]offsets.Key, len(f.parts))
 			for i, p := range f.parts {
 				keys[i] = f.key(f.journalID)
@@ -53,7 +53,7 @@ func (f *follower) savedKeys(pos uint64) []offsets.Key {
 	return []offsets.Key{f.key(f.journalID)}
 }
 
-// saved notes that the position was saved under keys.
+// saved notes that the offset was saved under keys.
 func (f *follower) saved(keys []offsets.Key) {
 	if len(keys) == 1 && keys[0].Slices == f.c.opts.Slices {
 		f.parts = nil
@@ -69,11 +69,11 @@ func (f *follower) startKeys(jid []byte, off uint64) []offsets.Key {
 	}
 	var keys []offsets.Key
 	for i, p := range f.parts {
-		if p.Offset == 0 {
+		if p.Offset.Offset == 0 {
 			k := f.key(jid)
 			k.Slices = p.Slices
 			keys = append(keys, k)
-			f.parts[i].Offset = off
+			f.parts[i].Offset.Offset = off
 		}
 	}
 	return keys

@@ -48,7 +48,7 @@
 //     or over a second path) is dropped (Appended.Duplicate) and a gap refuses
 //     the append with *OriginGapError, in the same transaction as the events.
 //   - The journal id is a random 128-bit id created with the journal and kept
-//     for its life; positions taken from one journal are meaningless in another.
+//     for its life; offsets taken from one journal are meaningless in another.
 //   - A full disk is a refusal, not a crash: below Options.MinFreeBytes (at
 //     least LeastMinFreeBytes, what Badger may still write through memory
 //     maps) appends fail with ErrNoSpace. Badger's compactions are not

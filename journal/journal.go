@@ -256,7 +256,7 @@ func (j *Journal) Durability() Durability { return j.opts.Durability }
 func (j *Journal) Limits() Limits { return j.opts.Limits }
 
 // DB is the journal's Badger DB, for a store whose records commit with
-// appends (AppendWith): offsets.Wrap(j) keeps a replication's position
+// appends (AppendWith): offsets.Wrap(j) keeps a replication's offset
 // beside the events it copied. Such records use keys beginning with the
 // byte 0x00 and never touch the journal's own. Read it with View, which
 // waits for the writes already answered (a direct read may miss the latest
@@ -315,9 +315,9 @@ type Write struct {
 
 // AppendWith appends events as Append does and commits writes in the same
 // transaction: all of them or nothing, made durable by the same fsync. A
-// replication keeps its position in the source stream this way
-// (offsets.Store.PositionWrites over DB()), so that copied events and the
-// position that covers them are never stored one without the other. The
+// replication keeps its offset in the source stream this way
+// (offsets.Store.OffsetWrites over DB()), so that copied events and the
+// offset that covers them are never stored one without the other. The
 // writes commit also when every event is a Duplicate, and with no events
 // at all. An append refused (a seqNr conflict, an origin gap) writes none
 // of them.

@@ -20,10 +20,10 @@ func benchApplied(ids []string, i int) []Applied {
 	return applied
 }
 
-// BenchmarkSave measures the at-least-once save of a batch: one position and
+// BenchmarkSave measures the at-least-once save of a batch: one offset and
 // 256 applied seqNrs per Save, durable (fsync per commit) and async. The
 // baseline writes the same keys to Badger blindly in one transaction (no
-// read-for-max, no position logic), in the same run.
+// read-for-max, no offset logic), in the same run.
 func BenchmarkSave(b *testing.B) {
 	ids := make([]string, 1<<16)
 	for i := range ids {
@@ -51,7 +51,7 @@ func BenchmarkSave(b *testing.B) {
 				i++
 				if mode.baseline {
 					err = s.DB().Update(func(txn *badger.Txn) error {
-						if err := txn.Set(positionKey(k), encodePosition(Position{Offset: uint64(i)})); err != nil {
+						if err := txn.Set(offsetKey(k), encodeOffset(Offset{Offset: uint64(i)})); err != nil {
 							return err
 						}
 						for _, a := range applied {

@@ -1,4 +1,4 @@
-// Package offsets is the consumer-side store of stream positions: for each
+// Package offsets is the consumer-side store of consumer offsets: for each
 // consumer, where it stands in each producer journal it follows, the seqNr it
 // last applied for each entity (for dedupe), and the filter it last asked for.
 // It is one Badger DB on disk, owned by the consumer process. It imports
@@ -8,7 +8,7 @@
 //
 // # What is stored
 //
-//   - A position per Key = (consumer name, journal id, slice range): the last
+//   - A stored offset per Key = (consumer name, journal id, slice range): the last
 //     offset processed (0 = nothing yet), or a reset an operator left for the
 //     consumer's next connection (start at earliest, latest or a time).
 //     Offsets are only meaningful for the journal id they were taken from.
@@ -25,21 +25,21 @@
 //   - Durability: with the default DurabilitySync every commit is fsync'd
 //     before it returns. DurabilityAsync can lose the latest commits in a
 //     crash, each one whole.
-//   - Exactly-once: SaveTxn stages a position and applied seqNrs in the
+//   - Exactly-once: SaveTxn stages an offset and applied seqNrs in the
 //     caller's Badger transaction; with Update (or the caller's own commit)
 //     they commit atomically with the handler's writes, or not at all.
-//   - At-least-once: Save stores a position and a batch of seqNrs in one
+//   - At-least-once: Save stores an offset and a batch of seqNrs in one
 //     transaction.
 //   - Offsets only move forward: Save and SaveTxn never lower a stored
 //     offset (a late or duplicate save is harmless). Only the operator moves
-//     positions back: Set (an exact offset), Reset, Delete. Reset keeps the
+//     offsets back: Set (an exact offset), Reset, Delete. Reset keeps the
 //     applied seqNrs, so an exactly-once replay still drops what was applied;
 //     ClearApplied forgets them for a re-delivery.
 //   - Applied seqNrs are written as given (one point write each, no read):
 //     the consumer saves only what it applied after checking AppliedSeqNr. An
 //     exactly-once consumer that checks with AppliedSeqNr(txn, …) in its
 //     transaction is serialisable against any concurrent writer.
-//   - Re-splitting slices loses nothing: the positions of one consumer and
+//   - Re-splitting slices loses nothing: the offsets of one consumer and
 //     journal never overlap (a write of a new range takes its slices over
 //     from the entries it overlaps, keeping the rest of them), and StartFor
 //     merges the entries overlapping a new range into the earliest of their
@@ -47,7 +47,7 @@
 //     which knows from Resolve's Sources where each piece was (and by
 //     seqNr). An offset
 //     next to a pending reset to a time cannot be ordered and is refused
-//     (ErrConflictingPositions) rather than guessed.
+//     (ErrConflictingOffsets) rather than guessed.
 //   - Bad input (empty consumer name, journal id not 16 bytes, invalid slice
 //     range, empty entity id, seqNr 0…) is refused with an error that names
 //     the field and wraps ErrInvalid; nothing is written.

@@ -15,14 +15,14 @@ import (
 // length-prefixed (uvarint), numbers big-endian, so keys never need a
 // separator and sort numerically.
 //
-//	0x00 'o' 'p' <consumer> <journal id:16> <first:u16> <last:u16> → position
+//	0x00 'o' 'p' <consumer> <journal id:16> <first:u16> <last:u16> → offset
 //	0x00 'o' 'a' <consumer> <journal id:16> <entity type> <entity id> → applied seqNr
-//	0x00 'o' 'g' <consumer> <journal id:16>                          → guard (see writePosition)
+//	0x00 'o' 'g' <consumer> <journal id:16>                          → guard (see writeOffset)
 //	0x00 'o' 'f' <consumer> <stream>                                 → filter criteria
 //	0x00 'o' 'j' <consumer> <producer address>                       → last journal id seen
 //	0x00 'o' 'm' "format"                                            → format version
 const (
-	kindPosition    = 'p'
+	kindOffset      = 'p'
 	kindApplied     = 'a'
 	kindGuard       = 'g'
 	kindFilters     = 'f'
@@ -64,7 +64,7 @@ func readString(b []byte) (string, []byte, bool) {
 	return string(b[w : w+int(n)]), b[w+int(n):], true
 }
 
-// consumerJournalPrefix is the prefix of the position (kind 'p'), applied
+// consumerJournalPrefix is the prefix of the offset (kind 'p'), applied
 // (kind 'a') or guard (kind 'g') keys of one consumer, or of one consumer and
 // journal when journalID is not nil.
 func consumerJournalPrefix(kind byte, consumer string, journalID []byte) []byte {
@@ -73,19 +73,19 @@ func consumerJournalPrefix(kind byte, consumer string, journalID []byte) []byte 
 	return append(b, journalID...)
 }
 
-func positionKey(k Key) []byte {
-	b := consumerJournalPrefix(kindPosition, k.Consumer, k.JournalID)
+func offsetKey(k Key) []byte {
+	b := consumerJournalPrefix(kindOffset, k.Consumer, k.JournalID)
 	b = binary.BigEndian.AppendUint16(b, uint16(k.Slices.First))
 	return binary.BigEndian.AppendUint16(b, uint16(k.Slices.Last))
 }
 
-func decodePositionKey(key []byte) (Key, error) {
-	if len(key) < 3 || key[0] != 0 || key[1] != 'o' || key[2] != kindPosition {
-		return Key{}, corruptf("position key %x: wrong prefix", key)
+func decodeOffsetKey(key []byte) (Key, error) {
+	if len(key) < 3 || key[0] != 0 || key[1] != 'o' || key[2] != kindOffset {
+		return Key{}, corruptf("offset key %x: wrong prefix", key)
 	}
 	consumer, rest, ok := readString(key[3:])
 	if !ok || len(rest) != JournalIDLen+4 {
-		return Key{}, corruptf("position key %x: wrong length", key)
+		return Key{}, corruptf("offset key %x: wrong length", key)
 	}
 	k := Key{
 		Consumer:  consumer,
@@ -96,7 +96,7 @@ func decodePositionKey(key []byte) (Key, error) {
 		},
 	}
 	if err := k.Slices.Validate(); err != nil {
-		return Key{}, corruptf("position key %x: %v", key, err)
+		return Key{}, corruptf("offset key %x: %v", key, err)
 	}
 	return k, nil
 }
@@ -150,11 +150,11 @@ func decodeFiltersKey(key []byte) (consumer, stream string, err error) {
 	return consumer, stream, nil
 }
 
-// Position value: version, start policy, offset, start time, updated at.
-const positionValueLen = 1 + 1 + 8 + 8 + 8
+// Offset value: version, start policy, offset, start time, updated at.
+const offsetValueLen = 1 + 1 + 8 + 8 + 8
 
-func encodePosition(p Position) []byte {
-	b := make([]byte, 0, positionValueLen)
+func encodeOffset(p Offset) []byte {
+	b := make([]byte, 0, offsetValueLen)
 	b = append(b, formatVersion, byte(p.Start))
 	b = binary.BigEndian.AppendUint64(b, p.Offset)
 	var start int64
@@ -165,11 +165,11 @@ func encodePosition(p Position) []byte {
 	return binary.BigEndian.AppendUint64(b, uint64(p.UpdatedAt.UnixNano()))
 }
 
-func decodePosition(v []byte) (Position, error) {
-	if len(v) != positionValueLen || v[0] != formatVersion {
-		return Position{}, corruptf("position value %x: unknown version or length", v)
+func decodeOffset(v []byte) (Offset, error) {
+	if len(v) != offsetValueLen || v[0] != formatVersion {
+		return Offset{}, corruptf("offset value %x: unknown version or length", v)
 	}
-	p := Position{
+	p := Offset{
 		Start:     streamdv1.StartPolicy(v[1]),
 		Offset:    binary.BigEndian.Uint64(v[2:]),
 		UpdatedAt: time.Unix(0, int64(binary.BigEndian.Uint64(v[18:]))).UTC(),
@@ -181,7 +181,7 @@ func decodePosition(v []byte) (Position, error) {
 	case streamdv1.StartPolicy_START_POLICY_AT_TIME:
 		p.StartTime = time.Unix(0, int64(binary.BigEndian.Uint64(v[10:]))).UTC()
 	default:
-		return Position{}, corruptf("position value %x: unknown start policy %d", v, v[1])
+		return Offset{}, corruptf("offset value %x: unknown start policy %d", v, v[1])
 	}
 	return p, nil
 }

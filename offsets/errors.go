@@ -9,7 +9,7 @@ var (
 	// ErrClosed is returned by every call on a closed Store.
 	ErrClosed = errors.New("offsets: store is closed")
 	// ErrNotFound is returned when the entry an operation needs does not
-	// exist: Delete of an absent position, Filters that were never set.
+	// exist: Delete of an absent offset, Filters that were never set.
 	ErrNotFound = errors.New("offsets: not found")
 	// ErrInvalid is wrapped by every error about bad input (an empty consumer
 	// name, a journal id that is not 16 bytes, an invalid slice range…).
@@ -18,11 +18,11 @@ var (
 	// ErrInvalidOptions is wrapped by every error about unusable Options
 	// (Options.Validate, Open); it matches ErrInvalid too.
 	ErrInvalidOptions error = &kindError{msg: "offsets: invalid options", kind: ErrInvalid}
-	// ErrConflictingPositions is returned by StartFor and Resolve when the
-	// stored positions that overlap a slice range cannot be merged into one
+	// ErrConflictingOffsets is returned by StartFor and Resolve when the
+	// stored offsets that overlap a slice range cannot be merged into one
 	// start without losing events (an offset next to a pending reset to a
-	// time). Set or Reset the position of that exact range to settle it.
-	ErrConflictingPositions = errors.New("offsets: overlapping positions cannot be merged")
+	// time). Set or Reset the offset of that exact range to settle it.
+	ErrConflictingOffsets = errors.New("offsets: overlapping offsets cannot be merged")
 	// ErrCorrupt is returned when a stored record cannot be decoded.
 	ErrCorrupt = errors.New("offsets: corrupt record")
 )

@@ -77,7 +77,7 @@ func mustSave(t testing.TB, s *Store, k Key, offset uint64, applied ...Applied) 
 	}
 }
 
-func mustGet(t testing.TB, s *Store, k Key) Position {
+func mustGet(t testing.TB, s *Store, k Key) Offset {
 	t.Helper()
 	p, found, err := s.Get(k)
 	if err != nil || !found {

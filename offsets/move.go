@@ -8,7 +8,7 @@ import (
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-// Selector picks the stored positions of one consumer. A nil JournalID or
+// Selector picks the stored offsets of one consumer. A nil JournalID or
 // Slices matches any.
 type Selector struct {
 	Consumer  string
@@ -22,22 +22,22 @@ func (sel Selector) matches(k Key) bool {
 		(sel.Slices == nil || k.Slices == *sel.Slices)
 }
 
-// Change is one position Move changed, or would change on a dry run.
+// Change is one offset Move changed, or would change on a dry run.
 type Change struct {
 	Key Key
-	// From is the stored position; meaningful when Found.
-	From  Position
+	// From is the stored offset; meaningful when Found.
+	From  Offset
 	Found bool
-	To    Position
+	To    Offset
 }
 
-// Move sets every stored position sel matches to `to`: an offset when
+// Move sets every stored offset sel matches to `to`: an offset when
 // to.Start is START_POLICY_UNSPECIFIED (Set), otherwise a pending reset
 // (Reset). When nothing matches and sel names a journal, it creates that
-// position (all slices unless sel.Slices). Without execute nothing is
+// offset (all slices unless sel.Slices). Without execute nothing is
 // written: the changes are what Move would do. A running consumer saves its
-// own position over a moved one, so stop it first.
-func (s *Store) Move(sel Selector, to Position, execute bool) ([]Change, error) {
+// own offset over a moved one, so stop it first.
+func (s *Store) Move(sel Selector, to Offset, execute bool) ([]Change, error) {
 	if sel.Consumer == "" {
 		return nil, fmt.Errorf("offsets: move: %w: consumer name is empty", ErrInvalid)
 	}
@@ -48,12 +48,12 @@ func (s *Store) Move(sel Selector, to Position, execute bool) ([]Change, error) 
 	var changes []Change
 	for _, e := range entries {
 		if sel.matches(e.Key) {
-			changes = append(changes, Change{Key: e.Key, From: e.Position, Found: true, To: to})
+			changes = append(changes, Change{Key: e.Key, From: e.Offset, Found: true, To: to})
 		}
 	}
 	if len(changes) == 0 {
 		if sel.JournalID == nil {
-			return nil, fmt.Errorf("%w: no stored position matches consumer %q: name a journal id to create one", ErrNotFound, sel.Consumer)
+			return nil, fmt.Errorf("%w: no stored offset matches consumer %q: name a journal id to create one", ErrNotFound, sel.Consumer)
 		}
 		k := Key{Consumer: sel.Consumer, JournalID: sel.JournalID, Slices: AllSlices}
 		if sel.Slices != nil {
@@ -83,7 +83,7 @@ func (s *Store) Move(sel Selector, to Position, execute bool) ([]Change, error) 
 }
 
 // ResolveSelected is Resolve for the key sel names: sel.JournalID, or the
-// one journal the consumer has positions in, and sel.Slices or all slices.
+// one journal the consumer has offsets in, and sel.Slices or all slices.
 func (s *Store) ResolveSelected(sel Selector) (Key, Resolution, error) {
 	k := Key{Consumer: sel.Consumer, JournalID: sel.JournalID, Slices: AllSlices}
 	if sel.Slices != nil {
@@ -96,12 +96,12 @@ func (s *Store) ResolveSelected(sel Selector) (Key, Resolution, error) {
 		}
 		for _, e := range entries {
 			if k.JournalID != nil && !bytes.Equal(k.JournalID, e.JournalID) {
-				return k, Resolution{}, fmt.Errorf("%w: consumer %q has positions in several journals: name one", ErrInvalid, k.Consumer)
+				return k, Resolution{}, fmt.Errorf("%w: consumer %q has offsets in several journals: name one", ErrInvalid, k.Consumer)
 			}
 			k.JournalID = e.JournalID
 		}
 		if k.JournalID == nil {
-			return k, Resolution{}, fmt.Errorf("%w: no stored position for consumer %q", ErrNotFound, k.Consumer)
+			return k, Resolution{}, fmt.Errorf("%w: no stored offset for consumer %q", ErrNotFound, k.Consumer)
 		}
 	}
 	r, err := s.Resolve(k)
@@ -109,12 +109,12 @@ func (s *Store) ResolveSelected(sel Selector) (Key, Resolution, error) {
 }
 
 // Proto converts e to its wire form (admin API).
-func (e Entry) Proto() *streamdv1.StoredPosition {
-	p := &streamdv1.StoredPosition{
+func (e Entry) Proto() *streamdv1.StoredOffset {
+	p := &streamdv1.StoredOffset{
 		Consumer:    e.Consumer,
 		JournalId:   e.JournalID,
 		Slices:      e.Slices.Proto(),
-		Offset:      e.Offset,
+		Offset:      e.Offset.Offset,
 		StartPolicy: e.Start,
 	}
 	if !e.StartTime.IsZero() {
@@ -126,15 +126,15 @@ func (e Entry) Proto() *streamdv1.StoredPosition {
 	return p
 }
 
-// EntryFromProto converts and validates a wire position.
-func EntryFromProto(p *streamdv1.StoredPosition) (Entry, error) {
+// EntryFromProto converts and validates a StoredOffset of the admin API.
+func EntryFromProto(p *streamdv1.StoredOffset) (Entry, error) {
 	slices, err := SliceRangeFromProto(p.GetSlices())
 	if err != nil {
 		return Entry{}, err
 	}
 	e := Entry{
-		Key:      Key{Consumer: p.GetConsumer(), JournalID: p.GetJournalId(), Slices: slices},
-		Position: Position{Offset: p.GetOffset(), Start: p.GetStartPolicy()},
+		Key:    Key{Consumer: p.GetConsumer(), JournalID: p.GetJournalId(), Slices: slices},
+		Offset: Offset{Offset: p.GetOffset(), Start: p.GetStartPolicy()},
 	}
 	if t := p.GetStartTimeUnixNano(); t != 0 {
 		e.StartTime = time.Unix(0, t)

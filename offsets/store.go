@@ -19,7 +19,7 @@ type Durability uint8
 
 const (
 	// DurabilitySync, the default, fsyncs every commit before it returns: a
-	// saved position or an exactly-once transaction survives a crash of the
+	// saved offset or an exactly-once transaction survives a crash of the
 	// machine.
 	DurabilitySync Durability = iota
 	// DurabilityAsync leaves fsync to the operating system. A crash can lose
@@ -131,7 +131,7 @@ type Shared interface {
 	View(fn func(txn *badger.Txn) error) error
 }
 
-// Wrap makes a Store over a shared Badger DB, so that positions commit
+// Wrap makes a Store over a shared Badger DB, so that offsets commit
 // atomically with that DB's own records (a replicating journal, for
 // instance). Only opts.Logger is used; durability is the owner's, and the
 // store reads through the owner's View. Inside an Update function, read
@@ -171,7 +171,7 @@ func (s *Store) initFormat() error {
 }
 
 // DB returns the Badger DB of the store, for exactly-once handlers that keep
-// their own state next to the positions. Their keys must not begin with the
+// their own state next to the offsets. Their keys must not begin with the
 // bytes 0x00 'o', which the store uses. Do not use it after Close.
 func (s *Store) DB() *badger.DB { return s.db }
 
@@ -214,7 +214,7 @@ func (s *Store) isClosed() bool {
 
 // Update runs fn in a read-write transaction and commits it (durably with
 // DurabilitySync). It is how an exactly-once consumer applies a batch: the
-// handler writes its state with txn, SaveTxn stages the position and seqNrs,
+// handler writes its state with txn, SaveTxn stages the offset and seqNrs,
 // and everything commits together or not at all.
 //
 // If the commit conflicts with a concurrent transaction, Update runs fn again

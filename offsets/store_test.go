@@ -258,16 +258,16 @@ func TestClearApplied(t *testing.T) {
 		t.Errorf("other consumer cleared: %d", got)
 	}
 	if p := mustGet(t, s, k); p.Offset != n-1 {
-		t.Errorf("position changed by ClearApplied: %v", p)
+		t.Errorf("offset changed by ClearApplied: %v", p)
 	}
 }
 
-// entry is a compact description of a stored position for table tests:
+// entry is a compact description of a stored offset for table tests:
 // "0-511@300", "0-1023:EARLIEST", "0-255:AT_TIME".
 func describe(e Entry) string {
 	switch e.Start {
 	case unspecified:
-		return fmt.Sprintf("%s@%d", e.Slices, e.Offset)
+		return fmt.Sprintf("%s@%d", e.Slices, e.Offset.Offset)
 	case atTime:
 		return fmt.Sprintf("%s:%d", e.Slices, e.StartTime.Unix())
 	default:
@@ -392,7 +392,7 @@ func TestStartForResplit(t *testing.T) {
 		{
 			name:    "offset and time conflict",
 			ops:     []op{save("0-511", 300), reset("512-1023", atTime, 1000)},
-			queries: []query{{slices: "0-1023", err: ErrConflictingPositions}, {slices: "0-511", want: "0-511@300", exact: true}},
+			queries: []query{{slices: "0-1023", err: ErrConflictingOffsets}, {slices: "0-511", want: "0-511@300", exact: true}},
 		},
 	}
 	for _, tt := range tests {
@@ -431,7 +431,7 @@ func TestStartForResplit(t *testing.T) {
 				}
 				got := ""
 				if r.Found {
-					got = describe(Entry{Key: k, Position: r.Position})
+					got = describe(Entry{Key: k, Offset: r.Offset})
 				}
 				var uncovered []string
 				for _, u := range r.Uncovered {
@@ -442,8 +442,8 @@ func TestStartForResplit(t *testing.T) {
 						q.slices, got, r.Exact, uncovered, q.want, q.exact, q.uncovered)
 				}
 				p, found, err := s.StartFor(k)
-				if err != nil || found != r.Found || p != r.Position {
-					t.Errorf("StartFor(%s) = %v, %v, %v; Resolve said %v", q.slices, p, found, err, r.Position)
+				if err != nil || found != r.Found || p != r.Offset {
+					t.Errorf("StartFor(%s) = %v, %v, %v; Resolve said %v", q.slices, p, found, err, r.Offset)
 				}
 				// Another consumer and another journal see nothing of it.
 				for _, other := range []Key{key(t, "d", 1, q.slices), key(t, "c", 2, q.slices)} {
@@ -942,7 +942,7 @@ func TestWrapSharesTheCallersDB(t *testing.T) {
 
 // TestWrapJournalReadsWhatItAnswered: over a journal, which answers an
 // AppendWith once it is logged and applies it to Badger after, the store's
-// reads see every position the journal answered.
+// reads see every offset the journal answered.
 func TestWrapJournalReadsWhatItAnswered(t *testing.T) {
 	j, err := journal.Open(t.TempDir(), journal.Options{Logger: quiet})
 	if err != nil {
@@ -955,7 +955,7 @@ func TestWrapJournalReadsWhatItAnswered(t *testing.T) {
 	}
 	k := key(t, "replicator", 1, "0-1023")
 	for i := uint64(1); i <= 300; i++ {
-		ws, err := s.PositionWrites(k, i, []Applied{{"order", "a", i}})
+		ws, err := s.OffsetWrites(k, i, []Applied{{"order", "a", i}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -968,7 +968,7 @@ func TestWrapJournalReadsWhatItAnswered(t *testing.T) {
 			t.Fatal(err)
 		}
 		if p := mustGet(t, s, k); p.Offset != i {
-			t.Fatalf("position after append %d = %d", i, p.Offset)
+			t.Fatalf("offset after append %d = %d", i, p.Offset)
 		}
 		if seq, err := s.AppliedSeqNr(nil, "replicator", jid(1), "order", "a"); err != nil || seq != i {
 			t.Fatalf("applied seqNr after append %d = %d, %v", i, seq, err)
@@ -1011,17 +1011,17 @@ func TestConcurrentOverlappingInserts(t *testing.T) {
 				t.Errorf("round %d: entries overlap: %v", round, got)
 			}
 		}
-		// Every slice of 0-1023 was saved by someone and has one position.
+		// Every slice of 0-1023 was saved by someone and has one offset.
 		if r, err := s.Resolve(key(t, consumer, 1, "0-1023")); err != nil || len(r.Uncovered) != 0 || !r.Found {
 			t.Errorf("round %d: Resolve = %+v, %v", round, r, err)
 		}
 	}
 }
 
-// TestPositionWritesMatchSave: committing PositionWrites leaves the store
+// TestOffsetWritesMatchSave: committing OffsetWrites leaves the store
 // exactly as Save would, also when the save cuts overlapping ranges; and
 // until they commit, nothing changes.
-func TestPositionWritesMatchSave(t *testing.T) {
+func TestOffsetWritesMatchSave(t *testing.T) {
 	saved, written := openStore(t, t.TempDir()), openStore(t, t.TempDir())
 	steps := []struct {
 		key     Key
@@ -1036,12 +1036,12 @@ func TestPositionWritesMatchSave(t *testing.T) {
 	for i, st := range steps {
 		mustSave(t, saved, st.key, st.offset, st.applied...)
 		before, _ := written.List("")
-		writes, err := written.PositionWrites(st.key, st.offset, st.applied)
+		writes, err := written.OffsetWrites(st.key, st.offset, st.applied)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if after, _ := written.List(""); fmt.Sprint(describeAll(after)) != fmt.Sprint(describeAll(before)) {
-			t.Fatalf("step %d: PositionWrites changed the store", i)
+			t.Fatalf("step %d: OffsetWrites changed the store", i)
 		}
 		if err := written.Update(func(txn *badger.Txn) error {
 			for _, w := range writes {
@@ -1070,8 +1070,8 @@ func TestPositionWritesMatchSave(t *testing.T) {
 			t.Errorf("applied seqNr of %s: written %d, saved %d", id, g, w)
 		}
 	}
-	if _, err := written.PositionWrites(Key{Consumer: "", JournalID: jid(1), Slices: AllSlices}, 1, nil); !errors.Is(err, ErrInvalid) {
-		t.Errorf("PositionWrites with no consumer: %v", err)
+	if _, err := written.OffsetWrites(Key{Consumer: "", JournalID: jid(1), Slices: AllSlices}, 1, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("OffsetWrites with no consumer: %v", err)
 	}
 }
 
@@ -1084,7 +1084,7 @@ func describeAll(entries []Entry) []string {
 }
 
 // A memtable log left empty by a process killed as Badger created it
-// (internal/badgerdir): the store opens with its positions.
+// (internal/badgerdir): the store opens with its offsets.
 func TestOpenAfterEmptyMemtableLog(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, Options{Logger: quiet})

@@ -8,7 +8,7 @@
 //     and filter in offset order, from the consumer's position: catch-up from
 //     Badger in batches, then live from the journal's ring, switching by offset
 //     (journal.Cursor), so there is no gap and no duplicate at the seam.
-//   - Progress watermarks tell the consumer how far it may store its position
+//   - Progress watermarks tell the consumer how far it may store its offset
 //     when events were filtered away or the stream is idle.
 //   - A named stream's own selection (entity types, producer-side filter,
 //     transformation) always wins over a consumer's filter.
@@ -23,6 +23,6 @@
 //     a position below retention with OutOfRange naming the first available
 //     offset. Errors map to gRPC codes in one place (status.go).
 //
-// It does not store consumer positions (the consumer owns them; see offsets)
+// It does not store consumer offsets (the consumer owns them; see offsets)
 // and does not retry publishes.
 package producer

@@ -42,9 +42,9 @@
 // history per entity, written by the region that owns it, with ownership
 // moving by handover events that replicate like data.
 //
-// The position in the source journal is stored in the local journal's
+// The offset in the source journal is stored in the local journal's
 // Badger DB (an offsets.Store made by offsets.Wrap on the journal) and
 // committed in the same transaction as the batch of events it covers
 // (consumer.CommitHandler, journal.AppendWith): after a crash the copied
-// events and the position agree. streamd shows it through the admin API.
+// events and the offset agree. streamd shows it through the admin API.
 package topology

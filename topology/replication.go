@@ -41,9 +41,9 @@ type ReplicationOptions struct {
 	// Journal is the local journal; its Region must be set and differ from
 	// From.Name. Required.
 	Journal *journal.Journal
-	// Store keeps the position in the source journal, in the local
+	// Store keeps the offset in the source journal, in the local
 	// journal's Badger DB so that each batch of copied events commits in
-	// one transaction with the position after it (journal.AppendWith).
+	// one transaction with the offset after it (journal.AppendWith).
 	// Default: offsets.Wrap(Journal); a Store given must be over that
 	// DB.
 	Store *offsets.Store
@@ -75,7 +75,7 @@ func (o ReplicationOptions) Validate() error {
 	case o.Journal.Region() == o.From.Name:
 		bad("ReplicationOptions.From.Name: replication from region %q into itself", o.From.Name)
 	case o.Store != nil && o.Store.DB() != o.Journal.DB():
-		bad("ReplicationOptions.Store is not over the local journal's DB: copied events and the position could not commit together (leave Store nil)")
+		bad("ReplicationOptions.Store is not over the local journal's DB: copied events and the offset could not commit together (leave Store nil)")
 	}
 	return errors.Join(errs...)
 }
@@ -96,7 +96,7 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 	if opts.Store == nil {
 		var err error
 		if opts.Store, err = offsets.Wrap(opts.Journal, offsets.Options{Logger: opts.Logger}); err != nil {
-			return nil, fmt.Errorf("topology: positions in the local journal: %w", err)
+			return nil, fmt.Errorf("topology: offsets in the local journal: %w", err)
 		}
 	}
 	local := opts.Journal.Region()
@@ -152,13 +152,13 @@ type replication struct {
 }
 
 // apply appends a batch of the source's events to the local journal, in
-// chunks within the journal's limits; the last chunk carries the position
+// chunks within the journal's limits; the last chunk carries the offset
 // after the batch. (Should a batch need more than one chunk and the process
 // stop between them, the batch comes again and the journal drops the
 // events it holds by their origin seqNr.)
-func (r *replication) apply(ctx context.Context, events []*streamdv1.Event, position []offsets.Write) error {
-	writes := make([]journal.Write, len(position))
-	for i, w := range position {
+func (r *replication) apply(ctx context.Context, events []*streamdv1.Event, offsetWrites []offsets.Write) error {
+	writes := make([]journal.Write, len(offsetWrites))
+	for i, w := range offsetWrites {
 		writes[i] = journal.Write(w)
 	}
 	chunk := make([]*streamdv1.Event, 0, min(len(events), maxAppendEvents))

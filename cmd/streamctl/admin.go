@@ -17,13 +17,13 @@ type storeAdmin struct {
 	s   *offsets.Store
 }
 
-func (a *storeAdmin) positions(consumer string) ([]offsets.Entry, error) { return a.s.List(consumer) }
+func (a *storeAdmin) offsets(consumer string) ([]offsets.Entry, error) { return a.s.List(consumer) }
 
 func (a *storeAdmin) resolve(sel offsets.Selector) (offsets.Key, offsets.Resolution, error) {
 	return a.s.ResolveSelected(sel)
 }
 
-func (a *storeAdmin) move(sel offsets.Selector, to offsets.Position, execute bool) ([]offsets.Change, error) {
+func (a *storeAdmin) move(sel offsets.Selector, to offsets.Offset, execute bool) ([]offsets.Change, error) {
 	return a.s.Move(sel, to, execute)
 }
 
@@ -85,15 +85,15 @@ func dialAdmin(c *cli.Context) (*remoteAdmin, error) {
 	return &remoteAdmin{c: c, cl: cl, api: streamdv1.NewAdminServiceClient(cl.conn)}, nil
 }
 
-func (a *remoteAdmin) positions(consumer string) ([]offsets.Entry, error) {
+func (a *remoteAdmin) offsets(consumer string) ([]offsets.Entry, error) {
 	ctx, cancel := unary(a.c)
 	defer cancel()
-	resp, err := a.api.ListPositions(ctx, &streamdv1.ListPositionsRequest{Consumer: consumer})
+	resp, err := a.api.ListOffsets(ctx, &streamdv1.ListOffsetsRequest{Consumer: consumer})
 	if err != nil {
 		return nil, a.cl.serverError(err)
 	}
-	out := make([]offsets.Entry, 0, len(resp.GetPositions()))
-	for _, p := range resp.GetPositions() {
+	out := make([]offsets.Entry, 0, len(resp.GetOffsets()))
+	for _, p := range resp.GetOffsets() {
 		e, err := a.entry(p)
 		if err != nil {
 			return nil, err
@@ -103,11 +103,11 @@ func (a *remoteAdmin) positions(consumer string) ([]offsets.Entry, error) {
 	return out, nil
 }
 
-// entry converts a position the server sent.
-func (a *remoteAdmin) entry(p *streamdv1.StoredPosition) (offsets.Entry, error) {
+// entry converts a stored offset the server sent.
+func (a *remoteAdmin) entry(p *streamdv1.StoredOffset) (offsets.Entry, error) {
 	e, err := offsets.EntryFromProto(p)
 	if err != nil {
-		return e, fmt.Errorf("server %s sent a bad position: %w", a.cl.addr, err)
+		return e, fmt.Errorf("server %s sent a bad stored offset: %w", a.cl.addr, err)
 	}
 	return e, nil
 }
@@ -115,22 +115,22 @@ func (a *remoteAdmin) entry(p *streamdv1.StoredPosition) (offsets.Entry, error) 
 func (a *remoteAdmin) resolve(sel offsets.Selector) (offsets.Key, offsets.Resolution, error) {
 	ctx, cancel := unary(a.c)
 	defer cancel()
-	resp, err := a.api.GetPosition(ctx, &streamdv1.GetPositionRequest{Selector: selectorProto(sel)})
+	resp, err := a.api.GetOffset(ctx, &streamdv1.GetOffsetRequest{Selector: selectorProto(sel)})
 	if err != nil {
 		return offsets.Key{}, offsets.Resolution{}, a.cl.serverError(err)
 	}
-	e, err := a.entry(resp.GetPosition())
-	return e.Key, offsets.Resolution{Position: e.Position, Found: true, Exact: resp.GetExact()}, err
+	e, err := a.entry(resp.GetOffset())
+	return e.Key, offsets.Resolution{Offset: e.Offset, Found: true, Exact: resp.GetExact()}, err
 }
 
-func (a *remoteAdmin) move(sel offsets.Selector, to offsets.Position, execute bool) ([]offsets.Change, error) {
+func (a *remoteAdmin) move(sel offsets.Selector, to offsets.Offset, execute bool) ([]offsets.Change, error) {
 	ctx, cancel := unary(a.c)
 	defer cancel()
-	req := &streamdv1.MovePositionsRequest{Selector: selectorProto(sel), ToOffset: to.Offset, ToStartPolicy: to.Start, Execute: execute}
+	req := &streamdv1.MoveOffsetsRequest{Selector: selectorProto(sel), ToOffset: to.Offset, ToStartPolicy: to.Start, Execute: execute}
 	if !to.StartTime.IsZero() {
 		req.ToTimeUnixNano = to.StartTime.UnixNano()
 	}
-	resp, err := a.api.MovePositions(ctx, req)
+	resp, err := a.api.MoveOffsets(ctx, req)
 	if err != nil {
 		return nil, a.cl.serverError(err)
 	}
@@ -140,21 +140,21 @@ func (a *remoteAdmin) move(sel offsets.Selector, to offsets.Position, execute bo
 		if err != nil {
 			return nil, err
 		}
-		ch := offsets.Change{Key: toEntry.Key, To: toEntry.Position}
+		ch := offsets.Change{Key: toEntry.Key, To: toEntry.Offset}
 		if pc.GetFrom() != nil {
 			from, err := a.entry(pc.GetFrom())
 			if err != nil {
 				return nil, err
 			}
-			ch.From, ch.Found = from.Position, true
+			ch.From, ch.Found = from.Offset, true
 		}
 		out = append(out, ch)
 	}
 	return out, nil
 }
 
-func selectorProto(sel offsets.Selector) *streamdv1.PositionSelector {
-	p := &streamdv1.PositionSelector{Consumer: sel.Consumer, JournalId: sel.JournalID}
+func selectorProto(sel offsets.Selector) *streamdv1.OffsetSelector {
+	p := &streamdv1.OffsetSelector{Consumer: sel.Consumer, JournalId: sel.JournalID}
 	if sel.Slices != nil {
 		p.Slices = sel.Slices.Proto()
 	}

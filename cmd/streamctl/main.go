@@ -1,6 +1,6 @@
 // Command streamctl is the operator's client of streamd: it publishes and
 // tails events over gRPC, shows the journal, and edits a consumer's offsets
-// store (positions and filters) on disk.
+// store (offsets and filters) on disk.
 //
 // Exit codes: 0 success, 1 an error from the server or the store, 2 a usage
 // error (bad flags or arguments, unknown command).

@@ -18,9 +18,9 @@ import (
 // store directory (--store), or the AdminService of the process that runs
 // the consumers (--addr).
 type consumerAdmin interface {
-	positions(consumer string) ([]offsets.Entry, error)
+	offsets(consumer string) ([]offsets.Entry, error)
 	resolve(sel offsets.Selector) (offsets.Key, offsets.Resolution, error)
-	move(sel offsets.Selector, to offsets.Position, execute bool) ([]offsets.Change, error)
+	move(sel offsets.Selector, to offsets.Offset, execute bool) ([]offsets.Change, error)
 	// filters lists the filters of consumer ("" = all); stream "" with
 	// anyStream lists every stream's.
 	filters(consumer, stream string, anyStream bool) ([]offsets.FilterEntry, error)
@@ -86,42 +86,42 @@ func offsetsCommand() *cli.Command {
 	)
 	move := &cli.Command{
 		Name:      "set",
-		Usage:     "move a consumer's position (dry run unless --execute)",
+		Usage:     "move a consumer's stored offsets (dry run unless --execute)",
 		ArgsUsage: " ",
-		Description: "Changes the positions of --consumer matching --journal and --slices (all of\n" +
-			"its positions when neither is given); with --journal and no stored\n" +
-			"position, creates one. A consumer the server runs is stopped, moved and\n" +
+		Description: "Changes the stored offsets of --consumer matching --journal and --slices (all\n" +
+			"of them when neither is given); with --journal and no stored offset,\n" +
+			"creates one. A consumer the server runs is stopped, moved and\n" +
 			"started again; with --store, stop the consumer first: a running consumer\n" +
-			"saves its own position over the moved one.",
+			"saves its own offset over the moved one.",
 		Flags:  moveFlags,
-		Action: withAdmin(true, movePositions),
+		Action: withAdmin(true, moveOffsets),
 	}
 	reset := *move
 	reset.Name = "reset"
-	return group("offsets", "inspect and move consumer positions (of a running server's consumers, or in an offsets store with --store)",
+	return group("offsets", "inspect and move consumer offsets (of a running server's consumers, or in an offsets store with --store)",
 		&cli.Command{
 			Name:      "list",
-			Usage:     "list stored positions (of every consumer unless --consumer)",
+			Usage:     "list stored offsets (of every consumer unless --consumer)",
 			ArgsUsage: " ",
 			Flags:     adminFlags,
 			Action: withAdmin(false, func(c *cli.Context, a consumerAdmin) error {
 				if err := noArgs(c); err != nil {
 					return err
 				}
-				es, err := a.positions(c.String("consumer"))
+				es, err := a.offsets(c.String("consumer"))
 				if err != nil {
 					return err
 				}
-				t := newPrinter(c).table("CONSUMER", "JOURNAL", "SLICES", "POSITION", "UPDATED")
+				t := newPrinter(c).table("CONSUMER", "JOURNAL", "SLICES", "OFFSET", "UPDATED")
 				for _, e := range es {
-					t.row(entryJSON(e.Key, e.Position), e.Consumer, hex.EncodeToString(e.JournalID), e.Slices, e.Position, e.UpdatedAt.UTC().Format(time.RFC3339))
+					t.row(entryJSON(e.Key, e.Offset), e.Consumer, hex.EncodeToString(e.JournalID), e.Slices, e.Offset, e.UpdatedAt.UTC().Format(time.RFC3339))
 				}
 				return t.flush()
 			}),
 		},
 		&cli.Command{
 			Name:      "get",
-			Usage:     "show where a consumer would start (merging positions of overlapping slice ranges)",
+			Usage:     "show where a consumer would start (merging the stored offsets of overlapping slice ranges)",
 			ArgsUsage: " ",
 			Flags:     keyFlags,
 			Action: withAdmin(true, func(c *cli.Context, a consumerAdmin) error {
@@ -137,12 +137,12 @@ func offsetsCommand() *cli.Command {
 					return err
 				}
 				if !r.Found {
-					return fmt.Errorf("no stored position for %s: the consumer uses its start policy", k)
+					return fmt.Errorf("no stored offset for %s: the consumer uses its start policy", k)
 				}
-				obj := entryJSON(k, r.Position)
+				obj := entryJSON(k, r.Offset)
 				obj["exact"] = r.Exact
-				t := newPrinter(c).table("CONSUMER", "JOURNAL", "SLICES", "POSITION", "EXACT")
-				t.row(obj, k.Consumer, hex.EncodeToString(k.JournalID), k.Slices, r.Position, r.Exact)
+				t := newPrinter(c).table("CONSUMER", "JOURNAL", "SLICES", "OFFSET", "EXACT")
+				t.row(obj, k.Consumer, hex.EncodeToString(k.JournalID), k.Slices, r.Offset, r.Exact)
 				return t.flush()
 			}),
 		},
@@ -150,8 +150,8 @@ func offsetsCommand() *cli.Command {
 	)
 }
 
-func entryJSON(k offsets.Key, p offsets.Position) map[string]any {
-	obj := map[string]any{"consumer": k.Consumer, "journal_id": hex.EncodeToString(k.JournalID), "slices": k.Slices.String(), "position": p.String()}
+func entryJSON(k offsets.Key, p offsets.Offset) map[string]any {
+	obj := map[string]any{"consumer": k.Consumer, "journal_id": hex.EncodeToString(k.JournalID), "slices": k.Slices.String(), "stored": p.String()}
 	if !p.Pending() {
 		obj["offset"] = p.Offset
 	}
@@ -181,13 +181,13 @@ func selector(c *cli.Context) (offsets.Selector, error) {
 	return sel, nil
 }
 
-func movePositions(c *cli.Context, a consumerAdmin) error {
+func moveOffsets(c *cli.Context, a consumerAdmin) error {
 	if err := noArgs(c); err != nil {
 		return err
 	}
 	var (
 		n    int
-		want offsets.Position
+		want offsets.Offset
 	)
 	if c.IsSet("to-offset") {
 		n++
@@ -229,14 +229,14 @@ func movePositions(c *cli.Context, a consumerAdmin) error {
 		}
 		obj := entryJSON(ch.Key, ch.To)
 		obj["from"], obj["to"], obj["executed"] = from, ch.To.String(), c.Bool("execute")
-		delete(obj, "position")
+		delete(obj, "stored")
 		t.row(obj, ch.Key.Consumer, hex.EncodeToString(ch.Key.JournalID), ch.Key.Slices, from, ch.To.String())
 	}
 	if err := t.flush(); err != nil {
 		return err
 	}
 	if c.Bool("execute") {
-		p.note("changed %d position(s); %s", len(changes), a.when(sel.Consumer))
+		p.note("changed %d offset(s); %s", len(changes), a.when(sel.Consumer))
 	} else {
 		p.note("dry run: nothing changed; add --execute to apply")
 	}

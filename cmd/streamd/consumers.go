@@ -20,9 +20,9 @@ type consumers struct {
 	done     chan struct{}
 }
 
-// startConsumers starts cfg's replications into j. Their positions live in
+// startConsumers starts cfg's replications into j. Their offsets live in
 // j itself, committed with the events they copied: a new journal starts
-// with new positions.
+// with new offsets.
 func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumers, error) {
 	cs := &consumers{log: log, registry: admin.NewRegistry(log), done: make(chan struct{})}
 	if len(cfg.replications) == 0 {
@@ -62,7 +62,7 @@ func (cs *consumers) metrics() []metrics.ConsumerProducer {
 	return out
 }
 
-// stop stops the consumers (they save their positions). It is idempotent.
+// stop stops the consumers (they save their offsets). It is idempotent.
 func (cs *consumers) stop() {
 	cs.cancel()
 	<-cs.done

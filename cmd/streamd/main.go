@@ -261,7 +261,7 @@ type config struct {
 	limits        clientLimits
 	handshake     time.Duration
 	producer      producer.Options
-	// replications streamd runs, into its journal; positions are kept in
+	// replications streamd runs, into its journal; offsets are kept in
 	// the journal, committed with the events they copied.
 	replications []topology.ReplicationOptions
 	// entityTypes are served by a primary.Primary (PrimaryService) when
@@ -297,7 +297,7 @@ func runBounded(ctx context.Context, log *slog.Logger, cfg config) error {
 }
 
 // run serves until ctx is done, then shuts down in order: stop accepting,
-// end streams with Unavailable (consumers resume from their positions),
+// end streams with Unavailable (consumers resume from their offsets),
 // finish in-flight calls, close the journal after its in-flight commits.
 func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	p, err := producer.Open(cfg.dataDir, cfg.producer)

@@ -50,7 +50,7 @@ func TestMetrics(t *testing.T) {
 	var mfs map[string]*dto.MetricFamily
 	if !testwait.Until(10*time.Second, func() bool {
 		mfs = scrape(t, d.MetricsAddr)
-		// The lag series exists once the stream reported its position, and
+		// The lag series exists once the stream reported its offset, and
 		// is 0 when everything was sent.
 		return value(mfs["streamd_stream_events_sent_total"]) == 6 && value(mfs["streamd_streams_open"]) == 1 &&
 			mfs["streamd_stream_lag_events"] != nil && value(mfs["streamd_stream_lag_events"]) == 0

@@ -12,7 +12,7 @@
 //     AnnotationSlices shows the range the member owns.
 //   - One ConfigMap per group, "<group>-positions": which member owns
 //     which slices ("owner.<identity>": range and Lease UID) and the
-//     handed-off positions ("journal.<id>": per slice range, the offset up
+//     handed-off offsets ("journal.<id>": per slice range, the offset up
 //     to which every event of those slices was applied, and none after).
 //     Every change of it is a compare-and-swap on its resourceVersion.
 //
@@ -32,16 +32,16 @@
 //
 //   - releases the owned slices outside its target: it stops its consumer
 //     (consumer.Run returns after saving), shrinks its Lease annotation,
-//     and in one ConfigMap write stores the positions of the released
+//     and in one ConfigMap write stores the offsets of the released
 //     slices from its offsets store and shrinks its owner entry;
 //   - takes the slices of its target it does not own, in one ConfigMap
 //     write that fails while a member whose Lease is still there owns any
 //     of them (entries of deleted Leases are dropped), then imports their
-//     positions into its store with offsets.Store.Set on each fragment's
+//     offsets into its store with offsets.Store.Set on each fragment's
 //     own slice range, grows its annotation, and starts the consumer over
 //     the target: it starts at the lowest fragment and skips, per slice,
 //     what that slice's fragment says was applied;
-//   - otherwise writes the stored positions of its slices to the ConfigMap
+//   - otherwise writes the stored offsets of its slices to the ConfigMap
 //     when they moved (for a crash, below).
 //
 // Owning is decided in the ConfigMap only, so two members that see the
@@ -59,10 +59,10 @@
 //     long as stopping takes less than D/3 and clock rates agree. If it
 //     renews again before its Lease is deleted it carries on from its own
 //     store; if the Lease is gone it starts over with a new one.
-//   - A member that crashed leaves positions in the ConfigMap at most one
+//   - A member that crashed leaves offsets in the ConfigMap at most one
 //     step (D/3) old: the member taking its slices re-applies the events
 //     it applied since (at-least-once, on a crash only). Scale steps and
-//     graceful shutdown (ctx ended, i.e. SIGTERM) hand off exact positions:
+//     graceful shutdown (ctx ended, i.e. SIGTERM) hand off exact offsets:
 //     every event is applied exactly once with ExactlyOnce consumers.
 //   - Slices never handed off before (first start) start from the
 //     consumer's StartPolicy.
@@ -72,7 +72,7 @@
 // What it does not do: it does not watch (a change is seen at the next
 // step, so a scale step settles in about two steps, a crash in D plus two
 // steps), does not move the consumer's applied seqNrs between stores (the
-// positions make them unnecessary), and does not balance by load.
+// offsets make them unnecessary), and does not balance by load.
 //
 // RBAC, in the namespace: get, list, create, update and delete on leases
 // (coordination.k8s.io); get, create and update on configmaps.

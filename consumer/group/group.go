@@ -43,8 +43,8 @@ var ErrInvalidOptions = errors.New("group: invalid options")
 // errLost: the member's claim is gone (its lease was deleted as expired).
 var errLost = errors.New("group: this member's lease or claim was taken away")
 
-// errImport: handed-off positions could not be stored.
-var errImport = errors.New("group: import handed-off positions")
+// errImport: handed-off offsets could not be stored.
+var errImport = errors.New("group: import handed-off offsets")
 
 // errBusy: slices to take are still owned by a live member.
 var errBusy = errors.New("group: slices still owned by another member")
@@ -180,7 +180,7 @@ type Member struct {
 	owned     offsets.SliceRange // in the ConfigMap
 	mirror    offsets.SliceRange // the annotation of the Lease
 	run       *run
-	published string // positions last published, encoded
+	published string // offsets last published, encoded
 	watchdog  clock.Timer
 }
 
@@ -240,7 +240,7 @@ func (m *Member) Status() Status {
 
 // Run joins the group and consumes the slices assigned to this member,
 // moving them as members come and go, until ctx ends; then it stops the
-// consumer, hands its slices off with their positions and deletes its
+// consumer, hands its slices off with their offsets and deletes its
 // Lease. It returns nil then, or the consumer's error (after the same
 // hand-off). Run may be called once.
 func (m *Member) Run(ctx context.Context) error {
@@ -295,7 +295,7 @@ func (m *Member) call(ctx context.Context) (context.Context, context.CancelFunc)
 }
 
 // tick is one step: renew, see who is alive, release what is no longer
-// this member's, take what is, publish positions. Its error is fatal.
+// this member's, take what is, publish offsets. Its error is fatal.
 func (m *Member) tick(ctx context.Context) error {
 	now := m.clock.Now()
 	defer func() {
@@ -346,8 +346,8 @@ func (m *Member) tick(ctx context.Context) error {
 			m.log.Warn("group: take slices", "target", target.String(), "error", err)
 		}
 	case m.run != nil:
-		if err := m.publishPositions(ctx); err != nil {
-			m.log.Warn("group: publish positions", "error", err)
+		if err := m.publishOffsets(ctx); err != nil {
+			m.log.Warn("group: publish offsets", "error", err)
 		}
 	}
 	if m.mirror != m.owned {
@@ -438,7 +438,7 @@ func (m *Member) renewed(l *coordinationv1.Lease, start time.Time) {
 }
 
 // lose forgets the member's claim after its Lease was deleted: stop (no
-// hand-off: others take the slices from the positions last published).
+// hand-off: others take the slices from the offsets last published).
 func (m *Member) lose() {
 	m.stop()
 	m.lease, m.owned, m.mirror, m.published = nil, None, None, ""
@@ -501,7 +501,7 @@ func (m *Member) members(ctx context.Context, now time.Time) ([]string, map[type
 
 // release stops the consumer and gives up the owned slices outside keep:
 // the Lease annotation shrinks first, then, in one write of the ConfigMap,
-// the positions of the released slices (exact: the consumer has stopped)
+// the offsets of the released slices (exact: the consumer has stopped)
 // and the smaller claim.
 func (m *Member) release(ctx context.Context, keep offsets.SliceRange) error {
 	m.stop()
@@ -516,7 +516,7 @@ func (m *Member) release(ctx context.Context, keep offsets.SliceRange) error {
 			return err
 		}
 		for _, r := range subtract(owned, keep) {
-			if err := exportPositions(s, m.opts.Consumer.Store, m.opts.Consumer.Name, r); err != nil {
+			if err := exportOffsets(s, m.opts.Consumer.Store, m.opts.Consumer.Name, r); err != nil {
 				return err
 			}
 		}
@@ -541,7 +541,7 @@ func (m *Member) release(ctx context.Context, keep offsets.SliceRange) error {
 
 // take claims target in the ConfigMap if no live member owns any of its
 // slices this member does not own yet, and imports their handed-off
-// positions into the member's store.
+// offsets into the member's store.
 func (m *Member) take(ctx context.Context, target offsets.SliceRange, alive map[types.UID]bool) error {
 	want := subtract(target, m.owned)
 	var imported []map[string][]fragment
@@ -575,10 +575,10 @@ func (m *Member) take(ctx context.Context, target offsets.SliceRange, alive map[
 	m.owned, m.published = target, ""
 	m.setStatus(func(st *Status) { st.Owned = target })
 	for _, byJournal := range imported {
-		if err := importPositions(m.opts.Consumer.Store, m.opts.Consumer.Name, byJournal); err != nil {
+		if err := importOffsets(m.opts.Consumer.Store, m.opts.Consumer.Name, byJournal); err != nil {
 			// Without them the consumer would start wrong: stop, leave
 			// without handing anything off, and let the others take the
-			// slices from the positions in the ConfigMap.
+			// slices from the offsets in the ConfigMap.
 			return fmt.Errorf("%w: %w", errImport, err)
 		}
 	}
@@ -612,12 +612,12 @@ func (m *Member) checkClaim(s *state) error {
 	return nil
 }
 
-// publishPositions writes the stored positions of the owned slices to the
+// publishOffsets writes the stored offsets of the owned slices to the
 // ConfigMap (when they moved), so that a member taking them after a crash
 // of this one re-applies at most what came after.
-func (m *Member) publishPositions(ctx context.Context) error {
-	probe := &state{positions: map[string][]fragment{}}
-	if err := exportPositions(probe, m.opts.Consumer.Store, m.opts.Consumer.Name, m.owned); err != nil {
+func (m *Member) publishOffsets(ctx context.Context) error {
+	probe := &state{offsets: map[string][]fragment{}}
+	if err := exportOffsets(probe, m.opts.Consumer.Store, m.opts.Consumer.Name, m.owned); err != nil {
 		return err
 	}
 	enc := probe.encode(nil)
@@ -629,7 +629,7 @@ func (m *Member) publishPositions(ctx context.Context) error {
 		if err := m.checkClaim(s); err != nil {
 			return err
 		}
-		return exportPositions(s, m.opts.Consumer.Store, m.opts.Consumer.Name, m.owned)
+		return exportOffsets(s, m.opts.Consumer.Store, m.opts.Consumer.Name, m.owned)
 	})
 	if errors.Is(err, errLost) {
 		m.lose()
@@ -697,7 +697,7 @@ func (m *Member) start(slices offsets.SliceRange) {
 	m.setStatus(func(st *Status) { st.Consuming = slices })
 }
 
-// stop stops the consumer and waits until it saved its positions.
+// stop stops the consumer and waits until it saved its offsets.
 func (m *Member) stop() {
 	r := m.run
 	if r == nil {
@@ -728,7 +728,7 @@ func (m *Member) leave(ctx context.Context, handOff bool) {
 	}
 	// A hand-off that fails for a passing reason (an API call timed out)
 	// is tried again, a few times while the Lease is still this member's:
-	// without it the others take the slices from the positions last
+	// without it the others take the slices from the offsets last
 	// published.
 	for attempt := 1; handOff && !isNone(m.owned) && m.lease != nil; attempt++ {
 		err := m.release(ctx, None)
@@ -736,7 +736,7 @@ func (m *Member) leave(ctx context.Context, handOff bool) {
 			break
 		}
 		if attempt == leaveAttempts || m.lease == nil || ctx.Err() != nil {
-			m.log.Warn("group: hand the slices off on leaving (others take them from the positions last published)", "error", err)
+			m.log.Warn("group: hand the slices off on leaving (others take them from the offsets last published)", "error", err)
 			break
 		}
 		m.log.Info("group: hand-off on leaving failed, trying again", "error", err)

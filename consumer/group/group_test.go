@@ -40,7 +40,7 @@ const (
 // harness runs members with the fake clientset over one kubetest.API, a
 // fake clock that the test steps D/3 at a time, and, instead of a consumer,
 // a stub that "applies" two journals up to a head offset the test moves:
-// it records, per slice, where each run started (from the positions in its
+// it records, per slice, where each run started (from the offsets in its
 // store) and where it stopped, and that no slice runs twice at once.
 type harness struct {
 	t        *testing.T
@@ -231,7 +231,7 @@ func (h *harness) stub(ctx context.Context, tm *tmember, r offsets.SliceRange) e
 			s := r.First + uint32(i)
 			for _, src := range res.Sources {
 				if src.Slices.Contains(s) {
-					from[i] = src.Offset
+					from[i] = src.Offset.Offset
 				}
 			}
 		}
@@ -394,10 +394,10 @@ func TestScaleSteps(t *testing.T) {
 		t.Errorf("owners left in the ConfigMap: %v", st.owners)
 	}
 	for _, j := range h.journals {
-		frags := st.positions[fmt.Sprintf("%x", j)]
+		frags := st.offsets[fmt.Sprintf("%x", j)]
 		for _, f := range frags {
-			if f.position.Offset != final {
-				t.Errorf("journal %s: handed off %s at %s, want offset %d", j, f.slices, f.position, final)
+			if f.offset.Offset != final {
+				t.Errorf("journal %s: handed off %s at %s, want offset %d", j, f.slices, f.offset, final)
 			}
 		}
 		if cover := coverage(frags); cover != journal.Slices {

@@ -75,12 +75,12 @@ func fmtRanges(rs []offsets.SliceRange) string {
 // The ConfigMap's state survives encoding, and a fragment written over
 // others cuts them.
 func TestStateEncoding(t *testing.T) {
-	s := &state{owners: map[string]owner{"pod-a": {slices: offsets.SliceRange{First: 0, Last: 511}, uid: "u1"}}, positions: map[string][]fragment{}}
+	s := &state{owners: map[string]owner{"pod-a": {slices: offsets.SliceRange{First: 0, Last: 511}, uid: "u1"}}, offsets: map[string][]fragment{}}
 	jid := "6a6f75726e616c2d6f6e652d30303031"
-	s.put(jid, fragment{slices: offsets.AllSlices, position: offsets.Position{Offset: 10}})
-	s.put(jid, fragment{slices: offsets.SliceRange{First: 100, Last: 199}, position: offsets.Position{Offset: 20}})
+	s.put(jid, fragment{slices: offsets.AllSlices, offset: offsets.Offset{Offset: 10}})
+	s.put(jid, fragment{slices: offsets.SliceRange{First: 100, Last: 199}, offset: offsets.Offset{Offset: 20}})
 	at := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
-	s.put(jid, fragment{slices: offsets.SliceRange{First: 150, Last: 160}, position: offsets.Position{Start: streamdv1.StartPolicy_START_POLICY_AT_TIME, StartTime: at}})
+	s.put(jid, fragment{slices: offsets.SliceRange{First: 150, Last: 160}, offset: offsets.Offset{Start: streamdv1.StartPolicy_START_POLICY_AT_TIME, StartTime: at}})
 	data := s.encode(map[string]string{"other": "kept"})
 	if want := "0-99=10,100-149=20,150-160=at:2030-01-02T03:04:05.000000006Z,161-199=20,200-1023=10"; data["journal."+jid] != want {
 		t.Errorf("encoded %q, want %q", data["journal."+jid], want)
@@ -108,7 +108,7 @@ func TestStateEncoding(t *testing.T) {
 	}
 }
 
-// Handed-off positions move through a store: exported from one, imported
+// Handed-off offsets move through a store: exported from one, imported
 // into another, exactly, pending resets included.
 func TestExportImport(t *testing.T) {
 	open := func() *offsets.Store {
@@ -131,9 +131,9 @@ func TestExportImport(t *testing.T) {
 	must(from.Set(offsets.Key{Consumer: "c", JournalID: j1, Slices: offsets.SliceRange{First: 512, Last: 1023}}, 9))
 	must(from.Reset(offsets.Key{Consumer: "c", JournalID: j2, Slices: offsets.AllSlices}, streamdv1.StartPolicy_START_POLICY_LATEST, time.Time{}))
 	must(from.Set(offsets.Key{Consumer: "other", JournalID: j2, Slices: offsets.AllSlices}, 99))
-	s := &state{owners: map[string]owner{}, positions: map[string][]fragment{}}
-	must(exportPositions(s, from, "c", offsets.SliceRange{First: 256, Last: 767}))
-	must(importPositions(to, "c", s.within(offsets.SliceRange{First: 300, Last: 600})))
+	s := &state{owners: map[string]owner{}, offsets: map[string][]fragment{}}
+	must(exportOffsets(s, from, "c", offsets.SliceRange{First: 256, Last: 767}))
+	must(importOffsets(to, "c", s.within(offsets.SliceRange{First: 300, Last: 600})))
 	got, err := to.List("")
 	must(err)
 	want := []string{"c/6a6f75726e616c2d6f6e652d30303031/300-511 offset 7", "c/6a6f75726e616c2d6f6e652d30303031/512-600 offset 9", "c/6a6f75726e616c2d74776f2d30303032/300-600 reset to latest"}
@@ -141,7 +141,7 @@ func TestExportImport(t *testing.T) {
 		t.Fatalf("imported %v, want %v", got, want)
 	}
 	for i, e := range got {
-		if s := e.Key.String() + " " + e.Position.String(); s != want[i] {
+		if s := e.Key.String() + " " + e.Offset.String(); s != want[i] {
 			t.Errorf("imported %s, want %s", s, want[i])
 		}
 	}

@@ -18,7 +18,7 @@ import (
 // The keys of the group's ConfigMap "<group>-positions".
 const (
 	ownerKeyPrefix   = "owner."   // owner.<identity>: "<first-last> <lease uid>"
-	journalKeyPrefix = "journal." // journal.<journal id hex>: "<first-last>=<position>,..."
+	journalKeyPrefix = "journal." // journal.<journal id hex>: "<first-last>=<offset>,..."
 )
 
 // owner is a member's claim on slices, made by the incarnation whose lease
@@ -28,24 +28,24 @@ type owner struct {
 	uid    types.UID
 }
 
-// fragment is a handed-off position: every event of slices at or below
-// position (an offset) was applied, none after it.
+// fragment is a handed-off stored offset: every event of slices at or
+// below offset.Offset was applied, none after it (or a pending reset).
 type fragment struct {
-	slices   offsets.SliceRange
-	position offsets.Position
+	slices offsets.SliceRange
+	offset offsets.Offset
 }
 
-// state is the decoded ConfigMap: who owns which slices, and the positions
+// state is the decoded ConfigMap: who owns which slices, and the offsets
 // per producer journal. Both change in one compare-and-swap, so a release
-// writes its positions and gives its slices up atomically, and a member
-// writes positions only for slices it still owns.
+// writes its offsets and gives its slices up atomically, and a member
+// writes offsets only for slices it still owns.
 type state struct {
-	owners    map[string]owner      // by identity
-	positions map[string][]fragment // by journal id in hex, sorted, disjoint
+	owners  map[string]owner      // by identity
+	offsets map[string][]fragment // by journal id in hex, sorted, disjoint
 }
 
 func decodeState(cm *corev1.ConfigMap) (*state, error) {
-	s := &state{owners: map[string]owner{}, positions: map[string][]fragment{}}
+	s := &state{owners: map[string]owner{}, offsets: map[string][]fragment{}}
 	if cm == nil {
 		return s, nil
 	}
@@ -67,7 +67,7 @@ func decodeState(cm *corev1.ConfigMap) (*state, error) {
 			if err != nil {
 				return nil, fmt.Errorf("group: ConfigMap %s: %s: %w", cm.Name, k, err)
 			}
-			s.positions[jid] = frags
+			s.offsets[jid] = frags
 		}
 	}
 	return s, nil
@@ -86,10 +86,10 @@ func (s *state) encode(data map[string]string) map[string]string {
 	for id, o := range s.owners {
 		data[ownerKeyPrefix+id] = o.slices.String() + " " + string(o.uid)
 	}
-	for jid, frags := range s.positions {
+	for jid, frags := range s.offsets {
 		parts := make([]string, len(frags))
 		for i, f := range frags {
-			parts[i] = f.slices.String() + "=" + formatPosition(f.position)
+			parts[i] = f.slices.String() + "=" + formatOffset(f.offset)
 		}
 		data[journalKeyPrefix+jid] = strings.Join(parts, ",")
 	}
@@ -101,27 +101,27 @@ func decodeFragments(v string) ([]fragment, error) {
 	for _, part := range strings.Split(v, ",") {
 		rs, ps, ok := strings.Cut(part, "=")
 		if !ok {
-			return nil, fmt.Errorf("fragment %q: want first-last=position", part)
+			return nil, fmt.Errorf("fragment %q: want first-last=offset", part)
 		}
 		r, err := offsets.ParseSliceRange(rs)
 		if err != nil {
 			return nil, fmt.Errorf("fragment %q: %w", part, err)
 		}
-		p, err := parsePosition(ps)
+		p, err := parseOffset(ps)
 		if err != nil {
 			return nil, fmt.Errorf("fragment %q: %w", part, err)
 		}
 		if n := len(out); n > 0 && out[n-1].slices.Last >= r.First {
 			return nil, fmt.Errorf("fragment %q overlaps or precedes %s", part, out[n-1].slices)
 		}
-		out = append(out, fragment{slices: r, position: p})
+		out = append(out, fragment{slices: r, offset: p})
 	}
 	return out, nil
 }
 
-// formatPosition is an offset in decimal, or a pending operator reset:
+// formatOffset is an offset in decimal, or a pending operator reset:
 // "earliest", "latest", "at:<RFC3339Nano>".
-func formatPosition(p offsets.Position) string {
+func formatOffset(p offsets.Offset) string {
 	switch p.Start {
 	case streamdv1.StartPolicy_START_POLICY_EARLIEST:
 		return "earliest"
@@ -133,74 +133,74 @@ func formatPosition(p offsets.Position) string {
 	return strconv.FormatUint(p.Offset, 10)
 }
 
-func parsePosition(s string) (offsets.Position, error) {
+func parseOffset(s string) (offsets.Offset, error) {
 	switch {
 	case s == "earliest":
-		return offsets.Position{Start: streamdv1.StartPolicy_START_POLICY_EARLIEST}, nil
+		return offsets.Offset{Start: streamdv1.StartPolicy_START_POLICY_EARLIEST}, nil
 	case s == "latest":
-		return offsets.Position{Start: streamdv1.StartPolicy_START_POLICY_LATEST}, nil
+		return offsets.Offset{Start: streamdv1.StartPolicy_START_POLICY_LATEST}, nil
 	case strings.HasPrefix(s, "at:"):
 		t, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(s, "at:"))
 		if err != nil {
-			return offsets.Position{}, fmt.Errorf("position %q: %w", s, err)
+			return offsets.Offset{}, fmt.Errorf("offset %q: %w", s, err)
 		}
-		return offsets.Position{Start: streamdv1.StartPolicy_START_POLICY_AT_TIME, StartTime: t}, nil
+		return offsets.Offset{Start: streamdv1.StartPolicy_START_POLICY_AT_TIME, StartTime: t}, nil
 	}
 	off, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return offsets.Position{}, fmt.Errorf("position %q: want an offset, earliest, latest or at:<time>", s)
+		return offsets.Offset{}, fmt.Errorf("offset %q: want an offset, earliest, latest or at:<time>", s)
 	}
-	return offsets.Position{Offset: off}, nil
+	return offsets.Offset{Offset: off}, nil
 }
 
 // put writes f for journal jid: the fragments it overlaps keep only their
 // slices outside f.
 func (s *state) put(jid string, f fragment) {
 	var out []fragment
-	for _, old := range s.positions[jid] {
+	for _, old := range s.offsets[jid] {
 		for _, rest := range subtract(old.slices, f.slices) {
-			out = append(out, fragment{slices: rest, position: old.position})
+			out = append(out, fragment{slices: rest, offset: old.offset})
 		}
 	}
 	out = append(out, f)
 	sort.Slice(out, func(i, j int) bool { return out[i].slices.First < out[j].slices.First })
-	s.positions[jid] = out
+	s.offsets[jid] = out
 }
 
 // within returns the fragments of every journal overlapping r, clipped to
 // r, by journal id.
 func (s *state) within(r offsets.SliceRange) map[string][]fragment {
 	out := map[string][]fragment{}
-	for jid, frags := range s.positions {
+	for jid, frags := range s.offsets {
 		for _, f := range frags {
 			if c := intersect(f.slices, r); !isNone(c) {
-				out[jid] = append(out[jid], fragment{slices: c, position: f.position})
+				out[jid] = append(out[jid], fragment{slices: c, offset: f.offset})
 			}
 		}
 	}
 	return out
 }
 
-// exportPositions puts the positions of consumer stored in store for the
+// exportOffsets puts the offsets of consumer stored in store for the
 // slices r into s: what a member hands off (or publishes while it runs).
-func exportPositions(s *state, store *offsets.Store, consumer string, r offsets.SliceRange) error {
+func exportOffsets(s *state, store *offsets.Store, consumer string, r offsets.SliceRange) error {
 	entries, err := store.List(consumer)
 	if err != nil {
-		return fmt.Errorf("group: read the positions to hand off: %w", err)
+		return fmt.Errorf("group: read the offsets to hand off: %w", err)
 	}
 	for _, e := range entries {
 		if c := intersect(e.Slices, r); !isNone(c) {
-			s.put(hex.EncodeToString(e.JournalID), fragment{slices: c, position: offsets.Position{Offset: e.Offset, Start: e.Start, StartTime: e.StartTime}})
+			s.put(hex.EncodeToString(e.JournalID), fragment{slices: c, offset: offsets.Offset{Offset: e.Offset.Offset, Start: e.Start, StartTime: e.StartTime}})
 		}
 	}
 	return nil
 }
 
-// importPositions stores the handed-off fragments as the positions of
+// importOffsets stores the handed-off fragments as the offsets of
 // consumer, each exactly under its own slice range (Set, or Reset for a
 // pending reset), so that a consumer over a larger range starts from the
 // lowest and skips, per fragment, what was applied before.
-func importPositions(store *offsets.Store, consumer string, byJournal map[string][]fragment) error {
+func importOffsets(store *offsets.Store, consumer string, byJournal map[string][]fragment) error {
 	for jid, frags := range byJournal {
 		id, err := hex.DecodeString(jid)
 		if err != nil {
@@ -208,13 +208,13 @@ func importPositions(store *offsets.Store, consumer string, byJournal map[string
 		}
 		for _, f := range frags {
 			k := offsets.Key{Consumer: consumer, JournalID: id, Slices: f.slices}
-			if f.position.Pending() {
-				err = store.Reset(k, f.position.Start, f.position.StartTime)
+			if f.offset.Pending() {
+				err = store.Reset(k, f.offset.Start, f.offset.StartTime)
 			} else {
-				err = store.Set(k, f.position.Offset)
+				err = store.Set(k, f.offset.Offset)
 			}
 			if err != nil {
-				return fmt.Errorf("group: import the position of %s: %w", k, err)
+				return fmt.Errorf("group: import the offset of %s: %w", k, err)
 			}
 		}
 	}

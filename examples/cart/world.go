@@ -23,7 +23,7 @@ import (
 
 // region is one region of the example: a producer whose journal is named
 // after the region, served over gRPC on an ephemeral 127.0.0.1 port (the
-// replications into it keep their positions in the journal), and the
+// replications into it keep their offsets in the journal), and the
 // replicated-writes API through which its users edit carts.
 type region struct {
 	name   string

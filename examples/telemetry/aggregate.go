@@ -81,7 +81,7 @@ type aggState struct {
 //
 // Exactly once: the open windows and the summary counters live in the
 // consumer's ExactlyOnce transaction, so they commit together with the
-// stream position. A summary, though, goes to the journal, outside that
+// stream offset. A summary, though, goes to the journal, outside that
 // transaction, while the transaction is still open: a crash (or a commit
 // conflict, which runs the batch again) after the append but before the
 // commit makes the consumer replay the batch from the old state, and it

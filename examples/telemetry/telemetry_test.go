@@ -205,7 +205,7 @@ var errCrash = errors.New("simulated crash")
 
 // The aggregator is stopped mid-stream again and again: by cancelling its
 // Run, and by a crash right after a summary reached the journal but before
-// the transaction holding its window (and the position) committed. Every
+// the transaction holding its window (and the offset) committed. Every
 // run is a new Consumer on the same store. The journal ends up with each
 // closed window's summary exactly once, as recomputed from the readings,
 // and each crash's summary was recognised as already written.

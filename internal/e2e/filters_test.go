@@ -291,7 +291,7 @@ func TestReplayOnIncludeEachEventOnce(t *testing.T) {
 		runConsumer(t, c)
 
 		// car-7 (and car-8) are outside the filter; bikes flow, so once the
-		// last bike is applied the position is past car-7's events.
+		// last bike is applied the offset is past car-7's events.
 		bikes := publishCars(t, srv.p, "car-7", 1, 600)
 		bikes += publishCars(t, srv.p, "car-8", 1, 30)
 		testwait.For(t, 30*time.Second, "every bike applied", func() bool { a, _, _ := counters(t, store); return a == uint64(bikes) })

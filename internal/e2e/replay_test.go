@@ -42,7 +42,7 @@ func TestReplayWhileDisconnected(t *testing.T) {
 }
 
 // The producer restarts while it replays car-7 (3000 events, 30 chunks),
-// after the consumer's position moved past car-7's history: the Init of the
+// after the consumer's offset moved past car-7's history: the Init of the
 // reconnect asks for the replay again, and the history completes, once.
 func TestReplayInterruptedByRestart(t *testing.T) {
 	dir := t.TempDir()

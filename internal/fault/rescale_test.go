@@ -146,7 +146,7 @@ func TestRescale(t *testing.T) {
 	settle("2 members (c3, c4 left)")
 	published(300)
 
-	// The end: wait until the positions the members publish reach the last
+	// The end: wait until the offsets the members publish reach the last
 	// offset of every journal on every slice, then stop them (they hand off).
 	last := map[string]uint64{}
 	for _, p := range ps {
@@ -257,7 +257,7 @@ func assigned(s kubetest.State, ids []string) error {
 	return nil
 }
 
-// caughtUp checks that the positions in the ConfigMap cover every slice of
+// caughtUp checks that the offsets in the ConfigMap cover every slice of
 // every journal in last at its last offset.
 func caughtUp(s kubetest.State, last map[string]uint64) error {
 	if len(s.ConfigMaps) != 1 {
@@ -266,7 +266,7 @@ func caughtUp(s kubetest.State, last map[string]uint64) error {
 	for jid, off := range last {
 		v, ok := s.ConfigMaps[0].Data["journal."+jid]
 		if !ok {
-			return fmt.Errorf("no positions for journal %s", jid)
+			return fmt.Errorf("no offsets for journal %s", jid)
 		}
 		covered := 0
 		for _, frag := range strings.Split(v, ",") {
@@ -281,7 +281,7 @@ func caughtUp(s kubetest.State, last map[string]uint64) error {
 			covered += r.Len()
 		}
 		if covered != journal.Slices {
-			return fmt.Errorf("journal %s: positions cover %d slices", jid, covered)
+			return fmt.Errorf("journal %s: offsets cover %d slices", jid, covered)
 		}
 	}
 	return nil

@@ -119,7 +119,7 @@ var (
 	consumerConnectedDesc = prometheus.NewDesc("streamd_consumer_connected",
 		"1 while the consumer's stream from the producer is open.", []string{"consumer", "producer"}, nil)
 	consumerRunningDesc = prometheus.NewDesc("streamd_consumer_running",
-		"1 while the consumer runs; 0 after it stopped on an error, until an operator moves its positions.", []string{"consumer", "producer"}, nil)
+		"1 while the consumer runs; 0 after it stopped on an error, until an operator moves its offsets.", []string{"consumer", "producer"}, nil)
 )
 
 type consumersCollector func() []ConsumerProducer
@@ -215,7 +215,7 @@ var (
 		"Journal last offset minus the last offset sent or reported to the consumer.", []string{"stream", "consumer"}, nil)
 )
 
-// journalCollector reads the journal's bounds and the consumers' positions
+// journalCollector reads the journal's bounds and the consumers' offsets
 // at scrape time.
 type journalCollector struct {
 	m    *Metrics

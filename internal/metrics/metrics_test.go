@@ -24,7 +24,7 @@ func TestObserverCounts(t *testing.T) {
 	m.Sent("all", "c1", 4, 400, 1)
 	m.Sent("all", "c1", 0, 0, 2)
 	m.Progressed("all", "c1", 7)
-	m.Progressed("all", "c1", 6) // positions only move forward
+	m.Progressed("all", "c1", 6) // offsets only move forward
 
 	for name, want := range map[string]float64{
 		"streamd_journal_appends_total":                  3,

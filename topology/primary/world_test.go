@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testRegion is one region in the test process: a producer with a journal
 // named after the region, served over TCP. Its replications keep their
-// positions in its journal.
+// offsets in its journal.
 type testRegion struct {
 	name, dir, addr string
 	p               *producer.Producer

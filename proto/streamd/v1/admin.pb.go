@@ -119,7 +119,7 @@ type ConsumerStatus struct {
 	Mode      string             `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
 	Filter    []*FilterCriterion `protobuf:"bytes,4,rep,name=filter,proto3" json:"filter,omitempty"`
 	Producers []*ProducerStatus  `protobuf:"bytes,5,rep,name=producers,proto3" json:"producers,omitempty"`
-	// Running is false while an operator moves its positions or after it
+	// Running is false while an operator moves its offsets or after it
 	// stopped on an error (error says which).
 	Running       bool   `protobuf:"varint,6,opt,name=running,proto3" json:"running,omitempty"`
 	Error         string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
@@ -294,13 +294,13 @@ func (x *ProducerStatus) GetLastError() string {
 	return ""
 }
 
-// StoredPosition is a position in a consumer's offsets store.
-type StoredPosition struct {
+// StoredOffset is one entry of a consumer's offsets store.
+type StoredOffset struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Consumer  string                 `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
 	JournalId []byte                 `protobuf:"bytes,2,opt,name=journal_id,json=journalId,proto3" json:"journal_id,omitempty"`
 	Slices    *SliceRange            `protobuf:"bytes,3,opt,name=slices,proto3" json:"slices,omitempty"`
-	// The last offset processed, unless start_policy is set: then the position
+	// The last offset processed, unless start_policy is set: then the entry
 	// is a reset the consumer resolves at its next connect.
 	Offset      uint64      `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
 	StartPolicy StartPolicy `protobuf:"varint,5,opt,name=start_policy,json=startPolicy,proto3,enum=streamd.v1.StartPolicy" json:"start_policy,omitempty"`
@@ -311,20 +311,20 @@ type StoredPosition struct {
 	sizeCache         protoimpl.SizeCache
 }
 
-func (x *StoredPosition) Reset() {
-	*x = StoredPosition{}
+func (x *StoredOffset) Reset() {
+	*x = StoredOffset{}
 	mi := &file_streamd_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StoredPosition) String() string {
+func (x *StoredOffset) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StoredPosition) ProtoMessage() {}
+func (*StoredOffset) ProtoMessage() {}
 
-func (x *StoredPosition) ProtoReflect() protoreflect.Message {
+func (x *StoredOffset) ProtoReflect() protoreflect.Message {
 	mi := &file_streamd_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -336,82 +336,82 @@ func (x *StoredPosition) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StoredPosition.ProtoReflect.Descriptor instead.
-func (*StoredPosition) Descriptor() ([]byte, []int) {
+// Deprecated: Use StoredOffset.ProtoReflect.Descriptor instead.
+func (*StoredOffset) Descriptor() ([]byte, []int) {
 	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *StoredPosition) GetConsumer() string {
+func (x *StoredOffset) GetConsumer() string {
 	if x != nil {
 		return x.Consumer
 	}
 	return ""
 }
 
-func (x *StoredPosition) GetJournalId() []byte {
+func (x *StoredOffset) GetJournalId() []byte {
 	if x != nil {
 		return x.JournalId
 	}
 	return nil
 }
 
-func (x *StoredPosition) GetSlices() *SliceRange {
+func (x *StoredOffset) GetSlices() *SliceRange {
 	if x != nil {
 		return x.Slices
 	}
 	return nil
 }
 
-func (x *StoredPosition) GetOffset() uint64 {
+func (x *StoredOffset) GetOffset() uint64 {
 	if x != nil {
 		return x.Offset
 	}
 	return 0
 }
 
-func (x *StoredPosition) GetStartPolicy() StartPolicy {
+func (x *StoredOffset) GetStartPolicy() StartPolicy {
 	if x != nil {
 		return x.StartPolicy
 	}
 	return StartPolicy_START_POLICY_UNSPECIFIED
 }
 
-func (x *StoredPosition) GetStartTimeUnixNano() int64 {
+func (x *StoredOffset) GetStartTimeUnixNano() int64 {
 	if x != nil {
 		return x.StartTimeUnixNano
 	}
 	return 0
 }
 
-func (x *StoredPosition) GetUpdatedAtUnixNano() int64 {
+func (x *StoredOffset) GetUpdatedAtUnixNano() int64 {
 	if x != nil {
 		return x.UpdatedAtUnixNano
 	}
 	return 0
 }
 
-type ListPositionsRequest struct {
+type ListOffsetsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Empty lists every consumer's positions.
+	// Empty lists every consumer's offsets.
 	Consumer      string `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ListPositionsRequest) Reset() {
-	*x = ListPositionsRequest{}
+func (x *ListOffsetsRequest) Reset() {
+	*x = ListOffsetsRequest{}
 	mi := &file_streamd_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ListPositionsRequest) String() string {
+func (x *ListOffsetsRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ListPositionsRequest) ProtoMessage() {}
+func (*ListOffsetsRequest) ProtoMessage() {}
 
-func (x *ListPositionsRequest) ProtoReflect() protoreflect.Message {
+func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_streamd_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -423,39 +423,39 @@ func (x *ListPositionsRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ListPositionsRequest.ProtoReflect.Descriptor instead.
-func (*ListPositionsRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
+func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
 	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
-func (x *ListPositionsRequest) GetConsumer() string {
+func (x *ListOffsetsRequest) GetConsumer() string {
 	if x != nil {
 		return x.Consumer
 	}
 	return ""
 }
 
-type ListPositionsResponse struct {
+type ListOffsetsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Positions     []*StoredPosition      `protobuf:"bytes,1,rep,name=positions,proto3" json:"positions,omitempty"`
+	Offsets       []*StoredOffset        `protobuf:"bytes,1,rep,name=offsets,proto3" json:"offsets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ListPositionsResponse) Reset() {
-	*x = ListPositionsResponse{}
+func (x *ListOffsetsResponse) Reset() {
+	*x = ListOffsetsResponse{}
 	mi := &file_streamd_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ListPositionsResponse) String() string {
+func (x *ListOffsetsResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ListPositionsResponse) ProtoMessage() {}
+func (*ListOffsetsResponse) ProtoMessage() {}
 
-func (x *ListPositionsResponse) ProtoReflect() protoreflect.Message {
+func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_streamd_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -467,21 +467,21 @@ func (x *ListPositionsResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ListPositionsResponse.ProtoReflect.Descriptor instead.
-func (*ListPositionsResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
+func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
 	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
-func (x *ListPositionsResponse) GetPositions() []*StoredPosition {
+func (x *ListOffsetsResponse) GetOffsets() []*StoredOffset {
 	if x != nil {
-		return x.Positions
+		return x.Offsets
 	}
 	return nil
 }
 
-// PositionSelector picks positions of one consumer: journal_id and slices
+// OffsetSelector picks the stored offsets of one consumer: journal_id and slices
 // left empty match any.
-type PositionSelector struct {
+type OffsetSelector struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Consumer      string                 `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
 	JournalId     []byte                 `protobuf:"bytes,2,opt,name=journal_id,json=journalId,proto3" json:"journal_id,omitempty"`
@@ -490,20 +490,20 @@ type PositionSelector struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PositionSelector) Reset() {
-	*x = PositionSelector{}
+func (x *OffsetSelector) Reset() {
+	*x = OffsetSelector{}
 	mi := &file_streamd_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PositionSelector) String() string {
+func (x *OffsetSelector) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PositionSelector) ProtoMessage() {}
+func (*OffsetSelector) ProtoMessage() {}
 
-func (x *PositionSelector) ProtoReflect() protoreflect.Message {
+func (x *OffsetSelector) ProtoReflect() protoreflect.Message {
 	mi := &file_streamd_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -515,53 +515,53 @@ func (x *PositionSelector) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PositionSelector.ProtoReflect.Descriptor instead.
-func (*PositionSelector) Descriptor() ([]byte, []int) {
+// Deprecated: Use OffsetSelector.ProtoReflect.Descriptor instead.
+func (*OffsetSelector) Descriptor() ([]byte, []int) {
 	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
-func (x *PositionSelector) GetConsumer() string {
+func (x *OffsetSelector) GetConsumer() string {
 	if x != nil {
 		return x.Consumer
 	}
 	return ""
 }
 
-func (x *PositionSelector) GetJournalId() []byte {
+func (x *OffsetSelector) GetJournalId() []byte {
 	if x != nil {
 		return x.JournalId
 	}
 	return nil
 }
 
-func (x *PositionSelector) GetSlices() *SliceRange {
+func (x *OffsetSelector) GetSlices() *SliceRange {
 	if x != nil {
 		return x.Slices
 	}
 	return nil
 }
 
-type GetPositionRequest struct {
+type GetOffsetRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Selector      *PositionSelector      `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	Selector      *OffsetSelector        `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *GetPositionRequest) Reset() {
-	*x = GetPositionRequest{}
+func (x *GetOffsetRequest) Reset() {
+	*x = GetOffsetRequest{}
 	mi := &file_streamd_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *GetPositionRequest) String() string {
+func (x *GetOffsetRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*GetPositionRequest) ProtoMessage() {}
+func (*GetOffsetRequest) ProtoMessage() {}
 
-func (x *GetPositionRequest) ProtoReflect() protoreflect.Message {
+func (x *GetOffsetRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_streamd_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -573,41 +573,41 @@ func (x *GetPositionRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use GetPositionRequest.ProtoReflect.Descriptor instead.
-func (*GetPositionRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use GetOffsetRequest.ProtoReflect.Descriptor instead.
+func (*GetOffsetRequest) Descriptor() ([]byte, []int) {
 	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
-func (x *GetPositionRequest) GetSelector() *PositionSelector {
+func (x *GetOffsetRequest) GetSelector() *OffsetSelector {
 	if x != nil {
 		return x.Selector
 	}
 	return nil
 }
 
-type GetPositionResponse struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Position *StoredPosition        `protobuf:"bytes,1,opt,name=position,proto3" json:"position,omitempty"`
-	// Exact: one stored position covers exactly the requested range.
+type GetOffsetResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Offset *StoredOffset          `protobuf:"bytes,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Exact: one stored offset covers exactly the requested range.
 	Exact         bool `protobuf:"varint,2,opt,name=exact,proto3" json:"exact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *GetPositionResponse) Reset() {
-	*x = GetPositionResponse{}
+func (x *GetOffsetResponse) Reset() {
+	*x = GetOffsetResponse{}
 	mi := &file_streamd_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *GetPositionResponse) String() string {
+func (x *GetOffsetResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*GetPositionResponse) ProtoMessage() {}
+func (*GetOffsetResponse) ProtoMessage() {}
 
-func (x *GetPositionResponse) ProtoReflect() protoreflect.Message {
+func (x *GetOffsetResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_streamd_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -619,30 +619,31 @@ func (x *GetPositionResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use GetPositionResponse.ProtoReflect.Descriptor instead.
-func (*GetPositionResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use GetOffsetResponse.ProtoReflect.Descriptor instead.
+func (*GetOffsetResponse) Descriptor() ([]byte, []int) {
 	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *GetPositionResponse) GetPosition() *StoredPosition {
+func (x *GetOffsetResponse) GetOffset() *StoredOffset {
 	if x != nil {
-		return x.Position
+		return x.Offset
 	}
 	return nil
 }
 
-func (x *GetPositionResponse) GetExact() bool {
+func (x *GetOffsetResponse) GetExact() bool {
 	if x != nil {
 		return x.Exact
 	}
 	return false
 }
 
-type MovePositionsRequest struct {
+type MoveOffsetsRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
-	Selector *PositionSelector      `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
-	// Where to: with start_policy unspecified, the position after offset
-	// (the last processed offset); otherwise the policy (and time).
+	Selector *OffsetSelector        `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// Where to: with to_start_policy unspecified, to_offset as the last
+	// processed offset (the stream resumes after it); otherwise the policy
+	// (and time).
 	ToOffset       uint64      `protobuf:"varint,2,opt,name=to_offset,json=toOffset,proto3" json:"to_offset,omitempty"`
 	ToStartPolicy  StartPolicy `protobuf:"varint,3,opt,name=to_start_policy,json=toStartPolicy,proto3,enum=streamd.v1.StartPolicy" json:"to_start_policy,omitempty"`
 	ToTimeUnixNano int64       `protobuf:"varint,4,opt,name=to_time_unix_nano,json=toTimeUnixNano,proto3" json:"to_time_unix_nano,omitempty"`
@@ -651,20 +652,20 @@ type MovePositionsRequest struct {
 	sizeCache      protoimpl.SizeCache
 }
 
-func (x *MovePositionsRequest) Reset() {
-	*x = MovePositionsRequest{}
+func (x *MoveOffsetsRequest) Reset() {
+	*x = MoveOffsetsRequest{}
 	mi := &file_streamd_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MovePositionsRequest) String() string {
+func (x *MoveOffsetsRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MovePositionsRequest) ProtoMessage() {}
+func (*MoveOffsetsRequest) ProtoMessage() {}
 
-func (x *MovePositionsRequest) ProtoReflect() protoreflect.Message {
+func (x *MoveOffsetsRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_streamd_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -676,68 +677,68 @@ func (x *MovePositionsRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MovePositionsRequest.ProtoReflect.Descriptor instead.
-func (*MovePositionsRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use MoveOffsetsRequest.ProtoReflect.Descriptor instead.
+func (*MoveOffsetsRequest) Descriptor() ([]byte, []int) {
 	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
-func (x *MovePositionsRequest) GetSelector() *PositionSelector {
+func (x *MoveOffsetsRequest) GetSelector() *OffsetSelector {
 	if x != nil {
 		return x.Selector
 	}
 	return nil
 }
 
-func (x *MovePositionsRequest) GetToOffset() uint64 {
+func (x *MoveOffsetsRequest) GetToOffset() uint64 {
 	if x != nil {
 		return x.ToOffset
 	}
 	return 0
 }
 
-func (x *MovePositionsRequest) GetToStartPolicy() StartPolicy {
+func (x *MoveOffsetsRequest) GetToStartPolicy() StartPolicy {
 	if x != nil {
 		return x.ToStartPolicy
 	}
 	return StartPolicy_START_POLICY_UNSPECIFIED
 }
 
-func (x *MovePositionsRequest) GetToTimeUnixNano() int64 {
+func (x *MoveOffsetsRequest) GetToTimeUnixNano() int64 {
 	if x != nil {
 		return x.ToTimeUnixNano
 	}
 	return 0
 }
 
-func (x *MovePositionsRequest) GetExecute() bool {
+func (x *MoveOffsetsRequest) GetExecute() bool {
 	if x != nil {
 		return x.Execute
 	}
 	return false
 }
 
-type MovePositionsResponse struct {
+type MoveOffsetsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Changes       []*PositionChange      `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	Changes       []*OffsetChange        `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
 	Executed      bool                   `protobuf:"varint,2,opt,name=executed,proto3" json:"executed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MovePositionsResponse) Reset() {
-	*x = MovePositionsResponse{}
+func (x *MoveOffsetsResponse) Reset() {
+	*x = MoveOffsetsResponse{}
 	mi := &file_streamd_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MovePositionsResponse) String() string {
+func (x *MoveOffsetsResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MovePositionsResponse) ProtoMessage() {}
+func (*MoveOffsetsResponse) ProtoMessage() {}
 
-func (x *MovePositionsResponse) ProtoReflect() protoreflect.Message {
+func (x *MoveOffsetsResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_streamd_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -749,49 +750,49 @@ func (x *MovePositionsResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MovePositionsResponse.ProtoReflect.Descriptor instead.
-func (*MovePositionsResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use MoveOffsetsResponse.ProtoReflect.Descriptor instead.
+func (*MoveOffsetsResponse) Descriptor() ([]byte, []int) {
 	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
-func (x *MovePositionsResponse) GetChanges() []*PositionChange {
+func (x *MoveOffsetsResponse) GetChanges() []*OffsetChange {
 	if x != nil {
 		return x.Changes
 	}
 	return nil
 }
 
-func (x *MovePositionsResponse) GetExecuted() bool {
+func (x *MoveOffsetsResponse) GetExecuted() bool {
 	if x != nil {
 		return x.Executed
 	}
 	return false
 }
 
-// PositionChange is one position moved (or that would move).
-type PositionChange struct {
+// OffsetChange is one stored offset moved (or that would move).
+type OffsetChange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Absent when no position was stored.
-	From          *StoredPosition `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
-	To            *StoredPosition `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// Absent when no offset was stored.
+	From          *StoredOffset `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To            *StoredOffset `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PositionChange) Reset() {
-	*x = PositionChange{}
+func (x *OffsetChange) Reset() {
+	*x = OffsetChange{}
 	mi := &file_streamd_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PositionChange) String() string {
+func (x *OffsetChange) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PositionChange) ProtoMessage() {}
+func (*OffsetChange) ProtoMessage() {}
 
-func (x *PositionChange) ProtoReflect() protoreflect.Message {
+func (x *OffsetChange) ProtoReflect() protoreflect.Message {
 	mi := &file_streamd_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -803,19 +804,19 @@ func (x *PositionChange) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PositionChange.ProtoReflect.Descriptor instead.
-func (*PositionChange) Descriptor() ([]byte, []int) {
+// Deprecated: Use OffsetChange.ProtoReflect.Descriptor instead.
+func (*OffsetChange) Descriptor() ([]byte, []int) {
 	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
-func (x *PositionChange) GetFrom() *StoredPosition {
+func (x *OffsetChange) GetFrom() *StoredOffset {
 	if x != nil {
 		return x.From
 	}
 	return nil
 }
 
-func (x *PositionChange) GetTo() *StoredPosition {
+func (x *OffsetChange) GetTo() *StoredOffset {
 	if x != nil {
 		return x.To
 	}
@@ -953,8 +954,8 @@ const file_streamd_v1_admin_proto_rawDesc = "" +
 	"\x03lag\x18\x04 \x01(\x04R\x03lag\x12\x1c\n" +
 	"\tconnected\x18\x05 \x01(\bR\tconnected\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\x06 \x01(\tR\tlastError\"\xb1\x02\n" +
-	"\x0eStoredPosition\x12\x1a\n" +
+	"last_error\x18\x06 \x01(\tR\tlastError\"\xaf\x02\n" +
+	"\fStoredOffset\x12\x1a\n" +
 	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12\x1d\n" +
 	"\n" +
 	"journal_id\x18\x02 \x01(\fR\tjournalId\x12.\n" +
@@ -962,44 +963,44 @@ const file_streamd_v1_admin_proto_rawDesc = "" +
 	"\x06offset\x18\x04 \x01(\x04R\x06offset\x12:\n" +
 	"\fstart_policy\x18\x05 \x01(\x0e2\x17.streamd.v1.StartPolicyR\vstartPolicy\x12/\n" +
 	"\x14start_time_unix_nano\x18\x06 \x01(\x03R\x11startTimeUnixNano\x12/\n" +
-	"\x14updated_at_unix_nano\x18\a \x01(\x03R\x11updatedAtUnixNano\"2\n" +
-	"\x14ListPositionsRequest\x12\x1a\n" +
-	"\bconsumer\x18\x01 \x01(\tR\bconsumer\"Q\n" +
-	"\x15ListPositionsResponse\x128\n" +
-	"\tpositions\x18\x01 \x03(\v2\x1a.streamd.v1.StoredPositionR\tpositions\"}\n" +
-	"\x10PositionSelector\x12\x1a\n" +
+	"\x14updated_at_unix_nano\x18\a \x01(\x03R\x11updatedAtUnixNano\"0\n" +
+	"\x12ListOffsetsRequest\x12\x1a\n" +
+	"\bconsumer\x18\x01 \x01(\tR\bconsumer\"I\n" +
+	"\x13ListOffsetsResponse\x122\n" +
+	"\aoffsets\x18\x01 \x03(\v2\x18.streamd.v1.StoredOffsetR\aoffsets\"{\n" +
+	"\x0eOffsetSelector\x12\x1a\n" +
 	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12\x1d\n" +
 	"\n" +
 	"journal_id\x18\x02 \x01(\fR\tjournalId\x12.\n" +
-	"\x06slices\x18\x03 \x01(\v2\x16.streamd.v1.SliceRangeR\x06slices\"N\n" +
-	"\x12GetPositionRequest\x128\n" +
-	"\bselector\x18\x01 \x01(\v2\x1c.streamd.v1.PositionSelectorR\bselector\"c\n" +
-	"\x13GetPositionResponse\x126\n" +
-	"\bposition\x18\x01 \x01(\v2\x1a.streamd.v1.StoredPositionR\bposition\x12\x14\n" +
-	"\x05exact\x18\x02 \x01(\bR\x05exact\"\xf3\x01\n" +
-	"\x14MovePositionsRequest\x128\n" +
-	"\bselector\x18\x01 \x01(\v2\x1c.streamd.v1.PositionSelectorR\bselector\x12\x1b\n" +
+	"\x06slices\x18\x03 \x01(\v2\x16.streamd.v1.SliceRangeR\x06slices\"J\n" +
+	"\x10GetOffsetRequest\x126\n" +
+	"\bselector\x18\x01 \x01(\v2\x1a.streamd.v1.OffsetSelectorR\bselector\"[\n" +
+	"\x11GetOffsetResponse\x120\n" +
+	"\x06offset\x18\x01 \x01(\v2\x18.streamd.v1.StoredOffsetR\x06offset\x12\x14\n" +
+	"\x05exact\x18\x02 \x01(\bR\x05exact\"\xef\x01\n" +
+	"\x12MoveOffsetsRequest\x126\n" +
+	"\bselector\x18\x01 \x01(\v2\x1a.streamd.v1.OffsetSelectorR\bselector\x12\x1b\n" +
 	"\tto_offset\x18\x02 \x01(\x04R\btoOffset\x12?\n" +
 	"\x0fto_start_policy\x18\x03 \x01(\x0e2\x17.streamd.v1.StartPolicyR\rtoStartPolicy\x12)\n" +
 	"\x11to_time_unix_nano\x18\x04 \x01(\x03R\x0etoTimeUnixNano\x12\x18\n" +
-	"\aexecute\x18\x05 \x01(\bR\aexecute\"i\n" +
-	"\x15MovePositionsResponse\x124\n" +
-	"\achanges\x18\x01 \x03(\v2\x1a.streamd.v1.PositionChangeR\achanges\x12\x1a\n" +
-	"\bexecuted\x18\x02 \x01(\bR\bexecuted\"l\n" +
-	"\x0ePositionChange\x12.\n" +
-	"\x04from\x18\x01 \x01(\v2\x1a.streamd.v1.StoredPositionR\x04from\x12*\n" +
-	"\x02to\x18\x02 \x01(\v2\x1a.streamd.v1.StoredPositionR\x02to\"\x9d\x01\n" +
+	"\aexecute\x18\x05 \x01(\bR\aexecute\"e\n" +
+	"\x13MoveOffsetsResponse\x122\n" +
+	"\achanges\x18\x01 \x03(\v2\x18.streamd.v1.OffsetChangeR\achanges\x12\x1a\n" +
+	"\bexecuted\x18\x02 \x01(\bR\bexecuted\"f\n" +
+	"\fOffsetChange\x12,\n" +
+	"\x04from\x18\x01 \x01(\v2\x18.streamd.v1.StoredOffsetR\x04from\x12(\n" +
+	"\x02to\x18\x02 \x01(\v2\x18.streamd.v1.StoredOffsetR\x02to\"\x9d\x01\n" +
 	"\x1bUpdateConsumerFilterRequest\x12\x1a\n" +
 	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12-\n" +
 	"\x03add\x18\x02 \x03(\v2\x1b.streamd.v1.FilterCriterionR\x03add\x123\n" +
 	"\x06remove\x18\x03 \x03(\v2\x1b.streamd.v1.FilterCriterionR\x06remove\"S\n" +
 	"\x1cUpdateConsumerFilterResponse\x123\n" +
-	"\x06filter\x18\x01 \x03(\v2\x1b.streamd.v1.FilterCriterionR\x06filter2\xcb\x03\n" +
+	"\x06filter\x18\x01 \x03(\v2\x1b.streamd.v1.FilterCriterionR\x06filter2\xb9\x03\n" +
 	"\fAdminService\x12T\n" +
-	"\rListConsumers\x12 .streamd.v1.ListConsumersRequest\x1a!.streamd.v1.ListConsumersResponse\x12T\n" +
-	"\rListPositions\x12 .streamd.v1.ListPositionsRequest\x1a!.streamd.v1.ListPositionsResponse\x12N\n" +
-	"\vGetPosition\x12\x1e.streamd.v1.GetPositionRequest\x1a\x1f.streamd.v1.GetPositionResponse\x12T\n" +
-	"\rMovePositions\x12 .streamd.v1.MovePositionsRequest\x1a!.streamd.v1.MovePositionsResponse\x12i\n" +
+	"\rListConsumers\x12 .streamd.v1.ListConsumersRequest\x1a!.streamd.v1.ListConsumersResponse\x12N\n" +
+	"\vListOffsets\x12\x1e.streamd.v1.ListOffsetsRequest\x1a\x1f.streamd.v1.ListOffsetsResponse\x12H\n" +
+	"\tGetOffset\x12\x1c.streamd.v1.GetOffsetRequest\x1a\x1d.streamd.v1.GetOffsetResponse\x12N\n" +
+	"\vMoveOffsets\x12\x1e.streamd.v1.MoveOffsetsRequest\x1a\x1f.streamd.v1.MoveOffsetsResponse\x12i\n" +
 	"\x14UpdateConsumerFilter\x12'.streamd.v1.UpdateConsumerFilterRequest\x1a(.streamd.v1.UpdateConsumerFilterResponseB7Z5github.com/streamd/streamd/proto/streamd/v1;streamdv1b\x06proto3"
 
 var (
@@ -1020,15 +1021,15 @@ var file_streamd_v1_admin_proto_goTypes = []any{
 	(*ListConsumersResponse)(nil),        // 1: streamd.v1.ListConsumersResponse
 	(*ConsumerStatus)(nil),               // 2: streamd.v1.ConsumerStatus
 	(*ProducerStatus)(nil),               // 3: streamd.v1.ProducerStatus
-	(*StoredPosition)(nil),               // 4: streamd.v1.StoredPosition
-	(*ListPositionsRequest)(nil),         // 5: streamd.v1.ListPositionsRequest
-	(*ListPositionsResponse)(nil),        // 6: streamd.v1.ListPositionsResponse
-	(*PositionSelector)(nil),             // 7: streamd.v1.PositionSelector
-	(*GetPositionRequest)(nil),           // 8: streamd.v1.GetPositionRequest
-	(*GetPositionResponse)(nil),          // 9: streamd.v1.GetPositionResponse
-	(*MovePositionsRequest)(nil),         // 10: streamd.v1.MovePositionsRequest
-	(*MovePositionsResponse)(nil),        // 11: streamd.v1.MovePositionsResponse
-	(*PositionChange)(nil),               // 12: streamd.v1.PositionChange
+	(*StoredOffset)(nil),                 // 4: streamd.v1.StoredOffset
+	(*ListOffsetsRequest)(nil),           // 5: streamd.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),          // 6: streamd.v1.ListOffsetsResponse
+	(*OffsetSelector)(nil),               // 7: streamd.v1.OffsetSelector
+	(*GetOffsetRequest)(nil),             // 8: streamd.v1.GetOffsetRequest
+	(*GetOffsetResponse)(nil),            // 9: streamd.v1.GetOffsetResponse
+	(*MoveOffsetsRequest)(nil),           // 10: streamd.v1.MoveOffsetsRequest
+	(*MoveOffsetsResponse)(nil),          // 11: streamd.v1.MoveOffsetsResponse
+	(*OffsetChange)(nil),                 // 12: streamd.v1.OffsetChange
 	(*UpdateConsumerFilterRequest)(nil),  // 13: streamd.v1.UpdateConsumerFilterRequest
 	(*UpdateConsumerFilterResponse)(nil), // 14: streamd.v1.UpdateConsumerFilterResponse
 	(*FilterCriterion)(nil),              // 15: streamd.v1.FilterCriterion
@@ -1039,29 +1040,29 @@ var file_streamd_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: streamd.v1.ListConsumersResponse.consumers:type_name -> streamd.v1.ConsumerStatus
 	15, // 1: streamd.v1.ConsumerStatus.filter:type_name -> streamd.v1.FilterCriterion
 	3,  // 2: streamd.v1.ConsumerStatus.producers:type_name -> streamd.v1.ProducerStatus
-	16, // 3: streamd.v1.StoredPosition.slices:type_name -> streamd.v1.SliceRange
-	17, // 4: streamd.v1.StoredPosition.start_policy:type_name -> streamd.v1.StartPolicy
-	4,  // 5: streamd.v1.ListPositionsResponse.positions:type_name -> streamd.v1.StoredPosition
-	16, // 6: streamd.v1.PositionSelector.slices:type_name -> streamd.v1.SliceRange
-	7,  // 7: streamd.v1.GetPositionRequest.selector:type_name -> streamd.v1.PositionSelector
-	4,  // 8: streamd.v1.GetPositionResponse.position:type_name -> streamd.v1.StoredPosition
-	7,  // 9: streamd.v1.MovePositionsRequest.selector:type_name -> streamd.v1.PositionSelector
-	17, // 10: streamd.v1.MovePositionsRequest.to_start_policy:type_name -> streamd.v1.StartPolicy
-	12, // 11: streamd.v1.MovePositionsResponse.changes:type_name -> streamd.v1.PositionChange
-	4,  // 12: streamd.v1.PositionChange.from:type_name -> streamd.v1.StoredPosition
-	4,  // 13: streamd.v1.PositionChange.to:type_name -> streamd.v1.StoredPosition
+	16, // 3: streamd.v1.StoredOffset.slices:type_name -> streamd.v1.SliceRange
+	17, // 4: streamd.v1.StoredOffset.start_policy:type_name -> streamd.v1.StartPolicy
+	4,  // 5: streamd.v1.ListOffsetsResponse.offsets:type_name -> streamd.v1.StoredOffset
+	16, // 6: streamd.v1.OffsetSelector.slices:type_name -> streamd.v1.SliceRange
+	7,  // 7: streamd.v1.GetOffsetRequest.selector:type_name -> streamd.v1.OffsetSelector
+	4,  // 8: streamd.v1.GetOffsetResponse.offset:type_name -> streamd.v1.StoredOffset
+	7,  // 9: streamd.v1.MoveOffsetsRequest.selector:type_name -> streamd.v1.OffsetSelector
+	17, // 10: streamd.v1.MoveOffsetsRequest.to_start_policy:type_name -> streamd.v1.StartPolicy
+	12, // 11: streamd.v1.MoveOffsetsResponse.changes:type_name -> streamd.v1.OffsetChange
+	4,  // 12: streamd.v1.OffsetChange.from:type_name -> streamd.v1.StoredOffset
+	4,  // 13: streamd.v1.OffsetChange.to:type_name -> streamd.v1.StoredOffset
 	15, // 14: streamd.v1.UpdateConsumerFilterRequest.add:type_name -> streamd.v1.FilterCriterion
 	15, // 15: streamd.v1.UpdateConsumerFilterRequest.remove:type_name -> streamd.v1.FilterCriterion
 	15, // 16: streamd.v1.UpdateConsumerFilterResponse.filter:type_name -> streamd.v1.FilterCriterion
 	0,  // 17: streamd.v1.AdminService.ListConsumers:input_type -> streamd.v1.ListConsumersRequest
-	5,  // 18: streamd.v1.AdminService.ListPositions:input_type -> streamd.v1.ListPositionsRequest
-	8,  // 19: streamd.v1.AdminService.GetPosition:input_type -> streamd.v1.GetPositionRequest
-	10, // 20: streamd.v1.AdminService.MovePositions:input_type -> streamd.v1.MovePositionsRequest
+	5,  // 18: streamd.v1.AdminService.ListOffsets:input_type -> streamd.v1.ListOffsetsRequest
+	8,  // 19: streamd.v1.AdminService.GetOffset:input_type -> streamd.v1.GetOffsetRequest
+	10, // 20: streamd.v1.AdminService.MoveOffsets:input_type -> streamd.v1.MoveOffsetsRequest
 	13, // 21: streamd.v1.AdminService.UpdateConsumerFilter:input_type -> streamd.v1.UpdateConsumerFilterRequest
 	1,  // 22: streamd.v1.AdminService.ListConsumers:output_type -> streamd.v1.ListConsumersResponse
-	6,  // 23: streamd.v1.AdminService.ListPositions:output_type -> streamd.v1.ListPositionsResponse
-	9,  // 24: streamd.v1.AdminService.GetPosition:output_type -> streamd.v1.GetPositionResponse
-	11, // 25: streamd.v1.AdminService.MovePositions:output_type -> streamd.v1.MovePositionsResponse
+	6,  // 23: streamd.v1.AdminService.ListOffsets:output_type -> streamd.v1.ListOffsetsResponse
+	9,  // 24: streamd.v1.AdminService.GetOffset:output_type -> streamd.v1.GetOffsetResponse
+	11, // 25: streamd.v1.AdminService.MoveOffsets:output_type -> streamd.v1.MoveOffsetsResponse
 	14, // 26: streamd.v1.AdminService.UpdateConsumerFilter:output_type -> streamd.v1.UpdateConsumerFilterResponse
 	22, // [22:27] is the sub-list for method output_type
 	17, // [17:22] is the sub-list for method input_type

@@ -20,9 +20,9 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	AdminService_ListConsumers_FullMethodName        = "/streamd.v1.AdminService/ListConsumers"
-	AdminService_ListPositions_FullMethodName        = "/streamd.v1.AdminService/ListPositions"
-	AdminService_GetPosition_FullMethodName          = "/streamd.v1.AdminService/GetPosition"
-	AdminService_MovePositions_FullMethodName        = "/streamd.v1.AdminService/MovePositions"
+	AdminService_ListOffsets_FullMethodName          = "/streamd.v1.AdminService/ListOffsets"
+	AdminService_GetOffset_FullMethodName            = "/streamd.v1.AdminService/GetOffset"
+	AdminService_MoveOffsets_FullMethodName          = "/streamd.v1.AdminService/MoveOffsets"
 	AdminService_UpdateConsumerFilter_FullMethodName = "/streamd.v1.AdminService/UpdateConsumerFilter"
 )
 
@@ -32,19 +32,19 @@ const (
 //
 // AdminService shows and steers the consumers a process runs (the replication
 // consumers of streamd, the cloud consumer of the telemetry example): their
-// status, their stored positions and their filters.
+// status, their stored offsets and their filters.
 type AdminServiceClient interface {
 	// ListConsumers describes every consumer the process runs, or one.
 	ListConsumers(ctx context.Context, in *ListConsumersRequest, opts ...grpc.CallOption) (*ListConsumersResponse, error)
-	// ListPositions lists the stored positions of every consumer, or of one.
-	ListPositions(ctx context.Context, in *ListPositionsRequest, opts ...grpc.CallOption) (*ListPositionsResponse, error)
-	// GetPosition says where a consumer would start in one journal and slice
-	// range, merging the stored positions that overlap it.
-	GetPosition(ctx context.Context, in *GetPositionRequest, opts ...grpc.CallOption) (*GetPositionResponse, error)
-	// MovePositions moves the positions of a consumer that match the request.
+	// ListOffsets lists the stored offsets of every consumer, or of one.
+	ListOffsets(ctx context.Context, in *ListOffsetsRequest, opts ...grpc.CallOption) (*ListOffsetsResponse, error)
+	// GetOffset says where a consumer would start in one journal and slice
+	// range, merging the stored offsets that overlap it.
+	GetOffset(ctx context.Context, in *GetOffsetRequest, opts ...grpc.CallOption) (*GetOffsetResponse, error)
+	// MoveOffsets moves the stored offsets of a consumer that match the request.
 	// Unless execute is set it only reports what it would change. To execute,
-	// it stops the consumer, moves the positions and starts it again.
-	MovePositions(ctx context.Context, in *MovePositionsRequest, opts ...grpc.CallOption) (*MovePositionsResponse, error)
+	// it stops the consumer, moves the offsets and starts it again.
+	MoveOffsets(ctx context.Context, in *MoveOffsetsRequest, opts ...grpc.CallOption) (*MoveOffsetsResponse, error)
 	// UpdateConsumerFilter adds and removes criteria of a consumer's filter;
 	// the filter is stored and takes effect on its open streams.
 	UpdateConsumerFilter(ctx context.Context, in *UpdateConsumerFilterRequest, opts ...grpc.CallOption) (*UpdateConsumerFilterResponse, error)
@@ -68,30 +68,30 @@ func (c *adminServiceClient) ListConsumers(ctx context.Context, in *ListConsumer
 	return out, nil
 }
 
-func (c *adminServiceClient) ListPositions(ctx context.Context, in *ListPositionsRequest, opts ...grpc.CallOption) (*ListPositionsResponse, error) {
+func (c *adminServiceClient) ListOffsets(ctx context.Context, in *ListOffsetsRequest, opts ...grpc.CallOption) (*ListOffsetsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListPositionsResponse)
-	err := c.cc.Invoke(ctx, AdminService_ListPositions_FullMethodName, in, out, cOpts...)
+	out := new(ListOffsetsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListOffsets_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *adminServiceClient) GetPosition(ctx context.Context, in *GetPositionRequest, opts ...grpc.CallOption) (*GetPositionResponse, error) {
+func (c *adminServiceClient) GetOffset(ctx context.Context, in *GetOffsetRequest, opts ...grpc.CallOption) (*GetOffsetResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(GetPositionResponse)
-	err := c.cc.Invoke(ctx, AdminService_GetPosition_FullMethodName, in, out, cOpts...)
+	out := new(GetOffsetResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetOffset_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *adminServiceClient) MovePositions(ctx context.Context, in *MovePositionsRequest, opts ...grpc.CallOption) (*MovePositionsResponse, error) {
+func (c *adminServiceClient) MoveOffsets(ctx context.Context, in *MoveOffsetsRequest, opts ...grpc.CallOption) (*MoveOffsetsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MovePositionsResponse)
-	err := c.cc.Invoke(ctx, AdminService_MovePositions_FullMethodName, in, out, cOpts...)
+	out := new(MoveOffsetsResponse)
+	err := c.cc.Invoke(ctx, AdminService_MoveOffsets_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -114,19 +114,19 @@ func (c *adminServiceClient) UpdateConsumerFilter(ctx context.Context, in *Updat
 //
 // AdminService shows and steers the consumers a process runs (the replication
 // consumers of streamd, the cloud consumer of the telemetry example): their
-// status, their stored positions and their filters.
+// status, their stored offsets and their filters.
 type AdminServiceServer interface {
 	// ListConsumers describes every consumer the process runs, or one.
 	ListConsumers(context.Context, *ListConsumersRequest) (*ListConsumersResponse, error)
-	// ListPositions lists the stored positions of every consumer, or of one.
-	ListPositions(context.Context, *ListPositionsRequest) (*ListPositionsResponse, error)
-	// GetPosition says where a consumer would start in one journal and slice
-	// range, merging the stored positions that overlap it.
-	GetPosition(context.Context, *GetPositionRequest) (*GetPositionResponse, error)
-	// MovePositions moves the positions of a consumer that match the request.
+	// ListOffsets lists the stored offsets of every consumer, or of one.
+	ListOffsets(context.Context, *ListOffsetsRequest) (*ListOffsetsResponse, error)
+	// GetOffset says where a consumer would start in one journal and slice
+	// range, merging the stored offsets that overlap it.
+	GetOffset(context.Context, *GetOffsetRequest) (*GetOffsetResponse, error)
+	// MoveOffsets moves the stored offsets of a consumer that match the request.
 	// Unless execute is set it only reports what it would change. To execute,
-	// it stops the consumer, moves the positions and starts it again.
-	MovePositions(context.Context, *MovePositionsRequest) (*MovePositionsResponse, error)
+	// it stops the consumer, moves the offsets and starts it again.
+	MoveOffsets(context.Context, *MoveOffsetsRequest) (*MoveOffsetsResponse, error)
 	// UpdateConsumerFilter adds and removes criteria of a consumer's filter;
 	// the filter is stored and takes effect on its open streams.
 	UpdateConsumerFilter(context.Context, *UpdateConsumerFilterRequest) (*UpdateConsumerFilterResponse, error)
@@ -143,14 +143,14 @@ type UnimplementedAdminServiceServer struct{}
 func (UnimplementedAdminServiceServer) ListConsumers(context.Context, *ListConsumersRequest) (*ListConsumersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListConsumers not implemented")
 }
-func (UnimplementedAdminServiceServer) ListPositions(context.Context, *ListPositionsRequest) (*ListPositionsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method ListPositions not implemented")
+func (UnimplementedAdminServiceServer) ListOffsets(context.Context, *ListOffsetsRequest) (*ListOffsetsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListOffsets not implemented")
 }
-func (UnimplementedAdminServiceServer) GetPosition(context.Context, *GetPositionRequest) (*GetPositionResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method GetPosition not implemented")
+func (UnimplementedAdminServiceServer) GetOffset(context.Context, *GetOffsetRequest) (*GetOffsetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetOffset not implemented")
 }
-func (UnimplementedAdminServiceServer) MovePositions(context.Context, *MovePositionsRequest) (*MovePositionsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method MovePositions not implemented")
+func (UnimplementedAdminServiceServer) MoveOffsets(context.Context, *MoveOffsetsRequest) (*MoveOffsetsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveOffsets not implemented")
 }
 func (UnimplementedAdminServiceServer) UpdateConsumerFilter(context.Context, *UpdateConsumerFilterRequest) (*UpdateConsumerFilterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateConsumerFilter not implemented")
@@ -194,56 +194,56 @@ func _AdminService_ListConsumers_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
-func _AdminService_ListPositions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListPositionsRequest)
+func _AdminService_ListOffsets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOffsetsRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(AdminServiceServer).ListPositions(ctx, in)
+		return srv.(AdminServiceServer).ListOffsets(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: AdminService_ListPositions_FullMethodName,
+		FullMethod: AdminService_ListOffsets_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(AdminServiceServer).ListPositions(ctx, req.(*ListPositionsRequest))
+		return srv.(AdminServiceServer).ListOffsets(ctx, req.(*ListOffsetsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _AdminService_GetPosition_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(GetPositionRequest)
+func _AdminService_GetOffset_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetOffsetRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(AdminServiceServer).GetPosition(ctx, in)
+		return srv.(AdminServiceServer).GetOffset(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: AdminService_GetPosition_FullMethodName,
+		FullMethod: AdminService_GetOffset_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(AdminServiceServer).GetPosition(ctx, req.(*GetPositionRequest))
+		return srv.(AdminServiceServer).GetOffset(ctx, req.(*GetOffsetRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _AdminService_MovePositions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MovePositionsRequest)
+func _AdminService_MoveOffsets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveOffsetsRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(AdminServiceServer).MovePositions(ctx, in)
+		return srv.(AdminServiceServer).MoveOffsets(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: AdminService_MovePositions_FullMethodName,
+		FullMethod: AdminService_MoveOffsets_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(AdminServiceServer).MovePositions(ctx, req.(*MovePositionsRequest))
+		return srv.(AdminServiceServer).MoveOffsets(ctx, req.(*MoveOffsetsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -278,16 +278,16 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_ListConsumers_Handler,
 		},
 		{
-			MethodName: "ListPositions",
-			Handler:    _AdminService_ListPositions_Handler,
+			MethodName: "ListOffsets",
+			Handler:    _AdminService_ListOffsets_Handler,
 		},
 		{
-			MethodName: "GetPosition",
-			Handler:    _AdminService_GetPosition_Handler,
+			MethodName: "GetOffset",
+			Handler:    _AdminService_GetOffset_Handler,
 		},
 		{
-			MethodName: "MovePositions",
-			Handler:    _AdminService_MovePositions_Handler,
+			MethodName: "MoveOffsets",
+			Handler:    _AdminService_MoveOffsets_Handler,
 		},
 		{
 			MethodName: "UpdateConsumerFilter",

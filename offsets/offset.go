@@ -13,7 +13,7 @@ import (
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-// Key identifies a stored position: a consumer, the journal the offsets
+// Key identifies a stored offset: a consumer, the journal the offsets
 // belong to, and the slices the consumer instance owns.
 type Key struct {
 	Consumer  string
@@ -54,31 +54,31 @@ func validateJournalID(id []byte) error {
 	return nil
 }
 
-// Position is what is stored for a Key: either the last offset processed, or
+// Offset is the stored offset of a Key: either the last offset processed, or
 // a start request an operator left for the consumer's next connection.
-type Position struct {
+type Offset struct {
 	// Offset is the last offset processed (0 = nothing yet, start at the
 	// beginning); meaningful when Start is START_POLICY_UNSPECIFIED.
 	Offset uint64
-	// Start is START_POLICY_UNSPECIFIED when Offset is the position, and
+	// Start is START_POLICY_UNSPECIFIED when Offset is where to resume, and
 	// EARLIEST, LATEST or AT_TIME for a pending operator reset, which the
 	// consumer sends as its start policy and then replaces with an offset.
 	Start streamdv1.StartPolicy
 	// StartTime goes with START_POLICY_AT_TIME.
 	StartTime time.Time
-	// UpdatedAt is when the position was written.
+	// UpdatedAt is when the offset was written.
 	UpdatedAt time.Time
 }
 
 // Pending reports whether p is an operator reset not yet resolved by the
 // consumer.
-func (p Position) Pending() bool {
+func (p Offset) Pending() bool {
 	return p.Start != streamdv1.StartPolicy_START_POLICY_UNSPECIFIED
 }
 
 // Proto returns the wire position to resume from in the journal journalID,
 // or nil when p is a pending reset (send p.Start and p.StartTime instead).
-func (p Position) Proto(journalID []byte) *streamdv1.Position {
+func (p Offset) Proto(journalID []byte) *streamdv1.Position {
 	if p.Pending() {
 		return nil
 	}
@@ -86,7 +86,7 @@ func (p Position) Proto(journalID []byte) *streamdv1.Position {
 }
 
 // String describes p for logs and the CLI.
-func (p Position) String() string {
+func (p Offset) String() string {
 	switch p.Start {
 	case streamdv1.StartPolicy_START_POLICY_UNSPECIFIED:
 		return fmt.Sprintf("offset %d", p.Offset)
@@ -100,10 +100,10 @@ func (p Position) String() string {
 	return "reset to " + p.Start.String()
 }
 
-// Entry is a stored position with its key.
+// Entry is a stored offset with its key.
 type Entry struct {
 	Key
-	Position
+	Offset
 }
 
 // Applied is the seqNr of an entity's event that the consumer has applied.
@@ -127,7 +127,7 @@ func validateApplied(consumer string, applied []Applied) error {
 	return nil
 }
 
-// SaveTxn stages in txn the position of k (offset = the last offset
+// SaveTxn stages in txn the offset of k (offset = the last offset
 // processed) and the applied seqNrs, so that they commit atomically with the
 // caller's own writes in txn — exactly-once. Nothing is durable until the
 // caller commits txn (Update does, durably); if txn is discarded nothing is
@@ -155,8 +155,8 @@ func (s *Store) SaveTxn(txn *badger.Txn, k Key, offset uint64, applied []Applied
 
 func (s *Store) saveTxn(txn stage, k Key, offset uint64, applied []Applied) error {
 	now := time.Now()
-	err := s.writePosition(txn, k, func(floor uint64, hasFloor bool) Position {
-		return Position{Offset: max(offset, floor), UpdatedAt: now}
+	err := s.writeOffset(txn, k, func(floor uint64, hasFloor bool) Offset {
+		return Offset{Offset: max(offset, floor), UpdatedAt: now}
 	})
 	if err != nil {
 		return err
@@ -183,21 +183,21 @@ func (s *Store) saveTxn(txn stage, k Key, offset uint64, applied []Applied) erro
 	return nil
 }
 
-// Write is a record of a position, as PositionWrites returns it.
+// Write is a record of a stored offset, as OffsetWrites returns it.
 type Write struct {
 	Key, Value []byte
 	// Delete removes Key instead of setting it.
 	Delete bool
 }
 
-// PositionWrites returns the records that SaveTxn would stage for k, offset
+// OffsetWrites returns the records that SaveTxn would stage for k, offset
 // and applied, for a consumer that commits them itself together with its
 // events: a replication hands them to journal.AppendWith, whose Write they
 // convert to, over a Store made by Wrap on the journal's DB. They are
-// computed from the stored positions now, so they are right as long as no
-// other writer changes k's positions before they commit — the consumer
+// computed from the stored offsets now, so they are right as long as no
+// other writer changes k's offsets before they commit — the consumer
 // running k is its only writer.
-func (s *Store) PositionWrites(k Key, offset uint64, applied []Applied) ([]Write, error) {
+func (s *Store) OffsetWrites(k Key, offset uint64, applied []Applied) ([]Write, error) {
 	if err := k.Validate(); err != nil {
 		return nil, err
 	}
@@ -217,7 +217,7 @@ func (s *Store) PositionWrites(k Key, offset uint64, applied []Applied) ([]Write
 	return writes, nil
 }
 
-// stage is what writing a position needs of a transaction: a *badger.Txn,
+// stage is what writing an offset needs of a transaction: a *badger.Txn,
 // or a recorder.
 type stage interface {
 	Get(key []byte) (*badger.Item, error)
@@ -227,7 +227,7 @@ type stage interface {
 }
 
 // recorder reads through a read-only transaction and records the writes
-// instead of staging them. Position writes never read what they wrote.
+// instead of staging them. Offset writes never read what they wrote.
 type recorder struct {
 	*badger.Txn
 	writes []Write
@@ -243,11 +243,11 @@ func (r *recorder) Delete(key []byte) error {
 	return nil
 }
 
-// Save stores the position of k and the applied seqNrs in one durable
+// Save stores the offset of k and the applied seqNrs in one durable
 // transaction — the at-least-once save after a batch was handled.
 //
 // Save never lowers the stored offset of k (an older offset arriving late is
-// ignored; only Set moves a position back). It replaces a pending reset with
+// ignored; only Set moves an offset back). It replaces a pending reset with
 // offset: the consumer has resolved it. A Save of a range no entry has
 // exactly takes over those slices from the overlapping entries (see
 // StartFor) and starts no lower than they would.
@@ -274,7 +274,7 @@ func (s *Store) Save(k Key, offset uint64, applied []Applied) error {
 	})
 }
 
-// Set stores offset as the position of k, exactly: an operator's move, which
+// Set stores offset as the stored offset of k, exactly: an operator's move, which
 // may go backwards. It replaces a pending reset.
 func (s *Store) Set(k Key, offset uint64) error {
 	if err := k.Validate(); err != nil {
@@ -286,8 +286,8 @@ func (s *Store) Set(k Key, offset uint64) error {
 	defer s.leave()
 	now := time.Now()
 	return s.update(func(txn *badger.Txn) error {
-		return s.writePosition(txn, k, func(uint64, bool) Position {
-			return Position{Offset: offset, UpdatedAt: now}
+		return s.writeOffset(txn, k, func(uint64, bool) Offset {
+			return Offset{Offset: offset, UpdatedAt: now}
 		})
 	})
 }
@@ -326,13 +326,13 @@ func (s *Store) Reset(k Key, policy streamdv1.StartPolicy, t time.Time) error {
 	defer s.leave()
 	now := time.Now()
 	return s.update(func(txn *badger.Txn) error {
-		return s.writePosition(txn, k, func(uint64, bool) Position {
-			return Position{Start: policy, StartTime: t, UpdatedAt: now}
+		return s.writeOffset(txn, k, func(uint64, bool) Offset {
+			return Offset{Start: policy, StartTime: t, UpdatedAt: now}
 		})
 	})
 }
 
-// Delete removes the position stored exactly for k; ErrNotFound if there is
+// Delete removes the offset stored exactly for k; ErrNotFound if there is
 // none. Applied seqNrs are kept (see ClearApplied).
 func (s *Store) Delete(k Key) error {
 	if err := k.Validate(); err != nil {
@@ -342,11 +342,11 @@ func (s *Store) Delete(k Key) error {
 		return ErrClosed
 	}
 	defer s.leave()
-	key := positionKey(k)
+	key := offsetKey(k)
 	return s.update(func(txn *badger.Txn) error {
 		if _, err := txn.Get(key); err != nil {
 			if errors.Is(err, badger.ErrKeyNotFound) {
-				return fmt.Errorf("%w: no position for %s", ErrNotFound, k)
+				return fmt.Errorf("%w: no offset for %s", ErrNotFound, k)
 			}
 			return fmt.Errorf("offsets: read %s: %w", k, err)
 		}
@@ -354,30 +354,30 @@ func (s *Store) Delete(k Key) error {
 	})
 }
 
-// writePosition writes the position of k that next computes. floor is the
+// writeOffset writes the offset of k that next computes. floor is the
 // offset k starts from today (the exact entry's, or the lowest of the entries
 // overlapping k); hasFloor is false when there is no entry or one of them is
 // a pending reset.
 //
 // Invariant: the entries of one (consumer, journal id) never overlap. When k
 // has no exact entry, the overlapping entries are cut: their slices inside k
-// are taken over by k, the parts outside k keep their position. So every
-// slice has at most one position and a stale range never holds a later
+// are taken over by k, the parts outside k keep their offset. So every
+// slice has at most one offset and a stale range never holds a later
 // StartFor back. Concurrent writers stay serialisable through Badger's
 // conflict detection: all writers read the entries they replace, and writers
 // that create an entry also read and write the guard key of (consumer,
 // journal id), so two of them cannot both insert overlapping ranges.
-func (s *Store) writePosition(txn stage, k Key, next func(floor uint64, hasFloor bool) Position) error {
-	key := positionKey(k)
-	old, found, err := getPosition(txn, key)
+func (s *Store) writeOffset(txn stage, k Key, next func(floor uint64, hasFloor bool) Offset) error {
+	key := offsetKey(k)
+	old, found, err := getOffset(txn, key)
 	if err != nil {
 		return err
 	}
 	if found {
 		if old.Pending() {
-			return setPosition(txn, key, next(0, false))
+			return setOffset(txn, key, next(0, false))
 		}
-		return setPosition(txn, key, next(old.Offset, true))
+		return setOffset(txn, key, next(old.Offset, true))
 	}
 
 	guard := guardKey(k.Consumer, k.JournalID)
@@ -397,8 +397,8 @@ func (s *Store) writePosition(txn stage, k Key, next func(floor uint64, hasFloor
 		if e.Pending() {
 			hasFloor = false
 		}
-		if i == 0 || e.Offset < floor {
-			floor = e.Offset
+		if i == 0 || e.Offset.Offset < floor {
+			floor = e.Offset.Offset
 		}
 	}
 	for _, e := range overlapping {
@@ -408,13 +408,13 @@ func (s *Store) writePosition(txn stage, k Key, next func(floor uint64, hasFloor
 		rest := e.Key
 		if e.Slices.First < k.Slices.First {
 			rest.Slices = SliceRange{First: e.Slices.First, Last: k.Slices.First - 1}
-			if err := txn.Set(positionKey(rest), e.rawValue); err != nil {
+			if err := txn.Set(offsetKey(rest), e.rawValue); err != nil {
 				return fmt.Errorf("offsets: stage cut of %s: %w", e.Key, err)
 			}
 		}
 		if e.Slices.Last > k.Slices.Last {
 			rest.Slices = SliceRange{First: k.Slices.Last + 1, Last: e.Slices.Last}
-			if err := txn.Set(positionKey(rest), e.rawValue); err != nil {
+			if err := txn.Set(offsetKey(rest), e.rawValue); err != nil {
 				return fmt.Errorf("offsets: stage cut of %s: %w", e.Key, err)
 			}
 		}
@@ -422,27 +422,27 @@ func (s *Store) writePosition(txn stage, k Key, next func(floor uint64, hasFloor
 	if !hasFloor {
 		floor = 0
 	}
-	return setPosition(txn, key, next(floor, hasFloor))
+	return setOffset(txn, key, next(floor, hasFloor))
 }
 
-func setPosition(txn stage, key []byte, p Position) error {
-	if err := txn.Set(key, encodePosition(p)); err != nil {
-		return fmt.Errorf("offsets: stage position: %w", err)
+func setOffset(txn stage, key []byte, p Offset) error {
+	if err := txn.Set(key, encodeOffset(p)); err != nil {
+		return fmt.Errorf("offsets: stage offset: %w", err)
 	}
 	return nil
 }
 
-func getPosition(txn stage, key []byte) (Position, bool, error) {
+func getOffset(txn stage, key []byte) (Offset, bool, error) {
 	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return Position{}, false, nil
+		return Offset{}, false, nil
 	}
 	if err != nil {
-		return Position{}, false, fmt.Errorf("offsets: read position: %w", err)
+		return Offset{}, false, fmt.Errorf("offsets: read offset: %w", err)
 	}
-	var p Position
+	var p Offset
 	err = item.Value(func(v []byte) error {
-		p, err = decodePosition(v)
+		p, err = decodeOffset(v)
 		return err
 	})
 	return p, err == nil, err
@@ -456,13 +456,13 @@ type rawEntry struct {
 // scanOverlapping returns the entries of (k.Consumer, k.JournalID) whose
 // slices overlap k.Slices, in slice order.
 func scanOverlapping(txn stage, k Key) ([]rawEntry, error) {
-	prefix := consumerJournalPrefix(kindPosition, k.Consumer, k.JournalID)
+	prefix := consumerJournalPrefix(kindOffset, k.Consumer, k.JournalID)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 	defer it.Close()
 	var out []rawEntry
 	for it.Seek(prefix); it.Valid(); it.Next() {
 		item := it.Item()
-		ek, err := decodePositionKey(item.Key())
+		ek, err := decodeOffsetKey(item.Key())
 		if err != nil {
 			return nil, err
 		}
@@ -476,27 +476,27 @@ func scanOverlapping(txn stage, k Key) ([]rawEntry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("offsets: read %s: %w", ek, err)
 		}
-		p, err := decodePosition(v)
+		p, err := decodeOffset(v)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, rawEntry{Entry: Entry{Key: ek, Position: p}, rawKey: item.KeyCopy(nil), rawValue: v})
+		out = append(out, rawEntry{Entry: Entry{Key: ek, Offset: p}, rawKey: item.KeyCopy(nil), rawValue: v})
 	}
 	return out, nil
 }
 
-// Get returns the position stored exactly for k.
-func (s *Store) Get(k Key) (Position, bool, error) {
+// Get returns the offset stored exactly for k.
+func (s *Store) Get(k Key) (Offset, bool, error) {
 	if err := k.Validate(); err != nil {
-		return Position{}, false, err
+		return Offset{}, false, err
 	}
 	var (
-		p     Position
+		p     Offset
 		found bool
 	)
 	err := s.view(func(txn *badger.Txn) error {
 		var err error
-		p, found, err = getPosition(txn, positionKey(k))
+		p, found, err = getOffset(txn, offsetKey(k))
 		return err
 	})
 	return p, found, err
@@ -504,17 +504,17 @@ func (s *Store) Get(k Key) (Position, bool, error) {
 
 // Resolution is where a consumer instance owning k.Slices starts, and why.
 type Resolution struct {
-	// Position is the start; meaningful when Found.
-	Position Position
+	// Offset is the start; meaningful when Found.
+	Offset Offset
 	// Found: some stored entry covers at least one slice of the range.
 	Found bool
 	// Exact: the entry of exactly this range was found.
 	Exact bool
-	// Sources are the entries the position was merged from.
+	// Sources are the entries the offset was merged from.
 	Sources []Entry
 	// Uncovered are the parts of the range no stored entry covers (after a
 	// re-split onto slices that had never been consumed). The consumer's own
-	// start policy applies to them; if it starts earlier than Position (for
+	// start policy applies to them; if it starts earlier than Offset (for
 	// instance EARLIEST), the consumer should start there instead.
 	Uncovered []SliceRange
 }
@@ -529,11 +529,11 @@ type Resolution struct {
 // seqNr. Among offsets that is the lowest; a pending EARLIEST wins over
 // everything; an offset or a time wins over a pending LATEST; two pending
 // times give the earlier. An offset and a pending time cannot be compared
-// and give ErrConflictingPositions. This is what makes re-splitting the
+// and give ErrConflictingOffsets. This is what makes re-splitting the
 // slices over more or fewer instances safe.
-func (s *Store) StartFor(k Key) (Position, bool, error) {
+func (s *Store) StartFor(k Key) (Offset, bool, error) {
 	r, err := s.Resolve(k)
-	return r.Position, r.Found, err
+	return r.Offset, r.Found, err
 }
 
 // Resolve is StartFor with its sources and the slices no entry covers.
@@ -543,12 +543,12 @@ func (s *Store) Resolve(k Key) (Resolution, error) {
 	}
 	var r Resolution
 	err := s.view(func(txn *badger.Txn) error {
-		p, found, err := getPosition(txn, positionKey(k))
+		p, found, err := getOffset(txn, offsetKey(k))
 		if err != nil {
 			return err
 		}
 		if found {
-			r = Resolution{Position: p, Found: true, Exact: true, Sources: []Entry{{Key: k, Position: p}}}
+			r = Resolution{Offset: p, Found: true, Exact: true, Sources: []Entry{{Key: k, Offset: p}}}
 			return nil
 		}
 		overlapping, err := scanOverlapping(txn, k)
@@ -571,7 +571,7 @@ func (s *Store) Resolve(k Key) (Resolution, error) {
 			return nil
 		}
 		r.Found = true
-		r.Position, err = merge(k, r.Sources)
+		r.Offset, err = merge(k, r.Sources)
 		return err
 	})
 	if err != nil {
@@ -580,7 +580,7 @@ func (s *Store) Resolve(k Key) (Resolution, error) {
 	return r, nil
 }
 
-func merge(k Key, entries []Entry) (Position, error) {
+func merge(k Key, entries []Entry) (Offset, error) {
 	var earliest, offset, atTime, latest *Entry
 	for i := range entries {
 		e := &entries[i]
@@ -598,35 +598,35 @@ func merge(k Key, entries []Entry) (Position, error) {
 				atTime = e
 			}
 		default:
-			if offset == nil || e.Offset < offset.Offset {
+			if offset == nil || e.Offset.Offset < offset.Offset.Offset {
 				offset = e
 			}
 		}
 	}
 	switch {
 	case earliest != nil:
-		return earliest.Position, nil
+		return earliest.Offset, nil
 	case offset != nil && atTime != nil:
-		return Position{}, fmt.Errorf("%w: %s overlaps %s (%s) and %s (%s); Set or Reset the position of %s",
-			ErrConflictingPositions, k, offset.Key, offset.Position, atTime.Key, atTime.Position, k)
+		return Offset{}, fmt.Errorf("%w: %s overlaps %s (%s) and %s (%s); Set or Reset the offset of %s",
+			ErrConflictingOffsets, k, offset.Key, offset.Offset, atTime.Key, atTime.Offset, k)
 	case offset != nil:
-		return offset.Position, nil
+		return offset.Offset, nil
 	case atTime != nil:
-		return atTime.Position, nil
+		return atTime.Offset, nil
 	default:
-		return latest.Position, nil
+		return latest.Offset, nil
 	}
 }
 
-// List returns the stored positions of consumer ("" = of every consumer),
+// List returns the stored offsets of consumer ("" = of every consumer),
 // sorted by consumer, journal id and slice range.
 func (s *Store) List(consumer string) ([]Entry, error) {
-	prefix := keyPrefix(kindPosition, 0)
+	prefix := keyPrefix(kindOffset, 0)
 	if consumer != "" {
 		if err := validateConsumer(consumer); err != nil {
 			return nil, err
 		}
-		prefix = consumerJournalPrefix(kindPosition, consumer, nil)
+		prefix = consumerJournalPrefix(kindOffset, consumer, nil)
 	}
 	var out []Entry
 	err := s.view(func(txn *badger.Txn) error {
@@ -634,18 +634,18 @@ func (s *Store) List(consumer string) ([]Entry, error) {
 		defer it.Close()
 		for it.Seek(prefix); it.Valid(); it.Next() {
 			item := it.Item()
-			k, err := decodePositionKey(item.Key())
+			k, err := decodeOffsetKey(item.Key())
 			if err != nil {
 				return err
 			}
-			var p Position
+			var p Offset
 			if err := item.Value(func(v []byte) error {
-				p, err = decodePosition(v)
+				p, err = decodeOffset(v)
 				return err
 			}); err != nil {
 				return err
 			}
-			out = append(out, Entry{Key: k, Position: p})
+			out = append(out, Entry{Key: k, Offset: p})
 		}
 		return nil
 	})
