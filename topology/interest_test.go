@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamd/streamd/internal/regiontest"
 	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/producer"
@@ -28,13 +29,13 @@ func (c *interestClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 func TestInterestReplicatesOnDemand(t *testing.T) {
 	clock := &interestClock{}
 	clock.ns.Store(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).UnixNano())
-	us := startRegionWith(t, t.TempDir(), "127.0.0.1:0", producer.Options{Journal: journal.Options{Region: "us"}, Server: producer.ServerOptions{Now: clock.Now}})
-	defer us.stop()
-	eu := startRegion(t, "eu", t.TempDir(), "127.0.0.1:0")
-	defer eu.stop()
+	us := regiontest.StartWith(t, t.TempDir(), "127.0.0.1:0", producer.Options{Journal: journal.Options{Region: "us"}, Server: producer.ServerOptions{Now: clock.Now}})
+	defer us.Stop()
+	eu := regiontest.Start(t, "eu", t.TempDir(), "127.0.0.1:0")
+	defer eu.Stop()
 	summaries := &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_TYPE, Value: "auction-summary"}
 	repl, err := topology.NewReplication(topology.ReplicationOptions{
-		From: topology.Region{Name: "us", Addrs: []string{us.addr}}, Journal: eu.p.Journal(),
+		From: topology.Region{Name: "us", Addrs: []string{us.Addr}}, Journal: eu.Producer.Journal(),
 		Filter: []*streamdv1.FilterCriterion{summaries}, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 	})
 	if err != nil {
@@ -60,7 +61,7 @@ func TestInterestReplicatesOnDemand(t *testing.T) {
 			{EntityType: "auction", EntityId: auction, EventType: "BidPlaced"},
 			{EntityType: "auction-summary", EntityId: auction, EventType: "HighestBidChanged"},
 		} {
-			if _, err := us.p.Publish(ctx, e); err != nil {
+			if _, err := us.Producer.Publish(ctx, e); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -70,10 +71,10 @@ func TestInterestReplicatesOnDemand(t *testing.T) {
 	// not sent).
 	held := func(auction string) (bids, sums int) {
 		t.Helper()
-		last := us.p.Journal().LastOffset()
+		last := us.Producer.Journal().LastOffset()
 		testwait.For(t, 20*time.Second, fmt.Sprintf("the replication to reach us's offset %d", last),
 			func() bool { return repl.Status()[0].Offset >= last })
-		evs, err := eu.p.Journal().Read(1, 1<<20, nil)
+		evs, err := eu.Producer.Journal().Read(1, 1<<20, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,6 +134,6 @@ func TestInterestReplicatesOnDemand(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitBids("a7", 7)
-	w := &world{t: t, regions: map[string]*testRegion{"eu": eu}}
+	w := &world{&regiontest.World{T: t, Regions: map[string]*regiontest.Region{"eu": eu}}}
 	w.check("eu") // no duplicate, origin order kept
 }

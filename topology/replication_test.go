@@ -4,15 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
-	"github.com/streamd/streamd/internal/netproxy"
+	"github.com/streamd/streamd/internal/regiontest"
 	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
@@ -22,128 +19,22 @@ import (
 	"github.com/streamd/streamd/topology/crdt"
 )
 
-// testRegion is one region in the test process: a producer with a journal
-// named after the region, served over TCP. Its replications keep their
-// offsets in its journal.
-type testRegion struct {
-	name, dir, addr string
-	p               *producer.Producer
-	g               *grpc.Server
-}
-
-func startRegion(t *testing.T, name, dir, addr string) *testRegion {
-	t.Helper()
-	return startRegionWith(t, dir, addr, producer.Options{Journal: journal.Options{Region: name}})
-}
-
-// startRegionWith is startRegion with the producer's options; the region is
-// opts.Journal.Region.
-func startRegionWith(t *testing.T, dir, addr string, opts producer.Options) *testRegion {
-	t.Helper()
-	p, err := producer.Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
-	go g.Serve(lis)
-	return &testRegion{name: opts.Journal.Region, dir: dir, addr: lis.Addr().String(), p: p, g: g}
-}
-
-func (r *testRegion) stop() {
-	r.p.Server().Shutdown()
-	r.g.Stop()
-	r.p.Close()
-}
-
-// link is a running replication into region to from region from.
-type link struct {
-	proxy  *netproxy.Proxy
-	cancel context.CancelFunc
-	done   chan error
-}
-
-type world struct {
-	t       *testing.T
-	regions map[string]*testRegion
-	links   map[[2]string]*link // [from, to]
-}
+// world is a regiontest.World with the checks of replicated journals.
+type world struct{ *regiontest.World }
 
 func newWorld(t *testing.T, names ...string) *world {
-	w := &world{t: t, regions: map[string]*testRegion{}, links: map[[2]string]*link{}}
-	for _, n := range names {
-		w.regions[n] = startRegion(t, n, t.TempDir(), "127.0.0.1:0")
-	}
-	for _, from := range names {
-		for _, to := range names {
-			if from != to {
-				px, err := netproxy.Start(w.regions[from].addr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				w.links[[2]string{from, to}] = &link{proxy: px}
-			}
-		}
-	}
-	t.Cleanup(func() {
-		for k := range w.links {
-			w.stopLink(k[0], k[1])
-			w.links[k].proxy.Close()
-		}
-		for _, r := range w.regions {
-			r.stop()
-		}
-	})
-	return w
-}
-
-func (w *world) startLink(from, to string) {
-	w.t.Helper()
-	l := w.links[[2]string{from, to}]
-	c, err := topology.NewReplication(topology.ReplicationOptions{
-		From:       topology.Region{Name: from, Addrs: []string{l.proxy.Addr()}},
-		Journal:    w.regions[to].p.Journal(),
-		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
-	})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	l.cancel, l.done = cancel, make(chan error, 1)
-	go func() { l.done <- c.Run(ctx) }()
-}
-
-func (w *world) stopLink(from, to string) {
-	l := w.links[[2]string{from, to}]
-	if l.cancel == nil {
-		return
-	}
-	l.cancel()
-	if err := <-l.done; err != nil {
-		w.t.Errorf("replication %s -> %s: %v", from, to, err)
-	}
-	l.cancel = nil
-}
-
-func (w *world) startAll() {
-	for k := range w.links {
-		w.startLink(k[0], k[1])
-	}
+	return &world{regiontest.NewWorld(t, names...)}
 }
 
 // publish writes n events of each entity in region r, concurrently with
 // whatever else runs.
 func (w *world) publish(r string, entities []string, n int) {
-	w.t.Helper()
+	w.T.Helper()
 	for i := range n {
 		for _, id := range entities {
 			e := &streamdv1.Event{EntityType: "cart", EntityId: id, EventType: "ItemAdded", Payload: fmt.Appendf(nil, "%s-%d", r, i)}
-			if _, err := w.regions[r].p.Publish(context.Background(), e); err != nil {
-				w.t.Fatal(err)
+			if _, err := w.Regions[r].Producer.Publish(context.Background(), e); err != nil {
+				w.T.Fatal(err)
 			}
 		}
 	}
@@ -157,25 +48,25 @@ type originEvent struct {
 // check reads region r's journal and fails on a duplicate or an origin
 // sequence out of order; it returns the set of events held.
 func (w *world) check(r string) map[originEvent]bool {
-	w.t.Helper()
+	w.T.Helper()
 	held := map[originEvent]bool{}
 	last := map[[2]string]uint64{}
-	recs, err := w.regions[r].p.Journal().Read(1, 1<<20, nil)
+	recs, err := w.Regions[r].Producer.Journal().Read(1, 1<<20, nil)
 	if err != nil && !errors.Is(err, journal.ErrNotFound) {
-		w.t.Fatal(err)
+		w.T.Fatal(err)
 	}
 	for _, e := range recs {
 		k := originEvent{e.GetOrigin(), e.GetEntityType() + "/" + e.GetEntityId(), e.GetOriginSeqNr()}
 		if e.GetOrigin() == "" || e.GetOriginSeqNr() == 0 {
-			w.t.Fatalf("region %s: event at offset %d has no origin", r, e.GetOffset())
+			w.T.Fatalf("region %s: event at offset %d has no origin", r, e.GetOffset())
 		}
 		if held[k] {
-			w.t.Fatalf("region %s holds %v twice", r, k)
+			w.T.Fatalf("region %s holds %v twice", r, k)
 		}
 		held[k] = true
 		ok := [2]string{k.origin, k.entity}
 		if k.originSeqNr != last[ok]+1 {
-			w.t.Fatalf("region %s: %s/%s origin seqNr %d follows %d", r, k.origin, k.entity, k.originSeqNr, last[ok])
+			w.T.Fatalf("region %s: %s/%s origin seqNr %d follows %d", r, k.origin, k.entity, k.originSeqNr, last[ok])
 		}
 		last[ok] = k.originSeqNr
 	}
@@ -184,12 +75,12 @@ func (w *world) check(r string) map[originEvent]bool {
 
 // converge waits until every region holds want events, checking each read.
 func (w *world) converge(want int) {
-	w.t.Helper()
+	w.T.Helper()
 	var sets []map[originEvent]bool
 	if !testwait.Until(30*time.Second, func() bool {
 		sets = sets[:0]
 		done := true
-		for name := range w.regions {
+		for name := range w.Regions {
 			s := w.check(name)
 			sets = append(sets, s)
 			done = done && len(s) == want
@@ -197,15 +88,15 @@ func (w *world) converge(want int) {
 		return done
 	}) {
 		counts := map[string]int{}
-		for name := range w.regions {
+		for name := range w.Regions {
 			counts[name] = len(w.check(name))
 		}
-		w.t.Fatalf("no convergence to %d events: %v", want, counts)
+		w.T.Fatalf("no convergence to %d events: %v", want, counts)
 	}
 	for _, s := range sets[1:] {
 		for k := range s {
 			if !sets[0][k] {
-				w.t.Fatalf("regions differ on %v", k)
+				w.T.Fatalf("regions differ on %v", k)
 			}
 		}
 	}
@@ -214,9 +105,9 @@ func (w *world) converge(want int) {
 // editCRDTCart writes n edits of the replicated-write entity crdt-cart/c1
 // in region r.
 func (w *world) editCRDTCart(r string, n int) {
-	rep, err := topology.NewReplicated(w.regions[r].p.Journal(), topology.ReplicatedOptions{Region: r})
+	rep, err := topology.NewReplicated(w.Regions[r].Producer.Journal(), topology.ReplicatedOptions{Region: r})
 	if err != nil {
-		w.t.Error(err)
+		w.T.Error(err)
 		return
 	}
 	for i := range n {
@@ -225,7 +116,7 @@ func (w *world) editCRDTCart(r string, n int) {
 			changes = []crdt.Change{crdt.SetRegister("address", r), crdt.RemoveElement("items", fmt.Sprintf("%s-0", r))}
 		}
 		if _, err := rep.Apply(context.Background(), "crdt-cart", "c1", changes...); err != nil {
-			w.t.Error(err)
+			w.T.Error(err)
 			return
 		}
 	}
@@ -233,30 +124,30 @@ func (w *world) editCRDTCart(r string, n int) {
 
 // sameCRDTCart checks that every region folds crdt-cart/c1 to one state.
 func (w *world) sameCRDTCart() {
-	w.t.Helper()
+	w.T.Helper()
 	var first *crdt.State
-	for name, r := range w.regions {
-		rep, err := topology.NewReplicated(r.p.Journal(), topology.ReplicatedOptions{Region: name})
+	for name, r := range w.Regions {
+		rep, err := topology.NewReplicated(r.Producer.Journal(), topology.ReplicatedOptions{Region: name})
 		if err != nil {
-			w.t.Fatal(err)
+			w.T.Fatal(err)
 		}
 		st, err := rep.State(context.Background(), "crdt-cart", "c1")
 		if err != nil {
-			w.t.Fatal(err)
+			w.T.Fatal(err)
 		}
 		if first == nil {
 			first = st
 			continue
 		}
 		if !st.Equal(first) {
-			w.t.Fatalf("region %s folds crdt-cart/c1 to %v, another region to %v", name, st, first)
+			w.T.Fatalf("region %s folds crdt-cart/c1 to %v, another region to %v", name, st, first)
 		}
 	}
 	if got := first.Counter("quantity"); got != 3*4 {
-		w.t.Fatalf("quantity %d, want 12", got)
+		w.T.Fatalf("quantity %d, want 12", got)
 	}
 	if got := len(first.Elements("items")); got != 3*3 {
-		w.t.Fatalf("%d items %v, want 9 (each region added 4 and removed its first)", got, first.Elements("items"))
+		w.T.Fatalf("%d items %v, want 9 (each region added 4 and removed its first)", got, first.Elements("items"))
 	}
 }
 
@@ -266,8 +157,8 @@ func (w *world) sameCRDTCart() {
 // region restarts.
 func TestThreeRegionsConverge(t *testing.T) {
 	w := newWorld(t, "eu", "us", "ap")
-	w.links[[2]string{"eu", "ap"}].proxy.Cut() // ap cannot reach eu directly
-	w.startAll()
+	w.Links[[2]string{"eu", "ap"}].Proxy.Cut() // ap cannot reach eu directly
+	w.StartAll()
 
 	// Besides plain events, every region writes one replicated-write
 	// entity: 3 regions x 5 edits of 2 ops = 30 more events.
@@ -285,34 +176,34 @@ func TestThreeRegionsConverge(t *testing.T) {
 	w.converge(3*2*20 + 10 + 30)
 
 	// The direct link comes back: what ap now gets twice is dropped.
-	w.links[[2]string{"eu", "ap"}].proxy.Restore()
+	w.Links[[2]string{"eu", "ap"}].Proxy.Restore()
 	w.publish("eu", []string{"eu-cart", "shared-cart"}, 10)
 	w.converge(3*2*20 + 10 + 20 + 30)
 
 	// Replications restart mid-stream, links are cut and restored while
 	// events are written.
-	for k := range w.links {
-		w.stopLink(k[0], k[1])
+	for k := range w.Links {
+		w.StopLink(k[0], k[1])
 	}
 	w.publish("us", []string{"us-cart"}, 10)
-	w.startAll()
-	w.links[[2]string{"us", "eu"}].proxy.Cut()
+	w.StartAll()
+	w.Links[[2]string{"us", "eu"}].Proxy.Cut()
 	w.publish("ap", []string{"shared-cart"}, 10)
-	w.links[[2]string{"us", "eu"}].proxy.Restore()
+	w.Links[[2]string{"us", "eu"}].Proxy.Restore()
 	w.converge(3*2*20 + 10 + 20 + 10 + 10 + 30)
 
 	// us restarts (same data, same address): nothing lost, nothing twice.
-	us := w.regions["us"]
-	for k := range w.links {
+	us := w.Regions["us"]
+	for k := range w.Links {
 		if k[1] == "us" {
-			w.stopLink(k[0], k[1])
+			w.StopLink(k[0], k[1])
 		}
 	}
-	us.stop()
-	w.regions["us"] = startRegion(t, "us", us.dir, us.addr)
-	for k := range w.links {
+	us.Stop()
+	w.Regions["us"] = regiontest.Start(t, "us", us.Dir, us.Addr)
+	for k := range w.Links {
 		if k[1] == "us" {
-			w.startLink(k[0], k[1])
+			w.StartLink(k[0], k[1])
 		}
 	}
 	w.publish("us", []string{"us-cart"}, 5)
@@ -321,18 +212,18 @@ func TestThreeRegionsConverge(t *testing.T) {
 }
 
 func TestReplicationRefusesNonsense(t *testing.T) {
-	r := startRegion(t, "eu", t.TempDir(), "127.0.0.1:0")
-	defer r.stop()
+	r := regiontest.Start(t, "eu", t.TempDir(), "127.0.0.1:0")
+	defer r.Stop()
 	store, err := offsets.Open(t.TempDir(), offsets.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
 	for name, opts := range map[string]topology.ReplicationOptions{
-		"into itself":      {From: topology.Region{Name: "eu", Addrs: []string{r.addr}}, Journal: r.p.Journal()},
-		"no address":       {From: topology.Region{Name: "us"}, Journal: r.p.Journal()},
-		"no name":          {From: topology.Region{Addrs: []string{r.addr}}, Journal: r.p.Journal()},
-		"store of its own": {From: topology.Region{Name: "us", Addrs: []string{r.addr}}, Journal: r.p.Journal(), Store: store},
+		"into itself":      {From: topology.Region{Name: "eu", Addrs: []string{r.Addr}}, Journal: r.Producer.Journal()},
+		"no address":       {From: topology.Region{Name: "us"}, Journal: r.Producer.Journal()},
+		"no name":          {From: topology.Region{Addrs: []string{r.Addr}}, Journal: r.Producer.Journal()},
+		"store of its own": {From: topology.Region{Name: "us", Addrs: []string{r.Addr}}, Journal: r.Producer.Journal(), Store: store},
 	} {
 		if _, err := topology.NewReplication(opts); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -352,7 +243,7 @@ func TestReplicationRefusesNonsense(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	_, err = topology.NewReplication(topology.ReplicationOptions{From: topology.Region{Name: "us", Addrs: []string{r.addr}}, Journal: plain.Journal()})
+	_, err = topology.NewReplication(topology.ReplicationOptions{From: topology.Region{Name: "us", Addrs: []string{r.Addr}}, Journal: plain.Journal()})
 	if err == nil {
 		t.Error("a journal without region was accepted")
 	}
@@ -362,14 +253,14 @@ func TestReplicationRefusesNonsense(t *testing.T) {
 // origin sequence: the replication asks for its history and applies it in
 // order, without holding back other entities.
 func TestGapAsksForHistory(t *testing.T) {
-	src := startRegion(t, "us", t.TempDir(), "127.0.0.1:0")
-	dst := startRegion(t, "eu", t.TempDir(), "127.0.0.1:0")
-	defer src.stop()
-	defer dst.stop()
+	src := regiontest.Start(t, "us", t.TempDir(), "127.0.0.1:0")
+	dst := regiontest.Start(t, "eu", t.TempDir(), "127.0.0.1:0")
+	defer src.Stop()
+	defer dst.Stop()
 	hidden := &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_EXCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_ID, Value: "late"}
 	c, err := topology.NewReplication(topology.ReplicationOptions{
-		From:    topology.Region{Name: "us", Addrs: []string{src.addr}},
-		Journal: dst.p.Journal(), Filter: []*streamdv1.FilterCriterion{hidden},
+		From:    topology.Region{Name: "us", Addrs: []string{src.Addr}},
+		Journal: dst.Producer.Journal(), Filter: []*streamdv1.FilterCriterion{hidden},
 		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 	})
 	if err != nil {
@@ -384,7 +275,7 @@ func TestGapAsksForHistory(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	w := &world{t: t, regions: map[string]*testRegion{"us": src, "eu": dst}}
+	w := &world{&regiontest.World{T: t, Regions: map[string]*regiontest.Region{"us": src, "eu": dst}}}
 	w.publish("us", []string{"late"}, 3)
 	w.publish("us", []string{"early"}, 1)
 	waitHeld := func(want map[originEvent]bool) {

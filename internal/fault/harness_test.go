@@ -55,34 +55,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// lines keeps the last lines a process wrote, for failure messages.
-type lines struct {
-	mu  sync.Mutex
-	all []string
-}
-
-const keptLines = 400
-
-func (l *lines) add(s string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.all) == keptLines {
-		l.all = append(l.all[:0], l.all[keptLines/2:]...)
-	}
-	l.all = append(l.all, s)
-}
-
-func (l *lines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.all, "\n")
-}
-
 // process is a child process whose exit is awaited in the background.
 type process struct {
 	name   string
 	cmd    *exec.Cmd
-	stderr lines
+	stderr streamdtest.Lines
 	done   chan struct{} // closed when it exited
 	err    error         // its exit status, once done
 }
@@ -152,7 +129,7 @@ func start(t *testing.T, name string, cmd *exec.Cmd, onStdout, onStderr func(str
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
-			p.stderr.add(sc.Text())
+			p.stderr.Add(sc.Text())
 			if onStderr != nil {
 				onStderr(sc.Text())
 			}

@@ -195,13 +195,11 @@ func TestRescale(t *testing.T) {
 	t.Logf("3 producers, consumer group 1→4→2 (lease %v), %d API writes: %v", rescaleLease, writes, time.Since(begin).Round(time.Millisecond))
 	if t.Failed() { // what the members had to say: renewals late, hand-offs failed
 		for _, m := range all {
-			m.proc.stderr.mu.Lock()
-			for _, line := range m.proc.stderr.all {
+			for line := range strings.SplitSeq(m.proc.stderr.String(), "\n") {
 				if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || strings.Contains(line, "expired") {
 					t.Logf("%s: %s", m.identity, line)
 				}
 			}
-			m.proc.stderr.mu.Unlock()
 		}
 	}
 }

@@ -6,7 +6,8 @@
 // again on the same data directory.
 //
 // Every Daemon keeps the last lines of its stderr, and the beginning of a
-// Go crash report, for failure messages. A test binary that uses the
+// Go crash report, for failure messages, in a Lines, which tests also use
+// for the stderr of their other child processes. A test binary that uses the
 // package wraps its testing.M with M, so that the binary is removed after
 // the tests.
 //
@@ -105,7 +106,7 @@ type Daemon struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed once the process exited and stderr is read
 	err  error         // of Wait, set before done is closed
-	log  lines
+	log  Lines
 }
 
 // Start runs a daemon and waits until it is ready, failing the test if it
@@ -159,7 +160,7 @@ func Run(o Options) (*Daemon, error) {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
-			d.log.add(sc.Text())
+			d.log.Add(sc.Text())
 		}
 		d.err = cmd.Wait() // after reading to the end: Wait closes the pipe
 		os.RemoveAll(readyDir)
@@ -264,7 +265,7 @@ func (d *Daemon) DataDir() string { return d.opts.DataDir }
 func (d *Daemon) Log() string { return d.log.String() }
 
 // CrashReport is the beginning of streamd's Go crash report, if it wrote one.
-func (d *Daemon) CrashReport() string { return d.log.crashReport() }
+func (d *Daemon) CrashReport() string { return d.log.CrashReport() }
 
 // failure is what a failure message shows of the process: its crash
 // report, or else its stderr.
@@ -275,9 +276,11 @@ func (d *Daemon) failure() string {
 	return "its stderr:\n" + d.Log()
 }
 
-// lines keeps the last lines a process wrote, and the beginning of a Go
-// crash report (which the goroutine dump after it would push out).
-type lines struct {
+// Lines keeps the last lines (up to 400) a process wrote, and the
+// beginning of a Go crash report (which the goroutine dump after it would
+// push out), for failure messages. Its zero value is empty and ready; it
+// is safe for concurrent use.
+type Lines struct {
 	mu    sync.Mutex
 	all   []string
 	crash []string
@@ -285,7 +288,8 @@ type lines struct {
 
 const keptLines, keptCrashLines = 400, 40
 
-func (l *lines) add(s string) {
+// Add keeps line s (without its newline).
+func (l *Lines) Add(s string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.crash) == 0 && (strings.HasPrefix(s, "fatal error") || strings.HasPrefix(s, "panic:") || strings.HasPrefix(s, "unexpected fault address")) ||
@@ -298,13 +302,16 @@ func (l *lines) add(s string) {
 	l.all = append(l.all, s)
 }
 
-func (l *lines) String() string {
+// String is the lines kept, joined by newlines.
+func (l *Lines) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Join(l.all, "\n")
 }
 
-func (l *lines) crashReport() string {
+// CrashReport is the beginning of the Go crash report among the lines
+// added, or "".
+func (l *Lines) CrashReport() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Join(l.crash, "\n")

@@ -2,6 +2,7 @@ package streamdtest_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -87,5 +88,27 @@ func TestBinaryIsExecutable(t *testing.T) {
 	}
 	if fi, err := os.Stat(bin); err != nil || fi.Mode()&0o111 == 0 {
 		t.Fatalf("Binary() = %s: %v, want an executable", bin, err)
+	}
+}
+
+// Lines keeps the last lines, and the beginning of a crash report even
+// after the goroutine dump that follows it has pushed it out of them.
+func TestLinesKeepsTheCrashReport(t *testing.T) {
+	var l streamdtest.Lines
+	l.Add("starting")
+	l.Add("panic: boom")
+	for i := range 1000 {
+		l.Add(fmt.Sprintf("goroutine %d", i))
+	}
+	all := strings.Split(l.String(), "\n")
+	if len(all) > 400 || all[len(all)-1] != "goroutine 999" {
+		t.Fatalf("kept %d lines ending with %q, want at most 400 ending with the last", len(all), all[len(all)-1])
+	}
+	if strings.Contains(l.String(), "panic: boom") {
+		t.Fatal("the oldest lines were not dropped")
+	}
+	crash := strings.Split(l.CrashReport(), "\n")
+	if len(crash) != 40 || crash[0] != "panic: boom" || crash[39] != "goroutine 38" {
+		t.Fatalf("crash report %q, want 40 lines from the panic", crash)
 	}
 }

@@ -410,7 +410,7 @@ func (pw *primaryWorld) runClient(rec *recorder, id int, region string, entities
 // restart and the pinned primary changes; the run is then checked.
 func TestPrimaryHistoryUnderFaults(t *testing.T) {
 	pw := newPrimaryWorld(t, testConfig, "eu", "us", "ap")
-	pw.startAll()
+	pw.StartAll()
 	entities := []string{"account/a1", "account/a2", "order/o1", "order/o2"}
 	regions := []string{"eu", "us", "ap"}
 	rec := &recorder{start: time.Now()}

@@ -16,16 +16,18 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/streamd/streamd/internal/netproxy"
+	"github.com/streamd/streamd/internal/regiontest"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
 	"github.com/streamd/streamd/topology/primary"
 )
 
-// primaryWorld is a world whose regions also run a Primary, served on its
-// own listener; every region reaches every other region's PrimaryService
-// through a proxy, so cut cuts both replication and primary calls.
+// primaryWorld is a regiontest.World whose regions also run a Primary,
+// served on its own listener; every region reaches every other region's
+// PrimaryService through a proxy, so cut cuts both replication and primary
+// calls.
 type primaryWorld struct {
-	*world
+	*regiontest.World
 	cfg      primary.Config
 	paddrs   map[string]string             // region -> its PrimaryService address
 	pproxies map[[2]string]*netproxy.Proxy // [caller, callee]
@@ -43,7 +45,7 @@ var testConfig = primary.Config{EntityTypes: []primary.EntityType{
 
 func newPrimaryWorld(t *testing.T, cfg primary.Config, names ...string) *primaryWorld {
 	pw := &primaryWorld{
-		world: newWorld(t, names...), cfg: cfg,
+		World: regiontest.NewWorld(t, names...), cfg: cfg,
 		paddrs: map[string]string{}, pproxies: map[[2]string]*netproxy.Proxy{},
 		prims: map[string]*primary.Primary{}, servers: map[string]*grpc.Server{},
 	}
@@ -84,18 +86,18 @@ func newPrimaryWorld(t *testing.T, cfg primary.Config, names ...string) *primary
 
 // startPrimary runs region n's Primary on lis. Callers hold pw.mu or own pw.
 func (pw *primaryWorld) startPrimary(n string, lis net.Listener) {
-	pw.t.Helper()
+	pw.T.Helper()
 	var others []topology.Region
-	for o := range pw.regions {
+	for o := range pw.Regions {
 		if o != n {
 			others = append(others, topology.Region{Name: o, Addrs: []string{pw.pproxies[[2]string{n, o}].Addr()}})
 		}
 	}
 	prim, err := primary.New(primary.Options{
-		Journal: pw.regions[n].p.Journal(), Config: pw.cfg, Regions: others, CallTimeout: 2 * time.Second,
+		Journal: pw.Regions[n].Producer.Journal(), Config: pw.cfg, Regions: others, CallTimeout: 2 * time.Second,
 	})
 	if err != nil {
-		pw.t.Fatal(err)
+		pw.T.Fatal(err)
 	}
 	g := grpc.NewServer()
 	streamdv1.RegisterPrimaryServiceServer(g, prim.Server())
@@ -106,7 +108,7 @@ func (pw *primaryWorld) startPrimary(n string, lis net.Listener) {
 func (pw *primaryWorld) stopPrimary(n string) {
 	pw.servers[n].Stop()
 	if err := pw.prims[n].Close(); err != nil {
-		pw.t.Error(err)
+		pw.T.Error(err)
 	}
 }
 
@@ -123,7 +125,7 @@ func (pw *primaryWorld) restore(a, b string) { pw.eachProxy(a, b, (*netproxy.Pro
 
 func (pw *primaryWorld) eachProxy(a, b string, fn func(*netproxy.Proxy)) {
 	for _, k := range [][2]string{{a, b}, {b, a}} {
-		fn(pw.links[k].proxy)
+		fn(pw.Links[k].Proxy)
 		fn(pw.pproxies[k])
 	}
 }
@@ -131,20 +133,20 @@ func (pw *primaryWorld) eachProxy(a, b string, fn func(*netproxy.Proxy)) {
 // restart closes region n (primary, replications into it, journal) and
 // opens it again on the same directory and addresses.
 func (pw *primaryWorld) restart(n string) {
-	pw.t.Helper()
+	pw.T.Helper()
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
 	pw.stopPrimary(n)
 	var into []string
-	for k, l := range pw.links {
-		if k[1] == n && l.cancel != nil {
+	for k, l := range pw.Links {
+		if k[1] == n && l.Running() {
 			into = append(into, k[0])
-			pw.stopLink(k[0], k[1])
+			pw.StopLink(k[0], k[1])
 		}
 	}
-	old := pw.regions[n]
-	old.stop()
-	pw.regions[n] = startRegion(pw.t, n, old.dir, old.addr)
+	old := pw.Regions[n]
+	old.Stop()
+	pw.Regions[n] = regiontest.Start(pw.T, n, old.Dir, old.Addr)
 	var lis net.Listener
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -153,24 +155,24 @@ func (pw *primaryWorld) restart(n string) {
 			break
 		}
 		if time.Now().After(deadline) {
-			pw.t.Fatal(err)
+			pw.T.Fatal(err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	pw.startPrimary(n, lis)
 	for _, from := range into {
-		pw.startLink(from, n)
+		pw.StartLink(from, n)
 	}
 }
 
 // client is a gRPC client of region n's PrimaryService, direct (no proxy).
 func (pw *primaryWorld) client(n string) streamdv1.PrimaryServiceClient {
-	pw.t.Helper()
+	pw.T.Helper()
 	cc, err := grpc.NewClient(pw.paddrs[n], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		pw.t.Fatal(err)
+		pw.T.Fatal(err)
 	}
-	pw.t.Cleanup(func() { cc.Close() })
+	pw.T.Cleanup(func() { cc.Close() })
 	return streamdv1.NewPrimaryServiceClient(cc)
 }
 
@@ -215,7 +217,7 @@ func mustWrite(t *testing.T, p *primary.Primary, entityType, id string, payloads
 	return w
 }
 
-func mustRead(t *testing.T, p *primary.Primary, entityType, id string, strong bool) primary.History {
+func mustRead(t testing.TB, p *primary.Primary, entityType, id string, strong bool) primary.History {
 	t.Helper()
 	read := p.Read
 	if strong {
@@ -231,15 +233,15 @@ func mustRead(t *testing.T, p *primary.Primary, entityType, id string, strong bo
 // awaitHistory waits until region n's local history of the entity is want
 // (as describe shows it).
 func (pw *primaryWorld) awaitHistory(n, entityType, id, want string) {
-	pw.t.Helper()
+	pw.T.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		got := describe(mustRead(pw.t, pw.primary(n), entityType, id, false))
+		got := describe(mustRead(pw.T, pw.primary(n), entityType, id, false))
 		if got == want {
 			return
 		}
 		if time.Now().After(deadline) {
-			pw.t.Fatalf("region %s: %s/%s is %s, want %s", n, entityType, id, got, want)
+			pw.T.Fatalf("region %s: %s/%s is %s, want %s", n, entityType, id, got, want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -249,7 +251,7 @@ func (pw *primaryWorld) awaitHistory(n, entityType, id, want string) {
 // which answers; reads there are local and catch up by replication.
 func TestPrimaryPinnedForwards(t *testing.T) {
 	pw := newPrimaryWorld(t, testConfig, "eu", "us")
-	pw.startAll()
+	pw.StartAll()
 	w := mustWrite(t, pw.primary("us"), "order", "o1", "a", "b")
 	if w.Region != "eu" || fmt.Sprint(w.Versions) != "[1 2]" {
 		t.Fatalf("forwarded write landed %+v, want region eu versions [1 2]", w)
@@ -291,7 +293,7 @@ func TestPrimaryHandoverChain(t *testing.T) {
 		t.Errorf("a2: %+v", w)
 	}
 	// With replication, every region ends with the same history.
-	pw.startAll()
+	pw.StartAll()
 	for _, n := range []string{"eu", "us", "ap"} {
 		pw.awaitHistory(n, "account", "a1", want)
 	}
@@ -380,7 +382,7 @@ func TestPrimaryUnavailableOwner(t *testing.T) {
 // reports the old owner's events after the fork as outside the history.
 func TestPrimaryForcedTakeover(t *testing.T) {
 	pw := newPrimaryWorld(t, testConfig, "eu", "us", "ap")
-	pw.startAll()
+	pw.StartAll()
 	mustWrite(t, pw.primary("eu"), "account", "a1", "eu1")
 	pw.awaitHistory("us", "account", "a1", "[1:eu:eu1] owner eu, 0 outside")
 	pw.cut("eu", "us")
@@ -414,7 +416,7 @@ func TestPrimaryForcedTakeover(t *testing.T) {
 // entity over on its next write; the old one forwards.
 func TestPrimarySetPrimary(t *testing.T) {
 	pw := newPrimaryWorld(t, testConfig, "eu", "us", "ap")
-	pw.startAll()
+	pw.StartAll()
 	mustWrite(t, pw.primary("ap"), "order", "o1", "1")
 	if err := pw.primary("eu").SetPrimary(context.Background(), "order", "us"); err != nil {
 		t.Fatal(err)
@@ -521,7 +523,7 @@ func TestPrimaryRefusesBadInput(t *testing.T) {
 		t.Errorf("handover to an unknown region: %v", err)
 	}
 
-	j := pw.regions["eu"].p.Journal()
+	j := pw.Regions["eu"].Producer.Journal()
 	for name, c := range map[string]struct {
 		opts primary.Options
 		says string
