@@ -111,8 +111,15 @@ func readIdentity(dir string) (identity, bool, error) {
 
 // writeIdentity replaces the identity file atomically and durably.
 func writeIdentity(dir string, id identity) error {
-	tmp := filepath.Join(dir, identityFile+".tmp")
-	content := fmt.Sprintf("# streamd journal: its id and the last offset it held when closed\nid=%x\nlast=%d\n", id.id, id.last)
+	return replaceFile(filepath.Join(dir, identityFile),
+		fmt.Sprintf("# streamd journal: its id and the last offset it held when closed\nid=%x\nlast=%d\n", id.id, id.last))
+}
+
+// replaceFile replaces the file at path with content, atomically and
+// durably: a temporary file synced, renamed over path, and the directory
+// synced.
+func replaceFile(path, content string) error {
+	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
 	if err != nil {
 		return err
@@ -128,15 +135,10 @@ func writeIdentity(dir string, id identity) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, identityFile)); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return syncDir(filepath.Dir(path))
 }
 
 // checkIdentity compares what Badger holds with the identity file, and

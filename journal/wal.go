@@ -546,26 +546,8 @@ func readWALState(dir string) (*walState, bool, error) {
 // save replaces the state file atomically and durably. Called with mu
 // held.
 func (st *walState) save() error {
-	tmp := st.path + ".tmp"
 	content := fmt.Sprintf("# streamd WAL: the segments the journal needs (none when first > last)\nfirst=%d\nlast=%d\n", st.first, st.last)
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return fmt.Errorf("journal: write %s: %w", st.path, err)
-	}
-	_, err = f.WriteString(content)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, st.path)
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(st.path))
-	}
-	if err != nil {
+	if err := replaceFile(st.path, content); err != nil {
 		return fmt.Errorf("journal: write %s: %w", st.path, err)
 	}
 	return nil
@@ -601,6 +583,7 @@ func (st *walState) remove(through uint64) error {
 	if err != nil {
 		return err
 	}
+	removed := false
 	for _, id := range ids {
 		if id > through {
 			break
@@ -608,6 +591,10 @@ func (st *walState) remove(through uint64) error {
 		if err := os.Remove(segmentPath(st.dir, id)); err != nil {
 			return fmt.Errorf("journal: remove WAL segment: %w", err)
 		}
+		removed = true
+	}
+	if !removed {
+		return nil
 	}
 	return syncDir(st.dir)
 }
