@@ -14,7 +14,7 @@
 // `filters list|add|remove` work against the service.
 //
 // A Registry runs each consumer in its own loop. A consumer that stops on an
-// error that retrying cannot cure (a changed journal, a offset below
+// error that retrying cannot cure (a changed journal, an offset below
 // retention) stays stopped, its error visible in ListConsumers, until an
 // operator moves its offsets (MoveOffsets), which starts it again; the
 // other consumers keep running. MoveOffsets with execute stops the

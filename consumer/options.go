@@ -43,7 +43,7 @@ func (m Mode) String() string {
 	return fmt.Sprintf("Mode(%d)", uint8(m))
 }
 
-// JournalChangePolicy says what a Consumer does when a producer it has a
+// JournalChangePolicy says what a Consumer does when a producer it has an
 // offset for now serves another journal (the journal was replaced).
 type JournalChangePolicy uint8
 

@@ -47,8 +47,8 @@ func (s *Store) SaveLastJournalID(consumer, addr string, journalID []byte) error
 	if err := checkLastJournal(consumer, addr); err != nil {
 		return err
 	}
-	if len(journalID) != JournalIDLen {
-		return invalidf("journal id is %d bytes, want %d", len(journalID), JournalIDLen)
+	if err := validateJournalID(journalID); err != nil {
+		return err
 	}
 	if !s.enter() {
 		return ErrClosed
@@ -61,11 +61,10 @@ func (s *Store) SaveLastJournalID(consumer, addr string, journalID []byte) error
 }
 
 func checkLastJournal(consumer, addr string) error {
+	if err := validateConsumer(consumer); err != nil {
+		return err
+	}
 	switch {
-	case consumer == "":
-		return invalidf("consumer name is empty")
-	case len(consumer) > MaxNameLen:
-		return invalidf("consumer name is %d bytes, above %d", len(consumer), MaxNameLen)
 	case addr == "":
 		return invalidf("producer address is empty")
 	case len(addr) > MaxNameLen:

@@ -190,7 +190,7 @@ func exportOffsets(s *state, store *offsets.Store, consumer string, r offsets.Sl
 	}
 	for _, e := range entries {
 		if c := intersect(e.Slices, r); !isNone(c) {
-			s.put(hex.EncodeToString(e.JournalID), fragment{slices: c, offset: offsets.Offset{Offset: e.Offset.Offset, Start: e.Start, StartTime: e.StartTime}})
+			s.put(hex.EncodeToString(e.JournalID), fragment{slices: c, offset: e.Offset})
 		}
 	}
 	return nil
