@@ -125,8 +125,5 @@ func noArgs(c *cli.Context) error {
 
 // group is a command that only holds subcommands.
 func group(name, usage string, subs ...*cli.Command) *cli.Command {
-	for _, s := range subs {
-		s.OnUsageError = onUsageError
-	}
-	return &cli.Command{Name: name, Usage: usage, Subcommands: subs, Action: unknownCommand, OnUsageError: onUsageError}
+	return &cli.Command{Name: name, Usage: usage, Subcommands: subs, Action: unknownCommand}
 }

@@ -135,8 +135,7 @@ func publishCommand() *cli.Command {
 		ArgsUsage: " ",
 		Description: "The payload is --data, or the contents of --file, or else standard input.\n" +
 			"Events go to the server's journal, which every named stream reads.",
-		Flags:        eventFlags(),
-		OnUsageError: onUsageError,
+		Flags: eventFlags(),
 		Action: withClient(func(c *cli.Context, cl *client) error {
 			ev, err := eventFromFlags(c, "publish")
 			if err != nil {

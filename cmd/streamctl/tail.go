@@ -40,8 +40,7 @@ func tailCommand() *cli.Command {
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep waiting for new events (until interrupted or --count)"},
 			&cli.StringFlag{Name: "consumer", Value: "streamctl-tail", Usage: "consumer name the server sees"},
 		},
-		OnUsageError: onUsageError,
-		Action:       withClient(tail),
+		Action: withClient(tail),
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 
 // printVersion is --version.
 func printVersion(c *cli.Context) {
-	fmt.Fprintf(c.App.Writer, "streamctl %s\n", buildinfo.Read())
+	fmt.Fprintf(c.App.Writer, "%s %s\n", c.App.Name, c.App.Version)
 }
 
 func versionCommand() *cli.Command {

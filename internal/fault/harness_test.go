@@ -44,15 +44,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childKindEnv) != "" {
 		os.Exit(runChild())
 	}
-	flag.Parse()
-	code := streamdtest.M(m).Run()
-	// goleak.Find rather than VerifyTestMain, which exits before the
-	// binary's directory could be removed.
-	if err := goleak.Find(); code == 0 && err != nil {
-		fmt.Fprintln(os.Stderr, "goleak:", err)
-		code = 1
-	}
-	os.Exit(code)
+	goleak.VerifyTestMain(streamdtest.M(m))
 }
 
 // process is a child process whose exit is awaited in the background.

@@ -40,7 +40,7 @@ func publishN(t *testing.T, addr, prefix string, n, entities int) []Event {
 // resume. A restart on a wiped data directory is a new journal: both
 // consumers stop with a journal-changed error naming both journal ids —
 // also when started again — and apply nothing of the new journal, although
-// it holds events at offsets past their offsets.
+// it holds events at offsets past their stored offsets.
 func TestJournalReplaced(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs streamd and consumer processes")
