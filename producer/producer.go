@@ -46,6 +46,21 @@ type ServerOptions struct {
 	// single-writer types of a primary.Primary (topology/primary), whose
 	// events need a version and the entity's ownership.
 	Reserved map[string]string
+	// Router writes the events it routes (Router.Routes) instead of an
+	// append to this journal: in a multi-region project the events of
+	// pinned, request-region and replicated entity types (a
+	// primary.Primary). Nil: every event is appended here, and events that
+	// carry crdt_ops are refused.
+	Router Router
+}
+
+// Router writes published events that are not plain appends to the local
+// journal. Its errors are gRPC statuses.
+type Router interface {
+	// Routes reports whether Publish writes e; an error refuses e.
+	Routes(e *streamdv1.Event) (bool, error)
+	// Publish writes the events of one entity and says where each landed.
+	Publish(ctx context.Context, events []*streamdv1.Event) ([]*streamdv1.Appended, error)
 }
 
 // StreamObserver receives stream activity. Methods must not block.

@@ -70,6 +70,16 @@ func (s *Server) Publish(ctx context.Context, req *streamdv1.PublishRequest) (*s
 	if err := s.reserved(req.Events); err != nil {
 		return nil, err
 	}
+	if routed, err := s.routed(req.Events); err != nil || routed {
+		if err != nil {
+			return nil, err
+		}
+		appended, err := s.opts.Router.Publish(ctx, req.Events)
+		if err != nil {
+			return nil, err
+		}
+		return &streamdv1.PublishResponse{Appended: appended}, nil
+	}
 	res, err := s.j.Append(ctx, req.Events...)
 	if err != nil {
 		return nil, toStatus(err)
@@ -118,6 +128,7 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 	// request.
 	queue := make(chan publishRequest, s.opts.PublishInFlight)
 	sendErr := make(chan error, 1)
+	rt := &routes{last: map[string]chan struct{}{}}
 	go func() {
 		for r := range queue {
 			if err := st.Send(r.answer()); err != nil {
@@ -142,10 +153,10 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 		if req.SeparateAppends {
 			r.appends = make([]publishAppend, len(req.Events))
 			for i, e := range req.Events {
-				r.appends[i] = s.submit(st.Context(), e)
+				r.appends[i] = s.submit(st.Context(), rt, e)
 			}
 		} else {
-			r.appends = []publishAppend{s.submit(st.Context(), req.Events...)}
+			r.appends = []publishAppend{s.submit(st.Context(), rt, req.Events...)}
 		}
 		queue <- r
 	}
@@ -163,26 +174,74 @@ type publishRequest struct {
 	separate bool
 }
 
-// publishAppend is an append queued in the journal, or refused before it
-// reached the journal (err).
+// publishAppend is an append queued in the journal, a write of the
+// Router's under way, or refused before either (err).
 type publishAppend struct {
 	pending *journal.Pending
+	routed  chan routedResult
 	err     error
 }
 
-func (s *Server) submit(ctx context.Context, events ...*streamdv1.Event) publishAppend {
+type routedResult struct {
+	appended []*streamdv1.Appended
+	err      error
+}
+
+// routes orders one PublishStream's writes through the Router: those of
+// one entity run one after the other, in the order sent; those of
+// different entities at once.
+type routes struct {
+	mu   sync.Mutex
+	last map[string]chan struct{} // per entity, closed when its last write is done
+}
+
+func (s *Server) submit(ctx context.Context, rt *routes, events ...*streamdv1.Event) publishAppend {
 	if err := s.reserved(events); err != nil {
 		return publishAppend{err: err}
 	}
-	p, err := s.j.Submit(ctx, nil, events...)
-	return publishAppend{pending: p, err: err}
+	routed, err := s.routed(events)
+	if err != nil {
+		return publishAppend{err: err}
+	}
+	if !routed {
+		p, err := s.j.Submit(ctx, nil, events...)
+		return publishAppend{pending: p, err: err}
+	}
+	key := journal.EntityKey(events[0].GetEntityType(), events[0].GetEntityId())
+	done := make(chan struct{})
+	rt.mu.Lock()
+	prev := rt.last[key]
+	rt.last[key] = done
+	rt.mu.Unlock()
+	a := publishAppend{routed: make(chan routedResult, 1)}
+	go func() {
+		defer func() {
+			rt.mu.Lock()
+			if rt.last[key] == done {
+				delete(rt.last, key)
+			}
+			rt.mu.Unlock()
+			close(done)
+		}()
+		if prev != nil {
+			<-prev
+		}
+		appended, err := s.opts.Router.Publish(ctx, events)
+		a.routed <- routedResult{appended, err}
+	}()
+	return a
 }
 
-func (a publishAppend) wait() ([]journal.Appended, error) {
-	if a.err != nil {
+func (a publishAppend) wait() ([]*streamdv1.Appended, error) {
+	switch {
+	case a.err != nil:
 		return nil, a.err
+	case a.routed != nil:
+		r := <-a.routed
+		return r.appended, r.err
 	}
-	return a.pending.Wait()
+	res, err := a.pending.Wait()
+	return appendedProto(res), err
 }
 
 // answer waits for the request's appends and says what became of them.
@@ -190,7 +249,7 @@ func (r publishRequest) answer() *streamdv1.PublishStreamResponse {
 	resp := &streamdv1.PublishStreamResponse{}
 	if !r.separate {
 		res, err := r.appends[0].wait()
-		resp.Appended = appendedProto(res)
+		resp.Appended = res
 		if err != nil {
 			resp.Code, resp.Message = refusal(err)
 		}
@@ -204,7 +263,7 @@ func (r publishRequest) answer() *streamdv1.PublishStreamResponse {
 			resp.Appended[i].Code, resp.Appended[i].Message = refusal(err)
 			continue
 		}
-		resp.Appended[i] = appendedProto(res)[0]
+		resp.Appended[i] = res[0]
 	}
 	return resp
 }
@@ -223,6 +282,32 @@ func (s *Server) reserved(events []*streamdv1.Event) error {
 		}
 	}
 	return nil
+}
+
+// routed reports whether the events go to the Router: all of them or
+// none may; an event the Router refuses, or one with crdt_ops and no Router,
+// is InvalidArgument.
+func (s *Server) routed(events []*streamdv1.Event) (bool, error) {
+	n := 0
+	for i, e := range events {
+		if s.opts.Router == nil {
+			if len(e.GetCrdtOps()) > 0 {
+				return false, invalidArg("event %d: crdt_ops are for replicated entity types, and this server has none (streamd --config entity_types, mode replicated)", i)
+			}
+			continue
+		}
+		routed, err := s.opts.Router.Routes(e)
+		if err != nil {
+			return false, status.Errorf(codes.InvalidArgument, "producer: event %d: %v", i, err)
+		}
+		if routed {
+			n++
+		}
+	}
+	if n > 0 && n < len(events) {
+		return false, invalidArg("%d of %d events are of pinned, request-region or replicated entity types and the others are not: publish them separately (or with separate_appends)", n, len(events))
+	}
+	return n > 0, nil
 }
 
 func appendedProto(res []journal.Appended) []*streamdv1.Appended {

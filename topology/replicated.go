@@ -168,7 +168,15 @@ func (r *Replicated) State(ctx context.Context, entityType, entityID string) (*c
 // Apply makes changes to the entity in this region, as one journal append,
 // and returns the state with them. With no changes it appends nothing.
 func (r *Replicated) Apply(ctx context.Context, entityType, entityID string, changes ...crdt.Change) (*crdt.State, error) {
-	return r.update(ctx, entityType, entityID, nil, changes)
+	state, _, err := r.update(ctx, entityType, entityID, nil, changes)
+	return state, err
+}
+
+// Append makes changes as Apply does and returns where each change's event
+// landed in the local journal.
+func (r *Replicated) Append(ctx context.Context, entityType, entityID string, changes ...crdt.Change) ([]journal.Appended, error) {
+	_, appended, err := r.update(ctx, entityType, entityID, nil, changes)
+	return appended, err
 }
 
 // Update runs a command: decide reads the entity's current state and returns
@@ -180,57 +188,58 @@ func (r *Replicated) Update(ctx context.Context, entityType, entityID string, de
 	if decide == nil {
 		return nil, errors.New("topology: Update needs a decide function")
 	}
-	return r.update(ctx, entityType, entityID, decide, nil)
+	state, _, err := r.update(ctx, entityType, entityID, decide, nil)
+	return state, err
 }
 
-func (r *Replicated) update(ctx context.Context, entityType, entityID string, decide func(*crdt.State) ([]crdt.Change, error), changes []crdt.Change) (*crdt.State, error) {
+func (r *Replicated) update(ctx context.Context, entityType, entityID string, decide func(*crdt.State) ([]crdt.Change, error), changes []crdt.Change) (*crdt.State, []journal.Appended, error) {
 	e, err := r.entity(entityType, entityID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for attempt := 1; ; attempt++ {
 		if err := r.fold(ctx, e, entityType, entityID); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if decide != nil {
 			if changes, err = decide(e.state.Clone()); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		if len(changes) == 0 {
-			return e.state.Clone(), nil
+			return e.state.Clone(), nil, nil
 		}
 		next, vv, events, err := r.prepare(e, entityType, entityID, changes)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		appended, err := r.j.Append(ctx, events...)
 		var conflict *journal.SeqNrConflictError
 		if errors.As(err, &conflict) {
 			if attempt >= r.maxAttempts {
-				return nil, fmt.Errorf("topology: %s/%s: %d appends in a row lost the seqNr to concurrent appends to the entity; try again: %w",
+				return nil, nil, fmt.Errorf("topology: %s/%s: %d appends in a row lost the seqNr to concurrent appends to the entity; try again: %w",
 					entityType, entityID, attempt, err)
 			}
 			if err := r.awaitSeqNr(ctx, e, entityType, entityID, conflict.Next-1); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("topology: %s/%s: append: %w", entityType, entityID, err)
+			return nil, nil, fmt.Errorf("topology: %s/%s: append: %w", entityType, entityID, err)
 		}
 		for i, a := range appended {
 			if a.Duplicate {
 				// This region's ops are not all in the fold: the journal had
 				// another writer as this region, or lost the history.
-				return nil, fmt.Errorf("topology: %s/%s: the journal already holds origin seqNr %d of region %q, so it dropped change %d: another process writes as %q, or retention deleted the entity's history",
+				return nil, nil, fmt.Errorf("topology: %s/%s: the journal already holds origin seqNr %d of region %q, so it dropped change %d: another process writes as %q, or retention deleted the entity's history",
 					entityType, entityID, events[i].OriginSeqNr, r.region, i, r.region)
 			}
 		}
 		e.state, e.vv, e.lastSeqNr = next, vv, appended[len(appended)-1].SeqNr
-		return next.Clone(), nil
+		return next.Clone(), appended, nil
 	}
 }
 

@@ -131,14 +131,31 @@ func eventFromFlags(c *cli.Context, cmd string) (*streamdv1.Event, error) {
 func publishCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "publish",
-		Usage:     "append one event to the journal and print its offset and seqNr",
+		Usage:     "publish one event and print where it landed: offset and seqNr, and for a pinned or request-region entity type the region that took it and its version",
 		ArgsUsage: " ",
 		Description: "The payload is --data, or the contents of --file, or else standard input.\n" +
-			"Events go to the server's journal, which every named stream reads.",
-		Flags: eventFlags(),
+			"The server writes the event as its entity type's mode says (streamd --config):\n" +
+			"local types are appended to its journal, pinned ones forwarded to their primary,\n" +
+			"request-region ones taken over first. An event of a replicated type carries CRDT\n" +
+			"operations instead of an event type and payload: --set, --add-counter, --add and\n" +
+			"--remove, applied in that order; read the merged state with 'streamctl state'.",
+		Flags: append(eventFlags(),
+			&cli.StringSliceFlag{Name: "set", Usage: "replicated types: set the register `FIELD=VALUE` (last writer wins; repeatable)"},
+			&cli.StringSliceFlag{Name: "add-counter", Usage: "replicated types: add N to the counter `FIELD=N` (N may be negative; repeatable)"},
+			&cli.StringSliceFlag{Name: "add", Usage: "replicated types: add ELEMENT to the set `FIELD=ELEMENT` (repeatable)"},
+			&cli.StringSliceFlag{Name: "remove", Usage: "replicated types: remove ELEMENT from the set `FIELD=ELEMENT`, as far as the server has seen it added (repeatable)"},
+		),
 		Action: withClient(func(c *cli.Context, cl *client) error {
-			ev, err := eventFromFlags(c, "publish")
+			ops, err := crdtOpsFromFlags(c)
 			if err != nil {
+				return err
+			}
+			var ev *streamdv1.Event
+			if len(ops) > 0 {
+				if ev, err = opsEventFromFlags(c, ops); err != nil {
+					return err
+				}
+			} else if ev, err = eventFromFlags(c, "publish"); err != nil {
 				return err
 			}
 			ctx, cancel := unary(c)
@@ -151,8 +168,13 @@ func publishCommand() *cli.Command {
 				return fmt.Errorf("server %s answered %d appended events for 1", cl.addr, len(resp.Appended))
 			}
 			a := resp.Appended[0]
-			t := newPrinter(c).table("OFFSET", "SEQNR")
-			t.row(map[string]uint64{"offset": a.Offset, "seq_nr": a.SeqNr}, a.Offset, a.SeqNr)
+			if a.Region == "" {
+				t := newPrinter(c).table("OFFSET", "SEQNR")
+				t.row(map[string]uint64{"offset": a.Offset, "seq_nr": a.SeqNr}, a.Offset, a.SeqNr)
+				return t.flush()
+			}
+			t := newPrinter(c).table("REGION", "VERSION", "OFFSET", "SEQNR")
+			t.row(map[string]any{"region": a.Region, "version": a.Version, "offset": a.Offset, "seq_nr": a.SeqNr}, a.Region, a.Version, a.Offset, a.SeqNr)
 			return t.flush()
 		}),
 	}

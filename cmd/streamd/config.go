@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,12 +23,28 @@ import (
 )
 
 // fileConfig is the --config file (YAML): the named streams streamd offers,
-// the replications it runs and the modes of entity types (single-writer
-// entities, see primary.Primary). Unknown keys are errors.
+// the project's regions (the same file serves every region), the
+// replications from outside the project and the modes of entity types (see
+// primary.Primary). Unknown keys are errors.
 type fileConfig struct {
-	Streams     []streamConfig       `yaml:"streams"`
-	Replicate   []replicateConfig    `yaml:"replicate"`
-	EntityTypes []primary.EntityType `yaml:"entity_types"`
+	Streams []streamConfig `yaml:"streams"`
+	// Region names this region among Regions; --region overrides it.
+	Region  string         `yaml:"region"`
+	Regions []regionConfig `yaml:"regions"`
+	// Replicate copies streams from outside the project, or with filters.
+	Replicate      []replicateConfig    `yaml:"replicate"`
+	EntityTypes    []primary.EntityType `yaml:"entity_types"`
+	DefaultMode    primary.Mode         `yaml:"default_mode"`
+	DefaultPrimary string               `yaml:"default_primary"`
+}
+
+// regionConfig is one region of the project: every region replicates the
+// events of every other (full mesh).
+type regionConfig struct {
+	Name      string   `yaml:"name"`
+	Addrs     []string `yaml:"addrs"`
+	TLS       tlsKeys  `yaml:"tls"`
+	TokenFile string   `yaml:"token_file"`
 }
 
 type streamConfig struct {
@@ -60,6 +77,48 @@ type fileSettings struct {
 	streams []producer.StreamDef
 	repls   []topology.ReplicationOptions
 	types   primary.Config
+	// region is the file's region: (""); regions the names in regions:,
+	// in order (none without a region list).
+	region  string
+	regions []string
+	// regionRepls are the replications from the other regions, made by
+	// withRegion once this region is known.
+	regionRepls []topology.ReplicationOptions
+}
+
+// regionMaxBackoff bounds the reconnect delay of the replications between
+// the project's regions.
+const regionMaxBackoff = 2 * time.Second
+
+// regionReplication is the name of the replication from a region of the
+// project.
+func regionReplication(region string) string { return "region-" + region }
+
+// withRegion settles which region this is (the flag, else the file's) and
+// checks what depends on it: the region list names it, the replications
+// come from the others.
+func (fs fileSettings) withRegion(flag string) (string, fileSettings, error) {
+	region := flag
+	if region == "" {
+		region = fs.region
+	}
+	if len(fs.regions) == 0 {
+		return region, fs, nil
+	}
+	if region == "" {
+		return "", fs, fmt.Errorf("regions lists %s: name this region with --region (or region: in the file)", strings.Join(fs.regions, ", "))
+	}
+	if !slices.Contains(fs.regions, region) {
+		return "", fs, fmt.Errorf("regions lists %s but not this region %q: add it to regions (every region runs from the same list), or correct --region", strings.Join(fs.regions, ", "), region)
+	}
+	var repls []topology.ReplicationOptions
+	for _, r := range fs.regionRepls {
+		if r.From.Name != region {
+			repls = append(repls, r)
+		}
+	}
+	fs.repls = append(repls, fs.repls...)
+	return region, fs, nil
 }
 
 // loadConfig reads and checks the config file at path; errors name the file
@@ -76,19 +135,14 @@ func loadConfig(path string) (fileSettings, error) {
 	return settings, nil
 }
 
-// reservedTypes are the entity types Publish refuses: the single-writer
-// types and the pins, which the PrimaryService writes.
-func reservedTypes(types primary.Config) map[string]string {
-	if len(types.EntityTypes) == 0 {
+// reservedTypes are the entity types Publish refuses: the pins of
+// primaries, which PrimaryService.SetPrimary writes, in a streamd with a
+// region.
+func reservedTypes(region string) map[string]string {
+	if region == "" {
 		return nil
 	}
-	reserved := map[string]string{primary.PinEntityType: "PrimaryService.SetPrimary (streamctl primary set)"}
-	for _, t := range types.EntityTypes {
-		if t.Mode != primary.ModeReplicated {
-			reserved[t.Name] = "PrimaryService.Write (a " + t.Mode.String() + " entity type)"
-		}
-	}
-	return reserved
+	return map[string]string{primary.PinEntityType: "PrimaryService.SetPrimary (streamctl primary set)"}
 }
 
 // primaryRegions are the other regions a Primary calls: the sources of the
@@ -127,8 +181,34 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 		}
 		streams = append(streams, producer.StreamDef{Name: s.Name, EntityTypes: s.EntityTypes, Filter: crits})
 	}
-	var repls []topology.ReplicationOptions
+	var repls, regionRepls []topology.ReplicationOptions
 	names := map[string]bool{}
+	var regions []string
+	for i, r := range fc.Regions {
+		at := fmt.Sprintf("regions[%d]", i)
+		switch {
+		case r.Name == "":
+			return fileSettings{}, fmt.Errorf("%s: name is empty", at)
+		case slices.Contains(regions, r.Name):
+			return fileSettings{}, fmt.Errorf("%s: region %q is listed twice (regions[%d]); each region once", at, r.Name, slices.Index(regions, r.Name))
+		case len(r.Addrs) == 0:
+			return fileSettings{}, fmt.Errorf("%s (%q): addrs (the region's streamd addresses) is empty", at, r.Name)
+		}
+		at = fmt.Sprintf("regions[%d] (%q)", i, r.Name)
+		dial, err := replicateConfig{TLS: r.TLS, TokenFile: r.TokenFile}.dialOptions(at)
+		if err != nil {
+			return fileSettings{}, err
+		}
+		regions = append(regions, r.Name)
+		name := regionReplication(r.Name)
+		names[name] = true
+		// A region back from a partition is replicated from again within
+		// regionMaxBackoff.
+		regionRepls = append(regionRepls, topology.ReplicationOptions{From: topology.Region{Name: r.Name, Addrs: r.Addrs}, Name: name, DialOptions: dial, MaxBackoff: regionMaxBackoff})
+	}
+	if fc.Region != "" && len(regions) > 0 && !slices.Contains(regions, fc.Region) {
+		return fileSettings{}, fmt.Errorf("region %q is not in regions (%s)", fc.Region, strings.Join(regions, ", "))
+	}
 	for i, r := range fc.Replicate {
 		at := fmt.Sprintf("replicate[%d]", i)
 		switch {
@@ -165,11 +245,27 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 			DialOptions: dial,
 		})
 	}
-	types := primary.Config{EntityTypes: fc.EntityTypes}
+	types := primary.Config{EntityTypes: fc.EntityTypes, DefaultMode: fc.DefaultMode, DefaultPrimary: fc.DefaultPrimary}
+	if len(regions) > 0 {
+		if types.DefaultMode == 0 {
+			types.DefaultMode = primary.ModePinned
+		}
+		if types.DefaultMode == primary.ModePinned && types.DefaultPrimary == "" {
+			return fileSettings{}, fmt.Errorf("default_primary is missing: with regions, entity types not in entity_types are pinned to default_primary; name one of %s (or set default_mode: local)", strings.Join(regions, ", "))
+		}
+		if d := types.DefaultPrimary; d != "" && !slices.Contains(regions, d) {
+			return fileSettings{}, fmt.Errorf("default_primary %q is not in regions (%s)", d, strings.Join(regions, ", "))
+		}
+		for i, t := range types.EntityTypes {
+			if owner := t.FirstOwner(); t.SingleWriter() && owner != "" && !slices.Contains(regions, owner) {
+				return fileSettings{}, fmt.Errorf("entity_types[%d] (%q): region %q is not in regions (%s)", i, t.Name, owner, strings.Join(regions, ", "))
+			}
+		}
+	}
 	if err := types.Validate(); err != nil {
 		return fileSettings{}, err
 	}
-	return fileSettings{streams: streams, repls: repls, types: types}, nil
+	return fileSettings{streams: streams, repls: repls, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls}, nil
 }
 
 func parseFilter(at string, texts []string, now time.Time) ([]*streamdv1.FilterCriterion, error) {

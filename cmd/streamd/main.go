@@ -105,8 +105,8 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "rate-burst", EnvVars: []string{"STREAMD_RATE_BURST"}, Usage: "calls a client may make at once above --rate-limit", DefaultText: "the rate, at least 1"},
 			&cli.IntFlag{Name: "max-streams-per-conn", Value: 64, EnvVars: []string{"STREAMD_MAX_STREAMS_PER_CONN"}, Usage: "streams one connection may have open; more are refused with ResourceExhausted"},
 			&cli.DurationFlag{Name: "handshake-timeout", Value: 10 * time.Second, EnvVars: []string{"STREAMD_HANDSHAKE_TIMEOUT"}, Usage: "a connection that has not completed its TLS and HTTP/2 handshake by then is closed"},
-			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate)"},
-			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, replications from other regions and entity type modes (see README)"},
+			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate); overrides region: in --config"},
+			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, the project's regions (replicated full mesh), replications from elsewhere and entity type modes, the same file in every region (see README)"},
 			&cli.StringFlag{Name: "ready-file", EnvVars: []string{"STREAMD_READY_FILE"}, Usage: "once every listener is up, write where streamd serves to `FILE` as JSON, {\"grpc\":\"ADDR\",\"metrics\":\"ADDR\"} (metrics absent when disabled), atomically; removed on exit"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},
@@ -197,23 +197,38 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 			return config{}, err
 		}
 	}
+	region, settings, err := settings.withRegion(c.String("region"))
+	if err != nil {
+		return config{}, fmt.Errorf("--config %s: %w", c.String("config"), err)
+	}
 	streams, repls, types := settings.streams, settings.repls, settings.types
-	if len(types.EntityTypes) > 0 && c.String("region") == "" {
-		return config{}, fmt.Errorf("--config %s lists entity_types: --region must name this region", c.String("config"))
+	var router *publishRouter
+	var producerRouter producer.Router // nil, not a nil *publishRouter, without a region
+	if region != "" {
+		router = &publishRouter{}
+		producerRouter = router
+	}
+	if (len(types.EntityTypes) > 0 || types.DefaultMode != 0) && region == "" {
+		return config{}, fmt.Errorf("--config %s sets entity type modes: --region must name this region", c.String("config"))
 	}
 	regions, _ := primaryRegions(repls)
+	known := func(name string) bool {
+		return name == region || slices.ContainsFunc(regions, func(r topology.Region) bool { return r.Name == name })
+	}
 	for _, t := range types.EntityTypes {
-		if owner := t.FirstOwner(); t.Mode != primary.ModeReplicated && owner != c.String("region") &&
-			!slices.ContainsFunc(regions, func(r topology.Region) bool { return r.Name == owner }) {
+		if owner := t.FirstOwner(); t.SingleWriter() && !known(owner) {
 			return config{}, fmt.Errorf("--config %s: entity type %q: region %q is neither this region (--region %s) nor the source of a replication, so it cannot be reached",
-				c.String("config"), t.Name, owner, c.String("region"))
+				c.String("config"), t.Name, owner, region)
 		}
 	}
-	if len(repls) > 0 && c.String("region") == "" {
+	if d := types.DefaultPrimary; d != "" && !known(d) {
+		return config{}, fmt.Errorf("--config %s: default_primary %q is neither this region (--region %s) nor the source of a replication, so it cannot be reached", c.String("config"), d, region)
+	}
+	if len(repls) > 0 && region == "" {
 		return config{}, fmt.Errorf("--config %s replicates from other regions: --region must name this one", c.String("config"))
 	}
 	for _, r := range repls {
-		if r.From.Name == c.String("region") {
+		if r.From.Name == region {
 			return config{}, fmt.Errorf("--config %s: replication %q is from this region (%s)", c.String("config"), r.Name, r.From.Name)
 		}
 	}
@@ -230,9 +245,10 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		handshake:     c.Duration("handshake-timeout"),
 		replications:  repls,
 		entityTypes:   types,
+		router:        router,
 		producer: producer.Options{
 			Journal: journal.Options{
-				Region:            c.String("region"),
+				Region:            region,
 				Durability:        durability,
 				Limits:            limits,
 				RetentionMaxAge:   c.Duration("retention-max-age"),
@@ -244,7 +260,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 				Observer:          m,
 			},
 			Server: producer.ServerOptions{Streams: streams, FilterLimits: filters.Limits{MaxCriteria: c.Int("max-filter-criteria")}, Logger: log, Observer: m,
-				Reserved: reservedTypes(types)},
+				Reserved: reservedTypes(region), Router: producerRouter},
 		},
 	}, nil
 }
@@ -265,8 +281,10 @@ type config struct {
 	// the journal, committed with the events they copied.
 	replications []topology.ReplicationOptions
 	// entityTypes are served by a primary.Primary (PrimaryService) when
-	// streamd has a region.
+	// streamd has a region, which router (nil without a region) then routes
+	// publishes through.
 	entityTypes primary.Config
+	router      *publishRouter
 }
 
 // closeMargin is how long, past --shutdown-grace, streamd may take to close
@@ -332,18 +350,21 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	opts = append(opts, grpc.MaxRecvMsgSize(p.Server().MaxMessageBytes()))
 	g := grpc.NewServer(opts...)
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
-	if cfg.producer.Journal.Region != "" {
+	var consumers *consumers // set before the metrics server starts
+	if cfg.router != nil {
 		regions, dial := primaryRegions(cfg.replications)
+		obs := newRegionMetrics(cfg.metrics.Registry(), func() map[string]uint64 { return consumers.regionLags() })
 		prim, err := primary.New(primary.Options{
-			Journal: p.Journal(), Config: cfg.entityTypes, Regions: regions, RegionDialOptions: dial, Logger: log,
+			Journal: p.Journal(), Config: cfg.entityTypes, Regions: regions, RegionDialOptions: dial, Logger: log, Observer: obs,
 		})
 		if err != nil {
 			return fmt.Errorf("--config entity_types (every primary and home must be this region or the source of a replication): %w", err)
 		}
 		defer prim.Close()
+		cfg.router.p = prim
 		streamdv1.RegisterPrimaryServiceServer(g, prim.Server())
 	}
-	consumers, err := startConsumers(log, cfg, p.Journal())
+	consumers, err = startConsumers(log, cfg, p.Journal())
 	if err != nil {
 		return err
 	}

@@ -116,3 +116,91 @@ func TestPrimaryAcrossDaemons(t *testing.T) {
 		t.Fatalf("request-region write in us, unknown to eu: %v", err)
 	}
 }
+
+// regions: derives a replication from every other region, and the modes of
+// unlisted types; errors name the entry.
+func TestParseRegions(t *testing.T) {
+	good := `
+regions:
+  - {name: us, addrs: ["127.0.0.1:7071"]}
+  - {name: eu, addrs: ["127.0.0.1:7072", "127.0.0.1:7073"]}
+  - {name: ap, addrs: ["127.0.0.1:7074"]}
+default_primary: eu
+replicate:
+  - {from: partner, addrs: ["127.0.0.1:7075"]}
+entity_types:
+  - {name: click, mode: local}
+`
+	settings, err := parseConfig([]byte(good), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	region, settings, err := settings.withRegion("eu")
+	if err != nil || region != "eu" {
+		t.Fatalf("withRegion(eu) = %q, %v", region, err)
+	}
+	var names []string
+	for _, r := range settings.repls {
+		names = append(names, r.Name+"<"+r.From.Name+fmt.Sprint(r.From.Addrs))
+	}
+	if got := strings.Join(names, " "); got != "region-us<us[127.0.0.1:7071] region-ap<ap[127.0.0.1:7074] replicate-partner-all<partner[127.0.0.1:7075]" {
+		t.Fatalf("replications = %s", got)
+	}
+	types := settings.types
+	if types.DefaultMode != primary.ModePinned || types.DefaultPrimary != "eu" {
+		t.Fatalf("default mode %v primary %q; want pinned to eu", types.DefaultMode, types.DefaultPrimary)
+	}
+	if et, ok := types.Lookup("invoice"); !ok || et.Mode != primary.ModePinned || et.Primary != "eu" {
+		t.Fatalf("unlisted type: %+v %v", et, ok)
+	}
+	if et, _ := types.Lookup("click"); et.Mode != primary.ModeLocal {
+		t.Fatalf("click: %+v", et)
+	}
+	// region: in the file names this region unless --region does.
+	fromFile, err := parseConfig([]byte(good+"region: ap\n"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if region, _, err := fromFile.withRegion(""); err != nil || region != "ap" {
+		t.Fatalf("region: ap in the file: %q, %v", region, err)
+	}
+	if region, _, err := fromFile.withRegion("us"); err != nil || region != "us" {
+		t.Fatalf("--region us over region: ap: %q, %v", region, err)
+	}
+	for _, name := range []string{"", "mars"} {
+		_, _, err := settings.withRegion(name)
+		want := map[string]string{"": "regions lists us, eu, ap: name this region with --region", "mars": `regions lists us, eu, ap but not this region "mars"`}[name]
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("withRegion(%q): %v; want it to mention %q", name, err, want)
+		}
+	}
+
+	regions := "regions:\n  - {name: us, addrs: [\"x:1\"]}\n  - {name: eu, addrs: [\"x:2\"]}\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"twice", "regions:\n  - {name: us, addrs: [\"x:1\"]}\n  - {name: us, addrs: [\"x:2\"]}\ndefault_primary: us\n", `regions[1]: region "us" is listed twice (regions[0])`},
+		{"no name", "regions:\n  - {addrs: [\"x:1\"]}\n", "regions[0]: name is empty"},
+		{"no addrs", "regions:\n  - {name: us}\n", `regions[0] ("us"): addrs`},
+		{"region not listed", regions + "region: ap\ndefault_primary: us\n", `region "ap" is not in regions (us, eu)`},
+		{"no default primary", regions, "default_primary is missing: with regions, entity types not in entity_types are pinned to default_primary; name one of us, eu"},
+		{"default primary not listed", regions + "default_primary: ap\n", `default_primary "ap" is not in regions (us, eu)`},
+		{"primary not listed", regions + "default_primary: us\nentity_types:\n  - {name: order, mode: pinned, primary: ap}\n", `entity_types[0] ("order"): region "ap" is not in regions (us, eu)`},
+		{"bad default mode", regions + "default_mode: sometimes\n", `unknown mode "sometimes"`},
+		{"local with primary", regions + "default_mode: local\ndefault_primary: us\n", "default_mode local has no primary"},
+		{"token file", "regions:\n  - {name: us, addrs: [\"x:1\"], token_file: /nonexistent/token}\n", `regions[0] ("us").token_file`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig([]byte(tc.yaml), time.Now())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+	// default_mode local keeps unlisted types plain events.
+	local, err := parseConfig([]byte(regions+"default_mode: local\n"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if et, ok := local.types.Lookup("anything"); !ok || et.Mode != primary.ModeLocal || et.SingleWriter() {
+		t.Fatalf("default_mode local: %+v", et)
+	}
+}

@@ -2,6 +2,14 @@
 // types whose mode (Config) is ModePinned or ModeRequestRegion. Primary is
 // its API in Go, Primary.Server its gRPC PrimaryService.
 //
+// Primary.Publish is the one publish path of a multi-region project (streamd
+// routes Publish and PublishStream through it, see Primary.Routes): pinned
+// and request-region events go through Write, replicated events carry CRDT
+// operations (Event.crdt_ops) that topology.Replicated appends, and
+// ModeLocal events are plain appends it leaves to the caller. Config's
+// DefaultMode and DefaultPrimary give the mode of the types it does not
+// list; Primary.State reads a replicated entity's merged state.
+//
 // What it guarantees:
 //
 //   - Each single-writer entity has one linear history, versions 1, 2, 3…,
@@ -63,7 +71,8 @@
 // for a type, and retention does not delete single-writer entities' events
 // (a fold over a deleted event fails with topology.ErrIncompleteHistory).
 // ReadStrong and writes need the owner reachable. Entity types in
-// ModeReplicated are written with topology.Replicated, not here. Its errors
+// ModeReplicated are written with topology.Replicated, through Publish, not
+// Write. Its errors
 // keep the "topology:" prefix the operator knows from the topology config,
 // but for those of Options.Validate, which are the Go API's ("primary:
 // invalid options: Options.Field ...").

@@ -14,6 +14,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology/primary"
 )
 
@@ -384,6 +385,15 @@ func (pw *primaryWorld) runClient(rec *recorder, id int, region string, entities
 		switch r := rng.IntN(4); {
 		case r < 2:
 			o.kind, o.value = opWrite, fmt.Sprintf("%s-%d-%d", region, id, n)
+			if id%2 == 1 { // half the clients publish, as a service does
+				e := ev(o.value)
+				e.EntityType, e.EntityId = typ, eid
+				var appended []*streamdv1.Appended
+				if appended, o.err = p.Publish(ctx, []*streamdv1.Event{e}); o.err == nil {
+					o.version = appended[0].Version
+				}
+				break
+			}
 			var w primary.Written
 			if w, o.err = p.Write(ctx, typ, eid, primary.AnyVersion, ev(o.value)); o.err == nil {
 				o.version = w.Versions[0]
@@ -405,8 +415,8 @@ func (pw *primaryWorld) runClient(rec *recorder, id int, region string, entities
 	}
 }
 
-// Many clients in three regions write and read the same few entities of
-// both single-writer modes while links are cut and restored, regions
+// Many clients in three regions write (half through Write, half through
+// Publish) and read the same few entities of both single-writer modes while links are cut and restored, regions
 // restart and the pinned primary changes; the run is then checked.
 func TestPrimaryHistoryUnderFaults(t *testing.T) {
 	pw := newPrimaryWorld(t, testConfig, "eu", "us", "ap")

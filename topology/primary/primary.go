@@ -34,6 +34,8 @@ type Primary struct {
 	conns   []*grpc.ClientConn
 	timeout time.Duration
 	log     *slog.Logger
+	rep     *topology.Replicated
+	obs     Observer
 
 	mu       sync.Mutex
 	entities map[string]*list.Element // of *primaryEntity, most recently used first
@@ -71,6 +73,9 @@ type Options struct {
 	// memory; default 1024.
 	CachedEntities int
 	Logger         *slog.Logger
+	// Observer receives forwards, takeovers and CRDT operations written;
+	// may be nil.
+	Observer Observer
 }
 
 // ErrInvalidOptions is wrapped by every error of Options.Validate.
@@ -113,9 +118,12 @@ func (o Options) Validate() error {
 		}
 	}
 	for _, t := range o.Config.EntityTypes {
-		if region != "" && t.Mode != ModeReplicated && t.FirstOwner() != "" && !known[t.FirstOwner()] {
+		if region != "" && t.SingleWriter() && t.FirstOwner() != "" && !known[t.FirstOwner()] {
 			bad("entity type %q: region %q is neither this region (%q) nor in Options.Regions", t.Name, t.FirstOwner(), region)
 		}
+	}
+	if d := o.Config.DefaultPrimary; region != "" && d != "" && !known[d] {
+		bad("default_primary: region %q is neither this region (%q) nor in Options.Regions", d, region)
 	}
 	return errors.Join(errs...)
 }
@@ -140,6 +148,14 @@ func New(opts Options) (*Primary, error) {
 	if p.log == nil {
 		p.log = slog.Default()
 	}
+	if p.obs = opts.Observer; p.obs == nil {
+		p.obs = nopObserver{}
+	}
+	rep, err := topology.NewReplicated(p.j, topology.ReplicatedOptions{Region: p.region, CachedEntities: opts.CachedEntities})
+	if err != nil {
+		return nil, err
+	}
+	p.rep = rep
 	// A region back from a partition is called again within a second.
 	dial := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 		Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
@@ -196,10 +212,17 @@ type UnavailableError struct {
 	// Why: what this region needed from it.
 	Why string
 	Err error
+	// Override is the operator's way to write without that region, should
+	// it be gone; "" when there is none to offer.
+	Override string
 }
 
 func (e *UnavailableError) Error() string {
-	return fmt.Sprintf("topology: region %q is unavailable (%s): %v", e.Region, e.Why, e.Err)
+	msg := fmt.Sprintf("topology: region %q is unavailable (%s): %v", e.Region, e.Why, e.Err)
+	if e.Override != "" {
+		msg += "; if it is gone: " + e.Override
+	}
+	return msg
 }
 
 // Is makes errors.Is(err, ErrUnavailable) true.
@@ -216,9 +239,9 @@ type regionClient struct {
 type Written struct {
 	// Region is the region whose journal holds the events (the owner).
 	Region string
-	// Versions of the events in the entity's history, and their Offsets in
-	// Region's journal.
-	Versions, Offsets []uint64
+	// Versions of the events in the entity's history, and their Offsets and
+	// SeqNrs in Region's journal.
+	Versions, Offsets, SeqNrs []uint64
 }
 
 // AnyVersion as the expected version of Write skips the check.
@@ -274,9 +297,11 @@ func (p *Primary) write(ctx context.Context, entityType, entityID string, expect
 			if hops >= maxForwardHops {
 				return Written{}, &UnavailableError{Region: pin.primary, Why: "forwarding the write", Err: fmt.Errorf("forwarded %d times: the regions disagree on the pinned primary of %q; try again once the pin has replicated", hops, entityType)}
 			}
-			return p.forward(ctx, pin.primary, &streamdv1.WriteRequest{
+			p.obs.Forwarded(entityType)
+			w, err := p.forward(ctx, pin.primary, &streamdv1.WriteRequest{
 				EntityType: entityType, EntityId: entityID, ExpectedVersion: expectedField(expected), Events: events, Hops: hops + 1,
 			})
+			return w, p.withOverride(err, t, entityID)
 		}
 	}
 	e := p.entity(t, entityID)
@@ -304,10 +329,27 @@ func (p *Primary) write(ctx context.Context, entityType, entityID string, expect
 		for i, a := range appended {
 			w.Versions = append(w.Versions, uint64(len(e.chain)+i+1))
 			w.Offsets = append(w.Offsets, a.Offset)
+			w.SeqNrs = append(w.SeqNrs, a.SeqNr)
 		}
 		return nil
 	})
-	return w, err
+	return w, p.withOverride(err, t, entityID)
+}
+
+// withOverride adds to an UnavailableError the operator's commands that
+// write the entity without the unreachable region.
+func (p *Primary) withOverride(err error, t EntityType, entityID string) error {
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || ue.Override != "" {
+		return err
+	}
+	takeover := fmt.Sprintf("streamctl primary takeover --force --type %s --entity %s (forks the history if %s is alive and writes)", t.Name, entityID, ue.Region)
+	if t.Mode == ModePinned {
+		ue.Override = fmt.Sprintf("against region %s run streamctl primary set --type %s --region %s, then %s", p.region, t.Name, p.region, takeover)
+	} else {
+		ue.Override = fmt.Sprintf("against region %s run %s", p.region, takeover)
+	}
+	return err
 }
 
 func expectedField(expected uint64) *uint64 {
@@ -340,6 +382,7 @@ func (p *Primary) asOwner(ctx context.Context, e *primaryEntity, force bool, fn 
 	defer e.write.Unlock()
 	peerHeld := map[string]map[string]uint64{} // per region asked, what it said it holds
 	conflicts, round := 0, 0                   // round: calls that brought no events
+	tookOver := false
 	for {
 		e.mu.Lock()
 		if err := e.fold(p.j); err != nil {
@@ -347,6 +390,10 @@ func (p *Primary) asOwner(ctx context.Context, e *primaryEntity, force bool, fn 
 			return err
 		}
 		if e.owner == p.region {
+			if tookOver {
+				p.obs.TookOver(e.entityType)
+				tookOver = false
+			}
 			visible := p.j.LastOffset()
 			err := fn()
 			e.mu.Unlock()
@@ -364,6 +411,7 @@ func (p *Primary) asOwner(ctx context.Context, e *primaryEntity, force bool, fn 
 			}
 			continue
 		}
+		tookOver = true
 		if force {
 			old := e.owner
 			err := p.appendHandover(ctx, e, p.region, true)
@@ -577,7 +625,7 @@ func (p *Primary) forward(ctx context.Context, region string, req *streamdv1.Wri
 	if err != nil {
 		return Written{}, err
 	}
-	return Written{Region: resp.Region, Versions: resp.Versions, Offsets: resp.Offsets}, nil
+	return Written{Region: resp.Region, Versions: resp.Versions, Offsets: resp.Offsets, SeqNrs: resp.SeqNrs}, nil
 }
 
 // call runs fn against region's addresses in turn, each within the call
@@ -623,8 +671,11 @@ func (p *Primary) singleWriter(entityType, entityID string) (EntityType, error) 
 	if !ok {
 		return EntityType{}, fmt.Errorf("%w: %q (the config lists %s)", ErrUnknownEntityType, entityType, p.typeNames())
 	}
-	if t.Mode == ModeReplicated {
-		return EntityType{}, fmt.Errorf("%w: %q is replicated (every region writes it, with Replicated.Apply); Primary writes only pinned and request-region types", ErrWrongMode, entityType)
+	switch t.Mode {
+	case ModeReplicated:
+		return EntityType{}, fmt.Errorf("%w: %q is replicated (every region writes it: publish CRDT ops); Primary writes only pinned and request-region types", ErrWrongMode, entityType)
+	case ModeLocal:
+		return EntityType{}, fmt.Errorf("%w: %q is local (every region appends its own events: publish them); Primary writes only pinned and request-region types", ErrWrongMode, entityType)
 	}
 	return t, nil
 }

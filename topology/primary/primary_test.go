@@ -84,17 +84,22 @@ func newPrimaryWorld(t *testing.T, cfg primary.Config, names ...string) *primary
 	return pw
 }
 
-// startPrimary runs region n's Primary on lis. Callers hold pw.mu or own pw.
-func (pw *primaryWorld) startPrimary(n string, lis net.Listener) {
-	pw.T.Helper()
+// regionsOf lists the regions other than n, reached through the proxies.
+func (pw *primaryWorld) regionsOf(n string) []topology.Region {
 	var others []topology.Region
 	for o := range pw.Regions {
 		if o != n {
 			others = append(others, topology.Region{Name: o, Addrs: []string{pw.pproxies[[2]string{n, o}].Addr()}})
 		}
 	}
+	return others
+}
+
+// startPrimary runs region n's Primary on lis. Callers hold pw.mu or own pw.
+func (pw *primaryWorld) startPrimary(n string, lis net.Listener) {
+	pw.T.Helper()
 	prim, err := primary.New(primary.Options{
-		Journal: pw.Regions[n].Producer.Journal(), Config: pw.cfg, Regions: others, CallTimeout: 2 * time.Second,
+		Journal: pw.Regions[n].Producer.Journal(), Config: pw.cfg, Regions: pw.regionsOf(n), CallTimeout: 2 * time.Second,
 	})
 	if err != nil {
 		pw.T.Fatal(err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+	"github.com/streamd/streamd/topology/crdt"
 )
 
 // Server returns the PrimaryService of this region, to register on the
@@ -29,7 +30,7 @@ func (s primaryServer) Write(ctx context.Context, req *streamdv1.WriteRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &streamdv1.WriteResponse{Region: w.Region, Versions: w.Versions, Offsets: w.Offsets}, nil
+	return &streamdv1.WriteResponse{Region: w.Region, Versions: w.Versions, Offsets: w.Offsets, SeqNrs: w.SeqNrs}, nil
 }
 
 func (s primaryServer) Sync(ctx context.Context, req *streamdv1.SyncRequest) (*streamdv1.SyncResponse, error) {
@@ -71,6 +72,19 @@ func (s primaryServer) GetPrimary(ctx context.Context, req *streamdv1.GetPrimary
 	return resp, nil
 }
 
+func (s primaryServer) State(ctx context.Context, req *streamdv1.StateRequest) (*streamdv1.StateResponse, error) {
+	st, err := s.p.State(ctx, req.EntityType, req.EntityId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return stateProto(st), nil
+}
+
+// ToStatus is the gRPC status of an error of Primary (Publish, for
+// example): Unavailable for an unreachable region, Aborted for a version
+// conflict, InvalidArgument for a refused request.
+func ToStatus(err error) error { return toStatus(err) }
+
 // toStatus chooses the gRPC status of an error of Primary.
 func toStatus(err error) error {
 	if err == nil {
@@ -82,7 +96,8 @@ func toStatus(err error) error {
 		code = codes.Unavailable
 	case errors.Is(err, ErrVersionConflict):
 		code = codes.Aborted
-	case errors.Is(err, ErrInvalidRequest), errors.Is(err, ErrUnknownEntityType), errors.Is(err, ErrWrongMode), errors.Is(err, journal.ErrInvalidEvent):
+	case errors.Is(err, ErrInvalidRequest), errors.Is(err, ErrUnknownEntityType), errors.Is(err, ErrWrongMode), errors.Is(err, journal.ErrInvalidEvent),
+		errors.Is(err, crdt.ErrInvalidChange), errors.Is(err, crdt.ErrInvalidOp):
 		code = codes.InvalidArgument
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded

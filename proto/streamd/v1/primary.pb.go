@@ -109,8 +109,10 @@ type WriteResponse struct {
 	Region string `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
 	// Per event: its version in the entity's history, and its offset in that
 	// region's journal.
-	Versions      []uint64 `protobuf:"varint,2,rep,packed,name=versions,proto3" json:"versions,omitempty"`
-	Offsets       []uint64 `protobuf:"varint,3,rep,packed,name=offsets,proto3" json:"offsets,omitempty"`
+	Versions []uint64 `protobuf:"varint,2,rep,packed,name=versions,proto3" json:"versions,omitempty"`
+	Offsets  []uint64 `protobuf:"varint,3,rep,packed,name=offsets,proto3" json:"offsets,omitempty"`
+	// Per event: its seq_nr in that region's journal.
+	SeqNrs        []uint64 `protobuf:"varint,4,rep,packed,name=seq_nrs,json=seqNrs,proto3" json:"seq_nrs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -162,6 +164,13 @@ func (x *WriteResponse) GetVersions() []uint64 {
 func (x *WriteResponse) GetOffsets() []uint64 {
 	if x != nil {
 		return x.Offsets
+	}
+	return nil
+}
+
+func (x *WriteResponse) GetSeqNrs() []uint64 {
+	if x != nil {
+		return x.SeqNrs
 	}
 	return nil
 }
@@ -784,6 +793,165 @@ func (x *PrimaryPin) GetPrimary() string {
 	return ""
 }
 
+type StateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EntityType    string                 `protobuf:"bytes,1,opt,name=entity_type,json=entityType,proto3" json:"entity_type,omitempty"`
+	EntityId      string                 `protobuf:"bytes,2,opt,name=entity_id,json=entityId,proto3" json:"entity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateRequest) Reset() {
+	*x = StateRequest{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateRequest) ProtoMessage() {}
+
+func (x *StateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateRequest.ProtoReflect.Descriptor instead.
+func (*StateRequest) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *StateRequest) GetEntityType() string {
+	if x != nil {
+		return x.EntityType
+	}
+	return ""
+}
+
+func (x *StateRequest) GetEntityId() string {
+	if x != nil {
+		return x.EntityId
+	}
+	return ""
+}
+
+// StateResponse is a replicated entity's state: each field that ever
+// received an op, by kind.
+type StateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Registers     map[string]string      `protobuf:"bytes,1,rep,name=registers,proto3" json:"registers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Counters      map[string]int64       `protobuf:"bytes,2,rep,name=counters,proto3" json:"counters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Sets          map[string]*Elements   `protobuf:"bytes,3,rep,name=sets,proto3" json:"sets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateResponse) Reset() {
+	*x = StateResponse{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateResponse) ProtoMessage() {}
+
+func (x *StateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateResponse.ProtoReflect.Descriptor instead.
+func (*StateResponse) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StateResponse) GetRegisters() map[string]string {
+	if x != nil {
+		return x.Registers
+	}
+	return nil
+}
+
+func (x *StateResponse) GetCounters() map[string]int64 {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
+}
+
+func (x *StateResponse) GetSets() map[string]*Elements {
+	if x != nil {
+		return x.Sets
+	}
+	return nil
+}
+
+// Elements are the elements of an observed-remove set, sorted.
+type Elements struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Elements      []string               `protobuf:"bytes,1,rep,name=elements,proto3" json:"elements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Elements) Reset() {
+	*x = Elements{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Elements) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Elements) ProtoMessage() {}
+
+func (x *Elements) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Elements.ProtoReflect.Descriptor instead.
+func (*Elements) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Elements) GetElements() []string {
+	if x != nil {
+		return x.Elements
+	}
+	return nil
+}
+
 var File_streamd_v1_primary_proto protoreflect.FileDescriptor
 
 const file_streamd_v1_primary_proto_rawDesc = "" +
@@ -797,11 +965,12 @@ const file_streamd_v1_primary_proto_rawDesc = "" +
 	"\x10expected_version\x18\x03 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12)\n" +
 	"\x06events\x18\x04 \x03(\v2\x11.streamd.v1.EventR\x06events\x12\x12\n" +
 	"\x04hops\x18\x05 \x01(\rR\x04hopsB\x13\n" +
-	"\x11_expected_version\"]\n" +
+	"\x11_expected_version\"v\n" +
 	"\rWriteResponse\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12\x1a\n" +
 	"\bversions\x18\x02 \x03(\x04R\bversions\x12\x18\n" +
-	"\aoffsets\x18\x03 \x03(\x04R\aoffsets\"\x87\x02\n" +
+	"\aoffsets\x18\x03 \x03(\x04R\aoffsets\x12\x17\n" +
+	"\aseq_nrs\x18\x04 \x03(\x04R\x06seqNrs\"\x87\x02\n" +
 	"\vSyncRequest\x12\x1f\n" +
 	"\ventity_type\x18\x01 \x01(\tR\n" +
 	"entityType\x12\x1b\n" +
@@ -855,7 +1024,26 @@ const file_streamd_v1_primary_proto_rawDesc = "" +
 	"\x06forced\x18\x02 \x01(\bR\x06forced\"&\n" +
 	"\n" +
 	"PrimaryPin\x12\x18\n" +
-	"\aprimary\x18\x01 \x01(\tR\aprimary2\xea\x02\n" +
+	"\aprimary\x18\x01 \x01(\tR\aprimary\"L\n" +
+	"\fStateRequest\x12\x1f\n" +
+	"\ventity_type\x18\x01 \x01(\tR\n" +
+	"entityType\x12\x1b\n" +
+	"\tentity_id\x18\x02 \x01(\tR\bentityId\"\x9f\x03\n" +
+	"\rStateResponse\x12F\n" +
+	"\tregisters\x18\x01 \x03(\v2(.streamd.v1.StateResponse.RegistersEntryR\tregisters\x12C\n" +
+	"\bcounters\x18\x02 \x03(\v2'.streamd.v1.StateResponse.CountersEntryR\bcounters\x127\n" +
+	"\x04sets\x18\x03 \x03(\v2#.streamd.v1.StateResponse.SetsEntryR\x04sets\x1a<\n" +
+	"\x0eRegistersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
+	"\rCountersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aM\n" +
+	"\tSetsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.streamd.v1.ElementsR\x05value:\x028\x01\"&\n" +
+	"\bElements\x12\x1a\n" +
+	"\belements\x18\x01 \x03(\tR\belements2\xa8\x03\n" +
 	"\x0ePrimaryService\x12<\n" +
 	"\x05Write\x12\x18.streamd.v1.WriteRequest\x1a\x19.streamd.v1.WriteResponse\x129\n" +
 	"\x04Sync\x12\x17.streamd.v1.SyncRequest\x1a\x18.streamd.v1.SyncResponse\x12E\n" +
@@ -863,7 +1051,8 @@ const file_streamd_v1_primary_proto_rawDesc = "" +
 	"\n" +
 	"SetPrimary\x12\x1d.streamd.v1.SetPrimaryRequest\x1a\x1e.streamd.v1.SetPrimaryResponse\x12K\n" +
 	"\n" +
-	"GetPrimary\x12\x1d.streamd.v1.GetPrimaryRequest\x1a\x1e.streamd.v1.GetPrimaryResponseB7Z5github.com/streamd/streamd/proto/streamd/v1;streamdv1b\x06proto3"
+	"GetPrimary\x12\x1d.streamd.v1.GetPrimaryRequest\x1a\x1e.streamd.v1.GetPrimaryResponse\x12<\n" +
+	"\x05State\x12\x18.streamd.v1.StateRequest\x1a\x19.streamd.v1.StateResponseB7Z5github.com/streamd/streamd/proto/streamd/v1;streamdv1b\x06proto3"
 
 var (
 	file_streamd_v1_primary_proto_rawDescOnce sync.Once
@@ -877,7 +1066,7 @@ func file_streamd_v1_primary_proto_rawDescGZIP() []byte {
 	return file_streamd_v1_primary_proto_rawDescData
 }
 
-var file_streamd_v1_primary_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_streamd_v1_primary_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_streamd_v1_primary_proto_goTypes = []any{
 	(*WriteRequest)(nil),       // 0: streamd.v1.WriteRequest
 	(*WriteResponse)(nil),      // 1: streamd.v1.WriteResponse
@@ -891,31 +1080,43 @@ var file_streamd_v1_primary_proto_goTypes = []any{
 	(*GetPrimaryResponse)(nil), // 9: streamd.v1.GetPrimaryResponse
 	(*Handover)(nil),           // 10: streamd.v1.Handover
 	(*PrimaryPin)(nil),         // 11: streamd.v1.PrimaryPin
-	nil,                        // 12: streamd.v1.SyncRequest.HeldEntry
-	nil,                        // 13: streamd.v1.SyncResponse.HeldEntry
-	(*Event)(nil),              // 14: streamd.v1.Event
+	(*StateRequest)(nil),       // 12: streamd.v1.StateRequest
+	(*StateResponse)(nil),      // 13: streamd.v1.StateResponse
+	(*Elements)(nil),           // 14: streamd.v1.Elements
+	nil,                        // 15: streamd.v1.SyncRequest.HeldEntry
+	nil,                        // 16: streamd.v1.SyncResponse.HeldEntry
+	nil,                        // 17: streamd.v1.StateResponse.RegistersEntry
+	nil,                        // 18: streamd.v1.StateResponse.CountersEntry
+	nil,                        // 19: streamd.v1.StateResponse.SetsEntry
+	(*Event)(nil),              // 20: streamd.v1.Event
 }
 var file_streamd_v1_primary_proto_depIdxs = []int32{
-	14, // 0: streamd.v1.WriteRequest.events:type_name -> streamd.v1.Event
-	12, // 1: streamd.v1.SyncRequest.held:type_name -> streamd.v1.SyncRequest.HeldEntry
-	14, // 2: streamd.v1.SyncRequest.events:type_name -> streamd.v1.Event
-	13, // 3: streamd.v1.SyncResponse.held:type_name -> streamd.v1.SyncResponse.HeldEntry
-	14, // 4: streamd.v1.SyncResponse.events:type_name -> streamd.v1.Event
-	0,  // 5: streamd.v1.PrimaryService.Write:input_type -> streamd.v1.WriteRequest
-	2,  // 6: streamd.v1.PrimaryService.Sync:input_type -> streamd.v1.SyncRequest
-	4,  // 7: streamd.v1.PrimaryService.Takeover:input_type -> streamd.v1.TakeoverRequest
-	6,  // 8: streamd.v1.PrimaryService.SetPrimary:input_type -> streamd.v1.SetPrimaryRequest
-	8,  // 9: streamd.v1.PrimaryService.GetPrimary:input_type -> streamd.v1.GetPrimaryRequest
-	1,  // 10: streamd.v1.PrimaryService.Write:output_type -> streamd.v1.WriteResponse
-	3,  // 11: streamd.v1.PrimaryService.Sync:output_type -> streamd.v1.SyncResponse
-	5,  // 12: streamd.v1.PrimaryService.Takeover:output_type -> streamd.v1.TakeoverResponse
-	7,  // 13: streamd.v1.PrimaryService.SetPrimary:output_type -> streamd.v1.SetPrimaryResponse
-	9,  // 14: streamd.v1.PrimaryService.GetPrimary:output_type -> streamd.v1.GetPrimaryResponse
-	10, // [10:15] is the sub-list for method output_type
-	5,  // [5:10] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	20, // 0: streamd.v1.WriteRequest.events:type_name -> streamd.v1.Event
+	15, // 1: streamd.v1.SyncRequest.held:type_name -> streamd.v1.SyncRequest.HeldEntry
+	20, // 2: streamd.v1.SyncRequest.events:type_name -> streamd.v1.Event
+	16, // 3: streamd.v1.SyncResponse.held:type_name -> streamd.v1.SyncResponse.HeldEntry
+	20, // 4: streamd.v1.SyncResponse.events:type_name -> streamd.v1.Event
+	17, // 5: streamd.v1.StateResponse.registers:type_name -> streamd.v1.StateResponse.RegistersEntry
+	18, // 6: streamd.v1.StateResponse.counters:type_name -> streamd.v1.StateResponse.CountersEntry
+	19, // 7: streamd.v1.StateResponse.sets:type_name -> streamd.v1.StateResponse.SetsEntry
+	14, // 8: streamd.v1.StateResponse.SetsEntry.value:type_name -> streamd.v1.Elements
+	0,  // 9: streamd.v1.PrimaryService.Write:input_type -> streamd.v1.WriteRequest
+	2,  // 10: streamd.v1.PrimaryService.Sync:input_type -> streamd.v1.SyncRequest
+	4,  // 11: streamd.v1.PrimaryService.Takeover:input_type -> streamd.v1.TakeoverRequest
+	6,  // 12: streamd.v1.PrimaryService.SetPrimary:input_type -> streamd.v1.SetPrimaryRequest
+	8,  // 13: streamd.v1.PrimaryService.GetPrimary:input_type -> streamd.v1.GetPrimaryRequest
+	12, // 14: streamd.v1.PrimaryService.State:input_type -> streamd.v1.StateRequest
+	1,  // 15: streamd.v1.PrimaryService.Write:output_type -> streamd.v1.WriteResponse
+	3,  // 16: streamd.v1.PrimaryService.Sync:output_type -> streamd.v1.SyncResponse
+	5,  // 17: streamd.v1.PrimaryService.Takeover:output_type -> streamd.v1.TakeoverResponse
+	7,  // 18: streamd.v1.PrimaryService.SetPrimary:output_type -> streamd.v1.SetPrimaryResponse
+	9,  // 19: streamd.v1.PrimaryService.GetPrimary:output_type -> streamd.v1.GetPrimaryResponse
+	13, // 20: streamd.v1.PrimaryService.State:output_type -> streamd.v1.StateResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_streamd_v1_primary_proto_init() }
@@ -931,7 +1132,7 @@ func file_streamd_v1_primary_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamd_v1_primary_proto_rawDesc), len(file_streamd_v1_primary_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

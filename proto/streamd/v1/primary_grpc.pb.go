@@ -24,6 +24,7 @@ const (
 	PrimaryService_Takeover_FullMethodName   = "/streamd.v1.PrimaryService/Takeover"
 	PrimaryService_SetPrimary_FullMethodName = "/streamd.v1.PrimaryService/SetPrimary"
 	PrimaryService_GetPrimary_FullMethodName = "/streamd.v1.PrimaryService/GetPrimary"
+	PrimaryService_State_FullMethodName      = "/streamd.v1.PrimaryService/State"
 )
 
 // PrimaryServiceClient is the client API for PrimaryService service.
@@ -58,6 +59,11 @@ type PrimaryServiceClient interface {
 	// GetPrimary describes an entity type's mode and primary as this region
 	// knows them, and with entity_id the entity's owner and version.
 	GetPrimary(ctx context.Context, in *GetPrimaryRequest, opts ...grpc.CallOption) (*GetPrimaryResponse, error)
+	// State returns the merged state of an entity of a replicated entity type
+	// as this region's journal holds it: every CRDT op written here or
+	// replicated from another region, folded (eventually consistent; regions
+	// holding the same ops return the same state).
+	State(ctx context.Context, in *StateRequest, opts ...grpc.CallOption) (*StateResponse, error)
 }
 
 type primaryServiceClient struct {
@@ -118,6 +124,16 @@ func (c *primaryServiceClient) GetPrimary(ctx context.Context, in *GetPrimaryReq
 	return out, nil
 }
 
+func (c *primaryServiceClient) State(ctx context.Context, in *StateRequest, opts ...grpc.CallOption) (*StateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StateResponse)
+	err := c.cc.Invoke(ctx, PrimaryService_State_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PrimaryServiceServer is the server API for PrimaryService service.
 // All implementations must embed UnimplementedPrimaryServiceServer
 // for forward compatibility.
@@ -150,6 +166,11 @@ type PrimaryServiceServer interface {
 	// GetPrimary describes an entity type's mode and primary as this region
 	// knows them, and with entity_id the entity's owner and version.
 	GetPrimary(context.Context, *GetPrimaryRequest) (*GetPrimaryResponse, error)
+	// State returns the merged state of an entity of a replicated entity type
+	// as this region's journal holds it: every CRDT op written here or
+	// replicated from another region, folded (eventually consistent; regions
+	// holding the same ops return the same state).
+	State(context.Context, *StateRequest) (*StateResponse, error)
 	mustEmbedUnimplementedPrimaryServiceServer()
 }
 
@@ -174,6 +195,9 @@ func (UnimplementedPrimaryServiceServer) SetPrimary(context.Context, *SetPrimary
 }
 func (UnimplementedPrimaryServiceServer) GetPrimary(context.Context, *GetPrimaryRequest) (*GetPrimaryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPrimary not implemented")
+}
+func (UnimplementedPrimaryServiceServer) State(context.Context, *StateRequest) (*StateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method State not implemented")
 }
 func (UnimplementedPrimaryServiceServer) mustEmbedUnimplementedPrimaryServiceServer() {}
 func (UnimplementedPrimaryServiceServer) testEmbeddedByValue()                        {}
@@ -286,6 +310,24 @@ func _PrimaryService_GetPrimary_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PrimaryService_State_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PrimaryServiceServer).State(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PrimaryService_State_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PrimaryServiceServer).State(ctx, req.(*StateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PrimaryService_ServiceDesc is the grpc.ServiceDesc for PrimaryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -312,6 +354,10 @@ var PrimaryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPrimary",
 			Handler:    _PrimaryService_GetPrimary_Handler,
+		},
+		{
+			MethodName: "State",
+			Handler:    _PrimaryService_State_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

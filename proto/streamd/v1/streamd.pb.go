@@ -228,8 +228,17 @@ type Event struct {
 	OriginSeqNr             uint64            `protobuf:"varint,13,opt,name=origin_seq_nr,json=originSeqNr,proto3" json:"origin_seq_nr,omitempty"`
 	OriginTimestampUnixNano int64             `protobuf:"varint,14,opt,name=origin_timestamp_unix_nano,json=originTimestampUnixNano,proto3" json:"origin_timestamp_unix_nano,omitempty"`
 	VersionVector           map[string]uint64 `protobuf:"bytes,15,rep,name=version_vector,json=versionVector,proto3" json:"version_vector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// CRDT operations on an entity of a replicated entity type (streamd's
+	// config: mode replicated), set by the publisher instead of event_type and
+	// payload. The region that receives the publish turns each into one
+	// journal event (event type crdt.RegisterSet, crdt.CounterUpdated,
+	// crdt.ElementAdded or crdt.ElementRemoved, a JSON payload) that
+	// replicates to every region, where they merge into the same state
+	// whatever their order (PrimaryService.State reads it). Empty on events
+	// read from a journal.
+	CrdtOps       []*CrdtOp `protobuf:"bytes,16,rep,name=crdt_ops,json=crdtOps,proto3" json:"crdt_ops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Event) Reset() {
@@ -367,6 +376,144 @@ func (x *Event) GetVersionVector() map[string]uint64 {
 	return nil
 }
 
+func (x *Event) GetCrdtOps() []*CrdtOp {
+	if x != nil {
+		return x.CrdtOps
+	}
+	return nil
+}
+
+// CrdtOp is one change to a named field of a replicated entity's state.
+// Fields are named per kind: a register and a counter may share a name.
+type CrdtOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The field's name; required.
+	Field string `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*CrdtOp_SetRegister
+	//	*CrdtOp_AddCounter
+	//	*CrdtOp_AddElement
+	//	*CrdtOp_RemoveElement
+	Op            isCrdtOp_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CrdtOp) Reset() {
+	*x = CrdtOp{}
+	mi := &file_streamd_v1_streamd_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CrdtOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CrdtOp) ProtoMessage() {}
+
+func (x *CrdtOp) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_streamd_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CrdtOp.ProtoReflect.Descriptor instead.
+func (*CrdtOp) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CrdtOp) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *CrdtOp) GetOp() isCrdtOp_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *CrdtOp) GetSetRegister() string {
+	if x != nil {
+		if x, ok := x.Op.(*CrdtOp_SetRegister); ok {
+			return x.SetRegister
+		}
+	}
+	return ""
+}
+
+func (x *CrdtOp) GetAddCounter() int64 {
+	if x != nil {
+		if x, ok := x.Op.(*CrdtOp_AddCounter); ok {
+			return x.AddCounter
+		}
+	}
+	return 0
+}
+
+func (x *CrdtOp) GetAddElement() string {
+	if x != nil {
+		if x, ok := x.Op.(*CrdtOp_AddElement); ok {
+			return x.AddElement
+		}
+	}
+	return ""
+}
+
+func (x *CrdtOp) GetRemoveElement() string {
+	if x != nil {
+		if x, ok := x.Op.(*CrdtOp_RemoveElement); ok {
+			return x.RemoveElement
+		}
+	}
+	return ""
+}
+
+type isCrdtOp_Op interface {
+	isCrdtOp_Op()
+}
+
+type CrdtOp_SetRegister struct {
+	// Last-writer-wins register: set it to this value (the latest write by
+	// the writing region's clock wins, ties broken by region name).
+	SetRegister string `protobuf:"bytes,2,opt,name=set_register,json=setRegister,proto3,oneof"`
+}
+
+type CrdtOp_AddCounter struct {
+	// Counter: add this amount (negative subtracts); concurrent adds all count.
+	AddCounter int64 `protobuf:"varint,3,opt,name=add_counter,json=addCounter,proto3,oneof"`
+}
+
+type CrdtOp_AddElement struct {
+	// Observed-remove set: add this element.
+	AddElement string `protobuf:"bytes,4,opt,name=add_element,json=addElement,proto3,oneof"`
+}
+
+type CrdtOp_RemoveElement struct {
+	// Observed-remove set: remove this element as far as the receiving
+	// region has seen it added; a concurrent add elsewhere wins.
+	RemoveElement string `protobuf:"bytes,5,opt,name=remove_element,json=removeElement,proto3,oneof"`
+}
+
+func (*CrdtOp_SetRegister) isCrdtOp_Op() {}
+
+func (*CrdtOp_AddCounter) isCrdtOp_Op() {}
+
+func (*CrdtOp_AddElement) isCrdtOp_Op() {}
+
+func (*CrdtOp_RemoveElement) isCrdtOp_Op() {}
+
 // SliceRange is an inclusive range of slices, 0 <= first <= last <= 1023.
 type SliceRange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -378,7 +525,7 @@ type SliceRange struct {
 
 func (x *SliceRange) Reset() {
 	*x = SliceRange{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[1]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +537,7 @@ func (x *SliceRange) String() string {
 func (*SliceRange) ProtoMessage() {}
 
 func (x *SliceRange) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[1]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +550,7 @@ func (x *SliceRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SliceRange.ProtoReflect.Descriptor instead.
 func (*SliceRange) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{1}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SliceRange) GetFirst() uint32 {
@@ -432,7 +579,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[2]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +591,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[2]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +604,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{2}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Position) GetJournalId() []byte {
@@ -495,7 +642,7 @@ type FilterCriterion struct {
 
 func (x *FilterCriterion) Reset() {
 	*x = FilterCriterion{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[3]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +654,7 @@ func (x *FilterCriterion) String() string {
 func (*FilterCriterion) ProtoMessage() {}
 
 func (x *FilterCriterion) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[3]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +667,7 @@ func (x *FilterCriterion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilterCriterion.ProtoReflect.Descriptor instead.
 func (*FilterCriterion) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{3}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FilterCriterion) GetAction() FilterAction {
@@ -572,7 +719,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[4]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +731,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[4]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +744,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{4}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubscribeRequest) GetRequest() isSubscribeRequest_Request {
@@ -677,7 +824,7 @@ type Init struct {
 
 func (x *Init) Reset() {
 	*x = Init{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[5]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +836,7 @@ func (x *Init) String() string {
 func (*Init) ProtoMessage() {}
 
 func (x *Init) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[5]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +849,7 @@ func (x *Init) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Init.ProtoReflect.Descriptor instead.
 func (*Init) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{5}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Init) GetStream() string {
@@ -768,7 +915,7 @@ type FilterUpdate struct {
 
 func (x *FilterUpdate) Reset() {
 	*x = FilterUpdate{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[6]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +927,7 @@ func (x *FilterUpdate) String() string {
 func (*FilterUpdate) ProtoMessage() {}
 
 func (x *FilterUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[6]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +940,7 @@ func (x *FilterUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilterUpdate.ProtoReflect.Descriptor instead.
 func (*FilterUpdate) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{6}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FilterUpdate) GetId() uint64 {
@@ -830,7 +977,7 @@ type Replay struct {
 
 func (x *Replay) Reset() {
 	*x = Replay{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[7]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +989,7 @@ func (x *Replay) String() string {
 func (*Replay) ProtoMessage() {}
 
 func (x *Replay) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[7]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +1002,7 @@ func (x *Replay) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replay.ProtoReflect.Descriptor instead.
 func (*Replay) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{7}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Replay) GetEntityType() string {
@@ -894,7 +1041,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[8]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1053,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[8]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +1066,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{8}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubscribeResponse) GetResponse() isSubscribeResponse_Response {
@@ -1008,7 +1155,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[9]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1167,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[9]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1180,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{9}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Hello) GetJournalId() []byte {
@@ -1076,7 +1223,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[10]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1235,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[10]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1248,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{10}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EventBatch) GetEvents() []*Event {
@@ -1129,7 +1276,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[11]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1288,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[11]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1301,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{11}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Progress) GetOffset() uint64 {
@@ -1177,7 +1324,7 @@ type FilterUpdateResult struct {
 
 func (x *FilterUpdateResult) Reset() {
 	*x = FilterUpdateResult{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[12]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1336,7 @@ func (x *FilterUpdateResult) String() string {
 func (*FilterUpdateResult) ProtoMessage() {}
 
 func (x *FilterUpdateResult) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[12]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1349,7 @@ func (x *FilterUpdateResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilterUpdateResult.ProtoReflect.Descriptor instead.
 func (*FilterUpdateResult) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{12}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FilterUpdateResult) GetId() uint64 {
@@ -1235,7 +1382,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[13]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1394,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[13]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1407,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{13}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PublishRequest) GetEvents() []*Event {
@@ -1274,18 +1421,24 @@ func (x *PublishRequest) GetEvents() []*Event {
 // PublishStreamRequest with separate_appends set, a refused event has offset and seq_nr
 // 0 and its own google.rpc.Code and message.
 type Appended struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
-	SeqNr         uint64                 `protobuf:"varint,2,opt,name=seq_nr,json=seqNr,proto3" json:"seq_nr,omitempty"`
-	Code          int32                  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Offset  uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	SeqNr   uint64                 `protobuf:"varint,2,opt,name=seq_nr,json=seqNr,proto3" json:"seq_nr,omitempty"`
+	Code    int32                  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// For an event of a pinned or request-region entity type: the region
+	// whose journal took it (its primary or owner; offset and seq_nr are in
+	// that journal) and its version in the entity's one history. Otherwise
+	// region is empty and version 0.
+	Region        string `protobuf:"bytes,5,opt,name=region,proto3" json:"region,omitempty"`
+	Version       uint64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Appended) Reset() {
 	*x = Appended{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[14]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1450,7 @@ func (x *Appended) String() string {
 func (*Appended) ProtoMessage() {}
 
 func (x *Appended) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[14]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1463,7 @@ func (x *Appended) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Appended.ProtoReflect.Descriptor instead.
 func (*Appended) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{14}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Appended) GetOffset() uint64 {
@@ -1341,6 +1494,20 @@ func (x *Appended) GetMessage() string {
 	return ""
 }
 
+func (x *Appended) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *Appended) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 type PublishResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Appended      []*Appended            `protobuf:"bytes,1,rep,name=appended,proto3" json:"appended,omitempty"`
@@ -1350,7 +1517,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[15]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1529,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[15]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1542,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{15}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PublishResponse) GetAppended() []*Appended {
@@ -1400,7 +1567,7 @@ type PublishStreamRequest struct {
 
 func (x *PublishStreamRequest) Reset() {
 	*x = PublishStreamRequest{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[16]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1579,7 @@ func (x *PublishStreamRequest) String() string {
 func (*PublishStreamRequest) ProtoMessage() {}
 
 func (x *PublishStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[16]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1592,7 @@ func (x *PublishStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishStreamRequest.ProtoReflect.Descriptor instead.
 func (*PublishStreamRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{16}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PublishStreamRequest) GetEvents() []*Event {
@@ -1456,7 +1623,7 @@ type PublishStreamResponse struct {
 
 func (x *PublishStreamResponse) Reset() {
 	*x = PublishStreamResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[17]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1635,7 @@ func (x *PublishStreamResponse) String() string {
 func (*PublishStreamResponse) ProtoMessage() {}
 
 func (x *PublishStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[17]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1648,7 @@ func (x *PublishStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishStreamResponse.ProtoReflect.Descriptor instead.
 func (*PublishStreamResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{17}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PublishStreamResponse) GetAppended() []*Appended {
@@ -1516,7 +1683,7 @@ type LoadEventRequest struct {
 
 func (x *LoadEventRequest) Reset() {
 	*x = LoadEventRequest{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[18]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1695,7 @@ func (x *LoadEventRequest) String() string {
 func (*LoadEventRequest) ProtoMessage() {}
 
 func (x *LoadEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[18]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1708,7 @@ func (x *LoadEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadEventRequest.ProtoReflect.Descriptor instead.
 func (*LoadEventRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{18}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LoadEventRequest) GetEntityType() string {
@@ -1574,7 +1741,7 @@ type LoadEventResponse struct {
 
 func (x *LoadEventResponse) Reset() {
 	*x = LoadEventResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[19]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1753,7 @@ func (x *LoadEventResponse) String() string {
 func (*LoadEventResponse) ProtoMessage() {}
 
 func (x *LoadEventResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[19]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1766,7 @@ func (x *LoadEventResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadEventResponse.ProtoReflect.Descriptor instead.
 func (*LoadEventResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{19}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LoadEventResponse) GetEvent() *Event {
@@ -1620,7 +1787,7 @@ type EntityEventsRequest struct {
 
 func (x *EntityEventsRequest) Reset() {
 	*x = EntityEventsRequest{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[20]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1799,7 @@ func (x *EntityEventsRequest) String() string {
 func (*EntityEventsRequest) ProtoMessage() {}
 
 func (x *EntityEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[20]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1812,7 @@ func (x *EntityEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityEventsRequest.ProtoReflect.Descriptor instead.
 func (*EntityEventsRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{20}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EntityEventsRequest) GetEntityType() string {
@@ -1678,7 +1845,7 @@ type EntityEventsResponse struct {
 
 func (x *EntityEventsResponse) Reset() {
 	*x = EntityEventsResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[21]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1857,7 @@ func (x *EntityEventsResponse) String() string {
 func (*EntityEventsResponse) ProtoMessage() {}
 
 func (x *EntityEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[21]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1870,7 @@ func (x *EntityEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityEventsResponse.ProtoReflect.Descriptor instead.
 func (*EntityEventsResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{21}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EntityEventsResponse) GetEvents() []*Event {
@@ -1721,7 +1888,7 @@ type JournalInfoRequest struct {
 
 func (x *JournalInfoRequest) Reset() {
 	*x = JournalInfoRequest{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[22]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1900,7 @@ func (x *JournalInfoRequest) String() string {
 func (*JournalInfoRequest) ProtoMessage() {}
 
 func (x *JournalInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[22]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1913,7 @@ func (x *JournalInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalInfoRequest.ProtoReflect.Descriptor instead.
 func (*JournalInfoRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{22}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{23}
 }
 
 type JournalInfoResponse struct {
@@ -1766,7 +1933,7 @@ type JournalInfoResponse struct {
 
 func (x *JournalInfoResponse) Reset() {
 	*x = JournalInfoResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[23]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1945,7 @@ func (x *JournalInfoResponse) String() string {
 func (*JournalInfoResponse) ProtoMessage() {}
 
 func (x *JournalInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[23]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1958,7 @@ func (x *JournalInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalInfoResponse.ProtoReflect.Descriptor instead.
 func (*JournalInfoResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{23}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JournalInfoResponse) GetJournalId() []byte {
@@ -1856,7 +2023,7 @@ type RawEventBatch struct {
 
 func (x *RawEventBatch) Reset() {
 	*x = RawEventBatch{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[24]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +2035,7 @@ func (x *RawEventBatch) String() string {
 func (*RawEventBatch) ProtoMessage() {}
 
 func (x *RawEventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[24]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +2048,7 @@ func (x *RawEventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RawEventBatch.ProtoReflect.Descriptor instead.
 func (*RawEventBatch) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{24}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RawEventBatch) GetEvents() [][]byte {
@@ -1912,7 +2079,7 @@ type RawSubscribeResponse struct {
 
 func (x *RawSubscribeResponse) Reset() {
 	*x = RawSubscribeResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[25]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2091,7 @@ func (x *RawSubscribeResponse) String() string {
 func (*RawSubscribeResponse) ProtoMessage() {}
 
 func (x *RawSubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[25]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2104,7 @@ func (x *RawSubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RawSubscribeResponse.ProtoReflect.Descriptor instead.
 func (*RawSubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{25}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RawSubscribeResponse) GetResponse() isRawSubscribeResponse_Response {
@@ -1971,7 +2138,7 @@ var File_streamd_v1_streamd_proto protoreflect.FileDescriptor
 const file_streamd_v1_streamd_proto_rawDesc = "" +
 	"\n" +
 	"\x18streamd/v1/streamd.proto\x12\n" +
-	"streamd.v1\"\x9f\x05\n" +
+	"streamd.v1\"\xce\x05\n" +
 	"\x05Event\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x1f\n" +
 	"\ventity_type\x18\x02 \x01(\tR\n" +
@@ -1990,13 +2157,23 @@ const file_streamd_v1_streamd_proto_rawDesc = "" +
 	"\x06origin\x18\f \x01(\tR\x06origin\x12\"\n" +
 	"\rorigin_seq_nr\x18\r \x01(\x04R\voriginSeqNr\x12;\n" +
 	"\x1aorigin_timestamp_unix_nano\x18\x0e \x01(\x03R\x17originTimestampUnixNano\x12K\n" +
-	"\x0eversion_vector\x18\x0f \x03(\v2$.streamd.v1.Event.VersionVectorEntryR\rversionVector\x1a;\n" +
+	"\x0eversion_vector\x18\x0f \x03(\v2$.streamd.v1.Event.VersionVectorEntryR\rversionVector\x12-\n" +
+	"\bcrdt_ops\x18\x10 \x03(\v2\x12.streamd.v1.CrdtOpR\acrdtOps\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a@\n" +
 	"\x12VersionVectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"6\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb8\x01\n" +
+	"\x06CrdtOp\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12#\n" +
+	"\fset_register\x18\x02 \x01(\tH\x00R\vsetRegister\x12!\n" +
+	"\vadd_counter\x18\x03 \x01(\x03H\x00R\n" +
+	"addCounter\x12!\n" +
+	"\vadd_element\x18\x04 \x01(\tH\x00R\n" +
+	"addElement\x12'\n" +
+	"\x0eremove_element\x18\x05 \x01(\tH\x00R\rremoveElementB\x04\n" +
+	"\x02op\"6\n" +
 	"\n" +
 	"SliceRange\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\rR\x05first\x12\x12\n" +
@@ -2059,12 +2236,14 @@ const file_streamd_v1_streamd_proto_rawDesc = "" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\";\n" +
 	"\x0ePublishRequest\x12)\n" +
-	"\x06events\x18\x01 \x03(\v2\x11.streamd.v1.EventR\x06events\"g\n" +
+	"\x06events\x18\x01 \x03(\v2\x11.streamd.v1.EventR\x06events\"\x99\x01\n" +
 	"\bAppended\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x15\n" +
 	"\x06seq_nr\x18\x02 \x01(\x04R\x05seqNr\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"C\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x16\n" +
+	"\x06region\x18\x05 \x01(\tR\x06region\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\x04R\aversion\"C\n" +
 	"\x0fPublishResponse\x120\n" +
 	"\bappended\x18\x01 \x03(\v2\x14.streamd.v1.AppendedR\bappended\"l\n" +
 	"\x14PublishStreamRequest\x12)\n" +
@@ -2145,83 +2324,85 @@ func file_streamd_v1_streamd_proto_rawDescGZIP() []byte {
 }
 
 var file_streamd_v1_streamd_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_streamd_v1_streamd_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_streamd_v1_streamd_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_streamd_v1_streamd_proto_goTypes = []any{
 	(StartPolicy)(0),              // 0: streamd.v1.StartPolicy
 	(FilterAction)(0),             // 1: streamd.v1.FilterAction
 	(FilterField)(0),              // 2: streamd.v1.FilterField
 	(*Event)(nil),                 // 3: streamd.v1.Event
-	(*SliceRange)(nil),            // 4: streamd.v1.SliceRange
-	(*Position)(nil),              // 5: streamd.v1.Position
-	(*FilterCriterion)(nil),       // 6: streamd.v1.FilterCriterion
-	(*SubscribeRequest)(nil),      // 7: streamd.v1.SubscribeRequest
-	(*Init)(nil),                  // 8: streamd.v1.Init
-	(*FilterUpdate)(nil),          // 9: streamd.v1.FilterUpdate
-	(*Replay)(nil),                // 10: streamd.v1.Replay
-	(*SubscribeResponse)(nil),     // 11: streamd.v1.SubscribeResponse
-	(*Hello)(nil),                 // 12: streamd.v1.Hello
-	(*EventBatch)(nil),            // 13: streamd.v1.EventBatch
-	(*Progress)(nil),              // 14: streamd.v1.Progress
-	(*FilterUpdateResult)(nil),    // 15: streamd.v1.FilterUpdateResult
-	(*PublishRequest)(nil),        // 16: streamd.v1.PublishRequest
-	(*Appended)(nil),              // 17: streamd.v1.Appended
-	(*PublishResponse)(nil),       // 18: streamd.v1.PublishResponse
-	(*PublishStreamRequest)(nil),  // 19: streamd.v1.PublishStreamRequest
-	(*PublishStreamResponse)(nil), // 20: streamd.v1.PublishStreamResponse
-	(*LoadEventRequest)(nil),      // 21: streamd.v1.LoadEventRequest
-	(*LoadEventResponse)(nil),     // 22: streamd.v1.LoadEventResponse
-	(*EntityEventsRequest)(nil),   // 23: streamd.v1.EntityEventsRequest
-	(*EntityEventsResponse)(nil),  // 24: streamd.v1.EntityEventsResponse
-	(*JournalInfoRequest)(nil),    // 25: streamd.v1.JournalInfoRequest
-	(*JournalInfoResponse)(nil),   // 26: streamd.v1.JournalInfoResponse
-	(*RawEventBatch)(nil),         // 27: streamd.v1.RawEventBatch
-	(*RawSubscribeResponse)(nil),  // 28: streamd.v1.RawSubscribeResponse
-	nil,                           // 29: streamd.v1.Event.MetadataEntry
-	nil,                           // 30: streamd.v1.Event.VersionVectorEntry
+	(*CrdtOp)(nil),                // 4: streamd.v1.CrdtOp
+	(*SliceRange)(nil),            // 5: streamd.v1.SliceRange
+	(*Position)(nil),              // 6: streamd.v1.Position
+	(*FilterCriterion)(nil),       // 7: streamd.v1.FilterCriterion
+	(*SubscribeRequest)(nil),      // 8: streamd.v1.SubscribeRequest
+	(*Init)(nil),                  // 9: streamd.v1.Init
+	(*FilterUpdate)(nil),          // 10: streamd.v1.FilterUpdate
+	(*Replay)(nil),                // 11: streamd.v1.Replay
+	(*SubscribeResponse)(nil),     // 12: streamd.v1.SubscribeResponse
+	(*Hello)(nil),                 // 13: streamd.v1.Hello
+	(*EventBatch)(nil),            // 14: streamd.v1.EventBatch
+	(*Progress)(nil),              // 15: streamd.v1.Progress
+	(*FilterUpdateResult)(nil),    // 16: streamd.v1.FilterUpdateResult
+	(*PublishRequest)(nil),        // 17: streamd.v1.PublishRequest
+	(*Appended)(nil),              // 18: streamd.v1.Appended
+	(*PublishResponse)(nil),       // 19: streamd.v1.PublishResponse
+	(*PublishStreamRequest)(nil),  // 20: streamd.v1.PublishStreamRequest
+	(*PublishStreamResponse)(nil), // 21: streamd.v1.PublishStreamResponse
+	(*LoadEventRequest)(nil),      // 22: streamd.v1.LoadEventRequest
+	(*LoadEventResponse)(nil),     // 23: streamd.v1.LoadEventResponse
+	(*EntityEventsRequest)(nil),   // 24: streamd.v1.EntityEventsRequest
+	(*EntityEventsResponse)(nil),  // 25: streamd.v1.EntityEventsResponse
+	(*JournalInfoRequest)(nil),    // 26: streamd.v1.JournalInfoRequest
+	(*JournalInfoResponse)(nil),   // 27: streamd.v1.JournalInfoResponse
+	(*RawEventBatch)(nil),         // 28: streamd.v1.RawEventBatch
+	(*RawSubscribeResponse)(nil),  // 29: streamd.v1.RawSubscribeResponse
+	nil,                           // 30: streamd.v1.Event.MetadataEntry
+	nil,                           // 31: streamd.v1.Event.VersionVectorEntry
 }
 var file_streamd_v1_streamd_proto_depIdxs = []int32{
-	29, // 0: streamd.v1.Event.metadata:type_name -> streamd.v1.Event.MetadataEntry
-	30, // 1: streamd.v1.Event.version_vector:type_name -> streamd.v1.Event.VersionVectorEntry
-	1,  // 2: streamd.v1.FilterCriterion.action:type_name -> streamd.v1.FilterAction
-	2,  // 3: streamd.v1.FilterCriterion.field:type_name -> streamd.v1.FilterField
-	8,  // 4: streamd.v1.SubscribeRequest.init:type_name -> streamd.v1.Init
-	9,  // 5: streamd.v1.SubscribeRequest.filter_update:type_name -> streamd.v1.FilterUpdate
-	10, // 6: streamd.v1.SubscribeRequest.replay:type_name -> streamd.v1.Replay
-	4,  // 7: streamd.v1.Init.slice_range:type_name -> streamd.v1.SliceRange
-	5,  // 8: streamd.v1.Init.position:type_name -> streamd.v1.Position
-	0,  // 9: streamd.v1.Init.start_policy:type_name -> streamd.v1.StartPolicy
-	6,  // 10: streamd.v1.Init.filter:type_name -> streamd.v1.FilterCriterion
-	6,  // 11: streamd.v1.FilterUpdate.add:type_name -> streamd.v1.FilterCriterion
-	6,  // 12: streamd.v1.FilterUpdate.remove:type_name -> streamd.v1.FilterCriterion
-	12, // 13: streamd.v1.SubscribeResponse.hello:type_name -> streamd.v1.Hello
-	13, // 14: streamd.v1.SubscribeResponse.events:type_name -> streamd.v1.EventBatch
-	14, // 15: streamd.v1.SubscribeResponse.progress:type_name -> streamd.v1.Progress
-	15, // 16: streamd.v1.SubscribeResponse.filter_update_result:type_name -> streamd.v1.FilterUpdateResult
-	3,  // 17: streamd.v1.EventBatch.events:type_name -> streamd.v1.Event
-	3,  // 18: streamd.v1.PublishRequest.events:type_name -> streamd.v1.Event
-	17, // 19: streamd.v1.PublishResponse.appended:type_name -> streamd.v1.Appended
-	3,  // 20: streamd.v1.PublishStreamRequest.events:type_name -> streamd.v1.Event
-	17, // 21: streamd.v1.PublishStreamResponse.appended:type_name -> streamd.v1.Appended
-	3,  // 22: streamd.v1.LoadEventResponse.event:type_name -> streamd.v1.Event
-	3,  // 23: streamd.v1.EntityEventsResponse.events:type_name -> streamd.v1.Event
-	27, // 24: streamd.v1.RawSubscribeResponse.events:type_name -> streamd.v1.RawEventBatch
-	7,  // 25: streamd.v1.EventStreamService.Subscribe:input_type -> streamd.v1.SubscribeRequest
-	16, // 26: streamd.v1.EventStreamService.Publish:input_type -> streamd.v1.PublishRequest
-	19, // 27: streamd.v1.EventStreamService.PublishStream:input_type -> streamd.v1.PublishStreamRequest
-	21, // 28: streamd.v1.EventStreamService.LoadEvent:input_type -> streamd.v1.LoadEventRequest
-	23, // 29: streamd.v1.EventStreamService.EntityEvents:input_type -> streamd.v1.EntityEventsRequest
-	25, // 30: streamd.v1.EventStreamService.JournalInfo:input_type -> streamd.v1.JournalInfoRequest
-	11, // 31: streamd.v1.EventStreamService.Subscribe:output_type -> streamd.v1.SubscribeResponse
-	18, // 32: streamd.v1.EventStreamService.Publish:output_type -> streamd.v1.PublishResponse
-	20, // 33: streamd.v1.EventStreamService.PublishStream:output_type -> streamd.v1.PublishStreamResponse
-	22, // 34: streamd.v1.EventStreamService.LoadEvent:output_type -> streamd.v1.LoadEventResponse
-	24, // 35: streamd.v1.EventStreamService.EntityEvents:output_type -> streamd.v1.EntityEventsResponse
-	26, // 36: streamd.v1.EventStreamService.JournalInfo:output_type -> streamd.v1.JournalInfoResponse
-	31, // [31:37] is the sub-list for method output_type
-	25, // [25:31] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	30, // 0: streamd.v1.Event.metadata:type_name -> streamd.v1.Event.MetadataEntry
+	31, // 1: streamd.v1.Event.version_vector:type_name -> streamd.v1.Event.VersionVectorEntry
+	4,  // 2: streamd.v1.Event.crdt_ops:type_name -> streamd.v1.CrdtOp
+	1,  // 3: streamd.v1.FilterCriterion.action:type_name -> streamd.v1.FilterAction
+	2,  // 4: streamd.v1.FilterCriterion.field:type_name -> streamd.v1.FilterField
+	9,  // 5: streamd.v1.SubscribeRequest.init:type_name -> streamd.v1.Init
+	10, // 6: streamd.v1.SubscribeRequest.filter_update:type_name -> streamd.v1.FilterUpdate
+	11, // 7: streamd.v1.SubscribeRequest.replay:type_name -> streamd.v1.Replay
+	5,  // 8: streamd.v1.Init.slice_range:type_name -> streamd.v1.SliceRange
+	6,  // 9: streamd.v1.Init.position:type_name -> streamd.v1.Position
+	0,  // 10: streamd.v1.Init.start_policy:type_name -> streamd.v1.StartPolicy
+	7,  // 11: streamd.v1.Init.filter:type_name -> streamd.v1.FilterCriterion
+	7,  // 12: streamd.v1.FilterUpdate.add:type_name -> streamd.v1.FilterCriterion
+	7,  // 13: streamd.v1.FilterUpdate.remove:type_name -> streamd.v1.FilterCriterion
+	13, // 14: streamd.v1.SubscribeResponse.hello:type_name -> streamd.v1.Hello
+	14, // 15: streamd.v1.SubscribeResponse.events:type_name -> streamd.v1.EventBatch
+	15, // 16: streamd.v1.SubscribeResponse.progress:type_name -> streamd.v1.Progress
+	16, // 17: streamd.v1.SubscribeResponse.filter_update_result:type_name -> streamd.v1.FilterUpdateResult
+	3,  // 18: streamd.v1.EventBatch.events:type_name -> streamd.v1.Event
+	3,  // 19: streamd.v1.PublishRequest.events:type_name -> streamd.v1.Event
+	18, // 20: streamd.v1.PublishResponse.appended:type_name -> streamd.v1.Appended
+	3,  // 21: streamd.v1.PublishStreamRequest.events:type_name -> streamd.v1.Event
+	18, // 22: streamd.v1.PublishStreamResponse.appended:type_name -> streamd.v1.Appended
+	3,  // 23: streamd.v1.LoadEventResponse.event:type_name -> streamd.v1.Event
+	3,  // 24: streamd.v1.EntityEventsResponse.events:type_name -> streamd.v1.Event
+	28, // 25: streamd.v1.RawSubscribeResponse.events:type_name -> streamd.v1.RawEventBatch
+	8,  // 26: streamd.v1.EventStreamService.Subscribe:input_type -> streamd.v1.SubscribeRequest
+	17, // 27: streamd.v1.EventStreamService.Publish:input_type -> streamd.v1.PublishRequest
+	20, // 28: streamd.v1.EventStreamService.PublishStream:input_type -> streamd.v1.PublishStreamRequest
+	22, // 29: streamd.v1.EventStreamService.LoadEvent:input_type -> streamd.v1.LoadEventRequest
+	24, // 30: streamd.v1.EventStreamService.EntityEvents:input_type -> streamd.v1.EntityEventsRequest
+	26, // 31: streamd.v1.EventStreamService.JournalInfo:input_type -> streamd.v1.JournalInfoRequest
+	12, // 32: streamd.v1.EventStreamService.Subscribe:output_type -> streamd.v1.SubscribeResponse
+	19, // 33: streamd.v1.EventStreamService.Publish:output_type -> streamd.v1.PublishResponse
+	21, // 34: streamd.v1.EventStreamService.PublishStream:output_type -> streamd.v1.PublishStreamResponse
+	23, // 35: streamd.v1.EventStreamService.LoadEvent:output_type -> streamd.v1.LoadEventResponse
+	25, // 36: streamd.v1.EventStreamService.EntityEvents:output_type -> streamd.v1.EntityEventsResponse
+	27, // 37: streamd.v1.EventStreamService.JournalInfo:output_type -> streamd.v1.JournalInfoResponse
+	32, // [32:38] is the sub-list for method output_type
+	26, // [26:32] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_streamd_v1_streamd_proto_init() }
@@ -2229,18 +2410,24 @@ func file_streamd_v1_streamd_proto_init() {
 	if File_streamd_v1_streamd_proto != nil {
 		return
 	}
-	file_streamd_v1_streamd_proto_msgTypes[4].OneofWrappers = []any{
+	file_streamd_v1_streamd_proto_msgTypes[1].OneofWrappers = []any{
+		(*CrdtOp_SetRegister)(nil),
+		(*CrdtOp_AddCounter)(nil),
+		(*CrdtOp_AddElement)(nil),
+		(*CrdtOp_RemoveElement)(nil),
+	}
+	file_streamd_v1_streamd_proto_msgTypes[5].OneofWrappers = []any{
 		(*SubscribeRequest_Init)(nil),
 		(*SubscribeRequest_FilterUpdate)(nil),
 		(*SubscribeRequest_Replay)(nil),
 	}
-	file_streamd_v1_streamd_proto_msgTypes[8].OneofWrappers = []any{
+	file_streamd_v1_streamd_proto_msgTypes[9].OneofWrappers = []any{
 		(*SubscribeResponse_Hello)(nil),
 		(*SubscribeResponse_Events)(nil),
 		(*SubscribeResponse_Progress)(nil),
 		(*SubscribeResponse_FilterUpdateResult)(nil),
 	}
-	file_streamd_v1_streamd_proto_msgTypes[25].OneofWrappers = []any{
+	file_streamd_v1_streamd_proto_msgTypes[26].OneofWrappers = []any{
 		(*RawSubscribeResponse_Events)(nil),
 	}
 	type x struct{}
@@ -2249,7 +2436,7 @@ func file_streamd_v1_streamd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamd_v1_streamd_proto_rawDesc), len(file_streamd_v1_streamd_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

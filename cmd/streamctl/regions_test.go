@@ -1,0 +1,100 @@
+package main
+
+import (
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/streamd/streamd/internal/streamdtest"
+)
+
+// TestRegionScripts runs the multi-region scripts: several streamd
+// processes of one project, started, killed and started again by name.
+func TestRegionScripts(t *testing.T) {
+	if _, err := streamdtest.Binary(); err != nil {
+		t.Fatal(err)
+	}
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/regions",
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"closed-port":  closedPort,
+			"region-start": regionStart,
+			"region-kill":  regionKill,
+			"eventually":   eventually,
+		},
+	})
+}
+
+// daemons are the processes region-start ran, per script and name.
+var daemons = struct {
+	sync.Mutex
+	m map[*testscript.TestScript]map[string]*streamdtest.Daemon
+}{m: map[*testscript.TestScript]map[string]*streamdtest.Daemon{}}
+
+// region-start NAME [FLAG...] runs streamd with the data directory
+// streamd-data-NAME in $WORK and sets NAME_ADDR (NAME upper-cased) to its
+// gRPC address; started again after region-kill, it opens the same
+// directory. The process is killed when the script ends.
+func regionStart(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) == 0 {
+		ts.Fatalf("usage: region-start NAME [FLAG...]")
+	}
+	name := args[0]
+	d, err := streamdtest.Run(streamdtest.Options{DataDir: ts.MkAbs("streamd-data-" + name), Args: args[1:], Dir: ts.Getenv("WORK")})
+	if d != nil {
+		ts.Defer(d.Kill)
+	}
+	ts.Check(err)
+	daemons.Lock()
+	if daemons.m[ts] == nil {
+		daemons.m[ts] = map[string]*streamdtest.Daemon{}
+		ts.Defer(func() { daemons.Lock(); delete(daemons.m, ts); daemons.Unlock() })
+	}
+	daemons.m[ts][name] = d
+	daemons.Unlock()
+	ts.Setenv(strings.ToUpper(name)+"_ADDR", d.Addr)
+}
+
+// region-kill NAME kills (SIGKILL) the streamd region-start ran as NAME.
+func regionKill(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: region-kill NAME")
+	}
+	daemons.Lock()
+	d := daemons.m[ts][args[0]]
+	daemons.Unlock()
+	if d == nil {
+		ts.Fatalf("region-kill: no region %q was started", args[0])
+	}
+	d.Kill()
+}
+
+// eventuallyTimeout bounds how long eventually retries.
+const eventuallyTimeout = 60 * time.Second
+
+// eventually REGEXP PROGRAM [ARG...] runs the program until its standard
+// output matches REGEXP (multi-line mode), for up to a minute; the last
+// run's output is what stdout and stderr then check.
+func eventually(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: eventually REGEXP PROGRAM [ARG...]")
+	}
+	re, err := regexp.Compile("(?m)" + args[0])
+	ts.Check(err)
+	deadline := time.Now().Add(eventuallyTimeout)
+	for {
+		err := ts.Exec(args[1], args[2:]...)
+		out := ts.ReadFile("stdout")
+		if err == nil && re.MatchString(out) {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("eventually: after %v, %s still prints\n%s(err %v, stderr %s); want a match of %q", eventuallyTimeout, args[1], out, err, ts.ReadFile("stderr"), args[0])
+		}
+		time.Sleep(200 * time.Millisecond) // a poll interval: the condition is the output
+	}
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+	"github.com/streamd/streamd/topology/primary"
+)
+
+// publishRouter routes Publish and PublishStream by entity type mode
+// through the region's Primary; it is made before the journal opens and
+// given the Primary (p) before the server serves.
+type publishRouter struct{ p *primary.Primary }
+
+func (r *publishRouter) Routes(e *streamdv1.Event) (bool, error) { return r.p.Routes(e) }
+
+func (r *publishRouter) Publish(ctx context.Context, events []*streamdv1.Event) ([]*streamdv1.Appended, error) {
+	appended, err := r.p.Publish(ctx, events)
+	return appended, primary.ToStatus(err)
+}
+
+// regionMetrics counts the multi-region writes per entity type
+// (primary.Observer) and reports replication lag per source region.
+type regionMetrics struct {
+	forwards, takeovers, crdtOps *prometheus.CounterVec
+}
+
+func newRegionMetrics(reg prometheus.Registerer, lags func() map[string]uint64) *regionMetrics {
+	m := &regionMetrics{
+		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamd_primary_forwards_total", Help: "Writes of pinned entity types forwarded from this region to their primary."}, []string{"entity_type"}),
+		takeovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamd_primary_takeovers_total", Help: "Entities this region took over from their owner to write them."}, []string{"entity_type"}),
+		crdtOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamd_crdt_ops_total", Help: "CRDT operations published in this region to replicated entity types (each merges into the entity's state in every region)."}, []string{"entity_type"}),
+	}
+	reg.MustRegister(m.forwards, m.takeovers, m.crdtOps, regionLagCollector(lags))
+	return m
+}
+
+func (m *regionMetrics) Forwarded(entityType string) { m.forwards.WithLabelValues(entityType).Inc() }
+func (m *regionMetrics) TookOver(entityType string)  { m.takeovers.WithLabelValues(entityType).Inc() }
+func (m *regionMetrics) CRDTOps(entityType string, ops int) {
+	m.crdtOps.WithLabelValues(entityType).Add(float64(ops))
+}
+
+var regionLagDesc = prometheus.NewDesc("streamd_region_replication_lag_events",
+	"Per region of the project (regions:): events of its journal not yet replicated here (the most over its addresses).", []string{"region"}, nil)
+
+type regionLagCollector func() map[string]uint64
+
+func (c regionLagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- regionLagDesc }
+
+func (c regionLagCollector) Collect(ch chan<- prometheus.Metric) {
+	for region, lag := range c() {
+		ch <- prometheus.MustNewConstMetric(regionLagDesc, prometheus.GaugeValue, float64(lag), region)
+	}
+}
+
+// regionLags is the lag of each replication from a region of the project.
+func (cs *consumers) regionLags() map[string]uint64 {
+	lags := map[string]uint64{}
+	for _, c := range cs.metrics() {
+		if region, ok := strings.CutPrefix(c.Consumer, regionReplication("")); ok {
+			lags[region] = max(lags[region], c.Lag)
+		}
+	}
+	return lags
+}
