@@ -15,6 +15,9 @@ func FuzzArgs(f *testing.F) {
 	for _, seed := range []string{
 		"publish --type car --entity c1 --data x",
 		"publish --type car",
+		"publish --type cart --entity c1 --add items=a --add-counter qty=x --set =v",
+		"publish --type cart --entity c1 --remove items --event-type x",
+		"state --type cart",
 		"tail --from nope --count -1",
 		"tail --filter 'include colour=red'",
 		"offsets set --store s --consumer c --to-offset 1 --to-latest",

@@ -4,11 +4,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/topology"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -102,6 +104,8 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("replicate:\n  - from: us\n    addrs: [\"127.0.0.1:1\"]\n    stream: s\n    filter: [\"include type=cart ttl=5m\"]\n")
 	f.Add("replicate: [{from: a, addrs: [b], name: n}, {from: a, addrs: [b], name: n}]")
 	f.Add("{streams: 3}")
+	f.Add("regions:\n  - {name: us, addrs: [\"a:1\"]}\n  - {name: eu, addrs: [\"b:1\"]}\ndefault_primary: eu\nregion: us\nentity_types:\n  - {name: c, mode: replicated}\n  - {name: k, mode: local}\n")
+	f.Add("regions: [{name: us, addrs: [a]}, {name: us, addrs: [b]}]\ndefault_mode: request-region\ndefault_primary: us\n")
 	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, raw string) {
 		settings, err := parseConfig([]byte(raw), now)
@@ -119,6 +123,18 @@ func FuzzParseConfig(f *testing.F) {
 				t.Fatalf("replication %+v accepted from %q", r, raw)
 			}
 			names[r.Name] = true
+		}
+		for _, region := range settings.regions {
+			_, withIt, err := settings.withRegion(region)
+			if err != nil {
+				t.Fatalf("region %q of the list refused: %v (%q)", region, err, raw)
+			}
+			if len(withIt.repls) != len(settings.repls)+len(settings.regions)-1 || slices.ContainsFunc(withIt.repls, func(r topology.ReplicationOptions) bool { return r.From.Name == region }) {
+				t.Fatalf("region %q replicates %+v (%q)", region, withIt.repls, raw)
+			}
+		}
+		if err := settings.types.Validate(); err != nil {
+			t.Fatalf("entity types accepted but invalid: %v (%q)", err, raw)
 		}
 	})
 }

@@ -56,6 +56,9 @@ func (p *Primary) Publish(ctx context.Context, events []*streamdv1.Event) ([]*st
 		return nil, fmt.Errorf("%w: a publish with no events", ErrInvalidRequest)
 	}
 	entityType, entityID := events[0].GetEntityType(), events[0].GetEntityId()
+	if entityType == "" || entityID == "" {
+		return nil, fmt.Errorf("%w: entity type %q and id %q: both are required", ErrInvalidRequest, entityType, entityID)
+	}
 	for i, ev := range events {
 		if ev.GetEntityType() != entityType || ev.GetEntityId() != entityID {
 			return nil, fmt.Errorf("%w: event %d is of %s/%s, event 0 of %s/%s: a publish of a pinned, request-region or replicated entity type holds the events of one entity; publish each entity's events separately (or with separate_appends)",
