@@ -19,6 +19,10 @@
 //   - PublishStream says the server's size limits in its response header,
 //     so that a publisher refuses an event over them itself; the gRPC server
 //     must take messages of Server.MaxMessageBytes.
+//   - Publish and PublishStream hand the events a ServerOptions.Router
+//     routes (the multi-region modes of topology/primary) to it, and append
+//     the others; one stream's routed writes of one entity run in the order
+//     sent.
 //   - A position from another journal is refused with FailedPrecondition, and
 //     a position below retention with OutOfRange naming the first available
 //     offset. Errors map to gRPC codes in one place (status.go).

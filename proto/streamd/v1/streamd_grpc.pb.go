@@ -43,7 +43,12 @@ type EventStreamServiceClient interface {
 	// producer's journal. The first request must be an Init.
 	Subscribe(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeRequest, SubscribeResponse], error)
 	// Publish appends events to the journal, durably unless the journal runs
-	// with async durability.
+	// with async durability. In a streamd whose config gives entity types a
+	// mode, an event is written as its mode says: pinned ones at the type's
+	// primary region (forwarded there), request-region ones after this region
+	// takes the entity over, replicated ones as their crdt_ops; the events of
+	// such a type in one request must be of one entity. UNAVAILABLE names the
+	// region that could not be reached and the operator's override.
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
 	// PublishStream appends a stream of publish requests, committed in the
 	// order sent (their offsets increase in that order), each answered in order.
@@ -158,7 +163,12 @@ type EventStreamServiceServer interface {
 	// producer's journal. The first request must be an Init.
 	Subscribe(grpc.BidiStreamingServer[SubscribeRequest, SubscribeResponse]) error
 	// Publish appends events to the journal, durably unless the journal runs
-	// with async durability.
+	// with async durability. In a streamd whose config gives entity types a
+	// mode, an event is written as its mode says: pinned ones at the type's
+	// primary region (forwarded there), request-region ones after this region
+	// takes the entity over, replicated ones as their crdt_ops; the events of
+	// such a type in one request must be of one entity. UNAVAILABLE names the
+	// region that could not be reached and the operator's override.
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
 	// PublishStream appends a stream of publish requests, committed in the
 	// order sent (their offsets increase in that order), each answered in order.
