@@ -108,6 +108,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate)"},
 			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, replications from other regions and entity type modes (see README)"},
 			&cli.StringFlag{Name: "ready-file", EnvVars: []string{"STREAMD_READY_FILE"}, Usage: "once every listener is up, write where streamd serves to `FILE` as JSON, {\"grpc\":\"ADDR\",\"metrics\":\"ADDR\"} (metrics absent when disabled), atomically; removed on exit"},
+			consoleFlag(),
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},
 		Action: func(c *cli.Context) error {
@@ -209,6 +210,10 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 				c.String("config"), t.Name, owner, c.String("region"))
 		}
 	}
+	serveConsole, err := consoleOn(c, toks != nil)
+	if err != nil {
+		return config{}, err
+	}
 	if len(repls) > 0 && c.String("region") == "" {
 		return config{}, fmt.Errorf("--config %s replicates from other regions: --region must name this one", c.String("config"))
 	}
@@ -221,6 +226,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		dataDir:       c.String("data-dir"),
 		listen:        c.String("listen"),
 		metricsListen: c.String("metrics-listen"),
+		console:       serveConsole,
 		readyFile:     c.String("ready-file"),
 		shutdownGrace: c.Duration("shutdown-grace"),
 		metrics:       m,
@@ -253,6 +259,7 @@ type config struct {
 	dataDir       string
 	listen        string
 	metricsListen string // "" serves no metrics
+	console       bool   // serve the console on metricsListen
 	readyFile     string // "" writes none
 	shutdownGrace time.Duration
 	metrics       *metrics.Metrics
@@ -374,6 +381,14 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		mux.Handle("/metrics", cfg.metrics.Handler())
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		metricsAddr = mlis.Addr().String()
+		if cfg.console {
+			stopConsole, err := startConsole(log, cfg, p, consumers, mux, hs, metricsAddr)
+			if err != nil {
+				mlis.Close()
+				return err
+			}
+			defer stopConsole()
+		}
 		go func() {
 			if err := hs.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
 				served <- fmt.Errorf("metrics server: %w", err)
