@@ -115,12 +115,13 @@ function renderOverview() {
   chart($('#chart-fsync'), s.times, s.fsync_ms, s.window_seconds);
 }
 
-// chart draws values over the window ending at the last time as a
-// polyline in a 600x120 SVG, with the largest value as a label.
+// chart draws values up to the last time as a polyline in a 600x120 SVG,
+// with the largest value as a label.
 function chart(svg, times, values, windowSeconds) {
   svg.replaceChildren();
   if (!times.length) return;
-  const end = times[times.length - 1], span = windowSeconds * 1000;
+  // The span grows with the samples kept, from a minute up to the window.
+  const end = times[times.length - 1], span = Math.min(windowSeconds * 1000, Math.max(60000, end - times[0]));
   const top = Math.max(...values, 1e-9);
   const pts = times.map((t, i) => {
     const x = 600 - ((end - t) / span) * 600, y = 115 - (values[i] / top) * 105;
