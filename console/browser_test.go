@@ -255,6 +255,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		p.waitFor("the rate chart shows the publishes", func() bool {
 			return p.js(`document.querySelectorAll('#chart-rate polyline').length`) == "1" && p.text("#chart-rate text") != "max 0.00"
 		})
+		if *updateScreenshot {
+			// Publishes paced over some seconds, for charts worth a look.
+			for i := range 60 {
+				eu.publish(t, fmt.Sprintf("car-%d", 100+i))
+				time.Sleep(time.Duration(50+i%20*10) * time.Millisecond)
+			}
+			want := strconv.FormatUint(eu.info(t).GetEvents(), 10)
+			p.waitFor("the overview shows the paced publishes", func() bool { return p.number("#ov-events") == want })
+		}
 		png := p.screenshot("overview.png")
 		if *updateScreenshot {
 			if err := os.WriteFile(filepath.Join("..", "docs", "console.png"), png, 0o644); err != nil {
