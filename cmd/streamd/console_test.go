@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -200,5 +201,27 @@ func TestConsoleBehindAuth(t *testing.T) {
 	}
 	if code, _ := httpDo(t, admin, "GET", base+"api/live", "", nil); code != http.StatusUnauthorized {
 		t.Fatalf("live after logout: %d, want 401", code)
+	}
+}
+
+// SIGTERM ends the console's live streams first, so that the HTTP
+// server's shutdown does not wait for them and give up.
+func TestConsoleEndsStreamsOnShutdown(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	resp, err := http.Get(consoleURL(t, d) + "api/live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() && !strings.HasPrefix(sc.Text(), "event: snapshot") {
+	}
+	if err := d.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM with a live stream open: %v; %s", err, d.Log())
+	}
+	io.Copy(io.Discard, resp.Body)
+	if strings.Contains(d.Log(), "metrics server shutdown") {
+		t.Fatalf("the HTTP server's shutdown waited for the console's stream:\n%s", d.Log())
 	}
 }
