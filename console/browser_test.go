@@ -46,31 +46,40 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-var streamctlBuild struct {
+// binaries are streamd and streamctl, built by one go build (sharing its
+// work) the first time a browser test needs them; streamdtest runs this
+// streamd through its BinaryEnv.
+var binaries struct {
 	once sync.Once
-	path string
+	dir  string // removed by TestMain
 	err  error
+}
+
+func buildBinaries(t *testing.T) {
+	t.Helper()
+	binaries.once.Do(func() {
+		if binaries.dir, binaries.err = os.MkdirTemp("", "console-test-bin"); binaries.err != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", binaries.dir+"/",
+			"github.com/streamd/streamd/cmd/streamd", "github.com/streamd/streamd/cmd/streamctl").CombinedOutput()
+		if err != nil {
+			binaries.err = fmt.Errorf("build streamd and streamctl: %w\n%s", err, out)
+			return
+		}
+		binaries.err = os.Setenv(streamdtest.BinaryEnv, filepath.Join(binaries.dir, "streamd"))
+	})
+	if binaries.err != nil {
+		t.Fatal(binaries.err)
+	}
 }
 
 // streamctl runs the streamctl command and returns its standard output.
 func streamctl(t *testing.T, args ...string) string {
 	t.Helper()
-	streamctlBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "console-test-streamctl")
-		if err != nil {
-			streamctlBuild.err = err
-			return
-		}
-		streamctlBuild.path = filepath.Join(dir, "streamctl")
-		if out, err := exec.Command("go", "build", "-o", streamctlBuild.path, "github.com/streamd/streamd/cmd/streamctl").CombinedOutput(); err != nil {
-			streamctlBuild.err = fmt.Errorf("build streamctl: %w\n%s", err, out)
-		}
-	})
-	if streamctlBuild.err != nil {
-		t.Fatal(streamctlBuild.err)
-	}
+	buildBinaries(t)
 	var stderr bytes.Buffer
-	cmd := exec.Command(streamctlBuild.path, args...)
+	cmd := exec.Command(filepath.Join(binaries.dir, "streamctl"), args...)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -88,6 +97,7 @@ type region struct {
 
 func startRegion(t *testing.T, args ...string) *region {
 	t.Helper()
+	buildBinaries(t)
 	d := streamdtest.Start(t, streamdtest.Options{DataDir: t.TempDir(), Args: args, Metrics: true})
 	conn, err := grpc.NewClient(d.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -193,6 +203,24 @@ func (p *page) screenshot(name string) []byte {
 	return png
 }
 
+// newPage starts a headless Chromium with one tab, closed when the test ends.
+func newPage(t *testing.T, exe string) *page {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.WindowSize(1280, 900))
+	if os.Geteuid() == 0 {
+		opts = append(opts, chromedp.NoSandbox)
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancel)
+	// The first Do starts the browser, bound to ctx (not to a timeout's).
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start %s: %v", exe, err)
+	}
+	return &page{t: t, ctx: ctx, dir: t.ArtifactDir()}
+}
+
 // The console of a region that replicates another, in a real headless
 // Chromium: each page's figures match the API's, the overview and the
 // tail follow events as they are published, a filter added and an offset
@@ -214,19 +242,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		return eu.info(t).GetEvents() == 3 && len(c.Producers) == 1 && c.Producers[0].Offset == 3 && c.Producers[0].Lag == 0
 	})
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.WindowSize(1280, 900))
-	if os.Geteuid() == 0 {
-		opts = append(opts, chromedp.NoSandbox)
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	defer cancel()
-	// The first Do starts the browser, bound to ctx (not to a timeout's).
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start %s: %v", exe, err)
-	}
-	p := &page{t: t, ctx: ctx, dir: t.ArtifactDir()}
+	p := newPage(t, exe)
 	base := "http://" + eu.MetricsAddr + "/console/"
 
 	t.Run("overview", func(t *testing.T) {
@@ -390,4 +406,44 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		p.screenshot("consumers-moved.png")
 	})
+}
+
+// Behind --auth-token-file the console asks for a token: a wrong one is
+// refused on the form, one granted a stream shows the views without the
+// actions, one granted "*" shows the actions too.
+func TestConsoleLoginInBrowser(t *testing.T) {
+	exe := chromium(t)
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte("admin-tok *\nreader-tok all\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startRegion(t, "--region", "eu", "--auth-token-file", tokens)
+	p := newPage(t, exe)
+	p.run(chromedp.Navigate("http://" + d.MetricsAddr + "/console/#consumers"))
+	loginForm := func() bool {
+		return p.js(`document.querySelector('#login').hidden`) == "false" && p.js(`document.querySelector('#pages').hidden`) == "true"
+	}
+	login := func(token string) {
+		t.Helper()
+		p.waitFor("the login form, and no pages", loginForm)
+		p.set("#login-token", token)
+		p.click("#login-submit")
+	}
+	login("wrong-tok")
+	p.waitFor("the refusal", func() bool { return strings.Contains(p.text("#login-error"), "unknown token") })
+
+	login("reader-tok") // the page reloads
+	p.waitFor("the pages after login", func() bool { return p.text("#ov-health") == "SERVING" })
+	p.js(`(select('replicate-x'), 1)`)
+	if p.js(`document.querySelector('#act-denied').hidden`) != "false" || p.js(`document.querySelector('#actions .act').hidden`) != "true" {
+		t.Fatal("a token granted a stream is offered the actions")
+	}
+	p.screenshot("login-reader.png")
+	p.click("#logout") // the page reloads
+	login("admin-tok")
+	p.waitFor("the pages after login", func() bool { return p.text("#ov-health") == "SERVING" })
+	p.js(`(select('replicate-x'), 1)`)
+	if p.js(`document.querySelector('#act-denied').hidden`) != "true" || p.js(`document.querySelector('#actions .act').hidden`) != "false" {
+		t.Fatal(`a token granted "*" is not offered the actions`)
+	}
 }
