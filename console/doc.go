@@ -34,5 +34,10 @@
 // in-memory listener in cmd/streamd), and the console checks every request
 // against Options.Tokens itself. It does not show bytes per second on a
 // replication link, which no metric measures yet; a link shows the rate at
-// which its consumer's offset in the source moves.
+// which its consumer's offset in the source moves. A consumer's lag in
+// seconds is how long ago its lag was last 0, within the History: the
+// journals of other regions, whose timestamps would tell more, are not
+// read. Entity types show their configured primary (or first owner), not
+// where SetPrimary has moved it since. There is no failover button, no list
+// of interest entries and no page of aggregation stages.
 package console

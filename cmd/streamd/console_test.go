@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/urfave/cli/v2"
 )
 
 // consoleURL is the console of d, through 127.0.0.1 whatever address its
@@ -223,5 +225,46 @@ func TestConsoleEndsStreamsOnShutdown(t *testing.T) {
 	io.Copy(io.Discard, resp.Body)
 	if strings.Contains(d.Log(), "metrics server shutdown") {
 		t.Fatalf("the HTTP server's shutdown waited for the console's stream:\n%s", d.Log())
+	}
+}
+
+func TestConsoleFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		auth bool
+		on   bool
+		err  string
+	}{
+		{args: []string{"--metrics-listen", "127.0.0.1:9464"}, on: true},
+		{args: []string{"--metrics-listen", "localhost:0"}, on: true},
+		{args: []string{"--metrics-listen", "[::1]:9464"}, on: true},
+		{args: []string{"--metrics-listen", ":9464"}},
+		{args: []string{"--metrics-listen", "0.0.0.0:9464"}},
+		{args: []string{"--metrics-listen", "10.0.0.5:9464"}},
+		{args: []string{"--metrics-listen", ""}},
+		{args: []string{"--metrics-listen", ":9464"}, auth: true, on: true},
+		{args: []string{"--metrics-listen", "", "--console"}, err: "--metrics-listen, which is disabled"},
+		{args: []string{"--metrics-listen", ":9464", "--console"}, err: "which is not loopback: add --auth-token-file"},
+		{args: []string{"--metrics-listen", ":9464", "--console"}, auth: true, on: true},
+		{args: []string{"--metrics-listen", "127.0.0.1:9464", "--console=false"}},
+		{args: []string{"--metrics-listen", ":9464", "--console=false"}, auth: true},
+	} {
+		var (
+			on  bool
+			err error
+		)
+		app := &cli.App{
+			Flags:  []cli.Flag{&cli.StringFlag{Name: "metrics-listen"}, consoleFlag()},
+			Action: func(c *cli.Context) error { on, err = consoleOn(c, tc.auth); return nil },
+		}
+		if runErr := app.Run(append([]string{"streamd"}, tc.args...)); runErr != nil {
+			t.Fatal(runErr)
+		}
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%v auth=%v: error %v, want one saying %q", tc.args, tc.auth, err, tc.err)
+		case tc.err == "" && (err != nil || on != tc.on):
+			t.Errorf("%v auth=%v: on=%v err=%v, want on=%v", tc.args, tc.auth, on, err, tc.on)
+		}
 	}
 }
