@@ -3,7 +3,8 @@
 // It serves the EventStreamService, gRPC health and reflection on --listen,
 // optionally over TLS (--tls-cert, --tls-key) or mTLS (--tls-client-ca), with
 // bearer tokens from --auth-token-file required on the EventStreamService,
-// and Prometheus metrics on --metrics-listen at /metrics. Every flag has a
+// and Prometheus metrics on --metrics-listen at /metrics, with the web
+// console (package console) at /console/ (--console). Every flag has a
 // STREAMD_* environment variable; sizes take units (64MiB); see streamd
 // --help. streamd --version prints the build (internal/buildinfo), which
 // every gRPC response also carries in its header.
