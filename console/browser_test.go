@@ -373,6 +373,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		p.screenshot("regions.png")
 	})
 
+	// us's console lists eu's replication among the consumers reading from it.
+	t.Run("readers", func(t *testing.T) {
+		p.t = t
+		p.run(chromedp.Navigate("http://" + us.MetricsAddr + "/console/#consumers"))
+		reader := fmt.Sprintf(`#readers tr[data-reader="all/%s"]`, link)
+		p.waitFor("us lists the replication reading from it", func() bool { return p.number(reader+" .r-lag") == "0" })
+		p.screenshot("readers.png")
+		p.run(chromedp.Navigate(base + "#regions"))
+		p.waitFor("eu's console again", func() bool { return p.text(linkRow+" .l-connected") == "yes" })
+	})
+
 	// With us stopped the replication cannot catch up again, so the moved
 	// offset stays where the console put it for streamctl to see.
 	t.Run("move offset", func(t *testing.T) {

@@ -254,3 +254,19 @@ func FuzzActions(f *testing.F) {
 		}
 	})
 }
+
+func TestListed(t *testing.T) {
+	for _, tc := range []struct {
+		object string
+		want   int
+	}{
+		{`{"consumers":[],"readers":[{"consumer":"a"},{"consumer":"b"}]}`, 2},
+		{`{"consumers":[{"name":"r"}]}`, 0},
+		{`{"readers":{}}`, 0},
+		{`not json`, 0},
+	} {
+		if got := listed([]byte(tc.object), "readers"); len(got) != tc.want {
+			t.Errorf("listed(%s) = %d elements, want %d", tc.object, len(got), tc.want)
+		}
+	}
+}

@@ -45,6 +45,10 @@ type Snapshot struct {
 	// Consumers the process runs, as AdminService.ListConsumers lists
 	// them (protojson: fields the API adds show up as they are).
 	Consumers []json.RawMessage `json:"consumers"`
+	// Reported are the consumers reading from this streamd as the same
+	// listing reports them (its "readers", where the API has them), as
+	// they are.
+	Reported []json.RawMessage `json:"reported"`
 	// Lags of each consumer (summed over its producers) over the History,
 	// aligned with Times (-1 where it was not listed); Behind, in seconds,
 	// how long it has been since its lag was last 0 (-1 never within the
@@ -135,6 +139,10 @@ func (c *Console) takeSample() {
 	cancel()
 	if err != nil {
 		snap.AdminError = err.Error()
+	}
+	if resp != nil {
+		b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(resp)
+		snap.Reported = listed(b, "readers")
 	}
 	for _, cs := range resp.GetConsumers() {
 		b, _ := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(cs)
@@ -269,4 +277,15 @@ func diskUsage(dir string) (used, free int64) {
 		free = int64(st.Bavail) * st.Bsize
 	}
 	return used, free
+}
+
+// listed returns the elements of the array field name of a JSON object,
+// nil when it has none.
+func listed(object []byte, name string) []json.RawMessage {
+	var fields map[string]json.RawMessage
+	var out []json.RawMessage
+	if json.Unmarshal(object, &fields) != nil || json.Unmarshal(fields[name], &out) != nil {
+		return nil
+	}
+	return out
 }

@@ -192,12 +192,27 @@ function renderConsumers() {
       body.append(tr);
     });
   }
+  // Readers as the admin API reports them (stored offsets, lag in time),
+  // or else the open streams from the metrics.
   const readers = $('#readers tbody');
   readers.replaceChildren();
-  for (const r of snap.readers || []) {
-    readers.append(el('tr', { 'data-reader': r.stream + '/' + r.consumer },
-      el('td', { text: r.stream }), el('td', { class: 'mono', text: r.consumer }),
-      el('td', { class: 'r-lag', 'data-value': r.lag, text: r.lag < 0 ? '—' : fmtInt(r.lag) }), el('td', { text: fmtInt(r.sent) })));
+  const cell = (cls, text, value) => el('td', value === undefined ? { class: cls, text: text } : { class: cls, text: text, 'data-value': value });
+  if ((snap.reported || []).length) {
+    for (const r of snap.reported) {
+      const slices = r.slices ? (r.slices.first || 0) + '–' + (r.slices.last || 0) : 'all';
+      const seen = r.connected ? 'now' : r.last_seen_unix_nano ? fmtDuration(Date.now() / 1000 - Number(r.last_seen_unix_nano) / 1e9) + ' ago' : '—';
+      readers.append(el('tr', { 'data-reader': (r.stream || 'all') + '/' + r.consumer },
+        cell('', r.stream || 'all'), cell('mono', r.consumer), cell('', slices),
+        cell(r.connected ? 'ok' : 'bad', r.connected ? 'yes' : 'no'), cell('r-offset', fmtInt(r.stored_offset || 0), r.stored_offset || 0),
+        cell('r-lag', fmtInt(r.lag || 0), r.lag || 0), cell('r-lag-time', r.lag_nanos ? fmtDuration(Number(r.lag_nanos) / 1e9) : '0s'),
+        cell('', '—'), cell('', seen)));
+    }
+  } else {
+    for (const r of snap.readers || []) {
+      readers.append(el('tr', { 'data-reader': r.stream + '/' + r.consumer },
+        cell('', r.stream), cell('mono', r.consumer), cell('', '—'), cell('ok', 'yes'), cell('', '—'),
+        cell('r-lag', fmtInt(r.lag), r.lag), cell('', '—'), cell('', fmtInt(r.sent)), cell('', 'now')));
+    }
   }
   countdown();
 }
