@@ -3,7 +3,8 @@
 // It serves the EventStreamService, gRPC health and reflection on --listen,
 // optionally over TLS (--tls-cert, --tls-key) or mTLS (--tls-client-ca), with
 // bearer tokens from --auth-token-file required on the EventStreamService,
-// and Prometheus metrics on --metrics-listen at /metrics. Every flag has a
+// and Prometheus metrics on --metrics-listen at /metrics, with the web
+// console (package console) at /console/ (--console). Every flag has a
 // STREAMD_* environment variable; sizes take units (64MiB); see streamd
 // --help. streamd --version prints the build (internal/buildinfo), which
 // every gRPC response also carries in its header.
@@ -108,6 +109,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate); overrides region: in --config"},
 			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, the project's regions (replicated full mesh), replications from elsewhere and entity type modes, the same file in every region (see README)"},
 			&cli.StringFlag{Name: "ready-file", EnvVars: []string{"STREAMD_READY_FILE"}, Usage: "once every listener is up, write where streamd serves to `FILE` as JSON, {\"grpc\":\"ADDR\",\"metrics\":\"ADDR\"} (metrics absent when disabled), atomically; removed on exit"},
+			consoleFlag(),
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},
 		Action: func(c *cli.Context) error {
@@ -224,6 +226,10 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 	if d := types.DefaultPrimary; d != "" && !known(d) {
 		return config{}, fmt.Errorf("--config %s: default_primary %q is neither this region (--region %s) nor the source of a replication, so it cannot be reached", c.String("config"), d, region)
 	}
+	serveConsole, err := consoleOn(c, toks != nil)
+	if err != nil {
+		return config{}, err
+	}
 	if len(repls) > 0 && region == "" {
 		return config{}, fmt.Errorf("--config %s replicates from other regions: --region must name this one", c.String("config"))
 	}
@@ -236,6 +242,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		dataDir:       c.String("data-dir"),
 		listen:        c.String("listen"),
 		metricsListen: c.String("metrics-listen"),
+		console:       serveConsole,
 		readyFile:     c.String("ready-file"),
 		shutdownGrace: c.Duration("shutdown-grace"),
 		metrics:       m,
@@ -269,6 +276,7 @@ type config struct {
 	dataDir       string
 	listen        string
 	metricsListen string // "" serves no metrics
+	console       bool   // serve the console on metricsListen
 	readyFile     string // "" writes none
 	shutdownGrace time.Duration
 	metrics       *metrics.Metrics
@@ -395,6 +403,14 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		mux.Handle("/metrics", cfg.metrics.Handler())
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		metricsAddr = mlis.Addr().String()
+		if cfg.console {
+			stopConsole, err := startConsole(log, cfg, p, consumers, mux, hs, metricsAddr)
+			if err != nil {
+				mlis.Close()
+				return err
+			}
+			defer stopConsole()
+		}
 		go func() {
 			if err := hs.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
 				served <- fmt.Errorf("metrics server: %w", err)

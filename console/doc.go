@@ -1,0 +1,43 @@
+// Package console serves streamd's web console: a few pages, embedded in
+// the binary, that show the journal, the consumers, a live tail and the
+// replications between regions, and steer the consumers streamd runs.
+//
+// Guarantees:
+//   - The console reads and acts through streamd's own API: events come
+//     from EventStreamService.Subscribe (the same filters and start
+//     positions as streamctl tail), consumers from AdminService.ListConsumers,
+//     and an offset move or a filter change goes through MoveOffsets and
+//     UpdateConsumerFilter, previewed (a dry run, or the filter it would
+//     leave) before it is executed. Journal figures come from the journal's
+//     Info and its health from Err; rates and latencies from the Prometheus
+//     metrics streamd already exports, sampled every Options.Interval and
+//     kept for Options.History.
+//   - With Options.Tokens set, every page's data needs a bearer token, given
+//     once in a login form and kept server-side behind an HttpOnly,
+//     SameSite=Strict session cookie: the read-only views need a token
+//     granted a stream (the tail only streams it is granted), actions need
+//     a token granted "*". Without Tokens the console answers only requests
+//     whose Host is a loopback name, so that a web page cannot reach it
+//     through DNS rebinding.
+//   - No action without a CSRF-safe request: actions are POSTs with a JSON
+//     body, a per-session CSRF token in a header a cross-origin page cannot
+//     set or read, and an Origin, if sent, that is the console's own.
+//   - Live data reaches the browser over Server-Sent Events: one stream of
+//     snapshots (every Options.Interval), and one stream per live tail.
+//     Close ends both, so that an http.Server's Shutdown does not wait for
+//     them.
+//   - The assets (HTML, JavaScript, CSS) are embedded; the pages load
+//     nothing from elsewhere. Charts are SVG drawn by plain JavaScript.
+//
+// The console does not authenticate the gRPC calls it makes: the caller
+// gives it a connection to streamd's services that it alone can reach (an
+// in-memory listener in cmd/streamd), and the console checks every request
+// against Options.Tokens itself. It does not show bytes per second on a
+// replication link, which no metric measures yet; a link shows the rate at
+// which its consumer's offset in the source moves. A consumer's lag in
+// seconds is how long ago its lag was last 0, within the History: the
+// journals of other regions, whose timestamps would tell more, are not
+// read. Entity types show their configured primary (or first owner), not
+// where SetPrimary has moved it since. There is no failover button, no list
+// of interest entries and no page of aggregation stages.
+package console

@@ -1,0 +1,291 @@
+package console
+
+import (
+	"cmp"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"io/fs"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// Snapshot is what the pages show, as of one sample. The live stream sends
+// one each Interval.
+type Snapshot struct {
+	Time       int64  `json:"time_unix_ms"`
+	Region     string `json:"region"`
+	JournalID  string `json:"journal_id"` // hex
+	First      uint64 `json:"first_offset"`
+	Last       uint64 `json:"last_offset"`
+	Events     uint64 `json:"events"`
+	Bytes      int64  `json:"bytes"`                // of events, as the journal counts them
+	DiskBytes  int64  `json:"disk_bytes"`           // of the files in the data directory; -1 unknown
+	FreeBytes  int64  `json:"free_bytes"`           // free on its filesystem; -1 unknown
+	Health     string `json:"health"`               // SERVING or FAILED
+	HealthErr  string `json:"health_err,omitempty"` // why FAILED
+	AdminError string `json:"admin_error,omitempty"`
+
+	// Series over the History, oldest first: sample times, events
+	// appended per second, mean fsync of a group commit in milliseconds.
+	Times  []int64   `json:"times"`
+	Rate   []float64 `json:"rate"`
+	Fsync  []float64 `json:"fsync_ms"`
+	Window int       `json:"window_seconds"`
+
+	// Consumers the process runs, as AdminService.ListConsumers lists
+	// them (protojson: fields the API adds show up as they are).
+	Consumers []json.RawMessage `json:"consumers"`
+	// Reported are the consumers reading from this streamd as the same
+	// listing reports them (its "readers", where the API has them), as
+	// they are.
+	Reported []json.RawMessage `json:"reported"`
+	// Lags of each consumer (summed over its producers) over the History,
+	// aligned with Times (-1 where it was not listed); Behind, in seconds,
+	// how long it has been since its lag was last 0 (-1 never within the
+	// History).
+	Lags map[string][]int64 `json:"lags"`
+	// Filters of each consumer as text, with their expiries.
+	Filters map[string][]criterion `json:"filters"`
+	Behind  map[string]float64     `json:"behind_seconds"`
+	Moves   map[string][]float64   `json:"offsets_per_second"` // of each consumer's offsets
+	// Readers are the streams other consumers read from this streamd, with
+	// the offsets they reported.
+	Readers     []Reader     `json:"readers"`
+	Links       []Link       `json:"links"`
+	EntityTypes []EntityType `json:"entity_types"`
+}
+
+// Reader is one consumer streaming from this streamd, from its metrics.
+type Reader struct {
+	Stream   string  `json:"stream"`
+	Consumer string  `json:"consumer"`
+	Lag      float64 `json:"lag"`  // journal last offset minus the last offset sent or reported
+	Sent     float64 `json:"sent"` // events sent to it
+}
+
+// point is one sample kept for the series.
+type point struct {
+	t       time.Time
+	appends float64 // events appended, total
+	fsync   struct{ sum, count float64 }
+	lags    map[string]int64
+	offsets map[string]uint64
+}
+
+type sampler struct {
+	mu      sync.Mutex
+	points  []point
+	last    Snapshot
+	ok      bool          // last is set
+	changed chan struct{} // closed and replaced at each sample
+}
+
+// current returns the last snapshot and a channel closed at the next.
+func (s *sampler) current() (Snapshot, bool, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last, s.ok, s.changed
+}
+
+func (c *Console) sample() {
+	defer close(c.done)
+	t := time.NewTicker(c.opts.Interval)
+	defer t.Stop()
+	for {
+		c.takeSample()
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// takeSample reads the journal, the metrics and the consumers once, and
+// publishes the snapshot.
+func (c *Console) takeSample() {
+	now := time.Now()
+	info := c.opts.Info()
+	snap := Snapshot{
+		Time: now.UnixMilli(), Region: c.opts.Region, JournalID: hex.EncodeToString(info.JournalID),
+		First: info.FirstOffset, Last: info.LastOffset, Events: info.Events, Bytes: info.Bytes,
+		DiskBytes: -1, FreeBytes: -1, Health: "SERVING",
+		Links: c.opts.Links, EntityTypes: c.opts.EntityTypes,
+		Lags: map[string][]int64{}, Filters: map[string][]criterion{}, Behind: map[string]float64{}, Moves: map[string][]float64{},
+		Window: int(c.opts.History / time.Second),
+	}
+	if err := c.opts.Err(); err != nil {
+		snap.Health, snap.HealthErr = "FAILED", err.Error()
+	}
+	if c.opts.DataDir != "" {
+		snap.DiskBytes, snap.FreeBytes = diskUsage(c.opts.DataDir)
+	}
+	p := point{t: now, lags: map[string]int64{}, offsets: map[string]uint64{}}
+	if mfs, err := c.opts.Gatherer.Gather(); err == nil {
+		snap.Readers = c.readMetrics(mfs, &p)
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
+	resp, err := c.admin.ListConsumers(ctx, &streamdv1.ListConsumersRequest{})
+	cancel()
+	if err != nil {
+		snap.AdminError = err.Error()
+	}
+	if resp != nil {
+		b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(resp)
+		snap.Reported = listed(b, "readers")
+	}
+	for _, cs := range resp.GetConsumers() {
+		b, _ := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(cs)
+		snap.Consumers = append(snap.Consumers, b)
+		snap.Filters[cs.GetName()] = shown(cs.GetFilter())
+		var lag, off uint64
+		for _, ps := range cs.GetProducers() {
+			lag += ps.GetLag()
+			off += ps.GetOffset()
+		}
+		p.lags[cs.GetName()], p.offsets[cs.GetName()] = int64(lag), off
+	}
+
+	c.samples.mu.Lock()
+	defer c.samples.mu.Unlock()
+	pts := append(c.samples.points, p)
+	for len(pts) > 1 && now.Sub(pts[0].t) > c.opts.History {
+		pts = pts[1:]
+	}
+	c.samples.points = pts
+	for i, pt := range pts {
+		snap.Times = append(snap.Times, pt.t.UnixMilli())
+		rate, fsync := 0.0, 0.0
+		if i > 0 {
+			prev := pts[i-1]
+			if dt := pt.t.Sub(prev.t).Seconds(); dt > 0 {
+				rate = max(0, pt.appends-prev.appends) / dt
+			}
+			if n := pt.fsync.count - prev.fsync.count; n > 0 {
+				fsync = (pt.fsync.sum - prev.fsync.sum) / n * 1000
+			}
+		}
+		snap.Rate, snap.Fsync = append(snap.Rate, rate), append(snap.Fsync, fsync)
+	}
+	for name := range p.lags {
+		lags, moves := make([]int64, len(pts)), make([]float64, len(pts))
+		behind := -1.0
+		for i, pt := range pts {
+			lag, ok := pt.lags[name]
+			if !ok {
+				lag = -1
+			}
+			lags[i] = lag
+			if lag == 0 {
+				behind = now.Sub(pt.t).Seconds()
+			}
+			if i > 0 {
+				prev, pok := pts[i-1].offsets[name]
+				cur, cok := pt.offsets[name]
+				if dt := pt.t.Sub(pts[i-1].t).Seconds(); pok && cok && cur >= prev && dt > 0 {
+					moves[i] = float64(cur-prev) / dt
+				}
+			}
+		}
+		snap.Lags[name], snap.Behind[name], snap.Moves[name] = lags, behind, moves
+	}
+	c.samples.last, c.samples.ok = snap, true
+	close(c.samples.changed)
+	c.samples.changed = make(chan struct{})
+}
+
+// readMetrics takes the journal's counters into p and returns the readers:
+// the (stream, consumer) pairs with a lag, that is with an open stream.
+func (c *Console) readMetrics(mfs []*dto.MetricFamily, p *point) []Reader {
+	readers := map[[2]string]*Reader{}
+	var sent []*dto.Metric
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "streamd_journal_events_appended_total":
+				p.appends += m.GetCounter().GetValue()
+			case "streamd_journal_fsync_seconds":
+				p.fsync.sum += m.GetHistogram().GetSampleSum()
+				p.fsync.count += float64(m.GetHistogram().GetSampleCount())
+			case "streamd_stream_lag_events":
+				k := readerKey(m)
+				readers[k] = &Reader{Stream: k[0], Consumer: k[1], Lag: m.GetGauge().GetValue()}
+			case "streamd_stream_events_sent_total":
+				sent = append(sent, m)
+			}
+		}
+	}
+	for _, m := range sent {
+		if r := readers[readerKey(m)]; r != nil {
+			r.Sent = m.GetCounter().GetValue()
+		}
+	}
+	out := make([]Reader, 0, len(readers))
+	for _, r := range readers {
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b Reader) int {
+		return cmp.Or(strings.Compare(a.Stream, b.Stream), strings.Compare(a.Consumer, b.Consumer))
+	})
+	return out
+}
+
+func readerKey(m *dto.Metric) (k [2]string) {
+	for _, l := range m.GetLabel() {
+		switch l.GetName() {
+		case "stream":
+			k[0] = l.GetValue()
+		case "consumer":
+			k[1] = l.GetValue()
+		}
+	}
+	return k
+}
+
+// diskUsage returns the bytes of the files under dir and the free bytes
+// of its filesystem, -1 for what cannot be read.
+func diskUsage(dir string) (used, free int64) {
+	used, free = 0, -1
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // a file removed meanwhile (compaction, retention)
+		}
+		if fi, err := d.Info(); err == nil && fi.Mode().IsRegular() {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				used += st.Blocks * 512 // allocated: Badger's value logs are sparse
+			} else {
+				used += fi.Size()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		used = -1
+	}
+	var st syscall.Statfs_t
+	if syscall.Statfs(dir, &st) == nil {
+		free = int64(st.Bavail) * st.Bsize
+	}
+	return used, free
+}
+
+// listed returns the elements of the array field name of a JSON object,
+// nil when it has none.
+func listed(object []byte, name string) []json.RawMessage {
+	var fields map[string]json.RawMessage
+	var out []json.RawMessage
+	if json.Unmarshal(object, &fields) != nil || json.Unmarshal(fields[name], &out) != nil {
+		return nil
+	}
+	return out
+}
