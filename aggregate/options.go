@@ -98,7 +98,8 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidOptions, fmt.Sprintf(format, args...))
 }
 
-// Validate checks o; its errors name the field and what is wrong.
+// Validate checks o but its Journal (New needs one); its errors name the
+// field and what is wrong.
 func (o Options) Validate() error {
 	_, err := o.compile()
 	return err
@@ -182,8 +183,6 @@ func (o Options) compile() (*def, error) {
 	switch {
 	case o.Name == "":
 		return nil, invalid("name is empty")
-	case o.Journal == nil:
-		return nil, invalid("no journal")
 	case o.Window < time.Millisecond || o.Window%time.Millisecond != 0:
 		return nil, invalid("window %v: want a whole number of milliseconds, at least 1ms", o.Window)
 	case o.Grace < 0 || o.Grace%time.Millisecond != 0:

@@ -167,6 +167,9 @@ func New(o Options) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Journal == nil {
+		return nil, invalid("no journal")
+	}
 	if o.CheckpointEvery == 0 {
 		o.CheckpointEvery = time.Second
 	}
@@ -637,6 +640,7 @@ func (s *Stage) commit(ctx context.Context, events []*streamdv1.Event) error {
 		return fmt.Errorf("aggregate %s: write summaries and checkpoint: %w", s.opts.Name, err)
 	}
 	s.saved, s.savedAt = s.cp.Next, s.opts.Now()
+	s.publish()
 	return nil
 }
 
