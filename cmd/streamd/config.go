@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/streamd/streamd/aggregate"
 	"github.com/streamd/streamd/filters"
 	"github.com/streamd/streamd/internal/dialopts"
 	"github.com/streamd/streamd/producer"
@@ -22,12 +23,14 @@ import (
 )
 
 // fileConfig is the --config file (YAML): the named streams streamd offers,
-// the replications it runs and the modes of entity types (single-writer
-// entities, see primary.Primary). Unknown keys are errors.
+// the replications it runs, the modes of entity types (single-writer
+// entities, see primary.Primary) and its aggregation stages (aggregate.go).
+// Unknown keys are errors.
 type fileConfig struct {
 	Streams     []streamConfig       `yaml:"streams"`
 	Replicate   []replicateConfig    `yaml:"replicate"`
 	EntityTypes []primary.EntityType `yaml:"entity_types"`
+	Aggregate   []aggregateConfig    `yaml:"aggregate"`
 }
 
 type streamConfig struct {
@@ -60,6 +63,7 @@ type fileSettings struct {
 	streams []producer.StreamDef
 	repls   []topology.ReplicationOptions
 	types   primary.Config
+	aggs    []aggregate.Options
 }
 
 // loadConfig reads and checks the config file at path; errors name the file
@@ -169,7 +173,11 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	if err := types.Validate(); err != nil {
 		return fileSettings{}, err
 	}
-	return fileSettings{streams: streams, repls: repls, types: types}, nil
+	aggs, err := parseAggregates(fc.Aggregate, streams, now)
+	if err != nil {
+		return fileSettings{}, err
+	}
+	return fileSettings{streams: streams, repls: repls, types: types, aggs: aggs}, nil
 }
 
 func parseFilter(at string, texts []string, now time.Time) ([]*streamdv1.FilterCriterion, error) {
