@@ -1,6 +1,8 @@
 package aggregate
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -83,4 +85,47 @@ func mustMarshal(t *testing.T, e *streamdv1.Event) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// lookup finds what decoding into maps finds, for any payload and path.
+func FuzzLookup(f *testing.F) {
+	f.Add([]byte(`{"a":{"b":[1,{"c":"}"}],"c":2},"a\u0062":3, "x" : "y\"z"}`), "a.c")
+	f.Add([]byte(` { "t" : 1 , "t":null }`), "t")
+	f.Add([]byte(`{"ab":"x","a":{"b":true}}`), "ab")
+	f.Add([]byte(`[1]`), "a")
+	f.Fuzz(func(t *testing.T, payload []byte, path string) {
+		p, err := parsePath(path)
+		if err != nil {
+			return
+		}
+		var want json.RawMessage
+		var wantOK bool
+		var m map[string]json.RawMessage
+		if json.Unmarshal(payload, &m) == nil && m != nil {
+			for i, name := range p {
+				v, ok := m[name]
+				if !ok {
+					break
+				}
+				if i == len(p)-1 {
+					want, wantOK = v, string(v) != "null"
+					break
+				}
+				m = nil
+				if json.Unmarshal(v, &m) != nil || m == nil {
+					break
+				}
+			}
+		}
+		if isObject(payload) != (json.Valid(payload) && json.Unmarshal(payload, &map[string]json.RawMessage{}) == nil) {
+			t.Fatalf("isObject(%q) = %v", payload, isObject(payload))
+		}
+		if !isObject(payload) {
+			return
+		}
+		got, ok := lookup(payload, p)
+		if ok != wantOK || (ok && !bytes.Equal(got, want)) {
+			t.Errorf("lookup(%q, %q) = %q, %v; decoding finds %q, %v", payload, path, got, ok, want, wantOK)
+		}
+	})
 }

@@ -374,12 +374,10 @@ func (s *Stage) add(rec *journal.Record) error {
 		return nil
 	}
 	c.Read++
-	var fields map[string]json.RawMessage
-	if d.usesPayload {
-		if json.Unmarshal(e.Payload, &fields) != nil || fields == nil {
-			s.skip(&c.NotJSON, e, "payload is not a JSON object")
-			return nil
-		}
+	fields := e.Payload
+	if d.usesPayload && !isObject(fields) {
+		s.skip(&c.NotJSON, e, "payload is not a JSON object")
+		return nil
 	}
 	t := e.TimestampUnixNano / int64(time.Millisecond)
 	if d.timePath != nil {
@@ -453,26 +451,8 @@ func mod(a, b int64) int64 {
 	return m
 }
 
-// lookup finds a field by path in a decoded JSON object.
-func lookup(fields map[string]json.RawMessage, path []string) (json.RawMessage, bool) {
-	for i, p := range path {
-		raw, ok := fields[p]
-		if !ok {
-			return nil, false
-		}
-		if i == len(path)-1 {
-			return raw, !bytes.Equal(raw, []byte("null"))
-		}
-		fields = nil
-		if json.Unmarshal(raw, &fields) != nil || fields == nil {
-			return nil, false
-		}
-	}
-	return nil, false
-}
-
 // number reads a JSON number.
-func number(raw json.RawMessage) (float64, bool) {
+func number(raw []byte) (float64, bool) {
 	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
 		return 0, false
 	}
@@ -480,7 +460,7 @@ func number(raw json.RawMessage) (float64, bool) {
 	return f, err == nil
 }
 
-func keyValue(k key, e *streamdv1.Event, fields map[string]json.RawMessage) (string, bool) {
+func keyValue(k key, e *streamdv1.Event, payload []byte) (string, bool) {
 	switch k.kind {
 	case keyEntityType:
 		return e.EntityType, true
@@ -496,18 +476,11 @@ func keyValue(k key, e *streamdv1.Event, fields map[string]json.RawMessage) (str
 		}
 		return levels[k.index], true
 	}
-	raw, ok := lookup(fields, k.path)
+	raw, ok := lookup(payload, k.path)
 	if !ok {
 		return "", false
 	}
-	if raw[0] == '"' {
-		var str string
-		if json.Unmarshal(raw, &str) != nil {
-			return "", false
-		}
-		return str, true
-	}
-	return string(raw), true
+	return stringValue(raw)
 }
 
 func (s *Stage) entityID(key []string) string {
