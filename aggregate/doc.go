@@ -22,9 +22,10 @@
 //     unix milliseconds (Options.TimeField). The watermark is the latest
 //     event time read (in offset order); a window closes when the watermark
 //     reaches its end + Grace. With the journal's time the watermark also
-//     follows the clock while the stage has read everything, so a window
-//     closes Grace after its end even when no more events come; with a
-//     payload time a window closes only when an event late enough arrives.
+//     follows the clock, one second behind (for appends being committed),
+//     while the stage has read everything, so a window closes Grace + 1s
+//     after its end even when no more events come; with a payload time a
+//     window closes only when an event late enough arrives.
 //     An event whose window has closed already is late: counted, not
 //     aggregated.
 //   - Bad payloads never stop the stage: a payload that is not a JSON object,
@@ -33,6 +34,10 @@
 //     skipped, with a log line at most every LogEvery.
 //   - The stage skips events of its own output entity type, so a filter that
 //     matches everything does not fold summaries into summaries.
+//
+// A Set runs stages (one that stopped on an error runs again from its
+// checkpoint after a backoff) and serves the AggregateService over them,
+// which `streamctl aggregates list` reads.
 //
 // A summary's payload is a JSON object (Summary): the stage name, the window
 // in unix milliseconds, the group's key values, the count of events and per
