@@ -86,6 +86,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			offsetsCommand(),
 			filtersCommand(),
 			consumersCommand(),
+			aggregatesCommand(),
 			primaryCommand(),
 			stateCommand(),
 			versionCommand(),

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/streamd/streamd/aggregate"
 	"github.com/streamd/streamd/filters"
 	"github.com/streamd/streamd/internal/dialopts"
 	"github.com/streamd/streamd/producer"
@@ -24,8 +25,9 @@ import (
 
 // fileConfig is the --config file (YAML): the named streams streamd offers,
 // the project's regions (the same file serves every region), the
-// replications from outside the project and the modes of entity types (see
-// primary.Primary). Unknown keys are errors.
+// replications from outside the project, the modes of entity types (see
+// primary.Primary) and the aggregation stages (aggregate.go). Unknown keys
+// are errors.
 type fileConfig struct {
 	Streams []streamConfig `yaml:"streams"`
 	// Region names this region among Regions; --region overrides it.
@@ -36,6 +38,7 @@ type fileConfig struct {
 	EntityTypes    []primary.EntityType `yaml:"entity_types"`
 	DefaultMode    primary.Mode         `yaml:"default_mode"`
 	DefaultPrimary string               `yaml:"default_primary"`
+	Aggregate      []aggregateConfig    `yaml:"aggregate"`
 }
 
 // regionConfig is one region of the project: every region replicates the
@@ -84,6 +87,7 @@ type fileSettings struct {
 	// regionRepls are the replications from the other regions, made by
 	// withRegion once this region is known.
 	regionRepls []topology.ReplicationOptions
+	aggs        []aggregate.Options
 }
 
 // regionMaxBackoff bounds the reconnect delay of the replications between
@@ -265,7 +269,11 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	if err := types.Validate(); err != nil {
 		return fileSettings{}, err
 	}
-	return fileSettings{streams: streams, repls: repls, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls}, nil
+	aggs, err := parseAggregates(fc.Aggregate, streams, now)
+	if err != nil {
+		return fileSettings{}, err
+	}
+	return fileSettings{streams: streams, repls: repls, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls, aggs: aggs}, nil
 }
 
 func parseFilter(at string, texts []string, now time.Time) ([]*streamdv1.FilterCriterion, error) {

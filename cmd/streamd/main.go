@@ -37,6 +37,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/streamd/streamd/aggregate"
 	"github.com/streamd/streamd/filters"
 	"github.com/streamd/streamd/internal/buildinfo"
 	"github.com/streamd/streamd/internal/bytesize"
@@ -107,7 +108,7 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "max-streams-per-conn", Value: 64, EnvVars: []string{"STREAMD_MAX_STREAMS_PER_CONN"}, Usage: "streams one connection may have open; more are refused with ResourceExhausted"},
 			&cli.DurationFlag{Name: "handshake-timeout", Value: 10 * time.Second, EnvVars: []string{"STREAMD_HANDSHAKE_TIMEOUT"}, Usage: "a connection that has not completed its TLS and HTTP/2 handshake by then is closed"},
 			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate); overrides region: in --config"},
-			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, the project's regions (replicated full mesh), replications from elsewhere and entity type modes, the same file in every region (see README)"},
+			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, the project's regions (replicated full mesh), replications from elsewhere, entity type modes and aggregation stages, the same file in every region (see README)"},
 			&cli.StringFlag{Name: "ready-file", EnvVars: []string{"STREAMD_READY_FILE"}, Usage: "once every listener is up, write where streamd serves to `FILE` as JSON, {\"grpc\":\"ADDR\",\"metrics\":\"ADDR\"} (metrics absent when disabled), atomically; removed on exit"},
 			consoleFlag(),
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
@@ -253,6 +254,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		replications:  repls,
 		entityTypes:   types,
 		router:        router,
+		aggregates:    settings.aggs,
 		producer: producer.Options{
 			Journal: journal.Options{
 				Region:            region,
@@ -293,6 +295,8 @@ type config struct {
 	// publishes through.
 	entityTypes primary.Config
 	router      *publishRouter
+	// aggregates are the aggregation stages streamd runs over its journal.
+	aggregates []aggregate.Options
 }
 
 // closeMargin is how long, past --shutdown-grace, streamd may take to close
@@ -378,6 +382,11 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	}
 	defer consumers.stop()
 	consumers.registry.Register(g)
+	aggs, err := startAggregates(log, cfg, p.Journal(), g)
+	if err != nil {
+		return err
+	}
+	defer aggs.stop()
 	cfg.metrics.WatchConsumers(consumers.metrics)
 	health := health.NewServer()
 	healthpb.RegisterHealthServer(g, health)
@@ -467,6 +476,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		<-stopped
 	}
 	consumers.stop()
+	aggs.stop()
 	if hs != nil {
 		// Scrapes are short; a stuck one must not hold the exit.
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

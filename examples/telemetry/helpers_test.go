@@ -1,43 +1,62 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"flag"
 	"log/slog"
-	"sync/atomic"
+	"math"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 
+	"github.com/streamd/streamd/aggregate"
+	"github.com/streamd/streamd/internal/streamdtest"
 	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+var long = flag.Bool("long", false, "kill the edge's streamd 50 times in TestStageExactlyOnceAcrossSIGKILL (default 10)")
 
-// fakeClock is the producers' and the cloud's clock of filter expiry in
-// tests: it moves only when told.
-type fakeClock struct{ ns atomic.Int64 }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(streamdtest.M(m)) }
 
-func (c *fakeClock) Now() time.Time  { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) Set(t time.Time) { c.ns.Store(t.UnixNano()) }
-
-// testEpoch is the sample time of the first tick in tests.
-var testEpoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// openTestSystem opens a system in t.TempDir(); it is closed at cleanup.
-func openTestSystem(t *testing.T, o options) *system {
+// testConfig is the example's edge config with a shorter window and grace.
+func testConfig(t *testing.T, window, grace string) []byte {
 	t.Helper()
-	o.dir, o.async = t.TempDir(), true
+	c := strings.Replace(string(edgeConfig), "window: 5s", "window: "+window, 1)
+	c = strings.Replace(c, "grace: 1s", "grace: "+grace, 1)
+	if c == string(edgeConfig) {
+		t.Fatal("config/edge.yaml no longer has window: 5s and grace: 1s to replace")
+	}
+	return []byte(c)
+}
+
+// startTestSystem starts the daemons in t.TempDir(); they are stopped at
+// cleanup.
+func startTestSystem(t *testing.T, o options) *system {
+	t.Helper()
+	bin, err := streamdtest.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.streamd, o.dir, o.durability = bin, t.TempDir(), "async"
+	if o.cloudConfig == nil {
+		o.cloudConfig = cloudConfig
+	}
 	if o.log == nil {
 		o.log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	if o.now == nil {
-		o.now = time.Now
+	if o.epoch.IsZero() {
+		o.epoch = time.Now()
 	}
-	sys, err := openSystem(o)
+	sys, err := startSystem(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,56 +89,48 @@ func background(t *testing.T, fn func(context.Context) error) (stop func() error
 	return stop
 }
 
-// lastOffsets are the edges' last offsets now.
-func lastOffsets(sys *system) []uint64 {
-	var out []uint64
-	for _, e := range sys.edges {
-		out = append(out, e.prod.Journal().LastOffset())
+// stageOf describes the aggregation stage of an edge, through the
+// AggregateService (what streamctl aggregates list shows).
+func stageOf(t *testing.T, e *edge) *streamdv1.AggregateStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := streamdv1.NewAggregateServiceClient(e.conn).ListAggregates(ctx, &streamdv1.ListAggregatesRequest{Name: "car-summary"}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return res.Aggregates[0]
 }
 
-// waitCloudAt waits until the cloud consumer has processed every edge's
-// journal up to the offsets given (in the order of sys.edges).
-func waitCloudAt(t *testing.T, sys *system, offsets []uint64) {
+// waitCaughtUp waits until the stage of every edge has read the edge's
+// whole journal.
+func waitCaughtUp(t *testing.T, sys *system) {
 	t.Helper()
-	testwait.For(t, 20*time.Second, "the cloud to reach the edges' offsets", func() bool {
-		for i, st := range sys.cloud.consumer.Status() {
-			if st.Offset < offsets[i] {
-				return false
-			}
-		}
-		return true
-	})
+	for _, e := range sys.edges {
+		testwait.For(t, 30*time.Second, "the stage of "+e.name+" to read every event", func() bool {
+			st := stageOf(t, e)
+			return st.Running && st.Lag == 0
+		})
+	}
 }
 
-// waitPublished waits until every edge has published ticks more ticks and
-// the cloud has processed them, and returns the edges' offsets it waited for.
-func waitPublished(t *testing.T, sys *system, ticks int64) []uint64 {
+// openJournal opens a stopped region's journal.
+func openJournal(t *testing.T, sys *system, region string) *journal.Journal {
 	t.Helper()
-	var from []int64
-	for _, e := range sys.edges {
-		from = append(from, e.sim.ticks.Load())
+	j, err := journal.Open(filepath.Join(sys.opts.dir, region), journal.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	testwait.For(t, 20*time.Second, "the simulators to publish", func() bool {
-		for i, e := range sys.edges {
-			if e.sim.ticks.Load() < from[i]+ticks {
-				return false
-			}
-		}
-		return true
-	})
-	at := lastOffsets(sys)
-	waitCloudAt(t, sys, at)
-	return at
+	t.Cleanup(func() { j.Close() })
+	return j
 }
 
 // readAll returns every event of a journal, in offset order.
 func readAll(t *testing.T, j *journal.Journal) []*streamdv1.Event {
 	t.Helper()
 	var out []*streamdv1.Event
-	for {
-		evs, err := j.Read(uint64(len(out))+1, 10_000, nil)
+	for from := j.Info().FirstOffset; ; {
+		evs, err := j.Read(from, 10_000, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,69 +138,125 @@ func readAll(t *testing.T, j *journal.Journal) []*streamdv1.Event {
 			return out
 		}
 		out = append(out, evs...)
+		from = evs[len(evs)-1].Offset + 1
 	}
 }
 
-// summariesOf decodes the summaries of one (region, category) in a journal,
-// in seqNr order.
-func summariesOf(t *testing.T, j *journal.Journal, region, category string) []summary {
+// window names one summary: a category's window by its start.
+type window struct {
+	category string
+	startMs  int64
+}
+
+// summariesIn decodes the summaries of region in a journal: each of its
+// category entities must have seqNrs 1, 2, 3… and each window one summary.
+func summariesIn(t *testing.T, j *journal.Journal, region string) map[window]aggregate.Summary {
 	t.Helper()
-	evs, err := j.ReadEntity(summaryType, region+"/"+category, 1, 100_000, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []summary
-	for i, e := range evs {
-		if e.SeqNr != uint64(i+1) {
-			t.Fatalf("summary %d of %s/%s has seqNr %d", i+1, region, category, e.SeqNr)
-		}
-		var s summary
-		if err := json.Unmarshal(e.Payload, &s); err != nil {
+	out := map[window]aggregate.Summary{}
+	for _, c := range categories {
+		evs, err := j.ReadEntity(summaryType, region+"/"+c, 1, 1_000_000, nil)
+		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, s)
+		for i, e := range evs {
+			if e.SeqNr != uint64(i+1) || e.EventType != "WindowSummarized" {
+				t.Fatalf("summary %d of %s/%s: seqNr %d, event type %s", i+1, region, c, e.SeqNr, e.EventType)
+			}
+			var s aggregate.Summary
+			if err := json.Unmarshal(e.Payload, &s); err != nil {
+				t.Fatal(err)
+			}
+			w := window{s.Group["tag"], s.StartMs}
+			if w.category != c {
+				t.Fatalf("summary %d of %s/%s is of category %q", i+1, region, c, w.category)
+			}
+			if prev, dup := out[w]; dup {
+				t.Fatalf("%s/%s: window %d written twice:\n%+v\n%+v", region, c, w.startMs, prev, s)
+			}
+			out[w] = s
+		}
 	}
 	return out
 }
 
-// expectedSummaries recomputes, from the raw readings in an edge journal,
-// the summaries of every closed window per category: readings grouped by
-// category and by sample time / window in offset order, each group closed
-// by the first reading of a later window. The open last window of each
-// category is left out. It shares no code with the aggregator.
-func expectedSummaries(t *testing.T, evs []*streamdv1.Event, region string, window time.Duration) map[string][]summary {
+// recompute computes, from the raw readings of an edge journal and
+// independently of package aggregate, the summary of every window the
+// stage has closed: readings in offset order, grouped by category and by
+// sample time t / window; the watermark is the latest t read; a window is
+// closed once the watermark reaches its end + grace, and a reading of a
+// closed window is late and left out.
+func recompute(t *testing.T, evs []*streamdv1.Event, length, grace time.Duration) (map[window]aggregate.Summary, int) {
 	t.Helper()
-	ms := window.Milliseconds()
-	open := map[string]*summary{}
-	sums := map[string][2]float64{} // speed, rpm of the open window
-	out := map[string][]summary{}
+	type sums struct {
+		n                            int
+		speed, rpm, maxSpeed, maxRPM float64
+	}
+	w, g := length.Milliseconds(), grace.Milliseconds()
+	open := map[window]*sums{}
+	var watermark int64 = math.MinInt64
+	late := 0
 	for _, e := range evs {
 		if e.EntityType != carType {
 			continue
 		}
-		cat := e.Tags[0]
 		var s sample
 		if err := json.Unmarshal(e.Payload, &s); err != nil {
 			t.Fatal(err)
 		}
-		n := s.T / ms
-		cur := open[cat]
-		if cur != nil && n < cur.Window {
-			t.Fatalf("reading %s/%d of window %d after window %d: the simulator publishes in sample time order", e.EntityId, e.SeqNr, n, cur.Window)
+		k := window{e.Tags[0], s.T - s.T%w}
+		if k.startMs+w+g <= watermark {
+			late++
+			continue
 		}
-		if cur != nil && n > cur.Window {
-			sum := sums[cat]
-			cur.MeanSpeed, cur.MeanRPM = sum[0]/float64(cur.Count), sum[1]/float64(cur.Count)
-			out[cat] = append(out[cat], *cur)
-			cur = nil
-		}
+		cur := open[k]
 		if cur == nil {
-			cur = &summary{Region: region, Category: cat, Window: n, StartMs: n * ms, EndMs: (n + 1) * ms, MaxSpeed: s.Speed, MaxRPM: s.RPM}
-			open[cat], sums[cat] = cur, [2]float64{}
+			cur = &sums{maxSpeed: s.Speed, maxRPM: s.RPM}
+			open[k] = cur
 		}
-		cur.Count++
-		cur.MaxSpeed, cur.MaxRPM = max(cur.MaxSpeed, s.Speed), max(cur.MaxRPM, s.RPM)
-		sums[cat] = [2]float64{sums[cat][0] + s.Speed, sums[cat][1] + s.RPM}
+		cur.n++
+		cur.speed += s.Speed
+		cur.rpm += s.RPM
+		cur.maxSpeed, cur.maxRPM = max(cur.maxSpeed, s.Speed), max(cur.maxRPM, s.RPM)
+		watermark = max(watermark, s.T)
 	}
-	return out
+	out := map[window]aggregate.Summary{}
+	for k, s := range open {
+		if k.startMs+w+g > watermark {
+			continue // still open
+		}
+		v := func(x float64) *float64 { return &x }
+		out[k] = aggregate.Summary{Stage: "car-summary", StartMs: k.startMs, EndMs: k.startMs + w,
+			Group: map[string]string{"tag": k.category}, Count: uint64(s.n),
+			Values: map[string]map[aggregate.Op]*float64{
+				"speed_kmh": {aggregate.OpAvg: v(s.speed / float64(s.n)), aggregate.OpMax: v(s.maxSpeed)},
+				"rpm":       {aggregate.OpAvg: v(s.rpm / float64(s.n)), aggregate.OpMax: v(s.maxRPM)},
+			}}
+	}
+	return out, late
+}
+
+// sameSummaries compares summaries by window; it reports the differences.
+func sameSummaries(t *testing.T, what string, got, want map[window]aggregate.Summary) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: %d summaries, want %d", what, len(got), len(want))
+	}
+	var keys []window
+	for k := range want {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b window) int {
+		return cmp.Or(cmp.Compare(a.startMs, b.startMs), strings.Compare(a.category, b.category))
+	})
+	bad := 0
+	for _, k := range keys {
+		g, ok := got[k]
+		gj, _ := json.Marshal(g)
+		wj, _ := json.Marshal(want[k])
+		if !ok || string(gj) != string(wj) {
+			if bad++; bad <= 5 {
+				t.Errorf("%s: window %s@%d:\n got %s\nwant %s", what, k.category, k.startMs, gj, wj)
+			}
+		}
+	}
 }

@@ -11,13 +11,17 @@ import (
 
 // reading is the example's counters at one moment.
 type reading struct {
-	at   time.Time
-	raw  traffic // raw telemetry published in the edges (batchedSize each)
-	link linkStats
+	at             time.Time
+	raw            traffic // raw telemetry published in the edges (batchedSize each)
+	cloud          arrivals
+	tcpDown, tcpUp int64 // the links' bytes
 }
 
+func (r reading) tcp() int64 { return r.tcpDown + r.tcpUp }
+
 func (s *system) read() reading {
-	return reading{at: time.Now(), raw: s.published(), link: s.meter.stats()}
+	down, up := s.link()
+	return reading{at: time.Now(), raw: s.published(), cloud: s.watch.arrivals(), tcpDown: down, tcpUp: up}
 }
 
 // mark is the start of a phase of the run.
@@ -32,8 +36,9 @@ type report struct {
 	sys *system
 	out io.Writer
 
-	mu    sync.Mutex
-	marks []mark
+	mu     sync.Mutex
+	marks  []mark
+	status string // what the link carries now, for the progress line
 }
 
 // mark starts a phase now.
@@ -42,6 +47,7 @@ func (r *report) mark(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.marks = append(r.marks, mark{name, at})
+	r.status = name
 }
 
 // run prints the progress line every second until ctx is done.
@@ -57,12 +63,15 @@ func (r *report) run(ctx context.Context) error {
 		case <-t.C:
 		}
 		now := r.sys.read()
-		d, secs := now.link.minus(prev.link), now.at.Sub(prev.at).Seconds()
-		raw := now.raw.minus(prev.raw)
-		fmt.Fprintf(r.out, "%4.0fs  raw %6.0f ev/s %9s | crossed: summaries %4.1f ev/s %9s, raw %6.0f ev/s %9s, control %9s; TCP %9s = %s of raw | %s\n",
+		secs := now.at.Sub(prev.at).Seconds()
+		raw, cl, tcp := now.raw.minus(prev.raw), now.cloud.minus(prev.cloud), now.tcp()-prev.tcp()
+		r.mu.Lock()
+		phase := r.status
+		r.mu.Unlock()
+		fmt.Fprintf(r.out, "%4.0fs  raw %6.0f ev/s %9s | to the cloud: summaries %4.1f ev/s %9s, raw %6.0f ev/s %9s; link TCP %9s = %s of raw | %s\n",
 			now.at.Sub(start.at).Seconds(), float64(raw.Events)/secs, perSec(raw.Bytes, secs),
-			float64(d.Summary.Events)/secs, perSec(d.Summary.Bytes, secs), float64(d.Raw.Events)/secs, perSec(d.Raw.Bytes, secs),
-			perSec(d.Control, secs), perSec(d.TCP(), secs), percent(d.TCP(), raw.Bytes), r.sys.cloud.raised())
+			float64(cl.Summary.Events)/secs, perSec(cl.Summary.Bytes, secs), float64(cl.Raw.Events)/secs, perSec(cl.Raw.Bytes, secs),
+			perSec(tcp, secs), percent(tcp, raw.Bytes), phase)
 		prev = now
 	}
 }
@@ -74,14 +83,13 @@ func (r *report) table(w io.Writer, end reading) {
 	marks := append([]mark(nil), r.marks...)
 	r.mu.Unlock()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "phase\tsecs\traw ev/s\traw\tsummary ev/s\tsummaries\tcrossed raw ev/s\tcrossed raw\tcontrol\tgRPC total\tTCP\tTCP/raw\traw÷TCP\t")
+	fmt.Fprintln(tw, "phase\tsecs\traw ev/s\traw\tsummary ev/s\tsummaries\tcloud raw ev/s\tcloud raw\tlink TCP\tTCP/raw\traw÷TCP\t")
 	row := func(name string, from, to reading) {
 		secs := to.at.Sub(from.at).Seconds()
-		raw, d := to.raw.minus(from.raw), to.link.minus(from.link)
-		fmt.Fprintf(tw, "%s\t%.1f\t%.0f\t%s\t%.2f\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.0f×\t\n", name, secs,
-			float64(raw.Events)/secs, perSec(raw.Bytes, secs), float64(d.Summary.Events)/secs, perSec(d.Summary.Bytes, secs),
-			float64(d.Raw.Events)/secs, perSec(d.Raw.Bytes, secs), perSec(d.Control, secs), perSec(d.GRPC(), secs),
-			perSec(d.TCP(), secs), percent(d.TCP(), raw.Bytes), float64(raw.Bytes)/float64(max(d.TCP(), 1)))
+		raw, cl, tcp := to.raw.minus(from.raw), to.cloud.minus(from.cloud), to.tcp()-from.tcp()
+		fmt.Fprintf(tw, "%s\t%.1f\t%.0f\t%s\t%.2f\t%s\t%.0f\t%s\t%s\t%s\t%.0f×\t\n", name, secs,
+			float64(raw.Events)/secs, perSec(raw.Bytes, secs), float64(cl.Summary.Events)/secs, perSec(cl.Summary.Bytes, secs),
+			float64(cl.Raw.Events)/secs, perSec(cl.Raw.Bytes, secs), perSec(tcp, secs), percent(tcp, raw.Bytes), float64(raw.Bytes)/float64(max(tcp, 1)))
 	}
 	for i, m := range marks {
 		to := end

@@ -18,10 +18,9 @@ import (
 
 // The event model of the example.
 const (
-	carType      = "car"         // entity type of raw telemetry, one entity per car
-	summaryType  = "car-summary" // entity type of window summaries, one entity per (region, category)
-	sampleEvent  = "TelemetrySampled"
-	summaryEvent = "WindowSummarized"
+	carType     = "car"         // entity type of raw telemetry, one entity per car
+	summaryType = "car-summary" // entity type of window summaries, one entity per (region, category)
+	sampleEvent = "TelemetrySampled"
 )
 
 // categories of cars, in the order cars are assigned to them.
