@@ -312,9 +312,11 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	}
 	defer lis.Close()
 	cfg.metrics.WatchJournal(p.Journal().Info)
+	cfg.metrics.WatchStorage(cfg.dataDir, cfg.producer.Journal.EffectiveMinFreeBytes(), p.Journal().Err)
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	cfg.metrics.Registry().MustRegister(grpcMetrics)
-	opts := append(buildHeaders(), producer.Interceptors(log)...)
+	opts := append(buildHeaders(), grpc.StatsHandler(cfg.metrics.PublishStats()))
+	opts = append(opts, producer.Interceptors(log)...)
 	opts = append(opts,
 		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()))
