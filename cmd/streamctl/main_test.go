@@ -42,6 +42,7 @@ func TestScripts(t *testing.T) {
 			"wait-stdout":     waitStdout,
 			"closed-port":     closedPort,
 			"gen-certs":       genCerts,
+			"issue-cert":      issueCert,
 			"build-info":      buildInfo,
 		},
 	})
@@ -211,6 +212,16 @@ func genCerts(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	_, err := testpki.Write(dir)
 	ts.Check(err)
+}
+
+// issue-cert NAME CN [URI...] writes a client certificate NAME.pem and its
+// key NAME-key.pem to $WORK, signed by gen-certs' CA, with subject CN and
+// the URI SANs.
+func issueCert(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: issue-cert NAME CN [URI...]")
+	}
+	ts.Check(testpki.Issue(ts.Getenv("WORK"), args[0], args[1], args[2:]...))
 }
 
 // build-info sets CLIENT_BUILD to what streamctl --version prints after
