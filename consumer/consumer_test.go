@@ -796,6 +796,38 @@ func TestOutOfRangeNamesFirstAvailableOffset(t *testing.T) {
 	}
 }
 
+// TestOffsetAheadOfJournal: an offset past the producer's last one (a
+// journal restored from an older copy) stops the consumer with an
+// AheadError that names the journal's end and the streamctl command, not
+// a journal change.
+func TestOffsetAheadOfJournal(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.publish("a", "a", "a")
+	jid := fake.jid()
+	if err := h.store.Set(h.key(jid), 9); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.SaveLastJournalID(h.options().Name, h.addrs[0], jid); err != nil {
+		t.Fatal(err)
+	}
+	o := h.options()
+	o.Handler = (&recorder{}).handle
+	err := runBG(t, newConsumer(t, o)).wait(t)
+	var ahead *AheadError
+	if !errors.Is(err, ErrAheadOfJournal) || !errors.As(err, &ahead) || ahead.Offset != 9 || ahead.LastOffset != 3 {
+		t.Fatalf("Run = %v, want an AheadError at 9 with last offset 3", err)
+	}
+	if errors.Is(err, ErrJournalChanged) {
+		t.Fatalf("Run = %v: the journal did not change", err)
+	}
+	for _, want := range []string{"offset 9 is ahead of the journal, which ends at offset 3", "streamctl offsets set --consumer " + h.options().Name} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
 func TestNonRetryableErrors(t *testing.T) {
 	h := newHarness(t, 1)
 	o := h.options()

@@ -26,6 +26,9 @@
 //     offsets were deleted) the stream starts from Options.StartPolicy, or
 //     from an operator's pending reset (offsets.Store.Reset), and the start
 //     is stored at once with offsets.Store.Set.
+//   - An offset past the end of the journal the producer serves (restored
+//     from an older copy) is an *AheadError (ErrAheadOfJournal) naming its
+//     last offset and the streamctl command that moves the offset.
 //   - An offset below the producer's retention floor is an *OutOfRangeError
 //     (ErrOutOfRange) naming the first available offset: events were lost,
 //     an operator decides.

@@ -20,6 +20,9 @@ var (
 	// ErrOutOfRange is matched by an *OutOfRangeError: the stored offset is
 	// below the producer's retention floor, events were lost to retention.
 	ErrOutOfRange = errors.New("consumer: offset below the producer's retention floor")
+	// ErrAheadOfJournal is matched by an *AheadError: the stored offset is
+	// past the producer's last offset.
+	ErrAheadOfJournal = errors.New("consumer: offset ahead of the producer's journal")
 	// ErrFilterRefused is matched by a *FilterRefusedError.
 	ErrFilterRefused = errors.New("consumer: filter update refused")
 	// ErrNotConnected is returned by Replay for a producer that has no open
@@ -113,6 +116,34 @@ func (e *OutOfRangeError) Error() string {
 
 // Is makes an *OutOfRangeError match ErrOutOfRange.
 func (e *OutOfRangeError) Is(target error) bool { return target == ErrOutOfRange }
+
+// AheadError: the stored Offset (last processed) of Consumer is past
+// LastOffset, the last offset of the journal the producer at Addr serves:
+// the journal was restored from an older copy, or the offset was set past
+// its end. Resuming there would skip the events that will take the offsets
+// in between, so the consumer stops for an operator.
+type AheadError struct {
+	Addr       string
+	Consumer   string
+	JournalID  []byte
+	Offset     uint64
+	LastOffset uint64
+	Message    string
+}
+
+func (e *AheadError) Error() string {
+	s := fmt.Sprintf("consumer: producer %s (journal %x): offset %d is ahead of the journal, which ends at offset %d: "+
+		"it was restored from an older copy, or the offset was set past its end; events written from now on would be skipped. "+
+		"Set the offset to where the consumer should resume, at most %d: streamctl offsets set --consumer %s --journal %x --to-offset N --execute",
+		e.Addr, e.JournalID, e.Offset, e.LastOffset, e.LastOffset, e.Consumer, e.JournalID)
+	if e.Message != "" {
+		s += " (producer: " + e.Message + ")"
+	}
+	return s
+}
+
+// Is makes an *AheadError match ErrAheadOfJournal.
+func (e *AheadError) Is(target error) bool { return target == ErrAheadOfJournal }
 
 // FilterRefusedError is a FilterUpdateResult with a non-OK code from the
 // producer at Addr.

@@ -210,6 +210,10 @@ func (p *fakeProducer) Subscribe(st grpc.BidiStreamingServer[streamdv1.Subscribe
 				"fake: position is for journal %x, this producer's journal is %x", init.GetPosition().GetJournalId(), jid)
 		}
 		sub.next = init.GetPosition().GetOffset() + 1
+		if init.GetPosition().GetOffset() > last {
+			return status.Errorf(codes.FailedPrecondition,
+				"fake: position %d is ahead of journal %x, whose last offset is %d", init.GetPosition().GetOffset(), jid, last)
+		}
 		if sub.next < floor {
 			return status.Errorf(codes.OutOfRange,
 				"fake: position %d is below the retention floor; first available offset is %d", init.GetPosition().GetOffset(), floor)

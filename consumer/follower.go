@@ -82,6 +82,12 @@ func (f *follower) run(ctx context.Context) error {
 	}
 	defer conn.Close()
 	f.client = streamdv1.NewEventStreamServiceClient(conn)
+	// A previous Run saved what it handled: the store says where to resume,
+	// an operator may have moved the offset since (back, or off an offset
+	// the producer refused).
+	if !f.dirty && len(f.pending) == 0 {
+		f.known = false
+	}
 
 	for attempt := 0; ; {
 		connected, err := f.stream(ctx)
@@ -142,7 +148,7 @@ func (f *follower) run(ctx context.Context) error {
 func retryable(err error) bool {
 	var he *HandlerError
 	if errors.As(err, &he) || errors.Is(err, ErrProtocol) || errors.Is(err, ErrJournalChanged) ||
-		errors.Is(err, ErrOutOfRange) || errors.Is(err, ErrInvalid) {
+		errors.Is(err, ErrOutOfRange) || errors.Is(err, ErrAheadOfJournal) || errors.Is(err, ErrInvalid) {
 		return false
 	}
 	st, ok := status.FromError(err)

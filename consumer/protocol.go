@@ -163,7 +163,7 @@ func (f *follower) hello(h *streamdv1.Hello, st start, s *session) error {
 		f.recorded = jid
 	}
 	s.setJournalID(jid)
-	f.lastKnown = max(f.lastKnown, h.GetLastOffset())
+	f.lastKnown = h.GetLastOffset() // the journal's end now, lower after a restore from a copy
 	if st.position != nil {
 		f.offset, f.known = st.position.Offset, true
 		f.dirty = st.position.Offset > st.stored
@@ -210,8 +210,13 @@ func (f *follower) translate(ctx context.Context, err error, st start) error {
 	switch s.Code() {
 	case codes.FailedPrecondition:
 		if st.position != nil {
+			info := f.journalInfo(ctx)
+			if bytes.Equal(info.GetJournalId(), st.position.JournalId) && info.GetLastOffset() < st.position.Offset {
+				return &AheadError{Addr: f.addr, Consumer: f.c.opts.Name, JournalID: st.position.JournalId,
+					Offset: st.position.Offset, LastOffset: info.GetLastOffset(), Message: s.Message()}
+			}
 			e := &JournalChangedError{Addr: f.addr, Stored: st.position.JournalId, Message: s.Message()}
-			if info := f.journalInfo(ctx); info != nil && len(info.GetJournalId()) > 0 {
+			if len(info.GetJournalId()) > 0 {
 				e.Current = info.GetJournalId()
 			}
 			return e

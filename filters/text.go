@@ -27,7 +27,15 @@ var fieldKeys = []struct {
 	{"origin=", streamdv1.FilterField_FILTER_FIELD_ORIGIN},
 }
 
-const wantFields = "want type, entity, entity~, tag, topic, event"
+// wantFields lists every field for error messages, from fieldKeys so that
+// none is left out.
+var wantFields = func() string {
+	keys := make([]string, len(fieldKeys))
+	for i, k := range fieldKeys {
+		keys[i] = strings.TrimSuffix(k.key, "=")
+	}
+	return "want " + strings.Join(keys, ", ")
+}()
 
 // fieldKey returns the text key of f, "" if f is not a known field.
 func fieldKey(f streamdv1.FilterField) string {

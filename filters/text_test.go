@@ -58,16 +58,16 @@ func TestParse(t *testing.T) {
 
 func TestParseErrors(t *testing.T) {
 	tests := []struct{ text, want string }{
-		{"include colour=red", `unknown field "colour" (want type, entity, entity~, tag, topic, event)`},
-		{"include tag~a", `unknown field "tag~" (want type, entity, entity~, tag, topic, event)`},
-		{"include Tag=a", `unknown field "Tag" (want type, entity, entity~, tag, topic, event)`},
+		{"include colour=red", `unknown field "colour" (want type, entity, entity~, tag, topic, event, origin)`},
+		{"include tag~a", `unknown field "tag~" (want type, entity, entity~, tag, topic, event, origin)`},
+		{"include Tag=a", `unknown field "Tag" (want type, entity, entity~, tag, topic, event, origin)`},
 		{"", "empty criterion (want ACTION FIELD=VALUE, e.g. include tag=sports)"},
 		{" \t ", "empty criterion (want ACTION FIELD=VALUE, e.g. include tag=sports)"},
 		{"allow tag=a", `unknown action "allow" (want include or exclude)`},
 		{"Include tag=a", `unknown action "Include" (want include or exclude)`},
-		{"include", `missing FIELD=VALUE after the action, got "" (want type, entity, entity~, tag, topic, event)`},
-		{"include tag", `missing FIELD=VALUE after the action, got "tag" (want type, entity, entity~, tag, topic, event)`},
-		{"include tag =a", `missing FIELD=VALUE after the action, got "tag" (want type, entity, entity~, tag, topic, event)`},
+		{"include", `missing FIELD=VALUE after the action, got "" (want type, entity, entity~, tag, topic, event, origin)`},
+		{"include tag", `missing FIELD=VALUE after the action, got "tag" (want type, entity, entity~, tag, topic, event, origin)`},
+		{"include tag =a", `missing FIELD=VALUE after the action, got "tag" (want type, entity, entity~, tag, topic, event, origin)`},
 		{"include tag=", "value is empty"},
 		{"include tag= a", "value is empty"},
 		{`include tag=""`, "value is empty"},

@@ -59,6 +59,9 @@ func (a *storeAdmin) editFilter(consumer, stream string, add, remove []*streamdv
 	return offsets.FilterEntry{Consumer: consumer, Stream: stream, Criteria: next}, nil
 }
 
+// ends: an offsets store alone knows no producer.
+func (a *storeAdmin) ends(string) ([]journalEnd, error) { return nil, nil }
+
 func (a *storeAdmin) when(consumer string) string {
 	return fmt.Sprintf("stored; consumer %q picks it up at its next (re)connect", consumer)
 }
@@ -188,6 +191,26 @@ func (a *remoteAdmin) editFilter(consumer, _ string, add, remove []*streamdv1.Fi
 	}
 	list[0].Criteria = resp.GetFilter()
 	return list[0], nil
+}
+
+// ends: a producer's last offset is the consumer's offset plus its lag,
+// both as of the producer's last Hello, Progress or events.
+func (a *remoteAdmin) ends(consumer string) ([]journalEnd, error) {
+	ctx, cancel := unary(a.c)
+	defer cancel()
+	resp, err := a.api.ListConsumers(ctx, &streamdv1.ListConsumersRequest{Consumer: consumer})
+	if err != nil {
+		return nil, a.cl.serverError(err)
+	}
+	var out []journalEnd
+	for _, cs := range resp.GetConsumers() {
+		for _, p := range cs.GetProducers() {
+			if len(p.GetJournalId()) > 0 {
+				out = append(out, journalEnd{producer: p.GetAddr(), journalID: p.GetJournalId(), lastOffset: p.GetOffset() + p.GetLag()})
+			}
+		}
+	}
+	return out, nil
 }
 
 func (a *remoteAdmin) when(consumer string) string {

@@ -90,6 +90,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			primaryCommand(),
 			stateCommand(),
 			versionCommand(),
+			completionCommand(),
 		},
 	}
 	setUsageErrors(app.Commands)

@@ -5,9 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
@@ -116,6 +122,8 @@ func eventFromFlags(c *cli.Context, cmd string) (*streamdv1.Event, error) {
 		payload = []byte(c.String("data"))
 	case c.IsSet("file"):
 		payload, err = os.ReadFile(c.String("file"))
+	case isTerminal(c.App.Reader):
+		return nil, usagef("%s reads the payload from standard input, which is a terminal: give --data TEXT or --file PATH, or pipe the payload in", cmd)
 	default:
 		payload, err = io.ReadAll(c.App.Reader)
 	}
@@ -128,12 +136,20 @@ func eventFromFlags(c *cli.Context, cmd string) (*streamdv1.Event, error) {
 	}, nil
 }
 
+// isTerminal: r is a terminal, where reading a payload would wait for a
+// person to type it.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
 func publishCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "publish",
 		Usage:     "publish one event and print where it landed: offset and seqNr, and for a pinned or request-region entity type the region that took it and its version",
 		ArgsUsage: " ",
-		Description: "The payload is --data, or the contents of --file, or else standard input.\n" +
+		Description: "The payload is --data, or the contents of --file, or else standard input\n" +
+			"(piped in: on a terminal, publish refuses to wait for it).\n" +
 			"The server writes the event as its entity type's mode says (streamd --config):\n" +
 			"local types are appended to its journal, pinned ones forwarded to their primary,\n" +
 			"request-region ones taken over first. An event of a replicated type carries CRDT\n" +
@@ -162,6 +178,9 @@ func publishCommand() *cli.Command {
 			defer cancel()
 			resp, err := cl.api.Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{ev}})
 			if err != nil {
+				if tooLarge(err) {
+					return cl.tooLargeError(c, ev, err)
+				}
 				return cl.serverError(err)
 			}
 			if len(resp.Appended) != 1 {
@@ -178,6 +197,42 @@ func publishCommand() *cli.Command {
 			return t.flush()
 		}),
 	}
+}
+
+// tooLarge: gRPC refused a message over the server's limit before streamd
+// saw it.
+func tooLarge(err error) bool {
+	st, _ := status.FromError(err)
+	return st.Code() == codes.ResourceExhausted && strings.HasPrefix(st.Message(), "grpc: received message larger than max")
+}
+
+// tooLargeError says why gRPC refused ev in the words streamd uses for a
+// payload over its limit, with the limits PublishStream's header tells.
+func (cl *client) tooLargeError(c *cli.Context, ev *streamdv1.Event, err error) error {
+	ctx, cancel := unary(c)
+	defer cancel()
+	limit := func(h metadata.MD, key string) int {
+		v := h.Get(key)
+		if len(v) != 1 {
+			return 0
+		}
+		n, _ := strconv.Atoi(v[0])
+		return n
+	}
+	var payload, message int
+	if st, serr := cl.api.PublishStream(ctx); serr == nil {
+		if h, herr := st.Header(); herr == nil {
+			payload, message = limit(h, "streamd-max-payload-bytes"), limit(h, "streamd-max-message-bytes")
+		}
+	}
+	what := fmt.Sprintf("server %s: event 0 (%s/%s)", cl.addr, ev.EntityType, ev.EntityId)
+	switch {
+	case payload > 0 && len(ev.Payload) > payload:
+		return fmt.Errorf("%s: payload of %d bytes exceeds the limit of %d", what, len(ev.Payload), payload)
+	case message > 0:
+		return fmt.Errorf("%s: %d bytes encoded exceed the server's message limit of %d", what, proto.Size(ev), message)
+	}
+	return cl.serverError(err)
 }
 
 func consumersCommand() *cli.Command {
@@ -204,8 +259,9 @@ func consumersCommand() *cli.Command {
 						stream = "(default)"
 					}
 					for _, p := range cs.GetProducers() {
+						// A connected stream's last error is history.
 						errText := stopped
-						if errText == "" {
+						if errText == "" && !p.GetConnected() {
 							errText = p.GetLastError()
 						}
 						obj := map[string]any{

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,9 @@ type consumerAdmin interface {
 	// anyStream lists every stream's.
 	filters(consumer, stream string, anyStream bool) ([]offsets.FilterEntry, error)
 	editFilter(consumer, stream string, add, remove []*streamdv1.FilterCriterion) (offsets.FilterEntry, error)
+	// ends returns the last offset of each journal the consumer's
+	// producers serve, as last heard from them (none with --store).
+	ends(consumer string) ([]journalEnd, error)
 	// when says when a change takes effect.
 	when(consumer string) string
 	Close() error
@@ -216,9 +220,19 @@ func moveOffsets(c *cli.Context, a consumerAdmin) error {
 	if err != nil {
 		return err
 	}
-	changes, err := a.move(sel, want, c.Bool("execute"))
+	changes, err := a.move(sel, want, false)
 	if err != nil {
 		return err
+	}
+	if c.IsSet("to-offset") {
+		if err := pastEnd(a, changes, want.Offset); err != nil {
+			return err
+		}
+	}
+	if c.Bool("execute") {
+		if changes, err = a.move(sel, want, true); err != nil {
+			return err
+		}
 	}
 	p := newPrinter(c)
 	t := p.table("CONSUMER", "JOURNAL", "SLICES", "FROM", "TO")
@@ -239,6 +253,31 @@ func moveOffsets(c *cli.Context, a consumerAdmin) error {
 		p.note("changed %d offset(s); %s", len(changes), a.when(sel.Consumer))
 	} else {
 		p.note("dry run: nothing changed; add --execute to apply")
+	}
+	return nil
+}
+
+// journalEnd is the last offset of a journal a producer serves.
+type journalEnd struct {
+	producer   string
+	journalID  []byte
+	lastOffset uint64
+}
+
+// pastEnd refuses to move an offset past the end of its journal: the
+// consumer would skip the events that take the offsets in between.
+func pastEnd(a consumerAdmin, changes []offsets.Change, to uint64) error {
+	for _, ch := range changes {
+		ends, err := a.ends(ch.Key.Consumer)
+		if err != nil {
+			return err
+		}
+		for _, e := range ends {
+			if bytes.Equal(e.journalID, ch.Key.JournalID) && to > e.lastOffset {
+				return usagef("--to-offset %d: journal %x ends at offset %d (producer %s): the consumer would skip the events that take the offsets in between; give at most %d, or --to-latest",
+					to, e.journalID, e.lastOffset, e.producer, e.lastOffset)
+			}
+		}
 	}
 	return nil
 }

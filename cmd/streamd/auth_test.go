@@ -125,6 +125,8 @@ func TestBadTokenFile(t *testing.T) {
 		{"tok all\nx y z\n", "line 2"},
 		{"tok all\ntok other\n", "line 2"},
 		{"# nothing\n", "no tokens"},
+		{"cn: all\n", "line 1: cn: names no identity"},
+		{"tok all\ncn:billing publish\n", "line 2 names a client certificate identity: it needs mTLS (--tls-client-ca)"},
 	} {
 		out, err := exec.Command(binary, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--metrics-listen", "",
 			"--auth-token-file", writeTokens(t, tc.content)).CombinedOutput()
@@ -150,15 +152,15 @@ func FuzzParseTokens(f *testing.F) {
 		ts, err := parseTokens("tokens", strings.NewReader(content))
 		if err != nil {
 			for _, field := range strings.Fields(content) {
-				if len(field) >= 8 && !strings.HasPrefix(field, "#") && strings.Contains(err.Error(), field) && !strings.Contains("--auth-token-file tokens line want TOKEN STREAM[,STREAM...] (or TOKEN *) token repeats an earlier line's empty stream name in the grants no tokens, every call would be refused", field) {
+				if len(field) >= 8 && !strings.HasPrefix(field, "#") && strings.Contains(err.Error(), field) && !strings.Contains("--auth-token-file tokens line want TOKEN STREAM[,STREAM...] (or TOKEN *), or cn:NAME or uri:URI and the grants token or identity repeats an earlier line's empty stream name in the grants no tokens, every call would be refused names no identity", field) {
 					t.Fatalf("error %q shows %q from the file", err, field)
 				}
 			}
 			return
 		}
 		for _, tg := range ts {
-			if len(tg.token) == 0 || len(tg.grants) == 0 {
-				t.Fatalf("token %q with grants %v accepted from %q", tg.token, tg.grants, content)
+			if (len(tg.token) == 0 && tg.cn == "" && tg.uri == "") || len(tg.grants) == 0 {
+				t.Fatalf("token %q (cn %q, uri %q) with grants %v accepted from %q", tg.token, tg.cn, tg.uri, tg.grants, content)
 			}
 		}
 	})

@@ -93,7 +93,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"STREAMD_TLS_CERT"}, Usage: "PEM server certificate; serves gRPC over TLS (1.2 or later), with --tls-key"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"STREAMD_TLS_KEY"}, Usage: "PEM private key of --tls-cert"},
 			&cli.StringFlag{Name: "tls-client-ca", EnvVars: []string{"STREAMD_TLS_CLIENT_CA"}, Usage: "PEM CA certificates; clients must present a certificate they signed (mTLS)"},
-			&cli.StringFlag{Name: "auth-token-file", EnvVars: []string{"STREAMD_AUTH_TOKEN_FILE"}, Usage: "require bearer tokens listed in `FILE`, one TOKEN GRANT[,GRANT...] a line, a grant being a stream to subscribe to, \"publish\" (Publish, PublishStream) or \"*\" (everything, including LoadEvent, EntityEvents, JournalInfo); # comments. Health and reflection stay open"},
+			&cli.StringFlag{Name: "auth-token-file", EnvVars: []string{"STREAMD_AUTH_TOKEN_FILE"}, Usage: "require bearer tokens listed in `FILE`, one TOKEN GRANT[,GRANT...] a line, a grant being a stream to subscribe to, \"publish\" (Publish, PublishStream) or \"*\" (everything, including LoadEvent, EntityEvents, JournalInfo); a line cn:NAME GRANTS or uri:URI GRANTS grants a client certificate (mTLS) by subject CN or URI SAN, for calls without a token; # comments. Health and reflection stay open"},
 			&cli.DurationFlag{Name: "shutdown-grace", Value: 10 * time.Second, EnvVars: []string{"STREAMD_SHUTDOWN_GRACE"}, Usage: "on SIGTERM, how long in-flight calls and streams may take before they are cut; closing the journal may take " + closeMargin.String() + " more, past which streamd exits with status 1 and the next start recovers the journal from its logs"},
 			bytesize.Flag("max-payload-bytes", bytesize.Size(journal.DefaultLimits.MaxPayloadBytes), "STREAMD_MAX_PAYLOAD_BYTES", "largest event payload accepted", ""),
 			&cli.IntFlag{Name: "max-batch-events", Value: journal.DefaultLimits.MaxBatchEvents, EnvVars: []string{"STREAMD_MAX_BATCH_EVENTS"}, Usage: "most events in one publish"},
@@ -148,6 +148,9 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 	if path := c.String("auth-token-file"); path != "" {
 		if toks, err = loadTokens(path); err != nil {
 			return config{}, err
+		}
+		if line := toks.identityLine(); line > 0 && c.String("tls-client-ca") == "" {
+			return config{}, fmt.Errorf("--auth-token-file %s line %d names a client certificate identity: it needs mTLS (--tls-client-ca)", path, line)
 		}
 	}
 	for _, name := range []string{"max-batch-events", "max-filter-criteria", "max-streams-per-conn"} {
@@ -342,9 +345,11 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	}
 	defer lis.Close()
 	cfg.metrics.WatchJournal(p.Journal().Info)
+	cfg.metrics.WatchStorage(cfg.dataDir, cfg.producer.Journal.EffectiveMinFreeBytes(), p.Journal().Err)
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	cfg.metrics.Registry().MustRegister(grpcMetrics)
-	opts := append(buildHeaders(), producer.Interceptors(log)...)
+	opts := append(buildHeaders(), grpc.StatsHandler(cfg.metrics.PublishStats()))
+	opts = append(opts, producer.Interceptors(log)...)
 	opts = append(opts,
 		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()))

@@ -9,6 +9,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -78,6 +80,28 @@ func TestMetrics(t *testing.T) {
 		if got := value(mfs[name]); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
+	}
+	// Storage, and publishes refused by reason, whoever refused them.
+	for _, name := range []string{"streamd_journal_disk_bytes", "streamd_disk_free_bytes", "streamd_disk_size_bytes"} {
+		if value(mfs[name]) <= 0 {
+			t.Errorf("%s = %v, want > 0", name, value(mfs[name]))
+		}
+	}
+	if value(mfs["streamd_journal_failed"]) != 0 || mfs["streamd_journal_min_free_bytes"] == nil {
+		t.Errorf("streamd_journal_failed %v, streamd_journal_min_free_bytes %v", mfs["streamd_journal_failed"], mfs["streamd_journal_min_free_bytes"])
+	}
+	if _, err := client.Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{{EntityId: "c1", EventType: "Moved"}}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("publish without entity type: %v, want InvalidArgument", err)
+	}
+	if _, err := client.Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{{EntityType: "car", EntityId: "c1", EventType: "Moved", Payload: make([]byte, 9<<20)}}}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("publish over the message limit: %v, want ResourceExhausted", err)
+	}
+	refused := map[string]float64{}
+	for _, m := range scrape(t, d.MetricsAddr)["streamd_publish_refused_total"].GetMetric() {
+		refused[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+	}
+	if refused["invalid"] != 1 || refused["too_large"] != 1 || refused["disk_full"] != 0 {
+		t.Errorf("streamd_publish_refused_total by reason %v, want invalid 1, too_large 1, disk_full 0", refused)
 	}
 	if got := mfs["streamd_stream_events_sent_total"].GetMetric()[0].GetLabel(); len(got) != 2 ||
 		got[0].GetValue() != "test" || got[1].GetValue() != "all" {

@@ -14,7 +14,9 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -80,7 +82,11 @@ type kustomization struct {
 }
 
 type patch struct {
-	Path string `json:"path"`
+	Path   string `json:"path"`
+	Target *struct {
+		Kind string `json:"kind,omitempty"`
+		Name string `json:"name,omitempty"`
+	} `json:"target,omitempty"`
 }
 
 type generator struct {
@@ -205,6 +211,10 @@ type objects struct {
 	pdbs            []*policyv1.PodDisruptionBudget
 	configMaps      []*corev1.ConfigMap
 	serviceMonitors []*serviceMonitor
+	networkPolicies []*networkingv1.NetworkPolicy
+	serviceAccounts []*corev1.ServiceAccount
+	roles           []*rbacv1.Role
+	roleBindings    []*rbacv1.RoleBinding
 }
 
 // serviceMonitor is the part of the prometheus-operator's ServiceMonitor
@@ -283,6 +293,18 @@ func (o *objects) add(raw []byte) error {
 	case "v1 ConfigMap":
 		c := &corev1.ConfigMap{}
 		o.configMaps, obj = append(o.configMaps, c), c
+	case "networking.k8s.io/v1 NetworkPolicy":
+		n := &networkingv1.NetworkPolicy{}
+		o.networkPolicies, obj = append(o.networkPolicies, n), n
+	case "v1 ServiceAccount":
+		a := &corev1.ServiceAccount{}
+		o.serviceAccounts, obj = append(o.serviceAccounts, a), a
+	case "rbac.authorization.k8s.io/v1 Role":
+		r := &rbacv1.Role{}
+		o.roles, obj = append(o.roles, r), r
+	case "rbac.authorization.k8s.io/v1 RoleBinding":
+		b := &rbacv1.RoleBinding{}
+		o.roleBindings, obj = append(o.roleBindings, b), b
 	case "monitoring.coreos.com/v1 ServiceMonitor":
 		s := &serviceMonitor{}
 		o.serviceMonitors, obj = append(o.serviceMonitors, s), s
@@ -379,6 +401,7 @@ func check(o *objects) []error {
 			}
 		}
 	}
+	errs = append(errs, checkPolicies(o)...)
 	return errs
 }
 
@@ -405,8 +428,17 @@ func checkPod(w workload, configMaps map[string]*corev1.ConfigMap, used map[stri
 			if externalSecrets[v.Secret.SecretName] == nil {
 				fail("volume %s: Secret %s is not one deploy/README.md tells to create (%v)", v.Name, v.Secret.SecretName, slices.Sorted(maps.Keys(externalSecrets)))
 			}
+		case v.Projected != nil:
+			// A service account token for one container: the token, the
+			// cluster's CA (kube-root-ca.crt, in every namespace) and the
+			// namespace, as automountServiceAccountToken would mount them.
+			for _, src := range v.Projected.Sources {
+				if src.ServiceAccountToken == nil && src.DownwardAPI == nil && (src.ConfigMap == nil || src.ConfigMap.Name != "kube-root-ca.crt") {
+					fail("volume %s: a projected source other than a service account token, kube-root-ca.crt or the downward API", v.Name)
+				}
+			}
 		default:
-			fail("volume %s: only ConfigMap and Secret volumes are checked; add this kind to the test", v.Name)
+			fail("volume %s: only ConfigMap, Secret and service account token volumes are checked; add this kind to the test", v.Name)
 		}
 	}
 	streamd := 0

@@ -23,13 +23,26 @@ type Metrics struct {
 	appends, events, fsyncBatches, retentionDeleted prometheus.Counter
 	fsync                                           prometheus.Histogram
 	open                                            *prometheus.GaugeVec
-	sent, bytes, filtered                           *prometheus.CounterVec
+	sent, bytes, filtered, refused                  *prometheus.CounterVec
 
 	mu sync.Mutex
+	// labels are the consumer names used as label values so far, at most
+	// ConsumerLabelLimit; later names are counted as OtherConsumers.
+	labels map[string]bool
 	// consumers holds, per open (stream, consumer), how many streams are open
 	// and the last offset sent or reported to it, for the lag gauge.
 	consumers map[consumerKey]*position
 }
+
+// ConsumerLabelLimit bounds the consumer label values of the stream
+// metrics: consumer names come from clients, and every name would be a
+// series forever. Names beyond the first ConsumerLabelLimit are counted
+// under the consumer label OtherConsumers.
+const ConsumerLabelLimit = 100
+
+// OtherConsumers is the consumer label of the names beyond
+// ConsumerLabelLimit.
+const OtherConsumers = "_other"
 
 type consumerKey struct{ stream, consumer string }
 
@@ -69,7 +82,12 @@ func New() *Metrics {
 			Name: "streamd_stream_bytes_sent_total", Help: "Encoded event bytes sent to consumers."}, streamLabels),
 		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamd_stream_events_filtered_total", Help: "Events read for a consumer but filtered away."}, streamLabels),
+		refused:   newRefused(),
 		consumers: map[consumerKey]*position{},
+		labels:    map[string]bool{},
+	}
+	for _, r := range Reasons {
+		m.refused.WithLabelValues(r) // 0, not absent, so that rate() sees the first refusal
 	}
 	build := buildinfo.Read()
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -77,7 +95,7 @@ func New() *Metrics {
 		ConstLabels: prometheus.Labels{"version": build.Version, "revision": build.Revision, "goversion": build.GoVersion}})
 	buildInfo.Set(1)
 	m.reg.MustRegister(m.appends, m.events, m.fsyncBatches, m.fsync, m.retentionDeleted,
-		m.open, m.sent, m.bytes, m.filtered, buildInfo,
+		m.open, m.sent, m.bytes, m.filtered, m.refused, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -158,12 +176,31 @@ func (m *Metrics) Committed(appends, events int, bytes int64, fsync time.Duratio
 // RetentionDeleted implements journal.Observer.
 func (m *Metrics) RetentionDeleted(events int) { m.retentionDeleted.Add(float64(events)) }
 
+// label is the consumer label value of name: name itself for the first
+// ConsumerLabelLimit names, OtherConsumers after them. m.mu is held.
+func (m *Metrics) labelLocked(name string) string {
+	if m.labels[name] {
+		return name
+	}
+	if len(m.labels) >= ConsumerLabelLimit {
+		return OtherConsumers
+	}
+	m.labels[name] = true
+	return name
+}
+
+func (m *Metrics) label(name string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.labelLocked(name)
+}
+
 // StreamOpened implements producer.StreamObserver.
 func (m *Metrics) StreamOpened(stream, consumer string) {
 	m.open.WithLabelValues(stream).Inc()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	k := consumerKey{stream, consumer}
+	k := consumerKey{stream, m.labelLocked(consumer)}
 	p := m.consumers[k]
 	if p == nil {
 		p = &position{}
@@ -177,7 +214,7 @@ func (m *Metrics) StreamClosed(stream, consumer string) {
 	m.open.WithLabelValues(stream).Dec()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	k := consumerKey{stream, consumer}
+	k := consumerKey{stream, m.labelLocked(consumer)}
 	if p := m.consumers[k]; p != nil {
 		if p.open--; p.open <= 0 {
 			delete(m.consumers, k) // a gone consumer has no lag
@@ -187,6 +224,10 @@ func (m *Metrics) StreamClosed(stream, consumer string) {
 
 // Sent implements producer.StreamObserver.
 func (m *Metrics) Sent(stream, consumer string, events, bytes, filtered int) {
+	if events == 0 && filtered == 0 {
+		return
+	}
+	consumer = m.label(consumer)
 	if events > 0 {
 		m.sent.WithLabelValues(stream, consumer).Add(float64(events))
 		m.bytes.WithLabelValues(stream, consumer).Add(float64(bytes))
@@ -202,7 +243,7 @@ func (m *Metrics) Sent(stream, consumer string, events, bytes, filtered int) {
 func (m *Metrics) Progressed(stream, consumer string, offset uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if p := m.consumers[consumerKey{stream, consumer}]; p != nil && (!p.known || offset > p.offset) {
+	if p := m.consumers[consumerKey{stream, m.labelLocked(consumer)}]; p != nil && (!p.known || offset > p.offset) {
 		p.offset, p.known = offset, true
 	}
 }
