@@ -99,8 +99,8 @@ func startConsole(log *slog.Logger, cfg config, p *producer.Producer, cs *consum
 			if g == nil {
 				return console.Grant{}, false
 			}
-			grant := console.Grant{All: g[grantAll]}
-			for s := range g {
+			grant := console.Grant{All: g.grants[grantAll]}
+			for s := range g.grants {
 				if s != grantAll && s != grantPublish {
 					grant.Streams = append(grant.Streams, s)
 				}
