@@ -29,8 +29,8 @@ func TestRegionScripts(t *testing.T) {
 	})
 }
 
-// daemons are the processes region-start ran, per script and name.
-var daemons = struct {
+// regionDaemons are the processes region-start ran, per script and name.
+var regionDaemons = struct {
 	sync.Mutex
 	m map[*testscript.TestScript]map[string]*streamdtest.Daemon
 }{m: map[*testscript.TestScript]map[string]*streamdtest.Daemon{}}
@@ -49,13 +49,13 @@ func regionStart(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Defer(d.Kill)
 	}
 	ts.Check(err)
-	daemons.Lock()
-	if daemons.m[ts] == nil {
-		daemons.m[ts] = map[string]*streamdtest.Daemon{}
-		ts.Defer(func() { daemons.Lock(); delete(daemons.m, ts); daemons.Unlock() })
+	regionDaemons.Lock()
+	if regionDaemons.m[ts] == nil {
+		regionDaemons.m[ts] = map[string]*streamdtest.Daemon{}
+		ts.Defer(func() { regionDaemons.Lock(); delete(regionDaemons.m, ts); regionDaemons.Unlock() })
 	}
-	daemons.m[ts][name] = d
-	daemons.Unlock()
+	regionDaemons.m[ts][name] = d
+	regionDaemons.Unlock()
 	ts.Setenv(strings.ToUpper(name)+"_ADDR", d.Addr)
 }
 
@@ -64,9 +64,9 @@ func regionKill(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: region-kill NAME")
 	}
-	daemons.Lock()
-	d := daemons.m[ts][args[0]]
-	daemons.Unlock()
+	regionDaemons.Lock()
+	d := regionDaemons.m[ts][args[0]]
+	regionDaemons.Unlock()
 	if d == nil {
 		ts.Fatalf("region-kill: no region %q was started", args[0])
 	}
