@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -66,7 +67,8 @@ type Journal struct {
 	ring *ring
 	// wal logs every group before it is applied to Badger (sync
 	// durability; nil with async: see wal.go).
-	wal *wal
+	wal      *wal
+	segments *segmentFiles // reads the blocks kept in the WAL segments
 
 	typesMu sync.RWMutex
 	types   map[string]bool // entity types ever appended
@@ -129,7 +131,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	}
 	walState, err := recoverWAL(db, dir, opts.Logger)
 	var log *wal
-	if err == nil && opts.Durability == DurabilitySync {
+	if err == nil {
 		log, err = openWAL(dir, walState, opts)
 	}
 	if err != nil {
@@ -137,10 +139,11 @@ func Open(dir string, opts Options) (*Journal, error) {
 		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
 	}
 	j := &Journal{
-		opts: opts,
-		dir:  dir,
-		db:   db,
-		wal:  log,
+		opts:     opts,
+		dir:      dir,
+		db:       db,
+		wal:      log,
+		segments: newSegmentFiles(filepath.Join(dir, walDirName)),
 		// Badger refuses transactions beyond these; keep a margin for
 		// the per-group keys and the estimate.
 		groupCost:     min(maxGroupBytes, int(db.MaxBatchSize()*4/5)),
@@ -155,10 +158,14 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if err == nil {
 		err = j.checkIdentity(dir)
 	}
+	if err == nil {
+		err = j.reclaim()
+	}
+	if err == nil {
+		err = j.checkSegments()
+	}
 	if err != nil {
-		if log != nil {
-			log.close()
-		}
+		log.close()
 		db.Close()
 		return nil, err
 	}
@@ -197,8 +204,15 @@ func (j *Journal) load() (*writer, error) {
 			return fmt.Errorf("%w: journal id has %d bytes", ErrCorrupt, len(id))
 		}
 		j.id = id
-		if v, err := getValue(txn, keyVersion); err != nil || readU64(v) != formatVersion {
-			return fmt.Errorf("%w: format version %d, this build reads %d", ErrCorrupt, readU64(v), formatVersion)
+		v, err := getValue(txn, keyVersion)
+		switch version := readU64(v); {
+		case err != nil || version > formatVersion || version == 0:
+			return fmt.Errorf("%w: format version %d, this build reads versions 1 to %d: open it with the streamd that wrote it", ErrCorrupt, version, formatVersion)
+		case version < formatVersion:
+			if err := txn.Set(keyVersion, u64(formatVersion)); err != nil {
+				return err
+			}
+			j.opts.Logger.Info("journal: upgraded the format; older builds cannot open it any more", "dir", j.dir, "from", version, "to", formatVersion)
 		}
 		floor, err := getValue(txn, keyFloor)
 		if err != nil {
@@ -222,7 +236,7 @@ func (j *Journal) load() (*writer, error) {
 		j.applied.offset.Store(last)
 		w.nextOffset = last + 1
 		if last >= j.floor.Load() {
-			e, err := getEvent(txn, last)
+			e, err := j.getEvent(txn, last)
 			if err != nil {
 				return err
 			}
@@ -432,9 +446,8 @@ func (j *Journal) Close() error {
 		close(j.writes)
 		<-j.writerDone
 		j.ring.close()
-		if j.wal != nil {
-			j.closeErr = j.closeWAL()
-		}
+		j.closeErr = j.closeWAL()
+		j.segments.close()
 		if f := j.failed.Load(); f != nil {
 			j.closeErr = errors.Join(*f, j.closeErr)
 		}
@@ -468,7 +481,10 @@ func (j *Journal) closeWAL() error {
 	if err := syncBadger(j.db, j.dir); err != nil {
 		return fmt.Errorf("journal: close: %w", err)
 	}
-	return j.wal.state.remove(j.wal.id)
+	if err := j.wal.state.advance(j.wal.id); err != nil {
+		return err
+	}
+	return j.reclaim()
 }
 
 // Update runs fn in a write transaction of the journal's Badger DB and

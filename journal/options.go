@@ -319,7 +319,7 @@ func (o Options) withDefaults() Options {
 		o.segmentBytes = defaultSegmentBytes
 	}
 	if o.MinFreeBytes == 0 {
-		o.MinFreeBytes = o.MemTableSize + 2*maxGroupBytes + (maxWaitingSegments+2)*defaultSegmentBytes
+		o.MinFreeBytes = o.MemTableSize + 2*maxGroupBytes + 3*defaultSegmentBytes
 	}
 	if o.BlockCacheSize == 0 {
 		o.BlockCacheSize = 64 << 20

@@ -109,13 +109,27 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type change struct {
 	key, value []byte
 	delete     bool
+	// block: value is an event block, which stays in the segment; Badger
+	// gets a blockRef to it once it is logged (wal.write, recoverWAL).
+	block bool
+	at    int // decodeChanges: where value begins in the payload
 }
+
+// The kind byte of a change in a frame.
+const (
+	kindSet    = 0
+	kindDelete = 1
+	kindBlock  = 2
+)
 
 // changes are what one group writes to Badger, in order.
 type changes []change
 
 func (c *changes) set(key, value []byte) { *c = append(*c, change{key: key, value: value}) }
 func (c *changes) del(key []byte)        { *c = append(*c, change{key: key, delete: true}) }
+func (c *changes) block(key, value []byte) {
+	*c = append(*c, change{key: key, value: value, block: true})
+}
 
 // stage adds the change to txn.
 func (ch change) stage(txn *badger.Txn) error {
@@ -137,24 +151,35 @@ func (c changes) stage(txn *badger.Txn) error {
 
 func (c changes) appendTo(b []byte) []byte {
 	for _, ch := range c {
-		if ch.delete {
-			b = append(b, 1)
-			b = binary.AppendUvarint(b, uint64(len(ch.key)))
-			b = append(b, ch.key...)
-			continue
-		}
-		b = append(b, 0)
-		b = binary.AppendUvarint(b, uint64(len(ch.key)))
-		b = append(b, ch.key...)
-		b = binary.AppendUvarint(b, uint64(len(ch.value)))
-		b = append(b, ch.value...)
+		b, _ = ch.appendTo(b)
 	}
 	return b
+}
+
+// appendTo appends the change to b, and returns where its value begins
+// in b.
+func (ch change) appendTo(b []byte) ([]byte, int) {
+	kind := byte(kindSet)
+	switch {
+	case ch.delete:
+		kind = kindDelete
+	case ch.block:
+		kind = kindBlock
+	}
+	b = append(b, kind)
+	b = binary.AppendUvarint(b, uint64(len(ch.key)))
+	b = append(b, ch.key...)
+	if ch.delete {
+		return b, len(b)
+	}
+	b = binary.AppendUvarint(b, uint64(len(ch.value)))
+	return append(b, ch.value...), len(b)
 }
 
 // decodeChanges decodes a frame's payload; the changes point into p.
 func decodeChanges(p []byte) (changes, error) {
 	var c changes
+	size := len(p)
 	bytesOf := func() ([]byte, error) {
 		n, k := binary.Uvarint(p)
 		if k <= 0 || n > uint64(len(p)-k) {
@@ -167,18 +192,19 @@ func decodeChanges(p []byte) (changes, error) {
 	for len(p) > 0 {
 		kind := p[0]
 		p = p[1:]
-		if kind > 1 {
+		if kind > kindBlock {
 			return nil, fmt.Errorf("change kind %d", kind)
 		}
 		key, err := bytesOf()
 		if err != nil {
 			return nil, err
 		}
-		ch := change{key: key, delete: kind == 1}
+		ch := change{key: key, delete: kind == kindDelete, block: kind == kindBlock}
 		if !ch.delete {
 			if ch.value, err = bytesOf(); err != nil {
 				return nil, err
 			}
+			ch.at = size - len(p) - len(ch.value)
 		}
 		c = append(c, ch)
 	}
@@ -195,6 +221,7 @@ type wal struct {
 	state        *walState
 	size         int64 // bytes written to it
 	prefilled    bool  // it was a spare
+	sync         bool  // fdatasync each frame (DurabilitySync)
 	buf          []byte
 
 	spares   chan *os.File // the spare made by prepare, if it is ready
@@ -287,7 +314,7 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 	}
 	for i, id := range ids {
 		if id < st.first {
-			continue // Badger holds it durably: removed below
+			continue // Badger holds its changes durably: it is kept for its events
 		}
 		path := segmentPath(wdir, id)
 		data, err := os.ReadFile(path)
@@ -317,6 +344,11 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 				return nil, fmt.Errorf("%w: WAL segment %s: frame at byte %d: %v", ErrCorrupt, path, pos, err)
 			}
 			for _, ch := range c {
+				if ch.block {
+					ref := blockRef{segment: id, pos: uint64(pos + frameHeader + ch.at), length: uint32(len(ch.value)),
+						crc: crc32.Checksum(ch.value, castagnoli)}
+					ch = change{key: ch.key, value: ref.encode()}
+				}
 				if err := apply(ch); err != nil {
 					return nil, fmt.Errorf("journal: replay WAL segment %s: %w", path, err)
 				}
@@ -336,7 +368,7 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 		return nil, fmt.Errorf("journal: sync after WAL replay: %w", err)
 	}
 	st.last = max(st.last, ids[len(ids)-1])
-	if err := st.remove(st.last); err != nil {
+	if err := st.advance(st.last); err != nil {
 		return nil, err
 	}
 	log.Info("journal: replayed the WAL", "segments", len(ids), "batches", frames, "changes", changed)
@@ -565,38 +597,24 @@ func (st *walState) created(id uint64) error {
 	return st.save()
 }
 
-// remove records that Badger holds the changes of the segments up to
-// through durably, then removes them and makes that durable: a removed
-// segment that came back after a crash would be replayed over later
-// changes (the recorded state skips it).
-func (st *walState) remove(through uint64) error {
+// advance records that Badger holds the changes of the segments up to
+// through durably: a recovery does not replay them again (the segments
+// stay for their events, until retention reclaims them).
+func (st *walState) advance(through uint64) error {
 	st.mu.Lock()
-	if through+1 > st.first {
-		st.first = through + 1
-		if err := st.save(); err != nil {
-			st.mu.Unlock()
-			return err
-		}
-	}
-	st.mu.Unlock()
-	ids, err := segments(st.dir)
-	if err != nil {
-		return err
-	}
-	removed := false
-	for _, id := range ids {
-		if id > through {
-			break
-		}
-		if err := os.Remove(segmentPath(st.dir, id)); err != nil {
-			return fmt.Errorf("journal: remove WAL segment: %w", err)
-		}
-		removed = true
-	}
-	if !removed {
+	defer st.mu.Unlock()
+	if through+1 <= st.first {
 		return nil
 	}
-	return syncDir(st.dir)
+	st.first = through + 1
+	return st.save()
+}
+
+// replayFrom is the first segment a recovery would replay.
+func (st *walState) replayFrom() uint64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.first
 }
 
 // openWAL starts the segment after st.last in the journal directory dir,
@@ -605,7 +623,7 @@ func openWAL(dir string, st *walState, opts Options) (*wal, error) {
 	w := &wal{
 		dir: filepath.Join(dir, walDirName), segmentBytes: opts.segmentBytes, id: st.last, state: st,
 		spares: make(chan *os.File, 1), taken: make(chan struct{}, 1),
-		minFree: opts.MinFreeBytes, log: opts.Logger,
+		minFree: opts.MinFreeBytes, log: opts.Logger, sync: opts.Durability == DurabilitySync,
 		stop: make(chan struct{}), prepared: make(chan struct{}),
 	}
 	if err := os.MkdirAll(w.dir, 0o750); err != nil {
@@ -707,7 +725,18 @@ func (w *wal) write(groups []*group) error {
 	start := len(w.buf)
 	w.buf = append(w.buf, make([]byte, frameHeader)...)
 	for _, g := range groups {
-		w.buf = g.changes.appendTo(w.buf)
+		for i, ch := range g.changes {
+			var at int
+			w.buf, at = ch.appendTo(w.buf)
+			if ch.block {
+				// From here on Badger gets the reference: the block stays
+				// in the segment, where it is now.
+				ref := blockRef{segment: w.id, pos: uint64(w.size) + uint64(at), length: uint32(len(ch.value)),
+					crc: crc32.Checksum(ch.value, castagnoli)}.encode()
+				g.changes[i] = change{key: ch.key, value: ref}
+				g.cost -= len(ch.value) - len(ref)
+			}
+		}
 	}
 	if len(w.buf) == start+frameHeader {
 		return nil
@@ -730,6 +759,9 @@ func (w *wal) write(groups []*group) error {
 	w.size += int64(len(w.buf))
 	if cap(w.buf) > 4*maxGroupBytes {
 		w.buf = nil
+	}
+	if !w.sync {
+		return nil
 	}
 	if err := fdatasync(w.f); err != nil {
 		return fmt.Errorf("fdatasync WAL segment %s: %w", w.f.Name(), err)
@@ -806,35 +838,6 @@ func syncDir(dir string) error {
 		return fmt.Errorf("fsync directory %s: %w", dir, err)
 	}
 	return nil
-}
-
-// memtables returns the lowest and highest fid of Badger's memtable WALs
-// (<fid>.mem) in dir: the oldest memtable not yet written to a table, and
-// the active one.
-func memtables(dir string) (oldest, newest int, err error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, 0, err
-	}
-	oldest, newest = -1, -1
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".mem")
-		if !ok {
-			continue
-		}
-		fid, err := strconv.Atoi(name)
-		if err != nil {
-			continue
-		}
-		if oldest < 0 || fid < oldest {
-			oldest = fid
-		}
-		newest = max(newest, fid)
-	}
-	if newest < 0 {
-		return 0, 0, fmt.Errorf("no memtable WAL (*.mem) in %s", dir)
-	}
-	return oldest, newest, nil
 }
 
 // openFiles opens the files in dir that match pattern, skipping one
