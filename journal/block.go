@@ -2,6 +2,7 @@ package journal
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -179,4 +180,22 @@ func missingEvent(txn *badger.Txn, offset uint64) error {
 		return badger.ErrKeyNotFound
 	}
 	return fmt.Errorf("%w: event at offset %d is missing (above the retention floor); a damaged file, or a table Badger could not read", ErrCorrupt, offset)
+}
+
+// indexChanges derives the index entries of a block's events (what stage
+// set for them, unlogged), for a recovery.
+func indexChanges(key, block []byte) (changes, error) {
+	var (
+		c    changes
+		derr error
+	)
+	err := walkBlock(lastOffsetOfBlockKey(key), block, 0, func(off uint64, raw []byte) bool {
+		var e streamdv1.Event
+		if derr = decodeEvent(raw, off, &e); derr != nil {
+			return false
+		}
+		c.set(indexKey(EntityKey(e.EntityType, e.EntityId), e.SeqNr), u64(off))
+		return true
+	})
+	return c, errors.Join(err, derr)
 }

@@ -116,7 +116,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	bo := badger.DefaultOptions(dir).
 		WithSyncWrites(false). // durable through the WAL and checkpoints (wal.go)
 		WithDetectConflicts(false).
-		WithNumMemtables(3).
+		WithNumMemtables(2).
 		WithMemTableSize(opts.MemTableSize).
 		WithBlockCacheSize(opts.BlockCacheSize).
 		WithCompression(opts.Compression.badger()).
@@ -387,15 +387,16 @@ func (j *Journal) Submit(ctx context.Context, writes []Write, events ...*streamd
 }
 
 // txnCost is an upper bound of what an append of events (size bytes
-// encoded) adds to a Badger transaction: its blocks, and an index entry
-// and perhaps an origin entry per event, each key with Badger's per-entry
-// overhead.
+// encoded) adds to a Badger transaction: a reference per block, and an
+// index entry and perhaps an origin entry per event, each key with
+// Badger's per-entry overhead. The blocks themselves stay in the WAL.
 func txnCost(events []*streamdv1.Event, size int) (cost, entries int) {
-	cost = size
+	blocks := size/maxBlockBytes + 2
+	cost = blocks * (2 + 8 + refBytes + 64)
 	for _, e := range events {
 		cost += 2*(len(e.EntityType)+len(e.EntityId)) + len(e.Origin) + 128
 	}
-	return cost, 2*len(events) + size/maxBlockBytes + 4
+	return cost, 2*len(events) + blocks + 2
 }
 
 // entryCost bounds what one key and value add to a Badger transaction,
@@ -758,7 +759,7 @@ func (w *writer) stage(g *group, b *groupBuild, r *writeReq, marks []undoSeq) ([
 		b.slab = appendIndexKey(b.slab, marks[k].ek, e.SeqNr)
 		val := len(b.slab)
 		b.slab = binary.BigEndian.AppendUint64(b.slab, b.offset)
-		g.changes.set(b.slab[key:val:val], b.slab[val:len(b.slab):len(b.slab)])
+		g.changes = append(g.changes, change{key: b.slab[key:val:val], value: b.slab[val:len(b.slab):len(b.slab)], derived: true})
 		g.addBytes += int64(len(raw))
 		app[k] = Appended{Offset: b.offset, SeqNr: e.SeqNr}
 		g.records = append(g.records, Record{Offset: b.offset, Raw: raw, event: e})

@@ -313,7 +313,7 @@ func (o Options) withDefaults() Options {
 		o.RingSize = 32768
 	}
 	if o.MemTableSize == 0 {
-		o.MemTableSize = 64 << 20
+		o.MemTableSize = 16 << 20
 	}
 	if o.segmentBytes == 0 {
 		o.segmentBytes = defaultSegmentBytes
@@ -322,7 +322,7 @@ func (o Options) withDefaults() Options {
 		o.MinFreeBytes = o.MemTableSize + 2*maxGroupBytes + 3*defaultSegmentBytes
 	}
 	if o.BlockCacheSize == 0 {
-		o.BlockCacheSize = 64 << 20
+		o.BlockCacheSize = 16 << 20
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -118,8 +118,9 @@ type checkpoint struct {
 	updates []*group
 }
 
-// maxGroupBytes caps one group commit; Badger's own transaction limits
-// (which follow MemTableSize) may cap it lower (Journal.groupCost).
+// maxGroupBytes caps the events of one group commit (encoded); Badger's
+// own transaction limits (which follow MemTableSize) may cap it lower
+// (Journal.groupCost).
 const maxGroupBytes = 8 << 20
 
 // maxCachedEntities bounds the seqNr cache; beyond it the cache restarts
@@ -162,7 +163,7 @@ func (j *Journal) writeLoop(w *writer) {
 		}
 		g := &group{reqs: []writeReq{first}, queued: &j.queued}
 		if first.del == nil && first.update == nil {
-			cost, entries := first.cost, first.entries
+			cost, entries, size := first.cost, first.entries, first.size
 		drain:
 			for {
 				select {
@@ -170,12 +171,13 @@ func (j *Journal) writeLoop(w *writer) {
 					if !ok {
 						break drain
 					}
-					if r.del != nil || r.update != nil || cost+r.cost > j.groupCost || entries+r.entries > j.groupEntries {
+					if r.del != nil || r.update != nil || cost+r.cost > j.groupCost || entries+r.entries > j.groupEntries ||
+						size+r.size > maxGroupBytes {
 						pending = &r
 						break drain
 					}
 					g.reqs = append(g.reqs, r)
-					cost, entries = cost+r.cost, entries+r.entries
+					cost, entries, size = cost+r.cost, entries+r.entries, size+r.size
 				default:
 					break drain
 				}

@@ -112,7 +112,10 @@ type change struct {
 	// block: value is an event block, which stays in the segment; Badger
 	// gets a blockRef to it once it is logged (wal.write, recoverWAL).
 	block bool
-	at    int // decodeChanges: where value begins in the payload
+	// derived: not logged; a recovery derives it from the block logged
+	// before it (an index entry: indexChanges).
+	derived bool
+	at      int // decodeChanges: where value begins in the payload
 }
 
 // The kind byte of a change in a frame.
@@ -344,13 +347,19 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 				return nil, fmt.Errorf("%w: WAL segment %s: frame at byte %d: %v", ErrCorrupt, path, pos, err)
 			}
 			for _, ch := range c {
+				var index changes
 				if ch.block {
+					if index, err = indexChanges(ch.key, ch.value); err != nil {
+						return nil, fmt.Errorf("%w: WAL segment %s: frame at byte %d: %v", ErrCorrupt, path, pos, err)
+					}
 					ref := blockRef{segment: id, pos: uint64(pos + frameHeader + ch.at), length: uint32(len(ch.value)),
 						crc: crc32.Checksum(ch.value, castagnoli)}
 					ch = change{key: ch.key, value: ref.encode()}
 				}
-				if err := apply(ch); err != nil {
-					return nil, fmt.Errorf("journal: replay WAL segment %s: %w", path, err)
+				for _, ch := range append(changes{ch}, index...) {
+					if err := apply(ch); err != nil {
+						return nil, fmt.Errorf("journal: replay WAL segment %s: %w", path, err)
+					}
 				}
 			}
 			frames, changed = frames+1, changed+len(c)
@@ -726,6 +735,9 @@ func (w *wal) write(groups []*group) error {
 	w.buf = append(w.buf, make([]byte, frameHeader)...)
 	for _, g := range groups {
 		for i, ch := range g.changes {
+			if ch.derived {
+				continue
+			}
 			var at int
 			w.buf, at = ch.appendTo(w.buf)
 			if ch.block {
@@ -734,7 +746,6 @@ func (w *wal) write(groups []*group) error {
 				ref := blockRef{segment: w.id, pos: uint64(w.size) + uint64(at), length: uint32(len(ch.value)),
 					crc: crc32.Checksum(ch.value, castagnoli)}.encode()
 				g.changes[i] = change{key: ch.key, value: ref}
-				g.cost -= len(ch.value) - len(ref)
 			}
 		}
 	}

@@ -29,21 +29,28 @@ type journalState struct {
 	info    Info
 	events  []*streamdv1.Event
 	records map[string]string // keys beginning with 0x00
+	index   map[string]string // the journal's own keys but event blocks: index, seqNrs, origins, types
 	types   []string
 }
 
 func stateOf(t *testing.T, j *Journal) journalState {
 	t.Helper()
-	s := journalState{info: j.Info(), events: readAll(t, j), records: map[string]string{}, types: j.EntityTypes()}
+	s := journalState{info: j.Info(), events: readAll(t, j), records: map[string]string{}, index: map[string]string{}, types: j.EntityTypes()}
 	err := j.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{0}})
+		it := txn.NewIterator(badger.IteratorOptions{})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
 			v, err := it.Item().ValueCopy(nil)
 			if err != nil {
 				return err
 			}
-			s.records[string(it.Item().Key())] = string(v)
+			switch {
+			case k[0] == 0:
+				s.records[string(k)] = string(v)
+			case bytes.HasPrefix(k, prefixIndex) || bytes.HasPrefix(k, prefixSeq) || bytes.HasPrefix(k, prefixOrigin) || bytes.HasPrefix(k, prefixType):
+				s.index[string(k)] = string(v)
+			}
 		}
 		return nil
 	})
@@ -64,6 +71,13 @@ func (s journalState) diff(o journalState) string {
 		return fmt.Sprintf("entity types %v, want %v", o.types, s.types)
 	case len(s.records) != len(o.records):
 		return fmt.Sprintf("%d records, want %d", len(o.records), len(s.records))
+	case len(s.index) != len(o.index):
+		return fmt.Sprintf("%d index, seqNr, origin and type keys, want %d", len(o.index), len(s.index))
+	}
+	for k, v := range s.index {
+		if o.index[k] != v {
+			return fmt.Sprintf("key %q is %x, want %x", k, o.index[k], v)
+		}
 	}
 	for i := range s.events {
 		if !proto.Equal(s.events[i], o.events[i]) {

@@ -98,7 +98,7 @@ func newApp() *cli.App {
 			bytesize.Flag("max-batch-bytes", bytesize.Size(journal.DefaultLimits.MaxBatchBytes), "STREAMD_MAX_BATCH_BYTES", "largest publish, encoded (at most 8MiB); gRPC messages may be 1MiB larger", ""),
 			bytesize.Flag("min-free-bytes", 0, "STREAMD_MIN_FREE_BYTES", "free disk space to keep: below it publishes are refused with ResourceExhausted until space is freed. At least --memtable-size + 8 of the largest group commits (126MiB with the default --memtable-size): Badger writes through memory maps, where a full disk crashes streamd (SIGBUS)",
 				bytesize.Size(journal.Options{}.EffectiveMinFreeBytes()).String()),
-			bytesize.Flag("memtable-size", 0, "STREAMD_MEMTABLE_SIZE", "Badger memtable size, at least 7MiB; the journal's memory follows from it", "64MiB"),
+			bytesize.Flag("memtable-size", 0, "STREAMD_MEMTABLE_SIZE", "Badger memtable size, at least 7MiB; the journal's memory follows from it", "16MiB"),
 			&cli.StringFlag{Name: "compression", Value: "snappy", EnvVars: []string{"STREAMD_COMPRESSION"}, Usage: "journal tables on disk: snappy, or none (more disk; memory then follows from --memtable-size alone)"},
 			&cli.IntFlag{Name: "max-filter-criteria", Value: 256, EnvVars: []string{"STREAMD_MAX_FILTER_CRITERIA"}, Usage: "most criteria in one consumer's filter"},
 			&cli.Float64Flag{Name: "rate-limit", EnvVars: []string{"STREAMD_RATE_LIMIT"}, Usage: "calls per second each client (bearer token, or IP address) may make; 0 = unlimited. Health checks are not limited"},
