@@ -18,16 +18,16 @@ import (
 //	m/bytes                        -> encoded bytes of the stored events
 //	m/wal                          -> WAL segment and byte the last applied batch's frame ends at (wal.go)
 var (
-	prefixEvent   = []byte("e/")
-	prefixIndex   = []byte("n/")
-	prefixSeq     = []byte("s/")
-	prefixType    = []byte("t/")
-	prefixOrigin  = []byte("o/")
-	keyID         = []byte("m/id")
-	keyVersion    = []byte("m/version")
-	keyFloor      = []byte("m/floor")
-	keyBytes      = []byte("m/bytes")
-	keyWAL        = []byte("m/wal")
+	prefixEvent  = []byte("e/")
+	prefixIndex  = []byte("n/")
+	prefixSeq    = []byte("s/")
+	prefixType   = []byte("t/")
+	prefixOrigin = []byte("o/")
+	keyID        = []byte("m/id")
+	keyVersion   = []byte("m/version")
+	keyFloor     = []byte("m/floor")
+	keyBytes     = []byte("m/bytes")
+	keyWAL       = []byte("m/wal")
 	// formatVersion 2: event blocks are kept in the WAL segments, and e/
 	// holds references to them (segstore.go). A journal of version 1
 	// holds its blocks inline; it is upgraded at open, since this build
