@@ -73,11 +73,12 @@ type Journal struct {
 	typesMu sync.RWMutex
 	types   map[string]bool // entity types ever appended
 
-	retentionMu   sync.Mutex // one retention run at a time
-	stopRetention chan struct{}
-	retentionDone chan struct{}
-	closeOnce     sync.Once
-	closeErr      error
+	retentionMu    sync.Mutex // one retention run at a time
+	stopBackground chan struct{}
+	retentionDone  chan struct{}
+	pageoutDone    chan struct{}
+	closeOnce      sync.Once
+	closeErr       error
 }
 
 // writeReq is an append (events set), a retention deletion (del set) or an
@@ -120,8 +121,6 @@ func Open(dir string, opts Options) (*Journal, error) {
 		WithMemTableSize(opts.MemTableSize).
 		WithBlockCacheSize(opts.BlockCacheSize).
 		WithCompression(opts.Compression.badger()).
-		WithNumLevelZeroTables(opts.levelZeroTables()).
-		WithNumLevelZeroTablesStall(3 * opts.levelZeroTables()).
 		WithNumCompactors(2).
 		WithChecksumVerificationMode(options.OnBlockRead).
 		WithLogger(badgerlog.Logger{L: opts.Logger})
@@ -146,13 +145,14 @@ func Open(dir string, opts Options) (*Journal, error) {
 		segments: newSegmentFiles(filepath.Join(dir, walDirName)),
 		// Badger refuses transactions beyond these; keep a margin for
 		// the per-group keys and the estimate.
-		groupCost:     min(maxGroupBytes, int(db.MaxBatchSize()*4/5)),
-		groupEntries:  int(db.MaxBatchCount() * 4 / 5),
-		writes:        make(chan writeReq, 1024),
-		writerDone:    make(chan struct{}),
-		ring:          newRing(opts.RingSize),
-		stopRetention: make(chan struct{}),
-		retentionDone: make(chan struct{}),
+		groupCost:      min(maxGroupBytes, int(db.MaxBatchSize()*4/5)),
+		groupEntries:   int(db.MaxBatchCount() * 4 / 5),
+		writes:         make(chan writeReq, 1024),
+		writerDone:     make(chan struct{}),
+		ring:           newRing(opts.RingSize),
+		stopBackground: make(chan struct{}),
+		retentionDone:  make(chan struct{}),
+		pageoutDone:    make(chan struct{}),
 	}
 	w, err := j.load()
 	if err == nil {
@@ -172,6 +172,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	j.ring.reset(j.durable.Load() + 1)
 	go j.writeLoop(w)
 	go j.retentionLoop()
+	go j.pageoutLoop()
 	return j, nil
 }
 
@@ -441,8 +442,9 @@ func (j *Journal) Close() error {
 		j.mu.Lock()
 		j.closed = true
 		j.mu.Unlock()
-		close(j.stopRetention)
+		close(j.stopBackground)
 		<-j.retentionDone
+		<-j.pageoutDone
 		j.inflight.Wait()
 		close(j.writes)
 		<-j.writerDone

@@ -30,7 +30,7 @@ const retentionChunk = 10_000
 func (j *Journal) retentionLoop() {
 	defer close(j.retentionDone)
 	if j.opts.RetentionMaxAge == 0 && j.opts.RetentionMaxBytes == 0 {
-		<-j.stopRetention
+		<-j.stopBackground
 		return
 	}
 	t := time.NewTicker(j.opts.RetentionInterval)
@@ -40,7 +40,7 @@ func (j *Journal) retentionLoop() {
 			j.opts.Logger.Error("journal retention failed", "err", err)
 		}
 		select {
-		case <-j.stopRetention:
+		case <-j.stopBackground:
 			return
 		case <-t.C:
 		}
