@@ -19,12 +19,15 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// The journal's write-ahead log. With sync durability every group's changes
-// to Badger are written in sequence into a segment file under <dir>/wal
-// and fdatasync'd before they are applied to Badger, which runs without
-// SyncWrites. One write and one fdatasync make a batch durable; Badger's
-// own durability (an msync of its memory-mapped memtable log, which the
-// next commits keep dirtying) costs several times as much under load.
+// The journal's write-ahead log, which is also where its events live.
+// Every group's changes are written in sequence into a segment file under
+// <dir>/wal and, with sync durability, fdatasync'd before they are applied
+// to Badger, which runs without SyncWrites. One write and one fdatasync
+// make a batch durable. An event block is written once, there: Badger gets
+// a reference to where the frame holds it (segstore.go), so the segments
+// stay until retention has deleted every event in them. The per-entity
+// index entries of a block are not logged: a recovery derives them from
+// the block.
 //
 // Recovery: Badger holds everything up to the last checkpoint durably, and
 // some arbitrary part of what was applied after it. Everything applied after
@@ -45,12 +48,13 @@ import (
 //     answered after its frame's fdatasync) and is dropped. A whole frame
 //     (trailer in place) whose checksum fails, anything but zeros after a
 //     bad frame, or a bad frame in an earlier segment is damage.
-//   - The WAL state file (STREAMD-WAL) records the segments the journal
-//     needs: the oldest one whose changes Badger may not hold durably, and
-//     the newest one created (recorded before a frame is written to it). A
-//     checkpoint records the new oldest before it removes segments, a clean
-//     Close and a replay record that none is needed. A missing segment in
-//     that range is refused.
+//   - The WAL state file (STREAMD-WAL) records the segments a recovery
+//     replays: the oldest one whose changes Badger may not hold durably,
+//     and the newest one created (recorded before a frame is written to
+//     it). A checkpoint records the new oldest, a clean Close and a replay
+//     record that none is to be replayed. A missing segment in that range
+//     is refused, and so is a hole among the segments kept, or a missing
+//     segment that holds the oldest block kept (checkSegments).
 //   - Every batch applied to Badger sets the key m/wal to the segment and
 //     the byte its frame ends at: a WAL shorter than what Badger applied
 //     (cut, or a frame damaged before that point) is refused.
@@ -63,12 +67,14 @@ import (
 // after a power loss that also took Badger's memtable log, a WAL cut at a
 // frame boundary.
 //
-// Checkpoint: a closed segment is removed once Badger holds its changes
-// durably — when Badger has written every memtable holding them to a table,
-// or when the journal makes Badger durable itself (syncBadger; see
-// checkpointLoop). Writes to Badger that are not logged (Update) are
-// followed by the latter before they return, and every segment before them
-// removed, so that no older logged change is replayed over them.
+// Checkpoint: once a segment is closed (or an Update waits), the journal
+// makes Badger durable (syncBadger) and records that the segments up to it
+// need no replay. Writes to Badger that are not logged (Update) wait for
+// it, so that no older logged change is replayed over them. A checkpoint
+// then reclaims (removes) the segments below both the first one a
+// recovery replays and the one holding the oldest block retention kept:
+// retention's deletions that Badger may still lose in a crash are in
+// segments a recovery replays, so they are made again.
 //
 // A segment begins with a header, written with its first frame:
 //
@@ -79,14 +85,16 @@ import (
 //	length uint32 | crc32c(payload) uint32 | hsum uint32 | payload | hsum uint32
 //
 // where hsum is crc32c(length, crc32c(payload)), and a payload a sequence
-// of changes: a kind byte (0 set, 1 delete), the key (uvarint length,
-// bytes) and for a set the value (the same way).
+// of changes: a kind byte (0 set, 1 delete, 2 event block), the key
+// (uvarint length, bytes) and for a set or a block the value (the same
+// way). A block's reference in Badger names the segment, the byte its
+// value begins at, its length and its crc32c.
 
 // walDirName is the directory of the segments inside the journal directory.
 const walDirName = "wal"
 
 // defaultSegmentBytes is the size past which a segment is closed and
-// checkpointed.
+// checkpointed; retention reclaims disk a segment at a time.
 const defaultSegmentBytes = 16 << 20
 
 // Segments are written into files filled with zeros beforehand (spares,
