@@ -62,6 +62,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "plot-memory" {
+		if err := plotMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench plot-memory:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
