@@ -46,6 +46,8 @@ type config struct {
 	profileDir      string
 	keep            bool
 	markdown        string
+	memoryEvents    int
+	memoryCSV       string
 }
 
 func main() {
@@ -57,6 +59,13 @@ func main() {
 		if err := clientMain(os.Args[2]); err != nil {
 			fmt.Fprintln(os.Stderr, "bench client:", err)
 			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "plot-memory" {
+		if err := plotMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench plot-memory:", err)
+			os.Exit(2)
 		}
 		return
 	}
@@ -82,7 +91,7 @@ func parseFlags(args []string) (config, error) {
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.BoolVar(&cfg.quick, "quick", false, "small sizes and short durations (under two minutes); explicit flags still win")
-	fs.StringVar(&cfg.only, "only", "publish,catchup,latency,fanout", "workloads to run, comma-separated (catchup includes the filtered workload)")
+	fs.StringVar(&cfg.only, "only", "publish,catchup,latency,fanout,memory", "workloads to run, comma-separated (catchup includes the filtered workload)")
 	fs.IntVar(&cfg.publishEvents, "publish-events", 1_000_000, "events per publish-throughput measurement, at most")
 	fs.DurationVar(&cfg.publishDuration, "publish-duration", 10*time.Second, "how long a publish-throughput measurement sends, at most")
 	fs.IntVar(&cfg.inFlight, "in-flight", 256, "publishes awaiting their ack at most, in the throughput runs (both systems)")
@@ -94,6 +103,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.fanoutEvents, "fanout-events", 1_000_000, "events of the unpaced fan-out run (publisher as fast as -in-flight allows, for -fanout-duration at most)")
 	fs.Float64Var(&cfg.fanoutRate, "fanout-rate", 5000, "publish rate (events/s) of the paced fan-out run; 0 skips it")
 	fs.DurationVar(&cfg.fanoutDuration, "fanout-duration", 10*time.Second, "how long each fan-out run publishes")
+	fs.IntVar(&cfg.memoryEvents, "memory-events", 20_000_000, "events the memory workload publishes")
+	fs.StringVar(&cfg.memoryCSV, "memory-csv", "", "append the memory workload's curves (resident set vs events stored, every second) to this CSV file")
 	fs.BoolVar(&cfg.jsSyncAlways, "js-sync-always", true, "also run JetStream with sync_interval: always where fsync matters (publish, latency, fan-out)")
 	fs.StringVar(&cfg.natsVersion, "nats-version", "v2.15.2", "nats-server version to install with go install")
 	fs.StringVar(&cfg.cacheDir, "cache-dir", filepath.Join(cache, "streamd-bench"), "where the streamd and nats-server binaries are kept")
@@ -115,6 +126,7 @@ func parseFlags(args []string) (config, error) {
 			"catchup-events":   func() { cfg.catchupEvents = 100_000 },
 			"latency-duration": func() { cfg.latencyDuration = 2 * time.Second },
 			"fanout-duration":  func() { cfg.fanoutDuration = 2 * time.Second },
+			"memory-events":    func() { cfg.memoryEvents = 400_000 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -126,7 +138,8 @@ func parseFlags(args []string) (config, error) {
 		return cfg, fmt.Errorf("-latency-rates: %w", err)
 	}
 	for name, v := range map[string]int{"publish-events": cfg.publishEvents, "in-flight": cfg.inFlight, "live-in-flight": cfg.liveInFlight,
-		"catchup-events": cfg.catchupEvents, "fanout-consumers": cfg.fanoutConsumers, "fanout-events": cfg.fanoutEvents} {
+		"catchup-events": cfg.catchupEvents, "fanout-consumers": cfg.fanoutConsumers, "fanout-events": cfg.fanoutEvents,
+		"memory-events": cfg.memoryEvents} {
 		if v <= 0 {
 			return cfg, fmt.Errorf("-%s %d: want a positive number", name, v)
 		}
@@ -136,9 +149,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	for _, w := range strings.Split(cfg.only, ",") {
 		switch strings.TrimSpace(w) {
-		case "publish", "catchup", "latency", "fanout":
+		case "publish", "catchup", "latency", "fanout", "memory":
 		default:
-			return cfg, fmt.Errorf("-only: unknown workload %q (want publish, catchup, latency, fanout)", w)
+			return cfg, fmt.Errorf("-only: unknown workload %q (want publish, catchup, latency, fanout, memory)", w)
 		}
 	}
 	return cfg, nil
@@ -240,7 +253,7 @@ func run(cfg config) error {
 		name string
 		run  func() error
 	}{
-		{"publish", h.publish}, {"catchup", h.catchup}, {"latency", h.latency}, {"fanout", h.fanout},
+		{"publish", h.publish}, {"catchup", h.catchup}, {"latency", h.latency}, {"fanout", h.fanout}, {"memory", h.memory},
 	} {
 		if !cfg.runs(w.name) {
 			continue

@@ -18,7 +18,7 @@ import (
 // row is one line of the comparison table: a metric measured on each system.
 type row struct {
 	workload, metric string
-	unit             string           // unitRate, unitNanos or unitMB
+	unit             string           // unitRate, unitNanos, unitMB or unitMiB
 	vals             [numCols]float64 // NaN: not measured
 	marks            [numCols]bool    // the figure comes from a run that did not sustain its target rate
 	ratioNote        string           // replaces the ratio columns when set
@@ -29,6 +29,7 @@ const (
 	unitRate  = "events/s"
 	unitNanos = "ns"
 	unitMB    = "MB"
+	unitMiB   = "MiB"
 )
 
 func (r *row) set(col int, v float64) { r.vals[col] = v }
@@ -155,7 +156,7 @@ func format(r *row, col int) string {
 	switch r.unit {
 	case unitNanos:
 		s = sig3(v/1e6) + " ms"
-	case unitMB:
+	case unitMB, unitMiB:
 		s = sig3(v)
 	default:
 		s = fmtInt(v)

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -10,18 +11,19 @@ import (
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-// Events are stored in blocks: one Badger entry per run of consecutive
-// offsets of one group commit, keyed by the block's last offset so that
-// Seek(blockKey(x)) lands on the block holding x. A block is
+// Events are stored in blocks: one run of consecutive offsets of one group
+// commit, kept in the WAL segment that logged it (segstore.go), with one
+// Badger entry keyed by the block's last offset, so that Seek(blockKey(x))
+// lands on the block holding x. A block is
 //
 //	[format byte][count uint32 BE] then count × [length uint32 BE][Event proto]
 //
-// Fewer, larger entries keep Badger's per-key cost off the append path and
+// Fewer, larger blocks keep Badger's per-key cost off the append path and
 // make catch-up reads sequential.
 const (
 	blockFormat   = 1
 	blockHeader   = 5
-	maxBlockBytes = 256 << 10 // stays inline in Badger's LSM (under ValueThreshold)
+	maxBlockBytes = 256 << 10
 )
 
 func blockKey(last uint64) []byte {
@@ -79,7 +81,7 @@ func (b *blockWriter) flush(c *changes) {
 	binary.BigEndian.PutUint32(b.buf[b.start+1:], b.count)
 	val := b.buf[b.start:len(b.buf):len(b.buf)]
 	b.start = -1
-	c.set(blockKey(b.last), val)
+	c.block(blockKey(b.last), val)
 }
 
 // walkBlock calls fn with the offset and encoding of each event of the block
@@ -130,7 +132,7 @@ func decodeEvent(raw []byte, offset uint64, e *streamdv1.Event) error {
 // getEvent reads the event at one offset: badger.ErrKeyNotFound if
 // retention deleted it (below the floor in txn's snapshot), ErrCorrupt if
 // it should be there and is not, or does not decode.
-func getEvent(txn *badger.Txn, offset uint64) (*streamdv1.Event, error) {
+func (j *Journal) getEvent(txn *badger.Txn, offset uint64) (*streamdv1.Event, error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: false})
 	defer it.Close()
 	it.Seek(blockKey(offset))
@@ -142,8 +144,9 @@ func getEvent(txn *badger.Txn, offset uint64) (*streamdv1.Event, error) {
 		found bool
 	)
 	last := lastOffsetOfBlockKey(it.Item().Key())
-	err := it.Item().Value(func(val []byte) error {
-		return walkBlock(last, val, offset, func(off uint64, raw []byte) bool {
+	val, err := j.readBlock(it.Item())
+	if err == nil {
+		err = walkBlock(last, val, offset, func(off uint64, raw []byte) bool {
 			if off != offset {
 				return false // the block starts after offset
 			}
@@ -153,7 +156,7 @@ func getEvent(txn *badger.Txn, offset uint64) (*streamdv1.Event, error) {
 			}
 			return false
 		})
-	})
+	}
 	switch {
 	case err != nil:
 		return nil, err
@@ -177,4 +180,22 @@ func missingEvent(txn *badger.Txn, offset uint64) error {
 		return badger.ErrKeyNotFound
 	}
 	return fmt.Errorf("%w: event at offset %d is missing (above the retention floor); a damaged file, or a table Badger could not read", ErrCorrupt, offset)
+}
+
+// indexChanges derives the index entries of a block's events (what stage
+// set for them, unlogged), for a recovery.
+func indexChanges(key, block []byte) (changes, error) {
+	var (
+		c    changes
+		derr error
+	)
+	err := walkBlock(lastOffsetOfBlockKey(key), block, 0, func(off uint64, raw []byte) bool {
+		var e streamdv1.Event
+		if derr = decodeEvent(raw, off, &e); derr != nil {
+			return false
+		}
+		c.set(indexKey(EntityKey(e.EntityType, e.EntityId), e.SeqNr), u64(off))
+		return true
+	})
+	return c, errors.Join(err, derr)
 }

@@ -3,16 +3,19 @@ package journal
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -22,7 +25,13 @@ import (
 const (
 	crashDirEnv  = "STREAMD_JOURNAL_CRASH_DIR"
 	updateDirEnv = "STREAMD_JOURNAL_UPDATE_DIR"
+	// reclaimEnv makes crashChild's journal reclaim segments all the time:
+	// small segments, retention of 1 MiB run every few milliseconds.
+	reclaimEnv = "STREAMD_JOURNAL_CRASH_RECLAIM"
 )
+
+// reclaimOptions keep retention and segment reclaiming busy.
+var reclaimOptions = Options{segmentBytes: 128 << 10, RetentionMaxBytes: 1 << 20, RetentionInterval: 5 * time.Millisecond}
 
 // crashMarkPrefix begins the record each crash batch commits with its events.
 const crashMarkPrefix = "\x00crash/"
@@ -43,7 +52,11 @@ func crashChild() bool {
 	if dir == "" {
 		return false
 	}
-	j, err := Open(dir, Options{})
+	opts := Options{}
+	if os.Getenv(reclaimEnv) != "" {
+		opts = reclaimOptions
+	}
+	j, err := Open(dir, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)
 		os.Exit(3)
@@ -169,6 +182,95 @@ func TestKill9(t *testing.T) {
 	t.Logf("%d acknowledged batches, %d events stored, all present after 4 SIGKILLs", len(acked), len(all))
 }
 
+// TestKill9DuringReclaim kills a process whose retention deletes and
+// reclaims segments all the time: after each recovery every acknowledged
+// batch above the floor is there whole, nothing below the floor is
+// readable (by offset or by entity), no offset is handed out twice, and the
+// segments kept are those the events need.
+func TestKill9DuringReclaim(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	dir := t.TempDir()
+	type ack struct {
+		offset uint64
+		n      int
+	}
+	acked := map[string]ack{}
+	var maxAcked uint64
+	reclaimed := false
+	for cycle := range 6 {
+		cmd, stdout, stderr := startChild(t, crashDirEnv+"="+dir, reclaimEnv+"=1")
+		killAfter := 300 + rand.IntN(1500)
+		sc := bufio.NewScanner(stdout)
+		lines := 0
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			off, _ := strconv.ParseUint(f[2], 10, 64)
+			n, _ := strconv.Atoi(f[3])
+			acked[f[1]] = ack{off, n}
+			maxAcked = max(maxAcked, off+uint64(n)-1)
+			if lines++; lines == killAfter {
+				cmd.Process.Signal(syscall.SIGKILL)
+			}
+		}
+		cmd.Wait()
+		if lines < killAfter {
+			t.Fatalf("cycle %d: child stopped after %d acks: %s", cycle, lines, stderr.String())
+		}
+		j, err := Open(dir, reclaimOptions)
+		if err != nil {
+			t.Fatalf("cycle %d: open after SIGKILL: %v", cycle, err)
+		}
+		info := j.Info()
+		if info.LastOffset < maxAcked {
+			t.Fatalf("cycle %d: last offset %d below the acknowledged %d: offsets would be handed out again", cycle, info.LastOffset, maxAcked)
+		}
+		all := readAll(t, j)
+		if len(all) == 0 || all[0].Offset != info.FirstOffset {
+			t.Fatalf("cycle %d: %d events read from the floor %d", cycle, len(all), info.FirstOffset)
+		}
+		byOffset := map[uint64]*streamdv1.Event{}
+		for _, e := range all {
+			byOffset[e.Offset] = e
+		}
+		for id, a := range acked {
+			if a.offset < info.FirstOffset {
+				continue // deleted by retention
+			}
+			for k := range a.n {
+				if e := byOffset[a.offset+uint64(k)]; e == nil || e.Metadata["batch"] != id {
+					t.Fatalf("cycle %d: acknowledged batch %s lost event %d", cycle, id, a.offset+uint64(k))
+				}
+			}
+		}
+		if _, err := j.Read(info.FirstOffset-1, 1, nil); info.FirstOffset > 1 && !errors.As(err, new(*OutOfRangeError)) {
+			t.Fatalf("cycle %d: read below the floor %d = %v, want an OutOfRangeError", cycle, info.FirstOffset, err)
+		}
+		for a := range 20 {
+			evs, err := j.ReadEntity("acct", fmt.Sprintf("a%d", a), 1, 1<<20, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range evs {
+				if e.Offset < info.FirstOffset {
+					t.Fatalf("cycle %d: entity a%d returns offset %d below the floor %d", cycle, a, e.Offset, info.FirstOffset)
+				}
+			}
+		}
+		if ids, _ := segments(filepath.Join(dir, walDirName)); len(ids) > 0 && ids[0] > 1 {
+			reclaimed = true
+		}
+		if err := j.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !reclaimed {
+		t.Fatal("no segment was ever reclaimed")
+	}
+	t.Logf("%d acknowledged batches; 6 SIGKILLs while retention reclaimed segments", len(acked))
+}
+
 // updateChild runs in the child process of TestUpdateSurvivesKill9: appends
 // that set the record \x00pos, an Update that sets it too, then appends
 // that do not touch it, printing each step, until it is killed.
@@ -237,10 +339,10 @@ func TestUpdateSurvivesKill9(t *testing.T) {
 
 // startChild starts this test binary as a child with env set, for the
 // child functions above.
-func startChild(t *testing.T, env string) (*exec.Cmd, io.Reader, *strings.Builder) {
+func startChild(t *testing.T, env ...string) (*exec.Cmd, io.Reader, *strings.Builder) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), env)
+	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -16,9 +16,13 @@
 //     made). Appends are committed in the order they were queued (Submit
 //     queues one without waiting for it). With DurabilitySync (the
 //     default) Append returns only after the fsync; with DurabilityAsync it
-//     returns after the commit to Badger's memory-mapped log (safe against a
+//     returns once the WAL write is done, without the fsync (safe against a
 //     process crash, not against an OS crash).
-//   - With DurabilitySync, Badger runs without fsync: the WAL (wal.go) holds
+//   - Events are written once: into the WAL segment that makes their batch
+//     durable, where they stay; Badger holds the per-entity index,
+//     references to the event blocks, and the records, not the events, so
+//     its memory and compactions do not grow with the events' bytes. With
+//     DurabilitySync, Badger runs without fsync: the WAL (wal.go) holds
 //     every change since Badger's last checkpoint and replays it at Open, so
 //     an acknowledged append survives a crash of the machine whatever Badger
 //     kept of its memory-mapped log.
@@ -40,7 +44,14 @@
 //     offset (Cursor does this), with no gap and no duplicate at the seam.
 //   - Retention by age and by size runs in the background and deletes the
 //     oldest events; reading below the floor is an *OutOfRangeError naming the
-//     first available offset.
+//     first available offset. Disk is reclaimed a whole segment at a time,
+//     oldest first, once a checkpoint made the deletion durable.
+//   - Memory follows from Options (MemTableSize, BlockCacheSize, RingSize),
+//     not from the events written; Badger's memory-mapped tables are paged
+//     out every second (Linux), so they do not stay resident either.
+//   - Journals written in format 1 (blocks inline in Badger) open, are
+//     upgraded in place and read as before; their inline blocks go with
+//     retention.
 //   - Origins (Options.Region): events written here get this region as their
 //     origin and the next origin seqNr of the entity from this region.
 //     Replicated events keep theirs; per (origin, entity) the journal applies

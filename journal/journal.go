@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -66,16 +67,18 @@ type Journal struct {
 	ring *ring
 	// wal logs every group before it is applied to Badger (sync
 	// durability; nil with async: see wal.go).
-	wal *wal
+	wal      *wal
+	segments *segmentFiles // reads the blocks kept in the WAL segments
 
 	typesMu sync.RWMutex
 	types   map[string]bool // entity types ever appended
 
-	retentionMu   sync.Mutex // one retention run at a time
-	stopRetention chan struct{}
-	retentionDone chan struct{}
-	closeOnce     sync.Once
-	closeErr      error
+	retentionMu    sync.Mutex // one retention run at a time
+	stopBackground chan struct{}
+	retentionDone  chan struct{}
+	pageoutDone    chan struct{}
+	closeOnce      sync.Once
+	closeErr       error
 }
 
 // writeReq is an append (events set), a retention deletion (del set) or an
@@ -114,12 +117,10 @@ func Open(dir string, opts Options) (*Journal, error) {
 	bo := badger.DefaultOptions(dir).
 		WithSyncWrites(false). // durable through the WAL and checkpoints (wal.go)
 		WithDetectConflicts(false).
-		WithNumMemtables(3).
+		WithNumMemtables(2).
 		WithMemTableSize(opts.MemTableSize).
 		WithBlockCacheSize(opts.BlockCacheSize).
 		WithCompression(opts.Compression.badger()).
-		WithNumLevelZeroTables(opts.levelZeroTables()).
-		WithNumLevelZeroTablesStall(3 * opts.levelZeroTables()).
 		WithNumCompactors(2).
 		WithChecksumVerificationMode(options.OnBlockRead).
 		WithLogger(badgerlog.Logger{L: opts.Logger})
@@ -129,7 +130,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	}
 	walState, err := recoverWAL(db, dir, opts.Logger)
 	var log *wal
-	if err == nil && opts.Durability == DurabilitySync {
+	if err == nil {
 		log, err = openWAL(dir, walState, opts)
 	}
 	if err != nil {
@@ -137,34 +138,41 @@ func Open(dir string, opts Options) (*Journal, error) {
 		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
 	}
 	j := &Journal{
-		opts: opts,
-		dir:  dir,
-		db:   db,
-		wal:  log,
+		opts:     opts,
+		dir:      dir,
+		db:       db,
+		wal:      log,
+		segments: newSegmentFiles(filepath.Join(dir, walDirName)),
 		// Badger refuses transactions beyond these; keep a margin for
 		// the per-group keys and the estimate.
-		groupCost:     min(maxGroupBytes, int(db.MaxBatchSize()*4/5)),
-		groupEntries:  int(db.MaxBatchCount() * 4 / 5),
-		writes:        make(chan writeReq, 1024),
-		writerDone:    make(chan struct{}),
-		ring:          newRing(opts.RingSize),
-		stopRetention: make(chan struct{}),
-		retentionDone: make(chan struct{}),
+		groupCost:      min(maxGroupBytes, int(db.MaxBatchSize()*4/5)),
+		groupEntries:   int(db.MaxBatchCount() * 4 / 5),
+		writes:         make(chan writeReq, 1024),
+		writerDone:     make(chan struct{}),
+		ring:           newRing(opts.RingSize),
+		stopBackground: make(chan struct{}),
+		retentionDone:  make(chan struct{}),
+		pageoutDone:    make(chan struct{}),
 	}
 	w, err := j.load()
 	if err == nil {
 		err = j.checkIdentity(dir)
 	}
+	if err == nil {
+		err = j.reclaim()
+	}
+	if err == nil {
+		err = j.checkSegments()
+	}
 	if err != nil {
-		if log != nil {
-			log.close()
-		}
+		log.close()
 		db.Close()
 		return nil, err
 	}
 	j.ring.reset(j.durable.Load() + 1)
 	go j.writeLoop(w)
 	go j.retentionLoop()
+	go j.pageoutLoop()
 	return j, nil
 }
 
@@ -197,8 +205,15 @@ func (j *Journal) load() (*writer, error) {
 			return fmt.Errorf("%w: journal id has %d bytes", ErrCorrupt, len(id))
 		}
 		j.id = id
-		if v, err := getValue(txn, keyVersion); err != nil || readU64(v) != formatVersion {
-			return fmt.Errorf("%w: format version %d, this build reads %d", ErrCorrupt, readU64(v), formatVersion)
+		v, err := getValue(txn, keyVersion)
+		switch version := readU64(v); {
+		case err != nil || version > formatVersion || version == 0:
+			return fmt.Errorf("%w: format version %d, this build reads versions 1 to %d: open it with the streamd that wrote it", ErrCorrupt, version, formatVersion)
+		case version < formatVersion:
+			if err := txn.Set(keyVersion, u64(formatVersion)); err != nil {
+				return err
+			}
+			j.opts.Logger.Info("journal: upgraded the format; older builds cannot open it any more", "dir", j.dir, "from", version, "to", formatVersion)
 		}
 		floor, err := getValue(txn, keyFloor)
 		if err != nil {
@@ -222,7 +237,7 @@ func (j *Journal) load() (*writer, error) {
 		j.applied.offset.Store(last)
 		w.nextOffset = last + 1
 		if last >= j.floor.Load() {
-			e, err := getEvent(txn, last)
+			e, err := j.getEvent(txn, last)
 			if err != nil {
 				return err
 			}
@@ -373,15 +388,16 @@ func (j *Journal) Submit(ctx context.Context, writes []Write, events ...*streamd
 }
 
 // txnCost is an upper bound of what an append of events (size bytes
-// encoded) adds to a Badger transaction: its blocks, and an index entry
-// and perhaps an origin entry per event, each key with Badger's per-entry
-// overhead.
+// encoded) adds to a Badger transaction: a reference per block, and an
+// index entry and perhaps an origin entry per event, each key with
+// Badger's per-entry overhead. The blocks themselves stay in the WAL.
 func txnCost(events []*streamdv1.Event, size int) (cost, entries int) {
-	cost = size
+	blocks := size/maxBlockBytes + 2
+	cost = blocks * (2 + 8 + refBytes + 64)
 	for _, e := range events {
 		cost += 2*(len(e.EntityType)+len(e.EntityId)) + len(e.Origin) + 128
 	}
-	return cost, 2*len(events) + size/maxBlockBytes + 4
+	return cost, 2*len(events) + blocks + 2
 }
 
 // entryCost bounds what one key and value add to a Badger transaction,
@@ -426,15 +442,15 @@ func (j *Journal) Close() error {
 		j.mu.Lock()
 		j.closed = true
 		j.mu.Unlock()
-		close(j.stopRetention)
+		close(j.stopBackground)
 		<-j.retentionDone
+		<-j.pageoutDone
 		j.inflight.Wait()
 		close(j.writes)
 		<-j.writerDone
 		j.ring.close()
-		if j.wal != nil {
-			j.closeErr = j.closeWAL()
-		}
+		j.closeErr = j.closeWAL()
+		j.segments.close()
 		if f := j.failed.Load(); f != nil {
 			j.closeErr = errors.Join(*f, j.closeErr)
 		}
@@ -468,7 +484,10 @@ func (j *Journal) closeWAL() error {
 	if err := syncBadger(j.db, j.dir); err != nil {
 		return fmt.Errorf("journal: close: %w", err)
 	}
-	return j.wal.state.remove(j.wal.id)
+	if err := j.wal.state.advance(j.wal.id); err != nil {
+		return err
+	}
+	return j.reclaim()
 }
 
 // Update runs fn in a write transaction of the journal's Badger DB and
@@ -742,7 +761,7 @@ func (w *writer) stage(g *group, b *groupBuild, r *writeReq, marks []undoSeq) ([
 		b.slab = appendIndexKey(b.slab, marks[k].ek, e.SeqNr)
 		val := len(b.slab)
 		b.slab = binary.BigEndian.AppendUint64(b.slab, b.offset)
-		g.changes.set(b.slab[key:val:val], b.slab[val:len(b.slab):len(b.slab)])
+		g.changes = append(g.changes, change{key: b.slab[key:val:val], value: b.slab[val:len(b.slab):len(b.slab)], derived: true})
 		g.addBytes += int64(len(raw))
 		app[k] = Appended{Offset: b.offset, SeqNr: e.SeqNr}
 		g.records = append(g.records, Record{Offset: b.offset, Raw: raw, event: e})

@@ -7,7 +7,7 @@ import (
 
 // Key layout (big-endian numbers, so key order is numeric order):
 //
-//	e/<last offset>                -> block of encoded events (block.go)
+//	e/<last offset>                -> reference to a block of encoded events in a WAL segment (block.go, segstore.go)
 //	n/<type>\x00<id>\x00<seqNr>    -> offset (per-entity index)
 //	s/<type>\x00<id>               -> last seqNr of an entity whose newest events retention deleted
 //	t/<type>                       -> (empty) an entity type the journal holds
@@ -18,17 +18,21 @@ import (
 //	m/bytes                        -> encoded bytes of the stored events
 //	m/wal                          -> WAL segment and byte the last applied batch's frame ends at (wal.go)
 var (
-	prefixEvent   = []byte("e/")
-	prefixIndex   = []byte("n/")
-	prefixSeq     = []byte("s/")
-	prefixType    = []byte("t/")
-	prefixOrigin  = []byte("o/")
-	keyID         = []byte("m/id")
-	keyVersion    = []byte("m/version")
-	keyFloor      = []byte("m/floor")
-	keyBytes      = []byte("m/bytes")
-	keyWAL        = []byte("m/wal")
-	formatVersion = uint64(1)
+	prefixEvent  = []byte("e/")
+	prefixIndex  = []byte("n/")
+	prefixSeq    = []byte("s/")
+	prefixType   = []byte("t/")
+	prefixOrigin = []byte("o/")
+	keyID        = []byte("m/id")
+	keyVersion   = []byte("m/version")
+	keyFloor     = []byte("m/floor")
+	keyBytes     = []byte("m/bytes")
+	keyWAL       = []byte("m/wal")
+	// formatVersion 2: event blocks are kept in the WAL segments, and e/
+	// holds references to them (segstore.go). A journal of version 1
+	// holds its blocks inline; it is upgraded at open, since this build
+	// reads both and an older one would not read the references.
+	formatVersion = uint64(2)
 )
 
 // Slices is the number of slices entities are hashed into.

@@ -85,17 +85,3 @@ func TestCompressionChangeKeepsTables(t *testing.T) {
 		}
 	}
 }
-
-// Level 0 holds as many bytes before compaction whatever the memtable size.
-func TestLevelZeroTables(t *testing.T) {
-	for _, tc := range []struct {
-		memTable int64
-		want     int
-	}{
-		{64 << 20, 5}, {256 << 20, 5}, {32 << 20, 10}, {16 << 20, 20}, {minMemTableSize, 40},
-	} {
-		if got := (Options{MemTableSize: tc.memTable}).levelZeroTables(); got != tc.want {
-			t.Errorf("MemTableSize %d MiB: %d level-0 tables, want %d", tc.memTable>>20, got, tc.want)
-		}
-	}
-}

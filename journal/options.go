@@ -117,19 +117,9 @@ var DefaultLimits = Limits{
 	MaxBatchBytes:      4 << 20,
 }
 
-// minMemTableSize is the smallest memtable Badger opens with: a transaction
-// (15% of the memtable) must hold its largest inline value (1 MiB).
+// minMemTableSize is the smallest memtable accepted: a transaction (15% of
+// the memtable) must hold the largest append's index entries and records.
 const minMemTableSize = 7 << 20
-
-// levelZeroTables is how many level-0 tables Badger keeps before compacting
-// them into level 1 (it stalls writes at three times as many): as many bytes
-// as Badger's default of 5 with 64 MiB memtables, so that a smaller
-// MemTableSize saves memory without more compaction work (with 16 MiB
-// memtables and Badger's 5, a publish load wrote 1.7 times the bytes and took
-// 1.35 times the CPU).
-func (o Options) levelZeroTables() int {
-	return int(max(5, min(40, 5*(64<<20)/o.MemTableSize)))
-}
 
 // maxBatchBytesCap keeps one append inside one Badger transaction.
 const maxBatchBytesCap = 8 << 20
@@ -190,16 +180,12 @@ type Options struct {
 	Limits            Limits
 	// RingSize is how many recent events the live ring holds; default 32768.
 	RingSize int
-	// MemTableSize is Badger's memtable size in bytes; default 64 MiB, at
-	// least 7 MiB. Most of the journal's memory follows from it: up to 5
-	// memtables of 1.3 times it, and Badger's pool of 8 table builders, each
-	// kept as large as the largest table it built (a flush builds a whole
-	// memtable), 3 times over (a journal block is larger than Badger's 4 KiB
-	// block, so Badger allocates it, then twice it for the block's trailer),
-	// in buffers that double. With CompressionSnappy a compaction's builder
-	// holds more: a table cut at its compressed size, uncompressed (see
-	// Compression). The Go runtime may add as much again as garbage (GOGC).
-	// Badger caps one transaction, so one group commit and one append, at
+	// MemTableSize is Badger's memtable size in bytes; default 16 MiB, at
+	// least 7 MiB. Badger holds the journal's index, references to the
+	// event blocks (which stay in the WAL segments) and records, not the
+	// events: its memory follows from this, two memtables of about 1.3
+	// times it and the table builders that write them, and BlockCacheSize.
+	// Badger caps one transaction, so one group commit's index entries, at
 	// 15% of it.
 	MemTableSize int64
 	// Compression of the journal's tables on disk; default CompressionSnappy.
@@ -215,7 +201,8 @@ type Options struct {
 	// before removing the ones they replace, beyond this reserve: keep
 	// free space well above it.
 	MinFreeBytes int64
-	// BlockCacheSize is Badger's block cache in bytes; default 64 MiB.
+	// BlockCacheSize is Badger's block cache in bytes (index blocks read
+	// often); default 16 MiB.
 	BlockCacheSize int64
 	Logger         *slog.Logger
 	Observer       Observer
@@ -313,16 +300,16 @@ func (o Options) withDefaults() Options {
 		o.RingSize = 32768
 	}
 	if o.MemTableSize == 0 {
-		o.MemTableSize = 64 << 20
+		o.MemTableSize = 16 << 20
 	}
 	if o.segmentBytes == 0 {
 		o.segmentBytes = defaultSegmentBytes
 	}
 	if o.MinFreeBytes == 0 {
-		o.MinFreeBytes = o.MemTableSize + 2*maxGroupBytes + (maxWaitingSegments+2)*defaultSegmentBytes
+		o.MinFreeBytes = o.MemTableSize + 2*maxGroupBytes + 3*defaultSegmentBytes
 	}
 	if o.BlockCacheSize == 0 {
-		o.BlockCacheSize = 64 << 20
+		o.BlockCacheSize = 16 << 20
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -118,8 +118,9 @@ type checkpoint struct {
 	updates []*group
 }
 
-// maxGroupBytes caps one group commit; Badger's own transaction limits
-// (which follow MemTableSize) may cap it lower (Journal.groupCost).
+// maxGroupBytes caps the events of one group commit (encoded); Badger's
+// own transaction limits (which follow MemTableSize) may cap it lower
+// (Journal.groupCost).
 const maxGroupBytes = 8 << 20
 
 // maxCachedEntities bounds the seqNr cache; beyond it the cache restarts
@@ -142,9 +143,7 @@ func (j *Journal) writeLoop(w *writer) {
 		j.applyLoop(toApply, checkpoints)
 		close(checkpoints)
 	})
-	if j.wal != nil { // applyLoop sends no checkpoint without a WAL
-		stages.Go(func() { j.checkpointLoop(checkpoints) })
-	}
+	stages.Go(func() { j.checkpointLoop(checkpoints) })
 	defer func() {
 		close(w.toLog)
 		stages.Wait()
@@ -164,7 +163,7 @@ func (j *Journal) writeLoop(w *writer) {
 		}
 		g := &group{reqs: []writeReq{first}, queued: &j.queued}
 		if first.del == nil && first.update == nil {
-			cost, entries := first.cost, first.entries
+			cost, entries, size := first.cost, first.entries, first.size
 		drain:
 			for {
 				select {
@@ -172,12 +171,13 @@ func (j *Journal) writeLoop(w *writer) {
 					if !ok {
 						break drain
 					}
-					if r.del != nil || r.update != nil || cost+r.cost > j.groupCost || entries+r.entries > j.groupEntries {
+					if r.del != nil || r.update != nil || cost+r.cost > j.groupCost || entries+r.entries > j.groupEntries ||
+						size+r.size > maxGroupBytes {
 						pending = &r
 						break drain
 					}
 					g.reqs = append(g.reqs, r)
-					cost, entries = cost+r.cost, entries+r.entries
+					cost, entries, size = cost+r.cost, entries+r.entries, size+r.size
 				default:
 					break drain
 				}
@@ -243,7 +243,7 @@ func (j *Journal) logLoop(in <-chan *group, out chan<- *logBatch) {
 		// half an fsync, so that this fsync covers them too. An append not yet
 		// made is not waited for: a lone appender, or appends arriving at a
 		// steady rate, never wait for the next one.
-		if j.wal != nil && pending > 0 && j.queued.Load() > reqs {
+		if j.wal.sync && pending > 0 && j.queued.Load() > reqs {
 			timer := time.NewTimer(lastSync / 2)
 		wait:
 			for j.queued.Load() > reqs {
@@ -261,7 +261,7 @@ func (j *Journal) logLoop(in <-chan *group, out chan<- *logBatch) {
 		}
 		if f := j.failed.Load(); f != nil {
 			b.err = *f
-		} else if j.wal != nil {
+		} else {
 			start := time.Now()
 			if err := j.log(b); err != nil {
 				// What the WAL holds is unknown now: refuse everything.
@@ -276,9 +276,7 @@ func (j *Journal) logLoop(in <-chan *group, out chan<- *logBatch) {
 			j.queued.Add(-g.unanswered())
 			g.logged = true
 		}
-		if j.wal != nil {
-			j.release(b, b.err)
-		}
+		j.release(b, b.err)
 		out <- b
 		lastSync = b.syncDur
 	}
@@ -334,9 +332,6 @@ func (j *Journal) applyLoop(in <-chan *logBatch, checkpoints chan<- checkpoint) 
 		} else {
 			j.applied.advance(b.seq, b.last()) // a batch not logged holds nothing to read
 		}
-		if j.wal == nil {
-			j.release(b, err)
-		}
 		var updates []*group
 		for _, g := range b.groups {
 			switch {
@@ -345,7 +340,7 @@ func (j *Journal) applyLoop(in <-chan *logBatch, checkpoints chan<- checkpoint) 
 			case g.update == nil:
 			case err != nil:
 				g.answer(0, writeResult{err: err})
-			case g.err != nil || j.wal == nil:
+			case g.err != nil || !j.wal.sync:
 				g.answer(0, writeResult{err: g.err})
 			default: // durable at the checkpoint
 				updates = append(updates, g)
@@ -524,35 +519,13 @@ func (j *Journal) runUpdate(fn func(*badger.Txn) error) error {
 	return txn.Commit()
 }
 
-// checkpointLoop removes WAL segments whose changes Badger holds durably,
-// and answers the Updates that wait for a checkpoint. A closed segment's
-// changes are in the memtables Badger had when its last batch was applied;
-// once Badger has written all of them to tables (which it fsyncs) the
-// segment goes, at the cost of an fsync of the value log only. An Update,
-// or more than maxWaitingSegments closed segments, make Badger durable
-// at once (syncBadger), which costs more and holds up Badger's writes to
-// its memtable while it writes it back.
+// checkpointLoop makes Badger durable once a segment is closed, or an
+// Update waits for it (syncBadger), so that a recovery no longer replays
+// the segments up to it; then it reclaims the segments retention emptied
+// and answers the Updates. Badger holds only references and the index, so
+// what a checkpoint writes back is small beside the segment's events.
 func (j *Journal) checkpointLoop(in <-chan checkpoint) {
-	type closedSegment struct {
-		id  uint64
-		fid int // the newest memtable once its last batch was applied
-	}
-	var waiting []closedSegment
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var c checkpoint
-		received := false
-		select {
-		case c, received = <-in:
-			if !received {
-				return
-			}
-		case <-tick.C:
-			if len(waiting) == 0 {
-				continue
-			}
-		}
+	for c := range in {
 		if f := j.failed.Load(); f != nil {
 			// What is durable is unknown: the WAL stays for the next Open.
 			for _, g := range c.updates {
@@ -560,56 +533,24 @@ func (j *Journal) checkpointLoop(in <-chan checkpoint) {
 			}
 			continue
 		}
-		oldest, newest, err := memtables(j.dir)
+		start := time.Now()
+		err := syncBadger(j.db, j.dir)
+		if err == nil {
+			err = j.wal.state.advance(c.through)
+		}
+		if err == nil {
+			err = j.reclaim()
+		}
 		if err != nil {
 			j.checkpointFailed(err, c.updates)
 			continue
 		}
-		if received && (len(waiting) == 0 || c.through > waiting[len(waiting)-1].id) {
-			waiting = append(waiting, closedSegment{c.through, newest})
+		for _, g := range c.updates {
+			g.answer(0, writeResult{})
 		}
-		start := time.Now()
-		if len(c.updates) > 0 || len(waiting) > maxWaitingSegments {
-			through := waiting[len(waiting)-1].id
-			err := syncBadger(j.db, j.dir)
-			if err == nil {
-				err = j.wal.state.remove(through)
-			}
-			if err != nil {
-				j.checkpointFailed(err, c.updates)
-				continue
-			}
-			waiting = nil
-			for _, g := range c.updates {
-				g.answer(0, writeResult{})
-			}
-			j.opts.Logger.Debug("journal checkpoint: Badger synced", "segments-through", through, "took", time.Since(start))
-			continue
-		}
-		n := 0
-		for n < len(waiting) && waiting[n].fid < oldest {
-			n++
-		}
-		if n == 0 {
-			continue
-		}
-		through := waiting[n-1].id
-		err = syncFiles(j.dir, "*.vlog")
-		if err == nil {
-			err = j.wal.state.remove(through)
-		}
-		if err != nil {
-			j.checkpointFailed(err, nil)
-			continue
-		}
-		waiting = waiting[n:]
-		j.opts.Logger.Debug("journal checkpoint: memtables in tables", "segments-through", through, "took", time.Since(start))
+		j.opts.Logger.Debug("journal checkpoint", "segments-through", c.through, "took", time.Since(start))
 	}
 }
-
-// maxWaitingSegments bounds the closed WAL segments kept until Badger
-// writes their memtables to tables.
-const maxWaitingSegments = 6
 
 func (j *Journal) checkpointFailed(err error, updates []*group) {
 	err = fmt.Errorf("%w: checkpoint: %v", ErrFailed, err)

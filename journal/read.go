@@ -1,7 +1,6 @@
 package journal
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -54,22 +53,19 @@ func (j *Journal) ReadRecords(from uint64, limit int, dst []Record) ([]Record, e
 		for it.Seek(blockKey(from)); it.Valid() && want <= last && limit > 0; it.Next() {
 			item := it.Item()
 			blockLast := lastOffsetOfBlockKey(item.Key())
-			err := item.Value(func(val []byte) error {
-				// One copy per block: the records' Raw slices share it.
-				var copied []byte
-				return walkBlock(blockLast, val, want, func(off uint64, raw []byte) bool {
+			// The records' Raw slices share the block, which is theirs.
+			val, err := j.readBlock(item)
+			if err == nil {
+				err = walkBlock(blockLast, val, want, func(off uint64, raw []byte) bool {
 					if off != want || off > last || limit == 0 {
 						return false // a gap means retention deleted it: checked below
 					}
-					if copied == nil {
-						copied = bytes.Clone(val)
-					}
-					dst = append(dst, Record{Offset: off, Raw: copied[rawOffset(val, raw):][:len(raw):len(raw)]})
+					dst = append(dst, Record{Offset: off, Raw: raw})
 					want++
 					limit--
 					return true
 				})
-			})
+			}
 			if err != nil {
 				return err
 			}
@@ -125,7 +121,7 @@ func (j *Journal) ReadEntity(entityType, entityID string, fromSeqNr uint64, limi
 			if off > last {
 				break // committed but not yet durable
 			}
-			e, err := getEvent(txn, off)
+			e, err := j.getEvent(txn, off)
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				continue // removed by retention
 			}
@@ -164,7 +160,7 @@ func (j *Journal) OffsetAt(t time.Time) (uint64, error) {
 	err := j.View(func(txn *badger.Txn) error {
 		for lo < hi {
 			mid := lo + (hi-lo)/2
-			e, err := getEvent(txn, mid)
+			e, err := j.getEvent(txn, mid)
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				lo = mid + 1 // deleted by retention under us: older than anything kept
 				continue
@@ -206,6 +202,3 @@ func (j *Journal) view(fn func(txn *badger.Txn) error) error {
 	}
 	return j.db.View(fn)
 }
-
-// rawOffset is where raw, a sub-slice of val, starts in val.
-func rawOffset(val, raw []byte) int { return cap(val) - cap(raw) }

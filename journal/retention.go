@@ -30,7 +30,7 @@ const retentionChunk = 10_000
 func (j *Journal) retentionLoop() {
 	defer close(j.retentionDone)
 	if j.opts.RetentionMaxAge == 0 && j.opts.RetentionMaxBytes == 0 {
-		<-j.stopRetention
+		<-j.stopBackground
 		return
 	}
 	t := time.NewTicker(j.opts.RetentionInterval)
@@ -40,7 +40,7 @@ func (j *Journal) retentionLoop() {
 			j.opts.Logger.Error("journal retention failed", "err", err)
 		}
 		select {
-		case <-j.stopRetention:
+		case <-j.stopBackground:
 			return
 		case <-t.C:
 		}
@@ -98,17 +98,18 @@ func (j *Journal) nextDeletion() (*deletion, error) {
 				break
 			}
 			var events []*streamdv1.Event
-			err := item.Value(func(val []byte) error {
-				var derr error
-				werr := walkBlock(blockLast, val, 0, func(off uint64, raw []byte) bool {
-					e := new(streamdv1.Event)
-					derr = decodeEvent(raw, off, e)
-					events = append(events, e)
-					return derr == nil
-				})
-				return errors.Join(werr, derr)
-			})
+			val, err := j.readBlock(item)
 			if err != nil {
+				return err
+			}
+			var derr error
+			werr := walkBlock(blockLast, val, 0, func(off uint64, raw []byte) bool {
+				e := new(streamdv1.Event)
+				derr = decodeEvent(raw, off, e)
+				events = append(events, e)
+				return derr == nil
+			})
+			if err := errors.Join(werr, derr); err != nil {
 				return err
 			}
 			d.keys = append(d.keys, item.KeyCopy(nil))
@@ -164,6 +165,6 @@ func (j *Journal) olderThan(txn *badger.Txn, offset uint64, cutoff int64) bool {
 	if cutoff == 0 {
 		return false
 	}
-	e, err := getEvent(txn, offset)
+	e, err := j.getEvent(txn, offset)
 	return err == nil && e.TimestampUnixNano < cutoff
 }

@@ -19,12 +19,15 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// The journal's write-ahead log. With sync durability every group's changes
-// to Badger are written in sequence into a segment file under <dir>/wal
-// and fdatasync'd before they are applied to Badger, which runs without
-// SyncWrites. One write and one fdatasync make a batch durable; Badger's
-// own durability (an msync of its memory-mapped memtable log, which the
-// next commits keep dirtying) costs several times as much under load.
+// The journal's write-ahead log, which is also where its events live.
+// Every group's changes are written in sequence into a segment file under
+// <dir>/wal and, with sync durability, fdatasync'd before they are applied
+// to Badger, which runs without SyncWrites. One write and one fdatasync
+// make a batch durable. An event block is written once, there: Badger gets
+// a reference to where the frame holds it (segstore.go), so the segments
+// stay until retention has deleted every event in them. The per-entity
+// index entries of a block are not logged: a recovery derives them from
+// the block.
 //
 // Recovery: Badger holds everything up to the last checkpoint durably, and
 // some arbitrary part of what was applied after it. Everything applied after
@@ -45,12 +48,13 @@ import (
 //     answered after its frame's fdatasync) and is dropped. A whole frame
 //     (trailer in place) whose checksum fails, anything but zeros after a
 //     bad frame, or a bad frame in an earlier segment is damage.
-//   - The WAL state file (STREAMD-WAL) records the segments the journal
-//     needs: the oldest one whose changes Badger may not hold durably, and
-//     the newest one created (recorded before a frame is written to it). A
-//     checkpoint records the new oldest before it removes segments, a clean
-//     Close and a replay record that none is needed. A missing segment in
-//     that range is refused.
+//   - The WAL state file (STREAMD-WAL) records the segments a recovery
+//     replays: the oldest one whose changes Badger may not hold durably,
+//     and the newest one created (recorded before a frame is written to
+//     it). A checkpoint records the new oldest, a clean Close and a replay
+//     record that none is to be replayed. A missing segment in that range
+//     is refused, and so is a hole among the segments kept, or a missing
+//     segment that holds the oldest block kept (checkSegments).
 //   - Every batch applied to Badger sets the key m/wal to the segment and
 //     the byte its frame ends at: a WAL shorter than what Badger applied
 //     (cut, or a frame damaged before that point) is refused.
@@ -63,12 +67,14 @@ import (
 // after a power loss that also took Badger's memtable log, a WAL cut at a
 // frame boundary.
 //
-// Checkpoint: a closed segment is removed once Badger holds its changes
-// durably — when Badger has written every memtable holding them to a table,
-// or when the journal makes Badger durable itself (syncBadger; see
-// checkpointLoop). Writes to Badger that are not logged (Update) are
-// followed by the latter before they return, and every segment before them
-// removed, so that no older logged change is replayed over them.
+// Checkpoint: once a segment is closed (or an Update waits), the journal
+// makes Badger durable (syncBadger) and records that the segments up to it
+// need no replay. Writes to Badger that are not logged (Update) wait for
+// it, so that no older logged change is replayed over them. A checkpoint
+// then reclaims (removes) the segments below both the first one a
+// recovery replays and the one holding the oldest block retention kept:
+// retention's deletions that Badger may still lose in a crash are in
+// segments a recovery replays, so they are made again.
 //
 // A segment begins with a header, written with its first frame:
 //
@@ -79,14 +85,16 @@ import (
 //	length uint32 | crc32c(payload) uint32 | hsum uint32 | payload | hsum uint32
 //
 // where hsum is crc32c(length, crc32c(payload)), and a payload a sequence
-// of changes: a kind byte (0 set, 1 delete), the key (uvarint length,
-// bytes) and for a set the value (the same way).
+// of changes: a kind byte (0 set, 1 delete, 2 event block), the key
+// (uvarint length, bytes) and for a set or a block the value (the same
+// way). A block's reference in Badger names the segment, the byte its
+// value begins at, its length and its crc32c.
 
 // walDirName is the directory of the segments inside the journal directory.
 const walDirName = "wal"
 
 // defaultSegmentBytes is the size past which a segment is closed and
-// checkpointed.
+// checkpointed; retention reclaims disk a segment at a time.
 const defaultSegmentBytes = 16 << 20
 
 // Segments are written into files filled with zeros beforehand (spares,
@@ -109,13 +117,30 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type change struct {
 	key, value []byte
 	delete     bool
+	// block: value is an event block, which stays in the segment; Badger
+	// gets a blockRef to it once it is logged (wal.write, recoverWAL).
+	block bool
+	// derived: not logged; a recovery derives it from the block logged
+	// before it (an index entry: indexChanges).
+	derived bool
+	at      int // decodeChanges: where value begins in the payload
 }
+
+// The kind byte of a change in a frame.
+const (
+	kindSet    = 0
+	kindDelete = 1
+	kindBlock  = 2
+)
 
 // changes are what one group writes to Badger, in order.
 type changes []change
 
 func (c *changes) set(key, value []byte) { *c = append(*c, change{key: key, value: value}) }
 func (c *changes) del(key []byte)        { *c = append(*c, change{key: key, delete: true}) }
+func (c *changes) block(key, value []byte) {
+	*c = append(*c, change{key: key, value: value, block: true})
+}
 
 // stage adds the change to txn.
 func (ch change) stage(txn *badger.Txn) error {
@@ -137,24 +162,35 @@ func (c changes) stage(txn *badger.Txn) error {
 
 func (c changes) appendTo(b []byte) []byte {
 	for _, ch := range c {
-		if ch.delete {
-			b = append(b, 1)
-			b = binary.AppendUvarint(b, uint64(len(ch.key)))
-			b = append(b, ch.key...)
-			continue
-		}
-		b = append(b, 0)
-		b = binary.AppendUvarint(b, uint64(len(ch.key)))
-		b = append(b, ch.key...)
-		b = binary.AppendUvarint(b, uint64(len(ch.value)))
-		b = append(b, ch.value...)
+		b, _ = ch.appendTo(b)
 	}
 	return b
+}
+
+// appendTo appends the change to b, and returns where its value begins
+// in b.
+func (ch change) appendTo(b []byte) ([]byte, int) {
+	kind := byte(kindSet)
+	switch {
+	case ch.delete:
+		kind = kindDelete
+	case ch.block:
+		kind = kindBlock
+	}
+	b = append(b, kind)
+	b = binary.AppendUvarint(b, uint64(len(ch.key)))
+	b = append(b, ch.key...)
+	if ch.delete {
+		return b, len(b)
+	}
+	b = binary.AppendUvarint(b, uint64(len(ch.value)))
+	return append(b, ch.value...), len(b)
 }
 
 // decodeChanges decodes a frame's payload; the changes point into p.
 func decodeChanges(p []byte) (changes, error) {
 	var c changes
+	size := len(p)
 	bytesOf := func() ([]byte, error) {
 		n, k := binary.Uvarint(p)
 		if k <= 0 || n > uint64(len(p)-k) {
@@ -167,18 +203,19 @@ func decodeChanges(p []byte) (changes, error) {
 	for len(p) > 0 {
 		kind := p[0]
 		p = p[1:]
-		if kind > 1 {
+		if kind > kindBlock {
 			return nil, fmt.Errorf("change kind %d", kind)
 		}
 		key, err := bytesOf()
 		if err != nil {
 			return nil, err
 		}
-		ch := change{key: key, delete: kind == 1}
+		ch := change{key: key, delete: kind == kindDelete, block: kind == kindBlock}
 		if !ch.delete {
 			if ch.value, err = bytesOf(); err != nil {
 				return nil, err
 			}
+			ch.at = size - len(p) - len(ch.value)
 		}
 		c = append(c, ch)
 	}
@@ -195,6 +232,7 @@ type wal struct {
 	state        *walState
 	size         int64 // bytes written to it
 	prefilled    bool  // it was a spare
+	sync         bool  // fdatasync each frame (DurabilitySync)
 	buf          []byte
 
 	spares   chan *os.File // the spare made by prepare, if it is ready
@@ -287,7 +325,7 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 	}
 	for i, id := range ids {
 		if id < st.first {
-			continue // Badger holds it durably: removed below
+			continue // Badger holds its changes durably: it is kept for its events
 		}
 		path := segmentPath(wdir, id)
 		data, err := os.ReadFile(path)
@@ -317,8 +355,19 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 				return nil, fmt.Errorf("%w: WAL segment %s: frame at byte %d: %v", ErrCorrupt, path, pos, err)
 			}
 			for _, ch := range c {
-				if err := apply(ch); err != nil {
-					return nil, fmt.Errorf("journal: replay WAL segment %s: %w", path, err)
+				var index changes
+				if ch.block {
+					if index, err = indexChanges(ch.key, ch.value); err != nil {
+						return nil, fmt.Errorf("%w: WAL segment %s: frame at byte %d: %v", ErrCorrupt, path, pos, err)
+					}
+					ref := blockRef{segment: id, pos: uint64(pos + frameHeader + ch.at), length: uint32(len(ch.value)),
+						crc: crc32.Checksum(ch.value, castagnoli)}
+					ch = change{key: ch.key, value: ref.encode()}
+				}
+				for _, ch := range append(changes{ch}, index...) {
+					if err := apply(ch); err != nil {
+						return nil, fmt.Errorf("journal: replay WAL segment %s: %w", path, err)
+					}
 				}
 			}
 			frames, changed = frames+1, changed+len(c)
@@ -336,7 +385,7 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 		return nil, fmt.Errorf("journal: sync after WAL replay: %w", err)
 	}
 	st.last = max(st.last, ids[len(ids)-1])
-	if err := st.remove(st.last); err != nil {
+	if err := st.advance(st.last); err != nil {
 		return nil, err
 	}
 	log.Info("journal: replayed the WAL", "segments", len(ids), "batches", frames, "changes", changed)
@@ -565,38 +614,24 @@ func (st *walState) created(id uint64) error {
 	return st.save()
 }
 
-// remove records that Badger holds the changes of the segments up to
-// through durably, then removes them and makes that durable: a removed
-// segment that came back after a crash would be replayed over later
-// changes (the recorded state skips it).
-func (st *walState) remove(through uint64) error {
+// advance records that Badger holds the changes of the segments up to
+// through durably: a recovery does not replay them again (the segments
+// stay for their events, until retention reclaims them).
+func (st *walState) advance(through uint64) error {
 	st.mu.Lock()
-	if through+1 > st.first {
-		st.first = through + 1
-		if err := st.save(); err != nil {
-			st.mu.Unlock()
-			return err
-		}
-	}
-	st.mu.Unlock()
-	ids, err := segments(st.dir)
-	if err != nil {
-		return err
-	}
-	removed := false
-	for _, id := range ids {
-		if id > through {
-			break
-		}
-		if err := os.Remove(segmentPath(st.dir, id)); err != nil {
-			return fmt.Errorf("journal: remove WAL segment: %w", err)
-		}
-		removed = true
-	}
-	if !removed {
+	defer st.mu.Unlock()
+	if through+1 <= st.first {
 		return nil
 	}
-	return syncDir(st.dir)
+	st.first = through + 1
+	return st.save()
+}
+
+// replayFrom is the first segment a recovery would replay.
+func (st *walState) replayFrom() uint64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.first
 }
 
 // openWAL starts the segment after st.last in the journal directory dir,
@@ -605,7 +640,7 @@ func openWAL(dir string, st *walState, opts Options) (*wal, error) {
 	w := &wal{
 		dir: filepath.Join(dir, walDirName), segmentBytes: opts.segmentBytes, id: st.last, state: st,
 		spares: make(chan *os.File, 1), taken: make(chan struct{}, 1),
-		minFree: opts.MinFreeBytes, log: opts.Logger,
+		minFree: opts.MinFreeBytes, log: opts.Logger, sync: opts.Durability == DurabilitySync,
 		stop: make(chan struct{}), prepared: make(chan struct{}),
 	}
 	if err := os.MkdirAll(w.dir, 0o750); err != nil {
@@ -707,7 +742,20 @@ func (w *wal) write(groups []*group) error {
 	start := len(w.buf)
 	w.buf = append(w.buf, make([]byte, frameHeader)...)
 	for _, g := range groups {
-		w.buf = g.changes.appendTo(w.buf)
+		for i, ch := range g.changes {
+			if ch.derived {
+				continue
+			}
+			var at int
+			w.buf, at = ch.appendTo(w.buf)
+			if ch.block {
+				// From here on Badger gets the reference: the block stays
+				// in the segment, where it is now.
+				ref := blockRef{segment: w.id, pos: uint64(w.size) + uint64(at), length: uint32(len(ch.value)),
+					crc: crc32.Checksum(ch.value, castagnoli)}.encode()
+				g.changes[i] = change{key: ch.key, value: ref}
+			}
+		}
 	}
 	if len(w.buf) == start+frameHeader {
 		return nil
@@ -730,6 +778,9 @@ func (w *wal) write(groups []*group) error {
 	w.size += int64(len(w.buf))
 	if cap(w.buf) > 4*maxGroupBytes {
 		w.buf = nil
+	}
+	if !w.sync {
+		return nil
 	}
 	if err := fdatasync(w.f); err != nil {
 		return fmt.Errorf("fdatasync WAL segment %s: %w", w.f.Name(), err)
@@ -806,35 +857,6 @@ func syncDir(dir string) error {
 		return fmt.Errorf("fsync directory %s: %w", dir, err)
 	}
 	return nil
-}
-
-// memtables returns the lowest and highest fid of Badger's memtable WALs
-// (<fid>.mem) in dir: the oldest memtable not yet written to a table, and
-// the active one.
-func memtables(dir string) (oldest, newest int, err error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, 0, err
-	}
-	oldest, newest = -1, -1
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".mem")
-		if !ok {
-			continue
-		}
-		fid, err := strconv.Atoi(name)
-		if err != nil {
-			continue
-		}
-		if oldest < 0 || fid < oldest {
-			oldest = fid
-		}
-		newest = max(newest, fid)
-	}
-	if newest < 0 {
-		return 0, 0, fmt.Errorf("no memtable WAL (*.mem) in %s", dir)
-	}
-	return oldest, newest, nil
 }
 
 // openFiles opens the files in dir that match pattern, skipping one

@@ -29,21 +29,28 @@ type journalState struct {
 	info    Info
 	events  []*streamdv1.Event
 	records map[string]string // keys beginning with 0x00
+	index   map[string]string // the journal's own keys but event blocks: index, seqNrs, origins, types
 	types   []string
 }
 
 func stateOf(t *testing.T, j *Journal) journalState {
 	t.Helper()
-	s := journalState{info: j.Info(), events: readAll(t, j), records: map[string]string{}, types: j.EntityTypes()}
+	s := journalState{info: j.Info(), events: readAll(t, j), records: map[string]string{}, index: map[string]string{}, types: j.EntityTypes()}
 	err := j.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{0}})
+		it := txn.NewIterator(badger.IteratorOptions{})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
 			v, err := it.Item().ValueCopy(nil)
 			if err != nil {
 				return err
 			}
-			s.records[string(it.Item().Key())] = string(v)
+			switch {
+			case k[0] == 0:
+				s.records[string(k)] = string(v)
+			case bytes.HasPrefix(k, prefixIndex) || bytes.HasPrefix(k, prefixSeq) || bytes.HasPrefix(k, prefixOrigin) || bytes.HasPrefix(k, prefixType):
+				s.index[string(k)] = string(v)
+			}
 		}
 		return nil
 	})
@@ -64,6 +71,13 @@ func (s journalState) diff(o journalState) string {
 		return fmt.Sprintf("entity types %v, want %v", o.types, s.types)
 	case len(s.records) != len(o.records):
 		return fmt.Sprintf("%d records, want %d", len(o.records), len(s.records))
+	case len(s.index) != len(o.index):
+		return fmt.Sprintf("%d index, seqNr, origin and type keys, want %d", len(o.index), len(s.index))
+	}
+	for k, v := range s.index {
+		if o.index[k] != v {
+			return fmt.Sprintf("key %q is %x, want %x", k, o.index[k], v)
+		}
 	}
 	for i := range s.events {
 		if !proto.Equal(s.events[i], o.events[i]) {
@@ -148,14 +162,25 @@ func walAfterCheckpoint(t *testing.T) (snap string, segs map[string][]byte, want
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if left, _ := segments(filepath.Join(dir, walDirName)); len(left) != 0 {
-		t.Fatalf("segments %v left after Close", left)
+	if first, last := toReplay(t, dir); first <= last {
+		t.Fatalf("segments %d to %d still to replay after Close", first, last)
 	}
 	reopened := open(t, dir, opts)
 	if d := want.diff(stateOf(t, reopened)); d != "" {
 		t.Fatalf("after a clean Close and Open: %s", d)
 	}
 	return snap, segs, want
+}
+
+// toReplay returns the segments the journal in dir would replay at its
+// next open (none when first > last).
+func toReplay(t *testing.T, dir string) (first, last uint64) {
+	t.Helper()
+	st, _, err := readWALState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.first, st.last
 }
 
 func writeSegments(t *testing.T, dir string, segs map[string][]byte) {
@@ -186,8 +211,8 @@ func TestWALRestoresWhatBadgerLost(t *testing.T) {
 		if diff := want.diff(stateOf(t, j)); diff != "" {
 			t.Fatalf("durability %d: Badger at the checkpoint plus the WAL: %s", d, diff)
 		}
-		if left, _ := segments(filepath.Join(dir, walDirName)); len(left) > 1 {
-			t.Fatalf("replayed segments kept: %v", left)
+		if first, last := toReplay(t, dir); first < last {
+			t.Fatalf("segments %d to %d replayed, and still to replay", first, last)
 		}
 		// Replayed once more over what it already holds (a crash right
 		// after the replay, before the segments were removed): the same.
@@ -305,71 +330,95 @@ func TestWALTornEnd(t *testing.T) {
 	}
 }
 
-// Closed segments go once Badger has written their memtables to tables
-// (small memtables: Badger starts new ones often), or, with more than
-// maxWaitingSegments waiting (large memtables), by a checkpoint that syncs
-// Badger; the journal reopens whole after a Close either way.
+// A closed segment is no longer replayed once a checkpoint has made Badger
+// durable; the journal reopens whole after a Close.
 func TestWALCheckpoints(t *testing.T) {
-	for _, c := range []struct {
-		name              string
-		memtable, segment int64
-		want              string
-	}{
-		// 7 MiB memtables fill before 6 segments of 2 MiB wait.
-		{"memtables written to tables", minMemTableSize, 2 << 20, "journal checkpoint: memtables in tables"},
-		{"too many segments waiting", 64 << 20, 256 << 10, "journal checkpoint: Badger synced"},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			var logs bytes.Buffer
-			opts := Options{
-				MemTableSize: c.memtable, segmentBytes: c.segment,
-				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-			}
-			j := open(t, dir, opts)
-			first := j.wal.id
-			appendRound(t, j, 0, 10000) // about 12 MB
-			if started := int64(j.wal.id - first); started < 12<<20/c.segment/2 {
-				t.Fatalf("%d segments of %d bytes started for 12 MB", started, c.segment)
-			}
-			var ids []uint64
-			if !testwait.Until(10*time.Second, func() bool {
-				var err error
-				if ids, err = segments(j.wal.dir); err != nil {
-					t.Fatal(err)
-				}
-				return len(ids) <= maxWaitingSegments+2
-			}) {
-				t.Fatalf("segments %v not checkpointed", ids)
-			}
-			want := stateOf(t, j)
-			if err := j.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if !strings.Contains(logs.String(), c.want) {
-				t.Fatalf("no %q in the journal's log", c.want)
-			}
-			j = open(t, dir, Options{MemTableSize: c.memtable})
-			if diff := want.diff(stateOf(t, j)); diff != "" {
-				t.Fatal(diff)
-			}
-		})
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	opts := Options{
+		segmentBytes: 256 << 10,
+		Logger:       slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	j := open(t, dir, opts)
+	first := j.wal.id
+	appendRound(t, j, 0, 10000) // about 10 MB
+	if started := j.wal.id - first; started < 20 {
+		t.Fatalf("%d segments of 256 KiB started for 10 MB", started)
+	}
+	if !testwait.Until(10*time.Second, func() bool { return j.wal.id-j.wal.state.replayFrom() <= 1 }) {
+		t.Fatalf("segments %d to %d not checkpointed", j.wal.state.replayFrom(), j.wal.id)
+	}
+	want := stateOf(t, j)
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "journal checkpoint") {
+		t.Fatalf("no checkpoint in the journal's log:\n%s", logs.String())
+	}
+	j = open(t, dir, Options{})
+	if diff := want.diff(stateOf(t, j)); diff != "" {
+		t.Fatal(diff)
 	}
 }
 
-// With async durability nothing is logged: no segment, Update works.
-func TestWALAsyncLogsNothing(t *testing.T) {
+// Retention reclaims whole segments, oldest first, once every event in
+// them is deleted and a checkpoint made the deletion durable; what it
+// keeps reads back whole, also after a reopen.
+func TestSegmentsReclaimed(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{segmentBytes: 256 << 10, RetentionMaxBytes: 2 << 20, RetentionInterval: time.Hour}
+	j := open(t, dir, opts)
+	appendRound(t, j, 0, 10000)
+	if _, err := j.EnforceRetention(); err != nil {
+		t.Fatal(err)
+	}
+	appendRound(t, j, 1, 300) // closes segments: checkpoints reclaim
+	var ids []uint64
+	if !testwait.Until(10*time.Second, func() bool {
+		ids, _ = segments(j.wal.dir)
+		return len(ids) > 0 && ids[0] > 1 && len(ids) < 20
+	}) {
+		t.Fatalf("segments %v: retention kept about 2 MB in segments of 256 KiB", ids)
+	}
+	want := stateOf(t, j)
+	if n := len(want.events); n == 0 || want.events[0].Offset != want.info.FirstOffset {
+		t.Fatalf("%d events kept, the first at %d; floor %d", n, want.events[0].Offset, want.info.FirstOffset)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, dir, opts)
+	if diff := want.diff(stateOf(t, j)); diff != "" {
+		t.Fatal(diff)
+	}
+	if _, err := j.Read(want.info.FirstOffset-1, 1, nil); !errors.As(err, new(*OutOfRangeError)) {
+		t.Fatalf("Read below the floor = %v, want an OutOfRangeError", err)
+	}
+}
+
+// With async durability the segments are written but not fsync'd: a
+// process crash loses nothing (SIGKILL tests: crash_test.go), and Update
+// works.
+func TestWALAsync(t *testing.T) {
 	dir := t.TempDir()
 	j := open(t, dir, Options{Durability: DurabilityAsync})
 	appendRound(t, j, 0, 100)
 	if err := j.Update(func(txn *badger.Txn) error { return txn.Set([]byte("\x00u"), []byte("1")) }); err != nil {
 		t.Fatal(err)
 	}
-	if ids, _ := segments(filepath.Join(dir, walDirName)); len(ids) != 0 || j.wal != nil {
-		t.Fatalf("async journal has WAL segments %v", ids)
+	if j.wal.sync {
+		t.Fatal("async journal fsyncs its WAL")
 	}
-	if got := stateOf(t, j).records["\x00u"]; got != "1" {
+	want := stateOf(t, j)
+	if got := want.records["\x00u"]; got != "1" {
 		t.Fatalf("Update's record = %q", got)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, dir, Options{Durability: DurabilityAsync})
+	if diff := want.diff(stateOf(t, j)); diff != "" {
+		t.Fatal(diff)
 	}
 }
 

@@ -98,10 +98,11 @@ func newApp() *cli.App {
 			bytesize.Flag("max-payload-bytes", bytesize.Size(journal.DefaultLimits.MaxPayloadBytes), "STREAMD_MAX_PAYLOAD_BYTES", "largest event payload accepted", ""),
 			&cli.IntFlag{Name: "max-batch-events", Value: journal.DefaultLimits.MaxBatchEvents, EnvVars: []string{"STREAMD_MAX_BATCH_EVENTS"}, Usage: "most events in one publish"},
 			bytesize.Flag("max-batch-bytes", bytesize.Size(journal.DefaultLimits.MaxBatchBytes), "STREAMD_MAX_BATCH_BYTES", "largest publish, encoded (at most 8MiB); gRPC messages may be 1MiB larger", ""),
-			bytesize.Flag("min-free-bytes", 0, "STREAMD_MIN_FREE_BYTES", "free disk space to keep: below it publishes are refused with ResourceExhausted until space is freed. At least --memtable-size + 8 of the largest group commits (126MiB with the default --memtable-size): Badger writes through memory maps, where a full disk crashes streamd (SIGBUS)",
+			bytesize.Flag("min-free-bytes", 0, "STREAMD_MIN_FREE_BYTES", "free disk space to keep: below it publishes are refused with ResourceExhausted until space is freed. At least --memtable-size + 8 of the largest group commits ("+mib(journal.Options{MemTableSize: defaultMemory / 16}.LeastMinFreeBytes())+" with the default --memory): Badger writes through memory maps, where a full disk crashes streamd (SIGBUS)",
 				bytesize.Size(journal.Options{}.EffectiveMinFreeBytes()).String()),
-			bytesize.Flag("memtable-size", 0, "STREAMD_MEMTABLE_SIZE", "Badger memtable size, at least 7MiB; the journal's memory follows from it", "64MiB"),
-			&cli.StringFlag{Name: "compression", Value: "snappy", EnvVars: []string{"STREAMD_COMPRESSION"}, Usage: "journal tables on disk: snappy, or none (more disk; memory then follows from --memtable-size alone)"},
+			bytesize.Flag("memory", defaultMemory, "STREAMD_MEMORY", "memory budget: sets the Badger memtable (a sixteenth, unless --memtable-size is set), the block cache (a sixteenth) and the Go runtime's soft limit (five eighths, unless GOMEMLIMIT is set); the rest is for memory-mapped files. At least 64MiB", ""),
+			bytesize.Flag("memtable-size", 0, "STREAMD_MEMTABLE_SIZE", "Badger memtable size, at least 7MiB (Badger holds the index, not the events)", "a sixteenth of --memory"),
+			&cli.StringFlag{Name: "compression", Value: "snappy", EnvVars: []string{"STREAMD_COMPRESSION"}, Usage: "compression of the journal's Badger tables (its index) on disk: snappy, or none"},
 			&cli.IntFlag{Name: "max-filter-criteria", Value: 256, EnvVars: []string{"STREAMD_MAX_FILTER_CRITERIA"}, Usage: "most criteria in one consumer's filter"},
 			&cli.Float64Flag{Name: "rate-limit", EnvVars: []string{"STREAMD_RATE_LIMIT"}, Usage: "calls per second each client (bearer token, or IP address) may make; 0 = unlimited. Health checks are not limited"},
 			&cli.IntFlag{Name: "rate-burst", EnvVars: []string{"STREAMD_RATE_BURST"}, Usage: "calls a client may make at once above --rate-limit", DefaultText: "the rate, at least 1"},
@@ -171,7 +172,11 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		MaxBatchEvents:  c.Int("max-batch-events"),
 		MaxBatchBytes:   sizes["max-batch-bytes"],
 	}
-	memTableSize, minFree := int64(bytesize.Get(c, "memtable-size")), int64(bytesize.Get(c, "min-free-bytes"))
+	memory, err := memoryFlag(c)
+	if err != nil {
+		return config{}, err
+	}
+	memTableSize, minFree := memory.memTable, int64(bytesize.Get(c, "min-free-bytes"))
 	compression, err := journal.ParseCompression(c.String("compression"))
 	if err != nil {
 		return config{}, fmt.Errorf("--compression: %w", err)
@@ -250,6 +255,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		readyFile:     c.String("ready-file"),
 		shutdownGrace: c.Duration("shutdown-grace"),
 		metrics:       m,
+		memory:        memory,
 		tls:           tlsConfig,
 		tokens:        toks,
 		limits:        clients,
@@ -267,6 +273,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 				RetentionMaxBytes: int64(bytesize.Get(c, "retention-max-bytes")),
 				MinFreeBytes:      minFree,
 				MemTableSize:      memTableSize,
+				BlockCacheSize:    memory.blockCache,
 				Compression:       compression,
 				Logger:            log,
 				Observer:          m,
@@ -285,6 +292,7 @@ type config struct {
 	readyFile     string // "" writes none
 	shutdownGrace time.Duration
 	metrics       *metrics.Metrics
+	memory        memoryBudget
 	tls           *tls.Config // nil serves plaintext
 	tokens        tokens      // none: no authentication
 	limits        clientLimits
@@ -333,6 +341,7 @@ func runBounded(ctx context.Context, log *slog.Logger, cfg config) error {
 // end streams with Unavailable (consumers resume from their offsets),
 // finish in-flight calls, close the journal after its in-flight commits.
 func run(ctx context.Context, log *slog.Logger, cfg config) error {
+	cfg.memory.apply()
 	p, err := producer.Open(cfg.dataDir, cfg.producer)
 	if err != nil {
 		return err

@@ -84,6 +84,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--min-free-bytes", "-1"}, "", `streamd: invalid value "-1" for flag -min-free-bytes: bytesize: want bytes`},
 		{[]string{"--max-batch-bytes", "9MiB"}, "", "streamd: --max-batch-bytes 9MiB:"},
 		{[]string{"--durability", "often"}, "", "streamd: --durability:"},
+		{[]string{"--memory", "32MiB"}, "", "streamd: --memory 32MiB: want at least 64MiB"},
 		{[]string{"extra"}, "", `streamd: unexpected argument "extra"`},
 	} {
 		cmd := exec.Command(binary, append([]string{"--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--metrics-listen", ""}, tc.args...)...)
@@ -124,7 +125,7 @@ func TestHelpDefaultsOnce(t *testing.T) {
 			t.Errorf("two defaults: %s", line)
 		}
 	}
-	for _, want := range []string{"(default: 64MiB)", "(default: 208MiB)", "(default: 1MiB)", "(default: 4MiB)", "(default: the rate, at least 1)"} {
+	for _, want := range []string{"(default: a sixteenth of --memory)", "(default: 256MiB)", "(default: 80MiB)", "(default: 1MiB)", "(default: 4MiB)", "(default: the rate, at least 1)"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("--help lacks %q:\n%s", want, out)
 		}
@@ -198,5 +199,14 @@ func TestWatchJournal(t *testing.T) {
 		if !testwait.Until(10*time.Second, func() bool { return status(s) == healthpb.HealthCheckResponse_NOT_SERVING }) {
 			t.Fatalf("%q after the failure: %v, want NOT_SERVING", s, status(s))
 		}
+	}
+}
+
+// A budget that starts: --memory sets the journal's sizes and the Go
+// runtime's limit, and streamd serves within it.
+func TestMemoryFlag(t *testing.T) {
+	d := startDaemon(t, t.TempDir(), "--memory", "128MiB")
+	if err := d.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 }

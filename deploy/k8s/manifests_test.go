@@ -21,6 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	kjson "sigs.k8s.io/json"
+
+	"github.com/streamd/streamd/internal/bytesize"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -511,40 +513,17 @@ func checkStreamdContainer(c corev1.Container) []error {
 			errs = append(errs, fmt.Errorf("container streamd: --%s %q is not its %q containerPort", l.flag, addr, l.port))
 		}
 	}
-	// Without GOMEMLIMIT the Go GC lets the heap grow to twice what is live
-	// before collecting, past the limit TestStreamdMemoryWithinPodLimit measures.
+	// --memory is what streamd keeps its memory to; the rest of the limit
+	// is for the files it maps (TestStreamdMemoryWithinPodLimit measures).
 	limit := c.Resources.Limits.Memory().Value()
-	soft, err := goMemLimit(c)
+	budget, err := bytesize.Parse(flagValue(c, "memory", "256MiB"))
 	switch {
 	case err != nil:
-		errs = append(errs, fmt.Errorf("container streamd: %w", err))
-	case soft == 0 || soft > limit*9/10:
-		errs = append(errs, fmt.Errorf("container streamd: env GOMEMLIMIT must be set, at most 90%% of the memory limit (%d MiB)", limit>>20))
+		errs = append(errs, fmt.Errorf("container streamd: --memory: %w", err))
+	case int64(budget) > limit*3/4:
+		errs = append(errs, fmt.Errorf("container streamd: --memory %v must be at most three quarters of the memory limit (%d MiB)", budget, limit>>20))
 	}
 	return errs
-}
-
-// goMemLimit reads container c's GOMEMLIMIT as the Go runtime does (an
-// integer with an optional B, KiB, MiB, GiB or TiB suffix); 0 if unset.
-func goMemLimit(c corev1.Container) (int64, error) {
-	for _, e := range c.Env {
-		if e.Name != "GOMEMLIMIT" {
-			continue
-		}
-		v, shift := e.Value, 0
-		for i, unit := range []string{"TiB", "GiB", "MiB", "KiB", "B"} {
-			if num, ok := strings.CutSuffix(v, unit); ok {
-				v, shift = num, 10*(4-i)
-				break
-			}
-		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n <= 0 {
-			return 0, fmt.Errorf("env GOMEMLIMIT %q: want a positive number of bytes, with an optional B, KiB, MiB, GiB or TiB suffix", e.Value)
-		}
-		return n << shift, nil
-	}
-	return 0, nil
 }
 
 // flagValue is what streamd sees for --name: the last --name=value argument,
@@ -654,12 +633,11 @@ func TestValidationRejects(t *testing.T) {
 		}, "Secret tls is not one deploy/README.md tells to create"},
 		{"root filesystem", func(o *objects) { pod(o).Containers[0].SecurityContext.ReadOnlyRootFilesystem = nil }, "readOnlyRootFilesystem"},
 		{"data dir", func(o *objects) { pod(o).Containers[0].Args[0] = "--data-dir=/tmp/journal" }, "--data-dir /tmp/journal is not the mount of a volumeClaimTemplate"},
-		{"no GOMEMLIMIT", func(o *objects) { pod(o).Containers[0].Env = nil }, "env GOMEMLIMIT must be set"},
-		{"GOMEMLIMIT at the limit", func(o *objects) {
+		{"memory over the limit", func(o *objects) {
 			c := &pod(o).Containers[0]
-			c.Env = []corev1.EnvVar{{Name: "GOMEMLIMIT", Value: strconv.FormatInt(c.Resources.Limits.Memory().Value(), 10)}}
-		}, "at most 90% of the memory limit"},
-		{"GOMEMLIMIT unreadable", func(o *objects) { pod(o).Containers[0].Env = []corev1.EnvVar{{Name: "GOMEMLIMIT", Value: "768M"}} }, `env GOMEMLIMIT "768M"`},
+			c.Args = append(c.Args, "--memory="+strconv.FormatInt(c.Resources.Limits.Memory().Value(), 10))
+		}, "must be at most three quarters of the memory limit"},
+		{"memory unreadable", func(o *objects) { c := &pod(o).Containers[0]; c.Args = append(c.Args, "--memory=768M") }, `--memory: bytesize`},
 		{"headless service", func(o *objects) { o.statefulSets[0].Spec.ServiceName = "streamd" }, `serviceName "streamd" is not a headless Service`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

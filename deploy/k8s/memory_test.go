@@ -103,7 +103,7 @@ func TestStreamdMemoryWithinPodLimit(t *testing.T) {
 // memorySettings names what decides streamd's memory in container c.
 func memorySettings(c corev1.Container) string {
 	var s []string
-	for _, name := range []string{"memtable-size", "compression", "durability"} {
+	for _, name := range []string{"memory", "memtable-size", "compression", "durability"} {
 		if v := flagValue(c, name, ""); v != "" {
 			s = append(s, "--"+name+"="+v)
 		}
