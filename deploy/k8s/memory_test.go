@@ -33,7 +33,7 @@ var memoryEnv = []string{"GOMEMLIMIT", "GOGC"}
 
 // TestStreamdMemoryWithinPodLimit runs streamd as each distinct streamd
 // container of the manifests runs it (its arguments and environment, so
-// GOMEMLIMIT and --memtable-size) and publishes 128-byte events through
+// --memory, GOMEMLIMIT) and publishes 128-byte events through
 // publisher.Publisher, as fast as four publishers with 256 events in flight
 // each go: streamd's peak resident set (VmHWM: anonymous and file-backed
 // pages) must stay under the container's memory limit, where the kubelet
