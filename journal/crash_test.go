@@ -92,6 +92,37 @@ func crashChild() bool {
 	return true
 }
 
+// crashAck is a batch crashChild acknowledged: its first offset and size.
+type crashAck struct {
+	offset uint64
+	n      int
+}
+
+// killChild runs crashChild with env, reads its acknowledgements into acked
+// and SIGKILLs it after killAfter of them.
+func killChild(t *testing.T, acked map[string]crashAck, killAfter int, env ...string) {
+	t.Helper()
+	cmd, stdout, stderr := startChild(t, env...)
+	sc := bufio.NewScanner(stdout)
+	lines := 0
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 4 || f[0] != "ack" {
+			t.Fatalf("child said %q", sc.Text())
+		}
+		off, _ := strconv.ParseUint(f[2], 10, 64)
+		n, _ := strconv.Atoi(f[3])
+		acked[f[1]] = crashAck{off, n}
+		if lines++; lines == killAfter {
+			cmd.Process.Signal(syscall.SIGKILL)
+		}
+	}
+	cmd.Wait()
+	if lines < killAfter {
+		t.Fatalf("child stopped after %d acks: %s", lines, stderr.String())
+	}
+}
+
 // TestKill9 kills a process mid-append several times and checks that every
 // acknowledged batch survives whole, that no batch is half written, and that
 // a batch's record (AppendWith) is stored exactly when its events are.
@@ -100,32 +131,9 @@ func TestKill9(t *testing.T) {
 		t.Skip("spawns processes")
 	}
 	dir := t.TempDir()
-	type ack struct {
-		offset uint64
-		n      int
-	}
-	acked := map[string]ack{}
-	for cycle := range 4 {
-		cmd, stdout, stderr := startChild(t, crashDirEnv+"="+dir)
-		killAfter := 100 + rand.IntN(400)
-		sc := bufio.NewScanner(stdout)
-		lines := 0
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) != 4 || f[0] != "ack" {
-				t.Fatalf("child said %q", sc.Text())
-			}
-			off, _ := strconv.ParseUint(f[2], 10, 64)
-			n, _ := strconv.Atoi(f[3])
-			acked[f[1]] = ack{off, n}
-			if lines++; lines == killAfter {
-				cmd.Process.Signal(syscall.SIGKILL)
-			}
-		}
-		cmd.Wait()
-		if lines < killAfter {
-			t.Fatalf("cycle %d: child stopped after %d acks: %s", cycle, lines, stderr.String())
-		}
+	acked := map[string]crashAck{}
+	for range 4 {
+		killChild(t, acked, 100+rand.IntN(400), crashDirEnv+"="+dir)
 	}
 
 	j := open(t, dir, Options{})
@@ -192,31 +200,13 @@ func TestKill9DuringReclaim(t *testing.T) {
 		t.Skip("spawns processes")
 	}
 	dir := t.TempDir()
-	type ack struct {
-		offset uint64
-		n      int
-	}
-	acked := map[string]ack{}
-	var maxAcked uint64
+	acked := map[string]crashAck{}
 	reclaimed := false
 	for cycle := range 6 {
-		cmd, stdout, stderr := startChild(t, crashDirEnv+"="+dir, reclaimEnv+"=1")
-		killAfter := 300 + rand.IntN(1500)
-		sc := bufio.NewScanner(stdout)
-		lines := 0
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			off, _ := strconv.ParseUint(f[2], 10, 64)
-			n, _ := strconv.Atoi(f[3])
-			acked[f[1]] = ack{off, n}
-			maxAcked = max(maxAcked, off+uint64(n)-1)
-			if lines++; lines == killAfter {
-				cmd.Process.Signal(syscall.SIGKILL)
-			}
-		}
-		cmd.Wait()
-		if lines < killAfter {
-			t.Fatalf("cycle %d: child stopped after %d acks: %s", cycle, lines, stderr.String())
+		killChild(t, acked, 300+rand.IntN(1500), crashDirEnv+"="+dir, reclaimEnv+"=1")
+		var maxAcked uint64
+		for _, a := range acked {
+			maxAcked = max(maxAcked, a.offset+uint64(a.n)-1)
 		}
 		j, err := Open(dir, reclaimOptions)
 		if err != nil {
