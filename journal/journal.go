@@ -65,8 +65,8 @@ type Journal struct {
 	applied  progress
 
 	ring *ring
-	// wal logs every group before it is applied to Badger (sync
-	// durability; nil with async: see wal.go).
+	// wal logs every group before it is applied to Badger, and keeps the
+	// event blocks (wal.go, segstore.go).
 	wal      *wal
 	segments *segmentFiles // reads the blocks kept in the WAL segments
 
@@ -166,6 +166,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	}
 	if err != nil {
 		log.close()
+		j.segments.close()
 		db.Close()
 		return nil, err
 	}

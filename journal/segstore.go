@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"math"
 	"os"
 	"sync"
 
@@ -59,13 +60,17 @@ func decodeRef(v []byte) (blockRef, bool) {
 	}, true
 }
 
-// segmentFiles reads blocks from the segments, keeping each segment read
-// open until it is removed.
+// segmentFiles reads blocks from the segments, keeping up to
+// maxOpenSegments of them open (closing the oldest first: reads go
+// forward) and none that was removed.
 type segmentFiles struct {
 	dir   string // <journal>/wal
 	mu    sync.RWMutex
 	files map[uint64]*os.File
 }
+
+// maxOpenSegments bounds the segment files kept open for reading.
+const maxOpenSegments = 64
 
 func newSegmentFiles(dir string) *segmentFiles {
 	return &segmentFiles{dir: dir, files: map[uint64]*os.File{}}
@@ -77,21 +82,24 @@ var errSegmentGone = errors.New("segment removed")
 
 // read reads the block r refers to and checks it.
 func (s *segmentFiles) read(r blockRef) ([]byte, error) {
-	f, err := s.file(r.segment)
-	if err != nil {
-		return nil, err
-	}
 	buf := make([]byte, r.length)
-	s.mu.RLock()
-	if s.files[r.segment] != f { // removed meanwhile
-		s.mu.RUnlock()
-		return nil, errSegmentGone
-	}
-	_, err = f.ReadAt(buf, int64(r.pos))
-	s.mu.RUnlock()
 	path := segmentPath(s.dir, r.segment)
-	if err != nil {
-		return nil, fmt.Errorf("%w: read block at byte %d of WAL segment %s: %v", ErrCorrupt, r.pos, path, err)
+	for {
+		f, err := s.file(r.segment)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.RLock()
+		if s.files[r.segment] != f { // closed meanwhile: open it again
+			s.mu.RUnlock()
+			continue
+		}
+		_, err = f.ReadAt(buf, int64(r.pos))
+		s.mu.RUnlock()
+		if err != nil {
+			return nil, fmt.Errorf("%w: read block at byte %d of WAL segment %s: %v", ErrCorrupt, r.pos, path, err)
+		}
+		break
 	}
 	if crc32.Checksum(buf, castagnoli) != r.crc {
 		return nil, fmt.Errorf("%w: block at byte %d of WAL segment %s fails its checksum; restore the directory from a backup", ErrCorrupt, r.pos, path)
@@ -117,6 +125,14 @@ func (s *segmentFiles) file(id uint64) (*os.File, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
+	}
+	if len(s.files) >= maxOpenSegments {
+		oldest := uint64(math.MaxUint64)
+		for open := range s.files {
+			oldest = min(oldest, open)
+		}
+		s.files[oldest].Close()
+		delete(s.files, oldest)
 	}
 	s.files[id] = f
 	return f, nil
