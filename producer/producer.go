@@ -48,7 +48,7 @@ type ServerOptions struct {
 	Reserved map[string]string
 	// The consumers reading from the producer (Server.Readers) are kept
 	// per consumer name and slice range, saved in the journal at most every
-	// ReaderSaveInterval (default 10s) and at Shutdown, so that the view
+	// ReaderSaveInterval (default 30s) and at Shutdown, so that the view
 	// survives restarts (a crash loses at most the last interval's changes).
 	// At most MaxReaders (default 1000) are kept, each last seen within
 	// ReaderMaxAge (default 7 days); beyond, those seen longest ago are
@@ -128,7 +128,7 @@ func (o ServerOptions) withDefaults() ServerOptions {
 		o.ReaderMaxAge = 7 * 24 * time.Hour
 	}
 	if o.ReaderSaveInterval == 0 {
-		o.ReaderSaveInterval = 10 * time.Second
+		o.ReaderSaveInterval = 30 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
