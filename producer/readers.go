@@ -305,8 +305,9 @@ func (rs *readers) save() {
 // reader's lag in the journal now.
 func (rs *readers) list() []Reader {
 	rs.mu.Lock()
-	out := make([]Reader, 0, len(rs.m))
 	now := rs.now()
+	rs.evictLocked(now)
+	out := make([]Reader, 0, len(rs.m))
 	for _, s := range rs.m {
 		r := s.r
 		if r.Connected {

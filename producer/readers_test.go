@@ -157,10 +157,13 @@ func TestReadersBound(t *testing.T) {
 	if got := names(); len(got) != 2 || got[0] != "b" || got[1] != "c" {
 		t.Fatalf("after a restart view = %v, want [b c]", got)
 	}
-	stop()
 	advance(2 * time.Hour)
-	h, _ = startIn(t, dir, opts)
 	if got := names(); len(got) != 0 {
 		t.Fatalf("after ReaderMaxAge view = %v, want none", got)
+	}
+	stop()
+	h, _ = startIn(t, dir, opts)
+	if got := names(); len(got) != 0 {
+		t.Fatalf("after ReaderMaxAge and a restart view = %v, want none", got)
 	}
 }
