@@ -1,11 +1,13 @@
 package producer
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -165,5 +167,30 @@ func TestReadersBound(t *testing.T) {
 	h, _ = startIn(t, dir, opts)
 	if got := names(); len(got) != 0 {
 		t.Fatalf("after ReaderMaxAge and a restart view = %v, want none", got)
+	}
+}
+
+// A saved record that does not decode is dropped from the view and deleted
+// at the next save; the producer opens.
+func TestReadersDropDamagedRecord(t *testing.T) {
+	dir := t.TempDir()
+	h, stop := startIn(t, dir, Options{})
+	bad := append(append([]byte(nil), readerKeyPrefix...), 0xff, 'x')
+	if err := h.p.Journal().Update(func(txn *badger.Txn) error { return txn.Set(bad, []byte("not a ReaderStatus")) }); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	h, stop = startIn(t, dir, Options{})
+	if got := h.p.Server().Readers(); len(got) != 0 {
+		t.Fatalf("view = %+v, want nothing", got)
+	}
+	stop()
+	h, _ = startIn(t, dir, Options{})
+	err := h.p.Journal().View(func(txn *badger.Txn) error {
+		_, err := txn.Get(bad)
+		return err
+	})
+	if !errors.Is(err, badger.ErrKeyNotFound) {
+		t.Fatalf("the damaged record after a save: %v, want it deleted", err)
 	}
 }
