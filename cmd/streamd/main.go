@@ -227,19 +227,19 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		}
 	}
 	return config{
-		dataDir:        c.String("data-dir"),
-		listen:         c.String("listen"),
-		metricsListen:  c.String("metrics-listen"),
-		readyFile:      c.String("ready-file"),
-		shutdownGrace:  c.Duration("shutdown-grace"),
-		metrics:        m,
-		namedConsumers: c.Int("metrics-named-consumers"),
-		tls:            tlsConfig,
-		tokens:         toks,
-		limits:         clients,
-		handshake:      c.Duration("handshake-timeout"),
-		replications:   repls,
-		entityTypes:    types,
+		dataDir:       c.String("data-dir"),
+		listen:        c.String("listen"),
+		metricsListen: c.String("metrics-listen"),
+		readyFile:     c.String("ready-file"),
+		shutdownGrace: c.Duration("shutdown-grace"),
+		metrics:       m,
+		namedReaders:  c.Int("metrics-named-consumers"),
+		tls:           tlsConfig,
+		tokens:        toks,
+		limits:        clients,
+		handshake:     c.Duration("handshake-timeout"),
+		replications:  repls,
+		entityTypes:   types,
 		producer: producer.Options{
 			Journal: journal.Options{
 				Region:            c.String("region"),
@@ -266,13 +266,12 @@ type config struct {
 	readyFile     string // "" writes none
 	shutdownGrace time.Duration
 	metrics       *metrics.Metrics
-	// namedConsumers: how many readers' lag gauges carry their name.
-	namedConsumers int
-	tls            *tls.Config // nil serves plaintext
-	tokens         tokens      // none: no authentication
-	limits         clientLimits
-	handshake      time.Duration
-	producer       producer.Options
+	namedReaders  int         // consumers reading from streamd whose lag gauges carry their name
+	tls           *tls.Config // nil serves plaintext
+	tokens        tokens      // none: no authentication
+	limits        clientLimits
+	handshake     time.Duration
+	producer      producer.Options
 	// replications streamd runs, into its journal; offsets are kept in
 	// the journal, committed with the events they copied.
 	replications []topology.ReplicationOptions
@@ -363,7 +362,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	consumers.registry.ServeReaders(p.Server())
 	consumers.registry.Register(g)
 	cfg.metrics.WatchConsumers(consumers.metrics)
-	cfg.metrics.WatchReaders(p.Server().Readers, cfg.namedConsumers)
+	cfg.metrics.WatchReaders(p.Server().Readers, cfg.namedReaders)
 	health := health.NewServer()
 	healthpb.RegisterHealthServer(g, health)
 	reflection.Register(g)
