@@ -242,3 +242,67 @@ func TestMoveOffsetsRestartsAStoppedConsumer(t *testing.T) {
 	_, err = f.admin.MoveOffsets(ctx, &streamdv1.MoveOffsetsRequest{Selector: &streamdv1.OffsetSelector{Consumer: "nobody"}, Execute: true})
 	wantCode(t, err, codes.NotFound)
 }
+
+// Mount serves, on the service's own gRPC server, the consumers it runs and
+// the consumers reading from its producer, with what each last reported.
+func TestMountShowsReaders(t *testing.T) {
+	p, err := producer.Open(t.TempDir(), producer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Server().Shutdown(); p.Close() })
+	store, err := offsets.Open(t.TempDir(), offsets.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := consumer.New(consumer.Options{
+		Producers: []string{lis.Addr().String()}, Name: "billing", Store: store,
+		SaveInterval: 10 * time.Millisecond, ReportInterval: 10 * time.Millisecond,
+		Handler: func(context.Context, *streamdv1.Event) error { return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
+	reg, err := admin.Mount(g, admin.Options{Consumers: []*consumer.Consumer{c}, Producer: p.Server()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	api := streamdv1.NewAdminServiceClient(conn)
+
+	for i := range 20 {
+		if _, err := p.Publish(ctx, &streamdv1.Event{EntityType: "car", EntityId: string(rune('a' + i)), EventType: "moved"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := p.Journal().LastOffset()
+	var resp *streamdv1.ListConsumersResponse
+	testwait.For(t, 10*time.Second, "billing's report of the last offset", func() bool {
+		resp, err = api.ListConsumers(ctx, &streamdv1.ListConsumersRequest{})
+		return err == nil && len(resp.GetReaders()) == 1 && resp.GetReaders()[0].GetStoredOffset() == last
+	})
+	r := resp.GetReaders()[0]
+	if r.GetConsumer() != "billing" || !r.GetConnected() || r.GetLag() != 0 || r.GetDeliveredOffset() != last || r.GetSlices().GetLast() != 1023 {
+		t.Fatalf("reader = %v, want billing connected, lag 0, delivered %d", r, last)
+	}
+	if len(resp.GetConsumers()) != 1 || resp.GetConsumers()[0].GetName() != "billing" {
+		t.Fatalf("consumers = %v, want billing", resp.GetConsumers())
+	}
+}

@@ -2,16 +2,20 @@
 // over them: their status, stored offsets and filters, for streamctl.
 //
 // Any service that consumes with package consumer can be steered as streamd
-// is: add its consumers to a Registry, mount it on the service's own gRPC
-// server with one call, and run it:
+// is: mount the AdminService on the service's own gRPC server with one call,
+// and run the consumers through the Registry it returns:
 //
-//	reg := admin.NewRegistry(log)
-//	reg.Add(c)        // each *consumer.Consumer of the service
-//	reg.Register(srv) // srv is the service's *grpc.Server
-//	go reg.Run(ctx)   // runs the consumers until ctx is done
+//	reg, err := admin.Mount(srv, admin.Options{ // srv: the service's *grpc.Server
+//		Consumers: []*consumer.Consumer{c},
+//		Producer:  p.Server(), // optional: a service that serves its own journal
+//	})
+//	go reg.Run(ctx) // runs the consumers until ctx is done
 //
-// Then `streamctl --addr <service> consumers list`, `offsets list|get|set` and
-// `filters list|add|remove` work against the service.
+// Then `streamctl --addr <service> consumers list`, `offsets
+// list|get|set|reset` and `filters list|add|remove` work against the service
+// (examples/service is such a service). With a Producer, ListConsumers also
+// lists the consumers reading from the service's journal, as the producer
+// last heard of them (producer.Server.Readers).
 //
 // A Registry runs each consumer in its own loop. A consumer that stops on an
 // error that retrying cannot cure (a changed journal, an offset below

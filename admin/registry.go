@@ -23,6 +23,7 @@ type Registry struct {
 	byName  map[string]*entry
 	names   []string // in Add order
 	running bool     // Run is running: pause requests go to the loops
+	readers Readers  // nil: the process serves no journal
 	stopped chan struct{}
 }
 

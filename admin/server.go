@@ -27,11 +27,24 @@ type server struct {
 }
 
 func (s *server) ListConsumers(_ context.Context, req *streamdv1.ListConsumersRequest) (*streamdv1.ListConsumersResponse, error) {
+	resp := &streamdv1.ListConsumersResponse{}
+	s.r.mu.Lock()
+	src := s.r.readers
+	s.r.mu.Unlock()
+	if src != nil {
+		for _, rd := range src.Readers() {
+			if req.GetConsumer() == "" || rd.Consumer == req.GetConsumer() {
+				resp.Readers = append(resp.Readers, rd.Proto())
+			}
+		}
+	}
 	states, err := s.r.States(req.GetConsumer())
+	if errors.Is(err, ErrUnknownConsumer) && len(resp.Readers) > 0 {
+		return resp, nil // a consumer that reads from this process, run elsewhere
+	}
 	if err != nil {
 		return nil, statusOf(err)
 	}
-	resp := &streamdv1.ListConsumersResponse{}
 	for _, st := range states {
 		opts := st.Consumer.Options()
 		cs := &streamdv1.ConsumerStatus{

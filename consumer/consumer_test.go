@@ -1287,3 +1287,40 @@ func TestJournalChangeFromTheFormerRecord(t *testing.T) {
 		t.Fatalf("handled events of the new journal without permission: %v", rec.got())
 	}
 }
+
+// A consumer tells a producer that takes them the offset it stored, at most
+// once per ReportInterval per stream.
+func TestOffsetReports(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	fake.set(func(p *fakeProducer) { p.reports = true })
+	reported := func() [][2]uint64 { // connection, offset
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		return slices.Clone(fake.stored)
+	}
+	fake.publish("a", "b", "c")
+	rec := &recorder{}
+	o := h.options()
+	o.Handler, o.ReportInterval = rec.handle, time.Hour
+	c := newConsumer(t, o)
+	runBG(t, c)
+	jid := fake.jid()
+	testwait.For(t, 10*time.Second, "a report", func() bool { return len(reported()) == 1 })
+	if got := reported()[0]; got[1] == 0 || got[1] > h.stored(jid) {
+		t.Fatalf("reported %d, stored %d: want what was stored", got[1], h.stored(jid))
+	}
+	fake.publish("d")
+	testwait.For(t, 10*time.Second, "offset 4 stored", func() bool { return h.stored(jid) == 4 })
+	fake.publish("e")
+	testwait.For(t, 10*time.Second, "offset 5 stored", func() bool { return h.stored(jid) == 5 })
+	// A new stream reports at once; nothing more was reported on the first.
+	fake.disconnectAll()
+	testwait.For(t, 10*time.Second, "the report of the new stream", func() bool {
+		r := reported()
+		return len(r) > 0 && r[len(r)-1][0] > 0
+	})
+	if got := reported(); len(got) != 2 || got[1] != [2]uint64{1, 5} {
+		t.Fatalf("reports (connection, offset) %v, want one on connection 0 and then 5 on connection 1", got)
+	}
+}

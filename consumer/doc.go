@@ -95,6 +95,12 @@
 // Progress moves the offset over events the producer filtered away; it is
 // saved after everything before it has been handled (and saved).
 //
+// Reports: after a save, at most once per ReportInterval, the consumer tells
+// a producer whose Hello accepts them the offset it stored (OffsetReport),
+// so that the producer can show operators who reads from it and how far
+// behind each is. Nothing depends on a report arriving: the offset a stream
+// resumes from is always the one in the consumer's own store.
+//
 // Re-split: when Options.Slices is stored in pieces (instances that owned
 // parts of it before, each at its own offset), the stream starts at the
 // lowest piece's offset and an event at or below its own piece's offset is

@@ -43,6 +43,8 @@ type fakeProducer struct {
 	failAfter map[int]int        // connection number → events it sends before Unavailable
 	silent    map[int]bool       // connection number → never answers Init
 	refuse    string             // non-empty: refuse filter updates with this message
+	reports   bool               // Hello says it takes OffsetReport (else one ends the stream)
+	stored    [][2]uint64        // the offsets reported, in order, each with its connection number
 	inits     []*streamdv1.Init  // every Init received, in order
 	updates   []*streamdv1.FilterUpdate
 	replays   []*streamdv1.Replay
@@ -159,6 +161,7 @@ func (p *fakeProducer) JournalInfo(context.Context, *streamdv1.JournalInfoReques
 type fakeSub struct {
 	p           *fakeProducer
 	st          grpc.BidiStreamingServer[streamdv1.SubscribeRequest, streamdv1.SubscribeResponse]
+	conn        int // connection number
 	first, last uint32
 	criteria    []*streamdv1.FilterCriterion
 	filter      *filters.Filter
@@ -178,6 +181,7 @@ func (p *fakeProducer) Subscribe(st grpc.BidiStreamingServer[streamdv1.Subscribe
 	conn := len(p.inits)
 	p.inits = append(p.inits, proto.CloneOf(init))
 	jid, floor, last := p.journalID, p.first, uint64(len(p.events))
+	reports := p.reports
 	limit, limited := p.failAfter[conn]
 	silent := p.silent[conn]
 	p.mu.Unlock()
@@ -192,7 +196,7 @@ func (p *fakeProducer) Subscribe(st grpc.BidiStreamingServer[streamdv1.Subscribe
 	if init.GetConsumerName() == "" {
 		return status.Error(codes.InvalidArgument, "fake: Init.consumer_name is empty")
 	}
-	sub := &fakeSub{p: p, st: st, first: 0, last: journal.Slices - 1}
+	sub := &fakeSub{p: p, st: st, conn: conn, first: 0, last: journal.Slices - 1}
 	if r := init.GetSliceRange(); r != nil {
 		if r.First > r.Last || r.Last >= journal.Slices {
 			return status.Errorf(codes.InvalidArgument, "fake: Init.slice_range %d-%d", r.First, r.Last)
@@ -225,7 +229,7 @@ func (p *fakeProducer) Subscribe(st grpc.BidiStreamingServer[streamdv1.Subscribe
 	default:
 		return status.Error(codes.InvalidArgument, "fake: Init needs a position or a start_policy")
 	}
-	hello := &streamdv1.Hello{JournalId: jid, FirstOffset: floor, LastOffset: last, StartOffset: sub.next}
+	hello := &streamdv1.Hello{JournalId: jid, FirstOffset: floor, LastOffset: last, StartOffset: sub.next, AcceptsOffsetReports: reports}
 	if err := st.Send(&streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Hello{Hello: hello}}); err != nil {
 		return err
 	}
@@ -384,6 +388,14 @@ func (s *fakeSub) handle(r *streamdv1.SubscribeRequest) error {
 			return status.Error(codes.InvalidArgument, "fake: Replay needs entity_type and entity_id")
 		}
 		return s.replay(rp.GetEntityType(), rp.GetEntityId(), rp.GetFromSeqNr())
+	case *streamdv1.SubscribeRequest_OffsetReport:
+		s.p.mu.Lock()
+		defer s.p.mu.Unlock()
+		if !s.p.reports {
+			return status.Error(codes.InvalidArgument, "fake: an OffsetReport, but Hello did not accept them")
+		}
+		s.p.stored = append(s.p.stored, [2]uint64{uint64(s.conn), req.OffsetReport.GetStoredOffset()})
+		return nil
 	case *streamdv1.SubscribeRequest_Init:
 		return status.Error(codes.InvalidArgument, "fake: Init may only be sent once, first")
 	}

@@ -52,6 +52,10 @@ type follower struct {
 	// below their piece's offset were applied already, and the offset is
 	// saved per piece so that this survives a restart (see savedKeys).
 	parts []offsets.Entry
+	// The stored offset last told the producer of the open stream
+	// (OffsetReport), and when.
+	reportedOffset uint64
+	reportedAt     time.Time
 
 	mu   sync.Mutex // guards st and sess
 	st   ProducerStatus

@@ -101,9 +101,12 @@ type CommitHandler func(ctx context.Context, events []*streamdv1.Event, offsetWr
 const (
 	DefaultSaveInterval = time.Second
 	DefaultSaveEvery    = 1000
-	DefaultMinBackoff   = 100 * time.Millisecond
-	DefaultMaxBackoff   = 10 * time.Second
-	DefaultHelloTimeout = 30 * time.Second
+	// DefaultReportInterval is how often at most a consumer tells a
+	// producer the offset it stored (OffsetReport).
+	DefaultReportInterval = time.Second
+	DefaultMinBackoff     = 100 * time.Millisecond
+	DefaultMaxBackoff     = 10 * time.Second
+	DefaultHelloTimeout   = 30 * time.Second
 )
 
 // Options configures New. Zero values mean the documented defaults.
@@ -177,6 +180,10 @@ type Options struct {
 	// handled events (default 1000), on Progress and when a stream ends.
 	SaveInterval time.Duration
 	SaveEvery    int
+	// ReportInterval is how often at most the consumer tells each producer
+	// the offset it stored, after a save (default 1s): the producer shows
+	// it to operators (`streamctl consumers list` at the producer).
+	ReportInterval time.Duration
 
 	// MinBackoff and MaxBackoff bound the delay before a reconnect, doubled
 	// per failed attempt with full jitter (defaults 100ms and 10s).
@@ -204,6 +211,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SaveEvery == 0 {
 		o.SaveEvery = DefaultSaveEvery
+	}
+	if o.ReportInterval == 0 {
+		o.ReportInterval = DefaultReportInterval
 	}
 	if o.MinBackoff == 0 {
 		o.MinBackoff = DefaultMinBackoff
@@ -302,6 +312,9 @@ func (o Options) Validate() error {
 	}
 	if o.SaveInterval < 0 {
 		bad("Options.SaveInterval %s is negative", o.SaveInterval)
+	}
+	if o.ReportInterval < 0 {
+		bad("Options.ReportInterval %v is negative", o.ReportInterval)
 	}
 	if o.SaveEvery < 0 {
 		bad("Options.SaveEvery %d is negative", o.SaveEvery)

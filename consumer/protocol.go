@@ -46,6 +46,8 @@ func (f *follower) serve(ctx context.Context, s *session, msgs <-chan *streamdv1
 	if err := f.hello(h, st, s); err != nil {
 		return false, err
 	}
+	s.reports = h.GetAcceptsOffsetReports()
+	f.reportedOffset, f.reportedAt = 0, time.Time{}
 	f.mu.Lock()
 	f.st.Connected = true
 	f.mu.Unlock()
@@ -76,13 +78,30 @@ func (f *follower) serve(ctx context.Context, s *session, msgs <-chan *streamdv1
 					return true, err
 				}
 			}
+			f.report(s)
 		case <-ticker.C:
 			if err := f.flush(); err != nil {
 				return true, err
 			}
+			f.report(s)
 		case <-ctx.Done():
 			return true, context.Cause(ctx)
 		}
+	}
+}
+
+// report tells the producer the offset stored, if it moved since the last
+// report and the last report is ReportInterval old, and the producer takes
+// reports.
+func (f *follower) report(s *session) {
+	if !s.reports || !f.known || f.dirty || f.offset == f.reportedOffset ||
+		time.Since(f.reportedAt) < f.c.opts.ReportInterval {
+		return
+	}
+	err := s.send(&streamdv1.SubscribeRequest{Request: &streamdv1.SubscribeRequest_OffsetReport{
+		OffsetReport: &streamdv1.OffsetReport{StoredOffset: f.offset}}})
+	if err == nil { // else the stream is ending, and receive says why
+		f.reportedOffset, f.reportedAt = f.offset, time.Now()
 	}
 }
 

@@ -24,6 +24,10 @@ type session struct {
 	waiters   map[uint64]chan *streamdv1.FilterUpdateResult
 
 	recvErr error // set by receive before it closes its channel
+
+	// reports: the producer takes OffsetReport (its Hello said so); set
+	// before the serving loop starts.
+	reports bool
 }
 
 // receive reads the stream: filter update results go to their waiters (so

@@ -26,6 +26,15 @@
 //   - A position from another journal is refused with FailedPrecondition, and
 //     a position below retention with OutOfRange naming the first available
 //     offset. Errors map to gRPC codes in one place (status.go).
+//   - The producer keeps, per consumer name and slice range, what it last
+//     heard of each consumer reading from it (Server.Readers): connected or
+//     when last seen, its address, the offset delivered, the offset it
+//     reported as stored (OffsetReport), its filter, and its lag in events
+//     and time. The view is saved beside the events (journal keys 0x00 'r'…)
+//     at most every ServerOptions.ReaderSaveInterval and at Shutdown, so it
+//     survives restarts of either side; a crash loses at most the changes of
+//     the last interval. It holds at most MaxReaders, none unseen for longer
+//     than ReaderMaxAge; beyond, those seen longest ago are dropped first.
 //
 // It does not store consumer offsets (the consumer owns them; see offsets)
 // and does not retry publishes.

@@ -48,6 +48,8 @@ func FuzzSubscribe(f *testing.F) {
 	f.Add(initReq(&streamdv1.Init{SliceRange: &streamdv1.SliceRange{First: 9, Last: 2}, StartPolicy: streamdv1.StartPolicy_START_POLICY_EARLIEST}), update)
 	f.Add(initReq(&streamdv1.Init{Position: &streamdv1.Position{JournalId: h.p.Journal().ID(), Offset: 99}}), update)
 	f.Add(update, replay)
+	f.Add(initReq(earliest()), mustMarshal(f, report(20)))
+	f.Add(initReq(earliest()), mustMarshal(f, report(1<<63)))
 	f.Fuzz(func(t *testing.T, first, second []byte) {
 		var reqs []*streamdv1.SubscribeRequest
 		for _, raw := range [][]byte{first, second} {

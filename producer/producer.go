@@ -46,6 +46,16 @@ type ServerOptions struct {
 	// single-writer types of a primary.Primary (topology/primary), whose
 	// events need a version and the entity's ownership.
 	Reserved map[string]string
+	// The consumers reading from the producer (Server.Readers) are kept
+	// per consumer name and slice range, saved in the journal at most every
+	// ReaderSaveInterval (default 30s) and at Shutdown, so that the view
+	// survives restarts (a crash loses at most the last interval's changes).
+	// At most MaxReaders (default 1000) are kept, each last seen within
+	// ReaderMaxAge (default 7 days); beyond, those seen longest ago are
+	// dropped first.
+	MaxReaders         int
+	ReaderMaxAge       time.Duration
+	ReaderSaveInterval time.Duration
 	// Router writes the events it routes (Router.Routes) instead of an
 	// append to this journal: in a multi-region project the events of
 	// pinned, request-region and replicated entity types (a
@@ -98,6 +108,15 @@ func (o ServerOptions) Validate() error {
 	if o.PublishInFlight < 0 {
 		errs = append(errs, fmt.Errorf("%w: ServerOptions.PublishInFlight %d is negative", ErrInvalidOptions, o.PublishInFlight))
 	}
+	if o.MaxReaders < 0 {
+		errs = append(errs, fmt.Errorf("%w: ServerOptions.MaxReaders %d is negative", ErrInvalidOptions, o.MaxReaders))
+	}
+	if o.ReaderMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("%w: ServerOptions.ReaderMaxAge %v is negative", ErrInvalidOptions, o.ReaderMaxAge))
+	}
+	if o.ReaderSaveInterval < 0 {
+		errs = append(errs, fmt.Errorf("%w: ServerOptions.ReaderSaveInterval %v is negative", ErrInvalidOptions, o.ReaderSaveInterval))
+	}
 	return errors.Join(errs...)
 }
 
@@ -116,6 +135,15 @@ func (o ServerOptions) withDefaults() ServerOptions {
 	}
 	if o.PublishInFlight == 0 {
 		o.PublishInFlight = 256
+	}
+	if o.MaxReaders == 0 {
+		o.MaxReaders = 1000
+	}
+	if o.ReaderMaxAge == 0 {
+		o.ReaderMaxAge = 7 * 24 * time.Hour
+	}
+	if o.ReaderSaveInterval == 0 {
+		o.ReaderSaveInterval = 30 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

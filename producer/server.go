@@ -25,6 +25,7 @@ type Server struct {
 	j       *journal.Journal
 	opts    ServerOptions
 	streams map[string]*stream
+	readers *readers
 
 	mu       sync.Mutex
 	shutdown chan struct{}
@@ -41,8 +42,17 @@ func NewServer(j *journal.Journal, opts ServerOptions) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{j: j, opts: opts, streams: streams, shutdown: make(chan struct{})}, nil
+	rs := newReaders(j, opts)
+	if err := rs.load(); err != nil {
+		return nil, err
+	}
+	return &Server{j: j, opts: opts, streams: streams, readers: rs, shutdown: make(chan struct{})}, nil
 }
+
+// Readers returns the consumers reading from the server, or that did
+// within the bounds of ServerOptions.MaxReaders and ReaderMaxAge, with
+// their lag now; sorted by consumer name and slice range.
+func (s *Server) Readers() []Reader { return s.readers.list() }
 
 // StreamNames lists the named streams, sorted.
 func (s *Server) StreamNames() []string {
@@ -54,14 +64,21 @@ func (s *Server) StreamNames() []string {
 	return names
 }
 
-// Shutdown ends every open Subscribe stream with Unavailable. Unary calls
-// keep working until the journal is closed. Idempotent.
+// Shutdown ends every open Subscribe stream with Unavailable and saves
+// the consumers view (Readers) in the journal, which must still be open.
+// Unary calls keep working until the journal is closed. Idempotent.
 func (s *Server) Shutdown() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed {
+	first := !s.closed
+	if first {
 		s.closed = true
 		close(s.shutdown)
+	}
+	s.mu.Unlock()
+	if first {
+		s.readers.saving.Lock()
+		s.readers.save()
+		s.readers.saving.Unlock()
 	}
 }
 

@@ -38,6 +38,7 @@ type subscription struct {
 	queued       []*replay
 	replaying    map[string]*replay // running or queued, by entity
 	reported     uint64             // highest offset sent or covered by Progress
+	reader       readerKey          // its record in Server.readers
 	pending      uint64             // highest offset read
 	lastProgress time.Time
 }
@@ -70,6 +71,15 @@ func (s *Server) Subscribe(st streamdv1.EventStreamService_SubscribeServer) erro
 		o.StreamOpened(init.Stream, init.ConsumerName)
 		defer o.StreamClosed(init.Stream, init.ConsumerName)
 	}
+	stored := sub.reported
+	if init.Position != nil {
+		stored = init.Position.Offset
+	}
+	sub.reader = s.readers.opened(sub, remoteAddr(sub), stored)
+	defer func() {
+		s.readers.closed(sub.reader)
+		s.readers.maybeSave()
+	}()
 	ctx, cancel := context.WithCancel(st.Context())
 	defer cancel()
 	reqs := make(chan *streamdv1.SubscribeRequest)
@@ -154,6 +164,7 @@ func (s *Server) open(st streamdv1.EventStreamService_SubscribeServer, init *str
 	sub.startReplays(init.Filter)
 	return sub, &streamdv1.Hello{
 		JournalId: info.JournalID, FirstOffset: info.FirstOffset, LastOffset: info.LastOffset, StartOffset: start,
+		AcceptsOffsetReports: true,
 	}, nil
 }
 
@@ -341,6 +352,8 @@ func (sub *subscription) report(offset uint64) {
 	if o := sub.s.opts.Observer; o != nil {
 		o.Progressed(sub.stream.def.Name, sub.consumer, offset)
 	}
+	sub.s.readers.update(sub.reader, func(r *Reader) { r.Delivered = offset })
+	sub.s.readers.maybeSave()
 }
 
 func (sub *subscription) sendProgress() error {
@@ -362,6 +375,14 @@ func (sub *subscription) handle(r *streamdv1.SubscribeRequest) error {
 		}
 		sub.startReplay(rp.EntityType, rp.EntityId, rp.FromSeqNr)
 		return nil
+	case *streamdv1.SubscribeRequest_OffsetReport:
+		off := req.OffsetReport.GetStoredOffset()
+		if off > sub.reported {
+			return invalidArg("OffsetReport.stored_offset %d is beyond what this stream delivered (%d)", off, sub.reported)
+		}
+		sub.s.readers.update(sub.reader, func(r *Reader) { r.Stored = off })
+		sub.s.readers.maybeSave()
+		return nil
 	case *streamdv1.SubscribeRequest_Init:
 		return invalidArg("Init may only be sent once, first")
 	}
@@ -379,6 +400,7 @@ func (sub *subscription) updateFilter(u *streamdv1.FilterUpdate) error {
 	} else {
 		sub.criteria, sub.filter = criteria, f
 		sub.startReplays(u.Add)
+		sub.s.readers.update(sub.reader, func(r *Reader) { r.Filter = criteria })
 	}
 	return sub.st.Send(&streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_FilterUpdateResult{
 		FilterUpdateResult: result}})

@@ -64,6 +64,8 @@ func (cl *client) serverError(err error) error {
 		return fmt.Errorf("server %s unavailable: %s", cl.addr, st.Message())
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("server %s did not answer in time (--timeout): %s", cl.addr, st.Message())
+	case codes.Unimplemented:
+		return fmt.Errorf("server %s does not serve this call (%s): streamd serves every call; a service serves offsets, filters and consumers once it mounts the admin API (admin.Mount)", cl.addr, st.Message())
 	}
 	return fmt.Errorf("server %s: %s: %s", cl.addr, st.Code(), st.Message())
 }

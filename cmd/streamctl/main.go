@@ -61,7 +61,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		ExitErrHandler:       func(*cli.Context, error) {}, // run maps errors to exit codes
 		OnUsageError:         onUsageError,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7070", EnvVars: []string{"STREAMD_ADDR"}, Usage: "streamd gRPC address (host:port)"},
+			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7070", EnvVars: []string{"STREAMD_ADDR"}, Usage: "gRPC address (host:port) of a streamd, or of a service that mounts the admin API (offsets, filters, consumers)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output format: table, or json (one JSON object per line)"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "deadline of each unary call (tail streams have none)"},
 			&cli.StringFlag{Name: "tls-ca", EnvVars: []string{"STREAMD_TLS_CA"}, Usage: "PEM CA certificates to verify the server with; enables TLS"},

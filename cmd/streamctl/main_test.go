@@ -2,8 +2,11 @@ package main
 
 import (
 	debugbuildinfo "debug/buildinfo"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -32,6 +35,7 @@ func TestScripts(t *testing.T) {
 	if _, err := streamdtest.Binary(); err != nil {
 		t.Fatal(err)
 	}
+	serviceDir = t.TempDir()
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -44,6 +48,7 @@ func TestScripts(t *testing.T) {
 			"gen-certs":       genCerts,
 			"issue-cert":      issueCert,
 			"build-info":      buildInfo,
+			"service-start":   serviceStart,
 		},
 	})
 }
@@ -187,6 +192,59 @@ func waitFile(ts *testscript.TestScript, neg bool, args []string) {
 		b, _ := os.ReadFile(path)
 		ts.Fatalf("%s has no line matching %q within 30s; it holds:\n%s", args[0], args[1], b)
 	}
+}
+
+// serviceDir holds the example service's binary, built at its first use.
+var (
+	serviceDir   string
+	serviceOnce  sync.Once
+	serviceBin   string
+	serviceBuild error
+)
+
+// service-start [FLAG...] runs examples/service (built once) with FLAGs
+// and --listen 127.0.0.1:0, waits until it listens and sets SERVICE_ADDR
+// (and SERVICE_PID);
+// it is stopped with SIGTERM when the script ends.
+func serviceStart(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! service-start")
+	}
+	serviceOnce.Do(func() {
+		serviceBin = filepath.Join(serviceDir, "service")
+		out, err := exec.Command("go", "build", "-o", serviceBin, "github.com/streamd/streamd/examples/service").CombinedOutput()
+		if err != nil {
+			serviceBuild = fmt.Errorf("build examples/service: %v\n%s", err, out)
+		}
+	})
+	ts.Check(serviceBuild)
+	ready := ts.MkAbs(fmt.Sprintf("service-ready-%d", time.Now().UnixNano()))
+	cmd := exec.Command(serviceBin, append([]string{"--listen", "127.0.0.1:0", "--ready-file", ready}, args...)...)
+	cmd.Dir = ts.Getenv("WORK")
+	log, err := os.Create(ts.MkAbs("service.log"))
+	ts.Check(err)
+	cmd.Stdout, cmd.Stderr = log, log
+	ts.Check(cmd.Start())
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); log.Close(); close(exited) }()
+	ts.Defer(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	var addr []byte
+	if !testwait.Until(30*time.Second, func() bool {
+		addr, err = os.ReadFile(ready)
+		return err == nil && len(addr) > 0
+	}) {
+		ts.Fatalf("examples/service did not listen within 30s; its log is $WORK/service.log")
+	}
+	ts.Setenv("SERVICE_ADDR", string(addr))
+	ts.Setenv("SERVICE_PID", fmt.Sprint(cmd.Process.Pid))
 }
 
 // closed-port sets STREAMD_ADDR to a local port nothing listens on.

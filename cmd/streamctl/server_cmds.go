@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/streamd/streamd/filters"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -236,10 +238,16 @@ func (cl *client) tooLargeError(c *cli.Context, ev *streamdv1.Event, err error) 
 }
 
 func consumersCommand() *cli.Command {
-	return group("consumers", "the consumers the server runs (its replications from other regions)",
+	return group("consumers", "the consumers the server runs (its replications, a service's consumers) and those reading from it",
 		&cli.Command{
-			Name:      "list",
-			Usage:     "show each consumer's stream from each producer: connected, offset, lag in events, last error",
+			Name:  "list",
+			Usage: "show the consumers the server runs (connected, offset, lag, last error) and those reading from it (lag in events and time)",
+			Description: "The first table: each consumer the server runs, per producer it reads from.\n" +
+				"The second: each consumer reading from the server, per name and slice range, as\n" +
+				"the server last heard of it (kept across restarts of either side): its stored\n" +
+				"offset as it last reported it, the server's last offset minus it (LAG) and how\n" +
+				"long ago the first event after it was written (LAG-TIME). With -o json, its rows\n" +
+				"have \"reader\":true.",
 			ArgsUsage: " ",
 			Flags:     []cli.Flag{&cli.StringFlag{Name: "consumer", Usage: "only this consumer"}},
 			Action: withClient(func(c *cli.Context, cl *client) error {
@@ -252,7 +260,8 @@ func consumersCommand() *cli.Command {
 				if err != nil {
 					return cl.serverError(err)
 				}
-				t := newPrinter(c).table("CONSUMER", "STREAM", "RUNNING", "PRODUCER", "CONNECTED", "OFFSET", "LAG", "ERROR")
+				p := newPrinter(c)
+				t := p.table("CONSUMER", "STREAM", "RUNNING", "PRODUCER", "CONNECTED", "OFFSET", "LAG", "ERROR")
 				for _, cs := range resp.GetConsumers() {
 					stopped, stream := cs.GetError(), cs.GetStream()
 					if stream == "" {
@@ -274,7 +283,46 @@ func consumersCommand() *cli.Command {
 						t.row(obj, cs.GetName(), stream, cs.GetRunning(), p.GetAddr(), p.GetConnected(), p.GetOffset(), p.GetLag(), errText)
 					}
 				}
-				return t.flush()
+				if err := t.flush(); err != nil || len(resp.GetReaders()) == 0 {
+					return err
+				}
+				if !p.json {
+					fmt.Fprintln(p.w)
+				}
+				return printReaders(p, resp.GetReaders())
 			}),
 		})
+}
+
+// printReaders prints the consumers reading from a server.
+func printReaders(p *printer, readers []*streamdv1.ReaderStatus) error {
+	t := p.table("READER", "SLICES", "STREAM", "CONNECTED", "LAST-SEEN", "ADDR", "DELIVERED", "STORED", "LAG", "LAG-TIME", "FILTER")
+	for _, r := range readers {
+		slices := fmt.Sprintf("%d-%d", r.GetSlices().GetFirst(), r.GetSlices().GetLast())
+		stream := r.GetStream()
+		if stream == "" {
+			stream = "(default)"
+		}
+		seen := time.Unix(0, r.GetLastSeenUnixNano()).UTC()
+		lagTime := time.Duration(r.GetLagNanos()).Round(time.Millisecond)
+		var crits []string
+		for _, crit := range r.GetFilter() {
+			crits = append(crits, filters.Format(crit))
+		}
+		obj := map[string]any{
+			"reader": true, "consumer": r.GetConsumer(), "slices": slices, "stream": r.GetStream(), "connected": r.GetConnected(),
+			"last_seen": seen.Format(time.RFC3339Nano), "addr": r.GetAddr(), "delivered_offset": r.GetDeliveredOffset(),
+			"stored_offset": r.GetStoredOffset(), "lag": r.GetLag(), "lag_seconds": lagTime.Seconds(), "filter": crits,
+		}
+		if crits == nil {
+			obj["filter"] = []string{}
+		}
+		filter := strings.Join(crits, "; ")
+		if filter == "" {
+			filter = "-"
+		}
+		t.row(obj, r.GetConsumer(), slices, stream, r.GetConnected(), seen.Format(time.RFC3339), r.GetAddr(),
+			r.GetDeliveredOffset(), r.GetStoredOffset(), r.GetLag(), lagTime, filter)
+	}
+	return t.flush()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -70,6 +71,11 @@ func openAdmin(c *cli.Context) (consumerAdmin, error) {
 	}
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := offsets.Open(dir, offsets.Options{Logger: log})
+	// Badger formats the flock error into its message (%+v), so the text
+	// is all there is to match.
+	if err != nil && strings.Contains(err.Error(), "Cannot acquire directory lock") {
+		return nil, fmt.Errorf("offsets store %s is held by a running process (its lock is taken): steer that process's consumers through its admin API with --addr HOST:PORT instead of --store, for example 'streamctl --addr <service> %s'", dir, c.Command.HelpName[strings.Index(c.Command.HelpName, " ")+1:])
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open offsets store %s: %w", dir, err)
 	}
@@ -320,7 +326,7 @@ func filtersCommand() *cli.Command {
 				return err
 			}
 			p := newPrinter(c)
-			if err := printFilters(p, []offsets.FilterEntry{e}); err != nil {
+			if err := printFilters(p, []offsets.FilterEntry{e}, now, true); err != nil {
 				return err
 			}
 			p.note("%s", a.when(e.Consumer))
@@ -330,9 +336,9 @@ func filtersCommand() *cli.Command {
 	return group("filters", "edit a consumer's filter (of a running server's consumers, or in an offsets store with --store)",
 		&cli.Command{
 			Name:      "list",
-			Usage:     "list filters (of every consumer unless --consumer)",
+			Usage:     "list filters (of every consumer unless --consumer); criteria that expired are left out unless --expired",
 			ArgsUsage: " ",
-			Flags:     flags,
+			Flags:     append(flags[:3:3], &cli.BoolFlag{Name: "expired", Usage: "also list the criteria that expired, marked (expired)"}),
 			Action: withAdmin(false, func(c *cli.Context, a consumerAdmin) error {
 				if err := noArgs(c); err != nil {
 					return err
@@ -341,7 +347,7 @@ func filtersCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				return printFilters(newPrinter(c), es)
+				return printFilters(newPrinter(c), es, time.Now(), c.Bool("expired"))
 			}),
 		},
 		&cli.Command{Name: "add", Usage: "add criteria to a consumer's filter (replacing ones with the same action, field and value)", ArgsUsage: "'CRITERION'...", Flags: editFlags, Action: edit(true)},
@@ -349,7 +355,9 @@ func filtersCommand() *cli.Command {
 	)
 }
 
-func printFilters(p *printer, es []offsets.FilterEntry) error {
+// printFilters prints the criteria of es; those expired at now are left
+// out, or with expired marked "(expired)".
+func printFilters(p *printer, es []offsets.FilterEntry, now time.Time, expired bool) error {
 	t := p.table("CONSUMER", "STREAM", "CRITERION")
 	for _, e := range es {
 		stream := e.Stream
@@ -357,8 +365,17 @@ func printFilters(p *printer, es []offsets.FilterEntry) error {
 			stream = "(default)"
 		}
 		for _, crit := range e.Criteria {
+			gone := crit.GetExpiresAtUnixNano() != 0 && crit.GetExpiresAtUnixNano() <= now.UnixNano()
+			if gone && !expired {
+				continue
+			}
 			text := filters.Format(crit)
-			t.row(map[string]string{"consumer": e.Consumer, "stream": e.Stream, "criterion": text}, e.Consumer, stream, text)
+			obj := map[string]any{"consumer": e.Consumer, "stream": e.Stream, "criterion": text}
+			if gone {
+				obj["expired"] = true
+				text += " (expired)"
+			}
+			t.row(obj, e.Consumer, stream, text)
 		}
 	}
 	return t.flush()

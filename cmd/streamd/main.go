@@ -104,6 +104,9 @@ func newApp() *cli.App {
 			bytesize.Flag("memtable-size", 0, "STREAMD_MEMTABLE_SIZE", "Badger memtable size, at least 7MiB (Badger holds the index, not the events)", "a sixteenth of --memory"),
 			&cli.StringFlag{Name: "compression", Value: "snappy", EnvVars: []string{"STREAMD_COMPRESSION"}, Usage: "compression of the journal's Badger tables (its index) on disk: snappy, or none"},
 			&cli.IntFlag{Name: "max-filter-criteria", Value: 256, EnvVars: []string{"STREAMD_MAX_FILTER_CRITERIA"}, Usage: "most criteria in one consumer's filter"},
+			&cli.IntFlag{Name: "max-known-consumers", Value: 1000, EnvVars: []string{"STREAMD_MAX_KNOWN_CONSUMERS"}, Usage: "most consumers (per name and slice range) whose last report streamd keeps, for 'streamctl consumers list'; beyond, those seen longest ago are dropped"},
+			&cli.DurationFlag{Name: "known-consumer-max-age", Value: 7 * 24 * time.Hour, EnvVars: []string{"STREAMD_KNOWN_CONSUMER_MAX_AGE"}, Usage: "a consumer not seen for this long is dropped from 'streamctl consumers list'"},
+			&cli.IntFlag{Name: "metrics-named-consumers", Value: 20, EnvVars: []string{"STREAMD_METRICS_NAMED_CONSUMERS"}, Usage: "consumers (those with the largest lag) whose streamd_reader_lag_* gauges carry their name; the rest are summed under consumer=\"_other\""},
 			&cli.Float64Flag{Name: "rate-limit", EnvVars: []string{"STREAMD_RATE_LIMIT"}, Usage: "calls per second each client (bearer token, or IP address) may make; 0 = unlimited. Health checks are not limited"},
 			&cli.IntFlag{Name: "rate-burst", EnvVars: []string{"STREAMD_RATE_BURST"}, Usage: "calls a client may make at once above --rate-limit", DefaultText: "the rate, at least 1"},
 			&cli.IntFlag{Name: "max-streams-per-conn", Value: 64, EnvVars: []string{"STREAMD_MAX_STREAMS_PER_CONN"}, Usage: "streams one connection may have open; more are refused with ResourceExhausted"},
@@ -154,7 +157,13 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 			return config{}, fmt.Errorf("--auth-token-file %s line %d names a client certificate identity: it needs mTLS (--tls-client-ca)", path, line)
 		}
 	}
-	for _, name := range []string{"max-batch-events", "max-filter-criteria", "max-streams-per-conn"} {
+	if n := c.Int("metrics-named-consumers"); n < 0 {
+		return config{}, fmt.Errorf("--metrics-named-consumers %d: want 0 or more", n)
+	}
+	if d := c.Duration("known-consumer-max-age"); d <= 0 {
+		return config{}, fmt.Errorf("--known-consumer-max-age %v: want a positive duration", d)
+	}
+	for _, name := range []string{"max-batch-events", "max-filter-criteria", "max-streams-per-conn", "max-known-consumers"} {
 		if c.Int(name) <= 0 {
 			return config{}, fmt.Errorf("--%s %d: want a positive number", name, c.Int(name))
 		}
@@ -256,6 +265,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		shutdownGrace: c.Duration("shutdown-grace"),
 		metrics:       m,
 		memory:        memory,
+		namedReaders:  c.Int("metrics-named-consumers"),
 		tls:           tlsConfig,
 		tokens:        toks,
 		limits:        clients,
@@ -279,7 +289,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 				Observer:          m,
 			},
 			Server: producer.ServerOptions{Streams: streams, FilterLimits: filters.Limits{MaxCriteria: c.Int("max-filter-criteria")}, Logger: log, Observer: m,
-				Reserved: reservedTypes(region), Router: producerRouter},
+				Reserved: reservedTypes(region), Router: producerRouter, MaxReaders: c.Int("max-known-consumers"), ReaderMaxAge: c.Duration("known-consumer-max-age")},
 		},
 	}, nil
 }
@@ -293,6 +303,7 @@ type config struct {
 	shutdownGrace time.Duration
 	metrics       *metrics.Metrics
 	memory        memoryBudget
+	namedReaders  int         // consumers reading from streamd whose lag gauges carry their name
 	tls           *tls.Config // nil serves plaintext
 	tokens        tokens      // none: no authentication
 	limits        clientLimits
@@ -395,6 +406,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		return err
 	}
 	defer consumers.stop()
+	consumers.registry.ServeReaders(p.Server())
 	consumers.registry.Register(g)
 	aggs, err := startAggregates(log, cfg, p.Journal(), g)
 	if err != nil {
@@ -402,6 +414,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	}
 	defer aggs.stop()
 	cfg.metrics.WatchConsumers(consumers.metrics)
+	cfg.metrics.WatchReaders(p.Server().Readers, cfg.namedReaders)
 	health := health.NewServer()
 	healthpb.RegisterHealthServer(g, health)
 	reflection.Register(g)

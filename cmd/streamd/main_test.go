@@ -159,6 +159,9 @@ func TestBadFlags(t *testing.T) {
 		{"--rate-limit", "-1"},
 		{"--handshake-timeout", "0s"},
 		{"--max-streams-per-conn", "0"},
+		{"--max-known-consumers", "0"},
+		{"--known-consumer-max-age", "0s"},
+		{"--metrics-named-consumers", "-1"},
 	} {
 		out, err := exec.Command(binary, append([]string{"--data-dir", t.TempDir()}, args...)...).CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 {

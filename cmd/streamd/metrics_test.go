@@ -107,6 +107,21 @@ func TestMetrics(t *testing.T) {
 		got[0].GetValue() != "test" || got[1].GetValue() != "all" {
 		t.Errorf("sent labels %v, want consumer=test stream=all", got)
 	}
+
+	// The consumer reports offset 2 as stored: its lag is 4 events.
+	if err := st.Send(&streamdv1.SubscribeRequest{Request: &streamdv1.SubscribeRequest_OffsetReport{
+		OffsetReport: &streamdv1.OffsetReport{StoredOffset: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	if !testwait.Until(10*time.Second, func() bool {
+		mfs = scrape(t, d.MetricsAddr)
+		return value(mfs["streamd_reader_lag_events"]) == 4 && value(mfs["streamd_reader_lag_seconds"]) > 0
+	}) {
+		t.Fatalf("streamd_reader_lag_events %v, _seconds %v; want 4 and more than 0", mfs["streamd_reader_lag_events"], mfs["streamd_reader_lag_seconds"])
+	}
+	if got := mfs["streamd_reader_lag_events"].GetMetric()[0].GetLabel(); len(got) != 1 || got[0].GetValue() != "test" {
+		t.Errorf("reader lag labels %v, want consumer=test", got)
+	}
 }
 
 // scrape GETs /metrics and parses it.

@@ -67,8 +67,11 @@ func (x *ListConsumersRequest) GetConsumer() string {
 }
 
 type ListConsumersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Consumers     []*ConsumerStatus      `protobuf:"bytes,1,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Consumers []*ConsumerStatus      `protobuf:"bytes,1,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	// The consumers reading from this process's journal (when it serves one),
+	// each as the producer last heard of it: connected now, or since when not.
+	Readers       []*ReaderStatus `protobuf:"bytes,2,rep,name=readers,proto3" json:"readers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -110,6 +113,147 @@ func (x *ListConsumersResponse) GetConsumers() []*ConsumerStatus {
 	return nil
 }
 
+func (x *ListConsumersResponse) GetReaders() []*ReaderStatus {
+	if x != nil {
+		return x.Readers
+	}
+	return nil
+}
+
+// ReaderStatus is a consumer reading from the producer, per consumer name and
+// slice range, as the producer last heard of it (kept across restarts of
+// either side, within a bound of count and age).
+type ReaderStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Consumer  string                 `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	Slices    *SliceRange            `protobuf:"bytes,2,opt,name=slices,proto3" json:"slices,omitempty"`
+	Stream    string                 `protobuf:"bytes,3,opt,name=stream,proto3" json:"stream,omitempty"`
+	Connected bool                   `protobuf:"varint,4,opt,name=connected,proto3" json:"connected,omitempty"`
+	// When the producer last heard of it: now while it is connected.
+	LastSeenUnixNano int64 `protobuf:"varint,5,opt,name=last_seen_unix_nano,json=lastSeenUnixNano,proto3" json:"last_seen_unix_nano,omitempty"`
+	// The remote address of its last stream.
+	Addr string `protobuf:"bytes,6,opt,name=addr,proto3" json:"addr,omitempty"`
+	// The highest offset the producer sent it or covered with Progress.
+	DeliveredOffset uint64 `protobuf:"varint,7,opt,name=delivered_offset,json=deliveredOffset,proto3" json:"delivered_offset,omitempty"`
+	// The offset it last reported as stored (OffsetReport), or resumed from.
+	StoredOffset uint64             `protobuf:"varint,8,opt,name=stored_offset,json=storedOffset,proto3" json:"stored_offset,omitempty"`
+	Filter       []*FilterCriterion `protobuf:"bytes,9,rep,name=filter,proto3" json:"filter,omitempty"`
+	// The journal's last offset minus stored_offset.
+	Lag uint64 `protobuf:"varint,10,opt,name=lag,proto3" json:"lag,omitempty"`
+	// How long ago the first event after stored_offset was committed (0 when
+	// lag is 0), in nanoseconds.
+	LagNanos      int64 `protobuf:"varint,11,opt,name=lag_nanos,json=lagNanos,proto3" json:"lag_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReaderStatus) Reset() {
+	*x = ReaderStatus{}
+	mi := &file_streamd_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReaderStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReaderStatus) ProtoMessage() {}
+
+func (x *ReaderStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReaderStatus.ProtoReflect.Descriptor instead.
+func (*ReaderStatus) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReaderStatus) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *ReaderStatus) GetSlices() *SliceRange {
+	if x != nil {
+		return x.Slices
+	}
+	return nil
+}
+
+func (x *ReaderStatus) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *ReaderStatus) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *ReaderStatus) GetLastSeenUnixNano() int64 {
+	if x != nil {
+		return x.LastSeenUnixNano
+	}
+	return 0
+}
+
+func (x *ReaderStatus) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *ReaderStatus) GetDeliveredOffset() uint64 {
+	if x != nil {
+		return x.DeliveredOffset
+	}
+	return 0
+}
+
+func (x *ReaderStatus) GetStoredOffset() uint64 {
+	if x != nil {
+		return x.StoredOffset
+	}
+	return 0
+}
+
+func (x *ReaderStatus) GetFilter() []*FilterCriterion {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *ReaderStatus) GetLag() uint64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
+func (x *ReaderStatus) GetLagNanos() int64 {
+	if x != nil {
+		return x.LagNanos
+	}
+	return 0
+}
+
 // ConsumerStatus describes one consumer and its stream from each producer.
 type ConsumerStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -129,7 +273,7 @@ type ConsumerStatus struct {
 
 func (x *ConsumerStatus) Reset() {
 	*x = ConsumerStatus{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[2]
+	mi := &file_streamd_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -141,7 +285,7 @@ func (x *ConsumerStatus) String() string {
 func (*ConsumerStatus) ProtoMessage() {}
 
 func (x *ConsumerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[2]
+	mi := &file_streamd_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -154,7 +298,7 @@ func (x *ConsumerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerStatus.ProtoReflect.Descriptor instead.
 func (*ConsumerStatus) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ConsumerStatus) GetName() string {
@@ -224,7 +368,7 @@ type ProducerStatus struct {
 
 func (x *ProducerStatus) Reset() {
 	*x = ProducerStatus{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[3]
+	mi := &file_streamd_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -236,7 +380,7 @@ func (x *ProducerStatus) String() string {
 func (*ProducerStatus) ProtoMessage() {}
 
 func (x *ProducerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[3]
+	mi := &file_streamd_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -249,7 +393,7 @@ func (x *ProducerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProducerStatus.ProtoReflect.Descriptor instead.
 func (*ProducerStatus) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ProducerStatus) GetAddr() string {
@@ -313,7 +457,7 @@ type StoredOffset struct {
 
 func (x *StoredOffset) Reset() {
 	*x = StoredOffset{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[4]
+	mi := &file_streamd_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -325,7 +469,7 @@ func (x *StoredOffset) String() string {
 func (*StoredOffset) ProtoMessage() {}
 
 func (x *StoredOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[4]
+	mi := &file_streamd_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -338,7 +482,7 @@ func (x *StoredOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredOffset.ProtoReflect.Descriptor instead.
 func (*StoredOffset) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StoredOffset) GetConsumer() string {
@@ -400,7 +544,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[5]
+	mi := &file_streamd_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +556,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[5]
+	mi := &file_streamd_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +569,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListOffsetsRequest) GetConsumer() string {
@@ -444,7 +588,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[6]
+	mi := &file_streamd_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +600,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[6]
+	mi := &file_streamd_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +613,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListOffsetsResponse) GetOffsets() []*StoredOffset {
@@ -492,7 +636,7 @@ type OffsetSelector struct {
 
 func (x *OffsetSelector) Reset() {
 	*x = OffsetSelector{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[7]
+	mi := &file_streamd_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +648,7 @@ func (x *OffsetSelector) String() string {
 func (*OffsetSelector) ProtoMessage() {}
 
 func (x *OffsetSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[7]
+	mi := &file_streamd_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +661,7 @@ func (x *OffsetSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetSelector.ProtoReflect.Descriptor instead.
 func (*OffsetSelector) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *OffsetSelector) GetConsumer() string {
@@ -550,7 +694,7 @@ type GetOffsetRequest struct {
 
 func (x *GetOffsetRequest) Reset() {
 	*x = GetOffsetRequest{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[8]
+	mi := &file_streamd_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +706,7 @@ func (x *GetOffsetRequest) String() string {
 func (*GetOffsetRequest) ProtoMessage() {}
 
 func (x *GetOffsetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[8]
+	mi := &file_streamd_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +719,7 @@ func (x *GetOffsetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetOffsetRequest) GetSelector() *OffsetSelector {
@@ -596,7 +740,7 @@ type GetOffsetResponse struct {
 
 func (x *GetOffsetResponse) Reset() {
 	*x = GetOffsetResponse{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[9]
+	mi := &file_streamd_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +752,7 @@ func (x *GetOffsetResponse) String() string {
 func (*GetOffsetResponse) ProtoMessage() {}
 
 func (x *GetOffsetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[9]
+	mi := &file_streamd_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +765,7 @@ func (x *GetOffsetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetOffsetResponse) GetOffset() *StoredOffset {
@@ -654,7 +798,7 @@ type MoveOffsetsRequest struct {
 
 func (x *MoveOffsetsRequest) Reset() {
 	*x = MoveOffsetsRequest{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[10]
+	mi := &file_streamd_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +810,7 @@ func (x *MoveOffsetsRequest) String() string {
 func (*MoveOffsetsRequest) ProtoMessage() {}
 
 func (x *MoveOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[10]
+	mi := &file_streamd_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +823,7 @@ func (x *MoveOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*MoveOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MoveOffsetsRequest) GetSelector() *OffsetSelector {
@@ -727,7 +871,7 @@ type MoveOffsetsResponse struct {
 
 func (x *MoveOffsetsResponse) Reset() {
 	*x = MoveOffsetsResponse{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[11]
+	mi := &file_streamd_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +883,7 @@ func (x *MoveOffsetsResponse) String() string {
 func (*MoveOffsetsResponse) ProtoMessage() {}
 
 func (x *MoveOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[11]
+	mi := &file_streamd_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +896,7 @@ func (x *MoveOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*MoveOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MoveOffsetsResponse) GetChanges() []*OffsetChange {
@@ -781,7 +925,7 @@ type OffsetChange struct {
 
 func (x *OffsetChange) Reset() {
 	*x = OffsetChange{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[12]
+	mi := &file_streamd_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +937,7 @@ func (x *OffsetChange) String() string {
 func (*OffsetChange) ProtoMessage() {}
 
 func (x *OffsetChange) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[12]
+	mi := &file_streamd_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +950,7 @@ func (x *OffsetChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetChange.ProtoReflect.Descriptor instead.
 func (*OffsetChange) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *OffsetChange) GetFrom() *StoredOffset {
@@ -834,7 +978,7 @@ type UpdateConsumerFilterRequest struct {
 
 func (x *UpdateConsumerFilterRequest) Reset() {
 	*x = UpdateConsumerFilterRequest{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[13]
+	mi := &file_streamd_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +990,7 @@ func (x *UpdateConsumerFilterRequest) String() string {
 func (*UpdateConsumerFilterRequest) ProtoMessage() {}
 
 func (x *UpdateConsumerFilterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[13]
+	mi := &file_streamd_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +1003,7 @@ func (x *UpdateConsumerFilterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateConsumerFilterRequest.ProtoReflect.Descriptor instead.
 func (*UpdateConsumerFilterRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateConsumerFilterRequest) GetConsumer() string {
@@ -893,7 +1037,7 @@ type UpdateConsumerFilterResponse struct {
 
 func (x *UpdateConsumerFilterResponse) Reset() {
 	*x = UpdateConsumerFilterResponse{}
-	mi := &file_streamd_v1_admin_proto_msgTypes[14]
+	mi := &file_streamd_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1049,7 @@ func (x *UpdateConsumerFilterResponse) String() string {
 func (*UpdateConsumerFilterResponse) ProtoMessage() {}
 
 func (x *UpdateConsumerFilterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_admin_proto_msgTypes[14]
+	mi := &file_streamd_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1062,7 @@ func (x *UpdateConsumerFilterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateConsumerFilterResponse.ProtoReflect.Descriptor instead.
 func (*UpdateConsumerFilterResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_streamd_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateConsumerFilterResponse) GetFilter() []*FilterCriterion {
@@ -935,9 +1079,23 @@ const file_streamd_v1_admin_proto_rawDesc = "" +
 	"\x16streamd/v1/admin.proto\x12\n" +
 	"streamd.v1\x1a\x18streamd/v1/streamd.proto\"2\n" +
 	"\x14ListConsumersRequest\x12\x1a\n" +
-	"\bconsumer\x18\x01 \x01(\tR\bconsumer\"Q\n" +
+	"\bconsumer\x18\x01 \x01(\tR\bconsumer\"\x85\x01\n" +
 	"\x15ListConsumersResponse\x128\n" +
-	"\tconsumers\x18\x01 \x03(\v2\x1a.streamd.v1.ConsumerStatusR\tconsumers\"\xef\x01\n" +
+	"\tconsumers\x18\x01 \x03(\v2\x1a.streamd.v1.ConsumerStatusR\tconsumers\x122\n" +
+	"\areaders\x18\x02 \x03(\v2\x18.streamd.v1.ReaderStatusR\areaders\"\x87\x03\n" +
+	"\fReaderStatus\x12\x1a\n" +
+	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12.\n" +
+	"\x06slices\x18\x02 \x01(\v2\x16.streamd.v1.SliceRangeR\x06slices\x12\x16\n" +
+	"\x06stream\x18\x03 \x01(\tR\x06stream\x12\x1c\n" +
+	"\tconnected\x18\x04 \x01(\bR\tconnected\x12-\n" +
+	"\x13last_seen_unix_nano\x18\x05 \x01(\x03R\x10lastSeenUnixNano\x12\x12\n" +
+	"\x04addr\x18\x06 \x01(\tR\x04addr\x12)\n" +
+	"\x10delivered_offset\x18\a \x01(\x04R\x0fdeliveredOffset\x12#\n" +
+	"\rstored_offset\x18\b \x01(\x04R\fstoredOffset\x123\n" +
+	"\x06filter\x18\t \x03(\v2\x1b.streamd.v1.FilterCriterionR\x06filter\x12\x10\n" +
+	"\x03lag\x18\n" +
+	" \x01(\x04R\x03lag\x12\x1b\n" +
+	"\tlag_nanos\x18\v \x01(\x03R\blagNanos\"\xef\x01\n" +
 	"\x0eConsumerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x12\n" +
@@ -1015,60 +1173,64 @@ func file_streamd_v1_admin_proto_rawDescGZIP() []byte {
 	return file_streamd_v1_admin_proto_rawDescData
 }
 
-var file_streamd_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_streamd_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_streamd_v1_admin_proto_goTypes = []any{
 	(*ListConsumersRequest)(nil),         // 0: streamd.v1.ListConsumersRequest
 	(*ListConsumersResponse)(nil),        // 1: streamd.v1.ListConsumersResponse
-	(*ConsumerStatus)(nil),               // 2: streamd.v1.ConsumerStatus
-	(*ProducerStatus)(nil),               // 3: streamd.v1.ProducerStatus
-	(*StoredOffset)(nil),                 // 4: streamd.v1.StoredOffset
-	(*ListOffsetsRequest)(nil),           // 5: streamd.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),          // 6: streamd.v1.ListOffsetsResponse
-	(*OffsetSelector)(nil),               // 7: streamd.v1.OffsetSelector
-	(*GetOffsetRequest)(nil),             // 8: streamd.v1.GetOffsetRequest
-	(*GetOffsetResponse)(nil),            // 9: streamd.v1.GetOffsetResponse
-	(*MoveOffsetsRequest)(nil),           // 10: streamd.v1.MoveOffsetsRequest
-	(*MoveOffsetsResponse)(nil),          // 11: streamd.v1.MoveOffsetsResponse
-	(*OffsetChange)(nil),                 // 12: streamd.v1.OffsetChange
-	(*UpdateConsumerFilterRequest)(nil),  // 13: streamd.v1.UpdateConsumerFilterRequest
-	(*UpdateConsumerFilterResponse)(nil), // 14: streamd.v1.UpdateConsumerFilterResponse
-	(*FilterCriterion)(nil),              // 15: streamd.v1.FilterCriterion
+	(*ReaderStatus)(nil),                 // 2: streamd.v1.ReaderStatus
+	(*ConsumerStatus)(nil),               // 3: streamd.v1.ConsumerStatus
+	(*ProducerStatus)(nil),               // 4: streamd.v1.ProducerStatus
+	(*StoredOffset)(nil),                 // 5: streamd.v1.StoredOffset
+	(*ListOffsetsRequest)(nil),           // 6: streamd.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),          // 7: streamd.v1.ListOffsetsResponse
+	(*OffsetSelector)(nil),               // 8: streamd.v1.OffsetSelector
+	(*GetOffsetRequest)(nil),             // 9: streamd.v1.GetOffsetRequest
+	(*GetOffsetResponse)(nil),            // 10: streamd.v1.GetOffsetResponse
+	(*MoveOffsetsRequest)(nil),           // 11: streamd.v1.MoveOffsetsRequest
+	(*MoveOffsetsResponse)(nil),          // 12: streamd.v1.MoveOffsetsResponse
+	(*OffsetChange)(nil),                 // 13: streamd.v1.OffsetChange
+	(*UpdateConsumerFilterRequest)(nil),  // 14: streamd.v1.UpdateConsumerFilterRequest
+	(*UpdateConsumerFilterResponse)(nil), // 15: streamd.v1.UpdateConsumerFilterResponse
 	(*SliceRange)(nil),                   // 16: streamd.v1.SliceRange
-	(StartPolicy)(0),                     // 17: streamd.v1.StartPolicy
+	(*FilterCriterion)(nil),              // 17: streamd.v1.FilterCriterion
+	(StartPolicy)(0),                     // 18: streamd.v1.StartPolicy
 }
 var file_streamd_v1_admin_proto_depIdxs = []int32{
-	2,  // 0: streamd.v1.ListConsumersResponse.consumers:type_name -> streamd.v1.ConsumerStatus
-	15, // 1: streamd.v1.ConsumerStatus.filter:type_name -> streamd.v1.FilterCriterion
-	3,  // 2: streamd.v1.ConsumerStatus.producers:type_name -> streamd.v1.ProducerStatus
-	16, // 3: streamd.v1.StoredOffset.slices:type_name -> streamd.v1.SliceRange
-	17, // 4: streamd.v1.StoredOffset.start_policy:type_name -> streamd.v1.StartPolicy
-	4,  // 5: streamd.v1.ListOffsetsResponse.offsets:type_name -> streamd.v1.StoredOffset
-	16, // 6: streamd.v1.OffsetSelector.slices:type_name -> streamd.v1.SliceRange
-	7,  // 7: streamd.v1.GetOffsetRequest.selector:type_name -> streamd.v1.OffsetSelector
-	4,  // 8: streamd.v1.GetOffsetResponse.offset:type_name -> streamd.v1.StoredOffset
-	7,  // 9: streamd.v1.MoveOffsetsRequest.selector:type_name -> streamd.v1.OffsetSelector
-	17, // 10: streamd.v1.MoveOffsetsRequest.to_start_policy:type_name -> streamd.v1.StartPolicy
-	12, // 11: streamd.v1.MoveOffsetsResponse.changes:type_name -> streamd.v1.OffsetChange
-	4,  // 12: streamd.v1.OffsetChange.from:type_name -> streamd.v1.StoredOffset
-	4,  // 13: streamd.v1.OffsetChange.to:type_name -> streamd.v1.StoredOffset
-	15, // 14: streamd.v1.UpdateConsumerFilterRequest.add:type_name -> streamd.v1.FilterCriterion
-	15, // 15: streamd.v1.UpdateConsumerFilterRequest.remove:type_name -> streamd.v1.FilterCriterion
-	15, // 16: streamd.v1.UpdateConsumerFilterResponse.filter:type_name -> streamd.v1.FilterCriterion
-	0,  // 17: streamd.v1.AdminService.ListConsumers:input_type -> streamd.v1.ListConsumersRequest
-	5,  // 18: streamd.v1.AdminService.ListOffsets:input_type -> streamd.v1.ListOffsetsRequest
-	8,  // 19: streamd.v1.AdminService.GetOffset:input_type -> streamd.v1.GetOffsetRequest
-	10, // 20: streamd.v1.AdminService.MoveOffsets:input_type -> streamd.v1.MoveOffsetsRequest
-	13, // 21: streamd.v1.AdminService.UpdateConsumerFilter:input_type -> streamd.v1.UpdateConsumerFilterRequest
-	1,  // 22: streamd.v1.AdminService.ListConsumers:output_type -> streamd.v1.ListConsumersResponse
-	6,  // 23: streamd.v1.AdminService.ListOffsets:output_type -> streamd.v1.ListOffsetsResponse
-	9,  // 24: streamd.v1.AdminService.GetOffset:output_type -> streamd.v1.GetOffsetResponse
-	11, // 25: streamd.v1.AdminService.MoveOffsets:output_type -> streamd.v1.MoveOffsetsResponse
-	14, // 26: streamd.v1.AdminService.UpdateConsumerFilter:output_type -> streamd.v1.UpdateConsumerFilterResponse
-	22, // [22:27] is the sub-list for method output_type
-	17, // [17:22] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	3,  // 0: streamd.v1.ListConsumersResponse.consumers:type_name -> streamd.v1.ConsumerStatus
+	2,  // 1: streamd.v1.ListConsumersResponse.readers:type_name -> streamd.v1.ReaderStatus
+	16, // 2: streamd.v1.ReaderStatus.slices:type_name -> streamd.v1.SliceRange
+	17, // 3: streamd.v1.ReaderStatus.filter:type_name -> streamd.v1.FilterCriterion
+	17, // 4: streamd.v1.ConsumerStatus.filter:type_name -> streamd.v1.FilterCriterion
+	4,  // 5: streamd.v1.ConsumerStatus.producers:type_name -> streamd.v1.ProducerStatus
+	16, // 6: streamd.v1.StoredOffset.slices:type_name -> streamd.v1.SliceRange
+	18, // 7: streamd.v1.StoredOffset.start_policy:type_name -> streamd.v1.StartPolicy
+	5,  // 8: streamd.v1.ListOffsetsResponse.offsets:type_name -> streamd.v1.StoredOffset
+	16, // 9: streamd.v1.OffsetSelector.slices:type_name -> streamd.v1.SliceRange
+	8,  // 10: streamd.v1.GetOffsetRequest.selector:type_name -> streamd.v1.OffsetSelector
+	5,  // 11: streamd.v1.GetOffsetResponse.offset:type_name -> streamd.v1.StoredOffset
+	8,  // 12: streamd.v1.MoveOffsetsRequest.selector:type_name -> streamd.v1.OffsetSelector
+	18, // 13: streamd.v1.MoveOffsetsRequest.to_start_policy:type_name -> streamd.v1.StartPolicy
+	13, // 14: streamd.v1.MoveOffsetsResponse.changes:type_name -> streamd.v1.OffsetChange
+	5,  // 15: streamd.v1.OffsetChange.from:type_name -> streamd.v1.StoredOffset
+	5,  // 16: streamd.v1.OffsetChange.to:type_name -> streamd.v1.StoredOffset
+	17, // 17: streamd.v1.UpdateConsumerFilterRequest.add:type_name -> streamd.v1.FilterCriterion
+	17, // 18: streamd.v1.UpdateConsumerFilterRequest.remove:type_name -> streamd.v1.FilterCriterion
+	17, // 19: streamd.v1.UpdateConsumerFilterResponse.filter:type_name -> streamd.v1.FilterCriterion
+	0,  // 20: streamd.v1.AdminService.ListConsumers:input_type -> streamd.v1.ListConsumersRequest
+	6,  // 21: streamd.v1.AdminService.ListOffsets:input_type -> streamd.v1.ListOffsetsRequest
+	9,  // 22: streamd.v1.AdminService.GetOffset:input_type -> streamd.v1.GetOffsetRequest
+	11, // 23: streamd.v1.AdminService.MoveOffsets:input_type -> streamd.v1.MoveOffsetsRequest
+	14, // 24: streamd.v1.AdminService.UpdateConsumerFilter:input_type -> streamd.v1.UpdateConsumerFilterRequest
+	1,  // 25: streamd.v1.AdminService.ListConsumers:output_type -> streamd.v1.ListConsumersResponse
+	7,  // 26: streamd.v1.AdminService.ListOffsets:output_type -> streamd.v1.ListOffsetsResponse
+	10, // 27: streamd.v1.AdminService.GetOffset:output_type -> streamd.v1.GetOffsetResponse
+	12, // 28: streamd.v1.AdminService.MoveOffsets:output_type -> streamd.v1.MoveOffsetsResponse
+	15, // 29: streamd.v1.AdminService.UpdateConsumerFilter:output_type -> streamd.v1.UpdateConsumerFilterResponse
+	25, // [25:30] is the sub-list for method output_type
+	20, // [20:25] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_streamd_v1_admin_proto_init() }
@@ -1083,7 +1245,7 @@ func file_streamd_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamd_v1_admin_proto_rawDesc), len(file_streamd_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -712,6 +712,7 @@ type SubscribeRequest struct {
 	//	*SubscribeRequest_Init
 	//	*SubscribeRequest_FilterUpdate
 	//	*SubscribeRequest_Replay
+	//	*SubscribeRequest_OffsetReport
 	Request       isSubscribeRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -781,6 +782,15 @@ func (x *SubscribeRequest) GetReplay() *Replay {
 	return nil
 }
 
+func (x *SubscribeRequest) GetOffsetReport() *OffsetReport {
+	if x != nil {
+		if x, ok := x.Request.(*SubscribeRequest_OffsetReport); ok {
+			return x.OffsetReport
+		}
+	}
+	return nil
+}
+
 type isSubscribeRequest_Request interface {
 	isSubscribeRequest_Request()
 }
@@ -797,11 +807,17 @@ type SubscribeRequest_Replay struct {
 	Replay *Replay `protobuf:"bytes,3,opt,name=replay,proto3,oneof"`
 }
 
+type SubscribeRequest_OffsetReport struct {
+	OffsetReport *OffsetReport `protobuf:"bytes,4,opt,name=offset_report,json=offsetReport,proto3,oneof"`
+}
+
 func (*SubscribeRequest_Init) isSubscribeRequest_Request() {}
 
 func (*SubscribeRequest_FilterUpdate) isSubscribeRequest_Request() {}
 
 func (*SubscribeRequest_Replay) isSubscribeRequest_Request() {}
+
+func (*SubscribeRequest_OffsetReport) isSubscribeRequest_Request() {}
 
 // Init opens the stream. Exactly one of position or start_policy says where it
 // starts; a position whose journal id differs from the producer's is refused
@@ -964,6 +980,59 @@ func (x *FilterUpdate) GetRemove() []*FilterCriterion {
 	return nil
 }
 
+// OffsetReport tells the producer the offset the consumer has stored (committed
+// to its offsets store) in the producer's journal, for operators: the
+// producer keeps what each consumer last reported (AdminService
+// ListConsumers, `streamctl consumers list`) and nothing else depends on it.
+// Send it only to a producer whose Hello set accepts_offset_reports (an older
+// producer ends the stream on a request it does not know), after a commit,
+// at most about once a second.
+type OffsetReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last offset processed and stored: a restarted consumer resumes after
+	// it.
+	StoredOffset  uint64 `protobuf:"varint,1,opt,name=stored_offset,json=storedOffset,proto3" json:"stored_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffsetReport) Reset() {
+	*x = OffsetReport{}
+	mi := &file_streamd_v1_streamd_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffsetReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffsetReport) ProtoMessage() {}
+
+func (x *OffsetReport) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_streamd_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffsetReport.ProtoReflect.Descriptor instead.
+func (*OffsetReport) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *OffsetReport) GetStoredOffset() uint64 {
+	if x != nil {
+		return x.StoredOffset
+	}
+	return 0
+}
+
 // Replay asks for the history of one entity from a seq_nr, interleaved with
 // the live stream. Replayed events arrive in batches marked replay.
 type Replay struct {
@@ -977,7 +1046,7 @@ type Replay struct {
 
 func (x *Replay) Reset() {
 	*x = Replay{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[8]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1058,7 @@ func (x *Replay) String() string {
 func (*Replay) ProtoMessage() {}
 
 func (x *Replay) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[8]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1071,7 @@ func (x *Replay) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replay.ProtoReflect.Descriptor instead.
 func (*Replay) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{8}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Replay) GetEntityType() string {
@@ -1041,7 +1110,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[9]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1122,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[9]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1135,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{9}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SubscribeResponse) GetResponse() isSubscribeResponse_Response {
@@ -1148,14 +1217,16 @@ type Hello struct {
 	FirstOffset uint64 `protobuf:"varint,2,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
 	LastOffset  uint64 `protobuf:"varint,3,opt,name=last_offset,json=lastOffset,proto3" json:"last_offset,omitempty"`
 	// Where the stream starts: the first offset it may deliver.
-	StartOffset   uint64 `protobuf:"varint,4,opt,name=start_offset,json=startOffset,proto3" json:"start_offset,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StartOffset uint64 `protobuf:"varint,4,opt,name=start_offset,json=startOffset,proto3" json:"start_offset,omitempty"`
+	// The producer takes OffsetReport requests on this stream.
+	AcceptsOffsetReports bool `protobuf:"varint,5,opt,name=accepts_offset_reports,json=acceptsOffsetReports,proto3" json:"accepts_offset_reports,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[10]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1238,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[10]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1251,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{10}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Hello) GetJournalId() []byte {
@@ -1211,6 +1282,13 @@ func (x *Hello) GetStartOffset() uint64 {
 	return 0
 }
 
+func (x *Hello) GetAcceptsOffsetReports() bool {
+	if x != nil {
+		return x.AcceptsOffsetReports
+	}
+	return false
+}
+
 // EventBatch carries events in offset order. Batches marked replay answer a
 // Replay or a replaying filter include and do not move the stream's position.
 type EventBatch struct {
@@ -1223,7 +1301,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[11]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1313,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[11]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1326,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{11}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EventBatch) GetEvents() []*Event {
@@ -1276,7 +1354,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[12]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1366,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[12]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1379,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{12}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Progress) GetOffset() uint64 {
@@ -1324,7 +1402,7 @@ type FilterUpdateResult struct {
 
 func (x *FilterUpdateResult) Reset() {
 	*x = FilterUpdateResult{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[13]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1414,7 @@ func (x *FilterUpdateResult) String() string {
 func (*FilterUpdateResult) ProtoMessage() {}
 
 func (x *FilterUpdateResult) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[13]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1427,7 @@ func (x *FilterUpdateResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilterUpdateResult.ProtoReflect.Descriptor instead.
 func (*FilterUpdateResult) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{13}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FilterUpdateResult) GetId() uint64 {
@@ -1382,7 +1460,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[14]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1472,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[14]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1485,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{14}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PublishRequest) GetEvents() []*Event {
@@ -1438,7 +1516,7 @@ type Appended struct {
 
 func (x *Appended) Reset() {
 	*x = Appended{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[15]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1528,7 @@ func (x *Appended) String() string {
 func (*Appended) ProtoMessage() {}
 
 func (x *Appended) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[15]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1541,7 @@ func (x *Appended) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Appended.ProtoReflect.Descriptor instead.
 func (*Appended) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{15}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Appended) GetOffset() uint64 {
@@ -1517,7 +1595,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[16]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1607,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[16]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1620,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{16}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PublishResponse) GetAppended() []*Appended {
@@ -1567,7 +1645,7 @@ type PublishStreamRequest struct {
 
 func (x *PublishStreamRequest) Reset() {
 	*x = PublishStreamRequest{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[17]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1657,7 @@ func (x *PublishStreamRequest) String() string {
 func (*PublishStreamRequest) ProtoMessage() {}
 
 func (x *PublishStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[17]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1670,7 @@ func (x *PublishStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishStreamRequest.ProtoReflect.Descriptor instead.
 func (*PublishStreamRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{17}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PublishStreamRequest) GetEvents() []*Event {
@@ -1623,7 +1701,7 @@ type PublishStreamResponse struct {
 
 func (x *PublishStreamResponse) Reset() {
 	*x = PublishStreamResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[18]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1713,7 @@ func (x *PublishStreamResponse) String() string {
 func (*PublishStreamResponse) ProtoMessage() {}
 
 func (x *PublishStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[18]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1726,7 @@ func (x *PublishStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishStreamResponse.ProtoReflect.Descriptor instead.
 func (*PublishStreamResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{18}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PublishStreamResponse) GetAppended() []*Appended {
@@ -1683,7 +1761,7 @@ type LoadEventRequest struct {
 
 func (x *LoadEventRequest) Reset() {
 	*x = LoadEventRequest{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[19]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1773,7 @@ func (x *LoadEventRequest) String() string {
 func (*LoadEventRequest) ProtoMessage() {}
 
 func (x *LoadEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[19]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1786,7 @@ func (x *LoadEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadEventRequest.ProtoReflect.Descriptor instead.
 func (*LoadEventRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{19}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LoadEventRequest) GetEntityType() string {
@@ -1741,7 +1819,7 @@ type LoadEventResponse struct {
 
 func (x *LoadEventResponse) Reset() {
 	*x = LoadEventResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[20]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1831,7 @@ func (x *LoadEventResponse) String() string {
 func (*LoadEventResponse) ProtoMessage() {}
 
 func (x *LoadEventResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[20]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1844,7 @@ func (x *LoadEventResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadEventResponse.ProtoReflect.Descriptor instead.
 func (*LoadEventResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{20}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LoadEventResponse) GetEvent() *Event {
@@ -1787,7 +1865,7 @@ type EntityEventsRequest struct {
 
 func (x *EntityEventsRequest) Reset() {
 	*x = EntityEventsRequest{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[21]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +1877,7 @@ func (x *EntityEventsRequest) String() string {
 func (*EntityEventsRequest) ProtoMessage() {}
 
 func (x *EntityEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[21]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,7 +1890,7 @@ func (x *EntityEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityEventsRequest.ProtoReflect.Descriptor instead.
 func (*EntityEventsRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{21}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EntityEventsRequest) GetEntityType() string {
@@ -1845,7 +1923,7 @@ type EntityEventsResponse struct {
 
 func (x *EntityEventsResponse) Reset() {
 	*x = EntityEventsResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[22]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +1935,7 @@ func (x *EntityEventsResponse) String() string {
 func (*EntityEventsResponse) ProtoMessage() {}
 
 func (x *EntityEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[22]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +1948,7 @@ func (x *EntityEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityEventsResponse.ProtoReflect.Descriptor instead.
 func (*EntityEventsResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{22}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EntityEventsResponse) GetEvents() []*Event {
@@ -1888,7 +1966,7 @@ type JournalInfoRequest struct {
 
 func (x *JournalInfoRequest) Reset() {
 	*x = JournalInfoRequest{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[23]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +1978,7 @@ func (x *JournalInfoRequest) String() string {
 func (*JournalInfoRequest) ProtoMessage() {}
 
 func (x *JournalInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[23]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +1991,7 @@ func (x *JournalInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalInfoRequest.ProtoReflect.Descriptor instead.
 func (*JournalInfoRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{23}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{24}
 }
 
 type JournalInfoResponse struct {
@@ -1933,7 +2011,7 @@ type JournalInfoResponse struct {
 
 func (x *JournalInfoResponse) Reset() {
 	*x = JournalInfoResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[24]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2023,7 @@ func (x *JournalInfoResponse) String() string {
 func (*JournalInfoResponse) ProtoMessage() {}
 
 func (x *JournalInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[24]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2036,7 @@ func (x *JournalInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalInfoResponse.ProtoReflect.Descriptor instead.
 func (*JournalInfoResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{24}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *JournalInfoResponse) GetJournalId() []byte {
@@ -2023,7 +2101,7 @@ type RawEventBatch struct {
 
 func (x *RawEventBatch) Reset() {
 	*x = RawEventBatch{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[25]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2035,7 +2113,7 @@ func (x *RawEventBatch) String() string {
 func (*RawEventBatch) ProtoMessage() {}
 
 func (x *RawEventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[25]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2048,7 +2126,7 @@ func (x *RawEventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RawEventBatch.ProtoReflect.Descriptor instead.
 func (*RawEventBatch) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{25}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RawEventBatch) GetEvents() [][]byte {
@@ -2079,7 +2157,7 @@ type RawSubscribeResponse struct {
 
 func (x *RawSubscribeResponse) Reset() {
 	*x = RawSubscribeResponse{}
-	mi := &file_streamd_v1_streamd_proto_msgTypes[26]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2169,7 @@ func (x *RawSubscribeResponse) String() string {
 func (*RawSubscribeResponse) ProtoMessage() {}
 
 func (x *RawSubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_streamd_proto_msgTypes[26]
+	mi := &file_streamd_v1_streamd_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2182,7 @@ func (x *RawSubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RawSubscribeResponse.ProtoReflect.Descriptor instead.
 func (*RawSubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{26}
+	return file_streamd_v1_streamd_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RawSubscribeResponse) GetResponse() isRawSubscribeResponse_Response {
@@ -2187,11 +2265,12 @@ const file_streamd_v1_streamd_proto_rawDesc = "" +
 	"\x05field\x18\x02 \x01(\x0e2\x17.streamd.v1.FilterFieldR\x05field\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\tR\x05value\x12/\n" +
 	"\x14expires_at_unix_nano\x18\x04 \x01(\x03R\x11expiresAtUnixNano\x12+\n" +
-	"\x12replay_from_seq_nr\x18\x05 \x01(\x04R\x0freplayFromSeqNr\"\xb4\x01\n" +
+	"\x12replay_from_seq_nr\x18\x05 \x01(\x04R\x0freplayFromSeqNr\"\xf5\x01\n" +
 	"\x10SubscribeRequest\x12&\n" +
 	"\x04init\x18\x01 \x01(\v2\x10.streamd.v1.InitH\x00R\x04init\x12?\n" +
 	"\rfilter_update\x18\x02 \x01(\v2\x18.streamd.v1.FilterUpdateH\x00R\ffilterUpdate\x12,\n" +
-	"\x06replay\x18\x03 \x01(\v2\x12.streamd.v1.ReplayH\x00R\x06replayB\t\n" +
+	"\x06replay\x18\x03 \x01(\v2\x12.streamd.v1.ReplayH\x00R\x06replay\x12?\n" +
+	"\roffset_report\x18\x04 \x01(\v2\x18.streamd.v1.OffsetReportH\x00R\foffsetReportB\t\n" +
 	"\arequest\"\xd0\x02\n" +
 	"\x04Init\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x127\n" +
@@ -2205,7 +2284,9 @@ const file_streamd_v1_streamd_proto_rawDesc = "" +
 	"\fFilterUpdate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12-\n" +
 	"\x03add\x18\x02 \x03(\v2\x1b.streamd.v1.FilterCriterionR\x03add\x123\n" +
-	"\x06remove\x18\x03 \x03(\v2\x1b.streamd.v1.FilterCriterionR\x06remove\"f\n" +
+	"\x06remove\x18\x03 \x03(\v2\x1b.streamd.v1.FilterCriterionR\x06remove\"3\n" +
+	"\fOffsetReport\x12#\n" +
+	"\rstored_offset\x18\x01 \x01(\x04R\fstoredOffset\"f\n" +
 	"\x06Replay\x12\x1f\n" +
 	"\ventity_type\x18\x01 \x01(\tR\n" +
 	"entityType\x12\x1b\n" +
@@ -2217,14 +2298,15 @@ const file_streamd_v1_streamd_proto_rawDesc = "" +
 	"\bprogress\x18\x03 \x01(\v2\x14.streamd.v1.ProgressH\x00R\bprogress\x12R\n" +
 	"\x14filter_update_result\x18\x04 \x01(\v2\x1e.streamd.v1.FilterUpdateResultH\x00R\x12filterUpdateResultB\n" +
 	"\n" +
-	"\bresponse\"\x8d\x01\n" +
+	"\bresponse\"\xc3\x01\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"journal_id\x18\x01 \x01(\fR\tjournalId\x12!\n" +
 	"\ffirst_offset\x18\x02 \x01(\x04R\vfirstOffset\x12\x1f\n" +
 	"\vlast_offset\x18\x03 \x01(\x04R\n" +
 	"lastOffset\x12!\n" +
-	"\fstart_offset\x18\x04 \x01(\x04R\vstartOffset\"O\n" +
+	"\fstart_offset\x18\x04 \x01(\x04R\vstartOffset\x124\n" +
+	"\x16accepts_offset_reports\x18\x05 \x01(\bR\x14acceptsOffsetReports\"O\n" +
 	"\n" +
 	"EventBatch\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.streamd.v1.EventR\x06events\x12\x16\n" +
@@ -2324,7 +2406,7 @@ func file_streamd_v1_streamd_proto_rawDescGZIP() []byte {
 }
 
 var file_streamd_v1_streamd_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_streamd_v1_streamd_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_streamd_v1_streamd_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_streamd_v1_streamd_proto_goTypes = []any{
 	(StartPolicy)(0),              // 0: streamd.v1.StartPolicy
 	(FilterAction)(0),             // 1: streamd.v1.FilterAction
@@ -2337,72 +2419,74 @@ var file_streamd_v1_streamd_proto_goTypes = []any{
 	(*SubscribeRequest)(nil),      // 8: streamd.v1.SubscribeRequest
 	(*Init)(nil),                  // 9: streamd.v1.Init
 	(*FilterUpdate)(nil),          // 10: streamd.v1.FilterUpdate
-	(*Replay)(nil),                // 11: streamd.v1.Replay
-	(*SubscribeResponse)(nil),     // 12: streamd.v1.SubscribeResponse
-	(*Hello)(nil),                 // 13: streamd.v1.Hello
-	(*EventBatch)(nil),            // 14: streamd.v1.EventBatch
-	(*Progress)(nil),              // 15: streamd.v1.Progress
-	(*FilterUpdateResult)(nil),    // 16: streamd.v1.FilterUpdateResult
-	(*PublishRequest)(nil),        // 17: streamd.v1.PublishRequest
-	(*Appended)(nil),              // 18: streamd.v1.Appended
-	(*PublishResponse)(nil),       // 19: streamd.v1.PublishResponse
-	(*PublishStreamRequest)(nil),  // 20: streamd.v1.PublishStreamRequest
-	(*PublishStreamResponse)(nil), // 21: streamd.v1.PublishStreamResponse
-	(*LoadEventRequest)(nil),      // 22: streamd.v1.LoadEventRequest
-	(*LoadEventResponse)(nil),     // 23: streamd.v1.LoadEventResponse
-	(*EntityEventsRequest)(nil),   // 24: streamd.v1.EntityEventsRequest
-	(*EntityEventsResponse)(nil),  // 25: streamd.v1.EntityEventsResponse
-	(*JournalInfoRequest)(nil),    // 26: streamd.v1.JournalInfoRequest
-	(*JournalInfoResponse)(nil),   // 27: streamd.v1.JournalInfoResponse
-	(*RawEventBatch)(nil),         // 28: streamd.v1.RawEventBatch
-	(*RawSubscribeResponse)(nil),  // 29: streamd.v1.RawSubscribeResponse
-	nil,                           // 30: streamd.v1.Event.MetadataEntry
-	nil,                           // 31: streamd.v1.Event.VersionVectorEntry
+	(*OffsetReport)(nil),          // 11: streamd.v1.OffsetReport
+	(*Replay)(nil),                // 12: streamd.v1.Replay
+	(*SubscribeResponse)(nil),     // 13: streamd.v1.SubscribeResponse
+	(*Hello)(nil),                 // 14: streamd.v1.Hello
+	(*EventBatch)(nil),            // 15: streamd.v1.EventBatch
+	(*Progress)(nil),              // 16: streamd.v1.Progress
+	(*FilterUpdateResult)(nil),    // 17: streamd.v1.FilterUpdateResult
+	(*PublishRequest)(nil),        // 18: streamd.v1.PublishRequest
+	(*Appended)(nil),              // 19: streamd.v1.Appended
+	(*PublishResponse)(nil),       // 20: streamd.v1.PublishResponse
+	(*PublishStreamRequest)(nil),  // 21: streamd.v1.PublishStreamRequest
+	(*PublishStreamResponse)(nil), // 22: streamd.v1.PublishStreamResponse
+	(*LoadEventRequest)(nil),      // 23: streamd.v1.LoadEventRequest
+	(*LoadEventResponse)(nil),     // 24: streamd.v1.LoadEventResponse
+	(*EntityEventsRequest)(nil),   // 25: streamd.v1.EntityEventsRequest
+	(*EntityEventsResponse)(nil),  // 26: streamd.v1.EntityEventsResponse
+	(*JournalInfoRequest)(nil),    // 27: streamd.v1.JournalInfoRequest
+	(*JournalInfoResponse)(nil),   // 28: streamd.v1.JournalInfoResponse
+	(*RawEventBatch)(nil),         // 29: streamd.v1.RawEventBatch
+	(*RawSubscribeResponse)(nil),  // 30: streamd.v1.RawSubscribeResponse
+	nil,                           // 31: streamd.v1.Event.MetadataEntry
+	nil,                           // 32: streamd.v1.Event.VersionVectorEntry
 }
 var file_streamd_v1_streamd_proto_depIdxs = []int32{
-	30, // 0: streamd.v1.Event.metadata:type_name -> streamd.v1.Event.MetadataEntry
-	31, // 1: streamd.v1.Event.version_vector:type_name -> streamd.v1.Event.VersionVectorEntry
+	31, // 0: streamd.v1.Event.metadata:type_name -> streamd.v1.Event.MetadataEntry
+	32, // 1: streamd.v1.Event.version_vector:type_name -> streamd.v1.Event.VersionVectorEntry
 	4,  // 2: streamd.v1.Event.crdt_ops:type_name -> streamd.v1.CrdtOp
 	1,  // 3: streamd.v1.FilterCriterion.action:type_name -> streamd.v1.FilterAction
 	2,  // 4: streamd.v1.FilterCriterion.field:type_name -> streamd.v1.FilterField
 	9,  // 5: streamd.v1.SubscribeRequest.init:type_name -> streamd.v1.Init
 	10, // 6: streamd.v1.SubscribeRequest.filter_update:type_name -> streamd.v1.FilterUpdate
-	11, // 7: streamd.v1.SubscribeRequest.replay:type_name -> streamd.v1.Replay
-	5,  // 8: streamd.v1.Init.slice_range:type_name -> streamd.v1.SliceRange
-	6,  // 9: streamd.v1.Init.position:type_name -> streamd.v1.Position
-	0,  // 10: streamd.v1.Init.start_policy:type_name -> streamd.v1.StartPolicy
-	7,  // 11: streamd.v1.Init.filter:type_name -> streamd.v1.FilterCriterion
-	7,  // 12: streamd.v1.FilterUpdate.add:type_name -> streamd.v1.FilterCriterion
-	7,  // 13: streamd.v1.FilterUpdate.remove:type_name -> streamd.v1.FilterCriterion
-	13, // 14: streamd.v1.SubscribeResponse.hello:type_name -> streamd.v1.Hello
-	14, // 15: streamd.v1.SubscribeResponse.events:type_name -> streamd.v1.EventBatch
-	15, // 16: streamd.v1.SubscribeResponse.progress:type_name -> streamd.v1.Progress
-	16, // 17: streamd.v1.SubscribeResponse.filter_update_result:type_name -> streamd.v1.FilterUpdateResult
-	3,  // 18: streamd.v1.EventBatch.events:type_name -> streamd.v1.Event
-	3,  // 19: streamd.v1.PublishRequest.events:type_name -> streamd.v1.Event
-	18, // 20: streamd.v1.PublishResponse.appended:type_name -> streamd.v1.Appended
-	3,  // 21: streamd.v1.PublishStreamRequest.events:type_name -> streamd.v1.Event
-	18, // 22: streamd.v1.PublishStreamResponse.appended:type_name -> streamd.v1.Appended
-	3,  // 23: streamd.v1.LoadEventResponse.event:type_name -> streamd.v1.Event
-	3,  // 24: streamd.v1.EntityEventsResponse.events:type_name -> streamd.v1.Event
-	28, // 25: streamd.v1.RawSubscribeResponse.events:type_name -> streamd.v1.RawEventBatch
-	8,  // 26: streamd.v1.EventStreamService.Subscribe:input_type -> streamd.v1.SubscribeRequest
-	17, // 27: streamd.v1.EventStreamService.Publish:input_type -> streamd.v1.PublishRequest
-	20, // 28: streamd.v1.EventStreamService.PublishStream:input_type -> streamd.v1.PublishStreamRequest
-	22, // 29: streamd.v1.EventStreamService.LoadEvent:input_type -> streamd.v1.LoadEventRequest
-	24, // 30: streamd.v1.EventStreamService.EntityEvents:input_type -> streamd.v1.EntityEventsRequest
-	26, // 31: streamd.v1.EventStreamService.JournalInfo:input_type -> streamd.v1.JournalInfoRequest
-	12, // 32: streamd.v1.EventStreamService.Subscribe:output_type -> streamd.v1.SubscribeResponse
-	19, // 33: streamd.v1.EventStreamService.Publish:output_type -> streamd.v1.PublishResponse
-	21, // 34: streamd.v1.EventStreamService.PublishStream:output_type -> streamd.v1.PublishStreamResponse
-	23, // 35: streamd.v1.EventStreamService.LoadEvent:output_type -> streamd.v1.LoadEventResponse
-	25, // 36: streamd.v1.EventStreamService.EntityEvents:output_type -> streamd.v1.EntityEventsResponse
-	27, // 37: streamd.v1.EventStreamService.JournalInfo:output_type -> streamd.v1.JournalInfoResponse
-	32, // [32:38] is the sub-list for method output_type
-	26, // [26:32] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	12, // 7: streamd.v1.SubscribeRequest.replay:type_name -> streamd.v1.Replay
+	11, // 8: streamd.v1.SubscribeRequest.offset_report:type_name -> streamd.v1.OffsetReport
+	5,  // 9: streamd.v1.Init.slice_range:type_name -> streamd.v1.SliceRange
+	6,  // 10: streamd.v1.Init.position:type_name -> streamd.v1.Position
+	0,  // 11: streamd.v1.Init.start_policy:type_name -> streamd.v1.StartPolicy
+	7,  // 12: streamd.v1.Init.filter:type_name -> streamd.v1.FilterCriterion
+	7,  // 13: streamd.v1.FilterUpdate.add:type_name -> streamd.v1.FilterCriterion
+	7,  // 14: streamd.v1.FilterUpdate.remove:type_name -> streamd.v1.FilterCriterion
+	14, // 15: streamd.v1.SubscribeResponse.hello:type_name -> streamd.v1.Hello
+	15, // 16: streamd.v1.SubscribeResponse.events:type_name -> streamd.v1.EventBatch
+	16, // 17: streamd.v1.SubscribeResponse.progress:type_name -> streamd.v1.Progress
+	17, // 18: streamd.v1.SubscribeResponse.filter_update_result:type_name -> streamd.v1.FilterUpdateResult
+	3,  // 19: streamd.v1.EventBatch.events:type_name -> streamd.v1.Event
+	3,  // 20: streamd.v1.PublishRequest.events:type_name -> streamd.v1.Event
+	19, // 21: streamd.v1.PublishResponse.appended:type_name -> streamd.v1.Appended
+	3,  // 22: streamd.v1.PublishStreamRequest.events:type_name -> streamd.v1.Event
+	19, // 23: streamd.v1.PublishStreamResponse.appended:type_name -> streamd.v1.Appended
+	3,  // 24: streamd.v1.LoadEventResponse.event:type_name -> streamd.v1.Event
+	3,  // 25: streamd.v1.EntityEventsResponse.events:type_name -> streamd.v1.Event
+	29, // 26: streamd.v1.RawSubscribeResponse.events:type_name -> streamd.v1.RawEventBatch
+	8,  // 27: streamd.v1.EventStreamService.Subscribe:input_type -> streamd.v1.SubscribeRequest
+	18, // 28: streamd.v1.EventStreamService.Publish:input_type -> streamd.v1.PublishRequest
+	21, // 29: streamd.v1.EventStreamService.PublishStream:input_type -> streamd.v1.PublishStreamRequest
+	23, // 30: streamd.v1.EventStreamService.LoadEvent:input_type -> streamd.v1.LoadEventRequest
+	25, // 31: streamd.v1.EventStreamService.EntityEvents:input_type -> streamd.v1.EntityEventsRequest
+	27, // 32: streamd.v1.EventStreamService.JournalInfo:input_type -> streamd.v1.JournalInfoRequest
+	13, // 33: streamd.v1.EventStreamService.Subscribe:output_type -> streamd.v1.SubscribeResponse
+	20, // 34: streamd.v1.EventStreamService.Publish:output_type -> streamd.v1.PublishResponse
+	22, // 35: streamd.v1.EventStreamService.PublishStream:output_type -> streamd.v1.PublishStreamResponse
+	24, // 36: streamd.v1.EventStreamService.LoadEvent:output_type -> streamd.v1.LoadEventResponse
+	26, // 37: streamd.v1.EventStreamService.EntityEvents:output_type -> streamd.v1.EntityEventsResponse
+	28, // 38: streamd.v1.EventStreamService.JournalInfo:output_type -> streamd.v1.JournalInfoResponse
+	33, // [33:39] is the sub-list for method output_type
+	27, // [27:33] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_streamd_v1_streamd_proto_init() }
@@ -2420,14 +2504,15 @@ func file_streamd_v1_streamd_proto_init() {
 		(*SubscribeRequest_Init)(nil),
 		(*SubscribeRequest_FilterUpdate)(nil),
 		(*SubscribeRequest_Replay)(nil),
+		(*SubscribeRequest_OffsetReport)(nil),
 	}
-	file_streamd_v1_streamd_proto_msgTypes[9].OneofWrappers = []any{
+	file_streamd_v1_streamd_proto_msgTypes[10].OneofWrappers = []any{
 		(*SubscribeResponse_Hello)(nil),
 		(*SubscribeResponse_Events)(nil),
 		(*SubscribeResponse_Progress)(nil),
 		(*SubscribeResponse_FilterUpdateResult)(nil),
 	}
-	file_streamd_v1_streamd_proto_msgTypes[26].OneofWrappers = []any{
+	file_streamd_v1_streamd_proto_msgTypes[27].OneofWrappers = []any{
 		(*RawSubscribeResponse_Events)(nil),
 	}
 	type x struct{}
@@ -2436,7 +2521,7 @@ func file_streamd_v1_streamd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamd_v1_streamd_proto_rawDesc), len(file_streamd_v1_streamd_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

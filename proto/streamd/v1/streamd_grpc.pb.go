@@ -40,7 +40,36 @@ const (
 // "dev") and "streamd-revision" (the VCS commit, or "unknown").
 type EventStreamServiceClient interface {
 	// Subscribe opens a resumable, filterable stream of a named stream of the
-	// producer's journal. The first request must be an Init.
+	// producer's journal (docs/subscribe-protocol.md is the guide for a
+	// consumer in any language):
+	//
+	//  1. The consumer sends Init: its name, the stream, its slice range, its
+	//     filter, and where to start: the Position it stored (journal id and
+	//     the last offset it processed) or, the first time, a StartPolicy.
+	//  2. The producer answers Hello: its journal id (the consumer checks it
+	//     against the stored one: another id means another journal, whose
+	//     offsets mean nothing to it), its first and last offsets, and the
+	//     first offset the stream may deliver. A position from another journal
+	//     is refused with FailedPrecondition, one below the retention floor
+	//     with OutOfRange, one past the last offset with FailedPrecondition.
+	//  3. EventBatch messages carry the selected events in offset order. The
+	//     consumer processes each event, then stores (journal id, its offset)
+	//     as its position, durably, before it counts as done; a restarted
+	//     consumer sends that position in Init and the stream resumes at the
+	//     next offset. Storing the position together with the event's effect
+	//     (one transaction, or one atomic write) makes delivery exactly-once;
+	//     storing it after the effect, at-least-once. Batches marked replay
+	//     answer a Replay and do not move the position.
+	//  4. Progress says every event up to its offset was sent or filtered
+	//     away: the consumer may store that offset as its position.
+	//  5. At any time the consumer may send a FilterUpdate (answered by a
+	//     FilterUpdateResult with its id), a Replay, and, when Hello says
+	//     accepts_offset_reports, an OffsetReport with the offset it stored.
+	//  6. The stream ends with a status: Unavailable (the producer is shutting
+	//     down or unreachable: reconnect with backoff and resume from the stored
+	//     position), or one that retrying cannot cure (FailedPrecondition,
+	//     OutOfRange, InvalidArgument, NotFound, Unauthenticated,
+	//     PermissionDenied), which needs an operator.
 	Subscribe(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeRequest, SubscribeResponse], error)
 	// Publish appends events to the journal, durably unless the journal runs
 	// with async durability. In a streamd whose config gives entity types a
@@ -160,7 +189,36 @@ func (c *eventStreamServiceClient) JournalInfo(ctx context.Context, in *JournalI
 // "dev") and "streamd-revision" (the VCS commit, or "unknown").
 type EventStreamServiceServer interface {
 	// Subscribe opens a resumable, filterable stream of a named stream of the
-	// producer's journal. The first request must be an Init.
+	// producer's journal (docs/subscribe-protocol.md is the guide for a
+	// consumer in any language):
+	//
+	//  1. The consumer sends Init: its name, the stream, its slice range, its
+	//     filter, and where to start: the Position it stored (journal id and
+	//     the last offset it processed) or, the first time, a StartPolicy.
+	//  2. The producer answers Hello: its journal id (the consumer checks it
+	//     against the stored one: another id means another journal, whose
+	//     offsets mean nothing to it), its first and last offsets, and the
+	//     first offset the stream may deliver. A position from another journal
+	//     is refused with FailedPrecondition, one below the retention floor
+	//     with OutOfRange, one past the last offset with FailedPrecondition.
+	//  3. EventBatch messages carry the selected events in offset order. The
+	//     consumer processes each event, then stores (journal id, its offset)
+	//     as its position, durably, before it counts as done; a restarted
+	//     consumer sends that position in Init and the stream resumes at the
+	//     next offset. Storing the position together with the event's effect
+	//     (one transaction, or one atomic write) makes delivery exactly-once;
+	//     storing it after the effect, at-least-once. Batches marked replay
+	//     answer a Replay and do not move the position.
+	//  4. Progress says every event up to its offset was sent or filtered
+	//     away: the consumer may store that offset as its position.
+	//  5. At any time the consumer may send a FilterUpdate (answered by a
+	//     FilterUpdateResult with its id), a Replay, and, when Hello says
+	//     accepts_offset_reports, an OffsetReport with the offset it stored.
+	//  6. The stream ends with a status: Unavailable (the producer is shutting
+	//     down or unreachable: reconnect with backoff and resume from the stored
+	//     position), or one that retrying cannot cure (FailedPrecondition,
+	//     OutOfRange, InvalidArgument, NotFound, Unauthenticated,
+	//     PermissionDenied), which needs an operator.
 	Subscribe(grpc.BidiStreamingServer[SubscribeRequest, SubscribeResponse]) error
 	// Publish appends events to the journal, durably unless the journal runs
 	// with async durability. In a streamd whose config gives entity types a
