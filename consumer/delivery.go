@@ -66,9 +66,7 @@ func (f *follower) batchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch
 			f.offset, f.dirty = e.GetOffset(), true
 		}
 		if f.sinceSave >= o.SaveEvery {
-			if err := f.flush(); err != nil {
-				return err
-			}
+			f.saveSoon()
 		}
 	}
 	return nil
@@ -134,7 +132,7 @@ func (f *follower) wholeBatchAtLeastOnce(ctx context.Context, b *streamdv1.Event
 		f.offset, f.dirty = end, true
 	}
 	if f.sinceSave >= o.SaveEvery {
-		return f.flush()
+		f.saveSoon()
 	}
 	return nil
 }
@@ -300,27 +298,119 @@ func (f *follower) handOver(ctx context.Context, events []*streamdv1.Event, pos 
 	return nil
 }
 
-// flush saves the offset and the pending applied seqNrs, if they moved.
-func (f *follower) flush() error {
+// save is what an at-least-once save writes: the offset, under keys, and
+// the seqNrs applied since the save before.
+type save struct {
+	keys    []offsets.Key
+	offset  uint64
+	applied []offsets.Applied
+}
+
+// take returns what moved since the last save (nil if nothing did) and
+// starts counting afresh.
+func (f *follower) take() *save {
 	if !f.known || (!f.dirty && len(f.pending) == 0) {
 		return nil
 	}
-	applied := make([]offsets.Applied, 0, len(f.pending))
+	s := &save{keys: f.savedKeys(f.offset), offset: f.offset, applied: make([]offsets.Applied, 0, len(f.pending))}
 	for k, seq := range f.pending {
-		applied = append(applied, offsets.Applied{EntityType: k.typ, EntityID: k.id, SeqNr: seq})
+		s.applied = append(s.applied, offsets.Applied{EntityType: k.typ, EntityID: k.id, SeqNr: seq})
 	}
-	keys := f.savedKeys(f.offset)
-	for _, k := range keys {
-		if err := f.c.opts.Store.Save(k, f.offset, applied); err != nil {
-			return storeErrorf("consumer: producer %s: save offset %d: %w", f.addr, f.offset, err)
+	f.dirty, f.sinceSave = false, 0
+	clear(f.pending)
+	return s
+}
+
+// write stores s durably. It touches nothing of f but the store, so it may
+// run beside the handler.
+func (f *follower) write(s *save) error {
+	applied := s.applied
+	for _, k := range s.keys {
+		if err := f.c.opts.Store.Save(k, s.offset, applied); err != nil {
+			return storeErrorf("consumer: producer %s: save offset %d: %w", f.addr, s.offset, err)
 		}
 		applied = nil
 	}
-	f.saved(keys)
-	f.dirty, f.sinceSave = false, 0
-	clear(f.pending)
+	return nil
+}
+
+// written records the end of s. A failed save's seqNrs go back to pending,
+// so that the save at the end of the stream writes them again.
+func (f *follower) written(s *save, err error) error {
+	if err != nil {
+		for _, a := range s.applied {
+			k := entityKey{a.EntityType, a.EntityID}
+			if _, newer := f.pending[k]; !newer {
+				f.pending[k] = a.SeqNr
+			}
+		}
+		f.dirty = true
+		return err
+	}
+	f.saved(s.keys)
 	if len(f.cache) > maxCachedEntities {
-		clear(f.cache)
+		clear(f.cache) // what is not pending is in the store now
+		for k, seq := range f.pending {
+			f.cache[k] = seq
+		}
 	}
 	return nil
+}
+
+// saveSoon starts saving what moved in the background, while the handler
+// goes on: the save waits for its fsync, the handler does not. With a save
+// in flight it notes the request; the end of that save (saveEnded) starts
+// the next one. Only AtLeastOnce saves this way.
+func (f *follower) saveSoon() {
+	if f.inflight != nil {
+		f.again = true
+		return
+	}
+	s := f.take()
+	if s == nil {
+		return
+	}
+	f.inflight = s
+	go func() { f.saveDone <- f.write(s) }()
+}
+
+// saveEnded handles the result of the save in flight.
+func (f *follower) saveEnded(err error) error {
+	s := f.inflight
+	f.inflight = nil
+	if err := f.written(s, err); err != nil {
+		return err
+	}
+	if f.again || f.sinceSave >= f.c.opts.SaveEvery {
+		f.again = false
+		f.saveSoon()
+	}
+	return nil
+}
+
+// saveDue saves when SaveInterval, SaveEvery or Progress says so: in the background
+// for AtLeastOnce, at once for ExactlyOnce (whose events commit their own
+// offsets; this saves only an offset moved over events it dropped).
+func (f *follower) saveDue() error {
+	if f.c.opts.Mode() == ExactlyOnce {
+		return f.flush()
+	}
+	f.saveSoon()
+	return nil
+}
+
+// flush waits for the save in flight, then saves the offset and the pending
+// applied seqNrs, if they moved.
+func (f *follower) flush() error {
+	if s := f.inflight; s != nil {
+		f.inflight, f.again = nil, false
+		if err := f.written(s, <-f.saveDone); err != nil {
+			return err
+		}
+	}
+	s := f.take()
+	if s == nil {
+		return nil
+	}
+	return f.written(s, f.write(s))
 }

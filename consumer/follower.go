@@ -36,13 +36,16 @@ type follower struct {
 
 	// Owned by the goroutine of run.
 	client        streamdv1.EventStreamServiceClient
-	journalID     []byte // journal of the last Hello (nil: none yet)
-	recorded      []byte // journal id in the journal record
-	known         bool   // offset is a position in journalID
-	offset        uint64 // last offset processed
-	dirty         bool   // offset moved since the last save
-	pending       map[entityKey]uint64
+	journalID     []byte               // journal of the last Hello (nil: none yet)
+	recorded      []byte               // journal id in the journal record
+	known         bool                 // offset is a position in journalID
+	offset        uint64               // last offset processed
+	dirty         bool                 // offset moved since the last save
+	pending       map[entityKey]uint64 // applied since the last save began
 	sinceSave     int
+	inflight      *save                // the save running in the background, nil if none
+	saveDone      chan error           // its result
+	again         bool                 // another save was asked for while inflight ran
 	cache         map[entityKey]uint64 // last applied seqNr, saved or pending
 	lastKnown     uint64               // the producer's last offset, as far as we know
 	forceEarliest bool                 // after a journal change with RestartFromEarliest
@@ -60,12 +63,13 @@ type follower struct {
 
 func newFollower(c *Consumer, addr string) *follower {
 	return &follower{
-		c:       c,
-		addr:    addr,
-		log:     c.log.With("producer", addr),
-		pending: map[entityKey]uint64{},
-		cache:   map[entityKey]uint64{},
-		st:      ProducerStatus{Addr: addr, Target: addr},
+		c:        c,
+		addr:     addr,
+		log:      c.log.With("producer", addr),
+		pending:  map[entityKey]uint64{},
+		cache:    map[entityKey]uint64{},
+		saveDone: make(chan error, 1),
+		st:       ProducerStatus{Addr: addr, Target: addr},
 	}
 }
 

@@ -76,8 +76,12 @@ func (f *follower) serve(ctx context.Context, s *session, msgs <-chan *streamdv1
 					return true, err
 				}
 			}
+		case err := <-f.saveDone:
+			if err := f.saveEnded(err); err != nil {
+				return true, err
+			}
 		case <-ticker.C:
-			if err := f.flush(); err != nil {
+			if err := f.saveDue(); err != nil {
 				return true, err
 			}
 		case <-ctx.Done():
@@ -272,7 +276,7 @@ func (f *follower) handle(ctx context.Context, m *streamdv1.SubscribeResponse) e
 		if p > f.offset {
 			f.offset, f.dirty = p, true
 		}
-		err := f.flush()
+		err := f.saveDue()
 		f.updateStatus()
 		return err
 	case *streamdv1.SubscribeResponse_Hello:
