@@ -16,17 +16,67 @@ const maxCachedEntities = 1 << 17
 
 type entityKey struct{ typ, id string }
 
-// lastApplied is the last applied seqNr of k: the cache, else the store.
-func (f *follower) lastApplied(k entityKey) (uint64, error) {
-	if v, ok := f.cache[k]; ok {
-		return v, nil
+// applied is what the follower knows of an entity: the last seqNr it
+// applied (saved, or pending: in follower.pending).
+type applied struct {
+	seqNr   uint64
+	pending bool
+}
+
+// pendingEntity is an entity applied since the last save began.
+type pendingEntity struct {
+	key entityKey
+	a   *applied
+}
+
+// entity returns the record of k: the cache's, else one read from the
+// store and cached. One map lookup per event on the way to the handler.
+func (f *follower) entity(k entityKey) (*applied, error) {
+	if a := f.cache[k]; a != nil {
+		return a, nil
 	}
 	v, err := f.c.opts.Store.AppliedSeqNr(nil, f.c.opts.Name, f.journalID, k.typ, k.id)
 	if err != nil {
-		return 0, storeErrorf("consumer: producer %s: read applied seqNr of %s/%s: %w", f.addr, k.typ, k.id, err)
+		return nil, storeErrorf("consumer: producer %s: read applied seqNr of %s/%s: %w", f.addr, k.typ, k.id, err)
 	}
-	f.cache[k] = v
-	return v, nil
+	a := &applied{seqNr: v}
+	f.cache[k] = a
+	return a, nil
+}
+
+// lastApplied is the last applied seqNr of k: the cache, else the store.
+func (f *follower) lastApplied(k entityKey) (uint64, error) {
+	a, err := f.entity(k)
+	if err != nil {
+		return 0, err
+	}
+	return a.seqNr, nil
+}
+
+// apply records seqNr as applied to k (whose record is a), to be saved.
+func (f *follower) apply(k entityKey, a *applied, seqNr uint64) {
+	a.seqNr = seqNr
+	if !a.pending {
+		a.pending = true
+		f.pending = append(f.pending, pendingEntity{k, a})
+	}
+}
+
+// remember records seqNr as applied to k and stored (ExactlyOnce).
+func (f *follower) remember(k entityKey, seqNr uint64) {
+	if a := f.cache[k]; a != nil {
+		a.seqNr = seqNr
+		return
+	}
+	f.cache[k] = &applied{seqNr: seqNr}
+}
+
+// forgetApplied empties the cache and drops what is pending (another
+// journal's seqNrs).
+func (f *follower) forgetApplied() {
+	clear(f.cache)
+	clear(f.pending)
+	f.pending = f.pending[:0]
 }
 
 func (f *follower) handlerError(ctx context.Context, e *streamdv1.Event, err error) error {
@@ -50,15 +100,15 @@ func (f *follower) batchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch
 		}
 		if f.mine(e) {
 			k := entityKey{e.GetEntityType(), e.GetEntityId()}
-			last, err := f.lastApplied(k)
+			a, err := f.entity(k)
 			if err != nil {
 				return err
 			}
-			if e.GetSeqNr() > last {
+			if e.GetSeqNr() > a.seqNr {
 				if err := o.Handler(ctx, e); err != nil {
 					return f.handlerError(ctx, e, err)
 				}
-				f.cache[k], f.pending[k] = e.GetSeqNr(), e.GetSeqNr()
+				f.apply(k, a, e.GetSeqNr())
 				f.sinceSave++
 			}
 		}
@@ -125,7 +175,11 @@ func (f *follower) wholeBatchAtLeastOnce(ctx context.Context, b *streamdv1.Event
 		}
 	}
 	for k, seq := range next {
-		f.cache[k], f.pending[k] = seq, seq
+		a, err := f.entity(k) // cached by the loop above
+		if err != nil {
+			return err
+		}
+		f.apply(k, a, seq)
 	}
 	f.sinceSave += len(todo)
 	if end > f.offset {
@@ -149,7 +203,7 @@ func (f *follower) batchExactlyOnce(ctx context.Context, b *streamdv1.EventBatch
 		}
 		// Cached seqNrs are committed, so a hit is surely a duplicate; the
 		// rest is checked inside the transaction.
-		if last, ok := f.cache[entityKey{e.GetEntityType(), e.GetEntityId()}]; ok && e.GetSeqNr() <= last {
+		if a := f.cache[entityKey{e.GetEntityType(), e.GetEntityId()}]; a != nil && e.GetSeqNr() <= a.seqNr {
 			continue
 		}
 		todo = append(todo, e)
@@ -235,7 +289,7 @@ func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos ui
 		clear(f.cache)
 	}
 	for ek, seq := range last {
-		f.cache[ek] = seq
+		f.remember(ek, seq)
 	}
 	f.saved(keys)
 	if pos >= f.offset {
@@ -289,7 +343,7 @@ func (f *follower) handOver(ctx context.Context, events []*streamdv1.Event, pos 
 		clear(f.cache)
 	}
 	for ek, seq := range applied {
-		f.cache[ek] = seq
+		f.remember(ek, seq)
 	}
 	f.saved(keys)
 	if pos >= f.offset {
@@ -313,11 +367,13 @@ func (f *follower) take() *save {
 		return nil
 	}
 	s := &save{keys: f.savedKeys(f.offset), offset: f.offset, applied: make([]offsets.Applied, 0, len(f.pending))}
-	for k, seq := range f.pending {
-		s.applied = append(s.applied, offsets.Applied{EntityType: k.typ, EntityID: k.id, SeqNr: seq})
+	for _, p := range f.pending {
+		s.applied = append(s.applied, offsets.Applied{EntityType: p.key.typ, EntityID: p.key.id, SeqNr: p.a.seqNr})
+		p.a.pending = false
 	}
 	f.dirty, f.sinceSave = false, 0
 	clear(f.pending)
+	f.pending = f.pending[:0]
 	return s
 }
 
@@ -338,11 +394,14 @@ func (f *follower) write(s *save) error {
 // so that the save at the end of the stream writes them again.
 func (f *follower) written(s *save, err error) error {
 	if err != nil {
-		for _, a := range s.applied {
-			k := entityKey{a.EntityType, a.EntityID}
-			if _, newer := f.pending[k]; !newer {
-				f.pending[k] = a.SeqNr
+		for _, x := range s.applied {
+			k := entityKey{x.EntityType, x.EntityID}
+			a := f.cache[k] // holds x.SeqNr or a later one
+			if a == nil {
+				a = &applied{seqNr: x.SeqNr}
+				f.cache[k] = a
 			}
+			f.apply(k, a, a.seqNr)
 		}
 		f.dirty = true
 		return err
@@ -350,8 +409,8 @@ func (f *follower) written(s *save, err error) error {
 	f.saved(s.keys)
 	if len(f.cache) > maxCachedEntities {
 		clear(f.cache) // what is not pending is in the store now
-		for k, seq := range f.pending {
-			f.cache[k] = seq
+		for _, p := range f.pending {
+			f.cache[p.key] = p.a
 		}
 	}
 	return nil

@@ -157,8 +157,7 @@ func (f *follower) hello(h *streamdv1.Hello, st start, s *session) error {
 	forced := f.forceEarliest
 	if !bytes.Equal(jid, f.journalID) {
 		f.journalID, f.known, f.dirty, f.sinceSave = jid, false, false, 0
-		clear(f.cache)
-		clear(f.pending)
+		f.forgetApplied()
 	}
 	if !f.discovered && !bytes.Equal(jid, f.recorded) {
 		if err := f.saveJournalRecord(jid); err != nil {
