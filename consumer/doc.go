@@ -67,9 +67,10 @@
 // goes on, one at a time: a save asked for while one is in flight starts
 // when it ends and takes everything handled meanwhile. A save holds only
 // what was handled when it began, and the save at the end of a stream
-// waits for the one in flight. A crash re-delivers at most what was handled since the last
-// save that completed (minus what the seqNr dedupe drops). A Handler error stops Run; the
-// event is not recorded, so it comes again after a restart.
+// waits for the one in flight. A crash re-delivers at most what was
+// handled since the last save that completed (minus what the seqNr dedupe
+// drops). A Handler error stops Run; the event is not recorded, so it
+// comes again after a restart.
 //
 // ExactlyOnce, with a TxHandler: each event batch is applied in one Badger transaction of
 // Store.DB(): TxHandler's writes, the entities' applied seqNrs and the new
