@@ -116,7 +116,9 @@ func (f *follower) batchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch
 			f.offset, f.dirty = e.GetOffset(), true
 		}
 		if f.sinceSave >= o.SaveEvery {
-			f.saveSoon()
+			if err := f.saveSoon(); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -186,7 +188,7 @@ func (f *follower) wholeBatchAtLeastOnce(ctx context.Context, b *streamdv1.Event
 		f.offset, f.dirty = end, true
 	}
 	if f.sinceSave >= o.SaveEvery {
-		f.saveSoon()
+		return f.saveSoon()
 	}
 	return nil
 }
@@ -416,21 +418,36 @@ func (f *follower) written(s *save, err error) error {
 	return nil
 }
 
+// unsavedSaves bounds what is handled while a save is in flight: with
+// unsavedSaves×SaveEvery events handled since it began, the handler waits
+// for it, so that a crash re-delivers no more than that (plus what the save
+// in flight held).
+const unsavedSaves = 10
+
 // saveSoon starts saving what moved in the background, while the handler
 // goes on: the save waits for its fsync, the handler does not. With a save
-// in flight it notes the request; the end of that save (saveEnded) starts
-// the next one. Only AtLeastOnce saves this way.
-func (f *follower) saveSoon() {
+// in flight it notes the request, and the end of that save (saveEnded)
+// starts the next one; unless unsavedSaves×SaveEvery events were handled
+// since it began: then it waits for it. Only AtLeastOnce saves this way.
+func (f *follower) saveSoon() error {
 	if f.inflight != nil {
-		f.again = true
-		return
+		if f.sinceSave < unsavedSaves*f.c.opts.SaveEvery {
+			f.again = true
+			return nil
+		}
+		s := f.inflight
+		f.inflight, f.again = nil, false
+		if err := f.written(s, <-f.saveDone); err != nil {
+			return err
+		}
 	}
 	s := f.take()
 	if s == nil {
-		return
+		return nil
 	}
 	f.inflight = s
 	go func() { f.saveDone <- f.write(s) }()
+	return nil
 }
 
 // saveEnded handles the result of the save in flight.
@@ -442,7 +459,7 @@ func (f *follower) saveEnded(err error) error {
 	}
 	if f.again || f.sinceSave >= f.c.opts.SaveEvery {
 		f.again = false
-		f.saveSoon()
+		return f.saveSoon()
 	}
 	return nil
 }
@@ -454,8 +471,7 @@ func (f *follower) saveDue() error {
 	if f.c.opts.Mode() == ExactlyOnce {
 		return f.flush()
 	}
-	f.saveSoon()
-	return nil
+	return f.saveSoon()
 }
 
 // flush waits for the save in flight, then saves the offset and the pending

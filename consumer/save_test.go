@@ -150,3 +150,50 @@ func TestFailedBackgroundSaveStopsRun(t *testing.T) {
 		t.Fatalf("stored offset %+v, %v after failed saves, want none", p, gerr)
 	}
 }
+
+// While a save waits for the disk, the handler goes on for at most
+// unsavedSaves×SaveEvery events, then waits for it: what a crash would
+// re-deliver stays bounded.
+func TestHandlerWaitsForASaveFarBehind(t *testing.T) {
+	h := newHarness(t, 1)
+	g, store := newGatedStore(t)
+	fake := h.fake(0)
+	rec := &recorder{}
+	o := h.options()
+	o.Store, o.Handler, o.SaveEvery, o.SaveInterval = store, rec.handle, 10, time.Hour
+	c := newConsumer(t, o)
+	r := runBG(t, c)
+	testwait.For(t, 10*time.Second, "start offset stored", func() bool {
+		_, found, err := store.Get(h.key(fake.jid()))
+		return err == nil && found
+	})
+	gate := make(chan struct{})
+	release := sync.OnceFunc(func() { g.set(nil, nil); close(gate) })
+	t.Cleanup(release)
+	g.set(gate, nil)
+	ids := make([]string, 300)
+	for i := range ids {
+		ids[i] = string(rune('a' + i%26))
+	}
+	fake.publish(ids...)
+	// The save of the first 10 starts at event 10 and waits; the handler
+	// goes on to 10 + 10×10 = 110 and waits for it.
+	limit := 10 + unsavedSaves*10
+	testwait.For(t, 10*time.Second, "the handler at the bound", func() bool { return rec.count() >= limit })
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if n := rec.count(); n > limit {
+			t.Fatalf("handled %d events while the save of the first 10 waits, want at most %d", n, limit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	release()
+	testwait.For(t, 10*time.Second, "every event handled", func() bool { return rec.count() == 300 })
+	testwait.For(t, 10*time.Second, "offset 300 stored", func() bool {
+		p, _, err := store.Get(h.key(fake.jid()))
+		return err == nil && p.Offset == 300
+	})
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run after cancel = %v", err)
+	}
+}
