@@ -65,7 +65,7 @@
 // SaveInterval, every SaveEvery handled events, on each Progress and when a
 // stream ends. All but the last run in the background while the handler
 // goes on, one at a time: a save asked for while one is in flight starts
-// when it ends and takes everything handled meanwhile, up to ten times
+// when it ends and takes everything handled meanwhile, up to 100 times
 // SaveEvery events, where the handler waits for it. A save holds only
 // what was handled when it began, and the save at the end of a stream
 // waits for the one in flight. A crash re-delivers at most what was

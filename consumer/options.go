@@ -177,7 +177,7 @@ type Options struct {
 	// handled events (default 1000), on Progress and when a stream ends.
 	// All but the last run in the background, beside the handler; while
 	// one is in flight, the next waits for it and takes everything handled
-	// meanwhile, up to 10×SaveEvery events, where the handler waits too.
+	// meanwhile, up to 100×SaveEvery events, where the handler waits too.
 	SaveInterval time.Duration
 	SaveEvery    int
 

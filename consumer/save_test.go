@@ -171,14 +171,14 @@ func TestHandlerWaitsForASaveFarBehind(t *testing.T) {
 	release := sync.OnceFunc(func() { g.set(nil, nil); close(gate) })
 	t.Cleanup(release)
 	g.set(gate, nil)
-	ids := make([]string, 300)
+	limit := 10 + unsavedSaves*10
+	ids := make([]string, limit+200)
 	for i := range ids {
 		ids[i] = string(rune('a' + i%26))
 	}
 	fake.publish(ids...)
 	// The save of the first 10 starts at event 10 and waits; the handler
-	// goes on to 10 + 10×10 = 110 and waits for it.
-	limit := 10 + unsavedSaves*10
+	// goes on for unsavedSaves×SaveEvery more events and waits for it.
 	testwait.For(t, 10*time.Second, "the handler at the bound", func() bool { return rec.count() >= limit })
 	deadline := time.Now().Add(300 * time.Millisecond)
 	for time.Now().Before(deadline) {
@@ -188,10 +188,10 @@ func TestHandlerWaitsForASaveFarBehind(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	release()
-	testwait.For(t, 10*time.Second, "every event handled", func() bool { return rec.count() == 300 })
-	testwait.For(t, 10*time.Second, "offset 300 stored", func() bool {
+	testwait.For(t, 10*time.Second, "every event handled", func() bool { return rec.count() == len(ids) })
+	testwait.For(t, 10*time.Second, "the last offset stored", func() bool {
 		p, _, err := store.Get(h.key(fake.jid()))
-		return err == nil && p.Offset == 300
+		return err == nil && p.Offset == uint64(len(ids))
 	})
 	if err := r.stop(t); err != nil {
 		t.Fatalf("Run after cancel = %v", err)
