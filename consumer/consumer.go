@@ -140,7 +140,8 @@ type ProducerStatus struct {
 	// JournalID is the producer's journal id, nil until first known.
 	JournalID []byte
 	// Offset is the last offset processed (handled, dropped or covered by
-	// Progress); it may be ahead of the stored offset by one save batch.
+	// Progress); it may be ahead of the stored offset by what was handled
+	// since the last save completed.
 	Offset uint64
 	// Connected: a stream is open and its Hello was received.
 	Connected bool

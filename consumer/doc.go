@@ -66,9 +66,15 @@
 // AtLeastOnce, with a Handler or BatchHandler: the handler runs first, then the offset and the
 // entity's seqNr are recorded in memory and saved in one transaction every
 // SaveInterval, every SaveEvery handled events, on each Progress and when a
-// stream ends. A crash re-delivers at most what was handled since the last
-// save (minus what the seqNr dedupe drops). A Handler error stops Run; the
-// event is not recorded, so it comes again after a restart.
+// stream ends. All but the last run in the background while the handler
+// goes on, one at a time: a save asked for while one is in flight starts
+// when it ends and takes everything handled meanwhile, up to 100 times
+// SaveEvery events, where the handler waits for it. A save holds only
+// what was handled when it began, and the save at the end of a stream
+// waits for the one in flight. A crash re-delivers at most what was
+// handled since the last save that completed (minus what the seqNr dedupe
+// drops). A Handler error stops Run; the event is not recorded, so it
+// comes again after a restart.
 //
 // ExactlyOnce, with a TxHandler: each event batch is applied in one Badger transaction of
 // Store.DB(): TxHandler's writes, the entities' applied seqNrs and the new

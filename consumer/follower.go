@@ -36,16 +36,20 @@ type follower struct {
 
 	// Owned by the goroutine of run.
 	client        streamdv1.EventStreamServiceClient
-	journalID     []byte // journal of the last Hello (nil: none yet)
-	recorded      []byte // journal id in the journal record
-	known         bool   // offset is a position in journalID
-	offset        uint64 // last offset processed
-	dirty         bool   // offset moved since the last save
-	pending       map[entityKey]uint64
+	journalID     []byte          // journal of the last Hello (nil: none yet)
+	recorded      []byte          // journal id in the journal record
+	known         bool            // offset is a position in journalID
+	offset        uint64          // last offset processed
+	dirty         bool            // offset moved since the last save
+	stored        uint64          // the offset last saved: what report sends
+	pending       []pendingEntity // applied since the last save began
 	sinceSave     int
-	cache         map[entityKey]uint64 // last applied seqNr, saved or pending
-	lastKnown     uint64               // the producer's last offset, as far as we know
-	forceEarliest bool                 // after a journal change with RestartFromEarliest
+	inflight      *save                  // the save running in the background, nil if none
+	saveDone      chan error             // its result
+	again         bool                   // another save was asked for while inflight ran
+	cache         map[entityKey]*applied // last applied seqNr, saved or pending
+	lastKnown     uint64                 // the producer's last offset, as far as we know
+	forceEarliest bool                   // after a journal change with RestartFromEarliest
 	// parts, after a re-split, are the pieces of Options.Slices that were
 	// stored apart (each with the offset it had reached, 0 for one never
 	// consumed), while the offset is below some of them: events at or
@@ -64,12 +68,12 @@ type follower struct {
 
 func newFollower(c *Consumer, addr string) *follower {
 	return &follower{
-		c:       c,
-		addr:    addr,
-		log:     c.log.With("producer", addr),
-		pending: map[entityKey]uint64{},
-		cache:   map[entityKey]uint64{},
-		st:      ProducerStatus{Addr: addr, Target: addr},
+		c:        c,
+		addr:     addr,
+		log:      c.log.With("producer", addr),
+		cache:    map[entityKey]*applied{},
+		saveDone: make(chan error, 1),
+		st:       ProducerStatus{Addr: addr, Target: addr},
 	}
 }
 
@@ -345,9 +349,8 @@ func (f *follower) openSession() *session {
 // forgetJournal drops what the follower knows of the producer's journal so
 // that the next stream starts from the earliest offset of the new one.
 func (f *follower) forgetJournal(earliest bool) {
-	f.journalID, f.known, f.offset, f.dirty, f.sinceSave, f.lastKnown = nil, false, 0, false, 0, 0
-	clear(f.cache)
-	clear(f.pending)
+	f.journalID, f.known, f.offset, f.dirty, f.sinceSave, f.lastKnown, f.stored = nil, false, 0, false, 0, 0, 0
+	f.forgetApplied()
 	f.forceEarliest = earliest
 	f.updateStatus()
 }

@@ -178,6 +178,9 @@ type Options struct {
 	// SaveInterval and SaveEvery batch the saves of AtLeastOnce offsets:
 	// a save happens every SaveInterval (default 1s), after SaveEvery
 	// handled events (default 1000), on Progress and when a stream ends.
+	// All but the last run in the background, beside the handler; while
+	// one is in flight, the next waits for it and takes everything handled
+	// meanwhile, up to 100×SaveEvery events, where the handler waits too.
 	SaveInterval time.Duration
 	SaveEvery    int
 	// ReportInterval is how often at most the consumer tells each producer

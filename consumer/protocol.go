@@ -79,8 +79,13 @@ func (f *follower) serve(ctx context.Context, s *session, msgs <-chan *streamdv1
 				}
 			}
 			f.report(s)
+		case err := <-f.saveDone:
+			if err := f.saveEnded(err); err != nil {
+				return true, err
+			}
+			f.report(s)
 		case <-ticker.C:
-			if err := f.flush(); err != nil {
+			if err := f.saveDue(); err != nil {
 				return true, err
 			}
 			f.report(s)
@@ -94,14 +99,14 @@ func (f *follower) serve(ctx context.Context, s *session, msgs <-chan *streamdv1
 // report and the last report is ReportInterval old, and the producer takes
 // reports.
 func (f *follower) report(s *session) {
-	if !s.reports || !f.known || f.dirty || f.offset == f.reportedOffset ||
+	if !s.reports || !f.known || f.stored == f.reportedOffset ||
 		time.Since(f.reportedAt) < f.c.opts.ReportInterval {
 		return
 	}
 	err := s.send(&streamdv1.SubscribeRequest{Request: &streamdv1.SubscribeRequest_OffsetReport{
-		OffsetReport: &streamdv1.OffsetReport{StoredOffset: f.offset}}})
+		OffsetReport: &streamdv1.OffsetReport{StoredOffset: f.stored}}})
 	if err == nil { // else the stream is ending, and receive says why
-		f.reportedOffset, f.reportedAt = f.offset, time.Now()
+		f.reportedOffset, f.reportedAt = f.stored, time.Now()
 	}
 }
 
@@ -172,8 +177,7 @@ func (f *follower) hello(h *streamdv1.Hello, st start, s *session) error {
 	forced := f.forceEarliest
 	if !bytes.Equal(jid, f.journalID) {
 		f.journalID, f.known, f.dirty, f.sinceSave = jid, false, false, 0
-		clear(f.cache)
-		clear(f.pending)
+		f.forgetApplied()
 	}
 	if !f.discovered && !bytes.Equal(jid, f.recorded) {
 		if err := f.saveJournalRecord(jid); err != nil {
@@ -184,7 +188,7 @@ func (f *follower) hello(h *streamdv1.Hello, st start, s *session) error {
 	s.setJournalID(jid)
 	f.lastKnown = h.GetLastOffset() // the journal's end now, lower after a restore from a copy
 	if st.position != nil {
-		f.offset, f.known = st.position.Offset, true
+		f.offset, f.known, f.stored = st.position.Offset, true, st.stored
 		f.dirty = st.position.Offset > st.stored
 		return nil
 	}
@@ -210,7 +214,7 @@ func (f *follower) hello(h *streamdv1.Hello, st start, s *session) error {
 			return storeErrorf("consumer: producer %s: store the start offset: %w", f.addr, err)
 		}
 	}
-	f.offset, f.known, f.dirty, f.forceEarliest = off, true, false, false
+	f.offset, f.known, f.dirty, f.forceEarliest, f.stored = off, true, false, false, off
 	return nil
 }
 
@@ -296,7 +300,7 @@ func (f *follower) handle(ctx context.Context, m *streamdv1.SubscribeResponse) e
 		if p > f.offset {
 			f.offset, f.dirty = p, true
 		}
-		err := f.flush()
+		err := f.saveDue()
 		f.updateStatus()
 		return err
 	case *streamdv1.SubscribeResponse_Hello:

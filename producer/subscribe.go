@@ -168,6 +168,10 @@ func (s *Server) open(st streamdv1.EventStreamService_SubscribeServer, init *str
 	}, nil
 }
 
+// run is the one goroutine between the journal and gRPC for this stream:
+// the journal's release wakes it (the live ring's notify channel), and it
+// reads the committed records and sends them itself, in their stored
+// encoding. The only hand-off after it is gRPC's own writer goroutine.
 func (sub *subscription) run(ctx context.Context, reqs <-chan *streamdv1.SubscribeRequest, recvErr <-chan error) error {
 	opts := sub.s.opts
 	buf := make([]journal.Record, 0, opts.BatchEvents)
