@@ -24,7 +24,7 @@ func plotMain(args []string) error {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return errors.New("usage: bench plot-memory -o FILE.svg LABEL=CSV...")
+		return errors.New("usage: bench plot-memory -o FILE.svg LABEL=CSV [LABEL=CSV]")
 	}
 	var curves []curve
 	for _, a := range fs.Args() {

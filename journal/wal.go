@@ -886,21 +886,6 @@ func closeFiles(files []*os.File) {
 	}
 }
 
-// syncFiles fsyncs the files in dir that match pattern.
-func syncFiles(dir, pattern string) error {
-	files, err := openFiles(dir, pattern)
-	defer closeFiles(files)
-	if err != nil {
-		return err
-	}
-	for _, f := range files {
-		if err := f.Sync(); err != nil {
-			return fmt.Errorf("fsync %s: %w", f.Name(), err)
-		}
-	}
-	return nil
-}
-
 // syncBadger makes durable everything committed to Badger before it was
 // called. DB.Sync fsyncs the WAL of the active memtable (and the value
 // log); a memtable retired and not yet written to a table has a WAL of its
