@@ -322,7 +322,7 @@ func (j *Journal) Append(ctx context.Context, events ...*streamdv1.Event) ([]App
 
 // Write is a record that AppendWith commits in the same Badger transaction
 // as its events. Its key must begin with the byte 0x00: the journal's own
-// keys never do.
+// keys never do. AppendWith copies it: the caller may reuse its buffers.
 type Write struct {
 	Key, Value []byte
 	// Delete removes Key instead of setting it (Value must be empty).
@@ -367,7 +367,7 @@ func (j *Journal) Submit(ctx context.Context, writes []Write, events ...*streamd
 			return nil, err
 		}
 	}
-	req := writeReq{events: events, writes: writes, size: size}
+	req := writeReq{events: events, writes: copyWrites(writes), size: size}
 	req.cost, req.entries = txnCost(events, size)
 	for i, w := range writes {
 		switch {
@@ -386,6 +386,28 @@ func (j *Journal) Submit(ctx context.Context, writes []Write, events ...*streamd
 			len(events), req.cost, req.entries, j.opts.MemTableSize)
 	}
 	return j.submit(ctx, req)
+}
+
+// copyWrites copies writes into one buffer: the journal applies them to
+// Badger after the append is answered, when the caller may reuse its own.
+func copyWrites(writes []Write) []Write {
+	if len(writes) == 0 {
+		return nil
+	}
+	n := 0
+	for _, w := range writes {
+		n += len(w.Key) + len(w.Value)
+	}
+	buf := make([]byte, 0, n)
+	out := make([]Write, len(writes))
+	for i, w := range writes {
+		k := len(buf)
+		buf = append(buf, w.Key...)
+		v := len(buf)
+		buf = append(buf, w.Value...)
+		out[i] = Write{Key: buf[k:v:v], Value: buf[v:len(buf):len(buf)], Delete: w.Delete}
+	}
+	return out
 }
 
 // txnCost is an upper bound of what an append of events (size bytes

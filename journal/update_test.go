@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -52,5 +53,27 @@ func TestUpdateRefusesKeysOutsideZero(t *testing.T) {
 	}
 	if info := j.Info(); info.LastOffset != 2 || info.FirstOffset != 1 {
 		t.Fatalf("journal after refused Updates = %+v, want offsets 1-2", info)
+	}
+}
+
+// AppendWith's writes are the journal's once queued: Badger gets them after
+// the append is answered, when the caller may have reused its buffers.
+func TestAppendWithCopiesWrites(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	key, val := []byte("\x00k/000"), []byte("value 000")
+	for i := range 200 {
+		copy(key[3:], fmt.Sprintf("%03d", i))
+		copy(val[6:], fmt.Sprintf("%03d", i))
+		if _, err := j.AppendWith(context.Background(), []Write{{Key: key, Value: val}}, ev("t", "e", "p")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copy(key, "XXXXXX")
+	copy(val, "XXXXXXXXX")
+	records := stateOf(t, j).records
+	for i := range 200 {
+		if got := records[fmt.Sprintf("\x00k/%03d", i)]; got != fmt.Sprintf("value %03d", i) {
+			t.Fatalf("record %d = %q", i, got)
+		}
 	}
 }
