@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/streamd/streamd/filters"
@@ -356,6 +358,7 @@ type eventJSON struct {
 	OriginSeqNr   uint64            `json:"origin_seq_nr,omitempty"`
 	OriginTime    string            `json:"origin_timestamp,omitempty"`
 	VersionVector map[string]uint64 `json:"version_vector,omitempty"`
+	CrdtOps       []json.RawMessage `json:"crdt_ops,omitempty"` // each as protojson prints it
 	Payload       *string           `json:"payload,omitempty"`
 	PayloadBase64 *string           `json:"payload_base64,omitempty"`
 }
@@ -370,6 +373,13 @@ func printEvent(t *table, e *streamdv1.Event) {
 	}
 	if e.OriginTimestampUnixNano != 0 {
 		j.OriginTime = time.Unix(0, e.OriginTimestampUnixNano).UTC().Format(time.RFC3339Nano)
+	}
+	for _, op := range e.CrdtOps {
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(op)
+		if err != nil { // a message this build knows always marshals
+			b, _ = json.Marshal(err.Error())
+		}
+		j.CrdtOps = append(j.CrdtOps, b)
 	}
 	if j.Tags == nil {
 		j.Tags = []string{}

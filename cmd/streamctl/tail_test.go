@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ func TestEventJSONHasEveryField(t *testing.T) {
 		Offset: 7, EntityType: "cart", EntityId: "c1", SeqNr: 3, Slice: 9, TimestampUnixNano: origin.Add(time.Second).UnixNano(),
 		Tags: []string{"a"}, Topic: "cart/c1", EventType: "Added", Payload: []byte("x"), Metadata: map[string]string{"k": "v"},
 		Origin: "us", OriginSeqNr: 2, OriginTimestampUnixNano: origin.UnixNano(), VersionVector: map[string]uint64{"us": 2, "eu": 1},
+		CrdtOps: []*streamdv1.CrdtOp{{Field: "items", Op: &streamdv1.CrdtOp_AddElement{AddElement: "x"}}},
 	}
 	var out bytes.Buffer
 	tb := (&printer{w: &out, json: true}).table()
@@ -40,5 +42,8 @@ func TestEventJSONHasEveryField(t *testing.T) {
 	}
 	if vv, _ := got["version_vector"].(map[string]any); vv["us"] != 2.0 || vv["eu"] != 1.0 {
 		t.Errorf("version_vector = %v", got["version_vector"])
+	}
+	if ops, _ := got["crdt_ops"].([]any); len(ops) != 1 || fmt.Sprint(ops[0]) != "map[add_element:x field:items]" {
+		t.Errorf("crdt_ops = %v", got["crdt_ops"])
 	}
 }

@@ -184,7 +184,7 @@ func TestConsoleBehindAuth(t *testing.T) {
 		says   string
 	}{
 		{jsonH, http.StatusForbidden, "X-Console-CSRF"},
-		{map[string]string{"Content-Type": "application/json", "X-Console-CSRF": "0" + csrf[1:]}, http.StatusForbidden, "X-Console-CSRF"},
+		{map[string]string{"Content-Type": "application/json", "X-Console-CSRF": otherFirst(csrf)}, http.StatusForbidden, "X-Console-CSRF"},
 		{map[string]string{"Content-Type": "text/plain", "X-Console-CSRF": csrf}, http.StatusForbidden, "JSON"},
 		{map[string]string{"Content-Type": "application/json", "X-Console-CSRF": csrf, "Origin": "http://evil.example"}, http.StatusForbidden, "origin"},
 		// Through: the admin API answers that it runs no such consumer.
@@ -267,4 +267,12 @@ func TestConsoleFlag(t *testing.T) {
 			t.Errorf("%v auth=%v: on=%v err=%v, want on=%v", tc.args, tc.auth, on, err, tc.on)
 		}
 	}
+}
+
+// otherFirst is token with its first character changed.
+func otherFirst(token string) string {
+	if token[0] == '0' {
+		return "1" + token[1:]
+	}
+	return "0" + token[1:]
 }
