@@ -95,10 +95,10 @@ type logBatch struct {
 	groups  []*group
 	err     error // not logged: apply none of it
 	syncDur time.Duration
-	// checkpoint: once the batch is applied, the WAL segments up to
-	// through go to checkpointLoop.
+	// checkpoint: once the batch is applied, checkpointLoop makes Badger
+	// durable up to at, the end of what was logged with the batch.
 	checkpoint bool
-	through    uint64
+	at         walPos
 }
 
 // last is the last offset of the batch's events, 0 if it has none.
@@ -111,10 +111,10 @@ func (b *logBatch) last() (last uint64) {
 	return last
 }
 
-// checkpoint hands checkpointLoop the closed WAL segments up to through,
-// and the Updates to answer once Badger is durable.
+// checkpoint hands checkpointLoop the end of what was logged with a batch
+// applied, and the Updates to answer once Badger is durable.
 type checkpoint struct {
-	through uint64
+	at      walPos
 	updates []*group
 }
 
@@ -283,30 +283,28 @@ func (j *Journal) logLoop(in <-chan *group, out chan<- *logBatch) {
 }
 
 // log writes the batch's groups to the WAL and closes the segment when it
-// is full, or when the batch has an Update (no change logged before an
-// Update may be replayed after it): checkpointLoop gets the segments up
-// to it once the batch is applied.
+// is full: checkpointLoop then makes Badger durable up to the end of the
+// batch once it is applied. A batch with an Update gets that checkpoint
+// too (no change logged before an Update may be replayed after it).
 func (j *Journal) log(b *logBatch) error {
 	var logged []*group
-	updates := false
 	for _, g := range b.groups {
 		if g.err == nil && len(g.changes) > 0 {
 			logged = append(logged, g)
 		}
-		updates = updates || g.update != nil
 	}
 	if len(logged) > 0 {
 		if err := j.wal.write(logged); err != nil {
 			return err
 		}
 	}
-	if (j.wal.full() || updates) && j.wal.size > 0 || j.wal.spareReady() {
+	if j.wal.full() || j.wal.spareReady() {
 		if err := j.wal.rotate(); err != nil {
 			return err
 		}
 		b.checkpoint = true
 	}
-	b.through = j.wal.id - 1
+	b.at = walPos{segment: j.wal.id, byte: uint64(j.wal.size)}
 	return nil
 }
 
@@ -347,7 +345,7 @@ func (j *Journal) applyLoop(in <-chan *logBatch, checkpoints chan<- checkpoint) 
 			}
 		}
 		if err == nil && (b.checkpoint || len(updates) > 0) {
-			checkpoints <- checkpoint{through: b.through, updates: updates}
+			checkpoints <- checkpoint{at: b.at, updates: updates}
 		}
 	}
 }
@@ -536,7 +534,7 @@ func (j *Journal) checkpointLoop(in <-chan checkpoint) {
 		start := time.Now()
 		err := syncBadger(j.db, j.dir)
 		if err == nil {
-			err = j.wal.state.advance(c.through)
+			err = j.wal.state.advance(c.at)
 		}
 		if err == nil {
 			err = j.reclaim()
@@ -548,7 +546,7 @@ func (j *Journal) checkpointLoop(in <-chan checkpoint) {
 		for _, g := range c.updates {
 			g.answer(0, writeResult{})
 		}
-		j.opts.Logger.Debug("journal checkpoint", "segments-through", c.through, "took", time.Since(start))
+		j.opts.Logger.Debug("journal checkpoint", "segment", c.at.segment, "byte", c.at.byte, "took", time.Since(start))
 	}
 }
 

@@ -77,3 +77,31 @@ func TestAppendWithCopiesWrites(t *testing.T) {
 		}
 	}
 }
+
+// An Update does not close the WAL segment: a journal that takes one a
+// second (a consumer's offsets, kept in the journal) does not leave a
+// segment behind for each.
+func TestUpdatesKeepTheSegment(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{})
+	first := j.wal.id
+	for i := range 50 {
+		if _, err := j.Append(context.Background(), ev("t", "e", "p")); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.Update(func(txn *badger.Txn) error { return txn.Set([]byte("\x00u"), []byte(fmt.Sprint(i))) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if j.wal.id > first+1 {
+		t.Fatalf("50 Updates started segments %d to %d", first, j.wal.id)
+	}
+	want := stateOf(t, j)
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, dir, Options{})
+	if diff := want.diff(stateOf(t, j)); diff != "" {
+		t.Fatal(diff)
+	}
+}

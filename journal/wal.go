@@ -336,6 +336,14 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 		if err != nil {
 			return nil, err
 		}
+		if id == st.first && st.from > uint64(end) {
+			// Badger holds what is logged before it durably (an Update's checkpoint).
+			if st.from > uint64(len(data)) {
+				return nil, fmt.Errorf("%w: WAL segment %s has %d bytes but %s says Badger holds what was logged up to byte %d: the segment was cut short; acknowledged appends may be lost; restore the directory from a backup",
+					ErrCorrupt, path, len(data), st.path, st.from)
+			}
+			end = int(st.from)
+		}
 		for pos := end; pos < len(data); {
 			payload, next, ok := frameAt(data, pos)
 			if !ok {
@@ -385,7 +393,7 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 		return nil, fmt.Errorf("journal: sync after WAL replay: %w", err)
 	}
 	st.last = max(st.last, ids[len(ids)-1])
-	if err := st.advance(st.last); err != nil {
+	if err := st.advance(walPos{segment: st.last + 1}); err != nil {
 		return nil, err
 	}
 	log.Info("journal: replayed the WAL", "segments", len(ids), "batches", frames, "changes", changed)
@@ -551,13 +559,20 @@ func appliedMark(db *badger.DB) (m walMark, found bool, err error) {
 const walStateFile = "STREAMD-WAL"
 
 // walState is the content of the WAL state file: every segment from first
-// to last is needed (none when first > last). rotate raises last, a
-// checkpoint first.
+// to last is needed (none when first > last), segment first from byte
+// from on (0: all of it). rotate raises last, a checkpoint first and from.
 type walState struct {
 	mu          sync.Mutex
 	dir         string // <journal>/wal
 	path        string // <journal>/STREAMD-WAL
 	first, last uint64
+	from        uint64
+}
+
+// walPos is a place in the WAL: a segment, and a byte of it where a frame
+// ends.
+type walPos struct {
+	segment, byte uint64
 }
 
 // readWALState reads the state file of the journal in dir; without one, no
@@ -581,6 +596,8 @@ func readWALState(dir string) (*walState, bool, error) {
 		case "last":
 			st.last, err = strconv.ParseUint(v, 10, 64)
 			last = true
+		case "from":
+			st.from, err = strconv.ParseUint(v, 10, 64)
 		}
 		if err != nil {
 			return nil, false, fmt.Errorf("%w: %s: line %q: %v; restore the directory from a backup", ErrCorrupt, st.path, line, err)
@@ -595,7 +612,7 @@ func readWALState(dir string) (*walState, bool, error) {
 // save replaces the state file atomically and durably. Called with mu
 // held.
 func (st *walState) save() error {
-	content := fmt.Sprintf("# streamd WAL: the segments the journal needs (none when first > last)\nfirst=%d\nlast=%d\n", st.first, st.last)
+	content := fmt.Sprintf("# streamd WAL: the segments a recovery replays (none when first > last), the first from byte from\nfirst=%d\nlast=%d\nfrom=%d\n", st.first, st.last, st.from)
 	if err := replaceFile(st.path, content); err != nil {
 		return fmt.Errorf("journal: write %s: %w", st.path, err)
 	}
@@ -608,22 +625,22 @@ func (st *walState) created(id uint64) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.first > st.last { // none needed until now
-		st.first = id
+		st.first, st.from = id, 0
 	}
 	st.last = id
 	return st.save()
 }
 
-// advance records that Badger holds the changes of the segments up to
-// through durably: a recovery does not replay them again (the segments
-// stay for their events, until retention reclaims them).
-func (st *walState) advance(through uint64) error {
+// advance records that Badger holds durably every change logged before p:
+// a recovery replays from p on (the segments before stay for their
+// events, until retention reclaims them).
+func (st *walState) advance(p walPos) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if through+1 <= st.first {
+	if p.segment < st.first || p.segment == st.first && p.byte <= st.from {
 		return nil
 	}
-	st.first = through + 1
+	st.first, st.from = p.segment, p.byte
 	return st.save()
 }
 
