@@ -67,10 +67,12 @@ import (
 // after a power loss that also took Badger's memtable log, a WAL cut at a
 // frame boundary.
 //
-// Checkpoint: once a segment is closed (or an Update waits), the journal
-// makes Badger durable (syncBadger) and records that the segments up to it
-// need no replay. Writes to Badger that are not logged (Update) wait for
-// it, so that no older logged change is replayed over them. A checkpoint
+// Checkpoint: once a segment is closed, or an Update waits, the journal
+// makes Badger durable (syncBadger) and records in the state file where a
+// recovery starts: the next segment, or the byte of the current one where
+// the Update's batch ends (from=), so an Update closes no segment. Writes
+// to Badger that are not logged (Update) wait for it, so that no older
+// logged change is replayed over them. A checkpoint
 // then reclaims (removes) the segments below both the first one a
 // recovery replays and the one holding the oldest block retention kept:
 // retention's deletions that Badger may still lose in a crash are in
