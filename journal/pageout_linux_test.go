@@ -13,7 +13,10 @@ import (
 
 // Pages of Badger's tables that reads made resident go once paged out.
 func TestPageOutTables(t *testing.T) {
-	defer func(d time.Duration) { pageoutInterval = d }(pageoutInterval)
+	// Restored after the journals below are closed (cleanups run last
+	// first), so that no pageoutLoop reads it meanwhile.
+	was := pageoutInterval
+	t.Cleanup(func() { pageoutInterval = was })
 	pageoutInterval = time.Hour // only the calls below
 	dir := t.TempDir()
 	j := open(t, dir, Options{})
