@@ -3,7 +3,6 @@ package console
 import (
 	"cmp"
 	"context"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -11,13 +10,12 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/internal/eventjson"
 	"github.com/streamd/streamd/offsets"
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -109,56 +107,6 @@ func (c *Console) parse(w http.ResponseWriter, r *http.Request, _ caller) {
 	writeJSON(w, http.StatusOK, map[string]any{"criteria": shown(crit)})
 }
 
-// eventJSON is an event as the tail shows it (streamctl tail -o json's shape).
-type eventJSON struct {
-	Offset        uint64            `json:"offset"`
-	EntityType    string            `json:"entity_type"`
-	EntityID      string            `json:"entity_id"`
-	SeqNr         uint64            `json:"seq_nr"`
-	Slice         uint32            `json:"slice"`
-	Timestamp     string            `json:"timestamp"`
-	EventType     string            `json:"event_type"`
-	Tags          []string          `json:"tags"`
-	Topic         string            `json:"topic,omitempty"`
-	Metadata      map[string]string `json:"metadata,omitempty"`
-	Origin        string            `json:"origin,omitempty"`
-	OriginSeqNr   uint64            `json:"origin_seq_nr,omitempty"`
-	Payload       *string           `json:"payload,omitempty"`
-	PayloadBase64 *string           `json:"payload_base64,omitempty"`
-}
-
-func eventOf(e *streamdv1.Event) eventJSON {
-	j := eventJSON{
-		Offset: e.Offset, EntityType: e.EntityType, EntityID: e.EntityId, SeqNr: e.SeqNr, Slice: e.Slice,
-		Timestamp: time.Unix(0, e.TimestampUnixNano).UTC().Format(time.RFC3339Nano),
-		EventType: e.EventType, Tags: e.Tags, Topic: e.Topic, Metadata: e.Metadata,
-		Origin: e.Origin, OriginSeqNr: e.OriginSeqNr,
-	}
-	if j.Tags == nil {
-		j.Tags = []string{}
-	}
-	if printable(e.Payload) {
-		s := string(e.Payload)
-		j.Payload = &s
-	} else {
-		s := base64.StdEncoding.EncodeToString(e.Payload)
-		j.PayloadBase64 = &s
-	}
-	return j
-}
-
-func printable(b []byte) bool {
-	if !utf8.Valid(b) {
-		return false
-	}
-	for _, r := range string(b) {
-		if !unicode.IsPrint(r) && r != ' ' {
-			return false
-		}
-	}
-	return true
-}
-
 // tail streams a stream's events: ?stream=, ?from= earliest, latest,
 // offset (?at=N, inclusive) or time (?at=RFC 3339), ?filter= criteria.
 func (c *Console) tail(w http.ResponseWriter, r *http.Request, who caller) {
@@ -214,9 +162,9 @@ func (c *Console) tail(w http.ResponseWriter, r *http.Request, who caller) {
 			err = send("hello", map[string]any{"journal_id": hex.EncodeToString(h.JournalId), "first_offset": h.FirstOffset,
 				"last_offset": h.LastOffset, "start_offset": h.StartOffset})
 		case *streamdv1.SubscribeResponse_Events:
-			evs := make([]eventJSON, len(m.Events.Events))
+			evs := make([]eventjson.Event, len(m.Events.Events))
 			for i, e := range m.Events.Events {
-				evs[i] = eventOf(e)
+				evs[i] = eventjson.Of(e)
 			}
 			err = send("events", evs)
 		}

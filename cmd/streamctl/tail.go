@@ -3,8 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,16 +12,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/internal/eventjson"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -341,54 +337,8 @@ func ignoreEOF(err error) error {
 	return err
 }
 
-// eventJSON is an event as tail -o json prints it: every field of the
-// proto's Event, times in RFC 3339.
-type eventJSON struct {
-	Offset        uint64            `json:"offset"`
-	EntityType    string            `json:"entity_type"`
-	EntityID      string            `json:"entity_id"`
-	SeqNr         uint64            `json:"seq_nr"`
-	Slice         uint32            `json:"slice"`
-	Timestamp     string            `json:"timestamp"`
-	EventType     string            `json:"event_type"`
-	Tags          []string          `json:"tags"`
-	Topic         string            `json:"topic,omitempty"`
-	Metadata      map[string]string `json:"metadata,omitempty"`
-	Origin        string            `json:"origin,omitempty"`
-	OriginSeqNr   uint64            `json:"origin_seq_nr,omitempty"`
-	OriginTime    string            `json:"origin_timestamp,omitempty"`
-	VersionVector map[string]uint64 `json:"version_vector,omitempty"`
-	CrdtOps       []json.RawMessage `json:"crdt_ops,omitempty"` // each as protojson prints it
-	Payload       *string           `json:"payload,omitempty"`
-	PayloadBase64 *string           `json:"payload_base64,omitempty"`
-}
-
 func printEvent(t *table, e *streamdv1.Event) {
-	text, isText := payloadText(e.Payload)
-	j := eventJSON{
-		Offset: e.Offset, EntityType: e.EntityType, EntityID: e.EntityId, SeqNr: e.SeqNr, Slice: e.Slice,
-		Timestamp: time.Unix(0, e.TimestampUnixNano).UTC().Format(time.RFC3339Nano),
-		EventType: e.EventType, Tags: e.Tags, Topic: e.Topic, Metadata: e.Metadata,
-		Origin: e.Origin, OriginSeqNr: e.OriginSeqNr, VersionVector: e.VersionVector,
-	}
-	if e.OriginTimestampUnixNano != 0 {
-		j.OriginTime = time.Unix(0, e.OriginTimestampUnixNano).UTC().Format(time.RFC3339Nano)
-	}
-	for _, op := range e.CrdtOps {
-		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(op)
-		if err != nil { // a message this build knows always marshals
-			b, _ = json.Marshal(err.Error())
-		}
-		j.CrdtOps = append(j.CrdtOps, b)
-	}
-	if j.Tags == nil {
-		j.Tags = []string{}
-	}
-	if payload := text; isText {
-		j.Payload = &payload
-	} else {
-		j.PayloadBase64 = &payload
-	}
+	text, isText := eventjson.PayloadText(e.Payload)
 	tags := strings.Join(e.Tags, ",")
 	if tags == "" {
 		tags = "-"
@@ -396,18 +346,5 @@ func printEvent(t *table, e *streamdv1.Event) {
 	if !isText {
 		text = "base64:" + text
 	}
-	t.row(j, e.Offset, e.EntityType+"/"+e.EntityId, e.SeqNr, e.EventType, tags, text)
-}
-
-// payloadText is the payload as text when it is printable UTF-8, else base64.
-func payloadText(b []byte) (string, bool) {
-	if !utf8.Valid(b) {
-		return base64.StdEncoding.EncodeToString(b), false
-	}
-	for _, r := range string(b) {
-		if !unicode.IsPrint(r) && r != ' ' {
-			return base64.StdEncoding.EncodeToString(b), false
-		}
-	}
-	return string(b), true
+	t.row(eventjson.Of(e), e.Offset, e.EntityType+"/"+e.EntityId, e.SeqNr, e.EventType, tags, text)
 }
