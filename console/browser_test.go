@@ -156,11 +156,22 @@ func get[T any](p *page, a chromedp.Action[T]) T {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(ctx, a)
-	if err != nil {
-		p.t.Fatalf("browser: %v", err)
+	for {
+		v, err := chromedp.Run(ctx, a)
+		if err == nil {
+			return v
+		}
+		// A reload under way (a login reloads the page): evaluate again
+		// in the new document.
+		if !strings.Contains(err.Error(), "navigated or closed") {
+			p.t.Fatalf("browser: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			p.t.Fatalf("browser: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return v
 }
 
 // js evaluates an expression in the page.
