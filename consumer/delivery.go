@@ -287,17 +287,7 @@ func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos ui
 		}
 		return storeErrorf("consumer: producer %s: commit: %w", f.addr, err)
 	}
-	if len(f.cache) > maxCachedEntities {
-		clear(f.cache)
-	}
-	for ek, seq := range last {
-		f.remember(ek, seq)
-	}
-	f.saved(keys)
-	f.stored = max(f.stored, pos)
-	if pos >= f.offset {
-		f.offset, f.dirty = pos, false
-	}
+	f.committed(keys, pos, last)
 	return nil
 }
 
@@ -342,6 +332,13 @@ func (f *follower) handOver(ctx context.Context, events []*streamdv1.Event, pos 
 	if err := o.CommitHandler(ctx, todo, writes); err != nil {
 		return f.handlerError(ctx, first, err)
 	}
+	f.committed(keys, pos, applied)
+	return nil
+}
+
+// committed records what an exactly-once commit stored: the offset pos
+// under keys, and the entities' last seqNrs applied.
+func (f *follower) committed(keys []offsets.Key, pos uint64, applied map[entityKey]uint64) {
 	if len(f.cache) > maxCachedEntities {
 		clear(f.cache)
 	}
@@ -353,7 +350,6 @@ func (f *follower) handOver(ctx context.Context, events []*streamdv1.Event, pos 
 	if pos >= f.offset {
 		f.offset, f.dirty = pos, false
 	}
-	return nil
 }
 
 // save is what an at-least-once save writes: the offset, under keys, and
