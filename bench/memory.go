@@ -1,16 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/csv"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/streamd/streamd/internal/procstatus"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -23,28 +22,11 @@ type residentSet struct {
 }
 
 func readResidentSet(pid int) (residentSet, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	s, err := procstatus.Read(pid)
 	if err != nil {
 		return residentSet{}, err
 	}
-	defer f.Close()
-	var r residentSet
-	fields := map[string]*int64{"VmRSS:": &r.rss, "RssAnon:": &r.anon, "RssFile:": &r.file, "VmHWM:": &r.hwm}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if p, ok := fields[fs[0]]; ok && len(fs) == 3 && fs[2] == "kB" {
-			kb, err := strconv.ParseInt(fs[1], 10, 64)
-			if err != nil {
-				return residentSet{}, fmt.Errorf("/proc/%d/status: %q: %w", pid, sc.Text(), err)
-			}
-			*p = kb << 10
-		}
-	}
-	if r.hwm == 0 {
-		return residentSet{}, fmt.Errorf("/proc/%d/status has no VmHWM", pid)
-	}
-	return r, sc.Err()
+	return residentSet{rss: s["VmRSS"], anon: s["RssAnon"], file: s["RssFile"], hwm: s["VmHWM"]}, nil
 }
 
 // memoryPoint is a server's memory once it stored events.

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/streamd/streamd/internal/procstatus"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/publisher"
 )
@@ -150,7 +151,7 @@ func publishMeasuring(t *testing.T, d *daemon, n int) []memoryPoint {
 	)
 	next.Store(int64(n / 10))
 	measure := func(events int) {
-		s, err := procStatus(d.PID())
+		s, err := procstatus.Read(d.PID())
 		if err != nil {
 			t.Error(err)
 			return
@@ -226,29 +227,6 @@ func publishOne(ctx context.Context, d *daemon, p, step, n int, payload []byte, 
 		return err
 	}
 	return pub.Close()
-}
-
-// procStatus reads the kB fields of /proc/<pid>/status, in bytes.
-func procStatus(pid int) (map[string]int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return nil, err
-	}
-	s := map[string]int64{}
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) == 3 && f[2] == "kB" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("/proc/%d/status: %q: %w", pid, strings.TrimSpace(line), err)
-			}
-			s[strings.TrimSuffix(f[0], ":")] = kb << 10
-		}
-	}
-	if s["VmHWM"] == 0 {
-		return nil, fmt.Errorf("/proc/%d/status has no VmHWM", pid)
-	}
-	return s, nil
 }
 
 // appendCurve appends curve to the CSV file path, with a header if it is new.
