@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/streamd/streamd/admin"
 	"github.com/streamd/streamd/internal/metrics"
@@ -30,8 +31,10 @@ func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumer
 		cs.cancel = func() {}
 		return cs, nil
 	}
+	links := newLinkBytes(cfg.metrics.Registry(), cfg.aggregates)
 	for _, opts := range cfg.replications {
 		opts.Journal, opts.Logger = j, log
+		opts.DialOptions = append(slices.Clip(opts.DialOptions), links.dialOption(opts.Name, opts.From.Name))
 		c, err := topology.NewReplication(opts)
 		if err == nil {
 			err = cs.registry.Add(c)
