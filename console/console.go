@@ -58,16 +58,19 @@ type Link struct {
 	Filter   []string `json:"filter"` // criteria as text
 }
 
-// EntityType is one entity type of the region's config and who writes it.
+// EntityType is one entity type of the region's config.
 type EntityType struct {
-	Name    string `json:"name"`
-	Mode    string `json:"mode"`
-	Primary string `json:"primary"` // the pinned primary or the first owner; "" when replicated
+	Name string `json:"name"`
+	Mode string `json:"mode"`
+	// Configured is the primary (pinned) or home (request-region) of the
+	// config, every entity's first owner; "" for the other modes.
+	Configured string `json:"configured"`
 }
 
 // Options configure a Console. Conn, Info and Gatherer are required.
 type Options struct {
-	// Conn reaches streamd's EventStreamService and AdminService without
+	// Conn reaches streamd's EventStreamService, AdminService,
+	// AggregateService and (with entity types) PrimaryService without
 	// authentication; the console authorizes each request itself.
 	Conn grpc.ClientConnInterface
 	// Info returns the journal's bounds and size.
@@ -82,7 +85,8 @@ type Options struct {
 	// Region is this region's name ("" for none).
 	Region string
 	// Links are the replications streamd runs, EntityTypes its entity
-	// types; both shown on the regions page.
+	// types; both shown on the regions page, the entity types with their
+	// primary now (PrimaryService.GetPrimary).
 	Links       []Link
 	EntityTypes []EntityType
 	// Tokens returns a bearer token's grant, false for an unknown token.
@@ -117,12 +121,14 @@ func (o Options) Validate() error {
 // Console serves the console's pages and its JSON and Server-Sent Events
 // endpoints. Its methods are safe for concurrent use.
 type Console struct {
-	opts   Options
-	log    *slog.Logger
-	events streamdv1.EventStreamServiceClient
-	admin  streamdv1.AdminServiceClient
-	mux    *http.ServeMux
-	key    []byte // signs CSRF tokens
+	opts       Options
+	log        *slog.Logger
+	events     streamdv1.EventStreamServiceClient
+	admin      streamdv1.AdminServiceClient
+	primaries  streamdv1.PrimaryServiceClient
+	aggregates streamdv1.AggregateServiceClient
+	mux        *http.ServeMux
+	key        []byte // signs CSRF tokens
 
 	ctx    context.Context // done once Close is called
 	cancel context.CancelFunc
@@ -151,12 +157,14 @@ func New(o Options) (*Console, error) {
 		o.Logger = slog.Default()
 	}
 	c := &Console{
-		opts:   o,
-		log:    o.Logger,
-		events: streamdv1.NewEventStreamServiceClient(o.Conn),
-		admin:  streamdv1.NewAdminServiceClient(o.Conn),
-		key:    make([]byte, 32),
-		done:   make(chan struct{}),
+		opts:       o,
+		log:        o.Logger,
+		events:     streamdv1.NewEventStreamServiceClient(o.Conn),
+		admin:      streamdv1.NewAdminServiceClient(o.Conn),
+		primaries:  streamdv1.NewPrimaryServiceClient(o.Conn),
+		aggregates: streamdv1.NewAggregateServiceClient(o.Conn),
+		key:        make([]byte, 32),
+		done:       make(chan struct{}),
 	}
 	rand.Read(c.key)
 	c.sessions.byID = map[string]session{}

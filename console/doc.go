@@ -1,6 +1,7 @@
 // Package console serves streamd's web console: a few pages, embedded in
-// the binary, that show the journal, the consumers, a live tail and the
-// replications between regions, and steer the consumers streamd runs.
+// the binary, that show the journal, the consumers, a live tail, the
+// replications between regions with the primaries of the entity types, and
+// the aggregation stages, and steer the consumers streamd runs.
 //
 // Guarantees:
 //   - The console reads and acts through streamd's own API: events come
@@ -8,10 +9,14 @@
 //     positions as streamctl tail), consumers from AdminService.ListConsumers,
 //     and an offset move or a filter change goes through MoveOffsets and
 //     UpdateConsumerFilter, previewed (a dry run, or the filter it would
-//     leave) before it is executed. Journal figures come from the journal's
-//     Info and its health from Err; rates and latencies from the Prometheus
-//     metrics streamd already exports, sampled every Options.Interval and
-//     kept for Options.History.
+//     leave) before it is executed. Entity types show their primary as
+//     PrimaryService.GetPrimary gives it at each sample, aggregation stages
+//     what AggregateService.ListAggregates lists. Journal figures come from
+//     the journal's Info and its health from Err; rates and latencies from
+//     the Prometheus metrics streamd already exports (the bytes each
+//     replication link received, summaries of aggregation stages apart
+//     from the detail, from streamd_replication_received_bytes_total),
+//     sampled every Options.Interval and kept for Options.History.
 //   - With Options.Tokens set, every page's data needs a bearer token, given
 //     once in a login form and kept server-side behind an HttpOnly,
 //     SameSite=Strict session cookie: the read-only views need a token
@@ -32,12 +37,13 @@
 // The console does not authenticate the gRPC calls it makes: the caller
 // gives it a connection to streamd's services that it alone can reach (an
 // in-memory listener in cmd/streamd), and the console checks every request
-// against Options.Tokens itself. It does not show bytes per second on a
-// replication link, which no metric measures yet; a link shows the rate at
-// which its consumer's offset in the source moves. A consumer's lag in
-// seconds is how long ago its lag was last 0, within the History: the
-// journals of other regions, whose timestamps would tell more, are not
-// read. Entity types show their configured primary (or first owner), not
-// where SetPrimary has moved it since. There is no failover button, no list
-// of interest entries and no page of aggregation stages.
+// against Options.Tokens itself. A consumer's lag in seconds is how long ago
+// its lag was last 0, within the History: the journals of other regions,
+// whose timestamps would tell more, are not read. The last windows of an
+// aggregation stage are those the samples saw as its last window since the
+// console started: a window written and followed by another between two
+// samples is not shown (its events are in the stage's counts). Entity types
+// show no count of the entities each region owns (that would fold every
+// entity's history). There is no failover button and no list of interest
+// entries.
 package console

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -60,10 +61,55 @@ type Snapshot struct {
 	Moves   map[string][]float64   `json:"offsets_per_second"` // of each consumer's offsets
 	// Readers are the streams other consumers read from this streamd, with
 	// the offsets they reported.
-	Readers     []Reader     `json:"readers"`
-	Links       []Link       `json:"links"`
-	EntityTypes []EntityType `json:"entity_types"`
+	Readers []Reader `json:"readers"`
+	Links   []Link   `json:"links"`
+	// LinkBytes are the bytes of events each link (by consumer) received,
+	// by kind, as streamd_replication_received_bytes_total counts them.
+	LinkBytes   map[string]LinkBytes `json:"link_bytes"`
+	EntityTypes []Primary            `json:"entity_types"`
+	// Aggregates are the aggregation stages as
+	// AggregateService.ListAggregates lists them (protojson, as they are);
+	// Windows the last windows of each stage the samples saw, oldest
+	// first.
+	Aggregates      []json.RawMessage   `json:"aggregates"`
+	AggregatesError string              `json:"aggregates_error,omitempty"`
+	Windows         map[string][]Window `json:"windows"`
 }
+
+// LinkBytes are the bytes a link received: totals, and per second over the
+// History (aligned with Times).
+type LinkBytes struct {
+	Summary     float64   `json:"summary"` // of the aggregation stages' summaries
+	Detail      float64   `json:"detail"`  // of every other event
+	SummaryRate []float64 `json:"summary_per_second"`
+	DetailRate  []float64 `json:"detail_per_second"`
+}
+
+// Primary is an entity type with its primary as PrimaryService.GetPrimary
+// gives it now, and the writes the metrics count for it.
+type Primary struct {
+	EntityType
+	Primary  string `json:"primary"`           // pinned mode: the last pin, or Configured
+	PinnedAt int64  `json:"pinned_at_unix_ms"` // 0 without a pin
+	PinnedIn string `json:"pinned_in"`         // the region that set the pin
+	Error    string `json:"error,omitempty"`   // why GetPrimary failed
+	// Forwards are writes of the type forwarded from here to its primary,
+	// Takeovers its entities this region took over to write them.
+	Forwards  float64 `json:"forwards"`
+	Takeovers float64 `json:"takeovers"`
+}
+
+// Window is a window whose summaries a stage wrote.
+type Window struct {
+	Start     int64  `json:"start_unix_ms"`
+	End       int64  `json:"end_unix_ms"`
+	Summaries uint32 `json:"summaries"` // one per group
+	Events    uint64 `json:"events"`
+	Written   int64  `json:"written_unix_ms"`
+}
+
+// keptWindows is how many windows of each stage a snapshot shows.
+const keptWindows = 10
 
 // Reader is one consumer streaming from this streamd, from its metrics.
 type Reader struct {
@@ -80,11 +126,15 @@ type point struct {
 	fsync   struct{ sum, count float64 }
 	lags    map[string]int64
 	offsets map[string]uint64
+	links   map[string][2]float64 // bytes received by link: summary, detail
+	// forwards and takeovers by entity type
+	forwards, takeovers map[string]float64
 }
 
 type sampler struct {
 	mu      sync.Mutex
 	points  []point
+	windows map[string][]Window // by stage
 	last    Snapshot
 	ok      bool          // last is set
 	changed chan struct{} // closed and replaced at each sample
@@ -120,7 +170,7 @@ func (c *Console) takeSample() {
 		Time: now.UnixMilli(), Region: c.opts.Region, JournalID: hex.EncodeToString(info.JournalID),
 		First: info.FirstOffset, Last: info.LastOffset, Events: info.Events, Bytes: info.Bytes,
 		DiskBytes: -1, FreeBytes: -1, Health: "SERVING",
-		Links: c.opts.Links, EntityTypes: c.opts.EntityTypes,
+		Links: c.opts.Links, LinkBytes: map[string]LinkBytes{}, Windows: map[string][]Window{},
 		Lags: map[string][]int64{}, Filters: map[string][]criterion{}, Behind: map[string]float64{}, Moves: map[string][]float64{},
 		Window: int(c.opts.History / time.Second),
 	}
@@ -130,13 +180,23 @@ func (c *Console) takeSample() {
 	if c.opts.DataDir != "" {
 		snap.DiskBytes, snap.FreeBytes = diskUsage(c.opts.DataDir)
 	}
-	p := point{t: now, lags: map[string]int64{}, offsets: map[string]uint64{}}
+	p := point{t: now, lags: map[string]int64{}, offsets: map[string]uint64{}, links: map[string][2]float64{},
+		forwards: map[string]float64{}, takeovers: map[string]float64{}}
 	if mfs, err := c.opts.Gatherer.Gather(); err == nil {
 		snap.Readers = c.readMetrics(mfs, &p)
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
+	defer cancel()
+	snap.EntityTypes = c.entityTypes(ctx, &p)
+	aggs, aggErr := c.aggregates.ListAggregates(ctx, &streamdv1.ListAggregatesRequest{})
+	if aggErr != nil {
+		snap.AggregatesError = status.Convert(aggErr).Message()
+	}
+	for _, a := range aggs.GetAggregates() {
+		b, _ := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(a)
+		snap.Aggregates = append(snap.Aggregates, b)
+	}
 	resp, err := c.admin.ListConsumers(ctx, &streamdv1.ListConsumersRequest{})
-	cancel()
 	if err != nil {
 		snap.AdminError = err.Error()
 	}
@@ -163,6 +223,21 @@ func (c *Console) takeSample() {
 		pts = pts[1:]
 	}
 	c.samples.points = pts
+	c.keepWindows(aggs.GetAggregates())
+	for stage, ws := range c.samples.windows {
+		snap.Windows[stage] = slices.Clone(ws) // kept windows change in place
+	}
+	for name, b := range p.links {
+		lb := LinkBytes{Summary: b[0], Detail: b[1], SummaryRate: make([]float64, len(pts)), DetailRate: make([]float64, len(pts))}
+		for i := 1; i < len(pts); i++ {
+			prev, ok := pts[i-1].links[name]
+			cur, cok := pts[i].links[name]
+			if dt := pts[i].t.Sub(pts[i-1].t).Seconds(); ok && cok && dt > 0 {
+				lb.SummaryRate[i], lb.DetailRate[i] = max(0, cur[0]-prev[0])/dt, max(0, cur[1]-prev[1])/dt
+			}
+		}
+		snap.LinkBytes[name] = lb
+	}
 	for i, pt := range pts {
 		snap.Times = append(snap.Times, pt.t.UnixMilli())
 		rate, fsync := 0.0, 0.0
@@ -222,6 +297,19 @@ func (c *Console) readMetrics(mfs []*dto.MetricFamily, p *point) []Reader {
 				readers[k] = &Reader{Stream: k[0], Consumer: k[1], Lag: m.GetGauge().GetValue()}
 			case "streamd_stream_events_sent_total":
 				sent = append(sent, m)
+			case "streamd_replication_received_bytes_total":
+				b := p.links[label(m, "consumer")]
+				switch label(m, "kind") {
+				case "summary":
+					b[0] += m.GetCounter().GetValue()
+				case "detail":
+					b[1] += m.GetCounter().GetValue()
+				}
+				p.links[label(m, "consumer")] = b
+			case "streamd_primary_forwards_total":
+				p.forwards[label(m, "entity_type")] += m.GetCounter().GetValue()
+			case "streamd_primary_takeovers_total":
+				p.takeovers[label(m, "entity_type")] += m.GetCounter().GetValue()
 			}
 		}
 	}
@@ -240,16 +328,56 @@ func (c *Console) readMetrics(mfs []*dto.MetricFamily, p *point) []Reader {
 	return out
 }
 
-func readerKey(m *dto.Metric) (k [2]string) {
+func readerKey(m *dto.Metric) [2]string { return [2]string{label(m, "stream"), label(m, "consumer")} }
+
+// label is the value of a metric's label name ("" without it).
+func label(m *dto.Metric, name string) string {
 	for _, l := range m.GetLabel() {
-		switch l.GetName() {
-		case "stream":
-			k[0] = l.GetValue()
-		case "consumer":
-			k[1] = l.GetValue()
+		if l.GetName() == name {
+			return l.GetValue()
 		}
 	}
-	return k
+	return ""
+}
+
+// entityTypes are the entity types with their primary now and the writes
+// counted in p.
+func (c *Console) entityTypes(ctx context.Context, p *point) []Primary {
+	out := make([]Primary, 0, len(c.opts.EntityTypes))
+	for _, t := range c.opts.EntityTypes {
+		pr := Primary{EntityType: t, Forwards: p.forwards[t.Name], Takeovers: p.takeovers[t.Name]}
+		resp, err := c.primaries.GetPrimary(ctx, &streamdv1.GetPrimaryRequest{EntityType: t.Name})
+		if err != nil {
+			pr.Error = status.Convert(err).Message()
+		} else {
+			pr.Primary, pr.PinnedIn = resp.GetPrimary(), resp.GetPinnedIn()
+			pr.PinnedAt = resp.GetPinnedAtUnixNano() / 1e6
+		}
+		out = append(out, pr)
+	}
+	return out
+}
+
+// keepWindows adds the stages' last windows to the ones kept; c.samples.mu
+// is held.
+func (c *Console) keepWindows(stages []*streamdv1.AggregateStatus) {
+	if c.samples.windows == nil {
+		c.samples.windows = map[string][]Window{}
+	}
+	for _, st := range stages {
+		lw := st.GetLastWindow()
+		if lw == nil {
+			continue
+		}
+		w := Window{Start: lw.GetStartUnixMs(), End: lw.GetEndUnixMs(), Summaries: lw.GetSummaries(), Events: lw.GetEvents(), Written: lw.GetWrittenUnixNano() / 1e6}
+		ws := c.samples.windows[st.GetName()]
+		if n := len(ws); n > 0 && ws[n-1].Start == w.Start {
+			ws[n-1] = w // more groups of the same window written since
+		} else {
+			ws = append(ws, w)
+		}
+		c.samples.windows[st.GetName()] = ws[max(0, len(ws)-keptWindows):]
+	}
 }
 
 // diskUsage returns the bytes of the files under dir and the free bytes

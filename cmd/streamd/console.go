@@ -63,11 +63,15 @@ func loopbackAddr(addr string) bool {
 // through a gRPC server of its own on an in-memory listener (no TLS, no
 // token: the console authorizes each request against cfg.tokens). The
 // returned stop ends the console's streams; hs.Shutdown calls it first.
-func startConsole(log *slog.Logger, cfg config, p *producer.Producer, cs *consumers, mux *http.ServeMux, hs *http.Server, addr string) (stop func(), err error) {
+func startConsole(log *slog.Logger, cfg config, p *producer.Producer, cs *consumers, aggs *aggregates, mux *http.ServeMux, hs *http.Server, addr string) (stop func(), err error) {
 	lis := bufconn.Listen(1 << 20)
 	g := grpc.NewServer(append(producer.Interceptors(log), grpc.MaxRecvMsgSize(p.Server().MaxMessageBytes()))...)
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
 	cs.registry.Register(g)
+	aggs.set.Register(g)
+	if cfg.router != nil {
+		streamdv1.RegisterPrimaryServiceServer(g, cfg.router.p.Server())
+	}
 	go g.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///console", grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
@@ -91,7 +95,7 @@ func startConsole(log *slog.Logger, cfg config, p *producer.Producer, cs *consum
 		opts.Links = append(opts.Links, l)
 	}
 	for _, t := range cfg.entityTypes.EntityTypes {
-		opts.EntityTypes = append(opts.EntityTypes, console.EntityType{Name: t.Name, Mode: t.Mode.String(), Primary: t.FirstOwner()})
+		opts.EntityTypes = append(opts.EntityTypes, console.EntityType{Name: t.Name, Mode: t.Mode.String(), Configured: t.FirstOwner()})
 	}
 	if cfg.tokens != nil {
 		opts.Tokens = func(token string) (console.Grant, bool) {

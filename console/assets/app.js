@@ -30,6 +30,8 @@ function fmtBytes(n) {
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
   return (i === 0 ? n : n.toFixed(1)) + ' ' + units[i];
 }
+const fmtRate = (n) => fmtBytes(Math.round(n)) + '/s';
+const lastOf = (a) => (a && a.length ? a[a.length - 1] : 0);
 function fmtDuration(s) {
   if (s < 0) return '∞';
   s = Math.floor(s);
@@ -86,6 +88,7 @@ function render() {
   renderOverview();
   renderConsumers();
   renderRegions();
+  renderAggregates();
   document.body.dataset.sample = String(snap.time_unix_ms);
 }
 
@@ -383,8 +386,14 @@ function renderRegions() {
     const up = c && c.running && (c.producers || []).some((p) => p.connected);
     const lag = c ? (c.producers || []).reduce((s, p) => s + Number(p.lag), 0) : 0;
     const rate = ((snap.offsets_per_second || {})[l.consumer] || []).slice(-1)[0] || 0;
+    const b = (snap.link_bytes || {})[l.consumer] || {};
+    const mid = (self.y + y) / 2;
     svg.append(el('svg:line', { x1: self.x + 50, y1: self.y, x2: 480, y2: y, class: up ? 'up' : 'down', 'data-link': l.consumer }));
-    svg.append(el('svg:text', { x: 250, y: (self.y + y) / 2 - 6, text: (up ? 'up' : 'down') + ' · lag ' + fmtInt(lag) + ' · ' + rate.toFixed(1) + ' offsets/s' }));
+    svg.append(el('svg:text', { x: 230, y: mid - 6, text: (up ? 'up' : 'down') + ' · lag ' + fmtInt(lag) + ' · ' + rate.toFixed(1) + ' offsets/s' }));
+    svg.append(el('svg:text', { x: 230, y: mid + 10, 'data-link-bytes': l.consumer },
+      el('svg:tspan', { class: 'k-summary', text: 'summaries ' + fmtRate(lastOf(b.summary_per_second)) }),
+      el('svg:tspan', { text: ' · ' }),
+      el('svg:tspan', { class: 'k-detail', text: 'detail ' + fmtRate(lastOf(b.detail_per_second)) })));
     svg.append(el('svg:rect', { x: 480, y: y - 16, width: 120, height: 32, rx: 6, class: 'node' }));
     svg.append(el('svg:text', { x: 490, y: y + 4, text: l.from + (l.stream ? ' / ' + l.stream : '') }));
   });
@@ -399,6 +408,8 @@ function renderRegions() {
     const ps = c.producers || [];
     const sum = (f) => ps.reduce((s, p) => s + Number(p[f]), 0);
     const rate = ((snap.offsets_per_second || {})[l.consumer] || []).slice(-1)[0] || 0;
+    const b = (snap.link_bytes || {})[l.consumer] || {};
+    const sr = lastOf(b.summary_per_second), dr = lastOf(b.detail_per_second);
     body.append(el('tr', { 'data-link': l.consumer },
       el('td', { text: l.from }), el('td', { class: 'mono', text: l.consumer }), el('td', { text: l.stream || '(default)' }),
       el('td', { class: 'mono small', text: l.addrs.join(' ') }),
@@ -407,12 +418,68 @@ function renderRegions() {
       el('td', { class: 'l-offset', 'data-value': sum('offset'), text: fmtInt(sum('offset')) }),
       el('td', { class: 'l-lag', 'data-value': sum('lag'), text: fmtInt(sum('lag')) }),
       el('td', { text: rate.toFixed(1) }),
+      el('td', { class: 'l-summary-rate k-summary', 'data-value': sr, text: fmtRate(sr) }),
+      el('td', { class: 'l-detail-rate k-detail', 'data-value': dr, text: fmtRate(dr) }),
+      el('td', { class: 'l-summary-bytes', 'data-value': b.summary || 0, text: fmtBytes(b.summary || 0) }),
+      el('td', { class: 'l-detail-bytes', 'data-value': b.detail || 0, text: fmtBytes(b.detail || 0) }),
       el('td', { class: 'mono small', text: (l.filter || []).join('; ') || 'everything' })));
   }
   const types = $('#entity-types tbody');
   types.replaceChildren();
-  for (const t of snap.entity_types || []) types.append(el('tr', {}, el('td', { text: t.name }), el('td', { text: t.mode }), el('td', { text: t.primary || '—' })));
-  if (!(snap.entity_types || []).length) types.append(el('tr', {}, el('td', { class: 'muted', colspan: 3, text: 'no single-writer entity types configured' })));
+  for (const t of snap.entity_types || []) {
+    const pinned = t.pinned_in ? new Date(t.pinned_at_unix_ms).toISOString().replace('.000Z', 'Z') + ' in ' + t.pinned_in : t.mode === 'pinned' ? '(the configured primary)' : '—';
+    types.append(el('tr', { 'data-type': t.name }, el('td', { class: 't-name', text: t.name }), el('td', { class: 't-mode', text: t.mode }),
+      el('td', { class: 't-configured', text: t.configured || '—' }),
+      el('td', { class: 't-primary ' + (t.error ? 'bad' : ''), text: t.error ? t.error : t.primary || '—' }),
+      el('td', { class: 't-pinned small', text: pinned }),
+      el('td', { class: 't-forwards', 'data-value': t.forwards, text: fmtInt(t.forwards) }),
+      el('td', { class: 't-takeovers', 'data-value': t.takeovers, text: fmtInt(t.takeovers) })));
+  }
+  if (!(snap.entity_types || []).length) types.append(el('tr', {}, el('td', { class: 'muted', colspan: 7, text: 'no entity types configured' })));
+}
+
+// Aggregation stages: their counters, and the last windows they wrote.
+function renderAggregates() {
+  setText('#agg-error', snap.aggregates_error || '');
+  const body = $('#aggregates tbody');
+  body.replaceChildren();
+  const num = (cls, v) => el('td', { class: cls, 'data-value': Number(v), text: fmtInt(Number(v)) });
+  const stages = snap.aggregates || [];
+  for (const a of stages) {
+    const skipped = ['skipped_not_json', 'skipped_missing_field', 'skipped_not_number', 'skipped_too_many_windows'].reduce((s, f) => s + Number(a[f]), 0);
+    const wm = Number(a.watermark_unix_ms);
+    body.append(el('tr', { 'data-stage': a.name },
+      el('td', { class: 'mono', text: a.name }), el('td', { class: 'a-output', text: a.output_entity_type }),
+      el('td', { class: 'a-running ' + (a.running ? 'ok' : 'bad'), text: a.running ? 'yes' : 'no' + (a.error ? ': ' + a.error : '') }),
+      num('a-read', a.read), num('a-aggregated', a.aggregated), num('a-late', a.late),
+      el('td', { class: 'a-skipped', 'data-value': skipped, text: fmtInt(skipped), title: 'not JSON ' + a.skipped_not_json + ', missing field ' + a.skipped_missing_field + ', not a number ' + a.skipped_not_number + ', too many windows ' + a.skipped_too_many_windows }),
+      num('a-summaries', a.summaries), num('a-open', a.open_windows), num('a-lag', a.lag),
+      el('td', { class: 'a-watermark small', text: wm ? new Date(wm).toISOString() : '—' })));
+  }
+  if (!stages.length) body.append(el('tr', {}, el('td', { class: 'muted', colspan: 11, text: 'no aggregation stages configured (aggregate: in --config)' })));
+  const wins = $('#windows');
+  wins.replaceChildren();
+  const clock = (ms) => new Date(ms).toISOString().slice(11, 23);
+  for (const a of stages) {
+    const ws = ((snap.windows || {})[a.name] || []).slice().reverse();
+    const top = Math.max(1, ...ws.map((w) => Number(w.events)));
+    const t = el('table', { class: 'windows', 'data-stage': a.name },
+      el('thead', {}, el('tr', {}, ...['window (UTC)', 'groups', 'events', '', 'written'].map((h) => el('th', { text: h })))));
+    const b = el('tbody');
+    for (const w of ws) {
+      const bar = el('div', { class: 'bar' });
+      bar.style.width = Math.round((Number(w.events) / top) * 120) + 'px'; // CSSOM: the CSP refuses style attributes
+      b.append(el('tr', { 'data-start': w.start_unix_ms },
+        el('td', { class: 'w-window mono small', text: clock(w.start_unix_ms) + ' – ' + clock(w.end_unix_ms) }),
+        el('td', { class: 'w-summaries', 'data-value': w.summaries, text: fmtInt(w.summaries) }),
+        el('td', { class: 'w-events', 'data-value': w.events, text: fmtInt(w.events) }),
+        el('td', {}, bar),
+        el('td', { class: 'small muted', text: clock(w.written_unix_ms) })));
+    }
+    if (!ws.length) b.append(el('tr', {}, el('td', { class: 'muted', colspan: 5, text: 'no window written since the console started' })));
+    t.append(b);
+    wins.append(el('h3', { text: 'Last windows of ' + a.name }), t);
+  }
 }
 
 function wire() {
