@@ -2,11 +2,14 @@ package console_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io/fs"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,6 +275,22 @@ func TestConsoleInBrowser(t *testing.T) {
 				t.Errorf("%s shows %q, the API says %q", sel, got, want)
 			}
 		}
+		if got, want := p.js(`document.querySelector('#ov-bytes').dataset.value`), strconv.FormatUint(info.GetBytes(), 10); got != want {
+			t.Errorf("event bytes show %s, the API says %s", got, want)
+		}
+		// The disk figures move with whatever else writes to the disk: the
+		// page's, sampled a moment apart from the metrics' (and from the
+		// test's own count of the blocks the journal's files take), is
+		// within 1% of the file system's size of theirs.
+		size := metric(t, eu.MetricsAddr, "streamd_disk_size_bytes")
+		p.waitFor("free disk as the metrics say", func() bool {
+			shown, _ := strconv.ParseFloat(p.js(`document.querySelector('#ov-free').dataset.value`), 64)
+			return math.Abs(shown-metric(t, eu.MetricsAddr, "streamd_disk_free_bytes")) <= size/100
+		})
+		p.waitFor("the bytes on disk as the files take them", func() bool {
+			shown, _ := strconv.ParseFloat(p.js(`document.querySelector('#ov-disk').dataset.value`), 64)
+			return shown > 0 && math.Abs(shown-float64(allocated(t, eu.DataDir()))) <= size/100
+		})
 		// Live: events published after the page loaded show without a reload.
 		eu.publish(t, "car-4", "sports")
 		eu.publish(t, "car-5")
@@ -281,6 +300,12 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		p.waitFor("the rate chart shows the publishes", func() bool {
 			return p.js(`document.querySelectorAll('#chart-rate polyline').length`) == "1" && p.text("#chart-rate text") != "max 0.00"
+		})
+		// The rates over the samples add up to the events appended since
+		// the console started, before the first: every one the metrics count.
+		p.waitFor("the rate chart's events are the metrics' appends", func() bool {
+			return p.js(`Math.round(snap.rate.reduce((s, r, i) => i ? s + r * (snap.times[i] - snap.times[i-1]) / 1000 : 0, 0))`) ==
+				strconv.FormatFloat(metric(t, eu.MetricsAddr, "streamd_journal_events_appended_total"), 'f', -1, 64)
 		})
 		if *updateScreenshot {
 			// Publishes paced over some seconds, for charts worth a look.
@@ -313,6 +338,12 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		if got := p.text(row + " .c-producer"); got != us.Addr {
 			t.Errorf("producer shows %q, want %q", got, us.Addr)
+		}
+		if got, want := p.text(row+" .c-running"), map[bool]string{true: "yes", false: "no"}[c.Running]; got != want {
+			t.Errorf("running shows %q, the API says %v", got, c.Running)
+		}
+		if got, want := p.text(row+" .c-stream"), cmp.Or(c.Stream, "all"); got != want {
+			t.Errorf("stream shows %q, the API says %q", got, c.Stream)
 		}
 
 		// A filter criterion added through the page: previewed, then executed.
@@ -378,6 +409,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		if got, want := p.number(linkRow+" .l-offset"), strconv.FormatUint(c.Producers[0].Offset, 10); got != want {
 			t.Errorf("link offset shows %q, the API says %q", got, want)
 		}
+		if got, want := p.number(linkRow+" .l-lag"), strconv.FormatUint(c.Producers[0].Lag, 10); got != want {
+			t.Errorf("link lag shows %q, the API says %q", got, want)
+		}
+		if got := p.text(linkRow + " .l-running"); got != "yes" || !c.Running {
+			t.Errorf("link running shows %q, the API says %v", got, c.Running)
+		}
+		if got := p.text(linkRow + " td:nth-child(4)"); got != us.Addr {
+			t.Errorf("link addrs show %q, want %q", got, us.Addr)
+		}
 		if got := p.text("#rg-name"); got != "eu" {
 			t.Errorf("region shows %q, want eu", got)
 		}
@@ -390,6 +430,21 @@ func TestConsoleInBrowser(t *testing.T) {
 		p.run(chromedp.Navigate("http://" + us.MetricsAddr + "/console/#consumers"))
 		reader := fmt.Sprintf(`#readers tr[data-reader="all/%s"]`, link)
 		p.waitFor("us lists the replication reading from it", func() bool { return p.number(reader+" .r-lag") == "0" })
+		resp, err := us.admin.ListConsumers(context.Background(), &streamdv1.ListConsumersRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range resp.GetReaders() {
+			if r.GetConsumer() != link {
+				continue
+			}
+			p.waitFor("the reader's stored offset as the API lists it", func() bool {
+				return p.number(reader+" .r-offset") == strconv.FormatUint(r.GetStoredOffset(), 10)
+			})
+			if got := p.text(reader + " td:nth-child(4)"); got != map[bool]string{true: "yes", false: "no"}[r.GetConnected()] {
+				t.Errorf("connected shows %q, the API says %v", got, r.GetConnected())
+			}
+		}
 		p.screenshot("readers.png")
 		p.run(chromedp.Navigate(base + "#regions"))
 		p.waitFor("eu's console again", func() bool { return p.text(linkRow+" .l-connected") == "yes" })
@@ -468,4 +523,20 @@ func TestConsoleLoginInBrowser(t *testing.T) {
 	if p.js(`document.querySelector('#act-denied').hidden`) != "true" || p.js(`document.querySelector('#actions .act').hidden`) != "false" {
 		t.Fatal(`a token granted "*" is not offered the actions`)
 	}
+}
+
+// allocated is the bytes the files under dir take on disk (their blocks).
+func allocated(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // removed meanwhile (compaction)
+		}
+		if fi, err := d.Info(); err == nil && fi.Mode().IsRegular() {
+			n += fi.Sys().(*syscall.Stat_t).Blocks * 512
+		}
+		return nil
+	})
+	return n
 }

@@ -55,7 +55,7 @@ func metric(t *testing.T, addr, name string, labels ...string) float64 {
 next:
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
 		}
 		for _, l := range labels {
