@@ -60,7 +60,7 @@ type Link struct {
 
 // EntityType is one entity type of the region's config.
 type EntityType struct {
-	Name string `json:"name"`
+	Name string `json:"name"` // "": every type the config does not list (its default mode)
 	Mode string `json:"mode"`
 	// Configured is the primary (pinned) or home (request-region) of the
 	// config, every entity's first owner; "" for the other modes.

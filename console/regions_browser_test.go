@@ -28,6 +28,7 @@ entity_types:
   - name: order
     mode: pinned
     primary: us
+default_mode: local
 aggregate:
   - name: laps
     filter: ["include type=car"]
@@ -190,8 +191,12 @@ func TestConsoleRegionsInBrowser(t *testing.T) {
 		}
 		api := get()
 		p.waitFor("the entity type and its primary", func() bool { return p.text(typeRow+" .t-primary") == api.GetPrimary() })
-		if api.GetPrimary() != "us" || p.text(typeRow+" .t-configured") != "us" || p.text(typeRow+" .t-mode") != "pinned" {
-			t.Fatalf("the API says primary %q; the page shows mode %q, configured %q", api.GetPrimary(), p.text(typeRow+" .t-mode"), p.text(typeRow+" .t-configured"))
+		if api.GetPrimary() != "us" || p.text(typeRow+" .t-configured") != api.GetConfigured() || p.text(typeRow+" .t-mode") != api.GetMode() {
+			t.Fatalf("the API says primary %q, mode %q, configured %q; the page shows mode %q, configured %q", api.GetPrimary(), api.GetMode(), api.GetConfigured(),
+				p.text(typeRow+" .t-mode"), p.text(typeRow+" .t-configured"))
+		}
+		if got := p.text(`#entity-types tr[data-type=""] .t-name`) + " " + p.text(`#entity-types tr[data-type=""] .t-mode`); got != "(every other type) local" {
+			t.Errorf("the row of the unlisted types shows %q, want their default mode, local", got)
 		}
 		// A write in eu goes to the primary, us: the page counts it.
 		if _, err := eu.events.Publish(context.Background(), &streamdv1.PublishRequest{Events: []*streamdv1.Event{

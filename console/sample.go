@@ -346,6 +346,10 @@ func (c *Console) entityTypes(ctx context.Context, p *point) []Primary {
 	out := make([]Primary, 0, len(c.opts.EntityTypes))
 	for _, t := range c.opts.EntityTypes {
 		pr := Primary{EntityType: t, Forwards: p.forwards[t.Name], Takeovers: p.takeovers[t.Name]}
+		if t.Name == "" {
+			out = append(out, pr) // each unlisted type has a primary of its own
+			continue
+		}
 		resp, err := c.primaries.GetPrimary(ctx, &streamdv1.GetPrimaryRequest{EntityType: t.Name})
 		if err != nil {
 			pr.Error = status.Convert(err).Message()

@@ -97,6 +97,9 @@ func startConsole(log *slog.Logger, cfg config, p *producer.Producer, cs *consum
 	for _, t := range cfg.entityTypes.EntityTypes {
 		opts.EntityTypes = append(opts.EntityTypes, console.EntityType{Name: t.Name, Mode: t.Mode.String(), Configured: t.FirstOwner()})
 	}
+	if d := cfg.entityTypes; d.DefaultMode != 0 {
+		opts.EntityTypes = append(opts.EntityTypes, console.EntityType{Mode: d.DefaultMode.String(), Configured: d.DefaultPrimary})
+	}
 	if cfg.tokens != nil {
 		opts.Tokens = func(token string) (console.Grant, bool) {
 			g := cfg.tokens.lookup(token)

@@ -427,8 +427,9 @@ function renderRegions() {
   const types = $('#entity-types tbody');
   types.replaceChildren();
   for (const t of snap.entity_types || []) {
-    const pinned = t.pinned_in ? new Date(t.pinned_at_unix_ms).toISOString().replace('.000Z', 'Z') + ' in ' + t.pinned_in : t.mode === 'pinned' ? '(the configured primary)' : '—';
-    types.append(el('tr', { 'data-type': t.name }, el('td', { class: 't-name', text: t.name }), el('td', { class: 't-mode', text: t.mode }),
+    let pinned = t.pinned_in ? new Date(t.pinned_at_unix_ms).toISOString().replace('.000Z', 'Z') + ' in ' + t.pinned_in : t.mode === 'pinned' ? '(the configured primary)' : '—';
+    if (!t.name) pinned = t.mode === 'pinned' ? 'per type: streamctl primary get --type T' : '—';
+    types.append(el('tr', { 'data-type': t.name }, el('td', { class: 't-name' + (t.name ? '' : ' muted'), text: t.name || '(every other type)' }), el('td', { class: 't-mode', text: t.mode }),
       el('td', { class: 't-configured', text: t.configured || '—' }),
       el('td', { class: 't-primary ' + (t.error ? 'bad' : ''), text: t.error ? t.error : t.primary || '—' }),
       el('td', { class: 't-pinned small', text: pinned }),
