@@ -307,6 +307,14 @@ func TestConsoleInBrowser(t *testing.T) {
 			return p.js(`Math.round(snap.rate.reduce((s, r, i) => i ? s + r * (snap.times[i] - snap.times[i-1]) / 1000 : 0, 0))`) ==
 				strconv.FormatFloat(metric(t, eu.MetricsAddr, "streamd_journal_events_appended_total"), 'f', -1, 64)
 		})
+		// So do the fsync chart's group commits, and their mean fsync is
+		// the histogram's.
+		p.waitFor("the fsync chart's commits and mean are the metrics'", func() bool {
+			count, sum := metric(t, eu.MetricsAddr, "streamd_journal_fsync_seconds_count"), metric(t, eu.MetricsAddr, "streamd_journal_fsync_seconds_sum")
+			n, _ := strconv.ParseFloat(p.js(`snap.commits.reduce((s, n) => s + n, 0)`), 64)
+			ms, _ := strconv.ParseFloat(p.js(`snap.fsync_ms.reduce((s, f, i) => s + f * snap.commits[i], 0) / snap.commits.reduce((s, n) => s + n, 0)`), 64)
+			return count > 0 && n == count && math.Abs(ms-sum/count*1000) <= 1e-6*ms
+		})
 		if *updateScreenshot {
 			// Publishes paced over some seconds, for charts worth a look.
 			for i := range 60 {

@@ -37,11 +37,13 @@ type Snapshot struct {
 	AdminError string `json:"admin_error,omitempty"`
 
 	// Series over the History, oldest first: sample times, events
-	// appended per second, mean fsync of a group commit in milliseconds.
-	Times  []int64   `json:"times"`
-	Rate   []float64 `json:"rate"`
-	Fsync  []float64 `json:"fsync_ms"`
-	Window int       `json:"window_seconds"`
+	// appended per second, group commits fsynced since the sample before
+	// and their mean fsync in milliseconds.
+	Times   []int64   `json:"times"`
+	Rate    []float64 `json:"rate"`
+	Commits []float64 `json:"commits"`
+	Fsync   []float64 `json:"fsync_ms"`
+	Window  int       `json:"window_seconds"`
 
 	// Consumers the process runs, as AdminService.ListConsumers lists
 	// them (protojson: fields the API adds show up as they are).
@@ -240,17 +242,17 @@ func (c *Console) takeSample() {
 	}
 	for i, pt := range pts {
 		snap.Times = append(snap.Times, pt.t.UnixMilli())
-		rate, fsync := 0.0, 0.0
+		rate, commits, fsync := 0.0, 0.0, 0.0
 		if i > 0 {
 			prev := pts[i-1]
 			if dt := pt.t.Sub(prev.t).Seconds(); dt > 0 {
 				rate = max(0, pt.appends-prev.appends) / dt
 			}
-			if n := pt.fsync.count - prev.fsync.count; n > 0 {
-				fsync = (pt.fsync.sum - prev.fsync.sum) / n * 1000
+			if commits = max(0, pt.fsync.count-prev.fsync.count); commits > 0 {
+				fsync = (pt.fsync.sum - prev.fsync.sum) / commits * 1000
 			}
 		}
-		snap.Rate, snap.Fsync = append(snap.Rate, rate), append(snap.Fsync, fsync)
+		snap.Rate, snap.Commits, snap.Fsync = append(snap.Rate, rate), append(snap.Commits, commits), append(snap.Fsync, fsync)
 	}
 	for name := range p.lags {
 		lags, moves := make([]int64, len(pts)), make([]float64, len(pts))

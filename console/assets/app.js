@@ -113,6 +113,7 @@ function renderOverview() {
   const last = (a) => (a.length ? a[a.length - 1] : 0);
   setText('#ov-rate', last(s.rate).toFixed(1), last(s.rate));
   setText('#ov-fsync', last(s.fsync_ms).toFixed(2), last(s.fsync_ms));
+  setText('#ov-commits', fmtInt(last(s.commits)), last(s.commits));
   setText('#ov-window', String(s.window_seconds));
   chart($('#chart-rate'), s.times, s.rate, s.window_seconds);
   chart($('#chart-fsync'), s.times, s.fsync_ms, s.window_seconds);
