@@ -353,6 +353,9 @@ func TestConsoleInBrowser(t *testing.T) {
 		if got, want := p.text(row+" .c-stream"), cmp.Or(c.Stream, "all"); got != want {
 			t.Errorf("stream shows %q, the API says %q", got, c.Stream)
 		}
+		if got := p.text(row + " .c-behind"); got != "caught up" {
+			t.Errorf("behind for shows %q, the API says lag %d", got, c.Producers[0].Lag)
+		}
 
 		// A filter criterion added through the page: previewed, then executed.
 		p.click(row + " .c-name")
@@ -417,6 +420,12 @@ func TestConsoleInBrowser(t *testing.T) {
 		if got, want := p.number(linkRow+" .l-offset"), strconv.FormatUint(c.Producers[0].Offset, 10); got != want {
 			t.Errorf("link offset shows %q, the API says %q", got, want)
 		}
+		// The offsets/s over the samples add up to the offset the link
+		// moved to since the console started (from none).
+		if got, want := p.js(fmt.Sprintf(`Math.round(snap.offsets_per_second[%q].reduce((s, r, i) => i ? s + r * (snap.times[i] - snap.times[i-1]) / 1000 : 0, 0))`, link)),
+			strconv.FormatUint(c.Producers[0].Offset, 10); got != want {
+			t.Errorf("the link's offsets/s add up to %s, the API says offset %s", got, want)
+		}
 		if got, want := p.number(linkRow+" .l-lag"), strconv.FormatUint(c.Producers[0].Lag, 10); got != want {
 			t.Errorf("link lag shows %q, the API says %q", got, want)
 		}
@@ -451,6 +460,9 @@ func TestConsoleInBrowser(t *testing.T) {
 			})
 			if got := p.text(reader + " td:nth-child(4)"); got != map[bool]string{true: "yes", false: "no"}[r.GetConnected()] {
 				t.Errorf("connected shows %q, the API says %v", got, r.GetConnected())
+			}
+			if got := p.text(reader + " .r-lag-time"); r.GetLagNanos() != 0 || got != "0s" {
+				t.Errorf("lag in time shows %q, the API says %dns", got, r.GetLagNanos())
 			}
 		}
 		p.screenshot("readers.png")

@@ -164,7 +164,21 @@ func TestConsoleRegionsInBrowser(t *testing.T) {
 		bytes := func(kind string) float64 {
 			return metric(t, eu.MetricsAddr, "streamd_replication_received_bytes_total", `consumer="`+link+`"`, `region="us"`, `kind="`+kind+`"`)
 		}
-		// Once us writes no more summaries, the counts settle at what us sent.
+		// Once us's stage has closed every window it writes no more
+		// summaries: the counts settle at what us sent.
+		usConn, err := grpc.NewClient(us.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer usConn.Close()
+		p.waitFor("us's stage has closed its windows", func() bool {
+			resp, err := streamdv1.NewAggregateServiceClient(usConn).ListAggregates(context.Background(), &streamdv1.ListAggregatesRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := resp.GetAggregates()[0]
+			return st.GetAggregated() == 6 && st.GetOpenWindows() == 0 && st.GetLag() == 0
+		})
 		var summary, detail float64
 		p.waitFor("eu's counts of the link's bytes are what us sent", func() bool {
 			summary, detail = sentBytes(t, us.events)
@@ -208,6 +222,9 @@ func TestConsoleRegionsInBrowser(t *testing.T) {
 			t.Fatalf("streamd_primary_forwards_total{entity_type=order} = %v after one write in eu, want 1", forwards)
 		}
 		p.waitFor("the page counts the forwarded write", func() bool { return p.number(typeRow+" .t-forwards") == "1" })
+		if got, want := p.number(typeRow+" .t-takeovers"), strconv.FormatFloat(metric(t, eu.MetricsAddr, "streamd_primary_takeovers_total", `entity_type="order"`), 'f', -1, 64); got != want {
+			t.Errorf("taken over shows %s, the metrics say %s", got, want)
+		}
 
 		// Pinned to eu with streamctl: the page follows without a reload.
 		streamctl(t, "--addr", eu.Addr, "primary", "set", "--type", "order", "--region", "eu")
@@ -254,6 +271,16 @@ func TestConsoleRegionsInBrowser(t *testing.T) {
 				p.number(latest+" .w-summaries") == strconv.FormatUint(uint64(w.GetSummaries()), 10) &&
 				p.number(latest+" .w-events") == strconv.FormatUint(w.GetEvents(), 10)
 		})
+		// While idle the watermark follows the clock: the page's, a sample
+		// older, is at most a few samples behind the API's.
+		shown, err := time.Parse(time.RFC3339Nano, p.text(stageRow+" .a-watermark"))
+		now, lerr := euAggregates.ListAggregates(context.Background(), &streamdv1.ListAggregatesRequest{Name: "laps"})
+		if lerr != nil {
+			t.Fatal(lerr)
+		}
+		if api := time.UnixMilli(now.GetAggregates()[0].GetWatermarkUnixMs()); err != nil || shown.After(api) || api.Sub(shown) > 5*time.Second {
+			t.Errorf("watermark shows %v (%v), the API says %v", shown, err, api)
+		}
 		if st.GetRead() != 6 || st.GetSummaries() == 0 || p.text(stageRow+" .a-output") != "car-summary" || p.text(stageRow+" .a-running") != "yes" {
 			t.Fatalf("the API lists %v; the page shows output %q, running %q", st, p.text(stageRow+" .a-output"), p.text(stageRow+" .a-running"))
 		}

@@ -418,7 +418,7 @@ function renderRegions() {
       el('td', { class: 'l-running', text: c.running ? 'yes' : 'no' }),
       el('td', { class: 'l-offset', 'data-value': sum('offset'), text: fmtInt(sum('offset')) }),
       el('td', { class: 'l-lag', 'data-value': sum('lag'), text: fmtInt(sum('lag')) }),
-      el('td', { text: rate.toFixed(1) }),
+      el('td', { class: 'l-moves', 'data-value': rate, text: rate.toFixed(1) }),
       el('td', { class: 'l-summary-rate k-summary', 'data-value': sr, text: fmtRate(sr) }),
       el('td', { class: 'l-detail-rate k-detail', 'data-value': dr, text: fmtRate(dr) }),
       el('td', { class: 'l-summary-bytes', 'data-value': b.summary || 0, text: fmtBytes(b.summary || 0) }),
