@@ -25,8 +25,10 @@ import (
 // fakeAdmin answers the AdminService calls the console makes from what a
 // test sets; other calls are Unimplemented.
 type fakeAdmin struct {
-	mu        sync.Mutex
-	consumers []*streamdv1.ConsumerStatus
+	mu         sync.Mutex
+	consumers  []*streamdv1.ConsumerStatus
+	aggregates []*streamdv1.AggregateStatus
+	primaries  map[string]string // entity type: its primary now
 }
 
 func (f *fakeAdmin) set(cs ...*streamdv1.ConsumerStatus) {
@@ -55,6 +57,15 @@ func (f *fakeAdmin) Invoke(_ context.Context, method string, args, reply any, _ 
 		resp = &streamdv1.MoveOffsetsResponse{Executed: args.(*streamdv1.MoveOffsetsRequest).GetExecute()}
 	case streamdv1.AdminService_UpdateConsumerFilter_FullMethodName:
 		resp = &streamdv1.UpdateConsumerFilterResponse{Filter: args.(*streamdv1.UpdateConsumerFilterRequest).GetAdd()}
+	case streamdv1.AggregateService_ListAggregates_FullMethodName:
+		resp = &streamdv1.ListAggregatesResponse{Aggregates: f.aggregates}
+	case streamdv1.PrimaryService_GetPrimary_FullMethodName:
+		name := args.(*streamdv1.GetPrimaryRequest).GetEntityType()
+		primary, ok := f.primaries[name]
+		if !ok {
+			return status.Errorf(codes.NotFound, "topology: unknown entity type: %q", name)
+		}
+		resp = &streamdv1.GetPrimaryResponse{EntityType: name, Primary: primary, PinnedIn: primary, PinnedAtUnixNano: 5e6}
 	default:
 		return status.Errorf(codes.Unimplemented, "fake: %s", method)
 	}
@@ -268,5 +279,81 @@ func TestListed(t *testing.T) {
 		if got := listed([]byte(tc.object), "readers"); len(got) != tc.want {
 			t.Errorf("listed(%s) = %d elements, want %d", tc.object, len(got), tc.want)
 		}
+	}
+}
+
+// The regions and aggregation figures of a snapshot: each link's bytes by
+// kind and per second, each entity type's primary now (or why not), each
+// stage's last windows (a window written again replaces itself, at most
+// keptWindows, a snapshot's own copy).
+func TestSnapshotRegionsAndStages(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	received := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "streamd_replication_received_bytes_total"}, []string{"consumer", "region", "kind"})
+	forwards := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "streamd_primary_forwards_total"}, []string{"entity_type"})
+	reg.MustRegister(received, forwards)
+	received.WithLabelValues("region-us", "us", "summary").Add(100)
+	received.WithLabelValues("region-us", "us", "detail").Add(1000)
+	forwards.WithLabelValues("order").Add(2)
+	admin := &fakeAdmin{primaries: map[string]string{"order": "eu"}}
+	window := func(start int64, summaries uint32) {
+		admin.mu.Lock()
+		admin.aggregates = []*streamdv1.AggregateStatus{{Name: "laps", LastWindow: &streamdv1.AggregateWindow{
+			StartUnixMs: start, EndUnixMs: start + 1000, Summaries: summaries, Events: 3, WrittenUnixNano: (start + 2000) * 1e6}}}
+		admin.mu.Unlock()
+	}
+	window(0, 1)
+	c, err := New(Options{Conn: admin, Gatherer: reg, Interval: time.Hour, Info: func() journal.Info { return journal.Info{} },
+		EntityTypes: []EntityType{{Name: "order", Mode: "pinned", Configured: "us"}, {Name: "gone", Mode: "pinned", Configured: "us"}, {Mode: "local"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitSample(t, c)
+	first, _, _ := c.samples.current()
+	window(0, 2) // another group of the same window
+	received.WithLabelValues("region-us", "us", "detail").Add(500)
+	c.takeSample()
+	if again, _, _ := c.samples.current(); len(again.Windows["laps"]) != 1 || again.Windows["laps"][0].Summaries != 2 {
+		t.Errorf("windows after a window written again = %+v, want it once, with 2 summaries", again.Windows["laps"])
+	}
+	for i := range int64(keptWindows + 1) {
+		window((i+1)*1000, 1)
+		c.takeSample()
+	}
+
+	snap, _, _ := c.samples.current()
+	pts := c.samples.points
+	near := func(got, want float64) bool { return math.Abs(got-want) <= 1e-9*math.Max(1, math.Abs(want)) }
+	lb := snap.LinkBytes["region-us"]
+	if lb.Summary != 100 || lb.Detail != 1500 || lb.SummaryRate[1] != 0 || !near(lb.DetailRate[1], 500/pts[1].t.Sub(pts[0].t).Seconds()) || lb.DetailRate[2] != 0 {
+		t.Errorf("link bytes = %+v, want 100 summary, 1500 detail, 500 of it in the second sample", lb)
+	}
+	want := []Primary{
+		{EntityType: EntityType{Name: "order", Mode: "pinned", Configured: "us"}, Primary: "eu", PinnedIn: "eu", PinnedAt: 5, Forwards: 2},
+		{EntityType: EntityType{Name: "gone", Mode: "pinned", Configured: "us"}, Error: `topology: unknown entity type: "gone"`},
+		{EntityType: EntityType{Mode: "local"}},
+	}
+	if len(snap.EntityTypes) != len(want) {
+		t.Fatalf("entity types = %+v", snap.EntityTypes)
+	}
+	for i := range want {
+		if snap.EntityTypes[i] != want[i] {
+			t.Errorf("entity type %d = %+v, want %+v", i, snap.EntityTypes[i], want[i])
+		}
+	}
+	ws := snap.Windows["laps"]
+	if len(ws) != keptWindows || ws[0].Start != 2000 || ws[keptWindows-1].Start != (keptWindows+1)*1000 || ws[0].Written != 4000 {
+		t.Errorf("windows = %+v, want the last %d, from the one at 2000 ms", ws, keptWindows)
+	}
+	if got := first.Windows["laps"]; len(got) != 1 || got[0].Summaries != 1 {
+		t.Errorf("the first snapshot's windows became %+v: a later sample changed them", got)
+	}
+	c.samples.mu.Lock()
+	if w := c.samples.windows["laps"]; len(w) != keptWindows {
+		t.Errorf("%d windows kept, want %d", len(w), keptWindows)
+	}
+	c.samples.mu.Unlock()
+	if len(snap.Aggregates) != 1 || !strings.Contains(string(snap.Aggregates[0]), `"name":"laps"`) {
+		t.Errorf("aggregates = %s", snap.Aggregates)
 	}
 }
