@@ -38,3 +38,20 @@ func TestLinkBytes(t *testing.T) {
 		t.Errorf("summary bytes = %v, want %v", got, want)
 	}
 }
+
+// BenchmarkLinkStats: the cost the byte count adds to each batch a
+// replication receives (a batch of 500 events of 200-byte payloads).
+func BenchmarkLinkStats(b *testing.B) {
+	l := newLinkBytes(prometheus.NewRegistry(), []aggregate.Options{{Output: aggregate.Output{EntityType: "car-summary"}}})
+	h := l.stats("replicate-us-all", "us")
+	batch := &streamdv1.EventBatch{}
+	for i := range 500 {
+		batch.Events = append(batch.Events, &streamdv1.Event{EntityType: "car", EntityId: "c1", EventType: "Moved", Tags: []string{"sports"},
+			Payload: make([]byte, 200), Offset: uint64(i + 1), SeqNr: uint64(i + 1), TimestampUnixNano: 1e18, Origin: "us"})
+	}
+	in := &stats.InPayload{Client: true, Payload: &streamdv1.SubscribeResponse{Response: &streamdv1.SubscribeResponse_Events{Events: batch}}}
+	for b.Loop() {
+		h.HandleRPC(context.Background(), in)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch.Events)), "ns/event")
+}
