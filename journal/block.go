@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -16,13 +17,32 @@ import (
 // Badger entry keyed by the block's last offset, so that Seek(blockKey(x))
 // lands on the block holding x. A block is
 //
-//	[format byte][count uint32 BE] then count × [length uint32 BE][Event proto]
+//	[3][count uint32 BE][timestamp int64 BE] then count × event
+//
+// and an event
+//
+//	[entity type][entity id: uvarint length, bytes][event type]
+//	[uvarint length][the Event's encoding without the fields below]
+//
+// The fields a block makes derivable are left out of the stored encoding:
+// the offset (from the position in the block), the slice (from the entity
+// id), the timestamp (one per group commit), and the entity id, entity type
+// and event type, written before it. An entity type or event type is a
+// string of the block's table: uvarint 0 and the string (uvarint length,
+// bytes), which becomes the table's next entry, or uvarint k ≥ 1 for its
+// k-th entry. A reader puts the fields back in front of the rest (protobuf
+// takes fields in any order), so the events it returns are whole encodings.
+// Blocks of format 1, written before, are [1][count uint32 BE] then count
+// × [length uint32 BE][Event].
 //
 // Fewer, larger blocks keep Badger's per-key cost off the append path and
-// make catch-up reads sequential.
+// make catch-up reads sequential; the table and the fields left out keep
+// the bytes of an event on disk close to its payload and entity id.
 const (
-	blockFormat   = 1
-	blockHeader   = 5
+	blockFormat1  = 1
+	blockHeader1  = 1 + 4
+	blockFormat   = 3
+	blockHeader   = 1 + 4 + 8
 	maxBlockBytes = 256 << 10
 )
 
@@ -41,15 +61,40 @@ var (
 	errBlockFormat = fmt.Errorf("%w: unknown block format", ErrCorrupt)
 )
 
-// blockWriter appends blocks to one buffer and adds each to a group's
-// changes.
-type blockWriter struct {
-	buf   []byte
-	start int // start of the open block in buf, -1 if none
-	count uint32
-	last  uint64
+// derived marks the Event fields a block stores apart from the rest of the
+// encoding (see above).
+func derived(n protowire.Number) bool {
+	switch n {
+	case fieldOffset, fieldEntityType, fieldEntityID, fieldSlice, fieldTimestamp, fieldEventType:
+		return true
+	}
+	return false
 }
 
+// The Event fields blocks store apart (proto/streamd/v1/streamd.proto).
+const (
+	fieldOffset     protowire.Number = 1
+	fieldEntityType protowire.Number = 2
+	fieldEntityID   protowire.Number = 3
+	fieldSlice      protowire.Number = 5
+	fieldTimestamp  protowire.Number = 6
+	fieldEventType  protowire.Number = 9
+)
+
+// blockWriter appends blocks to one buffer and adds each to a group's
+// changes; the events' whole encodings go to another (the live ring's).
+type blockWriter struct {
+	buf     []byte
+	encoded []byte
+	start   int // start of the open block in buf, -1 if none
+	count   uint32
+	last    uint64
+	ts      int64
+	strings map[string]uint64 // the open block's table
+}
+
+// add encodes e (its offset, slice and timestamp set, the timestamp the
+// group's) into the open block, and returns its whole encoding.
 func (b *blockWriter) add(c *changes, e *streamdv1.Event) ([]byte, error) {
 	if b.start >= 0 && len(b.buf)-b.start >= maxBlockBytes {
 		b.flush(c)
@@ -57,19 +102,72 @@ func (b *blockWriter) add(c *changes, e *streamdv1.Event) ([]byte, error) {
 	if b.start < 0 {
 		b.start = len(b.buf)
 		b.buf = append(b.buf, blockFormat, 0, 0, 0, 0)
-		b.count = 0
+		b.buf = binary.BigEndian.AppendUint64(b.buf, uint64(e.TimestampUnixNano))
+		b.ts, b.count = e.TimestampUnixNano, 0
+		if b.strings == nil {
+			b.strings = map[string]uint64{}
+		}
+		clear(b.strings)
 	}
-	at := len(b.buf)
-	b.buf = append(b.buf, 0, 0, 0, 0)
+	if e.TimestampUnixNano != b.ts {
+		return nil, fmt.Errorf("journal: event at offset %d has timestamp %d in a block of %d", e.Offset, e.TimestampUnixNano, b.ts)
+	}
+	at := len(b.encoded)
 	var err error
-	if b.buf, err = marshalOpts.MarshalAppend(b.buf, e); err != nil {
+	if b.encoded, err = marshalOpts.MarshalAppend(b.encoded, e); err != nil {
 		return nil, err
 	}
-	n := len(b.buf) - at - 4
-	binary.BigEndian.PutUint32(b.buf[at:], uint32(n))
+	raw := b.encoded[at:len(b.encoded):len(b.encoded)]
+	b.buf = b.appendString(b.buf, e.EntityType)
+	b.buf = protowire.AppendString(b.buf, e.EntityId)
+	b.buf = b.appendString(b.buf, e.EventType)
+	// raw is in field order (deterministic marshalling): the fields kept
+	// are copied in runs.
+	rest := 0
+	for p := raw; len(p) > 0; {
+		n, size := nextField(p)
+		if size < 0 {
+			return nil, fmt.Errorf("journal: event at offset %d: %w", e.Offset, protowire.ParseError(size))
+		}
+		if !derived(n) {
+			rest += size
+		}
+		p = p[size:]
+	}
+	b.buf = protowire.AppendVarint(b.buf, uint64(rest))
+	for p := raw; len(p) > 0; {
+		n, size := nextField(p)
+		if !derived(n) {
+			b.buf = append(b.buf, p[:size]...)
+		}
+		p = p[size:]
+	}
 	b.count++
 	b.last = e.Offset
-	return b.buf[at+4 : len(b.buf) : len(b.buf)], nil
+	return raw, nil
+}
+
+// nextField returns the number and encoded size of the field p begins
+// with; size < 0 is a protowire error.
+func nextField(p []byte) (protowire.Number, int) {
+	n, t, tl := protowire.ConsumeTag(p)
+	if tl < 0 {
+		return 0, tl
+	}
+	vl := protowire.ConsumeFieldValue(n, t, p[tl:])
+	if vl < 0 {
+		return 0, vl
+	}
+	return n, tl + vl
+}
+
+// appendString appends s as a reference to the open block's table.
+func (b *blockWriter) appendString(dst []byte, s string) []byte {
+	if k, ok := b.strings[s]; ok {
+		return protowire.AppendVarint(dst, k)
+	}
+	b.strings[s] = uint64(len(b.strings) + 1)
+	return protowire.AppendString(append(dst, 0), s)
 }
 
 // flush adds the open block to c. The change refers to buf until it is
@@ -84,20 +182,125 @@ func (b *blockWriter) flush(c *changes) {
 	c.block(blockKey(b.last), val)
 }
 
-// walkBlock calls fn with the offset and encoding of each event of the block
-// from offset `from` on, until fn returns false.
+// walkBlock calls fn with the offset and whole encoding of each event of
+// the block from offset `from` on, until fn returns false. The encodings
+// are fn's to keep.
 func walkBlock(last uint64, val []byte, from uint64, fn func(off uint64, raw []byte) bool) error {
-	if len(val) < blockHeader {
+	if len(val) < 1 {
 		return errShortBlock
 	}
-	if val[0] != blockFormat {
-		return errBlockFormat
+	switch val[0] {
+	case blockFormat:
+		return walkBlock3(last, val, from, fn)
+	case blockFormat1:
+		return walkBlock1(last, val, from, fn)
+	}
+	return errBlockFormat
+}
+
+// blockCount reads and checks a block's count of events.
+func blockCount(last uint64, val []byte, header int) (uint64, error) {
+	if len(val) < header {
+		return 0, errShortBlock
 	}
 	count := uint64(binary.BigEndian.Uint32(val[1:]))
 	if count == 0 || count > last {
-		return fmt.Errorf("%w: block ending at offset %d claims %d events", ErrCorrupt, last, count)
+		return 0, fmt.Errorf("%w: block ending at offset %d claims %d events", ErrCorrupt, last, count)
 	}
-	off, p := last-count+1, val[blockHeader:]
+	return count, nil
+}
+
+func walkBlock3(last uint64, val []byte, from uint64, fn func(off uint64, raw []byte) bool) error {
+	count, err := blockCount(last, val, blockHeader)
+	if err != nil {
+		return err
+	}
+	ts := int64(binary.BigEndian.Uint64(val[5:]))
+	first := last - count + 1
+	if from > last {
+		from = last + 1 // nothing to give; the block is still checked
+	}
+	// Room for the events from `from` on, with the fields put back.
+	n := last + 1 - max(from, first)
+	var (
+		table []string
+		out   = make([]byte, 0, uint64(len(val))*n/count+n*48)
+		p     = val[blockHeader:]
+	)
+	str := func() (string, bool) {
+		k, n := protowire.ConsumeVarint(p)
+		if n < 0 {
+			return "", false
+		}
+		p = p[n:]
+		if k == 0 {
+			s, n := protowire.ConsumeBytes(p)
+			if n < 0 {
+				return "", false
+			}
+			p = p[n:]
+			table = append(table, string(s))
+			return table[len(table)-1], true
+		}
+		if k > uint64(len(table)) {
+			return "", false
+		}
+		return table[k-1], true
+	}
+	for off := first; off <= last; off++ {
+		entityType, ok1 := str()
+		id, n := protowire.ConsumeBytes(p)
+		if !ok1 || n < 0 {
+			return errShortBlock
+		}
+		p = p[n:]
+		eventType, ok2 := str()
+		rest, n := protowire.ConsumeBytes(p)
+		if !ok2 || n < 0 {
+			return fmt.Errorf("%w: event at offset %d", errShortBlock, off)
+		}
+		p = p[n:]
+		if off < from {
+			continue
+		}
+		// Appending may move out; the encodings given to fn before stay
+		// where they are.
+		at := len(out)
+		out = protowire.AppendTag(out, fieldOffset, protowire.VarintType)
+		out = protowire.AppendVarint(out, off)
+		out = protowire.AppendTag(out, fieldEntityType, protowire.BytesType)
+		out = protowire.AppendString(out, entityType)
+		out = protowire.AppendTag(out, fieldEntityID, protowire.BytesType)
+		out = protowire.AppendBytes(out, id)
+		if slice := sliceOf(id); slice != 0 {
+			out = protowire.AppendTag(out, fieldSlice, protowire.VarintType)
+			out = protowire.AppendVarint(out, uint64(slice))
+		}
+		if ts != 0 {
+			out = protowire.AppendTag(out, fieldTimestamp, protowire.VarintType)
+			out = protowire.AppendVarint(out, uint64(ts))
+		}
+		if eventType != "" {
+			out = protowire.AppendTag(out, fieldEventType, protowire.BytesType)
+			out = protowire.AppendString(out, eventType)
+		}
+		out = append(out, rest...)
+		if !fn(off, out[at:len(out):len(out)]) {
+			return nil
+		}
+	}
+	if len(p) != 0 {
+		return fmt.Errorf("%w: block ending at offset %d has trailing bytes", ErrCorrupt, last)
+	}
+	return nil
+}
+
+func walkBlock1(last uint64, val []byte, from uint64, fn func(off uint64, raw []byte) bool) error {
+	count, err := blockCount(last, val, blockHeader1)
+	if err != nil {
+		return err
+	}
+	off, p := last-count+1, val[blockHeader1:]
 	for ; off <= last; off++ {
 		if len(p) < 4 {
 			return errShortBlock

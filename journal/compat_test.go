@@ -17,19 +17,20 @@ import (
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-// Journals of format 1 (event blocks inline in Badger), as the build
-// before segments wrote them: 3,000 events of 20 entities appended 10 at a
-// time, each append with the record \x00fixture/last; one closed cleanly,
-// one left as a crash leaves it (its WAL not yet replayed). They open, are
-// upgraded, read whole, take appends, and retention deletes their inline
-// blocks with the rest.
-func TestOpensFormat1(t *testing.T) {
-	for _, name := range []string{"format1-closed", "format1-killed"} {
+// Journals of the older formats, as the builds that wrote them left them:
+// format 1 (event blocks inline in Badger) and format 2 (blocks of format 1
+// in the WAL segments, 401ec47). Each holds 3,000 events of 20 entities
+// appended 10 at a time, each append with the record \x00fixture/last; one
+// closed cleanly, one left as a crash leaves it (its WAL not yet replayed).
+// They open, are upgraded, read whole, take appends, and retention deletes
+// their blocks with the rest.
+func TestOpensOlderFormats(t *testing.T) {
+	for _, name := range []string{"format1-closed", "format1-killed", "format2-closed", "format2-killed"} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			untar(t, filepath.Join("testdata", name+".tar.gz"), dir)
 			j := open(t, dir, Options{})
-			checkFormat1(t, j, 3000)
+			checkFixture(t, j, 3000)
 			var version uint64
 			if err := j.View(func(txn *badger.Txn) error {
 				v, err := getValue(txn, keyVersion)
@@ -52,7 +53,7 @@ func TestOpensFormat1(t *testing.T) {
 				t.Fatal(err)
 			}
 			j = open(t, dir, Options{})
-			checkFormat1(t, j, 3100)
+			checkFixture(t, j, 3100)
 			if err := j.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -65,15 +66,15 @@ func TestOpensFormat1(t *testing.T) {
 				t.Fatalf("retention kept %d events from offset %d, want only some of the 100 new ones", info.Events, info.FirstOffset)
 			}
 			if _, err := j.Read(1, 1, nil); !errors.As(err, new(*OutOfRangeError)) {
-				t.Fatalf("read of a deleted inline block = %v, want an OutOfRangeError", err)
+				t.Fatalf("read of a deleted block = %v, want an OutOfRangeError", err)
 			}
 		})
 	}
 }
 
-// checkFormat1 checks the fixture's events (and n-3000 appended since) and
+// checkFixture checks the fixture's events (and n-3000 appended since) and
 // its record.
-func checkFormat1(t *testing.T, j *Journal, n int) {
+func checkFixture(t *testing.T, j *Journal, n int) {
 	t.Helper()
 	all := readAll(t, j)
 	if len(all) != n {

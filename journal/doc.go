@@ -49,9 +49,9 @@
 //   - Memory follows from Options (MemTableSize, BlockCacheSize, RingSize),
 //     not from the events written; Badger's memory-mapped tables are paged
 //     out every second (Linux), so they do not stay resident either.
-//   - Journals written in format 1 (blocks inline in Badger) open, are
-//     upgraded in place and read as before; their inline blocks go with
-//     retention.
+//   - Journals written in formats 1 (blocks inline in Badger) and 2 (blocks
+//     storing whole encodings) open, are upgraded in place and read as
+//     before; their blocks go with retention.
 //   - Origins (Options.Region): events written here get this region as their
 //     origin and the next origin seqNr of the entity from this region.
 //     Replicated events keep theirs; per (origin, entity) the journal applies

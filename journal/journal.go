@@ -716,7 +716,7 @@ func (w *writer) commit(g *group) error {
 		g.cost, g.entries = g.cost+r.cost, g.entries+r.entries
 	}
 	b := groupBuild{
-		blocks: blockWriter{start: -1, buf: make([]byte, 0, size+size/16+blockHeader)},
+		blocks: blockWriter{start: -1, buf: make([]byte, 0, size+size/16+blockHeader), encoded: make([]byte, 0, size+size/16)},
 		slab:   make([]byte, 0, size/2+64),
 		offset: w.nextOffset,
 		ts:     max(w.j.opts.Now().UnixNano(), w.lastTime),

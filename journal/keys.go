@@ -2,7 +2,6 @@ package journal
 
 import (
 	"encoding/binary"
-	"hash/fnv"
 )
 
 // Key layout (big-endian numbers, so key order is numeric order):
@@ -28,21 +27,27 @@ var (
 	keyFloor     = []byte("m/floor")
 	keyBytes     = []byte("m/bytes")
 	keyWAL       = []byte("m/wal")
-	// formatVersion 2: event blocks are kept in the WAL segments, and e/
-	// holds references to them (segstore.go). A journal of version 1
-	// holds its blocks inline; it is upgraded at open, since this build
-	// reads both and an older one would not read the references.
-	formatVersion = uint64(2)
+	// formatVersion 3: event blocks are kept in the WAL segments, e/
+	// holds references to them (segstore.go), and new blocks leave out
+	// what they make derivable (block.go). Version 1 held its blocks
+	// inline; version 2 wrote blocks of format 1 into the segments. Both
+	// are upgraded at open: this build reads every kind of block, an older
+	// one would not read the newer ones.
+	formatVersion = uint64(3)
 )
 
 // Slices is the number of slices entities are hashed into.
 const Slices = 1024
 
 // SliceOf is the slice (0..1023) of an entity id: FNV-1a, stable forever.
-func SliceOf(entityID string) uint32 {
-	h := fnv.New32a()
-	h.Write([]byte(entityID))
-	return h.Sum32() % Slices
+func SliceOf(entityID string) uint32 { return sliceOf(entityID) }
+
+func sliceOf[S string | []byte](entityID S) uint32 {
+	h := uint32(2166136261) // FNV-1a, 32 bits
+	for i := 0; i < len(entityID); i++ {
+		h = (h ^ uint32(entityID[i])) * 16777619
+	}
+	return h % Slices
 }
 
 // EntityKey identifies an entity (type NUL id); neither part may contain

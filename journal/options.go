@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4/options"
@@ -44,47 +45,44 @@ func ParseDurability(s string) (Durability, error) {
 	return 0, fmt.Errorf("journal: durability %q: want sync or async", s)
 }
 
-// Compression is how the journal's Badger tables are compressed on disk.
+// Compression is how the journal's Badger tables (its index: the event
+// blocks stay in the WAL segments) are compressed on disk.
 type Compression int
 
 const (
-	// CompressionSnappy compresses tables with Snappy. Badger builds a table
-	// in memory uncompressed but cuts it by its compressed size, so the
-	// memory its table builders keep grows with how well events compress
-	// and with the depth of the LSM tree, not only with MemTableSize.
-	CompressionSnappy Compression = iota
-	// CompressionNone stores tables uncompressed: more disk for compressible
-	// events, and a memory ceiling that follows from MemTableSize alone.
+	// CompressionZSTD compresses tables with Zstandard (level 1): about a
+	// third smaller than Snappy for the index. Badger builds a table in
+	// memory uncompressed but cuts it by its compressed size, so the memory
+	// its table builders keep grows with how well tables compress and with
+	// the depth of the LSM tree, not only with MemTableSize.
+	CompressionZSTD Compression = iota
+	// CompressionSnappy compresses tables with Snappy: faster, larger.
+	CompressionSnappy
+	// CompressionNone stores tables uncompressed: more disk, and a memory
+	// ceiling that follows from MemTableSize alone.
 	CompressionNone
 )
 
-// String returns "snappy" or "none".
+var compressionNames = []string{"zstd", "snappy", "none"}
+
+// String returns "zstd", "snappy" or "none".
 func (c Compression) String() string {
-	switch c {
-	case CompressionSnappy:
-		return "snappy"
-	case CompressionNone:
-		return "none"
+	if c >= 0 && int(c) < len(compressionNames) {
+		return compressionNames[c]
 	}
 	return fmt.Sprintf("Compression(%d)", int(c))
 }
 
-// ParseCompression reads "snappy" or "none".
+// ParseCompression reads "zstd", "snappy" or "none".
 func ParseCompression(s string) (Compression, error) {
-	switch s {
-	case "snappy":
-		return CompressionSnappy, nil
-	case "none":
-		return CompressionNone, nil
+	if i := slices.Index(compressionNames, s); i >= 0 {
+		return Compression(i), nil
 	}
-	return 0, fmt.Errorf("journal: compression %q: want snappy or none", s)
+	return 0, fmt.Errorf("journal: compression %q: want zstd, snappy or none", s)
 }
 
 func (c Compression) badger() options.CompressionType {
-	if c == CompressionNone {
-		return options.None
-	}
-	return options.Snappy
+	return [...]options.CompressionType{options.ZSTD, options.Snappy, options.None}[c]
 }
 
 // Limits bound what one append may carry. Zero fields take the defaults.
@@ -188,15 +186,15 @@ type Options struct {
 	// Badger caps one transaction, so one group commit's index entries, at
 	// 15% of it.
 	MemTableSize int64
-	// Compression of the journal's tables on disk; default CompressionSnappy.
+	// Compression of the journal's tables on disk; default CompressionZSTD.
 	// Tables written before a change keep theirs and stay readable.
 	Compression Compression
 	// MinFreeBytes is the free space the journal's filesystem must keep:
 	// below it appends are refused with ErrNoSpace, writing nothing, and
 	// accepted again once space is freed. Badger writes its log through
 	// memory maps, where a full disk is a crash (SIGBUS), not an error, so
-	// the journal must stop before. Default: MemTableSize + 144 MiB (a
-	// memtable flush, the largest group commit, the WAL's eight segments);
+	// the journal must stop before. Default: MemTableSize + 64 MiB (a
+	// memtable flush, two of the largest group commits, WAL segments);
 	// at least LeastMinFreeBytes. Badger's compactions write their tables
 	// before removing the ones they replace, beyond this reserve: keep
 	// free space well above it.
@@ -226,8 +224,8 @@ func (o Options) Validate() error {
 	if err := checkName("region", o.Region, maxRegionLen, false); err != nil {
 		errs = append(errs, fmt.Errorf("%w: Options.Region %q: %v", ErrInvalidOptions, o.Region, err))
 	}
-	if o.Compression != CompressionSnappy && o.Compression != CompressionNone {
-		errs = append(errs, fmt.Errorf("%w: Options.Compression %d is neither snappy nor none", ErrInvalidOptions, o.Compression))
+	if o.Compression < 0 || o.Compression > CompressionNone {
+		errs = append(errs, fmt.Errorf("%w: Options.Compression %d is not zstd, snappy or none", ErrInvalidOptions, o.Compression))
 	}
 	if o.RetentionMaxAge < 0 {
 		errs = append(errs, fmt.Errorf("%w: Options.RetentionMaxAge %v is negative", ErrInvalidOptions, o.RetentionMaxAge))
@@ -306,7 +304,7 @@ func (o Options) withDefaults() Options {
 		o.segmentBytes = defaultSegmentBytes
 	}
 	if o.MinFreeBytes == 0 {
-		o.MinFreeBytes = o.MemTableSize + 2*maxGroupBytes + 3*defaultSegmentBytes
+		o.MinFreeBytes = o.MemTableSize + 2*maxGroupBytes + 48<<20
 	}
 	if o.BlockCacheSize == 0 {
 		o.BlockCacheSize = 16 << 20

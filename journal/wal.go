@@ -97,7 +97,7 @@ const walDirName = "wal"
 
 // defaultSegmentBytes is the size past which a segment is closed and
 // checkpointed; retention reclaims disk a segment at a time.
-const defaultSegmentBytes = 16 << 20
+const defaultSegmentBytes = 4 << 20
 
 // Segments are written into files filled with zeros beforehand (spares,
 // made in the background): a write into allocated blocks changes no file
