@@ -34,11 +34,21 @@ type fileConfig struct {
 	Region  string         `yaml:"region"`
 	Regions []regionConfig `yaml:"regions"`
 	// Replicate copies streams from outside the project, or with filters.
-	Replicate      []replicateConfig    `yaml:"replicate"`
-	EntityTypes    []primary.EntityType `yaml:"entity_types"`
-	DefaultMode    primary.Mode         `yaml:"default_mode"`
-	DefaultPrimary string               `yaml:"default_primary"`
-	Aggregate      []aggregateConfig    `yaml:"aggregate"`
+	Replicate      []replicateConfig  `yaml:"replicate"`
+	EntityTypes    []entityTypeConfig `yaml:"entity_types"`
+	DefaultMode    primary.Mode       `yaml:"default_mode"`
+	DefaultPrimary string             `yaml:"default_primary"`
+	Aggregate      []aggregateConfig  `yaml:"aggregate"`
+}
+
+// entityTypeConfig is an entry of entity_types: its mode and how it
+// replicates between the project's regions (ondemand.go).
+type entityTypeConfig struct {
+	primary.EntityType `yaml:",inline"`
+	// Replication is "always" (the default) or "on-demand".
+	Replication  string        `yaml:"replication"`
+	SummaryTypes []string      `yaml:"summary_types"`
+	Inactivity   time.Duration `yaml:"inactivity"`
 }
 
 // regionConfig is one region of the project: every region replicates the
@@ -87,7 +97,10 @@ type fileSettings struct {
 	// regionRepls are the replications from the other regions, made by
 	// withRegion once this region is known.
 	regionRepls []topology.ReplicationOptions
-	aggs        []aggregate.Options
+	// onDemand are the entity types replicated on demand between the
+	// project's regions.
+	onDemand []onDemandType
+	aggs     []aggregate.Options
 }
 
 // regionMaxBackoff bounds the reconnect delay of the replications between
@@ -118,7 +131,7 @@ func (fs fileSettings) withRegion(flag string) (string, fileSettings, error) {
 	var repls []topology.ReplicationOptions
 	for _, r := range fs.regionRepls {
 		if r.From.Name != region {
-			repls = append(repls, r)
+			repls = append(repls, onDemandSplit(r, region, fs.onDemand)...)
 		}
 	}
 	fs.repls = append(repls, fs.repls...)
@@ -249,7 +262,14 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 			DialOptions: dial,
 		})
 	}
-	types := primary.Config{EntityTypes: fc.EntityTypes, DefaultMode: fc.DefaultMode, DefaultPrimary: fc.DefaultPrimary}
+	onDemand, err := parseOnDemand(fc.EntityTypes, len(regions) > 0)
+	if err != nil {
+		return fileSettings{}, err
+	}
+	types := primary.Config{DefaultMode: fc.DefaultMode, DefaultPrimary: fc.DefaultPrimary}
+	for _, t := range fc.EntityTypes {
+		types.EntityTypes = append(types.EntityTypes, t.EntityType)
+	}
 	if len(regions) > 0 {
 		if types.DefaultMode == 0 {
 			types.DefaultMode = primary.ModePinned
@@ -273,7 +293,7 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	if err != nil {
 		return fileSettings{}, err
 	}
-	return fileSettings{streams: streams, repls: repls, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls, aggs: aggs}, nil
+	return fileSettings{streams: streams, repls: repls, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls, onDemand: onDemand, aggs: aggs}, nil
 }
 
 func parseFilter(at string, texts []string, now time.Time) ([]*streamdv1.FilterCriterion, error) {

@@ -274,6 +274,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		entityTypes:   types,
 		router:        router,
 		aggregates:    settings.aggs,
+		onDemand:      settings.onDemand,
 		producer: producer.Options{
 			Journal: journal.Options{
 				Region:            region,
@@ -319,6 +320,8 @@ type config struct {
 	router      *publishRouter
 	// aggregates are the aggregation stages streamd runs over its journal.
 	aggregates []aggregate.Options
+	// onDemand are the entity types replicated on demand (ondemand.go).
+	onDemand []onDemandType
 }
 
 // closeMargin is how long, past --shutdown-grace, streamd may take to close
@@ -378,6 +381,12 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	}
 	// Limits run after authentication, so that a client is its token.
 	opts = append(opts, cfg.limits.serverOptions()...)
+	// Interest in an on-demand entity is registered for authorised calls.
+	onDemand := newOnDemand(log, cfg.onDemand, p.Journal(), cfg.metrics.Registry())
+	defer onDemand.close()
+	if onDemand != nil {
+		opts = append(opts, onDemand.serverOptions()...)
+	}
 	opts = append(opts, grpc.ConnectionTimeout(cfg.handshake))
 	if cfg.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.tls)))
@@ -408,6 +417,12 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	defer consumers.stop()
 	consumers.registry.ServeReaders(p.Server())
 	consumers.registry.Register(g)
+	if onDemand != nil {
+		if err := onDemand.start(cfg.replications, consumers); err != nil {
+			return err
+		}
+	}
+	streamdv1.RegisterInterestServiceServer(g, interestServer{od: onDemand})
 	aggs, err := startAggregates(log, cfg, p.Journal(), g)
 	if err != nil {
 		return err
