@@ -226,6 +226,15 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	if fc.Region != "" && len(regions) > 0 && !slices.Contains(regions, fc.Region) {
 		return fileSettings{}, fmt.Errorf("region %q is not in regions (%s)", fc.Region, strings.Join(regions, ", "))
 	}
+	onDemand, err := parseOnDemand(fc.EntityTypes, len(regions) > 0)
+	if err != nil {
+		return fileSettings{}, err
+	}
+	if len(onDemand) > 0 {
+		for _, r := range regions {
+			names[onDemandReplication(r)] = true
+		}
+	}
 	for i, r := range fc.Replicate {
 		at := fmt.Sprintf("replicate[%d]", i)
 		switch {
@@ -261,10 +270,6 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 			Name:        name,
 			DialOptions: dial,
 		})
-	}
-	onDemand, err := parseOnDemand(fc.EntityTypes, len(regions) > 0)
-	if err != nil {
-		return fileSettings{}, err
 	}
 	types := primary.Config{DefaultMode: fc.DefaultMode, DefaultPrimary: fc.DefaultPrimary}
 	for _, t := range fc.EntityTypes {
