@@ -230,11 +230,6 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	if err != nil {
 		return fileSettings{}, err
 	}
-	if len(onDemand) > 0 {
-		for _, r := range regions {
-			names[onDemandReplication(r)] = true
-		}
-	}
 	for i, r := range fc.Replicate {
 		at := fmt.Sprintf("replicate[%d]", i)
 		switch {
@@ -261,6 +256,9 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 		}
 		if names[name] {
 			return fileSettings{}, fmt.Errorf("%s: a second replication named %q (give each a name)", at, name)
+		}
+		if len(onDemand) > 0 && strings.HasPrefix(name, onDemandReplication("")) {
+			return fileSettings{}, fmt.Errorf("%s: name %q: names beginning %q are the on-demand replications between regions; choose another", at, name, onDemandReplication(""))
 		}
 		names[name] = true
 		repls = append(repls, topology.ReplicationOptions{

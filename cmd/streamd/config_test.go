@@ -194,7 +194,7 @@ func TestParseConfigOnDemand(t *testing.T) {
 		{"summary without on-demand", project + "  - {name: auction, mode: replicated, summary_types: [s]}\n", `entity_types[0] ("auction"): summary_types and inactivity belong to replication: on-demand`},
 		{"empty summary", project + "  - {name: auction, mode: replicated, replication: on-demand, summary_types: [\"\"]}\n", `entity_types[0] ("auction"): summary_types[0] is empty`},
 		{"summary on demand", project + "  - {name: a, mode: replicated, replication: on-demand, summary_types: [b]}\n  - {name: b, mode: replicated, replication: on-demand}\n", `entity_types[0] ("a"): summary_types[0] "b" is replicated on demand itself`},
-		{"name taken", project + "  - {name: a, mode: replicated, replication: on-demand}\nreplicate:\n  - {from: x, addrs: [\"c:1\"], name: on-demand-eu}\n", `replicate[0]: a second replication named "on-demand-eu"`},
+		{"name taken", project + "  - {name: a, mode: replicated, replication: on-demand}\nreplicate:\n  - {from: x, addrs: [\"c:1\"], name: on-demand-x}\n", `replicate[0]: name "on-demand-x": names beginning "on-demand-" are the on-demand replications`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseConfig([]byte(tc.yaml), now)

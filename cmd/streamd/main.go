@@ -112,7 +112,7 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "max-streams-per-conn", Value: 64, EnvVars: []string{"STREAMD_MAX_STREAMS_PER_CONN"}, Usage: "streams one connection may have open; more are refused with ResourceExhausted"},
 			&cli.DurationFlag{Name: "handshake-timeout", Value: 10 * time.Second, EnvVars: []string{"STREAMD_HANDSHAKE_TIMEOUT"}, Usage: "a connection that has not completed its TLS and HTTP/2 handshake by then is closed"},
 			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate); overrides region: in --config"},
-			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, the project's regions (replicated full mesh), replications from elsewhere, entity type modes and aggregation stages, the same file in every region (see README)"},
+			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, the project's regions (replicated full mesh), replications from elsewhere, entity type modes and on-demand replication, and aggregation stages, the same file in every region (see README)"},
 			&cli.StringFlag{Name: "ready-file", EnvVars: []string{"STREAMD_READY_FILE"}, Usage: "once every listener is up, write where streamd serves to `FILE` as JSON, {\"grpc\":\"ADDR\",\"metrics\":\"ADDR\"} (metrics absent when disabled), atomically; removed on exit"},
 			consoleFlag(),
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},

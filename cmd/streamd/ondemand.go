@@ -176,7 +176,8 @@ func (od *onDemand) start(repls []topology.ReplicationOptions, cs *consumers) er
 			return fmt.Errorf("on-demand replication %q is not running", r.Name)
 		}
 		if err := settleSummaries(c, r.Filter); err != nil {
-			return fmt.Errorf("replication %q: %w", r.Name, err)
+			od.log.Warn("on-demand: the summary types of the config are not yet in the replication's filter; they are when its stream opens again",
+				"replication", r.Name, "err", err)
 		}
 		// The period of each type is given at every use.
 		interest, err := topology.NewInterest(c, defaultInactivity, nil)
@@ -216,7 +217,9 @@ func settleSummaries(c *consumer.Consumer, base []*streamdv1.FilterCriterion) er
 	if len(remove) == 0 && !missing {
 		return nil
 	}
-	return c.UpdateFilter(context.Background(), base, remove)
+	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	defer cancel()
+	return c.UpdateFilter(ctx, base, remove)
 }
 
 // close closes the connections start opened; od may be nil.
