@@ -44,6 +44,9 @@ type interest struct {
 	since time.Time // start of this period of interest; zero if it began before a restart
 	until time.Time // expiry of the include the source has
 	types []string  // entity types used, sorted
+	// fetching is closed when the fetch of a new period's history ends;
+	// nil when none is under way.
+	fetching chan struct{}
 }
 
 // InterestEntry is an entity a region has interest in.
@@ -111,7 +114,9 @@ func (i *Interest) Touch(ctx context.Context, entityID string) error {
 // would move by more than a tenth of the period: the include expires at
 // the source between 0.9 and 1 period after the last use, with at most ten
 // filter updates per period. Use also removes the includes that expired.
-// Uses are one at a time per Interest.
+// Filter updates are one at a time per Interest; fetches of different
+// entities run at once, and a use of an entity whose fetch is under way
+// waits for it.
 func (i *Interest) Use(ctx context.Context, entityType, entityID string, inactivity time.Duration, fetch func(context.Context) error) (bool, error) {
 	if entityID == "" {
 		return false, errors.New("topology: Interest: entity id is empty")
@@ -120,14 +125,23 @@ func (i *Interest) Use(ctx context.Context, entityType, entityID string, inactiv
 		inactivity = i.inactivity
 	}
 	i.mu.Lock()
-	defer i.mu.Unlock()
 	now := i.now()
 	e := i.entries[entityID]
 	active := e != nil && now.Before(e.until)
 	until := now.Add(inactivity)
 	if active {
 		i.addType(e, entityType)
+		if fetching := e.fetching; fetching != nil {
+			i.mu.Unlock()
+			select {
+			case <-fetching:
+				return false, nil
+			case <-ctx.Done():
+				return false, fmt.Errorf("topology: waiting for the history of %s: %w", entityID, ctx.Err())
+			}
+		}
 		if until.Sub(e.until) <= inactivity/10 {
+			i.mu.Unlock()
 			return false, nil // extended recently enough
 		}
 	}
@@ -147,6 +161,7 @@ func (i *Interest) Use(ctx context.Context, entityType, entityID string, inactiv
 		}
 	}
 	if err := i.c.UpdateFilter(ctx, []*streamdv1.FilterCriterion{include}, remove); err != nil {
+		i.mu.Unlock()
 		return false, err
 	}
 	for _, r := range remove {
@@ -154,23 +169,44 @@ func (i *Interest) Use(ctx context.Context, entityType, entityID string, inactiv
 	}
 	if active {
 		e.until = until
+		i.mu.Unlock()
 		return false, nil
 	}
 	e = &interest{since: now, until: until}
 	i.addType(e, entityType)
 	i.entries[entityID] = e
 	if fetch == nil {
+		i.mu.Unlock()
 		return true, nil
 	}
+	fetching := make(chan struct{})
+	e.fetching = fetching
+	i.mu.Unlock()
+	defer func() {
+		i.mu.Lock()
+		e.fetching = nil
+		i.mu.Unlock()
+		close(fetching)
+	}()
 	if err := fetch(ctx); err != nil {
 		include.ReplayFromSeqNr = 1
-		if rerr := i.c.UpdateFilter(context.WithoutCancel(ctx), []*streamdv1.FilterCriterion{include}, nil); rerr != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replayRequestTimeout)
+		defer cancel()
+		i.mu.Lock()
+		rerr := i.c.UpdateFilter(rctx, []*streamdv1.FilterCriterion{include}, nil)
+		i.mu.Unlock()
+		if rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		return true, fmt.Errorf("topology: history of %s not copied now (the replication asks the source for it): %w", entityID, err)
 	}
 	return true, nil
 }
+
+// replayRequestTimeout bounds the wait for the source to take the replay
+// Use asks for after a failed fetch; unanswered, the filter is stored and
+// the stream opens again with it.
+const replayRequestTimeout = 5 * time.Second
 
 func (i *Interest) addType(e *interest, entityType string) {
 	if entityType == "" {

@@ -251,6 +251,44 @@ func TestInterestUseFetchesHistory(t *testing.T) {
 	}
 	testwait.For(t, 10*time.Second, "a8's history through the replication", func() bool { return bids("a8") == 3 })
 
+	// Fetches of two entities run at once (a9's waits for a10's to start);
+	// a second use of a9 returns only once a9's fetch has ended.
+	a9Started, a10Started, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var a9Fetched atomic.Bool
+	first := make(chan error, 1)
+	go func() {
+		_, err := interest.Use(ctx, "auction", "a9", 0, func(context.Context) error {
+			close(a9Started)
+			select {
+			case <-a10Started:
+			case <-time.After(10 * time.Second):
+				return errors.New("a10's fetch did not start while a9's ran")
+			}
+			<-release
+			a9Fetched.Store(true)
+			return nil
+		})
+		first <- err
+	}()
+	second := make(chan bool, 1)
+	go func() {
+		<-a9Started
+		if _, err := interest.Use(ctx, "auction", "a10", 0, func(context.Context) error { close(a10Started); return nil }); err != nil {
+			t.Error(err)
+		}
+		go func() {
+			_, err := interest.Use(ctx, "auction", "a9", 0, nil)
+			second <- err == nil && a9Fetched.Load()
+		}()
+		close(release)
+	}()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if !<-second {
+		t.Fatal("a second use of a9 returned before a9's history was fetched")
+	}
+
 	// Past the period, a7 is no longer listed, and its bids stop.
 	clock.Advance(61 * time.Second)
 	if got := interest.Entries(); len(got) != 0 {
