@@ -32,6 +32,10 @@
 // include mode (summaries always) so that an entity's full history and new
 // events are replicated only while the region has interest in it, and stop
 // after a period without interest (the include expires at the source).
+// When an interest begins, Use waits for the source to take the include and
+// then copies the history the source holds already (FetchEntity), so the
+// caller holds it when Use returns; if the copy fails, the include asks the
+// source to replay it instead.
 //
 // Replicated writes: Replicated writes CRDT operations (topology/crdt) as
 // events, and folds an entity's events in the local journal — written here

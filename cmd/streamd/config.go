@@ -34,11 +34,21 @@ type fileConfig struct {
 	Region  string         `yaml:"region"`
 	Regions []regionConfig `yaml:"regions"`
 	// Replicate copies streams from outside the project, or with filters.
-	Replicate      []replicateConfig    `yaml:"replicate"`
-	EntityTypes    []primary.EntityType `yaml:"entity_types"`
-	DefaultMode    primary.Mode         `yaml:"default_mode"`
-	DefaultPrimary string               `yaml:"default_primary"`
-	Aggregate      []aggregateConfig    `yaml:"aggregate"`
+	Replicate      []replicateConfig  `yaml:"replicate"`
+	EntityTypes    []entityTypeConfig `yaml:"entity_types"`
+	DefaultMode    primary.Mode       `yaml:"default_mode"`
+	DefaultPrimary string             `yaml:"default_primary"`
+	Aggregate      []aggregateConfig  `yaml:"aggregate"`
+}
+
+// entityTypeConfig is an entry of entity_types: its mode and how it
+// replicates between the project's regions (ondemand.go).
+type entityTypeConfig struct {
+	primary.EntityType `yaml:",inline"`
+	// Replication is "always" (the default) or "on-demand".
+	Replication  string        `yaml:"replication"`
+	SummaryTypes []string      `yaml:"summary_types"`
+	Inactivity   time.Duration `yaml:"inactivity"`
 }
 
 // regionConfig is one region of the project: every region replicates the
@@ -87,7 +97,10 @@ type fileSettings struct {
 	// regionRepls are the replications from the other regions, made by
 	// withRegion once this region is known.
 	regionRepls []topology.ReplicationOptions
-	aggs        []aggregate.Options
+	// onDemand are the entity types replicated on demand between the
+	// project's regions.
+	onDemand []onDemandType
+	aggs     []aggregate.Options
 }
 
 // regionMaxBackoff bounds the reconnect delay of the replications between
@@ -118,7 +131,7 @@ func (fs fileSettings) withRegion(flag string) (string, fileSettings, error) {
 	var repls []topology.ReplicationOptions
 	for _, r := range fs.regionRepls {
 		if r.From.Name != region {
-			repls = append(repls, r)
+			repls = append(repls, onDemandSplit(r, region, fs.onDemand)...)
 		}
 	}
 	fs.repls = append(repls, fs.repls...)
@@ -213,6 +226,10 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	if fc.Region != "" && len(regions) > 0 && !slices.Contains(regions, fc.Region) {
 		return fileSettings{}, fmt.Errorf("region %q is not in regions (%s)", fc.Region, strings.Join(regions, ", "))
 	}
+	onDemand, err := parseOnDemand(fc.EntityTypes, len(regions) > 0)
+	if err != nil {
+		return fileSettings{}, err
+	}
 	for i, r := range fc.Replicate {
 		at := fmt.Sprintf("replicate[%d]", i)
 		switch {
@@ -240,6 +257,9 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 		if names[name] {
 			return fileSettings{}, fmt.Errorf("%s: a second replication named %q (give each a name)", at, name)
 		}
+		if len(onDemand) > 0 && strings.HasPrefix(name, onDemandReplication("")) {
+			return fileSettings{}, fmt.Errorf("%s: name %q: names beginning %q are the on-demand replications between regions; choose another", at, name, onDemandReplication(""))
+		}
 		names[name] = true
 		repls = append(repls, topology.ReplicationOptions{
 			From:        topology.Region{Name: r.From, Addrs: r.Addrs},
@@ -249,7 +269,10 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 			DialOptions: dial,
 		})
 	}
-	types := primary.Config{EntityTypes: fc.EntityTypes, DefaultMode: fc.DefaultMode, DefaultPrimary: fc.DefaultPrimary}
+	types := primary.Config{DefaultMode: fc.DefaultMode, DefaultPrimary: fc.DefaultPrimary}
+	for _, t := range fc.EntityTypes {
+		types.EntityTypes = append(types.EntityTypes, t.EntityType)
+	}
 	if len(regions) > 0 {
 		if types.DefaultMode == 0 {
 			types.DefaultMode = primary.ModePinned
@@ -273,7 +296,7 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	if err != nil {
 		return fileSettings{}, err
 	}
-	return fileSettings{streams: streams, repls: repls, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls, aggs: aggs}, nil
+	return fileSettings{streams: streams, repls: repls, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls, onDemand: onDemand, aggs: aggs}, nil
 }
 
 func parseFilter(at string, texts []string, now time.Time) ([]*streamdv1.FilterCriterion, error) {

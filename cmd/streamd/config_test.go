@@ -106,6 +106,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("{streams: 3}")
 	f.Add("regions:\n  - {name: us, addrs: [\"a:1\"]}\n  - {name: eu, addrs: [\"b:1\"]}\ndefault_primary: eu\nregion: us\nentity_types:\n  - {name: c, mode: replicated}\n  - {name: k, mode: local}\n")
 	f.Add("regions: [{name: us, addrs: [a]}, {name: us, addrs: [b]}]\ndefault_mode: request-region\ndefault_primary: us\n")
+	f.Add("regions: [{name: us, addrs: [a]}, {name: eu, addrs: [b]}]\ndefault_primary: us\nentity_types:\n  - {name: c, mode: replicated, replication: on-demand, inactivity: 1m, summary_types: [s]}\n")
 	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, raw string) {
 		settings, err := parseConfig([]byte(raw), now)
@@ -129,7 +130,11 @@ func FuzzParseConfig(f *testing.F) {
 			if err != nil {
 				t.Fatalf("region %q of the list refused: %v (%q)", region, err, raw)
 			}
-			if len(withIt.repls) != len(settings.repls)+len(settings.regions)-1 || slices.ContainsFunc(withIt.repls, func(r topology.ReplicationOptions) bool { return r.From.Name == region }) {
+			perRegion := 1
+			if len(settings.onDemand) > 0 {
+				perRegion = 2 // region-<name> and on-demand-<name>
+			}
+			if len(withIt.repls) != len(settings.repls)+perRegion*(len(settings.regions)-1) || slices.ContainsFunc(withIt.repls, func(r topology.ReplicationOptions) bool { return r.From.Name == region }) {
 				t.Fatalf("region %q replicates %+v (%q)", region, withIt.repls, raw)
 			}
 		}
@@ -137,4 +142,65 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("entity types accepted but invalid: %v (%q)", err, raw)
 		}
 	})
+}
+
+// An on-demand type splits each region's replication in two: region-<name>
+// without the on-demand and summary types, and on-demand-<name> in include
+// mode with the summaries; config mistakes name the entry.
+func TestParseConfigOnDemand(t *testing.T) {
+	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	project := "regions:\n  - {name: us, addrs: [\"a:1\"]}\n  - {name: eu, addrs: [\"b:1\"]}\ndefault_primary: us\nentity_types:\n"
+	settings, err := parseConfig([]byte(project+
+		"  - {name: cart, mode: replicated, replication: on-demand, inactivity: 90s}\n"+
+		"  - {name: auction, mode: pinned, primary: us, replication: on-demand, summary_types: [auction-summary]}\n"+
+		"  - {name: order, mode: pinned, primary: us, replication: always}\n"), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []onDemandType{{name: "cart", inactivity: 90 * time.Second}, {name: "auction", summaries: []string{"auction-summary"}, inactivity: defaultInactivity}}
+	if !slices.EqualFunc(settings.onDemand, want, func(a, b onDemandType) bool {
+		return a.name == b.name && a.inactivity == b.inactivity && slices.Equal(a.summaries, b.summaries)
+	}) {
+		t.Fatalf("onDemand = %+v, want %+v", settings.onDemand, want)
+	}
+	if len(settings.types.EntityTypes) != 3 || settings.types.EntityTypes[1].Primary != "us" {
+		t.Fatalf("entity types = %+v", settings.types.EntityTypes)
+	}
+	_, eu, err := settings.withRegion("eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range eu.repls {
+		var crits []string
+		for _, c := range r.Filter {
+			crits = append(crits, filters.Format(c))
+		}
+		got = append(got, r.Name+": "+strings.Join(crits, ", "))
+	}
+	wantRepls := []string{
+		"region-us: exclude type=cart, exclude type=auction, exclude type=auction-summary",
+		"on-demand-us: include origin=eu, include type=auction-summary",
+	}
+	if !slices.Equal(got, wantRepls) {
+		t.Fatalf("eu replicates\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantRepls, "\n"))
+	}
+
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown replication", project + "  - {name: cart, mode: replicated, replication: lazy}\n", `entity_types[0] ("cart"): replication "lazy": want always (the default) or on-demand`},
+		{"without regions", "entity_types:\n  - {name: cart, mode: replicated, replication: on-demand}\n", `entity_types[0] ("cart"): replication: on-demand is between the project's regions`},
+		{"negative inactivity", project + "  - {name: cart, mode: replicated, replication: on-demand, inactivity: -1m}\n", `entity_types[0] ("cart"): inactivity -1m0s`},
+		{"bad inactivity", project + "  - {name: cart, mode: replicated, replication: on-demand, inactivity: soon}\n", "soon"},
+		{"summary without on-demand", project + "  - {name: auction, mode: replicated, summary_types: [s]}\n", `entity_types[0] ("auction"): summary_types and inactivity belong to replication: on-demand`},
+		{"empty summary", project + "  - {name: auction, mode: replicated, replication: on-demand, summary_types: [\"\"]}\n", `entity_types[0] ("auction"): summary_types[0] is empty`},
+		{"summary on demand", project + "  - {name: a, mode: replicated, replication: on-demand, summary_types: [b]}\n  - {name: b, mode: replicated, replication: on-demand}\n", `entity_types[0] ("a"): summary_types[0] "b" is replicated on demand itself`},
+		{"name taken", project + "  - {name: a, mode: replicated, replication: on-demand}\nreplicate:\n  - {from: x, addrs: [\"c:1\"], name: on-demand-x}\n", `replicate[0]: name "on-demand-x": names beginning "on-demand-" are the on-demand replications`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig([]byte(tc.yaml), now)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/streamd/streamd/admin"
+	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/internal/metrics"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/topology"
@@ -17,6 +18,7 @@ import (
 type consumers struct {
 	log      *slog.Logger
 	registry *admin.Registry
+	byName   map[string]*consumer.Consumer
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
@@ -25,7 +27,7 @@ type consumers struct {
 // j itself, committed with the events they copied: a new journal starts
 // with new offsets.
 func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumers, error) {
-	cs := &consumers{log: log, registry: admin.NewRegistry(log), done: make(chan struct{})}
+	cs := &consumers{log: log, registry: admin.NewRegistry(log), byName: map[string]*consumer.Consumer{}, done: make(chan struct{})}
 	if len(cfg.replications) == 0 {
 		close(cs.done)
 		cs.cancel = func() {}
@@ -42,6 +44,7 @@ func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumer
 		if err != nil {
 			return nil, fmt.Errorf("replication %q: %w", opts.Name, err)
 		}
+		cs.byName[opts.Name] = c
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cs.cancel = cancel

@@ -112,7 +112,7 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "max-streams-per-conn", Value: 64, EnvVars: []string{"STREAMD_MAX_STREAMS_PER_CONN"}, Usage: "streams one connection may have open; more are refused with ResourceExhausted"},
 			&cli.DurationFlag{Name: "handshake-timeout", Value: 10 * time.Second, EnvVars: []string{"STREAMD_HANDSHAKE_TIMEOUT"}, Usage: "a connection that has not completed its TLS and HTTP/2 handshake by then is closed"},
 			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate); overrides region: in --config"},
-			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, the project's regions (replicated full mesh), replications from elsewhere, entity type modes and aggregation stages, the same file in every region (see README)"},
+			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, the project's regions (replicated full mesh), replications from elsewhere, entity type modes and on-demand replication, and aggregation stages, the same file in every region (see README)"},
 			&cli.StringFlag{Name: "ready-file", EnvVars: []string{"STREAMD_READY_FILE"}, Usage: "once every listener is up, write where streamd serves to `FILE` as JSON, {\"grpc\":\"ADDR\",\"metrics\":\"ADDR\"} (metrics absent when disabled), atomically; removed on exit"},
 			consoleFlag(),
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
@@ -274,6 +274,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		entityTypes:   types,
 		router:        router,
 		aggregates:    settings.aggs,
+		onDemand:      settings.onDemand,
 		producer: producer.Options{
 			Journal: journal.Options{
 				Region:            region,
@@ -319,6 +320,8 @@ type config struct {
 	router      *publishRouter
 	// aggregates are the aggregation stages streamd runs over its journal.
 	aggregates []aggregate.Options
+	// onDemand are the entity types replicated on demand (ondemand.go).
+	onDemand []onDemandType
 }
 
 // closeMargin is how long, past --shutdown-grace, streamd may take to close
@@ -378,6 +381,12 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	}
 	// Limits run after authentication, so that a client is its token.
 	opts = append(opts, cfg.limits.serverOptions()...)
+	// Interest in an on-demand entity is registered for authorised calls.
+	onDemand := newOnDemand(log, cfg.onDemand, p.Journal(), cfg.metrics.Registry())
+	defer onDemand.close()
+	if onDemand != nil {
+		opts = append(opts, onDemand.serverOptions()...)
+	}
 	opts = append(opts, grpc.ConnectionTimeout(cfg.handshake))
 	if cfg.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.tls)))
@@ -408,6 +417,12 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	defer consumers.stop()
 	consumers.registry.ServeReaders(p.Server())
 	consumers.registry.Register(g)
+	if onDemand != nil {
+		if err := onDemand.start(cfg.replications, consumers); err != nil {
+			return err
+		}
+	}
+	streamdv1.RegisterInterestServiceServer(g, interestServer{od: onDemand})
 	aggs, err := startAggregates(log, cfg, p.Journal(), g)
 	if err != nil {
 		return err
