@@ -20,7 +20,8 @@ import (
 
 // BenchmarkPublishByMode measures the latency of Publish over loopback
 // between two streamd processes (us, eu) of one project, durable (fsync)
-// journals, by mode: local (appended in us), pinned in its primary (eu),
+// journals, by mode: plain (a third streamd, of no project: the reference),
+// local (appended in us), pinned in its primary (eu),
 // forwarded (pinned to eu, published in us), takeover (request-region, home
 // eu, each publish in us of a new entity takes it over first) and
 // replicated (three CRDT ops in us). Publishes are sent open-loop at 1,000
@@ -32,8 +33,9 @@ import (
 // On a shared machine the figures follow its load, not streamd: a publish
 // waits for one or two fsyncs and a few wake-ups in three processes. So
 // each mode also reports what the machine gave it during the same second:
-// rtt, a Health.Check (no disk) to the same region, 100 a second, and
-// fsync, the mean fsync of the two journals (their group commits).
+// rtt, a Health.Check (no disk) to the same streamd, 100 a second, and
+// fsync, the mean fsync of the journals written (their group commits): the
+// two regions', or plain's.
 //
 //	go test -run '^$' -bench BenchmarkPublishByMode -benchtime=1x ./cmd/streamd
 func BenchmarkPublishByMode(b *testing.B) {
@@ -56,14 +58,16 @@ entity_types:
 `, addrs[0], addrs[1]), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	regions := []string{"us", "eu"}
 	clients := map[string]streamdv1.EventStreamServiceClient{}
 	health := map[string]healthpb.HealthClient{}
-	var metricsAddrs []string
-	for i, region := range regions {
-		d := streamdtest.Start(b, streamdtest.Options{DataDir: b.TempDir(), Metrics: true,
-			Args: []string{"--region", region, "--config", cfg, "--listen", addrs[i]}})
-		metricsAddrs = append(metricsAddrs, d.MetricsAddr)
+	metricsAddrs := map[string]string{}
+	for i, region := range []string{"us", "eu", "plain"} {
+		args := []string{"--listen", "127.0.0.1:0"}
+		if region != "plain" {
+			args = []string{"--region", region, "--config", cfg, "--listen", addrs[i]}
+		}
+		d := streamdtest.Start(b, streamdtest.Options{DataDir: b.TempDir(), Metrics: true, Args: args})
+		metricsAddrs[region] = d.MetricsAddr
 		cc, err := grpc.NewClient(d.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			b.Fatal(err)
@@ -72,10 +76,15 @@ entity_types:
 		clients[region] = streamdv1.NewEventStreamServiceClient(cc)
 		health[region] = healthpb.NewHealthClient(cc)
 	}
-	// fsyncs is the count and total time of the journals' fsyncs so far.
-	fsyncs := func() (n uint64, total float64) {
-		for _, addr := range metricsAddrs {
-			h := scrape(b, addr)["streamd_journal_fsync_seconds"].GetMetric()[0].GetHistogram()
+	// fsyncs is the count and total time so far of the fsyncs of the
+	// journals a publish to region writes.
+	fsyncs := func(region string) (n uint64, total float64) {
+		written := []string{"us", "eu"}
+		if region == "plain" {
+			written = []string{"plain"}
+		}
+		for _, r := range written {
+			h := scrape(b, metricsAddrs[r])["streamd_journal_fsync_seconds"].GetMetric()[0].GetHistogram()
 			n, total = n+h.GetSampleCount(), total+h.GetSampleSum()
 		}
 		return n, total
@@ -91,6 +100,9 @@ entity_types:
 		name, region string
 		event        func(i int) *streamdv1.Event
 	}{
+		{"plain", "plain", func(i int) *streamdv1.Event {
+			return &streamdv1.Event{EntityType: "click", EntityId: fmt.Sprint(i % 64), EventType: "Clicked", Payload: payload}
+		}},
 		{"local", "us", func(i int) *streamdv1.Event {
 			return &streamdv1.Event{EntityType: "click", EntityId: fmt.Sprint(i % 64), EventType: "Clicked", Payload: payload}
 		}},
@@ -124,7 +136,7 @@ entity_types:
 				if _, err := paced(rate, warmup, publish); err != nil {
 					b.Fatalf("warm-up: %v", err)
 				}
-				n0, sum0 := fsyncs()
+				n0, sum0 := fsyncs(mode.region)
 				var rtt []time.Duration
 				var rttErr error
 				var wg sync.WaitGroup
@@ -137,7 +149,7 @@ entity_types:
 				if rttErr != nil {
 					b.Fatalf("health check: %v", rttErr)
 				}
-				n1, sum1 := fsyncs()
+				n1, sum1 := fsyncs(mode.region)
 				b.ReportMetric(float64(quantile(lat, .5).Microseconds()), "p50-µs")
 				b.ReportMetric(float64(quantile(lat, .99).Microseconds()), "p99-µs")
 				b.ReportMetric(float64(quantile(rtt, .5).Microseconds()), "rtt-p50-µs")

@@ -23,7 +23,7 @@ import (
 	"github.com/streamd/streamd/topology/primary"
 )
 
-var long = flag.Bool("long", false, "run TestPublishHistoryUnderFaults for 40 fault rounds (default 2)")
+var long = flag.Bool("long", false, "run TestPublishHistoryUnderFaults with 100 random faults after the short schedule (default: the short schedule, 6 faults)")
 
 // publishRouter routes the Publish of a region's producer through the
 // region's Primary, as streamd does; until the Primary runs, a routed
@@ -196,7 +196,7 @@ func TestPublishHistoryUnderFaults(t *testing.T) {
 	if *long {
 		seed := uint64(time.Now().UnixNano())
 		t.Logf("fault seed %d", seed)
-		schedule = append(schedule, pw.randomFaults(rand.New(rand.NewPCG(seed, 1)), 34)...)
+		schedule = append(schedule, pw.randomFaults(rand.New(rand.NewPCG(seed, 1)), 100)...)
 	}
 	rec := &recorder{start: time.Now()}
 	stop := make(chan struct{})
