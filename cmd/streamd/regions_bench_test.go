@@ -21,21 +21,21 @@ import (
 // BenchmarkPublishByMode measures the latency of Publish over loopback
 // between two streamd processes (us, eu) of one project, durable (fsync)
 // journals, by mode: plain (a third streamd, of no project: the reference),
-// local (appended in us), pinned in its primary (eu),
-// forwarded (pinned to eu, published in us), takeover (request-region, home
-// eu, each publish in us of a new entity takes it over first) and
-// replicated (three CRDT ops in us). Publishes are sent open-loop at 1,000
-// a second on a fixed schedule (a late one is sent at once, not dropped)
-// over entities of their own (one entity's writes are serialised); each
-// mode reports p50 and p99 of 1,000 publishes, timed from the call, after
-// 200 unmeasured ones (connections, caches, the journals' first segments).
+// local (appended in us), pinned in its primary (eu), forwarded (pinned to
+// eu, published in us), takeover (request-region, home eu, each publish in
+// us of a new entity takes it over first) and replicated (three CRDT ops in
+// us). Publishes are sent open-loop at 1,000 a second on a fixed schedule
+// (a late one is sent at once, not dropped) over entities of their own (one
+// entity's writes are serialised); each mode reports p50 and p99 of 1,000
+// publishes, timed from the call, after 200 unmeasured ones (connections,
+// caches, the journals' first segments).
 //
-// On a shared machine the figures follow its load, not streamd: a publish
-// waits for one or two fsyncs and a few wake-ups in three processes. So
-// each mode also reports what the machine gave it during the same second:
-// rtt, a Health.Check (no disk) to the same streamd, 100 a second, and
-// fsync, the mean fsync of the journals written (their group commits): the
-// two regions', or plain's.
+// On a shared machine the figures follow its load: a publish waits for one
+// to three fsyncs (takeover: the owner's handover, its copy here, the
+// write) and for wake-ups in three processes. So each mode also reports
+// what the machine gave it during the same second: rtt, a Health.Check (no
+// disk) to the same streamd, 100 a second, and fsync, the mean fsync of the
+// journals written (their group commits): the two regions', or plain's.
 //
 //	go test -run '^$' -bench BenchmarkPublishByMode -benchtime=1x ./cmd/streamd
 func BenchmarkPublishByMode(b *testing.B) {
