@@ -9,7 +9,8 @@
 //     Badger in batches, then live from the journal's ring, switching by offset
 //     (journal.Cursor), so there is no gap and no duplicate at the seam.
 //   - Progress watermarks tell the consumer how far it may store its offset
-//     when events were filtered away or the stream is idle.
+//     when events were filtered away or the stream is idle, at most every
+//     ServerOptions.ProgressInterval (200ms by default).
 //   - A named stream's own selection (entity types, producer-side filter,
 //     transformation) always wins over a consumer's filter.
 //   - Flow control is gRPC's: a stream reads the journal only after its last

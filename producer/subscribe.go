@@ -207,13 +207,21 @@ func (sub *subscription) run(ctx context.Context, reqs <-chan *streamdv1.Subscri
 			}
 			continue
 		}
+		// Caught up over events it filtered away: report them, but at most
+		// every ProgressInterval. A live stream that filters every event (a
+		// replication between regions) gets here after each batch, and a
+		// consumer may store its offset at each report.
+		var progressDue <-chan time.Time
 		if sub.pending > sub.reported {
-			if err := sub.sendProgress(); err != nil {
+			if left := opts.ProgressInterval - time.Since(sub.lastProgress); left > 0 {
+				progressDue = time.After(left)
+			} else if err := sub.sendProgress(); err != nil {
 				return err
 			}
 		}
 		select {
 		case <-wait:
+		case <-progressDue:
 		case r := <-reqs:
 			if err := sub.handle(r); err != nil {
 				return err

@@ -125,7 +125,7 @@ func TestMetrics(t *testing.T) {
 }
 
 // scrape GETs /metrics and parses it.
-func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+func scrape(t testing.TB, addr string) map[string]*dto.MetricFamily {
 	t.Helper()
 	res, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {

@@ -77,10 +77,19 @@ type World struct {
 // NewWorld starts a region of each name, on its own temporary directory,
 // and a proxy for every link between two of them; no replication runs
 // until StartLink or StartAll. The test's cleanup stops everything.
-func NewWorld(t testing.TB, names ...string) *World {
+func NewWorld(t testing.TB, names ...string) *World { return NewWorldWith(t, nil, names...) }
+
+// NewWorldWith is NewWorld with each region's producer options: opts(name),
+// whose Journal.Region is set to name (nil opts: the defaults).
+func NewWorldWith(t testing.TB, opts func(region string) producer.Options, names ...string) *World {
 	w := &World{T: t, Regions: map[string]*Region{}, Links: map[[2]string]*Link{}}
 	for _, n := range names {
-		w.Regions[n] = Start(t, n, t.TempDir(), "127.0.0.1:0")
+		var o producer.Options
+		if opts != nil {
+			o = opts(n)
+		}
+		o.Journal.Region = n
+		w.Regions[n] = StartWith(t, t.TempDir(), "127.0.0.1:0", o)
 	}
 	for _, from := range names {
 		for _, to := range names {

@@ -2,13 +2,19 @@ package regiontest_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/streamd/streamd/internal/regiontest"
 	"github.com/streamd/streamd/internal/testwait"
+	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -51,4 +57,27 @@ func TestWorldReplicates(t *testing.T) {
 	}
 	w.StartLink("eu", "us")
 	testwait.For(t, 10*time.Second, "us to hold eu's second event", func() bool { return held("us") == 2 })
+}
+
+// NewWorldWith opens each region's producer with the options given for
+// it, in the region named.
+func TestNewWorldWithOptions(t *testing.T) {
+	w := regiontest.NewWorldWith(t, func(region string) producer.Options {
+		return producer.Options{Server: producer.ServerOptions{Reserved: map[string]string{"order": "the primary of " + region}}}
+	}, "eu", "us")
+	for _, n := range []string{"eu", "us"} {
+		r := w.Regions[n]
+		if got := r.Producer.Journal().Region(); got != n {
+			t.Errorf("region %s has a journal of region %q", n, got)
+		}
+		cc, err := grpc.NewClient(r.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		_, err = streamdv1.NewEventStreamServiceClient(cc).Publish(context.Background(), &streamdv1.PublishRequest{Events: []*streamdv1.Event{{EntityType: "order", EntityId: "o1", EventType: "Placed"}}})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "the primary of "+n) {
+			t.Errorf("publish of a reserved type in %s: %v; want FailedPrecondition naming the primary of %s", n, err, n)
+		}
+	}
 }

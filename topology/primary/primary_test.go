@@ -23,7 +23,8 @@ import (
 )
 
 // primaryWorld is a regiontest.World whose regions also run a Primary,
-// served on its own listener; every region reaches every other region's
+// served on its own listener, through which their producer's Publish is
+// routed (as in streamd); every region reaches every other region's
 // PrimaryService through a proxy, so cut cuts both replication and primary
 // calls.
 type primaryWorld struct {
@@ -35,6 +36,7 @@ type primaryWorld struct {
 	mu      sync.RWMutex // guards prims and servers against restarts
 	prims   map[string]*primary.Primary
 	servers map[string]*grpc.Server
+	routers map[string]*publishRouter // of each region's producer, as it last started
 }
 
 var testConfig = primary.Config{EntityTypes: []primary.EntityType{
@@ -45,10 +47,11 @@ var testConfig = primary.Config{EntityTypes: []primary.EntityType{
 
 func newPrimaryWorld(t *testing.T, cfg primary.Config, names ...string) *primaryWorld {
 	pw := &primaryWorld{
-		World: regiontest.NewWorld(t, names...), cfg: cfg,
+		cfg:    cfg,
 		paddrs: map[string]string{}, pproxies: map[[2]string]*netproxy.Proxy{},
-		prims: map[string]*primary.Primary{}, servers: map[string]*grpc.Server{},
+		prims: map[string]*primary.Primary{}, servers: map[string]*grpc.Server{}, routers: map[string]*publishRouter{},
 	}
+	pw.World = regiontest.NewWorldWith(t, pw.producerOptions, names...)
 	listeners := map[string]net.Listener{}
 	for _, n := range names {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -108,6 +111,7 @@ func (pw *primaryWorld) startPrimary(n string, lis net.Listener) {
 	streamdv1.RegisterPrimaryServiceServer(g, prim.Server())
 	go g.Serve(lis)
 	pw.prims[n], pw.servers[n] = prim, g
+	pw.routers[n].p.Store(prim)
 }
 
 func (pw *primaryWorld) stopPrimary(n string) {
@@ -151,7 +155,7 @@ func (pw *primaryWorld) restart(n string) {
 	}
 	old := pw.Regions[n]
 	old.Stop()
-	pw.Regions[n] = regiontest.Start(pw.T, n, old.Dir, old.Addr)
+	pw.Regions[n] = regiontest.StartWith(pw.T, old.Dir, old.Addr, pw.producerOptions(n))
 	var lis net.Listener
 	deadline := time.Now().Add(10 * time.Second)
 	for {
