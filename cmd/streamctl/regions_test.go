@@ -1,18 +1,16 @@
 package main
 
 import (
-	"io"
-	"net"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/streamd/streamd/internal/netproxy"
 	"github.com/streamd/streamd/internal/streamdtest"
 )
 
@@ -106,22 +104,11 @@ func eventually(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// countingProxy forwards TCP connections to a target and counts the bytes
-// the target sends back.
-type countingProxy struct {
-	lis    net.Listener
-	target string
-	down   atomic.Int64
-
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
 // proxies are the proxies proxy-start ran, per script and name.
 var proxies = struct {
 	sync.Mutex
-	m map[*testscript.TestScript]map[string]*countingProxy
-}{m: map[*testscript.TestScript]map[string]*countingProxy{}}
+	m map[*testscript.TestScript]map[string]*netproxy.Proxy
+}{m: map[*testscript.TestScript]map[string]*netproxy.Proxy{}}
 
 // proxy-start NAME TARGET listens on 127.0.0.1 and forwards every
 // connection to TARGET, counting the bytes TARGET sends back; it sets
@@ -131,22 +118,20 @@ func proxyStart(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: proxy-start NAME TARGET")
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := netproxy.Start(args[1])
 	ts.Check(err)
-	p := &countingProxy{lis: lis, target: args[1]}
-	go p.accept()
-	ts.Defer(p.close)
+	ts.Defer(func() { p.Close() })
 	proxies.Lock()
 	if proxies.m[ts] == nil {
-		proxies.m[ts] = map[string]*countingProxy{}
+		proxies.m[ts] = map[string]*netproxy.Proxy{}
 		ts.Defer(func() { proxies.Lock(); delete(proxies.m, ts); proxies.Unlock() })
 	}
 	proxies.m[ts][args[0]] = p
 	proxies.Unlock()
-	ts.Setenv(strings.ToUpper(args[0])+"_PROXY", lis.Addr().String())
+	ts.Setenv(strings.ToUpper(args[0])+"_PROXY", p.Addr())
 }
 
-func scriptProxy(ts *testscript.TestScript, name string) *countingProxy {
+func scriptProxy(ts *testscript.TestScript, name string) *netproxy.Proxy {
 	proxies.Lock()
 	defer proxies.Unlock()
 	p := proxies.m[ts][name]
@@ -161,7 +146,7 @@ func proxyReset(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: proxy-reset NAME")
 	}
-	scriptProxy(ts, args[0]).down.Store(0)
+	scriptProxy(ts, args[0]).ResetBytes()
 }
 
 // proxy-bytes NAME < N | >= N checks the bytes NAME's target sent since
@@ -172,48 +157,9 @@ func proxyBytes(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	n, err := strconv.ParseInt(args[2], 10, 64)
 	ts.Check(err)
-	got := scriptProxy(ts, args[0]).down.Load()
+	_, got := scriptProxy(ts, args[0]).Bytes()
 	ts.Logf("proxy %s: %d bytes", args[0], got)
 	if (args[1] == "<") != (got < n) {
 		ts.Fatalf("proxy %s carried %d bytes; want %s %d", args[0], got, args[1], n)
 	}
-}
-
-func (p *countingProxy) accept() {
-	for {
-		in, err := p.lis.Accept()
-		if err != nil {
-			return
-		}
-		out, err := net.Dial("tcp", p.target)
-		if err != nil {
-			in.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, in, out)
-		p.mu.Unlock()
-		go func() { io.Copy(out, in); out.Close() }()
-		go func() { io.Copy(countingWriter{in, &p.down}, out); in.Close() }()
-	}
-}
-
-func (p *countingProxy) close() {
-	p.lis.Close()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-}
-
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
-}
-
-func (w countingWriter) Write(b []byte) (int, error) {
-	n, err := w.w.Write(b)
-	w.n.Add(int64(n))
-	return n, err
 }

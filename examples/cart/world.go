@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/streamd/streamd/consumer"
+	"github.com/streamd/streamd/internal/netproxy"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -96,7 +97,7 @@ func (r *region) events(cart string) ([]*streamdv1.Event, error) {
 // from through a proxy that a partition cuts.
 type link struct {
 	from, to *region
-	proxy    *proxy
+	proxy    *netproxy.Proxy
 	repl     *consumer.Consumer
 }
 
@@ -142,12 +143,12 @@ func openWorld(o options) (_ *world, err error) {
 				continue
 			}
 			l := &link{from: from, to: to}
-			if l.proxy, err = startProxy(from.addr); err != nil {
+			if l.proxy, err = netproxy.Start(from.addr); err != nil {
 				return nil, fmt.Errorf("cart: link %s→%s: %w", from.name, to.name, err)
 			}
 			w.links = append(w.links, l)
 			l.repl, err = topology.NewReplication(topology.ReplicationOptions{
-				From:    topology.Region{Name: from.name, Addrs: []string{l.proxy.addr()}},
+				From:    topology.Region{Name: from.name, Addrs: []string{l.proxy.Addr()}},
 				Journal: to.prod.Journal(),
 				// Reconnect soon after a partition heals: the consumer
 				// redials and reopens its stream on this backoff.
@@ -190,7 +191,7 @@ drain:
 		}
 	}
 	for _, l := range w.links {
-		errs = append(errs, l.proxy.close())
+		errs = append(errs, l.proxy.Close())
 	}
 	w.links = nil
 	for _, r := range w.regions {
@@ -210,7 +211,7 @@ func (w *world) region(name string) *region {
 func (w *world) cut(name string) {
 	for _, l := range w.links {
 		if l.from.name == name || l.to.name == name {
-			l.proxy.partition()
+			l.proxy.Cut()
 		}
 	}
 	w.isCut.Store(true)
@@ -221,7 +222,7 @@ func (w *world) cut(name string) {
 func (w *world) restore(name string) {
 	for _, l := range w.links {
 		if l.from.name == name || l.to.name == name {
-			l.proxy.restore()
+			l.proxy.Restore()
 		}
 	}
 	w.isCut.Store(false)

@@ -141,7 +141,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	for _, e := range sys.edges {
-		fmt.Fprintf(stdout, "edge  %-6s %s  %d cars, %g readings/s each; the cloud dials it through %s\n", e.name, e.d.addr, f.cars, f.rate, e.link.addr())
+		fmt.Fprintf(stdout, "edge  %-6s %s  %d cars, %g readings/s each; the cloud dials it through %s\n", e.name, e.d.addr, f.cars, f.rate, e.link.Addr())
 	}
 	fmt.Fprintf(stdout, "cloud        %s  replicates the summaries (configs, journals and logs in %s)\n", sys.cloud.addr, f.dir)
 	fmt.Fprintf(stdout, "raise detail: streamctl --addr %s filters add --consumer %s --ttl 30m 'include tag=sports'\n", sys.cloud.addr, replicationOf(sys.edges[0].name))

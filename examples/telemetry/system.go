@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/streamd/streamd/filters"
+	"github.com/streamd/streamd/internal/netproxy"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -69,7 +70,7 @@ func placeholder(region string) string { return strings.ToUpper(region) + "_ADDR
 type edge struct {
 	name string
 	d    *daemon
-	link *linkProxy
+	link *netproxy.Proxy
 	conn *grpc.ClientConn
 	sim  *simulator
 }
@@ -102,7 +103,7 @@ func startSystem(o options) (_ *system, err error) {
 		if e.d, err = startDaemon(o.streamd, o.dir, name, o.edgeConfig, o.durability); err != nil {
 			return nil, err
 		}
-		if e.link, err = startProxy(e.d.addr); err != nil {
+		if e.link, err = netproxy.Start(e.d.addr); err != nil {
 			return nil, err
 		}
 		if e.conn, err = dial(e.d.addr); err != nil {
@@ -112,7 +113,7 @@ func startSystem(o options) (_ *system, err error) {
 		e.sim = newSimulator(name, o.cars, o.rate, o.speed, o.epoch, func(ctx context.Context, evs ...*streamdv1.Event) error {
 			return publish(ctx, api, evs)
 		})
-		cloudConfig = strings.ReplaceAll(cloudConfig, placeholder(name), e.link.addr())
+		cloudConfig = strings.ReplaceAll(cloudConfig, placeholder(name), e.link.Addr())
 	}
 	if s.cloud, err = startDaemon(o.streamd, o.dir, cloudName, []byte(cloudConfig), o.durability); err != nil {
 		return nil, err
@@ -199,8 +200,8 @@ func (s *system) published() traffic {
 // link is every byte the links to the edges carried so far, both ways.
 func (s *system) link() (down, up int64) {
 	for _, e := range s.edges {
-		down += e.link.down.Load()
-		up += e.link.up.Load()
+		to, from := e.link.Bytes() // the edge is the target
+		down, up = down+from, up+to
 	}
 	return down, up
 }
@@ -219,7 +220,7 @@ func (s *system) close() error {
 			e.conn.Close()
 		}
 		if e.link != nil {
-			e.link.close()
+			e.link.Close()
 		}
 		if e.d != nil {
 			errs = append(errs, e.d.stop())

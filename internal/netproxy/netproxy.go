@@ -1,20 +1,25 @@
-// Package netproxy is a TCP proxy for tests that a test controls: it
-// forwards connections to a target until it is cut, which closes every
-// connection and refuses new ones until Restore. It can also delay what it
-// forwards (SetLatency), hold it back while keeping connections open (Stall,
-// Resume), reset every connection (Reset) and move to another target
-// (SetTarget), so that tests can give a link the faults of a real network.
+// Package netproxy is a TCP proxy that tests and examples control, standing
+// for the network between two processes: it forwards connections to a
+// target until it is cut, which closes every connection and refuses new ones
+// until Restore. It can also delay what it forwards (SetLatency), hold it
+// back while keeping connections open (Stall, Resume), reset every
+// connection (Reset) and move to another target (SetTarget), so that tests
+// can give a link the faults of a real network; and it counts the bytes it
+// forwards each way (Bytes), HTTP/2 framing included.
 package netproxy
 
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Proxy forwards TCP connections from Addr() to a target.
 type Proxy struct {
 	lis net.Listener
+	// toTarget and fromTarget count the bytes forwarded each way.
+	toTarget, fromTarget atomic.Int64
 
 	mu      sync.Mutex
 	target  string
@@ -106,6 +111,18 @@ func (p *Proxy) Resume() {
 	p.mu.Unlock()
 }
 
+// Bytes returns the bytes forwarded to the target and from it, since Start
+// or the last ResetBytes.
+func (p *Proxy) Bytes() (toTarget, fromTarget int64) {
+	return p.toTarget.Load(), p.fromTarget.Load()
+}
+
+// ResetBytes sets both counts of Bytes to 0.
+func (p *Proxy) ResetBytes() {
+	p.toTarget.Store(0)
+	p.fromTarget.Store(0)
+}
+
 // Conns is the number of open connections, client and target sides counted
 // separately.
 func (p *Proxy) Conns() int {
@@ -177,8 +194,8 @@ func (p *Proxy) forward(in net.Conn, target string) {
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); p.pipe(out, in, kick) }()
-	go func() { defer wg.Done(); p.pipe(in, out, kick) }()
+	go func() { defer wg.Done(); p.pipe(out, in, kick, &p.toTarget) }()
+	go func() { defer wg.Done(); p.pipe(in, out, kick, &p.fromTarget) }()
 	wg.Wait()
 	p.drop(in)
 	p.drop(out)
@@ -201,9 +218,10 @@ type chunk struct {
 	at time.Time // when the proxy read it
 }
 
-// pipe copies src to dst, each chunk held back by hold. When either side
-// ends, both are closed, which ends the pipe of the other direction too.
-func (p *Proxy) pipe(dst, src net.Conn, kick <-chan struct{}) {
+// pipe copies src to dst, each chunk held back by hold, counting in n what
+// it forwards. When either side ends, both are closed, which ends the pipe of
+// the other direction too.
+func (p *Proxy) pipe(dst, src net.Conn, kick <-chan struct{}, n *atomic.Int64) {
 	chunks := make(chan chunk, 16)
 	stop := make(chan struct{})
 	readerDone := make(chan struct{})
@@ -229,6 +247,7 @@ func (p *Proxy) pipe(dst, src net.Conn, kick <-chan struct{}) {
 		if !p.hold(c.at, kick) {
 			break
 		}
+		n.Add(int64(len(c.b))) // before: a peer that has the bytes sees them counted
 		if _, err := dst.Write(c.b); err != nil {
 			break
 		}

@@ -224,3 +224,19 @@ func TestLatency(t *testing.T) {
 		t.Fatalf("latency removed: %q, %v", got, err)
 	}
 }
+
+func TestBytes(t *testing.T) {
+	p := start(t, lineServer(t, func(line string) string { return "reply to " + line }))
+	c := dial(t, p.Addr())
+	if got, err := roundTrip(c, "hello"); err != nil || got != "reply to hello\n" {
+		t.Fatalf("through the proxy: %q, %v", got, err)
+	}
+	// The reply has arrived, so the proxy wrote it: both counts are final.
+	if to, from := p.Bytes(); to != int64(len("hello\n")) || from != int64(len("reply to hello\n")) {
+		t.Fatalf("Bytes() = %d, %d; want %d, %d", to, from, len("hello\n"), len("reply to hello\n"))
+	}
+	p.ResetBytes()
+	if to, from := p.Bytes(); to != 0 || from != 0 {
+		t.Fatalf("after ResetBytes, Bytes() = %d, %d", to, from)
+	}
+}
