@@ -70,9 +70,9 @@ type primaryEntity struct {
 	held      map[string]uint64  // per origin, the last origin seqNr held
 	byVersion map[uint64][]*streamdv1.Event
 	chain     []*streamdv1.Event // the history: chain[v-1] has version v
-	owner     string           // as the history's handovers say
-	ownerBy   *streamdv1.Event // the handover that made owner the owner; nil: first owner
-	lastData  uint64           // version of the last event that is not a handover
+	owner     string             // as the history's handovers say
+	ownerBy   *streamdv1.Event   // the handover that made owner the owner; nil: first owner
+	lastData  uint64             // version of the last event that is not a handover
 
 	// failovers folded into the history (they change what extends it), and
 	// what they make of owner: effective is the region that writes the
