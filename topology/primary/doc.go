@@ -65,6 +65,20 @@
 // old one, fenced by the handover, forwards. While regions disagree on the
 // pin, an entity may move back and forth; its history stays linear.
 //
+// Failover: Primary.Failover, run in the region taking over (to), appends
+// one failover record (FailoverEntityType; payload a
+// streamdv1.FailoverRecord) that replicates like data. From its origin time
+// on, every pinned type whose primary is from has the primary to, and every
+// entity from owns (by a handover to held, or as first owner) is owned by
+// to, which claims it with a forced handover on its next write. The
+// failover point is the origin time of the last event of from that to had
+// applied: from's later events continue no history in any region (they are
+// fenced), and Primary.Conflicts lists them; WatchConflicts logs each once.
+// Records and pins fold in (origin time, origin) order. Failing back is a
+// failover the other way. The dry run reports, from every reachable region's
+// replication progress (Options.Progress, PrimaryService.Progress), how many
+// of from's journal's events no region applied.
+//
 // What it does not do: it does not replicate (run a topology.Replication
 // between the regions), and it does not check what it must assume: region
 // names are unique, every region configures the same mode and first owner

@@ -393,7 +393,8 @@ type ConflictObserver interface {
 // WatchConflicts reports every conflict (see Conflicts) once, with a
 // warning in the log and to the Observer if it is a ConflictObserver:
 // those in the journal when it starts, then those that arrive, until ctx
-// is done. Run it in one goroutine.
+// is done, and returns why it stopped (ctx's error, or the journal's).
+// Run it in one goroutine.
 func (p *Primary) WatchConflicts(ctx context.Context) error {
 	reported := map[[2]string]bool{} // origin, and entity key with origin seqNr
 	report := func(cs []Conflict) {

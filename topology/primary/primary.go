@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -667,6 +668,16 @@ func (p *Primary) call(ctx context.Context, region, why string, fn func(context.
 			break
 		}
 		c.cc.ResetConnectBackoff() // the next call connects at once
+		if status.Code(err) == codes.Unavailable && p.reconnected(ctx, c.cc) {
+			// The region is back (the failure was the connection's last
+			// one, from while it was away): try it once more.
+			cctx, cancel := context.WithTimeout(ctx, p.timeout)
+			err = fn(cctx, c.c)
+			cancel()
+			if status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
+				break
+			}
+		}
 	}
 	if err == nil {
 		return nil
@@ -683,6 +694,27 @@ func (p *Primary) call(ctx context.Context, region, why string, fn func(context.
 		return fmt.Errorf("%w: at region %q: %s", ErrInvalidRequest, region, s.Message())
 	}
 	return fmt.Errorf("topology: region %q (%s): %w", region, why, err)
+}
+
+// reconnectWait bounds how long a call waits for a connection that failed
+// to come back before it gives up on the address.
+const reconnectWait = time.Second
+
+// reconnected reports whether cc, whose backoff was just reset, connects
+// within reconnectWait (and the call timeout).
+func (p *Primary) reconnected(ctx context.Context, cc *grpc.ClientConn) bool {
+	ctx, cancel := context.WithTimeout(ctx, min(reconnectWait, p.timeout))
+	defer cancel()
+	cc.Connect()
+	for {
+		s := cc.GetState()
+		if s == connectivity.Ready {
+			return true
+		}
+		if !cc.WaitForStateChange(ctx, s) {
+			return false
+		}
+	}
 }
 
 // singleWriter returns the config of a single-writer entity type.
