@@ -23,7 +23,9 @@ func (r *publishRouter) Publish(ctx context.Context, events []*streamdv1.Event) 
 }
 
 // regionMetrics counts the multi-region writes per entity type
-// (primary.Observer) and reports replication lag per source region.
+// (primary.Observer) and the conflicts of failovers
+// (primary.ConflictObserver), and reports replication lag per source
+// region.
 type regionMetrics struct {
 	forwards, takeovers, crdtOps, conflicts *prometheus.CounterVec
 }
@@ -45,6 +47,9 @@ func newRegionMetrics(reg prometheus.Registerer, lags func() map[string]uint64) 
 
 func (m *regionMetrics) Forwarded(entityType string) { m.forwards.WithLabelValues(entityType).Inc() }
 func (m *regionMetrics) TookOver(entityType string)  { m.takeovers.WithLabelValues(entityType).Inc() }
+
+var _ primary.ConflictObserver = (*regionMetrics)(nil)
+
 func (m *regionMetrics) Conflict(from, entityType string) {
 	m.conflicts.WithLabelValues(from, entityType).Inc()
 }

@@ -138,6 +138,7 @@ func TestFailover(t *testing.T) {
 	pw.awaitHistory("us", "order", "o2", "[1:us:handover 2:us:new] owner us, 0 outside")
 	pw.awaitHistory("us", "account", "a1", "[1:eu:eu1 2:us:handover 3:us:handover 4:ap:ap1] owner ap, 0 outside")
 
+	watchUS := pw.watchConflicts("us")
 	// eu comes back: it learns the failover from the history and is fenced.
 	pw.restore("eu", "us")
 	pw.restore("eu", "ap")
@@ -171,6 +172,11 @@ func TestFailover(t *testing.T) {
 			return slices.Equal(payloads(cs), want), fmt.Sprint(payloads(cs))
 		})
 	}
+	// A watcher reports each conflict once: those in the journal when it
+	// starts (eu), and those that arrive later (us).
+	pw.awaitConflicts(pw.watchConflicts("eu"), want)
+	pw.awaitConflicts(watchUS, want)
+
 	resp, err := pw.client("eu").Conflicts(ctx, &streamdv1.ConflictsRequest{})
 	if err != nil || len(resp.Conflicts) != 2 || string(resp.Conflicts[0].Event.Payload) != "lost" || resp.Conflicts[0].Event.Origin != "eu" {
 		t.Fatalf("Conflicts over gRPC: %v, %v", resp, err)
@@ -231,5 +237,59 @@ func TestFailoverAtRisk(t *testing.T) {
 	}
 	if plan.AtRisk != 0 {
 		t.Fatalf("at risk with ap cut off: %d; want 0 (us applied all it knows of)", plan.AtRisk)
+	}
+}
+
+// conflictObserver receives "from entityType" per conflict reported.
+type conflictObserver chan string
+
+func (o conflictObserver) Forwarded(string)    {}
+func (o conflictObserver) TookOver(string)     {}
+func (o conflictObserver) CRDTOps(string, int) {}
+func (o conflictObserver) Conflict(from, entityType string) {
+	o <- from + " " + entityType
+}
+
+// watchConflicts runs WatchConflicts on region n's journal (with a Primary
+// of its own) until the test ends, and returns what it reports.
+func (pw *primaryWorld) watchConflicts(n string) conflictObserver {
+	t := pw.T.(*testing.T)
+	obs := make(conflictObserver, 10)
+	p, err := primary.New(primary.Options{Journal: pw.Regions[n].Producer.Journal(), Config: pw.cfg, Regions: pw.regionsOf(n), Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.WatchConflicts(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("WatchConflicts in %s returned %v; want context.Canceled", n, err)
+		}
+		p.Close()
+	})
+	return obs
+}
+
+// awaitConflicts waits for one report per conflict of want (all of type
+// order, from eu) and checks that no other comes.
+func (pw *primaryWorld) awaitConflicts(obs conflictObserver, want []string) {
+	t := pw.T.(*testing.T)
+	t.Helper()
+	for range want {
+		select {
+		case got := <-obs:
+			if got != "eu order" {
+				t.Fatalf("observer told of conflict %q, want \"eu order\"", got)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the watcher did not report the conflicts within 20s")
+		}
+	}
+	select {
+	case got := <-obs:
+		t.Fatalf("a conflict was reported twice, or one more was: %q", got)
+	case <-time.After(100 * time.Millisecond): // a report would follow at once
 	}
 }

@@ -661,6 +661,13 @@ func (p *Primary) call(ctx context.Context, region, why string, fn func(context.
 	}
 	var err error
 	for _, c := range clients {
+		if c.cc.GetState() == connectivity.TransientFailure {
+			// The region was away; it may be back: connect again rather
+			// than fail on the connection's last error. (Never a retry: a
+			// call that failed may have been applied.)
+			c.cc.ResetConnectBackoff()
+			p.reconnected(ctx, c.cc)
+		}
 		cctx, cancel := context.WithTimeout(ctx, p.timeout)
 		err = fn(cctx, c.c)
 		cancel()
@@ -668,16 +675,6 @@ func (p *Primary) call(ctx context.Context, region, why string, fn func(context.
 			break
 		}
 		c.cc.ResetConnectBackoff() // the next call connects at once
-		if status.Code(err) == codes.Unavailable && p.reconnected(ctx, c.cc) {
-			// The region is back (the failure was the connection's last
-			// one, from while it was away): try it once more.
-			cctx, cancel := context.WithTimeout(ctx, p.timeout)
-			err = fn(cctx, c.c)
-			cancel()
-			if status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
-				break
-			}
-		}
 	}
 	if err == nil {
 		return nil
@@ -700,8 +697,8 @@ func (p *Primary) call(ctx context.Context, region, why string, fn func(context.
 // to come back before it gives up on the address.
 const reconnectWait = time.Second
 
-// reconnected reports whether cc, whose backoff was just reset, connects
-// within reconnectWait (and the call timeout).
+// reconnected waits until cc, whose backoff was just reset, is connected,
+// for up to reconnectWait (and the call timeout), and reports whether it is.
 func (p *Primary) reconnected(ctx context.Context, cc *grpc.ClientConn) bool {
 	ctx, cancel := context.WithTimeout(ctx, min(reconnectWait, p.timeout))
 	defer cancel()
