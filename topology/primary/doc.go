@@ -84,7 +84,13 @@
 // names are unique, every region configures the same mode and first owner
 // for a type, and retention does not delete single-writer entities' events
 // (a fold over a deleted event fails with topology.ErrIncompleteHistory).
-// ReadStrong and writes need the owner reachable. Entity types in
+// ReadStrong and writes need the owner reachable. A failover is for a
+// region that is gone: it compares origin times of different regions (the
+// order of failover records and pins, and whether to held a handover of an
+// origin other than from) and so trusts their clocks to agree within the
+// time a record takes to replicate; and writes that other regions made
+// after the failover point through from itself (an entity taken over from
+// it) continue no history either and are not reported as conflicts. Entity types in
 // ModeReplicated are written with topology.Replicated, through Publish, not
 // Write. Its errors
 // keep the "topology:" prefix the operator knows from the topology config,

@@ -138,6 +138,11 @@ func TestFailover(t *testing.T) {
 	pw.awaitHistory("us", "order", "o2", "[1:us:handover 2:us:new] owner us, 0 outside")
 	pw.awaitHistory("us", "account", "a1", "[1:eu:eu1 2:us:handover 3:us:handover 4:ap:ap1] owner ap, 0 outside")
 
+	// The record survives a restart of us.
+	pw.restart("us")
+	pw.awaitPrimary("us", "order", "us")
+	pw.awaitHistory("us", "order", "o1", o1)
+
 	watchUS := pw.watchConflicts("us")
 	// eu comes back: it learns the failover from the history and is fenced.
 	pw.restore("eu", "us")
