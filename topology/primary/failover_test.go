@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -296,5 +297,18 @@ func (pw *primaryWorld) awaitConflicts(obs conflictObserver, want []string) {
 	case got := <-obs:
 		t.Fatalf("a conflict was reported twice, or one more was: %q", got)
 	case <-time.After(100 * time.Millisecond): // a report would follow at once
+	}
+}
+
+// The failover records' entity type is reserved: the config cannot list
+// it, and a default mode does not make it a type of the config.
+func TestFailoverEntityTypeReserved(t *testing.T) {
+	cfg := primary.Config{EntityTypes: []primary.EntityType{{Name: primary.FailoverEntityType, Mode: primary.ModeLocal}}}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "reserved for failover records") {
+		t.Fatalf("Validate: %v; want the entity type refused as reserved", err)
+	}
+	cfg = primary.Config{DefaultMode: primary.ModePinned, DefaultPrimary: "eu"}
+	if _, ok := cfg.Lookup(primary.FailoverEntityType); ok {
+		t.Fatal("Lookup found the failover records' entity type under default_mode pinned")
 	}
 }
