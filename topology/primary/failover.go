@@ -413,6 +413,11 @@ func (p *Primary) WatchConflicts(ctx context.Context) error {
 		}
 	}
 	cur := p.j.NewCursor(p.j.LastOffset() + 1)
+	fs, err := p.failovers()
+	if err != nil {
+		return err
+	}
+	known := len(fs) // the records the last full scan saw, at least
 	cs, err := p.Conflicts(ctx)
 	if err != nil {
 		return err
@@ -424,30 +429,33 @@ func (p *Primary) WatchConflicts(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		fs, err := p.failovers()
+		fs, err = p.failovers()
 		if err != nil {
 			return err
 		}
-		all := false
-		var entities [][2]string
-		for i := range recs {
-			ev, err := recs[i].Event()
-			if err != nil {
-				return fmt.Errorf("topology: watching for conflicts: %w", err)
-			}
-			if ev.EntityType == FailoverEntityType {
-				all = true // what is fenced changed
-			} else if p.fenceable(fs, ev) {
-				entities = append(entities, [2]string{ev.EntityType, ev.EntityId})
-			}
+		if len(fs) == 0 {
+			// Nothing is fenced: skip to the end without decoding events.
+			cur = p.j.NewCursor(p.j.LastOffset() + 1)
+			continue
 		}
-		if all {
+		if len(fs) != known { // a new record: what is fenced changed
+			known = len(fs)
 			cs, err = p.Conflicts(ctx)
 			if err != nil {
 				return err
 			}
 			report(cs)
 			continue
+		}
+		var entities [][2]string
+		for i := range recs {
+			ev, err := recs[i].Event()
+			if err != nil {
+				return fmt.Errorf("topology: watching for conflicts: %w", err)
+			}
+			if p.fenceable(fs, ev) {
+				entities = append(entities, [2]string{ev.EntityType, ev.EntityId})
+			}
 		}
 		for _, k := range entities {
 			cs, err := p.entityConflicts(k[0], k[1])
