@@ -39,7 +39,7 @@ func BenchmarkFailover(b *testing.B) {
 func failoverOnce(b *testing.B) time.Duration {
 	b.Helper()
 	dir := b.TempDir()
-	eu, us := freeAddr(b), freeAddr(b)
+	eu, us := failoverAddr(b), failoverAddr(b)
 	config := fmt.Sprintf("regions:\n  - {name: us, addrs: [%q]}\n  - {name: eu, addrs: [%q]}\ndefault_primary: eu\nentity_types:\n  - {name: order, mode: pinned, primary: eu}\n", us, eu)
 	path := filepath.Join(dir, "project.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
@@ -51,9 +51,9 @@ func failoverOnce(b *testing.B) time.Duration {
 	euD := start("eu", eu)
 	usD := start("us", us)
 	defer usD.Kill()
-	streamctl(b, "--addr", us, "publish", "--type", "order", "--entity", "o1", "--event-type", "Placed", "--data", "x")
+	failoverCtl(b, "--addr", us, "publish", "--type", "order", "--entity", "o1", "--event-type", "Placed", "--data", "x")
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(streamctl(b, "--addr", us, "primary", "get", "--type", "order", "--entity", "o1"), "version:      1") {
+	for !strings.Contains(failoverCtl(b, "--addr", us, "primary", "get", "--type", "order", "--entity", "o1"), "version:      1") {
 		if time.Now().After(deadline) {
 			b.Fatal("us did not replicate order/o1 from eu within 30s")
 		}
@@ -61,7 +61,7 @@ func failoverOnce(b *testing.B) time.Duration {
 	}
 	euD.Kill()
 	began := time.Now()
-	streamctl(b, "--addr", us, "primary", "failover", "--from", "eu", "--to", "us", "--execute")
+	failoverCtl(b, "--addr", us, "primary", "failover", "--from", "eu", "--to", "us", "--execute")
 	for {
 		var out, errOut bytes.Buffer
 		code := run([]string{"streamctl", "--addr", us, "publish", "--type", "order", "--entity", "o1", "--event-type", "Paid", "--data", "y"}, strings.NewReader(""), &out, &errOut)
@@ -75,9 +75,9 @@ func failoverOnce(b *testing.B) time.Duration {
 	}
 }
 
-// streamctl runs the command in-process and returns its output, failing
+// failoverCtl runs the command in-process and returns its output, failing
 // the benchmark if it fails.
-func streamctl(b *testing.B, args ...string) string {
+func failoverCtl(b *testing.B, args ...string) string {
 	b.Helper()
 	var out, errOut bytes.Buffer
 	if code := run(append([]string{"streamctl"}, args...), strings.NewReader(""), &out, &errOut); code != 0 {
@@ -86,8 +86,8 @@ func streamctl(b *testing.B, args ...string) string {
 	return out.String()
 }
 
-// freeAddr is a loopback address nothing listens on now.
-func freeAddr(b *testing.B) string {
+// failoverAddr is a loopback address nothing listens on now.
+func failoverAddr(b *testing.B) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

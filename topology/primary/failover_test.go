@@ -49,8 +49,8 @@ func (pw *primaryWorld) withProgress(n string, progress primary.ProgressFunc) {
 	pw.prims[n], pw.servers[n] = prim, g
 }
 
-// await retries cond until it holds, for up to 20s.
-func await(t *testing.T, what string, cond func() (bool, string)) {
+// failoverWait retries cond until it holds, for up to 20s.
+func failoverWait(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -65,9 +65,9 @@ func await(t *testing.T, what string, cond func() (bool, string)) {
 	}
 }
 
-func (pw *primaryWorld) awaitPrimary(n, entityType, want string) {
+func (pw *primaryWorld) awaitPinnedTo(n, entityType, want string) {
 	pw.T.Helper()
-	await(pw.T.(*testing.T), n+": primary of "+entityType, func() (bool, string) {
+	failoverWait(pw.T.(*testing.T), n+": primary of "+entityType, func() (bool, string) {
 		info, err := pw.primary(n).PrimaryOf(entityType)
 		if err != nil {
 			pw.T.Fatal(err)
@@ -76,7 +76,7 @@ func (pw *primaryWorld) awaitPrimary(n, entityType, want string) {
 	})
 }
 
-func payloads(cs []primary.Conflict) []string {
+func failoverPayloads(cs []primary.Conflict) []string {
 	var out []string
 	for _, c := range cs {
 		out = append(out, c.From+">"+c.To+":"+c.Event.EntityId+":"+string(c.Event.Payload))
@@ -128,7 +128,7 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("write after the failover: %+v", w)
 	}
 	mustWrite(t, pw.primary("us"), "order", "o2", "new")
-	pw.awaitPrimary("ap", "order", "us")
+	pw.awaitPinnedTo("ap", "order", "us")
 	if w := mustWrite(t, pw.primary("ap"), "order", "o1", "4"); w.Region != "us" {
 		t.Fatalf("write in ap landed in %s, want us", w.Region)
 	}
@@ -141,21 +141,21 @@ func TestFailover(t *testing.T) {
 
 	// The record survives a restart of us.
 	pw.restart("us")
-	pw.awaitPrimary("us", "order", "us")
+	pw.awaitPinnedTo("us", "order", "us")
 	pw.awaitHistory("us", "order", "o1", o1)
 
 	watchUS := pw.watchConflicts("us")
 	// eu comes back: it learns the failover from the history and is fenced.
 	pw.restore("eu", "us")
 	pw.restore("eu", "ap")
-	pw.awaitPrimary("eu", "order", "us")
+	pw.awaitPinnedTo("eu", "order", "us")
 	// eu's lost event (version 3) is outside the history everywhere.
 	fenced := "[1:eu:1 2:eu:2 3:us:handover 4:us:3 5:us:4] owner us, 1 outside"
 	for _, n := range []string{"eu", "us", "ap"} {
 		pw.awaitHistory(n, "order", "o1", fenced)
 	}
 	// o3, which nobody wrote since, does not take eu's late event either.
-	await(t, "us holds eu's late event of o3", func() (bool, string) {
+	failoverWait(t, "us holds eu's late event of o3", func() (bool, string) {
 		evs, err := pw.Regions["us"].Producer.Journal().ReadEntity("order", "o3", 1, 10, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -170,12 +170,12 @@ func TestFailover(t *testing.T) {
 	}
 	want := []string{"eu>us:o1:lost", "eu>us:o3:lost3"}
 	for _, n := range []string{"eu", "us"} {
-		await(t, n+": conflicts", func() (bool, string) {
+		failoverWait(t, n+": conflicts", func() (bool, string) {
 			cs, err := pw.primary(n).Conflicts(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return slices.Equal(payloads(cs), want), fmt.Sprint(payloads(cs))
+			return slices.Equal(failoverPayloads(cs), want), fmt.Sprint(failoverPayloads(cs))
 		})
 	}
 	// A watcher reports each conflict once: those in the journal when it
@@ -195,7 +195,7 @@ func TestFailover(t *testing.T) {
 	if w := mustWrite(t, pw.primary("eu"), "order", "o1", "6"); w.Region != "eu" {
 		t.Fatalf("write in eu after failing back landed in %s", w.Region)
 	}
-	pw.awaitPrimary("us", "order", "eu")
+	pw.awaitPinnedTo("us", "order", "eu")
 	back := "[1:eu:1 2:eu:2 3:us:handover 4:us:3 5:us:4 6:us:5 7:eu:handover 8:eu:6] owner eu, 1 outside"
 	for _, n := range []string{"eu", "us", "ap"} {
 		pw.awaitHistory(n, "order", "o1", back)
@@ -204,8 +204,8 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("write in us after failing back landed in %s, want eu", w.Region)
 	}
 	cs, err := pw.primary("eu").Conflicts(ctx)
-	if err != nil || !slices.Equal(payloads(cs), want) {
-		t.Fatalf("conflicts after failing back: %v, %v; want %v", payloads(cs), err, want)
+	if err != nil || !slices.Equal(failoverPayloads(cs), want) {
+		t.Fatalf("conflicts after failing back: %v, %v; want %v", failoverPayloads(cs), err, want)
 	}
 }
 
