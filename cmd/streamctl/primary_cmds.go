@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -13,7 +15,7 @@ import (
 // and request-region primaries) through streamd's PrimaryService.
 func primaryCommand() *cli.Command {
 	typeFlag := func() cli.Flag { return &cli.StringFlag{Name: "type", Usage: "entity type (required)"} }
-	return group("primary", "single-writer entity types: their primary region and the owner of an entity",
+	return group("primary", "single-writer entity types: their primary region, the owner of an entity, failover of a region",
 		&cli.Command{
 			Name:      "get",
 			Usage:     "show an entity type's mode and primary as the server knows them; with --entity, also the entity's owner and version",
@@ -123,7 +125,138 @@ func primaryCommand() *cli.Command {
 					fmt.Sprintf("%s/%s is owned here at version %d", c.String("type"), c.String("entity"), resp.Version))
 			}),
 		},
+		&cli.Command{
+			Name:      "failover",
+			Usage:     "move every pinned entity type and every entity of region --from to region --to, the server's (dry run unless --execute)",
+			ArgsUsage: " ",
+			Description: "Run it against the region taking over (--to). Without --execute it reports how far each\n" +
+				"region has applied --from's journal (APPLIED) against the last offset it knows --from wrote\n" +
+				"(KNOWN), and how many of --from's events no reachable region holds: what the failover may\n" +
+				"lose. With --execute it writes one failover record, which replicates to every region:\n" +
+				"writes of those types and entities go to --to from then on, in every region, --from\n" +
+				"included once it is back (it forwards them). Events --from wrote after the failover point\n" +
+				"(the last of its events --to had applied) join no history: streamctl primary conflicts\n" +
+				"lists them. To fail back, run it the other way against the old region.",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "from", Usage: "the region that failed (required)"},
+				&cli.StringFlag{Name: "to", Usage: "the region taking over: the server's (required)"},
+				&cli.BoolFlag{Name: "execute", Usage: "fail over (without it, only report)"},
+			},
+			Action: withClient(func(c *cli.Context, cl *client) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				from, to := c.String("from"), c.String("to")
+				if from == "" || to == "" {
+					return usagef("primary failover needs --from (the region that failed) and --to (the server's region)")
+				}
+				ctx, cancel := unary(c)
+				defer cancel()
+				resp, err := streamdv1.NewPrimaryServiceClient(cl.conn).Failover(ctx, &streamdv1.FailoverRequest{From: from, To: to, Execute: c.Bool("execute")})
+				if err != nil {
+					return cl.serverError(err)
+				}
+				return printFailover(c, from, to, resp)
+			}),
+		},
+		&cli.Command{
+			Name:      "conflicts",
+			Usage:     "list the events a failover fenced out: written by the failed-over region after the failover point, in no history",
+			ArgsUsage: " ",
+			Action: withClient(func(c *cli.Context, cl *client) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				ctx, cancel := unary(c)
+				defer cancel()
+				resp, err := streamdv1.NewPrimaryServiceClient(cl.conn).Conflicts(ctx, &streamdv1.ConflictsRequest{})
+				if err != nil {
+					return cl.serverError(err)
+				}
+				t := newPrinter(c).table("FROM", "TO", "ENTITY", "ORIGIN_SEQNR", "VERSION", "EVENT_TYPE", "OFFSET")
+				for _, cf := range resp.Conflicts {
+					ev := cf.Event
+					t.row(map[string]any{
+						"from": cf.From, "to": cf.To, "entity_type": ev.GetEntityType(), "entity_id": ev.GetEntityId(),
+						"origin_seq_nr": ev.GetOriginSeqNr(), "version": version(ev), "event_type": ev.GetEventType(), "offset": ev.GetOffset(),
+					}, cf.From, cf.To, ev.GetEntityType()+"/"+ev.GetEntityId(), ev.GetOriginSeqNr(), version(ev), ev.GetEventType(), ev.GetOffset())
+				}
+				return t.flush()
+			}),
+		},
 	)
+}
+
+// printFailover prints a failover's report: per region its progress in
+// from's journal, then what moves and what may be lost.
+func printFailover(c *cli.Context, from, to string, resp *streamdv1.FailoverResponse) error {
+	p := newPrinter(c)
+	t := p.table("REGION", "REACHABLE", "APPLIED", "KNOWN")
+	for _, rp := range resp.Progress {
+		applied, known := fmt.Sprint(rp.AppliedOffset), fmt.Sprint(rp.KnownOffset)
+		reachable := "yes"
+		if !rp.Reachable {
+			applied, known, reachable = "-", "-", "no"
+		}
+		t.row(map[string]any{
+			"region": rp.Region, "reachable": rp.Reachable, "applied_offset": rp.AppliedOffset, "known_offset": rp.KnownOffset, "error": rp.Error,
+		}, rp.Region, reachable, applied, known)
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if p.json {
+		return json.NewEncoder(p.w).Encode(map[string]any{
+			"from": from, "to": to, "entity_types": resp.EntityTypes, "unlisted_types": resp.UnlistedTypes, "at_risk": resp.AtRisk,
+			"from_applied_unix_nano": resp.FromAppliedUnixNano, "executed": resp.Executed, "offset": resp.Offset,
+		})
+	}
+	for _, line := range failoverNotes(from, to, resp) {
+		p.note("%s", line)
+	}
+	return nil
+}
+
+// failoverNotes are the lines of a failover's report after the table: what
+// moves, the failover point, what is at risk, and what was done.
+func failoverNotes(from, to string, resp *streamdv1.FailoverResponse) []string {
+	var notes []string
+	var moving []string
+	if len(resp.EntityTypes) > 0 {
+		moving = append(moving, strings.Join(resp.EntityTypes, ", "))
+	}
+	if resp.UnlistedTypes {
+		moving = append(moving, "every type not listed (default_primary "+from+")")
+	}
+	types := "none"
+	if len(moving) > 0 {
+		types = strings.Join(moving, " and ")
+	}
+	notes = append(notes, fmt.Sprintf("pinned types moving from %s to %s: %s", from, to, types))
+	point := "none of its events"
+	if resp.FromAppliedUnixNano != 0 {
+		point = time.Unix(0, resp.FromAppliedUnixNano).UTC().Format(time.RFC3339Nano)
+	}
+	notes = append(notes, fmt.Sprintf("failover point: the last event of %s applied in %s: %s", from, to, point))
+	notes = append(notes, fmt.Sprintf("at risk: %d event(s) of %s's journal that no reachable region has applied", resp.AtRisk, from))
+	var here, best uint64
+	bestRegion := ""
+	for _, rp := range resp.Progress {
+		if rp.Region == to {
+			here = rp.AppliedOffset
+		} else if rp.Reachable && rp.AppliedOffset > best {
+			best, bestRegion = rp.AppliedOffset, rp.Region
+		}
+	}
+	if best > here && !resp.Executed {
+		notes = append(notes, fmt.Sprintf("%s has applied %d more of %s's journal than %s: those events reach %s through %s (relayed) if you wait; failing over now fences them", bestRegion, best-here, from, to, to, bestRegion))
+	}
+	if resp.Executed {
+		notes = append(notes, fmt.Sprintf("failed over from %s to %s (record at offset %d); events %s wrote after the failover point: streamctl primary conflicts", from, to, resp.Offset, from))
+	} else {
+		notes = append(notes, "dry run: nothing changed; add --execute to fail over")
+	}
+	return notes
 }
 
 func needType(c *cli.Context, cmd string) error {
@@ -134,4 +267,14 @@ func needType(c *cli.Context, cmd string) error {
 		return usagef("primary %s needs --type", cmd)
 	}
 	return nil
+}
+
+// version is an event's version in its single-writer entity's history:
+// the sum of its version vector.
+func version(ev *streamdv1.Event) uint64 {
+	var v uint64
+	for _, n := range ev.GetVersionVector() {
+		v += n
+	}
+	return v
 }

@@ -402,11 +402,21 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		obs := newRegionMetrics(cfg.metrics.Registry(), func() map[string]uint64 { return consumers.regionLags() })
 		prim, err := primary.New(primary.Options{
 			Journal: p.Journal(), Config: cfg.entityTypes, Regions: regions, RegionDialOptions: dial, Logger: log, Observer: obs,
+			Progress: func(source string) (uint64, uint64, bool) { return consumers.regionProgress(source) },
 		})
 		if err != nil {
 			return fmt.Errorf("--config entity_types (every primary and home must be this region or the source of a replication): %w", err)
 		}
 		defer prim.Close()
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		watchDone := make(chan struct{})
+		go func() {
+			defer close(watchDone)
+			if err := prim.WatchConflicts(watchCtx); watchCtx.Err() == nil {
+				log.Error("primary: watching for conflicts stopped", "err", err)
+			}
+		}()
+		defer func() { stopWatch(); <-watchDone }()
 		cfg.router.p = prim
 		streamdv1.RegisterPrimaryServiceServer(g, prim.Server())
 	}

@@ -23,9 +23,11 @@ func (r *publishRouter) Publish(ctx context.Context, events []*streamdv1.Event) 
 }
 
 // regionMetrics counts the multi-region writes per entity type
-// (primary.Observer) and reports replication lag per source region.
+// (primary.Observer) and the conflicts of failovers
+// (primary.ConflictObserver), and reports replication lag per source
+// region.
 type regionMetrics struct {
-	forwards, takeovers, crdtOps *prometheus.CounterVec
+	forwards, takeovers, crdtOps, conflicts *prometheus.CounterVec
 }
 
 func newRegionMetrics(reg prometheus.Registerer, lags func() map[string]uint64) *regionMetrics {
@@ -36,13 +38,21 @@ func newRegionMetrics(reg prometheus.Registerer, lags func() map[string]uint64) 
 			Name: "streamd_primary_takeovers_total", Help: "Entities this region took over from their owner to write them."}, []string{"entity_type"}),
 		crdtOps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamd_crdt_ops_total", Help: "CRDT operations published in this region to replicated entity types (each merges into the entity's state in every region)."}, []string{"entity_type"}),
+		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamd_primary_conflicts_total", Help: "Events a failover fenced out of every history (written by the failed-over region after the failover point; streamctl primary conflicts lists them)."}, []string{"from", "entity_type"}),
 	}
-	reg.MustRegister(m.forwards, m.takeovers, m.crdtOps, regionLagCollector(lags))
+	reg.MustRegister(m.forwards, m.takeovers, m.crdtOps, m.conflicts, regionLagCollector(lags))
 	return m
 }
 
 func (m *regionMetrics) Forwarded(entityType string) { m.forwards.WithLabelValues(entityType).Inc() }
 func (m *regionMetrics) TookOver(entityType string)  { m.takeovers.WithLabelValues(entityType).Inc() }
+
+var _ primary.ConflictObserver = (*regionMetrics)(nil)
+
+func (m *regionMetrics) Conflict(from, entityType string) {
+	m.conflicts.WithLabelValues(from, entityType).Inc()
+}
 func (m *regionMetrics) CRDTOps(entityType string, ops int) {
 	m.crdtOps.WithLabelValues(entityType).Add(float64(ops))
 }
@@ -69,4 +79,20 @@ func (cs *consumers) regionLags() map[string]uint64 {
 		}
 	}
 	return lags
+}
+
+// regionProgress is how far the replication from a region of the project
+// has applied its journal, and the last offset it knows the region wrote
+// (the most over the region's addresses); ok false without one.
+func (cs *consumers) regionProgress(region string) (applied, known uint64, ok bool) {
+	states, _ := cs.registry.States("")
+	for _, st := range states {
+		if st.Consumer.Options().Name != regionReplication(region) {
+			continue
+		}
+		for _, p := range st.Consumer.Status() {
+			applied, known, ok = max(applied, p.Offset), max(known, p.Offset+p.Lag), true
+		}
+	}
+	return applied, known, ok
 }

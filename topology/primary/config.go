@@ -117,6 +117,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s: the entity type is listed twice", at)
 		case t.Name == PinEntityType:
 			return fmt.Errorf("%s: the entity type is reserved for pins of primaries", at)
+		case t.Name == FailoverEntityType:
+			return fmt.Errorf("%s: the entity type is reserved for failover records", at)
 		case (t.Mode == ModeReplicated || t.Mode == ModeLocal) && (t.Primary != "" || t.Home != ""):
 			return fmt.Errorf("%s: a %s entity type has no primary or home", at, t.Mode)
 		case t.Mode == ModePinned && t.Primary == "":
@@ -137,14 +139,15 @@ func (c Config) Validate() error {
 
 // Lookup returns the entry of an entity type: its own, or the default
 // mode's for an unlisted type. Without a default mode an unlisted type is
-// not found; the pins' type (PinEntityType) never is.
+// not found; the pins' and failovers' types (PinEntityType,
+// FailoverEntityType) never are.
 func (c Config) Lookup(name string) (EntityType, bool) {
 	for _, t := range c.EntityTypes {
 		if t.Name == name {
 			return t, true
 		}
 	}
-	if c.DefaultMode == 0 || name == PinEntityType || name == "" {
+	if c.DefaultMode == 0 || name == PinEntityType || name == FailoverEntityType || name == "" {
 		return EntityType{}, false
 	}
 	t := EntityType{Name: name, Mode: c.DefaultMode}

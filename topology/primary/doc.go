@@ -65,12 +65,32 @@
 // old one, fenced by the handover, forwards. While regions disagree on the
 // pin, an entity may move back and forth; its history stays linear.
 //
+// Failover: Primary.Failover, run in the region taking over (to), appends
+// one failover record (FailoverEntityType; payload a
+// streamdv1.FailoverRecord) that replicates like data. From its origin time
+// on, every pinned type whose primary is from has the primary to, and every
+// entity from owns (by a handover to held, or as first owner) is owned by
+// to, which claims it with a forced handover on its next write. The
+// failover point is the origin time of the last event of from that to had
+// applied: from's later events continue no history in any region (they are
+// fenced), and Primary.Conflicts lists them; WatchConflicts logs each once.
+// Records and pins fold in (origin time, origin) order. Failing back is a
+// failover the other way. The dry run reports, from every reachable region's
+// replication progress (Options.Progress, PrimaryService.Progress), how many
+// of from's journal's events no region applied.
+//
 // What it does not do: it does not replicate (run a topology.Replication
 // between the regions), and it does not check what it must assume: region
 // names are unique, every region configures the same mode and first owner
 // for a type, and retention does not delete single-writer entities' events
 // (a fold over a deleted event fails with topology.ErrIncompleteHistory).
-// ReadStrong and writes need the owner reachable. Entity types in
+// ReadStrong and writes need the owner reachable. A failover is for a
+// region that is gone: it compares origin times of different regions (the
+// order of failover records and pins, and whether to held a handover of an
+// origin other than from) and so trusts their clocks to agree within the
+// time a record takes to replicate; and writes that other regions made
+// after the failover point through from itself (an entity taken over from
+// it) continue no history either and are not reported as conflicts. Entity types in
 // ModeReplicated are written with topology.Replicated, through Publish, not
 // Write. Its errors
 // keep the "topology:" prefix the operator knows from the topology config,

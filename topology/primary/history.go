@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -69,14 +70,32 @@ type primaryEntity struct {
 	held      map[string]uint64  // per origin, the last origin seqNr held
 	byVersion map[uint64][]*streamdv1.Event
 	chain     []*streamdv1.Event // the history: chain[v-1] has version v
-	owner     string
-	lastData  uint64 // version of the last event that is not a handover
+	owner     string             // as the history's handovers say
+	ownerBy   *streamdv1.Event   // the handover that made owner the owner; nil: first owner
+	lastData  uint64             // version of the last event that is not a handover
+
+	// failovers folded into the history (they change what extends it), and
+	// what they make of owner: effective is the region that writes the
+	// entity; claim says it must append a forced handover to itself first.
+	failovers []failover
+	stale     bool // failovers changed since the last fold
+	effective string
+	claim     bool
 }
 
 func newPrimaryEntity(entityType, entityID, firstOwner string) *primaryEntity {
 	return &primaryEntity{
-		entityType: entityType, entityID: entityID, firstOwner: firstOwner, owner: firstOwner,
+		entityType: entityType, entityID: entityID, firstOwner: firstOwner, owner: firstOwner, effective: firstOwner,
 		held: map[string]uint64{}, byVersion: map[uint64][]*streamdv1.Event{},
+	}
+}
+
+// setFailovers gives the entity the failover records folded from the
+// journal; the next fold rebuilds the history if they changed (a record is
+// never removed). Callers hold e.mu.
+func (e *primaryEntity) setFailovers(fs []failover) {
+	if len(fs) != len(e.failovers) {
+		e.failovers, e.stale = fs, true
 	}
 }
 
@@ -84,7 +103,8 @@ func newPrimaryEntity(entityType, entityID, firstOwner string) *primaryEntity {
 // extends the history. Callers hold e.mu.
 func (e *primaryEntity) fold(j *journal.Journal) error {
 	var buf []*streamdv1.Event
-	rebuild := false
+	rebuild := e.stale
+	e.stale = false
 	for {
 		var err error
 		buf, err = j.ReadEntity(e.entityType, e.entityID, e.lastSeqNr+1, readBatch, buf[:0])
@@ -110,8 +130,8 @@ func (e *primaryEntity) fold(j *journal.Journal) error {
 			break
 		}
 	}
-	if rebuild { // a competing event for a version already in the history
-		e.chain, e.owner, e.lastData = nil, e.firstOwner, 0
+	if rebuild { // a competing event for a version already in the history, or a new failover
+		e.chain, e.owner, e.ownerBy, e.lastData = nil, e.firstOwner, nil, 0
 	}
 	return e.extend()
 }
@@ -120,8 +140,15 @@ func (e *primaryEntity) fold(j *journal.Journal) error {
 // version, an event whose vector is the last one's plus one for its
 // origin. Of two (a fork), a forced handover wins, then the smaller
 // origin, so that every region picks the same branch.
+//
+// Where failovers move the entity from its owner, only two kinds of event
+// continue it: the owner's events up to the first failover's point (its
+// region to held them), and a handover that a failover's region to wrote
+// to itself (a claim). The owner's later events are fenced (Conflicts).
 func (e *primaryEntity) extend() error {
 	for {
+		applied, effective := redirect(e.failovers, e.owner, e.ownerBy)
+		e.effective, e.claim = effective, len(applied) > 0
 		var tip map[string]uint64
 		if n := len(e.chain); n > 0 {
 			tip = e.chain[n-1].VersionVector
@@ -136,6 +163,13 @@ func (e *primaryEntity) extend() error {
 			if err != nil {
 				return err
 			}
+			if len(applied) > 0 {
+				before := c.Origin == e.owner && c.OriginTimestampUnixNano <= applied[0].cutoff()
+				claim := h != nil && h.To == c.Origin && slices.ContainsFunc(applied, func(f failover) bool { return f.to == c.Origin })
+				if !before && !claim {
+					continue
+				}
+			}
 			forced := h != nil && h.Forced
 			if next == nil || (forced && !nextForced) || (forced == nextForced && cmp.Or(cmp.Compare(c.Origin, next.Origin), cmp.Compare(c.OriginSeqNr, next.OriginSeqNr)) < 0) {
 				next, nextForced = c, forced
@@ -146,7 +180,7 @@ func (e *primaryEntity) extend() error {
 		}
 		e.chain = append(e.chain, next)
 		if h, _ := handoverOf(next); h != nil {
-			e.owner = h.To
+			e.owner, e.ownerBy = h.To, next
 		} else {
 			e.lastData = uint64(len(e.chain))
 		}
@@ -205,6 +239,9 @@ func (e *primaryEntity) history(n uint64) History {
 			h.Owner = ho.To
 		}
 		h.Events = append(h.Events, proto.CloneOf(ev))
+	}
+	if n == uint64(len(e.chain)) {
+		h.Owner = e.effective
 	}
 	in := make(map[*streamdv1.Event]bool, len(e.chain))
 	for _, ev := range e.chain {

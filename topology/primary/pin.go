@@ -1,8 +1,10 @@
 package primary
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -12,27 +14,40 @@ import (
 // pinState is the pin of one entity type folded from its pin events.
 type pinState struct {
 	lastSeqNr uint64
-	primary   string // "" until a pin event
-	at        int64  // origin time of the winning pin event
+	primary   string // "" until a pin event or failover
+	at        int64  // origin time of the pin event or failover that set it
 	in        string // its origin
+	pins      []pinEvent
+}
+
+// pinEvent is one pin event of an entity type.
+type pinEvent struct {
+	primary string
+	at      int64
+	in      string
 }
 
 // TypeInfo describes an entity type's mode and primary as this region
 // knows them.
 type TypeInfo struct {
 	EntityType EntityType
-	// Primary is the pinned primary now (ModePinned): the last pin, or the
-	// configured one.
+	// Primary is the pinned primary now (ModePinned): as the last pin or
+	// failover set it, or the configured one.
 	Primary string
-	// PinnedAtUnixNano and PinnedIn say when and where the last pin was
-	// set; zero without a pin.
+	// PinnedAtUnixNano and PinnedIn say when and where the last pin or
+	// failover set it; zero without one.
 	PinnedAtUnixNano int64
 	PinnedIn         string
 }
 
-// pin folds the pin events of entityType in the local journal; the latest by
-// (origin time, origin) wins.
+// pin folds the pin events of entityType in the local journal and the
+// failover records, in (origin time, origin) order: a pin sets the
+// primary, a failover moves it from its from to its to.
 func (p *Primary) pin(entityType string) (pinState, error) {
+	fs, err := p.failovers()
+	if err != nil {
+		return pinState{}, err
+	}
 	p.pinMu.Lock()
 	defer p.pinMu.Unlock()
 	st := p.pins[entityType]
@@ -52,21 +67,32 @@ func (p *Primary) pin(entityType string) (pinState, error) {
 				p.log.Warn("primary: ignoring a pin event that is not a valid pin", "entity_type", entityType, "origin", ev.Origin, "seq_nr", ev.SeqNr, "err", err)
 				continue
 			}
-			if t := ev.OriginTimestampUnixNano; t > st.at || (t == st.at && ev.Origin > st.in) {
-				st.primary, st.at, st.in = pin.Primary, t, ev.Origin
-			}
+			pe := pinEvent{primary: pin.Primary, at: ev.OriginTimestampUnixNano, in: ev.Origin}
+			i, _ := slices.BinarySearchFunc(st.pins, pe, comparePins)
+			st.pins = slices.Insert(st.pins, i, pe)
 		}
 		if len(evs) < readBatch {
 			break
 		}
 	}
-	out := *st
-	if out.primary == "" {
-		t, _ := p.config.Lookup(entityType)
-		out.primary = t.Primary
+	t, _ := p.config.Lookup(entityType)
+	out := pinState{primary: t.Primary}
+	pins, i := st.pins, 0
+	for _, f := range fs {
+		for ; i < len(pins) && comparePins(pins[i], pinEvent{at: f.at, in: f.in}) <= 0; i++ {
+			out.primary, out.at, out.in = pins[i].primary, pins[i].at, pins[i].in
+		}
+		if out.primary == f.from {
+			out.primary, out.at, out.in = f.to, f.at, f.in
+		}
+	}
+	for ; i < len(pins); i++ {
+		out.primary, out.at, out.in = pins[i].primary, pins[i].at, pins[i].in
 	}
 	return out, nil
 }
+
+func comparePins(a, b pinEvent) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.in, b.in)) }
 
 // SetPrimary pins the primary region of a ModePinned entity type: it appends a
 // pin event to the local journal, which replicates to the other regions.

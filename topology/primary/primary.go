@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -42,8 +43,11 @@ type Primary struct {
 	lru      *list.List
 	max      int
 
-	pinMu sync.Mutex
+	pinMu sync.Mutex // guards pins and fails
 	pins  map[string]*pinState
+	fails failoverState
+
+	progressOf ProgressFunc
 }
 
 // maxAppendEvents and maxAppendBytes bound one Append of events another
@@ -74,8 +78,12 @@ type Options struct {
 	CachedEntities int
 	Logger         *slog.Logger
 	// Observer receives forwards, takeovers and CRDT operations written;
-	// may be nil.
+	// may be nil. If it is a ConflictObserver, WatchConflicts tells it of
+	// conflicts.
 	Observer Observer
+	// Progress reports how far this region applied another region's
+	// journal, for Failover's report; nil: unknown (reported as 0).
+	Progress ProgressFunc
 }
 
 // ErrInvalidOptions is wrapped by every error of Options.Validate.
@@ -137,7 +145,7 @@ func New(opts Options) (*Primary, error) {
 		j: opts.Journal, region: opts.Journal.Region(), config: opts.Config, timeout: opts.CallTimeout, log: opts.Logger,
 		regions:  map[string][]regionClient{},
 		entities: map[string]*list.Element{}, lru: list.New(), max: opts.CachedEntities,
-		pins: map[string]*pinState{},
+		pins: map[string]*pinState{}, progressOf: opts.Progress,
 	}
 	if p.timeout == 0 {
 		p.timeout = 5 * time.Second
@@ -385,11 +393,22 @@ func (p *Primary) asOwner(ctx context.Context, e *primaryEntity, force bool, fn 
 	tookOver := false
 	for {
 		e.mu.Lock()
-		if err := e.fold(p.j); err != nil {
+		if err := p.fold(e); err != nil {
 			e.mu.Unlock()
 			return err
 		}
-		if e.owner == p.region {
+		if e.effective == p.region && e.claim {
+			// A failover made this region the owner: a forced handover
+			// fixes where the old owner's events end.
+			err := p.appendHandover(ctx, e, p.region, true)
+			e.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			tookOver = true
+			continue
+		}
+		if e.effective == p.region {
 			if tookOver {
 				p.obs.TookOver(e.entityType)
 				tookOver = false
@@ -424,7 +443,7 @@ func (p *Primary) asOwner(ctx context.Context, e *primaryEntity, force bool, fn 
 			force = false
 			continue
 		}
-		owner := e.owner
+		owner := e.effective
 		if round >= maxRounds {
 			e.mu.Unlock()
 			return &UnavailableError{Region: owner, Why: "taking the entity over", Err: fmt.Errorf("ownership of %s/%s moved %d times during the write; try again", e.entityType, e.entityID, round)}
@@ -476,15 +495,15 @@ func (p *Primary) appendHandover(ctx context.Context, e *primaryEntity, to strin
 			if err != nil {
 				return fmt.Errorf("topology: %s/%s: handover to %s: %w", e.entityType, e.entityID, to, err)
 			}
-			return e.fold(p.j)
+			return p.fold(e)
 		}
 		if _, err := p.j.NewCursor(visible+1).Wait(ctx, 1, nil); err != nil {
 			return err
 		}
-		if err := e.fold(p.j); err != nil {
+		if err := p.fold(e); err != nil {
 			return err
 		}
-		if (e.owner == p.region) == forced {
+		if (e.effective == p.region && !e.claim) == forced {
 			return nil // a concurrent append (a handover) made it moot
 		}
 	}
@@ -509,7 +528,7 @@ func (p *Primary) store(ctx context.Context, e *primaryEntity, events []*streamd
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.fold(p.j)
+	return p.fold(e)
 }
 
 // Read returns the entity's history as this region's journal holds it:
@@ -522,7 +541,7 @@ func (p *Primary) Read(ctx context.Context, entityType, entityID string) (Histor
 	e := p.entity(t, entityID)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := e.fold(p.j); err != nil {
+	if err := p.fold(e); err != nil {
 		return History{}, err
 	}
 	return e.history(AnyVersion), nil
@@ -541,16 +560,16 @@ func (p *Primary) ReadStrong(ctx context.Context, entityType, entityID string) (
 	peerHeld := map[string]map[string]uint64{}
 	for round := 0; ; {
 		e.mu.Lock()
-		if err := e.fold(p.j); err != nil {
+		if err := p.fold(e); err != nil {
 			e.mu.Unlock()
 			return History{}, err
 		}
-		if e.owner == p.region {
+		if e.effective == p.region {
 			h := e.history(AnyVersion)
 			e.mu.Unlock()
 			return h, nil
 		}
-		owner := e.owner
+		owner := e.effective
 		if round >= maxRounds {
 			e.mu.Unlock()
 			return History{}, &UnavailableError{Region: owner, Why: "reading from the owner", Err: fmt.Errorf("ownership of %s/%s moved %d times during the read; try again", entityType, entityID, round)}
@@ -592,17 +611,22 @@ func (p *Primary) serveSync(ctx context.Context, req *streamdv1.SyncRequest) (*s
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := e.fold(p.j); err != nil {
+	if err := p.fold(e); err != nil {
 		return nil, err
 	}
-	if req.HandoverTo != "" && e.owner == p.region {
+	if req.HandoverTo != "" && e.effective == p.region {
+		if e.claim { // a failover made this region the owner
+			if err := p.appendHandover(ctx, e, p.region, true); err != nil {
+				return nil, err
+			}
+		}
 		if err := p.appendHandover(ctx, e, req.HandoverTo, false); err != nil {
 			return nil, err
 		}
 		p.log.Debug("primary: handed over", "entity_type", e.entityType, "entity_id", e.entityID, "to", req.HandoverTo, "version", len(e.chain))
 	}
 	events, more := e.missing(req.Held, maxAppendEvents, maxAppendBytes)
-	return &streamdv1.SyncResponse{Owner: e.owner, Version: uint64(len(e.chain)), Held: maps.Clone(e.held), Events: events, More: more}, nil
+	return &streamdv1.SyncResponse{Owner: e.effective, Version: uint64(len(e.chain)), Held: maps.Clone(e.held), Events: events, More: more}, nil
 }
 
 // sync calls region's Sync, trying its addresses in turn.
@@ -637,6 +661,13 @@ func (p *Primary) call(ctx context.Context, region, why string, fn func(context.
 	}
 	var err error
 	for _, c := range clients {
+		if c.cc.GetState() == connectivity.TransientFailure {
+			// The region was away; it may be back: connect again rather
+			// than fail on the connection's last error. (Never a retry: a
+			// call that failed may have been applied.)
+			c.cc.ResetConnectBackoff()
+			p.reconnected(ctx, c.cc)
+		}
 		cctx, cancel := context.WithTimeout(ctx, p.timeout)
 		err = fn(cctx, c.c)
 		cancel()
@@ -660,6 +691,27 @@ func (p *Primary) call(ctx context.Context, region, why string, fn func(context.
 		return fmt.Errorf("%w: at region %q: %s", ErrInvalidRequest, region, s.Message())
 	}
 	return fmt.Errorf("topology: region %q (%s): %w", region, why, err)
+}
+
+// reconnectWait bounds how long a call waits for a connection that failed
+// to come back before it gives up on the address.
+const reconnectWait = time.Second
+
+// reconnected waits until cc, whose backoff was just reset, is connected,
+// for up to reconnectWait (and the call timeout), and reports whether it is.
+func (p *Primary) reconnected(ctx context.Context, cc *grpc.ClientConn) bool {
+	ctx, cancel := context.WithTimeout(ctx, min(reconnectWait, p.timeout))
+	defer cancel()
+	cc.Connect()
+	for {
+		s := cc.GetState()
+		if s == connectivity.Ready {
+			return true
+		}
+		if !cc.WaitForStateChange(ctx, s) {
+			return false
+		}
+	}
 }
 
 // singleWriter returns the config of a single-writer entity type.
@@ -709,6 +761,17 @@ func (p *Primary) entity(t EntityType, entityID string) *primaryEntity {
 		delete(p.entities, journal.EntityKey(old.entityType, old.entityID))
 	}
 	return e
+}
+
+// fold folds e with the failover records of the local journal. Callers
+// hold e.mu.
+func (p *Primary) fold(e *primaryEntity) error {
+	fs, err := p.failovers()
+	if err != nil {
+		return err
+	}
+	e.setFailovers(fs)
+	return e.fold(p.j)
 }
 
 // regionNames lists this region and the others, sorted.

@@ -3,6 +3,7 @@ package primary
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -78,6 +79,45 @@ func (s primaryServer) State(ctx context.Context, req *streamdv1.StateRequest) (
 		return nil, toStatus(err)
 	}
 	return stateProto(st), nil
+}
+
+func (s primaryServer) Failover(ctx context.Context, req *streamdv1.FailoverRequest) (*streamdv1.FailoverResponse, error) {
+	plan, err := s.p.Failover(ctx, req.From, req.To, req.Execute)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &streamdv1.FailoverResponse{
+		EntityTypes: plan.EntityTypes, UnlistedTypes: plan.UnlistedTypes, AtRisk: plan.AtRisk,
+		Executed: plan.Executed, Offset: plan.Offset, FromAppliedUnixNano: plan.FromApplied,
+	}
+	for _, rp := range plan.Progress {
+		out := &streamdv1.RegionProgress{Region: rp.Region, Reachable: rp.Reachable, AppliedOffset: rp.Applied, KnownOffset: rp.Known}
+		if rp.Err != nil {
+			out.Error = rp.Err.Error()
+		}
+		resp.Progress = append(resp.Progress, out)
+	}
+	return resp, nil
+}
+
+func (s primaryServer) Conflicts(ctx context.Context, _ *streamdv1.ConflictsRequest) (*streamdv1.ConflictsResponse, error) {
+	cs, err := s.p.Conflicts(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &streamdv1.ConflictsResponse{}
+	for _, c := range cs {
+		resp.Conflicts = append(resp.Conflicts, &streamdv1.Conflict{From: c.From, To: c.To, Event: c.Event})
+	}
+	return resp, nil
+}
+
+func (s primaryServer) Progress(_ context.Context, req *streamdv1.ProgressRequest) (*streamdv1.ProgressResponse, error) {
+	if req.Source == "" {
+		return nil, toStatus(fmt.Errorf("%w: progress of which region? source is empty", ErrInvalidRequest))
+	}
+	applied, known, ok := s.p.Progress(req.Source)
+	return &streamdv1.ProgressResponse{Region: s.p.region, Replicating: ok, AppliedOffset: applied, KnownOffset: known}, nil
 }
 
 // ToStatus is the gRPC status of an error of Primary (Publish, for

@@ -952,6 +952,582 @@ func (x *Elements) GetElements() []string {
 	return nil
 }
 
+type FailoverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The region that fails (the primary to replace), and the region taking
+	// over: the region that serves the request.
+	From string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To   string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// Append the failover record; without it, only report (a dry run).
+	Execute       bool `protobuf:"varint,3,opt,name=execute,proto3" json:"execute,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailoverRequest) Reset() {
+	*x = FailoverRequest{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailoverRequest) ProtoMessage() {}
+
+func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
+func (*FailoverRequest) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *FailoverRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *FailoverRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *FailoverRequest) GetExecute() bool {
+	if x != nil {
+		return x.Execute
+	}
+	return false
+}
+
+type FailoverResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pinned entity types listed in the config whose primary moves from
+	// from to to (sorted), and whether types not listed (default_mode pinned,
+	// default_primary from) move too.
+	EntityTypes   []string `protobuf:"bytes,1,rep,name=entity_types,json=entityTypes,proto3" json:"entity_types,omitempty"`
+	UnlistedTypes bool     `protobuf:"varint,2,opt,name=unlisted_types,json=unlistedTypes,proto3" json:"unlisted_types,omitempty"`
+	// Per region of the project other than from: how far it has applied
+	// from's journal.
+	Progress []*RegionProgress `protobuf:"bytes,3,rep,name=progress,proto3" json:"progress,omitempty"`
+	// Events of from's journal that no reachable region has applied: the most
+	// any region knows from wrote, minus the most any region applied. Upper
+	// bound of the events the failover may lose (from's journal also relays
+	// other regions' events).
+	AtRisk uint64 `protobuf:"varint,4,opt,name=at_risk,json=atRisk,proto3" json:"at_risk,omitempty"`
+	// With execute: the record appended, and its offset in this region's
+	// journal.
+	Executed bool   `protobuf:"varint,5,opt,name=executed,proto3" json:"executed,omitempty"`
+	Offset   uint64 `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The failover point: the origin time of the last event of from this
+	// region had applied (0: none).
+	FromAppliedUnixNano int64 `protobuf:"varint,7,opt,name=from_applied_unix_nano,json=fromAppliedUnixNano,proto3" json:"from_applied_unix_nano,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *FailoverResponse) Reset() {
+	*x = FailoverResponse{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailoverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailoverResponse) ProtoMessage() {}
+
+func (x *FailoverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailoverResponse.ProtoReflect.Descriptor instead.
+func (*FailoverResponse) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *FailoverResponse) GetEntityTypes() []string {
+	if x != nil {
+		return x.EntityTypes
+	}
+	return nil
+}
+
+func (x *FailoverResponse) GetUnlistedTypes() bool {
+	if x != nil {
+		return x.UnlistedTypes
+	}
+	return false
+}
+
+func (x *FailoverResponse) GetProgress() []*RegionProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+func (x *FailoverResponse) GetAtRisk() uint64 {
+	if x != nil {
+		return x.AtRisk
+	}
+	return 0
+}
+
+func (x *FailoverResponse) GetExecuted() bool {
+	if x != nil {
+		return x.Executed
+	}
+	return false
+}
+
+func (x *FailoverResponse) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *FailoverResponse) GetFromAppliedUnixNano() int64 {
+	if x != nil {
+		return x.FromAppliedUnixNano
+	}
+	return 0
+}
+
+type RegionProgress struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Region string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	// The region could be asked (false: unreachable; the offsets are 0).
+	Reachable bool `protobuf:"varint,2,opt,name=reachable,proto3" json:"reachable,omitempty"`
+	// The last offset of from's journal this region has applied, and the last
+	// one it knows from wrote (from its replication's Hello and Progress).
+	AppliedOffset uint64 `protobuf:"varint,3,opt,name=applied_offset,json=appliedOffset,proto3" json:"applied_offset,omitempty"`
+	KnownOffset   uint64 `protobuf:"varint,4,opt,name=known_offset,json=knownOffset,proto3" json:"known_offset,omitempty"`
+	// Why the region could not be asked.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegionProgress) Reset() {
+	*x = RegionProgress{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegionProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegionProgress) ProtoMessage() {}
+
+func (x *RegionProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegionProgress.ProtoReflect.Descriptor instead.
+func (*RegionProgress) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RegionProgress) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *RegionProgress) GetReachable() bool {
+	if x != nil {
+		return x.Reachable
+	}
+	return false
+}
+
+func (x *RegionProgress) GetAppliedOffset() uint64 {
+	if x != nil {
+		return x.AppliedOffset
+	}
+	return 0
+}
+
+func (x *RegionProgress) GetKnownOffset() uint64 {
+	if x != nil {
+		return x.KnownOffset
+	}
+	return 0
+}
+
+func (x *RegionProgress) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ConflictsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConflictsRequest) Reset() {
+	*x = ConflictsRequest{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConflictsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConflictsRequest) ProtoMessage() {}
+
+func (x *ConflictsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConflictsRequest.ProtoReflect.Descriptor instead.
+func (*ConflictsRequest) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{18}
+}
+
+type ConflictsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conflicts     []*Conflict            `protobuf:"bytes,1,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConflictsResponse) Reset() {
+	*x = ConflictsResponse{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConflictsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConflictsResponse) ProtoMessage() {}
+
+func (x *ConflictsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConflictsResponse.ProtoReflect.Descriptor instead.
+func (*ConflictsResponse) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ConflictsResponse) GetConflicts() []*Conflict {
+	if x != nil {
+		return x.Conflicts
+	}
+	return nil
+}
+
+// Conflict is an event a failover fenced out of its entity's history.
+type Conflict struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The failover: from which region to which.
+	From string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To   string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// The event, as this region's journal holds it.
+	Event         *Event `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Conflict) Reset() {
+	*x = Conflict{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Conflict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Conflict) ProtoMessage() {}
+
+func (x *Conflict) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
+func (*Conflict) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Conflict) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *Conflict) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *Conflict) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type ProgressRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The region whose journal's replication to report.
+	Source        string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProgressRequest) Reset() {
+	*x = ProgressRequest{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProgressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProgressRequest) ProtoMessage() {}
+
+func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
+func (*ProgressRequest) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ProgressRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type ProgressResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// This region's name.
+	Region string `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	// A replication from source runs here.
+	Replicating   bool   `protobuf:"varint,2,opt,name=replicating,proto3" json:"replicating,omitempty"`
+	AppliedOffset uint64 `protobuf:"varint,3,opt,name=applied_offset,json=appliedOffset,proto3" json:"applied_offset,omitempty"`
+	KnownOffset   uint64 `protobuf:"varint,4,opt,name=known_offset,json=knownOffset,proto3" json:"known_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProgressResponse) Reset() {
+	*x = ProgressResponse{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProgressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProgressResponse) ProtoMessage() {}
+
+func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
+func (*ProgressResponse) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ProgressResponse) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *ProgressResponse) GetReplicating() bool {
+	if x != nil {
+		return x.Replicating
+	}
+	return false
+}
+
+func (x *ProgressResponse) GetAppliedOffset() uint64 {
+	if x != nil {
+		return x.AppliedOffset
+	}
+	return 0
+}
+
+func (x *ProgressResponse) GetKnownOffset() uint64 {
+	if x != nil {
+		return x.KnownOffset
+	}
+	return 0
+}
+
+// FailoverRecord is the payload of a failover event (entity type
+// "streamd.failover", entity id "regions", event type
+// "streamd.primary.failover"). From its origin time on, every pinned entity
+// type whose primary is from has the primary to, and every single-writer
+// entity owned by from (by ownership to knew of) is owned by to. Events of
+// from with an origin time after held[from] (the failover point) are
+// fenced: no history holds them, they are reported as conflicts.
+type FailoverRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To    string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// Per origin region, the origin time of the last of its events the
+	// region to had applied when it wrote the record (to's own: the record's
+	// time).
+	Held          map[string]int64 `protobuf:"bytes,3,rep,name=held,proto3" json:"held,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailoverRecord) Reset() {
+	*x = FailoverRecord{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailoverRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailoverRecord) ProtoMessage() {}
+
+func (x *FailoverRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailoverRecord.ProtoReflect.Descriptor instead.
+func (*FailoverRecord) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *FailoverRecord) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *FailoverRecord) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *FailoverRecord) GetHeld() map[string]int64 {
+	if x != nil {
+		return x.Held
+	}
+	return nil
+}
+
 var File_streamd_v1_primary_proto protoreflect.FileDescriptor
 
 const file_streamd_v1_primary_proto_rawDesc = "" +
@@ -1043,7 +1619,46 @@ const file_streamd_v1_primary_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
 	"\x05value\x18\x02 \x01(\v2\x14.streamd.v1.ElementsR\x05value:\x028\x01\"&\n" +
 	"\bElements\x12\x1a\n" +
-	"\belements\x18\x01 \x03(\tR\belements2\xa8\x03\n" +
+	"\belements\x18\x01 \x03(\tR\belements\"O\n" +
+	"\x0fFailoverRequest\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x18\n" +
+	"\aexecute\x18\x03 \x01(\bR\aexecute\"\x96\x02\n" +
+	"\x10FailoverResponse\x12!\n" +
+	"\fentity_types\x18\x01 \x03(\tR\ventityTypes\x12%\n" +
+	"\x0eunlisted_types\x18\x02 \x01(\bR\runlistedTypes\x126\n" +
+	"\bprogress\x18\x03 \x03(\v2\x1a.streamd.v1.RegionProgressR\bprogress\x12\x17\n" +
+	"\aat_risk\x18\x04 \x01(\x04R\x06atRisk\x12\x1a\n" +
+	"\bexecuted\x18\x05 \x01(\bR\bexecuted\x12\x16\n" +
+	"\x06offset\x18\x06 \x01(\x04R\x06offset\x123\n" +
+	"\x16from_applied_unix_nano\x18\a \x01(\x03R\x13fromAppliedUnixNano\"\xa6\x01\n" +
+	"\x0eRegionProgress\x12\x16\n" +
+	"\x06region\x18\x01 \x01(\tR\x06region\x12\x1c\n" +
+	"\treachable\x18\x02 \x01(\bR\treachable\x12%\n" +
+	"\x0eapplied_offset\x18\x03 \x01(\x04R\rappliedOffset\x12!\n" +
+	"\fknown_offset\x18\x04 \x01(\x04R\vknownOffset\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\x12\n" +
+	"\x10ConflictsRequest\"G\n" +
+	"\x11ConflictsResponse\x122\n" +
+	"\tconflicts\x18\x01 \x03(\v2\x14.streamd.v1.ConflictR\tconflicts\"W\n" +
+	"\bConflict\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12'\n" +
+	"\x05event\x18\x03 \x01(\v2\x11.streamd.v1.EventR\x05event\")\n" +
+	"\x0fProgressRequest\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\"\x96\x01\n" +
+	"\x10ProgressResponse\x12\x16\n" +
+	"\x06region\x18\x01 \x01(\tR\x06region\x12 \n" +
+	"\vreplicating\x18\x02 \x01(\bR\vreplicating\x12%\n" +
+	"\x0eapplied_offset\x18\x03 \x01(\x04R\rappliedOffset\x12!\n" +
+	"\fknown_offset\x18\x04 \x01(\x04R\vknownOffset\"\xa7\x01\n" +
+	"\x0eFailoverRecord\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x128\n" +
+	"\x04held\x18\x03 \x03(\v2$.streamd.v1.FailoverRecord.HeldEntryR\x04held\x1a7\n" +
+	"\tHeldEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x012\x80\x05\n" +
 	"\x0ePrimaryService\x12<\n" +
 	"\x05Write\x12\x18.streamd.v1.WriteRequest\x1a\x19.streamd.v1.WriteResponse\x129\n" +
 	"\x04Sync\x12\x17.streamd.v1.SyncRequest\x1a\x18.streamd.v1.SyncResponse\x12E\n" +
@@ -1052,7 +1667,10 @@ const file_streamd_v1_primary_proto_rawDesc = "" +
 	"SetPrimary\x12\x1d.streamd.v1.SetPrimaryRequest\x1a\x1e.streamd.v1.SetPrimaryResponse\x12K\n" +
 	"\n" +
 	"GetPrimary\x12\x1d.streamd.v1.GetPrimaryRequest\x1a\x1e.streamd.v1.GetPrimaryResponse\x12<\n" +
-	"\x05State\x12\x18.streamd.v1.StateRequest\x1a\x19.streamd.v1.StateResponseB7Z5github.com/streamd/streamd/proto/streamd/v1;streamdv1b\x06proto3"
+	"\x05State\x12\x18.streamd.v1.StateRequest\x1a\x19.streamd.v1.StateResponse\x12E\n" +
+	"\bFailover\x12\x1b.streamd.v1.FailoverRequest\x1a\x1c.streamd.v1.FailoverResponse\x12H\n" +
+	"\tConflicts\x12\x1c.streamd.v1.ConflictsRequest\x1a\x1d.streamd.v1.ConflictsResponse\x12E\n" +
+	"\bProgress\x12\x1b.streamd.v1.ProgressRequest\x1a\x1c.streamd.v1.ProgressResponseB7Z5github.com/streamd/streamd/proto/streamd/v1;streamdv1b\x06proto3"
 
 var (
 	file_streamd_v1_primary_proto_rawDescOnce sync.Once
@@ -1066,7 +1684,7 @@ func file_streamd_v1_primary_proto_rawDescGZIP() []byte {
 	return file_streamd_v1_primary_proto_rawDescData
 }
 
-var file_streamd_v1_primary_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_streamd_v1_primary_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_streamd_v1_primary_proto_goTypes = []any{
 	(*WriteRequest)(nil),       // 0: streamd.v1.WriteRequest
 	(*WriteResponse)(nil),      // 1: streamd.v1.WriteResponse
@@ -1083,40 +1701,60 @@ var file_streamd_v1_primary_proto_goTypes = []any{
 	(*StateRequest)(nil),       // 12: streamd.v1.StateRequest
 	(*StateResponse)(nil),      // 13: streamd.v1.StateResponse
 	(*Elements)(nil),           // 14: streamd.v1.Elements
-	nil,                        // 15: streamd.v1.SyncRequest.HeldEntry
-	nil,                        // 16: streamd.v1.SyncResponse.HeldEntry
-	nil,                        // 17: streamd.v1.StateResponse.RegistersEntry
-	nil,                        // 18: streamd.v1.StateResponse.CountersEntry
-	nil,                        // 19: streamd.v1.StateResponse.SetsEntry
-	(*Event)(nil),              // 20: streamd.v1.Event
+	(*FailoverRequest)(nil),    // 15: streamd.v1.FailoverRequest
+	(*FailoverResponse)(nil),   // 16: streamd.v1.FailoverResponse
+	(*RegionProgress)(nil),     // 17: streamd.v1.RegionProgress
+	(*ConflictsRequest)(nil),   // 18: streamd.v1.ConflictsRequest
+	(*ConflictsResponse)(nil),  // 19: streamd.v1.ConflictsResponse
+	(*Conflict)(nil),           // 20: streamd.v1.Conflict
+	(*ProgressRequest)(nil),    // 21: streamd.v1.ProgressRequest
+	(*ProgressResponse)(nil),   // 22: streamd.v1.ProgressResponse
+	(*FailoverRecord)(nil),     // 23: streamd.v1.FailoverRecord
+	nil,                        // 24: streamd.v1.SyncRequest.HeldEntry
+	nil,                        // 25: streamd.v1.SyncResponse.HeldEntry
+	nil,                        // 26: streamd.v1.StateResponse.RegistersEntry
+	nil,                        // 27: streamd.v1.StateResponse.CountersEntry
+	nil,                        // 28: streamd.v1.StateResponse.SetsEntry
+	nil,                        // 29: streamd.v1.FailoverRecord.HeldEntry
+	(*Event)(nil),              // 30: streamd.v1.Event
 }
 var file_streamd_v1_primary_proto_depIdxs = []int32{
-	20, // 0: streamd.v1.WriteRequest.events:type_name -> streamd.v1.Event
-	15, // 1: streamd.v1.SyncRequest.held:type_name -> streamd.v1.SyncRequest.HeldEntry
-	20, // 2: streamd.v1.SyncRequest.events:type_name -> streamd.v1.Event
-	16, // 3: streamd.v1.SyncResponse.held:type_name -> streamd.v1.SyncResponse.HeldEntry
-	20, // 4: streamd.v1.SyncResponse.events:type_name -> streamd.v1.Event
-	17, // 5: streamd.v1.StateResponse.registers:type_name -> streamd.v1.StateResponse.RegistersEntry
-	18, // 6: streamd.v1.StateResponse.counters:type_name -> streamd.v1.StateResponse.CountersEntry
-	19, // 7: streamd.v1.StateResponse.sets:type_name -> streamd.v1.StateResponse.SetsEntry
-	14, // 8: streamd.v1.StateResponse.SetsEntry.value:type_name -> streamd.v1.Elements
-	0,  // 9: streamd.v1.PrimaryService.Write:input_type -> streamd.v1.WriteRequest
-	2,  // 10: streamd.v1.PrimaryService.Sync:input_type -> streamd.v1.SyncRequest
-	4,  // 11: streamd.v1.PrimaryService.Takeover:input_type -> streamd.v1.TakeoverRequest
-	6,  // 12: streamd.v1.PrimaryService.SetPrimary:input_type -> streamd.v1.SetPrimaryRequest
-	8,  // 13: streamd.v1.PrimaryService.GetPrimary:input_type -> streamd.v1.GetPrimaryRequest
-	12, // 14: streamd.v1.PrimaryService.State:input_type -> streamd.v1.StateRequest
-	1,  // 15: streamd.v1.PrimaryService.Write:output_type -> streamd.v1.WriteResponse
-	3,  // 16: streamd.v1.PrimaryService.Sync:output_type -> streamd.v1.SyncResponse
-	5,  // 17: streamd.v1.PrimaryService.Takeover:output_type -> streamd.v1.TakeoverResponse
-	7,  // 18: streamd.v1.PrimaryService.SetPrimary:output_type -> streamd.v1.SetPrimaryResponse
-	9,  // 19: streamd.v1.PrimaryService.GetPrimary:output_type -> streamd.v1.GetPrimaryResponse
-	13, // 20: streamd.v1.PrimaryService.State:output_type -> streamd.v1.StateResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	30, // 0: streamd.v1.WriteRequest.events:type_name -> streamd.v1.Event
+	24, // 1: streamd.v1.SyncRequest.held:type_name -> streamd.v1.SyncRequest.HeldEntry
+	30, // 2: streamd.v1.SyncRequest.events:type_name -> streamd.v1.Event
+	25, // 3: streamd.v1.SyncResponse.held:type_name -> streamd.v1.SyncResponse.HeldEntry
+	30, // 4: streamd.v1.SyncResponse.events:type_name -> streamd.v1.Event
+	26, // 5: streamd.v1.StateResponse.registers:type_name -> streamd.v1.StateResponse.RegistersEntry
+	27, // 6: streamd.v1.StateResponse.counters:type_name -> streamd.v1.StateResponse.CountersEntry
+	28, // 7: streamd.v1.StateResponse.sets:type_name -> streamd.v1.StateResponse.SetsEntry
+	17, // 8: streamd.v1.FailoverResponse.progress:type_name -> streamd.v1.RegionProgress
+	20, // 9: streamd.v1.ConflictsResponse.conflicts:type_name -> streamd.v1.Conflict
+	30, // 10: streamd.v1.Conflict.event:type_name -> streamd.v1.Event
+	29, // 11: streamd.v1.FailoverRecord.held:type_name -> streamd.v1.FailoverRecord.HeldEntry
+	14, // 12: streamd.v1.StateResponse.SetsEntry.value:type_name -> streamd.v1.Elements
+	0,  // 13: streamd.v1.PrimaryService.Write:input_type -> streamd.v1.WriteRequest
+	2,  // 14: streamd.v1.PrimaryService.Sync:input_type -> streamd.v1.SyncRequest
+	4,  // 15: streamd.v1.PrimaryService.Takeover:input_type -> streamd.v1.TakeoverRequest
+	6,  // 16: streamd.v1.PrimaryService.SetPrimary:input_type -> streamd.v1.SetPrimaryRequest
+	8,  // 17: streamd.v1.PrimaryService.GetPrimary:input_type -> streamd.v1.GetPrimaryRequest
+	12, // 18: streamd.v1.PrimaryService.State:input_type -> streamd.v1.StateRequest
+	15, // 19: streamd.v1.PrimaryService.Failover:input_type -> streamd.v1.FailoverRequest
+	18, // 20: streamd.v1.PrimaryService.Conflicts:input_type -> streamd.v1.ConflictsRequest
+	21, // 21: streamd.v1.PrimaryService.Progress:input_type -> streamd.v1.ProgressRequest
+	1,  // 22: streamd.v1.PrimaryService.Write:output_type -> streamd.v1.WriteResponse
+	3,  // 23: streamd.v1.PrimaryService.Sync:output_type -> streamd.v1.SyncResponse
+	5,  // 24: streamd.v1.PrimaryService.Takeover:output_type -> streamd.v1.TakeoverResponse
+	7,  // 25: streamd.v1.PrimaryService.SetPrimary:output_type -> streamd.v1.SetPrimaryResponse
+	9,  // 26: streamd.v1.PrimaryService.GetPrimary:output_type -> streamd.v1.GetPrimaryResponse
+	13, // 27: streamd.v1.PrimaryService.State:output_type -> streamd.v1.StateResponse
+	16, // 28: streamd.v1.PrimaryService.Failover:output_type -> streamd.v1.FailoverResponse
+	19, // 29: streamd.v1.PrimaryService.Conflicts:output_type -> streamd.v1.ConflictsResponse
+	22, // 30: streamd.v1.PrimaryService.Progress:output_type -> streamd.v1.ProgressResponse
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_streamd_v1_primary_proto_init() }
@@ -1132,7 +1770,7 @@ func file_streamd_v1_primary_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamd_v1_primary_proto_rawDesc), len(file_streamd_v1_primary_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

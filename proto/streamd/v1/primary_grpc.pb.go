@@ -25,6 +25,9 @@ const (
 	PrimaryService_SetPrimary_FullMethodName = "/streamd.v1.PrimaryService/SetPrimary"
 	PrimaryService_GetPrimary_FullMethodName = "/streamd.v1.PrimaryService/GetPrimary"
 	PrimaryService_State_FullMethodName      = "/streamd.v1.PrimaryService/State"
+	PrimaryService_Failover_FullMethodName   = "/streamd.v1.PrimaryService/Failover"
+	PrimaryService_Conflicts_FullMethodName  = "/streamd.v1.PrimaryService/Conflicts"
+	PrimaryService_Progress_FullMethodName   = "/streamd.v1.PrimaryService/Progress"
 )
 
 // PrimaryServiceClient is the client API for PrimaryService service.
@@ -64,6 +67,20 @@ type PrimaryServiceClient interface {
 	// replicated from another region, folded (eventually consistent; regions
 	// holding the same ops return the same state).
 	State(ctx context.Context, in *StateRequest, opts ...grpc.CallOption) (*StateResponse, error)
+	// Failover moves a whole region's single-writer entities to this region
+	// (to must be this region): every pinned entity type whose primary is
+	// from, and every entity from owns. Without execute it only reports what
+	// the failover may lose; with execute it appends one failover record
+	// (a FailoverRecord event) to this region's journal, which replicates to
+	// every region.
+	Failover(ctx context.Context, in *FailoverRequest, opts ...grpc.CallOption) (*FailoverResponse, error)
+	// Conflicts lists the events this region holds that a failover fenced
+	// out: written by the failed-over region after the failover point, held
+	// by no history (see FailoverRecord).
+	Conflicts(ctx context.Context, in *ConflictsRequest, opts ...grpc.CallOption) (*ConflictsResponse, error)
+	// Progress says how far this region has applied another region's journal
+	// (its replication from it), for a failover's report.
+	Progress(ctx context.Context, in *ProgressRequest, opts ...grpc.CallOption) (*ProgressResponse, error)
 }
 
 type primaryServiceClient struct {
@@ -134,6 +151,36 @@ func (c *primaryServiceClient) State(ctx context.Context, in *StateRequest, opts
 	return out, nil
 }
 
+func (c *primaryServiceClient) Failover(ctx context.Context, in *FailoverRequest, opts ...grpc.CallOption) (*FailoverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FailoverResponse)
+	err := c.cc.Invoke(ctx, PrimaryService_Failover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *primaryServiceClient) Conflicts(ctx context.Context, in *ConflictsRequest, opts ...grpc.CallOption) (*ConflictsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConflictsResponse)
+	err := c.cc.Invoke(ctx, PrimaryService_Conflicts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *primaryServiceClient) Progress(ctx context.Context, in *ProgressRequest, opts ...grpc.CallOption) (*ProgressResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProgressResponse)
+	err := c.cc.Invoke(ctx, PrimaryService_Progress_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PrimaryServiceServer is the server API for PrimaryService service.
 // All implementations must embed UnimplementedPrimaryServiceServer
 // for forward compatibility.
@@ -171,6 +218,20 @@ type PrimaryServiceServer interface {
 	// replicated from another region, folded (eventually consistent; regions
 	// holding the same ops return the same state).
 	State(context.Context, *StateRequest) (*StateResponse, error)
+	// Failover moves a whole region's single-writer entities to this region
+	// (to must be this region): every pinned entity type whose primary is
+	// from, and every entity from owns. Without execute it only reports what
+	// the failover may lose; with execute it appends one failover record
+	// (a FailoverRecord event) to this region's journal, which replicates to
+	// every region.
+	Failover(context.Context, *FailoverRequest) (*FailoverResponse, error)
+	// Conflicts lists the events this region holds that a failover fenced
+	// out: written by the failed-over region after the failover point, held
+	// by no history (see FailoverRecord).
+	Conflicts(context.Context, *ConflictsRequest) (*ConflictsResponse, error)
+	// Progress says how far this region has applied another region's journal
+	// (its replication from it), for a failover's report.
+	Progress(context.Context, *ProgressRequest) (*ProgressResponse, error)
 	mustEmbedUnimplementedPrimaryServiceServer()
 }
 
@@ -198,6 +259,15 @@ func (UnimplementedPrimaryServiceServer) GetPrimary(context.Context, *GetPrimary
 }
 func (UnimplementedPrimaryServiceServer) State(context.Context, *StateRequest) (*StateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method State not implemented")
+}
+func (UnimplementedPrimaryServiceServer) Failover(context.Context, *FailoverRequest) (*FailoverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Failover not implemented")
+}
+func (UnimplementedPrimaryServiceServer) Conflicts(context.Context, *ConflictsRequest) (*ConflictsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Conflicts not implemented")
+}
+func (UnimplementedPrimaryServiceServer) Progress(context.Context, *ProgressRequest) (*ProgressResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Progress not implemented")
 }
 func (UnimplementedPrimaryServiceServer) mustEmbedUnimplementedPrimaryServiceServer() {}
 func (UnimplementedPrimaryServiceServer) testEmbeddedByValue()                        {}
@@ -328,6 +398,60 @@ func _PrimaryService_State_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PrimaryService_Failover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FailoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PrimaryServiceServer).Failover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PrimaryService_Failover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PrimaryServiceServer).Failover(ctx, req.(*FailoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PrimaryService_Conflicts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConflictsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PrimaryServiceServer).Conflicts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PrimaryService_Conflicts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PrimaryServiceServer).Conflicts(ctx, req.(*ConflictsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PrimaryService_Progress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProgressRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PrimaryServiceServer).Progress(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PrimaryService_Progress_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PrimaryServiceServer).Progress(ctx, req.(*ProgressRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PrimaryService_ServiceDesc is the grpc.ServiceDesc for PrimaryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -358,6 +482,18 @@ var PrimaryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "State",
 			Handler:    _PrimaryService_State_Handler,
+		},
+		{
+			MethodName: "Failover",
+			Handler:    _PrimaryService_Failover_Handler,
+		},
+		{
+			MethodName: "Conflicts",
+			Handler:    _PrimaryService_Conflicts_Handler,
+		},
+		{
+			MethodName: "Progress",
+			Handler:    _PrimaryService_Progress_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
