@@ -438,6 +438,38 @@ function renderRegions() {
       el('td', { class: 't-takeovers', 'data-value': t.takeovers, text: fmtInt(t.takeovers) })));
   }
   if (!(snap.entity_types || []).length) types.append(el('tr', {}, el('td', { class: 'muted', colspan: 7, text: 'no entity types configured' })));
+  renderInterest();
+}
+
+// Interest: the on-demand entity types, and the entities this region has
+// interest in, whose events are replicated here until the interest expires.
+function renderInterest() {
+  const types = (snap.entity_types || []).filter((t) => t.on_demand);
+  const entries = snap.interests || [];
+  $('#rg-interest').hidden = !types.length && !entries.length;
+  setText('#int-error', snap.interests_error || '');
+  const tb = $('#on-demand-types tbody');
+  tb.replaceChildren();
+  for (const t of types) {
+    const n = entries.filter((x) => (x.entity_types || []).includes(t.name)).length;
+    tb.append(el('tr', { 'data-type': t.name }, el('td', { class: 'o-name mono', text: t.name }),
+      el('td', { class: 'o-summaries mono', text: (t.summary_types || []).join(', ') || '—' }),
+      el('td', { class: 'o-inactivity', 'data-value': t.inactivity_ns, text: fmtDuration(t.inactivity_ns / 1e9) }),
+      el('td', { class: 'o-entities', 'data-value': n, text: fmtInt(n) })));
+  }
+  const body = $('#interests tbody');
+  body.replaceChildren();
+  const utc = (ms) => (ms ? new Date(ms).toISOString().slice(0, 19) + 'Z' : '—');
+  for (const x of entries) {
+    body.append(el('tr', { 'data-entity': x.entity_id }, el('td', { class: 'i-entity mono', text: x.entity_id }),
+      el('td', { class: 'i-types', text: (x.entity_types || []).join(',') || '—' }),
+      el('td', { class: 'i-regions', text: (x.regions || []).join(',') }),
+      el('td', { class: 'i-since small', 'data-value': x.since_unix_ms, text: utc(x.since_unix_ms) }),
+      el('td', { class: 'i-expires small', 'data-value': x.expires_unix_ms, text: utc(x.expires_unix_ms) }),
+      el('td', { class: 'i-left small' }, el('span', { class: 'countdown', 'data-expires': x.expires_unix_ms }))));
+  }
+  if (!entries.length) body.append(el('tr', {}, el('td', { class: 'muted', colspan: 6, text: 'no entity with interest now: a read or write here of an entity of an on-demand type registers it' })));
+  countdown();
 }
 
 // Aggregation stages: their counters, and the last windows they wrote.
