@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/streamd/streamd/filters"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -52,7 +53,8 @@ entity_types:
 // its summary types and inactivity; once a read in this region registers
 // interest in an entity of another, the page lists the entry as
 // InterestService.ListInterests and streamctl interest list give it, its
-// expiry counting down, and counts it for its type as the metrics do.
+// expiry counting down, counts it for its type as the metrics do, and shows
+// the on-demand link's include of it.
 func TestConsoleInterestInBrowser(t *testing.T) {
 	exe := chromium(t)
 	cfg := filepath.Join(t.TempDir(), "project.yaml")
@@ -152,6 +154,24 @@ func TestConsoleInterestInBrowser(t *testing.T) {
 		t.Errorf("countdown at %ds, want within the inactivity, 2m", first)
 	}
 	p.waitFor("the countdown moves", func() bool { return left() < first })
+
+	// The on-demand link from us runs with an include of c1 that expires
+	// with the interest: its row shows the filter it runs with now.
+	const odLink = "on-demand-us"
+	var include *streamdv1.FilterCriterion
+	for _, c := range eu.consumer(t, odLink).GetFilter() {
+		if c.GetField() == streamdv1.FilterField_FILTER_FIELD_ENTITY_ID && c.GetValue() == "c1" {
+			include = c
+		}
+	}
+	if include == nil || include.GetExpiresAtUnixNano() != x.GetExpiresAtUnixNano() {
+		t.Fatalf("the filter of %s includes c1 as %v, want until the interest expires, %d", odLink, include, x.GetExpiresAtUnixNano())
+	}
+	linkFilter := fmt.Sprintf(`#links tr[data-link=%q] .l-filter .criterion`, odLink)
+	p.waitFor("the on-demand link's filter includes c1", func() bool {
+		return p.js(`[...document.querySelectorAll('`+linkFilter+`')].some((e) => e.querySelector('.c-text').textContent === `+strconv.Quote(filters.Format(include))+
+			` && e.querySelector('.countdown').textContent.startsWith('expires in '))`) == "true"
+	})
 
 	// Counted for its type as streamd_interest_entities counts it.
 	carts := metric(t, eu.MetricsAddr, "streamd_interest_entities", `entity_type="cart"`)

@@ -411,6 +411,11 @@ function renderRegions() {
     const rate = ((snap.offsets_per_second || {})[l.consumer] || []).slice(-1)[0] || 0;
     const b = (snap.link_bytes || {})[l.consumer] || {};
     const sr = lastOf(b.summary_per_second), dr = lastOf(b.detail_per_second);
+    // The filter it runs with now (an on-demand link's includes of entities
+    // expiring), else the config's.
+    const live = (snap.filters || {})[l.consumer];
+    const filter = live ? filterCell(l.consumer, live, false) : el('td', { class: 'mono small', text: (l.filter || []).join('; ') || 'everything' });
+    filter.classList.add('l-filter');
     body.append(el('tr', { 'data-link': l.consumer },
       el('td', { text: l.from }), el('td', { class: 'mono', text: l.consumer }), el('td', { text: l.stream || '(default)' }),
       el('td', { class: 'mono small', text: l.addrs.join(' ') }),
@@ -423,7 +428,7 @@ function renderRegions() {
       el('td', { class: 'l-detail-rate k-detail', 'data-value': dr, text: fmtRate(dr) }),
       el('td', { class: 'l-summary-bytes', 'data-value': b.summary || 0, text: fmtBytes(b.summary || 0) }),
       el('td', { class: 'l-detail-bytes', 'data-value': b.detail || 0, text: fmtBytes(b.detail || 0) }),
-      el('td', { class: 'mono small', text: (l.filter || []).join('; ') || 'everything' })));
+      filter));
   }
   const types = $('#entity-types tbody');
   types.replaceChildren();
