@@ -65,13 +65,21 @@ type EntityType struct {
 	// Configured is the primary (pinned) or home (request-region) of the
 	// config, every entity's first owner; "" for the other modes.
 	Configured string `json:"configured"`
+	// OnDemand is set for a type replicated on demand (replication:
+	// on-demand): its entities reach this region while it has interest in
+	// them, its SummaryTypes always; Inactivity after the last use here
+	// the interest in an entity expires.
+	OnDemand     bool          `json:"on_demand"`
+	SummaryTypes []string      `json:"summary_types"`
+	Inactivity   time.Duration `json:"inactivity_ns"`
 }
 
 // Options configure a Console. Conn, Info and Gatherer are required.
 type Options struct {
 	// Conn reaches streamd's EventStreamService, AdminService,
-	// AggregateService and (with entity types) PrimaryService without
-	// authentication; the console authorizes each request itself.
+	// AggregateService, InterestService and (with entity types)
+	// PrimaryService without authentication; the console authorizes each
+	// request itself.
 	Conn grpc.ClientConnInterface
 	// Info returns the journal's bounds and size.
 	Info func() journal.Info
@@ -127,6 +135,7 @@ type Console struct {
 	admin      streamdv1.AdminServiceClient
 	primaries  streamdv1.PrimaryServiceClient
 	aggregates streamdv1.AggregateServiceClient
+	interests  streamdv1.InterestServiceClient
 	mux        *http.ServeMux
 	key        []byte // signs CSRF tokens
 
@@ -163,6 +172,7 @@ func New(o Options) (*Console, error) {
 		admin:      streamdv1.NewAdminServiceClient(o.Conn),
 		primaries:  streamdv1.NewPrimaryServiceClient(o.Conn),
 		aggregates: streamdv1.NewAggregateServiceClient(o.Conn),
+		interests:  streamdv1.NewInterestServiceClient(o.Conn),
 		key:        make([]byte, 32),
 		done:       make(chan struct{}),
 	}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,9 @@ type fakeAdmin struct {
 	consumers  []*streamdv1.ConsumerStatus
 	aggregates []*streamdv1.AggregateStatus
 	primaries  map[string]string // entity type: its primary now
+	interests  []*streamdv1.EntityInterest
+	// interestsErr fails ListInterests.
+	interestsErr error
 }
 
 func (f *fakeAdmin) set(cs ...*streamdv1.ConsumerStatus) {
@@ -59,6 +63,11 @@ func (f *fakeAdmin) Invoke(_ context.Context, method string, args, reply any, _ 
 		resp = &streamdv1.UpdateConsumerFilterResponse{Filter: args.(*streamdv1.UpdateConsumerFilterRequest).GetAdd()}
 	case streamdv1.AggregateService_ListAggregates_FullMethodName:
 		resp = &streamdv1.ListAggregatesResponse{Aggregates: f.aggregates}
+	case streamdv1.InterestService_ListInterests_FullMethodName:
+		if f.interestsErr != nil {
+			return f.interestsErr
+		}
+		resp = &streamdv1.ListInterestsResponse{Interests: f.interests}
 	case streamdv1.PrimaryService_GetPrimary_FullMethodName:
 		name := args.(*streamdv1.GetPrimaryRequest).GetEntityType()
 		primary, ok := f.primaries[name]
@@ -283,9 +292,10 @@ func TestListed(t *testing.T) {
 }
 
 // The regions and aggregation figures of a snapshot: each link's bytes by
-// kind and per second, each entity type's primary now (or why not), each
-// stage's last windows (a window written again replaces itself, at most
-// keptWindows, a snapshot's own copy).
+// kind and per second, each entity type's primary now (or why not) and
+// its on-demand settings, each stage's last windows (a window written again
+// replaces itself, at most keptWindows, a snapshot's own copy), the
+// entries of interest in milliseconds (or why ListInterests failed).
 func TestSnapshotRegionsAndStages(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	received := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "streamd_replication_received_bytes_total"}, []string{"consumer", "region", "kind"})
@@ -294,7 +304,8 @@ func TestSnapshotRegionsAndStages(t *testing.T) {
 	received.WithLabelValues("region-us", "us", "summary").Add(100)
 	received.WithLabelValues("region-us", "us", "detail").Add(1000)
 	forwards.WithLabelValues("order").Add(2)
-	admin := &fakeAdmin{primaries: map[string]string{"order": "eu"}}
+	admin := &fakeAdmin{primaries: map[string]string{"order": "eu", "cart": "us"}, interests: []*streamdv1.EntityInterest{
+		{EntityId: "c1", EntityTypes: []string{"cart"}, Regions: []string{"ap", "us"}, SinceUnixNano: 1_500_999_999, ExpiresAtUnixNano: 61_500_000_001}}}
 	window := func(start int64, summaries uint32) {
 		admin.mu.Lock()
 		admin.aggregates = []*streamdv1.AggregateStatus{{Name: "laps", LastWindow: &streamdv1.AggregateWindow{
@@ -303,7 +314,8 @@ func TestSnapshotRegionsAndStages(t *testing.T) {
 	}
 	window(0, 1)
 	c, err := New(Options{Conn: admin, Gatherer: reg, Interval: time.Hour, Info: func() journal.Info { return journal.Info{} },
-		EntityTypes: []EntityType{{Name: "order", Mode: "pinned", Configured: "us"}, {Name: "gone", Mode: "pinned", Configured: "us"}, {Mode: "local"}}})
+		EntityTypes: []EntityType{{Name: "order", Mode: "pinned", Configured: "us"}, {Name: "gone", Mode: "pinned", Configured: "us"},
+			{Name: "cart", Mode: "pinned", Configured: "us", OnDemand: true, SummaryTypes: []string{"cart-summary"}, Inactivity: time.Minute}, {Mode: "local"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,13 +343,14 @@ func TestSnapshotRegionsAndStages(t *testing.T) {
 	want := []Primary{
 		{EntityType: EntityType{Name: "order", Mode: "pinned", Configured: "us"}, Primary: "eu", PinnedIn: "eu", PinnedAt: 5, Forwards: 2},
 		{EntityType: EntityType{Name: "gone", Mode: "pinned", Configured: "us"}, Error: `topology: unknown entity type: "gone"`},
+		{EntityType: EntityType{Name: "cart", Mode: "pinned", Configured: "us", OnDemand: true, SummaryTypes: []string{"cart-summary"}, Inactivity: time.Minute}, Primary: "us", PinnedIn: "us", PinnedAt: 5},
 		{EntityType: EntityType{Mode: "local"}},
 	}
 	if len(snap.EntityTypes) != len(want) {
 		t.Fatalf("entity types = %+v", snap.EntityTypes)
 	}
 	for i := range want {
-		if snap.EntityTypes[i] != want[i] {
+		if !reflect.DeepEqual(snap.EntityTypes[i], want[i]) {
 			t.Errorf("entity type %d = %+v, want %+v", i, snap.EntityTypes[i], want[i])
 		}
 	}
@@ -355,5 +368,18 @@ func TestSnapshotRegionsAndStages(t *testing.T) {
 	c.samples.mu.Unlock()
 	if len(snap.Aggregates) != 1 || !strings.Contains(string(snap.Aggregates[0]), `"name":"laps"`) {
 		t.Errorf("aggregates = %s", snap.Aggregates)
+	}
+	wantInterests := []Interest{{EntityID: "c1", EntityTypes: []string{"cart"}, Regions: []string{"ap", "us"}, Since: 1500, Expires: 61_500}}
+	if !reflect.DeepEqual(snap.Interests, wantInterests) || snap.InterestsError != "" {
+		t.Errorf("interests = %+v (error %q), want %+v", snap.Interests, snap.InterestsError, wantInterests)
+	}
+
+	// A ListInterests that fails shows why, and no entries.
+	admin.mu.Lock()
+	admin.interestsErr = status.Error(codes.Unavailable, "producer: shutting down")
+	admin.mu.Unlock()
+	c.takeSample()
+	if snap, _, _ := c.samples.current(); snap.Interests != nil || snap.InterestsError != "producer: shutting down" {
+		t.Errorf("interests after a failed ListInterests = %+v, error %q", snap.Interests, snap.InterestsError)
 	}
 }

@@ -1,6 +1,7 @@
 // Package console serves streamd's web console: a few pages, embedded in
 // the binary, that show the journal, the consumers, a live tail, the
-// replications between regions with the primaries of the entity types, and
+// replications between regions with the primaries of the entity types and
+// the entities this region has interest in (replication on demand), and
 // the aggregation stages, and steer the consumers streamd runs.
 //
 // Guarantees:
@@ -10,7 +11,9 @@
 //     and an offset move or a filter change goes through MoveOffsets and
 //     UpdateConsumerFilter, previewed (a dry run, or the filter it would
 //     leave) before it is executed. Entity types show their primary as
-//     PrimaryService.GetPrimary gives it at each sample, aggregation stages
+//     PrimaryService.GetPrimary gives it at each sample (an on-demand type
+//     with its summary types and inactivity, from the config), entries of
+//     interest what InterestService.ListInterests lists, aggregation stages
 //     what AggregateService.ListAggregates lists. Journal figures come from
 //     the journal's Info and its health from Err; rates and latencies from
 //     the Prometheus metrics streamd already exports (the bytes each
@@ -44,6 +47,7 @@
 // console started: a window written and followed by another between two
 // samples is not shown (its events are in the stage's counts). Entity types
 // show no count of the entities each region owns (that would fold every
-// entity's history). There is no failover button and no list of interest
-// entries.
+// entity's history). An entry of interest's expiry counts down in the
+// browser from the last sample's: a use of the entity moves it at the next
+// sample. There is no failover button.
 package console

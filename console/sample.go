@@ -69,6 +69,10 @@ type Snapshot struct {
 	// by kind, as streamd_replication_received_bytes_total counts them.
 	LinkBytes   map[string]LinkBytes `json:"link_bytes"`
 	EntityTypes []Primary            `json:"entity_types"`
+	// Interests are the entities this region has interest in (on-demand
+	// replication), as InterestService.ListInterests lists them.
+	Interests      []Interest `json:"interests"`
+	InterestsError string     `json:"interests_error,omitempty"`
 	// Aggregates are the aggregation stages as
 	// AggregateService.ListAggregates lists them (protojson, as they are);
 	// Windows the last windows of each stage the samples saw, oldest
@@ -99,6 +103,15 @@ type Primary struct {
 	// Takeovers its entities this region took over to write them.
 	Forwards  float64 `json:"forwards"`
 	Takeovers float64 `json:"takeovers"`
+}
+
+// Interest is this region's interest in one entity of on-demand types.
+type Interest struct {
+	EntityID    string   `json:"entity_id"`
+	EntityTypes []string `json:"entity_types"`
+	Regions     []string `json:"regions"`         // whose replication into this region includes it
+	Since       int64    `json:"since_unix_ms"`   // 0: began before streamd started
+	Expires     int64    `json:"expires_unix_ms"` // unless the entity is used here again
 }
 
 // Window is a window whose summaries a stage wrote.
@@ -190,6 +203,7 @@ func (c *Console) takeSample() {
 	ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
 	defer cancel()
 	snap.EntityTypes = c.entityTypes(ctx, &p)
+	snap.Interests, snap.InterestsError = c.interestList(ctx)
 	aggs, aggErr := c.aggregates.ListAggregates(ctx, &streamdv1.ListAggregatesRequest{})
 	if aggErr != nil {
 		snap.AggregatesError = status.Convert(aggErr).Message()
@@ -362,6 +376,20 @@ func (c *Console) entityTypes(ctx context.Context, p *point) []Primary {
 		out = append(out, pr)
 	}
 	return out
+}
+
+// interestList lists the entities with interest now, or why it cannot.
+func (c *Console) interestList(ctx context.Context) ([]Interest, string) {
+	resp, err := c.interests.ListInterests(ctx, &streamdv1.ListInterestsRequest{})
+	if err != nil {
+		return nil, status.Convert(err).Message()
+	}
+	out := make([]Interest, 0, len(resp.GetInterests()))
+	for _, x := range resp.GetInterests() {
+		out = append(out, Interest{EntityID: x.GetEntityId(), EntityTypes: x.GetEntityTypes(), Regions: x.GetRegions(),
+			Since: x.GetSinceUnixNano() / 1e6, Expires: x.GetExpiresAtUnixNano() / 1e6})
+	}
+	return out, ""
 }
 
 // keepWindows adds the stages' last windows to the ones kept; c.samples.mu

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/urfave/cli/v2"
@@ -63,12 +64,14 @@ func loopbackAddr(addr string) bool {
 // through a gRPC server of its own on an in-memory listener (no TLS, no
 // token: the console authorizes each request against cfg.tokens). The
 // returned stop ends the console's streams; hs.Shutdown calls it first.
-func startConsole(log *slog.Logger, cfg config, p *producer.Producer, cs *consumers, aggs *aggregates, mux *http.ServeMux, hs *http.Server, addr string) (stop func(), err error) {
+// od, the interest registry of the on-demand types, may be nil.
+func startConsole(log *slog.Logger, cfg config, p *producer.Producer, cs *consumers, aggs *aggregates, od *onDemand, mux *http.ServeMux, hs *http.Server, addr string) (stop func(), err error) {
 	lis := bufconn.Listen(1 << 20)
 	g := grpc.NewServer(append(producer.Interceptors(log), grpc.MaxRecvMsgSize(p.Server().MaxMessageBytes()))...)
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
 	cs.registry.Register(g)
 	aggs.set.Register(g)
+	streamdv1.RegisterInterestServiceServer(g, interestServer{od: od})
 	if cfg.router != nil {
 		streamdv1.RegisterPrimaryServiceServer(g, cfg.router.p.Server())
 	}
@@ -95,7 +98,11 @@ func startConsole(log *slog.Logger, cfg config, p *producer.Producer, cs *consum
 		opts.Links = append(opts.Links, l)
 	}
 	for _, t := range cfg.entityTypes.EntityTypes {
-		opts.EntityTypes = append(opts.EntityTypes, console.EntityType{Name: t.Name, Mode: t.Mode.String(), Configured: t.FirstOwner()})
+		et := console.EntityType{Name: t.Name, Mode: t.Mode.String(), Configured: t.FirstOwner()}
+		if i := slices.IndexFunc(cfg.onDemand, func(od onDemandType) bool { return od.name == t.Name }); i >= 0 {
+			et.OnDemand, et.SummaryTypes, et.Inactivity = true, cfg.onDemand[i].summaries, cfg.onDemand[i].inactivity
+		}
+		opts.EntityTypes = append(opts.EntityTypes, et)
 	}
 	if d := cfg.entityTypes; d.DefaultMode != 0 {
 		opts.EntityTypes = append(opts.EntityTypes, console.EntityType{Mode: d.DefaultMode.String(), Configured: d.DefaultPrimary})

@@ -465,7 +465,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		metricsAddr = mlis.Addr().String()
 		if cfg.console {
-			stopConsole, err := startConsole(log, cfg, p, consumers, aggs, mux, hs, metricsAddr)
+			stopConsole, err := startConsole(log, cfg, p, consumers, aggs, onDemand, mux, hs, metricsAddr)
 			if err != nil {
 				mlis.Close()
 				return err

@@ -411,6 +411,11 @@ function renderRegions() {
     const rate = ((snap.offsets_per_second || {})[l.consumer] || []).slice(-1)[0] || 0;
     const b = (snap.link_bytes || {})[l.consumer] || {};
     const sr = lastOf(b.summary_per_second), dr = lastOf(b.detail_per_second);
+    // The filter it runs with now (an on-demand link's includes of entities
+    // expiring), else the config's.
+    const live = (snap.filters || {})[l.consumer];
+    const filter = live ? filterCell(l.consumer, live, false) : el('td', { class: 'mono small', text: (l.filter || []).join('; ') || 'everything' });
+    filter.classList.add('l-filter');
     body.append(el('tr', { 'data-link': l.consumer },
       el('td', { text: l.from }), el('td', { class: 'mono', text: l.consumer }), el('td', { text: l.stream || '(default)' }),
       el('td', { class: 'mono small', text: l.addrs.join(' ') }),
@@ -423,7 +428,7 @@ function renderRegions() {
       el('td', { class: 'l-detail-rate k-detail', 'data-value': dr, text: fmtRate(dr) }),
       el('td', { class: 'l-summary-bytes', 'data-value': b.summary || 0, text: fmtBytes(b.summary || 0) }),
       el('td', { class: 'l-detail-bytes', 'data-value': b.detail || 0, text: fmtBytes(b.detail || 0) }),
-      el('td', { class: 'mono small', text: (l.filter || []).join('; ') || 'everything' })));
+      filter));
   }
   const types = $('#entity-types tbody');
   types.replaceChildren();
@@ -438,6 +443,38 @@ function renderRegions() {
       el('td', { class: 't-takeovers', 'data-value': t.takeovers, text: fmtInt(t.takeovers) })));
   }
   if (!(snap.entity_types || []).length) types.append(el('tr', {}, el('td', { class: 'muted', colspan: 7, text: 'no entity types configured' })));
+  renderInterest();
+}
+
+// Interest: the on-demand entity types, and the entities this region has
+// interest in, whose events are replicated here until the interest expires.
+function renderInterest() {
+  const types = (snap.entity_types || []).filter((t) => t.on_demand);
+  const entries = snap.interests || [];
+  $('#rg-interest').hidden = !types.length && !entries.length;
+  setText('#int-error', snap.interests_error || '');
+  const tb = $('#on-demand-types tbody');
+  tb.replaceChildren();
+  for (const t of types) {
+    const n = entries.filter((x) => (x.entity_types || []).includes(t.name)).length;
+    tb.append(el('tr', { 'data-type': t.name }, el('td', { class: 'o-name mono', text: t.name }),
+      el('td', { class: 'o-summaries mono', text: (t.summary_types || []).join(', ') || '—' }),
+      el('td', { class: 'o-inactivity', 'data-value': t.inactivity_ns, text: fmtDuration(t.inactivity_ns / 1e9) }),
+      el('td', { class: 'o-entities', 'data-value': n, text: fmtInt(n) })));
+  }
+  const body = $('#interests tbody');
+  body.replaceChildren();
+  const utc = (ms) => (ms ? new Date(ms).toISOString().slice(0, 19) + 'Z' : '—');
+  for (const x of entries) {
+    body.append(el('tr', { 'data-entity': x.entity_id }, el('td', { class: 'i-entity mono', text: x.entity_id }),
+      el('td', { class: 'i-types', text: (x.entity_types || []).join(',') || '—' }),
+      el('td', { class: 'i-regions', text: (x.regions || []).join(',') }),
+      el('td', { class: 'i-since small', 'data-value': x.since_unix_ms, text: utc(x.since_unix_ms) }),
+      el('td', { class: 'i-expires small', 'data-value': x.expires_unix_ms, text: utc(x.expires_unix_ms) }),
+      el('td', { class: 'i-left small' }, el('span', { class: 'countdown', 'data-expires': x.expires_unix_ms }))));
+  }
+  if (!entries.length) body.append(el('tr', {}, el('td', { class: 'muted', colspan: 6, text: 'no entity with interest now: a read or write here of an entity of an on-demand type registers it' })));
+  countdown();
 }
 
 // Aggregation stages: their counters, and the last windows they wrote.
