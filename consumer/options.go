@@ -141,6 +141,15 @@ type Options struct {
 	// Slices this instance owns. The zero value means all slices (0-1023);
 	// the single slice 0 cannot be asked for.
 	Slices offsets.SliceRange
+	// Streams splits Slices over this many parallel streams to each
+	// producer (default 1), each over a contiguous part of Slices (the
+	// parts differ by at most one slice) with its own stored offset, so
+	// that a busy producer is read and handled in parallel. Events of one
+	// entity keep their order (an entity lives in one slice); events of
+	// different streams have no order between them. Changing Streams is a
+	// re-split of the stored offsets (see the package doc): nothing is
+	// skipped. At most Slices.Len().
+	Streams int
 	// Name identifies the consumer in the store and to the producers.
 	// Required.
 	Name string
@@ -205,6 +214,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.Slices == (offsets.SliceRange{}) {
 		o.Slices = offsets.AllSlices
+	}
+	if o.Streams == 0 {
+		o.Streams = 1
 	}
 	if o.StartPolicy == streamdv1.StartPolicy_START_POLICY_UNSPECIFIED {
 		o.StartPolicy = streamdv1.StartPolicy_START_POLICY_EARLIEST
@@ -275,6 +287,8 @@ func (o Options) Validate() error {
 	}
 	if err := o.Slices.Validate(); err != nil {
 		bad("Options.Slices: %v", err)
+	} else if o.Streams < 1 || o.Streams > o.Slices.Len() {
+		bad("Options.Streams %d is not in 1-%d (one stream per slice of Options.Slices %s at most)", o.Streams, o.Slices.Len(), o.Slices)
 	}
 	switch {
 	case o.Name == "":
