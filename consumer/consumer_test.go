@@ -1405,3 +1405,44 @@ func TestStreamsSplitTheSlices(t *testing.T) {
 		t.Fatalf("after the re-split to 2 streams: handled %v, want %v", got, want)
 	}
 }
+
+// With a CommitHandler, an offset moved over filtered events alone is
+// saved through the handler too (no events, the offset records), so that
+// it commits with whatever the handler commits.
+func TestProgressSavedThroughCommitHandler(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	var mu sync.Mutex
+	var events, empty int
+	o := h.options()
+	o.Filter = []*streamdv1.FilterCriterion{exclude(streamdv1.FilterField_FILTER_FIELD_ENTITY_TYPE, "noise")}
+	o.CommitHandler = func(_ context.Context, batch []*streamdv1.Event, offsetWrites []offsets.Write) error {
+		mu.Lock()
+		events += len(batch)
+		if len(batch) == 0 {
+			empty++
+		}
+		mu.Unlock()
+		return h.store.DB().Update(func(txn *badger.Txn) error {
+			for _, w := range offsetWrites {
+				err := txn.Set(w.Key, w.Value)
+				if w.Delete {
+					err = txn.Delete(w.Key)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	runBG(t, newConsumer(t, o))
+	fake.publish("a", "noise/n1", "noise/n2")
+	jid := fake.jid()
+	testwait.For(t, 10*time.Second, "offset 3 stored", func() bool { return h.stored(jid) == 3 })
+	mu.Lock()
+	defer mu.Unlock()
+	if events != 1 || empty == 0 {
+		t.Fatalf("CommitHandler got %d events and %d calls without events; want 1 event and the offset over the filtered ones without events", events, empty)
+	}
+}

@@ -386,14 +386,32 @@ func (f *follower) take() *save {
 	return s
 }
 
-// write stores s durably. It touches nothing of f but the store, so it may
-// run beside the handler.
+// write stores s durably: through the CommitHandler, with no events, if
+// there is one (a replication appends the offset records to its journal
+// like a batch, instead of a separate transaction that waits for its own
+// sync), else with the store. It touches nothing of f but the store, so it
+// may run beside the handler.
 func (f *follower) write(s *save) error {
 	if s.resplit {
 		f.c.resplitMu.Lock()
 		defer f.c.resplitMu.Unlock()
 	}
 	applied := s.applied
+	if h := f.c.opts.CommitHandler; h != nil {
+		var writes []offsets.Write
+		for _, k := range s.keys {
+			w, err := f.c.opts.Store.OffsetWrites(k, s.offset, applied)
+			if err != nil {
+				return storeErrorf("consumer: producer %s: offset %d: %w", f.addr, s.offset, err)
+			}
+			writes, applied = append(writes, w...), nil
+		}
+		// Also at the end of a stream, whose context is over.
+		if err := h(context.Background(), nil, writes); err != nil {
+			return storeErrorf("consumer: producer %s: save offset %d through the CommitHandler: %w", f.addr, s.offset, err)
+		}
+		return nil
+	}
 	for _, k := range s.keys {
 		if err := f.c.opts.Store.Save(k, s.offset, applied); err != nil {
 			return storeErrorf("consumer: producer %s: save offset %d: %w", f.addr, s.offset, err)

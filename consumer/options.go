@@ -94,7 +94,9 @@ type TxHandler func(ctx context.Context, txn *badger.Txn, e *streamdv1.Event) er
 // DB. A replication, for one, appends the events to a journal with
 // journal.AppendWith, over a Store made by offsets.Wrap on the journal.
 // If it returns an error nothing of the batch may be committed; Run stops.
-// events may be empty when the offset alone moves.
+// events is empty when the offset alone moves (Progress over events the
+// producer filtered away, or the save at the end of a stream); ctx is then
+// not the stream's, which may be over.
 type CommitHandler func(ctx context.Context, events []*streamdv1.Event, offsetWrites []offsets.Write) error
 
 // Defaults for zero Options fields.
