@@ -28,8 +28,9 @@ func cpuTime(b *testing.B) time.Duration {
 // BenchmarkReplicationStreams copies a source journal of -streams.events
 // events (128-byte payloads over 10,000 entities, so every slice has
 // events) into an empty region over 1, 2 and 4 streams, over loopback TCP,
-// and reports events/s and the CPU time of the process (source and
-// destination both) per event copied.
+// and reports events/s, the CPU time of the process (source and
+// destination both) per event copied, and the events per group commit of
+// the destination journal (its appends from the streams, merged).
 func BenchmarkReplicationStreams(b *testing.B) {
 	src := lagStartRegion(b, "a")
 	const batch = 100
@@ -47,7 +48,7 @@ func BenchmarkReplicationStreams(b *testing.B) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	for _, n := range []int{1, 2, 4} {
 		b.Run(fmt.Sprintf("streams=%d", n), func(b *testing.B) {
-			var copied int64
+			var copied, commits int64
 			var elapsed, cpu time.Duration
 			for b.Loop() {
 				dst := lagStartRegion(b, "b")
@@ -73,6 +74,7 @@ func BenchmarkReplicationStreams(b *testing.B) {
 				tick.Stop()
 				elapsed, cpu = elapsed+time.Since(t0), cpu+cpuTime(b)-cpu0
 				copied += int64(want)
+				commits += dst.commits.commits.Load()
 				cancel()
 				if err := <-done; err != nil {
 					b.Fatal(err)
@@ -80,6 +82,7 @@ func BenchmarkReplicationStreams(b *testing.B) {
 			}
 			b.ReportMetric(float64(copied)/elapsed.Seconds(), "events/s")
 			b.ReportMetric(float64(cpu)/float64(copied)/float64(time.Microsecond), "cpu-µs/event")
+			b.ReportMetric(float64(copied)/float64(commits), "events/commit")
 		})
 	}
 }
