@@ -1446,3 +1446,53 @@ func TestProgressSavedThroughCommitHandler(t *testing.T) {
 		t.Fatalf("CommitHandler got %d events and %d calls without events; want 1 event and the offset over the filtered ones without events", events, empty)
 	}
 }
+
+// With NoDedupe, a replay during a re-split reaches the handler even for
+// events at or below their piece's offset: a replication moves its offset
+// past an entity's events it holds back after a gap, and the replay it
+// asks for then is the only way they come.
+func TestReplayDuringResplitWithNoDedupe(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	low, high := idInSlices("l", 0, 511), idInSlices("h", 512, 1023)
+	fake.publish(low, high) // offsets 1, 2
+	jid := fake.jid()
+	for _, p := range []struct {
+		first, last uint32
+		off         uint64
+	}{{0, 511, 100}, {512, 1023, 1}} {
+		if err := h.store.Set(offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.SliceRange{First: p.first, Last: p.last}}, p.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var got []string
+	o := h.options()
+	o.NoDedupe = true
+	o.BatchHandler = func(_ context.Context, events []*streamdv1.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range events {
+			got = append(got, fmt.Sprintf("%s#%d", e.EntityId, e.SeqNr))
+		}
+		return nil
+	}
+	handled := func(want ...string) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Equal(got, want)
+		}
+	}
+	c := newConsumer(t, o)
+	r := runBG(t, c)
+	// low#1 (offset 1) is at or below its piece's offset 100: applied.
+	testwait.For(t, 10*time.Second, high+"#1 only", handled(high+"#1"))
+	if err := c.Replay(context.Background(), "car", low, 1); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, 10*time.Second, "the replay of "+low, handled(high+"#1", low+"#1"))
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}

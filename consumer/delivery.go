@@ -98,7 +98,7 @@ func (f *follower) batchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch
 		if !b.GetReplay() {
 			f.lastKnown = max(f.lastKnown, e.GetOffset())
 		}
-		if f.mine(e) {
+		if f.mine(e, b.GetReplay()) {
 			k := entityKey{e.GetEntityType(), e.GetEntityId()}
 			a, err := f.entity(k)
 			if err != nil {
@@ -135,7 +135,7 @@ func (f *follower) admit(b *streamdv1.EventBatch, e *streamdv1.Event, end *uint6
 		f.lastKnown = max(f.lastKnown, e.GetOffset())
 		*end = max(*end, e.GetOffset())
 	}
-	return f.mine(e), nil
+	return f.mine(e, b.GetReplay()), nil
 }
 
 // wholeBatchAtLeastOnce hands the new events of b to the BatchHandler at

@@ -114,7 +114,9 @@
 // owners' applied seqNrs, which live in their stores. Until the offset
 // passes every piece it is saved per piece (never below a piece's offset),
 // so a restart meanwhile drops the same events; then it is saved for the
-// whole range.
+// whole range. With NoDedupe replayed events are not dropped by offset:
+// the handler drops what it holds itself, and a replay may answer a gap
+// the piece's offset passed.
 //
 // Streams: with Options.Streams = N > 1 the consumer opens N streams to
 // each producer, each over a contiguous part of Options.Slices with its

@@ -6,10 +6,17 @@ import (
 )
 
 // mine reports whether e is in this follower's slices and not applied
-// before a re-split (at or below the offset of its slice's piece).
-func (f *follower) mine(e *streamdv1.Event) bool {
+// before a re-split (at or below the offset of its slice's piece). A
+// replayed event is not dropped by offset with NoDedupe: the handler drops
+// what it holds itself, and a replay answers a gap that the offset of its
+// piece passed (a replication holds back an entity's events after a gap
+// but moves its offset).
+func (f *follower) mine(e *streamdv1.Event, replay bool) bool {
 	if !f.slices.Contains(e.GetSlice()) {
 		return false
+	}
+	if replay && f.c.opts.NoDedupe {
+		return true
 	}
 	for _, p := range f.parts {
 		if p.Slices.Contains(e.GetSlice()) {
