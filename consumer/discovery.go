@@ -282,9 +282,9 @@ type journalClaim struct {
 // claim makes f the one follower streaming its slices of journal jid, so
 // that an instance reached through two addresses (IPv4 and IPv6, a static
 // entry and a DNS answer, an address a follower in its grace period still
-// reaches) is streamed once. It fails, to be retried, while another follower holds jid.
-// takeover reports that another follower held jid since f last did: what f
-// remembers of jid is stale.
+// reaches) is streamed once. It fails, to be retried, while another
+// follower holds them. takeover reports that another follower held them
+// since f last did: what f remembers of jid is stale.
 func (c *Consumer) claim(f *follower, jid []byte) (takeover bool, err error) {
 	c.fmu.Lock()
 	defer c.fmu.Unlock()
