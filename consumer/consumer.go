@@ -26,15 +26,21 @@ type Consumer struct {
 	opts      Options
 	log       *slog.Logger
 	dial      []grpc.DialOption
-	static    []*follower  // one per address in Options.Producers
+	static    []*follower  // Options.Streams per address in Options.Producers
 	discovery []*discovery // one per "dns:///" entry
 
 	fmu       sync.Mutex
 	followers []*follower              // static and discovered, in Status order
-	claims    map[string]*journalClaim // by journal id
+	claims    map[string]*journalClaim // by journal id and slices (claimKey)
 
 	running atomic.Bool
 	nextID  atomic.Uint64 // FilterUpdate ids
+
+	// resplitMu serialises the saves of followers in a re-split (whose
+	// keys cut stored ranges; see follower.parts): a CommitHandler's
+	// offset records are computed before they commit, so two such saves
+	// at once could each write back a part of a range the other took.
+	resplitMu sync.Mutex
 
 	// filterSem serialises UpdateFilter with itself and with the step of a
 	// connect that reads the stored filter and sends Init, so that no stream
@@ -82,9 +88,11 @@ func New(opts Options) (*Consumer, error) {
 			c.discovery = append(c.discovery, newDiscovery(c, t))
 			continue
 		}
-		f := newFollower(c, entry)
-		f.index = i
-		c.static = append(c.static, f)
+		for _, r := range streamSlices(opts.Slices, opts.Streams) {
+			f := newFollower(c, entry, r)
+			f.index = i
+			c.static = append(c.static, f)
+		}
 	}
 	c.followers = slices.Clone(c.static)
 	return c, nil
@@ -154,12 +162,26 @@ type ProducerStatus struct {
 
 // Status returns one entry per producer in the order of Options.Producers,
 // with the instances of a "dns:///" entry, sorted by address, in its place
-// while Run follows them.
+// while Run follows them. With Options.Streams > 1 an entry sums up the
+// producer's streams: the lowest Offset, the highest Lag, Connected when
+// every stream is, the LastError of the first stream that has one.
 func (c *Consumer) Status() []ProducerStatus {
-	followers := c.following()
-	out := make([]ProducerStatus, len(followers))
-	for i, f := range followers {
-		out[i] = f.status()
+	var out []ProducerStatus
+	for _, f := range c.following() {
+		st := f.status()
+		n := len(out)
+		if n == 0 || out[n-1].Addr != st.Addr || out[n-1].Target != st.Target {
+			out = append(out, st)
+			continue
+		}
+		sum := &out[n-1]
+		sum.Offset, sum.Lag, sum.Connected = min(sum.Offset, st.Offset), max(sum.Lag, st.Lag), sum.Connected && st.Connected
+		if sum.JournalID == nil {
+			sum.JournalID = st.JournalID
+		}
+		if sum.LastError == nil {
+			sum.LastError = st.LastError
+		}
 	}
 	return out
 }

@@ -252,6 +252,8 @@ func TestOptionsValidate(t *testing.T) {
 		{"no store", func(o *Options) { o.Store = nil }, "Options.Store is nil"},
 		{"bad slices", func(o *Options) { o.Slices = offsets.SliceRange{First: 5, Last: 2} }, "Options.Slices"},
 		{"slices above 1023", func(o *Options) { o.Slices = offsets.SliceRange{First: 0, Last: 1024} }, "Options.Slices"},
+		{"negative streams", func(o *Options) { o.Streams = -1 }, "Options.Streams -1 is not in 1-1024"},
+		{"more streams than slices", func(o *Options) { o.Slices, o.Streams = offsets.SliceRange{First: 8, Last: 11}, 5 }, "Options.Streams 5 is not in 1-4"},
 		{"bad filter", func(o *Options) {
 			o.Filter = []*streamdv1.FilterCriterion{include(streamdv1.FilterField_FILTER_FIELD_TAG, "")}
 		}, "Options.Filter"},
@@ -1322,5 +1324,175 @@ func TestOffsetReports(t *testing.T) {
 	})
 	if got := reported(); len(got) != 2 || got[1] != [2]uint64{1, 5} {
 		t.Fatalf("reports (connection, offset) %v, want one on connection 0 and then 5 on connection 1", got)
+	}
+}
+
+// Options.Streams opens one stream per part of the slices, each resuming
+// from its own stored offset; a changed number of streams is a re-split
+// that hands over every event not handled yet, once.
+func TestStreamsSplitTheSlices(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	ids := []string{idInSlices("a", 0, 255), idInSlices("b", 256, 511), idInSlices("c", 512, 767), idInSlices("d", 768, 1023)}
+	fake.publish(ids...) // offsets 1..4
+	jid := fake.jid()
+	rec := &recorder{}
+	o := h.options()
+	o.Handler, o.Streams = rec.handle, 3
+	c := newConsumer(t, o)
+	r := runBG(t, c)
+	testwait.For(t, 10*time.Second, "4 events", func() bool { return rec.count() == 4 })
+	testwait.For(t, 10*time.Second, "3 streams open", func() bool { return fake.openStreams() == 3 })
+	var ranges []string
+	for _, in := range fake.initList() {
+		ranges = append(ranges, fmt.Sprintf("%d-%d", in.GetSliceRange().GetFirst(), in.GetSliceRange().GetLast()))
+	}
+	slices.Sort(ranges)
+	if want := []string{"0-340", "341-681", "682-1023"}; !slices.Equal(ranges, want) {
+		t.Fatalf("Inits over slices %v, want %v", ranges, want)
+	}
+	testwait.For(t, 10*time.Second, "one Status entry, connected at 4", func() bool {
+		st := c.Status()
+		return len(st) == 1 && st[0].Connected && st[0].Offset == 4 && st[0].Lag == 0
+	})
+	testwait.For(t, 10*time.Second, "3 offsets stored at 4", func() bool {
+		entries, err := h.store.List("c1")
+		if err != nil || len(entries) != 3 {
+			return false
+		}
+		for _, e := range entries {
+			if e.Offset.Offset != 4 {
+				return false
+			}
+		}
+		return true
+	})
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	// Each former stream at its own offset: the part 341-681 (b, c's
+	// slices below 682) is behind the others.
+	for _, e := range []struct {
+		r   offsets.SliceRange
+		off uint64
+	}{{offsets.SliceRange{First: 0, Last: 340}, 5}, {offsets.SliceRange{First: 341, Last: 681}, 1}, {offsets.SliceRange{First: 682, Last: 1023}, 6}} {
+		if err := h.store.Set(offsets.Key{Consumer: "c1", JournalID: jid, Slices: e.r}, e.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fake.publish(ids...) // offsets 5..8: a#2 b#2 c#2 d#2
+	rec2 := &recorder{}
+	o.Handler, o.Streams = rec2.handle, 2
+	r = runBG(t, newConsumer(t, o))
+	// The new parts 0-511 and 512-1023 start at offset 2 (the lowest
+	// piece's, 341-681 at 1). a#2 (offset 5) is at its piece's offset 5:
+	// applied, dropped by offset (the applied seqNrs do not know it). b#1
+	// (2) comes again for its piece at 1 and is dropped by seqNr. b#2,
+	// c#2 (6, 7) and d#2 (8, above its piece's 6) are new.
+	testwait.For(t, 10*time.Second, "offset 8 in both parts", func() bool {
+		entries, err := h.store.List("c1")
+		return err == nil && len(entries) == 2 && entries[0].Offset.Offset == 8 && entries[1].Offset.Offset == 8
+	})
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	got := rec2.got()
+	slices.Sort(got)
+	want := []string{"car/" + ids[1] + "#2", "car/" + ids[2] + "#2", "car/" + ids[3] + "#2"}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("after the re-split to 2 streams: handled %v, want %v", got, want)
+	}
+}
+
+// With a CommitHandler, an offset moved over filtered events alone is
+// saved through the handler too (no events, the offset records), so that
+// it commits with whatever the handler commits.
+func TestProgressSavedThroughCommitHandler(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	var mu sync.Mutex
+	var events, empty int
+	o := h.options()
+	o.Filter = []*streamdv1.FilterCriterion{exclude(streamdv1.FilterField_FILTER_FIELD_ENTITY_TYPE, "noise")}
+	o.CommitHandler = func(_ context.Context, batch []*streamdv1.Event, offsetWrites []offsets.Write) error {
+		mu.Lock()
+		events += len(batch)
+		if len(batch) == 0 {
+			empty++
+		}
+		mu.Unlock()
+		return h.store.DB().Update(func(txn *badger.Txn) error {
+			for _, w := range offsetWrites {
+				err := txn.Set(w.Key, w.Value)
+				if w.Delete {
+					err = txn.Delete(w.Key)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	runBG(t, newConsumer(t, o))
+	fake.publish("a", "noise/n1", "noise/n2")
+	jid := fake.jid()
+	testwait.For(t, 10*time.Second, "offset 3 stored", func() bool { return h.stored(jid) == 3 })
+	mu.Lock()
+	defer mu.Unlock()
+	if events != 1 || empty == 0 {
+		t.Fatalf("CommitHandler got %d events and %d calls without events; want 1 event and the offset over the filtered ones without events", events, empty)
+	}
+}
+
+// With NoDedupe, a replay during a re-split reaches the handler even for
+// events at or below their piece's offset: a replication moves its offset
+// past an entity's events it holds back after a gap, and the replay it
+// asks for then is the only way they come.
+func TestReplayDuringResplitWithNoDedupe(t *testing.T) {
+	h := newHarness(t, 1)
+	fake := h.fake(0)
+	low, high := idInSlices("l", 0, 511), idInSlices("h", 512, 1023)
+	fake.publish(low, high) // offsets 1, 2
+	jid := fake.jid()
+	for _, p := range []struct {
+		first, last uint32
+		off         uint64
+	}{{0, 511, 100}, {512, 1023, 1}} {
+		if err := h.store.Set(offsets.Key{Consumer: "c1", JournalID: jid, Slices: offsets.SliceRange{First: p.first, Last: p.last}}, p.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var got []string
+	o := h.options()
+	o.NoDedupe = true
+	o.BatchHandler = func(_ context.Context, events []*streamdv1.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range events {
+			got = append(got, fmt.Sprintf("%s#%d", e.EntityId, e.SeqNr))
+		}
+		return nil
+	}
+	handled := func(want ...string) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Equal(got, want)
+		}
+	}
+	c := newConsumer(t, o)
+	r := runBG(t, c)
+	// low#1 (offset 1) is at or below its piece's offset 100: applied.
+	testwait.For(t, 10*time.Second, high+"#1 only", handled(high+"#1"))
+	if err := c.Replay(context.Background(), "car", low, 1); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, 10*time.Second, "the replay of "+low, handled(high+"#1", low+"#1"))
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -98,7 +98,7 @@ func (f *follower) batchAtLeastOnce(ctx context.Context, b *streamdv1.EventBatch
 		if !b.GetReplay() {
 			f.lastKnown = max(f.lastKnown, e.GetOffset())
 		}
-		if f.mine(e) {
+		if f.mine(e, b.GetReplay()) {
 			k := entityKey{e.GetEntityType(), e.GetEntityId()}
 			a, err := f.entity(k)
 			if err != nil {
@@ -135,7 +135,7 @@ func (f *follower) admit(b *streamdv1.EventBatch, e *streamdv1.Event, end *uint6
 		f.lastKnown = max(f.lastKnown, e.GetOffset())
 		*end = max(*end, e.GetOffset())
 	}
-	return f.mine(e), nil
+	return f.mine(e, b.GetReplay()), nil
 }
 
 // wholeBatchAtLeastOnce hands the new events of b to the BatchHandler at
@@ -243,6 +243,10 @@ func (f *follower) batchExactlyOnce(ctx context.Context, b *streamdv1.EventBatch
 // their seqNrs and the offset pos.
 func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos uint64) error {
 	o := f.c.opts
+	if f.parts != nil {
+		f.c.resplitMu.Lock()
+		defer f.c.resplitMu.Unlock()
+	}
 	keys := f.savedKeys(pos)
 	var last, applied map[entityKey]uint64 // last: read or applied in txn; applied: to store
 	err := o.Store.Update(func(txn *badger.Txn) error {
@@ -318,6 +322,10 @@ func (f *follower) handOver(ctx context.Context, events []*streamdv1.Event, pos 
 	for ek, seq := range applied {
 		list = append(list, offsets.Applied{EntityType: ek.typ, EntityID: ek.id, SeqNr: seq})
 	}
+	if f.parts != nil {
+		f.c.resplitMu.Lock()
+		defer f.c.resplitMu.Unlock()
+	}
 	keys := f.savedKeys(pos)
 	var writes []offsets.Write
 	for _, k := range keys {
@@ -358,6 +366,7 @@ type save struct {
 	keys    []offsets.Key
 	offset  uint64
 	applied []offsets.Applied
+	resplit bool // made during a re-split: written under Consumer.resplitMu
 }
 
 // take returns what moved since the last save (nil if nothing did) and
@@ -366,7 +375,7 @@ func (f *follower) take() *save {
 	if !f.known || (!f.dirty && len(f.pending) == 0) {
 		return nil
 	}
-	s := &save{keys: f.savedKeys(f.offset), offset: f.offset, applied: make([]offsets.Applied, 0, len(f.pending))}
+	s := &save{keys: f.savedKeys(f.offset), offset: f.offset, applied: make([]offsets.Applied, 0, len(f.pending)), resplit: f.parts != nil}
 	for _, p := range f.pending {
 		s.applied = append(s.applied, offsets.Applied{EntityType: p.key.typ, EntityID: p.key.id, SeqNr: p.a.seqNr})
 		p.a.pending = false
@@ -377,10 +386,32 @@ func (f *follower) take() *save {
 	return s
 }
 
-// write stores s durably. It touches nothing of f but the store, so it may
-// run beside the handler.
+// write stores s durably: through the CommitHandler, with no events, if
+// there is one (a replication appends the offset records to its journal
+// like a batch, instead of a separate transaction that waits for its own
+// sync), else with the store. It touches nothing of f but the store, so it
+// may run beside the handler.
 func (f *follower) write(s *save) error {
+	if s.resplit {
+		f.c.resplitMu.Lock()
+		defer f.c.resplitMu.Unlock()
+	}
 	applied := s.applied
+	if h := f.c.opts.CommitHandler; h != nil {
+		var writes []offsets.Write
+		for _, k := range s.keys {
+			w, err := f.c.opts.Store.OffsetWrites(k, s.offset, applied)
+			if err != nil {
+				return storeErrorf("consumer: producer %s: offset %d: %w", f.addr, s.offset, err)
+			}
+			writes, applied = append(writes, w...), nil
+		}
+		// Also at the end of a stream, whose context is over.
+		if err := h(context.Background(), nil, writes); err != nil {
+			return storeErrorf("consumer: producer %s: save offset %d through the CommitHandler: %w", f.addr, s.offset, err)
+		}
+		return nil
+	}
 	for _, k := range s.keys {
 		if err := f.c.opts.Store.Save(k, s.offset, applied); err != nil {
 			return storeErrorf("consumer: producer %s: save offset %d: %w", f.addr, s.offset, err)

@@ -10,7 +10,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/streamd/streamd/offsets"
 )
 
 // Producer discovery. An entry "dns:///name:port" of Options.Producers
@@ -89,11 +92,11 @@ func newDiscovery(c *Consumer, t dnsTarget) *discovery {
 	return &discovery{c: c, t: t, log: c.log.With("target", t.entry), soon: make(chan struct{}, 1)}
 }
 
-// instance is a discovered address and its follower.
+// instance is a discovered address and its followers (Options.Streams).
 type instance struct {
-	f       *follower
+	fs      []*follower
 	cancel  context.CancelFunc
-	done    chan struct{} // closed when f.run returned
+	done    chan struct{} // closed when every f.run returned
 	missing time.Time     // first answer without the address; zero while present
 }
 
@@ -170,26 +173,35 @@ func (d *discovery) update(ctx context.Context, instances map[string]*instance, 
 }
 
 func (d *discovery) start(ctx context.Context, addr string, fail func(error)) *instance {
-	f := newFollower(d.c, addr)
-	f.index, f.discovered, f.st.Target = d.t.index, true, d.t.entry
-	f.failed = d.poke
 	fctx, cancel := context.WithCancel(ctx)
-	in := &instance{f: f, cancel: cancel, done: make(chan struct{})}
-	d.c.addFollower(f)
+	in := &instance{cancel: cancel, done: make(chan struct{})}
+	var wg sync.WaitGroup
+	for _, r := range streamSlices(d.c.opts.Slices, d.c.opts.Streams) {
+		f := newFollower(d.c, addr, r)
+		f.index, f.discovered, f.st.Target = d.t.index, true, d.t.entry
+		f.failed = d.poke
+		in.fs = append(in.fs, f)
+		d.c.addFollower(f)
+		wg.Go(func() {
+			if err := f.run(fctx); err != nil {
+				fail(err)
+			}
+		})
+	}
 	go func() {
 		defer close(in.done)
-		if err := f.run(fctx); err != nil {
-			fail(err)
-		}
+		wg.Wait()
 	}()
 	return in
 }
 
-// stop waits for a cancelled instance's follower (which saves what it
-// handled) and forgets it.
+// stop waits for a cancelled instance's followers (which save what they
+// handled) and forgets them.
 func (d *discovery) stop(in *instance) {
 	<-in.done
-	d.c.removeFollower(in.f)
+	for _, f := range in.fs {
+		d.c.removeFollower(f)
+	}
 }
 
 // poke asks for a resolution soon.
@@ -233,7 +245,10 @@ func (c *Consumer) addFollower(f *follower) {
 		if a.index != b.index {
 			return a.index - b.index
 		}
-		return strings.Compare(a.addr, b.addr)
+		if c := strings.Compare(a.addr, b.addr); c != 0 {
+			return c
+		}
+		return int(a.slices.First) - int(b.slices.First)
 	})
 }
 
@@ -253,29 +268,35 @@ func (c *Consumer) following() []*follower {
 // errJournalFollowed: another follower streams the journal (retried).
 var errJournalFollowed = errors.New("consumer: journal followed already")
 
-// journalClaim records which follower streams a journal.
+// claimKey is the key of c.claims: a journal and slice range.
+func claimKey(jid []byte, slices offsets.SliceRange) string {
+	return string(jid) + "/" + slices.String()
+}
+
+// journalClaim records which follower streams a journal's slice range.
 type journalClaim struct {
 	f    *follower // the holder, or the last one
 	open bool
 }
 
-// claim makes f the one follower streaming journal jid, so that an instance
-// reached through two addresses (IPv4 and IPv6, a static entry and a DNS
-// answer, an address a follower in its grace period still reaches) is
-// streamed once. It fails, to be retried, while another follower holds jid.
-// takeover reports that another follower held jid since f last did: what f
-// remembers of jid is stale.
+// claim makes f the one follower streaming its slices of journal jid, so
+// that an instance reached through two addresses (IPv4 and IPv6, a static
+// entry and a DNS answer, an address a follower in its grace period still
+// reaches) is streamed once. It fails, to be retried, while another
+// follower holds them. takeover reports that another follower held them
+// since f last did: what f remembers of jid is stale.
 func (c *Consumer) claim(f *follower, jid []byte) (takeover bool, err error) {
 	c.fmu.Lock()
 	defer c.fmu.Unlock()
-	cl := c.claims[string(jid)]
+	key := claimKey(jid, f.slices)
+	cl := c.claims[key]
 	if cl != nil && cl.open && cl.f != f {
 		return false, fmt.Errorf("%w: producer %s serves journal %x, which this consumer follows through %s already", errJournalFollowed, f.addr, jid, cl.f.addr)
 	}
 	c.releaseLocked(f)
 	if cl == nil {
 		cl = &journalClaim{}
-		c.claims[string(jid)] = cl
+		c.claims[key] = cl
 	}
 	takeover = cl.f != nil && cl.f != f
 	cl.f, cl.open = f, true
@@ -295,7 +316,7 @@ func (c *Consumer) releaseLocked(f *follower) {
 	if f.claimed == nil {
 		return
 	}
-	if cl := c.claims[string(f.claimed)]; cl != nil && cl.f == f {
+	if cl := c.claims[claimKey(f.claimed, f.slices)]; cl != nil && cl.f == f {
 		cl.open = false
 	}
 	f.claimed = nil

@@ -658,3 +658,38 @@ func TestDiscoveryThroughARealDNSServer(t *testing.T) {
 	}
 	once(t, rec, []string{"car/p1-a#1", "car/p2-a#1"})
 }
+
+// With Options.Streams, a discovered instance gets one stream per part of
+// the slices; an instance reached through two addresses is still streamed
+// once per part (the journal is claimed per slice range).
+func TestDiscoveryStreamsEachPartOnce(t *testing.T) {
+	h := newHarness(t, 1)
+	w := newWorld()
+	p1 := h.fake(0)
+	w.route("127.0.1.1:7070", h.lis["p1"])
+	w.route("[::1]:7070", h.lis["p1"])
+	w.answer("svc.test", "127.0.1.1", "::1")
+	rec := &recorder{}
+	o := dnsOptions(h, w)
+	o.Handler, o.Streams = rec.handle, 2
+	c := newConsumer(t, o)
+	r := runBG(t, c)
+	testwait.For(t, 10*time.Second, "both addresses followed", following(c, "127.0.1.1:7070", "[::1]:7070"))
+	var want []string
+	for i := range 40 {
+		want = append(want, publishAs(p1, "p1", fmt.Sprint(i))...)
+	}
+	testwait.For(t, 10*time.Second, "40 events", func() bool { return rec.count() >= 40 })
+	once(t, rec, want)
+	testwait.For(t, 10*time.Second, "two streams open, one per part", func() bool { return p1.openStreams() == 2 })
+	parts := map[string]bool{}
+	for _, in := range p1.initList() {
+		parts[fmt.Sprintf("%d-%d", in.GetSliceRange().GetFirst(), in.GetSliceRange().GetLast())] = true
+	}
+	if len(parts) != 2 || !parts["0-511"] || !parts["512-1023"] {
+		t.Fatalf("Inits over %v, want 0-511 and 512-1023", parts)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}

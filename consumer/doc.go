@@ -114,7 +114,18 @@
 // owners' applied seqNrs, which live in their stores. Until the offset
 // passes every piece it is saved per piece (never below a piece's offset),
 // so a restart meanwhile drops the same events; then it is saved for the
-// whole range.
+// whole range. With NoDedupe replayed events are not dropped by offset:
+// the handler drops what it holds itself, and a replay may answer a gap
+// the piece's offset passed.
+//
+// Streams: with Options.Streams = N > 1 the consumer opens N streams to
+// each producer, each over a contiguous part of Options.Slices with its
+// own stored offset, exactly as N instances owning those parts would (so
+// a changed N is a re-split, as above). They run in parallel: events of
+// one entity stay in order (an entity lives in one slice), events of
+// different parts have no order between them. Filter updates and replays
+// go to every stream; each producer sends only what is in the stream's
+// slices.
 //
 // # Filters
 //

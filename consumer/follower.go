@@ -24,7 +24,10 @@ import (
 type follower struct {
 	c    *Consumer
 	addr string
-	log  *slog.Logger
+	// slices are the follower's part of Options.Slices (all of it with
+	// one stream per producer, Options.Streams).
+	slices offsets.SliceRange
+	log    *slog.Logger
 	// index is the entry of Options.Producers the follower comes from;
 	// discovered: through "dns:///", so the address may serve another
 	// instance's journal tomorrow (the journal, not the address, is the
@@ -50,7 +53,7 @@ type follower struct {
 	cache         map[entityKey]*applied // last applied seqNr, saved or pending
 	lastKnown     uint64                 // the producer's last offset, as far as we know
 	forceEarliest bool                   // after a journal change with RestartFromEarliest
-	// parts, after a re-split, are the pieces of Options.Slices that were
+	// parts, after a re-split, are the pieces of slices that were
 	// stored apart (each with the offset it had reached, 0 for one never
 	// consumed), while the offset is below some of them: events at or
 	// below their piece's offset were applied already, and the offset is
@@ -66,11 +69,16 @@ type follower struct {
 	sess *session // the open stream (Init sent), nil between streams
 }
 
-func newFollower(c *Consumer, addr string) *follower {
+func newFollower(c *Consumer, addr string, slices offsets.SliceRange) *follower {
+	log := c.log.With("producer", addr)
+	if c.opts.Streams > 1 {
+		log = log.With("slices", slices.String())
+	}
 	return &follower{
 		c:        c,
 		addr:     addr,
-		log:      c.log.With("producer", addr),
+		slices:   slices,
+		log:      log,
 		cache:    map[entityKey]*applied{},
 		saveDone: make(chan error, 1),
 		st:       ProducerStatus{Addr: addr, Target: addr},
@@ -201,7 +209,7 @@ type start struct {
 }
 
 func (f *follower) key(journalID []byte) offsets.Key {
-	return offsets.Key{Consumer: f.c.opts.Name, JournalID: journalID, Slices: f.c.opts.Slices}
+	return offsets.Key{Consumer: f.c.opts.Name, JournalID: journalID, Slices: f.slices}
 }
 
 // resolveStart decides where the next stream starts from what is in memory
@@ -231,7 +239,7 @@ func (f *follower) resolveStart() (start, error) {
 	}
 	f.parts = nil
 	if r.Found && !r.Exact && !r.Offset.Pending() {
-		f.parts = pieces(o.Slices, r)
+		f.parts = pieces(f.slices, r)
 	}
 	switch {
 	case !r.Found:
@@ -309,7 +317,7 @@ func (f *follower) sendInit(ctx context.Context, s *session, st start) error {
 	f.c.setFilter(criteria)
 	init := &streamdv1.Init{
 		Stream:       o.Stream,
-		SliceRange:   o.Slices.Proto(),
+		SliceRange:   f.slices.Proto(),
 		Position:     st.position,
 		Filter:       criteria,
 		ConsumerName: o.Name,

@@ -94,7 +94,9 @@ type TxHandler func(ctx context.Context, txn *badger.Txn, e *streamdv1.Event) er
 // DB. A replication, for one, appends the events to a journal with
 // journal.AppendWith, over a Store made by offsets.Wrap on the journal.
 // If it returns an error nothing of the batch may be committed; Run stops.
-// events may be empty when the offset alone moves.
+// events is empty when the offset alone moves (Progress over events the
+// producer filtered away, or the save at the end of a stream); ctx is then
+// not the stream's, which may be over.
 type CommitHandler func(ctx context.Context, events []*streamdv1.Event, offsetWrites []offsets.Write) error
 
 // Defaults for zero Options fields.
@@ -141,6 +143,15 @@ type Options struct {
 	// Slices this instance owns. The zero value means all slices (0-1023);
 	// the single slice 0 cannot be asked for.
 	Slices offsets.SliceRange
+	// Streams splits Slices over this many parallel streams to each
+	// producer (default 1), each over a contiguous part of Slices (the
+	// parts differ by at most one slice) with its own stored offset, so
+	// that a busy producer is read and handled in parallel. Events of one
+	// entity keep their order (an entity lives in one slice); events of
+	// different streams have no order between them. Changing Streams is a
+	// re-split of the stored offsets (see the package doc): nothing is
+	// skipped. At most Slices.Len().
+	Streams int
 	// Name identifies the consumer in the store and to the producers.
 	// Required.
 	Name string
@@ -205,6 +216,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.Slices == (offsets.SliceRange{}) {
 		o.Slices = offsets.AllSlices
+	}
+	if o.Streams == 0 {
+		o.Streams = 1
 	}
 	if o.StartPolicy == streamdv1.StartPolicy_START_POLICY_UNSPECIFIED {
 		o.StartPolicy = streamdv1.StartPolicy_START_POLICY_EARLIEST
@@ -275,6 +289,8 @@ func (o Options) Validate() error {
 	}
 	if err := o.Slices.Validate(); err != nil {
 		bad("Options.Slices: %v", err)
+	} else if o.Streams < 1 || o.Streams > o.Slices.Len() {
+		bad("Options.Streams %d is not in 1-%d (one stream per slice of Options.Slices %s at most)", o.Streams, o.Slices.Len(), o.Slices)
 	}
 	switch {
 	case o.Name == "":

@@ -209,6 +209,10 @@ func (f *follower) hello(h *streamdv1.Hello, st start, s *session) error {
 	if off > 0 {
 		off--
 	}
+	if f.parts != nil {
+		f.c.resplitMu.Lock()
+		defer f.c.resplitMu.Unlock()
+	}
 	for _, k := range f.startKeys(jid, off) {
 		if err := f.c.opts.Store.Set(k, off); err != nil {
 			return storeErrorf("consumer: producer %s: store the start offset: %w", f.addr, err)

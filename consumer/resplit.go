@@ -5,11 +5,18 @@ import (
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-// mine reports whether e is in this consumer's slices and not applied
-// before a re-split (at or below the offset of its slice's piece).
-func (f *follower) mine(e *streamdv1.Event) bool {
-	if !f.c.opts.Slices.Contains(e.GetSlice()) {
+// mine reports whether e is in this follower's slices and not applied
+// before a re-split (at or below the offset of its slice's piece). A
+// replayed event is not dropped by offset with NoDedupe: the handler drops
+// what it holds itself, and a replay answers a gap that the offset of its
+// piece passed (a replication holds back an entity's events after a gap
+// but moves its offset).
+func (f *follower) mine(e *streamdv1.Event, replay bool) bool {
+	if !f.slices.Contains(e.GetSlice()) {
 		return false
+	}
+	if replay && f.c.opts.NoDedupe {
+		return true
 	}
 	for _, p := range f.parts {
 		if p.Slices.Contains(e.GetSlice()) {
@@ -17,6 +24,17 @@ func (f *follower) mine(e *streamdv1.Event) bool {
 		}
 	}
 	return true
+}
+
+// streamSlices splits r into n contiguous ranges (Options.Streams) whose
+// sizes differ by at most one slice; n is at most r.Len().
+func streamSlices(r offsets.SliceRange, n int) []offsets.SliceRange {
+	out := make([]offsets.SliceRange, n)
+	size := r.Len()
+	for k := range n {
+		out[k] = offsets.SliceRange{First: r.First + uint32(k*size/n), Last: r.First + uint32((k+1)*size/n) - 1}
+	}
+	return out
 }
 
 // pieces splits own, after a re-split, into the stored entries that cover
@@ -34,7 +52,7 @@ func pieces(own offsets.SliceRange, r offsets.Resolution) []offsets.Entry {
 }
 
 // savedKeys are the keys under which the offset pos is saved: the
-// consumer's own range, or its pieces while pos is below one of them (the
+// follower's own range, or its pieces while pos is below one of them (the
 // store keeps the higher of pos and a piece's offset). Once pos passes
 // them all, the own range is saved (the store merges the pieces into it)
 // and the pieces are forgotten.
@@ -55,7 +73,7 @@ func (f *follower) savedKeys(pos uint64) []offsets.Key {
 
 // saved notes that the offset was saved under keys.
 func (f *follower) saved(keys []offsets.Key) {
-	if len(keys) == 1 && keys[0].Slices == f.c.opts.Slices {
+	if len(keys) == 1 && keys[0].Slices == f.slices {
 		f.parts = nil
 	}
 }

@@ -51,4 +51,11 @@
 // committed in the same transaction as the batch of events it covers
 // (consumer.CommitHandler, journal.AppendWith): after a crash the copied
 // events and the offset agree. streamd shows it through the admin API.
+//
+// ReplicationOptions.Streams copies a source over several parallel streams,
+// each over a contiguous part of its slices with its own offset
+// (consumer.Options.Streams). An entity's events keep their order; events
+// of different parts are appended in no set order. A changed number of
+// streams is a consumer re-split: nothing is skipped, and the journal
+// drops what arrives twice.
 package topology

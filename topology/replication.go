@@ -38,6 +38,15 @@ type ReplicationOptions struct {
 	// Name of the consumer in Store and to the source; default
 	// "replicate-<from>-<stream>".
 	Name string
+	// Streams copies the source over this many parallel streams (default
+	// 1, at most journal.Slices), each over a contiguous part of the
+	// source's 1,024 slices (consumer.Options.Streams) with its own offset,
+	// committed with the events it covers. Events of one entity keep their
+	// order; those of different parts are appended in no set order. A
+	// changed number is a re-split: each new part resumes from the offsets
+	// of the parts it overlaps, and what one of them copied already is
+	// dropped, so nothing is skipped and nothing applied twice.
+	Streams int
 	// Journal is the local journal; its Region must be set and differ from
 	// From.Name. Required.
 	Journal *journal.Journal
@@ -66,6 +75,9 @@ func (o ReplicationOptions) Validate() error {
 	}
 	if len(o.From.Addrs) == 0 {
 		bad("ReplicationOptions.From.Addrs: region %q has no addresses", o.From.Name)
+	}
+	if o.Streams < 0 || o.Streams > journal.Slices {
+		bad("ReplicationOptions.Streams %d is not in 1-%d (0 means 1)", o.Streams, journal.Slices)
 	}
 	switch {
 	case o.Journal == nil:
@@ -121,6 +133,7 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 		DialOptions:   opts.DialOptions,
 		Stream:        opts.Stream,
 		Name:          opts.Name,
+		Streams:       opts.Streams,
 		Store:         opts.Store,
 		Filter:        filter,
 		CommitHandler: r.apply,

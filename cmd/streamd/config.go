@@ -17,6 +17,7 @@ import (
 	"github.com/streamd/streamd/aggregate"
 	"github.com/streamd/streamd/filters"
 	"github.com/streamd/streamd/internal/dialopts"
+	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
@@ -58,6 +59,9 @@ type regionConfig struct {
 	Addrs     []string `yaml:"addrs"`
 	TLS       tlsKeys  `yaml:"tls"`
 	TokenFile string   `yaml:"token_file"`
+	// Streams is the number of parallel streams the region is copied
+	// over (nil: 1); see topology.ReplicationOptions.Streams.
+	Streams *int `yaml:"streams"`
 }
 
 type streamConfig struct {
@@ -77,6 +81,8 @@ type replicateConfig struct {
 	Name      string  `yaml:"name"`
 	TLS       tlsKeys `yaml:"tls"`
 	TokenFile string  `yaml:"token_file"`
+	// Streams is the number of parallel streams (nil: 1).
+	Streams *int `yaml:"streams"`
 }
 
 type tlsKeys struct {
@@ -216,12 +222,16 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 		if err != nil {
 			return fileSettings{}, err
 		}
+		streams, err := parseStreams(at, r.Streams)
+		if err != nil {
+			return fileSettings{}, err
+		}
 		regions = append(regions, r.Name)
 		name := regionReplication(r.Name)
 		names[name] = true
 		// A region back from a partition is replicated from again within
 		// regionMaxBackoff.
-		regionRepls = append(regionRepls, topology.ReplicationOptions{From: topology.Region{Name: r.Name, Addrs: r.Addrs}, Name: name, DialOptions: dial, MaxBackoff: regionMaxBackoff})
+		regionRepls = append(regionRepls, topology.ReplicationOptions{From: topology.Region{Name: r.Name, Addrs: r.Addrs}, Name: name, Streams: streams, DialOptions: dial, MaxBackoff: regionMaxBackoff})
 	}
 	if fc.Region != "" && len(regions) > 0 && !slices.Contains(regions, fc.Region) {
 		return fileSettings{}, fmt.Errorf("region %q is not in regions (%s)", fc.Region, strings.Join(regions, ", "))
@@ -246,6 +256,10 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 		if err != nil {
 			return fileSettings{}, err
 		}
+		streams, err := parseStreams(at, r.Streams)
+		if err != nil {
+			return fileSettings{}, err
+		}
 		name := r.Name
 		if name == "" {
 			stream := r.Stream
@@ -266,6 +280,7 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 			Stream:      r.Stream,
 			Filter:      crits,
 			Name:        name,
+			Streams:     streams,
 			DialOptions: dial,
 		})
 	}
@@ -297,6 +312,17 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 		return fileSettings{}, err
 	}
 	return fileSettings{streams: streams, repls: repls, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls, onDemand: onDemand, aggs: aggs}, nil
+}
+
+// parseStreams checks the streams: of the entry at (nil: 1 stream).
+func parseStreams(at string, n *int) (int, error) {
+	switch {
+	case n == nil:
+		return 1, nil
+	case *n < 1 || *n > journal.Slices:
+		return 0, fmt.Errorf("%s: streams %d is not in 1-%d (the source's slices are copied over that many parallel streams; leave it out for 1)", at, *n, journal.Slices)
+	}
+	return *n, nil
 }
 
 func parseFilter(at string, texts []string, now time.Time) ([]*streamdv1.FilterCriterion, error) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,7 @@ replicate:
     addrs: ["127.0.0.1:7071", "127.0.0.1:7072"]
     filter: ["include type=cart"]
     token_file: ` + tokenFile + `
+    streams: 4
   - from: ap
     addrs: ["127.0.0.1:7073"]
     stream: carts
@@ -43,7 +45,8 @@ replicate:
 		t.Fatalf("streams = %+v", streams)
 	}
 	if len(repls) != 2 || repls[0].Name != "replicate-us-all" || repls[1].Name != "replicate-ap-carts" ||
-		len(repls[0].From.Addrs) != 2 || repls[1].Stream != "carts" || len(repls[0].DialOptions) != 3 {
+		len(repls[0].From.Addrs) != 2 || repls[1].Stream != "carts" || len(repls[0].DialOptions) != 3 ||
+		repls[0].Streams != 4 || repls[1].Streams != 1 {
 		t.Fatalf("replications = %+v", repls)
 	}
 	if _, err := parseConfig(nil, now); err != nil {
@@ -62,6 +65,9 @@ replicate:
 		{"cert without key", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    tls: {cert: c.pem}\n", "replicate[0].tls.cert and replicate[0].tls.key go together"},
 		{"missing ca", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    tls: {ca: /nonexistent/ca.pem}\n", "replicate[0].tls.ca"},
 		{"missing token file", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    token_file: /nonexistent/token\n", "replicate[0].token_file"},
+		{"zero streams", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    streams: 0\n", "replicate[0]: streams 0 is not in 1-1024"},
+		{"too many streams", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    streams: 1025\n", "replicate[0]: streams 1025 is not in 1-1024"},
+		{"negative region streams", "regions:\n  - {name: us, addrs: [\"a:1\"]}\n  - {name: eu, addrs: [\"b:1\"], streams: -2}\ndefault_primary: us\n", `regions[1] ("eu"): streams -2 is not in 1-1024`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseConfig([]byte(tc.yaml), now)
@@ -107,6 +113,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("regions:\n  - {name: us, addrs: [\"a:1\"]}\n  - {name: eu, addrs: [\"b:1\"]}\ndefault_primary: eu\nregion: us\nentity_types:\n  - {name: c, mode: replicated}\n  - {name: k, mode: local}\n")
 	f.Add("regions: [{name: us, addrs: [a]}, {name: us, addrs: [b]}]\ndefault_mode: request-region\ndefault_primary: us\n")
 	f.Add("regions: [{name: us, addrs: [a]}, {name: eu, addrs: [b]}]\ndefault_primary: us\nentity_types:\n  - {name: c, mode: replicated, replication: on-demand, inactivity: 1m, summary_types: [s]}\n")
+	f.Add("regions: [{name: us, addrs: [a], streams: 4}, {name: eu, addrs: [b], streams: 1024}]\ndefault_primary: us\nreplicate: [{from: x, addrs: [c], streams: 2}]\n")
 	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, raw string) {
 		settings, err := parseConfig([]byte(raw), now)
@@ -120,7 +127,7 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		names := map[string]bool{}
 		for _, r := range settings.repls {
-			if r.From.Name == "" || len(r.From.Addrs) == 0 || r.Name == "" || names[r.Name] {
+			if r.From.Name == "" || len(r.From.Addrs) == 0 || r.Name == "" || names[r.Name] || r.Streams < 1 || r.Streams > 1024 {
 				t.Fatalf("replication %+v accepted from %q", r, raw)
 			}
 			names[r.Name] = true
@@ -134,7 +141,9 @@ func FuzzParseConfig(f *testing.F) {
 			if len(settings.onDemand) > 0 {
 				perRegion = 2 // region-<name> and on-demand-<name>
 			}
-			if len(withIt.repls) != len(settings.repls)+perRegion*(len(settings.regions)-1) || slices.ContainsFunc(withIt.repls, func(r topology.ReplicationOptions) bool { return r.From.Name == region }) {
+			if len(withIt.repls) != len(settings.repls)+perRegion*(len(settings.regions)-1) || slices.ContainsFunc(withIt.repls, func(r topology.ReplicationOptions) bool {
+				return r.From.Name == region || r.Streams < 1 || r.Streams > 1024
+			}) {
 				t.Fatalf("region %q replicates %+v (%q)", region, withIt.repls, raw)
 			}
 		}
@@ -202,5 +211,37 @@ func TestParseConfigOnDemand(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// streams: of a regions: or replicate: entry is the number of parallel
+// streams of its replication, 1 when left out.
+func TestParseStreams(t *testing.T) {
+	settings, err := parseConfig([]byte(`
+regions:
+  - {name: us, addrs: ["127.0.0.1:7071"], streams: 4}
+  - {name: eu, addrs: ["127.0.0.1:7072"]}
+  - {name: ap, addrs: ["127.0.0.1:7074"], streams: 1024}
+default_primary: eu
+replicate:
+  - {from: partner, addrs: ["127.0.0.1:7075"], streams: 3}
+`), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, settings, err = settings.withRegion("eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range settings.repls {
+		got = append(got, fmt.Sprintf("%s:%d", r.Name, r.Streams))
+	}
+	if want := []string{"region-us:4", "region-ap:1024", "replicate-partner-all:3"}; !slices.Equal(got, want) {
+		t.Fatalf("replications %v, want %v", got, want)
+	}
+	_, settings, err = settings.withRegion("us")
+	if err != nil || len(settings.repls) == 0 || settings.repls[0].Name != "region-eu" || settings.repls[0].Streams != 1 {
+		t.Fatalf("from us: %+v, %v; want region-eu over 1 stream first", settings.repls, err)
 	}
 }

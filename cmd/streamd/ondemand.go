@@ -113,6 +113,7 @@ func onDemandSplit(r topology.ReplicationOptions, region string, types []onDeman
 	)
 	od := r
 	od.Name = onDemandReplication(r.From.Name)
+	od.Streams = 1 // summaries and the entities of interest: streams: N is for the bulk
 	// The replication excludes this region's own events, so this include
 	// matches nothing: it keeps the filter in include mode while no
 	// summary type or entity is included.
