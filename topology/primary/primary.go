@@ -351,12 +351,12 @@ func (p *Primary) withOverride(err error, t EntityType, entityID string) error {
 	if !errors.As(err, &ue) || ue.Override != "" {
 		return err
 	}
-	takeover := fmt.Sprintf("streamctl primary takeover --force --type %s --entity %s (forks the history if %s is alive and writes)", t.Name, entityID, ue.Region)
+	single := fmt.Sprintf("streamctl primary takeover --force --type %s --entity %s (forks the history if %s is alive and writes)", t.Name, entityID, ue.Region)
 	if t.Mode == ModePinned {
-		ue.Override = fmt.Sprintf("against region %s run streamctl primary set --type %s --region %s, then %s", p.region, t.Name, p.region, takeover)
-	} else {
-		ue.Override = fmt.Sprintf("against region %s run %s", p.region, takeover)
+		single = fmt.Sprintf("streamctl primary set --type %s --region %s, then %s", t.Name, p.region, single)
 	}
+	ue.Override = fmt.Sprintf("against region %s run streamctl primary failover --from %s --to %s (a dry run; --execute moves all %s had), or for this entity alone %s",
+		p.region, ue.Region, p.region, ue.Region, single)
 	return err
 }
 

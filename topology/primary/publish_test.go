@@ -190,7 +190,7 @@ func TestPublishRefusals(t *testing.T) {
 	_, err = eu.Publish(ctx, []*streamdv1.Event{{EntityType: "invoice", EntityId: "i9", EventType: "x"}})
 	var ue *primary.UnavailableError
 	if !errors.As(err, &ue) || ue.Region != "us" || status.Code(primary.ToStatus(err)) != codes.Unavailable ||
-		!strings.Contains(err.Error(), "if it is gone: against region eu run streamctl primary set --type invoice --region eu, then streamctl primary takeover --force --type invoice --entity i9") {
+		!strings.Contains(err.Error(), "if it is gone: against region eu run streamctl primary failover --from us --to eu (a dry run; --execute moves all us had), or for this entity alone streamctl primary set --type invoice --region eu, then streamctl primary takeover --force --type invoice --entity i9") {
 		t.Fatalf("publish with the primary cut off: %v", err)
 	}
 }
