@@ -191,6 +191,7 @@ func New(o Options) (*Console, error) {
 	c.mux.HandleFunc("GET "+Path+"api/tail", c.read(c.tail))
 	c.mux.HandleFunc("POST "+Path+"api/offsets/move", c.act(true, c.moveOffsets))
 	c.mux.HandleFunc("POST "+Path+"api/filters/update", c.act(true, c.updateFilter))
+	c.mux.HandleFunc("POST "+Path+"api/primary/failover", c.act(true, c.failover))
 	go c.sample()
 	return c, nil
 }

@@ -75,6 +75,10 @@ func (f *fakeAdmin) Invoke(_ context.Context, method string, args, reply any, _ 
 			return status.Errorf(codes.NotFound, "topology: unknown entity type: %q", name)
 		}
 		resp = &streamdv1.GetPrimaryResponse{EntityType: name, Primary: primary, PinnedIn: primary, PinnedAtUnixNano: 5e6}
+	case streamdv1.PrimaryService_Failover_FullMethodName:
+		req := args.(*streamdv1.FailoverRequest)
+		resp = &streamdv1.FailoverResponse{EntityTypes: []string{"order"}, Executed: req.GetExecute(), AtRisk: 2, Progress: []*streamdv1.RegionProgress{
+			{Region: req.GetTo(), Reachable: true, AppliedOffset: 3, KnownOffset: 5}, {Region: "ap", Reachable: true, AppliedOffset: 4, KnownOffset: 5}}}
 	default:
 		return status.Errorf(codes.Unimplemented, "fake: %s", method)
 	}
@@ -248,15 +252,14 @@ func FuzzActions(f *testing.F) {
 		`{"consumer":"r","to":"offset","offset":3}`, `{"consumer":"r","to":"time","time":"2026-01-02T15:04:05Z","execute":true}`,
 		`{"consumer":"r","add":["include tag=a ttl=1m"]}`, `{"consumer":"r","remove":["include tag=a"],"execute":true}`,
 		`{"to":"sideways"}`, `{"add":["include bogus"]}`, `[]`, `{"consumer":1}`, ``,
+		`{"from":"us","to":"eu"}`, `{"from":"us","to":"eu","execute":true}`, `{"from":"eu","to":"eu"}`, `{"from":"us"}`,
 	} {
 		f.Add(byte(0), seed)
 		f.Add(byte(1), seed)
+		f.Add(byte(2), seed)
 	}
 	f.Fuzz(func(t *testing.T, which byte, body string) {
-		path := Path + "api/offsets/move"
-		if which%2 == 1 {
-			path = Path + "api/filters/update"
-		}
+		path := [...]string{Path + "api/offsets/move", Path + "api/filters/update", Path + "api/primary/failover"}[which%3]
 		req := httptest.NewRequest("POST", path, strings.NewReader(body))
 		req.Host = "127.0.0.1:9464"
 		req.Header.Set("Content-Type", "application/json")

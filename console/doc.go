@@ -10,7 +10,13 @@
 //     positions as streamctl tail), consumers from AdminService.ListConsumers,
 //     and an offset move or a filter change goes through MoveOffsets and
 //     UpdateConsumerFilter, previewed (a dry run, or the filter it would
-//     leave) before it is executed. Entity types show their primary as
+//     leave) before it is executed. The regions page fails a region over
+//     to this one through PrimaryService.Failover (streamctl primary
+//     failover): its dry run's report (per region how far it applied the
+//     failed region's journal and the last offset it knows it wrote, the
+//     events at risk, the types moving, the failover point, a warning when
+//     another region applied more) comes first, and Execute sends exactly
+//     the request of that dry run. Entity types show their primary as
 //     PrimaryService.GetPrimary gives it at each sample (an on-demand type
 //     with its summary types and inactivity, from the config), entries of
 //     interest what InterestService.ListInterests lists, aggregation stages
@@ -49,5 +55,6 @@
 // show no count of the entities each region owns (that would fold every
 // entity's history). An entry of interest's expiry counts down in the
 // browser from the last sample's: a use of the entity moves it at the next
-// sample. There is no failover button.
+// sample. The failover form offers the regions this one replicates from;
+// PrimaryService.Failover refuses a "to" other than this region.
 package console

@@ -443,7 +443,73 @@ function renderRegions() {
       el('td', { class: 't-takeovers', 'data-value': t.takeovers, text: fmtInt(t.takeovers) })));
   }
   if (!(snap.entity_types || []).length) types.append(el('tr', {}, el('td', { class: 'muted', colspan: 7, text: 'no entity types configured' })));
+  renderFailover();
   renderInterest();
+}
+
+// Failover: a form to fail a region over to this one (the region serving
+// the request takes over), a dry run first; Execute sends exactly the
+// request of the last dry run, with execute set.
+let pendingFailover = null;
+
+function renderFailover() {
+  const here = snap.region;
+  const others = [...new Set((snap.links || []).map((l) => l.from).filter((r) => r && r !== here))].sort();
+  $('#rg-failover').hidden = !here || !others.length;
+  if ($('#rg-failover').hidden) return;
+  const fill = (sel, names, pick) => {
+    const s = $(sel);
+    if ([...s.options].map((o) => o.value).join(' ') === names.join(' ')) return;
+    const keep = s.value;
+    s.replaceChildren(...names.map((n) => el('option', { value: n, text: n })));
+    s.value = names.includes(keep) ? keep : pick;
+  };
+  fill('#fo-from', others, others[0]);
+  fill('#fo-to', [here, ...others], here);
+  for (const id of ['#fo-from', '#fo-to', '#fo-dry-run']) $(id).disabled = !session.act;
+  $('#fo-denied').hidden = session.act;
+}
+
+function failoverReport(res) {
+  const t = el('table', { class: 'fo-progress' }, el('thead', {}, el('tr', {}, ...['region', 'reachable', 'applied', 'known'].map((h) => el('th', { text: h })))));
+  const b = el('tbody');
+  for (const p of res.progress) {
+    const cell = (cls, v) => el('td', { class: cls, 'data-value': p.reachable ? v : '-', text: p.reachable ? fmtInt(v) : '-' });
+    b.append(el('tr', { 'data-region': p.region, title: p.error || '' }, el('td', { text: p.region }),
+      el('td', { class: 'fo-reachable ' + (p.reachable ? 'ok' : 'bad'), text: p.reachable ? 'yes' : 'no' }),
+      cell('fo-applied', p.applied_offset), cell('fo-known', p.known_offset)));
+  }
+  t.append(b);
+  const notes = el('ul', { class: 'fo-notes small' });
+  // The note of what is at risk in red when the failover may lose events.
+  for (const n of res.notes) notes.append(el('li', { class: n.startsWith('at risk: ') && Number(res.at_risk) ? 'bad' : '', text: n }));
+  return [t, notes];
+}
+
+async function dryRunFailover() {
+  $('#fo-error').textContent = '';
+  $('#fo-execute').hidden = true;
+  pendingFailover = null;
+  const req = { from: $('#fo-from').value, to: $('#fo-to').value, execute: false };
+  try {
+    const res = await api('api/primary/failover', req);
+    $('#fo-out').replaceChildren(el('p', { class: 'muted', text: 'dry run from ' + req.from + ' to ' + req.to + ': nothing changed' }), ...failoverReport(res));
+    pendingFailover = req;
+    $('#fo-execute').textContent = 'Execute: fail over from ' + req.from + ' to ' + req.to;
+    $('#fo-execute').hidden = false;
+  } catch (e) { $('#fo-error').textContent = e.message; }
+}
+
+async function executeFailover() {
+  $('#fo-execute').hidden = true;
+  if (!pendingFailover) return;
+  const req = Object.assign({}, pendingFailover, { execute: true });
+  pendingFailover = null;
+  try {
+    const res = await api('api/primary/failover', req);
+    $('#fo-out').replaceChildren(el('p', { id: 'fo-done', class: 'ok', 'data-offset': res.offset,
+      text: 'failed over from ' + req.from + ' to ' + req.to + ' (record at offset ' + fmtInt(res.offset) + ')' }), ...failoverReport(res));
+  } catch (e) { $('#fo-error').textContent = e.message; }
 }
 
 // Interest: the on-demand entity types, and the entities this region has
@@ -536,6 +602,10 @@ function wire() {
   $('#move-execute').addEventListener('click', executeMove);
   $('#filter-preview').addEventListener('click', () => previewFilter({ add: [$('#filter-text').value.trim()] }));
   $('#filter-execute').addEventListener('click', executeFilter);
+  $('#fo-dry-run').addEventListener('click', dryRunFailover);
+  $('#fo-execute').addEventListener('click', executeFailover);
+  // A changed choice needs its own dry run before Execute.
+  for (const id of ['#fo-from', '#fo-to']) $(id).addEventListener('change', () => { $('#fo-execute').hidden = true; pendingFailover = null; });
   $('#tail-start').addEventListener('click', startTail);
   $('#tail-pause').addEventListener('click', togglePause);
 }
