@@ -3,11 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/streamd/streamd/internal/failoverreport"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -211,52 +211,10 @@ func printFailover(c *cli.Context, from, to string, resp *streamdv1.FailoverResp
 			"from_applied_unix_nano": resp.FromAppliedUnixNano, "executed": resp.Executed, "offset": resp.Offset,
 		})
 	}
-	for _, line := range failoverNotes(from, to, resp) {
+	for _, line := range failoverreport.Notes(from, to, resp, "add --execute to fail over") {
 		p.note("%s", line)
 	}
 	return nil
-}
-
-// failoverNotes are the lines of a failover's report after the table: what
-// moves, the failover point, what is at risk, and what was done.
-func failoverNotes(from, to string, resp *streamdv1.FailoverResponse) []string {
-	var notes []string
-	var moving []string
-	if len(resp.EntityTypes) > 0 {
-		moving = append(moving, strings.Join(resp.EntityTypes, ", "))
-	}
-	if resp.UnlistedTypes {
-		moving = append(moving, "every type not listed (default_primary "+from+")")
-	}
-	types := "none"
-	if len(moving) > 0 {
-		types = strings.Join(moving, " and ")
-	}
-	notes = append(notes, fmt.Sprintf("pinned types moving from %s to %s: %s", from, to, types))
-	point := "none of its events"
-	if resp.FromAppliedUnixNano != 0 {
-		point = time.Unix(0, resp.FromAppliedUnixNano).UTC().Format(time.RFC3339Nano)
-	}
-	notes = append(notes, fmt.Sprintf("failover point: the last event of %s applied in %s: %s", from, to, point))
-	notes = append(notes, fmt.Sprintf("at risk: %d event(s) of %s's journal that no reachable region has applied", resp.AtRisk, from))
-	var here, best uint64
-	bestRegion := ""
-	for _, rp := range resp.Progress {
-		if rp.Region == to {
-			here = rp.AppliedOffset
-		} else if rp.Reachable && rp.AppliedOffset > best {
-			best, bestRegion = rp.AppliedOffset, rp.Region
-		}
-	}
-	if best > here && !resp.Executed {
-		notes = append(notes, fmt.Sprintf("%s has applied %d more of %s's journal than %s: those events reach %s through %s (relayed) if you wait; failing over now fences them", bestRegion, best-here, from, to, to, bestRegion))
-	}
-	if resp.Executed {
-		notes = append(notes, fmt.Sprintf("failed over from %s to %s (record at offset %d); events %s wrote after the failover point: streamctl primary conflicts", from, to, resp.Offset, from))
-	} else {
-		notes = append(notes, "dry run: nothing changed; add --execute to fail over")
-	}
-	return notes
 }
 
 func needType(c *cli.Context, cmd string) error {

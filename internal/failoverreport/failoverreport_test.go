@@ -1,4 +1,4 @@
-package main
+package failoverreport
 
 import (
 	"slices"
@@ -11,13 +11,13 @@ import (
 // The dry run's report says when another region holds more of the failed
 // region's events than the one taking over (they would be fenced), and
 // never after the failover is done.
-func TestFailoverNotes(t *testing.T) {
+func TestNotes(t *testing.T) {
 	progress := []*streamdv1.RegionProgress{
 		{Region: "us", Reachable: true, AppliedOffset: 10, KnownOffset: 12},
 		{Region: "ap", Reachable: true, AppliedOffset: 14, KnownOffset: 14},
 		{Region: "sa", AppliedOffset: 0},
 	}
-	dry := failoverNotes("eu", "us", &streamdv1.FailoverResponse{EntityTypes: []string{"order", "invoice"}, Progress: progress, AtRisk: 0})
+	dry := Notes("eu", "us", &streamdv1.FailoverResponse{EntityTypes: []string{"order", "invoice"}, Progress: progress, AtRisk: 0}, "add --execute to fail over")
 	want := []string{
 		"pinned types moving from eu to us: order, invoice",
 		"failover point: the last event of eu applied in us: none of its events",
@@ -28,7 +28,7 @@ func TestFailoverNotes(t *testing.T) {
 	if !slices.Equal(dry, want) {
 		t.Fatalf("dry run notes:\n%s\nwant:\n%s", strings.Join(dry, "\n"), strings.Join(want, "\n"))
 	}
-	done := failoverNotes("eu", "us", &streamdv1.FailoverResponse{Progress: progress, Executed: true, Offset: 7, UnlistedTypes: true})
+	done := Notes("eu", "us", &streamdv1.FailoverResponse{Progress: progress, Executed: true, Offset: 7, UnlistedTypes: true}, "add --execute to fail over")
 	if done[0] != "pinned types moving from eu to us: every type not listed (default_primary eu)" ||
 		done[len(done)-1] != "failed over from eu to us (record at offset 7); events eu wrote after the failover point: streamctl primary conflicts" || len(done) != 4 {
 		t.Fatalf("notes after the failover: %q", done)
