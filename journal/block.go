@@ -118,11 +118,7 @@ func (b *blockWriter) add(c *changes, e *streamdv1.Event) ([]byte, error) {
 		return nil, err
 	}
 	raw := b.encoded[at:len(b.encoded):len(b.encoded)]
-	b.buf = b.appendString(b.buf, e.EntityType)
-	b.buf = protowire.AppendString(b.buf, e.EntityId)
-	b.buf = b.appendString(b.buf, e.EventType)
-	// raw is in field order (deterministic marshalling): the fields kept
-	// are copied in runs.
+	// The size of the fields kept, before anything goes into the block.
 	rest := 0
 	for p := raw; len(p) > 0; {
 		n, size := nextField(p)
@@ -134,6 +130,9 @@ func (b *blockWriter) add(c *changes, e *streamdv1.Event) ([]byte, error) {
 		}
 		p = p[size:]
 	}
+	b.buf = b.appendString(b.buf, e.EntityType)
+	b.buf = protowire.AppendString(b.buf, e.EntityId)
+	b.buf = b.appendString(b.buf, e.EventType)
 	b.buf = protowire.AppendVarint(b.buf, uint64(rest))
 	for p := raw; len(p) > 0; {
 		n, size := nextField(p)
