@@ -467,9 +467,7 @@ func (f *follower) saveSoon() error {
 			f.again = true
 			return nil
 		}
-		s := f.inflight
-		f.inflight, f.again = nil, false
-		if err := f.written(s, <-f.saveDone); err != nil {
+		if err := f.awaitSave(); err != nil {
 			return err
 		}
 	}
@@ -480,6 +478,17 @@ func (f *follower) saveSoon() error {
 	f.inflight = s
 	go func() { f.saveDone <- f.write(s) }()
 	return nil
+}
+
+// awaitSave waits for the save in flight, if any, and handles its result;
+// a save noted meanwhile is dropped (the caller saves next).
+func (f *follower) awaitSave() error {
+	s := f.inflight
+	if s == nil {
+		return nil
+	}
+	f.inflight, f.again = nil, false
+	return f.written(s, <-f.saveDone)
 }
 
 // saveEnded handles the result of the save in flight.
@@ -509,11 +518,8 @@ func (f *follower) saveDue() error {
 // flush waits for the save in flight, then saves the offset and the pending
 // applied seqNrs, if they moved.
 func (f *follower) flush() error {
-	if s := f.inflight; s != nil {
-		f.inflight, f.again = nil, false
-		if err := f.written(s, <-f.saveDone); err != nil {
-			return err
-		}
+	if err := f.awaitSave(); err != nil {
+		return err
 	}
 	s := f.take()
 	if s == nil {
