@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -45,19 +43,7 @@ func BenchmarkPublishByMode(b *testing.B) {
 		samples = 1000
 		rttRate = 100
 	)
-	addrs := freeAddrs(b, 2)
-	cfg := filepath.Join(b.TempDir(), "project.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, `regions:
-  - {name: us, addrs: [%q]}
-  - {name: eu, addrs: [%q]}
-default_primary: eu
-entity_types:
-  - {name: account, mode: request-region, home: eu}
-  - {name: cart, mode: replicated}
-  - {name: click, mode: local}
-`, addrs[0], addrs[1]), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	cfg, addrs := twoRegionProject(b)
 	clients := map[string]streamdv1.EventStreamServiceClient{}
 	health := map[string]healthpb.HealthClient{}
 	metricsAddrs := map[string]string{}

@@ -108,13 +108,13 @@ func freeAddrs(t testing.TB, n int) []string {
 	return addrs
 }
 
-// A service in any language publishes every mode with the proto alone:
-// JSON requests to two regions of one project, built from the server's
-// reflection. The metrics count the forward, the takeover and the CRDT
-// operations, and show the replication lag per region.
-func TestPublishEachModeAsJSON(t *testing.T) {
-	addrs := freeAddrs(t, 2)
-	cfg := filepath.Join(t.TempDir(), "project.yaml")
+// twoRegionProject writes the config of a project of two regions, us and
+// eu, on free ports of 127.0.0.1: every type pinned to eu but accounts
+// (request-region, home eu), carts (replicated) and clicks (local).
+func twoRegionProject(tb testing.TB) (cfg string, addrs []string) {
+	tb.Helper()
+	addrs = freeAddrs(tb, 2)
+	cfg = filepath.Join(tb.TempDir(), "project.yaml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, `regions:
   - {name: us, addrs: [%q]}
   - {name: eu, addrs: [%q]}
@@ -124,8 +124,17 @@ entity_types:
   - {name: cart, mode: replicated}
   - {name: click, mode: local}
 `, addrs[0], addrs[1]), 0o600); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	return cfg, addrs
+}
+
+// A service in any language publishes every mode with the proto alone:
+// JSON requests to two regions of one project, built from the server's
+// reflection. The metrics count the forward, the takeover and the CRDT
+// operations, and show the replication lag per region.
+func TestPublishEachModeAsJSON(t *testing.T) {
+	cfg, addrs := twoRegionProject(t)
 	us := startDaemon(t, t.TempDir(), "--region", "us", "--config", cfg, "--listen", addrs[0])
 	eu := startDaemon(t, t.TempDir(), "--region", "eu", "--config", cfg, "--listen", addrs[1])
 	c := newJSONClient(t, us.conn, "streamd.v1.EventStreamService", "streamd.v1.PrimaryService")
