@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"io/fs"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/streamd/streamd/internal/diskspace"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -30,7 +29,7 @@ type Snapshot struct {
 	Last       uint64 `json:"last_offset"`
 	Events     uint64 `json:"events"`
 	Bytes      int64  `json:"bytes"`                // of events, as the journal counts them
-	DiskBytes  int64  `json:"disk_bytes"`           // of the files in the data directory; -1 unknown
+	DiskBytes  int64  `json:"disk_bytes"`           // the files in the data directory take on disk (diskspace.Used); -1 unknown
 	FreeBytes  int64  `json:"free_bytes"`           // free on its filesystem; -1 unknown
 	Health     string `json:"health"`               // SERVING or FAILED
 	HealthErr  string `json:"health_err,omitempty"` // why FAILED
@@ -193,7 +192,13 @@ func (c *Console) takeSample() {
 		snap.Health, snap.HealthErr = "FAILED", err.Error()
 	}
 	if c.opts.DataDir != "" {
-		snap.DiskBytes, snap.FreeBytes = diskUsage(c.opts.DataDir)
+		if n, err := diskspace.Used(c.opts.DataDir); err == nil {
+			snap.DiskBytes = n
+		}
+		var st syscall.Statfs_t
+		if syscall.Statfs(c.opts.DataDir, &st) == nil {
+			snap.FreeBytes = int64(st.Bavail) * st.Bsize
+		}
 	}
 	p := point{t: now, lags: map[string]int64{}, offsets: map[string]uint64{}, links: map[string][2]float64{},
 		forwards: map[string]float64{}, takeovers: map[string]float64{}}
@@ -412,33 +417,6 @@ func (c *Console) keepWindows(stages []*streamdv1.AggregateStatus) {
 		}
 		c.samples.windows[st.GetName()] = ws[max(0, len(ws)-keptWindows):]
 	}
-}
-
-// diskUsage returns the bytes of the files under dir and the free bytes
-// of its filesystem, -1 for what cannot be read.
-func diskUsage(dir string) (used, free int64) {
-	used, free = 0, -1
-	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil // a file removed meanwhile (compaction, retention)
-		}
-		if fi, err := d.Info(); err == nil && fi.Mode().IsRegular() {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				used += st.Blocks * 512 // allocated: Badger's value logs are sparse
-			} else {
-				used += fi.Size()
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		used = -1
-	}
-	var st syscall.Statfs_t
-	if syscall.Statfs(dir, &st) == nil {
-		free = int64(st.Bavail) * st.Bsize
-	}
-	return used, free
 }
 
 // listed returns the elements of the array field name of a JSON object,

@@ -1,17 +1,16 @@
 package metrics
 
 import (
-	"errors"
-	"io/fs"
-	"path/filepath"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/streamd/streamd/internal/diskspace"
 )
 
 var (
 	diskBytesDesc = prometheus.NewDesc("streamd_journal_disk_bytes",
-		"Bytes the journal's files take on disk (tables, value logs, WAL), under --data-dir.", nil, nil)
+		"Bytes the files under --data-dir (tables, value logs, WAL) take on disk: their allocated blocks, so a sparse value log counts what is written in it, not its length.", nil, nil)
 	diskFreeDesc = prometheus.NewDesc("streamd_disk_free_bytes",
 		"Free bytes of the file system of --data-dir available to streamd.", nil, nil)
 	diskSizeDesc = prometheus.NewDesc("streamd_disk_size_bytes",
@@ -23,7 +22,7 @@ var (
 )
 
 // WatchStorage registers gauges of the journal's storage, read at scrape
-// time: the bytes of the files under dir, the free and total space of its
+// time: the bytes the files under dir take on disk, the free and total space of its
 // file system, the free space publishes need (minFree), and whether the
 // journal failed (failed returns non-nil). Call it once.
 func (m *Metrics) WatchStorage(dir string, minFree int64, failed func() error) {
@@ -45,7 +44,7 @@ func (c *storageCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
-	if n, err := dirBytes(c.dir); err == nil {
+	if n, err := diskspace.Used(c.dir); err == nil {
 		ch <- prometheus.MustNewConstMetric(diskBytesDesc, prometheus.GaugeValue, float64(n))
 	}
 	var st syscall.Statfs_t
@@ -55,25 +54,4 @@ func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(minFreeDesc, prometheus.GaugeValue, float64(c.minFree))
 	ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.GaugeValue, boolValue(c.failed() != nil))
-}
-
-// dirBytes sums the sizes of the regular files under dir. Files removed
-// while it walks (compaction, retention) are skipped.
-func dirBytes(dir string) (int64, error) {
-	var n int64
-	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
-		}
-		return nil
-	})
-	return n, err
 }

@@ -1,0 +1,42 @@
+package diskspace
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"syscall"
+)
+
+// Used returns the bytes the regular files under dir take on disk: their
+// allocated blocks, or their lengths where the platform gives no blocks.
+// Files removed while it walks (compaction, retention) count 0; a dir that
+// does not exist takes 0 bytes.
+func Used(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			n += int64(st.Blocks) * 512 // st_blocks counts 512-byte units
+		} else {
+			n += fi.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("diskspace: bytes used under %s: %w", dir, err)
+	}
+	return n, nil
+}
