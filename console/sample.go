@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -195,9 +194,8 @@ func (c *Console) takeSample() {
 		if n, err := diskspace.Used(c.opts.DataDir); err == nil {
 			snap.DiskBytes = n
 		}
-		var st syscall.Statfs_t
-		if syscall.Statfs(c.opts.DataDir, &st) == nil {
-			snap.FreeBytes = int64(st.Bavail) * st.Bsize
+		if n, err := diskspace.Free(c.opts.DataDir); err == nil {
+			snap.FreeBytes = n
 		}
 	}
 	p := point{t: now, lags: map[string]int64{}, offsets: map[string]uint64{}, links: map[string][2]float64{},

@@ -3,9 +3,9 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"syscall"
 
 	"github.com/streamd/streamd/internal/bytesize"
+	"github.com/streamd/streamd/internal/diskspace"
 	"github.com/streamd/streamd/journal"
 )
 
@@ -28,11 +28,11 @@ func minFreeBytesFlag(minFree, memTableSize int64) error {
 // with less free space than the journal keeps: publishes are refused until
 // space is freed, reads are served.
 func checkFreeSpace(log *slog.Logger, dir string, o journal.Options) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
+	free, err := diskspace.Free(dir)
+	if err != nil {
 		return // unknown: the journal's check lets appends through too
 	}
-	free, reserve := int64(st.Bavail)*st.Bsize, o.EffectiveMinFreeBytes()
+	reserve := o.EffectiveMinFreeBytes()
 	if free >= reserve {
 		return
 	}

@@ -40,3 +40,24 @@ func Used(dir string) (int64, error) {
 	}
 	return n, nil
 }
+
+// Free returns the bytes an unprivileged process may still write on the
+// file system of dir (its available blocks).
+func Free(dir string) (int64, error) {
+	st, err := statfs(dir)
+	return int64(st.Bavail) * int64(st.Bsize), err
+}
+
+// Size returns the size in bytes of the file system of dir.
+func Size(dir string) (int64, error) {
+	st, err := statfs(dir)
+	return int64(st.Blocks) * int64(st.Bsize), err
+}
+
+func statfs(dir string) (syscall.Statfs_t, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return syscall.Statfs_t{}, fmt.Errorf("diskspace: file system of %s: %w", dir, err)
+	}
+	return st, nil
+}

@@ -2,8 +2,11 @@ package diskspace
 
 import (
 	"crypto/rand"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -52,6 +55,29 @@ func TestUsedOfAMissingDirIsZero(t *testing.T) {
 	got, err := Used(filepath.Join(t.TempDir(), "absent"))
 	if got != 0 || err != nil {
 		t.Errorf("Used of a missing dir = %d, %v; want 0, nil", got, err)
+	}
+}
+
+func TestFreeAndSize(t *testing.T) {
+	dir := t.TempDir()
+	free, err := Free(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, err := Size(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if free <= 0 || size < free {
+		t.Errorf("Free %d, Size %d: want 0 < free <= size", free, size)
+	}
+
+	absent := filepath.Join(dir, "absent")
+	for name, f := range map[string]func(string) (int64, error){"Free": Free, "Size": Size} {
+		n, err := f(absent)
+		if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "diskspace: file system of "+absent) || n != 0 {
+			t.Errorf("%s of a missing dir = %d, %v; want 0 and an error naming it that matches fs.ErrNotExist", name, n, err)
+		}
 	}
 }
 

@@ -1,8 +1,6 @@
 package metrics
 
 import (
-	"syscall"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/streamd/streamd/internal/diskspace"
@@ -47,10 +45,11 @@ func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
 	if n, err := diskspace.Used(c.dir); err == nil {
 		ch <- prometheus.MustNewConstMetric(diskBytesDesc, prometheus.GaugeValue, float64(n))
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(c.dir, &st); err == nil {
-		ch <- prometheus.MustNewConstMetric(diskFreeDesc, prometheus.GaugeValue, float64(st.Bavail)*float64(st.Bsize))
-		ch <- prometheus.MustNewConstMetric(diskSizeDesc, prometheus.GaugeValue, float64(st.Blocks)*float64(st.Bsize))
+	if n, err := diskspace.Free(c.dir); err == nil {
+		ch <- prometheus.MustNewConstMetric(diskFreeDesc, prometheus.GaugeValue, float64(n))
+	}
+	if n, err := diskspace.Size(c.dir); err == nil {
+		ch <- prometheus.MustNewConstMetric(diskSizeDesc, prometheus.GaugeValue, float64(n))
 	}
 	ch <- prometheus.MustNewConstMetric(minFreeDesc, prometheus.GaugeValue, float64(c.minFree))
 	ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.GaugeValue, boolValue(c.failed() != nil))
