@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
@@ -127,6 +129,15 @@ func TestPublishStatsCountsRefusals(t *testing.T) {
 	}
 
 	want := map[string]float64{"invalid": 2, "disk_full": 1, "rate_limited": 1, "seqnr_conflict": 1, "too_large": 1, "unavailable": 1}
+	// The server counts a call at its end, which may come after the client
+	// has its status (gRPC's own refusal of the message too large).
+	testwait.For(t, 10*time.Second, "the 7 refusals counted", func() bool {
+		var n float64
+		for _, r := range Reasons {
+			n += testutil.ToFloat64(m.refused.WithLabelValues(r))
+		}
+		return n >= 7
+	})
 	for _, r := range Reasons {
 		got := testutil.ToFloat64(m.refused.WithLabelValues(r))
 		if got != want[r] {
