@@ -106,6 +106,20 @@ func (h *harness) stored(jid []byte) uint64 {
 	return p.Offset
 }
 
+// setOffsets makes a CommitHandler's offset writes in txn.
+func setOffsets(txn *badger.Txn, writes []offsets.Write) error {
+	for _, w := range writes {
+		err := txn.Set(w.Key, w.Value)
+		if w.Delete {
+			err = txn.Delete(w.Key)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // running is a Run in the background.
 type running struct {
 	cancel context.CancelFunc
@@ -621,16 +635,7 @@ func testExactlyOnce(t *testing.T, commitHandler bool) {
 						return err
 					}
 				}
-				for _, w := range offsetWrites {
-					err := txn.Set(w.Key, w.Value)
-					if w.Delete {
-						err = txn.Delete(w.Key)
-					}
-					if err != nil {
-						return err
-					}
-				}
-				return nil
+				return setOffsets(txn, offsetWrites)
 			})
 		}
 	}
@@ -1423,18 +1428,7 @@ func TestProgressSavedThroughCommitHandler(t *testing.T) {
 			empty++
 		}
 		mu.Unlock()
-		return h.store.DB().Update(func(txn *badger.Txn) error {
-			for _, w := range offsetWrites {
-				err := txn.Set(w.Key, w.Value)
-				if w.Delete {
-					err = txn.Delete(w.Key)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		return h.store.DB().Update(func(txn *badger.Txn) error { return setOffsets(txn, offsetWrites) })
 	}
 	runBG(t, newConsumer(t, o))
 	fake.publish("a", "noise/n1", "noise/n2")

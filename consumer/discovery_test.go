@@ -381,15 +381,22 @@ func TestDiscoveryFlappingAnswerKeepsTheStream(t *testing.T) {
 	}
 }
 
-// One instance reached through two addresses (IPv4 and IPv6) is streamed
-// once; the second follower waits and says why.
-func TestDiscoverySameJournalTwiceIsStreamedOnce(t *testing.T) {
+// twoAddresses returns a harness whose one fake producer svc.test resolves
+// to through two addresses, 127.0.1.1:7070 and [::1]:7070.
+func twoAddresses(t *testing.T) (*harness, *world, *fakeProducer) {
+	t.Helper()
 	h := newHarness(t, 1)
 	w := newWorld()
-	p1 := h.fake(0)
 	w.route("127.0.1.1:7070", h.lis["p1"])
 	w.route("[::1]:7070", h.lis["p1"])
 	w.answer("svc.test", "127.0.1.1", "::1")
+	return h, w, h.fake(0)
+}
+
+// One instance reached through two addresses (IPv4 and IPv6) is streamed
+// once; the second follower waits and says why.
+func TestDiscoverySameJournalTwiceIsStreamedOnce(t *testing.T) {
+	h, w, p1 := twoAddresses(t)
 	rec := &recorder{}
 	o := dnsOptions(h, w)
 	o.Handler = rec.handle
@@ -663,12 +670,7 @@ func TestDiscoveryThroughARealDNSServer(t *testing.T) {
 // the slices; an instance reached through two addresses is still streamed
 // once per part (the journal is claimed per slice range).
 func TestDiscoveryStreamsEachPartOnce(t *testing.T) {
-	h := newHarness(t, 1)
-	w := newWorld()
-	p1 := h.fake(0)
-	w.route("127.0.1.1:7070", h.lis["p1"])
-	w.route("[::1]:7070", h.lis["p1"])
-	w.answer("svc.test", "127.0.1.1", "::1")
+	h, w, p1 := twoAddresses(t)
 	rec := &recorder{}
 	o := dnsOptions(h, w)
 	o.Handler, o.Streams = rec.handle, 2
