@@ -2,7 +2,6 @@ package primary
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"testing"
 
@@ -47,15 +46,7 @@ func FuzzFailoverFold(f *testing.F) {
 			raw = raw[4:]
 			origin := regions[int(b[0])%3]
 			ev := &streamdv1.Event{EntityType: "order", EntityId: "o1", Origin: origin, EventType: "Changed", OriginTimestampUnixNano: int64(b[3])}
-			var vv map[string]uint64
-			if k := int(b[2]) % (len(sent) + 1); k > 0 {
-				vv = maps.Clone(sent[k-1].VersionVector)
-			}
-			if vv == nil {
-				vv = map[string]uint64{}
-			}
-			vv[origin]++
-			ev.VersionVector = vv
+			ev.VersionVector = continuing(sent, int(b[2])%(len(sent)+1), origin)
 			switch b[1] % 4 {
 			case 1: // a handover to another region
 				ev.EventType = HandoverEventType

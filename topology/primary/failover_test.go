@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -25,28 +23,7 @@ func (pw *primaryWorld) withProgress(n string, progress primary.ProgressFunc) {
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
 	pw.stopPrimary(n)
-	var lis net.Listener
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var err error
-		if lis, err = net.Listen("tcp", pw.paddrs[n]); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			pw.T.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	prim, err := primary.New(primary.Options{
-		Journal: pw.Regions[n].Producer.Journal(), Config: pw.cfg, Regions: pw.regionsOf(n), CallTimeout: 2 * time.Second, Progress: progress,
-	})
-	if err != nil {
-		pw.T.Fatal(err)
-	}
-	g := grpc.NewServer()
-	streamdv1.RegisterPrimaryServiceServer(g, prim.Server())
-	go g.Serve(lis)
-	pw.prims[n], pw.servers[n] = prim, g
+	pw.startPrimary(n, pw.listenAgain(n), progress)
 }
 
 // failoverWait retries cond until it holds, for up to 20s.

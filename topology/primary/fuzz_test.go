@@ -41,28 +41,12 @@ func FuzzHistoryFold(f *testing.F) {
 			ev := &streamdv1.Event{EntityType: "account", EntityId: id, Origin: origin, EventType: "Changed", Payload: []byte{b[3]}}
 			switch b[1] % 4 {
 			case 0: // continues the event it names (or starts the history)
-				var vv map[string]uint64
-				if k := int(b[2]) % (len(sent) + 1); k > 0 {
-					vv = maps.Clone(sent[k-1].VersionVector)
-				}
-				if vv == nil {
-					vv = map[string]uint64{}
-				}
-				vv[origin]++
-				ev.VersionVector = vv
+				ev.VersionVector = continuing(sent, int(b[2])%(len(sent)+1), origin)
 			case 1: // a vector that continues nothing in particular
 				ev.VersionVector = map[string]uint64{regions[int(b[2])%3]: uint64(b[2] % 5), origin: uint64(b[3] % 4)}
 			case 2: // no vector: published without Primary
 			case 3: // a handover continuing the last event sent
-				vv := map[string]uint64{}
-				if len(sent) > 0 {
-					vv = maps.Clone(sent[len(sent)-1].VersionVector)
-				}
-				if vv == nil {
-					vv = map[string]uint64{}
-				}
-				vv[origin]++
-				ev.VersionVector, ev.EventType = vv, HandoverEventType
+				ev.VersionVector, ev.EventType = continuing(sent, len(sent), origin), HandoverEventType
 				ev.Payload, _ = proto.Marshal(&streamdv1.Handover{To: regions[int(b[2])%3], Forced: b[3]&1 == 1})
 			}
 			originSeq[origin]++
@@ -94,4 +78,18 @@ func FuzzHistoryFold(f *testing.F) {
 			t.Fatalf("%d events sent; %d in the history, %d outside, %d beyond", len(sent), len(h.Events), len(h.Outside), beyond)
 		}
 	})
+}
+
+// continuing is the version vector of an event from origin that continues
+// sent[k-1] (k 0: that starts a history).
+func continuing(sent []*streamdv1.Event, k int, origin string) map[string]uint64 {
+	var vv map[string]uint64
+	if k > 0 {
+		vv = maps.Clone(sent[k-1].VersionVector)
+	}
+	if vv == nil {
+		vv = map[string]uint64{}
+	}
+	vv[origin]++
+	return vv
 }

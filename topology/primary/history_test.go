@@ -366,9 +366,16 @@ func (r *recorder) add(o op) {
 	r.mu.Unlock()
 }
 
-// runClient does random operations on entities in region until stop.
-func (pw *primaryWorld) runClient(rec *recorder, id int, region string, entities []string, stop <-chan struct{}) {
-	rng := rand.New(rand.NewPCG(uint64(id), 9))
+// writeFunc writes value as the one event of entity typ/eid and returns
+// its version.
+type writeFunc func(ctx context.Context, typ, eid, value string) (uint64, error)
+
+// runOps is a client in region: it writes to the entities through write,
+// and reads them (locally or strongly) from its region's Primary, half
+// writes and half reads, recording each operation, until stop. seed and id
+// choose its operations.
+func (pw *primaryWorld) runOps(rec *recorder, id int, seed uint64, region string, write writeFunc, entities []string, stop <-chan struct{}) {
+	rng := rand.New(rand.NewPCG(uint64(id), seed))
 	for n := 0; ; n++ {
 		select {
 		case <-stop:
@@ -379,31 +386,18 @@ func (pw *primaryWorld) runClient(rec *recorder, id int, region string, entities
 		typ, eid, _ := strings.Cut(entity, "/")
 		o := op{client: id, region: region, entity: entity}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		p := pw.primary(region)
 		o.call = rec.now()
 		var h primary.History
 		switch r := rng.IntN(4); {
 		case r < 2:
 			o.kind, o.value = opWrite, fmt.Sprintf("%s-%d-%d", region, id, n)
-			if id%2 == 1 { // half the clients publish, as a service does
-				e := ev(o.value)
-				e.EntityType, e.EntityId = typ, eid
-				var appended []*streamdv1.Appended
-				if appended, o.err = p.Publish(ctx, []*streamdv1.Event{e}); o.err == nil {
-					o.version = appended[0].Version
-				}
-				break
-			}
-			var w primary.Written
-			if w, o.err = p.Write(ctx, typ, eid, primary.AnyVersion, ev(o.value)); o.err == nil {
-				o.version = w.Versions[0]
-			}
+			o.version, o.err = write(ctx, typ, eid, o.value)
 		case r == 2:
 			o.kind = opRead
-			h, o.err = p.Read(ctx, typ, eid)
+			h, o.err = pw.primary(region).Read(ctx, typ, eid)
 		default:
 			o.kind = opStrongRead
-			h, o.err = p.ReadStrong(ctx, typ, eid)
+			h, o.err = pw.primary(region).ReadStrong(ctx, typ, eid)
 		}
 		o.ret = rec.now()
 		cancel()
@@ -413,6 +407,28 @@ func (pw *primaryWorld) runClient(rec *recorder, id int, region string, entities
 			time.Sleep(5 * time.Millisecond) // pacing: a client does not spin on a cut link
 		}
 	}
+}
+
+// runClient is a client of region's Primary: odd ids publish through it,
+// as a service does, even ids write through it.
+func (pw *primaryWorld) runClient(rec *recorder, id int, region string, entities []string, stop <-chan struct{}) {
+	write := func(ctx context.Context, typ, eid, value string) (uint64, error) {
+		if id%2 == 1 {
+			e := ev(value)
+			e.EntityType, e.EntityId = typ, eid
+			appended, err := pw.primary(region).Publish(ctx, []*streamdv1.Event{e})
+			if err != nil {
+				return 0, err
+			}
+			return appended[0].Version, nil
+		}
+		w, err := pw.primary(region).Write(ctx, typ, eid, primary.AnyVersion, ev(value))
+		if err != nil {
+			return 0, err
+		}
+		return w.Versions[0], nil
+	}
+	pw.runOps(rec, id, 9, region, write, entities, stop)
 }
 
 // Many clients in three regions write (half through Write, half through

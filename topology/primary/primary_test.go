@@ -17,6 +17,7 @@ import (
 
 	"github.com/streamd/streamd/internal/netproxy"
 	"github.com/streamd/streamd/internal/regiontest"
+	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
 	"github.com/streamd/streamd/topology/primary"
@@ -72,7 +73,7 @@ func newPrimaryWorld(t *testing.T, cfg primary.Config, names ...string) *primary
 		}
 	}
 	for _, n := range names {
-		pw.startPrimary(n, listeners[n])
+		pw.startPrimary(n, listeners[n], nil)
 	}
 	t.Cleanup(func() {
 		pw.mu.Lock()
@@ -98,11 +99,12 @@ func (pw *primaryWorld) regionsOf(n string) []topology.Region {
 	return others
 }
 
-// startPrimary runs region n's Primary on lis. Callers hold pw.mu or own pw.
-func (pw *primaryWorld) startPrimary(n string, lis net.Listener) {
+// startPrimary runs region n's Primary on lis, with progress as its
+// replication progress (nil: the default). Callers hold pw.mu or own pw.
+func (pw *primaryWorld) startPrimary(n string, lis net.Listener, progress primary.ProgressFunc) {
 	pw.T.Helper()
 	prim, err := primary.New(primary.Options{
-		Journal: pw.Regions[n].Producer.Journal(), Config: pw.cfg, Regions: pw.regionsOf(n), CallTimeout: 2 * time.Second,
+		Journal: pw.Regions[n].Producer.Journal(), Config: pw.cfg, Regions: pw.regionsOf(n), CallTimeout: 2 * time.Second, Progress: progress,
 	})
 	if err != nil {
 		pw.T.Fatal(err)
@@ -156,22 +158,22 @@ func (pw *primaryWorld) restart(n string) {
 	old := pw.Regions[n]
 	old.Stop()
 	pw.Regions[n] = regiontest.StartWith(pw.T, old.Dir, old.Addr, pw.producerOptions(n))
-	var lis net.Listener
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var err error
-		if lis, err = net.Listen("tcp", pw.paddrs[n]); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			pw.T.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	pw.startPrimary(n, lis)
+	pw.startPrimary(n, pw.listenAgain(n), nil)
 	for _, from := range into {
 		pw.StartLink(from, n)
 	}
+}
+
+// listenAgain listens on region n's PrimaryService address again, once
+// the Primary that stopped there let go of it.
+func (pw *primaryWorld) listenAgain(n string) net.Listener {
+	pw.T.Helper()
+	var lis net.Listener
+	var err error
+	if !testwait.Until(10*time.Second, func() bool { lis, err = net.Listen("tcp", pw.paddrs[n]); return err == nil }) {
+		pw.T.Fatalf("listen on %s's PrimaryService address again: %v", n, err)
+	}
+	return lis
 }
 
 // client is a gRPC client of region n's PrimaryService, direct (no proxy).

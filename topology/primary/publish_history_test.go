@@ -3,10 +3,8 @@ package primary_test
 import (
 	"context"
 	"flag"
-	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -79,43 +77,15 @@ func (pw *primaryWorld) publisher(n string) streamdv1.EventStreamServiceClient {
 // through pub, its region's Publish over gRPC, and reads them (locally or
 // strongly) from its region's Primary, until stop.
 func (pw *primaryWorld) runPublisher(rec *recorder, id int, region string, pub streamdv1.EventStreamServiceClient, entities []string, stop <-chan struct{}) {
-	rng := rand.New(rand.NewPCG(uint64(id), 23))
-	for n := 0; ; n++ {
-		select {
-		case <-stop:
-			return
-		default:
+	publish := func(ctx context.Context, typ, eid, value string) (uint64, error) {
+		resp, err := pub.Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{
+			{EntityType: typ, EntityId: eid, EventType: "Changed", Payload: []byte(value)}}})
+		if err != nil {
+			return 0, err
 		}
-		entity := entities[rng.IntN(len(entities))]
-		typ, eid, _ := strings.Cut(entity, "/")
-		o := op{client: id, region: region, entity: entity}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		o.call = rec.now()
-		var h primary.History
-		switch r := rng.IntN(4); {
-		case r < 2:
-			o.kind, o.value = opWrite, fmt.Sprintf("%s-%d-%d", region, id, n)
-			var resp *streamdv1.PublishResponse
-			resp, o.err = pub.Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{
-				{EntityType: typ, EntityId: eid, EventType: "Changed", Payload: []byte(o.value)}}})
-			if o.err == nil {
-				o.version = resp.Appended[0].Version
-			}
-		case r == 2:
-			o.kind = opRead
-			h, o.err = pw.primary(region).Read(ctx, typ, eid)
-		default:
-			o.kind = opStrongRead
-			h, o.err = pw.primary(region).ReadStrong(ctx, typ, eid)
-		}
-		o.ret = rec.now()
-		cancel()
-		o.values = values(h)
-		rec.add(o)
-		if o.err != nil {
-			time.Sleep(5 * time.Millisecond) // pacing: a client does not spin on a cut link
-		}
+		return resp.Appended[0].Version, nil
 	}
+	pw.runOps(rec, id, 23, region, publish, entities, stop)
 }
 
 // A fault of the nemesis: what it does, held for a while, then undone.
