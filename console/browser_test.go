@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,6 +94,7 @@ func streamctl(t *testing.T, args ...string) string {
 // region is a streamd process and a client of it.
 type region struct {
 	*streamdtest.Daemon
+	conn   *grpc.ClientConn // for the clients of its other services
 	events streamdv1.EventStreamServiceClient
 	admin  streamdv1.AdminServiceClient
 }
@@ -106,7 +108,49 @@ func startRegion(t *testing.T, args ...string) *region {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &region{Daemon: d, events: streamdv1.NewEventStreamServiceClient(conn), admin: streamdv1.NewAdminServiceClient(conn)}
+	return &region{Daemon: d, conn: conn, events: streamdv1.NewEventStreamServiceClient(conn), admin: streamdv1.NewAdminServiceClient(conn)}
+}
+
+// startProject runs a streamd for each region of names, all from one
+// config file: the regions, each with the address it listens on, then
+// rest (its entity types and the like).
+func startProject(t *testing.T, rest string, names ...string) []*region {
+	t.Helper()
+	addrs := make([]string, len(names))
+	cfg := "regions:\n"
+	for i, n := range names {
+		addrs[i] = closedPort(t)
+		cfg += fmt.Sprintf("  - {name: %s, addrs: [%q]}\n", n, addrs[i])
+	}
+	path := writeFile(t, "project.yaml", cfg+rest)
+	regions := make([]*region, len(names))
+	for i, n := range names {
+		regions[i] = startRegion(t, "--region", n, "--config", path, "--listen", addrs[i])
+	}
+	return regions
+}
+
+// closedPort is a local address nothing listens on now, for a region whose
+// address the config names before it starts.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// writeFile writes body to a file name of its own temporary directory and
+// returns its path.
+func writeFile(t *testing.T, name, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func (r *region) publish(t *testing.T, entity string, tags ...string) uint64 {
@@ -241,11 +285,7 @@ func newPage(t *testing.T, exe string) *page {
 func TestConsoleInBrowser(t *testing.T) {
 	exe := chromium(t)
 	us := startRegion(t, "--region", "us")
-	cfg := filepath.Join(t.TempDir(), "eu.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, "replicate:\n  - from: us\n    addrs: [%q]\n", us.Addr), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	eu := startRegion(t, "--region", "eu", "--config", cfg)
+	eu := startRegion(t, "--region", "eu", "--config", writeFile(t, "eu.yaml", fmt.Sprintf("replicate:\n  - from: us\n    addrs: [%q]\n", us.Addr)))
 	const link = "replicate-us-all"
 	us.publish(t, "car-1", "sports")
 	us.publish(t, "car-2", "family")
@@ -510,11 +550,7 @@ func TestConsoleInBrowser(t *testing.T) {
 // actions, one granted "*" shows the actions too.
 func TestConsoleLoginInBrowser(t *testing.T) {
 	exe := chromium(t)
-	tokens := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(tokens, []byte("admin-tok *\nreader-tok all\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := startRegion(t, "--region", "eu", "--auth-token-file", tokens)
+	d := startRegion(t, "--region", "eu", "--auth-token-file", writeFile(t, "tokens", "admin-tok *\nreader-tok all\n"))
 	p := newPage(t, exe)
 	p.run(chromedp.Navigate("http://" + d.MetricsAddr + "/console/#consumers"))
 	loginForm := func() bool {

@@ -3,32 +3,22 @@ package console_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-// failoverConfig is the config file of the three regions, us, eu and ap:
-// order is pinned to us.
-func failoverConfig(us, eu, ap string) string {
-	return fmt.Sprintf(`regions:
-  - {name: us, addrs: [%q]}
-  - {name: eu, addrs: [%q]}
-  - {name: ap, addrs: [%q]}
-default_mode: local
+// failoverTypes are the entity types of the project of the three regions,
+// us, eu and ap: order is pinned to us.
+const failoverTypes = `default_mode: local
 entity_types:
   - {name: order, mode: pinned, primary: us}
-`, us, eu, ap)
-}
+`
 
 // failoverReport is the report of streamctl primary failover (text): its
 // table's rows (REGION REACHABLE APPLIED KNOWN) and the notes after it.
@@ -54,23 +44,9 @@ func failoverReport(t *testing.T, out string) (rows [][]string, notes []string) 
 // is eu in every region, and a write of an order in ap is forwarded to eu.
 func TestConsoleFailoverInBrowser(t *testing.T) {
 	exe := chromium(t)
-	usAddr, euAddr, apAddr := closedPort(t), closedPort(t), closedPort(t)
-	cfg := filepath.Join(t.TempDir(), "project.yaml")
-	if err := os.WriteFile(cfg, []byte(failoverConfig(usAddr, euAddr, apAddr)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	us := startRegion(t, "--region", "us", "--config", cfg, "--listen", usAddr)
-	eu := startRegion(t, "--region", "eu", "--config", cfg, "--listen", euAddr)
-	ap := startRegion(t, "--region", "ap", "--config", cfg, "--listen", apAddr)
-	primaryOf := func(addr string) streamdv1.PrimaryServiceClient {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return streamdv1.NewPrimaryServiceClient(conn)
-	}
-	euPrimary, apPrimary := primaryOf(eu.Addr), primaryOf(ap.Addr)
+	regions := startProject(t, failoverTypes, "us", "eu", "ap")
+	us, eu, ap := regions[0], regions[1], regions[2]
+	euPrimary, apPrimary := streamdv1.NewPrimaryServiceClient(eu.conn), streamdv1.NewPrimaryServiceClient(ap.conn)
 	ctx := context.Background()
 	for i := range 3 {
 		if _, err := us.events.Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{

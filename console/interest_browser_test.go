@@ -3,9 +3,6 @@ package console_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -14,40 +11,20 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/streamd/streamd/filters"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
-// closedPort is a local address nothing listens on now, for a region whose
-// address the config names before it starts.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// interestConfig is the config file of both regions, us and eu: a cart is
-// replicated to a region while it has interest in it, an auction's
-// summaries always and its bids on demand.
-func interestConfig(us, eu string) string {
-	return fmt.Sprintf(`
-regions:
-  - {name: us, addrs: [%q]}
-  - {name: eu, addrs: [%q]}
-default_primary: us
+// interestTypes are the entity types of the project of both regions, us
+// and eu: a cart is replicated to a region while it has interest in it, an
+// auction's summaries always and its bids on demand.
+const interestTypes = `default_primary: us
 entity_types:
   - {name: cart, mode: replicated, replication: on-demand, inactivity: 2m}
   - {name: auction, mode: pinned, primary: us, replication: on-demand, summary_types: [auction-summary]}
   - {name: auction-summary, mode: pinned, primary: us}
-`, us, eu)
-}
+`
 
 // The regions page of a region with on-demand entity types shows each with
 // its summary types and inactivity; once a read in this region registers
@@ -57,19 +34,9 @@ entity_types:
 // the on-demand link's include of it.
 func TestConsoleInterestInBrowser(t *testing.T) {
 	exe := chromium(t)
-	cfg := filepath.Join(t.TempDir(), "project.yaml")
-	usAddr, euAddr := closedPort(t), closedPort(t)
-	if err := os.WriteFile(cfg, []byte(interestConfig(usAddr, euAddr)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	us := startRegion(t, "--region", "us", "--config", cfg, "--listen", usAddr)
-	eu := startRegion(t, "--region", "eu", "--config", cfg, "--listen", euAddr)
-	conn, err := grpc.NewClient(eu.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	euInterest := streamdv1.NewInterestServiceClient(conn)
+	regions := startProject(t, interestTypes, "us", "eu")
+	us, eu := regions[0], regions[1]
+	euInterest := streamdv1.NewInterestServiceClient(eu.conn)
 	list := func() []*streamdv1.EntityInterest {
 		resp, err := euInterest.ListInterests(context.Background(), &streamdv1.ListInterestsRequest{})
 		if err != nil {

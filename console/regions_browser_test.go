@@ -5,16 +5,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
@@ -125,23 +121,10 @@ func sentBytes(t *testing.T, events streamdv1.EventStreamServiceClient) (summary
 // its last windows.
 func TestConsoleRegionsInBrowser(t *testing.T) {
 	exe := chromium(t)
-	dir := t.TempDir()
-	write := func(name, body string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	us := startRegion(t, "--region", "us", "--config", write("us.yaml", regionsConfig("")))
-	eu := startRegion(t, "--region", "eu", "--config", write("eu.yaml", regionsConfig(us.Addr)))
+	us := startRegion(t, "--region", "us", "--config", writeFile(t, "us.yaml", regionsConfig("")))
+	eu := startRegion(t, "--region", "eu", "--config", writeFile(t, "eu.yaml", regionsConfig(us.Addr)))
 	const link = "replicate-us-all"
-	conn, err := grpc.NewClient(eu.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	euPrimary, euAggregates := streamdv1.NewPrimaryServiceClient(conn), streamdv1.NewAggregateServiceClient(conn)
+	euPrimary, euAggregates := streamdv1.NewPrimaryServiceClient(eu.conn), streamdv1.NewAggregateServiceClient(eu.conn)
 
 	p := newPage(t, exe)
 	p.run(chromedp.Navigate("http://" + eu.MetricsAddr + "/console/#regions"))
@@ -166,13 +149,8 @@ func TestConsoleRegionsInBrowser(t *testing.T) {
 		}
 		// Once us's stage has closed every window it writes no more
 		// summaries: the counts settle at what us sent.
-		usConn, err := grpc.NewClient(us.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer usConn.Close()
 		p.waitFor("us's stage has closed its windows", func() bool {
-			resp, err := streamdv1.NewAggregateServiceClient(usConn).ListAggregates(context.Background(), &streamdv1.ListAggregatesRequest{})
+			resp, err := streamdv1.NewAggregateServiceClient(us.conn).ListAggregates(context.Background(), &streamdv1.ListAggregatesRequest{})
 			if err != nil {
 				t.Fatal(err)
 			}
