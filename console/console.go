@@ -87,8 +87,8 @@ type Options struct {
 	Err func() error
 	// Gatherer holds streamd's metrics (appends, fsync, stream lag).
 	Gatherer prometheus.Gatherer
-	// DataDir is the journal directory, whose size and free space the
-	// overview shows ("": not shown).
+	// DataDir is the journal directory, whose bytes on disk and free space
+	// the overview shows ("": not shown).
 	DataDir string
 	// Region is this region's name ("" for none).
 	Region string

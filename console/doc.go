@@ -21,11 +21,14 @@
 //     with its summary types and inactivity, from the config), entries of
 //     interest what InterestService.ListInterests lists, aggregation stages
 //     what AggregateService.ListAggregates lists. Journal figures come from
-//     the journal's Info and its health from Err; rates and latencies from
-//     the Prometheus metrics streamd already exports (the bytes each
-//     replication link received, summaries of aggregation stages apart
-//     from the detail, from streamd_replication_received_bytes_total),
-//     sampled every Options.Interval and kept for Options.History.
+//     the journal's Info and its health from Err; its bytes on disk and the
+//     free space of its file system from internal/diskspace, as the metrics
+//     streamd_journal_disk_bytes and streamd_disk_free_bytes give them;
+//     rates and latencies from the Prometheus metrics streamd already
+//     exports (the bytes each replication link received, summaries of
+//     aggregation stages apart from the detail, from
+//     streamd_replication_received_bytes_total), sampled every
+//     Options.Interval and kept for Options.History.
 //   - With Options.Tokens set, every page's data needs a bearer token, given
 //     once in a login form and kept server-side behind an HttpOnly,
 //     SameSite=Strict session cookie: the read-only views need a token

@@ -6,9 +6,10 @@
 // (streamd_build_info). PublishStats, a gRPC stats handler, counts refused
 // publishes by reason (streamd_publish_refused_total), whoever refused them:
 // gRPC's message limit, authentication, rate limits or the journal. Journal
-// size and bounds, each consumer's lag, the journal's bytes on disk, the free
-// space of its file system and whether the journal failed are read at scrape
-// time, so they are never stale and cost nothing between scrapes.
+// size and bounds, each consumer's lag, the journal's bytes on disk (its
+// files' allocated blocks) and the free space of its file system (both as
+// internal/diskspace measures them), and whether the journal failed are read
+// at scrape time, so they are never stale and cost nothing between scrapes.
 //
 // Consumer names come from clients, so the consumer label is bounded: the
 // first ConsumerLabelLimit names keep their own series, later ones share
