@@ -107,6 +107,7 @@ func TestConfigRefusedAtStart(t *testing.T) {
 		{[]string{"--config", cfg}, "--region must name this one"},
 		{[]string{"--config", cfg, "--region", "us"}, "is from this region"},
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "--config: open"},
+		{[]string{"--config", groupCfg}, "--region must name this one"},
 		{[]string{"--config", groupCfg, "--region", "eu"}, "give --pod-name and --pod-namespace (STREAMD_POD_NAME and STREAMD_POD_NAMESPACE"},
 		{[]string{"--config", groupCfg, "--region", "eu", "--pod-name", "eu-0", "--pod-namespace", "shop"}, "it needs the Kubernetes API"},
 		{[]string{"--config", groupCfg, "--region", "eu", "--pod-name", "eu-0", "--pod-namespace", "shop", "--kube-api", "http://127.0.0.1:1", "--group-lease-duration", "1s"},
