@@ -58,4 +58,14 @@
 // of different parts are appended in no set order. A changed number of
 // streams is a consumer re-split: nothing is skipped, and the journal
 // drops what arrives twice.
+//
+// ReplicationOptions.Slices copies a part of the source's slices. The pods
+// of a StatefulSet share one source this way, each running the replication
+// as the Runner of a consumer/group member over the slices it owns, into
+// its own journal. A pod that gains slices starts them from its own offset
+// for them (from when it last owned them) or from the source's earliest
+// event, never from another pod's offset, which says nothing of what its
+// journal holds; the journal drops what it holds. Each pod's journal so
+// holds whole histories: every event of the slices it owns, and of slices
+// it owned before, the history up to when it gave them up.
 package topology

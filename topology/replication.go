@@ -47,6 +47,16 @@ type ReplicationOptions struct {
 	// of the parts it overlaps, and what one of them copied already is
 	// dropped, so nothing is skipped and nothing applied twice.
 	Streams int
+	// Slices is the part of the source's 1,024 slices copied (zero: all
+	// of them); Streams splits it further. The pods of a StatefulSet
+	// share the copying of one source this way, each over the range it
+	// owns in a consumer/group whose Runner runs the replication
+	// (group.Options.Runner): each pod copies into its own journal, so
+	// a pod that gains slices starts them from its own offset for them,
+	// stored when it last copied them, or from the source's earliest
+	// event, and its journal holds the whole history of each entity of
+	// its slices.
+	Slices offsets.SliceRange
 	// Journal is the local journal; its Region must be set and differ from
 	// From.Name. Required.
 	Journal *journal.Journal
@@ -76,8 +86,15 @@ func (o ReplicationOptions) Validate() error {
 	if len(o.From.Addrs) == 0 {
 		bad("ReplicationOptions.From.Addrs: region %q has no addresses", o.From.Name)
 	}
-	if o.Streams < 0 || o.Streams > journal.Slices {
-		bad("ReplicationOptions.Streams %d is not in 1-%d (0 means 1)", o.Streams, journal.Slices)
+	part := offsets.AllSlices
+	if o.Slices != (offsets.SliceRange{}) {
+		part = o.Slices
+		if err := o.Slices.Validate(); err != nil {
+			bad("ReplicationOptions.Slices: %v", err)
+		}
+	}
+	if o.Streams < 0 || o.Streams > part.Len() {
+		bad("ReplicationOptions.Streams %d is not in 1-%d (0 means 1; at most one stream per slice of %s)", o.Streams, part.Len(), part)
 	}
 	switch {
 	case o.Journal == nil:
@@ -134,6 +151,7 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 		Stream:        opts.Stream,
 		Name:          opts.Name,
 		Streams:       opts.Streams,
+		Slices:        opts.Slices,
 		Store:         opts.Store,
 		Filter:        filter,
 		CommitHandler: r.apply,

@@ -224,6 +224,8 @@ func TestReplicationRefusesNonsense(t *testing.T) {
 		"no address":       {From: topology.Region{Name: "us"}, Journal: r.Producer.Journal()},
 		"no name":          {From: topology.Region{Addrs: []string{r.Addr}}, Journal: r.Producer.Journal()},
 		"store of its own": {From: topology.Region{Name: "us", Addrs: []string{r.Addr}}, Journal: r.Producer.Journal(), Store: store},
+		"slices reversed":  {From: topology.Region{Name: "us", Addrs: []string{r.Addr}}, Journal: r.Producer.Journal(), Slices: offsets.SliceRange{First: 9, Last: 3}},
+		"streams > slices": {From: topology.Region{Name: "us", Addrs: []string{r.Addr}}, Journal: r.Producer.Journal(), Slices: offsets.SliceRange{First: 0, Last: 3}, Streams: 5},
 	} {
 		if _, err := topology.NewReplication(opts); err == nil {
 			t.Errorf("%s: accepted", name)

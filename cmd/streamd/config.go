@@ -83,6 +83,9 @@ type replicateConfig struct {
 	TokenFile string  `yaml:"token_file"`
 	// Streams is the number of parallel streams (nil: 1).
 	Streams *int `yaml:"streams"`
+	// Group spreads the copying over the pods of this streamd's
+	// StatefulSet through the consumer group of that name (groups.go).
+	Group string `yaml:"group"`
 }
 
 type tlsKeys struct {
@@ -95,6 +98,8 @@ type tlsKeys struct {
 type fileSettings struct {
 	streams []producer.StreamDef
 	repls   []topology.ReplicationOptions
+	// grouped are the replicate: entries with a group:.
+	grouped []groupedReplication
 	types   primary.Config
 	// region is the file's region: (""); regions the names in regions:,
 	// in order (none without a region list).
@@ -240,6 +245,7 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	if err != nil {
 		return fileSettings{}, err
 	}
+	var grouped []groupedReplication
 	for i, r := range fc.Replicate {
 		at := fmt.Sprintf("replicate[%d]", i)
 		switch {
@@ -275,14 +281,22 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 			return fileSettings{}, fmt.Errorf("%s: name %q: names beginning %q are the on-demand replications between regions; choose another", at, name, onDemandReplication(""))
 		}
 		names[name] = true
-		repls = append(repls, topology.ReplicationOptions{
+		opts := topology.ReplicationOptions{
 			From:        topology.Region{Name: r.From, Addrs: r.Addrs},
 			Stream:      r.Stream,
 			Filter:      crits,
 			Name:        name,
 			Streams:     streams,
 			DialOptions: dial,
-		})
+		}
+		if r.Group == "" {
+			repls = append(repls, opts)
+			continue
+		}
+		if err := checkGroup(at, r.Group, grouped); err != nil {
+			return fileSettings{}, err
+		}
+		grouped = append(grouped, groupedReplication{group: r.Group, opts: opts})
 	}
 	types := primary.Config{DefaultMode: fc.DefaultMode, DefaultPrimary: fc.DefaultPrimary}
 	for _, t := range fc.EntityTypes {
@@ -311,7 +325,7 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	if err != nil {
 		return fileSettings{}, err
 	}
-	return fileSettings{streams: streams, repls: repls, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls, onDemand: onDemand, aggs: aggs}, nil
+	return fileSettings{streams: streams, repls: repls, grouped: grouped, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls, onDemand: onDemand, aggs: aggs}, nil
 }
 
 // parseStreams checks the streams: of the entry at (nil: 1 stream).

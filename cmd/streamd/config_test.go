@@ -52,6 +52,14 @@ replicate:
 	if _, err := parseConfig(nil, now); err != nil {
 		t.Fatalf("an empty file: %v", err)
 	}
+	grouped, err := parseConfig([]byte("replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    group: eu-from-us\n    streams: 4\n  - from: ap\n    addrs: [\"y:1\"]\n"), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := grouped.grouped; len(g) != 1 || g[0].group != "eu-from-us" || g[0].opts.Name != "replicate-us-all" || g[0].opts.Streams != 4 ||
+		len(grouped.repls) != 1 || grouped.repls[0].Name != "replicate-ap-all" {
+		t.Fatalf("grouped %+v, replications %+v", g, grouped.repls)
+	}
 
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"unknown key", "streams:\n  - name: a\n    types: [x]\n", "field types not found"},
@@ -67,6 +75,9 @@ replicate:
 		{"missing token file", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    token_file: /nonexistent/token\n", "replicate[0].token_file"},
 		{"zero streams", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    streams: 0\n", "replicate[0]: streams 0 is not in 1-1024"},
 		{"too many streams", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    streams: 1025\n", "replicate[0]: streams 1025 is not in 1-1024"},
+		{"bad group", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    group: Eu_Pods\n", `replicate[0].group "Eu_Pods": a lowercase RFC 1123 label`},
+		{"long group", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    group: " + strings.Repeat("g", 51) + "\n", "is 51 characters: at most 50"},
+		{"group twice", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    group: eu\n  - from: ap\n    addrs: [\"y:1\"]\n    group: eu\n", `replicate[1].group "eu" is also the group of replication "replicate-us-all"`},
 		{"negative region streams", "regions:\n  - {name: us, addrs: [\"a:1\"]}\n  - {name: eu, addrs: [\"b:1\"], streams: -2}\ndefault_primary: us\n", `regions[1] ("eu"): streams -2 is not in 1-1024`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,6 +96,10 @@ func TestConfigRefusedAtStart(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("replicate:\n  - from: us\n    addrs: [\"127.0.0.1:1\"]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	groupCfg := filepath.Join(dir, "group.yaml")
+	if err := os.WriteFile(groupCfg, []byte("replicate:\n  - from: us\n    addrs: [\"127.0.0.1:1\"]\n    group: eu-from-us\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -92,8 +107,17 @@ func TestConfigRefusedAtStart(t *testing.T) {
 		{[]string{"--config", cfg}, "--region must name this one"},
 		{[]string{"--config", cfg, "--region", "us"}, "is from this region"},
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "--config: open"},
+		{[]string{"--config", groupCfg}, "--region must name this one"},
+		{[]string{"--config", groupCfg, "--region", "eu"}, "give --pod-name and --pod-namespace (STREAMD_POD_NAME and STREAMD_POD_NAMESPACE"},
+		{[]string{"--config", groupCfg, "--region", "eu", "--pod-name", "eu-0", "--pod-namespace", "shop"}, "it needs the Kubernetes API"},
+		{[]string{"--config", groupCfg, "--region", "eu", "--pod-name", "eu-0", "--pod-namespace", "shop", "--kube-api", "http://127.0.0.1:1", "--group-lease-duration", "1s"},
+			"--group-lease-duration 1s: group: invalid options: Options.LeaseDuration 1s is below 3s"},
+		{[]string{"--config", groupCfg, "--region", "eu", "--pod-name", "Eu_0", "--pod-namespace", "shop", "--kube-api", "http://127.0.0.1:1"}, `Options.Identity "Eu_0"`},
 	} {
-		out, err := exec.Command(binary, append([]string{"--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--metrics-listen", ""}, tc.args...)...).CombinedOutput()
+		cmd := exec.Command(binary, append([]string{"--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--metrics-listen", ""}, tc.args...)...)
+		// Outside a cluster, even where the tests run in a pod.
+		cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "KUBERNETES_SERVICE_") })
+		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("streamd %v: %v\n%s\nwant an error mentioning %q", tc.args, err, out, tc.want)
 		}
@@ -114,6 +138,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("regions: [{name: us, addrs: [a]}, {name: us, addrs: [b]}]\ndefault_mode: request-region\ndefault_primary: us\n")
 	f.Add("regions: [{name: us, addrs: [a]}, {name: eu, addrs: [b]}]\ndefault_primary: us\nentity_types:\n  - {name: c, mode: replicated, replication: on-demand, inactivity: 1m, summary_types: [s]}\n")
 	f.Add("regions: [{name: us, addrs: [a], streams: 4}, {name: eu, addrs: [b], streams: 1024}]\ndefault_primary: us\nreplicate: [{from: x, addrs: [c], streams: 2}]\n")
+	f.Add("replicate: [{from: x, addrs: [c], streams: 2, group: g}, {from: y, addrs: [d], group: h}, {from: z, addrs: [e]}]\n")
 	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, raw string) {
 		settings, err := parseConfig([]byte(raw), now)
@@ -131,6 +156,14 @@ func FuzzParseConfig(f *testing.F) {
 				t.Fatalf("replication %+v accepted from %q", r, raw)
 			}
 			names[r.Name] = true
+		}
+		groups := map[string]bool{}
+		for _, g := range settings.grouped {
+			r := g.opts
+			if r.From.Name == "" || len(r.From.Addrs) == 0 || r.Name == "" || names[r.Name] || r.Streams < 1 || r.Streams > 1024 || g.group == "" || len(g.group) > 50 || groups[g.group] {
+				t.Fatalf("grouped replication %+v (group %q) accepted from %q", r, g.group, raw)
+			}
+			names[r.Name], groups[g.group] = true, true
 		}
 		for _, region := range settings.regions {
 			_, withIt, err := settings.withRegion(region)

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 
 	"github.com/streamd/streamd/admin"
 	"github.com/streamd/streamd/consumer"
+	"github.com/streamd/streamd/consumer/group"
 	"github.com/streamd/streamd/internal/metrics"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/topology"
@@ -23,12 +25,13 @@ type consumers struct {
 	done     chan struct{}
 }
 
-// startConsumers starts cfg's replications into j. Their offsets live in
-// j itself, committed with the events they copied: a new journal starts
-// with new offsets.
+// startConsumers starts cfg's replications into j: those of the registry,
+// and the grouped ones, each as this pod's member of its consumer group.
+// Their offsets live in j itself, committed with the events they copied: a
+// new journal starts with new offsets.
 func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumers, error) {
 	cs := &consumers{log: log, registry: admin.NewRegistry(log), byName: map[string]*consumer.Consumer{}, done: make(chan struct{})}
-	if len(cfg.replications) == 0 {
+	if len(cfg.replications) == 0 && len(cfg.grouped) == 0 {
 		close(cs.done)
 		cs.cancel = func() {}
 		return cs, nil
@@ -46,11 +49,31 @@ func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumer
 		}
 		cs.byName[opts.Name] = c
 	}
+	members := make([]*group.Member, len(cfg.grouped))
+	for i, g := range cfg.grouped {
+		g.opts.DialOptions = append(slices.Clip(g.opts.DialOptions), links.dialOption(g.opts.Name, g.opts.From.Name))
+		m, err := cfg.pod.newMember(log, g, j)
+		if err != nil {
+			return nil, fmt.Errorf("replication %q (group %q): %w", g.opts.Name, g.group, err)
+		}
+		members[i] = m
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cs.cancel = cancel
+	var wg sync.WaitGroup
+	wg.Go(func() { cs.registry.Run(ctx) })
+	for i, m := range members {
+		g := cfg.grouped[i]
+		wg.Go(func() {
+			// Run hands the slices off and leaves when ctx ends.
+			if err := m.Run(ctx); err != nil {
+				log.Error("replication stopped; it starts again when streamd restarts", "consumer", g.opts.Name, "group", g.group, "err", err)
+			}
+		})
+	}
 	go func() {
 		defer close(cs.done)
-		cs.registry.Run(ctx)
+		wg.Wait()
 	}()
 	return cs, nil
 }

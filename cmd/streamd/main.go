@@ -38,6 +38,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/streamd/streamd/aggregate"
+	"github.com/streamd/streamd/consumer/group"
 	"github.com/streamd/streamd/filters"
 	"github.com/streamd/streamd/internal/buildinfo"
 	"github.com/streamd/streamd/internal/bytesize"
@@ -113,6 +114,10 @@ func newApp() *cli.App {
 			&cli.DurationFlag{Name: "handshake-timeout", Value: 10 * time.Second, EnvVars: []string{"STREAMD_HANDSHAKE_TIMEOUT"}, Usage: "a connection that has not completed its TLS and HTTP/2 handshake by then is closed"},
 			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate); overrides region: in --config"},
 			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, the project's regions (replicated full mesh), replications from elsewhere, entity type modes and on-demand replication, and aggregation stages, the same file in every region (see README)"},
+			&cli.StringFlag{Name: "pod-name", EnvVars: []string{"STREAMD_POD_NAME"}, Usage: "this pod's name (the downward API's metadata.name): its identity in the consumer groups of replicate: entries with group:"},
+			&cli.StringFlag{Name: "pod-namespace", EnvVars: []string{"STREAMD_POD_NAMESPACE"}, Usage: "this pod's namespace (the downward API's metadata.namespace): where the consumer groups of replicate: entries with group: keep their Leases and ConfigMaps"},
+			&cli.StringFlag{Name: "kube-api", EnvVars: []string{"STREAMD_KUBE_API"}, Usage: "`URL` of the Kubernetes API for the consumer groups, without credentials (as kubectl proxy serves it)", DefaultText: "in a pod, its service account"},
+			&cli.DurationFlag{Name: "group-lease-duration", Value: group.DefaultLeaseDuration, EnvVars: []string{"STREAMD_GROUP_LEASE_DURATION"}, Usage: "the consumer groups' Lease duration D (at least 3s): a pod renews its Lease every D/3, stops copying when it could not for 2D/3, and the others take the slices of a pod gone after D"},
 			&cli.StringFlag{Name: "ready-file", EnvVars: []string{"STREAMD_READY_FILE"}, Usage: "once every listener is up, write where streamd serves to `FILE` as JSON, {\"grpc\":\"ADDR\",\"metrics\":\"ADDR\"} (metrics absent when disabled), atomically; removed on exit"},
 			consoleFlag(),
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
@@ -248,13 +253,23 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 	if err != nil {
 		return config{}, err
 	}
-	if len(repls) > 0 && region == "" {
+	if (len(repls) > 0 || len(settings.grouped) > 0) && region == "" {
 		return config{}, fmt.Errorf("--config %s replicates from other regions: --region must name this one", c.String("config"))
 	}
 	for _, r := range repls {
 		if r.From.Name == region {
 			return config{}, fmt.Errorf("--config %s: replication %q is from this region (%s)", c.String("config"), r.Name, r.From.Name)
 		}
+	}
+	for _, g := range settings.grouped {
+		if g.opts.From.Name == region {
+			return config{}, fmt.Errorf("--config %s: replication %q is from this region (%s)", c.String("config"), g.opts.Name, g.opts.From.Name)
+		}
+	}
+	inPod, err := podFrom(pod{name: c.String("pod-name"), namespace: c.String("pod-namespace"), leaseDuration: c.Duration("group-lease-duration")},
+		c.String("kube-api"), c.String("config"), settings.grouped)
+	if err != nil {
+		return config{}, err
 	}
 	return config{
 		dataDir:       c.String("data-dir"),
@@ -271,6 +286,8 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		limits:        clients,
 		handshake:     c.Duration("handshake-timeout"),
 		replications:  repls,
+		grouped:       settings.grouped,
+		pod:           inPod,
 		entityTypes:   types,
 		router:        router,
 		aggregates:    settings.aggs,
@@ -313,6 +330,10 @@ type config struct {
 	// replications streamd runs, into its journal; offsets are kept in
 	// the journal, committed with the events they copied.
 	replications []topology.ReplicationOptions
+	// grouped are the replications whose copying the pods of a
+	// StatefulSet share, each pod (pod) a member of a consumer group.
+	grouped []groupedReplication
+	pod     pod
 	// entityTypes are served by a primary.Primary (PrimaryService) when
 	// streamd has a region, which router (nil without a region) then routes
 	// publishes through.

@@ -69,6 +69,17 @@
 //   - A pod restarted under the same name waits until its previous Lease
 //     expired (D) before it joins again.
 //
+// # Runners: work that keeps its own positions
+//
+// With Options.Runner instead of Options.Consumer a member runs a function
+// over its slices, and the group hands no offsets over (the ConfigMap
+// holds owners only): a member that takes slices starts them wherever its
+// Runner left them, which is what it stored when it last owned them, or the
+// beginning. This is for work whose results stay with the member, such as
+// a replication into the member's own journal (topology), where another
+// member's offset would skip history this member's journal does not hold.
+// Ownership, fencing and the rest are as above.
+//
 // What it does not do: it does not watch (a change is seen at the next
 // step, so a scale step settles in about two steps, a crash in D plus two
 // steps), does not move the consumer's applied seqNrs between stores (the

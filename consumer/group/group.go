@@ -67,8 +67,19 @@ type Options struct {
 	LeaseDuration time.Duration
 	// Consumer is the consumer each member runs over the slices it owns.
 	// Slices must be zero: the group sets them. Name and Store are
-	// required as for consumer.New; the Store is this member's own.
+	// required as for consumer.New; the Store is this member's own. The
+	// group hands its offsets over between members.
 	Consumer consumer.Options
+	// Runner, instead of Consumer, is what each member runs over the
+	// slices it owns, until ctx ends (then it returns after saving its
+	// own positions). The group hands no offsets over: a member that
+	// takes slices starts them wherever its Runner left them, which is
+	// what it stored when it last owned them, or the beginning. This is
+	// for work whose results stay with the member, such as a replication
+	// into the member's own journal (topology.ReplicationOptions.Slices):
+	// there another member's offset would skip history this member's
+	// journal does not hold.
+	Runner func(ctx context.Context, slices offsets.SliceRange) error
 	// Clock defaults to the real clock.
 	Clock clock.WithTickerAndDelayedExecution
 	// Logger defaults to Consumer.Logger, then slog.Default().
@@ -82,7 +93,7 @@ func (o Options) withDefaults() Options {
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
-	if o.Logger == nil {
+	if o.Logger == nil && o.Runner == nil {
 		o.Logger = o.Consumer.Logger
 	}
 	if o.Logger == nil {
@@ -127,6 +138,12 @@ func (o Options) Validate() error {
 	}
 	if o.LeaseDuration < 3*time.Second {
 		bad("Options.LeaseDuration %s is below 3s", o.LeaseDuration)
+	}
+	if o.Runner != nil {
+		if c := o.Consumer; c.Name != "" || c.Store != nil || len(c.Producers) > 0 {
+			bad("Options.Consumer and Options.Runner are both set: set one (Runner keeps its own positions)")
+		}
+		return errors.Join(errs...)
 	}
 	if o.Consumer.Slices != (offsets.SliceRange{}) {
 		bad("Options.Consumer.Slices is %s: the group assigns the slices, leave it zero", o.Consumer.Slices)
@@ -216,6 +233,9 @@ func New(o Options) (*Member, error) {
 		status:   Status{Target: None, Owned: None, Consuming: None},
 	}
 	m.consume = m.runConsumer
+	if o.Runner != nil {
+		m.consume = o.Runner
+	}
 	return m, nil
 }
 
@@ -516,7 +536,7 @@ func (m *Member) release(ctx context.Context, keep offsets.SliceRange) error {
 			return err
 		}
 		for _, r := range subtract(owned, keep) {
-			if err := exportOffsets(s, m.opts.Consumer.Store, m.opts.Consumer.Name, r); err != nil {
+			if err := m.exportOffsets(s, r); err != nil {
 				return err
 			}
 		}
@@ -561,7 +581,9 @@ func (m *Member) take(ctx context.Context, target offsets.SliceRange, alive map[
 		s.owners[m.opts.Identity] = owner{slices: target, uid: m.lease.UID}
 		imported = imported[:0]
 		for _, r := range want {
-			imported = append(imported, s.within(r))
+			if m.opts.Runner == nil { // a Runner starts from its own positions
+				imported = append(imported, s.within(r))
+			}
 		}
 		return nil
 	})
@@ -584,6 +606,15 @@ func (m *Member) take(ctx context.Context, target offsets.SliceRange, alive map[
 	}
 	m.log.Info("group: took slices", "target", target.String(), "taken", fmt.Sprint(want))
 	return nil
+}
+
+// exportOffsets puts the stored offsets of the slices r into s, for a
+// Consumer; a Runner hands nothing over.
+func (m *Member) exportOffsets(s *state, r offsets.SliceRange) error {
+	if m.opts.Runner != nil {
+		return nil
+	}
+	return exportOffsets(s, m.opts.Consumer.Store, m.opts.Consumer.Name, r)
 }
 
 func overlapsAny(r offsets.SliceRange, rs []offsets.SliceRange) bool {
@@ -616,8 +647,11 @@ func (m *Member) checkClaim(s *state) error {
 // ConfigMap (when they moved), so that a member taking them after a crash
 // of this one re-applies at most what came after.
 func (m *Member) publishOffsets(ctx context.Context) error {
+	if m.opts.Runner != nil {
+		return nil // nothing to publish: a Runner keeps its own positions
+	}
 	probe := &state{offsets: map[string][]fragment{}}
-	if err := exportOffsets(probe, m.opts.Consumer.Store, m.opts.Consumer.Name, m.owned); err != nil {
+	if err := m.exportOffsets(probe, m.owned); err != nil {
 		return err
 	}
 	enc := probe.encode(nil)
@@ -629,7 +663,7 @@ func (m *Member) publishOffsets(ctx context.Context) error {
 		if err := m.checkClaim(s); err != nil {
 			return err
 		}
-		return exportOffsets(s, m.opts.Consumer.Store, m.opts.Consumer.Name, m.owned)
+		return m.exportOffsets(s, m.owned)
 	})
 	if errors.Is(err, errLost) {
 		m.lose()

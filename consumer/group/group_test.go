@@ -51,6 +51,7 @@ type harness struct {
 
 	mu        sync.Mutex
 	members   map[string]*tmember
+	stores    map[string]*offsets.Store // by identity
 	consuming [journal.Slices]string
 	runs      []*stubRun
 	writes    int
@@ -82,7 +83,7 @@ func newHarness(t *testing.T) *harness {
 	h := &harness{
 		t: t, api: kubetest.New(), clock: clocktesting.NewFakeClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)),
 		journals: [][]byte{[]byte("journal-one-0001"), []byte("journal-two-0002")},
-		members:  map[string]*tmember{},
+		members:  map[string]*tmember{}, stores: map[string]*offsets.Store{},
 	}
 	h.head.Store(100)
 	h.api.OnWrite(h.checkState)
@@ -148,13 +149,22 @@ func disjoint(list []string) error {
 	return nil
 }
 
-func (h *harness) add(id string) *tmember {
+func (h *harness) add(id string) *tmember { return h.join(id, false) }
+
+// addRunner adds a member whose stub runs as its Options.Runner.
+func (h *harness) addRunner(id string) *tmember { return h.join(id, true) }
+
+func (h *harness) join(id string, runner bool) *tmember {
 	h.t.Helper()
-	store, err := offsets.Open(h.t.TempDir(), offsets.Options{})
-	if err != nil {
-		h.t.Fatal(err)
+	store := h.stores[id] // a member that joins again keeps its store (its volume)
+	if store == nil {
+		var err error
+		if store, err = offsets.Open(h.t.TempDir(), offsets.Options{}); err != nil {
+			h.t.Fatal(err)
+		}
+		h.t.Cleanup(func() { store.Close() })
+		h.stores[id] = store
 	}
-	h.t.Cleanup(func() { store.Close() })
 	tm := &tmember{id: id, store: store, done: make(chan error, 1)}
 	cs := h.api.Clientset()
 	cs.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
@@ -163,16 +173,24 @@ func (h *harness) add(id string) *tmember {
 		}
 		return false, nil, nil
 	})
-	m, err := New(Options{
+	o := Options{
 		Client: cs, Namespace: testNS, Group: testGroup, Identity: id, LeaseDuration: testD, Clock: h.clock,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Consumer: consumer.Options{Producers: []string{"127.0.0.1:1"}, Name: testName, Store: store,
-			Handler: func(context.Context, *streamdv1.Event) error { return nil }},
-	})
+	}
+	stub := func(ctx context.Context, r offsets.SliceRange) error { return h.stub(ctx, tm, r) }
+	if runner {
+		o.Runner = stub
+	} else {
+		o.Consumer = consumer.Options{Producers: []string{"127.0.0.1:1"}, Name: testName, Store: store,
+			Handler: func(context.Context, *streamdv1.Event) error { return nil }}
+	}
+	m, err := New(o)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	m.consume = func(ctx context.Context, r offsets.SliceRange) error { return h.stub(ctx, tm, r) }
+	if !runner {
+		m.consume = stub
+	}
 	m.ticked = func(now time.Time, _ Status) {
 		tm.mu.Lock()
 		tm.lastTick = now
@@ -453,5 +471,66 @@ func (h *harness) checkRuns(final uint64) {
 	h.t.Logf("slice hand-offs: %d exact, %d after a crash (at-least-once)", exact, crashed)
 	if crashed == 0 {
 		h.t.Errorf("no slice was taken over from the crashed member")
+	}
+}
+
+// TestRunnerKeepsItsOwnPositions scales a group of Runners 1→3→2→3 and
+// crashes one: every run of a slice starts where the same member's
+// previous run of it stopped (0 the first time), never from another
+// member's offset, and the ConfigMap carries no offsets, only owners.
+func TestRunnerKeepsItsOwnPositions(t *testing.T) {
+	h := newHarness(t)
+	h.addRunner("a")
+	h.converge("1 member")
+	h.addRunner("b")
+	h.addRunner("c")
+	h.converge("3 members")
+	h.stop("c")
+	h.converge("2 members (c left)")
+	h.addRunner("c")
+	h.converge("3 members (c back)")
+	h.members["b"].crashed.Store(true)
+	h.converge("2 members (b crashed)")
+	h.stop("b")
+	h.step()
+	h.stop("a")
+	h.stop("c")
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	moved, wrong := 0, 0
+	for _, j := range h.journals {
+		for s := uint32(0); s < journal.Slices; s++ {
+			last := map[string]uint64{} // per member: where its last run of s stopped
+			var prev *stubRun
+			for _, r := range h.runs {
+				if !r.slices.Contains(s) {
+					continue
+				}
+				from := r.from[string(j)][s-r.slices.First]
+				if want := last[r.member]; from != want {
+					if wrong++; wrong <= 5 {
+						t.Errorf("journal %s slice %d: %s starts after %d, want %d (where it stopped itself)", j, s, r.member, from, want)
+					}
+				}
+				if prev != nil && prev.member != r.member {
+					moved++
+				}
+				last[r.member], prev = r.to, r
+			}
+		}
+	}
+	if wrong > 5 {
+		t.Errorf("... %d runs of a slice in all start elsewhere than where their member stopped", wrong)
+	}
+	if moved == 0 {
+		t.Errorf("no slice moved between members")
+	}
+	for _, cm := range h.api.Snapshot().ConfigMaps {
+		for k := range cm.Data {
+			if strings.HasPrefix(k, journalKeyPrefix) {
+				t.Errorf("ConfigMap %s holds offsets (%s): Runners hand none over", cm.Name, k)
+			}
+		}
 	}
 }

@@ -173,6 +173,7 @@ func TestValidate(t *testing.T) {
 		{func(o *Options) { o.LeaseDuration = time.Second }, "Options.LeaseDuration"},
 		{func(o *Options) { o.Consumer.Slices = offsets.SliceRange{First: 0, Last: 9} }, "Options.Consumer.Slices"},
 		{func(o *Options) { o.Consumer.Name = "" }, "Options.Consumer: consumer: invalid options: Options.Name is empty"},
+		{func(o *Options) { o.Runner = func(context.Context, offsets.SliceRange) error { return nil } }, "Options.Consumer and Options.Runner are both set"},
 	} {
 		o := good
 		c.change(&o)
@@ -180,6 +181,13 @@ func TestValidate(t *testing.T) {
 		if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Validate() = %v, want ErrInvalidOptions naming %q", err, c.want)
 		}
+	}
+	// A Runner needs no Consumer.
+	runner := good
+	runner.Consumer = consumer.Options{}
+	runner.Runner = func(context.Context, offsets.SliceRange) error { return nil }
+	if err := runner.Validate(); err != nil {
+		t.Fatalf("options with a Runner: %v", err)
 	}
 	// Every unusable field is reported.
 	err = Options{}.Validate()

@@ -30,7 +30,7 @@ import (
 
 // roots are the kustomizations meant for `kubectl apply -k`; every other
 // kustomization must be used by one of them.
-var roots = []string{"base", "overlays/production", "sidecar"}
+var roots = []string{"base", "overlays/production", "overlays/shared-replication", "sidecar"}
 
 // externalSecrets are the Secrets the operator creates (deploy/README.md,
 // "TLS and tokens"), with the keys streamd reads from each.
@@ -81,6 +81,12 @@ type kustomization struct {
 	Patches            []patch         `json:"patches,omitempty"`
 	ConfigMapGenerator []generator     `json:"configMapGenerator,omitempty"`
 	Images             []imageOverride `json:"images,omitempty"`
+	Replicas           []replicaCount  `json:"replicas,omitempty"`
+}
+
+type replicaCount struct {
+	Name  string `json:"name"`
+	Count int    `json:"count"`
 }
 
 type patch struct {
@@ -92,8 +98,9 @@ type patch struct {
 }
 
 type generator struct {
-	Name  string   `json:"name"`
-	Files []string `json:"files"`
+	Name     string   `json:"name"`
+	Behavior string   `json:"behavior,omitempty"`
+	Files    []string `json:"files"`
 }
 
 type imageOverride struct {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/streamd/streamd/internal/dialopts"
+	"github.com/streamd/streamd/internal/kubetest"
 	"github.com/streamd/streamd/internal/streamdtest"
 	"github.com/streamd/streamd/internal/testpki"
 	"github.com/streamd/streamd/internal/testwait"
@@ -74,6 +76,18 @@ func TestStreamdRunsAsThePodSays(t *testing.T) {
 					}
 					if !strings.Contains(d.serving, wantTLS) || !strings.Contains(d.serving, wantAuth) {
 						t.Fatalf("streamd serves %q, want %s %s", d.serving, wantTLS, wantAuth)
+					}
+					// A pod that knows its name joins its replication's group.
+					if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "STREAMD_POD_NAME" }) &&
+						!testwait.Until(20*time.Second, func() bool {
+							for _, l := range d.api.Snapshot().Leases {
+								if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == podName(w) {
+									return true
+								}
+							}
+							return false
+						}) {
+						t.Fatalf("%s did not join its consumer group: no Lease held by it\n%s", podName(w), d.Log())
 					}
 					h, err := healthpb.NewHealthClient(d.conn).Check(ctx, &healthpb.HealthCheckRequest{})
 					if err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
@@ -157,7 +171,13 @@ type daemon struct {
 	*streamdtest.Daemon
 	serving string // the line streamd logs when it serves
 	conn    *grpc.ClientConn
+	// api stands in for the Kubernetes API (STREAMD_KUBE_API), for the
+	// consumer groups of replicate: entries with group:.
+	api *kubetest.API
 }
+
+// podName is the name of the first pod of w, as the downward API gives it.
+func podName(w workload) string { return w.name + "-0" }
 
 // streamdEnv returns the STREAMD_* variables streamd reads, from its --help.
 func streamdEnv(t *testing.T) map[string]bool {
@@ -256,11 +276,23 @@ func startAsPod(t *testing.T, w workload, c corev1.Container, o *objects) (*daem
 		if strings.HasPrefix(e.Name, "STREAMD_") && !known[e.Name] {
 			return nil, fmt.Errorf("env %s: streamd reads no such variable", e.Name)
 		}
+		val := local(e.Value)
 		if e.ValueFrom != nil {
-			t.Fatalf("env %s: valueFrom is not run by this test; add it", e.Name)
+			switch f := e.ValueFrom.FieldRef; {
+			case f != nil && f.FieldPath == "metadata.name":
+				val = podName(w)
+			case f != nil && f.FieldPath == "metadata.namespace":
+				val = "default"
+			default:
+				t.Fatalf("env %s: this valueFrom is not run by this test; add it", e.Name)
+			}
 		}
-		env = append(env, e.Name+"="+local(e.Value))
+		env = append(env, e.Name+"="+val)
 	}
+	api := kubetest.New()
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	env = append(env, "STREAMD_KUBE_API="+srv.URL)
 	sd, err := streamdtest.Run(streamdtest.Options{Args: args, Metrics: true, Env: env, Dir: dir})
 	if sd != nil {
 		t.Cleanup(sd.Kill)
@@ -268,7 +300,7 @@ func startAsPod(t *testing.T, w workload, c corev1.Container, o *objects) (*daem
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{Daemon: sd}
+	d := &daemon{Daemon: sd, api: api}
 	// streamd logs the line after it wrote its ready file.
 	if !testwait.Until(10*time.Second, func() bool {
 		for line := range strings.Lines(d.Log()) {

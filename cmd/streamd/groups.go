@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/streamd/streamd/consumer/group"
+	"github.com/streamd/streamd/journal"
+	"github.com/streamd/streamd/offsets"
+	"github.com/streamd/streamd/topology"
+)
+
+// groupedReplication is a replicate: entry with group:. The pods of this
+// streamd's StatefulSet share its copying: each pod is a member of the
+// consumer group and copies, into its own journal, the slices it owns
+// (group.Options.Runner, topology.ReplicationOptions.Slices).
+type groupedReplication struct {
+	group string
+	opts  topology.ReplicationOptions
+}
+
+// pod is who this streamd is in Kubernetes, for its consumer groups.
+type pod struct {
+	name, namespace string
+	leaseDuration   time.Duration
+	client          kubernetes.Interface
+}
+
+// checkGroup checks the group: of the replicate: entry at.
+func checkGroup(at, name string, earlier []groupedReplication) error {
+	if len(name) > 50 {
+		return fmt.Errorf("%s.group %q is %d characters: at most 50 (it names the group's Leases and its ConfigMap %s-positions)", at, name, len(name), name)
+	}
+	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
+		return fmt.Errorf("%s.group %q: %s (it names the group's Leases and its ConfigMap)", at, name, strings.Join(errs, "; "))
+	}
+	for _, g := range earlier {
+		if g.group == name {
+			return fmt.Errorf("%s.group %q is also the group of replication %q: give each replication a group of its own", at, name, g.opts.Name)
+		}
+	}
+	return nil
+}
+
+// podFrom completes p (--pod-name, --pod-namespace,
+// --group-lease-duration) with a client of the Kubernetes API (--kube-api,
+// else the pod's service account) for the grouped replications, and
+// checks each member's options.
+func podFrom(p pod, api, configPath string, grouped []groupedReplication) (pod, error) {
+	if len(grouped) == 0 {
+		return pod{}, nil
+	}
+	at := fmt.Sprintf("--config %s: replicate entry %q has group %q", configPath, grouped[0].opts.Name, grouped[0].group)
+	if p.name == "" || p.namespace == "" {
+		return pod{}, fmt.Errorf("%s: give --pod-name and --pod-namespace (STREAMD_POD_NAME and STREAMD_POD_NAMESPACE, from the downward API: deploy/README.md)", at)
+	}
+	cfg, err := rest.InClusterConfig()
+	if api != "" {
+		cfg, err = &rest.Config{Host: api, ContentConfig: rest.ContentConfig{ContentType: "application/json"}}, nil
+	}
+	if err != nil {
+		return pod{}, fmt.Errorf("%s: it needs the Kubernetes API: %w (run in a pod with a service account token, or give --kube-api)", at, err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return pod{}, fmt.Errorf("--kube-api %s: %w", api, err)
+	}
+	p.client = client
+	for _, g := range grouped {
+		if err := p.options(g, nil).Validate(); err != nil {
+			return pod{}, fmt.Errorf("replicate entry %q (group %q), --pod-name %q, --pod-namespace %q, --group-lease-duration %s: %w",
+				g.opts.Name, g.group, p.name, p.namespace, p.leaseDuration, err)
+		}
+	}
+	return p, nil
+}
+
+// options are the group.Options of this pod's member of g, running run.
+func (p pod) options(g groupedReplication, run func(context.Context, offsets.SliceRange) error) group.Options {
+	if run == nil {
+		run = func(context.Context, offsets.SliceRange) error { return nil }
+	}
+	return group.Options{Client: p.client, Namespace: p.namespace, Group: g.group, Identity: p.name, LeaseDuration: p.leaseDuration, Runner: run}
+}
+
+// newMember returns this pod's member of g: over the slices it owns, it
+// runs g's replication into j, with at most one stream per slice.
+func (p pod) newMember(log *slog.Logger, g groupedReplication, j *journal.Journal) (*group.Member, error) {
+	o := p.options(g, func(ctx context.Context, part offsets.SliceRange) error {
+		r := g.opts
+		r.Journal, r.Logger, r.Slices = j, log, part
+		r.Streams = min(max(r.Streams, 1), part.Len())
+		c, err := topology.NewReplication(r)
+		if err != nil {
+			return err
+		}
+		return c.Run(ctx)
+	})
+	o.Logger = log
+	return group.New(o)
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/streamd/streamd/consumer/group"
+	"github.com/streamd/streamd/internal/kubetest"
+	"github.com/streamd/streamd/internal/testwait"
+	"github.com/streamd/streamd/offsets"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// entityHistory is an entity's events in a journal: its slice there and
+// the origin seqNrs in the order the journal holds them.
+type entityHistory struct {
+	slice   uint32
+	seqNrs  []uint64
+	origins []string
+}
+
+// histories reads every event d's journal holds, by entity.
+func histories(t *testing.T, d *daemon) map[string]*entityHistory {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := streamdv1.NewEventStreamServiceClient(d.conn).Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&streamdv1.SubscribeRequest{Request: &streamdv1.SubscribeRequest_Init{Init: &streamdv1.Init{
+		StartPolicy: streamdv1.StartPolicy_START_POLICY_EARLIEST, ConsumerName: "test-histories"}}}); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*entityHistory{}
+	for last, at := uint64(0), uint64(0); last == 0 || at < last; {
+		m, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := m.GetHello(); h != nil {
+			if last = h.GetLastOffset(); last == 0 {
+				break
+			}
+		}
+		at = max(at, m.GetProgress().GetOffset())
+		for _, e := range m.GetEvents().GetEvents() {
+			seq, origin := e.GetOriginSeqNr(), e.GetOrigin()
+			if origin == "" { // at the source
+				seq, origin = e.GetSeqNr(), "us"
+			}
+			h := out[e.GetEntityId()]
+			if h == nil {
+				h = &entityHistory{slice: e.GetSlice()}
+				out[e.GetEntityId()] = h
+			}
+			h.seqNrs, h.origins = append(h.seqNrs, seq), append(h.origins, origin)
+			at = e.GetOffset()
+		}
+	}
+	return out
+}
+
+// The pods of region eu (real streamd processes, one journal each) share
+// the copying of us through the group of their replicate: entry, over the
+// Kubernetes API (kubetest over HTTP, --kube-api), while us is written:
+// two pods, one killed (SIGKILL) whose slices the other takes, the killed
+// one back on its volume. Then each pod holds the whole history of every
+// entity of the slices it owns, and of every other entity it holds a
+// prefix: never a hole.
+func TestReplicationGroupFromConfig(t *testing.T) {
+	us := startDaemon(t, t.TempDir(), "--region", "us")
+	api := kubetest.New()
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+
+	var published atomic.Int64
+	stop := make(chan struct{})
+	var pub sync.WaitGroup
+	pub.Go(func() {
+		tick := time.NewTicker(5 * time.Millisecond) // a pace, not a synchronisation
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			// Two events of long-lived entities, two of entities of one event.
+			req := &streamdv1.PublishRequest{}
+			for _, id := range []string{fmt.Sprintf("c%d", (2*i)%16), fmt.Sprintf("c%d", (2*i+1)%16), fmt.Sprintf("u%d", 2*i), fmt.Sprintf("u%d", 2*i+1)} {
+				req.Events = append(req.Events, &streamdv1.Event{EntityType: "cart", EntityId: id, EventType: "Added"})
+			}
+			if _, err := streamdv1.NewEventStreamServiceClient(us.conn).Publish(context.Background(), req); err != nil {
+				t.Error(err)
+				return
+			}
+			published.Add(4)
+		}
+	})
+	stopPublishing := sync.OnceFunc(func() { close(stop); pub.Wait() })
+	defer stopPublishing()
+	flow := func() {
+		t.Helper()
+		at := published.Load()
+		if !testwait.Until(30*time.Second, func() bool { return published.Load() >= at+200 }) {
+			t.Fatal("the publisher is stuck")
+		}
+	}
+
+	cfg := filepath.Join(t.TempDir(), "eu.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "replicate:\n  - from: us\n    addrs: [%q]\n    streams: 2\n    group: eu-from-us\n", us.Addr), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dirs := map[string]string{"eu-0": t.TempDir(), "eu-1": t.TempDir()}
+	pods := map[string]*daemon{}
+	start := func(id string) {
+		pods[id] = startDaemon(t, dirs[id], "--region", "eu", "--config", cfg, "--pod-name", id, "--pod-namespace", "shop",
+			"--kube-api", srv.URL, "--group-lease-duration", "3s")
+	}
+	// settle waits until the Leases of the group are those of ids, each
+	// showing the slices Assign gives it; it returns them by pod.
+	settle := func(what string, ids ...string) map[string]offsets.SliceRange {
+		t.Helper()
+		var got map[string]offsets.SliceRange
+		if !testwait.Until(60*time.Second, func() bool {
+			got = map[string]offsets.SliceRange{}
+			for _, l := range api.Snapshot().Leases {
+				r, err := offsets.ParseSliceRange(l.Annotations[group.AnnotationSlices])
+				if err != nil || l.Spec.HolderIdentity == nil {
+					return false
+				}
+				got[*l.Spec.HolderIdentity] = r
+			}
+			if len(got) != len(ids) {
+				return false
+			}
+			for k, id := range ids {
+				if got[id] != group.Assign(k, len(ids)) {
+					return false
+				}
+			}
+			return true
+		}) {
+			t.Fatalf("%s: the group's Leases show %v, want %v split by group.Assign", what, got, ids)
+		}
+		return got
+	}
+
+	start("eu-0")
+	start("eu-1")
+	settle("2 pods", "eu-0", "eu-1")
+	flow()
+	pods["eu-1"].Kill()
+	delete(pods, "eu-1")
+	settle("eu-1 killed", "eu-0")
+	flow()
+	start("eu-1")
+	owned := settle("eu-1 back", "eu-0", "eu-1")
+	flow()
+	stopPublishing()
+
+	src := histories(t, us)
+	var total int
+	for _, h := range src {
+		total += len(h.seqNrs)
+	}
+	if int64(total) != published.Load() {
+		t.Fatalf("us holds %d events, %d published", total, published.Load())
+	}
+	for id, d := range pods {
+		var why string
+		if !testwait.Until(60*time.Second, func() bool {
+			held := histories(t, d)
+			for e, src := range src {
+				if h := held[e]; owned[id].Contains(src.slice) && (h == nil || len(h.seqNrs) != len(src.seqNrs)) {
+					why = fmt.Sprintf("pod %s (slices %s) lacks events of %s (slice %d): it holds %v of %d", id, owned[id], e, src.slice, h, len(src.seqNrs))
+					return false
+				}
+			}
+			for e, h := range held {
+				for k, seq := range h.seqNrs {
+					if seq != uint64(k+1) || h.origins[k] != "us" {
+						t.Fatalf("pod %s: %s holds %v (origins %v): not a whole history from us", id, e, h.seqNrs, h.origins)
+					}
+				}
+			}
+			return true
+		}) {
+			t.Fatal(why)
+		}
+	}
+	t.Logf("%d events over %d entities; pods %v own %v", total, len(src), slices.Sorted(maps.Keys(pods)), owned)
+}
