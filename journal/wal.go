@@ -276,7 +276,7 @@ func segments(dir string) ([]uint64, error) {
 
 // recoverWAL replays the segments of the journal in dir into db, makes db
 // durable and removes them. It returns the WAL state, for the next segment.
-func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) {
+func recoverWAL(db *badger.DB, dir string, deriveIndex bool, log *slog.Logger) (*walState, error) {
 	wdir := filepath.Join(dir, walDirName)
 	st, found, err := readWALState(dir)
 	if err != nil {
@@ -366,10 +366,12 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 			}
 			for _, ch := range c {
 				var index changes
-				if ch.block {
+				if ch.block && deriveIndex {
 					if index, err = indexChanges(ch.key, ch.value); err != nil {
 						return nil, fmt.Errorf("%w: WAL segment %s: frame at byte %d: %v", ErrCorrupt, path, pos, err)
 					}
+				}
+				if ch.block {
 					ref := blockRef{segment: id, pos: uint64(pos + frameHeader + ch.at), length: uint32(len(ch.value)),
 						crc: crc32.Checksum(ch.value, castagnoli)}
 					ch = change{key: ch.key, value: ref.encode()}
