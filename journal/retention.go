@@ -14,16 +14,16 @@ import (
 
 // deletion removes the oldest events: every offset below upTo.
 type deletion struct {
-	from  uint64 // the floor the deletion was planned from
-	upTo  uint64
+	from uint64 // the floor the deletion was planned from
+	upTo uint64
 	// flushes: the index flushes applied when it was planned; a flush
 	// built since may have written runs it did not see.
 	flushes uint64
 	keys    [][]byte // block keys and index runs
 	// entities are those of the events deleted.
 	entities []string
-	bytes int64
-	count int
+	bytes    int64
+	count    int
 	// lastSeq keeps, per entity whose runs it deletes, the last seqNr of
 	// the last one, so that seqNrs continue after the history is gone.
 	lastSeq map[string]uint64

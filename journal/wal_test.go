@@ -33,7 +33,7 @@ type journalState struct {
 	// (seqNrs, origins, types), and the index, whether in Badger's runs
 	// or pending, as (entity NUL seqNr) -> offset, from the floor on.
 	index map[string]string
-	types   []string
+	types []string
 }
 
 func stateOf(t *testing.T, j *Journal) journalState {
