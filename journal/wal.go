@@ -26,8 +26,9 @@ import (
 // make a batch durable. An event block is written once, there: Badger gets
 // a reference to where the frame holds it (segstore.go), so the segments
 // stay until retention has deleted every event in them. The per-entity
-// index entries of a block are not logged: a recovery derives them from
-// the block.
+// index is not logged: Open derives what Badger may lack of it from the
+// blocks (index.go); journals of formats 1 to 3 derive their per-event
+// index keys from each block replayed.
 //
 // Recovery: Badger holds everything up to the last checkpoint durably, and
 // some arbitrary part of what was applied after it. Everything applied after
@@ -122,8 +123,8 @@ type change struct {
 	// block: value is an event block, which stays in the segment; Badger
 	// gets a blockRef to it once it is logged (wal.write, recoverWAL).
 	block bool
-	// derived: not logged; a recovery derives it from the block logged
-	// before it (an index entry: indexChanges).
+	// derived: not logged; Open derives it from the blocks (a flush of
+	// the index: index.go).
 	derived bool
 	at      int // decodeChanges: where value begins in the payload
 }
