@@ -384,8 +384,9 @@ func missingEvent(txn *badger.Txn, offset uint64) error {
 	return fmt.Errorf("%w: event at offset %d is missing (above the retention floor); a damaged file, or a table Badger could not read", ErrCorrupt, offset)
 }
 
-// indexChanges derives the index entries of a block's events (what stage
-// set for them, unlogged), for a recovery.
+// indexChanges derives the index keys of a block's events in formats 1 to
+// 3 (one per event, unlogged), for the replay of such a journal's WAL
+// before its index is converted to runs.
 func indexChanges(key, block []byte) (changes, error) {
 	var (
 		c    changes

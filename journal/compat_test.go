@@ -18,14 +18,16 @@ import (
 )
 
 // Journals of the older formats, as the builds that wrote them left them:
-// format 1 (event blocks inline in Badger) and format 2 (blocks of format 1
-// in the WAL segments, 401ec47). Each holds 3,000 events of 20 entities
+// format 1 (event blocks inline in Badger), format 2 (blocks of format 1
+// in the WAL segments, 401ec47) and format 3 (one index key per event,
+// be440ad). Each holds 3,000 events of 20 entities
 // appended 10 at a time, each append with the record \x00fixture/last; one
 // closed cleanly, one left as a crash leaves it (its WAL not yet replayed).
 // They open, are upgraded, read whole, take appends, and retention deletes
-// their blocks with the rest.
+// their blocks with the rest. Their index is converted to runs: one per
+// entity here.
 func TestOpensOlderFormats(t *testing.T) {
-	for _, name := range []string{"format1-closed", "format1-killed", "format2-closed", "format2-killed"} {
+	for _, name := range []string{"format1-closed", "format1-killed", "format2-closed", "format2-killed", "format3-closed", "format3-killed"} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			untar(t, filepath.Join("testdata", name+".tar.gz"), dir)
@@ -38,6 +40,9 @@ func TestOpensOlderFormats(t *testing.T) {
 				return err
 			}); err != nil || version != formatVersion {
 				t.Fatalf("format version %d (%v), want it upgraded to %d", version, err, formatVersion)
+			}
+			if old, runs := indexKeys(t, j); old != 0 || runs != 20 {
+				t.Fatalf("after the upgrade: %d keys of the old index, %d runs; want 0 and 20", old, runs)
 			}
 			for i := range 10 {
 				evs := make([]*streamdv1.Event, 10)
@@ -70,6 +75,76 @@ func TestOpensOlderFormats(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An upgrade cut short by a crash is made again at the next open: runs
+// written before the format version changed are written anew, and old
+// index keys left after it are removed.
+func TestUpgradeCutShort(t *testing.T) {
+	dir := t.TempDir()
+	untar(t, filepath.Join("testdata", "format3-closed.tar.gz"), dir)
+	// Before the version changed: a run that does not match the old index.
+	db := openBadger(t, dir)
+	if err := db.Update(func(txn *badger.Txn) error {
+		return txn.Set(runKey(EntityKey("acct", "a7"), 140), encodeRun([]uint64{2788, 2808}))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j := open(t, dir, Options{})
+	checkFixture(t, j, 3000)
+	if old, runs := indexKeys(t, j); old != 0 || runs != 20 {
+		t.Fatalf("%d keys of the old index, %d runs; want 0 and 20", old, runs)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// After it: a key of the old index.
+	db = openBadger(t, dir)
+	if err := db.Update(func(txn *badger.Txn) error { return txn.Set(indexKey(EntityKey("acct", "a7"), 1), u64(8)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, dir, Options{})
+	checkFixture(t, j, 3000)
+	if old, runs := indexKeys(t, j); old != 0 || runs != 20 {
+		t.Fatalf("%d keys of the old index, %d runs; want 0 and 20", old, runs)
+	}
+}
+
+func openBadger(t *testing.T, dir string) *badger.DB {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// indexKeys counts the keys of the index of formats 1 to 3 and the runs.
+func indexKeys(t *testing.T, j *Journal) (old, runs int) {
+	t.Helper()
+	err := j.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			switch k := it.Item().Key(); {
+			case bytes.HasPrefix(k, prefixIndex):
+				old++
+			case bytes.HasPrefix(k, prefixRun):
+				runs++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return old, runs
 }
 
 // checkFixture checks the fixture's events (and n-3000 appended since) and

@@ -56,6 +56,7 @@ func crashChild() bool {
 	if os.Getenv(reclaimEnv) != "" {
 		opts = reclaimOptions
 	}
+	indexFlushEvents = 64 // flushes of the index all the time
 	j, err := Open(dir, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)
@@ -139,6 +140,7 @@ func TestKill9(t *testing.T) {
 	j := open(t, dir, Options{})
 	all := readAll(t, j)
 	checkInvariants(t, all, 1)
+	checkIndex(t, j, all)
 	batches := map[string][]*streamdv1.Event{}
 	for _, e := range all {
 		id := e.Metadata["batch"]
@@ -237,17 +239,7 @@ func TestKill9DuringReclaim(t *testing.T) {
 		if _, err := j.Read(info.FirstOffset-1, 1, nil); info.FirstOffset > 1 && !errors.As(err, new(*OutOfRangeError)) {
 			t.Fatalf("cycle %d: read below the floor %d = %v, want an OutOfRangeError", cycle, info.FirstOffset, err)
 		}
-		for a := range 20 {
-			evs, err := j.ReadEntity("acct", fmt.Sprintf("a%d", a), 1, 1<<20, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range evs {
-				if e.Offset < info.FirstOffset {
-					t.Fatalf("cycle %d: entity a%d returns offset %d below the floor %d", cycle, a, e.Offset, info.FirstOffset)
-				}
-			}
-		}
+		checkIndex(t, j, all)
 		if ids, _ := segments(filepath.Join(dir, walDirName)); len(ids) > 0 && ids[0] > 1 {
 			reclaimed = true
 		}
@@ -343,4 +335,38 @@ func startChild(t *testing.T, env ...string) (*exec.Cmd, io.Reader, *strings.Bui
 		t.Fatal(err)
 	}
 	return cmd, stdout, stderr
+}
+
+// checkIndex checks that reading each entity of all (the events from the
+// floor on) by seqNr gives exactly its events, those retention deleted
+// meanwhile aside.
+func checkIndex(t *testing.T, j *Journal, all []*streamdv1.Event) {
+	t.Helper()
+	byEntity := map[string][]*streamdv1.Event{}
+	for _, e := range all {
+		byEntity[e.EntityId] = append(byEntity[e.EntityId], e)
+	}
+	for a := range 20 {
+		id := fmt.Sprintf("a%d", a)
+		got, err := j.ReadEntity("acct", id, 1, 1<<20, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		floor := j.Info().FirstOffset // retention may run in the background
+		kept := func(evs []*streamdv1.Event) []*streamdv1.Event {
+			for len(evs) > 0 && evs[0].Offset < floor {
+				evs = evs[1:]
+			}
+			return evs
+		}
+		got, want := kept(got), kept(byEntity[id])
+		if len(got) != len(want) {
+			t.Fatalf("entity %s: %d events read by seqNr, %d by offset (floor %d)", id, len(got), len(want), floor)
+		}
+		for k := range got {
+			if got[k].Offset != want[k].Offset || got[k].SeqNr != want[k].SeqNr {
+				t.Fatalf("entity %s: event %d read by seqNr is offset %d seqNr %d, by offset %d/%d", id, k, got[k].Offset, got[k].SeqNr, want[k].Offset, want[k].SeqNr)
+			}
+		}
+	}
 }

@@ -21,7 +21,10 @@
 //   - Events are written once: into the WAL segment that makes their batch
 //     durable, where they stay; Badger holds the per-entity index,
 //     references to the event blocks, and the records, not the events, so
-//     its memory and compactions do not grow with the events' bytes. With
+//     its memory and compactions do not grow with the events' bytes. The
+//     index is written in runs of an entity's consecutive seqNrs, once per
+//     262,144 events (index.go), not per event; until then readers find it
+//     in memory, and Open derives it again after a crash. With
 //     DurabilitySync, Badger runs without fsync: the WAL (wal.go) holds
 //     every change since Badger's last checkpoint and replays it at Open, so
 //     an acknowledged append survives a crash of the machine whatever Badger
@@ -49,9 +52,10 @@
 //   - Memory follows from Options (MemTableSize, BlockCacheSize, RingSize),
 //     not from the events written; Badger's memory-mapped tables are paged
 //     out every second (Linux), so they do not stay resident either.
-//   - Journals written in formats 1 (blocks inline in Badger) and 2 (blocks
-//     storing whole encodings) open, are upgraded in place and read as
-//     before; their blocks go with retention.
+//   - Journals written in formats 1 (blocks inline in Badger), 2 (blocks
+//     storing whole encodings) and 3 (one index key per event) open, are
+//     upgraded in place (the index converted to runs) and read as before;
+//     their blocks go with retention.
 //   - Origins (Options.Region): events written here get this region as their
 //     origin and the next origin seqNr of the entity from this region.
 //     Replicated events keep theirs; per (origin, entity) the journal applies

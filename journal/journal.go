@@ -69,6 +69,8 @@ type Journal struct {
 	// event blocks (wal.go, segstore.go).
 	wal      *wal
 	segments *segmentFiles // reads the blocks kept in the WAL segments
+	// index holds the index entries not yet written to Badger (index.go).
+	index *pendingIndex
 
 	typesMu sync.RWMutex
 	types   map[string]bool // entity types ever appended
@@ -128,7 +130,17 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal: open Badger in %s: %w", dir, err)
 	}
-	walState, err := recoverWAL(db, dir, opts.Logger)
+	version, err := storedVersion(db)
+	if err == nil && version > formatVersion {
+		err = fmt.Errorf("%w: format version %d, this build reads versions 1 to %d: open it with the streamd that wrote it", ErrCorrupt, version, formatVersion)
+	}
+	var walState *walState
+	if err == nil {
+		walState, err = recoverWAL(db, dir, version != 0 && version < formatVersion, opts.Logger)
+	}
+	if err == nil {
+		err = upgradeIndex(db, version, opts.Logger.With("dir", dir))
+	}
 	var log *wal
 	if err == nil {
 		log, err = openWAL(dir, walState, opts)
@@ -143,6 +155,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 		db:       db,
 		wal:      log,
 		segments: newSegmentFiles(filepath.Join(dir, walDirName)),
+		index:    newPendingIndex(),
 		// Badger refuses transactions beyond these; keep a margin for
 		// the per-group keys and the estimate.
 		groupCost:      min(maxGroupBytes, int(db.MaxBatchSize()*4/5)),
@@ -155,6 +168,9 @@ func Open(dir string, opts Options) (*Journal, error) {
 		pageoutDone:    make(chan struct{}),
 	}
 	w, err := j.load()
+	if err == nil {
+		err = j.loadIndex()
+	}
 	if err == nil {
 		err = j.checkIdentity(dir)
 	}
@@ -200,6 +216,9 @@ func (j *Journal) load() (*writer, error) {
 			if err := txn.Set(keyFloor, u64(1)); err != nil {
 				return err
 			}
+			if err := txn.Set(keyIndexed, u64(0)); err != nil {
+				return err
+			}
 		case err != nil:
 			return err
 		case len(id) != 16:
@@ -207,14 +226,9 @@ func (j *Journal) load() (*writer, error) {
 		}
 		j.id = id
 		v, err := getValue(txn, keyVersion)
-		switch version := readU64(v); {
-		case err != nil || version > formatVersion || version == 0:
+		// Versions 1 to 3 were upgraded before (upgradeIndex).
+		if version := readU64(v); err != nil || version != formatVersion {
 			return fmt.Errorf("%w: format version %d, this build reads versions 1 to %d: open it with the streamd that wrote it", ErrCorrupt, version, formatVersion)
-		case version < formatVersion:
-			if err := txn.Set(keyVersion, u64(formatVersion)); err != nil {
-				return err
-			}
-			j.opts.Logger.Info("journal: upgraded the format; older builds cannot open it any more", "dir", j.dir, "from", version, "to", formatVersion)
 		}
 		floor, err := getValue(txn, keyFloor)
 		if err != nil {
@@ -411,9 +425,10 @@ func copyWrites(writes []Write) []Write {
 }
 
 // txnCost is an upper bound of what an append of events (size bytes
-// encoded) adds to a Badger transaction: a reference per block, and an
-// index entry and perhaps an origin entry per event, each key with
-// Badger's per-entry overhead. The blocks themselves stay in the WAL.
+// encoded) adds to a Badger transaction: a reference per block, perhaps an
+// origin entry per event, and what each event adds to a flush of the index
+// (pendingIndex.full), each key with Badger's per-entry overhead. The
+// blocks themselves stay in the WAL.
 func txnCost(events []*streamdv1.Event, size int) (cost, entries int) {
 	blocks := size/maxBlockBytes + 2
 	cost = blocks * (2 + 8 + refBytes + 64)
@@ -577,8 +592,10 @@ type seqAssigner struct {
 	// (origin, entity) under originKey, after the appends assigned so far.
 	last map[string]uint64
 	// rtxn reads the last seqNrs of entities not in the cache, outside the
-	// write transaction, whose iterators would sort every pending write.
-	rtxn *badger.Txn
+	// write transaction, whose iterators would sort every pending write;
+	// made again after a flush of the index was applied (rtxnFlushes).
+	rtxn        *badger.Txn
+	rtxnFlushes uint64
 	// undo holds what the last assign changed, one entry per event it
 	// took (duplicates included).
 	undo []undoSeq
@@ -658,15 +675,25 @@ func (s *seqAssigner) assignEvent(e *streamdv1.Event) (conflict, err error) {
 
 // lastOf is the last seqNr under key: as this group left it (had), or as
 // committed, read by read.
-func (s *seqAssigner) lastOf(key string, read func(*badger.Txn, string) (uint64, error)) (v uint64, had bool, err error) {
+func (s *seqAssigner) lastOf(key string, read func(*seqAssigner, string) (uint64, error)) (v uint64, had bool, err error) {
 	if v, ok := s.last[key]; ok {
 		return v, true, nil
 	}
-	if s.rtxn == nil && !s.w.cacheComplete {
-		s.rtxn = s.w.j.db.NewTransaction(false)
-	}
-	v, err = read(s.rtxn, key)
+	v, err = read(s, key)
 	return v, false, err
+}
+
+// txn is a read transaction of Badger that holds every index run no longer
+// in the pending index when it is called.
+func (s *seqAssigner) txn() *badger.Txn {
+	flushes := s.w.j.index.applied.Load()
+	if s.rtxn == nil || s.rtxnFlushes != flushes {
+		if s.rtxn != nil {
+			s.rtxn.Discard()
+		}
+		s.rtxn, s.rtxnFlushes = s.w.j.db.NewTransaction(false), flushes
+	}
+	return s.rtxn
 }
 
 // rollback takes back what the last assign changed, newest first.
@@ -695,9 +722,10 @@ func restore(m map[string]uint64, key string, prev uint64, had bool) {
 // groupBuild is what commit builds a group's changes with.
 type groupBuild struct {
 	blocks blockWriter
-	// slab holds the group's index keys and values; the changes refer to
+	// slab holds the group's origin keys and values; the changes refer to
 	// it until they are applied.
 	slab   []byte
+	index  []indexEntry
 	offset uint64 // of the next event
 	ts     int64  // the group's timestamp
 }
@@ -717,7 +745,7 @@ func (w *writer) commit(g *group) error {
 	}
 	b := groupBuild{
 		blocks: blockWriter{start: -1, buf: make([]byte, 0, size+size/16+blockHeader), encoded: make([]byte, 0, size+size/16)},
-		slab:   make([]byte, 0, size/2+64),
+		index:  make([]indexEntry, 0, len(g.reqs)),
 		offset: w.nextOffset,
 		ts:     max(w.j.opts.Now().UnixNano(), w.lastTime),
 	}
@@ -736,13 +764,14 @@ func (w *writer) commit(g *group) error {
 			return err
 		}
 	}
-	if len(g.changes) == 0 {
+	if len(g.changes) == 0 && len(b.index) == 0 {
 		return nil // every append conflicted or was a duplicate
 	}
 	b.blocks.flush(&g.changes)
 	g.bytes = w.bytes + g.addBytes
 	g.changes.set(keyBytes, u64(uint64(g.bytes)))
 	w.cacheSeqNrs(seqs.last)
+	w.j.index.add(b.index)
 	g.last = b.offset - 1
 	w.nextOffset, w.lastTime, w.bytes = b.offset, b.ts, g.bytes
 	return nil
@@ -784,11 +813,7 @@ func (w *writer) stage(g *group, b *groupBuild, r *writeReq, marks []undoSeq) ([
 		if err != nil {
 			return nil, err
 		}
-		key := len(b.slab)
-		b.slab = appendIndexKey(b.slab, marks[k].ek, e.SeqNr)
-		val := len(b.slab)
-		b.slab = binary.BigEndian.AppendUint64(b.slab, b.offset)
-		g.changes = append(g.changes, change{key: b.slab[key:val:val], value: b.slab[val:len(b.slab):len(b.slab)], derived: true})
+		b.index = append(b.index, indexEntry{ek: marks[k].ek, seqNr: e.SeqNr, off: b.offset})
 		g.addBytes += int64(len(raw))
 		app[k] = Appended{Offset: b.offset, SeqNr: e.SeqNr}
 		g.records = append(g.records, Record{Offset: b.offset, Raw: raw, event: e})
@@ -813,26 +838,37 @@ func (w *writer) cacheSeqNrs(last map[string]uint64) {
 
 // lastOriginSeqNr is the last origin seqNr committed for an originKey (0 if
 // none).
-func (w *writer) lastOriginSeqNr(txn *badger.Txn, ok string) (uint64, error) {
+func (w *writer) lastOriginSeqNr(s *seqAssigner, ok string) (uint64, error) {
 	if s, found := w.lastSeq[ok]; found || w.cacheComplete {
 		return s, nil
 	}
-	v, err := getValue(txn, append(bytes.Clone(prefixOrigin), ok[1:]...))
+	v, err := getValue(s.txn(), append(bytes.Clone(prefixOrigin), ok[1:]...))
 	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 		return 0, err
 	}
 	return readU64(v), nil
 }
 
-// lastSeqNr is the last committed seqNr of an entity (0 if none): its highest
-// index entry, or what retention kept when it deleted the entity's history.
-func (w *writer) lastSeqNr(txn *badger.Txn, ek string) (uint64, error) {
+// lastSeqNr is the last committed seqNr of an entity (0 if none): its last
+// pending index entry, its last run in Badger, or what retention kept when
+// it deleted the entity's history.
+func (w *writer) lastSeqNr(s *seqAssigner, ek string) (uint64, error) {
 	if s, ok := w.lastSeq[ek]; ok || w.cacheComplete {
 		return s, nil
 	}
+	// The pending index before Badger: a run leaves it only once Badger
+	// holds it, and s.txn() sees what was flushed before it is called.
+	if last, _, ok := w.j.index.latest(ek); ok {
+		return last, nil
+	}
+	txn := s.txn()
 	var last uint64
-	if k, ok := lastKey(txn, indexPrefix(ek)); ok {
-		last = binary.BigEndian.Uint64(k[len(k)-8:])
+	first, offs, ok, err := lastRun(txn, ek)
+	if err != nil {
+		return 0, err
+	}
+	if ok {
+		last = first + uint64(len(offs)) - 1
 	}
 	v, err := getValue(txn, seqKey(ek))
 	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {

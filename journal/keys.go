@@ -7,7 +7,7 @@ import (
 // Key layout (big-endian numbers, so key order is numeric order):
 //
 //	e/<last offset>                -> reference to a block of encoded events in a WAL segment (block.go, segstore.go)
-//	n/<type>\x00<id>\x00<seqNr>    -> offset (per-entity index)
+//	i/<type>\x00<id>\x00<seqNr>    -> offsets of the entity's events from seqNr on (a run of the index: index.go)
 //	s/<type>\x00<id>               -> last seqNr of an entity whose newest events retention deleted
 //	t/<type>                       -> (empty) an entity type the journal holds
 //	o/<origin>\x00<type>\x00<id>    -> last origin seqNr of an entity from an origin region
@@ -16,9 +16,12 @@ import (
 //	m/floor                        -> first offset retention has not deleted
 //	m/bytes                        -> encoded bytes of the stored events
 //	m/wal                          -> WAL segment and byte the last applied batch's frame ends at (wal.go)
+//	m/indexed                      -> last offset whose index entries Badger holds (index.go)
+//	n/<type>\x00<id>\x00<seqNr>    -> offset: the index of formats 1 to 3, converted to runs at Open
 var (
 	prefixEvent  = []byte("e/")
-	prefixIndex  = []byte("n/")
+	prefixRun    = []byte("i/")
+	prefixIndex  = []byte("n/") // formats 1 to 3
 	prefixSeq    = []byte("s/")
 	prefixType   = []byte("t/")
 	prefixOrigin = []byte("o/")
@@ -27,13 +30,15 @@ var (
 	keyFloor     = []byte("m/floor")
 	keyBytes     = []byte("m/bytes")
 	keyWAL       = []byte("m/wal")
-	// formatVersion 3: event blocks are kept in the WAL segments, e/
-	// holds references to them (segstore.go), and new blocks leave out
-	// what they make derivable (block.go). Version 1 held its blocks
-	// inline; version 2 wrote blocks of format 1 into the segments. Both
-	// are upgraded at open: this build reads every kind of block, an older
-	// one would not read the newer ones.
-	formatVersion = uint64(3)
+	keyIndexed   = []byte("m/indexed")
+	// formatVersion 4: the index is kept in runs (index.go), event blocks
+	// in the WAL segments, e/ holds references to them (segstore.go), and
+	// new blocks leave out what they make derivable (block.go). Versions 1
+	// to 3 had one index key per event (n/), converted to runs at open;
+	// version 1 held its blocks inline, version 2 wrote blocks of format 1
+	// into the segments: this build reads every kind of block, an older one
+	// would not read the newer ones.
+	formatVersion = uint64(4)
 )
 
 // Slices is the number of slices entities are hashed into.
@@ -56,24 +61,13 @@ func EntityKey(entityType, entityID string) string {
 	return entityType + "\x00" + entityID
 }
 
-// indexPrefix is the prefix of every index key of one entity.
-func indexPrefix(ek string) []byte {
+// indexKey is the key of (entity, seqNr) in the index of formats 1 to 3.
+func indexKey(ek string, seqNr uint64) []byte {
 	k := make([]byte, 0, 2+len(ek)+1+8)
 	k = append(k, prefixIndex...)
 	k = append(k, ek...)
-	return append(k, 0)
-}
-
-func indexKey(ek string, seqNr uint64) []byte {
-	return appendIndexKey(make([]byte, 0, 2+len(ek)+1+8), ek, seqNr)
-}
-
-// appendIndexKey appends the index key of (entity, seqNr) to dst.
-func appendIndexKey(dst []byte, ek string, seqNr uint64) []byte {
-	dst = append(dst, prefixIndex...)
-	dst = append(dst, ek...)
-	dst = append(dst, 0)
-	return binary.BigEndian.AppendUint64(dst, seqNr)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, seqNr)
 }
 
 func seqKey(ek string) []byte {

@@ -56,6 +56,7 @@ type group struct {
 	last          uint64 // last offset once this group is applied
 	del           *deletion
 	update        func(*badger.Txn) error
+	flush         bool          // writes the pending index to Badger (index.go)
 	barrier       chan struct{} // closed once every earlier group is applied
 	newTypes      []string      // entity types this group adds
 	err           error         // the group failed; every unanswered request gets it
@@ -145,6 +146,11 @@ func (j *Journal) writeLoop(w *writer) {
 	})
 	stages.Go(func() { j.checkpointLoop(checkpoints) })
 	defer func() {
+		if j.failed.Load() == nil {
+			if f := w.flushIndex(); f != nil {
+				w.toLog <- f // the next Open need not derive the index
+			}
+		}
 		close(w.toLog)
 		stages.Wait()
 		close(j.writerDone)
@@ -152,6 +158,7 @@ func (j *Journal) writeLoop(w *writer) {
 	var pending *writeReq
 	for {
 		var first writeReq
+		cost, entries := 0, 0 // of the appends in the group
 		if pending != nil {
 			first, pending = *pending, nil
 		} else {
@@ -163,7 +170,8 @@ func (j *Journal) writeLoop(w *writer) {
 		}
 		g := &group{reqs: []writeReq{first}, queued: &j.queued}
 		if first.del == nil && first.update == nil {
-			cost, entries, size := first.cost, first.entries, first.size
+			var size int
+			cost, entries, size = first.cost, first.entries, first.size
 		drain:
 			for {
 				select {
@@ -198,6 +206,9 @@ func (j *Journal) writeLoop(w *writer) {
 			if err := j.checkSpace(); err != nil {
 				g.failAll(err)
 				continue
+			}
+			if j.index.full(j, cost, entries) {
+				w.toLog <- w.flushIndex()
 			}
 			g.err = w.commit(g)
 		}
@@ -328,6 +339,11 @@ func (j *Journal) applyLoop(in <-chan *logBatch, checkpoints chan<- checkpoint) 
 		if failed != nil {
 			j.applied.fail(failed) // released batches may be missing from Badger
 		} else {
+			for _, g := range b.groups {
+				if g.flush && g.err == nil {
+					j.index.flushApplied()
+				}
+			}
 			j.applied.advance(b.seq, b.last()) // a batch not logged holds nothing to read
 		}
 		var updates []*group

@@ -1,7 +1,6 @@
 package journal
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -100,36 +99,59 @@ func (j *Journal) ReadRecords(from uint64, limit int, dst []Record) ([]Record, e
 func (j *Journal) ReadEntity(entityType, entityID string, fromSeqNr uint64, limit int, dst []*streamdv1.Event) ([]*streamdv1.Event, error) {
 	fromSeqNr = max(fromSeqNr, 1)
 	ek := EntityKey(entityType, entityID)
-	prefix := indexPrefix(ek)
 	last := j.durable.Load()
 	n := len(dst)
-	err := j.View(func(txn *badger.Txn) error {
+	if err := j.applied.await(j.released.Load()); err != nil {
+		return dst, fmt.Errorf("journal: read entity %s/%s: %w", entityType, entityID, err)
+	}
+	// The pending runs before Badger's snapshot: a run leaves the pending
+	// index only once Badger holds it (a run in both is read once).
+	pending := j.index.entity(ek)
+	err := j.view(func(txn *badger.Txn) error {
+		var prev uint64 // the last seqNr seen: seqNrs are contiguous, retention removes a prefix
+		// visit reads the events of a run from fromSeqNr on; false: stop.
+		visit := func(first uint64, offs []uint64) (bool, error) {
+			if prev != 0 && first > prev+1 {
+				return false, fmt.Errorf("%w: the index of %s/%s jumps from seqNr %d to %d; a damaged file, or a table Badger could not read", ErrCorrupt, entityType, entityID, prev, first)
+			}
+			for i, off := range offs {
+				seq := first + uint64(i)
+				if seq <= prev || seq < fromSeqNr {
+					continue
+				}
+				prev = seq
+				if off > last || limit <= 0 {
+					return false, nil // committed but not yet durable, or enough
+				}
+				e, err := j.getEvent(txn, off)
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					continue // removed by retention
+				}
+				if err != nil {
+					return false, err
+				}
+				dst = append(dst, e)
+				limit--
+			}
+			prev = max(prev, first+uint64(len(offs))-1)
+			return true, nil
+		}
+		prefix := runPrefix(ek)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
-		var prev uint64 // seqNrs are contiguous: retention removes a prefix, never a hole
-		for it.Seek(indexKey(ek, fromSeqNr)); it.ValidForPrefix(prefix) && limit > 0; it.Next() {
-			key := it.Item().Key()
-			seq := binary.BigEndian.Uint64(key[len(key)-8:])
-			if prev != 0 && seq != prev+1 {
-				return fmt.Errorf("%w: the index of %s/%s jumps from seqNr %d to %d; a damaged file, or a table Badger could not read", ErrCorrupt, entityType, entityID, prev, seq)
-			}
-			prev = seq
-			var off uint64
-			if err := it.Item().Value(func(v []byte) error { off = readU64(v); return nil }); err != nil {
+		var offs []uint64
+		for it.Seek(runFrom(txn, ek, fromSeqNr)); it.ValidForPrefix(prefix); it.Next() {
+			var err error
+			if err = it.Item().Value(func(v []byte) error { offs, err = decodeRun(v, offs[:0]); return err }); err != nil {
 				return err
 			}
-			if off > last {
-				break // committed but not yet durable
-			}
-			e, err := j.getEvent(txn, off)
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				continue // removed by retention
-			}
-			if err != nil {
+			if more, err := visit(firstOfRunKey(it.Item().Key()), offs); !more || err != nil {
 				return err
 			}
-			dst = append(dst, e)
-			limit--
+		}
+		if pending.first != 0 {
+			_, err := visit(pending.first, pending.offs)
+			return err
 		}
 		return nil
 	})

@@ -14,13 +14,18 @@ import (
 
 // deletion removes the oldest events: every offset below upTo.
 type deletion struct {
-	from  uint64 // the floor the deletion was planned from
-	upTo  uint64
-	keys  [][]byte // event and index keys
-	bytes int64
-	count int
-	// lastSeq keeps, per entity whose newest event is deleted, its seqNr, so
-	// that seqNrs continue after the history is gone.
+	from uint64 // the floor the deletion was planned from
+	upTo uint64
+	// flushes: the index flushes applied when it was planned; a flush
+	// built since may have written runs it did not see.
+	flushes uint64
+	keys    [][]byte // block keys and index runs
+	// entities are those of the events deleted.
+	entities []string
+	bytes    int64
+	count    int
+	// lastSeq keeps, per entity whose runs it deletes, the last seqNr of
+	// the last one, so that seqNrs continue after the history is gone.
 	lastSeq map[string]uint64
 }
 
@@ -85,8 +90,9 @@ func (j *Journal) nextDeletion() (*deletion, error) {
 	if maxBytes > 0 {
 		excess = j.bytes.Load() - maxBytes
 	}
-	d := &deletion{from: floor, upTo: floor, lastSeq: map[string]uint64{}}
+	d := &deletion{from: floor, upTo: floor, flushes: j.index.applied.Load(), lastSeq: map[string]uint64{}}
 	err := j.View(func(txn *badger.Txn) error {
+		entities := map[string]bool{} // of the events deleted
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: false})
 		defer it.Close()
 		// Retention deletes whole blocks: a block goes once its newest event
@@ -114,15 +120,17 @@ func (j *Journal) nextDeletion() (*deletion, error) {
 			}
 			d.keys = append(d.keys, item.KeyCopy(nil))
 			for _, e := range events {
-				ek := EntityKey(e.EntityType, e.EntityId)
-				d.keys = append(d.keys, indexKey(ek, e.SeqNr))
-				if _, err := txn.Get(indexKey(ek, e.SeqNr+1)); errors.Is(err, badger.ErrKeyNotFound) {
-					d.lastSeq[ek] = e.SeqNr
-				}
+				entities[EntityKey(e.EntityType, e.EntityId)] = true
 				d.bytes += int64(proto.Size(e))
 			}
 			d.count += len(events)
 			d.upTo = blockLast + 1
+		}
+		for ek := range entities {
+			d.entities = append(d.entities, ek)
+			if err := d.deleteRuns(txn, ek); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -135,17 +143,46 @@ func (j *Journal) nextDeletion() (*deletion, error) {
 	return d, nil
 }
 
+// deleteRuns adds the runs of an entity whose events the deletion deletes
+// entirely, the oldest first, and keeps its last seqNr when it deletes the
+// last run Badger holds.
+func (d *deletion) deleteRuns(txn *badger.Txn, ek string) error {
+	prefix := runPrefix(ek)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	var offs []uint64
+	for it.Rewind(); it.ValidForPrefix(prefix); it.Next() {
+		var err error
+		if err = it.Item().Value(func(v []byte) error { offs, err = decodeRun(v, offs[:0]); return err }); err != nil {
+			return err
+		}
+		if offs[len(offs)-1] >= d.upTo {
+			return nil
+		}
+		d.keys = append(d.keys, it.Item().KeyCopy(nil))
+		d.lastSeq[ek] = firstOfRunKey(it.Item().Key()) + uint64(len(offs)) - 1
+	}
+	return nil
+}
+
 // delete builds a deletion's changes in the writer goroutine, so the byte
 // count and the floor stay consistent with concurrent appends; applyLoop
 // publishes the new floor in order.
 func (w *writer) delete(g *group) {
 	d := g.del
-	if d.from != w.floor {
+	if d.from != w.floor || d.flushes != w.j.index.built {
 		g.bytes, d.count, g.del = w.bytes, 0, nil
 		return // planned from a floor that has moved since: stale
 	}
 	for _, k := range d.keys {
 		g.changes.del(k)
+	}
+	// An entity whose pending events are all deleted keeps its last seqNr
+	// too: a flush leaves out their runs.
+	for _, ek := range d.entities {
+		if seq, off, ok := w.j.index.latest(ek); ok && off < d.upTo {
+			d.lastSeq[ek] = max(d.lastSeq[ek], seq)
+		}
 	}
 	for ek, seq := range d.lastSeq {
 		g.changes.set(seqKey(ek), u64(seq))

@@ -26,8 +26,9 @@ import (
 // make a batch durable. An event block is written once, there: Badger gets
 // a reference to where the frame holds it (segstore.go), so the segments
 // stay until retention has deleted every event in them. The per-entity
-// index entries of a block are not logged: a recovery derives them from
-// the block.
+// index is not logged: Open derives what Badger may lack of it from the
+// blocks (index.go); journals of formats 1 to 3 derive their per-event
+// index keys from each block replayed.
 //
 // Recovery: Badger holds everything up to the last checkpoint durably, and
 // some arbitrary part of what was applied after it. Everything applied after
@@ -122,8 +123,8 @@ type change struct {
 	// block: value is an event block, which stays in the segment; Badger
 	// gets a blockRef to it once it is logged (wal.write, recoverWAL).
 	block bool
-	// derived: not logged; a recovery derives it from the block logged
-	// before it (an index entry: indexChanges).
+	// derived: not logged; Open derives it from the blocks (a flush of
+	// the index: index.go).
 	derived bool
 	at      int // decodeChanges: where value begins in the payload
 }
@@ -276,7 +277,7 @@ func segments(dir string) ([]uint64, error) {
 
 // recoverWAL replays the segments of the journal in dir into db, makes db
 // durable and removes them. It returns the WAL state, for the next segment.
-func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) {
+func recoverWAL(db *badger.DB, dir string, deriveIndex bool, log *slog.Logger) (*walState, error) {
 	wdir := filepath.Join(dir, walDirName)
 	st, found, err := readWALState(dir)
 	if err != nil {
@@ -366,10 +367,12 @@ func recoverWAL(db *badger.DB, dir string, log *slog.Logger) (*walState, error) 
 			}
 			for _, ch := range c {
 				var index changes
-				if ch.block {
+				if ch.block && deriveIndex {
 					if index, err = indexChanges(ch.key, ch.value); err != nil {
 						return nil, fmt.Errorf("%w: WAL segment %s: frame at byte %d: %v", ErrCorrupt, path, pos, err)
 					}
+				}
+				if ch.block {
 					ref := blockRef{segment: id, pos: uint64(pos + frameHeader + ch.at), length: uint32(len(ch.value)),
 						crc: crc32.Checksum(ch.value, castagnoli)}
 					ch = change{key: ch.key, value: ref.encode()}

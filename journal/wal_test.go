@@ -29,8 +29,11 @@ type journalState struct {
 	info    Info
 	events  []*streamdv1.Event
 	records map[string]string // keys beginning with 0x00
-	index   map[string]string // the journal's own keys but event blocks: index, seqNrs, origins, types
-	types   []string
+	// index: the journal's own keys but event blocks and index runs
+	// (seqNrs, origins, types), and the index, whether in Badger's runs
+	// or pending, as (entity NUL seqNr) -> offset, from the floor on.
+	index map[string]string
+	types []string
 }
 
 func stateOf(t *testing.T, j *Journal) journalState {
@@ -48,7 +51,13 @@ func stateOf(t *testing.T, j *Journal) journalState {
 			switch {
 			case k[0] == 0:
 				s.records[string(k)] = string(v)
-			case bytes.HasPrefix(k, prefixIndex) || bytes.HasPrefix(k, prefixSeq) || bytes.HasPrefix(k, prefixOrigin) || bytes.HasPrefix(k, prefixType):
+			case bytes.HasPrefix(k, prefixRun):
+				offs, err := decodeRun(v, nil)
+				if err != nil {
+					return err
+				}
+				s.addIndex(string(k[len(prefixRun):len(k)-9]), firstOfRunKey(k), offs)
+			case bytes.HasPrefix(k, prefixSeq) || bytes.HasPrefix(k, prefixOrigin) || bytes.HasPrefix(k, prefixType):
 				s.index[string(k)] = string(v)
 			}
 		}
@@ -57,7 +66,23 @@ func stateOf(t *testing.T, j *Journal) journalState {
 	if err != nil {
 		t.Fatal(err)
 	}
+	j.index.mu.RLock()
+	defer j.index.mu.RUnlock()
+	for _, m := range []map[string]*run{j.index.flushing, j.index.cur} {
+		for ek, r := range m {
+			s.addIndex(ek, r.first, r.offs)
+		}
+	}
 	return s
+}
+
+func (s journalState) addIndex(ek string, first uint64, offs []uint64) {
+	for i, off := range offs {
+		if off < s.info.FirstOffset {
+			continue // deleted by retention
+		}
+		s.index[fmt.Sprintf("%s\x00%d", ek, first+uint64(i))] = fmt.Sprint(off)
+	}
 }
 
 func (s journalState) diff(o journalState) string {

@@ -1,0 +1,192 @@
+package journal
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// runKeys counts the index runs Badger holds, and those whose events are
+// all below the floor.
+func runKeys(t *testing.T, j *Journal) (runs, deleted int) {
+	t.Helper()
+	floor := j.Info().FirstOffset
+	err := j.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRun})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			runs++
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			offs, err := decodeRun(v, nil)
+			if err != nil {
+				return err
+			}
+			if offs[len(offs)-1] < floor {
+				deleted++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runs, deleted
+}
+
+// Appends write no index entry per event: the pending index is flushed in
+// runs, and reads by entity, running all the while, see every append
+// answered before they began, in order and without a gap, whether its
+// index entry is pending, being flushed or in Badger. Retention deletes the
+// runs whose events it deleted, and seqNrs continue after it.
+func TestIndexRuns(t *testing.T) {
+	defer func(n int) { indexFlushEvents = n }(indexFlushEvents)
+	indexFlushEvents = 100
+	dir := t.TempDir()
+	j := open(t, dir, Options{RetentionInterval: time.Hour})
+	const entities, appends = 7, 600
+	var acked [entities]atomic.Uint64 // the last seqNr answered per entity
+	ctx, cancel := context.WithCancel(context.Background())
+	var readers sync.WaitGroup
+	var reads atomic.Int64
+	for range 2 {
+		readers.Go(func() {
+			for ctx.Err() == nil {
+				k := rand.IntN(entities)
+				want := acked[k].Load()
+				from := 1 + rand.Uint64N(want+1)
+				evs, err := j.ReadEntity("car", fmt.Sprint("c", k), from, 1<<20, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for i, e := range evs {
+					if e.SeqNr != from+uint64(i) {
+						t.Errorf("c%d from %d: event %d has seqNr %d", k, from, i, e.SeqNr)
+						return
+					}
+				}
+				if got := from + uint64(len(evs)) - 1; got < want {
+					t.Errorf("c%d from %d: read up to seqNr %d, %d was answered before", k, from, got, want)
+					return
+				}
+				reads.Add(1)
+			}
+		})
+	}
+	var events int
+	for i := range appends {
+		k := i % entities
+		batch := make([]*streamdv1.Event, 1+i%5)
+		for b := range batch {
+			batch[b] = ev("car", fmt.Sprint("c", k), fmt.Sprint(i))
+		}
+		res, err := j.Append(context.Background(), batch...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acked[k].Store(res[len(res)-1].SeqNr)
+		events += len(batch)
+	}
+	cancel()
+	readers.Wait()
+	if j.index.applied.Load() < 10 {
+		t.Fatalf("%d flushes of the index for %d events, want one per %d", j.index.applied.Load(), events, indexFlushEvents)
+	}
+	if runs, _ := runKeys(t, j); runs == 0 || runs > events/10 {
+		t.Fatalf("%d runs in Badger for %d events", runs, events)
+	}
+	t.Logf("%d events, %d flushes, %d reads", events, j.index.applied.Load(), reads.Load())
+
+	// Retention deletes runs; the next seqNrs follow the deleted ones.
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, dir, Options{RetentionMaxBytes: 1, RetentionInterval: time.Hour})
+	if _, err := j.EnforceRetention(); err != nil {
+		t.Fatal(err)
+	}
+	if info := j.Info(); info.Events != 0 {
+		t.Fatalf("retention kept %d events", info.Events)
+	}
+	if runs, _ := runKeys(t, j); runs != 0 {
+		t.Fatalf("%d runs left after retention deleted every event", runs)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, dir, Options{})
+	for k := range entities {
+		res, err := j.Append(context.Background(), ev("car", fmt.Sprint("c", k), "after"))
+		if err != nil || res[0].SeqNr != acked[k].Load()+1 {
+			t.Fatalf("c%d after retention: %+v, %v; want seqNr %d", k, res, err, acked[k].Load()+1)
+		}
+	}
+}
+
+// A run holds at most maxRunEvents offsets: a longer history is split over
+// several keys, read across them from any seqNr.
+func TestIndexRunsSplit(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{})
+	const n = maxRunEvents + 904
+	for i := 0; i < n; i += 10 {
+		batch := make([]*streamdv1.Event, 10)
+		for b := range batch {
+			batch[b] = ev("car", "c1", fmt.Sprint(i+b))
+		}
+		if _, err := j.Append(context.Background(), batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Close(); err != nil { // flushes the pending index
+		t.Fatal(err)
+	}
+	j = open(t, dir, Options{})
+	if runs, _ := runKeys(t, j); runs != 2 {
+		t.Fatalf("%d runs for %d events of one entity, want 2", runs, n)
+	}
+	for _, from := range []uint64{1, maxRunEvents - 5, maxRunEvents, maxRunEvents + 1, n} {
+		evs, err := j.ReadEntity("car", "c1", from, 1<<20, nil)
+		if err != nil || uint64(len(evs)) != n-from+1 {
+			t.Fatalf("from %d: %d events, %v", from, len(evs), err)
+		}
+		for i, e := range evs {
+			if e.SeqNr != from+uint64(i) || e.Offset != e.SeqNr || !bytes.Equal(e.Payload, fmt.Append(nil, e.SeqNr-1)) {
+				t.Fatalf("from %d: event %d is %v", from, i, e)
+			}
+		}
+	}
+}
+
+// A run whose encoding is damaged is ErrCorrupt, never a short history.
+func TestDecodeRun(t *testing.T) {
+	offs := []uint64{3, 4, 9, 1 << 40}
+	v := encodeRun(offs)
+	got, err := decodeRun(v, nil)
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(offs) {
+		t.Fatalf("decodeRun = %v, %v", got, err)
+	}
+	for cut := range len(v) {
+		if _, err := decodeRun(v[:cut], nil); err == nil {
+			t.Fatalf("a run cut at byte %d decoded", cut)
+		}
+	}
+	if _, err := decodeRun(append(v, 1), nil); err == nil {
+		t.Fatal("a run with a trailing byte decoded")
+	}
+	if _, err := decodeRun(encodeRun([]uint64{5, 5}), nil); err == nil {
+		t.Fatal("a run not increasing decoded")
+	}
+}
