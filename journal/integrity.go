@@ -11,7 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+
+	"github.com/streamd/streamd/internal/diskspace"
 )
 
 // checkTables refuses to open a directory holding a Badger table whose
@@ -166,7 +167,7 @@ func (j *Journal) checkIdentity(dir string) error {
 // checkSpace refuses a group commit while the filesystem has less free
 // space than Options.MinFreeBytes (one statfs, about a microsecond).
 func (j *Journal) checkSpace() error {
-	free, err := freeBytes(j.dir)
+	free, err := diskspace.Free(j.dir)
 	if err != nil {
 		return nil // unknown: let Badger try; its errors are reported
 	}
@@ -175,13 +176,4 @@ func (j *Journal) checkSpace() error {
 			ErrNoSpace, free>>20, j.dir, j.opts.MinFreeBytes>>20)
 	}
 	return nil
-}
-
-// freeBytes is the space left to unprivileged users on dir's filesystem.
-func freeBytes(dir string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return int64(st.Bavail) * st.Bsize, nil
 }

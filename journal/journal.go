@@ -522,8 +522,8 @@ func (j *Journal) closeWAL() error {
 	if err := syncBadger(j.db, j.dir); err != nil {
 		return fmt.Errorf("journal: close: %w", err)
 	}
-	if err := j.wal.state.advance(walPos{segment: j.wal.id + 1}); err != nil {
-		return err
+	if err := j.wal.end(); err != nil {
+		return fmt.Errorf("journal: close: %w", err)
 	}
 	// The segment's zero fill beyond what was written is not kept.
 	if err := j.wal.f.Truncate(j.wal.size); err != nil {

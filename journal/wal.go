@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/streamd/streamd/internal/diskspace"
 )
 
 // The journal's write-ahead log, which is also where its events live.
@@ -105,6 +106,11 @@ const defaultSegmentBytes = 4 << 20
 // metadata, so its fdatasync is one disk write, not two (measured on this
 // machine: 190-210 µs against 290-420 µs for an append to the file's end).
 // Zeros end the replay like the end of a file: no frame has length 0.
+// A spare is named as the next segment and recorded in the state file as
+// soon as it is filled, so that starting it (rotate) is a swap of files on
+// the log stage, not a rename and three fsyncs; a recovery takes the end
+// of the last segment written for a torn write when only such empty
+// segments follow it.
 
 const (
 	frameHeader  = 12
@@ -238,11 +244,15 @@ type wal struct {
 	sync         bool  // fdatasync each frame (DurabilitySync)
 	buf          []byte
 
-	spares   chan *os.File // the spare made by prepare, if it is ready
+	// mu orders rotate and prepare's naming of a spare: id changes, and a
+	// spare is named id+1, under it.
+	mu       sync.Mutex
+	spares   chan *os.File // the spare made by prepare and named id+1, if it is ready
 	taken    chan struct{} // rotate took it: prepare makes the next
 	minFree  int64         // prepare keeps this much space free on the filesystem
 	log      *slog.Logger
 	stop     chan struct{}
+	stopOnce sync.Once
 	prepared chan struct{} // closed when prepare returns
 }
 
@@ -353,8 +363,12 @@ func recoverWAL(db *badger.DB, dir string, deriveIndex bool, log *slog.Logger) (
 				if allZero(data[pos:]) {
 					break // the end of what was written into a spare
 				}
-				if i < len(ids)-1 || !tornAt(data, pos) {
-					return nil, damaged(path, data, pos, i < len(ids)-1)
+				later, err := writtenAfter(wdir, ids[i+1:])
+				if err != nil {
+					return nil, err
+				}
+				if later || !tornAt(data, pos) {
+					return nil, damaged(path, data, pos, later)
 				}
 				// The end of the last segment: a write never acknowledged.
 				log.Warn("journal: dropped the unfinished end of the WAL (never acknowledged)",
@@ -403,6 +417,21 @@ func recoverWAL(db *badger.DB, dir string, deriveIndex bool, log *slog.Logger) (
 	}
 	log.Info("journal: replayed the WAL", "segments", len(ids), "batches", frames, "changes", changed)
 	return st, nil
+}
+
+// writtenAfter reports whether any of the segments ids holds more than
+// zeros: a spare named and never written does not (see prepare).
+func writtenAfter(wdir string, ids []uint64) (bool, error) {
+	for _, id := range ids {
+		data, err := os.ReadFile(segmentPath(wdir, id))
+		if err != nil {
+			return false, err
+		}
+		if !allZero(data) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // damaged describes damage at pos of a segment, where no valid frame
@@ -649,6 +678,15 @@ func (st *walState) advance(p walPos) error {
 	return st.save()
 }
 
+// end records that no segment is to be replayed, id being the last one
+// written (a spare named after it is not needed any more).
+func (st *walState) end(id uint64) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.first, st.from, st.last = id+1, 0, id
+	return st.save()
+}
+
 // replayFrom is the first segment a recovery would replay.
 func (st *walState) replayFrom() uint64 {
 	st.mu.Lock()
@@ -693,6 +731,11 @@ func (w *wal) prepare() {
 	for n := 0; ; n++ {
 		path := filepath.Join(w.dir, fmt.Sprintf("%d.spare", n))
 		f, err := w.fill(path)
+		if err == nil {
+			// Left in place if it fails after the rename: a segment of
+			// zeros, which rotate may start.
+			err = w.name(f)
+		}
 		if err != nil {
 			if f != nil {
 				f.Close()
@@ -710,20 +753,39 @@ func (w *wal) prepare() {
 			}
 		}
 		warned = false
-		w.spares <- f // never blocks: the one before was taken
 		select {
 		case <-w.taken:
 		case <-w.stop:
-			return // close removes it
+			return // close keeps it: the state file names it
 		}
 	}
 }
 
 var errStopped = errors.New("stopped")
 
+// name makes a filled spare the next segment, renamed to its name and
+// recorded in the state file durably, and hands it to rotate, in one step
+// under mu: rotate finds it ready, or a segment of that name does not exist
+// yet.
+func (w *wal) name(f *os.File) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := os.Rename(f.Name(), segmentPath(w.dir, w.id+1)); err != nil {
+		return err
+	}
+	if err := syncDir(w.dir); err != nil {
+		return err
+	}
+	if err := w.state.created(w.id + 1); err != nil {
+		return err
+	}
+	w.spares <- f // never blocks: the one before was taken
+	return nil
+}
+
 // fill makes a file of segmentBytes zeros at path.
 func (w *wal) fill(path string) (*os.File, error) {
-	free, err := freeBytes(w.dir)
+	free, err := diskspace.Free(w.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -819,35 +881,32 @@ func (w *wal) full() bool { return w.size >= w.segmentBytes }
 func (w *wal) spareReady() bool { return !w.prefilled && len(w.spares) > 0 }
 
 // rotate closes the current segment, if any, and starts the next one, in a
-// spare if one is ready.
+// spare if one is ready (already named and recorded).
 func (w *wal) rotate() error {
-	path := segmentPath(w.dir, w.id+1)
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	var f *os.File
-	var err error
 	prefilled := false
 	select {
 	case f = <-w.spares:
 		w.taken <- struct{}{}
-		if err = os.Rename(f.Name(), path); err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
 		prefilled = true
 	default:
-		f, err = os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
-	}
-	if err != nil {
-		return fmt.Errorf("start WAL segment: %w", err)
-	}
-	// The segment, and then the state naming it, must be found after a
-	// crash before a frame in it is acknowledged.
-	if err := syncDir(w.dir); err != nil {
-		f.Close()
-		return err
-	}
-	if err := w.state.created(w.id + 1); err != nil {
-		f.Close()
-		return fmt.Errorf("start WAL segment: %w", err)
+		// A spare whose naming failed may be there already: zeros.
+		var err error
+		if f, err = os.OpenFile(segmentPath(w.dir, w.id+1), os.O_CREATE|os.O_WRONLY, 0o640); err != nil {
+			return fmt.Errorf("start WAL segment: %w", err)
+		}
+		// The segment, and then the state naming it, must be found after
+		// a crash before a frame in it is acknowledged.
+		if err := syncDir(w.dir); err != nil {
+			f.Close()
+			return err
+		}
+		if err := w.state.created(w.id + 1); err != nil {
+			f.Close()
+			return fmt.Errorf("start WAL segment: %w", err)
+		}
 	}
 	if w.f != nil {
 		w.f.Close()
@@ -856,14 +915,39 @@ func (w *wal) rotate() error {
 	return nil
 }
 
-// close stops prepare and removes its spares.
-func (w *wal) close() {
-	close(w.stop)
-	<-w.prepared
+// end records, at a clean Close once Badger is durable, that no segment is
+// to be replayed, and removes the spare named next.
+func (w *wal) end() error {
+	w.stopPrepare()
+	if err := w.state.end(w.id); err != nil {
+		return err
+	}
 	select {
 	case f := <-w.spares:
 		f.Close()
-		os.Remove(f.Name())
+		// Not named by the state any more: a crash before the removal
+		// leaves a segment of zeros, which a recovery passes over.
+		if err := os.Remove(segmentPath(w.dir, w.id+1)); err != nil {
+			return err
+		}
+	default:
+	}
+	return nil
+}
+
+// stopPrepare stops prepare; a second call does nothing.
+func (w *wal) stopPrepare() {
+	w.stopOnce.Do(func() { close(w.stop) })
+	<-w.prepared
+}
+
+// close stops prepare. A spare it named stays when end was not called
+// (the journal failed): the state file names it.
+func (w *wal) close() {
+	w.stopPrepare()
+	select {
+	case f := <-w.spares:
+		f.Close()
 	default:
 	}
 	w.f.Close()

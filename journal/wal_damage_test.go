@@ -133,10 +133,18 @@ func activeSegment(t *testing.T, dir string) (string, int) {
 	if err != nil || len(ids) == 0 {
 		t.Fatalf("no WAL segment in %s: %v", wdir, err)
 	}
-	path := segmentPath(wdir, ids[len(ids)-1])
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	// The last segment written: a spare named after it holds zeros.
+	var path string
+	var data []byte
+	for k := len(ids) - 1; k >= 0; k-- {
+		path = segmentPath(wdir, ids[k])
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			t.Fatal(err)
+		}
+		if !allZero(data) || k == 0 {
+			break
+		}
 	}
 	end := 0
 	if len(data) >= segHeader && !allZero(data[:segHeader]) {
@@ -243,6 +251,11 @@ func TestWALDamageAfterKill9(t *testing.T) {
 		}},
 		{"a torn tail: half a frame written after the last one", func(t *testing.T, dir string) []string {
 			path, end := activeSegment(t, dir)
+			// The spare named as the next segment follows it, all zeros:
+			// the tail is still the end of the last segment written.
+			if ids, _ := segments(filepath.Join(dir, walDirName)); segmentPath(filepath.Join(dir, walDirName), ids[len(ids)-1]) == path {
+				t.Fatalf("no spare named after %s", path)
+			}
 			data, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
