@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -129,9 +130,9 @@ func (p *pendingIndex) add(entries []indexEntry) {
 			r = &run{first: e.seqNr}
 			p.cur[e.ek] = r
 		}
-		if len(r.offs)%maxRunEvents == 0 { // a new key when flushed
+		if len(r.offs)%maxRunEvents == 0 { // a new key when flushed: entryCost of it
 			p.entries++
-			p.cost += entryCost(runKey(e.ek, 0), nil) + 2*binary.MaxVarintLen64
+			p.cost += len(prefixRun) + len(e.ek) + 1 + 8 + 2*binary.MaxVarintLen64 + 64
 		}
 		r.offs = append(r.offs, e.off)
 		p.cost += binary.MaxVarintLen64
@@ -361,7 +362,7 @@ func storedVersion(db *badger.DB) (version uint64, err error) {
 // upgradeIndex converts the index of formats 1 to 3 (one n/ key per event)
 // to runs and sets the format version, after the WAL replay; then removes
 // the n/ keys. A crash at any point converts again at the next Open.
-func upgradeIndex(db *badger.DB, version uint64, log interface{ Info(string, ...any) }) error {
+func upgradeIndex(db *badger.DB, version uint64, log *slog.Logger) error {
 	switch {
 	case version == formatVersion:
 		// A conversion whose removal of the old keys was cut short.

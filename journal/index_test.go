@@ -190,3 +190,41 @@ func TestDecodeRun(t *testing.T) {
 		t.Fatal("a run not increasing decoded")
 	}
 }
+
+// The largest append a journal takes, its index pending empty: a group
+// that alone fills what a flush may hold flushes nothing (there is nothing
+// to flush) and commits.
+func TestLargestAppendWithNothingPending(t *testing.T) {
+	j := open(t, t.TempDir(), Options{MemTableSize: minMemTableSize})
+	// Events of cost 2*(1+100)+128 = 330 each (txnCost), as many as fit
+	// with the blocks' references; then the last one's id longer, so that
+	// the append's cost is within 2 of j.groupCost.
+	k := (j.groupCost - 8*(2+8+refBytes+64)) / 330
+	events := make([]*streamdv1.Event, k)
+	for i := range events {
+		events[i] = &streamdv1.Event{EntityType: "t", EntityId: fmt.Sprintf("%0100d", i)}
+	}
+	size, err := j.opts.Limits.validate(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cost, _ := txnCost(events, size)
+	last := events[k-1]
+	last.EntityId += string(bytes.Repeat([]byte("x"), (j.groupCost-cost)/2))
+	if size, err = j.opts.Limits.validate(events); err != nil {
+		t.Fatal(err)
+	}
+	cost, entries := txnCost(events, size)
+	if cost <= j.groupCost-128 || cost > j.groupCost || entries > j.groupEntries {
+		t.Fatalf("append of cost %d and %d entries, want within 128 of %d and at most %d entries", cost, entries, j.groupCost, j.groupEntries)
+	}
+	if !j.index.full(j, cost, entries) {
+		t.Fatal("the append does not fill a flush")
+	}
+	if _, err := j.Append(context.Background(), events...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Load("t", last.EntityId, 1); err != nil {
+		t.Fatal(err)
+	}
+}

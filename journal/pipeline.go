@@ -208,7 +208,9 @@ func (j *Journal) writeLoop(w *writer) {
 				continue
 			}
 			if j.index.full(j, cost, entries) {
-				w.toLog <- w.flushIndex()
+				if f := w.flushIndex(); f != nil {
+					w.toLog <- f
+				}
 			}
 			g.err = w.commit(g)
 		}
