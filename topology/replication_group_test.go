@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,7 +20,6 @@ import (
 	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
-	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
 )
 
@@ -222,35 +220,7 @@ func TestReplicationSpreadOverGroup(t *testing.T) {
 	s.src = regiontest.Start(t, "us", t.TempDir(), "127.0.0.1:0")
 	defer s.src.Stop()
 
-	var published atomic.Int64
-	stop := make(chan struct{})
-	var pub sync.WaitGroup
-	pub.Go(func() {
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ; {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			batch := make([]*streamdv1.Event, 8)
-			for j := range batch {
-				id := fmt.Sprintf("u%d", i)
-				if i%10 == 0 {
-					id = fmt.Sprintf("m%d", i%70)
-				}
-				batch[j] = &streamdv1.Event{EntityType: "cart", EntityId: id, EventType: "ItemAdded"}
-				i++
-			}
-			if _, err := s.src.Producer.Publish(context.Background(), batch...); err != nil {
-				t.Error(err)
-				return
-			}
-			published.Add(int64(len(batch)))
-		}
-	})
-	stopPublishing := sync.OnceFunc(func() { close(stop); pub.Wait() })
+	published, stopPublishing := publishCarts(t, s.src.Producer, 5*time.Millisecond, 70)
 	defer stopPublishing()
 	defer func() {
 		for id := range s.pods {

@@ -17,6 +17,7 @@ import (
 	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
+	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
 )
@@ -52,35 +53,7 @@ func TestStreamsResplitWhileEventsFlow(t *testing.T) {
 	// The source is written throughout, at a bounded pace, 8 events per
 	// publish: entities of one event each, and every tenth event one of a
 	// few long-lived entities.
-	var published atomic.Int64
-	stop := make(chan struct{})
-	var pub sync.WaitGroup
-	pub.Go(func() {
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ; {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			batch := make([]*streamdv1.Event, 8)
-			for j := range batch {
-				id := fmt.Sprintf("u%d", i)
-				if i%10 == 0 {
-					id = fmt.Sprintf("m%d", i%7)
-				}
-				batch[j] = &streamdv1.Event{EntityType: "cart", EntityId: id, EventType: "ItemAdded"}
-				i++
-			}
-			if _, err := src.Producer.Publish(context.Background(), batch...); err != nil {
-				t.Error(err)
-				return
-			}
-			published.Add(int64(len(batch)))
-		}
-	})
-	stopPublishing := sync.OnceFunc(func() { close(stop); pub.Wait() })
+	published, stopPublishing := publishCarts(t, src.Producer, time.Millisecond, 7)
 	defer stopPublishing()
 
 	run := func(n int, last bool) {
@@ -168,4 +141,40 @@ func TestStreamsOutOfRangeRefused(t *testing.T) {
 			t.Errorf("Streams %d: %v, want ErrInvalidOptions naming ReplicationOptions.Streams", n, err)
 		}
 	}
+}
+
+// publishCarts publishes batches of 8 cart events every interval until
+// stop is called (once; later calls do nothing): entities u0, u1, … and,
+// for every tenth event, one of hot entities m0…m(hot-1) that get many.
+func publishCarts(t *testing.T, p *producer.Producer, interval time.Duration, hot int) (published *atomic.Int64, stop func()) {
+	t.Helper()
+	published = new(atomic.Int64)
+	done := make(chan struct{})
+	var pub sync.WaitGroup
+	pub.Go(func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for i := 0; ; {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			batch := make([]*streamdv1.Event, 8)
+			for j := range batch {
+				id := fmt.Sprintf("u%d", i)
+				if i%10 == 0 {
+					id = fmt.Sprintf("m%d", i%hot)
+				}
+				batch[j] = &streamdv1.Event{EntityType: "cart", EntityId: id, EventType: "ItemAdded"}
+				i++
+			}
+			if _, err := p.Publish(context.Background(), batch...); err != nil {
+				t.Error(err)
+				return
+			}
+			published.Add(int64(len(batch)))
+		}
+	})
+	return published, sync.OnceFunc(func() { close(done); pub.Wait() })
 }

@@ -3,14 +3,11 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/streamd/streamd/internal/diskspace"
 	"github.com/streamd/streamd/internal/streamdtest"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
@@ -276,7 +274,7 @@ func TestStalledConsumerNotBuffered(t *testing.T) {
 	t.Logf("streamd RSS: start %.1f MiB, baseline at %d events %.1f MiB, peak %.1f MiB, growth %.1f MiB; at end RssAnon %.1f MiB RssFile %.1f MiB",
 		float64(startRSS)/mib, n/10, float64(baselineRSS)/mib, float64(peak.Load())/mib, float64(growth)/mib,
 		float64(endRSS.rssAnon)/mib, float64(endRSS.rssFile)/mib)
-	disk, err := diskUsage(d.DataDir())
+	disk, err := diskspace.Used(d.DataDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,34 +335,6 @@ func procRSS(pid int) (rssSample, error) {
 		return rssSample{}, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 	}
 	return s, nil
-}
-
-// diskUsage is the space the files under dir take on disk (sparse files
-// count what is allocated); files deleted while it walks are skipped.
-func diskUsage(dir string) (int64, error) {
-	var n int64
-	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil || e.IsDir() {
-			return err
-		}
-		fi, err := e.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			n += st.Blocks * 512
-		} else {
-			n += fi.Size()
-		}
-		return nil
-	})
-	return n, err
 }
 
 // streamdProc is a streamd daemon run as a child process.
