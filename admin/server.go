@@ -57,11 +57,9 @@ func (s *server) ListConsumers(_ context.Context, req *streamdv1.ListConsumersRe
 		if st.Err != nil {
 			cs.Error = st.Err.Error()
 		}
-		if st.Group != "" {
-			cs.Group = st.Group
-			if st.Slices.Len() > 0 {
-				cs.Slices = st.Slices.Proto()
-			}
+		cs.Group = st.Group
+		if st.Slices.Len() > 0 {
+			cs.Slices = st.Slices.Proto()
 		}
 		for _, p := range st.Consumer.Status() {
 			ps := &streamdv1.ProducerStatus{Addr: p.Addr, JournalId: p.JournalID, Offset: p.Offset, Lag: p.Lag, Connected: p.Connected}

@@ -261,26 +261,36 @@ func consumersCommand() *cli.Command {
 					return cl.serverError(err)
 				}
 				p := newPrinter(c)
-				t := p.table("CONSUMER", "STREAM", "RUNNING", "PRODUCER", "CONNECTED", "OFFSET", "LAG", "ERROR")
+				t := p.table("CONSUMER", "SLICES", "STREAM", "RUNNING", "PRODUCER", "CONNECTED", "OFFSET", "LAG", "ERROR")
 				for _, cs := range resp.GetConsumers() {
-					stopped, stream := cs.GetError(), cs.GetStream()
+					stopped, stream, slices := cs.GetError(), cs.GetStream(), "-"
 					if stream == "" {
 						stream = "(default)"
 					}
-					for _, p := range cs.GetProducers() {
+					if cs.GetSlices() != nil {
+						slices = fmt.Sprintf("%d-%d", cs.GetSlices().GetFirst(), cs.GetSlices().GetLast())
+					}
+					producers := cs.GetProducers()
+					if len(producers) == 0 { // a group member that has not run yet
+						producers = []*streamdv1.ProducerStatus{{Addr: "-"}}
+					}
+					for _, p := range producers {
 						// A connected stream's last error is history.
 						errText := stopped
 						if errText == "" && !p.GetConnected() {
 							errText = p.GetLastError()
 						}
 						obj := map[string]any{
-							"consumer": cs.GetName(), "stream": cs.GetStream(), "running": cs.GetRunning(), "producer": p.GetAddr(),
+							"consumer": cs.GetName(), "slices": slices, "stream": cs.GetStream(), "running": cs.GetRunning(), "producer": p.GetAddr(),
 							"journal_id": hex.EncodeToString(p.GetJournalId()), "connected": p.GetConnected(), "offset": p.GetOffset(), "lag": p.GetLag(), "error": errText,
+						}
+						if cs.GetGroup() != "" {
+							obj["group"] = cs.GetGroup()
 						}
 						if errText == "" {
 							errText = "-"
 						}
-						t.row(obj, cs.GetName(), stream, cs.GetRunning(), p.GetAddr(), p.GetConnected(), p.GetOffset(), p.GetLag(), errText)
+						t.row(obj, cs.GetName(), slices, stream, cs.GetRunning(), p.GetAddr(), p.GetConnected(), p.GetOffset(), p.GetLag(), errText)
 					}
 				}
 				if err := t.flush(); err != nil || len(resp.GetReaders()) == 0 {

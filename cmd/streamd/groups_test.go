@@ -163,16 +163,40 @@ func TestReplicationGroupFromConfig(t *testing.T) {
 		return got
 	}
 
+	// listed waits until each pod's AdminService lists its member of the
+	// group running over the slices its Lease shows, and its metrics
+	// show it running.
+	listed := func(what string, owned map[string]offsets.SliceRange) {
+		t.Helper()
+		for id, d := range pods {
+			var got *streamdv1.ConsumerStatus
+			if !testwait.Until(60*time.Second, func() bool {
+				resp, err := streamdv1.NewAdminServiceClient(d.conn).ListConsumers(context.Background(), &streamdv1.ListConsumersRequest{})
+				if err != nil || len(resp.GetConsumers()) != 1 {
+					return false
+				}
+				got = resp.GetConsumers()[0]
+				r, err := offsets.SliceRangeFromProto(got.GetSlices())
+				mfs := scrape(t, d.MetricsAddr)
+				return err == nil && got.GetGroup() == "eu-from-us" && got.GetRunning() && r == owned[id] &&
+					mfs["streamd_consumer_running"] != nil && value(mfs["streamd_consumer_running"]) >= 1
+			}) {
+				t.Fatalf("%s: pod %s lists %v, want its member of eu-from-us running over %s", what, id, got, owned[id])
+			}
+		}
+	}
+
 	start("eu-0")
 	start("eu-1")
-	settle("2 pods", "eu-0", "eu-1")
+	listed("2 pods", settle("2 pods", "eu-0", "eu-1"))
 	flow()
 	pods["eu-1"].Kill()
 	delete(pods, "eu-1")
-	settle("eu-1 killed", "eu-0")
+	listed("eu-1 killed", settle("eu-1 killed", "eu-0"))
 	flow()
 	start("eu-1")
 	owned := settle("eu-1 back", "eu-0", "eu-1")
+	listed("eu-1 back", owned)
 	flow()
 	stopPublishing()
 

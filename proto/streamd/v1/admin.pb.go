@@ -269,7 +269,8 @@ type ConsumerStatus struct {
 	Error   string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
 	// For a replicate: entry with group:, this pod's member of that group.
 	Group string `protobuf:"bytes,8,opt,name=group,proto3" json:"group,omitempty"`
-	// For a group member, the slices it copies now (unset: none).
+	// The slices it consumes (unset: none, a group member's while its group
+	// gives it none or it is stopped).
 	Slices        *SliceRange `protobuf:"bytes,9,opt,name=slices,proto3" json:"slices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
