@@ -242,7 +242,9 @@ func consumersCommand() *cli.Command {
 		&cli.Command{
 			Name:  "list",
 			Usage: "show the consumers the server runs (connected, offset, lag, last error) and those reading from it (lag in events and time)",
-			Description: "The first table: each consumer the server runs, per producer it reads from.\n" +
+			Description: "The first table: each consumer the server runs, per producer it reads from,\n" +
+				"over its SLICES (a replicate: entry with group: copies the slices its pod owns\n" +
+				"now, - while none; with -o json its rows have \"group\").\n" +
 				"The second: each consumer reading from the server, per name and slice range, as\n" +
 				"the server last heard of it (kept across restarts of either side): its stored\n" +
 				"offset as it last reported it, the server's last offset minus it (LAG) and how\n" +
