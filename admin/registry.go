@@ -16,10 +16,10 @@ import (
 var ErrUnknownConsumer = errors.New("admin: unknown consumer")
 
 // ErrGroupMember is returned for moving the offsets or changing the filter
-// of a consumer registered with AddMember: its group decides which pod
-// copies which slices, and its offsets are the positions of this pod's
-// own copy, over the slices it owns now.
-var ErrGroupMember = errors.New("admin: the consumer is this pod's member of a consumer group")
+// of a consumer registered with AddMember: its group decides which process
+// consumes which slices, and its offsets are this process's own positions
+// over the slices it owns now.
+var ErrGroupMember = errors.New("admin: the consumer is run by this process's member of consumer group")
 
 // Registry runs consumers and serves the AdminService over them. Its
 // methods are safe for concurrent use.
@@ -230,7 +230,7 @@ func (e *entry) steerable() error {
 	if e.group == "" {
 		return nil
 	}
-	return fmt.Errorf("%w %q: consumer %q copies the slices this pod owns now, from its own positions in this pod's journal, and the group moves slices between pods; its offsets and filter are not set by hand (change the replicate: entry and restart the pods)",
+	return fmt.Errorf("%w %q: consumer %q runs over the slices its group gives this process now, from this process's own positions, and the group moves slices between processes; its offsets and filter are not changed by hand (change its configuration, in streamd its replicate: entry, and restart)",
 		ErrGroupMember, e.group, e.consumer().Options().Name)
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -151,6 +152,9 @@ func runMember(ctx context.Context, log *slog.Logger, g groupedReplication, join
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if err == nil {
+			err = errors.New("the member ended")
 		}
 		if time.Since(started) > backoff[1] {
 			wait = backoff[0]
