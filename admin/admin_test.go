@@ -3,7 +3,9 @@ package admin_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -304,5 +306,95 @@ func TestMountShowsReaders(t *testing.T) {
 	}
 	if len(resp.GetConsumers()) != 1 || resp.GetConsumers()[0].GetName() != "billing" {
 		t.Fatalf("consumers = %v, want billing", resp.GetConsumers())
+	}
+}
+
+// A consumer a group member runs shows in ListConsumers with its group and
+// the slices of the consumer running now; the Registry does not run it and
+// refuses to move its offsets or change its filter.
+func TestGroupMember(t *testing.T) {
+	p, err := producer.Open(t.TempDir(), producer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prodAddr := serveGRPC(t, func(g *grpc.Server) { streamdv1.RegisterEventStreamServiceServer(g, p.Server()) })
+	t.Cleanup(func() { p.Server().Shutdown(); p.Close() })
+	store, err := offsets.Open(t.TempDir(), offsets.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	var handled atomic.Int64
+	over := func(slices offsets.SliceRange) *consumer.Consumer {
+		c, err := consumer.New(consumer.Options{Producers: []string{prodAddr}, Name: "grp", Store: store, SaveEvery: 1, Slices: slices,
+			Handler: func(context.Context, *streamdv1.Event) error { handled.Add(1); return nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	reg := admin.NewRegistry(nil)
+	m, err := reg.AddMember(over(offsets.AllSlices), "eu-from-us")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	conn, err := grpc.NewClient(serveGRPC(t, reg.Register), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	api := streamdv1.NewAdminServiceClient(conn)
+	status := func() *streamdv1.ConsumerStatus {
+		t.Helper()
+		resp, err := api.ListConsumers(context.Background(), &streamdv1.ListConsumersRequest{})
+		if err != nil || len(resp.GetConsumers()) != 1 {
+			t.Fatalf("ListConsumers = %v, %v; want grp only", resp, err)
+		}
+		return resp.GetConsumers()[0]
+	}
+	if st := status(); st.GetName() != "grp" || st.GetGroup() != "eu-from-us" || st.GetRunning() || st.GetSlices() != nil {
+		t.Fatalf("before the member runs: %v; want grp of group eu-from-us, not running, no slices", st)
+	}
+
+	for i := range 20 {
+		if _, err := p.Publish(context.Background(), &streamdv1.Event{EntityType: "car", EntityId: fmt.Sprint("c", i), EventType: "moved"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	half := offsets.SliceRange{First: 0, Last: 511}
+	c := over(half)
+	m.Running(c)
+	runCtx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- c.Run(runCtx) }()
+	testwait.For(t, 10*time.Second, "the member's consumer to show connected over 0-511", func() bool {
+		st := status()
+		r, _ := offsets.SliceRangeFromProto(st.GetSlices())
+		return st.GetRunning() && st.GetSlices() != nil && r == half && len(st.GetProducers()) > 0 && st.GetProducers()[0].GetConnected()
+	})
+
+	sel := &streamdv1.OffsetSelector{Consumer: "grp"}
+	for _, execute := range []bool{false, true} {
+		_, err = api.MoveOffsets(context.Background(), &streamdv1.MoveOffsetsRequest{Selector: sel, ToStartPolicy: streamdv1.StartPolicy_START_POLICY_EARLIEST, Execute: execute})
+		wantCode(t, err, codes.FailedPrecondition)
+	}
+	_, err = api.UpdateConsumerFilter(context.Background(), &streamdv1.UpdateConsumerFilterRequest{Consumer: "grp", Add: []*streamdv1.FilterCriterion{{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_TYPE, Value: "car"}}})
+	wantCode(t, err, codes.FailedPrecondition)
+	if !strings.Contains(err.Error(), "eu-from-us") {
+		t.Fatalf("the refusal %q does not name the group", err)
+	}
+
+	stop()
+	<-ran
+	m.Stopped(errors.New("source journal changed"))
+	if st := status(); st.GetRunning() || st.GetSlices() != nil || st.GetError() != "source journal changed" {
+		t.Fatalf("after its consumer stopped: %v; want not running, no slices, its error", st)
+	}
+	if _, err := reg.AddMember(over(offsets.AllSlices), "eu-from-us"); err == nil {
+		t.Fatal("a second consumer named grp was added")
 	}
 }

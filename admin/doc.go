@@ -26,6 +26,13 @@
 // the moved one, and starts it again after. UpdateConsumerFilter goes
 // through consumer.UpdateFilter: stored, then sent on the open streams.
 //
+// A consumer that a member of a consumer group runs (AddMember: streamd's
+// grouped replications) is shown as the others, with its group and the
+// slices of the consumer its member runs now; the Registry does not run it,
+// and refuses to move its offsets or change its filter (ErrGroupMember,
+// FailedPrecondition): they are the positions of this process's copy over
+// the slices its group gives it.
+//
 // The Registry does not authenticate: the server it is registered on does
 // (streamd requires a token granted "*" for the AdminService).
 package admin

@@ -8,11 +8,18 @@ import (
 	"sync"
 
 	"github.com/streamd/streamd/consumer"
+	"github.com/streamd/streamd/offsets"
 )
 
 // ErrUnknownConsumer is returned for a consumer name the Registry does not
 // run.
 var ErrUnknownConsumer = errors.New("admin: unknown consumer")
+
+// ErrGroupMember is returned for moving the offsets or changing the filter
+// of a consumer registered with AddMember: its group decides which process
+// consumes which slices, and its offsets are this process's own positions
+// over the slices it owns now.
+var ErrGroupMember = errors.New("admin: the consumer is run by this process's member of consumer group")
 
 // Registry runs consumers and serves the AdminService over them. Its
 // methods are safe for concurrent use.
@@ -29,10 +36,11 @@ type Registry struct {
 
 // entry is one consumer and the state of its loop.
 type entry struct {
-	c     *consumer.Consumer
 	pause chan pauseRequest
+	group string // set for a consumer a group member runs (AddMember)
 
 	mu      sync.Mutex
+	c       *consumer.Consumer // replaced as a group member's slices move
 	running bool
 	err     error // why it stopped on its own; nil while running
 }
@@ -68,6 +76,43 @@ func (r *Registry) Add(c *consumer.Consumer) error {
 	return nil
 }
 
+// Member is a consumer registered with AddMember, run by this process's
+// member of a consumer group: a new consumer over the slices it owns each
+// time they move.
+type Member struct{ e *entry }
+
+// AddMember registers c under its Options().Name as the consumer that this
+// process's member of the consumer group called group runs. The Registry
+// shows it in States, not running and over no slices until Running; it
+// does not run it, and refuses to move its offsets or change its filter
+// (ErrGroupMember). c stands for it until then: its name, stream, mode and
+// filter are those of every consumer Running records.
+func (r *Registry) AddMember(c *consumer.Consumer, group string) (*Member, error) {
+	if group == "" {
+		return nil, fmt.Errorf("admin: add consumer %q: the group is empty", c.Options().Name)
+	}
+	if err := r.Add(c); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.byName[c.Options().Name]
+	e.group = group
+	return &Member{e: e}, nil
+}
+
+// Running records c (of the registered name) as the consumer the member
+// runs now, over c.Options().Slices.
+func (m *Member) Running(c *consumer.Consumer) {
+	m.e.mu.Lock()
+	m.e.c, m.e.running, m.e.err = c, true, nil
+	m.e.mu.Unlock()
+}
+
+// Stopped records that the member runs no consumer now; err is why (nil:
+// it owns no slices, or they are moving).
+func (m *Member) Stopped(err error) { m.e.setState(false, err) }
+
 // Run runs every registered consumer until ctx is done, then returns after
 // each has stopped (and saved its offset). A consumer stopping on an error
 // does not stop the others; Run returns nil.
@@ -83,7 +128,9 @@ func (r *Registry) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	for _, e := range entries {
-		wg.Go(func() { e.loop(ctx, r.log) })
+		if e.group == "" { // a group member's runs it
+			wg.Go(func() { e.loop(ctx, r.log) })
+		}
 	}
 	wg.Wait()
 	r.mu.Lock()
@@ -177,16 +224,26 @@ func (e *entry) loop(ctx context.Context, log *slog.Logger) {
 	}
 }
 
+// steerable refuses a group member's consumer: its offsets and filter are
+// those of its group's work on this process.
+func (e *entry) steerable() error {
+	if e.group == "" {
+		return nil
+	}
+	return fmt.Errorf("%w %q: consumer %q runs over the slices its group gives this process now, from this process's own positions, and the group moves slices between processes; its offsets and filter are not changed by hand (change its configuration, in streamd its replicate: entry, and restart)",
+		ErrGroupMember, e.group, e.consumer().Options().Name)
+}
+
+func (e *entry) consumer() *consumer.Consumer {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.c
+}
+
 func (e *entry) setState(running bool, err error) {
 	e.mu.Lock()
 	e.running, e.err = running, err
 	e.mu.Unlock()
-}
-
-func (e *entry) state() (running bool, err error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.running, e.err
 }
 
 // State is a registered consumer and whether its loop runs it.
@@ -195,6 +252,21 @@ type State struct {
 	Running  bool
 	// Err is why it stopped on its own (nil while running or never run).
 	Err error
+	// Group is the consumer group whose member runs it (AddMember), or "".
+	Group string
+	// Slices are those it consumes: Consumer.Options().Slices, or for a
+	// group member none (Len 0) while it runs no consumer.
+	Slices offsets.SliceRange
+}
+
+func (e *entry) state() State {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := State{Consumer: e.c, Running: e.running, Err: e.err, Group: e.group, Slices: e.c.Options().Slices}
+	if e.group != "" && !e.running {
+		st.Slices = offsets.SliceRange{First: 1, Last: 0}
+	}
+	return st
 }
 
 // States returns the consumer called name, or every consumer for "", in
@@ -206,8 +278,7 @@ func (r *Registry) States(name string) ([]State, error) {
 	}
 	out := make([]State, len(es))
 	for i, e := range es {
-		running, err := e.state()
-		out[i] = State{Consumer: e.c, Running: running, Err: err}
+		out[i] = e.state()
 	}
 	return out, nil
 }

@@ -57,6 +57,10 @@ func (s *server) ListConsumers(_ context.Context, req *streamdv1.ListConsumersRe
 		if st.Err != nil {
 			cs.Error = st.Err.Error()
 		}
+		cs.Group = st.Group
+		if st.Slices.Len() > 0 {
+			cs.Slices = st.Slices.Proto()
+		}
 		for _, p := range st.Consumer.Status() {
 			ps := &streamdv1.ProducerStatus{Addr: p.Addr, JournalId: p.JournalID, Offset: p.Offset, Lag: p.Lag, Connected: p.Connected}
 			if p.LastError != nil {
@@ -76,7 +80,7 @@ func (s *server) ListOffsets(_ context.Context, req *streamdv1.ListOffsetsReques
 	}
 	resp := &streamdv1.ListOffsetsResponse{}
 	for _, e := range es {
-		opts := e.c.Options()
+		opts := e.consumer().Options()
 		stored, err := opts.Store.List(opts.Name)
 		if err != nil {
 			return nil, statusOf(err)
@@ -93,7 +97,7 @@ func (s *server) GetOffset(_ context.Context, req *streamdv1.GetOffsetRequest) (
 	if err != nil {
 		return nil, err
 	}
-	k, res, err := e.c.Options().Store.ResolveSelected(sel)
+	k, res, err := e.consumer().Options().Store.ResolveSelected(sel)
 	if err != nil {
 		return nil, statusOf(err)
 	}
@@ -108,6 +112,9 @@ func (s *server) MoveOffsets(ctx context.Context, req *streamdv1.MoveOffsetsRequ
 	if err != nil {
 		return nil, err
 	}
+	if err := e.steerable(); err != nil {
+		return nil, statusOf(err)
+	}
 	to := offsets.Offset{Offset: req.GetToOffset(), Start: req.GetToStartPolicy()}
 	switch to.Start {
 	case streamdv1.StartPolicy_START_POLICY_UNSPECIFIED, streamdv1.StartPolicy_START_POLICY_EARLIEST, streamdv1.StartPolicy_START_POLICY_LATEST:
@@ -119,7 +126,7 @@ func (s *server) MoveOffsets(ctx context.Context, req *streamdv1.MoveOffsetsRequ
 	default:
 		return nil, status.Errorf(codes.InvalidArgument, "admin: to_start_policy %v is not a start policy", to.Start)
 	}
-	store := e.c.Options().Store
+	store := e.consumer().Options().Store
 	var changes []offsets.Change
 	move := func() error {
 		changes, err = store.Move(sel, to, req.GetExecute())
@@ -152,7 +159,10 @@ func (s *server) UpdateConsumerFilter(ctx context.Context, req *streamdv1.Update
 	if err != nil {
 		return nil, statusOf(err)
 	}
-	c := es[0].c
+	if err := es[0].steerable(); err != nil {
+		return nil, statusOf(err)
+	}
+	c := es[0].consumer()
 	if missing := filters.Missing(c.Filter(), req.GetRemove()); len(missing) > 0 {
 		return nil, status.Errorf(codes.NotFound, "admin: %q is not in the filter of consumer %q", filters.Format(missing[0]), req.GetConsumer())
 	}
@@ -197,6 +207,8 @@ func statusOf(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, offsets.ErrInvalid), errors.Is(err, consumer.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrGroupMember):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}

@@ -242,7 +242,9 @@ func consumersCommand() *cli.Command {
 		&cli.Command{
 			Name:  "list",
 			Usage: "show the consumers the server runs (connected, offset, lag, last error) and those reading from it (lag in events and time)",
-			Description: "The first table: each consumer the server runs, per producer it reads from.\n" +
+			Description: "The first table: each consumer the server runs, per producer it reads from,\n" +
+				"over its SLICES (a replicate: entry with group: copies the slices its pod owns\n" +
+				"now, - while none; with -o json its rows have \"group\").\n" +
 				"The second: each consumer reading from the server, per name and slice range, as\n" +
 				"the server last heard of it (kept across restarts of either side): its stored\n" +
 				"offset as it last reported it, the server's last offset minus it (LAG) and how\n" +
@@ -261,26 +263,36 @@ func consumersCommand() *cli.Command {
 					return cl.serverError(err)
 				}
 				p := newPrinter(c)
-				t := p.table("CONSUMER", "STREAM", "RUNNING", "PRODUCER", "CONNECTED", "OFFSET", "LAG", "ERROR")
+				t := p.table("CONSUMER", "SLICES", "STREAM", "RUNNING", "PRODUCER", "CONNECTED", "OFFSET", "LAG", "ERROR")
 				for _, cs := range resp.GetConsumers() {
-					stopped, stream := cs.GetError(), cs.GetStream()
+					stopped, stream, slices := cs.GetError(), cs.GetStream(), "-"
 					if stream == "" {
 						stream = "(default)"
 					}
-					for _, p := range cs.GetProducers() {
+					if cs.GetSlices() != nil {
+						slices = fmt.Sprintf("%d-%d", cs.GetSlices().GetFirst(), cs.GetSlices().GetLast())
+					}
+					producers := cs.GetProducers()
+					if len(producers) == 0 { // a group member that has not run yet
+						producers = []*streamdv1.ProducerStatus{{Addr: "-"}}
+					}
+					for _, p := range producers {
 						// A connected stream's last error is history.
 						errText := stopped
 						if errText == "" && !p.GetConnected() {
 							errText = p.GetLastError()
 						}
 						obj := map[string]any{
-							"consumer": cs.GetName(), "stream": cs.GetStream(), "running": cs.GetRunning(), "producer": p.GetAddr(),
+							"consumer": cs.GetName(), "slices": slices, "stream": cs.GetStream(), "running": cs.GetRunning(), "producer": p.GetAddr(),
 							"journal_id": hex.EncodeToString(p.GetJournalId()), "connected": p.GetConnected(), "offset": p.GetOffset(), "lag": p.GetLag(), "error": errText,
+						}
+						if cs.GetGroup() != "" {
+							obj["group"] = cs.GetGroup()
 						}
 						if errText == "" {
 							errText = "-"
 						}
-						t.row(obj, cs.GetName(), stream, cs.GetRunning(), p.GetAddr(), p.GetConnected(), p.GetOffset(), p.GetLag(), errText)
+						t.row(obj, cs.GetName(), slices, stream, cs.GetRunning(), p.GetAddr(), p.GetConnected(), p.GetOffset(), p.GetLag(), errText)
 					}
 				}
 				if err := t.flush(); err != nil || len(resp.GetReaders()) == 0 {

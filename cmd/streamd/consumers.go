@@ -12,6 +12,7 @@ import (
 	"github.com/streamd/streamd/consumer/group"
 	"github.com/streamd/streamd/internal/metrics"
 	"github.com/streamd/streamd/journal"
+	"github.com/streamd/streamd/offsets"
 	"github.com/streamd/streamd/topology"
 )
 
@@ -49,27 +50,28 @@ func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumer
 		}
 		cs.byName[opts.Name] = c
 	}
-	members := make([]*group.Member, len(cfg.grouped))
+	joins := make([]func() (*group.Member, error), len(cfg.grouped))
+	regs := make([]*admin.Member, len(cfg.grouped))
 	for i, g := range cfg.grouped {
 		g.opts.DialOptions = append(slices.Clip(g.opts.DialOptions), links.dialOption(g.opts.Name, g.opts.From.Name))
-		m, err := cfg.pod.newMember(log, g, j)
+		c, err := g.replication(log, j, offsets.SliceRange{})
+		if err == nil {
+			regs[i], err = cs.registry.AddMember(c, g.group)
+		}
+		if err == nil {
+			run := g.runner(log, j, regs[i])
+			joins[i] = func() (*group.Member, error) { return cfg.pod.newMember(log, g, run) }
+		}
 		if err != nil {
 			return nil, fmt.Errorf("replication %q (group %q): %w", g.opts.Name, g.group, err)
 		}
-		members[i] = m
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cs.cancel = cancel
 	var wg sync.WaitGroup
 	wg.Go(func() { cs.registry.Run(ctx) })
-	for i, m := range members {
-		g := cfg.grouped[i]
-		wg.Go(func() {
-			// Run hands the slices off and leaves when ctx ends.
-			if err := m.Run(ctx); err != nil {
-				log.Error("replication stopped; it starts again when streamd restarts", "consumer", g.opts.Name, "group", g.group, "err", err)
-			}
-		})
+	for i, g := range cfg.grouped {
+		wg.Go(func() { runMember(ctx, log, g, joins[i], regs[i], rejoinBackoff) })
 	}
 	go func() {
 		defer close(cs.done)

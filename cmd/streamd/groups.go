@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/streamd/streamd/admin"
+	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/consumer/group"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
@@ -90,19 +93,82 @@ func (p pod) options(g groupedReplication, run func(context.Context, offsets.Sli
 	return group.Options{Client: p.client, Namespace: p.namespace, Group: g.group, Identity: p.name, LeaseDuration: p.leaseDuration, Runner: run}
 }
 
-// newMember returns this pod's member of g: over the slices it owns, it
-// runs g's replication into j, with at most one stream per slice.
-func (p pod) newMember(log *slog.Logger, g groupedReplication, j *journal.Journal) (*group.Member, error) {
-	o := p.options(g, func(ctx context.Context, part offsets.SliceRange) error {
-		r := g.opts
-		r.Journal, r.Logger, r.Slices = j, log, part
+// replication returns g's replication into j over part, with at most one
+// stream per slice (part zero: all slices, for AddMember).
+func (g groupedReplication) replication(log *slog.Logger, j *journal.Journal, part offsets.SliceRange) (*consumer.Consumer, error) {
+	r := g.opts
+	r.Journal, r.Logger, r.Slices = j, log, part
+	if part != (offsets.SliceRange{}) {
 		r.Streams = min(max(r.Streams, 1), part.Len())
-		c, err := topology.NewReplication(r)
+	}
+	return topology.NewReplication(r)
+}
+
+// runner is what this pod's member of g runs over the slices it owns: g's
+// replication into j, shown in the admin registry as reg.
+func (g groupedReplication) runner(log *slog.Logger, j *journal.Journal, reg *admin.Member) func(context.Context, offsets.SliceRange) error {
+	return func(ctx context.Context, part offsets.SliceRange) error {
+		c, err := g.replication(log, j, part)
 		if err != nil {
+			reg.Stopped(err)
 			return err
 		}
-		return c.Run(ctx)
-	})
+		reg.Running(c)
+		err = c.Run(ctx)
+		if ctx.Err() != nil {
+			reg.Stopped(nil) // its slices move, or the pod stops
+		} else {
+			reg.Stopped(err)
+		}
+		return err
+	}
+}
+
+// newMember returns this pod's member of g, running run over the slices
+// it owns.
+func (p pod) newMember(log *slog.Logger, g groupedReplication, run func(context.Context, offsets.SliceRange) error) (*group.Member, error) {
+	o := p.options(g, run)
 	o.Logger = log
 	return group.New(o)
+}
+
+// rejoinBackoff is the first and the longest wait before this pod's member
+// of a group, stopped by an error, joins again; it doubles from one to the
+// other, and starts over after a member ran longer than the longest.
+var rejoinBackoff = [2]time.Duration{time.Second, time.Minute}
+
+// runMember runs this pod's member of g (join returns a new one) until ctx
+// ends. A member stopped by an error has handed its slices off and left;
+// after a backoff, a new member joins, and takes slices only as the
+// group's ConfigMap gives them, as any member does. reg shows each stop,
+// with the time of the next join.
+func runMember(ctx context.Context, log *slog.Logger, g groupedReplication, join func() (*group.Member, error), reg *admin.Member, backoff [2]time.Duration) {
+	wait := backoff[0]
+	for stops := 1; ; stops++ {
+		started := time.Now()
+		m, err := join()
+		if err == nil {
+			err = m.Run(ctx) // nil when ctx ends, after its hand-off
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("the member ended")
+		}
+		if time.Since(started) > backoff[1] {
+			wait = backoff[0]
+		}
+		err = fmt.Errorf("%w (stop %d since streamd started: this pod rejoins group %s at %s)", err, stops, g.group, time.Now().Add(wait).UTC().Format(time.RFC3339))
+		log.Error("replication stopped; this pod rejoins its group after a backoff", "consumer", g.opts.Name, "group", g.group, "backoff", wait.String(), "err", err)
+		reg.Stopped(err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, backoff[1])
+	}
 }

@@ -2,22 +2,29 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/streamd/streamd/admin"
+
 	"github.com/streamd/streamd/consumer/group"
 	"github.com/streamd/streamd/internal/kubetest"
+	"github.com/streamd/streamd/internal/regiontest"
 	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/offsets"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+	"github.com/streamd/streamd/topology"
 )
 
 // entityHistory is an entity's events in a journal: its slice there and
@@ -156,16 +163,40 @@ func TestReplicationGroupFromConfig(t *testing.T) {
 		return got
 	}
 
+	// listed waits until each pod's AdminService lists its member of the
+	// group running over the slices its Lease shows, and its metrics
+	// show it running.
+	listed := func(what string, owned map[string]offsets.SliceRange) {
+		t.Helper()
+		for id, d := range pods {
+			var got *streamdv1.ConsumerStatus
+			if !testwait.Until(60*time.Second, func() bool {
+				resp, err := streamdv1.NewAdminServiceClient(d.conn).ListConsumers(context.Background(), &streamdv1.ListConsumersRequest{})
+				if err != nil || len(resp.GetConsumers()) != 1 {
+					return false
+				}
+				got = resp.GetConsumers()[0]
+				r, err := offsets.SliceRangeFromProto(got.GetSlices())
+				mfs := scrape(t, d.MetricsAddr)
+				return err == nil && got.GetGroup() == "eu-from-us" && got.GetRunning() && r == owned[id] &&
+					mfs["streamd_consumer_running"] != nil && value(mfs["streamd_consumer_running"]) >= 1
+			}) {
+				t.Fatalf("%s: pod %s lists %v, want its member of eu-from-us running over %s", what, id, got, owned[id])
+			}
+		}
+	}
+
 	start("eu-0")
 	start("eu-1")
-	settle("2 pods", "eu-0", "eu-1")
+	listed("2 pods", settle("2 pods", "eu-0", "eu-1"))
 	flow()
 	pods["eu-1"].Kill()
 	delete(pods, "eu-1")
-	settle("eu-1 killed", "eu-0")
+	listed("eu-1 killed", settle("eu-1 killed", "eu-0"))
 	flow()
 	start("eu-1")
 	owned := settle("eu-1 back", "eu-0", "eu-1")
+	listed("eu-1 back", owned)
 	flow()
 	stopPublishing()
 
@@ -200,4 +231,114 @@ func TestReplicationGroupFromConfig(t *testing.T) {
 		}
 	}
 	t.Logf("%d events over %d entities; pods %v own %v", total, len(src), slices.Sorted(maps.Keys(pods)), owned)
+}
+
+// grouped is one pod of region eu running its member of group eu-from-us
+// in the test process, as startConsumers does.
+type grouped struct {
+	region *regiontest.Region
+	reg    *admin.Registry
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startGrouped runs pod id's member with run wrapped by wrap (nil: the
+// replication itself) and join by gate (nil: none).
+func startGrouped(t *testing.T, api *kubetest.API, src string, id string, wrap func(run func(context.Context, offsets.SliceRange) error) func(context.Context, offsets.SliceRange) error, gate func()) *grouped {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	r := regiontest.Start(t, "eu", t.TempDir(), "127.0.0.1:0")
+	g := groupedReplication{group: "eu-from-us", opts: topology.ReplicationOptions{From: topology.Region{Name: "us", Addrs: []string{src}}, Name: "replicate-us", Streams: 2}}
+	p := pod{name: id, namespace: "shop", leaseDuration: 3 * time.Second, client: api.Clientset()}
+	reg := admin.NewRegistry(log)
+	c, err := g.replication(log, r.Producer.Journal(), offsets.SliceRange{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := reg.AddMember(c, g.group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := g.runner(log, r.Producer.Journal(), m)
+	if wrap != nil {
+		run = wrap(run)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	gp := &grouped{region: r, reg: reg, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(gp.done)
+		runMember(ctx, log, g, func() (*group.Member, error) {
+			if gate != nil {
+				gate()
+			}
+			return p.newMember(log, g, run)
+		}, m, [2]time.Duration{10 * time.Millisecond, 100 * time.Millisecond})
+	}()
+	t.Cleanup(gp.stop)
+	return gp
+}
+
+func (gp *grouped) stop() {
+	gp.cancel()
+	<-gp.done
+	gp.region.Stop()
+}
+
+func (gp *grouped) state(t *testing.T) admin.State {
+	t.Helper()
+	st, err := gp.reg.States("replicate-us")
+	if err != nil || len(st) != 1 {
+		t.Fatalf("States(replicate-us) = %v, %v", st, err)
+	}
+	return st[0]
+}
+
+// A pod's member of a group whose replication fails rejoins after its
+// backoff and copies again; its state shows the stop meanwhile, and the
+// slices it copies as they move when a second pod joins.
+func TestGroupedReplicationRejoinsAndShows(t *testing.T) {
+	us := regiontest.Start(t, "us", t.TempDir(), "127.0.0.1:0")
+	defer us.Stop()
+	const n = 40
+	for i := range n {
+		if _, err := us.Producer.Publish(context.Background(), &streamdv1.Event{EntityType: "cart", EntityId: fmt.Sprint("c", i), EventType: "Added"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api := kubetest.New()
+	var runs atomic.Int64
+	failOnce := func(run func(context.Context, offsets.SliceRange) error) func(context.Context, offsets.SliceRange) error {
+		return func(ctx context.Context, part offsets.SliceRange) error {
+			if runs.Add(1) == 1 {
+				return errors.New("injected failure")
+			}
+			return run(ctx, part)
+		}
+	}
+	var joins atomic.Int64
+	release := make(chan struct{})
+	eu0 := startGrouped(t, api, us.Addr, "eu-0", failOnce, func() {
+		if joins.Add(1) == 2 {
+			<-release
+		}
+	})
+	testwait.For(t, 30*time.Second, "the stopped member to show its error and its rejoin", func() bool {
+		st := eu0.state(t)
+		return joins.Load() == 2 && !st.Running && st.Err != nil &&
+			strings.Contains(st.Err.Error(), "injected failure") && strings.Contains(st.Err.Error(), "rejoins group eu-from-us")
+	})
+	if st := eu0.state(t); st.Group != "eu-from-us" || st.Slices.Len() != 0 {
+		t.Fatalf("stopped: group %q, slices %s; want eu-from-us and none", st.Group, st.Slices)
+	}
+	close(release)
+	testwait.For(t, 30*time.Second, "the rejoined member to copy every event", func() bool {
+		st := eu0.state(t)
+		return st.Running && st.Err == nil && st.Slices == offsets.AllSlices && eu0.region.Producer.Journal().LastOffset() == n
+	})
+
+	eu1 := startGrouped(t, api, us.Addr, "eu-1", nil, nil)
+	testwait.For(t, 60*time.Second, "the slices to be split between eu-0 and eu-1", func() bool {
+		s0, s1 := eu0.state(t), eu1.state(t)
+		return s0.Running && s0.Slices == group.Assign(0, 2) && s1.Running && s1.Slices == group.Assign(1, 2)
+	})
 }

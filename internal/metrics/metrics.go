@@ -137,7 +137,7 @@ var (
 	consumerConnectedDesc = prometheus.NewDesc("streamd_consumer_connected",
 		"1 while the consumer's stream from the producer is open.", []string{"consumer", "producer"}, nil)
 	consumerRunningDesc = prometheus.NewDesc("streamd_consumer_running",
-		"1 while the consumer runs; 0 after it stopped on an error, until an operator moves its offsets.", []string{"consumer", "producer"}, nil)
+		"1 while the consumer runs; 0 after it stopped on an error, until an operator moves its offsets (a grouped replication: until its pod rejoins the group, after a backoff).", []string{"consumer", "producer"}, nil)
 )
 
 type consumersCollector func() []ConsumerProducer

@@ -265,8 +265,13 @@ type ConsumerStatus struct {
 	Producers []*ProducerStatus  `protobuf:"bytes,5,rep,name=producers,proto3" json:"producers,omitempty"`
 	// Running is false while an operator moves its offsets or after it
 	// stopped on an error (error says which).
-	Running       bool   `protobuf:"varint,6,opt,name=running,proto3" json:"running,omitempty"`
-	Error         string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	Running bool   `protobuf:"varint,6,opt,name=running,proto3" json:"running,omitempty"`
+	Error   string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	// For a replicate: entry with group:, this pod's member of that group.
+	Group string `protobuf:"bytes,8,opt,name=group,proto3" json:"group,omitempty"`
+	// The slices it consumes (unset: none, a group member's while its group
+	// gives it none or it is stopped).
+	Slices        *SliceRange `protobuf:"bytes,9,opt,name=slices,proto3" json:"slices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -348,6 +353,20 @@ func (x *ConsumerStatus) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *ConsumerStatus) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ConsumerStatus) GetSlices() *SliceRange {
+	if x != nil {
+		return x.Slices
+	}
+	return nil
 }
 
 // ProducerStatus is the consumer's stream from one producer.
@@ -1095,7 +1114,7 @@ const file_streamd_v1_admin_proto_rawDesc = "" +
 	"\x06filter\x18\t \x03(\v2\x1b.streamd.v1.FilterCriterionR\x06filter\x12\x10\n" +
 	"\x03lag\x18\n" +
 	" \x01(\x04R\x03lag\x12\x1b\n" +
-	"\tlag_nanos\x18\v \x01(\x03R\blagNanos\"\xef\x01\n" +
+	"\tlag_nanos\x18\v \x01(\x03R\blagNanos\"\xb5\x02\n" +
 	"\x0eConsumerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x12\n" +
@@ -1103,7 +1122,9 @@ const file_streamd_v1_admin_proto_rawDesc = "" +
 	"\x06filter\x18\x04 \x03(\v2\x1b.streamd.v1.FilterCriterionR\x06filter\x128\n" +
 	"\tproducers\x18\x05 \x03(\v2\x1a.streamd.v1.ProducerStatusR\tproducers\x12\x18\n" +
 	"\arunning\x18\x06 \x01(\bR\arunning\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"\xaa\x01\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12\x14\n" +
+	"\x05group\x18\b \x01(\tR\x05group\x12.\n" +
+	"\x06slices\x18\t \x01(\v2\x16.streamd.v1.SliceRangeR\x06slices\"\xaa\x01\n" +
 	"\x0eProducerStatus\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x1d\n" +
 	"\n" +
@@ -1202,35 +1223,36 @@ var file_streamd_v1_admin_proto_depIdxs = []int32{
 	17, // 3: streamd.v1.ReaderStatus.filter:type_name -> streamd.v1.FilterCriterion
 	17, // 4: streamd.v1.ConsumerStatus.filter:type_name -> streamd.v1.FilterCriterion
 	4,  // 5: streamd.v1.ConsumerStatus.producers:type_name -> streamd.v1.ProducerStatus
-	16, // 6: streamd.v1.StoredOffset.slices:type_name -> streamd.v1.SliceRange
-	18, // 7: streamd.v1.StoredOffset.start_policy:type_name -> streamd.v1.StartPolicy
-	5,  // 8: streamd.v1.ListOffsetsResponse.offsets:type_name -> streamd.v1.StoredOffset
-	16, // 9: streamd.v1.OffsetSelector.slices:type_name -> streamd.v1.SliceRange
-	8,  // 10: streamd.v1.GetOffsetRequest.selector:type_name -> streamd.v1.OffsetSelector
-	5,  // 11: streamd.v1.GetOffsetResponse.offset:type_name -> streamd.v1.StoredOffset
-	8,  // 12: streamd.v1.MoveOffsetsRequest.selector:type_name -> streamd.v1.OffsetSelector
-	18, // 13: streamd.v1.MoveOffsetsRequest.to_start_policy:type_name -> streamd.v1.StartPolicy
-	13, // 14: streamd.v1.MoveOffsetsResponse.changes:type_name -> streamd.v1.OffsetChange
-	5,  // 15: streamd.v1.OffsetChange.from:type_name -> streamd.v1.StoredOffset
-	5,  // 16: streamd.v1.OffsetChange.to:type_name -> streamd.v1.StoredOffset
-	17, // 17: streamd.v1.UpdateConsumerFilterRequest.add:type_name -> streamd.v1.FilterCriterion
-	17, // 18: streamd.v1.UpdateConsumerFilterRequest.remove:type_name -> streamd.v1.FilterCriterion
-	17, // 19: streamd.v1.UpdateConsumerFilterResponse.filter:type_name -> streamd.v1.FilterCriterion
-	0,  // 20: streamd.v1.AdminService.ListConsumers:input_type -> streamd.v1.ListConsumersRequest
-	6,  // 21: streamd.v1.AdminService.ListOffsets:input_type -> streamd.v1.ListOffsetsRequest
-	9,  // 22: streamd.v1.AdminService.GetOffset:input_type -> streamd.v1.GetOffsetRequest
-	11, // 23: streamd.v1.AdminService.MoveOffsets:input_type -> streamd.v1.MoveOffsetsRequest
-	14, // 24: streamd.v1.AdminService.UpdateConsumerFilter:input_type -> streamd.v1.UpdateConsumerFilterRequest
-	1,  // 25: streamd.v1.AdminService.ListConsumers:output_type -> streamd.v1.ListConsumersResponse
-	7,  // 26: streamd.v1.AdminService.ListOffsets:output_type -> streamd.v1.ListOffsetsResponse
-	10, // 27: streamd.v1.AdminService.GetOffset:output_type -> streamd.v1.GetOffsetResponse
-	12, // 28: streamd.v1.AdminService.MoveOffsets:output_type -> streamd.v1.MoveOffsetsResponse
-	15, // 29: streamd.v1.AdminService.UpdateConsumerFilter:output_type -> streamd.v1.UpdateConsumerFilterResponse
-	25, // [25:30] is the sub-list for method output_type
-	20, // [20:25] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	16, // 6: streamd.v1.ConsumerStatus.slices:type_name -> streamd.v1.SliceRange
+	16, // 7: streamd.v1.StoredOffset.slices:type_name -> streamd.v1.SliceRange
+	18, // 8: streamd.v1.StoredOffset.start_policy:type_name -> streamd.v1.StartPolicy
+	5,  // 9: streamd.v1.ListOffsetsResponse.offsets:type_name -> streamd.v1.StoredOffset
+	16, // 10: streamd.v1.OffsetSelector.slices:type_name -> streamd.v1.SliceRange
+	8,  // 11: streamd.v1.GetOffsetRequest.selector:type_name -> streamd.v1.OffsetSelector
+	5,  // 12: streamd.v1.GetOffsetResponse.offset:type_name -> streamd.v1.StoredOffset
+	8,  // 13: streamd.v1.MoveOffsetsRequest.selector:type_name -> streamd.v1.OffsetSelector
+	18, // 14: streamd.v1.MoveOffsetsRequest.to_start_policy:type_name -> streamd.v1.StartPolicy
+	13, // 15: streamd.v1.MoveOffsetsResponse.changes:type_name -> streamd.v1.OffsetChange
+	5,  // 16: streamd.v1.OffsetChange.from:type_name -> streamd.v1.StoredOffset
+	5,  // 17: streamd.v1.OffsetChange.to:type_name -> streamd.v1.StoredOffset
+	17, // 18: streamd.v1.UpdateConsumerFilterRequest.add:type_name -> streamd.v1.FilterCriterion
+	17, // 19: streamd.v1.UpdateConsumerFilterRequest.remove:type_name -> streamd.v1.FilterCriterion
+	17, // 20: streamd.v1.UpdateConsumerFilterResponse.filter:type_name -> streamd.v1.FilterCriterion
+	0,  // 21: streamd.v1.AdminService.ListConsumers:input_type -> streamd.v1.ListConsumersRequest
+	6,  // 22: streamd.v1.AdminService.ListOffsets:input_type -> streamd.v1.ListOffsetsRequest
+	9,  // 23: streamd.v1.AdminService.GetOffset:input_type -> streamd.v1.GetOffsetRequest
+	11, // 24: streamd.v1.AdminService.MoveOffsets:input_type -> streamd.v1.MoveOffsetsRequest
+	14, // 25: streamd.v1.AdminService.UpdateConsumerFilter:input_type -> streamd.v1.UpdateConsumerFilterRequest
+	1,  // 26: streamd.v1.AdminService.ListConsumers:output_type -> streamd.v1.ListConsumersResponse
+	7,  // 27: streamd.v1.AdminService.ListOffsets:output_type -> streamd.v1.ListOffsetsResponse
+	10, // 28: streamd.v1.AdminService.GetOffset:output_type -> streamd.v1.GetOffsetResponse
+	12, // 29: streamd.v1.AdminService.MoveOffsets:output_type -> streamd.v1.MoveOffsetsResponse
+	15, // 30: streamd.v1.AdminService.UpdateConsumerFilter:output_type -> streamd.v1.UpdateConsumerFilterResponse
+	26, // [26:31] is the sub-list for method output_type
+	21, // [21:26] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_streamd_v1_admin_proto_init() }
