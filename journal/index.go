@@ -120,21 +120,27 @@ func newPendingIndex() *pendingIndex {
 	return &pendingIndex{cur: map[string]*run{}}
 }
 
+// addEntry appends an event's offset to its entity's run in runs, and
+// returns the run's length before.
+func addEntry(runs map[string]*run, ek string, seqNr, off uint64) int {
+	r := runs[ek]
+	if r == nil {
+		r = &run{first: seqNr}
+		runs[ek] = r
+	}
+	r.offs = append(r.offs, off)
+	return len(r.offs) - 1
+}
+
 // add takes a group's entries into cur; each entity's seqNrs follow on.
 func (p *pendingIndex) add(entries []indexEntry) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, e := range entries {
-		r := p.cur[e.ek]
-		if r == nil {
-			r = &run{first: e.seqNr}
-			p.cur[e.ek] = r
-		}
-		if len(r.offs)%maxRunEvents == 0 { // a new key when flushed: entryCost of it
+		if addEntry(p.cur, e.ek, e.seqNr, e.off)%maxRunEvents == 0 { // a new key when flushed: entryCost of it
 			p.entries++
 			p.cost += len(prefixRun) + len(e.ek) + 1 + 8 + 2*binary.MaxVarintLen64 + 64
 		}
-		r.offs = append(r.offs, e.off)
 		p.cost += binary.MaxVarintLen64
 		p.events++
 	}
@@ -284,7 +290,6 @@ func (j *Journal) loadIndex() error {
 		return nil
 	}
 	runs := map[string]*run{}
-	var entries []indexEntry
 	err = j.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: false})
 		defer it.Close()
@@ -299,7 +304,7 @@ func (j *Journal) loadIndex() error {
 				if derr = decodeEvent(raw, off, &e); derr != nil {
 					return false
 				}
-				entries = append(entries, indexEntry{ek: EntityKey(e.EntityType, e.EntityId), seqNr: e.SeqNr, off: off})
+				addEntry(runs, EntityKey(e.EntityType, e.EntityId), e.SeqNr, off)
 				return true
 			})
 			if err := errors.Join(werr, derr); err != nil {
@@ -311,15 +316,7 @@ func (j *Journal) loadIndex() error {
 	if err != nil {
 		return fmt.Errorf("journal: derive the index after offset %d: %w", indexed, err)
 	}
-	for _, e := range entries {
-		r := runs[e.ek]
-		if r == nil {
-			r = &run{first: e.seqNr}
-			runs[e.ek] = r
-		}
-		r.offs = append(r.offs, e.off)
-	}
-	if err := writeChanges(j.db, runChanges(runs, j.floor.Load())); err != nil {
+	if err := setAll(j.db, runChanges(runs, j.floor.Load())); err != nil {
 		return err
 	}
 	// Last: a crash before it derives the same runs again, from the same
@@ -327,19 +324,13 @@ func (j *Journal) loadIndex() error {
 	return j.db.Update(func(txn *badger.Txn) error { return txn.Set(keyIndexed, u64(last)) })
 }
 
-// writeChanges writes changes to Badger in as many transactions as it
-// takes (not atomically).
-func writeChanges(db *badger.DB, c changes) error {
+// setAll writes the sets c to Badger in as many transactions as it takes
+// (not atomically).
+func setAll(db *badger.DB, c changes) error {
 	wb := db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, ch := range c {
-		var err error
-		if ch.delete {
-			err = wb.Delete(ch.key)
-		} else {
-			err = wb.Set(ch.key, ch.value)
-		}
-		if err != nil {
+		if err := wb.Set(ch.key, ch.value); err != nil {
 			return err
 		}
 	}
