@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/internal/regiontest"
 	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
@@ -34,27 +35,9 @@ func (c *interestClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 func TestInterestReplicatesOnDemand(t *testing.T) {
 	clock := &interestClock{}
 	clock.ns.Store(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).UnixNano())
-	us := regiontest.StartWith(t, t.TempDir(), "127.0.0.1:0", producer.Options{Journal: journal.Options{Region: "us"}, Server: producer.ServerOptions{Now: clock.Now}})
-	defer us.Stop()
-	eu := regiontest.Start(t, "eu", t.TempDir(), "127.0.0.1:0")
-	defer eu.Stop()
 	summaries := &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_TYPE, Value: "auction-summary"}
-	repl, err := topology.NewReplication(topology.ReplicationOptions{
-		From: topology.Region{Name: "us", Addrs: []string{us.Addr}}, Journal: eu.Producer.Journal(),
-		Filter: []*streamdv1.FilterCriterion{summaries}, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- repl.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	us, eu, repl := startInterestRegions(t, clock, summaries)
+	ctx := t.Context()
 	interest, err := topology.NewInterest(repl, time.Minute, clock.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -151,27 +134,9 @@ func TestInterestUseFetchesHistory(t *testing.T) {
 	clock := &interestClock{}
 	start := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	clock.ns.Store(start.UnixNano())
-	us := regiontest.StartWith(t, t.TempDir(), "127.0.0.1:0", producer.Options{Journal: journal.Options{Region: "us"}, Server: producer.ServerOptions{Now: clock.Now}})
-	defer us.Stop()
-	eu := regiontest.Start(t, "eu", t.TempDir(), "127.0.0.1:0")
-	defer eu.Stop()
 	keepIncludeMode := &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_ORIGIN, Value: "eu"}
-	repl, err := topology.NewReplication(topology.ReplicationOptions{
-		From: topology.Region{Name: "us", Addrs: []string{us.Addr}}, Journal: eu.Producer.Journal(),
-		Filter: []*streamdv1.FilterCriterion{keepIncludeMode}, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- repl.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	us, eu, repl := startInterestRegions(t, clock, keepIncludeMode)
+	ctx := t.Context()
 	testwait.For(t, 10*time.Second, "the replication to connect", func() bool { return repl.Status()[0].Connected })
 	conn, err := grpc.NewClient(us.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -300,4 +265,31 @@ func TestInterestUseFetchesHistory(t *testing.T) {
 	if n := bids("a7"); n != 4 {
 		t.Fatalf("eu holds %d bids of a7 after the period, want 4", n)
 	}
+}
+
+// startInterestRegions starts regions us (on clock) and eu, and a
+// replication from us into eu with filter, run until the test ends.
+func startInterestRegions(t *testing.T, clock *interestClock, filter *streamdv1.FilterCriterion) (us, eu *regiontest.Region, repl *consumer.Consumer) {
+	t.Helper()
+	us = regiontest.StartWith(t, t.TempDir(), "127.0.0.1:0", producer.Options{Journal: journal.Options{Region: "us"}, Server: producer.ServerOptions{Now: clock.Now}})
+	t.Cleanup(us.Stop)
+	eu = regiontest.Start(t, "eu", t.TempDir(), "127.0.0.1:0")
+	t.Cleanup(eu.Stop)
+	repl, err := topology.NewReplication(topology.ReplicationOptions{
+		From: topology.Region{Name: "us", Addrs: []string{us.Addr}}, Journal: eu.Producer.Journal(),
+		Filter: []*streamdv1.FilterCriterion{filter}, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- repl.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return us, eu, repl
 }
