@@ -94,11 +94,15 @@ type writeReq struct {
 	del           *deletion
 	update        func(*badger.Txn) error
 	done          chan writeResult
+	// each: every event is an append of its own (SubmitEach), refused or
+	// committed alone.
+	each bool
 }
 
 type writeResult struct {
 	appended []Appended
-	err      error
+	err      error   // the whole request's
+	errs     []error // per event of a request with each set; nil if none failed
 }
 
 // Open opens or creates the journal in dir.
@@ -367,6 +371,90 @@ type Pending struct{ done chan writeResult }
 func (p *Pending) Wait() ([]Appended, error) {
 	res := <-p.done
 	return res.appended, res.err
+}
+
+// SubmitEach queues events as appends of one event each, as many Submit
+// calls would, without a request per event: each is checked, committed or
+// refused alone (an invalid event, a seqNr expectation that fails), and
+// they commit in the order given, in as few group commits as their size
+// allows. An event that cannot be queued (the journal closed or failed,
+// ctx ended) is refused with the events after it. ctx bounds only the
+// wait to be queued.
+func (j *Journal) SubmitEach(ctx context.Context, events []*streamdv1.Event) *PendingEach {
+	p := &PendingEach{errs: make([]error, len(events))}
+	var part eachPart
+	var req writeReq
+	var refused error // once set, no later event is queued
+	flush := func() {
+		if len(req.events) > 0 {
+			req.each = true
+			pending, err := j.submit(ctx, req)
+			if err != nil {
+				refused = err
+				for _, i := range part.at {
+					p.errs[i] = err
+				}
+			} else {
+				part.done = pending.done
+				p.parts = append(p.parts, part)
+			}
+		}
+		part, req = eachPart{}, writeReq{}
+	}
+	for i, e := range events {
+		size, err := j.opts.Limits.validate(events[i : i+1])
+		if err != nil {
+			p.errs[i] = err
+			continue
+		}
+		cost, entries := txnCost(events[i:i+1], size)
+		if len(req.events) > 0 && (len(req.events) == j.opts.Limits.MaxBatchEvents || req.size+size > j.opts.Limits.MaxBatchBytes ||
+			req.cost+cost > j.groupCost || req.entries+entries > j.groupEntries) {
+			flush()
+		}
+		if refused != nil {
+			p.errs[i] = refused
+			continue
+		}
+		req.events = append(req.events, e)
+		req.size, req.cost, req.entries = req.size+size, req.cost+cost, req.entries+entries
+		part.at = append(part.at, i)
+	}
+	flush()
+	return p
+}
+
+// PendingEach is what SubmitEach queued.
+type PendingEach struct {
+	errs  []error // per event: refused before it was queued
+	parts []eachPart
+}
+
+// eachPart is one request of a SubmitEach: the positions of its events.
+type eachPart struct {
+	done chan writeResult
+	at   []int
+}
+
+// Wait blocks until every event is committed or refused, and returns
+// per event where it landed, or why it did not (nil where it committed).
+// Call it once.
+func (p *PendingEach) Wait() ([]Appended, []error) {
+	res := make([]Appended, len(p.errs))
+	for _, part := range p.parts {
+		r := <-part.done
+		for k, i := range part.at {
+			switch {
+			case r.err != nil:
+				p.errs[i] = r.err
+			case r.errs != nil && r.errs[k] != nil:
+				p.errs[i] = r.errs[k]
+			default:
+				res[i] = r.appended[k]
+			}
+		}
+	}
+	return res, p.errs
 }
 
 // Submit checks and queues an append as AppendWith does, without waiting
@@ -752,6 +840,12 @@ func (w *writer) commit(g *group) error {
 	seqs := w.newSeqAssigner()
 	defer seqs.close()
 	for i := range g.reqs {
+		if g.reqs[i].each {
+			if err := w.commitEach(g, &b, seqs, i); err != nil {
+				return err
+			}
+			continue
+		}
 		conflict, err := seqs.assign(g.reqs[i].events)
 		if err != nil {
 			return err
@@ -774,6 +868,37 @@ func (w *writer) commit(g *group) error {
 	w.j.index.add(b.index)
 	g.last = b.offset - 1
 	w.nextOffset, w.lastTime, w.bytes = b.offset, b.ts, g.bytes
+	return nil
+}
+
+// commitEach stages request i of g, whose events are appends of their
+// own: a conflict refuses only its event.
+func (w *writer) commitEach(g *group, b *groupBuild, seqs *seqAssigner, i int) error {
+	r := &g.reqs[i]
+	res := make([]Appended, len(r.events))
+	for k := range r.events {
+		conflict, err := seqs.assign(r.events[k : k+1])
+		if err != nil {
+			return err
+		}
+		if conflict != nil {
+			if g.errs == nil {
+				g.errs = make([][]error, len(g.reqs))
+			}
+			if g.errs[i] == nil {
+				g.errs[i] = make([]error, len(r.events))
+			}
+			g.errs[i][k] = conflict
+			continue
+		}
+		one := writeReq{events: r.events[k : k+1]}
+		app, err := w.stage(g, b, &one, seqs.undo)
+		if err != nil {
+			return err
+		}
+		res[k] = app[0]
+	}
+	g.results[i] = res
 	return nil
 }
 

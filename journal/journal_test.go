@@ -795,6 +795,53 @@ func TestAppendWith(t *testing.T) {
 	}
 }
 
+// SubmitEach appends each event alone: an invalid event and a failed
+// seqNr expectation are refused without their neighbours, the others
+// commit in the order given, also across the requests MaxBatchEvents
+// splits them into, and after Close every event is refused.
+func TestSubmitEach(t *testing.T) {
+	j := open(t, t.TempDir(), Options{Limits: Limits{MaxBatchEvents: 3}})
+	events := []*streamdv1.Event{
+		ev("car", "c1", "a"),
+		{EntityType: "car", EventType: "Happened"}, // no entity id
+		ev("car", "c2", "b"),
+		{EntityType: "car", EntityId: "c1", EventType: "Happened", SeqNr: 5}, // c1 is at 1
+		ev("car", "c1", "c"),
+		{EntityType: "car", EntityId: "c2", EventType: "Happened", SeqNr: 2},
+		ev("car", "c3", "d"),
+		ev("car", "c3", "e"),
+	}
+	res, errs := j.SubmitEach(context.Background(), events).Wait()
+	want := []Appended{{Offset: 1, SeqNr: 1}, {}, {Offset: 2, SeqNr: 1}, {}, {Offset: 3, SeqNr: 2}, {Offset: 4, SeqNr: 2}, {Offset: 5, SeqNr: 1}, {Offset: 6, SeqNr: 2}}
+	for i := range events {
+		switch i {
+		case 1:
+			if !errors.Is(errs[i], ErrInvalidEvent) {
+				t.Errorf("event %d: %v, want ErrInvalidEvent", i, errs[i])
+			}
+		case 3:
+			var conflict *SeqNrConflictError
+			if !errors.As(errs[i], &conflict) || conflict.Next != 2 {
+				t.Errorf("event %d: %v, want a SeqNrConflictError naming seqNr 2", i, errs[i])
+			}
+		default:
+			if errs[i] != nil || res[i] != want[i] {
+				t.Errorf("event %d: %+v, %v; want %+v", i, res[i], errs[i], want[i])
+			}
+		}
+	}
+	if got := readAll(t, j); len(got) != 6 || string(got[2].Payload) != "c" || string(got[5].Payload) != "e" {
+		t.Fatalf("stored %v, want the six valid events in the order given", got)
+	}
+	j.Close()
+	_, errs = j.SubmitEach(context.Background(), []*streamdv1.Event{ev("car", "c1", "x"), ev("car", "c1", "y")}).Wait()
+	for i, err := range errs {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("event %d after Close: %v, want ErrClosed", i, err)
+		}
+	}
+}
+
 // Submit queues appends without waiting: they commit in the order queued,
 // and Close answers every one queued before it.
 func TestSubmitOrder(t *testing.T) {

@@ -47,8 +47,9 @@ type group struct {
 	reqs     []writeReq
 	answered []bool
 	results  [][]Appended
-	records  []Record // the events, for the live ring
-	changes  changes  // what the group writes to Badger, in order
+	errs     [][]error // per event of a request with each set (SubmitEach)
+	records  []Record  // the events, for the live ring
+	changes  changes   // what the group writes to Badger, in order
 	// cost and entries bound the changes in a Badger transaction.
 	cost, entries int
 	addBytes      int64
@@ -404,11 +405,14 @@ func (j *Journal) release(b *logBatch, err error) {
 		}
 		for i := range g.reqs {
 			if !g.answered[i] {
-				var res []Appended
+				res := writeResult{}
 				if i < len(g.results) {
-					res = g.results[i]
+					res.appended = g.results[i]
 				}
-				g.answer(i, writeResult{appended: res})
+				if i < len(g.errs) {
+					res.errs = g.errs[i]
+				}
+				g.answer(i, res)
 				appends++
 			}
 		}

@@ -168,10 +168,7 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 		}
 		r := publishRequest{separate: req.SeparateAppends}
 		if req.SeparateAppends {
-			r.appends = make([]publishAppend, len(req.Events))
-			for i, e := range req.Events {
-				r.appends[i] = s.submit(st.Context(), rt, e)
-			}
+			r.appends, r.each = s.submitEach(st.Context(), rt, req.Events)
 		} else {
 			r.appends = []publishAppend{s.submit(st.Context(), rt, req.Events...)}
 		}
@@ -189,6 +186,47 @@ func (s *Server) PublishStream(st streamdv1.EventStreamService_PublishStreamServ
 type publishRequest struct {
 	appends  []publishAppend
 	separate bool
+	// each: the request's events that are plain appends, queued together
+	// (Journal.SubmitEach); appends holds the others, nil at their places.
+	each *eachAppends
+}
+
+// eachAppends is a request's plain appends queued by one SubmitEach: the
+// events at positions at of the request.
+type eachAppends struct {
+	pending *journal.PendingEach
+	at      []int
+}
+
+// submitEach queues a separate_appends request: the events the Router
+// takes, or that are refused before the journal, one by one as submit
+// does; the others (all of them, without a Router) in one SubmitEach.
+func (s *Server) submitEach(ctx context.Context, rt *routes, events []*streamdv1.Event) ([]publishAppend, *eachAppends) {
+	appends := make([]publishAppend, len(events))
+	each := &eachAppends{}
+	var plain []*streamdv1.Event
+	for i, e := range events {
+		one := events[i : i+1]
+		if err := s.reserved(one); err != nil {
+			appends[i] = publishAppend{err: err}
+			continue
+		}
+		routed, err := s.routed(one)
+		switch {
+		case err != nil:
+			appends[i] = publishAppend{err: err}
+		case routed:
+			appends[i] = s.submit(ctx, rt, e)
+		default:
+			plain = append(plain, e)
+			each.at = append(each.at, i)
+		}
+	}
+	if len(plain) == 0 {
+		return appends, nil
+	}
+	each.pending = s.j.SubmitEach(ctx, plain)
+	return appends, each
 }
 
 // publishAppend is an append queued in the journal, a write of the
@@ -273,7 +311,20 @@ func (r publishRequest) answer() *streamdv1.PublishStreamResponse {
 		return resp
 	}
 	resp.Appended = make([]*streamdv1.Appended, len(r.appends))
+	if r.each != nil {
+		res, errs := r.each.pending.Wait()
+		for k, i := range r.each.at {
+			resp.Appended[i] = &streamdv1.Appended{Offset: res[k].Offset, SeqNr: res[k].SeqNr}
+			if errs[k] != nil {
+				resp.Appended[i] = &streamdv1.Appended{}
+				resp.Appended[i].Code, resp.Appended[i].Message = refusal(errs[k])
+			}
+		}
+	}
 	for i, a := range r.appends {
+		if resp.Appended[i] != nil {
+			continue
+		}
 		res, err := a.wait()
 		if err != nil {
 			resp.Appended[i] = &streamdv1.Appended{}
