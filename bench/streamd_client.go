@@ -35,10 +35,12 @@ const (
 )
 
 func dialStreamd(addr string, d *countingDialer) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr,
+	// The flow-control windows of the consumer library: the raw
+	// subscriber reads as a consumer built on it does.
+	return grpc.NewClient(addr, append(consumer.WindowDialOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(d.DialContext),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...)
 }
 
 // streamdEvents builds the events first..first+n-1, stamped with ts.

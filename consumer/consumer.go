@@ -51,6 +51,19 @@ type Consumer struct {
 	filter []*streamdv1.FilterCriterion // the stored filter, or Options.Filter
 }
 
+// WindowDialOptions are the HTTP/2 flow-control windows a consumer opens
+// its connections with: 4 MiB per stream, 16 MiB per connection (the
+// streams to one producer share it). A producer sends a stream's batches
+// only as far as the window lets it. gRPC's default, 64 KiB grown by its
+// estimate of the link's bandwidth-delay product, stays small where the
+// link is fast and both ends are busy, and holds a catch-up back
+// (BENCHMARKS.md, *Catch-up*). A slow handler leaves at most a window of
+// events buffered per stream. Options.DialOptions come after these and
+// win.
+func WindowDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithInitialWindowSize(4 << 20), grpc.WithInitialConnWindowSize(16 << 20)}
+}
+
 // New checks opts and returns a Consumer; nothing is started before Run.
 // It reads the filter stored for (Name, Stream).
 func New(opts Options) (*Consumer, error) {
@@ -71,7 +84,7 @@ func New(opts Options) (*Consumer, error) {
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 				BaseDelay: opts.MinBackoff, Multiplier: 2, Jitter: 0.2, MaxDelay: opts.MaxBackoff,
 			}, MinConnectTimeout: 20 * time.Second}),
-		}, opts.DialOptions...),
+		}, append(WindowDialOptions(), opts.DialOptions...)...),
 		filterSem: make(chan struct{}, 1),
 	}
 	stored, found, err := c.storedFilter()
