@@ -41,6 +41,7 @@ type config struct {
 	fanoutDuration  time.Duration
 	jsSyncAlways    bool
 	natsVersion     string
+	natsCLIVersion  string
 	cacheDir        string
 	workDir         string
 	profileDir      string
@@ -107,6 +108,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.memoryCSV, "memory-csv", "", "append the memory workload's curves (resident set vs events stored, every second) to this CSV file")
 	fs.BoolVar(&cfg.jsSyncAlways, "js-sync-always", true, "also run JetStream with sync_interval: always where fsync matters (publish, latency, fan-out)")
 	fs.StringVar(&cfg.natsVersion, "nats-version", "v2.15.2", "nats-server version to install with go install")
+	fs.StringVar(&cfg.natsCLIVersion, "natscli-version", "v0.5.0", "nats CLI version to install with go install, for nats bench js pub async beside the harness's JetStream publisher")
 	fs.StringVar(&cfg.cacheDir, "cache-dir", filepath.Join(cache, "streamd-bench"), "where the streamd and nats-server binaries are kept")
 	fs.StringVar(&cfg.workDir, "work-dir", "", "parent of the servers' data directories (default: a new temporary directory)")
 	fs.StringVar(&cfg.profileDir, "profile-dir", "", "write a CPU profile of every client process here")
@@ -214,8 +216,8 @@ func run(cfg config) error {
 	if err != nil {
 		return err
 	}
-	logf("building streamd and checking nats-server %s in %s", cfg.natsVersion, cfg.cacheDir)
-	t, err := prepareTools(ctx, modRoot, cfg.cacheDir, cfg.natsVersion)
+	logf("building streamd and checking nats-server %s and the nats CLI %s in %s", cfg.natsVersion, cfg.natsCLIVersion, cfg.cacheDir)
+	t, err := prepareTools(ctx, modRoot, cfg.cacheDir, cfg.natsVersion, cfg.natsCLIVersion)
 	if err != nil {
 		return err
 	}

@@ -17,18 +17,21 @@ import (
 	"time"
 )
 
-// tools are the server binaries a run uses.
+// tools are the binaries a run uses.
 type tools struct {
 	streamd    string
 	natsServer string
+	natsCLI    string // the nats CLI, for `nats bench`
 }
 
 // prepareTools builds streamd from the module at modRoot into cacheDir and
-// installs nats-server at natsVersion into cacheDir unless it is there.
-func prepareTools(ctx context.Context, modRoot, cacheDir, natsVersion string) (tools, error) {
+// installs nats-server at natsVersion and the nats CLI at cliVersion into
+// cacheDir unless they are there.
+func prepareTools(ctx context.Context, modRoot, cacheDir, natsVersion, cliVersion string) (tools, error) {
 	t := tools{
 		streamd:    filepath.Join(cacheDir, "streamd"),
 		natsServer: filepath.Join(cacheDir, "nats-server-"+natsVersion, "nats-server"),
+		natsCLI:    filepath.Join(cacheDir, "natscli-"+cliVersion, "nats"),
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return t, err
@@ -38,15 +41,20 @@ func prepareTools(ctx context.Context, modRoot, cacheDir, natsVersion string) (t
 	if out, err := build.CombinedOutput(); err != nil {
 		return t, fmt.Errorf("go build ./cmd/streamd: %w\n%s", err, out)
 	}
-	if _, err := os.Stat(t.natsServer); err == nil {
-		return t, nil
-	}
-	logf("installing nats-server %s into %s (once)", natsVersion, filepath.Dir(t.natsServer))
-	inst := exec.CommandContext(ctx, "go", "install", "github.com/nats-io/nats-server/v2@"+natsVersion)
-	inst.Dir = cacheDir // outside the module: go install pkg@version ignores it anyway
-	inst.Env = append(os.Environ(), "GOBIN="+filepath.Dir(t.natsServer), "GOFLAGS=")
-	if out, err := inst.CombinedOutput(); err != nil {
-		return t, fmt.Errorf("go install nats-server@%s: %w\n%s", natsVersion, err, out)
+	for _, tool := range []struct{ bin, pkg string }{
+		{t.natsServer, "github.com/nats-io/nats-server/v2@" + natsVersion},
+		{t.natsCLI, "github.com/nats-io/natscli/nats@" + cliVersion},
+	} {
+		if _, err := os.Stat(tool.bin); err == nil {
+			continue
+		}
+		logf("installing %s into %s (once)", tool.pkg, filepath.Dir(tool.bin))
+		inst := exec.CommandContext(ctx, "go", "install", tool.pkg)
+		inst.Dir = cacheDir // outside the module: go install pkg@version ignores it anyway
+		inst.Env = append(os.Environ(), "GOBIN="+filepath.Dir(tool.bin), "GOFLAGS=")
+		if out, err := inst.CombinedOutput(); err != nil {
+			return t, fmt.Errorf("go install %s: %w\n%s", tool.pkg, err, out)
+		}
 	}
 	return t, nil
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -128,6 +132,7 @@ func (h *harness) publish() error {
 		{viaStream, h.report.row(fmt.Sprintf("1. Same, streamd PublishStream with one event per request, %d requests in flight (JetStream: the same PublishAsync runs)", h.cfg.inFlight), "events/s", unitRate)},
 		{viaUnary, h.report.row(fmt.Sprintf("1. Same, streamd with %d goroutines calling unary Publish (JetStream: the same PublishAsync runs)", h.cfg.inFlight), "events/s", unitRate)},
 	}
+	natsBench := h.report.row(fmt.Sprintf("1. JetStream's own publisher on the same server: nats bench js pub async --batch %d (natscli %s), %s messages of %d B into a file stream of its own (ratio: streamd publisher.Publisher, the first row, ÷ it)", h.cfg.inFlight, h.cfg.natsCLIVersion, fmtInt(float64(n)), payloadSize), "events/s", unitRate)
 	var errs []error
 	for _, sys := range h.systems(true) {
 		err := withServer(sys, func(srv *server) error {
@@ -140,6 +145,11 @@ func (h *harness) publish() error {
 			}
 			first.set(sys.col, res.rate())
 			h.capacity[sys.col] = res.rate()
+			if sys.col == colJS {
+				if err := h.natsBench(srv, natsBench, res.rate(), first.vals[colStreamd]); err != nil {
+					return err
+				}
+			}
 			for _, o := range others {
 				if sys.col != colStreamd {
 					o.row.set(sys.col, res.rate())
@@ -175,6 +185,66 @@ func (h *harness) publish() error {
 	}
 	errs = append(errs, err)
 	return errors.Join(errs...)
+}
+
+// natsBench runs JetStream's own publisher benchmark against srv, `nats
+// bench js pub async` with the harness's in-flight count as its batch, so
+// that the report shows whether the harness's JetStream publisher (which
+// reached harnessRate) gets what nats-server gives its own tool.
+func (h *harness) natsBench(srv *server, r *row, harnessRate, streamdRate float64) error {
+	n := h.cfg.publishEvents
+	logf("  nats bench js pub async --batch %d", h.cfg.inFlight)
+	csvPath := filepath.Join(srv.dir, "natsbench.csv")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, h.tools.natsCLI, "--no-context", "--server", "nats://"+srv.addr,
+		"bench", "js", "pub", "async", "natsbench.x", "--stream", "natsbench", "--create", "--storage", "file",
+		"--batch", strconv.Itoa(h.cfg.inFlight), "--msgs", strconv.Itoa(n), "--size", strconv.Itoa(payloadSize),
+		"--no-progress", "--csv", csvPath)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nats bench: %w\n%s", err, out)
+	}
+	rate, err := natsBenchRate(csvPath)
+	if err != nil {
+		return err
+	}
+	r.set(colJS, rate)
+	if streamdRate > 0 {
+		r.ratioNote = fmt.Sprintf("%.2f", streamdRate/rate)
+	}
+	h.report.notes = append(h.report.notes, fmt.Sprintf("1. durable publish: the harness's JetStream publisher reached %s events/s, %.0f%% of what nats bench reached on the same server (%s).",
+		fmtInt(harnessRate), 100*harnessRate/rate, fmtInt(rate)))
+	return nil
+}
+
+// natsBenchRate reads the messages per second from the CSV file of `nats
+// bench`: a header line naming MsgsPerSec, then one line per client.
+func natsBenchRate(path string) (float64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) < 2 {
+		return 0, fmt.Errorf("nats bench CSV %s: %d lines, want a header and a line per client", path, len(lines))
+	}
+	col := slices.Index(strings.Split(strings.TrimPrefix(lines[0], "#"), ","), "MsgsPerSec")
+	if col < 0 {
+		return 0, fmt.Errorf("nats bench CSV %s: no MsgsPerSec column in %q", path, lines[0])
+	}
+	total := 0.0
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		if col >= len(f) {
+			return 0, fmt.Errorf("nats bench CSV %s: line %q has no MsgsPerSec", path, l)
+		}
+		v, err := strconv.ParseFloat(f[col], 64)
+		if err != nil {
+			return 0, fmt.Errorf("nats bench CSV %s: MsgsPerSec %q: %v", path, f[col], err)
+		}
+		total += v
+	}
+	return total, nil
 }
 
 // catchup: workloads 2 (catch-up) and 4 (filtered consumption), which read
