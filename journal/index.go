@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
-
-	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
 
 // The per-entity index maps (entity, seqNr) to offsets. It is kept in runs:
@@ -84,6 +82,15 @@ func decodeRun(v []byte, dst []uint64) ([]uint64, error) {
 		return dst, fmt.Errorf("%w: %d bytes after an index run", ErrCorrupt, len(v))
 	}
 	return dst, nil
+}
+
+// itemRun decodes the run Badger holds in item into dst[:0].
+func itemRun(item *badger.Item, dst []uint64) (offs []uint64, err error) {
+	err = item.Value(func(v []byte) error {
+		offs, err = decodeRun(v, dst[:0])
+		return err
+	})
+	return offs, err
 }
 
 // run is the offsets of seqNrs first, first+1, … of one entity.
@@ -213,6 +220,14 @@ func (w *writer) flushIndex() *group {
 	return g
 }
 
+// sendIndexFlush hands the log stage a flush of the pending index, if
+// anything is pending.
+func (w *writer) sendIndexFlush() {
+	if f := w.flushIndex(); f != nil {
+		w.toLog <- f
+	}
+}
+
 // runChanges are the Badger writes of pending runs, in keys of at most
 // maxRunEvents offsets, leaving out those whose events are all below
 // floor (deleted by retention). They are not logged (derived).
@@ -249,10 +264,7 @@ func lastRun(txn *badger.Txn, ek string) (first uint64, offs []uint64, ok bool, 
 	if err != nil {
 		return 0, nil, false, err
 	}
-	err = item.Value(func(v []byte) error {
-		offs, err = decodeRun(v, nil)
-		return err
-	})
+	offs, err = itemRun(item, nil)
 	return firstOfRunKey(k), offs, err == nil, err
 }
 
@@ -290,31 +302,25 @@ func (j *Journal) loadIndex() error {
 		return nil
 	}
 	runs := map[string]*run{}
-	err = j.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: false})
-		defer it.Close()
-		for it.Seek(blockKey(from)); it.Valid(); it.Next() {
-			val, err := j.readBlock(it.Item())
-			if err != nil {
-				return err
-			}
-			var derr error
-			werr := walkBlock(lastOffsetOfBlockKey(it.Item().Key()), val, from, func(off uint64, raw []byte) bool {
-				var e streamdv1.Event
-				if derr = decodeEvent(raw, off, &e); derr != nil {
-					return false
-				}
-				addEntry(runs, EntityKey(e.EntityType, e.EntityId), e.SeqNr, off)
-				return true
-			})
-			if err := errors.Join(werr, derr); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	failed := func(err error) error {
 		return fmt.Errorf("journal: derive the index after offset %d: %w", indexed, err)
+	}
+	for from <= last {
+		recs, err := j.ReadRecords(from, 4096, nil)
+		if err == nil && len(recs) == 0 {
+			err = fmt.Errorf("%w: no event at offset %d, below the last (%d)", ErrCorrupt, from, last)
+		}
+		if err != nil {
+			return failed(err)
+		}
+		for i := range recs {
+			e, err := recs[i].Event()
+			if err != nil {
+				return failed(err)
+			}
+			addEntry(runs, EntityKey(e.EntityType, e.EntityId), e.SeqNr, recs[i].Offset)
+		}
+		from = recs[len(recs)-1].Offset + 1
 	}
 	if err := setAll(j.db, runChanges(runs, j.floor.Load())); err != nil {
 		return err
@@ -329,12 +335,20 @@ func (j *Journal) loadIndex() error {
 func setAll(db *badger.DB, c changes) error {
 	wb := db.NewWriteBatch()
 	defer wb.Cancel()
+	if err := setIn(wb, c); err != nil {
+		return err
+	}
+	return wb.Flush()
+}
+
+// setIn adds the sets c to wb.
+func setIn(wb *badger.WriteBatch, c changes) error {
 	for _, ch := range c {
 		if err := wb.Set(ch.key, ch.value); err != nil {
 			return err
 		}
 	}
-	return wb.Flush()
+	return nil
 }
 
 // storedVersion is the format version Badger holds (0: a new journal).
@@ -382,12 +396,7 @@ func upgradeIndex(db *badger.DB, version uint64, log *slog.Logger) error {
 			if r == nil {
 				return nil
 			}
-			for _, c := range runChanges(map[string]*run{ek: r}, 0) {
-				if err := wb.Set(c.key, c.value); err != nil {
-					return err
-				}
-			}
-			return nil
+			return setIn(wb, runChanges(map[string]*run{ek: r}, 0))
 		}
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()

@@ -136,7 +136,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	}
 	version, err := storedVersion(db)
 	if err == nil && version > formatVersion {
-		err = fmt.Errorf("%w: format version %d, this build reads versions 1 to %d: open it with the streamd that wrote it", ErrCorrupt, version, formatVersion)
+		err = unreadableVersion(version)
 	}
 	var walState *walState
 	if err == nil {
@@ -232,7 +232,7 @@ func (j *Journal) load() (*writer, error) {
 		v, err := getValue(txn, keyVersion)
 		// Versions 1 to 3 were upgraded before (upgradeIndex).
 		if version := readU64(v); err != nil || version != formatVersion {
-			return fmt.Errorf("%w: format version %d, this build reads versions 1 to %d: open it with the streamd that wrote it", ErrCorrupt, version, formatVersion)
+			return unreadableVersion(version)
 		}
 		floor, err := getValue(txn, keyFloor)
 		if err != nil {

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"encoding/binary"
+	"fmt"
 )
 
 // Key layout (big-endian numbers, so key order is numeric order):
@@ -40,6 +41,12 @@ var (
 	// would not read the newer ones.
 	formatVersion = uint64(4)
 )
+
+// unreadableVersion is the refusal of a journal of a format version this
+// build does not read.
+func unreadableVersion(version uint64) error {
+	return fmt.Errorf("%w: format version %d, this build reads versions 1 to %d: open it with the streamd that wrote it", ErrCorrupt, version, formatVersion)
+}
 
 // Slices is the number of slices entities are hashed into.
 const Slices = 1024

@@ -148,9 +148,7 @@ func (j *Journal) writeLoop(w *writer) {
 	stages.Go(func() { j.checkpointLoop(checkpoints) })
 	defer func() {
 		if j.failed.Load() == nil {
-			if f := w.flushIndex(); f != nil {
-				w.toLog <- f // the next Open need not derive the index
-			}
+			w.sendIndexFlush() // the next Open need not derive the index
 		}
 		close(w.toLog)
 		stages.Wait()
@@ -209,9 +207,7 @@ func (j *Journal) writeLoop(w *writer) {
 				continue
 			}
 			if j.index.full(j, cost, entries) {
-				if f := w.flushIndex(); f != nil {
-					w.toLog <- f
-				}
+				w.sendIndexFlush()
 			}
 			g.err = w.commit(g)
 		}

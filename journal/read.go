@@ -142,7 +142,7 @@ func (j *Journal) ReadEntity(entityType, entityID string, fromSeqNr uint64, limi
 		var offs []uint64
 		for it.Seek(runFrom(txn, ek, fromSeqNr)); it.ValidForPrefix(prefix); it.Next() {
 			var err error
-			if err = it.Item().Value(func(v []byte) error { offs, err = decodeRun(v, offs[:0]); return err }); err != nil {
+			if offs, err = itemRun(it.Item(), offs); err != nil {
 				return err
 			}
 			if more, err := visit(firstOfRunKey(it.Item().Key()), offs); !more || err != nil {

@@ -153,7 +153,7 @@ func (d *deletion) deleteRuns(txn *badger.Txn, ek string) error {
 	var offs []uint64
 	for it.Rewind(); it.ValidForPrefix(prefix); it.Next() {
 		var err error
-		if err = it.Item().Value(func(v []byte) error { offs, err = decodeRun(v, offs[:0]); return err }); err != nil {
+		if offs, err = itemRun(it.Item(), offs); err != nil {
 			return err
 		}
 		if offs[len(offs)-1] >= d.upTo {
