@@ -198,9 +198,9 @@ type eachAppends struct {
 	at      []int
 }
 
-// submitEach queues a separate_appends request: the events the Router
-// takes, or that are refused before the journal, one by one as submit
-// does; the others (all of them, without a Router) in one SubmitEach.
+// submitEach queues a separate_appends request: each event refused before
+// the journal or taken by the Router on its own (route); the others (all
+// of them, without a Router) in one SubmitEach.
 func (s *Server) submitEach(ctx context.Context, rt *routes, events []*streamdv1.Event) ([]publishAppend, *eachAppends) {
 	appends := make([]publishAppend, len(events))
 	each := &eachAppends{}
@@ -216,7 +216,7 @@ func (s *Server) submitEach(ctx context.Context, rt *routes, events []*streamdv1
 		case err != nil:
 			appends[i] = publishAppend{err: err}
 		case routed:
-			appends[i] = s.submit(ctx, rt, e)
+			appends[i] = s.route(ctx, rt, one)
 		default:
 			plain = append(plain, e)
 			each.at = append(each.at, i)
@@ -262,6 +262,12 @@ func (s *Server) submit(ctx context.Context, rt *routes, events ...*streamdv1.Ev
 		p, err := s.j.Submit(ctx, nil, events...)
 		return publishAppend{pending: p, err: err}
 	}
+	return s.route(ctx, rt, events)
+}
+
+// route hands events the Router takes to it, after the last write of
+// their entity on this stream.
+func (s *Server) route(ctx context.Context, rt *routes, events []*streamdv1.Event) publishAppend {
 	key := journal.EntityKey(events[0].GetEntityType(), events[0].GetEntityId())
 	done := make(chan struct{})
 	rt.mu.Lock()
