@@ -189,7 +189,46 @@ func TestKill9(t *testing.T) {
 			t.Fatalf("acknowledged batch %s (offset %d, %d events) lost or moved: stored %d events", id, a.offset, a.n, len(evs))
 		}
 	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What each crash left past the last frame (the zero fill of the
+	// segment being written, the spare named after it) is not kept.
+	if n := zeroFill(t, dir); n != 0 {
+		t.Fatalf("after 4 SIGKILLs and a clean Close the WAL segments hold %d bytes past their last frames", n)
+	}
 	t.Logf("%d acknowledged batches, %d events stored, all present after 4 SIGKILLs", len(acked), len(all))
+}
+
+// zeroFill returns the bytes of the WAL segments in dir past their last
+// frame (all of a segment with none).
+func zeroFill(t *testing.T, dir string) (n int64) {
+	t.Helper()
+	wdir := filepath.Join(dir, walDirName)
+	ids, err := segments(wdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		path := segmentPath(wdir, id)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos, err := checkSegHeader(data, id, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for pos > 0 && pos < len(data) {
+			_, next, ok := frameAt(data, pos)
+			if !ok {
+				break
+			}
+			pos = next
+		}
+		n += int64(len(data) - pos)
+	}
+	return n
 }
 
 // TestKill9DuringReclaim kills a process whose retention deletes and

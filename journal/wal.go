@@ -110,7 +110,8 @@ const defaultSegmentBytes = 4 << 20
 // soon as it is filled, so that starting it (rotate) is a swap of files on
 // the log stage, not a rename and three fsyncs; a recovery takes the end
 // of the last segment written for a torn write when only such empty
-// segments follow it.
+// segments follow it, then removes them and cuts that segment at its last
+// frame (dropZeroFill), as a clean Close cuts the segment it ends.
 
 const (
 	frameHeader  = 12
@@ -321,6 +322,7 @@ func recoverWAL(db *badger.DB, dir string, deriveIndex bool, log *slog.Logger) (
 		return st, nil
 	}
 	frames, changed := 0, 0
+	ends := map[uint64]int{} // per segment replayed, the end of its frames (0: none, not even a header)
 	txn := db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	apply := func(ch change) error {
@@ -404,6 +406,7 @@ func recoverWAL(db *badger.DB, dir string, deriveIndex bool, log *slog.Logger) (
 			return nil, fmt.Errorf("%w: WAL segment %s: valid frames end at byte %d but Badger applied frames up to byte %d: the segment was cut short or damaged; acknowledged appends may be lost; restore the directory from a backup",
 				ErrCorrupt, path, end, applied.end)
 		}
+		ends[id] = end
 	}
 	if err := txn.Commit(); err != nil {
 		return nil, fmt.Errorf("journal: replay WAL: %w", err)
@@ -415,8 +418,60 @@ func recoverWAL(db *badger.DB, dir string, deriveIndex bool, log *slog.Logger) (
 	if err := st.advance(walPos{segment: st.last + 1}); err != nil {
 		return nil, err
 	}
+	if err := dropZeroFill(wdir, st, ids, ends); err != nil {
+		return nil, err
+	}
 	log.Info("journal: replayed the WAL", "segments", len(ids), "batches", frames, "changes", changed)
 	return st, nil
+}
+
+// dropZeroFill removes what a crash leaves after the last frame written,
+// once the replay is durable: the spares named after that segment, which
+// hold nothing (ends[id] == 0), and the segment's own zero fill (or torn
+// write) past its frames. Kept, they would take disk until retention
+// passed them, each crash again. The state names no dropped segment before
+// one is removed, and nothing is replayed from the one cut.
+func dropZeroFill(wdir string, st *walState, ids []uint64, ends map[uint64]int) error {
+	k := len(ids)
+	for k > 0 {
+		if end, ok := ends[ids[k-1]]; !ok || end > 0 {
+			break
+		}
+		k--
+	}
+	if k < len(ids) {
+		if err := st.end(ids[k] - 1); err != nil {
+			return err
+		}
+		for _, id := range ids[k:] {
+			if err := os.Remove(segmentPath(wdir, id)); err != nil {
+				return fmt.Errorf("journal: remove empty WAL segment: %w", err)
+			}
+		}
+	}
+	if k == 0 {
+		return nil
+	}
+	id := ids[k-1]
+	end, ok := ends[id]
+	if !ok {
+		return nil // not replayed: cut at its Close
+	}
+	f, err := os.OpenFile(segmentPath(wdir, id), os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("journal: cut WAL segment at its last frame: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.Size() <= int64(end) {
+		return err
+	}
+	if err := f.Truncate(int64(end)); err != nil {
+		return fmt.Errorf("journal: cut WAL segment at its last frame: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("journal: cut WAL segment at its last frame: %w", err)
+	}
+	return nil
 }
 
 // writtenAfter reports whether any of the segments ids holds more than

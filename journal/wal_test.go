@@ -237,15 +237,25 @@ func TestWALRestoresWhatBadgerLost(t *testing.T) {
 			t.Fatalf("durability %d: Badger at the checkpoint plus the WAL: %s", d, diff)
 		}
 		// The segments replayed are not to be replayed again: a recovery
-		// would start at the segment begun since.
-		replayed := slices.Max(slices.Collect(maps.Keys(segs)))
+		// would start at the segment begun since, after the last one
+		// written (a spare named after it held nothing and is removed).
+		var replayed string
+		for name, data := range segs {
+			if !allZero(data) {
+				replayed = max(replayed, name)
+			}
+		}
 		if first, last := toReplay(t, dir); segmentPath("", first) <= replayed {
 			t.Fatalf("segments %d to %d to replay after the replay of those up to %s", first, last, replayed)
 		}
+
 		// Replayed once more over what it already holds (a crash right
 		// after the replay, before the segments were removed): the same.
 		if err := j.Close(); err != nil {
 			t.Fatal(err)
+		}
+		if n := zeroFill(t, dir); n != 0 {
+			t.Fatalf("durability %d: %d bytes past the last frames of the segments after the replay and Close", d, n)
 		}
 		writeSegments(t, dir, segs)
 		j = open(t, dir, Options{MemTableSize: minMemTableSize, Durability: d})
