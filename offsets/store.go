@@ -250,8 +250,10 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 		}
 		s.log.Debug("offsets: transaction conflict, retrying", "attempt", attempt)
 		if attempt > 2 {
-			// Spread the writers of a hot key apart.
-			time.Sleep(time.Duration(rand.Int64N(int64(attempt) * int64(50*time.Microsecond))))
+			// Spread the writers of a hot key apart, over a window that
+			// doubles with each attempt up to 10ms.
+			window := min(50*time.Microsecond<<min(attempt-3, 8), 10*time.Millisecond)
+			time.Sleep(time.Duration(rand.Int64N(int64(window))))
 		}
 	}
 }
