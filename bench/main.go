@@ -63,6 +63,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "fsync-wait" {
+		if err := fsyncWaitMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench fsync-wait:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "plot-memory" {
 		if err := plotMain(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "bench plot-memory:", err)
