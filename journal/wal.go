@@ -430,7 +430,8 @@ func recoverWAL(db *badger.DB, dir string, deriveIndex bool, log *slog.Logger) (
 // hold nothing (ends[id] == 0), and the segment's own zero fill (or torn
 // write) past its frames. Kept, they would take disk until retention
 // passed them, each crash again. The state names no dropped segment before
-// one is removed, and nothing is replayed from the one cut.
+// one is removed, and nothing is replayed from the one cut. (A crash
+// between recoverWAL's two saves of the state leaves them, as before.)
 func dropZeroFill(wdir string, st *walState, ids []uint64, ends map[uint64]int) error {
 	k := len(ids)
 	for k > 0 {
@@ -462,8 +463,12 @@ func dropZeroFill(wdir string, st *walState, ids []uint64, ends map[uint64]int) 
 		return fmt.Errorf("journal: cut WAL segment at its last frame: %w", err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || fi.Size() <= int64(end) {
-		return err
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("journal: cut WAL segment at its last frame: %w", err)
+	}
+	if fi.Size() <= int64(end) {
+		return nil
 	}
 	if err := f.Truncate(int64(end)); err != nil {
 		return fmt.Errorf("journal: cut WAL segment at its last frame: %w", err)

@@ -248,7 +248,6 @@ func TestWALRestoresWhatBadgerLost(t *testing.T) {
 		if first, last := toReplay(t, dir); segmentPath("", first) <= replayed {
 			t.Fatalf("segments %d to %d to replay after the replay of those up to %s", first, last, replayed)
 		}
-
 		// Replayed once more over what it already holds (a crash right
 		// after the replay, before the segments were removed): the same.
 		if err := j.Close(); err != nil {
