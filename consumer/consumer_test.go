@@ -2,14 +2,17 @@ package consumer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -282,6 +285,7 @@ func TestOptionsValidate(t *testing.T) {
 			o.CommitHandler = func(context.Context, []*streamdv1.Event, []offsets.Write) error { return nil }
 		}, "Options.TxHandler, Options.CommitHandler are set together"},
 		{"no dedupe with tx handler", func(o *Options) { o.Handler, o.TxHandler, o.NoDedupe = nil, txHandler, true }, "Options.NoDedupe goes with BatchHandler or CommitHandler"},
+		{"origin dedupe without tx handler", func(o *Options) { o.DedupeOrigin = true }, "Options.DedupeOrigin goes with TxHandler"},
 		{"unknown start policy", func(o *Options) { o.StartPolicy = 9 }, "Options.StartPolicy"},
 		{"at time without time", func(o *Options) { o.StartPolicy = streamdv1.StartPolicy_START_POLICY_AT_TIME }, "Options.StartTime is zero"},
 		{"time without at time", func(o *Options) { o.StartTime = time.Now() }, "Options.StartTime is set"},
@@ -701,21 +705,9 @@ func testExactlyOnce(t *testing.T, commitHandler bool) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if !maps(calls, want) {
+	if !maps.Equal(calls, want) {
 		t.Fatalf("handler calls per seqNr %v, want one each for %d..5", calls, stored+1)
 	}
-}
-
-func maps(a, b map[uint64]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 func TestJournalChange(t *testing.T) {
@@ -1488,5 +1480,163 @@ func TestReplayDuringResplitWithNoDedupe(t *testing.T) {
 	testwait.For(t, 10*time.Second, "the replay of "+low, handled(high+"#1", low+"#1"))
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Two journals (the pods of a region sharing a replication) hold copies of
+// the same source events, with the same origin and origin seqNr: with
+// DedupeOrigin a TxHandler consumer of both applies each once, in order,
+// also across a restart; events without an origin stay per journal.
+// Without it, each copy is applied.
+func TestDedupeOrigin(t *testing.T) {
+	for _, dedupe := range []bool{true, false} {
+		t.Run(fmt.Sprint("DedupeOrigin=", dedupe), func(t *testing.T) {
+			h := newHarness(t, 2)
+			a, b := h.fake(0), h.fake(1)
+			copies := func(p *fakeProducer, from, to uint64) {
+				for i, e := range p.publish(slices.Repeat([]string{"x"}, int(to-from+1))...) {
+					e.Origin, e.OriginSeqNr = "eu", from+uint64(i)
+				}
+			}
+			copies(a, 1, 3)
+			a.publish("local")
+			copies(b, 1, 5)
+			b.publish("local")
+			o := h.options()
+			o.DedupeOrigin, o.TxHandler = dedupe, inOrder
+			run := func(wantA, wantB uint64) {
+				r := runBG(t, newConsumer(t, o))
+				testwait.For(t, 10*time.Second, "both offsets", func() bool { return h.stored(a.jid()) == wantA && h.stored(b.jid()) == wantB })
+				if err := r.stop(t); err != nil {
+					t.Fatal(err)
+				}
+			}
+			run(4, 6)
+			copies(b, 6, 6) // later, only the new owner gets it
+			copies(a, 4, 4) // and the former owner had copied one more
+			run(5, 7)
+			want := map[string]int{"local#1": 2, "x#1": 1, "x#2": 1, "x#3": 1, "x#4": 1, "x#5": 1, "x#6": 1}
+			if !dedupe {
+				want = map[string]int{"local#1": 2, "x#1": 2, "x#2": 2, "x#3": 2, "x#4": 2, "x#5": 1, "x#6": 1}
+			}
+			got, late := appliedCounts(t, h)
+			if !maps.Equal(got, want) {
+				t.Fatalf("applied %v, want %v", got, want)
+			}
+			if dedupe && late != 0 {
+				t.Fatalf("%d origin seqNrs applied after a later one of their entity", late)
+			}
+		})
+	}
+}
+
+// recordApplied is a TxHandler whose effect, in its transaction, is a key
+// of its own per event applied: applied/<entity id>#<origin seqNr, or
+// seqNr>/<n>. It reads nothing, so two transactions applying the same event
+// do not conflict through it. (A transaction that conflicts runs again; only
+// its last run commits.)
+func recordApplied(_ context.Context, txn *badger.Txn, e *streamdv1.Event) error {
+	seq := e.OriginSeqNr
+	if e.Origin == "" {
+		seq = e.SeqNr
+	}
+	return txn.Set([]byte(fmt.Sprintf("applied/%s#%d/%d", e.EntityId, seq, recorded.Add(1))), nil)
+}
+
+var recorded atomic.Uint64
+
+// inOrder adds to recordApplied's effect a count, under late, of origin
+// seqNrs applied after a later one of their entity.
+func inOrder(ctx context.Context, txn *badger.Txn, e *streamdv1.Event) error {
+	if err := recordApplied(ctx, txn, e); err != nil || e.Origin == "" {
+		return err
+	}
+	last, err := valueOf(txn, "last/"+e.EntityId)
+	if err != nil {
+		return err
+	}
+	if e.OriginSeqNr <= last {
+		late, err := valueOf(txn, "late")
+		if err != nil {
+			return err
+		}
+		if err := txn.Set([]byte("late"), binary.BigEndian.AppendUint64(nil, late+1)); err != nil {
+			return err
+		}
+	}
+	return txn.Set([]byte("last/"+e.EntityId), binary.BigEndian.AppendUint64(nil, max(e.OriginSeqNr, last)))
+}
+
+func valueOf(txn *badger.Txn, key string) (uint64, error) {
+	item, err := txn.Get([]byte(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// appliedCounts reads what recordApplied and inOrder committed: how many
+// times each event was applied, and the late count.
+func appliedCounts(t *testing.T, h *harness) (applied map[string]int, late uint64) {
+	t.Helper()
+	applied = map[string]int{}
+	err := h.store.DB().View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("applied/")})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := strings.TrimPrefix(string(it.Item().Key()), "applied/")
+			applied[k[:strings.LastIndexByte(k, '/')]]++
+		}
+		var err error
+		late, err = valueOf(txn, "late")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return applied, late
+}
+
+// Both journals deliver the same copies at the same time, in small batches:
+// the two followers' transactions conflict on the origin seqNrs, and each
+// copy is still applied once.
+func TestDedupeOriginConcurrent(t *testing.T) {
+	h := newHarness(t, 2)
+	const entities, each = 30, 10
+	for i := range 2 {
+		p := h.fake(i)
+		p.set(func(p *fakeProducer) { p.batchSize = 7 })
+		for n := range each {
+			for k := range entities {
+				e := p.publish(fmt.Sprint("e", k))[0]
+				e.Origin, e.OriginSeqNr = "eu", uint64(n+1)
+			}
+		}
+	}
+	o := h.options()
+	o.DedupeOrigin = true
+	o.TxHandler = func(ctx context.Context, txn *badger.Txn, e *streamdv1.Event) error {
+		time.Sleep(50 * time.Microsecond) // both followers inside their transactions at once
+		return recordApplied(ctx, txn, e)
+	}
+	runBG(t, newConsumer(t, o))
+	testwait.For(t, 10*time.Second, "both offsets", func() bool {
+		return h.stored(h.fake(0).jid()) == entities*each && h.stored(h.fake(1).jid()) == entities*each
+	})
+	applied, late := appliedCounts(t, h)
+	if len(applied) != entities*each || late != 0 {
+		t.Fatalf("%d distinct events applied, want %d; %d out of order", len(applied), entities*each, late)
+	}
+	for k, n := range applied {
+		if n != 1 {
+			t.Fatalf("%s applied %d times", k, n)
+		}
 	}
 }

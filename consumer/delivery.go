@@ -252,6 +252,7 @@ func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos ui
 	err := o.Store.Update(func(txn *badger.Txn) error {
 		last = make(map[entityKey]uint64, len(events))
 		applied = make(map[entityKey]uint64, len(events))
+		var origins originSeqNrs
 		for _, e := range events {
 			ek := entityKey{e.GetEntityType(), e.GetEntityId()}
 			seq, ok := last[ek]
@@ -266,8 +267,17 @@ func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos ui
 			if e.GetSeqNr() <= seq {
 				continue
 			}
-			if err := o.TxHandler(ctx, txn, e); err != nil {
-				return f.handlerError(ctx, e, err)
+			copied := false // applied before from another journal's copy
+			if o.DedupeOrigin && e.GetOrigin() != "" && e.GetOriginSeqNr() > 0 {
+				var err error
+				if copied, err = origins.seen(txn, o, e); err != nil {
+					return storeErrorf("consumer: producer %s: read origin seqNr of %s/%s: %w", f.addr, ek.typ, ek.id, err)
+				}
+			}
+			if !copied {
+				if err := o.TxHandler(ctx, txn, e); err != nil {
+					return f.handlerError(ctx, e, err)
+				}
 			}
 			last[ek], applied[ek] = e.GetSeqNr(), e.GetSeqNr()
 		}
@@ -281,6 +291,9 @@ func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos ui
 			}
 			list = nil
 		}
+		if err := o.Store.SetOriginSeqNrs(txn, o.Name, origins.list()); err != nil {
+			return storeErrorf("consumer: producer %s: stage the origin seqNrs: %w", f.addr, err)
+		}
 		return nil
 	})
 	if err != nil {
@@ -293,6 +306,45 @@ func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos ui
 	}
 	f.committed(keys, pos, last)
 	return nil
+}
+
+type originEntity struct{ origin, typ, id string }
+
+// originSeqNrs is what one exactly-once transaction read and applied of
+// (origin, entity) origin seqNrs (Options.DedupeOrigin).
+type originSeqNrs struct {
+	last    map[originEntity]uint64 // read or applied in the transaction
+	applied map[originEntity]uint64 // to store with it
+}
+
+// seen reports whether e's origin seqNr was applied already, from any
+// journal; if not, it counts it as applied in this transaction.
+func (m *originSeqNrs) seen(txn *badger.Txn, o Options, e *streamdv1.Event) (bool, error) {
+	if m.last == nil {
+		m.last, m.applied = map[originEntity]uint64{}, map[originEntity]uint64{}
+	}
+	k := originEntity{e.GetOrigin(), e.GetEntityType(), e.GetEntityId()}
+	last, ok := m.last[k]
+	if !ok {
+		var err error
+		if last, err = o.Store.OriginSeqNr(txn, o.Name, k.origin, k.typ, k.id); err != nil {
+			return false, err
+		}
+		m.last[k] = last
+	}
+	if e.GetOriginSeqNr() <= last {
+		return true, nil
+	}
+	m.last[k], m.applied[k] = e.GetOriginSeqNr(), e.GetOriginSeqNr()
+	return false, nil
+}
+
+func (m *originSeqNrs) list() []offsets.OriginApplied {
+	list := make([]offsets.OriginApplied, 0, len(m.applied))
+	for k, seq := range m.applied {
+		list = append(list, offsets.OriginApplied{Origin: k.origin, EntityType: k.typ, EntityID: k.id, SeqNr: seq})
+	}
+	return list
 }
 
 // handOver gives the CommitHandler the events not applied yet (all of them

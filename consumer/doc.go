@@ -98,6 +98,15 @@
 // the producer must send a replayed entity's older events before its newer
 // live ones.
 //
+// Copies of one event in several journals (the pods of a region sharing a
+// replication each hold their own) are different events to that dedupe.
+// With Options.DedupeOrigin a TxHandler consumer also skips an event whose
+// origin seqNr it applied from any journal: per (origin, entity) it keeps
+// the last one in the store (offsets.Store.OriginSeqNr), read and written in
+// the handler's transaction, so copies committed at once by two producers'
+// followers conflict and the retry skips the later. A replay after an
+// operator's reset then needs offsets.Store.ClearOriginSeqNrs too.
+//
 // Progress moves the offset over events the producer filtered away; it is
 // saved after everything before it has been handled (and saved).
 //

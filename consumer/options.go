@@ -176,6 +176,15 @@ type Options struct {
 	// idempotent by themselves, such as a replication (the journal applies
 	// each origin seqNr once).
 	NoDedupe bool
+	// DedupeOrigin (with a TxHandler) also applies each replicated event
+	// once per (origin region, entity, origin seqNr), whichever producer
+	// delivered it: for a consumer of several journals that hold copies of
+	// the same events, such as the pods of a region sharing a replication
+	// (ARCHITECTURE §8). The check and the record (offsets.OriginSeqNr,
+	// SetOriginSeqNrs) are in the handler's transaction, so two producers'
+	// copies committing at once conflict and the later one is skipped.
+	// Events without an origin are deduped per journal, as always.
+	DedupeOrigin bool
 
 	// StartPolicy applies when there is no stored offset for a producer's
 	// journal: START_POLICY_EARLIEST (default), _LATEST or _AT_TIME.
@@ -313,6 +322,9 @@ func (o Options) Validate() error {
 	}
 	if o.NoDedupe && o.BatchHandler == nil && o.CommitHandler == nil {
 		bad("Options.NoDedupe goes with BatchHandler or CommitHandler")
+	}
+	if o.DedupeOrigin && o.TxHandler == nil {
+		bad("Options.DedupeOrigin goes with TxHandler: the origin seqNrs are checked and stored in its transaction")
 	}
 	switch o.StartPolicy {
 	case streamdv1.StartPolicy_START_POLICY_EARLIEST, streamdv1.StartPolicy_START_POLICY_LATEST:

@@ -1,6 +1,7 @@
 package offsets
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -41,6 +42,75 @@ func (s *Store) AppliedSeqNr(txn *badger.Txn, consumer string, journalID []byte,
 	return seqNr, err
 }
 
+// OriginApplied is the last origin seqNr of an entity's events first written
+// in region Origin that a consumer applied, whichever journal delivered
+// them: the journals of a region whose pods share a replication each hold
+// their own copy of a source event, with the same origin and origin seqNr.
+type OriginApplied struct {
+	Origin, EntityType, EntityID string
+	SeqNr                        uint64
+}
+
+// OriginSeqNr returns the highest origin seqNr of (origin, entityType,
+// entityID) that consumer applied (SetOriginSeqNrs), or 0 if none. Read
+// in txn, a concurrent change makes txn's commit conflict; with a nil txn
+// it reads the committed state.
+func (s *Store) OriginSeqNr(txn *badger.Txn, consumer, origin, entityType, entityID string) (uint64, error) {
+	if err := validateOrigin(consumer, OriginApplied{origin, entityType, entityID, 1}); err != nil {
+		return 0, err
+	}
+	key := originKey(consumer, origin, entityType, entityID)
+	if txn != nil {
+		if s.isClosed() {
+			return 0, ErrClosed
+		}
+		return getSeqNr(txn, key)
+	}
+	var seqNr uint64
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		seqNr, err = getSeqNr(txn, key)
+		return err
+	})
+	return seqNr, err
+}
+
+// SetOriginSeqNrs stages in txn the origin seqNrs consumer applied, beside
+// the offset SaveTxn stages, so that they commit with the effects.
+func (s *Store) SetOriginSeqNrs(txn *badger.Txn, consumer string, applied []OriginApplied) error {
+	for _, a := range applied {
+		if err := validateOrigin(consumer, a); err != nil {
+			return err
+		}
+	}
+	if s.isClosed() {
+		return ErrClosed
+	}
+	for _, a := range applied {
+		if err := txn.Set(originKey(consumer, a.Origin, a.EntityType, a.EntityID), encodeSeqNr(a.SeqNr)); err != nil {
+			return fmt.Errorf("offsets: stage origin seqNr %d: %w", a.SeqNr, err)
+		}
+	}
+	return nil
+}
+
+func validateOrigin(consumer string, a OriginApplied) error {
+	if err := validateConsumer(consumer); err != nil {
+		return err
+	}
+	switch {
+	case a.Origin == "":
+		return invalidf("origin is empty")
+	case a.EntityID == "":
+		return invalidf("entity id is empty")
+	case a.SeqNr == 0:
+		return invalidf("origin seqNr of %s/%s is 0 (seqNrs start at 1)", a.EntityType, a.EntityID)
+	case len(originKey(consumer, a.Origin, a.EntityType, a.EntityID)) > maxKeyLen:
+		return invalidf("origin, entity type and id are too long (%d bytes)", len(a.Origin)+len(a.EntityType)+len(a.EntityID))
+	}
+	return nil
+}
+
 func getSeqNr(txn *badger.Txn, key []byte) (uint64, error) {
 	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -64,7 +134,8 @@ const clearChunk = 1000
 // so that events replayed after a Reset are delivered again instead of being
 // dropped as duplicates. It returns how many entities it forgot. It deletes
 // in chunks of transactions, not atomically: run it while the consumer is
-// stopped.
+// stopped. A consumer that dedupes on origin seqNrs also needs
+// ClearOriginSeqNrs for replayed copies to be applied again.
 func (s *Store) ClearApplied(consumer string, journalID []byte) (int, error) {
 	if err := validateConsumer(consumer); err != nil {
 		return 0, err
@@ -72,11 +143,25 @@ func (s *Store) ClearApplied(consumer string, journalID []byte) (int, error) {
 	if err := validateJournalID(journalID); err != nil {
 		return 0, err
 	}
+	return s.clear(consumerJournalPrefix(kindApplied, consumer, journalID))
+}
+
+// ClearOriginSeqNrs forgets every origin seqNr consumer applied, from every
+// journal, like ClearApplied; run it while the consumer is stopped.
+func (s *Store) ClearOriginSeqNrs(consumer string) (int, error) {
+	if err := validateConsumer(consumer); err != nil {
+		return 0, err
+	}
+	return s.clear(appendString(keyPrefix(kindOrigin, binary.MaxVarintLen32+len(consumer)), consumer))
+}
+
+// clear deletes the keys under prefix, in chunks of transactions, and
+// returns how many.
+func (s *Store) clear(prefix []byte) (int, error) {
 	if !s.enter() {
 		return 0, ErrClosed
 	}
 	defer s.leave()
-	prefix := consumerJournalPrefix(kindApplied, consumer, journalID)
 	total := 0
 	for {
 		n := 0

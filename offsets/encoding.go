@@ -17,6 +17,7 @@ import (
 //
 //	0x00 'o' 'p' <consumer> <journal id:16> <first:u16> <last:u16> → offset
 //	0x00 'o' 'a' <consumer> <journal id:16> <entity type> <entity id> → applied seqNr
+//	0x00 'o' 'r' <consumer> <origin> <entity type> <entity id>        → applied origin seqNr
 //	0x00 'o' 'g' <consumer> <journal id:16>                          → guard (see writeOffset)
 //	0x00 'o' 'f' <consumer> <stream>                                 → filter criteria
 //	0x00 'o' 'j' <consumer> <producer address>                       → last journal id seen
@@ -24,6 +25,7 @@ import (
 const (
 	kindOffset      = 'p'
 	kindApplied     = 'a'
+	kindOrigin      = 'r'
 	kindGuard       = 'g'
 	kindFilters     = 'f'
 	kindLastJournal = 'j'
@@ -107,6 +109,14 @@ func appliedKey(consumer string, journalID []byte, entityType, entityID string) 
 	b = appendString(b, consumer)
 	b = append(b, journalID...)
 	b = appendString(b, entityType)
+	return appendString(b, entityID)
+}
+
+func originKey(consumer, origin, entityType, entityID string) []byte {
+	b := keyPrefix(kindOrigin, 4*binary.MaxVarintLen32+len(consumer)+len(origin)+len(entityType)+len(entityID))
+	for _, s := range [...]string{consumer, origin, entityType} {
+		b = appendString(b, s)
+	}
 	return appendString(b, entityID)
 }
 

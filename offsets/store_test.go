@@ -1104,3 +1104,44 @@ func TestOpenAfterEmptyMemtableLog(t *testing.T) {
 		t.Fatalf("offset %d after reopen, want 42", p.Offset)
 	}
 }
+
+// Origin seqNrs are kept per (consumer, origin, entity), whatever the
+// journal; ClearOriginSeqNrs forgets one consumer's; bad input is refused
+// and stores nothing.
+func TestOriginSeqNrs(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	set := func(consumer string, a ...OriginApplied) error {
+		return s.Update(func(txn *badger.Txn) error { return s.SetOriginSeqNrs(txn, consumer, a) })
+	}
+	get := func(consumer, origin, id string) uint64 {
+		t.Helper()
+		n, err := s.OriginSeqNr(nil, consumer, origin, "car", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if err := set("c", OriginApplied{"eu", "car", "1", 4}, OriginApplied{"us", "car", "1", 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := set("c2", OriginApplied{"eu", "car", "1", 9}); err != nil {
+		t.Fatal(err)
+	}
+	if get("c", "eu", "1") != 4 || get("c", "us", "1") != 2 || get("c", "eu", "2") != 0 || get("c2", "eu", "1") != 9 {
+		t.Fatalf("origin seqNrs c eu/1 %d, us/1 %d, eu/2 %d, c2 eu/1 %d", get("c", "eu", "1"), get("c", "us", "1"), get("c", "eu", "2"), get("c2", "eu", "1"))
+	}
+	for _, bad := range []OriginApplied{{"", "car", "1", 1}, {"eu", "car", "", 1}, {"eu", "car", "1", 0}, {"eu", "car", strings.Repeat("x", maxKeyLen), 1}} {
+		if err := set("c", OriginApplied{"eu", "car", "3", 1}, bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("SetOriginSeqNrs(%+v) = %v, want ErrInvalid", bad, err)
+		}
+	}
+	if get("c", "eu", "3") != 0 {
+		t.Fatal("a refused batch stored part of itself")
+	}
+	if n, err := s.ClearOriginSeqNrs("c"); err != nil || n != 2 {
+		t.Fatalf("ClearOriginSeqNrs = %d, %v; want 2", n, err)
+	}
+	if get("c", "eu", "1") != 0 || get("c2", "eu", "1") != 9 {
+		t.Fatal("ClearOriginSeqNrs left c's or cleared c2's")
+	}
+}
