@@ -26,20 +26,7 @@ func (s *Store) AppliedSeqNr(txn *badger.Txn, consumer string, journalID []byte,
 	if entityID == "" {
 		return 0, invalidf("entity id is empty")
 	}
-	key := appliedKey(consumer, journalID, entityType, entityID)
-	if txn != nil {
-		if s.isClosed() {
-			return 0, ErrClosed
-		}
-		return getSeqNr(txn, key)
-	}
-	var seqNr uint64
-	err := s.view(func(txn *badger.Txn) error {
-		var err error
-		seqNr, err = getSeqNr(txn, key)
-		return err
-	})
-	return seqNr, err
+	return s.readSeqNr(txn, appliedKey(consumer, journalID, entityType, entityID))
 }
 
 // OriginApplied is the last origin seqNr of an entity's events first written
@@ -59,20 +46,7 @@ func (s *Store) OriginSeqNr(txn *badger.Txn, consumer, origin, entityType, entit
 	if err := validateOrigin(consumer, OriginApplied{origin, entityType, entityID, 1}); err != nil {
 		return 0, err
 	}
-	key := originKey(consumer, origin, entityType, entityID)
-	if txn != nil {
-		if s.isClosed() {
-			return 0, ErrClosed
-		}
-		return getSeqNr(txn, key)
-	}
-	var seqNr uint64
-	err := s.view(func(txn *badger.Txn) error {
-		var err error
-		seqNr, err = getSeqNr(txn, key)
-		return err
-	})
-	return seqNr, err
+	return s.readSeqNr(txn, originKey(consumer, origin, entityType, entityID))
 }
 
 // SetOriginSeqNrs stages in txn the origin seqNrs consumer applied, beside
@@ -109,6 +83,24 @@ func validateOrigin(consumer string, a OriginApplied) error {
 		return invalidf("origin, entity type and id are too long (%d bytes)", len(a.Origin)+len(a.EntityType)+len(a.EntityID))
 	}
 	return nil
+}
+
+// readSeqNr reads the seqNr at key in txn, or, with a nil txn, in the
+// committed state.
+func (s *Store) readSeqNr(txn *badger.Txn, key []byte) (uint64, error) {
+	if txn != nil {
+		if s.isClosed() {
+			return 0, ErrClosed
+		}
+		return getSeqNr(txn, key)
+	}
+	var seqNr uint64
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		seqNr, err = getSeqNr(txn, key)
+		return err
+	})
+	return seqNr, err
 }
 
 func getSeqNr(txn *badger.Txn, key []byte) (uint64, error) {
