@@ -270,7 +270,7 @@ func (f *follower) commit(ctx context.Context, events []*streamdv1.Event, pos ui
 			copied := false // applied before from another journal's copy
 			if o.DedupeOrigin && e.GetOrigin() != "" && e.GetOriginSeqNr() > 0 {
 				var err error
-				if copied, err = origins.seen(txn, o, e); err != nil {
+				if copied, err = origins.seen(txn, o.Store, o.Name, e); err != nil {
 					return storeErrorf("consumer: producer %s: read origin seqNr of %s/%s: %w", f.addr, ek.typ, ek.id, err)
 				}
 			}
@@ -317,9 +317,9 @@ type originSeqNrs struct {
 	applied map[originEntity]uint64 // to store with it
 }
 
-// seen reports whether e's origin seqNr was applied already, from any
-// journal; if not, it counts it as applied in this transaction.
-func (m *originSeqNrs) seen(txn *badger.Txn, o Options, e *streamdv1.Event) (bool, error) {
+// seen reports whether e's origin seqNr was applied already by consumer,
+// from any journal; if not, it counts it as applied in this transaction.
+func (m *originSeqNrs) seen(txn *badger.Txn, store *offsets.Store, consumer string, e *streamdv1.Event) (bool, error) {
 	if m.last == nil {
 		m.last, m.applied = map[originEntity]uint64{}, map[originEntity]uint64{}
 	}
@@ -327,7 +327,7 @@ func (m *originSeqNrs) seen(txn *badger.Txn, o Options, e *streamdv1.Event) (boo
 	last, ok := m.last[k]
 	if !ok {
 		var err error
-		if last, err = o.Store.OriginSeqNr(txn, o.Name, k.origin, k.typ, k.id); err != nil {
+		if last, err = store.OriginSeqNr(txn, consumer, k.origin, k.typ, k.id); err != nil {
 			return false, err
 		}
 		m.last[k] = last
