@@ -6,26 +6,20 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/consumer/group"
 	"github.com/streamd/streamd/internal/kubetest"
 	"github.com/streamd/streamd/internal/regiontest"
 	"github.com/streamd/streamd/internal/testwait"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
-	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/topology"
 )
 
@@ -289,81 +283,23 @@ func TestReplicationSpreadOverGroup(t *testing.T) {
 	if n := s.gaps.Load(); n > 0 {
 		t.Errorf("the pods' journals refused %d events for a gap in their origin's sequence (a pod started slices without their history)", n)
 	}
-	copies := readOnceByOrigin(t, src, []*regiontest.Region{s.pods["eu-0"].region, s.pods["eu-1"].region, gone})
-	t.Logf("%d events published, copied by 3 pods over 2→3→2 pods, a lost pod and its return (%d copies in all); an exactly-once consumer of the three journals applied each once", len(src), copies)
-}
-
-// readOnceByOrigin runs an exactly-once consumer with DedupeOrigin over the
-// journals of regions from their start and checks that it applied each
-// source event of src once, though the journals hold more copies than
-// that (it returns how many).
-func readOnceByOrigin(t *testing.T, src map[originEvent]uint32, regions []*regiontest.Region) (copies int) {
-	t.Helper()
-	store, err := offsets.Open(t.TempDir(), offsets.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	var addrs []string
-	for _, r := range regions {
-		addrs = append(addrs, r.Addr)
+	// An exactly-once consumer of the three journals applies each source
+	// event once, though they hold copies of many.
+	copies := 0
+	for _, r := range []*regiontest.Region{s.pods["eu-0"].region, s.pods["eu-1"].region, gone} {
 		copies += int(r.Producer.Journal().Info().Events)
 	}
 	if copies <= len(src) {
 		t.Fatalf("the pods' journals hold %d events, %d published: no copy to dedupe", copies, len(src))
 	}
-	var n atomic.Int64
-	c, err := consumer.New(consumer.Options{
-		Producers: addrs, Name: "reader", Store: store, DedupeOrigin: true,
-		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-		TxHandler: func(_ context.Context, txn *badger.Txn, e *streamdv1.Event) error {
-			// Its own key per event applied: a conflict's rerun commits once.
-			return txn.Set(fmt.Appendf(nil, "applied/%s/%s/%s/%d/%d", e.GetOrigin(), e.GetEntityType(), e.GetEntityId(), e.GetOriginSeqNr(), n.Add(1)), nil)
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	caughtUp := func() bool {
-		for _, r := range regions {
-			k := offsets.Key{Consumer: "reader", JournalID: r.Producer.Journal().ID(), Slices: offsets.SliceRange{First: 0, Last: 1023}}
-			if p, found, err := store.Get(k); err != nil || !found || p.Offset < r.Producer.Journal().Info().LastOffset {
-				return false
-			}
-		}
-		return true
-	}
-	if !testwait.Until(60*time.Second, caughtUp) {
-		t.Fatal("the consumer did not read the three journals to their end")
-	}
-	cancel()
-	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-		t.Fatal(err)
-	}
-	applied := map[originEvent]int{}
-	err = store.DB().View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("applied/")})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			f := strings.Split(string(it.Item().Key()), "/")
-			seq, _ := strconv.ParseUint(f[4], 10, 64)
-			applied[originEvent{f[1], f[2] + "/" + f[3], seq}]++
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	applied := regiontest.ApplyByOrigin(t, s.pods["eu-0"].region.Addr, s.pods["eu-1"].region.Addr, gone.Addr)
 	for k := range src {
-		if applied[k] != 1 {
-			t.Fatalf("%s#%d applied %d times", k.entity, k.originSeqNr, applied[k])
+		if n := applied[regiontest.OriginEvent{Origin: k.origin, Entity: k.entity, SeqNr: k.originSeqNr}]; n != 1 {
+			t.Fatalf("%s#%d applied %d times", k.entity, k.originSeqNr, n)
 		}
 	}
 	if len(applied) != len(src) {
 		t.Fatalf("%d events applied, %d published", len(applied), len(src))
 	}
-	return copies
+	t.Logf("%d events published, copied by 3 pods over 2→3→2 pods, a lost pod and its return (%d copies in all); an exactly-once consumer of the three journals applied each once", len(src), copies)
 }

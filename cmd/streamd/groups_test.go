@@ -230,7 +230,32 @@ func TestReplicationGroupFromConfig(t *testing.T) {
 			t.Fatal(why)
 		}
 	}
-	t.Logf("%d events over %d entities; pods %v own %v", total, len(src), slices.Sorted(maps.Keys(pods)), owned)
+	// An exactly-once consumer of both pods applies each source event once,
+	// though eu-0 copied eu-1's slices while eu-1 was down.
+	var addrs []string
+	copies := 0
+	for _, d := range pods {
+		info, err := streamdv1.NewEventStreamServiceClient(d.conn).JournalInfo(context.Background(), &streamdv1.JournalInfoRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs, copies = append(addrs, d.Addr), copies+int(info.GetEvents())
+	}
+	if copies <= total {
+		t.Fatalf("the pods hold %d events, us %d: no copy to dedupe", copies, total)
+	}
+	applied := regiontest.ApplyByOrigin(t, addrs...)
+	for e, h := range src {
+		for _, seq := range h.seqNrs {
+			if n := applied[regiontest.OriginEvent{Origin: "us", Entity: "cart/" + e, SeqNr: seq}]; n != 1 {
+				t.Fatalf("cart/%s#%d applied %d times by an exactly-once consumer of both pods", e, seq, n)
+			}
+		}
+	}
+	if len(applied) != total {
+		t.Fatalf("%d events applied, us holds %d", len(applied), total)
+	}
+	t.Logf("%d events over %d entities, %d copies in the pods; pods %v own %v", total, len(src), copies, slices.Sorted(maps.Keys(pods)), owned)
 }
 
 // grouped is one pod of region eu running its member of group eu-from-us

@@ -7,6 +7,10 @@
 // Everything a World starts is stopped by the test's cleanup. A Region can
 // be stopped and started again on the same directory and address.
 //
+// ApplyByOrigin reads journals the way an exactly-once consumer with
+// DedupeOrigin does and counts what it applied, for tests of regions whose
+// journals hold copies of the same events.
+//
 // It is for tests only: it fails the test it is given instead of returning
 // errors, and it checks nothing about what the regions hold.
 package regiontest
