@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/streamd/streamd/internal/datasync"
 )
 
 // fsyncWaitMain is `bench fsync-wait`: the disk alone, written and
@@ -96,7 +98,7 @@ func fsyncLoop(dir string, d, interval time.Duration, frame int) ([]span, error)
 		}
 		off += int64(frame)
 		last = time.Since(begin)
-		if err := fdatasync(f); err != nil {
+		if err := datasync.File(f); err != nil {
 			return nil, err
 		}
 		syncs = append(syncs, span{last, time.Since(begin)})

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/streamd/streamd/internal/datasync"
 	"github.com/streamd/streamd/internal/diskspace"
 )
 
@@ -926,7 +927,7 @@ func (w *wal) write(groups []*group) error {
 	if !w.sync {
 		return nil
 	}
-	if err := fdatasync(w.f); err != nil {
+	if err := datasync.File(w.f); err != nil {
 		return fmt.Errorf("fdatasync WAL segment %s: %w", w.f.Name(), err)
 	}
 	return nil

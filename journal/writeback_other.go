@@ -4,9 +4,6 @@ package journal
 
 import "os"
 
-// fdatasync makes f's data durable (fsync where fdatasync is not offered).
-func fdatasync(f *os.File) error { return f.Sync() }
-
 // writeBack does nothing where sync_file_range is not offered: the fsync
 // that follows it writes everything at once.
 func writeBack(*os.File, int64, int64) error { return nil }

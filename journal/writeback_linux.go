@@ -6,9 +6,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fdatasync makes f's data durable without its timestamps.
-func fdatasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
-
 // writeBack writes f's dirty pages from off to off+n to disk and waits for
 // them, without the file's metadata: in pieces, a sync of many megabytes
 // does not hold up for as long the small WAL writes queued behind it.
