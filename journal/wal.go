@@ -112,7 +112,7 @@ const defaultSegmentBytes = 4 << 20
 // the log stage, not a rename and three fsyncs; a recovery takes the end
 // of the last segment written for a torn write when only such empty
 // segments follow it, then removes them and cuts that segment at its last
-// frame (dropZeroFill), as a clean Close cuts the segment it ends.
+// frame (endReplay), as a clean Close cuts the segment it ends.
 
 const (
 	frameHeader  = 12
@@ -415,25 +415,21 @@ func recoverWAL(db *badger.DB, dir string, deriveIndex bool, log *slog.Logger) (
 	if err := syncBadger(db, dir); err != nil {
 		return nil, fmt.Errorf("journal: sync after WAL replay: %w", err)
 	}
-	st.last = max(st.last, ids[len(ids)-1])
-	if err := st.advance(walPos{segment: st.last + 1}); err != nil {
-		return nil, err
-	}
-	if err := dropZeroFill(wdir, st, ids, ends); err != nil {
+	if err := endReplay(wdir, st, ids, ends); err != nil {
 		return nil, err
 	}
 	log.Info("journal: replayed the WAL", "segments", len(ids), "batches", frames, "changes", changed)
 	return st, nil
 }
 
-// dropZeroFill removes what a crash leaves after the last frame written,
-// once the replay is durable: the spares named after that segment, which
-// hold nothing (ends[id] == 0), and the segment's own zero fill (or torn
-// write) past its frames. Kept, they would take disk until retention
-// passed them, each crash again. The state names no dropped segment before
-// one is removed, and nothing is replayed from the one cut. (A crash
-// between recoverWAL's two saves of the state leaves them, as before.)
-func dropZeroFill(wdir string, st *walState, ids []uint64, ends map[uint64]int) error {
+// endReplay records that the replay made Badger durable up to the last
+// segment written, and removes what a crash leaves after its last frame:
+// the spares named after it, which hold nothing (ends[id] == 0), and its
+// own zero fill (or torn write) past its frames. Kept, they would take
+// disk until retention passed them, each crash again. The one save of the
+// state that records the replay also ends it before those spares, so it
+// never names a segment removed, and nothing is replayed from the one cut.
+func endReplay(wdir string, st *walState, ids []uint64, ends map[uint64]int) error {
 	k := len(ids)
 	for k > 0 {
 		if end, ok := ends[ids[k-1]]; !ok || end > 0 {
@@ -445,21 +441,25 @@ func dropZeroFill(wdir string, st *walState, ids []uint64, ends map[uint64]int) 
 		if err := st.end(ids[k] - 1); err != nil {
 			return err
 		}
-		for _, id := range ids[k:] {
-			if err := os.Remove(segmentPath(wdir, id)); err != nil {
-				return fmt.Errorf("journal: remove empty WAL segment: %w", err)
-			}
+	} else {
+		st.last = max(st.last, ids[len(ids)-1])
+		if err := st.advance(walPos{segment: st.last + 1}); err != nil {
+			return err
+		}
+	}
+	for _, id := range ids[k:] {
+		if err := os.Remove(segmentPath(wdir, id)); err != nil {
+			return fmt.Errorf("journal: remove empty WAL segment: %w", err)
 		}
 	}
 	if k == 0 {
 		return nil
 	}
-	id := ids[k-1]
-	end, ok := ends[id]
+	end, ok := ends[ids[k-1]]
 	if !ok {
 		return nil // not replayed: cut at its Close
 	}
-	f, err := os.OpenFile(segmentPath(wdir, id), os.O_WRONLY, 0)
+	f, err := os.OpenFile(segmentPath(wdir, ids[k-1]), os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("journal: cut WAL segment at its last frame: %w", err)
 	}
