@@ -43,46 +43,53 @@ type OriginApplied struct {
 // in txn, a concurrent change makes txn's commit conflict; with a nil txn
 // it reads the committed state.
 func (s *Store) OriginSeqNr(txn *badger.Txn, consumer, origin, entityType, entityID string) (uint64, error) {
-	if err := validateOrigin(consumer, OriginApplied{origin, entityType, entityID, 1}); err != nil {
+	key, err := checkedOriginKey(consumer, OriginApplied{origin, entityType, entityID, 1})
+	if err != nil {
 		return 0, err
 	}
-	return s.readSeqNr(txn, originKey(consumer, origin, entityType, entityID))
+	return s.readSeqNr(txn, key)
 }
 
 // SetOriginSeqNrs stages in txn the origin seqNrs consumer applied, beside
 // the offset SaveTxn stages, so that they commit with the effects.
 func (s *Store) SetOriginSeqNrs(txn *badger.Txn, consumer string, applied []OriginApplied) error {
-	for _, a := range applied {
-		if err := validateOrigin(consumer, a); err != nil {
+	keys := make([][]byte, len(applied))
+	for i, a := range applied {
+		var err error
+		if keys[i], err = checkedOriginKey(consumer, a); err != nil {
 			return err
 		}
 	}
 	if s.isClosed() {
 		return ErrClosed
 	}
-	for _, a := range applied {
-		if err := txn.Set(originKey(consumer, a.Origin, a.EntityType, a.EntityID), encodeSeqNr(a.SeqNr)); err != nil {
+	for i, a := range applied {
+		if err := txn.Set(keys[i], encodeSeqNr(a.SeqNr)); err != nil {
 			return fmt.Errorf("offsets: stage origin seqNr %d: %w", a.SeqNr, err)
 		}
 	}
 	return nil
 }
 
-func validateOrigin(consumer string, a OriginApplied) error {
+// checkedOriginKey returns the key of a's origin seqNr, or why a is
+// unusable.
+func checkedOriginKey(consumer string, a OriginApplied) ([]byte, error) {
 	if err := validateConsumer(consumer); err != nil {
-		return err
+		return nil, err
 	}
 	switch {
 	case a.Origin == "":
-		return invalidf("origin is empty")
+		return nil, invalidf("origin is empty")
 	case a.EntityID == "":
-		return invalidf("entity id is empty")
+		return nil, invalidf("entity id is empty")
 	case a.SeqNr == 0:
-		return invalidf("origin seqNr of %s/%s is 0 (seqNrs start at 1)", a.EntityType, a.EntityID)
-	case len(originKey(consumer, a.Origin, a.EntityType, a.EntityID)) > maxKeyLen:
-		return invalidf("origin, entity type and id are too long (%d bytes)", len(a.Origin)+len(a.EntityType)+len(a.EntityID))
+		return nil, invalidf("origin seqNr of %s/%s is 0 (seqNrs start at 1)", a.EntityType, a.EntityID)
 	}
-	return nil
+	key := originKey(consumer, a.Origin, a.EntityType, a.EntityID)
+	if len(key) > maxKeyLen {
+		return nil, invalidf("origin, entity type and id are too long (%d bytes)", len(a.Origin)+len(a.EntityType)+len(a.EntityID))
+	}
+	return key, nil
 }
 
 // readSeqNr reads the seqNr at key in txn, or, with a nil txn, in the
