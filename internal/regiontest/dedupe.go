@@ -31,10 +31,11 @@ type OriginEvent struct {
 // ApplyByOrigin runs an exactly-once consumer with DedupeOrigin over the
 // journals served at addrs, from their first events until it has read each
 // to the last offset it had when the consumer started, and returns how
-// many times it applied each event: its TxHandler's effect is a key of its
-// own per event applied, committed in the handler's transaction and counted
-// in its offsets store afterwards.
-func ApplyByOrigin(t testing.TB, addrs ...string) map[OriginEvent]int {
+// many times it applied each event, and how many events the journals held
+// together then. Its TxHandler's effect is a key of its own per event
+// applied, committed in the handler's transaction and counted in its
+// offsets store afterwards.
+func ApplyByOrigin(t testing.TB, addrs ...string) (applied map[OriginEvent]int, held int) {
 	t.Helper()
 	store, err := offsets.Open(t.TempDir(), offsets.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -55,7 +56,7 @@ func ApplyByOrigin(t testing.TB, addrs ...string) map[OriginEvent]int {
 			t.Fatalf("JournalInfo of %s: %v", addr, err)
 		}
 		ends = append(ends, offsets.Key{Consumer: "apply-by-origin", JournalID: info.GetJournalId(), Slices: offsets.SliceRange{First: 0, Last: 1023}})
-		lasts = append(lasts, info.GetLastOffset())
+		lasts, held = append(lasts, info.GetLastOffset()), held+int(info.GetEvents())
 	}
 	var n atomic.Uint64
 	c, err := consumer.New(consumer.Options{
@@ -89,7 +90,7 @@ func ApplyByOrigin(t testing.TB, addrs ...string) map[OriginEvent]int {
 	if !caughtUp {
 		t.Fatalf("the consumer did not read the journals at %v to their last offsets %v", addrs, lasts)
 	}
-	applied := map[OriginEvent]int{}
+	applied = map[OriginEvent]int{}
 	err = store.DB().View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("applied\x00")})
 		defer it.Close()
@@ -106,5 +107,5 @@ func ApplyByOrigin(t testing.TB, addrs ...string) map[OriginEvent]int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return applied
+	return applied, held
 }
