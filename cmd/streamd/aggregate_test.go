@@ -55,10 +55,10 @@ aggregate:
 		return "aggregate:\n  - name: s\n    window: 1s\n    output: {entity_type: sum, event_type: Summed}\n" + body
 	}
 	for _, tc := range []struct{ name, yaml, want string }{
-		{"unknown key", entry("    windw: 1s\n"), "field windw not found"},
+		{"unknown key", entry("    windw: 1s\n"), `line 5: unknown key "windw" in an entry of aggregate: (it takes name, stream, filter, window, grace, time_field, group_by, values, output, max_open_windows)`},
 		{"no name", "aggregate:\n  - window: 1s\n    output: {entity_type: a, event_type: b}\n", "aggregate[0]: aggregate: invalid options: name is empty"},
 		{"no window", "aggregate:\n  - name: s\n    output: {entity_type: a, event_type: b}\n", "aggregate[0] (s): aggregate: invalid options: window 0s"},
-		{"bad duration", entry("    grace: soon\n"), "soon"},
+		{"bad duration", entry("    grace: soon\n"), `line 5: want a duration such as 30s or 10m, got the string "soon"`},
 		{"bad filter", entry("    filter: [\"include colour=red\"]\n"), "aggregate[0] (s).filter[0]"},
 		{"unknown stream", entry("    stream: trucks\n"), `aggregate[0] (s): stream "trucks" is not one of the streams: of the file`},
 		{"bad key", entry("    group_by: [colour]\n"), `aggregate[0] (s): aggregate: invalid options: group_by[0] "colour"`},

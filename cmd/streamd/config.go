@@ -195,7 +195,7 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
-		return fileSettings{}, err
+		return fileSettings{}, fileError(err)
 	}
 	var streams []producer.StreamDef
 	for i, s := range fc.Streams {

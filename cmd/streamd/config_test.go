@@ -62,7 +62,15 @@ replicate:
 	}
 
 	for _, tc := range []struct{ name, yaml, want string }{
-		{"unknown key", "streams:\n  - name: a\n    types: [x]\n", "field types not found"},
+		{"unknown key", "streams:\n  - name: a\n    types: [x]\n", `line 3: unknown key "types" in an entry of streams: (it takes name, entity_types, filter)`},
+		{"unknown top-level keys", "stream: a\nregion: eu\nreplica: []\n", `line 1: unknown key "stream" in the file's top level (it takes streams, region, regions, replicate, entity_types, default_mode, default_primary, aggregate); line 3: unknown key "replica"`},
+		{"group on a region", "regions:\n  - {name: us, addrs: [\"x:1\"], group: g}\n", `line 2: unknown key "group" in an entry of regions: (it takes name, addrs, tls, token_file, streams); group: is for replicate: entries`},
+		{"unknown tls key", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    tls: {cert: c, keyfile: k}\n", `line 4: unknown key "keyfile" in tls: (it takes ca, cert, key)`},
+		{"regions a mapping", "regions: {name: us}\n", "line 1: want a list of regions: entries, got a mapping"},
+		{"addrs a string", "replicate:\n  - from: us\n    addrs: x:1\n", `line 3: want a list of strings, got the string "x:1"`},
+		{"streams a word", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    streams: two\n", `line 4: want a whole number, got the string "two"`},
+		{"tls a list", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    tls: [a]\n", "line 4: want a mapping (tls:), got a list"},
+		{"region a list", "region: [eu]\n", "line 1: want a string, got a list"},
 		{"not yaml", "streams: [", "yaml"},
 		{"stream without name", "streams:\n  - entity_types: [x]\n", "streams[0]: name is empty"},
 		{"bad stream filter", "streams:\n  - name: a\n    filter: [\"include colour=red\"]\n", "streams[0].filter[0]"},

@@ -44,7 +44,7 @@ entity_types:
 		t.Fatalf("entity types = %+v", types.EntityTypes)
 	}
 	for _, tc := range []struct{ name, yaml, want string }{
-		{"unknown key", "entity_types:\n  - name: a\n    mode: pinned\n    primary_region: eu\n", "field primary_region not found"},
+		{"unknown key", "entity_types:\n  - name: a\n    mode: pinned\n    primary_region: eu\n", `line 4: unknown key "primary_region" in an entry of entity_types: (it takes name, mode, primary, home, replication, summary_types, inactivity)`},
 		{"unknown mode", "entity_types:\n  - name: a\n    mode: primary\n", `unknown mode "primary"`},
 		{"pinned without primary", "entity_types:\n  - name: a\n    mode: pinned\n", `entity_types[0] ("a"): mode pinned needs a primary region`},
 		{"no mode", "entity_types:\n  - name: a\n", "mode is missing"},

@@ -137,7 +137,7 @@ func TestStreamdRefusesBadPods(t *testing.T) {
 		{"unknown variable", func(c *corev1.Container, _ *corev1.ConfigMap) {
 			c.Env = append(c.Env, corev1.EnvVar{Name: "STREAMD_TLS_CRT", Value: "/etc/streamd/tls/tls.crt"})
 		}, "env STREAMD_TLS_CRT: streamd reads no such variable"},
-		{"bad config", func(_ *corev1.Container, cm *corev1.ConfigMap) { cm.Data["streamd.yaml"] = "stream:\n  - name: all\n" }, "field stream not found"},
+		{"bad config", func(_ *corev1.Container, cm *corev1.ConfigMap) { cm.Data["streamd.yaml"] = "stream:\n  - name: all\n" }, `unknown key "stream" in the file's top level`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := w.pod.Spec.Containers[0].DeepCopy()
