@@ -120,6 +120,7 @@ func newApp() *cli.App {
 			&cli.DurationFlag{Name: "group-lease-duration", Value: group.DefaultLeaseDuration, EnvVars: []string{"STREAMD_GROUP_LEASE_DURATION"}, Usage: "the consumer groups' Lease duration D (at least 3s): a pod renews its Lease every D/3, stops copying when it could not for 2D/3, and the others take the slices of a pod gone after D"},
 			&cli.StringFlag{Name: "ready-file", EnvVars: []string{"STREAMD_READY_FILE"}, Usage: "once every listener is up, write where streamd serves to `FILE` as JSON, {\"grpc\":\"ADDR\",\"metrics\":\"ADDR\"} (metrics absent when disabled), atomically; removed on exit"},
 			consoleFlag(),
+			&cli.BoolFlag{Name: "check-config", Usage: "check the flags and --config, print what streamd would run with them, and exit without opening the journal or listening: status 0 if they are valid, 2 with what is wrong if not"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"STREAMD_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},
 		Action: func(c *cli.Context) error {
@@ -134,6 +135,10 @@ func newApp() *cli.App {
 			cfg, err := configFrom(c, log, metrics.New())
 			if err != nil {
 				return &usageError{err}
+			}
+			if c.Bool("check-config") {
+				cfg.describe(c.App.Writer)
+				return nil
 			}
 			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 			defer stop()

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -258,5 +261,74 @@ func TestReadyFile(t *testing.T) {
 		"--ready-file", filepath.Join(t.TempDir(), "no-such-dir", "ready.json")).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 || !strings.Contains(string(out), "--ready-file") {
 		t.Fatalf("a ready file in a missing directory: %v %s, want a non-zero exit naming --ready-file", err, out)
+	}
+}
+
+// TestCheckConfig: --check-config prints what the flags and file run, or
+// what is wrong with them, and opens and serves nothing either way.
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "project.yaml")
+	check := func(yaml string, args ...string) (string, int) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		data := filepath.Join(dir, "data")
+		// The listen address is taken: a check must not try it.
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lis.Close()
+		cmd := exec.Command(binary, append([]string{"--check-config", "--config", file, "--data-dir", data,
+			"--listen", lis.Addr().String(), "--metrics-listen", lis.Addr().String()}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if _, err := os.Stat(data); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("the check made the data directory (%v): %s", err, out)
+		}
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	project := `regions:
+  - {name: us, addrs: ["127.0.0.1:1"], streams: 2}
+  - {name: eu, addrs: ["127.0.0.1:2"]}
+default_mode: pinned
+default_primary: eu
+entity_types:
+  - {name: order, mode: pinned, primary: us}
+  - {name: cart, mode: replicated, replication: on-demand}
+streams:
+  - {name: orders, entity_types: [order]}
+`
+	out, code := check(project, "--region", "eu")
+	if code != 0 {
+		t.Fatalf("valid: exit %d: %s", code, out)
+	}
+	for _, want := range []string{
+		"streamd: the configuration is valid",
+		"  region:        eu\n",
+		"  journal:       " + filepath.Join(dir, "data") + ", durability sync\n",
+		"  streams:       orders\n",
+		"  replications:  region-us (from us, 2 streams), on-demand-us (from us, 1 stream)\n",
+		"  entity types:  order pinned (us), cart replicated on demand, others pinned (eu)\n",
+		"  aggregates:    none\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("valid: want %q in:\n%s", want, out)
+		}
+	}
+	out, code = check(project) // no --region
+	if code != 2 || !strings.Contains(out, "regions lists us, eu: name this region with --region") {
+		t.Fatalf("without --region: exit %d: %s", code, out)
+	}
+	out, code = check("regions: [{name: us, adrs: [\"x:1\"]}]\n", "--region", "eu")
+	if code != 2 || !strings.Contains(out, `line 1: unknown key "adrs" in an entry of regions:`) {
+		t.Fatalf("typo: exit %d: %s", code, out)
 	}
 }
