@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -185,12 +186,20 @@ func (b *blockWriter) flush(c *changes) {
 // the block from offset `from` on, until fn returns false. The encodings
 // are fn's to keep.
 func walkBlock(last uint64, val []byte, from uint64, fn func(off uint64, raw []byte) bool) error {
+	return walkBlockInto(last, val, from, nil, fn)
+}
+
+// walkBlockInto is walkBlock, with the encodings of a block of the current
+// format appended to *into (nil: a buffer of their own), which it then
+// holds; of an older format they are val's. An encoding stays valid until
+// *into is reused.
+func walkBlockInto(last uint64, val []byte, from uint64, into *[]byte, fn func(off uint64, raw []byte) bool) error {
 	if len(val) < 1 {
 		return errShortBlock
 	}
 	switch val[0] {
 	case blockFormat:
-		return walkBlock3(last, val, from, fn)
+		return walkBlock3(last, val, from, into, fn)
 	case blockFormat1:
 		return walkBlock1(last, val, from, fn)
 	}
@@ -209,7 +218,7 @@ func blockCount(last uint64, val []byte, header int) (uint64, error) {
 	return count, nil
 }
 
-func walkBlock3(last uint64, val []byte, from uint64, fn func(off uint64, raw []byte) bool) error {
+func walkBlock3(last uint64, val []byte, from uint64, into *[]byte, fn func(off uint64, raw []byte) bool) error {
 	count, err := blockCount(last, val, blockHeader)
 	if err != nil {
 		return err
@@ -221,11 +230,18 @@ func walkBlock3(last uint64, val []byte, from uint64, fn func(off uint64, raw []
 	}
 	// Room for the events from `from` on, with the fields put back.
 	n := last + 1 - max(from, first)
+	room := int(uint64(len(val))*n/count + n*48)
 	var (
 		table []string
-		out   = make([]byte, 0, uint64(len(val))*n/count+n*48)
+		out   []byte
 		p     = val[blockHeader:]
 	)
+	if into == nil {
+		out = make([]byte, 0, room)
+	} else {
+		out = slices.Grow(*into, room)
+		defer func() { *into = out }()
+	}
 	str := func() (string, bool) {
 		k, n := protowire.ConsumeVarint(p)
 		if n < 0 {
@@ -346,7 +362,7 @@ func (j *Journal) getEvent(txn *badger.Txn, offset uint64) (*streamdv1.Event, er
 		found bool
 	)
 	last := lastOffsetOfBlockKey(it.Item().Key())
-	val, err := j.readBlock(it.Item())
+	val, err := j.readBlock(it.Item(), nil)
 	if err == nil {
 		err = walkBlock(last, val, offset, func(off uint64, raw []byte) bool {
 			if off != offset {

@@ -31,6 +31,20 @@ func (j *Journal) Read(from uint64, limit int, dst []*streamdv1.Event) ([]*strea
 // ReadRecords is Read without decoding: records carry their encoding and
 // decode on demand.
 func (j *Journal) ReadRecords(from uint64, limit int, dst []Record) ([]Record, error) {
+	return j.readRecords(from, limit, dst, nil)
+}
+
+// readBuffers are what a reader reuses from one read to the next
+// (Cursor.ReuseBuffers) instead of two allocations of a block's size per
+// block: the block read from its segment, and the encodings of the
+// events, which the records of one read share until the next.
+type readBuffers struct {
+	block  []byte // nil while records share the last block (an older format)
+	events []byte
+}
+
+// readRecords is ReadRecords, reusing bufs unless nil.
+func (j *Journal) readRecords(from uint64, limit int, dst []Record, bufs *readBuffers) ([]Record, error) {
 	if floor := j.floor.Load(); from < floor {
 		return dst, &OutOfRangeError{Requested: from, FirstAvailable: floor}
 	}
@@ -52,10 +66,24 @@ func (j *Journal) ReadRecords(from uint64, limit int, dst []Record) ([]Record, e
 		for it.Seek(blockKey(from)); it.Valid() && want <= last && limit > 0; it.Next() {
 			item := it.Item()
 			blockLast := lastOffsetOfBlockKey(item.Key())
-			// The records' Raw slices share the block, which is theirs.
-			val, err := j.readBlock(item)
+			var (
+				block  []byte
+				events *[]byte
+			)
+			if bufs != nil {
+				block, events = bufs.block, &bufs.events
+			}
+			val, err := j.readBlock(item, block)
+			if bufs != nil {
+				// Records of a block of the current format share
+				// bufs.events; of an older one, the block, which is theirs.
+				bufs.block = nil
+				if len(val) > 0 && val[0] == blockFormat {
+					bufs.block = val
+				}
+			}
 			if err == nil {
-				err = walkBlock(blockLast, val, want, func(off uint64, raw []byte) bool {
+				err = walkBlockInto(blockLast, val, want, events, func(off uint64, raw []byte) bool {
 					if off != want || off > last || limit == 0 {
 						return false // a gap means retention deleted it: checked below
 					}

@@ -104,7 +104,7 @@ func (j *Journal) nextDeletion() (*deletion, error) {
 				break
 			}
 			var events []*streamdv1.Event
-			val, err := j.readBlock(item)
+			val, err := j.readBlock(item, nil)
 			if err != nil {
 				return err
 			}

@@ -80,9 +80,13 @@ func newSegmentFiles(dir string) *segmentFiles {
 // the block is below the floor.
 var errSegmentGone = errors.New("segment removed")
 
-// read reads the block r refers to and checks it.
-func (s *segmentFiles) read(r blockRef) ([]byte, error) {
-	buf := make([]byte, r.length)
+// read reads the block r refers to into buf (grown if it is too small)
+// and checks it.
+func (s *segmentFiles) read(r blockRef, buf []byte) ([]byte, error) {
+	if cap(buf) < int(r.length) {
+		buf = make([]byte, r.length)
+	}
+	buf = buf[:r.length]
 	path := segmentPath(s.dir, r.segment)
 	for {
 		f, err := s.file(r.segment)
@@ -157,9 +161,9 @@ func (s *segmentFiles) close() {
 	s.mu.Unlock()
 }
 
-// readBlock returns the block an e/ item holds or refers to. The block is
-// the caller's.
-func (j *Journal) readBlock(item *badger.Item) ([]byte, error) {
+// readBlock returns the block an e/ item holds or refers to, read into buf
+// if it is in a segment (nil: a new buffer). The block is the caller's.
+func (j *Journal) readBlock(item *badger.Item, buf []byte) ([]byte, error) {
 	var (
 		ref    blockRef
 		isRef  bool
@@ -174,7 +178,7 @@ func (j *Journal) readBlock(item *badger.Item) ([]byte, error) {
 	if err != nil || !isRef {
 		return inline, err
 	}
-	b, err := j.segments.read(ref)
+	b, err := j.segments.read(ref, buf)
 	if errors.Is(err, errSegmentGone) {
 		if lastOffsetOfBlockKey(item.Key()) < j.floor.Load() {
 			return nil, badger.ErrKeyNotFound // retention removed it under the reader

@@ -156,7 +156,8 @@ func (s *Server) open(st streamdv1.EventStreamService_SubscribeServer, init *str
 	default:
 		return nil, nil, invalidArg("Init needs a position or a start_policy")
 	}
-	sub.cursor = s.j.NewCursor(start)
+	// Each batch is sent before the next is read (run).
+	sub.cursor = s.j.NewCursor(start).ReuseBuffers()
 	sub.reported, sub.pending = start-1, start-1
 	// Includes that ask for history replay it on every (re)connect, so a
 	// replay cut short by a disconnect resumes; the consumer drops what it
