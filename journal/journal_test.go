@@ -466,6 +466,15 @@ func TestCursorReuseBuffers(t *testing.T) {
 	check := func(t *testing.T, j *Journal, limit int, wantReuse bool) {
 		t.Helper()
 		c := j.NewCursor(j.Info().FirstOffset).ReuseBuffers()
+		defer func() {
+			// A read from the ring (nothing new): the cursor keeps nothing.
+			if _, _, err := c.Read(limit, nil); err != nil {
+				t.Fatal(err)
+			}
+			if c.bufs.block != nil || c.bufs.events != nil {
+				t.Fatalf("a cursor reading from the ring keeps buffers of %d and %d bytes", cap(c.bufs.block), cap(c.bufs.events))
+			}
+		}()
 		reused, reads := false, 0
 		var prev *byte
 		for c.Next() <= j.LastOffset() {
@@ -517,6 +526,29 @@ func TestCursorReuseBuffers(t *testing.T) {
 		for _, limit := range []int{1, 7, 100, 1000} {
 			check(t, j, limit, limit < 100)
 		}
+	})
+	t.Run("large blocks", func(t *testing.T) {
+		// Buffers over maxKeptBuffer are not kept for the next read.
+		j := open(t, t.TempDir(), Options{RingSize: 2})
+		for i := range 4 {
+			big := strings.Repeat(fmt.Sprint(i), 700<<10)
+			if _, err := j.Append(context.Background(), ev("t", "a", big), ev("t", "b", big)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c := j.NewCursor(1).ReuseBuffers()
+		recs, _, err := c.Read(2, nil)
+		if err != nil || len(recs) != 2 {
+			t.Fatalf("read %d records: %v", len(recs), err)
+		}
+		if cap(c.bufs.events) <= maxKeptBuffer {
+			t.Fatalf("an events buffer of %d bytes after reading 1.4 MB of events", cap(c.bufs.events))
+		}
+		c.bufs.reset()
+		if c.bufs.events != nil || cap(c.bufs.block) > maxKeptBuffer {
+			t.Fatalf("kept buffers of %d and %d bytes for the next read", cap(c.bufs.block), cap(c.bufs.events))
+		}
+		check(t, j, 1, false)
 	})
 	for _, name := range []string{"format1-closed", "format2-closed"} {
 		t.Run(name, func(t *testing.T) {

@@ -99,7 +99,9 @@ func (j *Journal) NewCursor(from uint64) *Cursor { return &Cursor{j: j, next: fr
 // next: the records a Read takes from Badger (not those of the live ring)
 // are then valid only until the next Read, which overwrites them. For a
 // reader done with each batch before it reads the next; it saves two
-// allocations of a block's size per block read. It returns c.
+// allocations of a block's size per block read. The cursor keeps buffers
+// of at most 1 MiB each (maxKeptBuffer), and none once it reads from the
+// ring. It returns c.
 func (c *Cursor) ReuseBuffers() *Cursor {
 	c.bufs = new(readBuffers)
 	return c
@@ -116,9 +118,10 @@ func (c *Cursor) Read(limit int, dst []Record) ([]Record, <-chan struct{}, error
 	}
 	n := len(dst)
 	dst, wait, err := c.j.ReadLive(c.next, limit, dst)
-	if err == ErrFellBehind {
+	switch {
+	case err == ErrFellBehind:
 		if c.bufs != nil {
-			c.bufs.events = c.bufs.events[:0]
+			c.bufs.reset()
 		}
 		dst, err = c.j.readRecords(c.next, limit, dst, c.bufs)
 		wait = nil
@@ -126,6 +129,8 @@ func (c *Cursor) Read(limit int, dst []Record) ([]Record, <-chan struct{}, error
 			// Raced with a commit that outran the ring; the next call reads it.
 			wait = closedChan
 		}
+	case err == nil && c.bufs != nil:
+		*c.bufs = readBuffers{} // the ring serves it now: keep nothing
 	}
 	if err != nil {
 		return dst, nil, err

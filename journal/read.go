@@ -43,6 +43,21 @@ type readBuffers struct {
 	events []byte
 }
 
+// maxKeptBuffer bounds each buffer that readBuffers keeps for the next
+// read: a larger one (a block of large events) is left to the collector.
+const maxKeptBuffer = 1 << 20
+
+// reset readies the buffers for the next read.
+func (b *readBuffers) reset() {
+	if cap(b.block) > maxKeptBuffer {
+		b.block = nil
+	}
+	if cap(b.events) > maxKeptBuffer {
+		b.events = nil
+	}
+	b.events = b.events[:0]
+}
+
 // readRecords is ReadRecords, reusing bufs unless nil.
 func (j *Journal) readRecords(from uint64, limit int, dst []Record, bufs *readBuffers) ([]Record, error) {
 	if floor := j.floor.Load(); from < floor {
