@@ -15,6 +15,11 @@ type Record struct {
 	event *streamdv1.Event
 }
 
+// DecodeInto decodes the event into e, which it resets first, and keeps
+// nothing of it: for a reader that looks at each event once, with one e for
+// all of them.
+func (r *Record) DecodeInto(e *streamdv1.Event) error { return decodeEvent(r.Raw, r.Offset, e) }
+
 // Event returns the decoded event. It must not be modified.
 func (r *Record) Event() (*streamdv1.Event, error) {
 	if r.event == nil {

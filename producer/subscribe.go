@@ -265,11 +265,22 @@ func (sub *subscription) sendLive(recs []journal.Record) error {
 		raw, out, size, filtered = nil, nil, 0, 0
 		return err
 	}
+	// A stream that does not transform looks at each event only here, and
+	// sends its stored encoding: one scratch event serves all of them.
+	var scratch streamdv1.Event
 	for i := range recs {
 		rec := &recs[i]
 		var pub *streamdv1.Event
 		if inspect {
-			e, err := rec.Event()
+			var (
+				e   *streamdv1.Event
+				err error
+			)
+			if transform {
+				e, err = rec.Event()
+			} else {
+				e, err = &scratch, rec.DecodeInto(&scratch)
+			}
 			if err != nil {
 				return toStatus(err)
 			}
