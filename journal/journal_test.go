@@ -562,6 +562,38 @@ func TestCursorReuseBuffers(t *testing.T) {
 	}
 }
 
+// Peek gives a live record's own event, and decodes one read from Badger
+// into the scratch event, reset first.
+func TestRecordPeek(t *testing.T) {
+	j := open(t, t.TempDir(), Options{RingSize: 2})
+	tagged := ev("t", "a", "x")
+	tagged.Tags = []string{"red"}
+	if _, err := j.Append(context.Background(), tagged, ev("t", "b", "y"), ev("t", "c", "z")); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := j.ReadRecords(1, 2, nil)
+	if err != nil || len(stored) != 2 {
+		t.Fatalf("read %d records: %v", len(stored), err)
+	}
+	var scratch streamdv1.Event
+	for i, want := range []string{"a", "b"} {
+		e, err := stored[i].Peek(&scratch)
+		if err != nil || e != &scratch || e.EntityId != want || e.Offset != uint64(i+1) {
+			t.Fatalf("stored record %d: %v (%v), want entity %s decoded into the scratch event", i, e, err, want)
+		}
+	}
+	if len(scratch.Tags) != 0 {
+		t.Fatalf("the second event kept the first one's tags: %v", scratch.Tags)
+	}
+	live, _, err := j.ReadLive(3, 1, nil)
+	if err != nil || len(live) != 1 {
+		t.Fatalf("live: %d records: %v", len(live), err)
+	}
+	if e, err := live[0].Peek(&scratch); err != nil || e == &scratch || e.EntityId != "c" {
+		t.Fatalf("live record: %v (%v), want its own event", e, err)
+	}
+}
+
 func TestCursorWaitsForCommit(t *testing.T) {
 	j := open(t, t.TempDir(), Options{})
 	c := j.NewCursor(1)

@@ -15,10 +15,17 @@ type Record struct {
 	event *streamdv1.Event
 }
 
-// DecodeInto decodes the event into e, which it resets first, and keeps
-// nothing of it: for a reader that looks at each event once, with one e for
-// all of them.
-func (r *Record) DecodeInto(e *streamdv1.Event) error { return decodeEvent(r.Raw, r.Offset, e) }
+// Peek returns the decoded event without keeping it: the record's own if
+// it holds one (those of the live ring do), or else the event decoded into
+// scratch, which it resets first. For a reader that looks at each event
+// once, with one scratch for all of them; it must not modify the event,
+// nor keep it past its next use of scratch.
+func (r *Record) Peek(scratch *streamdv1.Event) (*streamdv1.Event, error) {
+	if r.event != nil {
+		return r.event, nil
+	}
+	return scratch, decodeEvent(r.Raw, r.Offset, scratch)
+}
 
 // Event returns the decoded event. It must not be modified.
 func (r *Record) Event() (*streamdv1.Event, error) {

@@ -266,7 +266,8 @@ func (sub *subscription) sendLive(recs []journal.Record) error {
 		return err
 	}
 	// A stream that does not transform looks at each event only here, and
-	// sends its stored encoding: one scratch event serves all of them.
+	// sends its stored encoding: one scratch event serves the records that
+	// hold no decoded event (those read from Badger).
 	var scratch streamdv1.Event
 	for i := range recs {
 		rec := &recs[i]
@@ -279,7 +280,7 @@ func (sub *subscription) sendLive(recs []journal.Record) error {
 			if transform {
 				e, err = rec.Event()
 			} else {
-				e, err = &scratch, rec.DecodeInto(&scratch)
+				e, err = rec.Peek(&scratch)
 			}
 			if err != nil {
 				return toStatus(err)
