@@ -153,6 +153,18 @@ func (s *sub) events(n int) []*streamdv1.Event {
 	return out
 }
 
+// sentUntil returns the events sent until a Progress reports offset.
+func (s *sub) sentUntil(offset uint64) []*streamdv1.Event {
+	var sent []*streamdv1.Event
+	for {
+		m := s.next()
+		sent = append(sent, m.GetEvents().GetEvents()...)
+		if p := m.GetProgress(); p != nil && p.Offset == offset {
+			return sent
+		}
+	}
+}
+
 func (s *sub) send(r *streamdv1.SubscribeRequest) {
 	s.t.Helper()
 	if err := s.stream.Send(r); err != nil {
@@ -302,25 +314,11 @@ func TestOutOfRange(t *testing.T) {
 // Filtered events are not sent; Progress moves the position past them.
 func TestProgressWhenFiltered(t *testing.T) {
 	h := start(t, Options{Server: ServerOptions{ProgressInterval: time.Millisecond}})
-	init := earliest()
-	init.Filter = []*streamdv1.FilterCriterion{{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE,
-		Field: streamdv1.FilterField_FILTER_FIELD_TAG, Value: "sports"}}
-	s, err := h.subscribe(t, init)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := subscribeSports(t, h)
 	h.publish(t, car("a", "sports"), car("b", "family"), car("c", "family"))
 	var sent []uint64
-	for {
-		m := s.next()
-		if b := m.GetEvents(); b != nil {
-			for _, e := range b.Events {
-				sent = append(sent, e.Offset)
-			}
-		}
-		if p := m.GetProgress(); p != nil && p.Offset == 3 {
-			break
-		}
+	for _, e := range s.sentUntil(3) {
+		sent = append(sent, e.Offset)
 	}
 	if fmt.Sprint(sent) != "[1]" {
 		t.Fatalf("sent offsets %v, want only [1]", sent)
@@ -341,25 +339,12 @@ func TestFilterOverStoredEvents(t *testing.T) {
 		}
 	}
 	h.publish(t, events...)
-	init := earliest()
-	init.Filter = []*streamdv1.FilterCriterion{{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE,
-		Field: streamdv1.FilterField_FILTER_FIELD_TAG, Value: "sports"}}
-	s, err := h.subscribe(t, init)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var sent []uint64
-	for {
-		m := s.next()
-		for _, e := range m.GetEvents().GetEvents() {
-			if e.Tags[0] != "sports" {
-				t.Fatalf("offset %d sent with tags %v", e.Offset, e.Tags)
-			}
-			sent = append(sent, e.Offset)
+	for _, e := range subscribeSports(t, h).sentUntil(40) {
+		if e.Tags[0] != "sports" {
+			t.Fatalf("offset %d sent with tags %v", e.Offset, e.Tags)
 		}
-		if p := m.GetProgress(); p != nil && p.Offset == 40 {
-			break
-		}
+		sent = append(sent, e.Offset)
 	}
 	if fmt.Sprint(sent) != fmt.Sprint(want) {
 		t.Fatalf("sent offsets %v, want %v", sent, want)
