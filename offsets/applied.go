@@ -1,7 +1,6 @@
 package offsets
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -151,7 +150,7 @@ func (s *Store) ClearOriginSeqNrs(consumer string) (int, error) {
 	if err := validateConsumer(consumer); err != nil {
 		return 0, err
 	}
-	return s.clear(appendString(keyPrefix(kindOrigin, binary.MaxVarintLen32+len(consumer)), consumer))
+	return s.clear(consumerKey(kindOrigin, consumer))
 }
 
 // clear deletes the keys under prefix, in chunks of transactions, and

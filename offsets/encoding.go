@@ -112,12 +112,22 @@ func appliedKey(consumer string, journalID []byte, entityType, entityID string) 
 	return appendString(b, entityID)
 }
 
-func originKey(consumer, origin, entityType, entityID string) []byte {
-	b := keyPrefix(kindOrigin, 4*binary.MaxVarintLen32+len(consumer)+len(origin)+len(entityType)+len(entityID))
-	for _, s := range [...]string{consumer, origin, entityType} {
+// consumerKey is 0x00 'o' <kind> <consumer> <part>…, each string with its
+// length; with no parts, the prefix of every such key of consumer.
+func consumerKey(kind byte, consumer string, parts ...string) []byte {
+	n := binary.MaxVarintLen32 + len(consumer)
+	for _, s := range parts {
+		n += binary.MaxVarintLen32 + len(s)
+	}
+	b := appendString(keyPrefix(kind, n), consumer)
+	for _, s := range parts {
 		b = appendString(b, s)
 	}
-	return appendString(b, entityID)
+	return b
+}
+
+func originKey(consumer, origin, entityType, entityID string) []byte {
+	return consumerKey(kindOrigin, consumer, origin, entityType, entityID)
 }
 
 func appliedKeyLen(consumer, entityType, entityID string) int {
@@ -140,11 +150,7 @@ func guardKey(consumer string, journalID []byte) []byte {
 	return consumerJournalPrefix(kindGuard, consumer, journalID)
 }
 
-func filtersKey(consumer, stream string) []byte {
-	b := keyPrefix(kindFilters, 2*binary.MaxVarintLen32+len(consumer)+len(stream))
-	b = appendString(b, consumer)
-	return appendString(b, stream)
-}
+func filtersKey(consumer, stream string) []byte { return consumerKey(kindFilters, consumer, stream) }
 
 func decodeFiltersKey(key []byte) (consumer, stream string, err error) {
 	if len(key) < 3 || key[0] != 0 || key[1] != 'o' || key[2] != kindFilters {

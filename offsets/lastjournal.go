@@ -1,7 +1,6 @@
 package offsets
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -75,9 +74,7 @@ func checkLastJournal(consumer, addr string) error {
 
 // lastJournalKey is 0x00 'o' 'j' <consumer> <addr>.
 func lastJournalKey(consumer, addr string) []byte {
-	b := keyPrefix(kindLastJournal, 2*binary.MaxVarintLen32+len(consumer)+len(addr))
-	b = appendString(b, consumer)
-	return appendString(b, addr)
+	return consumerKey(kindLastJournal, consumer, addr)
 }
 
 // legacyLastJournalKey is where the consumer package wrote the record
