@@ -63,16 +63,11 @@ func main() {
 		}
 		return
 	}
-	if len(os.Args) > 1 && os.Args[1] == "fsync-wait" {
-		if err := fsyncWaitMain(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "bench fsync-wait:", err)
-			os.Exit(2)
-		}
-		return
-	}
-	if len(os.Args) > 1 && os.Args[1] == "plot-memory" {
-		if err := plotMain(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "bench plot-memory:", err)
+	// Tools of their own, with their own flags.
+	tools := map[string]func(args []string) error{"fsync-wait": fsyncWaitMain, "plot-memory": plotMain}
+	if len(os.Args) > 1 && tools[os.Args[1]] != nil {
+		if err := tools[os.Args[1]](os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
 			os.Exit(2)
 		}
 		return
