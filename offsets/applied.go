@@ -25,7 +25,12 @@ func (s *Store) AppliedSeqNr(txn *badger.Txn, consumer string, journalID []byte,
 	if entityID == "" {
 		return 0, invalidf("entity id is empty")
 	}
-	return s.readSeqNr(txn, appliedKey(consumer, journalID, entityType, entityID))
+	key := appliedKey(consumer, journalID, entityType, entityID)
+	seqNr, err := s.readSeqNr(txn, key)
+	if err != nil {
+		return 0, err
+	}
+	return max(seqNr, s.runs.get(key)), nil
 }
 
 // OriginApplied is the last origin seqNr of an entity's events first written
@@ -139,6 +144,9 @@ func (s *Store) ClearApplied(consumer string, journalID []byte) (int, error) {
 		return 0, err
 	}
 	if err := validateJournalID(journalID); err != nil {
+		return 0, err
+	}
+	if err := s.foldNow(); err != nil {
 		return 0, err
 	}
 	return s.clear(consumerJournalPrefix(kindApplied, consumer, journalID))

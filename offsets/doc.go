@@ -29,14 +29,20 @@
 //     caller's Badger transaction; with Update (or the caller's own commit)
 //     they commit atomically with the handler's writes, or not at all.
 //   - At-least-once: Save stores an offset and a batch of seqNrs in one
-//     transaction.
+//     transaction. The seqNr of an entity saved since the last fold goes
+//     into a run, one value for the batch, and a fold later writes each
+//     entity's highest to its key (runs.go); AppliedSeqNr reads both.
 //   - Offsets only move forward: Save and SaveTxn never lower a stored
 //     offset (a late or duplicate save is harmless). Only the operator moves
 //     offsets back: Set (an exact offset), Reset, Delete. Reset keeps the
 //     applied seqNrs, so an exactly-once replay still drops what was applied;
 //     ClearApplied forgets them for a re-delivery.
-//   - Applied seqNrs are written as given (one point write each, no read):
-//     the consumer saves only what it applied after checking AppliedSeqNr. An
+//   - Applied seqNrs are written without reading the stored ones: the
+//     consumer saves only what it applied after checking AppliedSeqNr.
+//     Saves of an entity one after another never lower what AppliedSeqNr
+//     returns (a fold reads a key before raising it where another writer
+//     may have written it); two Saves of one entity at once may leave
+//     either's seqNr, a duplicate that at-least-once allows. An
 //     exactly-once consumer that checks with AppliedSeqNr(txn, …) in its
 //     transaction is serialisable against any concurrent writer.
 //   - Re-splitting slices loses nothing: the offsets of one consumer and
@@ -58,8 +64,9 @@
 //
 // # What it does not do
 //
-// It does not cache: AppliedSeqNr is one Badger point read, and the consumer
-// library keeps its own cache. It does not talk to producers, so it cannot
+// It does not cache: AppliedSeqNr is one Badger point read (and a look at
+// the seqNrs saved since the last fold, held in memory until it), and the
+// consumer library keeps its own cache. It does not talk to producers, so it cannot
 // tell whether a journal id is still current, or resolve a reset to an
 // offset: the consumer does both when it connects. It stores filter criteria
 // as given; parsing, matching and expiry belong to the filters package.

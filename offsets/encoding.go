@@ -17,6 +17,7 @@ import (
 //
 //	0x00 'o' 'p' <consumer> <journal id:16> <first:u16> <last:u16> → offset
 //	0x00 'o' 'a' <consumer> <journal id:16> <entity type> <entity id> → applied seqNr
+//	0x00 'o' 'l' <consumer> <journal id:16> <store:8> <run:u64>       → applied seqNrs of one Save, not folded yet (runs.go)
 //	0x00 'o' 'r' <consumer> <origin> <entity type> <entity id>        → applied origin seqNr
 //	0x00 'o' 'g' <consumer> <journal id:16>                          → guard (see writeOffset)
 //	0x00 'o' 'f' <consumer> <stream>                                 → filter criteria
@@ -25,6 +26,7 @@ import (
 const (
 	kindOffset      = 'p'
 	kindApplied     = 'a'
+	kindRun         = 'l'
 	kindOrigin      = 'r'
 	kindGuard       = 'g'
 	kindFilters     = 'f'
@@ -33,8 +35,13 @@ const (
 )
 
 // formatVersion is the leading byte of every value and the value of the
-// format key; a store written by a newer format is refused, not misread.
-const formatVersion = 1
+// format key; the first run written (runs.go) marks the store runsFormat,
+// so that a build that would not see runs refuses it. A store of a newer
+// format is refused, not misread.
+const (
+	formatVersion = 1
+	runsFormat    = 2
+)
 
 // JournalIDLen is the length of a journal id in bytes.
 const JournalIDLen = 16

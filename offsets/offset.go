@@ -154,12 +154,11 @@ func (s *Store) SaveTxn(txn *badger.Txn, k Key, offset uint64, applied []Applied
 }
 
 func (s *Store) saveTxn(txn stage, k Key, offset uint64, applied []Applied) error {
-	now := time.Now()
-	err := s.writeOffset(txn, k, func(floor uint64, hasFloor bool) Offset {
-		return Offset{Offset: max(offset, floor), UpdatedAt: now}
-	})
-	if err != nil {
+	if err := s.saveOffset(txn, k, offset); err != nil {
 		return err
+	}
+	if len(applied) > 0 {
+		s.runs.written(k.Consumer, k.JournalID)
 	}
 	// An entity named twice in the batch keeps its highest seqNr.
 	keys := make([][]byte, 0, len(applied))
@@ -181,6 +180,14 @@ func (s *Store) saveTxn(txn stage, k Key, offset uint64, applied []Applied) erro
 		}
 	}
 	return nil
+}
+
+// saveOffset stages offset as k's, unless k's stored offset is higher.
+func (s *Store) saveOffset(txn stage, k Key, offset uint64) error {
+	now := time.Now()
+	return s.writeOffset(txn, k, func(floor uint64, hasFloor bool) Offset {
+		return Offset{Offset: max(offset, floor), UpdatedAt: now}
+	})
 }
 
 // Write is a record of a stored offset, as OffsetWrites returns it.
@@ -252,12 +259,11 @@ func (r *recorder) Delete(key []byte) error {
 // exactly takes over those slices from the overlapping entries (see
 // StartFor) and starts no lower than they would.
 //
-// The applied seqNrs are written as given, without reading the stored ones
-// (when an entity appears twice in applied, the higher seqNr is kept). The
-// caller saves only seqNrs it applied after checking AppliedSeqNr, so they
-// grow; a read per entity to enforce it would make a Save about four times
-// as expensive (BenchmarkSave), for a case — two streams of one consumer
-// applying the same entity at once — where at-least-once allows a duplicate.
+// The applied seqNrs of entities saved since the last fold are saved as one
+// run, the others to their keys (runs.go): AppliedSeqNr returns them at
+// once, and a fold, once enough runs wait, writes each entity's highest to
+// its key. Save runs that fold when it is due, so a Save now and then
+// takes longer: it writes up to 65,536 seqNrs.
 func (s *Store) Save(k Key, offset uint64, applied []Applied) error {
 	if err := k.Validate(); err != nil {
 		return err
@@ -269,9 +275,49 @@ func (s *Store) Save(k Key, offset uint64, applied []Applied) error {
 		return ErrClosed
 	}
 	defer s.leave()
-	return s.update(func(txn *badger.Txn) error {
-		return s.saveTxn(txn, k, offset, applied)
+	plan := s.runs.plan(k.Consumer, k.JournalID, applied)
+	inRun := make([]Applied, 0, len(plan))
+	for _, p := range plan {
+		if p.inRun {
+			inRun = append(inRun, p.Applied)
+		}
+	}
+	values := encodeRuns(inRun)
+	keys := make([][]byte, len(values))
+	for i := range values {
+		keys[i] = s.runs.key(k.Consumer, k.JournalID)
+	}
+	mark := len(keys) > 0 && !s.runs.isMarked()
+	err := s.update(func(txn *badger.Txn) error {
+		if err := s.saveOffset(txn, k, offset); err != nil {
+			return err
+		}
+		if mark {
+			if err := txn.Set(metaFormatKey, []byte{runsFormat}); err != nil {
+				return fmt.Errorf("offsets: stage the format version: %w", err)
+			}
+		}
+		for _, p := range plan {
+			if !p.inRun {
+				if err := txn.Set(p.key, encodeSeqNr(p.SeqNr)); err != nil {
+					return fmt.Errorf("offsets: stage applied seqNr %d: %w", p.SeqNr, err)
+				}
+			}
+		}
+		for i, v := range values {
+			if err := txn.Set(keys[i], v); err != nil {
+				return fmt.Errorf("offsets: stage %d applied seqNrs: %w", len(inRun), err)
+			}
+		}
+		return nil
 	})
+	if err != nil || len(plan) == 0 {
+		return err
+	}
+	if s.runs.add(plan, keys, mark) {
+		return s.fold(false)
+	}
+	return nil
 }
 
 // Set stores offset as the stored offset of k, exactly: an operator's move, which

@@ -64,6 +64,7 @@ type Store struct {
 	ownsDB bool
 	shared Shared // set by Wrap: it commits the store's transactions
 	log    *slog.Logger
+	runs   *runs // applied seqNrs saved in runs, not folded yet
 
 	mu     sync.Mutex // guards closed and active.Add
 	closed bool
@@ -112,8 +113,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("offsets: open %q: %w", dir, err)
 	}
-	s := &Store{db: db, ownsDB: true, log: log}
-	if err := s.initFormat(); err != nil {
+	s := &Store{db: db, ownsDB: true, log: log, runs: newRuns()}
+	if err := s.init(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -145,15 +146,16 @@ func Wrap(shared Shared, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Store{db: shared.DB(), shared: shared, log: log}
-	if err := s.initFormat(); err != nil {
+	s := &Store{db: shared.DB(), shared: shared, log: log, runs: newRuns()}
+	if err := s.init(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Store) initFormat() error {
-	return s.update(func(txn *badger.Txn) error {
+// init checks the store's format and folds the runs left on disk.
+func (s *Store) init() error {
+	err := s.update(func(txn *badger.Txn) error {
 		item, err := txn.Get(metaFormatKey)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return txn.Set(metaFormatKey, []byte{formatVersion})
@@ -161,13 +163,23 @@ func (s *Store) initFormat() error {
 		if err != nil {
 			return fmt.Errorf("offsets: read format version: %w", err)
 		}
-		return item.Value(func(v []byte) error {
-			if len(v) != 1 || v[0] != formatVersion {
-				return fmt.Errorf("%w: format version %x is not supported by this build (it reads %d)", ErrCorrupt, v, formatVersion)
-			}
+		var v []byte
+		if v, err = item.ValueCopy(nil); err != nil {
+			return fmt.Errorf("offsets: read format version: %w", err)
+		}
+		switch {
+		case len(v) == 1 && v[0] == formatVersion:
 			return nil
-		})
+		case len(v) == 1 && v[0] == runsFormat:
+			s.runs.marked = true
+			return nil
+		}
+		return fmt.Errorf("%w: format version %x is not supported by this build (it reads %d and %d)", ErrCorrupt, v, formatVersion, runsFormat)
 	})
+	if err != nil {
+		return err
+	}
+	return s.loadRuns()
 }
 
 // DB returns the Badger DB of the store, for exactly-once handlers that keep

@@ -172,14 +172,13 @@ func TestSaveNeverLowersSetDoes(t *testing.T) {
 func TestAppliedSeqNrs(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	k := key(t, "c", 1, "0-1023")
-	mustSave(t, s, k, 1, Applied{"order", "a", 5}, Applied{"order", "b", 2}, Applied{"order", "d", 4})
-	// In one batch the highest seqNr of an entity wins; across saves the
-	// values are written as given (the consumer checks before it applies).
+	mustSave(t, s, k, 1, Applied{"order", "a", 5}, Applied{"order", "b", 2}, Applied{"order", "d", 4}, Applied{"order", "e", 6}, Applied{"order", "e", 2})
+	// The highest seqNr of an entity wins, in one batch and across saves.
 	mustSave(t, s, k, 2, Applied{"order", "a", 6}, Applied{"order", "b", 7}, Applied{"order", "b", 4}, Applied{"order", "d", 3})
 	for _, tt := range []struct {
 		entityType, entityID string
 		want                 uint64
-	}{{"order", "a", 6}, {"order", "b", 7}, {"order", "d", 3}, {"order", "c", 0}, {"invoice", "a", 0}} {
+	}{{"order", "a", 6}, {"order", "b", 7}, {"order", "d", 4}, {"order", "e", 6}, {"order", "c", 0}, {"invoice", "a", 0}} {
 		if got := mustApplied(t, s, "c", 1, tt.entityType, tt.entityID); got != tt.want {
 			t.Errorf("applied %s/%s = %d, want %d", tt.entityType, tt.entityID, got, tt.want)
 		}
@@ -882,7 +881,7 @@ func TestFormatVersionRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DB().Update(func(txn *badger.Txn) error { return txn.Set(metaFormatKey, []byte{2}) }); err != nil {
+	if err := s.DB().Update(func(txn *badger.Txn) error { return txn.Set(metaFormatKey, []byte{3}) }); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -892,7 +891,7 @@ func TestFormatVersionRefused(t *testing.T) {
 	if err == nil {
 		s.Close()
 	}
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "format version 02") {
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "format version 03") {
 		t.Fatalf("Open of a newer format = %v, want ErrCorrupt", err)
 	}
 }
