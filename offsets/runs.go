@@ -190,7 +190,9 @@ func (r *runs) written(consumer string, journalID []byte) {
 	p := consumerJournalPrefix(kindApplied, consumer, journalID)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.others[string(p)] = true
+	if !r.others[string(p)] {
+		r.others[string(p)] = true
+	}
 }
 
 // readFirst reports whether a fold must read applied key before raising
