@@ -161,22 +161,9 @@ func (s *Store) saveTxn(txn stage, k Key, offset uint64, applied []Applied) erro
 		s.runs.written(k.Consumer, k.JournalID)
 	}
 	// An entity named twice in the batch keeps its highest seqNr.
-	keys := make([][]byte, 0, len(applied))
-	seqNrs := make([]uint64, 0, len(applied))
-	index := make(map[string]int, len(applied))
-	for _, a := range applied {
-		key := appliedKey(k.Consumer, k.JournalID, a.EntityType, a.EntityID)
-		if i, dup := index[string(key)]; dup {
-			seqNrs[i] = max(seqNrs[i], a.SeqNr)
-			continue
-		}
-		index[string(key)] = len(keys)
-		keys = append(keys, key)
-		seqNrs = append(seqNrs, a.SeqNr)
-	}
-	for i, key := range keys {
-		if err := txn.Set(key, encodeSeqNr(seqNrs[i])); err != nil {
-			return fmt.Errorf("offsets: stage applied seqNr %d: %w", seqNrs[i], err)
+	for _, e := range s.runs.byEntity(k.Consumer, k.JournalID, applied) {
+		if err := txn.Set(e.key, encodeSeqNr(e.SeqNr)); err != nil {
+			return fmt.Errorf("offsets: stage applied seqNr %d: %w", e.SeqNr, err)
 		}
 	}
 	return nil

@@ -82,55 +82,66 @@ func newRuns() *runs {
 	return r
 }
 
-// plannedSeqNr is an entity's seqNr in a Save: to its key, or in a run.
-type plannedSeqNr struct {
+// keyedSeqNr is an entity's highest seqNr in a batch, with its applied key
+// and the key's hash.
+type keyedSeqNr struct {
 	key  []byte
-	hash uint64 // of key
+	hash uint64
 	Applied
-	inRun bool
 }
 
-// plan returns applied by entity, each with its highest seqNr, and says
-// which go into a run: those saved since the last fold. The keys share one
-// buffer.
-func (r *runs) plan(consumer string, journalID []byte, applied []Applied) []plannedSeqNr {
+// byEntity returns applied once per entity, each with its highest seqNr
+// and its applied key; the keys share one buffer.
+func (r *runs) byEntity(consumer string, journalID []byte, applied []Applied) []keyedSeqNr {
 	prefix := consumerJournalPrefix(kindApplied, consumer, journalID)
 	n := 0
 	for _, a := range applied {
 		n += len(prefix) + 2*binary.MaxVarintLen32 + len(a.EntityType) + len(a.EntityID)
 	}
 	buf := make([]byte, 0, n) // never grown: the keys stay where they are
-	plan := make([]plannedSeqNr, 0, len(applied))
+	out := make([]keyedSeqNr, 0, len(applied))
 	index := make(map[uint64]int, len(applied)) // by hash of the key
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	for _, a := range applied {
 		start := len(buf)
 		buf = appendString(appendString(append(buf, prefix...), a.EntityType), a.EntityID)
 		key := buf[start:]
 		h := maphash.Bytes(r.seed, key)
-		i, dup := index[h]
-		if dup && !bytes.Equal(plan[i].key, key) { // two entities, one hash
-			dup = false
-			for j := range plan {
-				if bytes.Equal(plan[j].key, key) {
-					i, dup = j, true
-					break
-				}
-			}
+		i, seen := index[h]
+		dup := seen && bytes.Equal(out[i].key, key)
+		for j := 0; seen && !dup && j < len(out); j++ { // two entities, one hash
+			i, dup = j, bytes.Equal(out[j].key, key)
 		}
-		if dup {
-			plan[i].SeqNr = max(plan[i].SeqNr, a.SeqNr)
+		switch {
+		case dup:
+			out[i].SeqNr = max(out[i].SeqNr, a.SeqNr)
 			continue
+		case !seen:
+			index[h] = len(out)
 		}
-		if _, taken := index[h]; !taken {
-			index[h] = len(plan)
-		}
+		out = append(out, keyedSeqNr{key, h, a})
+	}
+	return out
+}
+
+// plannedSeqNr is an entity's seqNr in a Save: to its key, or in a run.
+type plannedSeqNr struct {
+	keyedSeqNr
+	inRun bool
+}
+
+// plan returns applied by entity (byEntity) and says which go into a run:
+// those saved since the last fold.
+func (r *runs) plan(consumer string, journalID []byte, applied []Applied) []plannedSeqNr {
+	entities := r.byEntity(consumer, journalID, applied)
+	plan := make([]plannedSeqNr, len(entities))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, e := range entities {
 		// A hash collision with another entity only puts this one into a
 		// run: no harm.
-		_, inRun := r.direct[h]
-		inRun = inRun || r.saved[string(key)] != nil || r.folding[string(key)] != nil
-		plan = append(plan, plannedSeqNr{key, h, a, inRun})
+		_, inRun := r.direct[e.hash]
+		inRun = inRun || r.saved[string(e.key)] != nil || r.folding[string(e.key)] != nil
+		plan[i] = plannedSeqNr{e, inRun}
 	}
 	return plan
 }
@@ -195,16 +206,23 @@ func (r *runs) written(consumer string, journalID []byte) {
 	}
 }
 
-// readFirst reports whether a fold must read applied key before raising
-// it: true if another writer may have written it.
-func (r *runs) readFirst(key string) bool {
-	_, rest, ok := readString([]byte(key[3:]))
-	if !ok || len(rest) < JournalIDLen {
-		return true
-	}
+// readFirst returns whether a fold must read an applied key before raising
+// it: true if another writer may have written it. It holds the consumers
+// and journals noted when it was made.
+func (r *runs) readFirst() func(key string) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.others[key[:len(key)-len(rest)+JournalIDLen]]
+	others := make(map[string]bool, len(r.others))
+	for k := range r.others {
+		others[k] = true
+	}
+	r.mu.Unlock()
+	return func(key string) bool {
+		if len(others) == 0 {
+			return false
+		}
+		_, rest, ok := readString([]byte(key[3:]))
+		return !ok || len(rest) < JournalIDLen || others[key[:len(key)-len(rest)+JournalIDLen]]
+	}
 }
 
 // get returns the highest seqNr of applied key saved since the last fold
@@ -295,13 +313,14 @@ func (s *Store) writeApplied(seqNrs map[string]*savedSeqNr, readAll bool) error 
 	for k := range seqNrs {
 		keys = append(keys, k)
 	}
+	readFirst := s.runs.readFirst()
 	for len(keys) > 0 {
 		chunk := keys[:min(len(keys), foldChunk)]
 		err := s.update(func(txn *badger.Txn) error {
 			for _, k := range chunk {
 				key := []byte(k)
 				var stored uint64
-				if readAll || s.runs.readFirst(k) {
+				if readAll || readFirst(k) {
 					var err error
 					if stored, err = getSeqNr(txn, key); err != nil {
 						return err
@@ -344,7 +363,7 @@ func (s *Store) loadRuns() error {
 				}
 				plan := make([]plannedSeqNr, len(applied))
 				for i, a := range applied {
-					plan[i] = plannedSeqNr{key: appliedKey(consumer, journalID, a.EntityType, a.EntityID), Applied: a, inRun: true}
+					plan[i] = plannedSeqNr{keyedSeqNr{key: appliedKey(consumer, journalID, a.EntityType, a.EntityID), Applied: a}, true}
 				}
 				s.runs.add(plan, [][]byte{key}, false)
 				return nil

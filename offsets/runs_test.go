@@ -164,8 +164,9 @@ func TestFoldRaisesOnly(t *testing.T) {
 	k := key(t, "c", 1, "0-1023")
 	mustSave(t, s, k, 1, Applied{"order", "a", 1}, Applied{"order", "b", 1})
 	mustSave(t, s, k, 2, Applied{"order", "a", 2}, Applied{"order", "b", 2}) // in a run
+	// SaveTxn names a twice: the highest wins.
 	err = s.Update(func(txn *badger.Txn) error {
-		return s.SaveTxn(txn, k, 3, []Applied{{"order", "a", 9}})
+		return s.SaveTxn(txn, k, 3, []Applied{{"order", "a", 9}, {"order", "a", 3}})
 	})
 	if err != nil {
 		t.Fatal(err)
