@@ -648,9 +648,17 @@ func TestDiscoveryThroughARealDNSServer(t *testing.T) {
 	o := dnsOptions(h, w)
 	o.Handler = rec.handle
 	o.ResolveInterval = 10 * time.Millisecond
+	// Go's resolver waits out its 5 s timeout on a query the server never
+	// answers (one in flight when the server closes at cleanup) even after
+	// the lookup is cancelled; closing the connection with its context ends
+	// that wait, so no resolver goroutine outlives the test.
 	o.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
-		return d.DialContext(ctx, "udp", dns.pc.LocalAddr().String())
+		c, err := d.DialContext(ctx, "udp", dns.pc.LocalAddr().String())
+		if err == nil {
+			context.AfterFunc(ctx, func() { c.Close() })
+		}
+		return c, err
 	}}
 	c := newConsumer(t, o)
 	r := runBG(t, c)
