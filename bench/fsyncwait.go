@@ -12,7 +12,7 @@ import (
 )
 
 // fsyncWaitMain is `bench fsync-wait`: the disk alone, written and
-// fdatasync'd in a loop the way the journal's log stage does (one frame, one
+// fdatasync'd in a loop the way the journal's writer does (one frame, one
 // fdatasync, the next one begun once it returns), and how long an event
 // arriving at a steady rate would wait for the first fdatasync begun after
 // it to end: the floor of live latency for any journal that delivers an

@@ -11,9 +11,8 @@
 //     ErrInvalidEvent and nothing is written. A failed commit writes nothing.
 //   - Concurrent appends are group-committed: one write to the journal's
 //     write-ahead log and one fdatasync for all appends waiting at that
-//     moment, then one Badger transaction (an fsync waits, at most
-//     half an fsync's time, for appends already queued; never for one not yet
-//     made). Appends are committed in the order they were queued (Submit
+//     moment (those queued during an fsync share the next one), then one
+//     Badger transaction. Appends are committed in the order they were queued (Submit
 //     queues one without waiting for it). With DurabilitySync (the
 //     default) Append returns only after the fsync; with DurabilityAsync it
 //     returns once the WAL write is done, without the fsync (safe against a

@@ -208,7 +208,7 @@ func (w *writer) flushIndex() *group {
 	p.mu.Lock()
 	p.flushing, p.cur = p.cur, map[string]*run{}
 	p.mu.Unlock()
-	g := &group{flush: true, bytes: w.bytes, queued: &w.j.queued}
+	g := &group{flush: true, bytes: w.bytes}
 	g.changes = runChanges(p.flushing, w.floor)
 	g.changes = append(g.changes, change{key: keyIndexed, value: u64(w.nextOffset - 1), derived: true})
 	for _, c := range g.changes {
@@ -220,11 +220,11 @@ func (w *writer) flushIndex() *group {
 	return g
 }
 
-// sendIndexFlush hands the log stage a flush of the pending index, if
-// anything is pending.
+// sendIndexFlush logs a flush of the pending index, if anything is
+// pending.
 func (w *writer) sendIndexFlush() {
 	if f := w.flushIndex(); f != nil {
-		w.toLog <- f
+		w.log(f)
 	}
 }
 

@@ -48,8 +48,6 @@ type Journal struct {
 	mu       sync.RWMutex // guards closed against new appends
 	closed   bool
 	inflight sync.WaitGroup
-	// queued counts requests handed to the writer and not yet answered.
-	queued atomic.Int64
 
 	failed atomic.Pointer[error]
 
@@ -548,11 +546,9 @@ func (j *Journal) submit(ctx context.Context, req writeReq) (*Pending, error) {
 		return nil, *f
 	}
 	req.done = make(chan writeResult, 1)
-	j.queued.Add(1)
 	select {
 	case j.writes <- req:
 	case <-ctx.Done():
-		j.queued.Add(-1)
 		return nil, ctx.Err()
 	}
 	return &Pending{done: req.done}, nil

@@ -1021,3 +1021,37 @@ func TestSubmitOrder(t *testing.T) {
 		t.Fatalf("Submit after Close: %v", err)
 	}
 }
+
+// Appends queued while the writer logs a group share the next group and its
+// fsync. The observer, called by the writer as it releases each group,
+// holds it 2 ms, so that all 64 appenders queue meanwhile.
+func TestAppendsQueuedDuringAnFsyncShareTheNext(t *testing.T) {
+	o := &slowCountingObserver{}
+	j := open(t, t.TempDir(), Options{Observer: o})
+	const appenders, each = 64, 10
+	var wg sync.WaitGroup
+	for a := range appenders {
+		wg.Go(func() {
+			for i := range each {
+				if _, err := j.Append(context.Background(), ev("car", fmt.Sprint("c", a), fmt.Sprint(i))); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got := o.events.Load(); got != appenders*each {
+		t.Fatalf("observer saw %d events committed, want %d", got, appenders*each)
+	}
+	if got := o.commits.Load(); got > appenders*each/8 {
+		t.Fatalf("%d group commits for %d appends: appends queued during a commit did not share the next", got, appenders*each)
+	}
+	checkInvariants(t, readAll(t, j), 1)
+}
+
+type slowCountingObserver struct{ countingObserver }
+
+func (o *slowCountingObserver) Committed(appends, events int, bytes int64, fsync time.Duration) {
+	o.countingObserver.Committed(appends, events, bytes, fsync)
+	time.Sleep(2 * time.Millisecond)
+}

@@ -9,23 +9,24 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// A write goes through four goroutines, each working on later groups while
+// A write goes through three goroutines, each working on later groups while
 // the next one works on earlier ones:
 //
-//   - writeLoop takes every request queued, assigns offsets and seqNrs and
-//     builds the group's changes to Badger (writer.commit);
-//   - logLoop takes every group built, writes their changes to the WAL as
-//     one frame and fdatasyncs it (sync durability): appends arriving during
-//     an fsync share the next one;
+//   - writeLoop takes every request queued, assigns offsets and seqNrs,
+//     builds the group's changes to Badger (writer.commit), writes them to
+//     the WAL as one frame and fdatasyncs it (sync durability), and
+//     releases the group: appends arriving during an fsync share the next
+//     one;
 //   - applyLoop commits the logged groups to Badger;
 //   - checkpointLoop makes Badger durable and removes WAL segments that
 //     hold nothing unapplied, and answers Updates once they are durable.
 //
-// A logged batch is durable: logLoop publishes its events to readers and
+// A logged group is durable: writeLoop publishes its events to readers and
 // answers its appends (release) before applyLoop commits it, and a read of
-// Badger waits until the batches released before it are applied (View).
-// Without a WAL (async durability) Badger's own log is all there is, and
-// applyLoop releases each batch once it is committed.
+// Badger waits until the groups released before it are applied (View).
+// The writer logs each group itself: a goroutine of its own for the WAL
+// cost a wake-up per group and idled most of the time (BENCHMARKS.md,
+// Alternatives measured).
 
 // writer is the state owned by the writer goroutine.
 type writer struct {
@@ -38,7 +39,8 @@ type writer struct {
 	// cacheComplete: lastSeq holds every entity the journal ever had (it was
 	// empty at open and the cache was never cleared), so a miss means 0.
 	cacheComplete bool
-	toLog         chan *group // groups built, in order
+	logged        uint64           // groups logged: 1, 2, 3…
+	toApply       chan<- *logBatch // groups logged, in order
 }
 
 // group is one unit of the writer: appends taken together, one retention
@@ -61,26 +63,11 @@ type group struct {
 	barrier       chan struct{} // closed once every earlier group is applied
 	newTypes      []string      // entity types this group adds
 	err           error         // the group failed; every unanswered request gets it
-	// logged: past logLoop, so no longer counted in Journal.queued.
-	logged bool
-	queued *atomic.Int64
 }
 
 func (g *group) answer(i int, res writeResult) {
 	g.answered[i] = true
-	if !g.logged {
-		g.queued.Add(-1)
-	}
 	g.reqs[i].done <- res
-}
-
-func (g *group) unanswered() (n int64) {
-	for _, a := range g.answered {
-		if !a {
-			n++
-		}
-	}
-	return n
 }
 
 func (g *group) failAll(err error) {
@@ -91,11 +78,11 @@ func (g *group) failAll(err error) {
 	}
 }
 
-// logBatch is what logLoop made durable with one fsync.
+// logBatch is a group the writer made durable with one fsync.
 type logBatch struct {
 	seq     uint64 // 1, 2, 3… in the order logged
-	groups  []*group
-	err     error // not logged: apply none of it
+	g       *group
+	err     error // not logged: do not apply it
 	syncDur time.Duration
 	// checkpoint: once the batch is applied, checkpointLoop makes Badger
 	// durable up to at, the end of what was logged with the batch.
@@ -104,13 +91,11 @@ type logBatch struct {
 }
 
 // last is the last offset of the batch's events, 0 if it has none.
-func (b *logBatch) last() (last uint64) {
-	for _, g := range b.groups {
-		if g.err == nil && len(g.records) > 0 {
-			last = g.last
-		}
+func (b *logBatch) last() uint64 {
+	if b.g.err == nil && len(b.g.records) > 0 {
+		return b.g.last
 	}
-	return last
+	return 0
 }
 
 // checkpoint hands checkpointLoop the end of what was logged with a batch
@@ -130,17 +115,10 @@ const maxGroupBytes = 8 << 20
 var maxCachedEntities = 1 << 20
 
 func (j *Journal) writeLoop(w *writer) {
-	// Unbuffered: while logLoop fsyncs, the writer builds one group and
-	// waits, and the next one it builds takes every request queued by then
-	// (a buffer let it build a group of ~3 appends per request wave).
-	w.toLog = make(chan *group)
 	toApply := make(chan *logBatch, 4)
+	w.toApply = toApply
 	checkpoints := make(chan checkpoint, 16)
 	var stages sync.WaitGroup
-	stages.Go(func() {
-		j.logLoop(w.toLog, toApply)
-		close(toApply)
-	})
 	stages.Go(func() {
 		j.applyLoop(toApply, checkpoints)
 		close(checkpoints)
@@ -150,7 +128,7 @@ func (j *Journal) writeLoop(w *writer) {
 		if j.failed.Load() == nil {
 			w.sendIndexFlush() // the next Open need not derive the index
 		}
-		close(w.toLog)
+		close(toApply)
 		stages.Wait()
 		close(j.writerDone)
 	}()
@@ -167,7 +145,7 @@ func (j *Journal) writeLoop(w *writer) {
 			}
 			first = r
 		}
-		g := &group{reqs: []writeReq{first}, queued: &j.queued}
+		g := &group{reqs: []writeReq{first}}
 		if first.del == nil && first.update == nil {
 			var size int
 			cost, entries, size = first.cost, first.entries, first.size
@@ -211,100 +189,49 @@ func (j *Journal) writeLoop(w *writer) {
 			}
 			g.err = w.commit(g)
 		}
-		w.toLog <- g
+		w.log(g)
 	}
 }
 
-// awaitApplied returns once every group sent on is applied to Badger, so
+// awaitApplied returns once every group logged is applied to Badger, so
 // that reads of Badger see them.
 func (w *writer) awaitApplied() {
 	done := make(chan struct{})
-	w.toLog <- &group{barrier: done, queued: &w.j.queued}
+	w.log(&group{barrier: done})
 	<-done
 }
 
-// logLoop makes the groups built durable in the WAL, one frame and one
-// fdatasync for all groups built so far, releases them (with a WAL) and
-// hands them to applyLoop.
-func (j *Journal) logLoop(in <-chan *group, out chan<- *logBatch) {
-	var lastSync time.Duration
-	var seq uint64
-	for g := range in {
-		seq++
-		// reqs: the batch's requests still to be answered.
-		b, pending, reqs := &logBatch{seq: seq, groups: []*group{g}}, len(g.records), g.unanswered()
-		more := func(g *group) {
-			b.groups, pending, reqs = append(b.groups, g), pending+len(g.records), reqs+g.unanswered()
+// log makes a group built durable in the WAL, one frame and one
+// fdatasync, releases it and hands it to applyLoop. Appends
+// queued meanwhile wait in Journal.writes and make the next group.
+func (w *writer) log(g *group) {
+	j := w.j
+	w.logged++
+	b := &logBatch{seq: w.logged, g: g}
+	if f := j.failed.Load(); f != nil {
+		b.err = *f
+	} else {
+		start := time.Now()
+		if err := j.log(b); err != nil {
+			// What the WAL holds is unknown now: refuse everything.
+			err = fmt.Errorf("%w: %v", ErrFailed, err)
+			j.failed.Store(&err)
+			j.opts.Logger.Error("journal WAL write failed; refusing appends until reopened", "err", err)
+			b.err = err
 		}
-	drain:
-		for {
-			select {
-			case g, ok := <-in:
-				if !ok {
-					break drain
-				}
-				more(g)
-			default:
-				break drain
-			}
-		}
-		// Group-commit wait: appends already handed to the writer and not in
-		// this batch yet are built within moments; wait for them, at most
-		// half an fsync, so that this fsync covers them too. An append not yet
-		// made is not waited for: a lone appender, or appends arriving at a
-		// steady rate, never wait for the next one.
-		if j.wal.sync && pending > 0 && j.queued.Load() > reqs {
-			timer := time.NewTimer(lastSync / 2)
-		wait:
-			for j.queued.Load() > reqs {
-				select {
-				case g, ok := <-in:
-					if !ok {
-						break wait
-					}
-					more(g)
-				case <-timer.C:
-					break wait
-				}
-			}
-			timer.Stop()
-		}
-		if f := j.failed.Load(); f != nil {
-			b.err = *f
-		} else {
-			start := time.Now()
-			if err := j.log(b); err != nil {
-				// What the WAL holds is unknown now: refuse everything.
-				err = fmt.Errorf("%w: %v", ErrFailed, err)
-				j.failed.Store(&err)
-				j.opts.Logger.Error("journal WAL write failed; refusing appends until reopened", "err", err)
-				b.err = err
-			}
-			b.syncDur = time.Since(start)
-		}
-		for _, g := range b.groups {
-			j.queued.Add(-g.unanswered())
-			g.logged = true
-		}
-		j.release(b, b.err)
-		out <- b
-		lastSync = b.syncDur
+		b.syncDur = time.Since(start)
 	}
+	j.release(b, b.err)
+	w.toApply <- b
 }
 
-// log writes the batch's groups to the WAL and closes the segment when it
+// log writes the batch's group to the WAL and closes the segment when it
 // is full: checkpointLoop then makes Badger durable up to the end of the
 // batch once it is applied. A batch with an Update gets that checkpoint
 // too (no change logged before an Update may be replayed after it).
 func (j *Journal) log(b *logBatch) error {
-	var logged []*group
-	for _, g := range b.groups {
-		if g.err == nil && len(g.changes) > 0 {
-			logged = append(logged, g)
-		}
-	}
-	if len(logged) > 0 {
-		if err := j.wal.write(logged); err != nil {
+	if b.g.err == nil && len(b.g.changes) > 0 {
+		if err := j.wal.write(b.g); err != nil {
 			return err
 		}
 	}
@@ -323,12 +250,12 @@ func (j *Journal) log(b *logBatch) error {
 func (j *Journal) applyLoop(in <-chan *logBatch, checkpoints chan<- checkpoint) {
 	var failed error // once a batch is not applied, no later one may be
 	for b := range in {
-		err := b.err
+		g, err := b.g, b.err
 		if err == nil {
 			err = failed
 		}
 		if err == nil {
-			if err = j.apply(b.groups); err != nil {
+			if err = j.apply(g); err != nil {
 				err = fmt.Errorf("%w: apply to Badger: %v", ErrFailed, err)
 				failed = err
 				j.failed.Store(&err)
@@ -338,26 +265,22 @@ func (j *Journal) applyLoop(in <-chan *logBatch, checkpoints chan<- checkpoint) 
 		if failed != nil {
 			j.applied.fail(failed) // released batches may be missing from Badger
 		} else {
-			for _, g := range b.groups {
-				if g.flush && g.err == nil {
-					j.index.flushApplied()
-				}
+			if g.flush && g.err == nil {
+				j.index.flushApplied()
 			}
 			j.applied.advance(b.seq, b.last()) // a batch not logged holds nothing to read
 		}
 		var updates []*group
-		for _, g := range b.groups {
-			switch {
-			case g.barrier != nil:
-				close(g.barrier)
-			case g.update == nil:
-			case err != nil:
-				g.answer(0, writeResult{err: err})
-			case g.err != nil || !j.wal.sync:
-				g.answer(0, writeResult{err: g.err})
-			default: // durable at the checkpoint
-				updates = append(updates, g)
-			}
+		switch {
+		case g.barrier != nil:
+			close(g.barrier)
+		case g.update == nil:
+		case err != nil:
+			g.answer(0, writeResult{err: err})
+		case g.err != nil || !j.wal.sync:
+			g.answer(0, writeResult{err: g.err})
+		default: // durable at the checkpoint
+			updates = []*group{g}
 		}
 		if err == nil && (b.checkpoint || len(updates) > 0) {
 			checkpoints <- checkpoint{at: b.at, updates: updates}
@@ -370,53 +293,50 @@ func (j *Journal) applyLoop(in <-chan *logBatch, checkpoints chan<- checkpoint) 
 // applyLoop.
 func (j *Journal) release(b *logBatch, err error) {
 	j.released.Store(b.seq) // before durable: see View
-	appends, events, bytes := 0, 0, int64(0)
-	for _, g := range b.groups {
-		if g.barrier != nil || g.update != nil {
-			continue
-		}
-		if g.err == nil {
-			g.err = err
-		}
-		if g.err != nil {
-			g.failAll(fmt.Errorf("journal: commit: %w", g.err))
-			continue
-		}
-		j.bytes.Store(g.bytes)
-		if g.del != nil {
-			j.floor.Store(g.del.upTo)
-			g.answer(0, writeResult{})
-			continue
-		}
-		if len(g.newTypes) > 0 {
-			j.typesMu.Lock()
-			for _, t := range g.newTypes {
-				j.types[t] = true
-			}
-			j.typesMu.Unlock()
-		}
-		if len(g.records) > 0 {
-			j.durable.Store(g.last)
-			j.ring.push(g.records)
-		}
-		for i := range g.reqs {
-			if !g.answered[i] {
-				res := writeResult{}
-				if i < len(g.results) {
-					res.appended = g.results[i]
-				}
-				if i < len(g.errs) {
-					res.errs = g.errs[i]
-				}
-				g.answer(i, res)
-				appends++
-			}
-		}
-		events += len(g.records)
-		bytes += g.addBytes
+	g := b.g
+	if g.barrier != nil || g.update != nil {
+		return
 	}
-	if j.opts.Observer != nil && events > 0 {
-		j.opts.Observer.Committed(appends, events, bytes, b.syncDur)
+	if g.err == nil {
+		g.err = err
+	}
+	if g.err != nil {
+		g.failAll(fmt.Errorf("journal: commit: %w", g.err))
+		return
+	}
+	j.bytes.Store(g.bytes)
+	if g.del != nil {
+		j.floor.Store(g.del.upTo)
+		g.answer(0, writeResult{})
+		return
+	}
+	if len(g.newTypes) > 0 {
+		j.typesMu.Lock()
+		for _, t := range g.newTypes {
+			j.types[t] = true
+		}
+		j.typesMu.Unlock()
+	}
+	if len(g.records) > 0 {
+		j.durable.Store(g.last)
+		j.ring.push(g.records)
+	}
+	appends := 0
+	for i := range g.reqs {
+		if !g.answered[i] {
+			res := writeResult{}
+			if i < len(g.results) {
+				res.appended = g.results[i]
+			}
+			if i < len(g.errs) {
+				res.errs = g.errs[i]
+			}
+			g.answer(i, res)
+			appends++
+		}
+	}
+	if j.opts.Observer != nil && len(g.records) > 0 {
+		j.opts.Observer.Committed(appends, len(g.records), g.addBytes, b.syncDur)
 	}
 }
 
@@ -480,45 +400,22 @@ func (p *progress) await(seq uint64) error {
 	return nil
 }
 
-// apply commits the groups' changes to Badger in order, in as few
-// transactions as Badger's limits allow. A group is never split: with async
-// durability Badger's own log is all there is.
-func (j *Journal) apply(groups []*group) error {
-	var txn *badger.Txn
-	cost, entries := 0, 0
-	commit := func() error {
-		if txn == nil {
-			return nil
+// apply commits a group's changes to Badger in one transaction (a group
+// fits Badger's limits: writeLoop bounds it), or runs its Update.
+func (j *Journal) apply(g *group) error {
+	switch {
+	case g.err != nil || g.barrier != nil:
+	case g.update != nil:
+		g.err = j.runUpdate(g.update)
+	case len(g.changes) > 0:
+		txn := j.db.NewTransaction(true)
+		defer txn.Discard()
+		if err := g.changes.stage(txn); err != nil {
+			return err
 		}
-		err := txn.Commit()
-		txn, cost, entries = nil, 0, 0
-		return err
+		return txn.Commit()
 	}
-	for _, g := range groups {
-		switch {
-		case g.err != nil || g.barrier != nil:
-		case g.update != nil:
-			if err := commit(); err != nil {
-				return err
-			}
-			g.err = j.runUpdate(g.update)
-		case len(g.changes) > 0:
-			if txn != nil && (cost+g.cost > j.groupCost || entries+g.entries > j.groupEntries) {
-				if err := commit(); err != nil {
-					return err
-				}
-			}
-			if txn == nil {
-				txn = j.db.NewTransaction(true)
-			}
-			if err := g.changes.stage(txn); err != nil {
-				txn.Discard()
-				return err
-			}
-			cost, entries = cost+g.cost, entries+g.entries
-		}
-	}
-	return commit()
+	return nil
 }
 
 // runUpdate runs an Update's function and commits its transaction; a

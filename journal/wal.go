@@ -109,7 +109,7 @@ const defaultSegmentBytes = 4 << 20
 // Zeros end the replay like the end of a file: no frame has length 0.
 // A spare is named as the next segment and recorded in the state file as
 // soon as it is filled, so that starting it (rotate) is a swap of files on
-// the log stage, not a rename and three fsyncs; a recovery takes the end
+// the writer, not a rename and three fsyncs; a recovery takes the end
 // of the last segment written for a torn write when only such empty
 // segments follow it, then removes them and cuts that segment at its last
 // frame (endReplay), as a clean Close cuts the segment it ends.
@@ -233,7 +233,7 @@ func decodeChanges(p []byte) (changes, error) {
 	return c, nil
 }
 
-// wal appends frames to the current segment. It is used by logLoop, and
+// wal appends frames to the current segment. It is used by writeLoop, and
 // prepare runs beside it.
 type wal struct {
 	dir          string // <journal>/wal
@@ -877,29 +877,27 @@ func (w *wal) fill(path string) (*os.File, error) {
 // writeBackChunk is the piece of a large sync (see writeBack).
 const writeBackChunk = 1 << 20
 
-// write appends one frame of every group's changes and makes it durable.
-// The last group also sets keyWAL to where the frame ends (see walMark).
-func (w *wal) write(groups []*group) error {
+// write appends one frame of the group's changes and makes it durable.
+// The group also sets keyWAL to where the frame ends (see walMark).
+func (w *wal) write(g *group) error {
 	w.buf = w.buf[:0]
 	if w.size == 0 {
 		w.buf = appendSegHeader(w.buf, w.id)
 	}
 	start := len(w.buf)
 	w.buf = append(w.buf, make([]byte, frameHeader)...)
-	for _, g := range groups {
-		for i, ch := range g.changes {
-			if ch.derived {
-				continue
-			}
-			var at int
-			w.buf, at = ch.appendTo(w.buf)
-			if ch.block {
-				// From here on Badger gets the reference: the block stays
-				// in the segment, where it is now.
-				ref := blockRef{segment: w.id, pos: uint64(w.size) + uint64(at), length: uint32(len(ch.value)),
-					crc: crc32.Checksum(ch.value, castagnoli)}.encode()
-				g.changes[i] = change{key: ch.key, value: ref}
-			}
+	for i, ch := range g.changes {
+		if ch.derived {
+			continue
+		}
+		var at int
+		w.buf, at = ch.appendTo(w.buf)
+		if ch.block {
+			// From here on Badger gets the reference: the block stays in
+			// the segment, where it is now.
+			ref := blockRef{segment: w.id, pos: uint64(w.size) + uint64(at), length: uint32(len(ch.value)),
+				crc: crc32.Checksum(ch.value, castagnoli)}.encode()
+			g.changes[i] = change{key: ch.key, value: ref}
 		}
 	}
 	if len(w.buf) == start+frameHeader {
@@ -907,7 +905,6 @@ func (w *wal) write(groups []*group) error {
 	}
 	end := w.size + int64(len(w.buf)+markBytes+frameTrailer)
 	mark := walMark{segment: w.id, end: uint64(end)}.change()
-	g := groups[len(groups)-1]
 	g.changes = append(g.changes, mark)
 	g.cost, g.entries = g.cost+entryCost(mark.key, mark.value), g.entries+1
 	w.buf = changes{mark}.appendTo(w.buf)

@@ -496,9 +496,10 @@ func TestSeqNrCacheRestart(t *testing.T) {
 	defer func(n int) { maxCachedEntities = n }(maxCachedEntities)
 	maxCachedEntities = 20
 	dir := t.TempDir()
-	// A slow observer (called as each batch is released, before it is
-	// applied) holds up the stages after the writer: the writer builds
-	// groups while earlier ones are not applied yet.
+	// A slow observer (called by the writer as it releases each group,
+	// before the group is applied) makes each next group take the appends
+	// queued meanwhile: groups of many entities, the cache restarting
+	// within them.
 	j := open(t, dir, Options{Observer: slowObserver{}})
 	var pend []*Pending
 	for i := range 3000 {
