@@ -34,14 +34,22 @@ const (
 	kindMeta        = 'm'
 )
 
-// formatVersion is the leading byte of every value and the value of the
-// format key; the first run written (runs.go) marks the store runsFormat,
-// so that a build that would not see runs refuses it. A store of a newer
-// format is refused, not misread.
+// formatVersion is the leading byte of every value (but a compressed
+// run's) and the value of the format key. The first run written (runs.go)
+// marks the store runsFormat, so that a build that would not read its runs
+// refuses it. plainRunsFormat marks a store whose runs may be plain, as
+// builds before compressed runs wrote them: they are read, and the first
+// run written marks it runsFormat. A store of a newer format is refused,
+// not misread.
 const (
-	formatVersion = 1
-	runsFormat    = 2
+	formatVersion   = 1
+	plainRunsFormat = 2
+	runsFormat      = 3
 )
+
+// compressedRun is the leading byte of a run whose entries are compressed
+// (S2); a plain run's is formatVersion.
+const compressedRun = 2
 
 // JournalIDLen is the length of a journal id in bytes.
 const JournalIDLen = 16

@@ -1,6 +1,7 @@
 package offsets
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -219,69 +220,125 @@ func TestClearAppliedClearsRuns(t *testing.T) {
 // A damaged run is refused at open, naming it, and the store is not
 // changed.
 func TestCorruptRunRefused(t *testing.T) {
+	good := encodeRuns([]Applied{{"order", "x", 3}})[0]
+	for _, c := range []struct {
+		name, value, want string // want: in the error, besides "run"
+	}{
+		{"truncated", string(good[:len(good)-1]), "compressed entries"},
+		{"claims 1 GiB of entries", string(binary.AppendUvarint([]byte{compressedRun}, 1<<30)), "of 1073741824 bytes"},
+		{"unknown version", string(append([]byte{9}, good[1:]...)), "unknown version"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := Open(dir, Options{Logger: quiet})
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := key(t, "c", 1, "0-1023")
+			saveRounds(t, s, k, ids(3), 2)
+			bad := s.runs.key("c", jid(1))
+			if err := s.DB().Update(func(txn *badger.Txn) error { return txn.Set(bad, []byte(c.value)) }); err != nil {
+				t.Fatal(err)
+			}
+			before := dump(t, s.DB())
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			_, err = Open(dir, Options{Logger: quiet})
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "run") || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Open with a damaged run = %v, want ErrCorrupt naming the run and %q", err, c.want)
+			}
+			db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			after := dump(t, db)
+			if len(after) != len(before) {
+				t.Fatalf("the refused open changed the store: %d keys, had %d", len(after), len(before))
+			}
+		})
+	}
+}
+
+// A store written before runs were compressed (format 2, plain runs) is
+// read: its runs fold at open, and the first run written marks it format
+// 3, which those builds refuse.
+func TestPlainRunsOfAnEarlierBuildRead(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, Options{Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	k := key(t, "c", 1, "0-1023")
-	saveRounds(t, s, k, ids(3), 2)
-	bad := s.runs.key("c", jid(1))
-	good := encodeRuns([]Applied{{"order", "x", 3}})[0]
-	if err := s.DB().Update(func(txn *badger.Txn) error { return txn.Set(bad, good[:len(good)-1]) }); err != nil {
+	mustSave(t, s, k, 1, Applied{"order", "a", 1}, Applied{"order", "b", 1})
+	plain := []byte{formatVersion}
+	for _, a := range []Applied{{"order", "a", 5}, {"order", "b", 2}} {
+		plain = binary.AppendUvarint(appendString(appendString(plain, a.EntityType), a.EntityID), a.SeqNr)
+	}
+	run := s.runs.key("c", jid(1))
+	if err := s.DB().Update(func(txn *badger.Txn) error {
+		if err := txn.Set(metaFormatKey, []byte{plainRunsFormat}); err != nil {
+			return err
+		}
+		return txn.Set(run, plain)
+	}); err != nil {
 		t.Fatal(err)
 	}
-	before := dump(t, s.DB())
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(dir, Options{Logger: quiet})
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "run") {
-		t.Fatalf("Open with a damaged run = %v, want ErrCorrupt naming the run", err)
+	s = openStore(t, dir)
+	for id, want := range map[string]uint64{"a": 5, "b": 2} {
+		if got, err := s.AppliedSeqNr(nil, "c", jid(1), "order", id); err != nil || got != want {
+			t.Fatalf("applied order/%s = %d, %v; want %d from the plain run", id, got, err, want)
+		}
 	}
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
+	if f := storedFormat(t, s); f != plainRunsFormat {
+		t.Fatalf("format %d before a run is written, want %d", f, plainRunsFormat)
 	}
-	defer db.Close()
-	after := dump(t, db)
-	if len(after) != len(before) {
-		t.Fatalf("the refused open changed the store: %d keys, had %d", len(after), len(before))
+	mustSave(t, s, k, 2, Applied{"order", "a", 6})
+	mustSave(t, s, k, 3, Applied{"order", "a", 7})
+	if f := storedFormat(t, s); f != runsFormat {
+		t.Fatalf("format %d after a run, want %d", f, runsFormat)
 	}
 }
 
 // A store stays format 1, which older builds read, until its first run
-// marks it format 2, which they refuse.
+// marks it runsFormat, which they refuse.
 func TestFormatMarkedByTheFirstRun(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir)
-	format := func() byte {
-		var f []byte
-		err := s.DB().View(func(txn *badger.Txn) error {
-			item, err := txn.Get(metaFormatKey)
-			if err != nil {
-				return err
-			}
-			f, err = item.ValueCopy(nil)
-			return err
-		})
-		if err != nil || len(f) != 1 {
-			t.Fatalf("format %x, %v", f, err)
-		}
-		return f[0]
-	}
 	k := key(t, "c", 1, "0-1023")
 	mustSave(t, s, k, 1, Applied{"order", "a", 1})
 	if err := s.Update(func(txn *badger.Txn) error { return s.SaveTxn(txn, k, 2, []Applied{{"order", "b", 1}}) }); err != nil {
 		t.Fatal(err)
 	}
-	if f := format(); f != formatVersion {
+	if f := storedFormat(t, s); f != formatVersion {
 		t.Fatalf("format %d before any run, want %d", f, formatVersion)
 	}
 	mustSave(t, s, k, 3, Applied{"order", "a", 2})
-	if f := format(); f != runsFormat {
+	if f := storedFormat(t, s); f != runsFormat {
 		t.Fatalf("format %d after a run, want %d", f, runsFormat)
 	}
+}
+
+// storedFormat is the value of the store's format key.
+func storedFormat(t *testing.T, s *Store) byte {
+	t.Helper()
+	var f []byte
+	err := s.DB().View(func(txn *badger.Txn) error {
+		item, err := txn.Get(metaFormatKey)
+		if err != nil {
+			return err
+		}
+		f, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil || len(f) != 1 {
+		t.Fatalf("format %x, %v", f, err)
+	}
+	return f[0]
 }
 
 // failingDB is a Shared whose Updates fail while fail is set.

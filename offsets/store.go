@@ -168,13 +168,13 @@ func (s *Store) init() error {
 			return fmt.Errorf("offsets: read format version: %w", err)
 		}
 		switch {
-		case len(v) == 1 && v[0] == formatVersion:
+		case len(v) == 1 && (v[0] == formatVersion || v[0] == plainRunsFormat):
 			return nil
 		case len(v) == 1 && v[0] == runsFormat:
 			s.runs.marked = true
 			return nil
 		}
-		return fmt.Errorf("%w: format version %x is not supported by this build (it reads %d and %d)", ErrCorrupt, v, formatVersion, runsFormat)
+		return fmt.Errorf("%w: format version %x is not supported by this build (it reads %d to %d)", ErrCorrupt, v, formatVersion, runsFormat)
 	})
 	if err != nil {
 		return err

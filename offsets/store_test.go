@@ -881,7 +881,7 @@ func TestFormatVersionRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DB().Update(func(txn *badger.Txn) error { return txn.Set(metaFormatKey, []byte{3}) }); err != nil {
+	if err := s.DB().Update(func(txn *badger.Txn) error { return txn.Set(metaFormatKey, []byte{runsFormat + 1}) }); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -891,7 +891,7 @@ func TestFormatVersionRefused(t *testing.T) {
 	if err == nil {
 		s.Close()
 	}
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "format version 03") {
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "format version 04") {
 		t.Fatalf("Open of a newer format = %v, want ErrCorrupt", err)
 	}
 }
