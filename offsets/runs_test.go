@@ -73,10 +73,7 @@ func ids(n int) []string {
 // key and deletes the runs; a reopen folds the runs a crash left.
 func TestSaveInRuns(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, dir)
 	k := key(t, "c", 1, "0-1023")
 	few := ids(100)
 	saveRounds(t, s, k, few, 1)
@@ -158,15 +155,12 @@ func TestSaveManyEntitiesWithoutRuns(t *testing.T) {
 // same consumer and journal, or, at open, anyone.
 func TestFoldRaisesOnly(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, dir)
 	k := key(t, "c", 1, "0-1023")
 	mustSave(t, s, k, 1, Applied{"order", "a", 1}, Applied{"order", "b", 1})
 	mustSave(t, s, k, 2, Applied{"order", "a", 2}, Applied{"order", "b", 2}) // in a run
 	// SaveTxn names a twice: the highest wins.
-	err = s.Update(func(txn *badger.Txn) error {
+	err := s.Update(func(txn *badger.Txn) error {
 		return s.SaveTxn(txn, k, 3, []Applied{{"order", "a", 9}, {"order", "a", 3}})
 	})
 	if err != nil {
@@ -230,10 +224,7 @@ func TestCorruptRunRefused(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s, err := Open(dir, Options{Logger: quiet})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := openStore(t, dir)
 			k := key(t, "c", 1, "0-1023")
 			saveRounds(t, s, k, ids(3), 2)
 			bad := s.runs.key("c", jid(1))
@@ -244,7 +235,7 @@ func TestCorruptRunRefused(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			_, err = Open(dir, Options{Logger: quiet})
+			_, err := Open(dir, Options{Logger: quiet})
 			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "run") || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Open with a damaged run = %v, want ErrCorrupt naming the run and %q", err, c.want)
 			}
@@ -266,10 +257,7 @@ func TestCorruptRunRefused(t *testing.T) {
 // 3, which those builds refuse.
 func TestPlainRunsOfAnEarlierBuildRead(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, dir)
 	k := key(t, "c", 1, "0-1023")
 	mustSave(t, s, k, 1, Applied{"order", "a", 1}, Applied{"order", "b", 1})
 	plain := []byte{formatVersion}
