@@ -128,6 +128,12 @@ func Open(dir string, opts Options) (*Journal, error) {
 		WithNumCompactors(2).
 		WithChecksumVerificationMode(options.OnBlockRead).
 		WithLogger(badgerlog.Logger{L: opts.Logger})
+	// Tables of BaseTableSize (2 MiB) at every level instead of twice as
+	// large at each level below the base: a compaction holds the tables it
+	// builds in memory, several at once, so doubling sizes would make its
+	// memory grow with the depth of the index's LSM, that is with the
+	// journal (BENCHMARKS.md, Memory).
+	bo.TableSizeMultiplier = 1
 	db, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("journal: open Badger in %s: %w", dir, err)
