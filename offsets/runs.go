@@ -421,13 +421,13 @@ func decodeRun(v []byte) ([]Applied, error) {
 		entries = v[1:]
 	case len(v) > 0 && v[0] == compressedRun:
 		n, err := s2.DecodedLen(v[1:])
-		if err == nil && n > maxRunBytes+maxRunEntryBytes {
+		if err != nil {
+			return nil, fmt.Errorf("compressed entries: %w", err)
+		}
+		if n > maxRunBytes+maxRunEntryBytes {
 			return nil, fmt.Errorf("compressed entries of %d bytes, more than a run holds (%d)", n, maxRunBytes+maxRunEntryBytes)
 		}
-		if err == nil {
-			entries, err = s2.Decode(nil, v[1:])
-		}
-		if err != nil {
+		if entries, err = s2.Decode(nil, v[1:]); err != nil {
 			return nil, fmt.Errorf("compressed entries: %w", err)
 		}
 	default:
