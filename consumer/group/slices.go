@@ -2,6 +2,8 @@ package group
 
 import (
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
@@ -78,4 +80,47 @@ func parseRange(s string) (offsets.SliceRange, error) {
 		return None, fmt.Errorf("group: %w", err)
 	}
 	return r, nil
+}
+
+// formatRanges is "first-last,first-last,...".
+func formatRanges(rs []offsets.SliceRange) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = r.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// parseRanges reads formatRanges: at least one range, sorted and
+// disjoint; adjacent ones are merged.
+func parseRanges(v string) ([]offsets.SliceRange, error) {
+	var out []offsets.SliceRange
+	for _, part := range strings.Split(v, ",") {
+		r, err := offsets.ParseSliceRange(part)
+		if err != nil {
+			return nil, err
+		}
+		if n := len(out); n > 0 && out[n-1].Last >= r.First {
+			return nil, fmt.Errorf("range %q overlaps or precedes %s", part, out[n-1])
+		}
+		out = append(out, r)
+	}
+	return mergeRanges(out), nil
+}
+
+// mergeRanges sorts rs and merges the ranges that overlap or touch.
+func mergeRanges(rs []offsets.SliceRange) []offsets.SliceRange {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].First < rs[j].First })
+	var out []offsets.SliceRange
+	for _, r := range rs {
+		if isNone(r) {
+			continue
+		}
+		if n := len(out); n > 0 && r.First <= out[n-1].Last+1 {
+			out[n-1].Last = max(out[n-1].Last, r.Last)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }

@@ -3,6 +3,8 @@ package group
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +98,14 @@ func TestStateEncoding(t *testing.T) {
 		t.Errorf("round trip: %v, want %v", got, data)
 	}
 	for _, bad := range []map[string]string{
+		{"holds.x": ""},
+		{"holds.x": "0-10,"},
+		{"holds.x": "5-3"},
+		{"holds.x": "0-1024"},
+		{"holds.x": "0-10 u1"},
+		{"holds.x": "10-20,0-5"},
+		{"holds.x": "0-10,5-20"},
+		{"holds.x": "0-10", "holds.y": "10-12"},
 		{"owner.x": "0-511"},
 		{"owner.x": "0-5111 u"},
 		{"journal.zz": "0-1023=1"},
@@ -105,6 +115,50 @@ func TestStateEncoding(t *testing.T) {
 		if _, err := decodeState(&corev1.ConfigMap{Data: bad}); err == nil {
 			t.Errorf("decodeState(%v) took it", bad)
 		}
+	}
+}
+
+// Holdings survive encoding, adjacent ranges merge, and the keys of
+// members that hold nothing any more go.
+func TestHoldsEncoding(t *testing.T) {
+	r := func(a, b uint32) offsets.SliceRange { return offsets.SliceRange{First: a, Last: b} }
+	s, err := decodeState(&corev1.ConfigMap{Data: map[string]string{"holds.pod-a": "0-9,10-99,200-299", "holds.pod-b": "100-199"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(s.holds); got != "map[pod-a:[0-99 200-299] pod-b:[100-199]]" {
+		t.Errorf("decoded %s", got)
+	}
+	s.owners["pod-c"] = owner{slices: r(0, 1023), uid: "u3"}
+	data := s.encode(map[string]string{"other": "kept", "holds.gone": "0-1"})
+	want := map[string]string{"other": "kept", "holds.pod-a": "0-99,200-299", "holds.pod-b": "100-199", "owner.pod-c": "0-1023 u3"}
+	if !maps.Equal(data, want) {
+		t.Errorf("encoded %v, want %v", data, want)
+	}
+	back, err := decodeState(&corev1.ConfigMap{Data: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := back.encode(nil); len(got) != 3 || got["holds.pod-a"] != want["holds.pod-a"] || got["holds.pod-b"] != want["holds.pod-b"] {
+		t.Errorf("round trip: %v, want %v", got, want)
+	}
+
+	// pod-c holds 50-249: the others keep the rest; pod-b's key goes.
+	if !s.hold("pod-c", r(50, 249)) {
+		t.Errorf("hold reported no change")
+	}
+	if got := fmt.Sprint(s.holds); got != "map[pod-a:[0-49 250-299] pod-c:[50-249]]" {
+		t.Errorf("after pod-c holds 50-249: %s", got)
+	}
+	if s.hold("pod-c", r(60, 70)) {
+		t.Errorf("holding again what it holds reported a change")
+	}
+	s.hold("pod-c", r(250, 260))
+	if got := fmt.Sprint(s.holds); got != "map[pod-a:[0-49 261-299] pod-c:[50-260]]" {
+		t.Errorf("after pod-c holds 250-260: %s", got)
+	}
+	if data := s.encode(nil); data["holds.pod-c"] != "50-260" || data["holds.pod-a"] != "0-49,261-299" || data["holds.pod-b"] != "" {
+		t.Errorf("encoded %v", data)
 	}
 }
 

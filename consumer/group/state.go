@@ -3,6 +3,7 @@ package group
 import (
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 const (
 	ownerKeyPrefix   = "owner."   // owner.<identity>: "<first-last> <lease uid>"
 	journalKeyPrefix = "journal." // journal.<journal id hex>: "<first-last>=<offset>,..."
+	holdsKeyPrefix   = "holds."   // holds.<identity>: "<first-last>,...", sorted, disjoint
 )
 
 // owner is a member's claim on slices, made by the incarnation whose lease
@@ -35,17 +37,19 @@ type fragment struct {
 	offset offsets.Offset
 }
 
-// state is the decoded ConfigMap: who owns which slices, and the offsets
-// per producer journal. Both change in one compare-and-swap, so a release
-// writes its offsets and gives its slices up atomically, and a member
-// writes offsets only for slices it still owns.
+// state is the decoded ConfigMap: who owns which slices, the offsets per
+// producer journal, and (Options.Holds) whose journal holds which slices'
+// history. They change in one compare-and-swap, so a release writes its
+// offsets and gives its slices up atomically, a member writes offsets only
+// for slices it still owns, and holds only slices it owns.
 type state struct {
-	owners  map[string]owner      // by identity
-	offsets map[string][]fragment // by journal id in hex, sorted, disjoint
+	owners  map[string]owner                // by identity
+	offsets map[string][]fragment           // by journal id in hex, sorted, disjoint
+	holds   map[string][]offsets.SliceRange // by identity, sorted, disjoint, merged; none across identities overlap
 }
 
 func decodeState(cm *corev1.ConfigMap) (*state, error) {
-	s := &state{owners: map[string]owner{}, offsets: map[string][]fragment{}}
+	s := &state{owners: map[string]owner{}, offsets: map[string][]fragment{}, holds: map[string][]offsets.SliceRange{}}
 	if cm == nil {
 		return s, nil
 	}
@@ -68,9 +72,74 @@ func decodeState(cm *corev1.ConfigMap) (*state, error) {
 				return nil, fmt.Errorf("group: ConfigMap %s: %s: %w", cm.Name, k, err)
 			}
 			s.offsets[jid] = frags
+		case strings.HasPrefix(k, holdsKeyPrefix):
+			rs, err := parseRanges(v)
+			if err != nil {
+				return nil, fmt.Errorf("group: ConfigMap %s: %s is %q: %w (want sorted, disjoint ranges \"first-last,...\")", cm.Name, k, v, err)
+			}
+			s.holds[strings.TrimPrefix(k, holdsKeyPrefix)] = rs
 		}
 	}
+	if err := s.checkHolds(); err != nil {
+		return nil, fmt.Errorf("group: ConfigMap %s: %w", cm.Name, err)
+	}
 	return s, nil
+}
+
+// checkHolds fails if two members hold one slice.
+func (s *state) checkHolds() error {
+	type held struct {
+		id string
+		r  offsets.SliceRange
+	}
+	var all []held
+	for id, rs := range s.holds {
+		for _, r := range rs {
+			all = append(all, held{id, r})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].r.First != all[j].r.First {
+			return all[i].r.First < all[j].r.First
+		}
+		return all[i].id < all[j].id
+	})
+	for i := 1; i < len(all); i++ {
+		if a, b := all[i-1], all[i]; a.r.Overlaps(b.r) {
+			return fmt.Errorf("%s%s (%s) and %s%s (%s) overlap: a slice is held by one member at most (an operator deletes the key of the member that does not hold it)", holdsKeyPrefix, a.id, a.r, holdsKeyPrefix, b.id, b.r)
+		}
+	}
+	return nil
+}
+
+// hold makes id the holder of r, and no other member; it reports whether
+// that changed anything.
+func (s *state) hold(id string, r offsets.SliceRange) bool {
+	changed := false
+	for other, rs := range s.holds {
+		if other == id {
+			continue
+		}
+		var rest []offsets.SliceRange
+		for _, h := range rs {
+			rest = append(rest, subtract(h, r)...)
+		}
+		if slices.Equal(rest, rs) {
+			continue
+		}
+		changed = true
+		if len(rest) == 0 {
+			delete(s.holds, other)
+		} else {
+			s.holds[other] = rest
+		}
+	}
+	mine := mergeRanges(append(slices.Clone(s.holds[id]), r))
+	if !slices.Equal(mine, s.holds[id]) {
+		changed = true
+		s.holds[id] = mine
+	}
+	return changed
 }
 
 // encode writes s into data (keys of the group's own prefixes only).
@@ -79,7 +148,7 @@ func (s *state) encode(data map[string]string) map[string]string {
 		data = map[string]string{}
 	}
 	for k := range data {
-		if strings.HasPrefix(k, ownerKeyPrefix) || strings.HasPrefix(k, journalKeyPrefix) {
+		if strings.HasPrefix(k, ownerKeyPrefix) || strings.HasPrefix(k, journalKeyPrefix) || strings.HasPrefix(k, holdsKeyPrefix) {
 			delete(data, k)
 		}
 	}
@@ -92,6 +161,11 @@ func (s *state) encode(data map[string]string) map[string]string {
 			parts[i] = f.slices.String() + "=" + formatOffset(f.offset)
 		}
 		data[journalKeyPrefix+jid] = strings.Join(parts, ",")
+	}
+	for id, rs := range s.holds {
+		if len(rs) > 0 {
+			data[holdsKeyPrefix+id] = formatRanges(rs)
+		}
 	}
 	return data
 }
