@@ -9,12 +9,16 @@
 //   - A coordination.k8s.io/v1 Lease per member, "<group>-<identity>"
 //     (identity: the pod name), labelled LabelGroup=<group>, renewed every
 //     D/3 (D = Options.LeaseDuration, default 15s). Its annotation
-//     AnnotationSlices shows the range the member owns.
+//     AnnotationSlices shows the range the member owns, AnnotationAddress
+//     how to reach it (Options.Address), AnnotationLeaving that it left
+//     and waits for its holdings to be taken over (Holdings, below).
 //   - One ConfigMap per group, "<group>-positions": which member owns
-//     which slices ("owner.<identity>": range and Lease UID) and the
+//     which slices ("owner.<identity>": range and Lease UID), the
 //     handed-off offsets ("journal.<id>": per slice range, the offset up
-//     to which every event of those slices was applied, and none after).
-//     Every change of it is a compare-and-swap on its resourceVersion.
+//     to which every event of those slices was applied, and none after),
+//     and with Options.Holds which member's journal holds which slices'
+//     history ("holds.<identity>": ranges). Every change of it is a
+//     compare-and-swap on its resourceVersion.
 //
 // # Assignment
 //
@@ -79,6 +83,48 @@
 // a replication into the member's own journal (topology), where another
 // member's offset would skip history this member's journal does not hold.
 // Ownership, fencing and the rest are as above.
+//
+// # Holdings: work whose data stays with the member
+//
+// With Options.Holds (a Runner and an Address) the ConfigMap also records,
+// per slice, which member's journal holds the slice's whole history: keys
+// "holds.<identity>", sorted disjoint ranges ("0-255,512-767"). This is for
+// a region spread over the pods of a StatefulSet, each with its own
+// journal: a pod that takes slices copies their history from the pod that
+// holds it before it serves them.
+//
+//   - A slice is held by one member at most. The record is by identity,
+//     not by Lease: it stays with the pod's volume across restarts.
+//   - Holders(r) reads the ConfigMap and says who holds which part of r,
+//     with the holder's address (its Lease's AnnotationAddress, leaving or
+//     not), or "" when the holder has no Lease. Slices nobody holds have no
+//     history anywhere.
+//   - Hold(r) makes this member the holder of r, and no other member, in
+//     one compare-and-swap that fails with ErrNotOwner, changing nothing,
+//     unless the ConfigMap says this member, under its current Lease, owns
+//     all of r. The Runner calls it once it has copied r's history from
+//     the holders (at once for slices nobody holds: it is the first).
+//   - A member that leaves (ctx ended, i.e. SIGTERM) stops its Runner and
+//     releases its slices as above, then keeps its Lease, marked
+//     AnnotationLeaving and renewed every D/3, while the ConfigMap names it
+//     holder of any slice, for at most Options.HoldWait (default 30s), and
+//     deletes it then. A leaving Lease is alive (it does not expire, its
+//     owner entry stands) but is no member for the assignment: the others
+//     take its slices at once and copy their history from it meanwhile.
+//     It logs the ranges it left held that nobody took over. Give the pod a
+//     termination grace period above D + HoldWait.
+//   - Status.Owners (read from the ConfigMap every step) and
+//     Status.Addresses (of every Lease) say where to route a request.
+//
+// What it does not do: it copies nothing and serves nothing (the caller
+// does both); a member that took slices is not told when their holder is
+// reachable (its Runner asks Holders again). A holder whose Lease is gone
+// (it crashed, or left before its holdings were taken over) keeps its
+// holdings until it comes back: the owners of its slices wait for it. An
+// operator who lost a pod's volume for good deletes its "holds.<pod>" key
+// from the ConfigMap (kubectl edit configmap <group>-positions), accepting
+// that the history of those slices is gone: their next owner holds them
+// from nothing.
 //
 // What it does not do: it does not watch (a change is seen at the next
 // step, so a scale step settles in about two steps, a crash in D plus two

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"net"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,13 +35,33 @@ const (
 	// ("first-last", "" for none): informational, for kubectl; the
 	// ConfigMap's owner entries are what members go by.
 	AnnotationSlices = "streamd.io/slices"
+	// AnnotationAddress on a member's Lease is Options.Address, how the
+	// other members reach it (host:port): Holders and Status.Addresses
+	// report it.
+	AnnotationAddress = "streamd.io/address"
+	// AnnotationLeaving is "true" on the Lease of a member that left with
+	// Options.Holds and waits for its holdings to be taken over: the Lease
+	// is alive (renewed, its owner entry stands) but not a member for the
+	// assignment.
+	AnnotationLeaving = "streamd.io/leaving"
 )
 
 // DefaultLeaseDuration is the default of Options.LeaseDuration.
 const DefaultLeaseDuration = 15 * time.Second
 
+// DefaultHoldWait is the default of Options.HoldWait.
+const DefaultHoldWait = 30 * time.Second
+
 // ErrInvalidOptions is wrapped by every error of Options.Validate.
 var ErrInvalidOptions = errors.New("group: invalid options")
+
+// ErrNotOwner is wrapped by the error of Hold when the group's ConfigMap
+// does not say that this member (its current Lease) owns the slices: it
+// may hold only slices it owns.
+var ErrNotOwner = errors.New("group: this member does not own the slices")
+
+// errNoChange from a ConfigMap update function: nothing to write.
+var errNoChange = errors.New("group: no change")
 
 // errLost: the member's claim is gone (its lease was deleted as expired).
 var errLost = errors.New("group: this member's lease or claim was taken away")
@@ -80,6 +103,18 @@ type Options struct {
 	// there another member's offset would skip history this member's
 	// journal does not hold.
 	Runner func(ctx context.Context, slices offsets.SliceRange) error
+	// Address is how the other members reach this one (host:port), written
+	// on its Lease as AnnotationAddress. Required with Holds.
+	Address string
+	// Holds (with a Runner and an Address) makes the ConfigMap also record
+	// which member's journal holds the whole history of each slice (Hold,
+	// Holders), and makes a member that leaves keep its Lease, marked
+	// AnnotationLeaving, until the members that took its slices hold them,
+	// for at most HoldWait: see the package documentation, Holdings.
+	Holds bool
+	// HoldWait (default 30s) bounds how long a member leaving with Holds
+	// waits for its holdings to be taken over before it deletes its Lease.
+	HoldWait time.Duration
 	// Clock defaults to the real clock.
 	Clock clock.WithTickerAndDelayedExecution
 	// Logger defaults to Consumer.Logger, then slog.Default().
@@ -89,6 +124,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.LeaseDuration == 0 {
 		o.LeaseDuration = DefaultLeaseDuration
+	}
+	if o.HoldWait == 0 {
+		o.HoldWait = DefaultHoldWait
 	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
@@ -139,6 +177,20 @@ func (o Options) Validate() error {
 	if o.LeaseDuration < 3*time.Second {
 		bad("Options.LeaseDuration %s is below 3s", o.LeaseDuration)
 	}
+	if o.Address != "" {
+		if _, _, err := net.SplitHostPort(o.Address); err != nil {
+			bad("Options.Address %q: want host:port (%v)", o.Address, err)
+		}
+	}
+	if o.Holds && o.Runner == nil {
+		bad("Options.Holds is set without Options.Runner: holdings are for work whose data stays with the member")
+	}
+	if o.Holds && o.Address == "" {
+		bad("Options.Holds is set without Options.Address: the members that take this member's slices copy their history from it")
+	}
+	if o.HoldWait < 0 {
+		bad("Options.HoldWait %s is negative", o.HoldWait)
+	}
 	if o.Runner != nil {
 		if c := o.Consumer; c.Name != "" || c.Store != nil || len(c.Producers) > 0 {
 			bad("Options.Consumer and Options.Runner are both set: set one (Runner keeps its own positions)")
@@ -170,6 +222,14 @@ type Status struct {
 	// Fenced: it could not renew its Lease for 2/3 of LeaseDuration and
 	// does not consume until it can.
 	Fenced bool
+	// Owners are the owner entries of the live Leases (leaving ones
+	// included) as this member last read them from the ConfigMap:
+	// identity → owned slices. With Options.Holds it reads them every
+	// step; otherwise when a step writes the ConfigMap.
+	Owners map[string]offsets.SliceRange
+	// Addresses: identity → AnnotationAddress ("" if none) of every Lease
+	// of the group in the last list, leaving ones included.
+	Addresses map[string]string
 }
 
 // Member is one consumer instance of a group.
@@ -185,10 +245,13 @@ type Member struct {
 	consume func(ctx context.Context, slices offsets.SliceRange) error
 	// ticked, if set, is called after every tick (tests).
 	ticked func(now time.Time, st Status)
+	// waiting, if set, is called at every step of awaitTakeOver (tests).
+	waiting func(now time.Time)
 
-	started atomic.Bool
-	mu      sync.Mutex
-	status  Status
+	started  atomic.Bool
+	mu       sync.Mutex
+	status   Status
+	leaseUID types.UID // of lease, for Hold ("": none)
 
 	// Owned by Run's goroutine.
 	lease     *coordinationv1.Lease // as last written; nil: none
@@ -199,6 +262,9 @@ type Member struct {
 	run       *run
 	published string // offsets last published, encoded
 	watchdog  clock.Timer
+	leaving   bool             // the Lease says AnnotationLeaving
+	owners    map[string]owner // as last read from the ConfigMap
+	readOnce  bool             // this step read the ConfigMap
 }
 
 type observed struct {
@@ -249,20 +315,24 @@ func (m *Member) runConsumer(ctx context.Context, slices offsets.SliceRange) err
 	return c.Run(ctx)
 }
 
-// Status returns what the member knows and does, as of its last step.
+// Status returns what the member knows and does, as of its last step: a
+// copy, the caller's to keep.
 func (m *Member) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := m.status
 	st.Members = slices.Clone(st.Members)
+	st.Owners = maps.Clone(st.Owners)
+	st.Addresses = maps.Clone(st.Addresses)
 	return st
 }
 
 // Run joins the group and consumes the slices assigned to this member,
 // moving them as members come and go, until ctx ends; then it stops the
 // consumer, hands its slices off with their offsets and deletes its
-// Lease. It returns nil then, or the consumer's error (after the same
-// hand-off). Run may be called once.
+// Lease (with Options.Holds, once the members that took its slices hold
+// them, or after HoldWait). It returns nil then, or the consumer's error
+// (after the same hand-off, without waiting). Run may be called once.
 func (m *Member) Run(ctx context.Context) error {
 	if !m.started.CompareAndSwap(false, true) {
 		return errors.New("group: Run called twice")
@@ -277,7 +347,7 @@ func (m *Member) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			m.leave(ctx, true)
+			m.leave(ctx, true, ticker.C())
 			return nil
 		case <-ticker.C():
 			err = m.tick(ctx)
@@ -285,7 +355,7 @@ func (m *Member) Run(ctx context.Context) error {
 			err = m.ended()
 		}
 	}
-	m.leave(ctx, !errors.Is(err, errImport))
+	m.leave(ctx, !errors.Is(err, errImport), nil)
 	return err
 }
 
@@ -323,6 +393,7 @@ func (m *Member) tick(ctx context.Context) error {
 			m.ticked(now, m.Status())
 		}
 	}()
+	m.readOnce = false
 	if err := m.renew(ctx, m.mirror); err != nil {
 		m.log.Warn("group: renew the lease", "error", err)
 	}
@@ -331,22 +402,24 @@ func (m *Member) tick(ctx context.Context) error {
 	if fenced {
 		m.stop()
 		if m.lease == nil { // still expire the leases of the departed (our own name's too)
-			if _, _, err := m.members(ctx, now); err != nil {
+			if _, err := m.members(ctx, now); err != nil {
 				m.log.Warn("group: list the members", "error", err)
 			}
 		}
 		return nil
 	}
-	members, alive, err := m.members(ctx, now)
+	ro, err := m.members(ctx, now)
 	if err != nil {
 		m.log.Warn("group: list the members", "error", err)
 		return nil
 	}
+	members, alive := ro.members, ro.alive
 	target := None
 	if i := slices.Index(members, m.opts.Identity); i >= 0 {
 		target = Assign(i, len(members))
 	}
-	m.setStatus(func(st *Status) { st.Members, st.Target = members, target })
+	m.setStatus(func(st *Status) { st.Members, st.Target, st.Addresses = members, target, ro.addresses })
+	defer m.noteOwners(ctx, alive) // before ticked: its Status shows them
 
 	if !within(m.owned, target) {
 		if err := m.release(ctx, intersect(m.owned, target)); err != nil {
@@ -396,7 +469,7 @@ func (m *Member) renew(ctx context.Context, slices offsets.SliceRange) error {
 			ObjectMeta: metav1.ObjectMeta{
 				Name: m.leases, Namespace: m.opts.Namespace,
 				Labels:      map[string]string{LabelGroup: m.opts.Group},
-				Annotations: map[string]string{AnnotationSlices: formatRange(slices)},
+				Annotations: m.annotate(nil, slices),
 			},
 			Spec: coordinationv1.LeaseSpec{
 				HolderIdentity: &m.opts.Identity, LeaseDurationSeconds: &secs,
@@ -414,17 +487,14 @@ func (m *Member) renew(ctx context.Context, slices offsets.SliceRange) error {
 		return nil
 	}
 	l := m.lease.DeepCopy()
-	if l.Annotations == nil {
-		l.Annotations = map[string]string{}
-	}
-	l.Annotations[AnnotationSlices] = formatRange(slices)
+	l.Annotations = m.annotate(l.Annotations, slices)
 	l.Spec.RenewTime = &metav1.MicroTime{Time: start}
 	updated, err := leases.Update(cctx, l, metav1.UpdateOptions{})
 	if apierrors.IsConflict(err) {
 		// Our own write landed but its answer was lost? Same UID: still ours.
 		cur, gerr := leases.Get(cctx, m.leases, metav1.GetOptions{})
 		if gerr == nil && cur.UID == m.lease.UID {
-			m.lease = cur
+			m.setLease(cur)
 			return fmt.Errorf("lease %s changed under us, retrying: %w", m.leases, err)
 		}
 		if gerr != nil && !apierrors.IsNotFound(gerr) {
@@ -443,8 +513,26 @@ func (m *Member) renew(ctx context.Context, slices offsets.SliceRange) error {
 	return nil
 }
 
+// annotate sets the annotations of this member's Lease on a (nil: a new
+// map): the slices it owns, its address, whether it is leaving.
+func (m *Member) annotate(a map[string]string, slices offsets.SliceRange) map[string]string {
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[AnnotationSlices] = formatRange(slices)
+	if m.opts.Address != "" {
+		a[AnnotationAddress] = m.opts.Address
+	}
+	if m.leaving {
+		a[AnnotationLeaving] = "true"
+	} else {
+		delete(a, AnnotationLeaving)
+	}
+	return a
+}
+
 func (m *Member) renewed(l *coordinationv1.Lease, start time.Time) {
-	m.lease = l
+	m.setLease(l)
 	m.mirror, _ = parseRange(l.Annotations[AnnotationSlices])
 	m.lastRenew = start
 	if m.watchdog != nil {
@@ -461,24 +549,46 @@ func (m *Member) renewed(l *coordinationv1.Lease, start time.Time) {
 // hand-off: others take the slices from the offsets last published).
 func (m *Member) lose() {
 	m.stop()
-	m.lease, m.owned, m.mirror, m.published = nil, None, None, ""
+	m.setLease(nil)
+	m.owned, m.mirror, m.published = None, None, ""
 	m.lastRenew = time.Time{}
 	m.setStatus(func(st *Status) { st.Owned = None })
 }
 
+// setLease sets lease, and the UID that Hold reads from another goroutine.
+func (m *Member) setLease(l *coordinationv1.Lease) {
+	m.lease = l
+	var uid types.UID
+	if l != nil {
+		uid = l.UID
+	}
+	m.mu.Lock()
+	m.leaseUID = uid
+	m.mu.Unlock()
+}
+
+// roster is what a list of the group's Leases says.
+type roster struct {
+	members   []string           // identities of the live members, sorted
+	alive     map[types.UID]bool // every Lease still there
+	addresses map[string]string  // identity → AnnotationAddress, every Lease still there
+}
+
 // members lists the group's Leases, deletes those seen unchanged for their
-// duration, and returns the identities of the live ones (sorted) and the
-// UIDs of every Lease still there.
-func (m *Member) members(ctx context.Context, now time.Time) ([]string, map[types.UID]bool, error) {
+// duration, and returns the identities of the live ones that are not
+// leaving (sorted), the UIDs of every Lease still there, and their
+// addresses.
+func (m *Member) members(ctx context.Context, now time.Time) (roster, error) {
 	cctx, cancel := m.call(ctx)
 	defer cancel()
 	leases := m.opts.Client.CoordinationV1().Leases(m.opts.Namespace)
 	list, err := leases.List(cctx, metav1.ListOptions{LabelSelector: LabelGroup + "=" + m.opts.Group})
 	if err != nil {
-		return nil, nil, err
+		return roster{}, err
 	}
 	var members []string
 	alive := map[types.UID]bool{}
+	addresses := map[string]string{}
 	seen := map[types.UID]observed{}
 	for _, l := range list.Items {
 		o, ok := m.seen[l.UID]
@@ -507,16 +617,25 @@ func (m *Member) members(ctx context.Context, now time.Time) ([]string, map[type
 				m.log.Warn("group: delete an expired lease", "lease", l.Name, "error", err)
 			}
 			alive[l.UID] = true
+			if l.Spec.HolderIdentity != nil {
+				addresses[*l.Spec.HolderIdentity] = l.Annotations[AnnotationAddress]
+			}
 			continue // expired or unknown: not a member for the assignment
 		}
 		alive[l.UID] = true
-		if l.Spec.HolderIdentity != nil && (mine || l.Name != m.leases) {
+		if l.Spec.HolderIdentity == nil {
+			continue
+		}
+		addresses[*l.Spec.HolderIdentity] = l.Annotations[AnnotationAddress]
+		// A leaving member is alive (its owner entry stands) but gets no
+		// slices: the others take its slices at once.
+		if (mine || l.Name != m.leases) && l.Annotations[AnnotationLeaving] != "true" {
 			members = append(members, *l.Spec.HolderIdentity)
 		}
 	}
 	m.seen = seen
 	slices.Sort(members)
-	return slices.Compact(members), alive, nil
+	return roster{members: slices.Compact(members), alive: alive, addresses: addresses}, nil
 }
 
 // release stops the consumer and gives up the owned slices outside keep:
@@ -531,7 +650,7 @@ func (m *Member) release(ctx context.Context, keep offsets.SliceRange) error {
 		}
 	}
 	owned := m.owned
-	err := m.update(ctx, func(s *state) error {
+	err := m.updateRun(ctx, func(s *state) error {
 		if err := m.checkClaim(s); err != nil {
 			return err
 		}
@@ -565,7 +684,7 @@ func (m *Member) release(ctx context.Context, keep offsets.SliceRange) error {
 func (m *Member) take(ctx context.Context, target offsets.SliceRange, alive map[types.UID]bool) error {
 	want := subtract(target, m.owned)
 	var imported []map[string][]fragment
-	err := m.update(ctx, func(s *state) error {
+	err := m.updateRun(ctx, func(s *state) error {
 		if err := m.checkClaim(s); err != nil {
 			return err
 		}
@@ -659,7 +778,7 @@ func (m *Member) publishOffsets(ctx context.Context) error {
 	if flat == m.published {
 		return nil
 	}
-	err := m.update(ctx, func(s *state) error {
+	err := m.updateRun(ctx, func(s *state) error {
 		if err := m.checkClaim(s); err != nil {
 			return err
 		}
@@ -674,8 +793,64 @@ func (m *Member) publishOffsets(ctx context.Context) error {
 	return err
 }
 
+// updateRun is update from Run's goroutine: it also keeps the owner
+// entries it last read (or wrote) for Status.
+func (m *Member) updateRun(ctx context.Context, fn func(*state) error) error {
+	var read, wrote map[string]owner
+	err := m.update(ctx, func(s *state) error {
+		read, wrote = maps.Clone(s.owners), nil
+		if err := fn(s); err != nil {
+			return err
+		}
+		wrote = s.owners
+		return nil
+	})
+	switch {
+	case err == nil && wrote != nil:
+		m.owners, m.readOnce = wrote, true
+	case read != nil:
+		m.owners, m.readOnce = read, true
+	}
+	return err
+}
+
+// readState reads the group's ConfigMap (none yet: an empty state).
+func (m *Member) readState(ctx context.Context) (*state, error) {
+	cctx, cancel := m.call(ctx)
+	defer cancel()
+	cm, err := m.opts.Client.CoreV1().ConfigMaps(m.opts.Namespace).Get(cctx, m.cmName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		cm, err = nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeState(cm)
+}
+
+// noteOwners shows in Status the owner entries of the live Leases, reading
+// the ConfigMap first with Options.Holds if this step did not.
+func (m *Member) noteOwners(ctx context.Context, alive map[types.UID]bool) {
+	if m.opts.Holds && !m.readOnce {
+		s, err := m.readState(ctx)
+		if err != nil {
+			m.log.Warn("group: read the owners", "error", err)
+			return
+		}
+		m.owners, m.readOnce = s.owners, true
+	}
+	owners := map[string]offsets.SliceRange{}
+	for id, o := range m.owners {
+		if alive[o.uid] {
+			owners[id] = o.slices
+		}
+	}
+	m.setStatus(func(st *Status) { st.Owners = owners })
+}
+
 // update applies fn to the group's ConfigMap with compare-and-swap,
-// retrying on conflicts.
+// retrying on conflicts; fn returning errNoChange ends it without a
+// write. It is safe from any goroutine.
 func (m *Member) update(ctx context.Context, fn func(*state) error) error {
 	cms := m.opts.Client.CoreV1().ConfigMaps(m.opts.Namespace)
 	for attempt := 0; ; attempt++ {
@@ -695,7 +870,10 @@ func (m *Member) update(ctx context.Context, fn func(*state) error) error {
 		if err != nil {
 			return err
 		}
-		if err := fn(s); err != nil {
+		switch err := fn(s); {
+		case errors.Is(err, errNoChange):
+			return nil
+		case err != nil:
 			return err
 		}
 		cctx, cancel = m.call(ctx)
@@ -750,8 +928,12 @@ func (m *Member) stop() {
 const leaveAttempts = 3
 
 // leave hands every owned slice off (if handOff) and deletes the Lease.
-func (m *Member) leave(ctx context.Context, handOff bool) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.LeaseDuration)
+// Given ticks (ctx ended) and with Options.Holds, it keeps the Lease
+// between the two, marked leaving, while the members that took its slices
+// have not taken its holdings over (awaitTakeOver).
+func (m *Member) leave(ctx context.Context, handOff bool, ticks <-chan time.Time) {
+	base := context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(base, m.opts.LeaseDuration)
 	defer cancel()
 	m.stop()
 	if m.watchdog != nil {
@@ -759,6 +941,13 @@ func (m *Member) leave(ctx context.Context, handOff bool) {
 	}
 	if m.lease == nil {
 		return
+	}
+	var deadline clock.Timer
+	if m.opts.Holds && ticks != nil {
+		// Set before the Lease says leaving: HoldWait counts from here.
+		deadline = m.clock.NewTimer(m.opts.HoldWait)
+		defer deadline.Stop()
+		m.leaving = true // the hand-off's renewal marks the Lease
 	}
 	// A hand-off that fails for a passing reason (an API call timed out)
 	// is tried again, a few times while the Lease is still this member's:
@@ -775,18 +964,175 @@ func (m *Member) leave(ctx context.Context, handOff bool) {
 		}
 		m.log.Info("group: hand-off on leaving failed, trying again", "error", err)
 	}
+	// Still owning slices (the hand-off failed), the Lease would keep the
+	// others from taking them: delete it at once.
+	if deadline != nil && m.lease != nil && isNone(m.owned) {
+		m.awaitTakeOver(base, ticks, deadline.C())
+	}
 	if m.lease == nil {
 		return
 	}
 	uid := m.lease.UID
-	cctx, ccancel := m.call(ctx)
+	cctx, ccancel := m.call(base)
 	defer ccancel()
 	err := m.opts.Client.CoordinationV1().Leases(m.opts.Namespace).Delete(cctx, m.leases, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 	if err != nil && !apierrors.IsNotFound(err) {
 		m.log.Warn("group: delete the lease on leaving (it expires by itself)", "error", err)
 	}
-	m.lease = nil
+	m.setLease(nil)
 	m.log.Info("group: left")
+}
+
+// awaitTakeOver keeps the Lease, marked leaving and renewed at every tick,
+// while the ConfigMap names this member holder of slices, until deadline:
+// the members that took its slices copy their history from it meanwhile.
+func (m *Member) awaitTakeOver(ctx context.Context, ticks, deadline <-chan time.Time) {
+	if m.lease.Annotations[AnnotationLeaving] != "true" {
+		if err := m.renew(ctx, None); err != nil {
+			m.log.Warn("group: mark the lease leaving", "error", err)
+			if m.lease == nil {
+				return
+			}
+		}
+	}
+	var held []offsets.SliceRange
+	for {
+		now := m.clock.Now()
+		s, err := m.readState(ctx)
+		if err == nil {
+			held = s.holds[m.opts.Identity]
+		}
+		if m.waiting != nil {
+			m.waiting(now)
+		}
+		switch {
+		case err != nil:
+			m.log.Warn("group: read the holdings while leaving", "error", err)
+		case len(held) == 0:
+			return
+		}
+		select {
+		case <-deadline:
+			if held == nil { // every read failed
+				m.log.Warn("group: left without knowing whether its holdings were taken over: if not, they wait for this pod to come back", "waited", m.opts.HoldWait.String())
+				return
+			}
+			m.log.Warn("group: left holding slices nobody has taken over: they wait for this pod to come back",
+				"slices", formatRanges(held), "waited", m.opts.HoldWait.String())
+			return
+		case <-ticks:
+			if err := m.renew(ctx, None); err != nil {
+				m.log.Warn("group: renew the lease while leaving", "error", err)
+				if m.lease == nil {
+					return // deleted as expired: nothing left to keep
+				}
+			}
+		}
+	}
+}
+
+// Holding is a part of the slices that a member's journal holds the whole
+// history of: where the member taking them copies it from.
+type Holding struct {
+	// Identity of the holder (its pod name).
+	Identity string
+	// Slices it holds, a contiguous range.
+	Slices offsets.SliceRange
+	// Address of the holder (AnnotationAddress on its Lease, leaving or
+	// not), or "" when it has no Lease: it crashed or left, and its
+	// holdings wait for it to come back.
+	Address string
+}
+
+// errNoHolds: Hold and Holders without Options.Holds.
+var errNoHolds = errors.New("group: Hold and Holders need Options.Holds (with a Runner and an Address)")
+
+// Holders reads the group's ConfigMap and returns who holds which part of
+// r, sorted by slice and clipped to r. Slices nobody holds are absent:
+// their history was never written anywhere, and the first member to own
+// them holds them by calling Hold. It needs Options.Holds and may be called
+// from any goroutine.
+func (m *Member) Holders(ctx context.Context, r offsets.SliceRange) ([]Holding, error) {
+	if !m.opts.Holds {
+		return nil, errNoHolds
+	}
+	if err := r.Validate(); err != nil {
+		return nil, fmt.Errorf("group: Holders: %w", err)
+	}
+	s, err := m.readState(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("group: read the holdings: %w", err)
+	}
+	var out []Holding
+	for id, held := range s.holds {
+		for _, h := range held {
+			if c := intersect(h, r); !isNone(c) {
+				out = append(out, Holding{Identity: id, Slices: c})
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Slices.First < out[j].Slices.First })
+	cctx, cancel := m.call(ctx)
+	defer cancel()
+	list, err := m.opts.Client.CoordinationV1().Leases(m.opts.Namespace).List(cctx, metav1.ListOptions{LabelSelector: LabelGroup + "=" + m.opts.Group})
+	if err != nil {
+		return nil, fmt.Errorf("group: list the members for the holders' addresses: %w", err)
+	}
+	addresses := map[string]string{}
+	for _, l := range list.Items {
+		if l.Spec.HolderIdentity != nil {
+			addresses[*l.Spec.HolderIdentity] = l.Annotations[AnnotationAddress]
+		}
+	}
+	for i := range out {
+		out[i].Address = addresses[out[i].Identity]
+	}
+	return out, nil
+}
+
+// Hold records in the group's ConfigMap, in one compare-and-swap, that
+// this member's journal holds the whole history of the slices r: no other
+// member holds them any more. Call it once that history is copied into
+// this member's journal (from the holders Holders names), typically from
+// the Runner. It fails with an error wrapping ErrNotOwner, changing
+// nothing, unless the ConfigMap says this member, under its current Lease,
+// owns all of r. It needs Options.Holds and may be called from any
+// goroutine.
+func (m *Member) Hold(ctx context.Context, r offsets.SliceRange) error {
+	if !m.opts.Holds {
+		return errNoHolds
+	}
+	if err := r.Validate(); err != nil {
+		return fmt.Errorf("group: Hold: %w", err)
+	}
+	m.mu.Lock()
+	uid := m.leaseUID
+	m.mu.Unlock()
+	changed := false
+	err := m.update(ctx, func(s *state) error {
+		o, ok := s.owners[m.opts.Identity]
+		if uid == "" || !ok || o.uid != uid || !within(r, o.slices) {
+			owns := "nothing"
+			if ok && o.uid == uid {
+				owns = o.slices.String()
+			}
+			return fmt.Errorf("%w: %s does not own all of %s in ConfigMap %s (it owns %s)", ErrNotOwner, m.opts.Identity, r, m.cmName, owns)
+		}
+		if changed = s.hold(m.opts.Identity, r); !changed {
+			return errNoChange
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if changed {
+		m.log.Info("group: holds slices", "slices", r.String())
+	}
+	return nil
 }
 
 func (m *Member) setStatus(f func(*Status)) {

@@ -65,8 +65,21 @@ type tmember struct {
 	cancel  context.CancelFunc
 	done    chan error
 
-	mu       sync.Mutex
-	lastTick time.Time
+	hold atomic.Bool // with Holds: its Runner calls Hold on every start
+
+	mu          sync.Mutex
+	lastTick    time.Time
+	lastWaiting time.Time     // of awaitTakeOver, leaving
+	starts      []runnerStart // with Holds
+}
+
+// runnerStart is what a member's Runner saw when it started, with Holds.
+type runnerStart struct {
+	slices  offsets.SliceRange
+	holders []Holding
+	err     error // of Holders
+	held    bool  // it called Hold
+	holdErr error
 }
 
 // stubRun is one run of the stub consumer: per journal and slice, the
@@ -154,7 +167,10 @@ func (h *harness) add(id string) *tmember { return h.join(id, false) }
 // addRunner adds a member whose stub runs as its Options.Runner.
 func (h *harness) addRunner(id string) *tmember { return h.join(id, true) }
 
-func (h *harness) join(id string, runner bool) *tmember {
+func (h *harness) join(id string, runner bool) *tmember { return h.joinWith(id, runner, nil) }
+
+// joinWith adds a member, adjust changing its options (and tm) first.
+func (h *harness) joinWith(id string, runner bool, adjust func(*tmember, *Options)) *tmember {
 	h.t.Helper()
 	store := h.stores[id] // a member that joins again keeps its store (its volume)
 	if store == nil {
@@ -184,6 +200,9 @@ func (h *harness) join(id string, runner bool) *tmember {
 		o.Consumer = consumer.Options{Producers: []string{"127.0.0.1:1"}, Name: testName, Store: store,
 			Handler: func(context.Context, *streamdv1.Event) error { return nil }}
 	}
+	if adjust != nil {
+		adjust(tm, &o)
+	}
 	m, err := New(o)
 	if err != nil {
 		h.t.Fatal(err)
@@ -194,6 +213,11 @@ func (h *harness) join(id string, runner bool) *tmember {
 	m.ticked = func(now time.Time, _ Status) {
 		tm.mu.Lock()
 		tm.lastTick = now
+		tm.mu.Unlock()
+	}
+	m.waiting = func(now time.Time) {
+		tm.mu.Lock()
+		tm.lastWaiting = now
 		tm.mu.Unlock()
 	}
 	tm.m = m

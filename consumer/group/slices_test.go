@@ -243,6 +243,27 @@ func TestValidate(t *testing.T) {
 	if err := runner.Validate(); err != nil {
 		t.Fatalf("options with a Runner: %v", err)
 	}
+	// Holdings: with a Runner and an Address only.
+	runner.Holds, runner.Address = true, "orders-7d9f-x2.orders:7000"
+	if err := runner.Validate(); err != nil {
+		t.Fatalf("options with Holds: %v", err)
+	}
+	for _, c := range []struct {
+		change func(*Options)
+		want   string
+	}{
+		{func(o *Options) { o.Address = "" }, "Options.Holds is set without Options.Address"},
+		{func(o *Options) { o.Address = "orders-7d9f-x2" }, "Options.Address \"orders-7d9f-x2\": want host:port"},
+		{func(o *Options) { o.HoldWait = -time.Second }, "Options.HoldWait -1s is negative"},
+		{func(o *Options) { o.Runner, o.Consumer = nil, good.Consumer }, "Options.Holds is set without Options.Runner"},
+	} {
+		o := runner
+		c.change(&o)
+		err := o.Validate()
+		if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Validate() = %v, want ErrInvalidOptions naming %q", err, c.want)
+		}
+	}
 	// Every unusable field is reported.
 	err = Options{}.Validate()
 	for _, want := range []string{"Options.Client", "Options.Namespace", "Options.Group is empty", "Options.Identity is empty", "Options.Consumer:"} {
