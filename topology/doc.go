@@ -14,7 +14,8 @@
 //     once: exactly-once replication.
 //   - No event goes back to its origin: the replication asks the source to
 //     exclude events whose origin is the local region (filter origin=), and
-//     drops any that arrive anyway.
+//     drops any that arrive anyway. A member replication (below) is the
+//     exception: its source is another pod of the same region.
 //   - Relays: a region's journal holds the events it replicated, with their
 //     origins, so a region that replicates from a third one also receives
 //     the events of an origin it cannot reach directly.
@@ -68,4 +69,9 @@
 // journal holds; the journal drops what it holds. Each pod's journal so
 // holds whole histories: every event of the slices it owns, and of slices
 // it owned before, the history up to when it gave them up.
+//
+// ReplicationOptions.Member copies from another pod of the local region
+// (a member of the same consumer/group), whose journal has the same
+// Region: the events of that region are copied too, with their origin and
+// origin seqNr, and so are the copies the pod holds from other regions.
 package topology

@@ -33,7 +33,7 @@ type ReplicationOptions struct {
 	Stream string
 	// Filter narrows what is copied (for example includes of the entities
 	// this region has interest in). The replication adds an exclude of the
-	// local region's own events.
+	// local region's own events, unless Member is set.
 	Filter []*streamdv1.FilterCriterion
 	// Name of the consumer in Store and to the source; default
 	// "replicate-<from>-<stream>".
@@ -58,8 +58,15 @@ type ReplicationOptions struct {
 	// its slices.
 	Slices offsets.SliceRange
 	// Journal is the local journal; its Region must be set and differ from
-	// From.Name. Required.
+	// From.Name, unless Member is set. Required.
 	Journal *journal.Journal
+	// Member: From is another pod of this region (a member of the same
+	// consumer/group), whose journal has the same Region; From.Name must
+	// be that region. The events of this region are copied too, keeping
+	// their origin and origin seqNr, so the local journal continues each
+	// entity's sequence where the other pod left it. Without Member, the
+	// events of this region are never copied (they were written here).
+	Member bool
 	// Store keeps the offset in the source journal, in the local
 	// journal's Badger DB so that each batch of copied events commits in
 	// one transaction with the offset after it (journal.AppendWith).
@@ -101,8 +108,10 @@ func (o ReplicationOptions) Validate() error {
 		bad("ReplicationOptions.Journal is nil")
 	case o.Journal.Region() == "":
 		bad("ReplicationOptions.Journal has no region (journal.Options.Region): replicated events could not be told from local ones")
-	case o.Journal.Region() == o.From.Name:
-		bad("ReplicationOptions.From.Name: replication from region %q into itself", o.From.Name)
+	case o.Journal.Region() == o.From.Name && !o.Member:
+		bad("ReplicationOptions.From.Name: replication from region %q into itself (set ReplicationOptions.Member to copy from another pod of this region)", o.From.Name)
+	case o.Member && o.Journal.Region() != o.From.Name:
+		bad("ReplicationOptions.Member: From.Name %q is not this journal's region %q (a member is a pod of the same region)", o.From.Name, o.Journal.Region())
 	case o.Store != nil && o.Store.DB() != o.Journal.DB():
 		bad("ReplicationOptions.Store is not over the local journal's DB: copied events and the offset could not commit together (leave Store nil)")
 	}
@@ -136,12 +145,16 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 		}
 		opts.Name = "replicate-" + opts.From.Name + "-" + stream
 	}
-	filter := append([]*streamdv1.FilterCriterion{{
-		Action: streamdv1.FilterAction_FILTER_ACTION_EXCLUDE,
-		Field:  streamdv1.FilterField_FILTER_FIELD_ORIGIN,
-		Value:  local,
-	}}, opts.Filter...)
-	r := &replication{from: opts.From.Name, local: local, j: opts.Journal, log: opts.Logger, replays: map[gapKey]time.Time{}}
+	var filter []*streamdv1.FilterCriterion
+	if !opts.Member { // a member copies this region's events too
+		filter = append(filter, &streamdv1.FilterCriterion{
+			Action: streamdv1.FilterAction_FILTER_ACTION_EXCLUDE,
+			Field:  streamdv1.FilterField_FILTER_FIELD_ORIGIN,
+			Value:  local,
+		})
+	}
+	filter = append(filter, opts.Filter...)
+	r := &replication{from: opts.From.Name, local: local, member: opts.Member, j: opts.Journal, log: opts.Logger, replays: map[gapKey]time.Time{}}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -174,6 +187,7 @@ const replayAgainAfter = 10 * time.Second
 
 type replication struct {
 	from, local string
+	member      bool // copies the events of local too (ReplicationOptions.Member)
 	j           *journal.Journal
 	c           *consumer.Consumer
 	log         *slog.Logger
@@ -195,7 +209,7 @@ func (r *replication) apply(ctx context.Context, events []*streamdv1.Event, offs
 	chunk := make([]*streamdv1.Event, 0, min(len(events), maxAppendEvents))
 	size := 0
 	for _, e := range events {
-		if e.GetOrigin() == r.local {
+		if e.GetOrigin() == r.local && !r.member {
 			continue // already here: it was written here
 		}
 		n := proto.Size(e)

@@ -307,3 +307,97 @@ func TestGapAsksForHistory(t *testing.T) {
 		{"us", "cart/late", 1}: true, {"us", "cart/late", 2}: true, {"us", "cart/late", 3}: true, {"us", "cart/late", 4}: true,
 	})
 }
+
+// histories reads j: per (origin, entity id), the origin seqNrs of the
+// events in part, in the order j holds them, and how many events j holds
+// in all.
+func histories(t *testing.T, j *journal.Journal, part offsets.SliceRange) (map[[2]string][]uint64, int) {
+	t.Helper()
+	recs, err := j.Read(1, 1<<20, nil)
+	if err != nil && !errors.Is(err, journal.ErrNotFound) {
+		t.Fatal(err)
+	}
+	out := map[[2]string][]uint64{}
+	for _, e := range recs {
+		if part.Contains(e.GetSlice()) {
+			k := [2]string{e.GetOrigin(), e.GetEntityId()}
+			out[k] = append(out[k], e.GetOriginSeqNr())
+		}
+	}
+	return out, len(recs)
+}
+
+func appendEvents(t *testing.T, j *journal.Journal, events ...*streamdv1.Event) []journal.Appended {
+	t.Helper()
+	app, err := j.Append(context.Background(), events...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app
+}
+
+func cartEvent(id string) *streamdv1.Event {
+	return &streamdv1.Event{EntityType: "cart", EntityId: id, EventType: "ItemAdded"}
+}
+
+// The replication from another region never copies this region's own
+// events, even those this region does not hold: they were written here.
+func TestReplicationSkipsLocalOrigin(t *testing.T) {
+	us := regiontest.Start(t, "us", t.TempDir(), "127.0.0.1:0")
+	eu := regiontest.Start(t, "eu", t.TempDir(), "127.0.0.1:0")
+	defer us.Stop()
+	defer eu.Stop()
+	var back []*streamdv1.Event
+	for seq := range uint64(3) {
+		e := cartEvent("back")
+		e.Origin, e.OriginSeqNr = "eu", seq+1
+		back = append(back, e)
+	}
+	appendEvents(t, us.Producer.Journal(), back...)
+	appendEvents(t, us.Producer.Journal(), cartEvent("marker"))
+
+	c, err := topology.NewReplication(topology.ReplicationOptions{
+		From: topology.Region{Name: "us", Addrs: []string{us.Addr}}, Journal: eu.Producer.Journal(),
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	testwait.For(t, 30*time.Second, "eu to copy us's marker event", func() bool {
+		held, _ := histories(t, eu.Producer.Journal(), offsets.AllSlices)
+		return len(held[[2]string{"us", "marker"}]) == 1
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The marker came after eu's events, over one stream: they were passed.
+	if held, _ := histories(t, eu.Producer.Journal(), offsets.AllSlices); len(held[[2]string{"eu", "back"}]) > 0 {
+		t.Fatalf("eu copied its own events back from us: origin seqNrs %v", held[[2]string{"eu", "back"}])
+	}
+}
+
+// Copying from this region is refused unless the source is a member (a
+// pod of this region), and a member must be of this region.
+func TestReplicationMemberOptions(t *testing.T) {
+	eu := regiontest.Start(t, "eu", t.TempDir(), "127.0.0.1:0")
+	defer eu.Stop()
+	j := eu.Producer.Journal()
+	pod := topology.Region{Name: "eu", Addrs: []string{eu.Addr}}
+	if err := (topology.ReplicationOptions{From: pod, Journal: j}).Validate(); !errors.Is(err, topology.ErrInvalidOptions) || !strings.Contains(err.Error(), "ReplicationOptions.Member") {
+		t.Errorf("from this region without Member: %v, want ErrInvalidOptions naming ReplicationOptions.Member", err)
+	}
+	if err := (topology.ReplicationOptions{From: pod, Journal: j, Member: true}).Validate(); err != nil {
+		t.Errorf("from another pod of this region with Member: %v", err)
+	}
+	if _, err := topology.NewReplication(topology.ReplicationOptions{From: pod, Journal: j, Member: true}); err != nil {
+		t.Errorf("NewReplication of a member: %v", err)
+	}
+	us := topology.Region{Name: "us", Addrs: []string{eu.Addr}}
+	if err := (topology.ReplicationOptions{From: us, Journal: j, Member: true}).Validate(); !errors.Is(err, topology.ErrInvalidOptions) {
+		t.Errorf("a member of region us into eu: %v, want ErrInvalidOptions", err)
+	}
+}
