@@ -74,4 +74,10 @@
 // (a member of the same consumer/group), whose journal has the same
 // Region: the events of that region are copied too, with their origin and
 // origin seqNr, and so are the copies the pod holds from other regions.
+// CopyHistory runs such a copy over the slices a pod takes from another
+// and returns once every event of those slices that the source held when
+// it was called is durably in the local journal (its stored offset, which
+// commits with the events, covers the source's last offset then), so the
+// pod can serve them and continue each entity's sequence. Copying again
+// is harmless; a later copy from the same source journal resumes.
 package topology

@@ -131,10 +131,17 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	c, _, err := newReplication(opts)
+	return c, err
+}
+
+// newReplication is NewReplication over valid opts, with the handler, for
+// CopyHistory to watch its commits.
+func newReplication(opts ReplicationOptions) (*consumer.Consumer, *replication, error) {
 	if opts.Store == nil {
 		var err error
 		if opts.Store, err = offsets.Wrap(opts.Journal, offsets.Options{Logger: opts.Logger}); err != nil {
-			return nil, fmt.Errorf("topology: offsets in the local journal: %w", err)
+			return nil, nil, fmt.Errorf("topology: offsets in the local journal: %w", err)
 		}
 	}
 	local := opts.Journal.Region()
@@ -174,7 +181,7 @@ func NewReplication(opts ReplicationOptions) (*consumer.Consumer, error) {
 		Logger:        opts.Logger,
 	})
 	r.c = c
-	return c, err
+	return c, r, err
 }
 
 // gapKey is an entity of an origin whose events arrived with a gap.
@@ -191,6 +198,11 @@ type replication struct {
 	j           *journal.Journal
 	c           *consumer.Consumer
 	log         *slog.Logger
+	// Set by CopyHistory before Run: committed runs after each commit
+	// of offset records, and gap, if set, answers an origin gap instead
+	// of a replay.
+	committed func()
+	gap       func(*journal.OriginGapError) error
 
 	mu      sync.Mutex
 	replays map[gapKey]time.Time // replays requested, when
@@ -222,7 +234,13 @@ func (r *replication) apply(ctx context.Context, events []*streamdv1.Event, offs
 		size += n
 		chunk = append(chunk, r.copyOf(e))
 	}
-	return r.append(ctx, chunk, writes)
+	if err := r.append(ctx, chunk, writes); err != nil {
+		return err
+	}
+	if r.committed != nil && len(writes) > 0 {
+		r.committed()
+	}
+	return nil
 }
 
 // copyOf is e as the local journal takes it: the origin kept (or set to the
@@ -248,6 +266,9 @@ func (r *replication) append(ctx context.Context, events []*streamdv1.Event, wri
 				return fmt.Errorf("topology: replication from %s: %w", r.from, err)
 			}
 			return nil
+		}
+		if r.gap != nil {
+			return r.gap(gap)
 		}
 		k := gapKey{gap.Origin, gap.EntityType, gap.EntityID}
 		events = slices.DeleteFunc(events, func(e *streamdv1.Event) bool {
