@@ -40,6 +40,19 @@ func (e *SeqNrConflictError) Error() string {
 		e.EntityType, e.EntityID, e.Expected, e.Next)
 }
 
+// NotWritableError refuses an append of an event written here (not a copy
+// carrying its origin seqNr) whose slice this journal does not write now
+// (Journal.SetWritable): another journal of its group writes that slice.
+// Nothing of the append was written.
+type NotWritableError struct {
+	EntityType, EntityID string
+	Slice                uint32
+}
+
+func (e *NotWritableError) Error() string {
+	return fmt.Sprintf("journal: entity %s/%s is in slice %d, which this journal does not write now", e.EntityType, e.EntityID, e.Slice)
+}
+
 // OutOfRangeError is returned when reading below the retention floor.
 type OutOfRangeError struct {
 	Requested, FirstAvailable uint64

@@ -81,8 +81,8 @@ type Journal struct {
 	closeErr       error
 }
 
-// writeReq is an append (events set), a retention deletion (del set) or an
-// Update (update set).
+// writeReq is an append (events set), a retention deletion (del set), an
+// Update (update set) or a change of the slices written (writable set).
 type writeReq struct {
 	events []*streamdv1.Event
 	writes []Write // committed with the events (AppendWith)
@@ -91,6 +91,7 @@ type writeReq struct {
 	cost, entries int
 	del           *deletion
 	update        func(*badger.Txn) error
+	writable      *writable
 	done          chan writeResult
 	// each: every event is an append of its own (SubmitEach), refused or
 	// committed alone.
@@ -640,6 +641,27 @@ func (j *Journal) Update(fn func(txn *badger.Txn) error) error {
 	return err
 }
 
+// writable is the slices a journal writes (SetWritable); nil: all.
+type writable struct{ slice func(uint32) bool }
+
+// SetWritable limits the events written here (appends without an origin
+// seqNr: not copies from another journal) to the slices for which slice
+// returns true; an append of an event of another slice fails with
+// *NotWritableError. A nil slice lifts the limit (the default). It takes
+// effect in the writer's order: once SetWritable returns, every append
+// queued before it is durable (logged) and every later one is checked.
+// slice is called on the writer's goroutine and must not block. The pods
+// of a group sharing one region's entities write only the slices they
+// hold (cmd/streamd).
+func (j *Journal) SetWritable(ctx context.Context, slice func(uint32) bool) error {
+	p, err := j.submit(ctx, writeReq{writable: &writable{slice: slice}})
+	if err != nil {
+		return err
+	}
+	_, err = p.Wait()
+	return err
+}
+
 func (w *writer) knownType(t string) bool {
 	w.j.typesMu.RLock()
 	defer w.j.typesMu.RUnlock()
@@ -725,6 +747,11 @@ func (s *seqAssigner) assign(events []*streamdv1.Event) (conflict, err error) {
 func (s *seqAssigner) assignEvent(e *streamdv1.Event) (conflict, err error) {
 	if e.Origin == "" {
 		e.Origin = s.w.j.opts.Region
+	}
+	if e.OriginSeqNr == 0 && s.w.writable != nil {
+		if sl := SliceOf(e.EntityId); !s.w.writable(sl) {
+			return &NotWritableError{EntityType: e.EntityType, EntityID: e.EntityId, Slice: sl}, nil
+		}
 	}
 	ek := EntityKey(e.EntityType, e.EntityId)
 	u := undoSeq{ek: ek, event: e, origSeq: e.SeqNr, origOrigSeq: e.OriginSeqNr}

@@ -36,6 +36,8 @@ type writer struct {
 	bytes      int64
 	floor      uint64            // retention floor as of the last deletion
 	lastSeq    map[string]uint64 // last seqNr of recently written entities
+	// writable: the slices written here (SetWritable); nil: all.
+	writable func(uint32) bool
 	// cacheComplete: lastSeq holds every entity the journal ever had (it was
 	// empty at open and the cache was never cleared), so a miss means 0.
 	cacheComplete bool
@@ -145,6 +147,13 @@ func (j *Journal) writeLoop(w *writer) {
 			}
 			first = r
 		}
+		if first.writable != nil {
+			// Every group before it is logged (log is synchronous): the
+			// appends queued before it are durable, the later ones see it.
+			w.writable = first.writable.slice
+			first.done <- writeResult{}
+			continue
+		}
 		g := &group{reqs: []writeReq{first}}
 		if first.del == nil && first.update == nil {
 			var size int
@@ -156,7 +165,7 @@ func (j *Journal) writeLoop(w *writer) {
 					if !ok {
 						break drain
 					}
-					if r.del != nil || r.update != nil || cost+r.cost > j.groupCost || entries+r.entries > j.groupEntries ||
+					if r.del != nil || r.update != nil || r.writable != nil || cost+r.cost > j.groupCost || entries+r.entries > j.groupEntries ||
 						size+r.size > maxGroupBytes {
 						pending = &r
 						break drain

@@ -25,6 +25,7 @@ func toStatus(err error) error {
 	var conflict *journal.SeqNrConflictError
 	var oor *journal.OutOfRangeError
 	var gap *journal.OriginGapError
+	var notWritable *journal.NotWritableError
 	switch {
 	case errors.Is(err, journal.ErrInvalidEvent):
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -35,6 +36,9 @@ func toStatus(err error) error {
 	case errors.As(err, &gap):
 		// The origin's earlier events must be published first.
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.As(err, &notWritable):
+		// Another pod of the group writes the slice now: ask again.
+		return status.Error(codes.Unavailable, err.Error()+": it is moving between the pods of this streamd's group; retry")
 	case errors.As(err, &oor):
 		return status.Error(codes.OutOfRange, err.Error())
 	case errors.Is(err, journal.ErrNotFound):
