@@ -232,6 +232,18 @@ func (p *Publisher) Close() error {
 	return p.err
 }
 
+// Err is the stream's failure once it failed (the Publisher then answers
+// every publish with an error: Close it and make a new one), nil while it
+// works.
+func (p *Publisher) Err() error {
+	select {
+	case <-p.failed:
+		return p.err
+	default:
+		return nil
+	}
+}
+
 // fail records the stream's failure (the first one counts) and ends it.
 func (p *Publisher) fail(err error) {
 	p.failOnce.Do(func() {

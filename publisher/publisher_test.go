@@ -182,6 +182,9 @@ func TestRefusedPublishFailsAlone(t *testing.T) {
 	if n := s.requests.Load(); n >= 10 {
 		t.Errorf("%d requests for 10 publishes made at once", n)
 	}
+	if err := pub.Err(); err != nil {
+		t.Errorf("Err after refused publishes: %v, want nil: the stream works", err)
+	}
 }
 
 // Close answers every publish made before it; publishes after it fail with
@@ -248,6 +251,9 @@ func TestServerGone(t *testing.T) {
 	if _, err := pub.Publish(context.Background(), car("a")); err != nil {
 		t.Fatal(err)
 	}
+	if err := pub.Err(); err != nil {
+		t.Fatalf("Err while the stream works: %v", err)
+	}
 	s.p.Server().Shutdown()
 	s.g.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -255,6 +261,9 @@ func TestServerGone(t *testing.T) {
 	_, err := pub.Publish(ctx, car("a"))
 	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "publisher:") {
 		t.Fatalf("publish after the server stopped: %v", err)
+	}
+	if err := pub.Err(); err == nil || !strings.Contains(err.Error(), "publisher:") {
+		t.Fatalf("Err after the server stopped: %v, want the stream's failure", err)
 	}
 	if err := pub.Close(); err == nil || errors.Is(err, ErrClosed) {
 		t.Fatalf("Close after the stream failed: %v", err)
