@@ -59,7 +59,8 @@ type ServerOptions struct {
 	// Router writes the events it routes (Router.Routes) instead of an
 	// append to this journal: in a multi-region project the events of
 	// pinned, request-region and replicated entity types (a
-	// primary.Primary). Nil: every event is appended here, and events that
+	// primary.Primary); in a group of pods sharing the entities, those of
+	// slices another pod writes (cmd/streamd). Nil: every event is appended here, and events that
 	// carry crdt_ops are refused.
 	Router Router
 }

@@ -67,7 +67,7 @@ func TestRouterPublish(t *testing.T) {
 		t.Fatalf("Publish of orders = %v, %v", resp, err)
 	}
 	_, err = h.client.Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{order("o1", "c"), car("1", "x")}})
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "1 of 2 events are of pinned, request-region or replicated entity types") {
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "1 of 2 events are written through this server's router") {
 		t.Fatalf("a mixed publish = %v", err)
 	}
 	bad := order("o1", "")

@@ -379,7 +379,7 @@ func (s *Server) routed(events []*streamdv1.Event) (bool, error) {
 		}
 	}
 	if n > 0 && n < len(events) {
-		return false, invalidArg("%d of %d events are of pinned, request-region or replicated entity types and the others are not: publish them separately (or with separate_appends)", n, len(events))
+		return false, invalidArg("%d of %d events are written through this server's router (of pinned, request-region or replicated entity types, or of slices another pod of its group writes) and the others are appended here: publish them separately (or with separate_appends)", n, len(events))
 	}
 	return n > 0, nil
 }

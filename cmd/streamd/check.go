@@ -32,6 +32,9 @@ func (cfg config) describe(w io.Writer) {
 	line("region", []string{region})
 	line("serves", []string{serves})
 	line("journal", []string{fmt.Sprintf("%s, durability %s", cfg.dataDir, cfg.producer.Journal.Durability)})
+	if eg := cfg.entityGroup; eg != nil {
+		line("group", []string{fmt.Sprintf("%s (pod %s of namespace %s writes the slices the group gives it, and forwards the rest)", eg.name, cfg.pod.name, cfg.pod.namespace)})
+	}
 	var items []string
 	for _, s := range cfg.producer.Server.Streams {
 		items = append(items, s.Name)

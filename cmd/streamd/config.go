@@ -40,6 +40,17 @@ type fileConfig struct {
 	DefaultMode    primary.Mode       `yaml:"default_mode"`
 	DefaultPrimary string             `yaml:"default_primary"`
 	Aggregate      []aggregateConfig  `yaml:"aggregate"`
+	// Group makes the pods of this streamd's StatefulSet share its
+	// entities by slice (entitygroup.go).
+	Group entityGroupConfig `yaml:"group"`
+}
+
+// entityGroupConfig is the group: of the file: the consumer group through
+// which the pods share the entities, and how they reach each other.
+type entityGroupConfig struct {
+	Name      string  `yaml:"name"`
+	TLS       tlsKeys `yaml:"tls"`
+	TokenFile string  `yaml:"token_file"`
 }
 
 // entityTypeConfig is an entry of entity_types: its mode and how it
@@ -112,6 +123,8 @@ type fileSettings struct {
 	// project's regions.
 	onDemand []onDemandType
 	aggs     []aggregate.Options
+	// entityGroup: the file's group:, if it has one.
+	entityGroup *entityGroupSettings
 }
 
 // regionMaxBackoff bounds the reconnect delay of the replications between
@@ -293,7 +306,7 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 			repls = append(repls, opts)
 			continue
 		}
-		if err := checkGroup(at, r.Group, grouped); err != nil {
+		if err := checkGroup(at+".group", r.Group, grouped); err != nil {
 			return fileSettings{}, err
 		}
 		grouped = append(grouped, groupedReplication{group: r.Group, opts: opts})
@@ -325,7 +338,11 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	if err != nil {
 		return fileSettings{}, err
 	}
-	return fileSettings{streams: streams, repls: repls, grouped: grouped, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls, onDemand: onDemand, aggs: aggs}, nil
+	eg, err := parseEntityGroup(fc, grouped)
+	if err != nil {
+		return fileSettings{}, err
+	}
+	return fileSettings{streams: streams, repls: repls, grouped: grouped, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls, onDemand: onDemand, aggs: aggs, entityGroup: eg}, nil
 }
 
 // parseStreams checks the streams: of the entry at (nil: 1 stream).

@@ -63,8 +63,8 @@ replicate:
 
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"unknown key", "streams:\n  - name: a\n    types: [x]\n", `line 3: unknown key "types" in an entry of streams: (it takes name, entity_types, filter)`},
-		{"unknown top-level keys", "stream: a\nregion: eu\nreplica: []\n", `line 1: unknown key "stream" in the file's top level (it takes streams, region, regions, replicate, entity_types, default_mode, default_primary, aggregate); line 3: unknown key "replica"`},
-		{"group on a region", "regions:\n  - {name: us, addrs: [\"x:1\"], group: g}\n", `line 2: unknown key "group" in an entry of regions: (it takes name, addrs, tls, token_file, streams); group: is for replicate: entries`},
+		{"unknown top-level keys", "stream: a\nregion: eu\nreplica: []\n", `line 1: unknown key "stream" in the file's top level (it takes streams, region, regions, replicate, entity_types, default_mode, default_primary, aggregate, group); line 3: unknown key "replica"`},
+		{"group on a region", "regions:\n  - {name: us, addrs: [\"x:1\"], group: g}\n", `line 2: unknown key "group" in an entry of regions: (it takes name, addrs, tls, token_file, streams); a project region keeps every event in one journal`},
 		{"unknown tls key", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    tls: {cert: c, keyfile: k}\n", `line 4: unknown key "keyfile" in tls: (it takes ca, cert, key)`},
 		{"regions a mapping", "regions: {name: us}\n", "line 1: want a list of regions: entries, got a mapping"},
 		{"addrs a string", "replicate:\n  - from: us\n    addrs: x:1\n", `line 3: want a list of strings, got the string "x:1"`},
@@ -86,6 +86,13 @@ replicate:
 		{"bad group", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    group: Eu_Pods\n", `replicate[0].group "Eu_Pods": a lowercase RFC 1123 label`},
 		{"long group", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    group: " + strings.Repeat("g", 51) + "\n", "is 51 characters: at most 50"},
 		{"group twice", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    group: eu\n  - from: ap\n    addrs: [\"y:1\"]\n    group: eu\n", `replicate[1].group "eu" is also the group of replication "replicate-us-all"`},
+		{"group without name", "group:\n  token_file: /nonexistent\n", "group: name is empty"},
+		{"bad group name", "group:\n  name: Orders\n", `group.name "Orders": a lowercase RFC 1123 label`},
+		{"group with regions", "regions:\n  - {name: us, addrs: [\"a:1\"]}\ndefault_primary: us\ngroup:\n  name: orders\n", "group: with regions: is not built"},
+		{"group with entity types", "entity_types:\n  - {name: c, mode: local}\ngroup:\n  name: orders\n", "group: with entity_types: or default_mode: is not built"},
+		{"group with replicate", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\ngroup:\n  name: orders\n", "group: with replicate: is not built"},
+		{"group with aggregate", "aggregate:\n  - {name: s, window: 1s, output: {entity_type: sum, event_type: Summed}}\ngroup:\n  name: orders\n", "group: with aggregate: is not built"},
+		{"group token file", "group:\n  name: orders\n  token_file: /nonexistent/token\n", "group.token_file"},
 		{"negative region streams", "regions:\n  - {name: us, addrs: [\"a:1\"]}\n  - {name: eu, addrs: [\"b:1\"], streams: -2}\ndefault_primary: us\n", `regions[1] ("eu"): streams -2 is not in 1-1024`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,6 +109,10 @@ func TestConfigRefusedAtStart(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "streamd.yaml")
 	if err := os.WriteFile(cfg, []byte("replicate:\n  - from: us\n    addrs: [\"127.0.0.1:1\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	entityGroupCfg := filepath.Join(dir, "orders.yaml")
+	if err := os.WriteFile(entityGroupCfg, []byte("group:\n  name: orders\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	groupCfg := filepath.Join(dir, "group.yaml")
@@ -121,6 +132,10 @@ func TestConfigRefusedAtStart(t *testing.T) {
 		{[]string{"--config", groupCfg, "--region", "eu", "--pod-name", "eu-0", "--pod-namespace", "shop", "--kube-api", "http://127.0.0.1:1", "--group-lease-duration", "1s"},
 			"--group-lease-duration 1s: group: invalid options: Options.LeaseDuration 1s is below 3s"},
 		{[]string{"--config", groupCfg, "--region", "eu", "--pod-name", "Eu_0", "--pod-namespace", "shop", "--kube-api", "http://127.0.0.1:1"}, `Options.Identity "Eu_0"`},
+		{[]string{"--config", entityGroupCfg}, "group orders: give --pod-name and --pod-namespace"},
+		{[]string{"--config", entityGroupCfg, "--pod-name", "orders-0", "--pod-namespace", "shop", "--kube-api", "http://127.0.0.1:1"}, "group orders: the events of its pods carry this region as their origin: --region must name it"},
+		{[]string{"--config", entityGroupCfg, "--region", "eu", "--pod-name", "orders-0", "--pod-namespace", "shop", "--kube-api", "http://127.0.0.1:1", "--group-hold-wait", "0s"}, "--group-hold-wait 0s: want a positive duration"},
+		{[]string{"--config", entityGroupCfg, "--region", "eu", "--pod-name", "orders-0", "--pod-namespace", "shop", "--kube-api", "http://127.0.0.1:1", "--pod-address", "orders-0"}, `--pod-address "orders-0"`},
 	} {
 		cmd := exec.Command(binary, append([]string{"--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--metrics-listen", ""}, tc.args...)...)
 		// Outside a cluster, even where the tests run in a pod.

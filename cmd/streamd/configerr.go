@@ -34,7 +34,7 @@ var (
 // keyHints add to an unknown key's message where the key belongs
 // elsewhere, by section and key.
 var keyHints = map[[2]string]string{
-	{"regions", "group"}: "; group: is for replicate: entries: a project region keeps every event in one journal, its primaries need each entity's whole history there (deploy/README.md, section 7)",
+	{"regions", "group"}: "; a project region keeps every event in one journal, its primaries need each entity's whole history there: group: goes on a replicate: entry, whose copying the pods then share, or at the top level of a streamd whose pods share its entities (deploy/README.md, section 7)",
 }
 
 func fileMessage(m string) string {

@@ -71,7 +71,9 @@ func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumer
 	var wg sync.WaitGroup
 	wg.Go(func() { cs.registry.Run(ctx) })
 	for i, g := range cfg.grouped {
-		wg.Go(func() { runMember(ctx, log, g, joins[i], regs[i], rejoinBackoff) })
+		wg.Go(func() {
+			runMember(ctx, log.With("consumer", g.opts.Name), g.group, joins[i], regs[i].Stopped, rejoinBackoff)
+		})
 	}
 	go func() {
 		defer close(cs.done)

@@ -36,17 +36,18 @@ type pod struct {
 	client          kubernetes.Interface
 }
 
-// checkGroup checks the group: of the replicate: entry at.
-func checkGroup(at, name string, earlier []groupedReplication) error {
+// checkGroup checks a group's name, given at key (replicate[0].group,
+// group.name): a DNS label, and not the group of an earlier replication.
+func checkGroup(key, name string, earlier []groupedReplication) error {
 	if len(name) > 50 {
-		return fmt.Errorf("%s.group %q is %d characters: at most 50 (it names the group's Leases and its ConfigMap %s-positions)", at, name, len(name), name)
+		return fmt.Errorf("%s %q is %d characters: at most 50 (it names the group's Leases and its ConfigMap %s-positions)", key, name, len(name), name)
 	}
 	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
-		return fmt.Errorf("%s.group %q: %s (it names the group's Leases and its ConfigMap)", at, name, strings.Join(errs, "; "))
+		return fmt.Errorf("%s %q: %s (it names the group's Leases and its ConfigMap)", key, name, strings.Join(errs, "; "))
 	}
 	for _, g := range earlier {
 		if g.group == name {
-			return fmt.Errorf("%s.group %q is also the group of replication %q: give each replication a group of its own", at, name, g.opts.Name)
+			return fmt.Errorf("%s %q is also the group of replication %q: give each group a name of its own", key, name, g.opts.Name)
 		}
 	}
 	return nil
@@ -54,22 +55,22 @@ func checkGroup(at, name string, earlier []groupedReplication) error {
 
 // podFrom completes p (--pod-name, --pod-namespace,
 // --group-lease-duration) with a client of the Kubernetes API (--kube-api,
-// else the pod's service account) for the grouped replications, and
-// checks each member's options.
-func podFrom(p pod, api, configPath string, grouped []groupedReplication) (pod, error) {
-	if len(grouped) == 0 {
+// else the pod's service account) for the consumer groups this streamd
+// joins, named by user ("" when it joins none), and checks the options of
+// the grouped replications' members.
+func podFrom(p pod, api, user string, grouped []groupedReplication) (pod, error) {
+	if user == "" {
 		return pod{}, nil
 	}
-	at := fmt.Sprintf("--config %s: replicate entry %q has group %q", configPath, grouped[0].opts.Name, grouped[0].group)
 	if p.name == "" || p.namespace == "" {
-		return pod{}, fmt.Errorf("%s: give --pod-name and --pod-namespace (STREAMD_POD_NAME and STREAMD_POD_NAMESPACE, from the downward API: deploy/README.md)", at)
+		return pod{}, fmt.Errorf("%s: give --pod-name and --pod-namespace (STREAMD_POD_NAME and STREAMD_POD_NAMESPACE, from the downward API: deploy/README.md)", user)
 	}
 	cfg, err := rest.InClusterConfig()
 	if api != "" {
 		cfg, err = &rest.Config{Host: api, ContentConfig: rest.ContentConfig{ContentType: "application/json"}}, nil
 	}
 	if err != nil {
-		return pod{}, fmt.Errorf("%s: it needs the Kubernetes API: %w (run in a pod with a service account token, or give --kube-api)", at, err)
+		return pod{}, fmt.Errorf("%s: it needs the Kubernetes API: %w (run in a pod with a service account token, or give --kube-api)", user, err)
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -137,12 +138,12 @@ func (p pod) newMember(log *slog.Logger, g groupedReplication, run func(context.
 // other, and starts over after a member ran longer than the longest.
 var rejoinBackoff = [2]time.Duration{time.Second, time.Minute}
 
-// runMember runs this pod's member of g (join returns a new one) until ctx
-// ends. A member stopped by an error has handed its slices off and left;
-// after a backoff, a new member joins, and takes slices only as the
-// group's ConfigMap gives them, as any member does. reg shows each stop,
-// with the time of the next join.
-func runMember(ctx context.Context, log *slog.Logger, g groupedReplication, join func() (*group.Member, error), reg *admin.Member, backoff [2]time.Duration) {
+// runMember runs this pod's member of the group named groupName (join
+// returns a new one) until ctx ends. A member stopped by an error has
+// handed its slices off and left; after a backoff, a new member joins, and
+// takes slices only as the group's ConfigMap gives them, as any member
+// does. stopped hears of each stop, with the time of the next join.
+func runMember(ctx context.Context, log *slog.Logger, groupName string, join func() (*group.Member, error), stopped func(error), backoff [2]time.Duration) {
 	wait := backoff[0]
 	for stops := 1; ; stops++ {
 		started := time.Now()
@@ -159,9 +160,9 @@ func runMember(ctx context.Context, log *slog.Logger, g groupedReplication, join
 		if time.Since(started) > backoff[1] {
 			wait = backoff[0]
 		}
-		err = fmt.Errorf("%w (stop %d since streamd started: this pod rejoins group %s at %s)", err, stops, g.group, time.Now().Add(wait).UTC().Format(time.RFC3339))
-		log.Error("replication stopped; this pod rejoins its group after a backoff", "consumer", g.opts.Name, "group", g.group, "backoff", wait.String(), "err", err)
-		reg.Stopped(err)
+		err = fmt.Errorf("%w (stop %d since streamd started: this pod rejoins group %s at %s)", err, stops, groupName, time.Now().Add(wait).UTC().Format(time.RFC3339))
+		log.Error("group member stopped; this pod rejoins its group after a backoff", "group", groupName, "backoff", wait.String(), "err", err)
+		stopped(err)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

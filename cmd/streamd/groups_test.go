@@ -287,12 +287,12 @@ func startGrouped(t *testing.T, api *kubetest.API, src string, id string, wrap f
 	gp := &grouped{region: r, reg: reg, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(gp.done)
-		runMember(ctx, log, g, func() (*group.Member, error) {
+		runMember(ctx, log, g.group, func() (*group.Member, error) {
 			if gate != nil {
 				gate()
 			}
 			return p.newMember(log, g, run)
-		}, m, [2]time.Duration{10 * time.Millisecond, 100 * time.Millisecond})
+		}, m.Stopped, [2]time.Duration{10 * time.Millisecond, 100 * time.Millisecond})
 	}()
 	t.Cleanup(gp.stop)
 	return gp

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -114,10 +115,12 @@ func newApp() *cli.App {
 			&cli.DurationFlag{Name: "handshake-timeout", Value: 10 * time.Second, EnvVars: []string{"STREAMD_HANDSHAKE_TIMEOUT"}, Usage: "a connection that has not completed its TLS and HTTP/2 handshake by then is closed"},
 			&cli.StringFlag{Name: "region", EnvVars: []string{"STREAMD_REGION"}, Usage: "name of this region: the origin of events written here (required to replicate); overrides region: in --config"},
 			&cli.StringFlag{Name: "config", EnvVars: []string{"STREAMD_CONFIG"}, Usage: "YAML `FILE` of named streams, the project's regions (replicated full mesh), replications from elsewhere, entity type modes and on-demand replication, and aggregation stages, the same file in every region (see README)"},
-			&cli.StringFlag{Name: "pod-name", EnvVars: []string{"STREAMD_POD_NAME"}, Usage: "this pod's name (the downward API's metadata.name): its identity in the consumer groups of replicate: entries with group:"},
-			&cli.StringFlag{Name: "pod-namespace", EnvVars: []string{"STREAMD_POD_NAMESPACE"}, Usage: "this pod's namespace (the downward API's metadata.namespace): where the consumer groups of replicate: entries with group: keep their Leases and ConfigMaps"},
+			&cli.StringFlag{Name: "pod-name", EnvVars: []string{"STREAMD_POD_NAME"}, Usage: "this pod's name (the downward API's metadata.name): its identity in its consumer groups (a top-level group: in --config, replicate: entries with group:)"},
+			&cli.StringFlag{Name: "pod-namespace", EnvVars: []string{"STREAMD_POD_NAMESPACE"}, Usage: "this pod's namespace (the downward API's metadata.namespace): where its consumer groups (a top-level group: in --config, replicate: entries with group:) keep their Leases and ConfigMaps"},
 			&cli.StringFlag{Name: "kube-api", EnvVars: []string{"STREAMD_KUBE_API"}, Usage: "`URL` of the Kubernetes API for the consumer groups, without credentials (as kubectl proxy serves it)", DefaultText: "in a pod, its service account"},
-			&cli.DurationFlag{Name: "group-lease-duration", Value: group.DefaultLeaseDuration, EnvVars: []string{"STREAMD_GROUP_LEASE_DURATION"}, Usage: "the consumer groups' Lease duration D (at least 3s): a pod renews its Lease every D/3, stops copying when it could not for 2D/3, and the others take the slices of a pod gone after D"},
+			&cli.StringFlag{Name: "pod-address", EnvVars: []string{"STREAMD_POD_ADDRESS"}, Usage: "`HOST:PORT` at which the other pods of its group (--config group:) reach this one (in Kubernetes $(POD_IP):7070)", DefaultText: "the --listen address, if it names an IP"},
+			&cli.DurationFlag{Name: "group-hold-wait", Value: 30 * time.Second, EnvVars: []string{"STREAMD_GROUP_HOLD_WAIT"}, Usage: "on SIGTERM, how long a pod of a group (--config group:) stays up for the pods that take its slices to copy their history; past it, those slices wait for this pod to come back"},
+			&cli.DurationFlag{Name: "group-lease-duration", Value: group.DefaultLeaseDuration, EnvVars: []string{"STREAMD_GROUP_LEASE_DURATION"}, Usage: "the consumer groups' Lease duration D (at least 3s): a pod renews its Lease every D/3, stops copying (or writing its slices) when it could not for 2D/3, and the others take the slices of a pod gone after D"},
 			&cli.StringFlag{Name: "ready-file", EnvVars: []string{"STREAMD_READY_FILE"}, Usage: "once every listener is up, write where streamd serves to `FILE` as JSON, {\"grpc\":\"ADDR\",\"metrics\":\"ADDR\"} (metrics absent when disabled), atomically; removed on exit"},
 			consoleFlag(),
 			&cli.BoolFlag{Name: "check-config", Usage: "check the flags and --config, print what streamd would run with them, and exit without opening the journal or listening: status 0 if they are valid, 2 with what is wrong if not"},
@@ -271,10 +274,36 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 			return config{}, fmt.Errorf("--config %s: replication %q is from this region (%s)", c.String("config"), g.opts.Name, g.opts.From.Name)
 		}
 	}
+	var user string // of the Kubernetes API
+	switch eg := settings.entityGroup; {
+	case eg != nil:
+		user = fmt.Sprintf("--config %s: group %s", c.String("config"), eg.name)
+	case len(settings.grouped) > 0:
+		user = fmt.Sprintf("--config %s: replicate entry %q has group %q", c.String("config"), settings.grouped[0].opts.Name, settings.grouped[0].group)
+	}
 	inPod, err := podFrom(pod{name: c.String("pod-name"), namespace: c.String("pod-namespace"), leaseDuration: c.Duration("group-lease-duration")},
-		c.String("kube-api"), c.String("config"), settings.grouped)
+		c.String("kube-api"), user, settings.grouped)
 	if err != nil {
 		return config{}, err
+	}
+	var eg *entityGroup
+	if s := settings.entityGroup; s != nil {
+		if region == "" {
+			return config{}, fmt.Errorf("--config %s: group %s: the events of its pods carry this region as their origin: --region must name it", c.String("config"), s.name)
+		}
+		if d := c.Duration("group-hold-wait"); d <= 0 {
+			return config{}, fmt.Errorf("--group-hold-wait %v: want a positive duration", d)
+		}
+		eg = newEntityGroup(s, inPod.name, region, log, m.Registry())
+		addr := c.String("pod-address")
+		if addr == "" {
+			addr = "127.0.0.1:1" // the listener's (podAddress), known once it listens
+		}
+		if err := eg.options(inPod, addr, c.Duration("group-hold-wait")).Validate(); err != nil {
+			return config{}, fmt.Errorf("--config %s: group %s, --pod-name %q, --pod-namespace %q, --pod-address %q, --group-lease-duration %s: %w",
+				c.String("config"), s.name, inPod.name, inPod.namespace, c.String("pod-address"), inPod.leaseDuration, err)
+		}
+		router, producerRouter = nil, eg
 	}
 	return config{
 		dataDir:       c.String("data-dir"),
@@ -295,6 +324,9 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 		pod:           inPod,
 		entityTypes:   types,
 		router:        router,
+		entityGroup:   eg,
+		podAddress:    c.String("pod-address"),
+		holdWait:      c.Duration("group-hold-wait"),
 		aggregates:    settings.aggs,
 		onDemand:      settings.onDemand,
 		producer: producer.Options{
@@ -344,6 +376,13 @@ type config struct {
 	// publishes through.
 	entityTypes primary.Config
 	router      *publishRouter
+	// entityGroup: this pod's part in the group of pods sharing the
+	// entities (config group:), reached by the others at podAddress (or
+	// the listener's address); on SIGTERM it waits up to holdWait for them
+	// to hold what it held.
+	entityGroup *entityGroup
+	podAddress  string
+	holdWait    time.Duration
 	// aggregates are the aggregation stages streamd runs over its journal.
 	aggregates []aggregate.Options
 	// onDemand are the entity types replicated on demand (ondemand.go).
@@ -367,6 +406,9 @@ func runBounded(ctx context.Context, log *slog.Logger, cfg config) error {
 	case <-ctx.Done():
 	}
 	bound := cfg.shutdownGrace + closeMargin
+	if cfg.entityGroup != nil {
+		bound += cfg.pod.leaseDuration + cfg.holdWait // hand-off, then the wait for the holders
+	}
 	select {
 	case err := <-ran:
 		return err
@@ -387,6 +429,12 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		return err
 	}
 	defer p.Close()
+	if eg := cfg.entityGroup; eg != nil {
+		if err := eg.start(ctx, p.Journal()); err != nil {
+			return err
+		}
+		defer eg.close()
+	}
 	checkFreeSpace(log, cfg.dataDir, cfg.producer.Journal)
 	lis, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
@@ -412,6 +460,10 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	defer onDemand.close()
 	if onDemand != nil {
 		opts = append(opts, onDemand.serverOptions()...)
+	}
+	// Entity reads of another pod's slices are forwarded, authorised.
+	if cfg.entityGroup != nil {
+		opts = append(opts, cfg.entityGroup.serverOptions()...)
 	}
 	opts = append(opts, grpc.ConnectionTimeout(cfg.handshake))
 	if cfg.tls != nil {
@@ -509,6 +561,23 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 			served <- fmt.Errorf("grpc server: %w", err)
 		}
 	}()
+	// This pod joins its group once it serves: the others copy from it.
+	stopGroup := func() {}
+	if eg := cfg.entityGroup; eg != nil {
+		addr, err := podAddress(cfg.podAddress, lis.Addr())
+		if err != nil {
+			g.Stop()
+			return err
+		}
+		gctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runMember(gctx, log, eg.name, func() (*group.Member, error) { return eg.join(cfg.pod, addr, cfg.holdWait) }, func(error) {}, rejoinBackoff)
+		}()
+		stopGroup = sync.OnceFunc(func() { cancel(); <-done })
+		defer stopGroup()
+	}
 
 	if cfg.readyFile != "" {
 		r := ready{GRPC: lis.Addr().String()}
@@ -538,6 +607,8 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		return err
 	}
 	log.Info("shutting down")
+	// The pods taking this one's slices copy them from it while it serves.
+	stopGroup()
 	stopHealth()
 	<-healthDone
 	health.Shutdown()

@@ -51,7 +51,7 @@ type daemon struct {
 
 // startDaemon runs streamd on dataDir with gRPC and metrics on ephemeral
 // ports; it is killed when the test ends.
-func startDaemon(t *testing.T, dataDir string, args ...string) *daemon {
+func startDaemon(t testing.TB, dataDir string, args ...string) *daemon {
 	t.Helper()
 	d := &daemon{Daemon: streamdtest.Start(t, streamdtest.Options{DataDir: dataDir, Args: args, Metrics: true})}
 	var err error

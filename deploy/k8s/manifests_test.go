@@ -30,7 +30,7 @@ import (
 
 // roots are the kustomizations meant for `kubectl apply -k`; every other
 // kustomization must be used by one of them.
-var roots = []string{"base", "overlays/production", "overlays/shared-replication", "sidecar"}
+var roots = []string{"base", "overlays/production", "overlays/shared-replication", "overlays/shared-entities", "sidecar"}
 
 // externalSecrets are the Secrets the operator creates (deploy/README.md,
 // "TLS and tokens"), with the keys streamd reads from each.

@@ -272,21 +272,25 @@ func startAsPod(t *testing.T, w workload, c corev1.Container, o *objects) (*daem
 	// streamd ignores variables it does not read: a misspelt one would
 	// silently leave a setting at its default.
 	known := streamdEnv(t)
+	defined := map[string]string{} // the container's variables so far, for $(NAME)
 	for _, e := range c.Env {
 		if strings.HasPrefix(e.Name, "STREAMD_") && !known[e.Name] {
 			return nil, fmt.Errorf("env %s: streamd reads no such variable", e.Name)
 		}
-		val := local(e.Value)
+		val := local(expand(e.Value, defined))
 		if e.ValueFrom != nil {
 			switch f := e.ValueFrom.FieldRef; {
 			case f != nil && f.FieldPath == "metadata.name":
 				val = podName(w)
 			case f != nil && f.FieldPath == "metadata.namespace":
 				val = "default"
+			case f != nil && f.FieldPath == "status.podIP":
+				val = "127.0.0.1"
 			default:
 				t.Fatalf("env %s: this valueFrom is not run by this test; add it", e.Name)
 			}
 		}
+		defined[e.Name] = val
 		env = append(env, e.Name+"="+val)
 	}
 	api := kubetest.New()
@@ -339,3 +343,16 @@ func isSubset(want, have []string) bool {
 	}
 	return true
 }
+
+// expand replaces $(NAME) in v with the value of a variable defined before
+// it, as the kubelet does; a reference to another name stays as written.
+func expand(v string, defined map[string]string) string {
+	return refPattern.ReplaceAllStringFunc(v, func(ref string) string {
+		if val, ok := defined[ref[2:len(ref)-1]]; ok {
+			return val
+		}
+		return ref
+	})
+}
+
+var refPattern = regexp.MustCompile(`\$\([A-Za-z_][A-Za-z0-9_]*\)`)

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/streamd/streamd/internal/kubetest"
+	"github.com/streamd/streamd/internal/testwait"
+	"github.com/streamd/streamd/journal"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// The pods of a group share the entities (real streamd processes, one
+// journal each, the Kubernetes API from kubetest over HTTP): a publish or
+// read at either pod reaches the pod that writes the entity's slice; a pod
+// stopped (SIGTERM) exits once the pod that took its slices holds their
+// history; a pod killed (SIGKILL) leaves its slices unwritten, never
+// written elsewhere from scratch, until it is back. Through it all, each
+// entity's events are 1, 2, 3…, each acknowledged at the seqNr it expected.
+func TestEntityGroupFromConfig(t *testing.T) {
+	api := kubetest.New()
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	cfg := filepath.Join(t.TempDir(), "orders.yaml")
+	if err := os.WriteFile(cfg, []byte("group:\n  name: orders\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dirs := map[string]string{"orders-0": t.TempDir(), "orders-1": t.TempDir()}
+	pods := map[string]*daemon{}
+	start := func(id string) {
+		pods[id] = startDaemon(t, dirs[id], "--region", "eu", "--config", cfg, "--pod-name", id, "--pod-namespace", "shop",
+			"--kube-api", srv.URL, "--group-lease-duration", "3s", "--group-hold-wait", "20s")
+	}
+	ctx := context.Background()
+	const entities = 40
+	last := map[string]uint64{} // acknowledged, by entity id
+	publish := func(via, id string) error {
+		resp, err := streamdv1.NewEventStreamServiceClient(pods[via].conn).Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{
+			{EntityType: "order", EntityId: id, EventType: "Placed", SeqNr: last[id] + 1}}})
+		if err != nil {
+			return err
+		}
+		if got := resp.GetAppended()[0].GetSeqNr(); got != last[id]+1 {
+			t.Fatalf("publish of %s through %s: seqNr %d, want %d", id, via, got, last[id]+1)
+		}
+		last[id]++
+		return nil
+	}
+	// round publishes one event of every entity through pod via, each
+	// expecting the entity's next seqNr, asking again while the group says
+	// Unavailable (it moves slices).
+	round := func(what, via string) {
+		t.Helper()
+		for i := range entities {
+			id := fmt.Sprint("o", i)
+			var err error
+			if !testwait.Until(60*time.Second, func() bool {
+				err = publish(via, id)
+				return status.Code(err) != codes.Unavailable
+			}) || err != nil {
+				t.Fatalf("%s: publish of %s through %s: %v", what, id, via, err)
+			}
+		}
+	}
+	// read returns the seqNrs of entity id's events read through pod via,
+	// checking each was written in region eu with its origin seqNr.
+	read := func(via, id string) ([]uint64, error) {
+		st, err := streamdv1.NewEventStreamServiceClient(pods[via].conn).EntityEvents(ctx, &streamdv1.EntityEventsRequest{EntityType: "order", EntityId: id})
+		if err != nil {
+			return nil, err
+		}
+		var got []uint64
+		for {
+			resp, err := st.Recv()
+			if errors.Is(err, io.EOF) {
+				return got, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range resp.GetEvents() {
+				if e.GetOrigin() != "eu" || e.GetOriginSeqNr() != e.GetSeqNr() {
+					t.Fatalf("%s#%d through %s has origin %q/%d", id, e.GetSeqNr(), via, e.GetOrigin(), e.GetOriginSeqNr())
+				}
+				got = append(got, e.GetSeqNr())
+			}
+		}
+	}
+	// check reads every entity through every pod, asking again while the
+	// group says Unavailable: its events are 1..last.
+	check := func(what string) {
+		t.Helper()
+		for via := range pods {
+			for id := range last {
+				var got []uint64
+				var err error
+				if !testwait.Until(60*time.Second, func() bool {
+					got, err = read(via, id)
+					return status.Code(err) != codes.Unavailable
+				}) || err != nil {
+					t.Fatalf("%s: EntityEvents of %s through %s: %v", what, id, via, err)
+				}
+				if len(got) != int(last[id]) || (len(got) > 0 && got[len(got)-1] != last[id]) {
+					t.Fatalf("%s: %s through %s has seqNrs %v, want 1..%d", what, id, via, got, last[id])
+				}
+			}
+		}
+	}
+	// writing waits until each pod writes its share of the slices (the
+	// streamd_group_slices gauge).
+	writing := func(what string, share map[string]float64) {
+		t.Helper()
+		for id, n := range share {
+			var got float64
+			if !testwait.Until(60*time.Second, func() bool {
+				got = value(scrape(t, pods[id].MetricsAddr)["streamd_group_slices"])
+				return got == n
+			}) {
+				t.Fatalf("%s: pod %s writes %v slices, want %v", what, id, got, n)
+			}
+		}
+	}
+
+	start("orders-0")
+	start("orders-1")
+	writing("two pods", map[string]float64{"orders-0": 512, "orders-1": 512})
+	round("two pods", "orders-0")
+	round("two pods", "orders-1")
+	check("two pods")
+	forwarded := 0.0
+	for _, d := range pods {
+		forwarded += value(scrape(t, d.MetricsAddr)["streamd_group_forwarded_total"])
+	}
+	if forwarded < entities { // each round forwards about half
+		t.Fatalf("the pods forwarded %v calls, want at least %d", forwarded, entities)
+	}
+
+	// Meanwhile, through the slices' moves below, another 20 entities are
+	// written through orders-0 (forwarded to orders-1 for its slices): an
+	// event acknowledged before its slice moved must be in the history
+	// the next pod continues, so each publish gets the seqNr it expects.
+	bg := map[string]uint64{}
+	stopBG := make(chan struct{})
+	bgDone := make(chan error, 1)
+	go func() {
+		client := streamdv1.NewEventStreamServiceClient(pods["orders-0"].conn)
+		for n := 0; ; n++ {
+			select {
+			case <-stopBG:
+				bgDone <- nil
+				return
+			default:
+			}
+			id := fmt.Sprint("b", n%20)
+			resp, err := client.Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{
+				{EntityType: "order", EntityId: id, EventType: "Paid", SeqNr: bg[id] + 1}}})
+			switch {
+			case status.Code(err) == codes.Unavailable:
+				time.Sleep(10 * time.Millisecond) // a pace, not a synchronisation
+			case err != nil:
+				bgDone <- fmt.Errorf("publish of %s#%d through orders-0: %w", id, bg[id]+1, err)
+				return
+			case resp.GetAppended()[0].GetSeqNr() != bg[id]+1:
+				bgDone <- fmt.Errorf("publish of %s: seqNr %d, want %d", id, resp.GetAppended()[0].GetSeqNr(), bg[id]+1)
+				return
+			default:
+				bg[id]++
+			}
+		}
+	}()
+
+	// SIGTERM: orders-0 takes every slice and copies orders-1's; orders-1
+	// exits once orders-0 holds them, before --group-hold-wait.
+	stopped := time.Now()
+	if err := pods["orders-1"].stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("orders-1 stopped with %v", err)
+	}
+	if d := time.Since(stopped); d > 20*time.Second {
+		t.Fatalf("orders-1 took %v to stop: it waited out --group-hold-wait", d)
+	}
+	delete(pods, "orders-1")
+	for _, cm := range api.Snapshot().ConfigMaps {
+		if h, ok := cm.Data["holds.orders-1"]; ok {
+			t.Fatalf("orders-1 exited holding %q", h)
+		}
+	}
+	writing("orders-1 stopped", map[string]float64{"orders-0": 1024})
+	round("orders-1 stopped", "orders-0")
+	check("orders-1 stopped")
+
+	start("orders-1")
+	writing("orders-1 back", map[string]float64{"orders-0": 512, "orders-1": 512})
+	round("orders-1 back", "orders-1")
+	close(stopBG)
+	if err := <-bgDone; err != nil {
+		t.Fatal(err)
+	}
+	published := 0
+	for id, n := range bg {
+		last[id] = n
+		published += int(n)
+	}
+	if published < 100 {
+		t.Fatalf("%d events published through orders-0 while the slices moved, want 100 or more", published)
+	}
+	t.Logf("%d events published through orders-0 while the slices moved", published)
+	check("orders-1 back")
+
+	// SIGKILL: orders-0 takes orders-1's slices after its Lease expires but
+	// cannot copy them: their entities are Unavailable, not started over.
+	pods["orders-1"].Kill()
+	delete(pods, "orders-1")
+	var lost string // an entity of orders-1's slices
+	for i := range entities {
+		if id := fmt.Sprint("o", i); journal.SliceOf(id) >= 512 {
+			lost = id
+			break
+		}
+	}
+	var err error
+	if !testwait.Until(30*time.Second, func() bool {
+		err = publish("orders-0", lost)
+		return status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "copying the history")
+	}) {
+		t.Fatalf("orders-1 killed: publish of %s through orders-0: %v, want Unavailable while orders-0 waits to copy its history", lost, err)
+	}
+	for range 3 { // still so: nothing is written from scratch
+		time.Sleep(time.Second)
+		if err := publish("orders-0", lost); status.Code(err) != codes.Unavailable {
+			t.Fatalf("orders-1 killed: publish of %s through orders-0: %v, want Unavailable", lost, err)
+		}
+	}
+	start("orders-1")
+	round("orders-1 back from a kill", "orders-0")
+	check("orders-1 back from a kill")
+}
