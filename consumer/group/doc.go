@@ -116,8 +116,7 @@
 //   - Status.Owners (read from the ConfigMap every step) and
 //     Status.Addresses (of every Lease) say where to route a request.
 //
-// What it does not do: it copies nothing and serves nothing (the caller
-// does both); a member that took slices is not told when their holder is
+// Holdings copy nothing and serve nothing (the caller does both); a member that took slices is not told when their holder is
 // reachable (its Runner asks Holders again). A holder whose Lease is gone
 // (it crashed, or left before its holdings were taken over) keeps its
 // holdings until it comes back: the owners of its slices wait for it. An
