@@ -342,6 +342,12 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	if err != nil {
 		return fileSettings{}, err
 	}
+	if eg != nil { // every replication follows the group's slices
+		for _, r := range repls {
+			grouped = append(grouped, groupedReplication{group: eg.name, opts: r})
+		}
+		repls = nil
+	}
 	return fileSettings{streams: streams, repls: repls, grouped: grouped, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls, onDemand: onDemand, aggs: aggs, entityGroup: eg}, nil
 }
 

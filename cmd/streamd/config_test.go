@@ -90,7 +90,7 @@ replicate:
 		{"bad group name", "group:\n  name: Orders\n", `group.name "Orders": a lowercase RFC 1123 label`},
 		{"group with regions", "regions:\n  - {name: us, addrs: [\"a:1\"]}\ndefault_primary: us\ngroup:\n  name: orders\n", "group: with regions: is not built"},
 		{"group with entity types", "entity_types:\n  - {name: c, mode: local}\ngroup:\n  name: orders\n", "group: with entity_types: or default_mode: is not built"},
-		{"group with replicate", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\ngroup:\n  name: orders\n", "group: with replicate: is not built"},
+		{"group with a grouped replicate", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    group: eu\ngroup:\n  name: orders\n", `replicate entry "replicate-us-all" has group "eu": with a top-level group: every replicate: entry follows its slices`},
 		{"group with aggregate", "aggregate:\n  - {name: s, window: 1s, output: {entity_type: sum, event_type: Summed}}\ngroup:\n  name: orders\n", "group: with aggregate: is not built"},
 		{"group token file", "group:\n  name: orders\n  token_file: /nonexistent/token\n", "group.token_file"},
 		{"negative region streams", "regions:\n  - {name: us, addrs: [\"a:1\"]}\n  - {name: eu, addrs: [\"b:1\"], streams: -2}\ndefault_primary: us\n", `regions[1] ("eu"): streams -2 is not in 1-1024`},
@@ -162,6 +162,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("regions: [{name: us, addrs: [a]}, {name: eu, addrs: [b]}]\ndefault_primary: us\nentity_types:\n  - {name: c, mode: replicated, replication: on-demand, inactivity: 1m, summary_types: [s]}\n")
 	f.Add("regions: [{name: us, addrs: [a], streams: 4}, {name: eu, addrs: [b], streams: 1024}]\ndefault_primary: us\nreplicate: [{from: x, addrs: [c], streams: 2}]\n")
 	f.Add("replicate: [{from: x, addrs: [c], streams: 2, group: g}, {from: y, addrs: [d], group: h}, {from: z, addrs: [e]}]\n")
+	f.Add("group: {name: orders}\nreplicate: [{from: x, addrs: [c], streams: 2}, {from: y, addrs: [d]}]\n")
 	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, raw string) {
 		settings, err := parseConfig([]byte(raw), now)
@@ -183,10 +184,16 @@ func FuzzParseConfig(f *testing.F) {
 		groups := map[string]bool{}
 		for _, g := range settings.grouped {
 			r := g.opts
-			if r.From.Name == "" || len(r.From.Addrs) == 0 || r.Name == "" || names[r.Name] || r.Streams < 1 || r.Streams > 1024 || g.group == "" || len(g.group) > 50 || groups[g.group] {
+			// Each replicate: entry's group: is its own; a top-level
+			// group: is every entry's.
+			shared := settings.entityGroup != nil && g.group == settings.entityGroup.name
+			if r.From.Name == "" || len(r.From.Addrs) == 0 || r.Name == "" || names[r.Name] || r.Streams < 1 || r.Streams > 1024 || g.group == "" || len(g.group) > 50 || groups[g.group] && !shared {
 				t.Fatalf("grouped replication %+v (group %q) accepted from %q", r, g.group, raw)
 			}
 			names[r.Name], groups[g.group] = true, true
+		}
+		if settings.entityGroup != nil && len(settings.repls) > 0 {
+			t.Fatalf("with a top-level group, replications %+v do not follow its slices (%q)", settings.repls, raw)
 		}
 		for _, region := range settings.regions {
 			_, withIt, err := settings.withRegion(region)

@@ -27,7 +27,8 @@ type consumers struct {
 }
 
 // startConsumers starts cfg's replications into j: those of the registry,
-// and the grouped ones, each as this pod's member of its consumer group.
+// and the grouped ones, each as this pod's member of its consumer group, or
+// with a top-level group: run by it over the slices this pod writes.
 // Their offsets live in j itself, committed with the events they copied: a
 // new journal starts with new offsets.
 func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumers, error) {
@@ -58,7 +59,12 @@ func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumer
 		if err == nil {
 			regs[i], err = cs.registry.AddMember(c, g.group)
 		}
-		if err == nil {
+		switch {
+		case err != nil:
+		case cfg.entityGroup != nil && g.group == cfg.entityGroup.name:
+			// Over the slices the pod writes, by the entity group (run).
+			cfg.entityGroup.replicate(g.runner(log, j, regs[i]))
+		default:
 			run := g.runner(log, j, regs[i])
 			joins[i] = func() (*group.Member, error) { return cfg.pod.newMember(log, g, run) }
 		}
@@ -71,6 +77,9 @@ func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumer
 	var wg sync.WaitGroup
 	wg.Go(func() { cs.registry.Run(ctx) })
 	for i, g := range cfg.grouped {
+		if joins[i] == nil {
+			continue // the entity group's
+		}
 		wg.Go(func() {
 			runMember(ctx, log.With("consumer", g.opts.Name), g.group, joins[i], regs[i].Stopped, rejoinBackoff)
 		})

@@ -59,6 +59,9 @@ func parseEntityGroup(fc fileConfig, grouped []groupedReplication) (*entityGroup
 	if err := checkGroup("group.name", g.Name, grouped); err != nil {
 		return nil, err
 	}
+	if len(grouped) > 0 {
+		return nil, fmt.Errorf("replicate entry %q has group %q: with a top-level group: every replicate: entry follows its slices (each pod copies the slices it writes); leave group: out of the entry", grouped[0].opts.Name, grouped[0].group)
+	}
 	notYet := func(key, why string) error {
 		return fmt.Errorf("group: with %s is not built: %s", key, why)
 	}
@@ -67,8 +70,6 @@ func parseEntityGroup(fc fileConfig, grouped []groupedReplication) (*entityGroup
 		return nil, notYet("regions:", "a project region is served by one journal, where its primaries hold each entity's whole history; share the copying of another region over pods with a replicate: entry with group: instead")
 	case len(fc.EntityTypes) > 0 || fc.DefaultMode != 0 || fc.DefaultPrimary != "":
 		return nil, notYet("entity_types: or default_mode:", "the modes of entity types are the project's regions'")
-	case len(fc.Replicate) > 0:
-		return nil, notYet("replicate:", "each pod would copy every slice of the source into its own journal")
 	case len(fc.Aggregate) > 0:
 		return nil, notYet("aggregate:", "a pod's stages would write results of entities whose slices other pods write")
 	}
@@ -98,6 +99,15 @@ type entityGroup struct {
 	served     sliceSet
 	conns      map[string]*grpc.ClientConn // by address
 	publishers map[*grpc.ClientConn]*publisher.Publisher
+	// replications run over the slices this pod writes (replicate:
+	// entries), added before the pod joins.
+	replications []func(context.Context, offsets.SliceRange) error
+}
+
+// replicate adds a replication that run starts over the slices this pod
+// writes, once it writes them all.
+func (eg *entityGroup) replicate(run func(context.Context, offsets.SliceRange) error) {
+	eg.replications = append(eg.replications, run)
 }
 
 func newEntityGroup(s *entityGroupSettings, self, region string, log *slog.Logger, reg prometheus.Registerer) *entityGroup {
@@ -227,8 +237,32 @@ func (eg *entityGroup) run(ctx context.Context, part offsets.SliceRange) error {
 		}
 	}
 	eg.log.Info("group: writing slices", "slices", part.String())
+	var wg sync.WaitGroup
+	for _, r := range eg.replications {
+		wg.Go(func() { eg.replicateOver(ctx, part, r) })
+	}
 	<-ctx.Done()
+	wg.Wait()
 	return nil
+}
+
+// replicateOver runs a replication over part until ctx ends, again after
+// a backoff (1s, doubling up to 1m) when it stops with an error.
+func (eg *entityGroup) replicateOver(ctx context.Context, part offsets.SliceRange, run func(context.Context, offsets.SliceRange) error) {
+	wait := rejoinBackoff[0]
+	for {
+		err := run(ctx, part)
+		if ctx.Err() != nil {
+			return
+		}
+		eg.log.Error("group: a replication over this pod's slices stopped; it starts again after a backoff", "slices", part.String(), "backoff", wait.String(), "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, rejoinBackoff[1])
+	}
 }
 
 // uncopied is the set of part's slices that need no copy: those not in
@@ -364,26 +398,50 @@ func (eg *entityGroup) owner(slice uint32) (string, string) {
 	return "", ""
 }
 
+// routeWait bounds how long a call for a slice that is moving (no pod
+// owns it yet, this pod copies its history, the owner's address is not
+// known yet) waits for it to settle before it is refused with Unavailable.
+const routeWait = 5 * time.Second
+
+// errServedHere: the slice a call waited for is written here now.
+var errServedHere = errors.New("streamd: the slice is written here now")
+
 // forwardTo returns a connection to the pod that writes slice now, with
-// ctx for the call, or the Unavailable status saying why there is none.
+// ctx for the call; errServedHere if this pod writes it now; or the
+// Unavailable status saying why there is none, after up to routeWait.
 func (eg *entityGroup) forwardTo(ctx context.Context, slice uint32) (*grpc.ClientConn, context.Context, error) {
 	if by := metadata.ValueFromIncomingContext(ctx, forwardedBy); len(by) > 0 {
 		return nil, nil, status.Errorf(codes.Unavailable, "streamd: pod %s of group %s does not write slice %d now (pod %s forwarded the call here as its owner): the group is moving it; retry", eg.self, eg.name, slice, by[0])
 	}
-	id, addr := eg.owner(slice)
-	switch {
-	case id == "":
-		return nil, nil, status.Errorf(codes.Unavailable, "streamd: no pod of group %s owns slice %d now: the group is moving it; retry", eg.name, slice)
-	case id == eg.self:
-		return nil, nil, status.Errorf(codes.Unavailable, "streamd: pod %s is copying the history of slice %d from the pod that held it; retry", eg.self, slice)
-	case addr == "":
-		return nil, nil, status.Errorf(codes.Unavailable, "streamd: pod %s owns slice %d but has no address on its Lease yet; retry", id, slice)
+	wait := time.NewTimer(routeWait)
+	defer wait.Stop()
+	for {
+		id, addr := eg.owner(slice)
+		var why error
+		switch {
+		case eg.serves(slice):
+			return nil, nil, errServedHere
+		case id == "":
+			why = status.Errorf(codes.Unavailable, "streamd: no pod of group %s owns slice %d now: the group is moving it; retry", eg.name, slice)
+		case id == eg.self:
+			why = status.Errorf(codes.Unavailable, "streamd: pod %s is copying the history of slice %d from the pod that held it; retry", eg.self, slice)
+		case addr == "":
+			why = status.Errorf(codes.Unavailable, "streamd: pod %s owns slice %d but has no address on its Lease yet; retry", id, slice)
+		default:
+			conn, err := eg.conn(addr)
+			if err != nil {
+				return nil, nil, status.Errorf(codes.Unavailable, "streamd: reach pod %s (%s), which owns slice %d: %v", id, addr, slice, err)
+			}
+			return conn, metadata.AppendToOutgoingContext(ctx, forwardedBy, eg.self), nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, why
+		case <-wait.C:
+			return nil, nil, why
+		case <-time.After(50 * time.Millisecond): // the member's view moves at its steps
+		}
 	}
-	conn, err := eg.conn(addr)
-	if err != nil {
-		return nil, nil, status.Errorf(codes.Unavailable, "streamd: reach pod %s (%s), which owns slice %d: %v", id, addr, slice, err)
-	}
-	return conn, metadata.AppendToOutgoingContext(ctx, forwardedBy, eg.self), nil
 }
 
 func (eg *entityGroup) conn(addr string) (*grpc.ClientConn, error) {
@@ -429,10 +487,10 @@ func (eg *entityGroup) Publish(ctx context.Context, events []*streamdv1.Event) (
 			return nil, status.Errorf(codes.InvalidArgument, "streamd: event %d is of slice %d and event 0 of slice %d: in a group of pods one publish is appended by the pod that writes its slice, so its entities must be of one slice; publish them separately (or with separate_appends)", i+1, s, slice)
 		}
 	}
-	if eg.serves(slice) {
+	conn, ctx, err := eg.forwardTo(ctx, slice)
+	if errors.Is(err, errServedHere) {
 		return nil, status.Errorf(codes.Unavailable, "streamd: this pod started writing slice %d meanwhile; retry", slice)
 	}
-	conn, ctx, err := eg.forwardTo(ctx, slice)
 	if err != nil {
 		return nil, err
 	}
@@ -508,6 +566,9 @@ func (eg *entityGroup) serverOptions() []grpc.ServerOption {
 				return handler(ctx, req)
 			}
 			conn, fctx, err := eg.forwardTo(ctx, journal.SliceOf(r.GetEntityId()))
+			if errors.Is(err, errServedHere) {
+				return handler(ctx, req)
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -526,6 +587,9 @@ func (eg *entityGroup) serverOptions() []grpc.ServerOption {
 				return handler(srv, &receivedStream{ServerStream: ss, first: req})
 			}
 			conn, fctx, err := eg.forwardTo(ss.Context(), journal.SliceOf(req.GetEntityId()))
+			if errors.Is(err, errServedHere) {
+				return handler(srv, &receivedStream{ServerStream: ss, first: req})
+			}
 			if err != nil {
 				return err
 			}

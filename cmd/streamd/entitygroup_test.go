@@ -39,6 +39,13 @@ func TestEntityGroupFromConfig(t *testing.T) {
 	}
 	dirs := map[string]string{"orders-0": t.TempDir(), "orders-1": t.TempDir()}
 	pods := map[string]*daemon{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for id, d := range pods {
+				t.Logf("%s:\n%s", id, d.Log())
+			}
+		}
+	})
 	start := func(id string) {
 		pods[id] = startDaemon(t, dirs[id], "--region", "eu", "--config", cfg, "--pod-name", id, "--pod-namespace", "shop",
 			"--kube-api", srv.URL, "--group-lease-duration", "3s", "--group-hold-wait", "20s")
@@ -236,8 +243,7 @@ func TestEntityGroupFromConfig(t *testing.T) {
 	}) {
 		t.Fatalf("orders-1 killed: publish of %s through orders-0: %v, want Unavailable while orders-0 waits to copy its history", lost, err)
 	}
-	for range 3 { // still so: nothing is written from scratch
-		time.Sleep(time.Second)
+	for range 2 { // still so (each call waits routeWait first): nothing is written from scratch
 		if err := publish("orders-0", lost); status.Code(err) != codes.Unavailable {
 			t.Fatalf("orders-1 killed: publish of %s through orders-0: %v, want Unavailable", lost, err)
 		}
@@ -245,4 +251,102 @@ func TestEntityGroupFromConfig(t *testing.T) {
 	start("orders-1")
 	round("orders-1 back from a kill", "orders-0")
 	check("orders-1 back from a kill")
+}
+
+// The replicate: entries of a streamd with a top-level group: follow its
+// slices: each pod copies from the source the slices it writes, so the
+// pods' journals split the source's events between them; when a pod stops
+// (SIGTERM) the other takes its slices with their copies (origin and
+// origin seqNr kept) and goes on copying them from the source, each
+// source event once.
+func TestEntityGroupReplicates(t *testing.T) {
+	us := startDaemon(t, t.TempDir(), "--region", "us")
+	api := kubetest.New()
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	cfg := filepath.Join(t.TempDir(), "orders.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "group:\n  name: orders\nreplicate:\n  - from: us\n    addrs: [%q]\n", us.Addr), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const entities = 60
+	publishUS := func() {
+		t.Helper()
+		req := &streamdv1.PublishRequest{}
+		for i := range entities {
+			req.Events = append(req.Events, &streamdv1.Event{EntityType: "order", EntityId: fmt.Sprint("o", i), EventType: "Placed"})
+		}
+		if _, err := streamdv1.NewEventStreamServiceClient(us.conn).Publish(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pods := map[string]*daemon{}
+	for _, id := range []string{"orders-0", "orders-1"} {
+		pods[id] = startDaemon(t, t.TempDir(), "--region", "eu", "--config", cfg, "--pod-name", id, "--pod-namespace", "shop",
+			"--kube-api", srv.URL, "--group-lease-duration", "3s", "--group-hold-wait", "20s")
+	}
+	for id, d := range pods { // the pods split the slices before us is written
+		if !testwait.Until(60*time.Second, func() bool { return value(scrape(t, d.MetricsAddr)["streamd_group_slices"]) == 512 }) {
+			t.Fatalf("%s does not write half the slices", id)
+		}
+	}
+	for range 3 {
+		publishUS()
+	}
+	// copied waits until every entity reads, through every pod, as the
+	// source's events 1..n, in order, with their origin.
+	copied := func(what string, n int) {
+		t.Helper()
+		for via, d := range pods {
+			for i := range entities {
+				id := fmt.Sprint("o", i)
+				var got []string
+				if !testwait.Until(60*time.Second, func() bool {
+					got = nil
+					st, err := streamdv1.NewEventStreamServiceClient(d.conn).EntityEvents(ctx, &streamdv1.EntityEventsRequest{EntityType: "order", EntityId: id})
+					if err != nil {
+						return false
+					}
+					for {
+						resp, err := st.Recv()
+						if err != nil {
+							return errors.Is(err, io.EOF) && len(got) == n
+						}
+						for _, e := range resp.GetEvents() {
+							got = append(got, fmt.Sprintf("%s/%d", e.GetOrigin(), e.GetOriginSeqNr()))
+						}
+					}
+				}) {
+					t.Fatalf("%s: %s through %s reads %v, want us/1..us/%d", what, id, via, got, n)
+				}
+				for k, g := range got {
+					if g != fmt.Sprintf("us/%d", k+1) {
+						t.Fatalf("%s: %s through %s reads %v, want us/1..us/%d", what, id, via, got, n)
+					}
+				}
+			}
+		}
+	}
+	copied("two pods", 3)
+	// Each pod copied only its slices: the journals split the events.
+	held := map[string]uint64{}
+	var sum uint64
+	for id, d := range pods {
+		info, err := streamdv1.NewEventStreamServiceClient(d.conn).JournalInfo(ctx, &streamdv1.JournalInfoRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held[id] = info.GetLastOffset()
+		sum += info.GetLastOffset()
+	}
+	if sum != 3*entities || held["orders-0"] == 0 || held["orders-1"] == 0 {
+		t.Fatalf("the pods' journals hold %v events, want the %d of us split between them", held, 3*entities)
+	}
+
+	if err := pods["orders-1"].stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("orders-1 stopped with %v", err)
+	}
+	delete(pods, "orders-1")
+	publishUS()
+	copied("orders-1 stopped", 4)
 }

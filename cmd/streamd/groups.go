@@ -20,10 +20,12 @@ import (
 	"github.com/streamd/streamd/topology"
 )
 
-// groupedReplication is a replicate: entry with group:. The pods of this
-// streamd's StatefulSet share its copying: each pod is a member of the
-// consumer group and copies, into its own journal, the slices it owns
-// (group.Options.Runner, topology.ReplicationOptions.Slices).
+// groupedReplication is a replicate: entry with group:, or any replicate:
+// entry of a streamd with a top-level group: (whose slices it then
+// follows, entitygroup.go). The pods of this streamd's StatefulSet share
+// its copying: each pod copies, into its own journal, the slices it owns
+// in that consumer group (group.Options.Runner,
+// topology.ReplicationOptions.Slices).
 type groupedReplication struct {
 	group string
 	opts  topology.ReplicationOptions
