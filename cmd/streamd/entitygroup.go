@@ -47,7 +47,8 @@ type entityGroupSettings struct {
 	dial []grpc.DialOption
 }
 
-// parseEntityGroup checks the file's group:, if it has one.
+// parseEntityGroup checks the file's group:, if it has one; grouped are
+// the replicate: entries with a group: of their own.
 func parseEntityGroup(fc fileConfig, grouped []groupedReplication) (*entityGroupSettings, error) {
 	g := fc.Group
 	if g == (entityGroupConfig{}) {
@@ -56,11 +57,11 @@ func parseEntityGroup(fc fileConfig, grouped []groupedReplication) (*entityGroup
 	if g.Name == "" {
 		return nil, errors.New("group: name is empty (it names the group's Leases <name>-<pod> and its ConfigMap <name>-positions)")
 	}
-	if err := checkGroup("group.name", g.Name, grouped); err != nil {
-		return nil, err
-	}
 	if len(grouped) > 0 {
 		return nil, fmt.Errorf("replicate entry %q has group %q: with a top-level group: every replicate: entry follows its slices (each pod copies the slices it writes); leave group: out of the entry", grouped[0].opts.Name, grouped[0].group)
+	}
+	if err := checkGroup("group.name", g.Name, nil); err != nil {
+		return nil, err
 	}
 	notYet := func(key, why string) error {
 		return fmt.Errorf("group: with %s is not built: %s", key, why)
