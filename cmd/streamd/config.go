@@ -73,6 +73,9 @@ type regionConfig struct {
 	// Streams is the number of parallel streams the region is copied
 	// over (nil: 1); see topology.ReplicationOptions.Streams.
 	Streams *int `yaml:"streams"`
+	// Group makes the region's pods share its entities by slice
+	// (entitygroup.go), reaching each other as other regions reach them.
+	Group string `yaml:"group"`
 }
 
 type streamConfig struct {
@@ -123,8 +126,11 @@ type fileSettings struct {
 	// project's regions.
 	onDemand []onDemandType
 	aggs     []aggregate.Options
-	// entityGroup: the file's group:, if it has one.
+	// entityGroup: the group this streamd's pods share the entities
+	// through: the file's group:, or this region's (withRegion).
 	entityGroup *entityGroupSettings
+	// regionGroups are the groups of the regions that have one, by name.
+	regionGroups map[string]*entityGroupSettings
 }
 
 // regionMaxBackoff bounds the reconnect delay of the replications between
@@ -159,6 +165,14 @@ func (fs fileSettings) withRegion(flag string) (string, fileSettings, error) {
 		}
 	}
 	fs.repls = append(repls, fs.repls...)
+	if g := fs.regionGroups[region]; g != nil {
+		fs.entityGroup = g
+		fs.grouped = slices.Clone(fs.grouped)
+		for _, r := range fs.repls { // every replication follows the group's slices
+			fs.grouped = append(fs.grouped, groupedReplication{group: g.name, opts: r})
+		}
+		fs.repls = nil
+	}
 	return region, fs, nil
 }
 
@@ -225,6 +239,7 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	var repls, regionRepls []topology.ReplicationOptions
 	names := map[string]bool{}
 	var regions []string
+	var regionGroups map[string]*entityGroupSettings
 	for i, r := range fc.Regions {
 		at := fmt.Sprintf("regions[%d]", i)
 		switch {
@@ -243,6 +258,14 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 		streams, err := parseStreams(at, r.Streams)
 		if err != nil {
 			return fileSettings{}, err
+		}
+		if r.Group != "" {
+			if regionGroups == nil {
+				regionGroups = map[string]*entityGroupSettings{}
+			}
+			if regionGroups[r.Name], err = regionGroup(at, r.Group, dial); err != nil {
+				return fileSettings{}, err
+			}
 		}
 		regions = append(regions, r.Name)
 		name := regionReplication(r.Name)
@@ -338,7 +361,7 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	if err != nil {
 		return fileSettings{}, err
 	}
-	eg, err := parseEntityGroup(fc, grouped)
+	eg, err := parseEntityGroup(fc, grouped, regionGroups)
 	if err != nil {
 		return fileSettings{}, err
 	}
@@ -348,7 +371,8 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 		}
 		repls = nil
 	}
-	return fileSettings{streams: streams, repls: repls, grouped: grouped, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls, onDemand: onDemand, aggs: aggs, entityGroup: eg}, nil
+	return fileSettings{streams: streams, repls: repls, grouped: grouped, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls,
+		onDemand: onDemand, aggs: aggs, entityGroup: eg, regionGroups: regionGroups}, nil
 }
 
 // parseStreams checks the streams: of the entry at (nil: 1 stream).

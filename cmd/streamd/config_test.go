@@ -64,7 +64,10 @@ replicate:
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"unknown key", "streams:\n  - name: a\n    types: [x]\n", `line 3: unknown key "types" in an entry of streams: (it takes name, entity_types, filter)`},
 		{"unknown top-level keys", "stream: a\nregion: eu\nreplica: []\n", `line 1: unknown key "stream" in the file's top level (it takes streams, region, regions, replicate, entity_types, default_mode, default_primary, aggregate, group); line 3: unknown key "replica"`},
-		{"group on a region", "regions:\n  - {name: us, addrs: [\"x:1\"], group: g}\n", `line 2: unknown key "group" in an entry of regions: (it takes name, addrs, tls, token_file, streams); a project region keeps every event in one journal`},
+		{"group on a region", "regions:\n  - {name: us, addrs: [\"x:1\"], grup: g}\n", `line 2: unknown key "grup" in an entry of regions: (it takes name, addrs, tls, token_file, streams, group)`},
+		{"grouped region of pinned types", "regions:\n  - {name: us, addrs: [\"x:1\"], group: us-pods}\ndefault_primary: us\n", `regions entry "us" has group "us-pods": with single-writer or replicated entity types is not built`},
+		{"grouped region, a replicated type", "regions:\n  - {name: us, addrs: [\"x:1\"], group: us-pods}\ndefault_mode: local\nentity_types:\n  - {name: c, mode: replicated}\n", `with entity type "c" of mode replicated is not built`},
+		{"bad region group", "regions:\n  - {name: us, addrs: [\"x:1\"], group: Us}\ndefault_mode: local\n", `regions[0] ("us").group "Us"`},
 		{"unknown tls key", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    tls: {cert: c, keyfile: k}\n", `line 4: unknown key "keyfile" in tls: (it takes ca, cert, key)`},
 		{"regions a mapping", "regions: {name: us}\n", "line 1: want a list of regions: entries, got a mapping"},
 		{"addrs a string", "replicate:\n  - from: us\n    addrs: x:1\n", `line 3: want a list of strings, got the string "x:1"`},
@@ -88,9 +91,9 @@ replicate:
 		{"group twice", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    group: eu\n  - from: ap\n    addrs: [\"y:1\"]\n    group: eu\n", `replicate[1].group "eu" is also the group of replication "replicate-us-all"`},
 		{"group without name", "group:\n  token_file: /nonexistent\n", "group: name is empty"},
 		{"bad group name", "group:\n  name: Orders\n", `group.name "Orders": a lowercase RFC 1123 label`},
-		{"group with regions", "regions:\n  - {name: us, addrs: [\"a:1\"]}\ndefault_primary: us\ngroup:\n  name: orders\n", "group: with regions: is not built"},
+		{"group with regions", "regions:\n  - {name: us, addrs: [\"a:1\"]}\ndefault_primary: us\ngroup:\n  name: orders\n", "group: at the top level is for a streamd of no project"},
 		{"group with entity types", "entity_types:\n  - {name: c, mode: local}\ngroup:\n  name: orders\n", "group: with entity_types: or default_mode: is not built"},
-		{"group with a grouped replicate", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    group: eu\ngroup:\n  name: orders\n", `replicate entry "replicate-us-all" has group "eu": with a top-level group: every replicate: entry follows its slices`},
+		{"group with a grouped replicate", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    group: eu\ngroup:\n  name: orders\n", `group: with it every replicate: entry follows the group's slices (each pod copies the slices it writes), but replicate entry "replicate-us-all" has group "eu"`},
 		{"group with aggregate", "aggregate:\n  - {name: s, window: 1s, output: {entity_type: sum, event_type: Summed}}\ngroup:\n  name: orders\n", "group: with aggregate: is not built"},
 		{"group token file", "group:\n  name: orders\n  token_file: /nonexistent/token\n", "group.token_file"},
 		{"negative region streams", "regions:\n  - {name: us, addrs: [\"a:1\"]}\n  - {name: eu, addrs: [\"b:1\"], streams: -2}\ndefault_primary: us\n", `regions[1] ("eu"): streams -2 is not in 1-1024`},
@@ -163,6 +166,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("regions: [{name: us, addrs: [a], streams: 4}, {name: eu, addrs: [b], streams: 1024}]\ndefault_primary: us\nreplicate: [{from: x, addrs: [c], streams: 2}]\n")
 	f.Add("replicate: [{from: x, addrs: [c], streams: 2, group: g}, {from: y, addrs: [d], group: h}, {from: z, addrs: [e]}]\n")
 	f.Add("group: {name: orders}\nreplicate: [{from: x, addrs: [c], streams: 2}, {from: y, addrs: [d]}]\n")
+	f.Add("regions: [{name: us, addrs: [a]}, {name: eu, addrs: [b, c], group: eu-pods}]\ndefault_mode: local\nreplicate: [{from: x, addrs: [d]}]\n")
 	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, raw string) {
 		settings, err := parseConfig([]byte(raw), now)
@@ -204,10 +208,19 @@ func FuzzParseConfig(f *testing.F) {
 			if len(settings.onDemand) > 0 {
 				perRegion = 2 // region-<name> and on-demand-<name>
 			}
-			if len(withIt.repls) != len(settings.repls)+perRegion*(len(settings.regions)-1) || slices.ContainsFunc(withIt.repls, func(r topology.ReplicationOptions) bool {
+			repls := withIt.repls
+			if g := withIt.entityGroup; g != nil && g != settings.entityGroup { // this region's pods share its entities
+				if len(repls) > 0 {
+					t.Fatalf("region %q of group %s replicates %+v outside it (%q)", region, g.name, repls, raw)
+				}
+				for _, gr := range withIt.grouped[len(settings.grouped):] {
+					repls = append(repls, gr.opts)
+				}
+			}
+			if len(repls) != len(settings.repls)+perRegion*(len(settings.regions)-1) || slices.ContainsFunc(repls, func(r topology.ReplicationOptions) bool {
 				return r.From.Name == region || r.Streams < 1 || r.Streams > 1024
 			}) {
-				t.Fatalf("region %q replicates %+v (%q)", region, withIt.repls, raw)
+				t.Fatalf("region %q replicates %+v (%q)", region, repls, raw)
 			}
 		}
 		if err := settings.types.Validate(); err != nil {

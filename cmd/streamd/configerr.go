@@ -31,19 +31,13 @@ var (
 	wrongKind  = regexp.MustCompile("^(line [0-9]+): cannot unmarshal !!([a-z]+)(?: `(.*)`)? into (.+)$")
 )
 
-// keyHints add to an unknown key's message where the key belongs
-// elsewhere, by section and key.
-var keyHints = map[[2]string]string{
-	{"regions", "group"}: "; a project region keeps every event in one journal, its primaries need each entity's whole history there: group: goes on a replicate: entry, whose copying the pods then share, or at the top level of a streamd whose pods share its entities (deploy/README.md, section 7)",
-}
-
 func fileMessage(m string) string {
 	if p := unknownKey.FindStringSubmatch(m); p != nil {
 		s, ok := fileSections[p[3]]
 		if !ok {
 			return m
 		}
-		return fmt.Sprintf("%s: unknown key %q in %s (it takes %s)%s", p[1], p[2], s.where(), strings.Join(s.keys, ", "), keyHints[[2]string{s.key, p[2]}])
+		return fmt.Sprintf("%s: unknown key %q in %s (it takes %s)", p[1], p[2], s.where(), strings.Join(s.keys, ", "))
 	}
 	if p := wrongKind.FindStringSubmatch(m); p != nil {
 		want := kindOf(p[4])

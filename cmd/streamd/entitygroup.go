@@ -24,22 +24,24 @@ import (
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/publisher"
 	"github.com/streamd/streamd/topology"
+	"github.com/streamd/streamd/topology/primary"
 )
 
-// A group of pods sharing the entities (group: in the config file): the
-// pods of this streamd's StatefulSet, each with its own journal, share the
-// journal's 1,024 slices through a consumer group with holdings
-// (consumer/group). Each pod writes, and answers the entity reads of, only
-// the slices it owns and holds; a Publish, LoadEvent or EntityEvents of an
-// entity of another slice is forwarded to the pod that owns it. A pod that
-// takes slices first copies their whole history from the pod that held
-// them (topology.CopyHistory: its local writes and its copies from
-// elsewhere, with their origin seqNrs), then records that it holds them
-// (group.Member.Hold) and writes them; a pod that gives slices up stops
-// writing them (journal.SetWritable) before the group hands them over, and
-// on SIGTERM stays up until the pods that took its slices hold them. So
-// each entity's events form one sequence, 1, 2, 3…, whichever pods wrote
-// them. All pods' events carry the region as their origin (--region).
+// A group of pods sharing the entities (group: in the config file, at the
+// top level or on this region's regions entry): the pods of this streamd's
+// StatefulSet, each with its own journal, share the journal's 1,024 slices
+// through a consumer group with holdings (consumer/group). Each pod writes,
+// and answers the entity reads of, only the slices it owns and holds; a
+// Publish, LoadEvent or EntityEvents of an entity of another slice is
+// forwarded to the pod that owns it. A pod that takes slices first copies
+// their whole history from the pod that held them (topology.CopyHistory: its
+// local writes and its copies from elsewhere, with their origin seqNrs),
+// then records that it holds them (group.Member.Hold) and writes them; a pod
+// that gives slices up stops writing them (journal.SetWritable) before the
+// group hands them over, and on SIGTERM stays up until the pods that took
+// its slices hold them. So each entity's events form one sequence, 1, 2, 3…,
+// whichever pods wrote them. All pods' events carry the region as their
+// origin (--region).
 
 // entityGroupSettings is a checked group: of the config file.
 type entityGroupSettings struct {
@@ -47,38 +49,71 @@ type entityGroupSettings struct {
 	dial []grpc.DialOption
 }
 
-// parseEntityGroup checks the file's group:, if it has one; grouped are
-// the replicate: entries with a group: of their own.
-func parseEntityGroup(fc fileConfig, grouped []groupedReplication) (*entityGroupSettings, error) {
+// parseEntityGroup checks the file's group:, if it has one, and what the
+// groups of regions (regions[i].group, by region) allow; grouped are the
+// replicate: entries with a group: of their own.
+func parseEntityGroup(fc fileConfig, grouped []groupedReplication, regionGroups map[string]*entityGroupSettings) (*entityGroupSettings, error) {
 	g := fc.Group
-	if g == (entityGroupConfig{}) {
+	top := g != (entityGroupConfig{})
+	if !top && len(regionGroups) == 0 {
 		return nil, nil
+	}
+	where := "group:"
+	if !top {
+		for _, r := range fc.Regions {
+			if r.Group != "" {
+				where = fmt.Sprintf("regions entry %q has group %q:", r.Name, r.Group)
+				break
+			}
+		}
+	}
+	if len(grouped) > 0 {
+		return nil, fmt.Errorf("%s with it every replicate: entry follows the group's slices (each pod copies the slices it writes), but replicate entry %q has group %q of its own; leave group: out of the entry", where, grouped[0].opts.Name, grouped[0].group)
+	}
+	notYet := func(what, why string) error {
+		return fmt.Errorf("%s with %s is not built: %s", where, what, why)
+	}
+	switch {
+	case top && len(fc.Regions) > 0:
+		return nil, errors.New("group: at the top level is for a streamd of no project: in a project, give group: to the entry of the region whose pods share its entities (regions[i].group)")
+	case len(fc.Aggregate) > 0:
+		return nil, notYet("aggregate:", "a pod's stages would write results of entities whose slices other pods write")
+	case top && (len(fc.EntityTypes) > 0 || fc.DefaultMode != 0 || fc.DefaultPrimary != ""):
+		return nil, notYet("entity_types: or default_mode:", "the modes of entity types are the project's regions'")
+	case !top && fc.DefaultMode != primary.ModeLocal:
+		return nil, notYet("single-writer or replicated entity types", "the region's primaries would need each entity's whole history in one journal; set default_mode: local (every region writes its own events of every type)")
+	}
+	for _, t := range fc.EntityTypes {
+		switch {
+		case t.Mode != primary.ModeLocal:
+			return nil, notYet(fmt.Sprintf("entity type %q of mode %s", t.Name, t.Mode), "the region's primaries would need each entity's whole history in one journal; only mode local is")
+		case t.Replication == "on-demand":
+			return nil, notYet(fmt.Sprintf("entity type %q replicated on demand", t.Name), "interest is registered with the pod a call reaches, not the pods that copy the entity")
+		}
+	}
+	if !top {
+		return nil, nil // withRegion picks this region's group
 	}
 	if g.Name == "" {
 		return nil, errors.New("group: name is empty (it names the group's Leases <name>-<pod> and its ConfigMap <name>-positions)")
 	}
-	if len(grouped) > 0 {
-		return nil, fmt.Errorf("replicate entry %q has group %q: with a top-level group: every replicate: entry follows its slices (each pod copies the slices it writes); leave group: out of the entry", grouped[0].opts.Name, grouped[0].group)
-	}
 	if err := checkGroup("group.name", g.Name, nil); err != nil {
 		return nil, err
-	}
-	notYet := func(key, why string) error {
-		return fmt.Errorf("group: with %s is not built: %s", key, why)
-	}
-	switch {
-	case len(fc.Regions) > 0:
-		return nil, notYet("regions:", "a project region is served by one journal, where its primaries hold each entity's whole history; share the copying of another region over pods with a replicate: entry with group: instead")
-	case len(fc.EntityTypes) > 0 || fc.DefaultMode != 0 || fc.DefaultPrimary != "":
-		return nil, notYet("entity_types: or default_mode:", "the modes of entity types are the project's regions'")
-	case len(fc.Aggregate) > 0:
-		return nil, notYet("aggregate:", "a pod's stages would write results of entities whose slices other pods write")
 	}
 	dial, err := replicateConfig{TLS: g.TLS, TokenFile: g.TokenFile}.dialOptions("group")
 	if err != nil {
 		return nil, err
 	}
 	return &entityGroupSettings{name: g.Name, dial: dial}, nil
+}
+
+// regionGroup checks the group: of the regions entry at; its pods reach
+// each other with dial, as the other regions reach them.
+func regionGroup(at, name string, dial []grpc.DialOption) (*entityGroupSettings, error) {
+	if err := checkGroup(at+".group", name, nil); err != nil {
+		return nil, err
+	}
+	return &entityGroupSettings{name: name, dial: dial}, nil
 }
 
 // forwardedBy is the metadata key of a call one pod of a group forwards to

@@ -350,3 +350,103 @@ func TestEntityGroupReplicates(t *testing.T) {
 	publishUS()
 	copied("orders-1 stopped", 4)
 }
+
+// A region of a project spread over pods (group: on its regions entry,
+// entity types of mode local): us, one streamd, and eu, two pods sharing
+// its entities. Events written in us reach eu split between its pods by
+// slice, and read whole through either; events written through either eu
+// pod reach us once each, also after one eu pod stopped (SIGTERM) and
+// the other copied its history: us holds each eu event once, in order.
+func TestEntityGroupInProject(t *testing.T) {
+	addrs := freeAddrs(t, 3)
+	api := kubetest.New()
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	cfg := filepath.Join(t.TempDir(), "project.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, `regions:
+  - {name: us, addrs: [%q]}
+  - {name: eu, addrs: [%q, %q], group: eu-pods}
+default_mode: local
+`, addrs[0], addrs[1], addrs[2]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	us := startDaemon(t, t.TempDir(), "--region", "us", "--config", cfg, "--listen", addrs[0])
+	pods := map[string]*daemon{}
+	for i, id := range []string{"eu-0", "eu-1"} {
+		pods[id] = startDaemon(t, t.TempDir(), "--region", "eu", "--config", cfg, "--listen", addrs[1+i], "--pod-name", id, "--pod-namespace", "shop",
+			"--kube-api", srv.URL, "--group-lease-duration", "3s", "--group-hold-wait", "20s")
+	}
+	for id, d := range pods {
+		if !testwait.Until(60*time.Second, func() bool { return value(scrape(t, d.MetricsAddr)["streamd_group_slices"]) == 512 }) {
+			t.Fatalf("%s does not write half the slices", id)
+		}
+	}
+	ctx := context.Background()
+	const entities = 40
+	written := map[string]int{} // events per entity, by "type/id"
+	publish := func(d *daemon, typ string) {
+		t.Helper()
+		for i := range entities {
+			id := fmt.Sprint(typ[:1], i)
+			var err error
+			if !testwait.Until(60*time.Second, func() bool {
+				_, err = streamdv1.NewEventStreamServiceClient(d.conn).Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{{EntityType: typ, EntityId: id, EventType: "Done"}}})
+				return status.Code(err) != codes.Unavailable
+			}) || err != nil {
+				t.Fatalf("publish of %s/%s: %v", typ, id, err)
+			}
+			written[typ+"/"+id]++
+		}
+	}
+	// reads waits until every entity of typ reads through d as its events
+	// from origin, origin seqNrs 1..n, each once.
+	reads := func(what string, d *daemon, typ, origin string) {
+		t.Helper()
+		for i := range entities {
+			id := fmt.Sprint(typ[:1], i)
+			n := written[typ+"/"+id]
+			var got []uint64
+			if !testwait.Until(60*time.Second, func() bool {
+				got = nil
+				st, err := streamdv1.NewEventStreamServiceClient(d.conn).EntityEvents(ctx, &streamdv1.EntityEventsRequest{EntityType: typ, EntityId: id})
+				if err != nil {
+					return false
+				}
+				for {
+					resp, err := st.Recv()
+					if err != nil {
+						return errors.Is(err, io.EOF) && len(got) >= n
+					}
+					for _, e := range resp.GetEvents() {
+						if e.GetOrigin() != origin {
+							t.Fatalf("%s: %s/%s#%d has origin %q, want %q", what, typ, id, e.GetSeqNr(), e.GetOrigin(), origin)
+						}
+						got = append(got, e.GetOriginSeqNr())
+					}
+				}
+			}) {
+				t.Fatalf("%s: %s/%s reads origin seqNrs %v, want 1..%d", what, typ, id, got, n)
+			}
+			for k, s := range got {
+				if s != uint64(k+1) || len(got) != n {
+					t.Fatalf("%s: %s/%s reads origin seqNrs %v, want 1..%d", what, typ, id, got, n)
+				}
+			}
+		}
+	}
+	publish(us, "order")
+	publish(pods["eu-0"], "visit")
+	publish(pods["eu-1"], "visit")
+	for _, id := range []string{"eu-0", "eu-1"} {
+		reads("written", pods[id], "order", "us")
+	}
+	reads("written", us, "visit", "eu")
+
+	if err := pods["eu-1"].stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("eu-1 stopped with %v", err)
+	}
+	publish(us, "order")
+	publish(pods["eu-0"], "visit")
+	reads("eu-1 stopped", pods["eu-0"], "order", "us")
+	reads("eu-1 stopped", us, "visit", "eu")
+}
