@@ -143,32 +143,34 @@ func regionReplication(region string) string { return "region-" + region }
 
 // withRegion settles which region this is (the flag, else the file's) and
 // checks what depends on it: the region list names it, the replications
-// come from the others.
+// come from the others, and with a group sharing the entities (the file's,
+// or this region's) every replication follows the group's slices.
 func (fs fileSettings) withRegion(flag string) (string, fileSettings, error) {
 	region := flag
 	if region == "" {
 		region = fs.region
 	}
-	if len(fs.regions) == 0 {
-		return region, fs, nil
-	}
-	if region == "" {
-		return "", fs, fmt.Errorf("regions lists %s: name this region with --region (or region: in the file)", strings.Join(fs.regions, ", "))
-	}
-	if !slices.Contains(fs.regions, region) {
-		return "", fs, fmt.Errorf("regions lists %s but not this region %q: add it to regions (every region runs from the same list), or correct --region", strings.Join(fs.regions, ", "), region)
-	}
-	var repls []topology.ReplicationOptions
-	for _, r := range fs.regionRepls {
-		if r.From.Name != region {
-			repls = append(repls, onDemandSplit(r, region, fs.onDemand)...)
+	if len(fs.regions) > 0 {
+		if region == "" {
+			return "", fs, fmt.Errorf("regions lists %s: name this region with --region (or region: in the file)", strings.Join(fs.regions, ", "))
+		}
+		if !slices.Contains(fs.regions, region) {
+			return "", fs, fmt.Errorf("regions lists %s but not this region %q: add it to regions (every region runs from the same list), or correct --region", strings.Join(fs.regions, ", "), region)
+		}
+		var repls []topology.ReplicationOptions
+		for _, r := range fs.regionRepls {
+			if r.From.Name != region {
+				repls = append(repls, onDemandSplit(r, region, fs.onDemand)...)
+			}
+		}
+		fs.repls = append(repls, fs.repls...)
+		if g := fs.regionGroups[region]; g != nil {
+			fs.entityGroup = g
 		}
 	}
-	fs.repls = append(repls, fs.repls...)
-	if g := fs.regionGroups[region]; g != nil {
-		fs.entityGroup = g
+	if g := fs.entityGroup; g != nil {
 		fs.grouped = slices.Clone(fs.grouped)
-		for _, r := range fs.repls { // every replication follows the group's slices
+		for _, r := range fs.repls {
 			fs.grouped = append(fs.grouped, groupedReplication{group: g.name, opts: r})
 		}
 		fs.repls = nil
@@ -364,12 +366,6 @@ func parseConfig(raw []byte, now time.Time) (fileSettings, error) {
 	eg, err := parseEntityGroup(fc, grouped, regionGroups)
 	if err != nil {
 		return fileSettings{}, err
-	}
-	if eg != nil { // every replication follows the group's slices
-		for _, r := range repls {
-			grouped = append(grouped, groupedReplication{group: eg.name, opts: r})
-		}
-		repls = nil
 	}
 	return fileSettings{streams: streams, repls: repls, grouped: grouped, types: types, region: fc.Region, regions: regions, regionRepls: regionRepls,
 		onDemand: onDemand, aggs: aggs, entityGroup: eg, regionGroups: regionGroups}, nil

@@ -188,16 +188,10 @@ func FuzzParseConfig(f *testing.F) {
 		groups := map[string]bool{}
 		for _, g := range settings.grouped {
 			r := g.opts
-			// Each replicate: entry's group: is its own; a top-level
-			// group: is every entry's.
-			shared := settings.entityGroup != nil && g.group == settings.entityGroup.name
-			if r.From.Name == "" || len(r.From.Addrs) == 0 || r.Name == "" || names[r.Name] || r.Streams < 1 || r.Streams > 1024 || g.group == "" || len(g.group) > 50 || groups[g.group] && !shared {
+			if r.From.Name == "" || len(r.From.Addrs) == 0 || r.Name == "" || names[r.Name] || r.Streams < 1 || r.Streams > 1024 || g.group == "" || len(g.group) > 50 || groups[g.group] {
 				t.Fatalf("grouped replication %+v (group %q) accepted from %q", r, g.group, raw)
 			}
 			names[r.Name], groups[g.group] = true, true
-		}
-		if settings.entityGroup != nil && len(settings.repls) > 0 {
-			t.Fatalf("with a top-level group, replications %+v do not follow its slices (%q)", settings.repls, raw)
 		}
 		for _, region := range settings.regions {
 			_, withIt, err := settings.withRegion(region)
@@ -209,7 +203,7 @@ func FuzzParseConfig(f *testing.F) {
 				perRegion = 2 // region-<name> and on-demand-<name>
 			}
 			repls := withIt.repls
-			if g := withIt.entityGroup; g != nil && g != settings.entityGroup { // this region's pods share its entities
+			if g := withIt.entityGroup; g != nil { // this region's pods share its entities
 				if len(repls) > 0 {
 					t.Fatalf("region %q of group %s replicates %+v outside it (%q)", region, g.name, repls, raw)
 				}
@@ -221,6 +215,12 @@ func FuzzParseConfig(f *testing.F) {
 				return r.From.Name == region || r.Streams < 1 || r.Streams > 1024
 			}) {
 				t.Fatalf("region %q replicates %+v (%q)", region, repls, raw)
+			}
+		}
+		if len(settings.regions) == 0 && settings.entityGroup != nil {
+			_, withIt, err := settings.withRegion("")
+			if err != nil || len(withIt.repls) > 0 || len(withIt.grouped) != len(settings.grouped)+len(settings.repls) {
+				t.Fatalf("group %s: replications %+v do not follow its slices (%v, %q)", settings.entityGroup.name, withIt.repls, err, raw)
 			}
 		}
 		if err := settings.types.Validate(); err != nil {
