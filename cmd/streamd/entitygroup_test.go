@@ -349,6 +349,15 @@ func TestEntityGroupReplicates(t *testing.T) {
 	delete(pods, "orders-1")
 	publishUS()
 	copied("orders-1 stopped", 4)
+	// The last pod holds everything, with nobody to take it over: it does
+	// not wait out --group-hold-wait (20s).
+	stopped := time.Now()
+	if err := pods["orders-0"].stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("orders-0 stopped with %v", err)
+	}
+	if d := time.Since(stopped); d > 15*time.Second {
+		t.Fatalf("the last pod took %v to stop", d)
+	}
 }
 
 // A region of a project spread over pods (group: on its regions entry,

@@ -108,7 +108,8 @@
 //     releases its slices as above, then keeps its Lease, marked
 //     AnnotationLeaving and renewed every D/3, while the ConfigMap names it
 //     holder of any slice, for at most Options.HoldWait (default 30s), and
-//     deletes it then. A leaving Lease is alive (it does not expire, its
+//     deletes it then; at once if no other member is there to take them
+//     over (the last member leaves, or the only one restarts). A leaving Lease is alive (it does not expire, its
 //     owner entry stands) but is no member for the assignment: the others
 //     take its slices at once and copy their history from it meanwhile.
 //     It logs the ranges it left held that nobody took over. Give the pod a

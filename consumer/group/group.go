@@ -1010,6 +1010,14 @@ func (m *Member) awaitTakeOver(ctx context.Context, ticks, deadline <-chan time.
 			m.log.Warn("group: read the holdings while leaving", "error", err)
 		case len(held) == 0:
 			return
+		default:
+			// Nobody to take them over (the last member leaves, or the only
+			// one restarts): waiting would only hold the pod up.
+			if ro, err := m.members(ctx, now); err == nil && len(ro.members) == 0 {
+				m.log.Info("group: left holding slices, with no member to take them over: the next member to own them copies them from this pod once it is back",
+					"slices", formatRanges(held))
+				return
+			}
 		}
 		select {
 		case <-deadline:

@@ -371,3 +371,27 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestLastMemberLeavesAtOnce: a member that leaves holding slices while no
+// other member is there to take them over (the last one, or the only one
+// restarting) does not wait out HoldWait: its holdings stay, for the next
+// member that owns them to copy from it once it is back.
+func TestLastMemberLeavesAtOnce(t *testing.T) {
+	h := newHarness(t)
+	var logs syncBuffer
+	a := h.addHolder("a", testD, true, slog.New(slog.NewTextHandler(&logs, nil)))
+	h.converge("1 member")
+	h.started(a, offsets.AllSlices)
+	h.startLeaving("a")
+	h.left(a) // without a step of the clock
+	if l := h.lease("a"); l != nil {
+		t.Errorf("a's Lease is still there: %v", l.Annotations)
+	}
+	if got := h.state().holds; fmt.Sprint(got) != "map[a:[0-1023]]" {
+		t.Errorf("holds %v after a left, want a: 0-1023 kept", got)
+	}
+	if s := logs.String(); !strings.Contains(s, "no member to take them over") || !strings.Contains(s, "slices=0-1023") {
+		t.Errorf("a did not log the holdings it left:\n%s", s)
+	}
+	h.leaveAll()
+}
