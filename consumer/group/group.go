@@ -816,6 +816,12 @@ func (m *Member) updateRun(ctx context.Context, fn func(*state) error) error {
 
 // readState reads the group's ConfigMap (none yet: an empty state).
 func (m *Member) readState(ctx context.Context) (*state, error) {
+	_, s, err := m.getState(ctx)
+	return s, err
+}
+
+// getState gets the group's ConfigMap (nil: none yet) and decodes it.
+func (m *Member) getState(ctx context.Context) (*corev1.ConfigMap, *state, error) {
 	cctx, cancel := m.call(ctx)
 	defer cancel()
 	cm, err := m.opts.Client.CoreV1().ConfigMaps(m.opts.Namespace).Get(cctx, m.cmName, metav1.GetOptions{})
@@ -823,9 +829,10 @@ func (m *Member) readState(ctx context.Context) (*state, error) {
 		cm, err = nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return decodeState(cm)
+	s, err := decodeState(cm)
+	return cm, s, err
 }
 
 // noteOwners shows in Status the owner entries of the live Leases, reading
@@ -857,16 +864,7 @@ func (m *Member) update(ctx context.Context, fn func(*state) error) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		cctx, cancel := m.call(ctx)
-		cm, err := cms.Get(cctx, m.cmName, metav1.GetOptions{})
-		cancel()
-		if apierrors.IsNotFound(err) {
-			cm, err = nil, nil
-		}
-		if err != nil {
-			return err
-		}
-		s, err := decodeState(cm)
+		cm, s, err := m.getState(ctx)
 		if err != nil {
 			return err
 		}
@@ -876,7 +874,7 @@ func (m *Member) update(ctx context.Context, fn func(*state) error) error {
 		case err != nil:
 			return err
 		}
-		cctx, cancel = m.call(ctx)
+		cctx, cancel := m.call(ctx)
 		if cm == nil {
 			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: m.cmName, Namespace: m.opts.Namespace, Labels: map[string]string{LabelGroup: m.opts.Group}}}
 			cm.Data = s.encode(nil)
