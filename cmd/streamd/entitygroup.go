@@ -234,10 +234,11 @@ func (eg *entityGroup) run(ctx context.Context, part offsets.SliceRange) error {
 			eg.log.Error("group: stop writing the slices given up", "slices", part.String(), "err", err)
 		}
 	}()
-	holders, err := retry(ctx, eg.log, "read who holds the slices", func() ([]group.Holding, error) {
-		return eg.currentMember().Holders(ctx, part)
-	})
-	if err != nil {
+	var holders []group.Holding
+	if err := retry(ctx, eg.log, "read who holds the slices", func() (err error) {
+		holders, err = eg.currentMember().Holders(ctx, part)
+		return err
+	}); err != nil {
 		return nil // ctx ended
 	}
 	var copies []group.Holding
@@ -249,9 +250,7 @@ func (eg *entityGroup) run(ctx context.Context, part offsets.SliceRange) error {
 	// The slices this pod holds, or nobody does (no history anywhere), are
 	// held before they are written: a crash after a write and before the
 	// Hold would leave history no holder names.
-	if _, err := retry(ctx, eg.log, "hold the slices", func() (struct{}, error) {
-		return struct{}{}, eg.holdUncopied(ctx, part, copies)
-	}); err != nil {
+	if err := retry(ctx, eg.log, "hold the slices", func() error { return eg.holdUncopied(ctx, part, copies) }); err != nil {
 		return nil
 	}
 	served := uncopied(part, copies)
@@ -262,9 +261,7 @@ func (eg *entityGroup) run(ctx context.Context, part offsets.SliceRange) error {
 		if err := eg.copyFrom(ctx, h); err != nil {
 			return nil // ctx ended
 		}
-		if _, err := retry(ctx, eg.log, "hold the slices copied", func() (struct{}, error) {
-			return struct{}{}, eg.currentMember().Hold(ctx, h.Slices)
-		}); err != nil {
+		if err := retry(ctx, eg.log, "hold the slices copied", func() error { return eg.currentMember().Hold(ctx, h.Slices) }); err != nil {
 			return nil
 		}
 		served.add(h.Slices)
@@ -345,17 +342,17 @@ func ctxOr(ctx context.Context, err error) error {
 
 // retry calls f until it succeeds or ctx ends, logging each failure and
 // waiting a second, then up to 10 s, between calls.
-func retry[T any](ctx context.Context, log *slog.Logger, what string, f func() (T, error)) (T, error) {
+func retry(ctx context.Context, log *slog.Logger, what string, f func() error) error {
 	wait := time.Second
 	for {
-		v, err := f()
+		err := f()
 		if err == nil || ctx.Err() != nil {
-			return v, ctx.Err()
+			return ctx.Err()
 		}
 		log.Warn("group: "+what+" failed; trying again", "in", wait.String(), "err", err)
 		select {
 		case <-ctx.Done():
-			return v, ctx.Err()
+			return ctx.Err()
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 10*time.Second)
@@ -368,7 +365,7 @@ func retry[T any](ctx context.Context, log *slog.Logger, what string, f func() (
 // error.
 func (eg *entityGroup) copyFrom(ctx context.Context, h group.Holding) error {
 	first := true
-	_, err := retry(ctx, eg.log, "copy the history of slices "+h.Slices.String()+" from pod "+h.Identity, func() (struct{}, error) {
+	return retry(ctx, eg.log, "copy the history of slices "+h.Slices.String()+" from pod "+h.Identity, func() error {
 		// The address on the holder's Lease now: the one Holders read
 		// goes stale once that Lease is gone (another pod may get it).
 		addr := eg.currentMember().Status().Addresses[h.Identity]
@@ -377,7 +374,7 @@ func (eg *entityGroup) copyFrom(ctx context.Context, h group.Holding) error {
 		}
 		first = false
 		if addr == "" {
-			return struct{}{}, fmt.Errorf("pod %s, which holds the history of slices %s, is not in the group: they wait for it to come back (if its volume is lost for good, remove holds.%s from the ConfigMap %s-positions, accepting that their history is gone)",
+			return fmt.Errorf("pod %s, which holds the history of slices %s, is not in the group: they wait for it to come back (if its volume is lost for good, remove holds.%s from the ConfigMap %s-positions, accepting that their history is gone)",
 				h.Identity, h.Slices, h.Identity, eg.name)
 		}
 		start := time.Now()
@@ -388,9 +385,8 @@ func (eg *entityGroup) copyFrom(ctx context.Context, h group.Holding) error {
 		if err == nil {
 			eg.log.Info("group: copied the history of slices", "slices", h.Slices.String(), "from", h.Identity, "took", time.Since(start).String())
 		}
-		return struct{}{}, err
+		return err
 	})
-	return err
 }
 
 func (eg *entityGroup) currentMember() *group.Member {
