@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/streamd/streamd/internal/kubetest"
-	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/publisher"
 )
@@ -31,23 +30,18 @@ func BenchmarkEntityGroupPublish(b *testing.B) {
 	if err := os.WriteFile(cfg, []byte("group:\n  name: orders\n"), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	var pods []*daemon
+	pods := map[string]*daemon{}
 	for _, id := range []string{"orders-0", "orders-1"} {
-		pods = append(pods, startDaemon(b, b.TempDir(), "--region", "eu", "--config", cfg, "--pod-name", id, "--pod-namespace", "shop",
-			"--kube-api", srv.URL, "--group-lease-duration", "3s"))
+		pods[id] = startPod(b, b.TempDir(), "eu", cfg, id, srv.URL)
 	}
-	for _, d := range pods {
-		if !testwait.Until(60*time.Second, func() bool {
-			return value(scrape(b, d.MetricsAddr)["streamd_group_slices"]) == 512
-		}) {
-			b.Fatal("the pods did not split the slices")
-		}
+	for id, d := range pods {
+		waitWriting(b, "two pods", id, d, 512)
 	}
 	plain := startDaemon(b, b.TempDir())
 	for _, sys := range []struct {
 		name string
 		d    *daemon
-	}{{"plain", plain}, {"group", pods[0]}} {
+	}{{"plain", plain}, {"group", pods["orders-0"]}} {
 		b.Run(sys.name, func(b *testing.B) {
 			pub, err := publisher.New(context.Background(), sys.d.conn, publisher.Options{})
 			if err != nil {

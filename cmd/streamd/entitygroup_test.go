@@ -47,8 +47,7 @@ func TestEntityGroupFromConfig(t *testing.T) {
 		}
 	})
 	start := func(id string) {
-		pods[id] = startDaemon(t, dirs[id], "--region", "eu", "--config", cfg, "--pod-name", id, "--pod-namespace", "shop",
-			"--kube-api", srv.URL, "--group-lease-duration", "3s", "--group-hold-wait", "20s")
+		pods[id] = startPod(t, dirs[id], "eu", cfg, id, srv.URL)
 	}
 	ctx := context.Background()
 	const entities = 40
@@ -130,13 +129,7 @@ func TestEntityGroupFromConfig(t *testing.T) {
 	writing := func(what string, share map[string]float64) {
 		t.Helper()
 		for id, n := range share {
-			var got float64
-			if !testwait.Until(60*time.Second, func() bool {
-				got = value(scrape(t, pods[id].MetricsAddr)["streamd_group_slices"])
-				return got == n
-			}) {
-				t.Fatalf("%s: pod %s writes %v slices, want %v", what, id, got, n)
-			}
+			waitWriting(t, what, id, pods[id], n)
 		}
 	}
 
@@ -282,13 +275,10 @@ func TestEntityGroupReplicates(t *testing.T) {
 	}
 	pods := map[string]*daemon{}
 	for _, id := range []string{"orders-0", "orders-1"} {
-		pods[id] = startDaemon(t, t.TempDir(), "--region", "eu", "--config", cfg, "--pod-name", id, "--pod-namespace", "shop",
-			"--kube-api", srv.URL, "--group-lease-duration", "3s", "--group-hold-wait", "20s")
+		pods[id] = startPod(t, t.TempDir(), "eu", cfg, id, srv.URL)
 	}
 	for id, d := range pods { // the pods split the slices before us is written
-		if !testwait.Until(60*time.Second, func() bool { return value(scrape(t, d.MetricsAddr)["streamd_group_slices"]) == 512 }) {
-			t.Fatalf("%s does not write half the slices", id)
-		}
+		waitWriting(t, "two pods", id, d, 512)
 	}
 	for range 3 {
 		publishUS()
@@ -382,13 +372,10 @@ default_mode: local
 	us := startDaemon(t, t.TempDir(), "--region", "us", "--config", cfg, "--listen", addrs[0])
 	pods := map[string]*daemon{}
 	for i, id := range []string{"eu-0", "eu-1"} {
-		pods[id] = startDaemon(t, t.TempDir(), "--region", "eu", "--config", cfg, "--listen", addrs[1+i], "--pod-name", id, "--pod-namespace", "shop",
-			"--kube-api", srv.URL, "--group-lease-duration", "3s", "--group-hold-wait", "20s")
+		pods[id] = startPod(t, t.TempDir(), "eu", cfg, id, srv.URL, "--listen", addrs[1+i])
 	}
 	for id, d := range pods {
-		if !testwait.Until(60*time.Second, func() bool { return value(scrape(t, d.MetricsAddr)["streamd_group_slices"]) == 512 }) {
-			t.Fatalf("%s does not write half the slices", id)
-		}
+		waitWriting(t, "two pods", id, d, 512)
 	}
 	ctx := context.Background()
 	const entities = 40
@@ -458,4 +445,26 @@ default_mode: local
 	publish(pods["eu-0"], "visit")
 	reads("eu-1 stopped", pods["eu-0"], "order", "us")
 	reads("eu-1 stopped", us, "visit", "eu")
+}
+
+// startPod starts pod id of a group sharing the entities of region, with
+// the config file cfg and the Kubernetes API at kubeAPI (Lease duration
+// 3s, --group-hold-wait 20s), args after.
+func startPod(tb testing.TB, dir, region, cfg, id, kubeAPI string, args ...string) *daemon {
+	tb.Helper()
+	return startDaemon(tb, dir, append([]string{"--region", region, "--config", cfg, "--pod-name", id, "--pod-namespace", "shop",
+		"--kube-api", kubeAPI, "--group-lease-duration", "3s", "--group-hold-wait", "20s"}, args...)...)
+}
+
+// waitWriting waits until pod id (d) writes n slices of its group (the
+// streamd_group_slices gauge).
+func waitWriting(tb testing.TB, what, id string, d *daemon, n float64) {
+	tb.Helper()
+	var got float64
+	if !testwait.Until(60*time.Second, func() bool {
+		got = value(scrape(tb, d.MetricsAddr)["streamd_group_slices"])
+		return got == n
+	}) {
+		tb.Fatalf("%s: pod %s writes %v slices, want %v", what, id, got, n)
+	}
 }
