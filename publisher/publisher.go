@@ -80,6 +80,12 @@ func (o Options) withDefaults() Options {
 // Appended is where a published event landed in the journal.
 type Appended struct {
 	Offset, SeqNr uint64
+	// Region and Version, for an event of a pinned or request-region
+	// entity type: the region whose journal took it (Offset and SeqNr are
+	// in that journal) and its version in the entity's one history;
+	// otherwise "" and 0.
+	Region  string
+	Version uint64
 }
 
 // An Ack is the answer to one publish: Done is closed once it is known.
@@ -336,7 +342,7 @@ func (p *Publisher) receive() {
 				a.resolve(Appended{}, status.Error(codes.Code(r.Code), r.Message))
 				continue
 			}
-			a.resolve(Appended{Offset: r.Offset, SeqNr: r.SeqNr}, nil)
+			a.resolve(Appended{Offset: r.Offset, SeqNr: r.SeqNr, Region: r.Region, Version: r.Version}, nil)
 		}
 		<-p.slots
 	}

@@ -203,11 +203,14 @@ func reservedTypes(region string) map[string]string {
 }
 
 // primaryRegions are the other regions a Primary calls: the sources of the
-// replications (a region replicates from every region whose entities it
-// writes), with their addresses and dial options.
-func primaryRegions(repls []topology.ReplicationOptions) ([]topology.Region, map[string][]grpc.DialOption) {
+// replications, grouped or not (a region replicates from every region
+// whose entities it writes), with their addresses and dial options.
+func primaryRegions(repls []topology.ReplicationOptions, grouped []groupedReplication) ([]topology.Region, map[string][]grpc.DialOption) {
 	var regions []topology.Region
 	dial := map[string][]grpc.DialOption{}
+	for _, g := range grouped {
+		repls = append(slices.Clip(repls), g.opts)
+	}
 	for _, r := range repls {
 		if _, ok := dial[r.From.Name]; !ok {
 			regions = append(regions, r.From)

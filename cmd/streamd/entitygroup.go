@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/bits"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,10 +18,13 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/streamd/streamd/consumer/group"
 	"github.com/streamd/streamd/journal"
 	"github.com/streamd/streamd/offsets"
+	"github.com/streamd/streamd/producer"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 	"github.com/streamd/streamd/publisher"
 	"github.com/streamd/streamd/topology"
@@ -80,14 +84,9 @@ func parseEntityGroup(fc fileConfig, grouped []groupedReplication, regionGroups 
 		return nil, notYet("aggregate:", "a pod's stages would write results of entities whose slices other pods write")
 	case top && (len(fc.EntityTypes) > 0 || fc.DefaultMode != 0 || fc.DefaultPrimary != ""):
 		return nil, notYet("entity_types: or default_mode:", "the modes of entity types are the project's regions'")
-	case !top && fc.DefaultMode != primary.ModeLocal:
-		return nil, notYet("single-writer or replicated entity types", "the region's primaries would need each entity's whole history in one journal; set default_mode: local (every region writes its own events of every type)")
 	}
 	for _, t := range fc.EntityTypes {
-		switch {
-		case t.Mode != primary.ModeLocal:
-			return nil, notYet(fmt.Sprintf("entity type %q of mode %s", t.Name, t.Mode), "the region's primaries would need each entity's whole history in one journal; only mode local is")
-		case t.Replication == "on-demand":
+		if t.Replication == "on-demand" {
 			return nil, notYet(fmt.Sprintf("entity type %q replicated on demand", t.Name), "interest is registered with the pod a call reaches, not the pods that copy the entity")
 		}
 	}
@@ -151,7 +150,7 @@ func newEntityGroup(s *entityGroupSettings, self, region string, log *slog.Logge
 		conns: map[string]*grpc.ClientConn{}, publishers: map[*grpc.ClientConn]*publisher.Publisher{}}
 	eg.forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "streamd_group_forwarded_total",
-		Help: "Calls this pod forwarded to the pod of its group that owns the entity's slice, by call (publish, load_event, entity_events).",
+		Help: "Calls this pod forwarded to the pod of its group that owns the entity's slice, by call (publish, load_event, entity_events, and primary_write, primary_sync and the other PrimaryService calls of one entity, pin or failover).",
 	}, []string{"call"})
 	eg.slices = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "streamd_group_slices",
@@ -389,6 +388,116 @@ func (eg *entityGroup) copyFrom(ctx context.Context, h group.Holding) error {
 	})
 }
 
+// sharedTypes are the entity types whose events every pod of the group
+// holds: the pins of primaries and the failover records, which every
+// pod's Primary folds whatever entity it writes. The pod that writes
+// their slice writes them, as any entity's; share copies them into the
+// others.
+var sharedTypes = []string{primary.PinEntityType, primary.FailoverEntityType}
+
+// share copies the events of sharedTypes from every other pod of the
+// group into this pod's journal until ctx ends: a replication from each
+// pod at the address on its Lease, started again when that changes.
+func (eg *entityGroup) share(ctx context.Context) {
+	type copying struct {
+		addr string
+		stop context.CancelFunc
+		done chan struct{}
+	}
+	running := map[string]*copying{}
+	defer func() {
+		for _, c := range running {
+			c.stop()
+			<-c.done
+		}
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		var addrs map[string]string
+		if m := eg.currentMember(); m != nil {
+			addrs = m.Status().Addresses
+		}
+		for id, c := range running {
+			if addrs[id] != c.addr {
+				c.stop()
+				<-c.done
+				delete(running, id)
+			}
+		}
+		for id, addr := range addrs {
+			if id == eg.self || addr == "" || running[id] != nil {
+				continue
+			}
+			cctx, stop := context.WithCancel(ctx)
+			c := &copying{addr: addr, stop: stop, done: make(chan struct{})}
+			running[id] = c
+			go func() {
+				defer close(c.done)
+				eg.shareFrom(cctx, id, addr)
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// shareFrom copies the events of sharedTypes from the pod id at addr
+// until ctx ends. Its offsets are kept per journal of that pod (the name
+// holds the journal id): a pod whose volume was replaced is copied from
+// its earliest event, and what this journal holds already is dropped.
+func (eg *entityGroup) shareFrom(ctx context.Context, id, addr string) {
+	var filter []*streamdv1.FilterCriterion
+	for _, t := range sharedTypes {
+		filter = append(filter, &streamdv1.FilterCriterion{Action: streamdv1.FilterAction_FILTER_ACTION_INCLUDE, Field: streamdv1.FilterField_FILTER_FIELD_ENTITY_TYPE, Value: t})
+	}
+	retry(ctx, eg.log, "copy the pins and failover records of pod "+id, func() error {
+		conn, err := eg.conn(addr)
+		if err != nil {
+			return err
+		}
+		info, err := streamdv1.NewEventStreamServiceClient(conn).JournalInfo(ctx, &streamdv1.JournalInfoRequest{})
+		if err != nil {
+			return err
+		}
+		c, err := topology.NewReplication(topology.ReplicationOptions{
+			From: topology.Region{Name: eg.region, Addrs: []string{addr}}, Member: true, Filter: filter,
+			Name: fmt.Sprintf("group-shared-%x", info.GetJournalId()), Journal: eg.j, DialOptions: eg.dial, Logger: eg.log,
+		})
+		if err != nil {
+			return err
+		}
+		return c.Run(ctx)
+	})
+}
+
+// primaryPods is primary.Options.Pods: the PrimaryService of the other
+// pods of the group, at the addresses on their Leases.
+func (eg *entityGroup) primaryPods() ([]streamdv1.PrimaryServiceClient, error) {
+	m := eg.currentMember()
+	if m == nil {
+		return nil, fmt.Errorf("pod %s has not joined group %s yet: its pods are not known; retry", eg.self, eg.name)
+	}
+	var out []streamdv1.PrimaryServiceClient
+	for id, addr := range m.Status().Addresses {
+		if id == eg.self {
+			continue
+		}
+		if addr == "" {
+			return nil, fmt.Errorf("pod %s of group %s has no address on its Lease yet; retry", id, eg.name)
+		}
+		conn, err := eg.conn(addr)
+		if err != nil {
+			return nil, fmt.Errorf("pod %s of group %s at %s: %w", id, eg.name, addr, err)
+		}
+		out = append(out, streamdv1.NewPrimaryServiceClient(conn))
+	}
+	return out, nil
+}
+
 func (eg *entityGroup) currentMember() *group.Member {
 	eg.mu.Lock()
 	defer eg.mu.Unlock()
@@ -548,7 +657,7 @@ func (eg *entityGroup) Publish(ctx context.Context, events []*streamdv1.Event) (
 		}
 		return nil, err
 	}
-	return []*streamdv1.Appended{{Offset: a.Offset, SeqNr: a.SeqNr}}, nil
+	return []*streamdv1.Appended{{Offset: a.Offset, SeqNr: a.SeqNr, Region: a.Region, Version: a.Version}}, nil
 }
 
 // publisher is the stream that forwards single events to the pod at conn,
@@ -588,24 +697,106 @@ func (eg *entityGroup) dropPublisher(conn *grpc.ClientConn, pub *publisher.Publi
 	pub.Close()
 }
 
-// serverOptions forward LoadEvent and EntityEvents of entities of slices
-// this pod does not write to the pod that does.
+// groupRouter is producer.Router in a group: the events of slices this
+// pod does not write go to the pod that does (eg), the others by their
+// entity type's mode (next, the region's Primary).
+type groupRouter struct {
+	eg   *entityGroup
+	next producer.Router
+}
+
+func (r groupRouter) Routes(e *streamdv1.Event) (bool, error) {
+	if r.eg.serves(journal.SliceOf(e.GetEntityId())) {
+		return r.next.Routes(e)
+	}
+	return true, nil
+}
+
+func (r groupRouter) Publish(ctx context.Context, events []*streamdv1.Event) ([]*streamdv1.Appended, error) {
+	if r.eg.serves(journal.SliceOf(events[0].GetEntityId())) {
+		if routed, err := r.next.Routes(events[0]); err != nil || routed {
+			return r.next.Publish(ctx, events)
+		}
+	}
+	// A slice another pod writes; or one this pod started writing since
+	// Routes, which eg refuses with Unavailable (retry).
+	return r.eg.Publish(ctx, events)
+}
+
+// routedCalls name, by method, the unary calls that concern one entity,
+// forwarded to the pod that writes its slice, and their label in
+// streamd_group_forwarded_total.
+var routedCalls = map[string]string{
+	streamdv1.EventStreamService_LoadEvent_FullMethodName: "load_event",
+	streamdv1.PrimaryService_Write_FullMethodName:         "primary_write",
+	streamdv1.PrimaryService_Sync_FullMethodName:          "primary_sync",
+	streamdv1.PrimaryService_Takeover_FullMethodName:      "primary_takeover",
+	streamdv1.PrimaryService_State_FullMethodName:         "primary_state",
+	streamdv1.PrimaryService_SetPrimary_FullMethodName:    "primary_set",
+	streamdv1.PrimaryService_GetPrimary_FullMethodName:    "primary_get",
+	streamdv1.PrimaryService_Failover_FullMethodName:      "primary_failover",
+}
+
+// routeKey is the id of the entity whose slice's pod serves req: the
+// entity's own, a pin's (its entity type names the pin entity) or the
+// failover records'; "" when any pod serves it (GetPrimary of a type:
+// every pod holds the pins, and answers as it knows them).
+func routeKey(req any) string {
+	switch r := req.(type) {
+	case *streamdv1.SetPrimaryRequest:
+		return r.GetEntityType()
+	case *streamdv1.FailoverRequest:
+		return primary.FailoverEntityID
+	case interface{ GetEntityId() string }:
+		return r.GetEntityId()
+	}
+	return ""
+}
+
+// newResponse is a new response message of the unary method fullMethod.
+func newResponse(fullMethod string) (proto.Message, error) {
+	name := protoreflect.FullName(strings.ReplaceAll(strings.TrimPrefix(fullMethod, "/"), "/", "."))
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(name)
+	if err != nil {
+		return nil, err
+	}
+	md, ok := d.(protoreflect.MethodDescriptor)
+	if !ok {
+		return nil, fmt.Errorf("%s is not a method", name)
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+	if err != nil {
+		return nil, err
+	}
+	return mt.New().Interface(), nil
+}
+
+// serverOptions forward the calls that concern one entity (routedCalls,
+// EntityEvents) of slices this pod does not write to the pod that does.
 func (eg *entityGroup) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			r, ok := req.(*streamdv1.LoadEventRequest)
-			if !ok || r.GetEntityId() == "" || eg.serves(journal.SliceOf(r.GetEntityId())) {
+			label, routed := routedCalls[info.FullMethod]
+			key := routeKey(req)
+			if !routed || key == "" || eg.serves(journal.SliceOf(key)) {
 				return handler(ctx, req)
 			}
-			conn, fctx, err := eg.forwardTo(ctx, journal.SliceOf(r.GetEntityId()))
+			conn, fctx, err := eg.forwardTo(ctx, journal.SliceOf(key))
 			if errors.Is(err, errServedHere) {
 				return handler(ctx, req)
 			}
 			if err != nil {
 				return nil, err
 			}
-			eg.forwarded.WithLabelValues("load_event").Inc()
-			return streamdv1.NewEventStreamServiceClient(conn).LoadEvent(fctx, r)
+			resp, err := newResponse(info.FullMethod)
+			if err != nil {
+				return nil, status.Errorf(codes.Internal, "streamd: forward %s: %v", info.FullMethod, err)
+			}
+			eg.forwarded.WithLabelValues(label).Inc()
+			if err := conn.Invoke(fctx, info.FullMethod, req, resp); err != nil {
+				return nil, err
+			}
+			return resp, nil
 		}),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			if info.FullMethod != streamdv1.EventStreamService_EntityEvents_FullMethodName {

@@ -244,7 +244,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 	if (len(types.EntityTypes) > 0 || types.DefaultMode != 0) && region == "" {
 		return config{}, fmt.Errorf("--config %s sets entity type modes: --region must name this region", c.String("config"))
 	}
-	regions, _ := primaryRegions(repls)
+	regions, _ := primaryRegions(repls, settings.grouped)
 	known := func(name string) bool {
 		return name == region || slices.ContainsFunc(regions, func(r topology.Region) bool { return r.Name == name })
 	}
@@ -303,7 +303,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 			return config{}, fmt.Errorf("--config %s: group %s, --pod-name %q, --pod-namespace %q, --pod-address %q, --group-lease-duration %s: %w",
 				c.String("config"), s.name, inPod.name, inPod.namespace, c.String("pod-address"), inPod.leaseDuration, err)
 		}
-		router, producerRouter = nil, eg
+		producerRouter = groupRouter{eg: eg, next: router}
 	}
 	return config{
 		dataDir:       c.String("data-dir"),
@@ -476,7 +476,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
 	var consumers *consumers // set before the metrics server starts
 	if cfg.router != nil {
-		regions, dial := primaryRegions(cfg.replications)
+		regions, dial := primaryRegions(cfg.replications, cfg.grouped)
 		obs := newRegionMetrics(cfg.metrics.Registry(), func() map[string]uint64 { return consumers.regionLags() })
 		prim, err := primary.New(primary.Options{
 			Journal: p.Journal(), Config: cfg.entityTypes, Regions: regions, RegionDialOptions: dial, Logger: log, Observer: obs,
@@ -575,7 +575,9 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 			defer close(done)
 			runMember(gctx, log, eg.name, func() (*group.Member, error) { return eg.join(cfg.pod, addr, cfg.holdWait) }, func(error) {}, rejoinBackoff)
 		}()
-		stopGroup = sync.OnceFunc(func() { cancel(); <-done })
+		shared := make(chan struct{})
+		go func() { defer close(shared); eg.share(gctx) }()
+		stopGroup = sync.OnceFunc(func() { cancel(); <-done; <-shared })
 		defer stopGroup()
 	}
 

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/streamd/streamd/internal/kubetest"
+	"github.com/streamd/streamd/internal/testwait"
+	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
+)
+
+// Single-writer and replicated entity types in a region over pods (real
+// streamd processes: us, and eu as two pods of a group): each entity has
+// one history, versions 1, 2, 3…, whichever pod or region a write enters
+// at; a pin or a failover written at one pod steers the writes of every
+// pod; a failover from the grouped region (both pods killed) and back to
+// it (run at either pod) moves every entity.
+func TestEntityGroupPrimaries(t *testing.T) {
+	addrs := freeAddrs(t, 3)
+	api := kubetest.New()
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	cfg := filepath.Join(t.TempDir(), "project.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, `regions:
+  - {name: us, addrs: [%q]}
+  - {name: eu, addrs: [%q, %q], group: eu-pods}
+default_primary: eu
+entity_types:
+  - {name: order, mode: pinned, primary: eu}
+  - {name: account, mode: request-region, home: eu}
+  - {name: cart, mode: replicated}
+`, addrs[0], addrs[1], addrs[2]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	us := startDaemon(t, t.TempDir(), "--region", "us", "--config", cfg, "--listen", addrs[0])
+	ids := []string{"eu-0", "eu-1"}
+	dirs := map[string]string{"eu-0": t.TempDir(), "eu-1": t.TempDir()}
+	pods := map[string]*daemon{}
+	start := func(id string, i int) {
+		pods[id] = startPod(t, dirs[id], "eu", cfg, id, srv.URL, "--listen", addrs[1+i])
+	}
+	for i, id := range ids {
+		start(id, i)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("us:\n%s", us.Log())
+			for id, d := range pods {
+				t.Logf("%s:\n%s", id, d.Log())
+			}
+		}
+	})
+	for id, d := range pods {
+		waitWriting(t, "two pods", id, d, 512)
+	}
+	ctx := context.Background()
+	const entities = 24
+	version := map[string]uint64{} // the last written, by "type/id"
+	// write publishes one event of every entity of typ through d and
+	// expects each to land in region want at a version after the last
+	// (the next, or after the handover a takeover appends),
+	// asking again while the answer is Unavailable (a region or pod is
+	// learning a pin, a failover or a slice move).
+	write := func(what string, d *daemon, typ, want string) {
+		t.Helper()
+		for i := range entities {
+			id := fmt.Sprint(typ[:1], i)
+			var a *streamdv1.Appended
+			var err error
+			if !testwait.Until(60*time.Second, func() bool {
+				var resp *streamdv1.PublishResponse
+				resp, err = streamdv1.NewEventStreamServiceClient(d.conn).Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{{EntityType: typ, EntityId: id, EventType: "Changed"}}})
+				if err == nil {
+					a = resp.GetAppended()[0]
+				}
+				return status.Code(err) != codes.Unavailable
+			}) || err != nil {
+				t.Fatalf("%s: publish of %s/%s: %v", what, typ, id, err)
+			}
+			k := typ + "/" + id
+			if a.GetRegion() != want || a.GetVersion() <= version[k] {
+				t.Fatalf("%s: %s/%s landed at version %d in %q, want a version after %d in %s", what, typ, id, a.GetVersion(), a.GetRegion(), version[k], want)
+			}
+			version[k] = a.GetVersion()
+		}
+	}
+	// pinned waits until each of ds knows the primary of order as want.
+	pinned := func(what, want string, ds ...*daemon) {
+		t.Helper()
+		for _, d := range ds {
+			var got *streamdv1.GetPrimaryResponse
+			if !testwait.Until(30*time.Second, func() bool {
+				var err error
+				got, err = streamdv1.NewPrimaryServiceClient(d.conn).GetPrimary(ctx, &streamdv1.GetPrimaryRequest{EntityType: "order"})
+				return err == nil && got.GetPrimary() == want
+			}) {
+				t.Fatalf("%s: the primary of order reads %v at %s, want %s", what, got, d.Addr, want)
+			}
+		}
+	}
+	// owned waits until every entity of typ reads through d as owned by
+	// owner at its last version.
+	owned := func(what string, d *daemon, typ, owner string) {
+		t.Helper()
+		for i := range entities {
+			id := fmt.Sprint(typ[:1], i)
+			var got *streamdv1.GetPrimaryResponse
+			if !testwait.Until(30*time.Second, func() bool {
+				var err error
+				got, err = streamdv1.NewPrimaryServiceClient(d.conn).GetPrimary(ctx, &streamdv1.GetPrimaryRequest{EntityType: typ, EntityId: id})
+				return err == nil && got.GetOwner() == owner && got.GetVersion() == version[typ+"/"+id]
+			}) {
+				t.Fatalf("%s: %s/%s reads %v, want owner %s at version %d", what, typ, id, got, owner, version[typ+"/"+id])
+			}
+		}
+	}
+
+	// Pinned to eu: writes through us and through either pod land in the
+	// pod that writes the entity's slice, one history each.
+	write("pinned", us, "order", "eu")
+	write("pinned", pods["eu-0"], "order", "eu")
+	write("pinned", pods["eu-1"], "order", "eu")
+	for _, id := range ids {
+		owned("pinned", pods[id], "order", "eu")
+	}
+	// Request-region: us takes each account over (asking the pod of eu that
+	// holds it), then either pod takes it back.
+	write("request-region", us, "account", "us")
+	write("request-region", pods["eu-1"], "account", "eu")
+	write("request-region", pods["eu-0"], "account", "eu")
+	owned("request-region", us, "account", "eu")
+	// Replicated: operations through us and either pod merge in the pod
+	// that holds the entity.
+	for _, d := range []*daemon{us, pods["eu-0"], pods["eu-1"]} {
+		for i := range entities {
+			_, err := streamdv1.NewEventStreamServiceClient(d.conn).Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{{EntityType: "cart", EntityId: fmt.Sprint("c", i),
+				CrdtOps: []*streamdv1.CrdtOp{{Field: "qty", Op: &streamdv1.CrdtOp_AddCounter{AddCounter: 1}}}}}})
+			if err != nil {
+				t.Fatalf("cart c%d: %v", i, err)
+			}
+		}
+	}
+	for _, id := range ids {
+		for i := range entities {
+			var st *streamdv1.StateResponse
+			if !testwait.Until(30*time.Second, func() bool {
+				var err error
+				st, err = streamdv1.NewPrimaryServiceClient(pods[id].conn).State(ctx, &streamdv1.StateRequest{EntityType: "cart", EntityId: fmt.Sprint("c", i)})
+				return err == nil && st.GetCounters()["qty"] == 3
+			}) {
+				t.Fatalf("cart c%d through %s: %v, want qty 3", i, id, st)
+			}
+		}
+	}
+
+	// A pin set at one pod (written by the pod of the pin's slice) steers
+	// the writes of every pod: each forwards its entities to us.
+	if _, err := streamdv1.NewPrimaryServiceClient(pods["eu-0"].conn).SetPrimary(ctx, &streamdv1.SetPrimaryRequest{EntityType: "order", Primary: "us"}); err != nil {
+		t.Fatal(err)
+	}
+	pinned("pinned to us", "us", us, pods["eu-0"], pods["eu-1"])
+	write("pinned to us", pods["eu-1"], "order", "us")
+	write("pinned to us", pods["eu-0"], "order", "us")
+	if _, err := streamdv1.NewPrimaryServiceClient(us.conn).SetPrimary(ctx, &streamdv1.SetPrimaryRequest{EntityType: "order", Primary: "eu"}); err != nil {
+		t.Fatal(err)
+	}
+	pinned("pinned back to eu", "eu", us, pods["eu-0"], pods["eu-1"])
+	write("pinned back to eu", pods["eu-0"], "order", "eu")
+	owned("pinned back to eu", us, "order", "eu")
+
+	// Failover from the grouped region: both pods killed, us takes over.
+	for _, id := range ids {
+		if err := pods[id].stop(t, syscall.SIGKILL); err == nil {
+			t.Fatalf("%s exited cleanly on SIGKILL", id)
+		}
+	}
+	usPrimary := streamdv1.NewPrimaryServiceClient(us.conn)
+	plan, err := usPrimary.Failover(ctx, &streamdv1.FailoverRequest{From: "eu", To: "us"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.GetProgress()) != 1 || plan.GetProgress()[0].GetRegion() != "us" {
+		t.Fatalf("dry run of the failover from eu: %v, want us's progress in both journals of eu", plan)
+	}
+	if _, err := usPrimary.Failover(ctx, &streamdv1.FailoverRequest{From: "eu", To: "us", Execute: true}); err != nil {
+		t.Fatal(err)
+	}
+	write("failed over to us", us, "order", "us")
+	write("failed over to us", us, "account", "us")
+
+	// Back, each pod learns the failover and forwards to us.
+	for i, id := range ids {
+		start(id, i)
+	}
+	for id, d := range pods {
+		waitWriting(t, "back", id, d, 512)
+	}
+	pinned("eu back", "us", pods["eu-0"], pods["eu-1"])
+	write("eu back", pods["eu-0"], "order", "us")
+	write("eu back", pods["eu-1"], "order", "us")
+
+	// Failing back, run at either pod: the failover records are written by
+	// the pod of their slice, and every pod follows them.
+	for _, id := range ids {
+		plan, err := streamdv1.NewPrimaryServiceClient(pods[id].conn).Failover(ctx, &streamdv1.FailoverRequest{From: "us", To: "eu"})
+		if err != nil {
+			t.Fatalf("dry run of the failback through %s: %v", id, err)
+		}
+		if len(plan.GetProgress()) != 1 || plan.GetProgress()[0].GetRegion() != "eu" {
+			t.Fatalf("dry run of the failback through %s: %v, want eu's progress in us's journal", id, plan)
+		}
+	}
+	if _, err := streamdv1.NewPrimaryServiceClient(pods["eu-1"].conn).Failover(ctx, &streamdv1.FailoverRequest{From: "us", To: "eu", Execute: true}); err != nil {
+		t.Fatal(err)
+	}
+	pinned("failed back to eu", "eu", us, pods["eu-0"], pods["eu-1"])
+	write("failed back to eu", us, "order", "eu")
+	write("failed back to eu", pods["eu-0"], "order", "eu")
+	write("failed back to eu", pods["eu-1"], "account", "eu")
+	for _, id := range ids {
+		owned("failed back to eu", pods[id], "order", "eu")
+	}
+}
