@@ -31,7 +31,7 @@ import (
 // entity id, so it covers that id in every entity type the filter lets
 // through.
 type Interest struct {
-	c          *consumer.Consumer
+	c          Steered
 	inactivity time.Duration
 	now        func() time.Time
 
@@ -60,12 +60,21 @@ type InterestEntry struct {
 	Since, Expires time.Time
 }
 
+// Steered is the replication an Interest steers: a *consumer.Consumer
+// (from NewReplication), or what stands for the replications a pod of a
+// group runs over its slices in turn, each with the filter stored for
+// their one name.
+type Steered interface {
+	Filter() []*streamdv1.FilterCriterion
+	UpdateFilter(ctx context.Context, add, remove []*streamdv1.FilterCriterion, opts ...consumer.FilterOption) error
+}
+
 // NewInterest steers the replication c (from NewReplication). An entity
 // stops being replicated inactivity after its last use. now is the clock
 // (nil: time.Now); it must agree with the source's. The includes of entity
 // ids that c's filter holds (stored by an earlier process) count as
 // interest until they expire.
-func NewInterest(c *consumer.Consumer, inactivity time.Duration, now func() time.Time) (*Interest, error) {
+func NewInterest(c Steered, inactivity time.Duration, now func() time.Time) (*Interest, error) {
 	if c == nil {
 		return nil, errors.New("topology: NewInterest: nil replication")
 	}

@@ -65,7 +65,6 @@ replicate:
 		{"unknown key", "streams:\n  - name: a\n    types: [x]\n", `line 3: unknown key "types" in an entry of streams: (it takes name, entity_types, filter)`},
 		{"unknown top-level keys", "stream: a\nregion: eu\nreplica: []\n", `line 1: unknown key "stream" in the file's top level (it takes streams, region, regions, replicate, entity_types, default_mode, default_primary, aggregate, group); line 3: unknown key "replica"`},
 		{"group on a region", "regions:\n  - {name: us, addrs: [\"x:1\"], grup: g}\n", `line 2: unknown key "grup" in an entry of regions: (it takes name, addrs, tls, token_file, streams, group)`},
-		{"grouped region, an on-demand type", "regions:\n  - {name: us, addrs: [\"x:1\"], group: us-pods}\n  - {name: eu, addrs: [\"y:1\"]}\ndefault_primary: us\nentity_types:\n  - {name: cart, mode: request-region, home: us, replication: on-demand, inactivity: 10m}\n", `regions entry "us" has group "us-pods": with entity type "cart" replicated on demand is not built`},
 		{"bad region group", "regions:\n  - {name: us, addrs: [\"x:1\"], group: Us}\ndefault_mode: local\n", `regions[0] ("us").group "Us"`},
 		{"unknown tls key", "replicate:\n  - from: us\n    addrs: [\"x:1\"]\n    tls: {cert: c, keyfile: k}\n", `line 4: unknown key "keyfile" in tls: (it takes ca, cert, key)`},
 		{"regions a mapping", "regions: {name: us}\n", "line 1: want a list of regions: entries, got a mapping"},

@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/streamd/streamd/admin"
-	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/consumer/group"
 	"github.com/streamd/streamd/internal/metrics"
 	"github.com/streamd/streamd/journal"
@@ -21,7 +20,10 @@ import (
 type consumers struct {
 	log      *slog.Logger
 	registry *admin.Registry
-	byName   map[string]*consumer.Consumer
+	// byName are the replications an on-demand Interest may steer, by
+	// name: a consumer, or for one run by the entity group over the slices
+	// this pod writes, what stands for them in turn.
+	byName map[string]topology.Steered
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
@@ -32,7 +34,7 @@ type consumers struct {
 // Their offsets live in j itself, committed with the events they copied: a
 // new journal starts with new offsets.
 func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumers, error) {
-	cs := &consumers{log: log, registry: admin.NewRegistry(log), byName: map[string]*consumer.Consumer{}, done: make(chan struct{})}
+	cs := &consumers{log: log, registry: admin.NewRegistry(log), byName: map[string]topology.Steered{}, done: make(chan struct{})}
 	if len(cfg.replications) == 0 && len(cfg.grouped) == 0 {
 		close(cs.done)
 		cs.cancel = func() {}
@@ -63,9 +65,11 @@ func startConsumers(log *slog.Logger, cfg config, j *journal.Journal) (*consumer
 		case err != nil:
 		case cfg.entityGroup != nil && g.group == cfg.entityGroup.name:
 			// Over the slices the pod writes, by the entity group (run).
-			cfg.entityGroup.replicate(g.runner(log, j, regs[i]))
+			s := &steered{c: c}
+			cs.byName[g.opts.Name] = s
+			cfg.entityGroup.replicate(g.runner(log, j, regs[i], s))
 		default:
-			run := g.runner(log, j, regs[i])
+			run := g.runner(log, j, regs[i], nil)
 			joins[i] = func() (*group.Member, error) { return cfg.pod.newMember(log, g, run) }
 		}
 		if err != nil {

@@ -85,11 +85,6 @@ func parseEntityGroup(fc fileConfig, grouped []groupedReplication, regionGroups 
 	case top && (len(fc.EntityTypes) > 0 || fc.DefaultMode != 0 || fc.DefaultPrimary != ""):
 		return nil, notYet("entity_types: or default_mode:", "the modes of entity types are the project's regions'")
 	}
-	for _, t := range fc.EntityTypes {
-		if t.Replication == "on-demand" {
-			return nil, notYet(fmt.Sprintf("entity type %q replicated on demand", t.Name), "interest is registered with the pod a call reaches, not the pods that copy the entity")
-		}
-	}
 	if !top {
 		return nil, nil // withRegion picks this region's group
 	}
@@ -573,7 +568,11 @@ func (eg *entityGroup) forwardTo(ctx context.Context, slice uint32) (*grpc.Clien
 			if err != nil {
 				return nil, nil, status.Errorf(codes.Unavailable, "streamd: reach pod %s (%s), which owns slice %d: %v", id, addr, slice, err)
 			}
-			return conn, metadata.AppendToOutgoingContext(ctx, forwardedBy, eg.self), nil
+			kv := []string{forwardedBy, eg.self}
+			if metadata.ValueFromIncomingContext(ctx, topology.PullHeader) != nil { // another region copying a history: not a use
+				kv = append(kv, topology.PullHeader, eg.region)
+			}
+			return conn, metadata.AppendToOutgoingContext(ctx, kv...), nil
 		}
 		select {
 		case <-ctx.Done():

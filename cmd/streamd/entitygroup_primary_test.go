@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -228,5 +231,127 @@ entity_types:
 	write("failed back to eu", pods["eu-1"], "account", "eu")
 	for _, id := range ids {
 		owned("failed back to eu", pods[id], "order", "eu")
+	}
+}
+
+// An entity type replicated on demand into a region over pods: a read
+// through either pod registers the interest at the pod that holds the
+// entity, which copies its history from us before answering and then
+// follows it live; after a slice moves, the pod that took it registers
+// the interest again on the next use, history first.
+func TestEntityGroupOnDemand(t *testing.T) {
+	addrs := freeAddrs(t, 3)
+	api := kubetest.New()
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	cfg := filepath.Join(t.TempDir(), "project.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, `regions:
+  - {name: us, addrs: [%q]}
+  - {name: eu, addrs: [%q, %q], group: eu-pods}
+default_primary: us
+entity_types:
+  - {name: note, mode: local, replication: on-demand, inactivity: 1h}
+`, addrs[0], addrs[1], addrs[2]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	us := startDaemon(t, t.TempDir(), "--region", "us", "--config", cfg, "--listen", addrs[0])
+	ids := []string{"eu-0", "eu-1"}
+	pods := map[string]*daemon{}
+	for i, id := range ids {
+		pods[id] = startPod(t, t.TempDir(), "eu", cfg, id, srv.URL, "--listen", addrs[1+i])
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for id, d := range pods {
+				t.Logf("%s:\n%s", id, d.Log())
+			}
+		}
+	})
+	for id, d := range pods {
+		waitWriting(t, "two pods", id, d, 512)
+	}
+	ctx := context.Background()
+	const notes = 16
+	publish := func(ev string) {
+		t.Helper()
+		for i := range notes {
+			if _, err := streamdv1.NewEventStreamServiceClient(us.conn).Publish(ctx, &streamdv1.PublishRequest{Events: []*streamdv1.Event{{EntityType: "note", EntityId: fmt.Sprint("n", i), EventType: ev}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// history is what EntityEvents of note id answers through d.
+	history := func(d *daemon, id string) []string {
+		t.Helper()
+		var evs []string
+		if !testwait.Until(60*time.Second, func() bool {
+			evs = nil
+			st, err := streamdv1.NewEventStreamServiceClient(d.conn).EntityEvents(ctx, &streamdv1.EntityEventsRequest{EntityType: "note", EntityId: id, FromSeqNr: 1})
+			if err != nil {
+				return false
+			}
+			for {
+				resp, err := st.Recv()
+				if err != nil {
+					return errors.Is(err, io.EOF)
+				}
+				for _, e := range resp.GetEvents() {
+					evs = append(evs, fmt.Sprintf("%d %s %s", e.GetSeqNr(), e.GetEventType(), e.GetOrigin()))
+				}
+			}
+		}) {
+			t.Fatalf("EntityEvents of %s through %s: %v", id, d.Addr, evs)
+		}
+		return evs
+	}
+	publish("Written")
+	publish("Edited")
+	want := []string{"1 Written us", "2 Edited us"}
+	for i := range notes {
+		id := fmt.Sprint("n", i)
+		if evs := history(pods[ids[i%2]], id); !slices.Equal(evs, want) {
+			t.Fatalf("first read of %s: %v, want %v", id, evs, want)
+		}
+	}
+	// Each pod has the interest in the notes of its slices, which together
+	// are every note.
+	var interested []string
+	for _, id := range ids {
+		resp, err := streamdv1.NewInterestServiceClient(pods[id].conn).ListInterests(ctx, &streamdv1.ListInterestsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range resp.GetInterests() {
+			interested = append(interested, x.GetEntityId())
+		}
+	}
+	if slices.Sort(interested); len(interested) != notes || len(slices.Compact(interested)) != notes {
+		t.Fatalf("the pods have interest in %v, want each of the %d notes once", interested, notes)
+	}
+	// Later changes follow live into the pod that holds each note.
+	publish("Moved")
+	want = append(want, "3 Moved us")
+	for i := range notes {
+		id := fmt.Sprint("n", i)
+		var evs []string
+		if !testwait.Until(30*time.Second, func() bool {
+			evs = history(pods[ids[(i+1)%2]], id)
+			return slices.Equal(evs, want)
+		}) {
+			t.Fatalf("%s after a change in us: %v, want %v", id, evs, want)
+		}
+	}
+	// eu-1 leaves: eu-0 copies its slices' history and, at the next use of
+	// a note, registers its interest, history first.
+	if err := pods["eu-1"].stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("eu-1 stopped with %v", err)
+	}
+	publish("Closed")
+	want = append(want, "4 Closed us")
+	for i := range notes {
+		id := fmt.Sprint("n", i)
+		if evs := history(pods["eu-0"], id); !slices.Equal(evs, want) {
+			t.Fatalf("%s through eu-0 alone: %v, want %v", id, evs, want)
+		}
 	}
 }

@@ -108,10 +108,11 @@ func (g groupedReplication) replication(log *slog.Logger, j *journal.Journal, pa
 }
 
 // runner is what this pod's member of g runs over the slices it owns: g's
-// replication into j, shown in the admin registry as reg.
-func (g groupedReplication) runner(log *slog.Logger, j *journal.Journal, reg *admin.Member) func(context.Context, offsets.SliceRange) error {
+// replication into j, shown in the admin registry as reg, and steered by
+// s (nil: none) while it runs.
+func (g groupedReplication) runner(log *slog.Logger, j *journal.Journal, reg *admin.Member, s *steered) func(context.Context, offsets.SliceRange) error {
 	return func(ctx context.Context, part offsets.SliceRange) error {
-		c, err := g.replication(log, j, part)
+		c, err := s.made(func() (*consumer.Consumer, error) { return g.replication(log, j, part) })
 		if err != nil {
 			reg.Stopped(err)
 			return err

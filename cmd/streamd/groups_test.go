@@ -279,7 +279,7 @@ func startGrouped(t *testing.T, api *kubetest.API, src string, id string, wrap f
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := g.runner(log, r.Producer.Journal(), m)
+	run := g.runner(log, r.Producer.Journal(), m, nil)
 	if wrap != nil {
 		run = wrap(run)
 	}

@@ -459,6 +459,9 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	onDemand := newOnDemand(log, cfg.onDemand, p.Journal(), cfg.metrics.Registry())
 	defer onDemand.close()
 	if onDemand != nil {
+		if eg := cfg.entityGroup; eg != nil {
+			onDemand.serves = func(id string) bool { return eg.serves(journal.SliceOf(id)) }
+		}
 		opts = append(opts, onDemand.serverOptions()...)
 	}
 	// Entity reads of another pod's slices are forwarded, authorised.
@@ -506,7 +509,11 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	consumers.registry.ServeReaders(p.Server())
 	consumers.registry.Register(g)
 	if onDemand != nil {
-		if err := onDemand.start(cfg.replications, consumers); err != nil {
+		repls := slices.Clone(cfg.replications)
+		for _, g := range cfg.grouped {
+			repls = append(repls, g.opts)
+		}
+		if err := onDemand.start(repls, consumers); err != nil {
 			return err
 		}
 	}

@@ -137,6 +137,10 @@ type onDemand struct {
 	types   map[string]onDemandType
 	sources []*interestSource
 	fetches *prometheus.CounterVec
+	// serves, in a group of pods sharing the entities, reports whether
+	// this pod writes an entity: the pod that does registers the interest
+	// (a call of another pod's entity is forwarded there). nil: all.
+	serves func(entityID string) bool
 }
 
 // interestSource is another region: the on-demand replication from it and
@@ -198,10 +202,48 @@ func (od *onDemand) start(repls []topology.ReplicationOptions, cs *consumers) er
 	return nil
 }
 
+// steered is an on-demand replication the entity group runs over the
+// slices this pod writes, as an Interest steers it: the replication that
+// runs now, else the last one (their filter is stored under their one
+// name, and each new one starts from it).
+type steered struct {
+	mu sync.Mutex
+	c  *consumer.Consumer
+}
+
+// made makes the replication that runs next and steers it; s may be nil
+// (newReplication alone). A filter update waits for it, so that none
+// falls between the new replication reading the stored filter and
+// becoming the one steered.
+func (s *steered) made(newReplication func() (*consumer.Consumer, error)) (*consumer.Consumer, error) {
+	if s == nil {
+		return newReplication()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := newReplication()
+	if err == nil {
+		s.c = c
+	}
+	return c, err
+}
+
+func (s *steered) Filter() []*streamdv1.FilterCriterion {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.c.Filter()
+}
+
+func (s *steered) UpdateFilter(ctx context.Context, add, remove []*streamdv1.FilterCriterion, opts ...consumer.FilterOption) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.c.UpdateFilter(ctx, add, remove, opts...)
+}
+
 // settleSummaries makes the stored filter of an on-demand replication
 // (which outlives the process) include exactly the summary types of the
 // config, base, and keeps its includes of entities.
-func settleSummaries(c *consumer.Consumer, base []*streamdv1.FilterCriterion) error {
+func settleSummaries(c topology.Steered, base []*streamdv1.FilterCriterion) error {
 	same := func(a, b *streamdv1.FilterCriterion) bool {
 		return a.GetAction() == b.GetAction() && a.GetField() == b.GetField() && a.GetValue() == b.GetValue()
 	}
@@ -242,7 +284,7 @@ func (od *onDemand) close() {
 // through the replication once it can be.
 func (od *onDemand) use(ctx context.Context, entityType, entityID string) {
 	t, ok := od.types[entityType]
-	if !ok || entityID == "" {
+	if !ok || entityID == "" || (od.serves != nil && !od.serves(entityID)) {
 		return
 	}
 	var wg sync.WaitGroup
