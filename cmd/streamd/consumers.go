@@ -24,8 +24,8 @@ type consumers struct {
 	// name: a consumer, or for one run by the entity group over the slices
 	// this pod writes, what stands for them in turn.
 	byName map[string]topology.Steered
-	cancel   context.CancelFunc
-	done     chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // startConsumers starts cfg's replications into j: those of the registry,
