@@ -233,7 +233,7 @@ func (p *Primary) Failover(ctx context.Context, from, to string, execute bool) (
 	// asked could hold later events of from, which the record would fence.
 	local, err := p.Progress(ctx, from)
 	if err != nil {
-		return FailoverPlan{}, fmt.Errorf("topology: failover from %q to %q: %w", from, to, err)
+		return FailoverPlan{}, err
 	}
 	plan.Progress = p.progress(ctx, from, local)
 	plan.AtRisk = atRisk(plan.Progress)
