@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -188,19 +189,45 @@ func primaryCommand() *cli.Command {
 }
 
 // printFailover prints a failover's report: per region its progress in
-// from's journal, then what moves and what may be lost.
+// from's journal, then what moves and what may be lost. When a region
+// reports more than one journal of from (from's pods share its entities),
+// the table has a row per region and journal, with the journal id's first
+// bytes; otherwise a row per region, as the sums.
 func printFailover(c *cli.Context, from, to string, resp *streamdv1.FailoverResponse) error {
 	p := newPrinter(c)
-	t := p.table("REGION", "REACHABLE", "APPLIED", "KNOWN")
+	perJournal := false
+	for _, rp := range resp.Progress {
+		perJournal = perJournal || len(rp.Journals) > 1
+	}
+	header := []string{"REGION", "REACHABLE", "APPLIED", "KNOWN"}
+	if perJournal {
+		header = []string{"REGION", "REACHABLE", "JOURNAL", "APPLIED", "KNOWN"}
+	}
+	t := p.table(header...)
 	for _, rp := range resp.Progress {
 		applied, known := fmt.Sprint(rp.AppliedOffset), fmt.Sprint(rp.KnownOffset)
 		reachable := "yes"
 		if !rp.Reachable {
 			applied, known, reachable = "-", "-", "no"
 		}
-		t.row(map[string]any{
+		journals := []map[string]any{}
+		for _, j := range rp.Journals {
+			journals = append(journals, map[string]any{"journal_id": hex.EncodeToString(j.JournalId), "applied_offset": j.AppliedOffset, "known_offset": j.KnownOffset})
+		}
+		obj := map[string]any{
 			"region": rp.Region, "reachable": rp.Reachable, "applied_offset": rp.AppliedOffset, "known_offset": rp.KnownOffset, "error": rp.Error,
-		}, rp.Region, reachable, applied, known)
+			"journals": journals,
+		}
+		switch {
+		case !perJournal:
+			t.row(obj, rp.Region, reachable, applied, known)
+		case p.json || len(rp.Journals) == 0:
+			t.row(obj, rp.Region, reachable, "-", applied, known)
+		default:
+			for _, j := range rp.Journals {
+				t.row(obj, rp.Region, reachable, shortJournalID(j.JournalId), j.AppliedOffset, j.KnownOffset)
+			}
+		}
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -215,6 +242,15 @@ func printFailover(c *cli.Context, from, to string, resp *streamdv1.FailoverResp
 		p.note("%s", line)
 	}
 	return nil
+}
+
+// shortJournalID is the hex of a journal id's first 4 bytes, enough to
+// tell a region's journals apart in a table ("-" for none).
+func shortJournalID(id []byte) string {
+	if len(id) == 0 {
+		return "-"
+	}
+	return hex.EncodeToString(id[:min(len(id), 4)])
 }
 
 func needType(c *cli.Context, cmd string) error {

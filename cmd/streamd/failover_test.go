@@ -55,6 +55,10 @@ func TestFailoverProgressAndConflictMetric(t *testing.T) {
 	if p := plan.Progress[0]; p.Region != "us" || !p.Reachable || p.KnownOffset < p.AppliedOffset || plan.Executed {
 		t.Fatalf("dry run: %v", plan)
 	}
+	// eu is one journal: one entry, under eu's journal id, the sums its own.
+	if js := plan.Progress[0].Journals; len(js) != 1 || len(js[0].JournalId) == 0 || js[0].AppliedOffset != plan.Progress[0].AppliedOffset || js[0].KnownOffset != plan.Progress[0].KnownOffset {
+		t.Fatalf("dry run's journals of eu: %v; want eu's one journal", js)
+	}
 
 	if err := eu.stop(t, syscall.SIGKILL); err == nil {
 		t.Fatal("eu exited cleanly after SIGKILL")

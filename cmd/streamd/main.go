@@ -483,7 +483,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		obs := newRegionMetrics(cfg.metrics.Registry(), func() map[string]uint64 { return consumers.regionLags() })
 		prim, err := primary.New(primary.Options{
 			Journal: p.Journal(), Config: cfg.entityTypes, Regions: regions, RegionDialOptions: dial, Logger: log, Observer: obs,
-			Progress: func(source string) (uint64, uint64, bool) { return consumers.regionProgress(source) },
+			Progress: func(source string) ([]primary.JournalProgress, bool) { return consumers.regionProgress(source) },
 		})
 		if err != nil {
 			return fmt.Errorf("--config entity_types (every primary and home must be this region or the source of a replication): %w", err)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"slices"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,17 +84,31 @@ func (cs *consumers) regionLags() map[string]uint64 {
 }
 
 // regionProgress is how far the replication from a region of the project
-// has applied its journal, and the last offset it knows the region wrote
-// (the most over the region's addresses); ok false without one.
-func (cs *consumers) regionProgress(region string) (applied, known uint64, ok bool) {
+// has applied its journals: per journal id of the region (one per pod when
+// its pods share the entities, each its own journal), the last offset
+// applied and the last one known the journal holds, the most over the
+// addresses that reach that journal. Addresses whose journal id is not
+// known yet (no Hello received) are left out: their offsets belong to no
+// journal. ok false without a replication from the region.
+func (cs *consumers) regionProgress(region string) (journals []primary.JournalProgress, ok bool) {
 	states, _ := cs.registry.States("")
 	for _, st := range states {
 		if st.Consumer.Options().Name != regionReplication(region) {
 			continue
 		}
+		ok = true
 		for _, p := range st.Consumer.Status() {
-			applied, known, ok = max(applied, p.Offset), max(known, p.Offset+p.Lag), true
+			if len(p.JournalID) == 0 {
+				continue
+			}
+			i := slices.IndexFunc(journals, func(j primary.JournalProgress) bool { return bytes.Equal(j.JournalID, p.JournalID) })
+			if i < 0 {
+				i = len(journals)
+				journals = append(journals, primary.JournalProgress{JournalID: p.JournalID})
+			}
+			j := &journals[i]
+			j.Applied, j.Known = max(j.Applied, p.Offset), max(j.Known, p.Offset+p.Lag)
 		}
 	}
-	return applied, known, ok
+	return journals, ok
 }

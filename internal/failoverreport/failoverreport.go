@@ -31,22 +31,34 @@ func Notes(from, to string, resp *streamdv1.FailoverResponse, howToExecute strin
 	if ns := resp.GetFromAppliedUnixNano(); ns != 0 {
 		point = time.Unix(0, ns).UTC().Format(time.RFC3339Nano)
 	}
+	journal := from + "'s journal"
+	for _, p := range resp.GetProgress() {
+		if len(p.GetJournals()) > 1 {
+			journal = from + "'s journals"
+		}
+	}
 	notes := []string{
 		fmt.Sprintf("pinned types moving from %s to %s: %s", from, to, types),
 		fmt.Sprintf("failover point: the last event of %s applied in %s: %s", from, to, point),
-		fmt.Sprintf("at risk: %d event(s) of %s's journal that no reachable region has applied", resp.GetAtRisk(), from),
+		fmt.Sprintf("at risk: %d event(s) of %s that no reachable region has applied", resp.GetAtRisk(), journal),
 	}
-	var here, best uint64
-	bestRegion := ""
+	var here *streamdv1.RegionProgress
 	for _, p := range resp.GetProgress() {
 		if p.GetRegion() == to {
-			here = p.GetAppliedOffset()
-		} else if p.GetReachable() && p.GetAppliedOffset() > best {
-			best, bestRegion = p.GetAppliedOffset(), p.GetRegion()
+			here = p
 		}
 	}
-	if best > here && !resp.GetExecuted() {
-		notes = append(notes, fmt.Sprintf("%s has applied %d more of %s's journal than %s: those events reach %s through %s (relayed) if you wait; failing over now fences them", bestRegion, best-here, from, to, to, bestRegion))
+	var best uint64
+	bestRegion := ""
+	for _, p := range resp.GetProgress() {
+		if p.GetRegion() != to && p.GetReachable() {
+			if ahead := aheadOf(p, here); ahead > best {
+				best, bestRegion = ahead, p.GetRegion()
+			}
+		}
+	}
+	if best > 0 && !resp.GetExecuted() {
+		notes = append(notes, fmt.Sprintf("%s has applied %d more of %s than %s: those events reach %s through %s (relayed) if you wait; failing over now fences them", bestRegion, best, journal, to, to, bestRegion))
 	}
 	if resp.GetExecuted() {
 		notes = append(notes, fmt.Sprintf("failed over from %s to %s (record at offset %d); events %s wrote after the failover point: streamctl primary conflicts", from, to, resp.GetOffset(), from))
@@ -54,4 +66,28 @@ func Notes(from, to string, resp *streamdv1.FailoverResponse, howToExecute strin
 		notes = append(notes, "dry run: nothing changed; "+howToExecute)
 	}
 	return notes
+}
+
+// aheadOf is how many events of the source's journals p applied that here
+// did not: per journal, p's applied offset beyond here's, summed. Progress
+// without journals (an older server) counts as one journal of its sums.
+func aheadOf(p, here *streamdv1.RegionProgress) uint64 {
+	applied := func(rp *streamdv1.RegionProgress) map[string]uint64 {
+		out := map[string]uint64{}
+		for _, j := range rp.GetJournals() {
+			out[string(j.GetJournalId())] = j.GetAppliedOffset()
+		}
+		if len(out) == 0 && rp.GetAppliedOffset() > 0 {
+			out[""] = rp.GetAppliedOffset()
+		}
+		return out
+	}
+	theirs, ours := applied(p), applied(here)
+	var n uint64
+	for id, a := range theirs {
+		if a > ours[id] {
+			n += a - ours[id]
+		}
+	}
+	return n
 }

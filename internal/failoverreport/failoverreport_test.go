@@ -34,3 +34,24 @@ func TestNotes(t *testing.T) {
 		t.Fatalf("notes after the failover: %q", done)
 	}
 }
+
+// With several journals of the failed region (its pods sharing the
+// entities), another region is ahead of to by what it applied beyond to's
+// applied offset in each journal, whatever the sums say.
+func TestNotesPerJournal(t *testing.T) {
+	j := func(id string, applied uint64) *streamdv1.JournalProgress {
+		return &streamdv1.JournalProgress{JournalId: []byte(id), AppliedOffset: applied, KnownOffset: applied}
+	}
+	progress := []*streamdv1.RegionProgress{
+		{Region: "us", Reachable: true, AppliedOffset: 15, KnownOffset: 15, Journals: []*streamdv1.JournalProgress{j("a", 10), j("b", 5)}},
+		{Region: "ap", Reachable: true, AppliedOffset: 14, KnownOffset: 14, Journals: []*streamdv1.JournalProgress{j("a", 7), j("b", 7)}},
+	}
+	notes := Notes("eu", "us", &streamdv1.FailoverResponse{Progress: progress, AtRisk: 0}, "add --execute to fail over")
+	want := []string{
+		"at risk: 0 event(s) of eu's journals that no reachable region has applied",
+		"ap has applied 2 more of eu's journals than us: those events reach us through ap (relayed) if you wait; failing over now fences them",
+	}
+	if !slices.Equal(notes[2:4], want) {
+		t.Fatalf("notes:\n%s\nwant, from the third:\n%s", strings.Join(notes, "\n"), strings.Join(want, "\n"))
+	}
+}

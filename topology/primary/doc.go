@@ -76,8 +76,19 @@
 // fenced), and Primary.Conflicts lists them; WatchConflicts logs each once.
 // Records and pins fold in (origin time, origin) order. Failing back is a
 // failover the other way. The dry run reports, from every reachable region's
-// replication progress (Options.Progress, PrimaryService.Progress), how many
-// of from's journal's events no region applied.
+// replication progress (Options.Progress, PrimaryService.Progress), per
+// journal of from (one per pod when from's pods share its entities), how
+// many of its events no region applied, summed over from's journals.
+//
+// A region whose pods share the entities, each pod its own journal, runs a
+// Primary per pod with Options.Pods the other pods' PrimaryService. Its
+// Progress and Conflicts then answer for the region: the pods' progress
+// merged (per journal of the source, the least any pod applied and the
+// most any knows; the latest event of the source any pod holds, which is
+// Failover's failover point), and every pod's conflicts, each event once.
+// A pod that cannot be asked fails the answer rather than under-report.
+// Failover writes its record in the pod that serves it; WatchConflicts
+// watches its own pod's journal.
 //
 // What it does not do: it does not replicate (run a topology.Replication
 // between the regions), and it does not check what it must assume: region

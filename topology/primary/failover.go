@@ -1,12 +1,17 @@
 package primary
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/streamd/streamd/journal"
@@ -116,32 +121,71 @@ type FailoverPlan struct {
 	EntityTypes   []string
 	UnlistedTypes bool
 	// Progress is, per region other than From, how far it applied From's
-	// journal; AtRisk the events of From's journal no reachable region
-	// applied (an upper bound of what the failover may lose).
+	// journals; AtRisk the events of From's journals no reachable region
+	// applied (an upper bound of what the failover may lose): per journal,
+	// the most any reachable region knows it holds minus the most any
+	// applied, summed over the journals.
 	Progress []RegionProgress
 	AtRisk   uint64
 	// FromApplied is the failover point: the origin time of the last event
-	// of From this region applied (0: none).
+	// of From this region applied (0: none); of a region whose pods share
+	// the entities (Options.Pods), the last any of its pods applied.
 	FromApplied int64
 	// Executed: the record was appended, at Offset in this region's journal.
 	Executed bool
 	Offset   uint64
 }
 
-// RegionProgress is how far a region applied another region's journal.
+// RegionProgress is how far a region applied another region's journals.
 type RegionProgress struct {
 	Region    string
 	Reachable bool
-	// Applied is the last offset of the source's journal the region
-	// applied; Known the last one it knows the source wrote.
+	// Applied and Known are the sums over Journals: for a source of one
+	// journal, the last offset of it the region applied and the last one it
+	// knows the source wrote. Sums of different journals' offsets only
+	// count events; compare Journals.
 	Applied, Known uint64
-	Err            error
+	// Journals are the source's journals the region knows of (one per pod
+	// of a source whose pods share the entities), sorted by journal id.
+	Journals []JournalProgress
+	Err      error
 }
 
-// ProgressFunc reports how far this region applied source's journal (its
-// replication from it): the last offset applied and the last one known to
-// be written; ok false when no replication from source runs here.
-type ProgressFunc func(source string) (applied, known uint64, ok bool)
+// JournalProgress is how far a region applied one journal of another
+// region. Offsets of different journals are not comparable.
+type JournalProgress struct {
+	JournalID []byte
+	// Applied is the last offset of the journal applied (of a region whose
+	// pods share the entities, the least over its pods: each applies the
+	// slices it serves); Known the last one known to be written.
+	Applied, Known uint64
+}
+
+// ProgressFunc reports how far this journal applied source's journals
+// (the replication from it into this journal): one JournalProgress per
+// journal of source; ok false when no replication from source runs here.
+// Entries with the same journal id are merged (the most of each).
+type ProgressFunc func(source string) (journals []JournalProgress, ok bool)
+
+// SourceProgress is how far a region, or one pod of it, applied a source
+// region's journals (Primary.Progress).
+type SourceProgress struct {
+	// Replicating: a replication from the source runs here (in a pod).
+	Replicating bool
+	// Journals are the source's journals, one per journal id, sorted by it.
+	Journals []JournalProgress
+	// LastApplied is the origin time of the last event of the source held
+	// here (0: none): the failover point of a failover from the source.
+	LastApplied int64
+}
+
+// Sums returns the sums of Journals' Applied and Known.
+func (sp SourceProgress) Sums() (applied, known uint64) {
+	for _, j := range sp.Journals {
+		applied, known = applied+j.Applied, known+j.Known
+	}
+	return applied, known
+}
 
 // Failover moves region from's single-writer entities to this region, to:
 // every pinned entity type whose primary is from gets the primary to, and
@@ -185,18 +229,15 @@ func (p *Primary) Failover(ctx context.Context, from, to string, execute bool) (
 	}
 	slices.Sort(plan.EntityTypes)
 	plan.UnlistedTypes = p.config.DefaultMode == ModePinned && p.config.DefaultPrimary == from
-	plan.Progress = p.progress(ctx, from)
-	var applied, known uint64
-	for _, rp := range plan.Progress {
-		applied, known = max(applied, rp.Applied), max(known, rp.Known)
-	}
-	if known > applied {
-		plan.AtRisk = known - applied
-	}
-	point, err := p.lastFrom(from)
+	// The failover point must be the whole region's: a pod that cannot be
+	// asked could hold later events of from, which the record would fence.
+	local, err := p.Progress(ctx, from)
 	if err != nil {
 		return FailoverPlan{}, err
 	}
+	plan.Progress = p.progress(ctx, from, local)
+	plan.AtRisk = atRisk(plan.Progress)
+	point := local.LastApplied
 	plan.FromApplied = point
 	if !execute {
 		return plan, nil
@@ -215,10 +256,12 @@ func (p *Primary) Failover(ctx context.Context, from, to string, execute bool) (
 	return plan, nil
 }
 
-// progress asks every region but from (this one included) how far it
-// applied from's journal.
-func (p *Primary) progress(ctx context.Context, from string) []RegionProgress {
-	out := []RegionProgress{p.localProgress(from)}
+// progress asks every region but from and this one how far it applied
+// from's journals, after local, this region's answer.
+func (p *Primary) progress(ctx context.Context, from string, local SourceProgress) []RegionProgress {
+	rp := RegionProgress{Region: p.region, Reachable: true, Journals: local.Journals}
+	rp.Applied, rp.Known = local.Sums()
+	out := []RegionProgress{rp}
 	for _, region := range p.regionNames() {
 		if region == from || region == p.region {
 			continue
@@ -227,7 +270,8 @@ func (p *Primary) progress(ctx context.Context, from string) []RegionProgress {
 		err := p.call(ctx, region, "asking for its replication progress", func(ctx context.Context, c streamdv1.PrimaryServiceClient) error {
 			resp, err := c.Progress(ctx, &streamdv1.ProgressRequest{Source: from})
 			if err == nil {
-				rp.Reachable, rp.Applied, rp.Known = true, resp.AppliedOffset, resp.KnownOffset
+				rp.Reachable, rp.Journals = true, sourceProgressOf(resp).Journals
+				rp.Applied, rp.Known = resp.AppliedOffset, resp.KnownOffset
 			}
 			return err
 		})
@@ -237,13 +281,61 @@ func (p *Primary) progress(ctx context.Context, from string) []RegionProgress {
 	return out
 }
 
-// localProgress is how far this region applied source's journal.
-func (p *Primary) localProgress(source string) RegionProgress {
-	rp := RegionProgress{Region: p.region, Reachable: true}
-	if p.progressOf != nil {
-		rp.Applied, rp.Known, _ = p.progressOf(source)
+// atRisk is, per journal, the most a reachable region knows it holds minus
+// the most one applied, summed over the journals.
+func atRisk(progress []RegionProgress) uint64 {
+	applied, known := map[string]uint64{}, map[string]uint64{}
+	for _, rp := range progress {
+		if !rp.Reachable {
+			continue
+		}
+		for _, j := range rp.Journals {
+			id := string(j.JournalID)
+			applied[id], known[id] = max(applied[id], j.Applied), max(known[id], j.Known)
+		}
 	}
-	return rp
+	var n uint64
+	for id, k := range known {
+		if a := applied[id]; k > a {
+			n += k - a
+		}
+	}
+	return n
+}
+
+// sourceProgressOf reads a ProgressResponse; one without journals (a
+// server that does not report them) counts as one journal of unknown id.
+func sourceProgressOf(resp *streamdv1.ProgressResponse) SourceProgress {
+	sp := SourceProgress{Replicating: resp.Replicating, LastApplied: resp.LastAppliedUnixNano}
+	for _, j := range resp.Journals {
+		if j != nil {
+			sp.Journals = append(sp.Journals, JournalProgress{JournalID: j.JournalId, Applied: j.AppliedOffset, Known: j.KnownOffset})
+		}
+	}
+	if len(sp.Journals) == 0 && (resp.AppliedOffset != 0 || resp.KnownOffset != 0) {
+		sp.Journals = []JournalProgress{{Applied: resp.AppliedOffset, Known: resp.KnownOffset}}
+	}
+	sp.Journals = mergeJournals(sp.Journals, most)
+	return sp
+}
+
+func least(a, b uint64) uint64 { return min(a, b) }
+func most(a, b uint64) uint64  { return max(a, b) }
+
+// mergeJournals returns one entry per journal id, sorted by it, merging
+// the Applied of entries with the same id with applied and their Known
+// with max.
+func mergeJournals(js []JournalProgress, applied func(a, b uint64) uint64) []JournalProgress {
+	var out []JournalProgress
+	for _, j := range js {
+		i, found := slices.BinarySearchFunc(out, j.JournalID, func(e JournalProgress, id []byte) int { return bytes.Compare(e.JournalID, id) })
+		if found {
+			out[i].Applied, out[i].Known = applied(out[i].Applied, j.Applied), max(out[i].Known, j.Known)
+			continue
+		}
+		out = slices.Insert(out, i, JournalProgress{JournalID: bytes.Clone(j.JournalID), Applied: j.Applied, Known: j.Known})
+	}
+	return out
 }
 
 // lastFrom returns the origin time of the last event of origin from in the
@@ -282,11 +374,56 @@ type Conflict struct {
 	Event    *streamdv1.Event
 }
 
-// Conflicts lists the events of this region's journal that failovers
-// fenced: events of single-writer entities, written by a failed-over region
-// after its failover point, that are in no history. It reads the journal
-// from the earliest failover point on.
+// Conflicts lists the events of this region that failovers fenced: events
+// of single-writer entities, written by a failed-over region after its
+// failover point, that are in no history. It reads the journal from the
+// earliest failover point on; with Options.Pods, every pod's journal
+// (asking the others for theirs), and lists each event, by (origin, entity,
+// origin seqNr), once: a slice that moved leaves its events in the journal
+// of the pod that served it before. Sorted by offset (of the journal of the
+// pod that listed the event).
 func (p *Primary) Conflicts(ctx context.Context) ([]Conflict, error) {
+	own, err := p.podConflicts(ctx)
+	if err != nil || p.pods == nil {
+		return own, err
+	}
+	others, err := askPods(ctx, p, "listing its conflicts", func(ctx context.Context, c streamdv1.PrimaryServiceClient) ([]Conflict, error) {
+		resp, err := c.Conflicts(ctx, &streamdv1.ConflictsRequest{Pod: true})
+		if err != nil {
+			return nil, err
+		}
+		var cs []Conflict
+		for _, c := range resp.Conflicts {
+			if c.GetEvent() != nil {
+				cs = append(cs, Conflict{From: c.From, To: c.To, Event: c.Event})
+			}
+		}
+		return cs, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	type key struct {
+		origin, entityType, entityID string
+		originSeqNr                  uint64
+	}
+	seen := map[key]bool{}
+	var out []Conflict
+	for _, cs := range append([][]Conflict{own}, others...) {
+		for _, c := range cs {
+			k := key{c.Event.Origin, c.Event.EntityType, c.Event.EntityId, c.Event.OriginSeqNr}
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, c)
+			}
+		}
+	}
+	sortConflicts(out)
+	return out, nil
+}
+
+// podConflicts is Conflicts of this pod's journal.
+func (p *Primary) podConflicts(ctx context.Context) ([]Conflict, error) {
 	fs, err := p.failovers()
 	if err != nil || len(fs) == 0 {
 		return nil, err
@@ -330,8 +467,18 @@ func (p *Primary) Conflicts(ctx context.Context) ([]Conflict, error) {
 		}
 		out = append(out, cs...)
 	}
-	slices.SortFunc(out, func(a, b Conflict) int { return cmp.Compare(a.Event.Offset, b.Event.Offset) })
+	sortConflicts(out)
 	return out, nil
+}
+
+// sortConflicts sorts by offset, then in the origin's order (the offsets
+// of a region whose pods share the entities are of different journals).
+func sortConflicts(cs []Conflict) {
+	slices.SortFunc(cs, func(a, b Conflict) int {
+		x, y := a.Event, b.Event
+		return cmp.Or(cmp.Compare(x.Offset, y.Offset), cmp.Compare(x.OriginTimestampUnixNano, y.OriginTimestampUnixNano), cmp.Compare(x.Origin, y.Origin),
+			cmp.Compare(x.EntityType, y.EntityType), cmp.Compare(x.EntityId, y.EntityId), cmp.Compare(x.OriginSeqNr, y.OriginSeqNr))
+	})
 }
 
 // fenceable reports whether a failover may fence ev: an event of a
@@ -390,11 +537,12 @@ type ConflictObserver interface {
 	Conflict(from, entityType string)
 }
 
-// WatchConflicts reports every conflict (see Conflicts) once, with a
-// warning in the log and to the Observer if it is a ConflictObserver:
-// those in the journal when it starts, then those that arrive, until ctx
-// is done, and returns why it stopped (ctx's error, or the journal's).
-// Run it in one goroutine.
+// WatchConflicts reports every conflict (see Conflicts) of this pod's
+// journal once, with a warning in the log and to the Observer if it is a
+// ConflictObserver: those in the journal when it starts, then those that
+// arrive, until ctx is done, and returns why it stopped (ctx's error, or
+// the journal's). It does not ask the other pods (Options.Pods): each pod
+// watches its own journal. Run it in one goroutine.
 func (p *Primary) WatchConflicts(ctx context.Context) error {
 	reported := map[[2]string]bool{} // origin, and entity key with origin seqNr
 	report := func(cs []Conflict) {
@@ -418,7 +566,7 @@ func (p *Primary) WatchConflicts(ctx context.Context) error {
 		return err
 	}
 	known := len(fs) // the records the last full scan saw, at least
-	cs, err := p.Conflicts(ctx)
+	cs, err := p.podConflicts(ctx)
 	if err != nil {
 		return err
 	}
@@ -440,7 +588,7 @@ func (p *Primary) WatchConflicts(ctx context.Context) error {
 		}
 		if len(fs) != known { // a new record: what is fenced changed
 			known = len(fs)
-			cs, err = p.Conflicts(ctx)
+			cs, err = p.podConflicts(ctx)
 			if err != nil {
 				return err
 			}
@@ -468,10 +616,94 @@ func (p *Primary) WatchConflicts(ctx context.Context) error {
 	}
 }
 
-// Progress answers how far this region applied source's journal.
-func (p *Primary) Progress(source string) (applied, known uint64, ok bool) {
-	if p.progressOf == nil {
-		return 0, 0, false
+// Progress answers how far this region applied source's journals, and the
+// origin time of the last event of source it holds. With Options.Pods it
+// asks the other pods for theirs and merges them: per journal of source,
+// the least any pod that reports it applied (each pod applies the slices
+// it serves) and the most any knows; the latest last event. If a pod
+// cannot be asked, it fails naming the pod: a region's progress without a
+// pod's would under-report the events at risk.
+func (p *Primary) Progress(ctx context.Context, source string) (SourceProgress, error) {
+	own, err := p.podProgress(source)
+	if err != nil || p.pods == nil {
+		return own, err
 	}
-	return p.progressOf(source)
+	others, err := askPods(ctx, p, fmt.Sprintf("asking for its replication progress from %q", source), func(ctx context.Context, c streamdv1.PrimaryServiceClient) (SourceProgress, error) {
+		resp, err := c.Progress(ctx, &streamdv1.ProgressRequest{Source: source, Pod: true})
+		if err != nil {
+			return SourceProgress{}, err
+		}
+		return sourceProgressOf(resp), nil
+	})
+	if err != nil {
+		return SourceProgress{}, err
+	}
+	merged := own
+	var all []JournalProgress
+	for _, sp := range append(others, own) {
+		merged.Replicating = merged.Replicating || sp.Replicating
+		merged.LastApplied = max(merged.LastApplied, sp.LastApplied)
+		all = append(all, sp.Journals...)
+	}
+	merged.Journals = mergeJournals(all, least)
+	return merged, nil
+}
+
+// podProgress is Progress of this pod's journal.
+func (p *Primary) podProgress(source string) (SourceProgress, error) {
+	var sp SourceProgress
+	if p.progressOf != nil {
+		var js []JournalProgress
+		js, sp.Replicating = p.progressOf(source)
+		sp.Journals = mergeJournals(js, most)
+	}
+	var err error
+	sp.LastApplied, err = p.lastFrom(source)
+	return sp, err
+}
+
+// askPods asks every other pod of this region (Options.Pods) at once and
+// returns their answers in the order of the pods; if any fails, the
+// errors, each naming its pod.
+func askPods[T any](ctx context.Context, p *Primary, why string, ask func(context.Context, streamdv1.PrimaryServiceClient) (T, error)) ([]T, error) {
+	pods, err := p.pods()
+	if err != nil {
+		return nil, fmt.Errorf("%w: listing the other pods of region %q (%s): %w", ErrUnavailable, p.region, why, err)
+	}
+	out, errs := make([]T, len(pods)), make([]error, len(pods))
+	var wg sync.WaitGroup
+	for i, c := range pods {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, p.timeout)
+			defer cancel()
+			var err error
+			if out[i], err = ask(cctx, c); err != nil {
+				errs[i] = p.podError(ctx, podName(i, c), why, err)
+			}
+		})
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// podName names the i-th of Options.Pods in errors: its String if it has
+// one, else its place in the list.
+func podName(i int, c streamdv1.PrimaryServiceClient) string {
+	if s, ok := c.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return fmt.Sprintf("#%d (of Options.Pods)", i+1)
+}
+
+// podError words the error of a call to another pod of this region, with
+// the status codes call gives the errors of other regions.
+func (p *Primary) podError(ctx context.Context, pod, why string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("topology: pod %s of region %q (%s): %w", pod, p.region, why, ctx.Err())
+	}
+	switch s, _ := status.FromError(err); s.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return fmt.Errorf("%w: pod %s of region %q (%s): %s", ErrUnavailable, pod, p.region, why, s.Message())
+	}
+	return fmt.Errorf("topology: pod %s of region %q (%s): %w", pod, p.region, why, err)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -190,8 +191,8 @@ func TestFailover(t *testing.T) {
 // journal, and the events no region applied.
 func TestFailoverAtRisk(t *testing.T) {
 	pw := newPrimaryWorld(t, testConfig, "eu", "us", "ap")
-	pw.withProgress("us", func(source string) (uint64, uint64, bool) { return 12, 12, source == "eu" })
-	pw.withProgress("ap", func(source string) (uint64, uint64, bool) { return 10, 15, source == "eu" })
+	pw.withProgress("us", oneJournal(12, 12))
+	pw.withProgress("ap", oneJournal(10, 15))
 	pw.cut("eu", "us")
 	pw.cut("eu", "ap")
 	plan, err := pw.primary("us").Failover(context.Background(), "eu", "us", false)
@@ -221,6 +222,66 @@ func TestFailoverAtRisk(t *testing.T) {
 	if plan.AtRisk != 0 {
 		t.Fatalf("at risk with ap cut off: %d; want 0 (us applied all it knows of)", plan.AtRisk)
 	}
+}
+
+// oneJournal is the progress of a replication from eu's one journal.
+func oneJournal(applied, known uint64) primary.ProgressFunc {
+	return journals(primary.JournalProgress{JournalID: []byte("eu-0"), Applied: applied, Known: known})
+}
+
+// journals is the progress of a replication from eu's journals js.
+func journals(js ...primary.JournalProgress) primary.ProgressFunc {
+	return func(source string) ([]primary.JournalProgress, bool) {
+		if source != "eu" {
+			return nil, false
+		}
+		return js, true
+	}
+}
+
+// A source region of two journals (two pods sharing its entities): the
+// events at risk are counted per journal, the most a reachable region
+// knows it holds minus the most one applied, summed; offsets of different
+// journals are never compared, and each region's Journals reach the plan.
+func TestFailoverAtRiskPerJournal(t *testing.T) {
+	pw := newPrimaryWorld(t, testConfig, "eu", "us", "ap")
+	pw.withProgress("us", journals(
+		primary.JournalProgress{JournalID: []byte("eu-1"), Applied: 3, Known: 8},
+		primary.JournalProgress{JournalID: []byte("eu-0"), Applied: 10, Known: 10}))
+	pw.withProgress("ap", journals(
+		primary.JournalProgress{JournalID: []byte("eu-0"), Applied: 7, Known: 12},
+		primary.JournalProgress{JournalID: []byte("eu-1"), Applied: 6, Known: 6}))
+	pw.cut("eu", "us")
+	pw.cut("eu", "ap")
+	plan, err := pw.primary("us").Failover(context.Background(), "eu", "us", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, rp := range plan.Progress {
+		got[rp.Region] = fmt.Sprintf("%d/%d %s", rp.Applied, rp.Known, describeJournals(rp.Journals))
+	}
+	want := map[string]string{"us": "13/18 [eu-0 10/10 eu-1 3/8]", "ap": "13/18 [eu-0 7/12 eu-1 6/6]"}
+	if !maps.Equal(got, want) {
+		t.Fatalf("progress %v; want %v", got, want)
+	}
+	// eu-0: 12 known, 10 applied; eu-1: 8 known, 6 applied. (The sums
+	// would say 18 - 13 = 5.)
+	if plan.AtRisk != 4 {
+		t.Fatalf("at risk %d; want 4 (2 of each journal)", plan.AtRisk)
+	}
+	resp, err := pw.client("us").Failover(context.Background(), &streamdv1.FailoverRequest{From: "eu", To: "us"})
+	if err != nil || resp.AtRisk != 4 || len(resp.Progress) != 2 || len(resp.Progress[1].Journals) != 2 || string(resp.Progress[1].Journals[1].JournalId) != "eu-1" {
+		t.Fatalf("over gRPC: %v, %v", resp, err)
+	}
+}
+
+func describeJournals(js []primary.JournalProgress) string {
+	var out []string
+	for _, j := range js {
+		out = append(out, fmt.Sprintf("%s %d/%d", j.JournalID, j.Applied, j.Known))
+	}
+	return fmt.Sprint(out)
 }
 
 // conflictObserver receives "from entityType" per conflict reported.

@@ -48,6 +48,7 @@ type Primary struct {
 	fails failoverState
 
 	progressOf ProgressFunc
+	pods       func() ([]streamdv1.PrimaryServiceClient, error)
 }
 
 // maxAppendEvents and maxAppendBytes bound one Append of events another
@@ -81,9 +82,17 @@ type Options struct {
 	// may be nil. If it is a ConflictObserver, WatchConflicts tells it of
 	// conflicts.
 	Observer Observer
-	// Progress reports how far this region applied another region's
-	// journal, for Failover's report; nil: unknown (reported as 0).
+	// Progress reports how far this journal applied another region's
+	// journals, for Failover's report; nil: unknown (reported as none).
 	Progress ProgressFunc
+	// Pods returns the PrimaryService of the other pods of this region
+	// when its pods share the entities, each with its own journal; nil:
+	// this journal is the region's only one. With it, Progress, Conflicts
+	// and Failover's progress and failover point are the whole region's:
+	// they ask every other pod for its own (ProgressRequest.pod,
+	// ConflictsRequest.pod) and fail if one cannot be asked. A client that
+	// is a fmt.Stringer names its pod in those errors.
+	Pods func() ([]streamdv1.PrimaryServiceClient, error)
 }
 
 // ErrInvalidOptions is wrapped by every error of Options.Validate.
@@ -145,7 +154,7 @@ func New(opts Options) (*Primary, error) {
 		j: opts.Journal, region: opts.Journal.Region(), config: opts.Config, timeout: opts.CallTimeout, log: opts.Logger,
 		regions:  map[string][]regionClient{},
 		entities: map[string]*list.Element{}, lru: list.New(), max: opts.CachedEntities,
-		pins: map[string]*pinState{}, progressOf: opts.Progress,
+		pins: map[string]*pinState{}, progressOf: opts.Progress, pods: opts.Pods,
 	}
 	if p.timeout == 0 {
 		p.timeout = 5 * time.Second

@@ -91,7 +91,7 @@ func (s primaryServer) Failover(ctx context.Context, req *streamdv1.FailoverRequ
 		Executed: plan.Executed, Offset: plan.Offset, FromAppliedUnixNano: plan.FromApplied,
 	}
 	for _, rp := range plan.Progress {
-		out := &streamdv1.RegionProgress{Region: rp.Region, Reachable: rp.Reachable, AppliedOffset: rp.Applied, KnownOffset: rp.Known}
+		out := &streamdv1.RegionProgress{Region: rp.Region, Reachable: rp.Reachable, AppliedOffset: rp.Applied, KnownOffset: rp.Known, Journals: journalsProto(rp.Journals)}
 		if rp.Err != nil {
 			out.Error = rp.Err.Error()
 		}
@@ -100,8 +100,12 @@ func (s primaryServer) Failover(ctx context.Context, req *streamdv1.FailoverRequ
 	return resp, nil
 }
 
-func (s primaryServer) Conflicts(ctx context.Context, _ *streamdv1.ConflictsRequest) (*streamdv1.ConflictsResponse, error) {
-	cs, err := s.p.Conflicts(ctx)
+func (s primaryServer) Conflicts(ctx context.Context, req *streamdv1.ConflictsRequest) (*streamdv1.ConflictsResponse, error) {
+	conflicts := s.p.Conflicts
+	if req.Pod {
+		conflicts = s.p.podConflicts
+	}
+	cs, err := conflicts(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -112,12 +116,33 @@ func (s primaryServer) Conflicts(ctx context.Context, _ *streamdv1.ConflictsRequ
 	return resp, nil
 }
 
-func (s primaryServer) Progress(_ context.Context, req *streamdv1.ProgressRequest) (*streamdv1.ProgressResponse, error) {
+func (s primaryServer) Progress(ctx context.Context, req *streamdv1.ProgressRequest) (*streamdv1.ProgressResponse, error) {
 	if req.Source == "" {
 		return nil, toStatus(fmt.Errorf("%w: progress of which region? source is empty", ErrInvalidRequest))
 	}
-	applied, known, ok := s.p.Progress(req.Source)
-	return &streamdv1.ProgressResponse{Region: s.p.region, Replicating: ok, AppliedOffset: applied, KnownOffset: known}, nil
+	var sp SourceProgress
+	var err error
+	if req.Pod {
+		sp, err = s.p.podProgress(req.Source)
+	} else {
+		sp, err = s.p.Progress(ctx, req.Source)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	applied, known := sp.Sums()
+	return &streamdv1.ProgressResponse{
+		Region: s.p.region, Replicating: sp.Replicating, AppliedOffset: applied, KnownOffset: known,
+		Journals: journalsProto(sp.Journals), LastAppliedUnixNano: sp.LastApplied,
+	}, nil
+}
+
+func journalsProto(js []JournalProgress) []*streamdv1.JournalProgress {
+	var out []*streamdv1.JournalProgress
+	for _, j := range js {
+		out = append(out, &streamdv1.JournalProgress{JournalId: j.JournalID, AppliedOffset: j.Applied, KnownOffset: j.Known})
+	}
+	return out
 }
 
 // ToStatus is the gRPC status of an error of Primary (Publish, for

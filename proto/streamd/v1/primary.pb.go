@@ -1025,10 +1025,10 @@ type FailoverResponse struct {
 	// Per region of the project other than from: how far it has applied
 	// from's journal.
 	Progress []*RegionProgress `protobuf:"bytes,3,rep,name=progress,proto3" json:"progress,omitempty"`
-	// Events of from's journal that no reachable region has applied: the most
-	// any region knows from wrote, minus the most any region applied. Upper
-	// bound of the events the failover may lose (from's journal also relays
-	// other regions' events).
+	// Events of from's journals that no reachable region has applied: per
+	// journal of from, the most any region knows it holds minus the most any
+	// region applied, summed over the journals. Upper bound of the events the
+	// failover may lose (from's journal also relays other regions' events).
 	AtRisk uint64 `protobuf:"varint,4,opt,name=at_risk,json=atRisk,proto3" json:"at_risk,omitempty"`
 	// With execute: the record appended, and its offset in this region's
 	// journal.
@@ -1125,12 +1125,16 @@ type RegionProgress struct {
 	Region string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
 	// The region could be asked (false: unreachable; the offsets are 0).
 	Reachable bool `protobuf:"varint,2,opt,name=reachable,proto3" json:"reachable,omitempty"`
-	// The last offset of from's journal this region has applied, and the last
+	// The sums over journals of applied_offset and known_offset: for a from of
+	// one journal, the last offset of it this region has applied, and the last
 	// one it knows from wrote (from its replication's Hello and Progress).
 	AppliedOffset uint64 `protobuf:"varint,3,opt,name=applied_offset,json=appliedOffset,proto3" json:"applied_offset,omitempty"`
 	KnownOffset   uint64 `protobuf:"varint,4,opt,name=known_offset,json=knownOffset,proto3" json:"known_offset,omitempty"`
 	// Why the region could not be asked.
-	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// Per journal of from (one per pod when from's pods share its entities,
+	// each its own journal), sorted by journal id.
+	Journals      []*JournalProgress `protobuf:"bytes,6,rep,name=journals,proto3" json:"journals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1200,15 +1204,91 @@ func (x *RegionProgress) GetError() string {
 	return ""
 }
 
+func (x *RegionProgress) GetJournals() []*JournalProgress {
+	if x != nil {
+		return x.Journals
+	}
+	return nil
+}
+
+// JournalProgress is how far a region has applied one journal of another
+// region. Offsets of different journals are not comparable.
+type JournalProgress struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	JournalId []byte                 `protobuf:"bytes,1,opt,name=journal_id,json=journalId,proto3" json:"journal_id,omitempty"`
+	// The last offset of the journal the region has applied (the least over
+	// its pods, when its pods share the entities: each applies its slices),
+	// and the last one it knows the journal holds (the most over its pods).
+	AppliedOffset uint64 `protobuf:"varint,2,opt,name=applied_offset,json=appliedOffset,proto3" json:"applied_offset,omitempty"`
+	KnownOffset   uint64 `protobuf:"varint,3,opt,name=known_offset,json=knownOffset,proto3" json:"known_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JournalProgress) Reset() {
+	*x = JournalProgress{}
+	mi := &file_streamd_v1_primary_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JournalProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JournalProgress) ProtoMessage() {}
+
+func (x *JournalProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_streamd_v1_primary_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JournalProgress.ProtoReflect.Descriptor instead.
+func (*JournalProgress) Descriptor() ([]byte, []int) {
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *JournalProgress) GetJournalId() []byte {
+	if x != nil {
+		return x.JournalId
+	}
+	return nil
+}
+
+func (x *JournalProgress) GetAppliedOffset() uint64 {
+	if x != nil {
+		return x.AppliedOffset
+	}
+	return 0
+}
+
+func (x *JournalProgress) GetKnownOffset() uint64 {
+	if x != nil {
+		return x.KnownOffset
+	}
+	return 0
+}
+
 type ConflictsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Answer for the journal of the pod that serves the call only; false:
+	// for the whole region (every pod's journal, when its pods share the
+	// entities).
+	Pod           bool `protobuf:"varint,1,opt,name=pod,proto3" json:"pod,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConflictsRequest) Reset() {
 	*x = ConflictsRequest{}
-	mi := &file_streamd_v1_primary_proto_msgTypes[18]
+	mi := &file_streamd_v1_primary_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1300,7 @@ func (x *ConflictsRequest) String() string {
 func (*ConflictsRequest) ProtoMessage() {}
 
 func (x *ConflictsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_primary_proto_msgTypes[18]
+	mi := &file_streamd_v1_primary_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1313,14 @@ func (x *ConflictsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConflictsRequest.ProtoReflect.Descriptor instead.
 func (*ConflictsRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{18}
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ConflictsRequest) GetPod() bool {
+	if x != nil {
+		return x.Pod
+	}
+	return false
 }
 
 type ConflictsResponse struct {
@@ -1245,7 +1332,7 @@ type ConflictsResponse struct {
 
 func (x *ConflictsResponse) Reset() {
 	*x = ConflictsResponse{}
-	mi := &file_streamd_v1_primary_proto_msgTypes[19]
+	mi := &file_streamd_v1_primary_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1344,7 @@ func (x *ConflictsResponse) String() string {
 func (*ConflictsResponse) ProtoMessage() {}
 
 func (x *ConflictsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_primary_proto_msgTypes[19]
+	mi := &file_streamd_v1_primary_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1357,7 @@ func (x *ConflictsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConflictsResponse.ProtoReflect.Descriptor instead.
 func (*ConflictsResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{19}
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ConflictsResponse) GetConflicts() []*Conflict {
@@ -1294,7 +1381,7 @@ type Conflict struct {
 
 func (x *Conflict) Reset() {
 	*x = Conflict{}
-	mi := &file_streamd_v1_primary_proto_msgTypes[20]
+	mi := &file_streamd_v1_primary_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1393,7 @@ func (x *Conflict) String() string {
 func (*Conflict) ProtoMessage() {}
 
 func (x *Conflict) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_primary_proto_msgTypes[20]
+	mi := &file_streamd_v1_primary_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1406,7 @@ func (x *Conflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
 func (*Conflict) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{20}
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Conflict) GetFrom() string {
@@ -1346,14 +1433,18 @@ func (x *Conflict) GetEvent() *Event {
 type ProgressRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The region whose journal's replication to report.
-	Source        string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// Answer for the journal of the pod that serves the call only; false:
+	// for the whole region (every pod's journal, when its pods share the
+	// entities).
+	Pod           bool `protobuf:"varint,2,opt,name=pod,proto3" json:"pod,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_streamd_v1_primary_proto_msgTypes[21]
+	mi := &file_streamd_v1_primary_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1456,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_primary_proto_msgTypes[21]
+	mi := &file_streamd_v1_primary_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1469,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{21}
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ProgressRequest) GetSource() string {
@@ -1388,21 +1479,35 @@ func (x *ProgressRequest) GetSource() string {
 	return ""
 }
 
+func (x *ProgressRequest) GetPod() bool {
+	if x != nil {
+		return x.Pod
+	}
+	return false
+}
+
 type ProgressResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// This region's name.
 	Region string `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
 	// A replication from source runs here.
-	Replicating   bool   `protobuf:"varint,2,opt,name=replicating,proto3" json:"replicating,omitempty"`
+	Replicating bool `protobuf:"varint,2,opt,name=replicating,proto3" json:"replicating,omitempty"`
+	// The sums over journals of the journals' applied_offset and
+	// known_offset (for a source of one journal, its offsets).
 	AppliedOffset uint64 `protobuf:"varint,3,opt,name=applied_offset,json=appliedOffset,proto3" json:"applied_offset,omitempty"`
 	KnownOffset   uint64 `protobuf:"varint,4,opt,name=known_offset,json=knownOffset,proto3" json:"known_offset,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Per journal of source, sorted by journal id.
+	Journals []*JournalProgress `protobuf:"bytes,5,rep,name=journals,proto3" json:"journals,omitempty"`
+	// The origin time of the last event of source this region (or pod) holds
+	// (0: none): the failover point a failover from source to it would take.
+	LastAppliedUnixNano int64 `protobuf:"varint,6,opt,name=last_applied_unix_nano,json=lastAppliedUnixNano,proto3" json:"last_applied_unix_nano,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_streamd_v1_primary_proto_msgTypes[22]
+	mi := &file_streamd_v1_primary_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1519,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_primary_proto_msgTypes[22]
+	mi := &file_streamd_v1_primary_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1532,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{22}
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ProgressResponse) GetRegion() string {
@@ -1458,6 +1563,20 @@ func (x *ProgressResponse) GetKnownOffset() uint64 {
 	return 0
 }
 
+func (x *ProgressResponse) GetJournals() []*JournalProgress {
+	if x != nil {
+		return x.Journals
+	}
+	return nil
+}
+
+func (x *ProgressResponse) GetLastAppliedUnixNano() int64 {
+	if x != nil {
+		return x.LastAppliedUnixNano
+	}
+	return 0
+}
+
 // FailoverRecord is the payload of a failover event (entity type
 // "streamd.failover", entity id "regions", event type
 // "streamd.primary.failover"). From its origin time on, every pinned entity
@@ -1479,7 +1598,7 @@ type FailoverRecord struct {
 
 func (x *FailoverRecord) Reset() {
 	*x = FailoverRecord{}
-	mi := &file_streamd_v1_primary_proto_msgTypes[23]
+	mi := &file_streamd_v1_primary_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1610,7 @@ func (x *FailoverRecord) String() string {
 func (*FailoverRecord) ProtoMessage() {}
 
 func (x *FailoverRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_streamd_v1_primary_proto_msgTypes[23]
+	mi := &file_streamd_v1_primary_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1623,7 @@ func (x *FailoverRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRecord.ProtoReflect.Descriptor instead.
 func (*FailoverRecord) Descriptor() ([]byte, []int) {
-	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{23}
+	return file_streamd_v1_primary_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FailoverRecord) GetFrom() string {
@@ -1631,27 +1750,37 @@ const file_streamd_v1_primary_proto_rawDesc = "" +
 	"\aat_risk\x18\x04 \x01(\x04R\x06atRisk\x12\x1a\n" +
 	"\bexecuted\x18\x05 \x01(\bR\bexecuted\x12\x16\n" +
 	"\x06offset\x18\x06 \x01(\x04R\x06offset\x123\n" +
-	"\x16from_applied_unix_nano\x18\a \x01(\x03R\x13fromAppliedUnixNano\"\xa6\x01\n" +
+	"\x16from_applied_unix_nano\x18\a \x01(\x03R\x13fromAppliedUnixNano\"\xdf\x01\n" +
 	"\x0eRegionProgress\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12\x1c\n" +
 	"\treachable\x18\x02 \x01(\bR\treachable\x12%\n" +
 	"\x0eapplied_offset\x18\x03 \x01(\x04R\rappliedOffset\x12!\n" +
 	"\fknown_offset\x18\x04 \x01(\x04R\vknownOffset\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"\x12\n" +
-	"\x10ConflictsRequest\"G\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x127\n" +
+	"\bjournals\x18\x06 \x03(\v2\x1b.streamd.v1.JournalProgressR\bjournals\"z\n" +
+	"\x0fJournalProgress\x12\x1d\n" +
+	"\n" +
+	"journal_id\x18\x01 \x01(\fR\tjournalId\x12%\n" +
+	"\x0eapplied_offset\x18\x02 \x01(\x04R\rappliedOffset\x12!\n" +
+	"\fknown_offset\x18\x03 \x01(\x04R\vknownOffset\"$\n" +
+	"\x10ConflictsRequest\x12\x10\n" +
+	"\x03pod\x18\x01 \x01(\bR\x03pod\"G\n" +
 	"\x11ConflictsResponse\x122\n" +
 	"\tconflicts\x18\x01 \x03(\v2\x14.streamd.v1.ConflictR\tconflicts\"W\n" +
 	"\bConflict\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12'\n" +
-	"\x05event\x18\x03 \x01(\v2\x11.streamd.v1.EventR\x05event\")\n" +
+	"\x05event\x18\x03 \x01(\v2\x11.streamd.v1.EventR\x05event\";\n" +
 	"\x0fProgressRequest\x12\x16\n" +
-	"\x06source\x18\x01 \x01(\tR\x06source\"\x96\x01\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\bR\x03pod\"\x84\x02\n" +
 	"\x10ProgressResponse\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12 \n" +
 	"\vreplicating\x18\x02 \x01(\bR\vreplicating\x12%\n" +
 	"\x0eapplied_offset\x18\x03 \x01(\x04R\rappliedOffset\x12!\n" +
-	"\fknown_offset\x18\x04 \x01(\x04R\vknownOffset\"\xa7\x01\n" +
+	"\fknown_offset\x18\x04 \x01(\x04R\vknownOffset\x127\n" +
+	"\bjournals\x18\x05 \x03(\v2\x1b.streamd.v1.JournalProgressR\bjournals\x123\n" +
+	"\x16last_applied_unix_nano\x18\x06 \x01(\x03R\x13lastAppliedUnixNano\"\xa7\x01\n" +
 	"\x0eFailoverRecord\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x128\n" +
@@ -1684,7 +1813,7 @@ func file_streamd_v1_primary_proto_rawDescGZIP() []byte {
 	return file_streamd_v1_primary_proto_rawDescData
 }
 
-var file_streamd_v1_primary_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_streamd_v1_primary_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_streamd_v1_primary_proto_goTypes = []any{
 	(*WriteRequest)(nil),       // 0: streamd.v1.WriteRequest
 	(*WriteResponse)(nil),      // 1: streamd.v1.WriteResponse
@@ -1704,57 +1833,60 @@ var file_streamd_v1_primary_proto_goTypes = []any{
 	(*FailoverRequest)(nil),    // 15: streamd.v1.FailoverRequest
 	(*FailoverResponse)(nil),   // 16: streamd.v1.FailoverResponse
 	(*RegionProgress)(nil),     // 17: streamd.v1.RegionProgress
-	(*ConflictsRequest)(nil),   // 18: streamd.v1.ConflictsRequest
-	(*ConflictsResponse)(nil),  // 19: streamd.v1.ConflictsResponse
-	(*Conflict)(nil),           // 20: streamd.v1.Conflict
-	(*ProgressRequest)(nil),    // 21: streamd.v1.ProgressRequest
-	(*ProgressResponse)(nil),   // 22: streamd.v1.ProgressResponse
-	(*FailoverRecord)(nil),     // 23: streamd.v1.FailoverRecord
-	nil,                        // 24: streamd.v1.SyncRequest.HeldEntry
-	nil,                        // 25: streamd.v1.SyncResponse.HeldEntry
-	nil,                        // 26: streamd.v1.StateResponse.RegistersEntry
-	nil,                        // 27: streamd.v1.StateResponse.CountersEntry
-	nil,                        // 28: streamd.v1.StateResponse.SetsEntry
-	nil,                        // 29: streamd.v1.FailoverRecord.HeldEntry
-	(*Event)(nil),              // 30: streamd.v1.Event
+	(*JournalProgress)(nil),    // 18: streamd.v1.JournalProgress
+	(*ConflictsRequest)(nil),   // 19: streamd.v1.ConflictsRequest
+	(*ConflictsResponse)(nil),  // 20: streamd.v1.ConflictsResponse
+	(*Conflict)(nil),           // 21: streamd.v1.Conflict
+	(*ProgressRequest)(nil),    // 22: streamd.v1.ProgressRequest
+	(*ProgressResponse)(nil),   // 23: streamd.v1.ProgressResponse
+	(*FailoverRecord)(nil),     // 24: streamd.v1.FailoverRecord
+	nil,                        // 25: streamd.v1.SyncRequest.HeldEntry
+	nil,                        // 26: streamd.v1.SyncResponse.HeldEntry
+	nil,                        // 27: streamd.v1.StateResponse.RegistersEntry
+	nil,                        // 28: streamd.v1.StateResponse.CountersEntry
+	nil,                        // 29: streamd.v1.StateResponse.SetsEntry
+	nil,                        // 30: streamd.v1.FailoverRecord.HeldEntry
+	(*Event)(nil),              // 31: streamd.v1.Event
 }
 var file_streamd_v1_primary_proto_depIdxs = []int32{
-	30, // 0: streamd.v1.WriteRequest.events:type_name -> streamd.v1.Event
-	24, // 1: streamd.v1.SyncRequest.held:type_name -> streamd.v1.SyncRequest.HeldEntry
-	30, // 2: streamd.v1.SyncRequest.events:type_name -> streamd.v1.Event
-	25, // 3: streamd.v1.SyncResponse.held:type_name -> streamd.v1.SyncResponse.HeldEntry
-	30, // 4: streamd.v1.SyncResponse.events:type_name -> streamd.v1.Event
-	26, // 5: streamd.v1.StateResponse.registers:type_name -> streamd.v1.StateResponse.RegistersEntry
-	27, // 6: streamd.v1.StateResponse.counters:type_name -> streamd.v1.StateResponse.CountersEntry
-	28, // 7: streamd.v1.StateResponse.sets:type_name -> streamd.v1.StateResponse.SetsEntry
+	31, // 0: streamd.v1.WriteRequest.events:type_name -> streamd.v1.Event
+	25, // 1: streamd.v1.SyncRequest.held:type_name -> streamd.v1.SyncRequest.HeldEntry
+	31, // 2: streamd.v1.SyncRequest.events:type_name -> streamd.v1.Event
+	26, // 3: streamd.v1.SyncResponse.held:type_name -> streamd.v1.SyncResponse.HeldEntry
+	31, // 4: streamd.v1.SyncResponse.events:type_name -> streamd.v1.Event
+	27, // 5: streamd.v1.StateResponse.registers:type_name -> streamd.v1.StateResponse.RegistersEntry
+	28, // 6: streamd.v1.StateResponse.counters:type_name -> streamd.v1.StateResponse.CountersEntry
+	29, // 7: streamd.v1.StateResponse.sets:type_name -> streamd.v1.StateResponse.SetsEntry
 	17, // 8: streamd.v1.FailoverResponse.progress:type_name -> streamd.v1.RegionProgress
-	20, // 9: streamd.v1.ConflictsResponse.conflicts:type_name -> streamd.v1.Conflict
-	30, // 10: streamd.v1.Conflict.event:type_name -> streamd.v1.Event
-	29, // 11: streamd.v1.FailoverRecord.held:type_name -> streamd.v1.FailoverRecord.HeldEntry
-	14, // 12: streamd.v1.StateResponse.SetsEntry.value:type_name -> streamd.v1.Elements
-	0,  // 13: streamd.v1.PrimaryService.Write:input_type -> streamd.v1.WriteRequest
-	2,  // 14: streamd.v1.PrimaryService.Sync:input_type -> streamd.v1.SyncRequest
-	4,  // 15: streamd.v1.PrimaryService.Takeover:input_type -> streamd.v1.TakeoverRequest
-	6,  // 16: streamd.v1.PrimaryService.SetPrimary:input_type -> streamd.v1.SetPrimaryRequest
-	8,  // 17: streamd.v1.PrimaryService.GetPrimary:input_type -> streamd.v1.GetPrimaryRequest
-	12, // 18: streamd.v1.PrimaryService.State:input_type -> streamd.v1.StateRequest
-	15, // 19: streamd.v1.PrimaryService.Failover:input_type -> streamd.v1.FailoverRequest
-	18, // 20: streamd.v1.PrimaryService.Conflicts:input_type -> streamd.v1.ConflictsRequest
-	21, // 21: streamd.v1.PrimaryService.Progress:input_type -> streamd.v1.ProgressRequest
-	1,  // 22: streamd.v1.PrimaryService.Write:output_type -> streamd.v1.WriteResponse
-	3,  // 23: streamd.v1.PrimaryService.Sync:output_type -> streamd.v1.SyncResponse
-	5,  // 24: streamd.v1.PrimaryService.Takeover:output_type -> streamd.v1.TakeoverResponse
-	7,  // 25: streamd.v1.PrimaryService.SetPrimary:output_type -> streamd.v1.SetPrimaryResponse
-	9,  // 26: streamd.v1.PrimaryService.GetPrimary:output_type -> streamd.v1.GetPrimaryResponse
-	13, // 27: streamd.v1.PrimaryService.State:output_type -> streamd.v1.StateResponse
-	16, // 28: streamd.v1.PrimaryService.Failover:output_type -> streamd.v1.FailoverResponse
-	19, // 29: streamd.v1.PrimaryService.Conflicts:output_type -> streamd.v1.ConflictsResponse
-	22, // 30: streamd.v1.PrimaryService.Progress:output_type -> streamd.v1.ProgressResponse
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	18, // 9: streamd.v1.RegionProgress.journals:type_name -> streamd.v1.JournalProgress
+	21, // 10: streamd.v1.ConflictsResponse.conflicts:type_name -> streamd.v1.Conflict
+	31, // 11: streamd.v1.Conflict.event:type_name -> streamd.v1.Event
+	18, // 12: streamd.v1.ProgressResponse.journals:type_name -> streamd.v1.JournalProgress
+	30, // 13: streamd.v1.FailoverRecord.held:type_name -> streamd.v1.FailoverRecord.HeldEntry
+	14, // 14: streamd.v1.StateResponse.SetsEntry.value:type_name -> streamd.v1.Elements
+	0,  // 15: streamd.v1.PrimaryService.Write:input_type -> streamd.v1.WriteRequest
+	2,  // 16: streamd.v1.PrimaryService.Sync:input_type -> streamd.v1.SyncRequest
+	4,  // 17: streamd.v1.PrimaryService.Takeover:input_type -> streamd.v1.TakeoverRequest
+	6,  // 18: streamd.v1.PrimaryService.SetPrimary:input_type -> streamd.v1.SetPrimaryRequest
+	8,  // 19: streamd.v1.PrimaryService.GetPrimary:input_type -> streamd.v1.GetPrimaryRequest
+	12, // 20: streamd.v1.PrimaryService.State:input_type -> streamd.v1.StateRequest
+	15, // 21: streamd.v1.PrimaryService.Failover:input_type -> streamd.v1.FailoverRequest
+	19, // 22: streamd.v1.PrimaryService.Conflicts:input_type -> streamd.v1.ConflictsRequest
+	22, // 23: streamd.v1.PrimaryService.Progress:input_type -> streamd.v1.ProgressRequest
+	1,  // 24: streamd.v1.PrimaryService.Write:output_type -> streamd.v1.WriteResponse
+	3,  // 25: streamd.v1.PrimaryService.Sync:output_type -> streamd.v1.SyncResponse
+	5,  // 26: streamd.v1.PrimaryService.Takeover:output_type -> streamd.v1.TakeoverResponse
+	7,  // 27: streamd.v1.PrimaryService.SetPrimary:output_type -> streamd.v1.SetPrimaryResponse
+	9,  // 28: streamd.v1.PrimaryService.GetPrimary:output_type -> streamd.v1.GetPrimaryResponse
+	13, // 29: streamd.v1.PrimaryService.State:output_type -> streamd.v1.StateResponse
+	16, // 30: streamd.v1.PrimaryService.Failover:output_type -> streamd.v1.FailoverResponse
+	20, // 31: streamd.v1.PrimaryService.Conflicts:output_type -> streamd.v1.ConflictsResponse
+	23, // 32: streamd.v1.PrimaryService.Progress:output_type -> streamd.v1.ProgressResponse
+	24, // [24:33] is the sub-list for method output_type
+	15, // [15:24] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_streamd_v1_primary_proto_init() }
@@ -1770,7 +1902,7 @@ func file_streamd_v1_primary_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamd_v1_primary_proto_rawDesc), len(file_streamd_v1_primary_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

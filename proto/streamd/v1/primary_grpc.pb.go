@@ -76,10 +76,14 @@ type PrimaryServiceClient interface {
 	Failover(ctx context.Context, in *FailoverRequest, opts ...grpc.CallOption) (*FailoverResponse, error)
 	// Conflicts lists the events this region holds that a failover fenced
 	// out: written by the failed-over region after the failover point, held
-	// by no history (see FailoverRecord).
+	// by no history (see FailoverRecord). Of a region whose pods share the
+	// entities, every pod's, each event once (ConflictsRequest.pod: this
+	// pod's).
 	Conflicts(ctx context.Context, in *ConflictsRequest, opts ...grpc.CallOption) (*ConflictsResponse, error)
-	// Progress says how far this region has applied another region's journal
-	// (its replication from it), for a failover's report.
+	// Progress says how far this region has applied another region's journals
+	// (its replication from it), per journal, for a failover's report. Of a
+	// region whose pods share the entities, the pods' progress merged
+	// (ProgressRequest.pod: this pod's); it fails if a pod cannot be asked.
 	Progress(ctx context.Context, in *ProgressRequest, opts ...grpc.CallOption) (*ProgressResponse, error)
 }
 
@@ -227,10 +231,14 @@ type PrimaryServiceServer interface {
 	Failover(context.Context, *FailoverRequest) (*FailoverResponse, error)
 	// Conflicts lists the events this region holds that a failover fenced
 	// out: written by the failed-over region after the failover point, held
-	// by no history (see FailoverRecord).
+	// by no history (see FailoverRecord). Of a region whose pods share the
+	// entities, every pod's, each event once (ConflictsRequest.pod: this
+	// pod's).
 	Conflicts(context.Context, *ConflictsRequest) (*ConflictsResponse, error)
-	// Progress says how far this region has applied another region's journal
-	// (its replication from it), for a failover's report.
+	// Progress says how far this region has applied another region's journals
+	// (its replication from it), per journal, for a failover's report. Of a
+	// region whose pods share the entities, the pods' progress merged
+	// (ProgressRequest.pod: this pod's); it fails if a pod cannot be asked.
 	Progress(context.Context, *ProgressRequest) (*ProgressResponse, error)
 	mustEmbedUnimplementedPrimaryServiceServer()
 }
