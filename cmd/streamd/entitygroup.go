@@ -488,10 +488,19 @@ func (eg *entityGroup) primaryPods() ([]streamdv1.PrimaryServiceClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pod %s of group %s at %s: %w", id, eg.name, addr, err)
 		}
-		out = append(out, streamdv1.NewPrimaryServiceClient(conn))
+		out = append(out, podClient{streamdv1.NewPrimaryServiceClient(conn), id + " (" + addr + ")"})
 	}
 	return out, nil
 }
+
+// podClient is the PrimaryService of another pod, named (its String) in
+// the Primary's errors.
+type podClient struct {
+	streamdv1.PrimaryServiceClient
+	name string
+}
+
+func (c podClient) String() string { return c.name }
 
 func (eg *entityGroup) currentMember() *group.Member {
 	eg.mu.Lock()

@@ -191,7 +191,7 @@ entity_types:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(plan.GetProgress()) != 1 || plan.GetProgress()[0].GetRegion() != "us" {
+	if len(plan.GetProgress()) != 1 || plan.GetProgress()[0].GetRegion() != "us" || len(plan.GetProgress()[0].GetJournals()) != 2 {
 		t.Fatalf("dry run of the failover from eu: %v, want us's progress in both journals of eu", plan)
 	}
 	if _, err := usPrimary.Failover(ctx, &streamdv1.FailoverRequest{From: "eu", To: "us", Execute: true}); err != nil {
@@ -218,7 +218,7 @@ entity_types:
 		if err != nil {
 			t.Fatalf("dry run of the failback through %s: %v", id, err)
 		}
-		if len(plan.GetProgress()) != 1 || plan.GetProgress()[0].GetRegion() != "eu" {
+		if len(plan.GetProgress()) != 1 || plan.GetProgress()[0].GetRegion() != "eu" || len(plan.GetProgress()[0].GetJournals()) != 1 {
 			t.Fatalf("dry run of the failback through %s: %v, want eu's progress in us's journal", id, plan)
 		}
 	}

@@ -480,10 +480,15 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	var consumers *consumers // set before the metrics server starts
 	if cfg.router != nil {
 		regions, dial := primaryRegions(cfg.replications, cfg.grouped)
+		var pods func() ([]streamdv1.PrimaryServiceClient, error) // the region's other journals
+		if cfg.entityGroup != nil {
+			pods = cfg.entityGroup.primaryPods
+		}
 		obs := newRegionMetrics(cfg.metrics.Registry(), func() map[string]uint64 { return consumers.regionLags() })
 		prim, err := primary.New(primary.Options{
 			Journal: p.Journal(), Config: cfg.entityTypes, Regions: regions, RegionDialOptions: dial, Logger: log, Observer: obs,
 			Progress: func(source string) ([]primary.JournalProgress, bool) { return consumers.regionProgress(source) },
+			Pods:     pods,
 		})
 		if err != nil {
 			return fmt.Errorf("--config entity_types (every primary and home must be this region or the source of a replication): %w", err)
