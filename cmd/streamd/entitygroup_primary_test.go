@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -16,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/streamd/streamd/internal/kubetest"
 	"github.com/streamd/streamd/internal/testwait"
 	streamdv1 "github.com/streamd/streamd/proto/streamd/v1"
 )
@@ -28,43 +24,14 @@ import (
 // pod; a failover from the grouped region (both pods killed) and back to
 // it (run at either pod) moves every entity.
 func TestEntityGroupPrimaries(t *testing.T) {
-	addrs := freeAddrs(t, 3)
-	api := kubetest.New()
-	srv := httptest.NewServer(api)
-	defer srv.Close()
-	cfg := filepath.Join(t.TempDir(), "project.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, `regions:
-  - {name: us, addrs: [%q]}
-  - {name: eu, addrs: [%q, %q], group: eu-pods}
-default_primary: eu
+	p := startGroupedProject(t, `default_primary: eu
 entity_types:
   - {name: order, mode: pinned, primary: eu}
   - {name: account, mode: request-region, home: eu}
   - {name: cart, mode: replicated}
-`, addrs[0], addrs[1], addrs[2]), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	us := startDaemon(t, t.TempDir(), "--region", "us", "--config", cfg, "--listen", addrs[0])
+`)
+	us, pods := p.us, p.pods
 	ids := []string{"eu-0", "eu-1"}
-	dirs := map[string]string{"eu-0": t.TempDir(), "eu-1": t.TempDir()}
-	pods := map[string]*daemon{}
-	start := func(id string, i int) {
-		pods[id] = startPod(t, dirs[id], "eu", cfg, id, srv.URL, "--listen", addrs[1+i])
-	}
-	for i, id := range ids {
-		start(id, i)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("us:\n%s", us.Log())
-			for id, d := range pods {
-				t.Logf("%s:\n%s", id, d.Log())
-			}
-		}
-	})
-	for id, d := range pods {
-		waitWriting(t, "two pods", id, d, 512)
-	}
 	ctx := context.Background()
 	const entities = 24
 	version := map[string]uint64{} // the last written, by "type/id"
@@ -201,8 +168,8 @@ entity_types:
 	write("failed over to us", us, "account", "us")
 
 	// Back, each pod learns the failover and forwards to us.
-	for i, id := range ids {
-		start(id, i)
+	for _, id := range ids {
+		p.start(id)
 	}
 	for id, d := range pods {
 		waitWriting(t, "back", id, d, 512)
@@ -240,36 +207,12 @@ entity_types:
 // follows it live; after a slice moves, the pod that took it registers
 // the interest again on the next use, history first.
 func TestEntityGroupOnDemand(t *testing.T) {
-	addrs := freeAddrs(t, 3)
-	api := kubetest.New()
-	srv := httptest.NewServer(api)
-	defer srv.Close()
-	cfg := filepath.Join(t.TempDir(), "project.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, `regions:
-  - {name: us, addrs: [%q]}
-  - {name: eu, addrs: [%q, %q], group: eu-pods}
-default_primary: us
+	p := startGroupedProject(t, `default_primary: us
 entity_types:
   - {name: note, mode: local, replication: on-demand, inactivity: 1h}
-`, addrs[0], addrs[1], addrs[2]), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	us := startDaemon(t, t.TempDir(), "--region", "us", "--config", cfg, "--listen", addrs[0])
+`)
+	us, pods := p.us, p.pods
 	ids := []string{"eu-0", "eu-1"}
-	pods := map[string]*daemon{}
-	for i, id := range ids {
-		pods[id] = startPod(t, t.TempDir(), "eu", cfg, id, srv.URL, "--listen", addrs[1+i])
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for id, d := range pods {
-				t.Logf("%s:\n%s", id, d.Log())
-			}
-		}
-	})
-	for id, d := range pods {
-		waitWriting(t, "two pods", id, d, 512)
-	}
 	ctx := context.Background()
 	const notes = 16
 	publish := func(ev string) {

@@ -357,26 +357,8 @@ func TestEntityGroupReplicates(t *testing.T) {
 // pod reach us once each, also after one eu pod stopped (SIGTERM) and
 // the other copied its history: us holds each eu event once, in order.
 func TestEntityGroupInProject(t *testing.T) {
-	addrs := freeAddrs(t, 3)
-	api := kubetest.New()
-	srv := httptest.NewServer(api)
-	defer srv.Close()
-	cfg := filepath.Join(t.TempDir(), "project.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, `regions:
-  - {name: us, addrs: [%q]}
-  - {name: eu, addrs: [%q, %q], group: eu-pods}
-default_mode: local
-`, addrs[0], addrs[1], addrs[2]), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	us := startDaemon(t, t.TempDir(), "--region", "us", "--config", cfg, "--listen", addrs[0])
-	pods := map[string]*daemon{}
-	for i, id := range []string{"eu-0", "eu-1"} {
-		pods[id] = startPod(t, t.TempDir(), "eu", cfg, id, srv.URL, "--listen", addrs[1+i])
-	}
-	for id, d := range pods {
-		waitWriting(t, "two pods", id, d, 512)
-	}
+	p := startGroupedProject(t, "default_mode: local\n")
+	us, pods := p.us, p.pods
 	ctx := context.Background()
 	const entities = 40
 	written := map[string]int{} // events per entity, by "type/id"
@@ -445,6 +427,53 @@ default_mode: local
 	publish(pods["eu-0"], "visit")
 	reads("eu-1 stopped", pods["eu-0"], "order", "us")
 	reads("eu-1 stopped", us, "visit", "eu")
+}
+
+// groupedProject is a project of two regions: us, one streamd, and eu,
+// two pods (eu-0 and eu-1) of group eu-pods sharing its entities (real
+// processes, the Kubernetes API from kubetest over HTTP).
+type groupedProject struct {
+	us   *daemon
+	pods map[string]*daemon
+	// start starts pod id again, on its data directory and address.
+	start func(id string)
+}
+
+// startGroupedProject starts a groupedProject whose config file is the
+// regions list and rest, and waits until each pod writes half the slices.
+// A failed test logs the pods'.
+func startGroupedProject(t *testing.T, rest string) groupedProject {
+	t.Helper()
+	addrs := freeAddrs(t, 3)
+	srv := httptest.NewServer(kubetest.New())
+	t.Cleanup(srv.Close)
+	cfg := filepath.Join(t.TempDir(), "project.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, `regions:
+  - {name: us, addrs: [%q]}
+  - {name: eu, addrs: [%q, %q], group: eu-pods}
+%s`, addrs[0], addrs[1], addrs[2], rest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := groupedProject{us: startDaemon(t, t.TempDir(), "--region", "us", "--config", cfg, "--listen", addrs[0]), pods: map[string]*daemon{}}
+	dirs := map[string]string{"eu-0": t.TempDir(), "eu-1": t.TempDir()}
+	listen := map[string]string{"eu-0": addrs[1], "eu-1": addrs[2]}
+	p.start = func(id string) {
+		p.pods[id] = startPod(t, dirs[id], "eu", cfg, id, srv.URL, "--listen", listen[id])
+	}
+	p.start("eu-0")
+	p.start("eu-1")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("us:\n%s", p.us.Log())
+			for id, d := range p.pods {
+				t.Logf("%s:\n%s", id, d.Log())
+			}
+		}
+	})
+	for id, d := range p.pods {
+		waitWriting(t, "two pods", id, d, 512)
+	}
+	return p
 }
 
 // startPod starts pod id of a group sharing the entities of region, with
