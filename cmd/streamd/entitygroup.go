@@ -469,14 +469,20 @@ func (eg *entityGroup) shareFrom(ctx context.Context, id, addr string) {
 	})
 }
 
-// primaryPods is primary.Options.Pods: the PrimaryService of the other
-// pods of the group, at the addresses on their Leases.
-func (eg *entityGroup) primaryPods() ([]streamdv1.PrimaryServiceClient, error) {
+// groupPod is another pod of the group, at the address on its Lease.
+type groupPod struct {
+	id, addr string
+	conn     *grpc.ClientConn
+}
+
+// otherPods are the other pods of the group as this pod's member last saw
+// them; an error if it has not joined yet, or a pod has no address yet.
+func (eg *entityGroup) otherPods() ([]groupPod, error) {
 	m := eg.currentMember()
 	if m == nil {
 		return nil, fmt.Errorf("pod %s has not joined group %s yet: its pods are not known; retry", eg.self, eg.name)
 	}
-	var out []streamdv1.PrimaryServiceClient
+	var out []groupPod
 	for id, addr := range m.Status().Addresses {
 		if id == eg.self {
 			continue
@@ -488,7 +494,21 @@ func (eg *entityGroup) primaryPods() ([]streamdv1.PrimaryServiceClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pod %s of group %s at %s: %w", id, eg.name, addr, err)
 		}
-		out = append(out, podClient{streamdv1.NewPrimaryServiceClient(conn), id + " (" + addr + ")"})
+		out = append(out, groupPod{id: id, addr: addr, conn: conn})
+	}
+	return out, nil
+}
+
+// primaryPods is primary.Options.Pods: the PrimaryService of the other
+// pods of the group.
+func (eg *entityGroup) primaryPods() ([]streamdv1.PrimaryServiceClient, error) {
+	pods, err := eg.otherPods()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]streamdv1.PrimaryServiceClient, len(pods))
+	for i, p := range pods {
+		out[i] = podClient{streamdv1.NewPrimaryServiceClient(p.conn), p.id + " (" + p.addr + ")"}
 	}
 	return out, nil
 }

@@ -257,10 +257,10 @@ entity_types:
 		}
 	}
 	// Each pod has the interest in the notes of its slices, which together
-	// are every note.
+	// are every note; either pod lists them all.
 	var interested []string
 	for _, id := range ids {
-		resp, err := streamdv1.NewInterestServiceClient(pods[id].conn).ListInterests(ctx, &streamdv1.ListInterestsRequest{})
+		resp, err := streamdv1.NewInterestServiceClient(pods[id].conn).ListInterests(ctx, &streamdv1.ListInterestsRequest{Pod: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -270,6 +270,15 @@ entity_types:
 	}
 	if slices.Sort(interested); len(interested) != notes || len(slices.Compact(interested)) != notes {
 		t.Fatalf("the pods have interest in %v, want each of the %d notes once", interested, notes)
+	}
+	for _, id := range ids {
+		resp, err := streamdv1.NewInterestServiceClient(pods[id].conn).ListInterests(ctx, &streamdv1.ListInterestsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.GetInterests(); len(got) != notes || got[0].GetRegions()[0] != "us" {
+			t.Fatalf("the interests listed through %s: %v, want the %d notes from us", id, got, notes)
+		}
 	}
 	// Later changes follow live into the pod that holds each note.
 	publish("Moved")

@@ -522,7 +522,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 			return err
 		}
 	}
-	streamdv1.RegisterInterestServiceServer(g, interestServer{od: onDemand})
+	streamdv1.RegisterInterestServiceServer(g, interestServer{od: onDemand, eg: cfg.entityGroup})
 	aggs, err := startAggregates(log, cfg, p.Journal(), g)
 	if err != nil {
 		return err

@@ -12,7 +12,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/streamd/streamd/consumer"
 	"github.com/streamd/streamd/journal"
@@ -395,25 +397,41 @@ func (s *usingStream) RecvMsg(m any) error {
 // interests are the entities with interest now, by entity id, merged over
 // the regions.
 func (od *onDemand) interests() []*streamdv1.EntityInterest {
-	byID := map[string]*streamdv1.EntityInterest{}
+	var out []*streamdv1.EntityInterest
 	for _, src := range od.sources {
 		for _, e := range src.interest.Entries() {
-			x := byID[e.EntityID]
-			if x == nil {
-				x = &streamdv1.EntityInterest{EntityId: e.EntityID}
-				byID[e.EntityID] = x
-			}
-			for _, t := range e.EntityTypes {
-				if !slices.Contains(x.EntityTypes, t) {
-					x.EntityTypes = append(x.EntityTypes, t)
-				}
-			}
-			x.Regions = append(x.Regions, src.region)
-			if since := unixNano(e.Since); since != 0 && (x.SinceUnixNano == 0 || since < x.SinceUnixNano) {
-				x.SinceUnixNano = since
-			}
-			x.ExpiresAtUnixNano = max(x.ExpiresAtUnixNano, e.Expires.UnixNano())
+			out = append(out, &streamdv1.EntityInterest{EntityId: e.EntityID, EntityTypes: e.EntityTypes, Regions: []string{src.region},
+				SinceUnixNano: unixNano(e.Since), ExpiresAtUnixNano: e.Expires.UnixNano()})
 		}
+	}
+	return mergeInterests(out)
+}
+
+// mergeInterests merges the interests of one entity id (in several
+// regions, or pods): the types and regions of all, the earliest start and
+// the latest expiry. Sorted by entity id.
+func mergeInterests(list []*streamdv1.EntityInterest) []*streamdv1.EntityInterest {
+	byID := map[string]*streamdv1.EntityInterest{}
+	for _, e := range list {
+		x := byID[e.GetEntityId()]
+		if x == nil {
+			x = &streamdv1.EntityInterest{EntityId: e.GetEntityId()}
+			byID[e.GetEntityId()] = x
+		}
+		for _, t := range e.GetEntityTypes() {
+			if !slices.Contains(x.EntityTypes, t) {
+				x.EntityTypes = append(x.EntityTypes, t)
+			}
+		}
+		for _, r := range e.GetRegions() {
+			if !slices.Contains(x.Regions, r) {
+				x.Regions = append(x.Regions, r)
+			}
+		}
+		if since := e.GetSinceUnixNano(); since != 0 && (x.SinceUnixNano == 0 || since < x.SinceUnixNano) {
+			x.SinceUnixNano = since
+		}
+		x.ExpiresAtUnixNano = max(x.ExpiresAtUnixNano, e.GetExpiresAtUnixNano())
 	}
 	out := make([]*streamdv1.EntityInterest, 0, len(byID))
 	for _, x := range byID {
@@ -436,14 +454,31 @@ func unixNano(t time.Time) int64 {
 type interestServer struct {
 	streamdv1.UnimplementedInterestServiceServer
 	od *onDemand
+	// eg, in a group of pods sharing the entities, lists the other pods'
+	// interests with this one's; nil: none.
+	eg *entityGroup
 }
 
-func (s interestServer) ListInterests(context.Context, *streamdv1.ListInterestsRequest) (*streamdv1.ListInterestsResponse, error) {
+func (s interestServer) ListInterests(ctx context.Context, req *streamdv1.ListInterestsRequest) (*streamdv1.ListInterestsResponse, error) {
 	var list []*streamdv1.EntityInterest
 	if s.od != nil {
 		list = s.od.interests()
 	}
-	return &streamdv1.ListInterestsResponse{Interests: list}, nil
+	if s.eg == nil || req.GetPod() {
+		return &streamdv1.ListInterestsResponse{Interests: list}, nil
+	}
+	pods, err := s.eg.otherPods()
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "streamd: list the interests of the pods of group %s: %v", s.eg.name, err)
+	}
+	for _, p := range pods {
+		resp, err := streamdv1.NewInterestServiceClient(p.conn).ListInterests(ctx, &streamdv1.ListInterestsRequest{Pod: true})
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "streamd: list the interests of pod %s (%s) of group %s: %v", p.id, p.addr, s.eg.name, err)
+		}
+		list = append(list, resp.GetInterests()...)
+	}
+	return &streamdv1.ListInterestsResponse{Interests: mergeInterests(list)}, nil
 }
 
 var interestDesc = prometheus.NewDesc("streamd_interest_entities",

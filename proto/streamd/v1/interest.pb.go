@@ -22,7 +22,11 @@ const (
 )
 
 type ListInterestsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Answer for the pod that serves the call only. By default a region whose
+	// pods share its entities (each pod registers the interest in the
+	// entities it holds) lists every pod's.
+	Pod           bool `protobuf:"varint,1,opt,name=pod,proto3" json:"pod,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -55,6 +59,13 @@ func (x *ListInterestsRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ListInterestsRequest.ProtoReflect.Descriptor instead.
 func (*ListInterestsRequest) Descriptor() ([]byte, []int) {
 	return file_streamd_v1_interest_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ListInterestsRequest) GetPod() bool {
+	if x != nil {
+		return x.Pod
+	}
+	return false
 }
 
 type ListInterestsResponse struct {
@@ -187,8 +198,9 @@ var File_streamd_v1_interest_proto protoreflect.FileDescriptor
 const file_streamd_v1_interest_proto_rawDesc = "" +
 	"\n" +
 	"\x19streamd/v1/interest.proto\x12\n" +
-	"streamd.v1\"\x16\n" +
-	"\x14ListInterestsRequest\"Q\n" +
+	"streamd.v1\"(\n" +
+	"\x14ListInterestsRequest\x12\x10\n" +
+	"\x03pod\x18\x01 \x01(\bR\x03pod\"Q\n" +
 	"\x15ListInterestsResponse\x128\n" +
 	"\tinterests\x18\x01 \x03(\v2\x1a.streamd.v1.EntityInterestR\tinterests\"\xc3\x01\n" +
 	"\x0eEntityInterest\x12\x1b\n" +
