@@ -128,6 +128,7 @@ type entityGroup struct {
 	member     *group.Member    // the current one
 	served     sliceSet
 	conns      map[string]*grpc.ClientConn // by address
+	copying    sync.Mutex                  // one CopyHistory at a time: they share offsets per source journal
 	publishers map[*grpc.ClientConn]*publisher.Publisher
 	// replications run over the slices this pod writes (replicate:
 	// entries), added before the pod joins.
@@ -371,15 +372,46 @@ func (eg *entityGroup) copyFrom(ctx context.Context, h group.Holding) error {
 			return fmt.Errorf("pod %s, which holds the history of slices %s, is not in the group: they wait for it to come back (if its volume is lost for good, remove holds.%s from the ConfigMap %s-positions, accepting that their history is gone)",
 				h.Identity, h.Slices, h.Identity, eg.name)
 		}
-		start := time.Now()
-		err := topology.CopyHistory(ctx, topology.ReplicationOptions{
-			From: topology.Region{Name: eg.region, Addrs: []string{addr}}, Member: true, Slices: h.Slices,
-			Journal: eg.j, DialOptions: eg.dial, Logger: eg.log,
-		})
-		if err == nil {
-			eg.log.Info("group: copied the history of slices", "slices", h.Slices.String(), "from", h.Identity, "took", time.Since(start).String())
+		return eg.copyHistory(ctx, h, addr, "copied the history of slices")
+	})
+}
+
+// copyHistory copies the history of h's slices from the pod at addr, and
+// logs done when it has.
+func (eg *entityGroup) copyHistory(ctx context.Context, h group.Holding, addr, done string) error {
+	eg.copying.Lock()
+	defer eg.copying.Unlock()
+	start := time.Now()
+	err := topology.CopyHistory(ctx, topology.ReplicationOptions{
+		From: topology.Region{Name: eg.region, Addrs: []string{addr}}, Member: true, Slices: h.Slices,
+		Journal: eg.j, DialOptions: eg.dial, Logger: eg.log,
+	})
+	if err == nil {
+		eg.log.Info("group: "+done, "slices", h.Slices.String(), "from", h.Identity, "took", time.Since(start).String())
+	}
+	return err
+}
+
+// warm is group.Options.Warm: it copies the history of slices r that
+// another pod holds, before this pod owns them, while that pod still
+// writes them; the copy after the hand-off (run) then takes only what it
+// wrote since. A holder that is gone (no Lease) is left to run, which
+// waits for it.
+func (eg *entityGroup) warm(ctx context.Context, r offsets.SliceRange) error {
+	return retry(ctx, eg.log, "copy ahead the history of slices "+r.String(), func() error {
+		holders, err := eg.currentMember().Holders(ctx, r)
+		if err != nil {
+			return err
 		}
-		return err
+		for _, h := range holders {
+			if h.Identity == eg.self || h.Address == "" {
+				continue
+			}
+			if err := eg.copyHistory(ctx, h, h.Address, "copied ahead the history of slices"); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
@@ -532,7 +564,7 @@ func (eg *entityGroup) currentMember() *group.Member {
 func (eg *entityGroup) options(p pod, addr string, holdWait time.Duration) group.Options {
 	return group.Options{
 		Client: p.client, Namespace: p.namespace, Group: eg.name, Identity: p.name, LeaseDuration: p.leaseDuration,
-		Runner: eg.run, Address: addr, Holds: true, HoldWait: holdWait, Logger: eg.log,
+		Runner: eg.run, Warm: eg.warm, Address: addr, Holds: true, HoldWait: holdWait, Logger: eg.log,
 	}
 }
 

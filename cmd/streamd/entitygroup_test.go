@@ -25,8 +25,8 @@ import (
 // The pods of a group share the entities (real streamd processes, one
 // journal each, the Kubernetes API from kubetest over HTTP): a publish or
 // read at either pod reaches the pod that writes the entity's slice; a pod
-// stopped (SIGTERM) exits once the pod that took its slices holds their
-// history; a pod killed (SIGKILL) leaves its slices unwritten, never
+// stopped (SIGTERM) writes its slices until the pod taking them has copied
+// their history ahead, and exits once that pod holds them; a pod killed (SIGKILL) leaves its slices unwritten, never
 // written elsewhere from scratch, until it is back. Through it all, each
 // entity's events are 1, 2, 3…, each acknowledged at the seqNr it expected.
 func TestEntityGroupFromConfig(t *testing.T) {
@@ -197,11 +197,19 @@ func TestEntityGroupFromConfig(t *testing.T) {
 		}
 	}
 	writing("orders-1 stopped", map[string]float64{"orders-0": 1024})
+	// orders-1 wrote its slices until orders-0 had copied their history
+	// ahead: the copy after the hand-off was what came since.
+	if l := pods["orders-0"].Log(); !strings.Contains(l, `copied ahead the history of slices" group=orders slices=512-1023 from=orders-1`) {
+		t.Fatalf("orders-0 did not copy the history of orders-1's slices ahead of the hand-off:\n%s", l)
+	}
 	round("orders-1 stopped", "orders-0")
 	check("orders-1 stopped")
 
 	start("orders-1")
 	writing("orders-1 back", map[string]float64{"orders-0": 512, "orders-1": 512})
+	if l := pods["orders-1"].Log(); !strings.Contains(l, `copied ahead the history of slices" group=orders slices=512-1023 from=orders-0`) {
+		t.Fatalf("orders-1, back, did not copy the history of its slices ahead of the hand-off:\n%s", l)
+	}
 	round("orders-1 back", "orders-1")
 	close(stopBG)
 	if err := <-bgDone; err != nil {

@@ -116,6 +116,14 @@
 //     termination grace period above D + HoldWait.
 //   - Status.Owners (read from the ConfigMap every step) and
 //     Status.Addresses (of every Lease) say where to route a request.
+//   - With Options.Warm, a member whose target gains slices runs Warm over
+//     them (once per target: a copy of their history from their holders)
+//     and then lists them on its Lease (AnnotationWarm). A member giving
+//     slices up, because its target shrank or it leaves (its Lease marked
+//     leaving first), keeps them, its Runner running, until every member
+//     whose target takes a part of them is warm for it, or for at most
+//     HoldWait (then it logs which were not); so the writes of moving
+//     slices pause only for what their holder wrote since the copy ahead.
 //
 // Holdings copy nothing and serve nothing (the caller does both); a member that took slices is not told when their holder is
 // reachable (its Runner asks Holders again). A holder whose Lease is gone

@@ -44,6 +44,10 @@ const (
 	// is alive (renewed, its owner entry stands) but not a member for the
 	// assignment.
 	AnnotationLeaving = "streamd.io/leaving"
+	// AnnotationWarm on the Lease of a member with Options.Warm lists the
+	// parts of its target, owned by other members, that it has warmed
+	// (Warm returned for them): they may give them up.
+	AnnotationWarm = "streamd.io/warm"
 )
 
 // DefaultLeaseDuration is the default of Options.LeaseDuration.
@@ -113,8 +117,20 @@ type Options struct {
 	// for at most HoldWait: see the package documentation, Holdings.
 	Holds bool
 	// HoldWait (default 30s) bounds how long a member leaving with Holds
-	// waits for its holdings to be taken over before it deletes its Lease.
+	// waits for its holdings to be taken over before it deletes its Lease,
+	// and with Warm how long a member keeps slices for the members taking
+	// them to warm.
 	HoldWait time.Duration
+	// Warm (with Holds) is what a member runs over each part of its target
+	// that other members own, before they give it up: a copy of the part's
+	// history while its holder still writes it, so that the copy after the
+	// hand-off is only what came since. It returns nil once done, or ctx's
+	// error when the member's target changes or it stops. A member giving
+	// slices up (its target shrank, or it leaves) keeps them, its Runner
+	// running, until each member taking a part of them says it is warm for
+	// it (AnnotationWarm), for at most HoldWait. nil: slices are given up
+	// at once.
+	Warm func(ctx context.Context, slices offsets.SliceRange) error
 	// Clock defaults to the real clock.
 	Clock clock.WithTickerAndDelayedExecution
 	// Logger defaults to Consumer.Logger, then slog.Default().
@@ -188,6 +204,9 @@ func (o Options) Validate() error {
 	if o.Holds && o.Address == "" {
 		bad("Options.Holds is set without Options.Address: the members that take this member's slices copy their history from it")
 	}
+	if o.Warm != nil && !o.Holds {
+		bad("Options.Warm is set without Options.Holds: a member warms for slices by copying from their holders")
+	}
 	if o.HoldWait < 0 {
 		bad("Options.HoldWait %s is negative", o.HoldWait)
 	}
@@ -245,7 +264,8 @@ type Member struct {
 	consume func(ctx context.Context, slices offsets.SliceRange) error
 	// ticked, if set, is called after every tick (tests).
 	ticked func(now time.Time, st Status)
-	// waiting, if set, is called at every step of awaitTakeOver (tests).
+	// waiting, if set, is called at every step of awaitWarm and
+	// awaitTakeOver (tests).
 	waiting func(now time.Time)
 
 	started  atomic.Bool
@@ -263,6 +283,9 @@ type Member struct {
 	published string // offsets last published, encoded
 	watchdog  clock.Timer
 	leaving   bool             // the Lease says AnnotationLeaving
+	warming   *warming         // the Warm of the current target (Options.Warm)
+	keptSince time.Time        // since when slices are kept for their takers to warm (zero: none)
+	warmed    []offsets.SliceRange // for AnnotationWarm; guarded by mu
 	owners    map[string]owner // as last read from the ConfigMap
 	readOnce  bool             // this step read the ConfigMap
 }
@@ -270,6 +293,14 @@ type Member struct {
 type observed struct {
 	resourceVersion string
 	at              time.Time
+}
+
+// warming is Options.Warm running, or done, over the parts of target
+// other members own.
+type warming struct {
+	target offsets.SliceRange
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // run is a consumer running over slices.
@@ -420,8 +451,12 @@ func (m *Member) tick(ctx context.Context) error {
 	}
 	m.setStatus(func(st *Status) { st.Members, st.Target, st.Addresses = members, target, ro.addresses })
 	defer m.noteOwners(ctx, alive) // before ticked: its Status shows them
+	m.warmFor(target)
 
 	if !within(m.owned, target) {
+		if m.keep(members, ro.warm, intersect(m.owned, target), now) {
+			return nil // runs on over all it owns until the takers are warm
+		}
 		if err := m.release(ctx, intersect(m.owned, target)); err != nil {
 			m.log.Warn("group: release slices", "keep", formatRange(intersect(m.owned, target)), "error", err)
 			return nil
@@ -453,6 +488,106 @@ func (m *Member) tick(ctx context.Context) error {
 		m.start(m.owned)
 	}
 	return nil
+}
+
+// warmFor runs Options.Warm over the parts of target this member does not
+// own (other members may), once per target: a new target stops the Warm
+// of the last one.
+func (m *Member) warmFor(target offsets.SliceRange) {
+	if m.opts.Warm == nil || (m.warming != nil && m.warming.target == target) {
+		return
+	}
+	m.stopWarming()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &warming{target: target, cancel: cancel, done: make(chan struct{})}
+	m.warming = w
+	gains := subtract(target, m.owned)
+	if isNone(target) || len(gains) == 0 {
+		close(w.done)
+		return
+	}
+	go func() {
+		defer close(w.done)
+		for _, r := range gains {
+			if err := m.opts.Warm(ctx, r); err != nil {
+				if ctx.Err() == nil {
+					m.log.Warn("group: warm for slices (they are copied after the hand-off instead)", "slices", r.String(), "error", err)
+				}
+				return
+			}
+		}
+		m.mu.Lock()
+		m.warmed = gains
+		m.mu.Unlock()
+		m.log.Info("group: warm for slices", "slices", formatRanges(gains))
+	}()
+}
+
+// stopWarming stops the Warm under way and forgets what it warmed.
+func (m *Member) stopWarming() {
+	if w := m.warming; w != nil {
+		w.cancel()
+		<-w.done
+		m.warming = nil
+	}
+	m.mu.Lock()
+	m.warmed = nil
+	m.mu.Unlock()
+}
+
+// keep reports whether this member keeps the slices it owns outside keep
+// for now, with Options.Warm: while a member whose target (of members)
+// takes a part of them is not warm for it (warm), for at most HoldWait
+// from the first step that kept them.
+func (m *Member) keep(members []string, warm map[string][]offsets.SliceRange, keep offsets.SliceRange, now time.Time) bool {
+	if m.opts.Warm == nil {
+		return false
+	}
+	if m.keptSince.IsZero() {
+		m.keptSince = now
+	}
+	cold := coldTakers(members, warm, subtract(m.owned, keep), m.opts.Identity)
+	switch {
+	case len(cold) == 0:
+	case now.Sub(m.keptSince) >= m.opts.HoldWait:
+		m.log.Warn("group: giving slices up to members not warm for them after HoldWait", "members", strings.Join(cold, ","), "waited", m.opts.HoldWait.String())
+	default:
+		return true
+	}
+	m.keptSince = time.Time{}
+	return false
+}
+
+// coldTakers are the members (but self) whose target takes a part of
+// giving they are not warm for.
+func coldTakers(members []string, warm map[string][]offsets.SliceRange, giving []offsets.SliceRange, self string) []string {
+	var cold []string
+	for k, id := range members {
+		if id == self {
+			continue
+		}
+		t := Assign(k, len(members))
+		for _, g := range giving {
+			if part := intersect(g, t); !isNone(part) && !coveredBy(part, warm[id]) {
+				cold = append(cold, id)
+				break
+			}
+		}
+	}
+	return cold
+}
+
+// coveredBy reports whether every slice of r is in one of rs.
+func coveredBy(r offsets.SliceRange, rs []offsets.SliceRange) bool {
+	left := []offsets.SliceRange{r}
+	for _, x := range rs {
+		var next []offsets.SliceRange
+		for _, l := range left {
+			next = append(next, subtract(l, x)...)
+		}
+		left = next
+	}
+	return len(left) == 0
 }
 
 // renew writes this member's Lease with the annotation slices, creating it
@@ -528,6 +663,14 @@ func (m *Member) annotate(a map[string]string, slices offsets.SliceRange) map[st
 	} else {
 		delete(a, AnnotationLeaving)
 	}
+	m.mu.Lock()
+	warmed := m.warmed
+	m.mu.Unlock()
+	if len(warmed) > 0 && !m.leaving {
+		a[AnnotationWarm] = formatRanges(warmed)
+	} else {
+		delete(a, AnnotationWarm)
+	}
 	return a
 }
 
@@ -549,6 +692,7 @@ func (m *Member) renewed(l *coordinationv1.Lease, start time.Time) {
 // hand-off: others take the slices from the offsets last published).
 func (m *Member) lose() {
 	m.stop()
+	m.stopWarming()
 	m.setLease(nil)
 	m.owned, m.mirror, m.published = None, None, ""
 	m.lastRenew = time.Time{}
@@ -572,6 +716,7 @@ type roster struct {
 	members   []string           // identities of the live members, sorted
 	alive     map[types.UID]bool // every Lease still there
 	addresses map[string]string  // identity → AnnotationAddress, every Lease still there
+	warm      map[string][]offsets.SliceRange // identity → AnnotationWarm, of the members
 }
 
 // members lists the group's Leases, deletes those seen unchanged for their
@@ -589,6 +734,7 @@ func (m *Member) members(ctx context.Context, now time.Time) (roster, error) {
 	var members []string
 	alive := map[types.UID]bool{}
 	addresses := map[string]string{}
+	warm := map[string][]offsets.SliceRange{}
 	seen := map[types.UID]observed{}
 	for _, l := range list.Items {
 		o, ok := m.seen[l.UID]
@@ -631,11 +777,14 @@ func (m *Member) members(ctx context.Context, now time.Time) (roster, error) {
 		// slices: the others take its slices at once.
 		if (mine || l.Name != m.leases) && l.Annotations[AnnotationLeaving] != "true" {
 			members = append(members, *l.Spec.HolderIdentity)
+			if rs, err := parseRanges(l.Annotations[AnnotationWarm]); err == nil && len(rs) > 0 {
+				warm[*l.Spec.HolderIdentity] = rs
+			}
 		}
 	}
 	m.seen = seen
 	slices.Sort(members)
-	return roster{members: slices.Compact(members), alive: alive, addresses: addresses}, nil
+	return roster{members: slices.Compact(members), alive: alive, addresses: addresses, warm: warm}, nil
 }
 
 // release stops the consumer and gives up the owned slices outside keep:
@@ -715,6 +864,9 @@ func (m *Member) take(ctx context.Context, target offsets.SliceRange, alive map[
 	m.stop()
 	m.owned, m.published = target, ""
 	m.setStatus(func(st *Status) { st.Owned = target })
+	m.mu.Lock()
+	m.warmed = nil // its own now: nobody waits for this member to warm
+	m.mu.Unlock()
 	for _, byJournal := range imported {
 		if err := importOffsets(m.opts.Consumer.Store, m.opts.Consumer.Name, byJournal); err != nil {
 			// Without them the consumer would start wrong: stop, leave
@@ -931,6 +1083,17 @@ const leaveAttempts = 3
 // have not taken its holdings over (awaitTakeOver).
 func (m *Member) leave(ctx context.Context, handOff bool, ticks <-chan time.Time) {
 	base := context.WithoutCancel(ctx)
+	m.stopWarming()
+	var deadline clock.Timer
+	if m.opts.Holds && ticks != nil && m.lease != nil {
+		// Set before the Lease says leaving: HoldWait counts from here.
+		deadline = m.clock.NewTimer(m.opts.HoldWait)
+		defer deadline.Stop()
+		m.leaving = true // the next renewal marks the Lease
+		if handOff && m.opts.Warm != nil {
+			m.awaitWarm(base, ticks, deadline.C())
+		}
+	}
 	ctx, cancel := context.WithTimeout(base, m.opts.LeaseDuration)
 	defer cancel()
 	m.stop()
@@ -939,13 +1102,6 @@ func (m *Member) leave(ctx context.Context, handOff bool, ticks <-chan time.Time
 	}
 	if m.lease == nil {
 		return
-	}
-	var deadline clock.Timer
-	if m.opts.Holds && ticks != nil {
-		// Set before the Lease says leaving: HoldWait counts from here.
-		deadline = m.clock.NewTimer(m.opts.HoldWait)
-		defer deadline.Stop()
-		m.leaving = true // the hand-off's renewal marks the Lease
 	}
 	// A hand-off that fails for a passing reason (an API call timed out)
 	// is tried again, a few times while the Lease is still this member's:
@@ -979,6 +1135,34 @@ func (m *Member) leave(ctx context.Context, handOff bool, ticks <-chan time.Time
 	}
 	m.setLease(nil)
 	m.log.Info("group: left")
+}
+
+// awaitWarm keeps the slices this leaving member owns, its Runner running
+// and its Lease marked leaving and renewed at every tick, until the
+// members taking them are warm for them (Options.Warm), or until deadline.
+func (m *Member) awaitWarm(ctx context.Context, ticks, deadline <-chan time.Time) {
+	for !isNone(m.owned) && m.lease != nil {
+		now := m.clock.Now()
+		if err := m.renew(ctx, m.mirror); err != nil {
+			m.log.Warn("group: renew the lease while leaving", "error", err)
+		}
+		ro, err := m.members(ctx, now)
+		if err != nil {
+			m.log.Warn("group: list the members while leaving", "error", err)
+		}
+		if m.waiting != nil {
+			m.waiting(now)
+		}
+		if err == nil && (len(ro.members) == 0 || len(coldTakers(ro.members, ro.warm, []offsets.SliceRange{m.owned}, m.opts.Identity)) == 0) {
+			return
+		}
+		select {
+		case <-deadline:
+			m.log.Warn("group: handing slices off to members not warm for them", "slices", m.owned.String(), "waited", m.opts.HoldWait.String())
+			return
+		case <-ticks:
+		}
+	}
 }
 
 // awaitTakeOver keeps the Lease, marked leaving and renewed at every tick,
