@@ -282,12 +282,12 @@ type Member struct {
 	run       *run
 	published string // offsets last published, encoded
 	watchdog  clock.Timer
-	leaving   bool             // the Lease says AnnotationLeaving
-	warming   *warming         // the Warm of the current target (Options.Warm)
-	keptSince time.Time        // since when slices are kept for their takers to warm (zero: none)
+	leaving   bool                 // the Lease says AnnotationLeaving
+	warming   *warming             // the Warm of the current target (Options.Warm)
+	keptSince time.Time            // since when slices are kept for their takers to warm (zero: none)
 	warmed    []offsets.SliceRange // for AnnotationWarm; guarded by mu
-	owners    map[string]owner // as last read from the ConfigMap
-	readOnce  bool             // this step read the ConfigMap
+	owners    map[string]owner     // as last read from the ConfigMap
+	readOnce  bool                 // this step read the ConfigMap
 }
 
 type observed struct {
@@ -713,9 +713,9 @@ func (m *Member) setLease(l *coordinationv1.Lease) {
 
 // roster is what a list of the group's Leases says.
 type roster struct {
-	members   []string           // identities of the live members, sorted
-	alive     map[types.UID]bool // every Lease still there
-	addresses map[string]string  // identity → AnnotationAddress, every Lease still there
+	members   []string                        // identities of the live members, sorted
+	alive     map[types.UID]bool              // every Lease still there
+	addresses map[string]string               // identity → AnnotationAddress, every Lease still there
 	warm      map[string][]offsets.SliceRange // identity → AnnotationWarm, of the members
 }
 
