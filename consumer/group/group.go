@@ -453,16 +453,20 @@ func (m *Member) tick(ctx context.Context) error {
 	defer m.noteOwners(ctx, alive) // before ticked: its Status shows them
 	m.warmFor(target)
 
-	if !within(m.owned, target) {
-		if m.keep(members, ro.warm, intersect(m.owned, target), now) {
-			return nil // runs on over all it owns until the takers are warm
-		}
+	kept := false // runs on over all it owns until the takers are warm
+	switch {
+	case within(m.owned, target):
+		m.keptSince = time.Time{} // nothing to give up (any more)
+	case m.keep(members, ro.warm, intersect(m.owned, target), now):
+		kept = true
+	default:
 		if err := m.release(ctx, intersect(m.owned, target)); err != nil {
 			m.log.Warn("group: release slices", "keep", formatRange(intersect(m.owned, target)), "error", err)
 			return nil
 		}
 	}
 	switch {
+	case kept:
 	case !isNone(target) && m.owned != target:
 		err := m.take(ctx, target, alive)
 		switch {
