@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/streamd/streamd/internal/kubetest"
 	"github.com/streamd/streamd/internal/netproxy"
 	"github.com/streamd/streamd/internal/streamdtest"
 )
@@ -30,6 +32,7 @@ func TestRegionScripts(t *testing.T) {
 			"proxy-start":  proxyStart,
 			"proxy-reset":  proxyReset,
 			"proxy-bytes":  proxyBytes,
+			"kube-api":     kubeAPI,
 		},
 	})
 }
@@ -62,6 +65,18 @@ func regionStart(ts *testscript.TestScript, neg bool, args []string) {
 	regionDaemons.m[ts][name] = d
 	regionDaemons.Unlock()
 	ts.Setenv(strings.ToUpper(name)+"_ADDR", d.Addr)
+}
+
+// kube-api serves a stand-in of the Kubernetes API (Leases, ConfigMaps)
+// over HTTP on 127.0.0.1, for the pods of a group (--kube-api), and sets
+// KUBE_API to its URL. It closes when the script ends.
+func kubeAPI(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: kube-api")
+	}
+	srv := httptest.NewServer(kubetest.New())
+	ts.Defer(srv.Close)
+	ts.Setenv("KUBE_API", srv.URL)
 }
 
 // region-kill NAME kills (SIGKILL) the streamd region-start ran as NAME.
