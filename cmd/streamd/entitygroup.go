@@ -123,12 +123,14 @@ type entityGroup struct {
 	forwarded          *prometheus.CounterVec
 	slices             prometheus.Gauge
 
-	mu         sync.Mutex
-	j          *journal.Journal // set by start
-	member     *group.Member    // the current one
-	served     sliceSet
-	conns      map[string]*grpc.ClientConn // by address
-	copying    sync.Mutex                  // one CopyHistory at a time: they share offsets per source journal
+	mu     sync.Mutex
+	j      *journal.Journal // set by start
+	member *group.Member    // the current one
+	served sliceSet
+	conns  map[string]*grpc.ClientConn // by address
+	// copying holds a token while a CopyHistory runs: one at a time, as
+	// they share their offsets per source journal.
+	copying    chan struct{}
 	publishers map[*grpc.ClientConn]*publisher.Publisher
 	// replications run over the slices this pod writes (replicate:
 	// entries), added before the pod joins.
@@ -143,7 +145,7 @@ func (eg *entityGroup) replicate(run func(context.Context, offsets.SliceRange) e
 
 func newEntityGroup(s *entityGroupSettings, self, region string, log *slog.Logger, reg prometheus.Registerer) *entityGroup {
 	eg := &entityGroup{name: s.name, self: self, region: region, log: log.With("group", s.name), dial: s.dial,
-		conns: map[string]*grpc.ClientConn{}, publishers: map[*grpc.ClientConn]*publisher.Publisher{}}
+		conns: map[string]*grpc.ClientConn{}, publishers: map[*grpc.ClientConn]*publisher.Publisher{}, copying: make(chan struct{}, 1)}
 	eg.forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "streamd_group_forwarded_total",
 		Help: "Calls this pod forwarded to the pod of its group that owns the entity's slice, by call (publish, load_event, entity_events, and primary_write, primary_sync and the other PrimaryService calls of one entity, pin or failover).",
@@ -379,8 +381,12 @@ func (eg *entityGroup) copyFrom(ctx context.Context, h group.Holding) error {
 // copyHistory copies the history of h's slices from the pod at addr, and
 // logs done when it has.
 func (eg *entityGroup) copyHistory(ctx context.Context, h group.Holding, addr, done string) error {
-	eg.copying.Lock()
-	defer eg.copying.Unlock()
+	select { // a copy that waits for its holder must not hold up the Warm its member stops
+	case eg.copying <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-eg.copying }()
 	start := time.Now()
 	err := topology.CopyHistory(ctx, topology.ReplicationOptions{
 		From: topology.Region{Name: eg.region, Addrs: []string{addr}}, Member: true, Slices: h.Slices,
