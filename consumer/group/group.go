@@ -868,9 +868,10 @@ func (m *Member) take(ctx context.Context, target offsets.SliceRange, alive map[
 	m.stop()
 	m.owned, m.published = target, ""
 	m.setStatus(func(st *Status) { st.Owned = target })
-	m.mu.Lock()
-	m.warmed = nil // its own now: nobody waits for this member to warm
-	m.mu.Unlock()
+	// Its own now: nobody waits for this member to warm, and a Warm still
+	// under way (its giver did not wait for it) would only hold up the
+	// copy the Runner makes.
+	m.stopWarming()
 	for _, byJournal := range imported {
 		if err := importOffsets(m.opts.Consumer.Store, m.opts.Consumer.Name, byJournal); err != nil {
 			// Without them the consumer would start wrong: stop, leave

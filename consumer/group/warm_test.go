@@ -130,12 +130,9 @@ func TestLeavingWaitsForWarm(t *testing.T) {
 	h.converge("2 members")
 	lower := Assign(0, 2)
 	g.shut()
-	h.mu.Lock()
-	delete(h.members, "a")
-	h.mu.Unlock()
-	a.cancel()
+	h.startLeaving("a") // until its first step of leaving
 	for range 4 {
-		h.step()
+		h.stepLeaving(a)
 		l := h.lease("a")
 		if l == nil || l.Annotations[AnnotationLeaving] != "true" || l.Annotations[AnnotationSlices] != lower.String() {
 			t.Fatalf("a's Lease while b is not warm: %v; want it leaving, owning %s", l, lower)
