@@ -202,15 +202,22 @@ func reservedTypes(region string) map[string]string {
 	return map[string]string{primary.PinEntityType: "PrimaryService.SetPrimary (streamctl primary set)"}
 }
 
+// allReplications are every replication into this journal: repls, then
+// the grouped ones (the order the admin registry takes them in).
+func allReplications(repls []topology.ReplicationOptions, grouped []groupedReplication) []topology.ReplicationOptions {
+	all := slices.Clone(repls)
+	for _, g := range grouped {
+		all = append(all, g.opts)
+	}
+	return all
+}
+
 // primaryRegions are the other regions a Primary calls: the sources of the
-// replications, grouped or not (a region replicates from every region
+// replications (allReplications: a region replicates from every region
 // whose entities it writes), with their addresses and dial options.
-func primaryRegions(repls []topology.ReplicationOptions, grouped []groupedReplication) ([]topology.Region, map[string][]grpc.DialOption) {
+func primaryRegions(repls []topology.ReplicationOptions) ([]topology.Region, map[string][]grpc.DialOption) {
 	var regions []topology.Region
 	dial := map[string][]grpc.DialOption{}
-	for _, g := range grouped {
-		repls = append(slices.Clip(repls), g.opts)
-	}
 	for _, r := range repls {
 		if _, ok := dial[r.From.Name]; !ok {
 			regions = append(regions, r.From)

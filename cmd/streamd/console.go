@@ -87,11 +87,7 @@ func startConsole(log *slog.Logger, cfg config, p *producer.Producer, cs *consum
 		DataDir: cfg.dataDir, Region: cfg.producer.Journal.Region, Logger: log,
 	}
 	states, _ := cs.registry.States("")
-	repls := slices.Clone(cfg.replications)
-	for _, g := range cfg.grouped { // registered after the others
-		repls = append(repls, g.opts)
-	}
-	for i, r := range repls {
+	for i, r := range allReplications(cfg.replications, cfg.grouped) {
 		l := console.Link{From: r.From.Name, Addrs: r.From.Addrs, Stream: r.Stream}
 		if i < len(states) {
 			l.Consumer = states[i].Consumer.Options().Name

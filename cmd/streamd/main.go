@@ -244,7 +244,7 @@ func configFrom(c *cli.Context, log *slog.Logger, m *metrics.Metrics) (config, e
 	if (len(types.EntityTypes) > 0 || types.DefaultMode != 0) && region == "" {
 		return config{}, fmt.Errorf("--config %s sets entity type modes: --region must name this region", c.String("config"))
 	}
-	regions, _ := primaryRegions(repls, settings.grouped)
+	regions, _ := primaryRegions(allReplications(repls, settings.grouped))
 	known := func(name string) bool {
 		return name == region || slices.ContainsFunc(regions, func(r topology.Region) bool { return r.Name == name })
 	}
@@ -479,7 +479,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	streamdv1.RegisterEventStreamServiceServer(g, p.Server())
 	var consumers *consumers // set before the metrics server starts
 	if cfg.router != nil {
-		regions, dial := primaryRegions(cfg.replications, cfg.grouped)
+		regions, dial := primaryRegions(allReplications(cfg.replications, cfg.grouped))
 		var pods func() ([]streamdv1.PrimaryServiceClient, error) // the region's other journals
 		if cfg.entityGroup != nil {
 			pods = cfg.entityGroup.primaryPods
@@ -514,11 +514,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	consumers.registry.ServeReaders(p.Server())
 	consumers.registry.Register(g)
 	if onDemand != nil {
-		repls := slices.Clone(cfg.replications)
-		for _, g := range cfg.grouped {
-			repls = append(repls, g.opts)
-		}
-		if err := onDemand.start(repls, consumers); err != nil {
+		if err := onDemand.start(allReplications(cfg.replications, cfg.grouped), consumers); err != nil {
 			return err
 		}
 	}
