@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"slices"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,13 +81,13 @@ func (cs *consumers) regionLags() map[string]uint64 {
 	return lags
 }
 
-// regionProgress is how far the replication from a region of the project
-// has applied its journals: per journal id of the region (one per pod when
-// its pods share the entities, each its own journal), the last offset
-// applied and the last one known the journal holds, the most over the
-// addresses that reach that journal. Addresses whose journal id is not
-// known yet (no Hello received) are left out: their offsets belong to no
-// journal. ok false without a replication from the region.
+// regionProgress is primary.ProgressFunc: how far the replication from a
+// region of the project has applied its journals (one per pod when its
+// pods share the entities), one entry per address that reaches a journal:
+// the last offset applied and the last one known the journal holds (the
+// Primary merges the entries of one journal). Addresses whose journal id
+// is not known yet (no Hello received) are left out: their offsets belong
+// to no journal. ok false without a replication from the region.
 func (cs *consumers) regionProgress(region string) (journals []primary.JournalProgress, ok bool) {
 	states, _ := cs.registry.States("")
 	for _, st := range states {
@@ -98,16 +96,9 @@ func (cs *consumers) regionProgress(region string) (journals []primary.JournalPr
 		}
 		ok = true
 		for _, p := range st.Consumer.Status() {
-			if len(p.JournalID) == 0 {
-				continue
+			if len(p.JournalID) > 0 {
+				journals = append(journals, primary.JournalProgress{JournalID: p.JournalID, Applied: p.Offset, Known: p.Offset + p.Lag})
 			}
-			i := slices.IndexFunc(journals, func(j primary.JournalProgress) bool { return bytes.Equal(j.JournalID, p.JournalID) })
-			if i < 0 {
-				i = len(journals)
-				journals = append(journals, primary.JournalProgress{JournalID: p.JournalID})
-			}
-			j := &journals[i]
-			j.Applied, j.Known = max(j.Applied, p.Offset), max(j.Known, p.Offset+p.Lag)
 		}
 	}
 	return journals, ok

@@ -572,26 +572,15 @@ func coldTakers(members []string, warm map[string][]offsets.SliceRange, giving [
 		}
 		t := Assign(k, len(members))
 		for _, g := range giving {
-			if part := intersect(g, t); !isNone(part) && !coveredBy(part, warm[id]) {
+			// warm[id] is merged (parseRanges): a part it covers is
+			// within one of its ranges.
+			if part := intersect(g, t); !isNone(part) && !slices.ContainsFunc(warm[id], func(w offsets.SliceRange) bool { return within(part, w) }) {
 				cold = append(cold, id)
 				break
 			}
 		}
 	}
 	return cold
-}
-
-// coveredBy reports whether every slice of r is in one of rs.
-func coveredBy(r offsets.SliceRange, rs []offsets.SliceRange) bool {
-	left := []offsets.SliceRange{r}
-	for _, x := range rs {
-		var next []offsets.SliceRange
-		for _, l := range left {
-			next = append(next, subtract(l, x)...)
-		}
-		left = next
-	}
-	return len(left) == 0
 }
 
 // renew writes this member's Lease with the annotation slices, creating it
