@@ -38,7 +38,12 @@ func fsyncWaitMain(args []string) error {
 		defer os.RemoveAll(tmp)
 		*dir = tmp
 	}
-	syncs, err := fsyncLoop(*dir, *d, *interval, *frame)
+	file, err := newFsyncFile(*dir)
+	if err != nil {
+		return err
+	}
+	defer file.remove()
+	syncs, err := file.loop(*d, *interval, *frame)
 	if err != nil {
 		return err
 	}
@@ -58,25 +63,41 @@ func fsyncWaitMain(args []string) error {
 // span is one fdatasync: when it began and ended, from the loop's start.
 type span struct{ start, end time.Duration }
 
-// fsyncLoop writes frame bytes and fdatasyncs them, in a loop, for d, into
-// a file filled with zeros beforehand (as the journal's segments are).
-func fsyncLoop(dir string, d, interval time.Duration, frame int) ([]span, error) {
+// fsyncFile is a file filled with zeros beforehand (as the journal's
+// segments are), to write and fdatasync in a loop.
+type fsyncFile struct{ *os.File }
+
+const fsyncFileSize = 256 << 20
+
+func newFsyncFile(dir string) (fsyncFile, error) {
 	f, err := os.CreateTemp(dir, "fsync-wait-")
 	if err != nil {
-		return nil, err
+		return fsyncFile{}, err
 	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	const size = 256 << 20
+	ff := fsyncFile{f}
 	zeros := make([]byte, 1<<20)
-	for off := 0; off < size; off += len(zeros) {
+	for off := 0; off < fsyncFileSize; off += len(zeros) {
 		if _, err := f.Write(zeros); err != nil {
-			return nil, err
+			ff.remove()
+			return fsyncFile{}, err
 		}
 	}
 	if err := f.Sync(); err != nil {
-		return nil, err
+		ff.remove()
+		return fsyncFile{}, err
 	}
+	return ff, nil
+}
+
+func (f fsyncFile) remove() {
+	_ = f.Close()
+	_ = os.Remove(f.Name())
+}
+
+// loop writes frame bytes and fdatasyncs them, in a loop, for d, an
+// fdatasync begun at most every interval (0: each once the one before
+// returned; the loop spins until then).
+func (f fsyncFile) loop(d, interval time.Duration, frame int) ([]span, error) {
 	buf := make([]byte, frame)
 	for i := range buf {
 		buf[i] = byte(i) | 1
@@ -90,7 +111,7 @@ func fsyncLoop(dir string, d, interval time.Duration, frame int) ([]span, error)
 	for time.Since(begin) < d {
 		for interval > 0 && len(syncs) > 0 && time.Since(begin) < last+interval {
 		}
-		if off+int64(frame) > size {
+		if off+int64(frame) > fsyncFileSize {
 			off = 0
 		}
 		if _, err := f.WriteAt(buf, off); err != nil {
@@ -98,7 +119,7 @@ func fsyncLoop(dir string, d, interval time.Duration, frame int) ([]span, error)
 		}
 		off += int64(frame)
 		last = time.Since(begin)
-		if err := datasync.File(f); err != nil {
+		if err := datasync.File(f.File); err != nil {
 			return nil, err
 		}
 		syncs = append(syncs, span{last, time.Since(begin)})

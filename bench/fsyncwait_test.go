@@ -30,3 +30,32 @@ func TestFsyncWaitRefusesBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// The loop writes and fdatasyncs at most once per interval, in order, and
+// the file it writes is the size it was filled to.
+func TestFsyncFileLoop(t *testing.T) {
+	f, err := newFsyncFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.remove()
+	syncs, err := f.loop(50*time.Millisecond, 5*time.Millisecond, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(syncs) == 0 || len(syncs) > 11 {
+		t.Fatalf("%d fdatasyncs in 50ms at most one per 5ms", len(syncs))
+	}
+	for i, s := range syncs {
+		if s.end < s.start || i > 0 && s.start < syncs[i-1].start+5*time.Millisecond {
+			t.Fatalf("fdatasync %d %v after %v: not at least 5ms after the one before, or ends before it began", i, s, syncs[max(i-1, 0)])
+		}
+	}
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != fsyncFileSize {
+		t.Fatalf("file size %d, want %d", st.Size(), fsyncFileSize)
+	}
+}

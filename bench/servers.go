@@ -101,15 +101,15 @@ var (
 	natsReadyRE   = regexp.MustCompile(`Server is ready`)
 )
 
-// startStreamd starts streamd with its defaults (fsync before ack) on an
-// ephemeral loopback port.
-func startStreamd(bin, workDir string) (*server, error) {
+// startStreamd starts streamd with its defaults (fsync before ack) and
+// flags on an ephemeral loopback port.
+func startStreamd(bin, workDir string, flags ...string) (*server, error) {
 	dir, err := os.MkdirTemp(workDir, "streamd-")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
-		"--metrics-listen", "", "--log-level", "info")
+	cmd := exec.Command(bin, append([]string{"--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
+		"--metrics-listen", "", "--log-level", "info"}, flags...)...)
 	return startServer("streamd", cmd, dir, streamdAddrRE, streamdAddrRE)
 }
 

@@ -93,7 +93,7 @@ func TestParseFlagsQuick(t *testing.T) {
 	if cfg.latencyDuration != 3*time.Second {
 		t.Errorf("an explicit flag must win over -quick: latency-duration %s", cfg.latencyDuration)
 	}
-	for _, args := range [][]string{{"-only", "nope"}, {"-in-flight", "0"}, {"-fanout-rate", "-1"}, {"extra"}} {
+	for _, args := range [][]string{{"-only", "nope"}, {"-in-flight", "0"}, {"-fanout-rate", "-1"}, {"-flush-floor", "-1ms"}, {"extra"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)
 		}

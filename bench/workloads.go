@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -93,7 +94,9 @@ func (h *harness) measure(label string, srv *server, spec clientSpec) (clientRes
 
 // live runs a subscriber (waiting until its subscriptions are open) and then
 // a publisher against srv, and records both with the server's CPU time.
-func (h *harness) live(label string, srv *server, sub, pub clientSpec) (subRes, pubRes clientResult, err error) {
+// beside, when not nil, runs in a goroutine of its own from the
+// publisher's start; live waits for it.
+func (h *harness) live(label string, srv *server, sub, pub clientSpec, beside func()) (subRes, pubRes clientResult, err error) {
 	logf("  %s", label)
 	c, err := startClient(h.self, h.workDir, label+" subscriber", sub)
 	if err != nil {
@@ -103,7 +106,12 @@ func (h *harness) live(label string, srv *server, sub, pub clientSpec) (subRes, 
 		return subRes, pubRes, err
 	}
 	cpu0, t0 := srv.cpu(), time.Now()
+	var sides sync.WaitGroup
+	if beside != nil {
+		sides.Go(beside)
+	}
 	pubRes, pubErr := runClient(h.self, h.workDir, label+" publisher", pub)
+	sides.Wait()
 	if pubErr != nil {
 		_ = c.cmd.Process.Kill()
 	}
@@ -343,6 +351,7 @@ type liveRun struct {
 	duration time.Duration // the publisher stops sending after this
 	conns    int
 	inFlight int
+	beside   func() // run beside the publisher (harness.live)
 }
 
 // runLive runs r against srv. sustained is false when the publisher or the
@@ -357,7 +366,7 @@ func (h *harness) runLive(sys system, srv *server, r liveRun) (sub, pub clientRe
 	pubSpec := h.spec("publish", sys, srv, label+" publisher")
 	pubSpec.Events, pubSpec.Rate, pubSpec.MaxDuration, pubSpec.InFlight = r.events, r.rate, r.duration, r.inFlight
 	pubSpec.Timeout = subSpec.Timeout
-	sub, pub, err = h.live(label, srv, subSpec, pubSpec)
+	sub, pub, err = h.live(label, srv, subSpec, pubSpec, r.beside)
 	if err != nil {
 		return sub, pub, false, err
 	}
@@ -387,7 +396,10 @@ func (h *harness) beyondCapacity(sys system, rate float64, what string) bool {
 func (h *harness) latency() error {
 	d := h.cfg.latencyDuration
 	logf("3. live latency at %v events/s, %s each", h.cfg.latencyRates, d)
-	type rowset struct{ p50, p99, p999, pub *row }
+	type rowset struct {
+		p50, p99, p999, pub *row
+		floor               [3]*row // p50, p99, p99.9 of the -flush-floor waits
+	}
 	rows := map[float64]rowset{}
 	for _, r := range h.cfg.latencyRates {
 		name := fmt.Sprintf("3. Live latency at %s events/s for %s, from the publish's scheduled start to consumer receipt, up to %s publishes in flight (streamd raw Subscribe; JetStream ordered consumer)", fmtInt(r), d, fmtInt(float64(h.cfg.liveInFlight)))
@@ -396,6 +408,12 @@ func (h *harness) latency() error {
 			p99:  h.report.row(name, "p99", unitNanos),
 			p999: h.report.row(name, "p99.9", unitNanos),
 			pub:  h.report.row(name, "publish rate reached, events/s", unitRate),
+		}
+		if h.cfg.flushFloor > 0 {
+			name := fmt.Sprintf("3. Floor at %s events/s: the wait of each event for the first fdatasync begun after it, while the harness writes and fdatasyncs 1 KiB at most every %s beside streamd --durability async publishing and delivering at that rate (what delivering only durable events adds at least, under this load; JetStream column: its latency in the row above)", fmtInt(r), h.cfg.flushFloor)
+			rs := rows[r]
+			rs.floor = [3]*row{h.report.row(name, "p50", unitNanos), h.report.row(name, "p99", unitNanos), h.report.row(name, "p99.9", unitNanos)}
+			rows[r] = rs
 		}
 	}
 	var errs []error
@@ -427,7 +445,59 @@ func (h *harness) latency() error {
 		})
 		errs = append(errs, err)
 	}
+	if h.cfg.flushFloor > 0 {
+		for _, rs := range rows {
+			for i, v := range []*row{rs.p50, rs.p99, rs.p999} {
+				rs.floor[i].set(colJS, v.vals[colJS])
+				rs.floor[i].marks[colJS] = v.marks[colJS]
+			}
+		}
+		errs = append(errs, h.flushFloor(func(rate float64, waits *Latency, sustained bool) {
+			for i, v := range []int64{waits.P50, waits.P99, waits.P999} {
+				rows[rate].floor[i].set(colStreamd, float64(v))
+				rows[rate].floor[i].marks[colStreamd] = !sustained
+			}
+		}))
+	}
 	return errors.Join(errs...)
+}
+
+// flushFloor runs streamd with --durability async (its pipeline without a
+// flush before delivery) at each live-latency rate while the harness writes
+// and fdatasyncs 1 KiB at most every -flush-floor on the same disk (about
+// as often as streamd's writer at 10,000 events/s), and reports for each
+// rate how long an event arriving at it waits for the end of the first
+// fdatasync begun after it. An event delivered only once durable waits at
+// least that, whatever the rest of the design: these are floors of the
+// live latency's percentiles under this load.
+func (h *harness) flushFloor(report func(rate float64, waits *Latency, sustained bool)) error {
+	d := h.cfg.latencyDuration
+	sys := system{colStreamd, sysStreamd, "streamd --durability async",
+		func() (*server, error) { return startStreamd(h.tools.streamd, h.workDir, "--durability", "async") }}
+	return withServer(sys, func(srv *server) error {
+		file, err := newFsyncFile(h.workDir)
+		if err != nil {
+			return err
+		}
+		defer file.remove()
+		for _, r := range h.cfg.latencyRates {
+			var syncs []span
+			var syncErr error
+			run := liveRun{label: fmt.Sprintf("latency %s/s beside fdatasyncs", fmtInt(r)), events: int(r * d.Seconds()), rate: r,
+				duration: d*3/2 + time.Second, conns: 1, inFlight: h.cfg.liveInFlight,
+				beside: func() { syncs, syncErr = file.loop(d, h.cfg.flushFloor, 1024) }}
+			_, _, sustained, err := h.runLive(sys, srv, run)
+			if err = errors.Join(err, syncErr); err != nil {
+				return err
+			}
+			waits := summarize(eventWaits(syncs, r, d))
+			if waits == nil {
+				return fmt.Errorf("%s: no fdatasync began within %s", run.label, d)
+			}
+			report(r, waits, sustained)
+		}
+		return nil
+	})
 }
 
 // fanout: workload 5, one producer and many live consumers, once with the
