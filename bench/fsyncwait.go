@@ -20,7 +20,7 @@ import (
 func fsyncWaitMain(args []string) error {
 	fs := flag.NewFlagSet("fsync-wait", flag.ContinueOnError)
 	rate := fs.Float64("rate", 10000, "events/s arriving, for the wait")
-	interval := fs.Duration("interval", 0, "begin an fdatasync at most this often (0: each as soon as the one before returns); the loop spins until then")
+	interval := fs.Duration("interval", 0, "begin an fdatasync at most this often (0: each as soon as the one before returns); the loop sleeps until then")
 	d := fs.Duration("duration", 10*time.Second, "how long to write")
 	frame := fs.Int("frame", 1024, "bytes written before each fdatasync")
 	dir := fs.String("dir", "", "directory of the file written (default: a new temporary directory)")
@@ -96,7 +96,8 @@ func (f fsyncFile) remove() {
 
 // loop writes frame bytes and fdatasyncs them, in a loop, for d, an
 // fdatasync begun at most every interval (0: each once the one before
-// returned; the loop spins until then).
+// returned; the loop sleeps until then, so that it loads the machine no
+// more than a journal's writer waiting for its next events does).
 func (f fsyncFile) loop(d, interval time.Duration, frame int) ([]span, error) {
 	buf := make([]byte, frame)
 	for i := range buf {
@@ -109,7 +110,8 @@ func (f fsyncFile) loop(d, interval time.Duration, frame int) ([]span, error) {
 	)
 	begin := time.Now()
 	for time.Since(begin) < d {
-		for interval > 0 && len(syncs) > 0 && time.Since(begin) < last+interval {
+		if wait := last + interval - time.Since(begin); interval > 0 && len(syncs) > 0 && wait > 0 {
+			preciseSleep(wait)
 		}
 		if off+int64(frame) > fsyncFileSize {
 			off = 0

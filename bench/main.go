@@ -103,7 +103,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.catchupEvents, "catchup-events", 1_000_000, "stored events read by the catch-up and filtered workloads")
 	fs.StringVar(&rates, "latency-rates", "1000,10000,50000", "publish rates (events/s) of the live-latency workload")
 	fs.DurationVar(&cfg.latencyDuration, "latency-duration", 10*time.Second, "how long each live-latency rate runs")
-	fs.DurationVar(&cfg.flushFloor, "flush-floor", 500*time.Microsecond, "at each live-latency rate, also run streamd with --durability async while the harness fdatasyncs 1 KiB at most this often, and report each event's wait for the first fdatasync begun after it: what delivering only durable events adds at least under that load (0 skips it)")
+	fs.DurationVar(&cfg.flushFloor, "flush-floor", 400*time.Microsecond, "at each live-latency rate, also run streamd with --durability async while the harness fdatasyncs 1 KiB at most this often, and report each event's wait for the first fdatasync begun after it: what delivering only durable events adds at least under that load (0 skips it)")
 	fs.IntVar(&cfg.fanoutConsumers, "fanout-consumers", 16, "live consumers of the fan-out workload")
 	fs.IntVar(&cfg.fanoutEvents, "fanout-events", 1_000_000, "events of the unpaced fan-out run (publisher as fast as -in-flight allows, for -fanout-duration at most)")
 	fs.Float64Var(&cfg.fanoutRate, "fanout-rate", 5000, "publish rate (events/s) of the paced fan-out run; 0 skips it")
