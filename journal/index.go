@@ -19,11 +19,14 @@ import (
 //
 // An append does not write to Badger per event: the writer adds its events'
 // offsets to the pending index in memory, where readers find them, and
-// writes the pending runs to Badger in one group of its own (a flush) once
-// they reach indexFlushEvents events or what one Badger transaction takes.
-// The flush also sets m/indexed, the last offset whose index entries Badger
+// writes the pending runs to Badger once they reach indexFlushEvents events
+// (a flush), in as many groups of its own as Badger's transactions take;
+// the last also sets m/indexed, the last offset whose index entries Badger
 // holds. A flush is not logged: Open derives the pending index again from
-// the event blocks after m/indexed, so a crash loses nothing of it.
+// the event blocks after m/indexed, so a crash loses nothing of it. A crash
+// between a flush's groups leaves runs in Badger that the derived ones
+// overwrite (the same keys: the same first seqNrs), and a reader reads a
+// run that Badger and the pending index both hold once.
 //
 // Runs hold at most maxRunEvents offsets. Retention deletes a run once it
 // deleted the run's last event; a run's older events may be gone before
@@ -117,10 +120,9 @@ type pendingIndex struct {
 	// applied counts the flushes applied (flushing dropped).
 	applied atomic.Uint64
 
-	// Owned by the writer: what cur would add to a flush, and the
-	// flushes built.
-	events, entries, cost int
-	built                 uint64
+	// Owned by the writer: the events in cur, and the flushes built.
+	events int
+	built  uint64
 }
 
 func newPendingIndex() *pendingIndex {
@@ -144,13 +146,9 @@ func (p *pendingIndex) add(entries []indexEntry) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, e := range entries {
-		if addEntry(p.cur, e.ek, e.seqNr, e.off)%maxRunEvents == 0 { // a new key when flushed: entryCost of it
-			p.entries++
-			p.cost += len(prefixRun) + len(e.ek) + 1 + 8 + 2*binary.MaxVarintLen64 + 64
-		}
-		p.cost += binary.MaxVarintLen64
-		p.events++
+		addEntry(p.cur, e.ek, e.seqNr, e.off)
 	}
+	p.events += len(entries)
 }
 
 // entity returns a copy of an entity's pending offsets: flushing's run
@@ -184,17 +182,14 @@ func (p *pendingIndex) latest(ek string) (seqNr, off uint64, ok bool) {
 	return r.last(), r.offs[len(r.offs)-1], true
 }
 
-// full reports whether cur must be flushed before a group of cost and
-// entries (txnCost's bounds) is added: a flush must fit one Badger
-// transaction, and an event adds to a run no more than txnCost counts.
-func (p *pendingIndex) full(j *Journal, cost, entries int) bool {
-	return p.events >= indexFlushEvents || p.entries+entries+1 > j.groupEntries || p.cost+cost+128 > j.groupCost
-}
+// full reports whether cur holds enough events to flush.
+func (p *pendingIndex) full() bool { return p.events >= indexFlushEvents }
 
-// flushIndex moves cur to flushing and returns the group that writes it to
-// Badger, with m/indexed; nil when nothing is pending. A flush still
-// applying is waited for first.
-func (w *writer) flushIndex() *group {
+// flushIndex moves cur to flushing and returns the groups that write it to
+// Badger, each within one Badger transaction, m/indexed in the last, which
+// alone is the flush (group.flush); nil when nothing is pending. A flush
+// still applying is waited for first.
+func (w *writer) flushIndex() []*group {
 	p := w.j.index
 	if p.events == 0 {
 		return nil
@@ -208,23 +203,30 @@ func (w *writer) flushIndex() *group {
 	p.mu.Lock()
 	p.flushing, p.cur = p.cur, map[string]*run{}
 	p.mu.Unlock()
-	g := &group{flush: true, bytes: w.bytes}
-	g.changes = runChanges(p.flushing, w.floor)
-	g.changes = append(g.changes, change{key: keyIndexed, value: u64(w.nextOffset - 1), derived: true})
-	for _, c := range g.changes {
-		g.cost += entryCost(c.key, c.value)
+	c := runChanges(p.flushing, w.floor)
+	c = append(c, change{key: keyIndexed, value: u64(w.nextOffset - 1), derived: true})
+	g := &group{bytes: w.bytes}
+	var gs []*group
+	for _, ch := range c {
+		cost := entryCost(ch.key, ch.value)
+		if len(g.changes) > 0 && (g.cost+cost > w.j.groupCost || g.entries+1 > w.j.groupEntries) {
+			gs = append(gs, g)
+			g = &group{bytes: w.bytes}
+		}
+		g.changes = append(g.changes, ch)
+		g.cost, g.entries = g.cost+cost, g.entries+1
 	}
-	g.entries = len(g.changes)
-	p.events, p.entries, p.cost = 0, 0, 0
+	g.flush = true
+	p.events = 0
 	p.built++
-	return g
+	return append(gs, g)
 }
 
 // sendIndexFlush logs a flush of the pending index, if anything is
 // pending.
 func (w *writer) sendIndexFlush() {
-	if f := w.flushIndex(); f != nil {
-		w.log(f)
+	for _, g := range w.flushIndex() {
+		w.log(g)
 	}
 }
 

@@ -191,9 +191,8 @@ func TestDecodeRun(t *testing.T) {
 	}
 }
 
-// The largest append a journal takes, its index pending empty: a group
-// that alone fills what a flush may hold flushes nothing (there is nothing
-// to flush) and commits.
+// The largest append a journal takes, its index pending empty, commits and
+// is read.
 func TestLargestAppendWithNothingPending(t *testing.T) {
 	j := open(t, t.TempDir(), Options{MemTableSize: minMemTableSize})
 	// Events of cost 2*(1+100)+128 = 330 each (txnCost), as many as fit
@@ -218,13 +217,46 @@ func TestLargestAppendWithNothingPending(t *testing.T) {
 	if cost <= j.groupCost-128 || cost > j.groupCost || entries > j.groupEntries {
 		t.Fatalf("append of cost %d and %d entries, want within 128 of %d and at most %d entries", cost, entries, j.groupCost, j.groupEntries)
 	}
-	if !j.index.full(j, cost, entries) {
-		t.Fatal("the append does not fill a flush")
-	}
 	if _, err := j.Append(context.Background(), events...); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := j.Load("t", last.EntityId, 1); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A flush holds every run pending, however many Badger transactions they
+// take: more entities than one transaction holds entries, each appended to
+// twice in groups of their own, get one run each, with both seqNrs, read
+// whole after a reopen.
+func TestIndexFlushInGroups(t *testing.T) {
+	defer func(n int) { indexFlushEvents = n }(indexFlushEvents)
+	indexFlushEvents = 1 << 30 // only Close flushes
+	dir := t.TempDir()
+	j := open(t, dir, Options{MemTableSize: minMemTableSize})
+	entities := j.groupEntries + 100
+	for seq := 1; seq <= 2; seq++ {
+		for from := 0; from < entities; from += 1000 {
+			var events []*streamdv1.Event
+			for i := from; i < min(from+1000, entities); i++ {
+				events = append(events, &streamdv1.Event{EntityType: "t", EntityId: fmt.Sprint("e-", i), SeqNr: uint64(seq)})
+			}
+			if _, err := j.Append(context.Background(), events...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, dir, Options{MemTableSize: minMemTableSize})
+	if runs, _ := runKeys(t, j); runs != entities {
+		t.Fatalf("%d runs in Badger for %d entities appended to twice: want one each, written by one flush", runs, entities)
+	}
+	for _, i := range []int{0, entities / 2, entities - 1} {
+		evs, err := j.ReadEntity("t", fmt.Sprint("e-", i), 1, 10, nil)
+		if err != nil || len(evs) != 2 || evs[0].SeqNr != 1 || evs[1].SeqNr != 2 {
+			t.Fatalf("entity e-%d: %d events (%v), want seqNrs 1 and 2", i, len(evs), err)
+		}
 	}
 }

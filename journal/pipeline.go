@@ -193,7 +193,7 @@ func (j *Journal) writeLoop(w *writer) {
 				g.failAll(err)
 				continue
 			}
-			if j.index.full(j, cost, entries) {
+			if j.index.full() {
 				w.sendIndexFlush()
 			}
 			g.err = w.commit(g)
