@@ -20,7 +20,8 @@ import (
 // An append does not write to Badger per event: the writer adds its events'
 // offsets to the pending index in memory, where readers find them, and
 // writes the pending runs to Badger once they reach indexFlushEvents events
-// (a flush), in as many groups of its own as Badger's transactions take;
+// or indexFlushEntities entities (a flush), in as many groups of its own as
+// Badger's transactions take;
 // the last also sets m/indexed, the last offset whose index entries Badger
 // holds. A flush is not logged: Open derives the pending index again from
 // the event blocks after m/indexed, so a crash loses nothing of it. A crash
@@ -33,9 +34,11 @@ import (
 // (a read skips them).
 const maxRunEvents = 4096
 
-// indexFlushEvents is the most events the pending index holds (a
-// variable for tests).
-var indexFlushEvents = 1 << 18
+// indexFlushEvents and indexFlushEntities bound the pending index: the
+// events it holds, and the entities (each a run in memory, a map entry and
+// its key), which bound its memory whatever the entities' number (variables
+// for tests).
+var indexFlushEvents, indexFlushEntities = 1 << 18, 1 << 16
 
 // runPrefix is the prefix of every run key of one entity.
 func runPrefix(ek string) []byte {
@@ -182,8 +185,11 @@ func (p *pendingIndex) latest(ek string) (seqNr, off uint64, ok bool) {
 	return r.last(), r.offs[len(r.offs)-1], true
 }
 
-// full reports whether cur holds enough events to flush.
-func (p *pendingIndex) full() bool { return p.events >= indexFlushEvents }
+// full reports whether cur holds enough events or entities to flush. Only
+// the writer changes cur, and calls full.
+func (p *pendingIndex) full() bool {
+	return p.events >= indexFlushEvents || len(p.cur) >= indexFlushEntities
+}
 
 // flushIndex moves cur to flushing and returns the groups that write it to
 // Badger, each within one Badger transaction, m/indexed in the last, which

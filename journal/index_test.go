@@ -260,3 +260,23 @@ func TestIndexFlushInGroups(t *testing.T) {
 		}
 	}
 }
+
+// The pending index holds at most indexFlushEntities entities, whatever
+// its events: each new entity costs memory until the flush.
+func TestIndexFlushByEntities(t *testing.T) {
+	defer func(n, m int) { indexFlushEvents, indexFlushEntities = n, m }(indexFlushEvents, indexFlushEntities)
+	indexFlushEvents, indexFlushEntities = 1<<30, 10
+	j := open(t, t.TempDir(), Options{})
+	for i := range 25 {
+		if _, err := j.Append(context.Background(), &streamdv1.Event{EntityType: "t", EntityId: fmt.Sprint("e-", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An Update is answered once every group before it is applied.
+	if err := j.Update(func(*badger.Txn) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := j.index.applied.Load(); got != 2 {
+		t.Fatalf("%d flushes of the index after 25 entities, want 2 (one per 10)", got)
+	}
+}
