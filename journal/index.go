@@ -21,13 +21,13 @@ import (
 // offsets to the pending index in memory, where readers find them, and
 // writes the pending runs to Badger once they reach indexFlushEvents events
 // or indexFlushEntities entities (a flush), in as many groups of its own as
-// Badger's transactions take;
-// the last also sets m/indexed, the last offset whose index entries Badger
-// holds. A flush is not logged: Open derives the pending index again from
-// the event blocks after m/indexed, so a crash loses nothing of it. A crash
-// between a flush's groups leaves runs in Badger that the derived ones
-// overwrite (the same keys: the same first seqNrs), and a reader reads a
-// run that Badger and the pending index both hold once.
+// Badger's transactions take; the last also sets m/indexed, the last offset
+// whose index entries Badger holds. A flush is not logged: Open derives the
+// pending index again from the event blocks after m/indexed, so a crash
+// loses nothing of it. A crash between a flush's groups leaves runs in
+// Badger that the derived ones overwrite (the same keys: the same first
+// seqNrs), and a reader reads a run that Badger and the pending index both
+// hold once.
 //
 // Runs hold at most maxRunEvents offsets. Retention deletes a run once it
 // deleted the run's last event; a run's older events may be gone before

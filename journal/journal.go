@@ -518,10 +518,10 @@ func copyWrites(writes []Write) []Write {
 }
 
 // txnCost is an upper bound of what an append of events (size bytes
-// encoded) adds to a Badger transaction: a reference per block, perhaps an
-// origin entry per event, and what each event adds to a flush of the index
-// (pendingIndex.full), each key with Badger's per-entry overhead. The
-// blocks themselves stay in the WAL.
+// encoded) adds to a Badger transaction: a reference per block, and per
+// event perhaps an origin entry and an entity type entry, each key with
+// Badger's per-entry overhead. The blocks themselves stay in the WAL, and
+// the index is flushed in groups of its own.
 func txnCost(events []*streamdv1.Event, size int) (cost, entries int) {
 	blocks := size/maxBlockBytes + 2
 	cost = blocks * (2 + 8 + refBytes + 64)
