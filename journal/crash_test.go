@@ -28,7 +28,15 @@ const (
 	// reclaimEnv makes crashChild's journal reclaim segments all the time:
 	// small segments, retention of 1 MiB run every few milliseconds.
 	reclaimEnv = "STREAMD_JOURNAL_CRASH_RECLAIM"
+	// manyEnv makes crashChild write manyEntities entities, with the
+	// smallest memtable and a flush of the index per manyFlushEvents
+	// events: each flush takes several Badger transactions.
+	manyEnv = "STREAMD_JOURNAL_CRASH_MANY"
 )
+
+// The entities crashChild writes: crashEntities, or manyEntities with
+// manyEnv.
+const crashEntities, manyEntities, manyFlushEvents = 20, 50_000, 20_000
 
 // reclaimOptions keep retention and segment reclaiming busy.
 var reclaimOptions = Options{segmentBytes: 128 << 10, RetentionMaxBytes: 1 << 20, RetentionInterval: 5 * time.Millisecond}
@@ -57,6 +65,10 @@ func crashChild() bool {
 		opts = reclaimOptions
 	}
 	indexFlushEvents = 64 // flushes of the index all the time
+	entities := crashEntities
+	if os.Getenv(manyEnv) != "" {
+		opts.MemTableSize, indexFlushEvents, entities = minMemTableSize, manyFlushEvents, manyEntities
+	}
 	j, err := Open(dir, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)
@@ -72,7 +84,7 @@ func crashChild() bool {
 				events := make([]*streamdv1.Event, n)
 				for k := range events {
 					events[k] = &streamdv1.Event{
-						EntityType: "acct", EntityId: fmt.Sprintf("a%d", rand.IntN(20)),
+						EntityType: "acct", EntityId: fmt.Sprintf("a%d", rand.IntN(entities)),
 						Payload:  make([]byte, 128),
 						Metadata: map[string]string{"batch": id, "n": strconv.Itoa(n)},
 					}
@@ -140,7 +152,7 @@ func TestKill9(t *testing.T) {
 	j := open(t, dir, Options{})
 	all := readAll(t, j)
 	checkInvariants(t, all, 1)
-	checkIndex(t, j, all)
+	checkIndex(t, j, all, crashEntities)
 	batches := map[string][]*streamdv1.Event{}
 	for _, e := range all {
 		id := e.Metadata["batch"]
@@ -198,6 +210,46 @@ func TestKill9(t *testing.T) {
 		t.Fatalf("after 4 SIGKILLs and a clean Close the WAL segments hold %d bytes past their last frames", n)
 	}
 	t.Logf("%d acknowledged batches, %d events stored, all present after 4 SIGKILLs", len(acked), len(all))
+}
+
+// TestKill9DuringIndexFlushes kills a process whose index flushes each
+// take several Badger transactions (more entities per flush than one
+// holds), several times: after each recovery every acknowledged batch is
+// there, and reading each entity by seqNr gives exactly its events. A kill
+// lands between a flush's transactions only by chance; TestIndexFlushInGroups
+// makes that state itself.
+func TestKill9DuringIndexFlushes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	dir := t.TempDir()
+	acked := map[string]crashAck{}
+	for cycle := range 3 {
+		// About 3 events a batch: a kill after 2 to 4 flushes.
+		killChild(t, acked, 2*manyFlushEvents/3+rand.IntN(2*manyFlushEvents/3), crashDirEnv+"="+dir, manyEnv+"=1")
+		j := open(t, dir, Options{MemTableSize: minMemTableSize})
+		if cycle == 0 && j.groupEntries >= manyFlushEvents/2 {
+			t.Fatalf("a transaction holds %d entries: a flush of %d events over %d entities would not take several", j.groupEntries, manyFlushEvents, manyEntities)
+		}
+		all := readAll(t, j)
+		checkInvariants(t, all, 1)
+		checkIndex(t, j, all, manyEntities)
+		at := map[uint64]bool{}
+		for _, e := range all {
+			at[e.Offset] = true
+		}
+		for id, a := range acked {
+			for k := range a.n {
+				if !at[a.offset+uint64(k)] {
+					t.Fatalf("cycle %d: acknowledged batch %s (offset %d, %d events) lost", cycle, id, a.offset, a.n)
+				}
+			}
+		}
+		if err := j.Close(); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("cycle %d: %d acknowledged batches, %d events stored", cycle, len(acked), len(all))
+	}
 }
 
 // zeroFill returns the bytes of the WAL segments in dir past their last
@@ -283,7 +335,7 @@ func TestKill9DuringReclaim(t *testing.T) {
 		if _, err := j.Read(info.FirstOffset-1, 1, nil); info.FirstOffset > 1 && !errors.As(err, new(*OutOfRangeError)) {
 			t.Fatalf("cycle %d: read below the floor %d = %v, want an OutOfRangeError", cycle, info.FirstOffset, err)
 		}
-		checkIndex(t, j, all)
+		checkIndex(t, j, all, crashEntities)
 		if ids, _ := segments(filepath.Join(dir, walDirName)); len(ids) > 0 && ids[0] > 1 {
 			reclaimed = true
 		}
@@ -381,16 +433,16 @@ func startChild(t *testing.T, env ...string) (*exec.Cmd, io.Reader, *strings.Bui
 	return cmd, stdout, stderr
 }
 
-// checkIndex checks that reading each entity of all (the events from the
-// floor on) by seqNr gives exactly its events, those retention deleted
-// meanwhile aside.
-func checkIndex(t *testing.T, j *Journal, all []*streamdv1.Event) {
+// checkIndex checks that reading each of crashChild's entities (a0 to
+// a<entities-1>) by seqNr gives exactly its events in all (the events from
+// the floor on), those retention deleted meanwhile aside.
+func checkIndex(t *testing.T, j *Journal, all []*streamdv1.Event, entities int) {
 	t.Helper()
 	byEntity := map[string][]*streamdv1.Event{}
 	for _, e := range all {
 		byEntity[e.EntityId] = append(byEntity[e.EntityId], e)
 	}
-	for a := range 20 {
+	for a := range entities {
 		id := fmt.Sprintf("a%d", a)
 		got, err := j.ReadEntity("acct", id, 1, 1<<20, nil)
 		if err != nil {
