@@ -22,8 +22,9 @@
 //     references to the event blocks, and the records, not the events, so
 //     its memory and compactions do not grow with the events' bytes. The
 //     index is written in runs of an entity's consecutive seqNrs, once per
-//     262,144 events (index.go), not per event; until then readers find it
-//     in memory, and Open derives it again after a crash. With
+//     262,144 events or 65,536 entities (index.go), not per event; until
+//     then readers find it in memory, and Open derives it again after a
+//     crash. With
 //     DurabilitySync, Badger runs without fsync: the WAL (wal.go) holds
 //     every change since Badger's last checkpoint and replays it at Open, so
 //     an acknowledged append survives a crash of the machine whatever Badger
